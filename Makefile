@@ -1,0 +1,42 @@
+# The single entry point. `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WHEELHOUSE := .wheelhouse
+STAMP := $(VENV)/.detpack-setup
+
+.PHONY: setup demo test test-fast lint typecheck bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml fixtures/wheelhouse.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(WHEELHOUSE) -r fixtures/wheelhouse.txt
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/detpack build example -o example/dist --find-links $(WHEELHOUSE) --offline
+	@echo
+	@echo "outputs:    $$(ls example/dist/*.whl example/dist/*.tar.gz | tr '\n' ' ')"
+	@echo "provenance: $$(ls example/dist/*.provenance.json)"
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not network"
+
+lint: setup
+	$(BIN)/ruff check detpack tests bench
+	$(BIN)/ruff format --check detpack tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(WHEELHOUSE) example/dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""``python -m detpack``."""
+
+from detpack.cli import main
+
+raise SystemExit(main())

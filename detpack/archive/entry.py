@@ -1,0 +1,70 @@
+"""The one member model shared by the zip and tar readers and writers.
+
+An ``Entry`` describes a member's canonical identity (name, kind, mode, link target);
+data is streamed separately. ``safe_name`` is the single gate every member name passes:
+absolute paths, ``..`` components, NUL bytes and empty names are refused.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Literal
+
+from detpack.errors import ArchiveError
+
+Kind = Literal["file", "dir", "symlink", "hardlink"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One archive member, as detpack will write it."""
+
+    name: str
+    kind: Kind
+    mode: int
+    size: int = 0
+    linkname: str = ""
+
+    @property
+    def sort_key(self) -> bytes:
+        return self.name.encode("utf-8", "surrogateescape")
+
+
+def safe_name(raw: str, archive: str) -> str:
+    """Return ``raw`` as a clean relative POSIX path, or raise naming the archive."""
+    name = raw.replace("\\", "/") if "\\" in raw and "/" not in raw else raw
+    if "\x00" in name:
+        raise ArchiveError(f"{archive}: member name {raw!r} contains a NUL byte; refusing the archive")
+    while name.startswith("./"):
+        name = name[2:]
+    stripped = name.rstrip("/")
+    if not stripped or stripped == ".":
+        raise ArchiveError(f"{archive}: member with an empty name; refusing the archive")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise ArchiveError(f"{archive}: member {raw!r} has an absolute path; refusing the archive")
+    parts = stripped.split("/")
+    if ".." in parts:
+        raise ArchiveError(
+            f"{archive}: member {raw!r} escapes the archive root with '..'; refusing the archive"
+        )
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+def check_link_target(name: str, target: str, archive: str) -> None:
+    """Refuse a symlink whose target is absolute or climbs out of the archive root."""
+    if target.startswith("/"):
+        raise ArchiveError(
+            f"{archive}: symlink {name!r} points to absolute path {target!r}; refusing the archive"
+        )
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    if resolved == ".." or resolved.startswith("../"):
+        raise ArchiveError(
+            f"{archive}: symlink {name!r} -> {target!r} points outside the archive; refusing the archive"
+        )
+
+
+def parents(name: str) -> list[str]:
+    """Every ancestor directory of ``name``, outermost first."""
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]

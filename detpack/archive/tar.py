@@ -1,0 +1,141 @@
+"""Read any tar; write the canonical tar form.
+
+Canonical form: members sorted by UTF-8 path, every parent directory present, PAX format
+(plain ustar headers whenever a member fits them) with no atime/ctime/xattr records,
+mtime = epoch, uid/gid 0, empty uname/gname, modes from ``policy.canonical_mode``.
+Symlinks and hardlinks are kept (a hardlink group's first member in sorted order carries
+the data); devices and fifos are refused, as are absolute, ``..`` and escaping names.
+The input must be a seekable, uncompressed tar so members can be read in any order.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from detpack import policy
+from detpack.archive.entry import Entry, check_link_target, parents, safe_name
+from detpack.errors import ArchiveError
+
+
+@dataclass(frozen=True)
+class TarItem:
+    """A member to write: its canonical ``Entry`` and the input member holding its data."""
+
+    entry: Entry
+    source: tarfile.TarInfo | None
+
+
+def open_tar(fileobj: BinaryIO, label: str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=fileobj, mode="r:")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
+
+
+def plan(tf: tarfile.TarFile, label: str) -> list[TarItem]:
+    """Validate every member and return the canonical member list, in write order."""
+    try:
+        infos = tf.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
+    by_name: dict[str, tarfile.TarInfo] = {}
+    for info in infos:
+        name = safe_name(info.name, label)
+        if name in by_name:
+            raise ArchiveError(f"{label}: duplicate member name {name!r}; refusing the archive")
+        if info.ischr() or info.isblk() or info.isfifo():
+            raise ArchiveError(f"{label}: member {name!r} is a device or fifo; refusing the archive")
+        if not (info.isfile() or info.isdir() or info.issym() or info.islnk()):
+            raise ArchiveError(f"{label}: member {name!r} has unsupported type {info.type!r}")
+        if info.issym():
+            check_link_target(name, info.linkname, label)
+        by_name[name] = info
+
+    items: dict[str, TarItem] = {}
+    for name, info in by_name.items():
+        if info.isdir():
+            items[name] = TarItem(Entry(name, "dir", policy.DIR_MODE), None)
+        elif info.issym():
+            items[name] = TarItem(Entry(name, "symlink", policy.SYMLINK_MODE, 0, info.linkname), None)
+        elif info.isfile():
+            items[name] = TarItem(Entry(name, "file", policy.canonical_mode(info.mode), info.size), info)
+    _add_hardlinks(by_name, items, label)
+    for name in list(items):
+        for parent in parents(name):
+            if parent in items and items[parent].entry.kind != "dir":
+                raise ArchiveError(
+                    f"{label}: {parent!r} is both a file and a directory; refusing the archive"
+                )
+            items.setdefault(parent, TarItem(Entry(parent, "dir", policy.DIR_MODE), None))
+    return sorted(items.values(), key=lambda item: item.entry.sort_key)
+
+
+def _add_hardlinks(by_name: dict[str, tarfile.TarInfo], items: dict[str, TarItem], label: str) -> None:
+    groups: dict[str, list[str]] = {}
+    for name, info in by_name.items():
+        if not info.islnk():
+            continue
+        target = safe_name(info.linkname, label)
+        seen = {name}
+        while target in by_name and by_name[target].islnk():
+            if target in seen:
+                raise ArchiveError(
+                    f"{label}: hardlink {name!r} is part of a link cycle; refusing the archive"
+                )
+            seen.add(target)
+            target = safe_name(by_name[target].linkname, label)
+        if target not in by_name or not by_name[target].isfile():
+            raise ArchiveError(
+                f"{label}: hardlink {name!r} points to {target!r}, which is not a file in the archive"
+            )
+        groups.setdefault(target, [target]).append(name)
+    for target, names in groups.items():
+        data = by_name[target]
+        mode = policy.canonical_mode(data.mode)
+        primary, *others = sorted(set(names), key=lambda n: n.encode("utf-8", "surrogateescape"))
+        items[primary] = TarItem(Entry(primary, "file", mode, data.size), data)
+        for other in others:
+            items[other] = TarItem(Entry(other, "hardlink", mode, 0, primary), None)
+
+
+def _tarinfo(entry: Entry, epoch: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(entry.name)
+    ti.mtime = epoch
+    ti.mode = entry.mode
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    ti.pax_headers = {}
+    ti.type = {
+        "file": tarfile.REGTYPE,
+        "dir": tarfile.DIRTYPE,
+        "symlink": tarfile.SYMTYPE,
+        "hardlink": tarfile.LNKTYPE,
+    }[entry.kind]
+    ti.linkname = entry.linkname
+    ti.size = entry.size if entry.kind == "file" else 0
+    return ti
+
+
+def write(
+    out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, epoch: int, label: str
+) -> None:
+    """Write ``items`` canonically to ``out``, streaming file data from ``src``."""
+    with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, encoding="utf-8") as dst:
+        for item in items:
+            ti = _tarinfo(item.entry, epoch)
+            if item.entry.kind != "file":
+                dst.addfile(ti)
+                continue
+            assert src is not None and item.source is not None
+            try:
+                data = src.extractfile(item.source)
+                if data is None:
+                    raise ArchiveError(f"{label}: member {item.entry.name!r} has no data")
+                dst.addfile(ti, data)
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise ArchiveError(
+                    f"{label}: member {item.entry.name!r} is truncated or unreadable ({exc})"
+                ) from None

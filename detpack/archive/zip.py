@@ -1,0 +1,227 @@
+"""Read any zip; write the canonical zip form.
+
+Canonical form: members in the caller's order; each member's time is the epoch (UTC),
+create_system Unix, version 2.0, no extra fields (zip64 excepted), no comments, no data
+descriptors; modes from ``policy.canonical_mode``. A member already deflated (or stored) is
+copied as its raw compressed stream, verified against its CRC on the way through; any other
+method, or ``recompress=True``, is re-deflated at the policy level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from repro_zipfile import ReproducibleZipFile
+
+from detpack import policy
+from detpack.archive.entry import Entry, check_link_target, safe_name
+from detpack.errors import ArchiveError
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_RAW_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """A member of an input zip: its canonical ``Entry`` and where its bytes are."""
+
+    entry: Entry
+    info: zipfile.ZipInfo
+
+
+def read_members(zf: zipfile.ZipFile, label: str) -> list[ZipMember]:
+    """Validate every member of ``zf`` and describe it; refuse hostile or unsupported members."""
+    seen: set[str] = set()
+    members: list[ZipMember] = []
+    for info in zf.infolist():
+        name = safe_name(info.filename, label)
+        if name in seen:
+            raise ArchiveError(f"{label}: duplicate member name {name!r}; refusing the archive")
+        seen.add(name)
+        if info.flag_bits & 0x1:
+            raise ArchiveError(f"{label}: member {name!r} is encrypted; detpack cannot normalize it")
+        unix_mode = info.external_attr >> 16
+        if info.is_dir():
+            entry = Entry(name, "dir", policy.DIR_MODE)
+        elif stat.S_ISLNK(unix_mode):
+            target = zf.read(info).decode("utf-8", "surrogateescape")
+            check_link_target(name, target, label)
+            entry = Entry(name, "symlink", policy.SYMLINK_MODE, len(target), target)
+        else:
+            entry = Entry(name, "file", policy.canonical_mode(unix_mode), info.file_size)
+        members.append(ZipMember(entry, info))
+    return members
+
+
+def external_attr(entry: Entry) -> int:
+    if entry.kind == "dir":
+        return ((stat.S_IFDIR | entry.mode) << 16) | 0x10
+    if entry.kind == "symlink":
+        return (stat.S_IFLNK | entry.mode) << 16
+    return (stat.S_IFREG | entry.mode) << 16
+
+
+def _zipinfo(entry: Entry, epoch: int) -> zipfile.ZipInfo:
+    name = entry.name + "/" if entry.kind == "dir" else entry.name
+    zi = zipfile.ZipInfo(name, policy.zip_date_time(epoch))
+    zi.create_system = policy.ZIP_CREATE_SYSTEM
+    zi.create_version = policy.ZIP_VERSION
+    zi.extract_version = policy.ZIP_VERSION
+    zi.external_attr = external_attr(entry)
+    zi.flag_bits = 0
+    return zi
+
+
+class _Sink:
+    """Feeds a member's uncompressed bytes to an optional digest and checks size and CRC."""
+
+    def __init__(self, label: str, info: zipfile.ZipInfo, digest: hashlib._Hash | None) -> None:
+        self.label, self.info, self.digest = label, info, digest
+        self.crc = 0
+        self.size = 0
+
+    def feed(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.info.file_size:
+            raise ArchiveError(
+                f"{self.label}: member {self.info.filename!r} holds more data than its declared "
+                f"{self.info.file_size} bytes; refusing the archive"
+            )
+        self.crc = zlib.crc32(data, self.crc)
+        if self.digest is not None:
+            self.digest.update(data)
+
+    def finish(self) -> None:
+        if self.size != self.info.file_size or self.crc != self.info.CRC:
+            raise ArchiveError(
+                f"{self.label}: member {self.info.filename!r} is corrupt (size or CRC does not match); "
+                "the archive is damaged or truncated"
+            )
+
+
+def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[bytes]:
+    fp.seek(info.header_offset)
+    header = fp.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise ArchiveError(
+            f"{label}: member {info.filename!r} has a bad local header; the archive is corrupt"
+        )
+    fields = _LOCAL_HEADER.unpack(header)
+    fp.seek(fields[10] + fields[11], 1)
+    remaining = info.compress_size
+    while remaining:
+        chunk = fp.read(min(policy.CHUNK, remaining))
+        if not chunk:
+            raise ArchiveError(f"{label}: member {info.filename!r} is truncated; the archive is damaged")
+        remaining -= len(chunk)
+        yield chunk
+
+
+class CanonicalZipWriter(ReproducibleZipFile):
+    """A zip writer that only ever writes canonical members."""
+
+    def __init__(self, fileobj: BinaryIO, epoch: int) -> None:
+        super().__init__(fileobj, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self.epoch = epoch
+
+    def add_bytes(self, entry: Entry, data: bytes) -> None:
+        zi = _zipinfo(entry, self.epoch)
+        zi.compress_type = zipfile.ZIP_STORED if entry.kind == "dir" else zipfile.ZIP_DEFLATED
+        _set_level(zi)
+        zi.file_size = len(data)
+        with self.open(zi, "w") as out:
+            out.write(data)
+
+    def copy_member(
+        self,
+        src: zipfile.ZipFile,
+        member: ZipMember,
+        label: str,
+        *,
+        recompress: bool,
+        digest: hashlib._Hash | None = None,
+    ) -> None:
+        """Copy ``member`` of ``src`` canonically, feeding its uncompressed bytes to ``digest``."""
+        entry, info = member.entry, member.info
+        if entry.kind == "dir":
+            self.add_bytes(entry, b"")
+            return
+        sink = _Sink(label, info, digest)
+        if info.compress_type in _RAW_METHODS and not recompress:
+            self._copy_raw(src, info, entry, sink, label)
+        else:
+            self._recompress(src, info, entry, sink, label)
+        sink.finish()
+
+    def _copy_raw(
+        self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str
+    ) -> None:
+        zi = _zipinfo(entry, self.epoch)
+        zi.compress_type = info.compress_type
+        zi.CRC = info.CRC
+        zi.compress_size = info.compress_size
+        zi.file_size = info.file_size
+        fp = self.fp
+        assert fp is not None
+        self._writecheck(zi)  # type: ignore[attr-defined]
+        self._didModify = True
+        zi.header_offset = fp.tell()
+        fp.write(zi.FileHeader(None))
+        d = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+        assert src.fp is not None
+        for chunk in _raw_chunks(src.fp, info, label):
+            fp.write(chunk)
+            if d is None:
+                sink.feed(chunk)
+                continue
+            try:
+                # Bounded inflation: the sink refuses the member as soon as it exceeds its
+                # declared size, so a bomb never reaches memory whole.
+                sink.feed(d.decompress(chunk, policy.CHUNK))
+                while d.unconsumed_tail:
+                    sink.feed(d.decompress(d.unconsumed_tail, policy.CHUNK))
+            except zlib.error as exc:
+                raise ArchiveError(
+                    f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})"
+                ) from None
+        if d is not None and not d.eof:
+            raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
+        self.filelist.append(zi)
+        self.NameToInfo[zi.filename] = zi
+        self.start_dir = fp.tell()
+
+    def _recompress(
+        self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str
+    ) -> None:
+        zi = _zipinfo(entry, self.epoch)
+        zi.compress_type = zipfile.ZIP_DEFLATED
+        _set_level(zi)
+        zi.file_size = info.file_size
+        try:
+            with src.open(info) as inp, self.open(zi, "w") as out:
+                while chunk := inp.read(policy.CHUNK):
+                    sink.feed(chunk)
+                    out.write(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise ArchiveError(f"{label}: cannot read member {info.filename!r} ({exc})") from None
+
+
+def _set_level(zi: zipfile.ZipInfo) -> None:
+    # Python 3.11/3.12 call it _compresslevel, 3.13+ compress_level.
+    attr = "compress_level" if "compress_level" in zipfile.ZipInfo.__slots__ else "_compresslevel"
+    setattr(zi, attr, policy.ZIP_DEFLATE_LEVEL)
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None

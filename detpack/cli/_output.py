@@ -1,0 +1,53 @@
+"""Terminal rendering: steps and subprocess lines on stderr, results on stdout.
+
+Colours only on a TTY and never with NO_COLOR set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+_CODES = {"bold": "\033[1m", "dim": "\033[2m", "red": "\033[91m", "green": "\033[92m", "reset": "\033[0m"}
+
+
+def _colour(stream: TextIO) -> bool:
+    return "NO_COLOR" not in os.environ and stream.isatty()
+
+
+@dataclass
+class Output:
+    verbosity: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Output:
+        return cls(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
+
+    def _style(self, stream: TextIO, text: str, *styles: str) -> str:
+        if not _colour(stream):
+            return text
+        return "".join(_CODES[s] for s in styles) + text + _CODES["reset"]
+
+    def step(self, message: str) -> None:
+        if self.verbosity >= 0:
+            print(self._style(sys.stderr, f"* {message}", "bold"), file=sys.stderr, flush=True)
+
+    def line(self, message: str) -> None:
+        if self.verbosity > 0:
+            print(self._style(sys.stderr, f"  {message}", "dim"), file=sys.stderr, flush=True)
+
+    def result(self, message: str) -> None:
+        print(message, flush=True)
+
+    def success(self, message: str) -> None:
+        if self.verbosity >= -1:
+            print(self._style(sys.stdout, message, "bold", "green"), flush=True)
+
+    def error(self, message: str) -> None:
+        first, _, rest = message.partition("\n")
+        print(self._style(sys.stderr, "error: ", "red", "bold") + first, file=sys.stderr, flush=True)
+        if rest:
+            print(self._style(sys.stderr, rest, "dim"), file=sys.stderr, flush=True)

@@ -1,0 +1,190 @@
+"""``detpack build``: every ``python -m build`` option, plus detpack's reproducibility options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from detpack.cli._output import Output
+from detpack.config import BuildRequest
+from detpack.errors import ConfigError
+from detpack.frontend import ConfigSettings, Distribution, FrontendSettings
+from detpack.pipeline import build_project
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "build",
+        help="build an sdist and wheel reproducibly, with provenance",
+        description=(
+            "Build like `python -m build` (by default the sdist, then the wheel from it), in a controlled "
+            "environment; rewrite the outputs into canonical bytes and write "
+            "<name>-<version>.provenance.json beside them."
+        ),
+    )
+    p.add_argument("srcdir", nargs="?", default=".", help="project directory or sdist (.tar.gz); default: .")
+    p.add_argument(
+        "--sdist",
+        "-s",
+        dest="distributions",
+        action="append_const",
+        const="sdist",
+        help="build a source distribution (disables the default behaviour)",
+    )
+    p.add_argument(
+        "--wheel",
+        "-w",
+        dest="distributions",
+        action="append_const",
+        const="wheel",
+        help="build a wheel (disables the default behaviour)",
+    )
+    p.add_argument("--outdir", "-o", type=Path, help="output directory (default: {srcdir}/dist)")
+    cfg = p.add_mutually_exclusive_group()
+    cfg.add_argument(
+        "--config-setting",
+        "-C",
+        dest="config_settings",
+        action="append",
+        metavar="KEY[=VALUE]",
+        help="setting passed to the backend; repeat for several",
+    )
+    cfg.add_argument("--config-json", metavar="JSON", help="backend settings as a JSON object")
+    iso = p.add_mutually_exclusive_group()
+    iso.add_argument(
+        "--installer",
+        choices=("pip", "uv"),
+        default="pip",
+        help="installer for the isolated build environment (default: pip)",
+    )
+    iso.add_argument(
+        "--no-isolation",
+        "-n",
+        action="store_true",
+        help="build in the current environment (its packages are recorded without file hashes)",
+    )
+    p.add_argument(
+        "--skip-dependency-check",
+        "-x",
+        action="store_true",
+        help="with --no-isolation, do not check that build dependencies are installed",
+    )
+    p.add_argument(
+        "--dependency-constraints-txt",
+        type=Path,
+        metavar="PATH",
+        help="pip constraints file applied when installing build dependencies",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH",
+        help="write a JSON report of the built artifacts (python -m build's format)",
+    )
+    verbosity = p.add_mutually_exclusive_group()
+    verbosity.add_argument("--verbose", "-v", action="count", default=0, help="show backend output")
+    verbosity.add_argument("--quiet", "-q", action="count", default=0, help="only print results")
+    det = p.add_argument_group("reproducibility")
+    det.add_argument(
+        "--source-date-epoch",
+        metavar="{N,git,sdist}",
+        help="SOURCE_DATE_EPOCH: seconds, the last git commit, or the sdist's PKG-INFO time",
+    )
+    det.add_argument(
+        "--recompress",
+        action="store_true",
+        default=None,
+        help="re-deflate every wheel member at detpack's level (neutralises zlib differences)",
+    )
+    det.add_argument(
+        "--pass-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also pass NAME from the environment to the build (recorded)",
+    )
+    det.add_argument(
+        "--find-links",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="look for build dependencies in DIR (pip --find-links)",
+    )
+    det.add_argument(
+        "--offline", action="store_true", default=None, help="do not use a package index (only --find-links)"
+    )
+
+
+def _config_settings(args: argparse.Namespace) -> ConfigSettings:
+    if args.config_json is not None:
+        try:
+            value = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config-json: invalid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise ConfigError("--config-json: must be a JSON object, not a list or a scalar")
+        return value
+    settings: dict[str, str | list[str]] = {}
+    for item in args.config_settings or []:
+        key, _, value = item.partition("=")
+        existing = settings.get(key)
+        if existing is None:
+            settings[key] = value
+        elif isinstance(existing, list):
+            existing.append(value)
+        else:
+            settings[key] = [existing, value]
+    return settings
+
+
+def _write_report(path: Path, artifacts: list[tuple[str, Path, str, int, str]]) -> None:
+    from detpack.atomic import write_bytes
+
+    report = {
+        "version": "1.0",
+        "artifacts": [
+            {"name": name, "path": str(p), "kind": kind, "size": size, "hashes": {"sha256": digest}}
+            for name, p, kind, size, digest in artifacts
+        ],
+    }
+    write_bytes(path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    distributions: tuple[Distribution, ...] | None = None
+    if args.distributions:
+        distributions = tuple(dict.fromkeys(args.distributions))
+    request = BuildRequest(
+        srcdir=Path(args.srcdir),
+        outdir=args.outdir,
+        distributions=distributions,
+        frontend=FrontendSettings(
+            config_settings=_config_settings(args),
+            isolation=not args.no_isolation,
+            installer=args.installer,
+            skip_dependency_check=args.skip_dependency_check,
+            constraints=args.dependency_constraints_txt,
+        ),
+        epoch_spec=args.source_date_epoch,
+        recompress=args.recompress,
+        pass_env=tuple(args.pass_env),
+        find_links=tuple(args.find_links),
+        offline=args.offline,
+    )
+    result = build_project(request, on_line=out.line, on_step=out.step)
+    out.step(f"SOURCE_DATE_EPOCH={result.epoch.value} (from {result.epoch.origin})")
+    for artifact in result.artifacts:
+        note = "" if artifact.sha256 == artifact.backend_sha256 else " (normalized)"
+        out.result(f"{artifact.path}  sha256:{artifact.sha256}{note}")
+    out.result(f"{result.provenance}  provenance")
+    if args.report is not None:
+        _write_report(
+            args.report,
+            [(a.path.name, a.path, a.distribution, a.size, a.sha256) for a in result.artifacts],
+        )
+    names = " and ".join(a.path.name for a in result.artifacts)
+    out.success(f"Successfully built {names}")
+    return 0

@@ -1,0 +1,69 @@
+"""``detpack normalize``: rewrite existing archives into canonical form."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from detpack import policy
+from detpack.cli._output import Output
+from detpack.errors import ConfigError, InputError
+from detpack.normalize import NormalizeOptions, normalize_file
+from detpack.source import parse_epoch
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "normalize",
+        help="rewrite wheels, zips, jars, tars, tar.gz and gz files into canonical form",
+        description=(
+            "Rewrite archives into detpack's canonical byte form (kind detected from content). "
+            "Idempotent; wheels keep a valid RECORD."
+        ),
+    )
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--outdir", type=Path, help="write results into DIR (same file names)")
+    where.add_argument("--in-place", action="store_true", help="replace each FILE atomically")
+    p.add_argument(
+        "--source-date-epoch",
+        metavar="N",
+        help="timestamp for every member (default: $SOURCE_DATE_EPOCH, else 1980-01-01)",
+    )
+    p.add_argument("--recompress", action="store_true", help="re-deflate zip members at detpack's level")
+    p.add_argument("--verbose", "-v", action="count", default=0)
+    p.add_argument("--quiet", "-q", action="count", default=0)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    if args.source_date_epoch is not None:
+        epoch = parse_epoch(args.source_date_epoch, "--source-date-epoch")
+    elif "SOURCE_DATE_EPOCH" in os.environ:
+        epoch = parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
+    else:
+        epoch = policy.DEFAULT_EPOCH
+    options = NormalizeOptions(epoch, args.recompress)
+    files: list[Path] = args.files
+    if args.outdir is not None:
+        if args.outdir.exists() and not args.outdir.is_dir():
+            raise InputError(f"{args.outdir}: output path exists and is not a directory")
+        names = [f.name for f in files]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(
+                f"-o {args.outdir}: several inputs are named {', '.join(dupes)}; they would collide"
+            )
+        for f in files:
+            if f.resolve().parent == args.outdir.resolve():
+                raise ConfigError(f"{f}: -o would overwrite the input itself; use --in-place for that")
+    for f in files:
+        if not f.is_file():
+            raise InputError(f"{f}: no such file" if not f.exists() else f"{f}: not a regular file")
+    for f in files:
+        target = f if args.in_place else args.outdir / f.name
+        result = normalize_file(f, target, options)
+        state = "rewritten" if result.changed else "already canonical"
+        out.result(f"{result.output}  {result.kind}  sha256:{result.sha256}  {state}")
+    return 0

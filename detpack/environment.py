@@ -1,0 +1,231 @@
+"""The controlled build environment: what every build subprocess sees.
+
+Owns the fixed build root (one build at a time per machine, guarded by a lock), the
+allowlisted environment, the umask, and the one subprocess runner (plumbum, argv lists,
+never a shell). Invariant: a backend sees only ``policy.FIXED_ENV``, the per-build
+variables (SOURCE_DATE_EPOCH, HOME, TMPDIR), allowlisted pass-through variables and what
+the isolated environment adds; everything set or passed is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plumbum import local
+from plumbum.commands.processes import CommandNotFound
+
+from detpack import policy
+from detpack.errors import ConfigError, EnvironmentSetupError
+
+LineSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildRoot:
+    """Fixed directories under the build root; their paths never depend on the user's tree."""
+
+    root: Path
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "src"
+
+    def env_dir(self, distribution: str) -> Path:
+        return self.root / f"env-{distribution}"
+
+
+@contextlib.contextmanager
+def build_root(path: Path | None = None) -> Iterator[BuildRoot]:
+    """Take the machine-wide build root, emptied, for the duration of one build."""
+    root = Path(path or os.environ.get("DETPACK_BUILD_ROOT") or policy.BUILD_ROOT)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = (root / ".lock").open("a+")
+    except OSError as exc:
+        raise EnvironmentSetupError(
+            f"{root}: cannot create the build root ({exc.strerror}); "
+            "set DETPACK_BUILD_ROOT to a writable path"
+        ) from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _empty(root)
+            br = BuildRoot(root)
+            for d in (br.home, br.tmp, br.raw):
+                d.mkdir()
+            yield br
+        finally:
+            _empty(root)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _empty(root: Path) -> None:
+    for child in root.iterdir():
+        if child.name == ".lock":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, onerror=_force_remove)
+        else:
+            child.unlink()
+
+
+def _force_remove(func: Callable[..., object], path: str, _exc: object) -> None:
+    # Read-only directories (some backends copy 0o555 trees) block rmtree: open them up.
+    with contextlib.suppress(OSError):
+        os.chmod(os.path.dirname(path), 0o755)
+        os.chmod(path, 0o755)
+        func(path)
+
+
+@dataclass(frozen=True)
+class ControlledEnvironment:
+    """The complete environment for build subprocesses, and where each part came from."""
+
+    variables: Mapping[str, str]
+    passed_through: tuple[str, ...]
+    umask: int = policy.UMASK
+    redacted: Mapping[str, str] = field(default_factory=dict)
+
+    def recorded(self) -> dict[str, str]:
+        """The variables as provenance records them (credentials in URLs hidden)."""
+        return {k: self.redacted.get(k, v) for k, v in sorted(self.variables.items())}
+
+
+def _redact_value(value: str) -> str:
+    out = []
+    for part in value.split():
+        if "://" in part and "@" in part.split("://", 1)[1].split("/", 1)[0]:
+            scheme, rest = part.split("://", 1)
+            part = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        out.append(part)
+    return " ".join(out)
+
+
+def controlled_environment(
+    *,
+    epoch: int,
+    root: BuildRoot,
+    caller_env: Mapping[str, str],
+    pass_env: Sequence[str] = (),
+    find_links: Sequence[Path] = (),
+    offline: bool = False,
+) -> ControlledEnvironment:
+    """Assemble the allowlisted environment for one build."""
+    variables = dict(policy.FIXED_ENV)
+    variables.update(
+        SOURCE_DATE_EPOCH=str(epoch),
+        HOME=str(root.home),
+        TMPDIR=str(root.tmp),
+    )
+    passed: list[str] = []
+    for name in (*policy.PASSTHROUGH_ENV, *pass_env):
+        if name in policy.NEVER_PASS:
+            raise ConfigError(
+                f"--pass-env {name}: refusing to pass {name}; it changes what code the build runs"
+            )
+        if name in caller_env and name not in passed:
+            variables[name] = caller_env[name]
+            passed.append(name)
+    if find_links:
+        links = " ".join(str(p.resolve()) for p in find_links)
+        variables["PIP_FIND_LINKS"] = links
+        variables["UV_FIND_LINKS"] = links
+    if offline:
+        variables["PIP_NO_INDEX"] = "1"
+        variables["UV_OFFLINE"] = "1"
+        variables["UV_NO_INDEX"] = "1"
+    redacted = {k: _redact_value(v) for k, v in variables.items() if _redact_value(v) != v}
+    return ControlledEnvironment(variables, tuple(passed), policy.UMASK, redacted)
+
+
+@contextlib.contextmanager
+def applied(env: ControlledEnvironment) -> Iterator[None]:
+    """Make ``env`` this process's environment and umask (the isolated-env installer inherits both)."""
+    saved_environ = dict(os.environ)
+    saved_umask = os.umask(env.umask)
+    os.environ.clear()
+    os.environ.update(env.variables)
+    try:
+        with local.env():
+            local.env.clear()
+            local.env.update(env.variables)
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        os.umask(saved_umask)
+
+
+@dataclass
+class Runner:
+    """Runs build subprocesses under the controlled environment, keeping a transcript.
+
+    Matches pyproject_hooks' runner signature, so ``build.ProjectBuilder`` uses it for
+    every hook call.
+    """
+
+    env: ControlledEnvironment
+    on_line: LineSink | None = None
+    transcript: list[str] = field(default_factory=list)
+
+    def __call__(
+        self, cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
+    ) -> None:
+        self.run(cmd, cwd=cwd, extra_environ=extra_environ)
+
+    def run(
+        self,
+        cmd: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        extra_environ: Mapping[str, str] | None = None,
+    ) -> str:
+        environ = {**self.env.variables, **(extra_environ or {})}
+        self._line("$ " + subprocess.list2cmdline(list(cmd)))
+        start = len(self.transcript)
+        try:
+            command = local[cmd[0]][list(cmd[1:])]
+        except CommandNotFound:
+            raise EnvironmentSetupError(f"{cmd[0]}: command not found on the build PATH") from None
+        with local.env():
+            local.env.clear()
+            local.env.update(environ)
+            proc = command.popen(
+                cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                self._line(text.rstrip("\n"))
+            code = proc.wait()
+        if code:
+            output = "\n".join(self.transcript[start:])
+            raise subprocess.CalledProcessError(code, list(cmd), output=output)
+        return "\n".join(self.transcript[start + 1 :])
+
+    def _line(self, line: str) -> None:
+        self.transcript.append(line)
+        if self.on_line is not None:
+            self.on_line(line)
+
+    def log_text(self) -> str:
+        return "\n".join(self.transcript) + "\n"

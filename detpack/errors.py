@@ -1,0 +1,54 @@
+"""The one error hierarchy of detpack.
+
+Every expected failure is a ``DetpackError``: its message names the object (a file, a
+project, a setting) and what to do about it, and ``exit_code`` is what the CLI returns.
+Subclasses are grouped by whose fault the failure is, so callers can react by kind.
+"""
+
+from __future__ import annotations
+
+
+class DetpackError(Exception):
+    """Root of every error detpack raises on purpose."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, *, details: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+    def diagnostics(self) -> str:
+        """The one-line message plus any captured detail (for ``-v``)."""
+        if self.details:
+            return f"{self.message}\n{self.details.rstrip()}"
+        return self.message
+
+
+class InputError(DetpackError):
+    """The user's input is missing, unreadable, malformed or hostile."""
+
+
+class ArchiveError(InputError):
+    """An archive is corrupt, truncated, or contains something detpack refuses to copy."""
+
+
+class ConfigError(InputError):
+    """A command-line option or ``[tool.detpack]`` setting is invalid."""
+
+
+class BackendError(DetpackError):
+    """The PEP 517 backend, or installing its requirements, failed."""
+
+
+class EnvironmentSetupError(DetpackError):
+    """The controlled build environment could not be prepared on this machine."""
+
+
+class VerificationError(DetpackError):
+    """Something is not the same / not verified; the CLI exits 1."""
+
+    exit_code = 1

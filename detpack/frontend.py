@@ -1,0 +1,257 @@
+"""PEP 517 through the ``build`` library: one distribution per call, raw artifacts out.
+
+``build`` owns the hooks and the isolated environment; detpack owns what is installed into
+it (pip with ``--report``, so every installed file's sha256 is known) and how subprocesses
+run (``environment.Runner``). Nothing here normalizes: outputs are the backend's own bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import subprocess
+import sys
+import tomllib
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import build._ctx
+from build import BuildBackendException, BuildException, ProjectBuilder
+from build.env import DefaultIsolatedEnv
+
+from detpack.environment import Runner
+from detpack.errors import BackendError, ConfigError, InputError
+
+Distribution = Literal["sdist", "wheel"]
+Installer = Literal["pip", "uv"]
+ConfigSettings = Mapping[str, str | list[str]]
+
+LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+
+
+@dataclass(frozen=True)
+class InstalledDependency:
+    """A package installed into the isolated build environment."""
+
+    name: str
+    version: str
+    sha256: str | None
+    url: str | None
+    requested: bool
+
+
+@dataclass(frozen=True)
+class RawArtifact:
+    distribution: Distribution
+    path: Path
+    backend: str
+    requires: tuple[str, ...]
+    installed: tuple[InstalledDependency, ...]
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    config_settings: ConfigSettings
+    isolation: bool = True
+    installer: Installer = "pip"
+    skip_dependency_check: bool = False
+    constraints: Path | None = None
+
+
+def backend_name(srcdir: Path) -> str:
+    """The project's ``build-backend`` (the legacy setuptools one when pyproject has none)."""
+    pyproject = srcdir / "pyproject.toml"
+    if not pyproject.is_file():
+        return LEGACY_BACKEND
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{pyproject}: invalid TOML ({exc})") from None
+    backend = data.get("build-system", {}).get("build-backend", LEGACY_BACKEND)
+    return str(backend)
+
+
+@contextlib.contextmanager
+def _build_logger(runner: Runner) -> Iterator[None]:
+    def log(message: str, *, kind: tuple[str, ...] | None = None) -> None:
+        for line in message.rstrip("\n").splitlines():
+            runner._line(line)
+
+    token = build._ctx.LOGGER.set(log)
+    try:
+        yield
+    finally:
+        build._ctx.LOGGER.reset(token)
+
+
+def build_distribution(
+    srcdir: Path,
+    distribution: Distribution,
+    outdir: Path,
+    *,
+    runner: Runner,
+    settings: FrontendSettings,
+    env_dir: Path,
+) -> RawArtifact:
+    """Build one distribution of ``srcdir`` into ``outdir`` with the project's backend."""
+    backend = backend_name(srcdir)
+    try:
+        with _build_logger(runner):
+            if settings.isolation:
+                return _isolated(srcdir, distribution, outdir, runner, settings, env_dir, backend)
+            return _in_place(srcdir, distribution, outdir, runner, settings, backend)
+    except BuildBackendException as exc:
+        raise BackendError(
+            f"{srcdir}: backend {backend!r} failed to build the {distribution} ({_cause(exc)}); "
+            "run with -v to see its output",
+            details=runner.log_text()[-8000:],
+        ) from None
+    except BuildException as exc:
+        raise InputError(f"{srcdir}: {exc}") from None
+    except subprocess.CalledProcessError as exc:
+        raise BackendError(
+            f"{srcdir}: installing the build requirements for the {distribution} failed "
+            f"({Path(str(exc.cmd[0])).name} exited {exc.returncode}); run with -v to see why",
+            details=str(exc.output or "")[-8000:],
+        ) from None
+
+
+def _cause(exc: BuildBackendException) -> str:
+    inner = exc.exception
+    if isinstance(inner, subprocess.CalledProcessError):
+        lines = [ln for ln in str(inner.output or "").splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else f"exit status {inner.returncode}"
+    return f"{type(inner).__name__}: {inner}"
+
+
+def _isolated(
+    srcdir: Path,
+    distribution: Distribution,
+    outdir: Path,
+    runner: Runner,
+    settings: FrontendSettings,
+    env_dir: Path,
+    backend: str,
+) -> RawArtifact:
+    with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
+        builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
+        requires = set(builder.build_system_requires)
+        installed = _install(env, requires, runner, settings, fresh=True)
+        extra = builder.get_requires_for_build(distribution, settings.config_settings)
+        installed += _install(env, extra - requires, runner, settings, fresh=False)
+        path = builder.build(distribution, outdir, settings.config_settings)
+    deps = _merge(installed, requires | extra)
+    return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires | extra)), deps)
+
+
+def _install(
+    env: DefaultIsolatedEnv,
+    requirements: Collection[str],
+    runner: Runner,
+    settings: FrontendSettings,
+    *,
+    fresh: bool,
+) -> list[dict[str, object]]:
+    if not requirements:
+        return []
+    reqfile = Path(env.path) / "detpack-requirements.txt"
+    reqfile.write_text("\n".join(sorted(requirements)) + "\n", encoding="utf-8")
+    report = Path(env.path) / "detpack-install-report.json"
+    if settings.installer == "uv":
+        cmd = ["uv", "pip", "install", "--python", env.python_executable, "-r", str(reqfile)]
+    else:
+        if importlib.util.find_spec("pip") is not None:
+            cmd = [sys.executable, "-m", "pip", "--python", env.python_executable]
+        else:
+            cmd = [env.python_executable, "-Im", "pip"]
+        cmd += ["install", "--no-warn-script-location", "--no-compile", "--no-input", "--report", str(report)]
+        if fresh:
+            cmd.append("--ignore-installed")
+        cmd += ["-r", str(reqfile)]
+    if settings.constraints is not None:
+        cmd += ["-c", str(settings.constraints.resolve())]
+    runner.run(cmd, extra_environ={"PYTHONPATH": ""})
+    if settings.installer == "uv" or not report.is_file():
+        return _installed_from_metadata(env, requirements)
+    data = json.loads(report.read_text(encoding="utf-8"))
+    items: list[dict[str, object]] = data.get("install", [])
+    return items
+
+
+def _installed_from_metadata(
+    env: DefaultIsolatedEnv, requirements: Collection[str]
+) -> list[dict[str, object]]:
+    # uv has no install report: versions come from the environment, file hashes are unknown.
+    out: list[dict[str, object]] = []
+    purelib = env._env_backend.purelib
+    for dist in importlib.metadata.distributions(path=[purelib]):
+        out.append({"metadata": {"name": dist.metadata["Name"], "version": dist.version}, "requested": False})
+    return out
+
+
+def _merge(items: Sequence[dict[str, object]], requested: Collection[str]) -> tuple[InstalledDependency, ...]:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted: set[str] = set()
+    for r in requested:
+        with contextlib.suppress(InvalidRequirement):
+            wanted.add(canonicalize_name(Requirement(r).name))
+    found: dict[str, InstalledDependency] = {}
+    for item in items:
+        meta = item.get("metadata", {})
+        assert isinstance(meta, dict)
+        name = canonicalize_name(str(meta.get("name", "")))
+        info = item.get("download_info") or {}
+        assert isinstance(info, dict)
+        archive = info.get("archive_info") or {}
+        hashes = archive.get("hashes", {}) if isinstance(archive, dict) else {}
+        found[name] = InstalledDependency(
+            name=name,
+            version=str(meta.get("version", "")),
+            sha256=hashes.get("sha256"),
+            url=info.get("url"),
+            requested=name in wanted,
+        )
+    return tuple(found[k] for k in sorted(found))
+
+
+def _in_place(
+    srcdir: Path,
+    distribution: Distribution,
+    outdir: Path,
+    runner: Runner,
+    settings: FrontendSettings,
+    backend: str,
+) -> RawArtifact:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    builder = ProjectBuilder(srcdir, runner=runner)
+    requires = set(builder.build_system_requires)
+    if not settings.skip_dependency_check:
+        missing = builder.check_dependencies(distribution, settings.config_settings)
+        if missing:
+            flat = sorted({" -> ".join(chain) for chain in missing})
+            raise ConfigError(
+                f"{srcdir}: --no-isolation but build dependencies are missing: {', '.join(flat)}; "
+                "install them or drop --no-isolation"
+            )
+    extra = builder.get_requires_for_build(distribution, settings.config_settings)
+    path = builder.build(distribution, outdir, settings.config_settings)
+    deps: list[InstalledDependency] = []
+    for req in sorted(requires | extra):
+        name = canonicalize_name(Requirement(req).name)
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        deps.append(InstalledDependency(name, version, None, None, True))
+    return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires | extra)), tuple(deps))
+
+
+__all__ = ["ConfigSettings", "Distribution", "FrontendSettings", "Installer", "RawArtifact"]

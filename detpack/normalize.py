@@ -1,0 +1,152 @@
+"""Rewrite an archive into detpack's canonical byte form.
+
+Wheels: members sorted by UTF-8 path, ``.dist-info`` last, ``RECORD`` last of all and
+regenerated (sha256 and size of every member, in entry order); directory entries dropped;
+stale ``RECORD.jws``/``RECORD.p7s`` signatures dropped (they sign the old RECORD).
+Jars: ``META-INF/MANIFEST.MF`` first (the JarInputStream convention), then sorted.
+Other zips: sorted. Tars and tar.gz: see ``archive.tar``. Plain gzip: canonical header.
+Invariant: ``normalize(normalize(x)) == normalize(x)`` byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from detpack.archive import gz, tar
+from detpack.archive import zip as zipc
+from detpack.archive.detect import ArchiveKind, detect
+from detpack.archive.entry import Entry
+from detpack.atomic import atomic_writer
+from detpack.errors import ArchiveError, InputError
+
+
+@dataclass(frozen=True)
+class NormalizeOptions:
+    epoch: int
+    recompress: bool = False
+
+
+@dataclass(frozen=True)
+class NormalizeResult:
+    source: Path
+    output: Path
+    kind: ArchiveKind
+    sha256: str
+    size: int
+    changed: bool
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> NormalizeResult:
+    """Normalize ``src`` into ``target`` (which may be ``src``) atomically."""
+    kind = detect(src)
+    before = sha256_file(src)
+    with atomic_writer(target) as out:
+        normalize_stream(src, out, kind, options, scratch=target.parent)
+    after = sha256_file(target)
+    return NormalizeResult(src, target, kind, after, target.stat().st_size, before != after)
+
+
+def normalize_stream(
+    src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, scratch: Path
+) -> None:
+    """Write the canonical form of ``src`` (of ``kind``) to ``out``."""
+    label = str(src)
+    if kind in ("wheel", "jar", "zip"):
+        _normalize_zip(src, out, kind, options)
+    elif kind == "tar":
+        with src.open("rb") as f:
+            _normalize_tar(f, out, options, label)
+    elif kind == "tar.gz":
+        with tempfile.TemporaryFile(dir=scratch) as plain:
+            gz.gunzip(src, plain)
+            plain.seek(0)
+            with gz.canonical_writer(out) as gzout:
+                _normalize_tar(plain, gzout, options, label)  # type: ignore[arg-type]
+    else:
+        gz.normalize_gz(src, out)
+
+
+def _normalize_tar(inp: BinaryIO, out: BinaryIO, options: NormalizeOptions, label: str) -> None:
+    with tar.open_tar(inp, label) as tf:
+        tar.write(out, tar.plan(tf, label), tf, options.epoch, label)
+
+
+def _wheel_dist_info(members: list[zipc.ZipMember], label: str) -> str:
+    found = {
+        m.entry.name.split("/")[0]
+        for m in members
+        if m.entry.name.count("/") == 1 and m.entry.name.endswith(".dist-info/WHEEL")
+    }
+    if len(found) != 1:
+        raise ArchiveError(
+            f"{label}: a wheel needs exactly one top-level .dist-info/WHEEL, found {len(found)}"
+        )
+    return found.pop()
+
+
+def _zip_order(
+    members: list[zipc.ZipMember], kind: ArchiveKind, label: str
+) -> tuple[list[zipc.ZipMember], str]:
+    if kind == "wheel":
+        dist_info = _wheel_dist_info(members, label)
+        record = f"{dist_info}/RECORD"
+        dropped = {record, f"{record}.jws", f"{record}.p7s"}
+        kept = [m for m in members if m.entry.kind != "dir" and m.entry.name not in dropped]
+        prefix = dist_info + "/"
+        kept.sort(key=lambda m: (m.entry.name.startswith(prefix), m.entry.sort_key))
+        return kept, record
+    if kind == "jar":
+        first = {"META-INF": 0, "META-INF/MANIFEST.MF": 1}
+        return sorted(members, key=lambda m: (first.get(m.entry.name, 2), m.entry.sort_key)), ""
+    return sorted(members, key=lambda m: m.entry.sort_key), ""
+
+
+def _normalize_zip(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions) -> None:
+    label = str(src)
+    with zipc.open_zip(src) as zf:
+        members = zipc.read_members(zf, label)
+        ordered, record = _zip_order(members, kind, label)
+        writer = zipc.CanonicalZipWriter(out, options.epoch)
+        rows: list[tuple[str, str, str]] = []
+        try:
+            for member in ordered:
+                digest = hashlib.sha256() if record else None
+                writer.copy_member(zf, member, label, recompress=options.recompress, digest=digest)
+                if digest is not None:
+                    encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+                    rows.append((member.entry.name, f"sha256={encoded}", str(member.info.file_size)))
+            if record:
+                writer.add_bytes(Entry(record, "file", 0o644), _record_bytes(rows, record))
+        finally:
+            writer.close()
+
+
+def _record_bytes(rows: list[tuple[str, str, str]], record: str) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=",", quotechar='"', lineterminator="\n")
+    w.writerows(rows)
+    w.writerow((record, "", ""))
+    return buf.getvalue().encode("utf-8")
+
+
+def output_path_for(src: Path, outdir: Path | None, in_place: bool) -> Path:
+    if in_place:
+        return src
+    if outdir is None:
+        raise InputError("normalize: give -o DIR or --in-place")
+    return outdir / src.name

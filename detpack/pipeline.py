@@ -1,0 +1,303 @@
+"""``detpack build``: source -> controlled PEP 517 build -> canonical outputs + provenance.
+
+The order of work: inspect the source, resolve the epoch, take the build root, lay the
+source out at a fixed path, build (by default the sdist, then the wheel from the
+*normalized* sdist unpacked at a fixed path), normalize each output into a hidden temporary
+file in the output directory, and only when everything succeeded rename the outputs into
+place and write the provenance. A failure leaves the output directory as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.metadata
+import os
+import platform
+import socket
+import sys
+import tarfile
+import uuid
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import parse_sdist_filename, parse_wheel_filename
+
+import detpack
+from detpack import environment, provenance
+from detpack.archive.detect import ArchiveKind
+from detpack.atomic import TEMP_PREFIX, atomic_writer
+from detpack.config import BuildRequest, load_tool_config
+from detpack.environment import BuildRoot, LineSink, Runner
+from detpack.errors import ArchiveError, InputError
+from detpack.frontend import Distribution, RawArtifact, build_distribution
+from detpack.normalize import NormalizeOptions, normalize_stream
+from detpack.source import Epoch, Source, copy_tree, inspect_source, resolve_epoch, tree_digest
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    distribution: Distribution
+    path: Path
+    sha256: str
+    size: int
+    backend_sha256: str
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    artifacts: tuple[BuiltArtifact, ...]
+    provenance: Path
+    epoch: Epoch
+    source: Source
+
+
+@dataclass
+class _Staging:
+    """Normalized outputs waiting in hidden temporaries until the whole build succeeded."""
+
+    outdir: Path
+    pending: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def add(self, raw: Path, final_name: str, options: NormalizeOptions, scratch: Path) -> Path:
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        tmp = self.outdir / f"{TEMP_PREFIX}{final_name}.part"
+        self.pending.append((tmp, self.outdir / final_name))
+        kind: ArchiveKind = "tar.gz" if final_name.endswith(".tar.gz") else "wheel"
+        with tmp.open("wb") as out:
+            normalize_stream(raw, out, kind, options, scratch)
+            out.flush()
+            os.fsync(out.fileno())
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, final in self.pending:
+            tmp.chmod(0o644)
+            os.replace(tmp, final)
+        self.pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.pending.clear()
+
+
+def default_outdir(source: Path) -> Path:
+    return source.parent if source.is_file() else source / "dist"
+
+
+def build_project(
+    request: BuildRequest,
+    *,
+    on_line: LineSink | None = None,
+    on_step: LineSink | None = None,
+    caller_env: Mapping[str, str] | None = None,
+) -> BuildResult:
+    """Run one reproducible build; see the module docstring for the order of work."""
+    started = dt.datetime.now(dt.UTC)
+    caller_env = dict(os.environ if caller_env is None else caller_env)
+    source = inspect_source(request.srcdir)
+    tool = load_tool_config(source.path)
+    epoch = resolve_epoch(request.epoch_spec or tool.epoch_spec, caller_env, source)
+    recompress = tool.recompress if request.recompress is None else request.recompress
+    offline = tool.offline if request.offline is None else request.offline
+    outdir = (request.outdir or default_outdir(request.srcdir)).absolute()
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir}: output path exists and is not a directory")
+    distributions = _plan(source, request.distributions)
+    options = NormalizeOptions(epoch.value, recompress)
+    staging = _Staging(outdir)
+    with environment.build_root() as root:
+        env = environment.controlled_environment(
+            epoch=epoch.value,
+            root=root,
+            caller_env=caller_env,
+            pass_env=(*tool.pass_env, *request.pass_env),
+            find_links=(*tool.find_links, *request.find_links),
+            offline=offline,
+        )
+        runner = Runner(env, on_line)
+        try:
+            with environment.applied(env):
+                raws, finals = _run_builds(
+                    source,
+                    distributions,
+                    request,
+                    root,
+                    runner,
+                    staging,
+                    options,
+                    on_step or (lambda _: None),
+                )
+            subjects = [
+                provenance.Subject(final.name, provenance.file_sha256(tmp)) for tmp, final in staging.pending
+            ]
+            log = runner.log_text().encode("utf-8")
+            statement = provenance.statement(
+                subjects=subjects,
+                source=source,
+                epoch=epoch,
+                parameters=provenance.BuildParameters(
+                    distributions=tuple(raw.distribution for raw in raws),
+                    via_sdist=request.distributions is None and source.kind == "directory",
+                    config_settings=request.frontend.config_settings,
+                    isolation=request.frontend.isolation,
+                    installer=request.frontend.installer,
+                    skip_dependency_check=request.frontend.skip_dependency_check,
+                    recompress=recompress,
+                    offline=offline,
+                ),
+                environment=env.recorded(),
+                passed_through=env.passed_through,
+                raws=raws,
+                toolchain=capture_toolchain(),
+                run=provenance.RunFacts(
+                    invocation_id=f"urn:uuid:{uuid.uuid4()}",
+                    started=started,
+                    finished=dt.datetime.now(dt.UTC),
+                    log_sha256=hashlib.sha256(log).hexdigest(),
+                    host=_host(source),
+                    raw_outputs=[
+                        provenance.Subject(r.path.name, provenance.file_sha256(r.path)) for r in raws
+                    ],
+                ),
+            )
+            backend_digests = {r.path.name: provenance.file_sha256(r.path) for r in raws}
+        except BaseException:
+            staging.discard()
+            raise
+        staging.commit()
+    prov_path = outdir / f"{_stem(finals[-1])}.provenance.json"
+    with atomic_writer(prov_path) as f:
+        f.write(provenance.canonical_json(statement))
+    artifacts = tuple(
+        BuiltArtifact(
+            distribution=raw.distribution,
+            path=outdir / final,
+            sha256=provenance.file_sha256(outdir / final),
+            size=(outdir / final).stat().st_size,
+            backend_sha256=backend_digests[raw.path.name],
+        )
+        for raw, final in zip(raws, finals, strict=True)
+    )
+    return BuildResult(artifacts, prov_path, epoch, source)
+
+
+def _plan(source: Source, requested: tuple[Distribution, ...] | None) -> tuple[Distribution, ...] | None:
+    if source.kind == "sdist":
+        if requested and "sdist" in requested:
+            raise InputError(
+                f"{source.path}: cannot build an sdist from an sdist; pass --wheel to build a wheel from it"
+            )
+        return requested or ("wheel",)
+    return requested
+
+
+def _run_builds(
+    source: Source,
+    distributions: tuple[Distribution, ...] | None,
+    request: BuildRequest,
+    root: BuildRoot,
+    runner: Runner,
+    staging: _Staging,
+    options: NormalizeOptions,
+    step: LineSink,
+) -> tuple[list[RawArtifact], list[str]]:
+    raws: list[RawArtifact] = []
+    finals: list[str] = []
+
+    def one(srcdir: Path, dist: Distribution) -> Path:
+        raw_out = root.raw / dist
+        step(f"building {dist} in {srcdir}")
+        raw = build_distribution(
+            srcdir, dist, raw_out, runner=runner, settings=request.frontend, env_dir=root.env_dir(dist)
+        )
+        step(f"normalizing {raw.path.name}")
+        staged = staging.add(raw.path, raw.path.name, options, root.tmp)
+        raws.append(raw)
+        finals.append(raw.path.name)
+        return staged
+
+    if source.kind == "sdist":
+        srcdir = _unpack_sdist(source.path, root.work / "unpacked", source.path)
+        for dist in distributions or ("wheel",):
+            one(srcdir, dist)
+        return raws, finals
+    srcdir = _lay_out(source, root)
+    if distributions is None:
+        sdist = one(srcdir, "sdist")
+        unpacked = _unpack_sdist(sdist, root.work / "unpacked", Path(finals[-1]))
+        one(unpacked, "wheel")
+    else:
+        for dist in distributions:
+            one(srcdir, dist)
+    return raws, finals
+
+
+def _lay_out(source: Source, root: BuildRoot) -> Path:
+    if source.git is not None and source.git.subdir:
+        # A subdirectory of a larger repository: VCS-versioning plugins need the whole work
+        # tree, so build in place (the wheel still comes from an sdist at a fixed path).
+        return source.path
+    dest = root.work / "source"
+    copy_tree(source, dest)
+    return dest
+
+
+def _unpack_sdist(archive: Path, dest: Path, label: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tf:
+            tops = {m.name.split("/", 1)[0] for m in tf.getmembers()}
+            if len(tops) != 1:
+                raise ArchiveError(
+                    f"{label}: an sdist must hold one top-level directory, found {sorted(tops)}"
+                )
+            tf.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArchiveError(f"{label}: cannot unpack the sdist ({exc})") from None
+    return dest / tops.pop()
+
+
+def _stem(filename: str) -> str:
+    if filename.endswith(".whl"):
+        name, version, _, _ = parse_wheel_filename(filename)
+    else:
+        name, version = parse_sdist_filename(filename)
+    return f"{str(name).replace('-', '_')}-{version}"
+
+
+def _host(source: Source) -> dict[str, str]:
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "pythonExecutable": sys.executable,
+        "sourcePath": str(source.path),
+    }
+
+
+def _iter_package_files() -> Iterator[Path]:
+    yield from sorted(Path(detpack.__file__).parent.rglob("*.py"))
+
+
+def capture_toolchain() -> provenance.Toolchain:
+    executable = Path(sys.executable).resolve()
+    try:
+        pip_version: str | None = importlib.metadata.version("pip")
+    except importlib.metadata.PackageNotFoundError:
+        pip_version = None
+    return provenance.Toolchain(
+        python_implementation=platform.python_implementation(),
+        python_version=platform.python_version(),
+        python_sha256=provenance.file_sha256(executable),
+        zlib_version=zlib.ZLIB_RUNTIME_VERSION,
+        detpack_version=detpack.__version__,
+        detpack_sha256=tree_digest(Path(detpack.__file__).parent),
+        build_version=importlib.metadata.version("build"),
+        pip_version=pip_version,
+    )

@@ -1,0 +1,108 @@
+"""Every canonical constant detpack applies, in one place.
+
+Changing any value here changes output bytes, so ``POLICY_VERSION`` must change with it;
+the version is recorded in every provenance statement.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+POLICY_VERSION: Final = "1"
+
+#: Used when neither the command line, the environment, git nor an sdist gives an epoch.
+DEFAULT_EPOCH: Final = 315532800  # 1980-01-01T00:00:00Z, the earliest time zip can store
+#: Zip stores local DOS time from 1980 to 2107; we store the epoch's UTC breakdown.
+ZIP_MIN_EPOCH: Final = 315532800
+ZIP_MAX_EPOCH: Final = 4354819198  # 2107-12-31T23:59:58Z
+
+FILE_MODE: Final = 0o644
+EXEC_MODE: Final = 0o755
+DIR_MODE: Final = 0o755
+SYMLINK_MODE: Final = 0o777
+
+#: zlib level for members detpack (re)compresses itself, and for gzip streams.
+ZIP_DEFLATE_LEVEL: Final = 9
+GZIP_LEVEL: Final = 9
+#: gzip OS byte: 255 = unknown, what Python's gzip module writes on every platform.
+GZIP_OS_BYTE: Final = 255
+
+#: Zip "version made by": 3 = Unix, so the mode bits in external_attr are honoured.
+ZIP_CREATE_SYSTEM: Final = 3
+ZIP_VERSION: Final = 20
+
+#: Streaming chunk size for copying archive members.
+CHUNK: Final = 1 << 20
+
+#: Where builds run. A fixed path, so that nothing derived from the user's tree location
+#: (``__file__``, DWARF comp_dir, generated text) can reach an output.
+BUILD_ROOT: Final = "/tmp/detpack-build"
+
+#: The controlled environment's fixed variables (SOURCE_DATE_EPOCH, HOME, TMPDIR are added
+#: per build). PATH is fixed, not inherited: the isolated environment's scripts dir is
+#: prepended by the frontend.
+FIXED_ENV: Final[dict[str, str]] = {
+    "TZ": "UTC",
+    "LC_ALL": "C.UTF-8",
+    "LANG": "C.UTF-8",
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONNOUSERSITE": "1",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "GIT_OPTIONAL_LOCKS": "0",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_NO_INPUT": "1",
+}
+
+#: Variables passed through from the caller's environment when set: they choose where
+#: packages come from or how to reach it, never what a backend writes. Each one passed
+#: is recorded (credentials in URLs redacted).
+PASSTHROUGH_ENV: Final = (
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_NO_INDEX",
+    "PIP_CERT",
+    "PIP_TRUSTED_HOST",
+    "PIP_DEFAULT_TIMEOUT",
+    "PIP_CONSTRAINT",
+    "UV",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_CACHE_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+)
+
+#: Never passed through, even when asked: they inject code or change interpreter startup.
+NEVER_PASS: Final = frozenset({"PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE"})
+
+UMASK: Final = 0o022
+
+
+def canonical_mode(mode: int, *, is_dir: bool = False, is_symlink: bool = False) -> int:
+    """Map any permission bits to the canonical ones: keep only 'is executable'."""
+    if is_symlink:
+        return SYMLINK_MODE
+    if is_dir:
+        return DIR_MODE
+    return EXEC_MODE if mode & 0o111 else FILE_MODE
+
+
+def zip_date_time(epoch: int) -> tuple[int, int, int, int, int, int]:
+    """The epoch as a zip date_time (UTC breakdown), clamped to what zip can store."""
+    clamped = min(max(epoch, ZIP_MIN_EPOCH), ZIP_MAX_EPOCH)
+    t = time.gmtime(clamped)
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)

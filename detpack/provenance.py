@@ -1,0 +1,214 @@
+"""The provenance statement: an in-toto Statement v1 with an SLSA Provenance v1 predicate.
+
+Pure: ``statement`` takes values and returns a JSON-ready dict; ``canonical_json`` gives
+the exact bytes detpack writes (and later signs). Everything needed to rerun the build is
+in ``buildDefinition``; times and host details live in ``runDetails`` only, so two
+reproducible builds of one source on different machines have equal buildDefinitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from detpack import policy
+from detpack.frontend import InstalledDependency, RawArtifact
+from detpack.source import Epoch, Source
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "https://detpack.dev/buildtypes/pep517/v1"
+BUILDER_ID = "https://detpack.dev/builders/local/v1"
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Subject:
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """What ran the build, captured once per invocation (see ``capture_toolchain``)."""
+
+    python_implementation: str
+    python_version: str
+    python_sha256: str
+    zlib_version: str
+    detpack_version: str
+    detpack_sha256: str
+    build_version: str
+    pip_version: str | None
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """Host details and times: recorded in runDetails, never in buildDefinition."""
+
+    invocation_id: str
+    started: dt.datetime
+    finished: dt.datetime
+    log_sha256: str
+    host: Mapping[str, str]
+    raw_outputs: Sequence[Subject]
+
+
+@dataclass(frozen=True)
+class BuildParameters:
+    distributions: tuple[str, ...]
+    via_sdist: bool
+    config_settings: Mapping[str, Any]
+    isolation: bool
+    installer: str
+    skip_dependency_check: bool
+    recompress: bool
+    offline: bool
+
+
+def canonical_json(value: object) -> bytes:
+    """The one JSON serialisation detpack hashes and signs."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _source_descriptor(source: Source) -> JSON:
+    rd: JSON = {"name": "source", "digest": {"sha256": source.digest}}
+    annotations: JSON = {"kind": source.kind}
+    if source.git is not None:
+        rd["digest"]["gitCommit"] = source.git.commit
+        annotations["dirty"] = source.git.dirty
+        if source.git.subdir:
+            annotations["subdirectory"] = source.git.subdir
+        if source.git.remote:
+            rd["uri"] = f"git+{source.git.remote}@{source.git.commit}"
+    if source.kind == "sdist":
+        rd["name"] = source.path.name
+    rd["annotations"] = annotations
+    return rd
+
+
+def _dependency_descriptor(dep: InstalledDependency, used_for: Sequence[str]) -> JSON:
+    rd: JSON = {
+        "name": dep.name,
+        "uri": f"pkg:pypi/{dep.name}@{dep.version}",
+        "annotations": {"version": dep.version, "requested": dep.requested, "usedFor": sorted(used_for)},
+    }
+    if dep.sha256:
+        rd["digest"] = {"sha256": dep.sha256}
+    return rd
+
+
+def _dependencies(raws: Sequence[RawArtifact]) -> list[JSON]:
+    used: dict[tuple[str, str, str | None], tuple[InstalledDependency, list[str]]] = {}
+    for raw in raws:
+        for dep in raw.installed:
+            key = (dep.name, dep.version, dep.sha256)
+            used.setdefault(key, (dep, []))[1].append(raw.distribution)
+    return [
+        _dependency_descriptor(dep, dists)
+        for _, (dep, dists) in sorted(used.items(), key=lambda kv: kv[0][:2])
+    ]
+
+
+def statement(
+    *,
+    subjects: Sequence[Subject],
+    source: Source,
+    epoch: Epoch,
+    parameters: BuildParameters,
+    environment: Mapping[str, str],
+    passed_through: Sequence[str],
+    raws: Sequence[RawArtifact],
+    toolchain: Toolchain,
+    run: RunFacts,
+) -> JSON:
+    """Assemble the statement for one build."""
+    backends = sorted({raw.backend for raw in raws})
+    requires = sorted({r for raw in raws for r in raw.requires})
+    resolved: list[JSON] = [
+        _source_descriptor(source),
+        {
+            "name": "python",
+            "uri": f"pkg:generic/{toolchain.python_implementation.lower()}@{toolchain.python_version}",
+            "digest": {"sha256": toolchain.python_sha256},
+            "annotations": {
+                "implementation": toolchain.python_implementation,
+                "version": toolchain.python_version,
+            },
+        },
+        *_dependencies(raws),
+        {"name": "build-backend", "annotations": {"backends": backends, "requires": requires}},
+        {"name": "zlib", "annotations": {"version": toolchain.zlib_version}},
+        {"name": "build", "uri": f"pkg:pypi/build@{toolchain.build_version}"},
+        {
+            "name": "detpack",
+            "uri": f"pkg:pypi/detpack@{toolchain.detpack_version}",
+            "digest": {"sha256": toolchain.detpack_sha256},
+        },
+    ]
+    if toolchain.pip_version:
+        resolved.append({"name": "pip", "uri": f"pkg:pypi/pip@{toolchain.pip_version}"})
+    external: JSON = {
+        "source": {k: v for k, v in _source_descriptor(source).items() if k != "name"},
+        "distributions": list(parameters.distributions),
+        "viaSdist": parameters.via_sdist,
+        "configSettings": dict(parameters.config_settings),
+        "isolation": parameters.isolation,
+        "installer": parameters.installer,
+        "skipDependencyCheck": parameters.skip_dependency_check,
+        "recompress": parameters.recompress,
+        "offline": parameters.offline,
+        "sourceDateEpoch": {"value": epoch.value, "origin": epoch.origin},
+    }
+    internal: JSON = {
+        "environment": dict(sorted(environment.items())),
+        "passedThrough": sorted(passed_through),
+        "umask": f"{policy.UMASK:04o}",
+        "policyVersion": policy.POLICY_VERSION,
+        "buildRoot": policy.BUILD_ROOT,
+    }
+    byproducts: list[JSON] = [
+        {"name": "build.log", "digest": {"sha256": run.log_sha256}, "mediaType": "text/plain"},
+        {"name": "host", "annotations": dict(sorted(run.host.items()))},
+        *({"name": f"backend-output/{s.name}", "digest": {"sha256": s.sha256}} for s in run.raw_outputs),
+    ]
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in subjects],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": external,
+                "internalParameters": internal,
+                "resolvedDependencies": resolved,
+            },
+            "runDetails": {
+                "builder": {"id": BUILDER_ID, "version": {"detpack": toolchain.detpack_version}},
+                "metadata": {
+                    "invocationId": run.invocation_id,
+                    "startedOn": rfc3339(run.started),
+                    "finishedOn": rfc3339(run.finished),
+                },
+                "byproducts": byproducts,
+            },
+        },
+    }
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
