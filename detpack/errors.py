@@ -14,6 +14,8 @@ class DetpackError(Exception):
     exit_code: int = 2
 
     def __init__(self, message: str, *, details: str | None = None) -> None:
+        # One line, always: wrapped library errors sometimes carry several.
+        message = " ".join(message.split())
         super().__init__(message)
         self.message = message
         self.details = details

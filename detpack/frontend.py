@@ -96,25 +96,30 @@ def build_distribution(
     runner: Runner,
     settings: FrontendSettings,
     env_dir: Path,
+    label: Path | None = None,
 ) -> RawArtifact:
-    """Build one distribution of ``srcdir`` into ``outdir`` with the project's backend."""
+    """Build one distribution of ``srcdir`` into ``outdir`` with the project's backend.
+
+    ``label`` names the project in error messages (the user's path, not the build copy).
+    """
+    who = label or srcdir
     backend = backend_name(srcdir)
     try:
         with _build_logger(runner):
             if settings.isolation:
                 return _isolated(srcdir, distribution, outdir, runner, settings, env_dir, backend)
-            return _in_place(srcdir, distribution, outdir, runner, settings, backend)
+            return _in_place(srcdir, distribution, outdir, runner, settings, backend, who)
     except BuildBackendException as exc:
         raise BackendError(
-            f"{srcdir}: backend {backend!r} failed to build the {distribution} ({_cause(exc)}); "
+            f"{who}: backend {backend!r} failed to build the {distribution} ({_cause(exc)}); "
             "run with -v to see its output",
             details=runner.log_text()[-8000:],
         ) from None
     except BuildException as exc:
-        raise InputError(f"{srcdir}: {exc}") from None
+        raise InputError(f"{who}: {exc}") from None
     except subprocess.CalledProcessError as exc:
         raise BackendError(
-            f"{srcdir}: installing the build requirements for the {distribution} failed "
+            f"{who}: installing the build requirements for the {distribution} failed "
             f"({Path(str(exc.cmd[0])).name} exited {exc.returncode}); run with -v to see why",
             details=str(exc.output or "")[-8000:],
         ) from None
@@ -227,6 +232,7 @@ def _in_place(
     runner: Runner,
     settings: FrontendSettings,
     backend: str,
+    who: Path,
 ) -> RawArtifact:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -238,7 +244,7 @@ def _in_place(
         if missing:
             flat = sorted({" -> ".join(chain) for chain in missing})
             raise ConfigError(
-                f"{srcdir}: --no-isolation but build dependencies are missing: {', '.join(flat)}; "
+                f"{who}: --no-isolation but build dependencies are missing: {', '.join(flat)}; "
                 "install them or drop --no-isolation"
             )
     extra = builder.get_requires_for_build(distribution, settings.config_settings)

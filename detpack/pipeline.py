@@ -214,7 +214,13 @@ def _run_builds(
         raw_out = root.raw / dist
         step(f"building {dist} in {srcdir}")
         raw = build_distribution(
-            srcdir, dist, raw_out, runner=runner, settings=request.frontend, env_dir=root.env_dir(dist)
+            srcdir,
+            dist,
+            raw_out,
+            runner=runner,
+            settings=request.frontend,
+            env_dir=root.env_dir(dist),
+            label=source.path,
         )
         step(f"normalizing {raw.path.name}")
         staged = staging.add(raw.path, raw.path.name, options, root.tmp)

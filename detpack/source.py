@@ -137,7 +137,7 @@ def tree_digest(root: Path) -> str:
 def _sdist_facts(path: Path) -> tuple[str, int]:
     """The sdist's single top-level directory and its PKG-INFO mtime."""
     try:
-        with tarfile.open(path, "r:*") as tf:
+        with tarfile.open(path, "r:gz") as tf:
             members = tf.getmembers()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ArchiveError(f"{path}: corrupt or truncated sdist ({exc})") from None

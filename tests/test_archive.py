@@ -1,0 +1,303 @@
+"""The canonical archive forms, on archives made in the test: sorted, fixed times, normalized
+modes and owners, no noise, idempotent; and hostile or broken input refused by name."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import gzip
+import hashlib
+import io
+import random
+import stat
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from detpack import ArchiveError, InputError, NormalizeOptions, normalize_file
+from detpack.archive import detect
+from detpack.policy import DEFAULT_EPOCH
+
+EPOCH = 1_700_000_001  # odd on purpose: zip stores 2-second steps
+OPTS = NormalizeOptions(EPOCH)
+
+FILES = {
+    "pkg/__init__.py": b"VALUE = 1\n",
+    "pkg/data/table.csv": b"a,b\n1,2\n" * 100,
+    "pkg/tool.sh": b"#!/bin/sh\necho hi\n",
+    "README.md": "# héllo\n".encode(),
+}
+EXEC = {"pkg/tool.sh"}
+
+
+def noisy_zip(path: Path, seed: int, *, wheel: bool = False, umask: int = 0o022) -> Path:
+    rng = random.Random(seed)
+    files = dict(FILES)
+    if wheel:
+        files["demo-1.0.dist-info/METADATA"] = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+        files["demo-1.0.dist-info/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        files["demo-1.0.dist-info/RECORD"] = b"stale,,\n"
+    names = list(files)
+    rng.shuffle(names)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.comment = f"built at {time.time()} seed {seed}".encode()
+        if not wheel:
+            zf.writestr(zipfile.ZipInfo("pkg/", (2020, 1, 1, 0, 0, 0)), b"")
+        for name in names:
+            zi = zipfile.ZipInfo(name, time.localtime(time.time() - rng.randint(0, 10**6))[:6])
+            mode = (0o777 if name in EXEC else 0o666) & ~umask
+            zi.external_attr = (stat.S_IFREG | mode) << 16
+            zi.create_system = rng.choice([0, 3])
+            zi.extra = b"UT\x05\x00\x01" + int(time.time()).to_bytes(4, "little")
+            zi.comment = b"member comment"
+            zi.compress_type = rng.choice([zipfile.ZIP_DEFLATED, zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+            zf.writestr(zi, files[name])
+    return path
+
+
+def noisy_tar_gz(path: Path, seed: int, *, umask: int = 0o022) -> Path:
+    rng = random.Random(seed)
+    names = list(FILES)
+    rng.shuffle(names)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name in names:
+            ti = tarfile.TarInfo(f"demo-1.0/{name}")
+            ti.size = len(FILES[name])
+            ti.mtime = time.time() - rng.randint(0, 10**6)
+            ti.mode = (0o777 if name in EXEC else 0o666) & ~umask
+            ti.uid, ti.gid, ti.uname, ti.gname = 1000 + seed, 1000, f"user{seed}", "staff"
+            ti.pax_headers = {"atime": str(time.time()), "ctime": str(time.time())}
+            tf.addfile(ti, io.BytesIO(FILES[name]))
+        link = tarfile.TarInfo("demo-1.0/link-to-readme")
+        link.type, link.linkname, link.mtime = tarfile.SYMTYPE, "README.md", time.time()
+        tf.addfile(link)
+    with path.open("wb") as f, gzip.GzipFile(filename=f"noise{seed}.tar", mode="wb", fileobj=f,
+                                               mtime=time.time() + seed) as gz:
+        gz.write(raw.getvalue())
+    return path
+
+
+def test_zip_canonical_form_and_perturbation(tmp_path: Path) -> None:
+    a = noisy_zip(tmp_path / "a.zip", 1, umask=0o022)
+    b = noisy_zip(tmp_path / "b.zip", 2, umask=0o002)
+    assert a.read_bytes() != b.read_bytes()  # the perturbation is real
+    # Stored vs deflated members differ between a and b, so content-equal members can
+    # still differ in bytes; recompress makes them equal.
+    ra = normalize_file(a, tmp_path / "out-a.zip", NormalizeOptions(EPOCH, recompress=True))
+    rb = normalize_file(b, tmp_path / "out-b.zip", NormalizeOptions(EPOCH, recompress=True))
+    assert ra.sha256 == rb.sha256
+    with zipfile.ZipFile(ra.output) as zf:
+        infos = zf.infolist()
+        assert zf.comment == b""
+    names = [i.filename for i in infos]
+    assert names == sorted(names, key=lambda n: n.encode())
+    expected_time = time.gmtime(EPOCH - 1)[:6]  # 2-second resolution
+    for info in infos:
+        assert info.date_time == expected_time
+        assert info.extra == b"" and info.comment == b""
+        assert info.create_system == 3
+        assert info.flag_bits & 0x08 == 0
+        mode = info.external_attr >> 16
+        if info.is_dir():
+            assert stat.S_IMODE(mode) == 0o755
+        else:
+            assert stat.S_IMODE(mode) == (0o755 if info.filename in EXEC else 0o644)
+
+
+def test_zip_raw_copy_keeps_deflate_streams_and_is_idempotent(tmp_path: Path) -> None:
+    src = noisy_zip(tmp_path / "in.zip", 3)
+    once = normalize_file(src, tmp_path / "once.zip", OPTS)
+    twice = normalize_file(once.output, tmp_path / "twice.zip", OPTS)
+    assert once.changed and not twice.changed
+    assert once.sha256 == twice.sha256
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(once.output) as zout:
+        for info in zin.infolist():
+            if info.is_dir():
+                continue
+            out = zout.getinfo(info.filename)
+            assert (out.compress_type, out.compress_size, out.CRC) == (info.compress_type, info.compress_size, info.CRC)
+            assert zout.read(out) == zin.read(info)
+
+
+def test_wheel_order_and_regenerated_record(tmp_path: Path) -> None:
+    src = noisy_zip(tmp_path / "demo-1.0-py3-none-any.whl", 4, wheel=True)
+    out = normalize_file(src, tmp_path / "out" / src.name, OPTS)
+    assert out.kind == "wheel"
+    with zipfile.ZipFile(out.output) as zf:
+        names = zf.namelist()
+        record = zf.read("demo-1.0.dist-info/RECORD").decode()
+        contents = {n: zf.read(n) for n in names}
+    assert not any(n.endswith("/") for n in names)  # no directory entries in wheels
+    assert names[-1] == "demo-1.0.dist-info/RECORD"
+    first_dist_info = next(i for i, n in enumerate(names) if n.startswith("demo-1.0.dist-info/"))
+    assert all(n.startswith("demo-1.0.dist-info/") for n in names[first_dist_info:])
+    rows = list(csv.reader(io.StringIO(record)))
+    assert [r[0] for r in rows] == names
+    for name, digest, size in rows[:-1]:
+        expect = base64.urlsafe_b64encode(hashlib.sha256(contents[name]).digest()).rstrip(b"=").decode()
+        assert digest == f"sha256={expect}" and int(size) == len(contents[name])
+    assert rows[-1] == ["demo-1.0.dist-info/RECORD", "", ""]
+
+
+def test_zip_time_is_clamped_to_1980(tmp_path: Path) -> None:
+    out = normalize_file(noisy_zip(tmp_path / "a.zip", 5), tmp_path / "o.zip", NormalizeOptions(0))
+    with zipfile.ZipFile(out.output) as zf:
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_tar_gz_canonical_form(tmp_path: Path) -> None:
+    a = noisy_tar_gz(tmp_path / "a.tar.gz", 1, umask=0o022)
+    b = noisy_tar_gz(tmp_path / "b.tar.gz", 2, umask=0o002)
+    assert a.read_bytes() != b.read_bytes()
+    ra = normalize_file(a, tmp_path / "oa" / "demo-1.0.tar.gz", OPTS)
+    rb = normalize_file(b, tmp_path / "ob" / "demo-1.0.tar.gz", OPTS)
+    assert ra.kind == "tar.gz" and ra.sha256 == rb.sha256
+    data = ra.output.read_bytes()
+    assert data[:4] == b"\x1f\x8b\x08\x00"  # no FNAME flag
+    assert data[4:8] == b"\x00\x00\x00\x00"  # mtime 0
+    assert data[9] == 255  # OS byte
+    with tarfile.open(ra.output) as tf:
+        members = tf.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names, key=lambda n: n.encode())
+    assert "demo-1.0" in names and "demo-1.0/pkg" in names and "demo-1.0/pkg/data" in names
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (EPOCH, 0, 0, "", "")
+        assert "atime" not in m.pax_headers and "ctime" not in m.pax_headers
+        if m.isdir():
+            assert m.mode == 0o755
+        elif m.issym():
+            assert m.linkname == "README.md"
+        else:
+            assert m.mode == (0o755 if m.name.endswith("tool.sh") else 0o644)
+    again = normalize_file(ra.output, tmp_path / "oc" / "demo-1.0.tar.gz", OPTS)
+    assert again.sha256 == ra.sha256 and not again.changed
+
+
+def test_hardlink_before_its_target_is_reordered(tmp_path: Path) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        target = tarfile.TarInfo("d/z-target")
+        target.size = 5
+        tf.addfile(target, io.BytesIO(b"hello"))
+        link = tarfile.TarInfo("d/a-link")
+        link.type, link.linkname = tarfile.LNKTYPE, "d/z-target"
+        tf.addfile(link)
+    src = tmp_path / "h.tar"
+    src.write_bytes(raw.getvalue())
+    out = normalize_file(src, tmp_path / "o" / "h.tar", OPTS)
+    dest = tmp_path / "x"
+    with tarfile.open(out.output) as tf:
+        members = [(m.name, m.type) for m in tf.getmembers()]
+        tf.extractall(dest, filter="data")
+    assert members == [("d", tarfile.DIRTYPE), ("d/a-link", tarfile.REGTYPE), ("d/z-target", tarfile.LNKTYPE)]
+    assert (dest / "d/a-link").read_bytes() == (dest / "d/z-target").read_bytes() == b"hello"
+
+
+def test_plain_gzip_header(tmp_path: Path) -> None:
+    src = tmp_path / "notes.txt.gz"
+    with src.open("wb") as f, gzip.GzipFile(filename="notes.txt", mode="wb", fileobj=f, mtime=123456) as gz:
+        gz.write(b"some text\n" * 50)
+    out = normalize_file(src, tmp_path / "o" / src.name, OPTS)
+    assert out.kind == "gz"
+    data = out.output.read_bytes()
+    assert data[3] == 0 and data[4:8] == b"\0\0\0\0" and data[9] == 255
+    assert gzip.decompress(data) == b"some text\n" * 50
+
+
+def test_detection_is_by_content(tmp_path: Path) -> None:
+    wheel = noisy_zip(tmp_path / "demo-1.0-py3-none-any.whl", 6, wheel=True)
+    disguised = tmp_path / "thing.bin"
+    disguised.write_bytes(wheel.read_bytes())
+    assert detect(disguised) == "wheel"
+    tgz = noisy_tar_gz(tmp_path / "t.tar.gz", 1)
+    other = tmp_path / "t.data"
+    other.write_bytes(tgz.read_bytes())
+    assert detect(other) == "tar.gz"
+
+
+def _zip_with(path: Path, entries: list[tuple[str, bytes, int]]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data, mode in entries:
+            zi = zipfile.ZipInfo(name)
+            zi.external_attr = mode << 16
+            zf.writestr(zi, data)
+    return path
+
+
+def _tar_with(path: Path, infos: list[tarfile.TarInfo]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for ti in infos:
+            tf.addfile(ti, io.BytesIO(b"x" * ti.size) if ti.isfile() else None)
+    return path
+
+
+def _ti(name: str, **kw: object) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    return ti
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("zip-traversal", "escapes the archive root"),
+        ("zip-absolute", "absolute path"),
+        ("zip-duplicate", "duplicate member name"),
+        ("zip-symlink-escape", "points outside the archive"),
+        ("zip-truncated", "corrupt or truncated zip"),
+        ("tar-device", "device or fifo"),
+        ("tar-abs-symlink", "points to absolute path"),
+        ("tar-traversal", "escapes the archive root"),
+        ("tar-dangling-hardlink", "not a file in the archive"),
+        ("targz-truncated", "truncated"),
+        ("not-an-archive", "not a zip, tar or gzip archive"),
+        ("empty", "empty file"),
+    ],
+)
+def test_hostile_and_broken_input_is_refused(case: str, needle: str, tmp_path: Path) -> None:
+    p = tmp_path / f"{case}.bin"
+    if case == "zip-traversal":
+        _zip_with(p, [("../evil.py", b"x", 0o100644)])
+    elif case == "zip-absolute":
+        _zip_with(p, [("/etc/evil", b"x", 0o100644)])
+    elif case == "zip-duplicate":
+        _zip_with(p, [("a.txt", b"1", 0o100644), ("a.txt", b"2", 0o100644)])
+    elif case == "zip-symlink-escape":
+        _zip_with(p, [("link", b"../../etc/passwd", 0o120777)])
+    elif case == "zip-truncated":
+        good = noisy_zip(tmp_path / "good.zip", 7)
+        p.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "tar-device":
+        _tar_with(p, [_ti("dev/null", type=tarfile.CHRTYPE)])
+    elif case == "tar-abs-symlink":
+        _tar_with(p, [_ti("etc", type=tarfile.SYMTYPE, linkname="/etc")])
+    elif case == "tar-traversal":
+        _tar_with(p, [_ti("a/../../x", size=1)])
+    elif case == "tar-dangling-hardlink":
+        _tar_with(p, [_ti("a", type=tarfile.LNKTYPE, linkname="missing")])
+    elif case == "targz-truncated":
+        good = noisy_tar_gz(tmp_path / "good.tar.gz", 1)
+        p.write_bytes(good.read_bytes()[:200])
+    elif case == "not-an-archive":
+        p.write_bytes(b"hello, I am plain text and not an archive at all\n" * 20)
+    elif case == "empty":
+        p.write_bytes(b"")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    with pytest.raises(InputError) as info:
+        normalize_file(p, outdir / p.name, OPTS)
+    assert needle in str(info.value)
+    assert str(p) in str(info.value)
+    assert isinstance(info.value, ArchiveError) or case == "not-an-archive"
+    assert list(outdir.iterdir()) == []  # nothing half-written, no temporaries left
+
+
+def test_default_epoch_is_1980() -> None:
+    assert time.gmtime(DEFAULT_EPOCH)[:3] == (1980, 1, 1)
