@@ -85,7 +85,7 @@ def run(
         capture_output=True,
         text=True,
         timeout=timeout,
-        preexec_fn=lambda: os.umask(umask),  # noqa: PLW1509
+        preexec_fn=lambda: os.umask(umask),
         check=False,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)
@@ -99,8 +99,4 @@ def sha256(path: Path) -> str:
 
 def digests(outdir: Path, pattern: str = "*") -> dict[str, str]:
     """File name -> sha256 of the wheels and sdists in ``outdir``."""
-    return {
-        p.name: sha256(p)
-        for p in sorted(outdir.glob(pattern))
-        if p.name.endswith((".whl", ".tar.gz"))
-    }
+    return {p.name: sha256(p) for p in sorted(outdir.glob(pattern)) if p.name.endswith((".whl", ".tar.gz"))}

@@ -38,7 +38,9 @@ def noisy_zip(path: Path, seed: int, *, wheel: bool = False, umask: int = 0o022)
     files = dict(FILES)
     if wheel:
         files["demo-1.0.dist-info/METADATA"] = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
-        files["demo-1.0.dist-info/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        files["demo-1.0.dist-info/WHEEL"] = (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         files["demo-1.0.dist-info/RECORD"] = b"stale,,\n"
     names = list(files)
     rng.shuffle(names)
@@ -75,8 +77,10 @@ def noisy_tar_gz(path: Path, seed: int, *, umask: int = 0o022) -> Path:
         link = tarfile.TarInfo("demo-1.0/link-to-readme")
         link.type, link.linkname, link.mtime = tarfile.SYMTYPE, "README.md", time.time()
         tf.addfile(link)
-    with path.open("wb") as f, gzip.GzipFile(filename=f"noise{seed}.tar", mode="wb", fileobj=f,
-                                               mtime=time.time() + seed) as gz:
+    with (
+        path.open("wb") as f,
+        gzip.GzipFile(filename=f"noise{seed}.tar", mode="wb", fileobj=f, mtime=time.time() + seed) as gz,
+    ):
         gz.write(raw.getvalue())
     return path
 
@@ -119,7 +123,11 @@ def test_zip_raw_copy_keeps_deflate_streams_and_is_idempotent(tmp_path: Path) ->
             if info.is_dir():
                 continue
             out = zout.getinfo(info.filename)
-            assert (out.compress_type, out.compress_size, out.CRC) == (info.compress_type, info.compress_size, info.CRC)
+            assert (out.compress_type, out.compress_size, out.CRC) == (
+                info.compress_type,
+                info.compress_size,
+                info.CRC,
+            )
             assert zout.read(out) == zin.read(info)
 
 

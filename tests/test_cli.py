@@ -98,7 +98,9 @@ def test_failing_backend_leaves_outdir_untouched(tmp_path: Path, wheelhouse: Pat
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     # With -v the backend's own output follows the one-line summary.
     r = run([DETPACK, "build", src, "-o", out, "--find-links", wheelhouse, "--offline", "-v"])
-    assert r.code == 2 and "RuntimeError: broken on purpose" in r.stderr and "Traceback (most recent" in r.stderr
+    assert (
+        r.code == 2 and "RuntimeError: broken on purpose" in r.stderr and "Traceback (most recent" in r.stderr
+    )
 
 
 @pytest.mark.slow
@@ -121,9 +123,14 @@ def test_settings_epoch_origins_and_report(tmp_path: Path, wheelhouse: Path) -> 
     git = shutil.which("git")
     assert git, "git is required"
     src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
-    env = {"GIT_AUTHOR_DATE": "2024-05-01T12:00:00Z", "GIT_COMMITTER_DATE": "2024-05-01T12:00:00Z",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env = {
+        "GIT_AUTHOR_DATE": "2024-05-01T12:00:00Z",
+        "GIT_COMMITTER_DATE": "2024-05-01T12:00:00Z",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
         subprocess.run([git, *argv], cwd=src, env={**env, "PATH": "/usr/bin:/bin"}, check=True)
     common = ["--find-links", wheelhouse, "--offline"]
@@ -147,10 +154,12 @@ def test_settings_epoch_origins_and_report(tmp_path: Path, wheelhouse: Path) -> 
     assert r.code == 0, r.stderr
     assert epoch_of(tmp_path / "o2")["origin"] == "environment"
 
-    r = run([DETPACK, "build", src, "-w", "-o", tmp_path / "o3", "--source-date-epoch", "1500000000", *common],
-            env={"SOURCE_DATE_EPOCH": "1600000000"})
+    r = run(
+        [DETPACK, "build", src, "-w", "-o", tmp_path / "o3", "--source-date-epoch", "1500000000", *common],
+        env={"SOURCE_DATE_EPOCH": "1600000000"},
+    )
     assert r.code == 0, r.stderr
-    assert epoch_of(tmp_path / "o3") ["value"] == 1500000000
+    assert epoch_of(tmp_path / "o3")["value"] == 1500000000
     assert [p.suffix for p in (tmp_path / "o3").iterdir() if p.suffix != ".json"] == [".whl"]
 
     sdist = next((tmp_path / "o1").glob("*.tar.gz"))

@@ -12,14 +12,26 @@ def test_public_names_are_exactly_all() -> None:
     public = {name for name in dir(detpack) if not name.startswith("_")} | {"__version__"}
     # Submodules imported by the package are reachable but are not API re-exports.
     submodules = {
-        "archive", "atomic", "cli", "config", "environment", "errors", "frontend",
-        "normalize", "pipeline", "policy", "provenance", "source",
+        "archive",
+        "atomic",
+        "cli",
+        "config",
+        "environment",
+        "errors",
+        "frontend",
+        "normalize",
+        "pipeline",
+        "policy",
+        "provenance",
+        "source",
     }
     assert public - submodules == set(detpack.__all__)
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    r = subprocess.run([sys.executable, "-m", "detpack", "--version"], capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "detpack", "--version"], capture_output=True, text=True, check=False
+    )
     assert r.returncode == 0
     assert r.stdout.strip() == f"detpack {detpack.__version__}"
 

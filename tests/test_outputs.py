@@ -45,12 +45,26 @@ def built(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> dict[st
 
 
 @pytest.mark.parametrize("fixture", sorted(MODULES))
-def test_wheel_installs_and_imports(fixture: str, built: dict[str, Path], tmp_path: Path, wheelhouse: Path) -> None:
+def test_wheel_installs_and_imports(
+    fixture: str, built: dict[str, Path], tmp_path: Path, wheelhouse: Path
+) -> None:
     venv = tmp_path / "venv"
     assert run([sys.executable, "-m", "venv", "--without-pip", venv]).code == 0
     wheel = next(built[fixture].glob("*.whl"))
-    r = run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--no-index",
-             "--find-links", wheelhouse, wheel])
+    r = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            venv / "bin" / "python",
+            "install",
+            "--no-index",
+            "--find-links",
+            wheelhouse,
+            wheel,
+        ]
+    )
     assert r.code == 0, r.stdout + r.stderr
     module = MODULES[fixture]
     r = run([venv / "bin" / "python", "-c", f"import {module}; print({module}.hello())"], cwd=tmp_path)
@@ -96,8 +110,11 @@ def test_provenance_is_strict_slsa_v1(fixture: str, built: dict[str, Path]) -> N
     assert names == outputs
     deps = {d["name"]: d for d in data["predicate"]["buildDefinition"]["resolvedDependencies"]}
     assert {"source", "python", "zlib", "detpack", "build-backend"} <= deps.keys()
-    installed = [d for d in deps.values() if d.get("uri", "").startswith("pkg:pypi/") and "usedFor" in
-                 d.get("annotations", {})]
+    installed = [
+        d
+        for d in deps.values()
+        if d.get("uri", "").startswith("pkg:pypi/") and "usedFor" in d.get("annotations", {})
+    ]
     if fixture != "noisy":  # the noisy backend is in-tree and needs nothing installed
         assert installed and all(len(d["digest"]["sha256"]) == 64 for d in installed)
         # Each recorded hash is the hash of a file that is really in the wheelhouse.

@@ -68,14 +68,23 @@ def variations(tmp: Path) -> list[tuple[str, dict[str, str], int, Path]]:
 
 
 def detpack_build(src: Path, out: Path, env: dict[str, str], umask: int, wheelhouse: Path) -> Run:
-    extra = ["--pass-env", "LD_PRELOAD", "--pass-env", "FAKETIME", "--pass-env", "FAKETIME_DONT_FAKE_MONOTONIC"]
+    extra = [
+        "--pass-env",
+        "LD_PRELOAD",
+        "--pass-env",
+        "FAKETIME",
+        "--pass-env",
+        "FAKETIME_DONT_FAKE_MONOTONIC",
+    ]
     argv = [DETPACK, "build", src, "-o", out, "--find-links", wheelhouse, "--offline", *extra]
     return run(argv, env=env, cwd=src.parent, umask=umask)
 
 
 def plain_build(src: Path, out: Path, env: dict[str, str], umask: int, wheelhouse: Path) -> Run:
     pip = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}
-    return run([sys.executable, "-m", "build", src, "-o", out], env={**env, **pip}, cwd=src.parent, umask=umask)
+    return run(
+        [sys.executable, "-m", "build", src, "-o", out], env={**env, **pip}, cwd=src.parent, umask=umask
+    )
 
 
 @pytest.mark.parametrize("fixture", sorted(FIXTURE_MODULES))
