@@ -1,0 +1,68 @@
+"""Memory must not grow with archive size: normalizing a 6x larger archive costs about the
+same peak memory (measured as the child process's max RSS)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+MEASURE = (
+    "import resource, sys\n"
+    "from detpack.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print('RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "raise SystemExit(code)\n"
+)
+
+
+def _peak_kb(path: Path, out: Path) -> int:
+    r = run([sys.executable, "-c", MEASURE, "normalize", path, "-o", out, "-q"])
+    assert r.code == 0, r.stderr
+    return int(r.stdout.split("RSS_KB")[1].split()[0])
+
+
+def _sdist(path: Path, megabytes: int) -> Path:
+    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+        with tarfile.open(fileobj=gz, mode="w|") as tf:
+            for i in range(megabytes // 4):
+                data = os.urandom(4 << 20)
+                ti = tarfile.TarInfo(f"big-1.0/blob{i:03d}.bin")
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def _wheel(path: Path, megabytes: int) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for i in range(megabytes // 4):
+            zf.writestr(f"big/blob{i:03d}.bin", os.urandom(4 << 20))
+        zf.writestr(
+            "big-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        zf.writestr("big-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: big\nVersion: 1.0\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sdist", "wheel"])
+def test_peak_memory_does_not_grow_with_size(kind: str, tmp_path: Path) -> None:
+    make, suffix = (_sdist, ".tar.gz") if kind == "sdist" else (_wheel, "-py3-none-any.whl")
+    small = make(tmp_path / f"small{suffix}", 20)
+    large = make(tmp_path / f"large{suffix}", 120)
+    assert large.stat().st_size > 5 * small.stat().st_size
+    peak_small = _peak_kb(small, tmp_path / "out-small")
+    peak_large = _peak_kb(large, tmp_path / "out-large")
+    # 100 MB more input may cost a few MB of allocator noise, never the archive itself.
+    print(f"{kind}: peak RSS {peak_small} KiB (20 MB) vs {peak_large} KiB (120 MB)")
+    assert peak_large - peak_small < 25_000, (peak_small, peak_large)
+    assert peak_large < 120_000, peak_large
