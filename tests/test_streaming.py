@@ -33,13 +33,16 @@ def _peak_kb(path: Path, out: Path) -> int:
 
 
 def _sdist(path: Path, megabytes: int) -> Path:
-    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
-        with tarfile.open(fileobj=gz, mode="w|") as tf:
-            for i in range(megabytes // 4):
-                data = os.urandom(4 << 20)
-                ti = tarfile.TarInfo(f"big-1.0/blob{i:03d}.bin")
-                ti.size = len(data)
-                tf.addfile(ti, io.BytesIO(data))
+    with (
+        path.open("wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz,
+        tarfile.open(fileobj=gz, mode="w|") as tf,
+    ):
+        for i in range(megabytes // 4):
+            data = os.urandom(4 << 20)
+            ti = tarfile.TarInfo(f"big-1.0/blob{i:03d}.bin")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
     return path
 
 
