@@ -31,6 +31,8 @@ class BuildRequest:
     pass_env: tuple[str, ...] = ()
     find_links: tuple[Path, ...] = ()
     offline: bool | None = None
+    env_dir: Path | None = None  # build's --env-dir: a fixed, user-chosen isolated-env path
+    sdist_extract_dir: Path | None = None  # build's --sdist-extract-dir
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -24,7 +26,7 @@ from build import BuildBackendException, BuildException, ProjectBuilder
 from build.env import DefaultIsolatedEnv
 
 from detpack.environment import Runner
-from detpack.errors import BackendError, ConfigError, InputError
+from detpack.errors import BackendError, ConfigError, EnvironmentSetupError, InputError
 
 Distribution = Literal["sdist", "wheel"]
 Installer = Literal["pip", "uv"]
@@ -125,6 +127,44 @@ def build_distribution(
         ) from None
 
 
+def wheel_metadata(
+    srcdir: Path, *, runner: Runner, settings: FrontendSettings, env_dir: Path, label: Path
+) -> bytes:
+    """The wheel's METADATA as the backend prepares it (``prepare_metadata_for_build_wheel``)."""
+    backend = backend_name(srcdir)
+    try:
+        with _build_logger(runner):
+            if settings.isolation:
+                with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
+                    builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
+                    requires = set(builder.build_system_requires)
+                    _install(env, requires, runner, settings, fresh=True)
+                    extra = builder.get_requires_for_build("wheel", settings.config_settings)
+                    _install(env, extra - requires, runner, settings, fresh=False)
+                    return _read_metadata(builder, env_dir.parent / "metadata")
+            builder = ProjectBuilder(srcdir, runner=runner)
+            return _read_metadata(builder, env_dir.parent / "metadata")
+    except BuildBackendException as exc:
+        raise BackendError(
+            f"{label}: backend {backend!r} failed to prepare wheel metadata ({_cause(exc)}); "
+            "run with -v to see its output",
+            details=runner.log_text()[-8000:],
+        ) from None
+    except BuildException as exc:
+        raise InputError(f"{label}: {exc}") from None
+    except subprocess.CalledProcessError as exc:
+        raise BackendError(
+            f"{label}: installing the build requirements failed ({Path(str(exc.cmd[0])).name} exited "
+            f"{exc.returncode}); run with -v to see why",
+            details=str(exc.output or "")[-8000:],
+        ) from None
+
+
+def _read_metadata(builder: ProjectBuilder, where: Path) -> bytes:
+    where.mkdir(parents=True, exist_ok=True)
+    return (Path(builder.metadata_path(where)) / "METADATA").read_bytes()
+
+
 def _cause(exc: BuildBackendException) -> str:
     inner = exc.exception
     if isinstance(inner, subprocess.CalledProcessError):
@@ -167,7 +207,7 @@ def _install(
     reqfile.write_text("\n".join(sorted(requirements)) + "\n", encoding="utf-8")
     report = Path(env.path) / "detpack-install-report.json"
     if settings.installer == "uv":
-        cmd = ["uv", "pip", "install", "--python", env.python_executable, "-r", str(reqfile)]
+        cmd = [_uv_binary(), "pip", "install", "--python", env.python_executable, "-r", str(reqfile)]
     else:
         if importlib.util.find_spec("pip") is not None:
             cmd = [sys.executable, "-m", "pip", "--python", env.python_executable]
@@ -185,6 +225,21 @@ def _install(
     data = json.loads(report.read_text(encoding="utf-8"))
     items: list[dict[str, object]] = data.get("install", [])
     return items
+
+
+def _uv_binary() -> str:
+    """The uv that ``build`` itself uses: the ``uv`` package's binary, else ``$UV`` or ``uv`` on PATH."""
+    try:
+        import uv  # type: ignore[import-not-found, unused-ignore]
+
+        return str(uv.find_uv_bin())
+    except (ModuleNotFoundError, FileNotFoundError):
+        found = shutil.which(os.environ.get("UV") or "uv")
+        if found is None:
+            raise EnvironmentSetupError(
+                "--installer uv: uv not found; install it (pip install uv) or set UV to its path"
+            ) from None
+        return found
 
 
 def _installed_from_metadata(

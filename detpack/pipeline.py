@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import shutil
 import socket
 import sys
 import tarfile
@@ -33,7 +34,7 @@ from detpack.atomic import TEMP_PREFIX, atomic_writer
 from detpack.config import BuildRequest, load_tool_config
 from detpack.environment import BuildRoot, LineSink, Runner
 from detpack.errors import ArchiveError, InputError
-from detpack.frontend import Distribution, RawArtifact, build_distribution
+from detpack.frontend import Distribution, RawArtifact, build_distribution, wheel_metadata
 from detpack.normalize import NormalizeOptions, normalize_stream
 from detpack.source import Epoch, Source, copy_tree, inspect_source, resolve_epoch, tree_digest
 
@@ -152,6 +153,17 @@ def build_project(
                     offline=offline,
                 ),
                 environment=env.recorded(),
+                paths={
+                    "buildRoot": str(root.root),
+                    **{
+                        k: str(v.absolute())
+                        for k, v in (
+                            ("envDir", request.env_dir),
+                            ("sdistExtractDir", request.sdist_extract_dir),
+                        )
+                        if v is not None
+                    },
+                },
                 passed_through=env.passed_through,
                 raws=raws,
                 toolchain=capture_toolchain(),
@@ -187,6 +199,59 @@ def build_project(
     return BuildResult(artifacts, prov_path, epoch, source)
 
 
+def project_metadata(
+    request: BuildRequest,
+    *,
+    on_line: LineSink | None = None,
+    caller_env: Mapping[str, str] | None = None,
+) -> bytes:
+    """The METADATA of the wheel ``request`` would build (``python -m build --metadata``)."""
+    if request.srcdir.is_file() and request.srcdir.name.endswith(".whl"):
+        return read_wheel_metadata(request.srcdir)
+    caller_env = dict(os.environ if caller_env is None else caller_env)
+    source = inspect_source(request.srcdir)
+    tool = load_tool_config(source.path)
+    epoch = resolve_epoch(request.epoch_spec or tool.epoch_spec, caller_env, source)
+    offline = tool.offline if request.offline is None else request.offline
+    with environment.build_root() as root:
+        env = environment.controlled_environment(
+            epoch=epoch.value,
+            root=root,
+            caller_env=caller_env,
+            pass_env=(*tool.pass_env, *request.pass_env),
+            find_links=(*tool.find_links, *request.find_links),
+            offline=offline,
+        )
+        runner = Runner(env, on_line)
+        with environment.applied(env):
+            if source.kind == "sdist":
+                srcdir = _unpack_sdist(source.path, root.work / "unpacked", source.path)
+            else:
+                srcdir = _lay_out(source, root)
+            return wheel_metadata(
+                srcdir,
+                runner=runner,
+                settings=request.frontend,
+                env_dir=request.env_dir or root.env_dir("wheel"),
+                label=source.path,
+            )
+
+
+def read_wheel_metadata(wheel: Path) -> bytes:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            if len(names) != 1:
+                raise ArchiveError(
+                    f"{wheel}: not a valid wheel: expected one .dist-info/METADATA, found {len(names)}"
+                )
+            return zf.read(names[0])
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError(f"{wheel}: corrupt or unreadable wheel ({exc})") from None
+
+
 def _plan(source: Source, requested: tuple[Distribution, ...] | None) -> tuple[Distribution, ...] | None:
     if source.kind == "sdist":
         if requested and "sdist" in requested:
@@ -219,7 +284,7 @@ def _run_builds(
             raw_out,
             runner=runner,
             settings=request.frontend,
-            env_dir=root.env_dir(dist),
+            env_dir=request.env_dir or root.env_dir(dist),
             label=source.path,
         )
         step(f"normalizing {raw.path.name}")
@@ -229,14 +294,14 @@ def _run_builds(
         return staged
 
     if source.kind == "sdist":
-        srcdir = _unpack_sdist(source.path, root.work / "unpacked", source.path)
+        srcdir = _unpack_sdist(source.path, request.sdist_extract_dir or root.work / "unpacked", source.path)
         for dist in distributions or ("wheel",):
             one(srcdir, dist)
         return raws, finals
     srcdir = _lay_out(source, root)
     if distributions is None:
         sdist = one(srcdir, "sdist")
-        unpacked = _unpack_sdist(sdist, root.work / "unpacked", Path(finals[-1]))
+        unpacked = _unpack_sdist(sdist, request.sdist_extract_dir or root.work / "unpacked", Path(finals[-1]))
         one(unpacked, "wheel")
     else:
         for dist in distributions:
@@ -267,6 +332,13 @@ def _unpack_sdist(archive: Path, dest: Path, label: Path) -> Path:
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ArchiveError(f"{label}: cannot unpack the sdist ({exc})") from None
     return dest / tops.pop()
+
+
+def _clear(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def _stem(filename: str) -> str:

@@ -127,6 +127,7 @@ def statement(
     epoch: Epoch,
     parameters: BuildParameters,
     environment: Mapping[str, str],
+    paths: Mapping[str, str],
     passed_through: Sequence[str],
     raws: Sequence[RawArtifact],
     toolchain: Toolchain,
@@ -175,7 +176,7 @@ def statement(
         "passedThrough": sorted(passed_through),
         "umask": f"{policy.UMASK:04o}",
         "policyVersion": policy.POLICY_VERSION,
-        "buildRoot": policy.BUILD_ROOT,
+        **dict(sorted(paths.items())),
     }
     byproducts: list[JSON] = [
         {"name": "build.log", "digest": {"sha256": run.log_sha256}, "mediaType": "text/plain"},

@@ -11,7 +11,7 @@ from detpack.cli._output import Output
 from detpack.config import BuildRequest
 from detpack.errors import ConfigError
 from detpack.frontend import ConfigSettings, Distribution, FrontendSettings
-from detpack.pipeline import build_project
+from detpack.pipeline import build_project, project_metadata
 
 
 def add_parser(sub: Any) -> None:
@@ -42,6 +42,23 @@ def add_parser(sub: Any) -> None:
         help="build a wheel (disables the default behaviour)",
     )
     p.add_argument("--outdir", "-o", type=Path, help="output directory (default: {srcdir}/dist)")
+    p.add_argument(
+        "--metadata",
+        action="store_true",
+        help="print the wheel's metadata as JSON (building it first unless srcdir is a .whl)",
+    )
+    p.add_argument(
+        "--sdist-extract-dir",
+        type=Path,
+        metavar="PATH",
+        help="unpack the intermediate sdist here (kept) instead of detpack's fixed path",
+    )
+    p.add_argument(
+        "--env-dir",
+        type=Path,
+        metavar="PATH",
+        help="create the isolated build environment here (must be empty; kept on failure)",
+    )
     cfg = p.add_mutually_exclusive_group()
     cfg.add_argument(
         "--config-setting",
@@ -153,7 +170,18 @@ def _write_report(path: Path, artifacts: list[tuple[str, Path, str, int, str]]) 
     write_bytes(path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
 
 
+def _check_combinations(args: argparse.Namespace) -> None:
+    if args.metadata and (args.distributions or args.report):
+        raise ConfigError("--metadata: not allowed with --sdist, --wheel or --report")
+    if args.env_dir is not None and args.no_isolation:
+        raise ConfigError("--env-dir: not allowed with --no-isolation")
+    src = Path(args.srcdir)
+    if src.name.endswith(".whl") and not args.metadata:
+        raise ConfigError(f"{src}: a wheel can only be read with --metadata; it cannot be built from")
+
+
 def run(args: argparse.Namespace, out: Output) -> int:
+    _check_combinations(args)
     distributions: tuple[Distribution, ...] | None = None
     if args.distributions:
         distributions = tuple(dict.fromkeys(args.distributions))
@@ -173,7 +201,16 @@ def run(args: argparse.Namespace, out: Output) -> int:
         pass_env=tuple(args.pass_env),
         find_links=tuple(args.find_links),
         offline=args.offline,
+        env_dir=args.env_dir,
+        sdist_extract_dir=args.sdist_extract_dir,
     )
+    if args.metadata:
+        import packaging.metadata
+
+        raw = project_metadata(request, on_line=out.line)
+        parsed, _ = packaging.metadata.parse_email(raw)
+        out.result(json.dumps(parsed, ensure_ascii=False, indent=2))
+        return 0
     result = build_project(request, on_line=out.line, on_step=out.step)
     out.step(f"SOURCE_DATE_EPOCH={result.epoch.value} (from {result.epoch.origin})")
     for artifact in result.artifacts:
