@@ -85,7 +85,8 @@ def row(label: str, ours: float, anchor: float | None, anchor_name: str) -> None
         print(f"{label:<38} detpack {ours:7.2f}s   {anchor_name:<28} not installed")
     else:
         print(
-            f"{label:<38} detpack {ours:7.2f}s   {anchor_name:<28} {anchor:7.2f}s   ratio {ours / anchor:5.2f}"
+            f"{label:<38} detpack {ours:7.2f}s   {anchor_name:<28} {anchor:7.2f}s   "
+            f"ratio {ours / anchor:5.2f}"
         )
 
 
@@ -101,7 +102,8 @@ def main() -> None:
         subprocess.run(["tar", "-C", str(tree.parent), "-czf", str(tgz), tree.name], check=True)
         wheel = make_wheel(tree, work / "proj-1.0-py3-none-any.whl")
         print(
-            f"inputs: {size} MB tree -> tar.gz {tgz.stat().st_size >> 20} MB, wheel {wheel.stat().st_size >> 20} MB"
+            f"inputs: {size} MB tree -> tar.gz {tgz.stat().st_size >> 20} MB, "
+            f"wheel {wheel.stat().st_size >> 20} MB"
         )
         print(f"best of {n} runs, wall clock\n")
 
