@@ -3,17 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 WHEELHOUSE := .wheelhouse
+SAMPLES := .samples
 STAMP := $(VENV)/.detpack-setup
 
 .PHONY: setup demo test test-fast lint typecheck bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml fixtures/wheelhouse.txt
+$(STAMP): pyproject.toml fixtures/wheelhouse.txt fixtures/samples.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(WHEELHOUSE) -r fixtures/wheelhouse.txt
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(SAMPLES) -r fixtures/samples.txt
 	touch $(STAMP)
 
 demo: setup
@@ -39,4 +41,4 @@ bench: setup
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(WHEELHOUSE) example/dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(WHEELHOUSE) $(SAMPLES) example/dist .pytest_cache .mypy_cache .ruff_cache
