@@ -200,7 +200,7 @@ class Runner:
         extra_environ: Mapping[str, str] | None = None,
     ) -> str:
         environ = {**self.env.variables, **(extra_environ or {})}
-        self._line("$ " + subprocess.list2cmdline(list(cmd)))
+        self.emit("$ " + subprocess.list2cmdline(list(cmd)))
         start = len(self.transcript)
         try:
             command = local[cmd[0]][list(cmd[1:])]
@@ -215,14 +215,14 @@ class Runner:
             assert proc.stdout is not None
             for raw in proc.stdout:
                 text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-                self._line(text.rstrip("\n"))
+                self.emit(text.rstrip("\n"))
             code = proc.wait()
         if code:
             output = "\n".join(self.transcript[start:])
             raise subprocess.CalledProcessError(code, list(cmd), output=output)
         return "\n".join(self.transcript[start + 1 :])
 
-    def _line(self, line: str) -> None:
+    def emit(self, line: str) -> None:
         self.transcript.append(line)
         if self.on_line is not None:
             self.on_line(line)

@@ -81,7 +81,7 @@ def backend_name(srcdir: Path) -> str:
 def _build_logger(runner: Runner) -> Iterator[None]:
     def log(message: str, *, kind: tuple[str, ...] | None = None) -> None:
         for line in message.rstrip("\n").splitlines():
-            runner._line(line)
+            runner.emit(line)
 
     token = build._ctx.LOGGER.set(log)
     try:

@@ -12,31 +12,25 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import importlib.metadata
 import os
-import platform
-import shutil
-import socket
-import sys
-import tarfile
 import uuid
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
-import detpack
 from detpack import environment, provenance
 from detpack.archive.detect import ArchiveKind
 from detpack.atomic import TEMP_PREFIX, atomic_writer
 from detpack.config import BuildRequest, load_tool_config
 from detpack.environment import BuildRoot, LineSink, Runner
-from detpack.errors import ArchiveError, InputError
-from detpack.frontend import Distribution, RawArtifact, build_distribution, wheel_metadata
+from detpack.errors import InputError
+from detpack.frontend import Distribution, RawArtifact, build_distribution
+from detpack.layout import lay_out, unpack_sdist
 from detpack.normalize import NormalizeOptions, normalize_stream
-from detpack.source import Epoch, Source, copy_tree, inspect_source, resolve_epoch, tree_digest
+from detpack.source import Epoch, Source, inspect_source, resolve_epoch
+from detpack.toolchain import capture_toolchain, host_facts
 
 
 @dataclass(frozen=True)
@@ -172,7 +166,7 @@ def build_project(
                     started=started,
                     finished=dt.datetime.now(dt.UTC),
                     log_sha256=hashlib.sha256(log).hexdigest(),
-                    host=_host(source),
+                    host=host_facts(source),
                     raw_outputs=[
                         provenance.Subject(r.path.name, provenance.file_sha256(r.path)) for r in raws
                     ],
@@ -197,59 +191,6 @@ def build_project(
         for raw, final in zip(raws, finals, strict=True)
     )
     return BuildResult(artifacts, prov_path, epoch, source)
-
-
-def project_metadata(
-    request: BuildRequest,
-    *,
-    on_line: LineSink | None = None,
-    caller_env: Mapping[str, str] | None = None,
-) -> bytes:
-    """The METADATA of the wheel ``request`` would build (``python -m build --metadata``)."""
-    if request.srcdir.is_file() and request.srcdir.name.endswith(".whl"):
-        return read_wheel_metadata(request.srcdir)
-    caller_env = dict(os.environ if caller_env is None else caller_env)
-    source = inspect_source(request.srcdir)
-    tool = load_tool_config(source.path)
-    epoch = resolve_epoch(request.epoch_spec or tool.epoch_spec, caller_env, source)
-    offline = tool.offline if request.offline is None else request.offline
-    with environment.build_root() as root:
-        env = environment.controlled_environment(
-            epoch=epoch.value,
-            root=root,
-            caller_env=caller_env,
-            pass_env=(*tool.pass_env, *request.pass_env),
-            find_links=(*tool.find_links, *request.find_links),
-            offline=offline,
-        )
-        runner = Runner(env, on_line)
-        with environment.applied(env):
-            if source.kind == "sdist":
-                srcdir = _unpack_sdist(source.path, root.work / "unpacked", source.path)
-            else:
-                srcdir = _lay_out(source, root)
-            return wheel_metadata(
-                srcdir,
-                runner=runner,
-                settings=request.frontend,
-                env_dir=request.env_dir or root.env_dir("wheel"),
-                label=source.path,
-            )
-
-
-def read_wheel_metadata(wheel: Path) -> bytes:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-            if len(names) != 1:
-                raise ArchiveError(
-                    f"{wheel}: not a valid wheel: expected one .dist-info/METADATA, found {len(names)}"
-                )
-            return zf.read(names[0])
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError(f"{wheel}: corrupt or unreadable wheel ({exc})") from None
 
 
 def _plan(source: Source, requested: tuple[Distribution, ...] | None) -> tuple[Distribution, ...] | None:
@@ -294,51 +235,19 @@ def _run_builds(
         return staged
 
     if source.kind == "sdist":
-        srcdir = _unpack_sdist(source.path, request.sdist_extract_dir or root.work / "unpacked", source.path)
+        srcdir = unpack_sdist(source.path, request.sdist_extract_dir or root.work / "unpacked", source.path)
         for dist in distributions or ("wheel",):
             one(srcdir, dist)
         return raws, finals
-    srcdir = _lay_out(source, root)
+    srcdir = lay_out(source, root)
     if distributions is None:
         sdist = one(srcdir, "sdist")
-        unpacked = _unpack_sdist(sdist, request.sdist_extract_dir or root.work / "unpacked", Path(finals[-1]))
+        unpacked = unpack_sdist(sdist, request.sdist_extract_dir or root.work / "unpacked", Path(finals[-1]))
         one(unpacked, "wheel")
     else:
         for dist in distributions:
             one(srcdir, dist)
     return raws, finals
-
-
-def _lay_out(source: Source, root: BuildRoot) -> Path:
-    if source.git is not None and source.git.subdir:
-        # A subdirectory of a larger repository: VCS-versioning plugins need the whole work
-        # tree, so build in place (the wheel still comes from an sdist at a fixed path).
-        return source.path
-    dest = root.work / "source"
-    copy_tree(source, dest)
-    return dest
-
-
-def _unpack_sdist(archive: Path, dest: Path, label: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive, "r:gz") as tf:
-            tops = {m.name.split("/", 1)[0] for m in tf.getmembers()}
-            if len(tops) != 1:
-                raise ArchiveError(
-                    f"{label}: an sdist must hold one top-level directory, found {sorted(tops)}"
-                )
-            tf.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ArchiveError(f"{label}: cannot unpack the sdist ({exc})") from None
-    return dest / tops.pop()
-
-
-def _clear(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def _stem(filename: str) -> str:
@@ -347,35 +256,3 @@ def _stem(filename: str) -> str:
     else:
         name, version = parse_sdist_filename(filename)
     return f"{str(name).replace('-', '_')}-{version}"
-
-
-def _host(source: Source) -> dict[str, str]:
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "pythonExecutable": sys.executable,
-        "sourcePath": str(source.path),
-    }
-
-
-def _iter_package_files() -> Iterator[Path]:
-    yield from sorted(Path(detpack.__file__).parent.rglob("*.py"))
-
-
-def capture_toolchain() -> provenance.Toolchain:
-    executable = Path(sys.executable).resolve()
-    try:
-        pip_version: str | None = importlib.metadata.version("pip")
-    except importlib.metadata.PackageNotFoundError:
-        pip_version = None
-    return provenance.Toolchain(
-        python_implementation=platform.python_implementation(),
-        python_version=platform.python_version(),
-        python_sha256=provenance.file_sha256(executable),
-        zlib_version=zlib.ZLIB_RUNTIME_VERSION,
-        detpack_version=detpack.__version__,
-        detpack_sha256=tree_digest(Path(detpack.__file__).parent),
-        build_version=importlib.metadata.version("build"),
-        pip_version=pip_version,
-    )

@@ -19,11 +19,14 @@ def test_public_names_are_exactly_all() -> None:
         "environment",
         "errors",
         "frontend",
+        "layout",
+        "metadata",
         "normalize",
         "pipeline",
         "policy",
         "provenance",
         "source",
+        "toolchain",
     }
     assert public - submodules == set(detpack.__all__)
 

@@ -11,7 +11,8 @@ from detpack.cli._output import Output
 from detpack.config import BuildRequest
 from detpack.errors import ConfigError
 from detpack.frontend import ConfigSettings, Distribution, FrontendSettings
-from detpack.pipeline import build_project, project_metadata
+from detpack.metadata import project_metadata
+from detpack.pipeline import build_project
 
 
 def add_parser(sub: Any) -> None:
