@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 import build._ctx
-from build import BuildBackendException, BuildException, ProjectBuilder
+import pyproject_hooks
+from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
 from build.env import DefaultIsolatedEnv
 
 from detpack.environment import Runner
@@ -167,6 +168,9 @@ def _read_metadata(builder: ProjectBuilder, where: Path) -> bytes:
 
 def _cause(exc: BuildBackendException) -> str:
     inner = exc.exception
+    if isinstance(inner, pyproject_hooks.BackendUnavailable):
+        last = [ln for ln in (inner.traceback or "").splitlines() if ln.strip()]
+        return f"the backend cannot be imported: {last[-1].strip() if last else inner}"
     if isinstance(inner, subprocess.CalledProcessError):
         lines = [ln for ln in str(inner.output or "").splitlines() if ln.strip()]
         return lines[-1].strip() if lines else f"exit status {inner.returncode}"
@@ -295,6 +299,13 @@ def _in_place(
     builder = ProjectBuilder(srcdir, runner=runner)
     requires = set(builder.build_system_requires)
     if not settings.skip_dependency_check:
+        # The backend itself first: without it, asking it for more requirements fails.
+        missing_backend = {" -> ".join(chain) for req in requires for chain in check_dependency(req)}
+        if missing_backend:
+            raise ConfigError(
+                f"{who}: --no-isolation but the build backend's requirements are missing: "
+                f"{', '.join(sorted(missing_backend))}; install them or drop --no-isolation"
+            )
         missing = builder.check_dependencies(distribution, settings.config_settings)
         if missing:
             flat = sorted({" -> ".join(chain) for chain in missing})

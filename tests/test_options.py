@@ -105,3 +105,23 @@ def test_bad_option_combinations(tmp_path: Path) -> None:
     wheel.write_bytes(b"")
     r = run([DETPACK, "build", wheel])
     assert r.code == 2 and "--metadata" in r.stderr
+
+
+def test_no_isolation_names_missing_backend_requirements(tmp_path: Path) -> None:
+    src = materialize(FIXTURES / "poetry", tmp_path / "src", 0o022)  # poetry-core is not in detpack's venv
+    r = run([DETPACK, "build", src, "-n", "-o", tmp_path / "out"])
+    assert r.code == 2, r.stderr
+    assert "--no-isolation but the build backend's requirements are missing: poetry-core" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_isolation_builds_reproducibly_with_installed_backend(tmp_path: Path) -> None:
+    # The in-tree noisy backend needs nothing installed, so --no-isolation can run it anywhere.
+    src = materialize(FIXTURES / "noisy", tmp_path / "src", 0o022)
+    r1 = run([DETPACK, "build", src, "-n", "-o", tmp_path / "a"])
+    r2 = run([DETPACK, "build", src, "-n", "-o", tmp_path / "b"], umask=0o002, env={"TZ": "Asia/Tokyo"})
+    assert r1.code == 0 and r2.code == 0, r1.stderr + r2.stderr
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    prov = json.loads(next((tmp_path / "a").glob("*.provenance.json")).read_bytes())
+    assert prov["predicate"]["buildDefinition"]["externalParameters"]["isolation"] is False
