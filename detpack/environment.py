@@ -54,8 +54,11 @@ class BuildRoot:
 
 
 @contextlib.contextmanager
-def build_root(path: Path | None = None) -> Iterator[BuildRoot]:
-    """Take the machine-wide build root, emptied, for the duration of one build."""
+def build_root(path: Path | None = None, on_wait: LineSink | None = None) -> Iterator[BuildRoot]:
+    """Take the machine-wide build root, emptied, for the duration of one build.
+
+    ``on_wait`` hears one line when another build holds the root and this one must wait.
+    """
     root = Path(path or os.environ.get("DETPACK_BUILD_ROOT") or policy.BUILD_ROOT)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,12 @@ def build_root(path: Path | None = None) -> Iterator[BuildRoot]:
             "set DETPACK_BUILD_ROOT to a writable path"
         ) from None
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(f"waiting for another detpack build to release {root} ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             _empty(root)
             br = BuildRoot(root)
@@ -105,6 +113,11 @@ class ControlledEnvironment:
     umask: int = policy.UMASK
     redacted: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def injects_code(self) -> tuple[str, ...]:
+        """Passed-through variables that load code into every build process (flagged in provenance)."""
+        return tuple(n for n in self.passed_through if n in policy.INJECTS_CODE)
+
     def recorded(self) -> dict[str, str]:
         """The variables as provenance records them (credentials in URLs hidden)."""
         return {k: self.redacted.get(k, v) for k, v in sorted(self.variables.items())}
@@ -140,7 +153,8 @@ def controlled_environment(
     for name in (*policy.PASSTHROUGH_ENV, *pass_env):
         if name in policy.NEVER_PASS:
             raise ConfigError(
-                f"--pass-env {name}: refusing to pass {name}; it changes what code the build runs"
+                f"--pass-env {name}: refusing; {name} would point the isolated build environment's "
+                "Python at other packages and defeat isolation"
             )
         if name in caller_env and name not in passed:
             variables[name] = caller_env[name]
@@ -185,7 +199,17 @@ class Runner:
 
     env: ControlledEnvironment
     on_line: LineSink | None = None
+    on_warning: LineSink | None = None
     transcript: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Record a backend warning once (hooks often repeat them) and pass it on."""
+        self.emit(f"warning: {message}")
+        if message not in self.warnings:
+            self.warnings.append(message)
+            if self.on_warning is not None:
+                self.on_warning(message)
 
     def __call__(
         self, cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None

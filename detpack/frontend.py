@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import warnings
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,15 @@ def _build_logger(runner: Runner) -> Iterator[None]:
 
     token = build._ctx.LOGGER.set(log)
     try:
-        yield
+        # pyproject_hooks re-raises the backend's warnings in this process; collect them
+        # for the runner instead of letting Python print them with source lines.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for w in caught:
+                    runner.warn(f"{w.category.__name__}: {str(w.message).strip().splitlines()[0]}")
     finally:
         build._ctx.LOGGER.reset(token)
 
@@ -107,22 +116,27 @@ def build_distribution(
     """
     who = label or srcdir
     backend = backend_name(srcdir)
+    with _translate_errors(who, f"build the {distribution}", backend, runner), _build_logger(runner):
+        if settings.isolation:
+            return _isolated(srcdir, distribution, outdir, runner, settings, env_dir, backend)
+        return _in_place(srcdir, distribution, outdir, runner, settings, backend, who)
+
+
+@contextlib.contextmanager
+def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Iterator[None]:
+    """Turn ``build``'s and the installer's failures into one-line detpack errors."""
     try:
-        with _build_logger(runner):
-            if settings.isolation:
-                return _isolated(srcdir, distribution, outdir, runner, settings, env_dir, backend)
-            return _in_place(srcdir, distribution, outdir, runner, settings, backend, who)
+        yield
     except BuildBackendException as exc:
         raise BackendError(
-            f"{who}: backend {backend!r} failed to build the {distribution} ({_cause(exc)}); "
-            "run with -v to see its output",
+            f"{who}: backend {backend!r} failed to {what} ({_cause(exc)}); run with -v to see its output",
             details=runner.log_text()[-8000:],
         ) from None
     except BuildException as exc:
         raise InputError(f"{who}: {exc}") from None
     except subprocess.CalledProcessError as exc:
         raise BackendError(
-            f"{who}: installing the build requirements for the {distribution} failed "
+            f"{who}: installing the build requirements to {what} failed "
             f"({Path(str(exc.cmd[0])).name} exited {exc.returncode}); run with -v to see why",
             details=str(exc.output or "")[-8000:],
         ) from None
@@ -133,32 +147,17 @@ def wheel_metadata(
 ) -> bytes:
     """The wheel's METADATA as the backend prepares it (``prepare_metadata_for_build_wheel``)."""
     backend = backend_name(srcdir)
-    try:
-        with _build_logger(runner):
-            if settings.isolation:
-                with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
-                    builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
-                    requires = set(builder.build_system_requires)
-                    _install(env, requires, runner, settings, fresh=True)
-                    extra = builder.get_requires_for_build("wheel", settings.config_settings)
-                    _install(env, extra - requires, runner, settings, fresh=False)
-                    return _read_metadata(builder, env_dir.parent / "metadata")
-            builder = ProjectBuilder(srcdir, runner=runner)
-            return _read_metadata(builder, env_dir.parent / "metadata")
-    except BuildBackendException as exc:
-        raise BackendError(
-            f"{label}: backend {backend!r} failed to prepare wheel metadata ({_cause(exc)}); "
-            "run with -v to see its output",
-            details=runner.log_text()[-8000:],
-        ) from None
-    except BuildException as exc:
-        raise InputError(f"{label}: {exc}") from None
-    except subprocess.CalledProcessError as exc:
-        raise BackendError(
-            f"{label}: installing the build requirements failed ({Path(str(exc.cmd[0])).name} exited "
-            f"{exc.returncode}); run with -v to see why",
-            details=str(exc.output or "")[-8000:],
-        ) from None
+    with _translate_errors(label, "prepare wheel metadata", backend, runner), _build_logger(runner):
+        if settings.isolation:
+            with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
+                builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
+                requires = set(builder.build_system_requires)
+                _install(env, requires, runner, settings, fresh=True)
+                extra = builder.get_requires_for_build("wheel", settings.config_settings)
+                _install(env, extra - requires, runner, settings, fresh=False)
+                return _read_metadata(builder, env_dir.parent / "metadata")
+        builder = ProjectBuilder(srcdir, runner=runner)
+        return _read_metadata(builder, env_dir.parent / "metadata")
 
 
 def _read_metadata(builder: ProjectBuilder, where: Path) -> bytes:

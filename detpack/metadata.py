@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from detpack import environment
-from detpack.config import BuildRequest, load_tool_config
-from detpack.environment import LineSink, Runner
+from detpack.config import BuildRequest
+from detpack.environment import LineSink
 from detpack.errors import ArchiveError
 from detpack.frontend import wheel_metadata
 from detpack.layout import lay_out, unpack_sdist
-from detpack.source import inspect_source, resolve_epoch
+from detpack.pipeline import session
 
 
 def project_metadata(
@@ -25,33 +24,18 @@ def project_metadata(
     """The METADATA of the wheel ``request`` would build (``python -m build --metadata``)."""
     if request.srcdir.is_file() and request.srcdir.name.endswith(".whl"):
         return read_wheel_metadata(request.srcdir)
-    caller_env = dict(os.environ if caller_env is None else caller_env)
-    source = inspect_source(request.srcdir)
-    tool = load_tool_config(source.path)
-    epoch = resolve_epoch(request.epoch_spec or tool.epoch_spec, caller_env, source)
-    offline = tool.offline if request.offline is None else request.offline
-    with environment.build_root() as root:
-        env = environment.controlled_environment(
-            epoch=epoch.value,
-            root=root,
-            caller_env=caller_env,
-            pass_env=(*tool.pass_env, *request.pass_env),
-            find_links=(*tool.find_links, *request.find_links),
-            offline=offline,
+    with session(request, caller_env=caller_env, on_line=on_line) as ses, environment.applied(ses.env):
+        if ses.source.kind == "sdist":
+            srcdir = unpack_sdist(ses.source.path, ses.root.work / "unpacked", ses.source.path)
+        else:
+            srcdir = lay_out(ses.source, ses.root)
+        return wheel_metadata(
+            srcdir,
+            runner=ses.runner,
+            settings=request.frontend,
+            env_dir=request.env_dir or ses.root.env_dir("wheel"),
+            label=ses.source.path,
         )
-        runner = Runner(env, on_line)
-        with environment.applied(env):
-            if source.kind == "sdist":
-                srcdir = unpack_sdist(source.path, root.work / "unpacked", source.path)
-            else:
-                srcdir = lay_out(source, root)
-            return wheel_metadata(
-                srcdir,
-                runner=runner,
-                settings=request.frontend,
-                env_dir=request.env_dir or root.env_dir("wheel"),
-                label=source.path,
-            )
 
 
 def read_wheel_metadata(wheel: Path) -> bytes:

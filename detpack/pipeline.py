@@ -14,18 +14,18 @@ import datetime as dt
 import hashlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
-from detpack import environment, provenance
+from detpack import environment, policy, provenance
 from detpack.archive.detect import ArchiveKind
 from detpack.atomic import TEMP_PREFIX, atomic_writer
 from detpack.config import BuildRequest, load_tool_config
 from detpack.environment import BuildRoot, LineSink, Runner
-from detpack.errors import InputError
+from detpack.errors import ArchiveError, BackendError, InputError
 from detpack.frontend import Distribution, RawArtifact, build_distribution
 from detpack.layout import lay_out, unpack_sdist
 from detpack.normalize import NormalizeOptions, normalize_stream
@@ -81,6 +81,57 @@ class _Staging:
         self.pending.clear()
 
 
+@dataclass(frozen=True)
+class Session:
+    """One build's resolved settings and its controlled environment, holding the build root."""
+
+    source: Source
+    epoch: Epoch
+    recompress: bool
+    offline: bool
+    root: BuildRoot
+    env: environment.ControlledEnvironment
+    runner: Runner
+
+
+@contextlib.contextmanager
+def session(
+    request: BuildRequest,
+    *,
+    caller_env: Mapping[str, str] | None,
+    on_line: LineSink | None,
+    on_step: LineSink | None = None,
+    on_warning: LineSink | None = None,
+) -> Iterator[Session]:
+    """Resolve ``request`` (command line over ``[tool.detpack]``) and take the build root."""
+    caller_env = dict(os.environ if caller_env is None else caller_env)
+    source = inspect_source(request.srcdir)
+    tool = load_tool_config(source.path)
+    epoch = resolve_epoch(request.epoch_spec or tool.epoch_spec, caller_env, source)
+    offline = tool.offline if request.offline is None else request.offline
+    with environment.build_root(on_wait=on_step) as root:
+        if str(root.root) != policy.BUILD_ROOT and on_warning is not None:
+            on_warning(
+                f"build root {root.root} is not the default {policy.BUILD_ROOT}: paths compiled into "
+                "C extensions will differ from builds made elsewhere"
+            )
+        env = environment.controlled_environment(
+            epoch=epoch.value,
+            root=root,
+            caller_env=caller_env,
+            pass_env=(*tool.pass_env, *request.pass_env),
+            find_links=(*tool.find_links, *request.find_links),
+            offline=offline,
+        )
+        recompress = tool.recompress if request.recompress is None else request.recompress
+        for name in env.injects_code:
+            if on_warning is not None:
+                on_warning(
+                    f"{name} is passed to the build: it loads code into every build process (recorded)"
+                )
+        yield Session(source, epoch, recompress, offline, root, env, Runner(env, on_line, on_warning))
+
+
 def default_outdir(source: Path) -> Path:
     return source.parent if source.is_file() else source / "dist"
 
@@ -90,32 +141,22 @@ def build_project(
     *,
     on_line: LineSink | None = None,
     on_step: LineSink | None = None,
+    on_warning: LineSink | None = None,
     caller_env: Mapping[str, str] | None = None,
 ) -> BuildResult:
     """Run one reproducible build; see the module docstring for the order of work."""
     started = dt.datetime.now(dt.UTC)
-    caller_env = dict(os.environ if caller_env is None else caller_env)
-    source = inspect_source(request.srcdir)
-    tool = load_tool_config(source.path)
-    epoch = resolve_epoch(request.epoch_spec or tool.epoch_spec, caller_env, source)
-    recompress = tool.recompress if request.recompress is None else request.recompress
-    offline = tool.offline if request.offline is None else request.offline
     outdir = (request.outdir or default_outdir(request.srcdir)).absolute()
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"{outdir}: output path exists and is not a directory")
-    distributions = _plan(source, request.distributions)
-    options = NormalizeOptions(epoch.value, recompress)
-    staging = _Staging(outdir)
-    with environment.build_root() as root:
-        env = environment.controlled_environment(
-            epoch=epoch.value,
-            root=root,
-            caller_env=caller_env,
-            pass_env=(*tool.pass_env, *request.pass_env),
-            find_links=(*tool.find_links, *request.find_links),
-            offline=offline,
-        )
-        runner = Runner(env, on_line)
+    with session(
+        request, caller_env=caller_env, on_line=on_line, on_step=on_step, on_warning=on_warning
+    ) as ses:
+        source, epoch, root, env, runner = ses.source, ses.epoch, ses.root, ses.env, ses.runner
+        recompress, offline = ses.recompress, ses.offline
+        if outdir.exists() and not outdir.is_dir():
+            raise InputError(f"{outdir}: output path exists and is not a directory")
+        distributions = _plan(source, request.distributions)
+        options = NormalizeOptions(epoch.value, recompress)
+        staging = _Staging(outdir)
         try:
             with environment.applied(env):
                 raws, finals = _run_builds(
@@ -159,6 +200,7 @@ def build_project(
                     },
                 },
                 passed_through=env.passed_through,
+                injects_code=env.injects_code,
                 raws=raws,
                 toolchain=capture_toolchain(),
                 run=provenance.RunFacts(
@@ -229,7 +271,17 @@ def _run_builds(
             label=source.path,
         )
         step(f"normalizing {raw.path.name}")
-        staged = staging.add(raw.path, raw.path.name, options, root.tmp)
+        try:
+            staged = staging.add(raw.path, raw.path.name, options, root.tmp)
+        except ArchiveError as exc:
+            # Name the user's project and the backend, not a path in the emptied build root.
+            reason = exc.message.removeprefix(f"{raw.path}: ")
+            if "two different members" in reason:
+                reason += " (a stale copy of that file in the source tree is the usual cause)"
+            raise BackendError(
+                f"{source.path}: the {dist} {raw.path.name} that backend {raw.backend!r} wrote "
+                f"is unusable: {reason}"
+            ) from None
         raws.append(raw)
         finals.append(raw.path.name)
         return staged

@@ -86,8 +86,12 @@ PASSTHROUGH_ENV: Final = (
     "REQUESTS_CA_BUNDLE",
 )
 
-#: Never passed through, even when asked: they inject code or change interpreter startup.
+#: Never passed through, even when asked: they would point the isolated environment's
+#: interpreter at other packages or another standard library, defeating isolation.
 NEVER_PASS: Final = frozenset({"PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE"})
+#: Passed only when asked by name, and flagged in provenance: they load code into every
+#: process of the build (faketime works this way).
+INJECTS_CODE: Final = frozenset({"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES"})
 
 UMASK: Final = 0o022
 

@@ -129,6 +129,7 @@ def statement(
     environment: Mapping[str, str],
     paths: Mapping[str, str],
     passed_through: Sequence[str],
+    injects_code: Sequence[str] = (),
     raws: Sequence[RawArtifact],
     toolchain: Toolchain,
     run: RunFacts,
@@ -174,6 +175,7 @@ def statement(
     internal: JSON = {
         "environment": dict(sorted(environment.items())),
         "passedThrough": sorted(passed_through),
+        "codeInjectingVariables": sorted(injects_code),
         "umask": f"{policy.UMASK:04o}",
         "policyVersion": policy.POLICY_VERSION,
         **dict(sorted(paths.items())),

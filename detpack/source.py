@@ -28,7 +28,8 @@ SourceKind = Literal["directory", "sdist"]
 EpochOrigin = Literal["option", "environment", "git", "sdist", "default"]
 
 #: Left out when a directory is copied into the build root: local clutter a fresh checkout
-#: does not have (stale build/ and *.egg-info trees are classic sources of drift).
+#: does not have (a stale build/ tree is a classic source of drift). ``*.egg-info`` is kept:
+#: setuptools takes an sdist's file list from its SOURCES.txt when there is no VCS.
 TOP_LEVEL_EXCLUDES = frozenset({".venv", "venv", ".tox", ".nox", "build", "dist", ".eggs", ".git"})
 ANYWHERE_EXCLUDES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 
@@ -106,7 +107,6 @@ def walk(root: Path) -> Iterator[Path]:
             d
             for d in dirnames
             if d not in ANYWHERE_EXCLUDES
-            and not d.endswith(".egg-info")
             and not (top and d in TOP_LEVEL_EXCLUDES)
             and not (here / d).is_symlink()
         )

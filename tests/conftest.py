@@ -22,6 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 WHEELHOUSE = ROOT / ".wheelhouse"
 BIN = Path(sys.executable).parent
+#: The fixtures that build, and the module each one's wheel installs.
+MODULES = {
+    "setuptools-basic": "fx_setuptools_basic",
+    "setuptools-setuppy": "fx_setuptools_setuppy",
+    "hatchling": "fx_hatchling",
+    "flit": "fx_flit",
+    "poetry": "fx_poetry",
+    "pdm": "fx_pdm",
+    "noisy": "fx_noisy",
+}
 DETPACK = BIN / "detpack"
 
 

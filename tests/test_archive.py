@@ -206,6 +206,17 @@ def test_hardlink_before_its_target_is_reordered(tmp_path: Path) -> None:
     assert (dest / "d/a-link").read_bytes() == (dest / "d/z-target").read_bytes() == b"hello"
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_identical_duplicates_collapse(tmp_path: Path) -> None:
+    # hatchling copies a stale PKG-INFO from the tree and then writes its own (seen on PyPI sdists).
+    tar = _tar_with(tmp_path / "d.tar", [_ti("p-1/PKG-INFO", size=3), _ti("p-1/PKG-INFO", size=3)])
+    with tarfile.open(normalize_file(tar, tmp_path / "o" / "d.tar", OPTS).output) as tf:
+        assert [m.name for m in tf.getmembers()] == ["p-1", "p-1/PKG-INFO"]
+    z = _zip_with(tmp_path / "d.zip", [("a.txt", b"same", 0o100644), ("a.txt", b"same", 0o100644)])
+    with zipfile.ZipFile(normalize_file(z, tmp_path / "o" / "d.zip", OPTS).output) as zf:
+        assert zf.namelist() == ["a.txt"]
+
+
 def test_plain_gzip_header(tmp_path: Path) -> None:
     src = tmp_path / "notes.txt.gz"
     with src.open("wb") as f, gzip.GzipFile(filename="notes.txt", mode="wb", fileobj=f, mtime=123456) as gz:
@@ -257,7 +268,8 @@ def _ti(name: str, **kw: object) -> tarfile.TarInfo:
     [
         ("zip-traversal", "escapes the archive root"),
         ("zip-absolute", "absolute path"),
-        ("zip-duplicate", "duplicate member name"),
+        ("zip-duplicate", "two different members are named"),
+        ("tar-duplicate", "two different members are named"),
         ("zip-symlink-escape", "points outside the archive"),
         ("zip-truncated", "corrupt or truncated zip"),
         ("tar-device", "device or fifo"),
@@ -282,6 +294,8 @@ def test_hostile_and_broken_input_is_refused(case: str, needle: str, tmp_path: P
     elif case == "zip-truncated":
         good = noisy_zip(tmp_path / "good.zip", 7)
         p.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "tar-duplicate":
+        _tar_with(p, [_ti("a.txt", size=1), _ti("a.txt", size=2)])
     elif case == "tar-device":
         _tar_with(p, [_ti("dev/null", type=tarfile.CHRTYPE)])
     elif case == "tar-abs-symlink":

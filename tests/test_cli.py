@@ -169,3 +169,38 @@ def test_settings_epoch_origins_and_report(tmp_path: Path, wheelhouse: Path) -> 
     assert e["origin"] == "sdist" and e["value"] == 1714564800
     wheel_from_sdist = next((tmp_path / "o4").glob("*.whl")).read_bytes()
     assert wheel_from_sdist == next((tmp_path / "o1").glob("*.whl")).read_bytes()
+
+
+@pytest.mark.slow
+def test_backend_warnings_are_one_line_each(tmp_path: Path, wheelhouse: Path) -> None:
+    src = materialize(FIXTURES / "setuptools-setuppy", tmp_path / "src", 0o022)
+    setup_py = src / "setup.py"
+    setup_py.write_text(setup_py.read_text().replace("setup(", "setup(\n    tests_require=['x'],", 1))
+    r = run([DETPACK, "build", src, "-o", tmp_path / "out", "--find-links", wheelhouse, "--offline"])
+    assert r.code == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "tests_require" in ln]
+    assert lines and all(ln.startswith("WARNING BuildBackendWarning: ") for ln in lines)
+    assert "warnings.warn" not in r.stderr  # no Python warning source lines
+
+
+def test_lock_wait_is_announced(tmp_path: Path) -> None:
+    import fcntl
+
+    from detpack.environment import build_root
+
+    root = tmp_path / "root"
+    root.mkdir()
+    heard: list[str] = []
+    with (root / ".lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        import threading
+
+        def release() -> None:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+        timer = threading.Timer(0.3, release)
+        timer.start()
+        with build_root(root, on_wait=heard.append) as br:
+            assert br.home.is_dir()
+        timer.join()
+    assert heard and "waiting for another detpack build" in heard[0]

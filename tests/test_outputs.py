@@ -15,19 +15,9 @@ from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
 from in_toto_attestation.v1 import statement_pb2
 from in_toto_attestation.v1.statement import Statement
 
-from conftest import DETPACK, FIXTURES, ROOT, materialize, run
+from conftest import DETPACK, FIXTURES, MODULES, ROOT, materialize, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-MODULES = {
-    "setuptools-basic": "fx_setuptools_basic",
-    "setuptools-setuppy": "fx_setuptools_setuppy",
-    "hatchling": "fx_hatchling",
-    "flit": "fx_flit",
-    "poetry": "fx_poetry",
-    "pdm": "fx_pdm",
-    "noisy": "fx_noisy",
-}
 
 
 @pytest.fixture(scope="module")

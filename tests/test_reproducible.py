@@ -13,19 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DETPACK, FIXTURES, Run, digests, materialize, require_tool, run
+from conftest import DETPACK, FIXTURES, MODULES, Run, digests, materialize, require_tool, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-FIXTURE_MODULES = {
-    "setuptools-basic": "fx_setuptools_basic",
-    "setuptools-setuppy": "fx_setuptools_setuppy",
-    "hatchling": "fx_hatchling",
-    "flit": "fx_flit",
-    "poetry": "fx_poetry",
-    "pdm": "fx_pdm",
-    "noisy": "fx_noisy",
-}
 #: Fixtures whose plain `python -m build` output must differ between the two variations.
 CONTROLS = ("setuptools-basic", "noisy")
 
@@ -87,7 +78,7 @@ def plain_build(src: Path, out: Path, env: dict[str, str], umask: int, wheelhous
     )
 
 
-@pytest.mark.parametrize("fixture", sorted(FIXTURE_MODULES))
+@pytest.mark.parametrize("fixture", sorted(MODULES))
 def test_identical_across_variations(fixture: str, tmp_path: Path, wheelhouse: Path) -> None:
     results: dict[str, dict[str, str]] = {}
     controls: dict[str, dict[str, str]] = {}

@@ -45,7 +45,12 @@ def plan(tf: tarfile.TarFile, label: str) -> list[TarItem]:
     for info in infos:
         name = safe_name(info.name, label)
         if name in by_name:
-            raise ArchiveError(f"{label}: duplicate member name {name!r}; refusing the archive")
+            if _same_file(tf, by_name[name], info):
+                continue  # an exact repeat (hatchling copies a stale PKG-INFO) is harmless
+            raise ArchiveError(
+                f"{label}: two different members are named {name!r} (which one is meant is ambiguous); "
+                "refusing the archive"
+            )
         if info.ischr() or info.isblk() or info.isfifo():
             raise ArchiveError(f"{label}: member {name!r} is a device or fifo; refusing the archive")
         if not (info.isfile() or info.isdir() or info.issym() or info.islnk()):
@@ -71,6 +76,20 @@ def plan(tf: tarfile.TarFile, label: str) -> list[TarItem]:
                 )
             items.setdefault(parent, TarItem(Entry(parent, "dir", policy.DIR_MODE), None))
     return sorted(items.values(), key=lambda item: item.entry.sort_key)
+
+
+def _same_file(tf: tarfile.TarFile, a: tarfile.TarInfo, b: tarfile.TarInfo) -> bool:
+    if not (a.isfile() and b.isfile() and a.size == b.size and a.mode & 0o111 == b.mode & 0o111):
+        return False
+    fa, fb = tf.extractfile(a), tf.extractfile(b)
+    if fa is None or fb is None:
+        return False
+    while True:
+        ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+        if ca != cb:
+            return False
+        if not ca:
+            return True
 
 
 def _add_hardlinks(by_name: dict[str, tarfile.TarInfo], items: dict[str, TarItem], label: str) -> None:

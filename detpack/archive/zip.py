@@ -39,13 +39,18 @@ class ZipMember:
 
 def read_members(zf: zipfile.ZipFile, label: str) -> list[ZipMember]:
     """Validate every member of ``zf`` and describe it; refuse hostile or unsupported members."""
-    seen: set[str] = set()
+    seen: dict[str, zipfile.ZipInfo] = {}
     members: list[ZipMember] = []
     for info in zf.infolist():
         name = safe_name(info.filename, label)
         if name in seen:
-            raise ArchiveError(f"{label}: duplicate member name {name!r}; refusing the archive")
-        seen.add(name)
+            if _same_member(zf, seen[name], info):
+                continue  # an exact repeat is harmless; keep the first
+            raise ArchiveError(
+                f"{label}: two different members are named {name!r} (which one is meant is ambiguous); "
+                "refusing the archive"
+            )
+        seen[name] = info
         if info.flag_bits & 0x1:
             raise ArchiveError(f"{label}: member {name!r} is encrypted; detpack cannot normalize it")
         unix_mode = info.external_attr >> 16
@@ -59,6 +64,26 @@ def read_members(zf: zipfile.ZipFile, label: str) -> list[ZipMember]:
             entry = Entry(name, "file", policy.canonical_mode(unix_mode), info.file_size)
         members.append(ZipMember(entry, info))
     return members
+
+
+def _same_member(zf: zipfile.ZipFile, a: zipfile.ZipInfo, b: zipfile.ZipInfo) -> bool:
+    if (a.CRC, a.file_size, a.is_dir(), a.external_attr >> 16) != (
+        b.CRC,
+        b.file_size,
+        b.is_dir(),
+        b.external_attr >> 16,
+    ):
+        return False
+    try:
+        with zf.open(a) as fa, zf.open(b) as fb:
+            while True:
+                ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+                if ca != cb:
+                    return False
+                if not ca:
+                    return True
+    except (zipfile.BadZipFile, zlib.error, EOFError):
+        return False
 
 
 def external_attr(entry: Entry) -> int:

@@ -39,6 +39,10 @@ class Output:
         if self.verbosity > 0:
             print(self._style(sys.stderr, f"  {message}", "dim"), file=sys.stderr, flush=True)
 
+    def warning(self, message: str) -> None:
+        if self.verbosity >= 0:
+            print(self._style(sys.stderr, "WARNING ", "bold") + message, file=sys.stderr, flush=True)
+
     def result(self, message: str) -> None:
         print(message, flush=True)
 

@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         parsed, _ = packaging.metadata.parse_email(raw)
         out.result(json.dumps(parsed, ensure_ascii=False, indent=2))
         return 0
-    result = build_project(request, on_line=out.line, on_step=out.step)
+    result = build_project(request, on_line=out.line, on_step=out.step, on_warning=out.warning)
     out.step(f"SOURCE_DATE_EPOCH={result.epoch.value} (from {result.epoch.origin})")
     for artifact in result.artifacts:
         note = "" if artifact.sha256 == artifact.backend_sha256 else " (normalized)"
