@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from detpack import policy
 from detpack.errors import ArchiveError
@@ -19,7 +19,7 @@ def canonical_writer(fileobj: BinaryIO) -> gzip.GzipFile:
     return gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, compresslevel=policy.GZIP_LEVEL, mtime=0)
 
 
-def gunzip(src: Path, dst: BinaryIO) -> None:
+def gunzip(src: Path, dst: IO[bytes]) -> None:
     """Stream-decompress ``src`` (all members) into ``dst``; refuse corrupt or truncated input."""
     try:
         with gzip.open(src, "rb") as inp:

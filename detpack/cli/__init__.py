@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 from detpack import __version__
 from detpack.cli import build as build_cmd
+from detpack.cli import diff as diff_cmd
 from detpack.cli import normalize as normalize_cmd
 from detpack.cli._output import Output
 from detpack.errors import DetpackError
 
-VERBS = {"build": build_cmd, "normalize": normalize_cmd}
+VERBS = {"build": build_cmd, "normalize": normalize_cmd, "diff": diff_cmd}
 
 
 def parser() -> argparse.ArgumentParser:

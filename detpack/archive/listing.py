@@ -1,0 +1,193 @@
+"""A raw, attribute-by-attribute view of an archive, for comparison (not for writing).
+
+Where ``Entry`` is what detpack writes, a ``RawMember`` is what a file *holds*: every header
+field a build can leak into (times, modes, owners, zip versions and flags, extra fields,
+PAX records), kept as JSON-ready values. ``ArchiveView`` opens member data lazily so a
+comparison reads only what it needs: zip members are matched by CRC and size first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from detpack.archive import gz
+from detpack.archive.detect import ArchiveKind, detect
+from detpack.errors import ArchiveError
+
+_GZIP_FNAME = 0x08
+_GZIP_FEXTRA = 0x04
+_XFL_LEVEL = {2: "best (9)", 4: "fastest (1)", 0: "default/other"}
+
+
+@dataclass(frozen=True)
+class RawMember:
+    name: str
+    index: int
+    size: int
+    #: Header fields as found, e.g. {"mtime": 1700000000, "mode": "0644", "uid": 0}.
+    attrs: dict[str, Any]
+    #: A cheap content identity when the format stores one (zip: CRC32 and size).
+    identity: str | None = None
+
+
+@dataclass(frozen=True)
+class Listing:
+    path: Path
+    kind: ArchiveKind
+    header: dict[str, Any]
+    members: tuple[RawMember, ...]
+    by_name: dict[str, RawMember] = field(default_factory=dict)
+
+
+def gzip_header(path: Path) -> dict[str, Any]:
+    """The fields of a gzip header that builds leak into: mtime, file name, level, OS."""
+    with path.open("rb") as f:
+        head = f.read(10)
+        if len(head) < 10 or head[:2] != b"\x1f\x8b":
+            raise ArchiveError(f"{path}: not a gzip file")
+        flags, mtime, xfl, os_byte = head[3], struct.unpack("<I", head[4:8])[0], head[8], head[9]
+        if flags & _GZIP_FEXTRA:
+            (xlen,) = struct.unpack("<H", f.read(2))
+            f.read(xlen)
+        name = b""
+        if flags & _GZIP_FNAME:
+            while (c := f.read(1)) not in (b"", b"\x00"):
+                name += c
+    return {
+        "gzip.mtime": mtime,
+        "gzip.name": name.decode("latin-1"),
+        "gzip.level": _XFL_LEVEL.get(xfl, f"xfl={xfl}"),
+        "gzip.os": os_byte,
+    }
+
+
+def _zip_members(zf: zipfile.ZipFile) -> list[RawMember]:
+    out = []
+    for i, info in enumerate(zf.infolist()):
+        attrs = {
+            "date_time": "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}".format(*info.date_time),
+            "mode": f"{(info.external_attr >> 16) & 0o7777:04o}",
+            "file_type": f"{(info.external_attr >> 28) & 0xF:x}",
+            "dos_attr": info.external_attr & 0xFFFF,
+            "create_system": info.create_system,
+            "create_version": info.create_version,
+            "extract_version": info.extract_version,
+            "flag_bits": info.flag_bits,
+            "compress_type": info.compress_type,
+            "extra": info.extra.hex(),
+            "comment": info.comment.decode("utf-8", "replace"),
+        }
+        identity = f"{info.CRC:08x}:{info.file_size}"
+        out.append(RawMember(info.filename, i, info.file_size, attrs, identity))
+    return out
+
+
+def _tar_members(tf: tarfile.TarFile) -> list[RawMember]:
+    out = []
+    for i, info in enumerate(tf.getmembers()):
+        pax = {
+            k: v
+            for k, v in sorted(info.pax_headers.items())
+            if k not in ("path", "linkpath", "size", "mtime")
+        }
+        attrs = {
+            "type": info.type.decode("latin-1") if isinstance(info.type, bytes) else str(info.type),
+            "mtime": info.mtime,
+            "mode": f"{info.mode & 0o7777:04o}",
+            "uid": info.uid,
+            "gid": info.gid,
+            "uname": info.uname,
+            "gname": info.gname,
+            "linkname": info.linkname,
+            "pax": pax,
+        }
+        out.append(RawMember(info.name, i, info.size if info.isfile() else 0, attrs))
+    return out
+
+
+class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
+    """An open archive: its ``listing`` and lazy access to member bytes."""
+
+    def __init__(self, path: Path, scratch: Path | None = None) -> None:
+        self.path = path
+        self.kind = detect(path)
+        self._stack = contextlib.ExitStack()
+        self._zip: zipfile.ZipFile | None = None
+        self._tar: tarfile.TarFile | None = None
+        self._tar_infos: dict[str, tarfile.TarInfo] = {}
+        self._plain: IO[bytes] | None = None
+        header: dict[str, Any] = {}
+        members: list[RawMember] = []
+        try:
+            if self.kind in ("wheel", "jar", "zip"):
+                self._zip = self._stack.enter_context(zipfile.ZipFile(path))
+                members = _zip_members(self._zip)
+                header = {"zip.comment": self._zip.comment.decode("utf-8", "replace")}
+            elif self.kind in ("tar", "tar.gz"):
+                raw: IO[bytes]
+                if self.kind == "tar.gz":
+                    header = gzip_header(path)
+                    raw = self._stack.enter_context(tempfile.TemporaryFile(dir=scratch))  # noqa: SIM115
+                    gz.gunzip(path, raw)
+                    raw.seek(0)
+                else:
+                    raw = self._stack.enter_context(path.open("rb"))
+                self._tar = self._stack.enter_context(tarfile.open(fileobj=raw, mode="r:"))  # noqa: SIM115
+                members = _tar_members(self._tar)
+                self._tar_infos = {m.name: m for m in self._tar.getmembers()}
+            else:
+                header = gzip_header(path)
+                self._plain = self._stack.enter_context(tempfile.TemporaryFile(dir=scratch))  # noqa: SIM115
+                gz.gunzip(path, self._plain)
+                size = self._plain.tell()
+                members = [RawMember("(content)", 0, size, {})]
+        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+            self._stack.close()
+            raise ArchiveError(f"{path}: corrupt or truncated {self.kind} archive ({exc})") from None
+        except BaseException:
+            self._stack.close()
+            raise
+        by_name: dict[str, RawMember] = {}
+        for m in members:
+            by_name.setdefault(m.name, m)
+        self.listing = Listing(path, self.kind, header, tuple(members), by_name)
+
+    def chunks(self, member: RawMember) -> Iterator[bytes]:
+        """Stream a member's uncompressed bytes."""
+        try:
+            if self._zip is not None:
+                with self._zip.open(self._zip.infolist()[member.index]) as f:
+                    while chunk := f.read(1 << 20):
+                        yield chunk
+            elif self._tar is not None:
+                data = self._tar.extractfile(self._tar.getmembers()[member.index])
+                if data is None:
+                    return
+                while chunk := data.read(1 << 20):
+                    yield chunk
+            elif self._plain is not None:
+                self._plain.seek(0)
+                while chunk := self._plain.read(1 << 20):
+                    yield chunk
+        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+            raise ArchiveError(f"{self.path}: member {member.name!r} is unreadable ({exc})") from None
+
+    def read(self, member: RawMember, limit: int) -> bytes:
+        """Up to ``limit`` bytes of a member (for text diffs and path evidence)."""
+        out = bytearray()
+        for chunk in self.chunks(member):
+            out += chunk
+            if len(out) >= limit:
+                break
+        return bytes(out[:limit])
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()

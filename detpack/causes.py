@@ -1,0 +1,163 @@
+"""Likely causes of differences, from evidence in the two archives, never guesswork.
+
+Each rule looks at one difference and the facts around it (the two values, when each file
+was written, the bytes near the first differing offset) and either names a cause with the
+evidence it used, or says nothing. Rules, in order of preference:
+
+- times near the moment the archive was written          -> clock (SOURCE_DATE_EPOCH ignored)
+- times apart by a whole number of hours (up to 26)      -> timezone
+- modes apart only in group/other write bits             -> umask
+- owners differ                                          -> build user
+- an absolute path in one side where the other has another -> build path
+- the same tokens in another order inside a member        -> ordering (hash seed / set order)
+- WHEEL Generator or Metadata-Version differ              -> backend version
+- same members in another order                           -> file ordering
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+CLOCK = "clock / SOURCE_DATE_EPOCH ignored"
+TIMEZONE = "timezone"
+UMASK = "umask"
+BUILD_USER = "build user"
+BUILD_PATH = "build path"
+HASH_ORDER = "ordering inside a file (hash seed / set order)"
+BACKEND_VERSION = "backend version"
+FILE_ORDER = "file ordering"
+ZIP_TOOL = "zip writer or backend version"
+GZIP_NAME = "output file name in the gzip header"
+LEVEL = "compression level or zlib version"
+
+_PATH = re.compile(rb"/(?:[A-Za-z0-9_.+@~-]+/)*[A-Za-z0-9_.+@~-]*")
+_NEAR = 15 * 60  # a member time this close to the archive's own write time was "now"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Facts about the pair: when each archive was written (its file mtime, UTC seconds)."""
+
+    written_a: float
+    written_b: float
+
+
+def _fmt(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def to_epoch(value: object) -> int | None:
+    """A member or header time as UTC seconds (zip date_time strings are read as UTC)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return None
+        return calendar.timegm(parsed.timetuple())
+    return None
+
+
+def _near_write(t: int, written: float) -> int | None:
+    """Offset in whole hours (-14..14) that puts ``t`` within minutes of ``written``, if any."""
+    for hours in range(-14, 15):
+        if abs(t + hours * 3600 - written) <= _NEAR:
+            return hours
+    return None
+
+
+def explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[str | None, str]:
+    ta, tb = to_epoch(a), to_epoch(b)
+    if ta is None or tb is None:
+        return None, ""
+    for side, t, written in (("B", tb, ctx.written_b), ("A", ta, ctx.written_a)):
+        if t and _near_write(t, written) is not None:
+            return (
+                CLOCK,
+                f"{side}'s {attribute} {_fmt(t)} is within minutes of when {side} was written "
+                f"({_fmt(written)})",
+            )
+    delta = tb - ta
+    if delta and delta % 3600 == 0 and abs(delta) <= 26 * 3600:
+        return TIMEZONE, f"the times differ by exactly {delta // 3600:+d} h"
+    return None, f"the times differ by {delta:+d} s"
+
+
+def explain_mode(a: object, b: object) -> tuple[str | None, str]:
+    try:
+        ma, mb = int(str(a), 8), int(str(b), 8)
+    except ValueError:
+        return None, ""
+    bits = ma ^ mb
+    if bits and not bits & ~0o022:
+        return UMASK, f"only group/other write bits differ ({ma:04o} vs {mb:04o})"
+    if bits and not bits & ~0o111:
+        return None, f"only exec bits differ ({ma:04o} vs {mb:04o}): the source files' modes differ"
+    return None, f"{ma:04o} vs {mb:04o}"
+
+
+def explain_attribute(attribute: str, a: object, b: object, ctx: Context) -> tuple[str | None, str]:
+    if attribute in ("mtime", "date_time", "gzip.mtime"):
+        return explain_time(attribute, a, b, ctx)
+    if attribute == "mode":
+        return explain_mode(a, b)
+    if attribute in ("uid", "gid", "uname", "gname"):
+        return BUILD_USER, f"the archive records the owner of the files ({a!r} vs {b!r})"
+    if attribute == "pax" and isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if any(k in ("atime", "ctime", "mtime") for k in keys):
+            return CLOCK, f"PAX records {', '.join(keys)} carry file access/change times"
+        return None, f"PAX records {', '.join(keys)} differ"
+    if attribute == "extra":
+        if "5554" in str(a) + str(b):  # 0x5455 'UT': extended timestamp, little-endian tag
+            return CLOCK, "a zip extended-timestamp (UT) extra field stores file times"
+        return ZIP_TOOL, "zip extra fields differ"
+    if attribute in ("create_system", "create_version", "extract_version", "flag_bits", "compress_type"):
+        return ZIP_TOOL, f"zip {attribute} {a!r} vs {b!r}"
+    if attribute == "gzip.name":
+        return GZIP_NAME, f"the gzip header names the file ({a!r} vs {b!r})"
+    if attribute in ("gzip.level", "gzip.os"):
+        return LEVEL, f"{attribute} {a!r} vs {b!r}"
+    return None, ""
+
+
+def _path_at(data: bytes, offset: int) -> bytes | None:
+    for m in _PATH.finditer(data, max(0, offset - 300), offset + 300):
+        if m.start() <= offset <= m.end() and m.end() - m.start() > 1:
+            return m.group()
+    return None
+
+
+def _line_at(data: bytes, offset: int) -> bytes:
+    start = data.rfind(b"\n", 0, offset) + 1
+    end = data.find(b"\n", offset)
+    return data[start : end if end >= 0 else len(data)]
+
+
+def explain_content(member: str, a: bytes, b: bytes) -> tuple[str | None, str]:
+    """Look at the first differing offset of two member heads."""
+    if member.endswith(".dist-info/WHEEL") or member.endswith(("METADATA", "PKG-INFO")):
+        for key in (b"Generator:", b"Metadata-Version:"):
+            la = [ln for ln in a.splitlines() if ln.startswith(key)]
+            lb = [ln for ln in b.splitlines() if ln.startswith(key)]
+            if la != lb:
+                return (
+                    BACKEND_VERSION,
+                    f"{la[0].decode() if la else '(none)'} vs {lb[0].decode() if lb else '(none)'}",
+                )
+    offset = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    pa, pb = _path_at(a, offset), _path_at(b, offset)
+    if pa and pb and pa != pb:
+        return (
+            BUILD_PATH,
+            f"A has {pa.decode(errors='replace')!r} where B has {pb.decode(errors='replace')!r}",
+        )
+    line_a, line_b = _line_at(a, offset), _line_at(b, offset)
+    tokens = re.compile(rb"[\w./-]+")
+    if line_a != line_b and sorted(tokens.findall(line_a)) == sorted(tokens.findall(line_b)):
+        return HASH_ORDER, "the differing line holds the same tokens in another order"
+    return None, ""

@@ -1,0 +1,139 @@
+"""``detpack diff A B``: say whether two builds match, and why not.
+
+Exit 0 identical, 1 different, 2 error. Text on stdout (summary first), ``--json`` for
+machines (schema: ``detpack/schemas/diff-v1.schema.json``), ``--html FILE`` for people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from detpack.atomic import write_bytes
+from detpack.cli._output import Output
+from detpack.cli.diff_html import render_html
+from detpack.compare import Comparison, Difference, FileComparison, compare_paths
+
+SCHEMA_ID = "https://detpack.dev/schemas/diff/v1"
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "diff",
+        help="explain the differences between two archives or two dist folders",
+        description="Compare two wheels, zips, jars, tars, tar.gz or gz files, or two folders of them "
+        "(paired by name): which member differs in what, and the likely cause. Exit 0 same, 1 differ.",
+    )
+    p.add_argument("a", type=Path, metavar="A")
+    p.add_argument("b", type=Path, metavar="B")
+    p.add_argument("--content-only", action="store_true", help="compare after canonicalizing both sides")
+    p.add_argument("--json", action="store_true", help="print JSON (schema diff-v1) instead of text")
+    p.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
+    p.add_argument("--verbose", "-v", action="count", default=0)
+    p.add_argument("--quiet", "-q", action="count", default=0, help="only the summary line")
+
+
+def to_json(c: Comparison) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_ID,
+        "a": c.a,
+        "b": c.b,
+        "identical": c.identical,
+        "contentOnly": c.content_only,
+        "summary": c.summary(),
+        "onlyA": list(c.only_a),
+        "onlyB": list(c.only_b),
+        "files": [
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "identical": f.identical,
+                "membersTotal": f.members_total,
+                "membersDiffering": f.members_differing,
+                "causes": [{"cause": c, "members": n} for c, n in f.cause_tally()],
+                "differences": [dataclasses.asdict(d) for d in f.differences],
+            }
+            for f in c.files
+        ],
+    }
+
+
+def _value(v: Any) -> str:
+    return "(absent)" if v is None else json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+
+
+def describe(d: Difference) -> str:
+    """One line for a difference, without the cause."""
+    if d.kind == "added":
+        return f"added ({d.b} bytes)"
+    if d.kind == "removed":
+        return f"removed ({d.a} bytes)"
+    if d.kind == "content":
+        return f"content differs ({d.a} vs {d.b} bytes)"
+    if d.kind == "order":
+        return f"member order differs: {d.detail}"
+    return f"{d.attribute}: {_value(d.a)} -> {_value(d.b)}"
+
+
+def because(d: Difference) -> str:
+    if d.cause:
+        return f"  [likely cause: {d.cause}; {d.evidence}]" if d.evidence else f"  [likely cause: {d.cause}]"
+    return f"  [{d.evidence}]" if d.evidence else ""
+
+
+def grouped(f: FileComparison) -> tuple[list[Difference], dict[str, list[Difference]]]:
+    archive = [d for d in f.differences if d.member is None]
+    members: dict[str, list[Difference]] = {}
+    for d in f.differences:
+        if d.member is not None:
+            members.setdefault(d.member, []).append(d)
+    return archive, members
+
+
+def render_text(c: Comparison, verbose: int) -> list[str]:
+    lines = [c.summary()]
+    for name in c.only_a:
+        lines.append(f"only in A: {name}")
+    for name in c.only_b:
+        lines.append(f"only in B: {name}")
+    for f in c.files:
+        if f.identical:
+            if len(c.files) > 1:
+                lines.append(f"== {f.name}: identical")
+            continue
+        lines.append(f"== {f.name} ({f.kind}): {f.members_differing} of {f.members_total} members differ")
+        tally = f.cause_tally()
+        if tally:
+            lines.append("  likely causes: " + ", ".join(f"{cause} ({n})" for cause, n in tally))
+        archive, members = grouped(f)
+        for d in archive:
+            lines.append(f"  [archive] {describe(d)}{because(d)}")
+        for member, diffs in members.items():
+            lines.append(f"  {member}")
+            for d in diffs:
+                lines.append(f"    {describe(d)}{because(d)}")
+                if d.kind == "content" and d.detail:
+                    detail = d.detail.splitlines()
+                    cap = len(detail) if verbose > 0 else 24
+                    lines += [f"      {ln}" for ln in detail[:cap]]
+                    if len(detail) > cap:
+                        lines.append(
+                            f"      ... {len(detail) - cap} more lines (-v shows all, --html collapses)"
+                        )
+    return lines
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    comparison = compare_paths(args.a, args.b, content_only=args.content_only)
+    if args.html is not None:
+        write_bytes(args.html, render_html(comparison).encode("utf-8"))
+    if args.json:
+        out.result(json.dumps(to_json(comparison), ensure_ascii=False, indent=2))
+    elif out.verbosity < 0:
+        out.result(comparison.summary())
+    else:
+        out.result("\n".join(render_text(comparison, out.verbosity)))
+    return 0 if comparison.identical else 1

@@ -1,0 +1,264 @@
+"""Member-by-member comparison of two archives (or two dist folders) -> a ``Comparison``.
+
+Cost model: identical files cost one byte-for-byte pass and nothing else. Differing files
+cost one index pass (central directory, or tar headers) plus reading only the members
+whose content may differ (zip members with equal CRC and size are taken as equal).
+Renderers (text, JSON, HTML) live in ``detpack.cli``; this module never prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from detpack import causes
+from detpack.archive.detect import detect
+from detpack.archive.listing import ArchiveView, RawMember
+from detpack.errors import InputError
+from detpack.normalize import NormalizeOptions, normalize_stream
+from detpack.policy import DEFAULT_EPOCH
+
+DiffKind = Literal["added", "removed", "content", "attribute", "order", "header"]
+
+#: How much of a member is read for a text diff and for path evidence.
+HEAD = 256 * 1024
+DIFF_LINES = 80
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: DiffKind
+    member: str | None
+    attribute: str
+    a: Any = None
+    b: Any = None
+    detail: str = ""
+    cause: str | None = None
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
+class FileComparison:
+    name: str
+    kind: str | None
+    identical: bool
+    members_total: int
+    members_differing: int
+    differences: tuple[Difference, ...]
+
+    def cause_tally(self) -> list[tuple[str, int]]:
+        """Each likely cause with how many members (or the archive itself) show it, most first."""
+        seen: dict[str, set[str]] = {}
+        for d in self.differences:
+            if d.cause:
+                seen.setdefault(d.cause, set()).add(d.member or "(archive)")
+        return sorted(((c, len(m)) for c, m in seen.items()), key=lambda item: (-item[1], item[0]))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: str
+    b: str
+    content_only: bool
+    files: tuple[FileComparison, ...]
+    only_a: tuple[str, ...] = ()
+    only_b: tuple[str, ...] = ()
+
+    @property
+    def identical(self) -> bool:
+        return not self.only_a and not self.only_b and all(f.identical for f in self.files)
+
+    def summary(self) -> str:
+        if self.identical:
+            what = "same content" if self.content_only else "identical"
+            return f"{what}: {len(self.files)} file(s)" if len(self.files) != 1 else what
+        if len(self.files) == 1 and not self.only_a and not self.only_b:
+            f = self.files[0]
+            return f"{f.members_differing} of {f.members_total} members differ"
+        differing = sum(1 for f in self.files if not f.identical)
+        parts = [f"{differing} of {len(self.files)} paired files differ"]
+        if self.only_a:
+            parts.append(f"{len(self.only_a)} only in A")
+        if self.only_b:
+            parts.append(f"{len(self.only_b)} only in B")
+        return ", ".join(parts)
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
+
+
+def compare_paths(a: Path, b: Path, *, content_only: bool = False) -> Comparison:
+    """Compare two archives, or two folders of archives paired by file name."""
+    for p in (a, b):
+        if not p.exists():
+            raise InputError(f"{p}: no such file or directory")
+    if a.is_dir() != b.is_dir():
+        raise InputError(f"{a} and {b}: compare two files or two directories, not one of each")
+    if not a.is_dir():
+        return Comparison(
+            str(a), str(b), content_only, (compare_files(a, b, b.name, content_only=content_only),)
+        )
+    names_a = {p.name for p in a.iterdir() if p.is_file()}
+    names_b = {p.name for p in b.iterdir() if p.is_file()}
+    common = sorted(names_a & names_b)
+    files = tuple(compare_files(a / n, b / n, n, content_only=content_only) for n in common)
+    return Comparison(
+        str(a),
+        str(b),
+        content_only,
+        files,
+        tuple(sorted(names_a - names_b)),
+        tuple(sorted(names_b - names_a)),
+    )
+
+
+def compare_files(a: Path, b: Path, name: str, *, content_only: bool = False) -> FileComparison:
+    if same_bytes(a, b):
+        return FileComparison(name, None, True, 0, 0, ())
+    kind_a, kind_b = detect(a), detect(b)
+    if kind_a != kind_b:
+        raise InputError(f"{a} is a {kind_a} but {b} is a {kind_b}; compare two archives of the same kind")
+    ctx = causes.Context(a.stat().st_mtime, b.stat().st_mtime)
+    if content_only:
+        with tempfile.TemporaryDirectory(prefix="detpack-diff-") as tmp:
+            na, nb = Path(tmp) / "a", Path(tmp) / "b"
+            for src, dst in ((a, na), (b, nb)):
+                with dst.open("wb") as out:
+                    normalize_stream(src, out, kind_a, NormalizeOptions(DEFAULT_EPOCH), Path(tmp))
+            if same_bytes(na, nb):
+                return FileComparison(name, kind_a, True, 0, 0, ())
+            return _compare_views(na, nb, name, ctx, content_only=True)
+    return _compare_views(a, b, name, ctx, content_only=False)
+
+
+def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_only: bool) -> FileComparison:
+    with (
+        tempfile.TemporaryDirectory(prefix="detpack-diff-") as tmp,
+        ArchiveView(a, Path(tmp)) as va,
+        ArchiveView(b, Path(tmp)) as vb,
+    ):
+        diffs: list[Difference] = []
+        if not content_only:
+            diffs += _header_diffs(va.listing.header, vb.listing.header, ctx)
+        la, lb = va.listing, vb.listing
+        added = [m for m in lb.members if m.name not in la.by_name]
+        removed = [m for m in la.members if m.name not in lb.by_name]
+        diffs += [Difference("removed", m.name, "presence", m.size, None) for m in removed]
+        diffs += [Difference("added", m.name, "presence", None, m.size) for m in added]
+        common = [m for m in la.members if m.name in lb.by_name]
+        if not content_only:
+            diffs += _order_diff(common, [m for m in lb.members if m.name in la.by_name])
+        for ma in common:
+            mb = lb.by_name[ma.name]
+            if not content_only:
+                diffs += _attribute_diffs(ma, mb, ctx)
+            diffs += _content_diff(va, vb, ma, mb)
+        members = {m.name for m in la.members} | {m.name for m in lb.members}
+        touched = {d.member for d in diffs if d.member is not None and d.kind != "order"}
+        return FileComparison(name, la.kind, not diffs, len(members), len(touched), tuple(diffs))
+
+
+def _header_diffs(ha: dict[str, Any], hb: dict[str, Any], ctx: causes.Context) -> Iterator[Difference]:
+    for key in sorted(set(ha) | set(hb)):
+        if ha.get(key) != hb.get(key):
+            cause, evidence = causes.explain_attribute(key, ha.get(key), hb.get(key), ctx)
+            yield Difference("header", None, key, ha.get(key), hb.get(key), "", cause, evidence)
+
+
+def _order_diff(in_a: list[RawMember], in_b: list[RawMember]) -> list[Difference]:
+    order_a, order_b = [m.name for m in in_a], [m.name for m in in_b]
+    if order_a == order_b:
+        return []
+    first = next(i for i, (x, y) in enumerate(zip(order_a, order_b, strict=True)) if x != y)
+    detail = f"first difference at position {first}: A has {order_a[first]!r}, B has {order_b[first]!r}"
+    return [
+        Difference(
+            "order",
+            None,
+            "member order",
+            None,
+            None,
+            detail,
+            causes.FILE_ORDER,
+            "the same members appear in another order",
+        )
+    ]
+
+
+def _attribute_diffs(ma: RawMember, mb: RawMember, ctx: causes.Context) -> Iterator[Difference]:
+    for key in sorted(set(ma.attrs) | set(mb.attrs)):
+        va, vb = ma.attrs.get(key), mb.attrs.get(key)
+        if va != vb:
+            cause, evidence = causes.explain_attribute(key, va, vb, ctx)
+            yield Difference("attribute", ma.name, key, va, vb, "", cause, evidence)
+
+
+def _content_diff(va: ArchiveView, vb: ArchiveView, ma: RawMember, mb: RawMember) -> list[Difference]:
+    if ma.identity is not None and ma.identity == mb.identity:
+        return []
+    if ma.size == mb.size and _same_stream(va, vb, ma, mb):
+        return []
+    head_a, head_b = va.read(ma, HEAD), vb.read(mb, HEAD)
+    cause, evidence = causes.explain_content(ma.name, head_a, head_b)
+    return [
+        Difference(
+            "content",
+            ma.name,
+            "content",
+            ma.size,
+            mb.size,
+            _detail(ma.name, head_a, head_b, ma.size, mb.size),
+            cause,
+            evidence,
+        )
+    ]
+
+
+def _same_stream(va: ArchiveView, vb: ArchiveView, ma: RawMember, mb: RawMember) -> bool:
+    buf_b = b""
+    it_b = vb.chunks(mb)
+    for chunk in va.chunks(ma):
+        while len(buf_b) < len(chunk):
+            nxt = next(it_b, b"")
+            if not nxt:
+                return False
+            buf_b += nxt
+        if buf_b[: len(chunk)] != chunk:
+            return False
+        buf_b = buf_b[len(chunk) :]
+    return not buf_b and next(it_b, b"") == b""
+
+
+def _as_text(data: bytes) -> str | None:
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _detail(name: str, a: bytes, b: bytes, size_a: int, size_b: int) -> str:
+    ta, tb = _as_text(a), _as_text(b)
+    if ta is not None and tb is not None:
+        lines = list(
+            difflib.unified_diff(ta.splitlines(), tb.splitlines(), f"a/{name}", f"b/{name}", lineterm="", n=2)
+        )
+        if len(lines) > DIFF_LINES:
+            lines = [*lines[:DIFF_LINES], f"... ({len(lines) - DIFF_LINES} more diff lines)"]
+        return "\n".join(lines)
+    offset = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"binary: {size_a} vs {size_b} bytes, first difference at offset {offset}"
