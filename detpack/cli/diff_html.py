@@ -16,7 +16,8 @@ h1{font-size:1.4rem} h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px soli
 .summary{padding:.8rem 1rem;border-radius:6px;font-weight:600}
 .same{background:#e6f4ea;color:#0d652d} .differ{background:#fdecea;color:#a50e0e}
 table{border-collapse:collapse;width:100%;margin:.3rem 0 1rem}
-td,th{border:1px solid #ddd;padding:.3rem .5rem;vertical-align:top;text-align:left} th{background:#f5f5f5} code{font-size:.9em}
+td,th{border:1px solid #ddd;padding:.3rem .5rem;vertical-align:top;text-align:left}
+th{background:#f5f5f5} code{font-size:.9em}
 .cause{color:#7a4d00;background:#fff4d6;border-radius:4px;padding:0 .3rem}
 .evidence{color:#555;font-size:.9em} pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.85em}
 .add{color:#0d652d} .del{color:#a50e0e} details{margin:.2rem 0} summary{cursor:pointer}
