@@ -116,7 +116,15 @@ def explain_attribute(attribute: str, a: object, b: object, ctx: Context) -> tup
         if "5554" in str(a) + str(b):  # 0x5455 'UT': extended timestamp, little-endian tag
             return CLOCK, "a zip extended-timestamp (UT) extra field stores file times"
         return ZIP_TOOL, "zip extra fields differ"
-    if attribute in ("create_system", "create_version", "extract_version", "flag_bits", "compress_type"):
+    if attribute in (
+        "create_system",
+        "create_version",
+        "extract_version",
+        "flag_bits",
+        "compress_type",
+        "file_type",
+        "dos_attr",
+    ):
         return ZIP_TOOL, f"zip {attribute} {a!r} vs {b!r}"
     if attribute == "gzip.name":
         return GZIP_NAME, f"the gzip header names the file ({a!r} vs {b!r})"

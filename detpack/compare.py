@@ -156,8 +156,26 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
         la, lb = va.listing, vb.listing
         added = [m for m in lb.members if m.name not in la.by_name]
         removed = [m for m in la.members if m.name not in lb.by_name]
-        diffs += [Difference("removed", m.name, "presence", m.size, None) for m in removed]
-        diffs += [Difference("added", m.name, "presence", None, m.size) for m in added]
+        for m, side in [*((m, "removed") for m in removed), *((m, "added") for m in added)]:
+            if _is_dir(m):
+                # A directory entry carries no content: its presence is archive-writer metadata.
+                if not content_only:
+                    present = (True, None) if side == "removed" else (None, True)
+                    diffs.append(
+                        Difference(
+                            "attribute",
+                            m.name,
+                            "directory entry",
+                            *present,
+                            "",
+                            causes.ZIP_TOOL,
+                            f"directory entry {side} (archive writers differ in listing directories)",
+                        )
+                    )
+            elif side == "removed":
+                diffs.append(Difference("removed", m.name, "presence", m.size, None))
+            else:
+                diffs.append(Difference("added", m.name, "presence", None, m.size))
         common = [m for m in la.members if m.name in lb.by_name]
         if not content_only:
             diffs += _order_diff(common, [m for m in lb.members if m.name in la.by_name])
@@ -169,6 +187,10 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
         members = {m.name for m in la.members} | {m.name for m in lb.members}
         touched = {d.member for d in diffs if d.member is not None and d.kind != "order"}
         return FileComparison(name, la.kind, not diffs, len(members), len(touched), tuple(diffs))
+
+
+def _is_dir(m: RawMember) -> bool:
+    return m.name.endswith("/") or m.attrs.get("type") == "5"
 
 
 def _header_diffs(ha: dict[str, Any], hb: dict[str, Any], ctx: causes.Context) -> Iterator[Difference]:

@@ -1,0 +1,339 @@
+"""``detpack diff`` on crafted pairs, one difference of each kind: it names the member, the
+attribute and the likely cause; identical inputs give exit 0; bad input gives one line, exit 2."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import DETPACK, ROOT, materialize, require_tool, run
+from detpack import causes
+from detpack.cli import main
+from detpack.cli.diff import to_json
+from detpack.compare import Comparison, compare_paths
+
+OLD = (2021, 3, 4, 10, 0, 0)  # far from "now": time rules must not say "clock"
+SCHEMA = json.loads((ROOT / "detpack" / "schemas" / "diff-v1.schema.json").read_text())
+
+
+def make_zip(path: Path, members: list[tuple[str, bytes]], **over: object) -> Path:
+    """A zip whose members all share ``OLD`` time and mode 0644 unless ``over`` says otherwise."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members:
+            zi = zipfile.ZipInfo(name, over.get(f"{name}:date_time", OLD))  # type: ignore[arg-type]
+            zi.external_attr = (0o100000 | int(over.get(f"{name}:mode", 0o644))) << 16  # type: ignore[call-overload]
+            zi.create_system = int(over.get(f"{name}:create_system", 3))  # type: ignore[call-overload]
+            zi.compress_type = int(over.get(f"{name}:compress_type", zipfile.ZIP_DEFLATED))  # type: ignore[call-overload]
+            zi.extra = bytes(over.get(f"{name}:extra", b""))  # type: ignore[call-overload]
+            zf.writestr(zi, data)
+    return path
+
+
+def make_tar_gz(
+    path: Path, members: list[tuple[str, bytes]], gz_mtime: int = 0, gz_name: str = "", **over: object
+) -> Path:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mtime = int(over.get(f"{name}:mtime", 1614852000))  # type: ignore[call-overload]
+            ti.mode = int(over.get(f"{name}:mode", 0o644))  # type: ignore[call-overload]
+            ti.uid = int(over.get(f"{name}:uid", 0))  # type: ignore[call-overload]
+            ti.uname = str(over.get(f"{name}:uname", ""))
+            tf.addfile(ti, io.BytesIO(data))
+    with path.open("wb") as f, gzip.GzipFile(filename=gz_name, mode="wb", fileobj=f, mtime=gz_mtime) as g:
+        g.write(raw.getvalue())
+    return path
+
+
+BASE = [
+    ("pkg/__init__.py", b"VALUE = 1\n"),
+    ("pkg/info.py", b"BUILD_DIR = '/tmp/build-a/src/pkg'\nORDER = 'alpha,bravo,charlie'\n"),
+    ("pkg-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\nGenerator: bdist_wheel (0.41.0)\nTag: py3-none-any\n"),
+]
+
+
+def pair(
+    tmp: Path,
+    a: list[tuple[str, bytes]],
+    b: list[tuple[str, bytes]],
+    ext: str = ".zip",
+    over_a: dict[str, object] | None = None,
+    over_b: dict[str, object] | None = None,
+) -> tuple[Path, Path]:
+    (tmp / "A").mkdir(exist_ok=True)
+    (tmp / "B").mkdir(exist_ok=True)
+    maker = make_zip if ext == ".zip" else make_tar_gz
+    return maker(tmp / "A" / f"x{ext}", a, **(over_a or {})), maker(
+        tmp / "B" / f"x{ext}", b, **(over_b or {})
+    )
+
+
+def only(c: Comparison) -> list[tuple[str, str | None, str, str | None]]:
+    return [(d.kind, d.member, d.attribute, d.cause) for f in c.files for d in f.differences]
+
+
+def test_identical_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = pair(tmp_path, BASE, BASE)
+    assert main(["diff", str(a), str(b)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "identical"
+
+
+def test_timezone(tmp_path: Path) -> None:
+    shifted = (2021, 3, 4, 19, 0, 0)  # +9 h, as Asia/Tokyo local time would be
+    a, b = pair(tmp_path, BASE, BASE, over_b={"pkg/__init__.py:date_time": shifted})
+    assert only(compare_paths(a, b)) == [("attribute", "pkg/__init__.py", "date_time", causes.TIMEZONE)]
+
+
+def test_umask(tmp_path: Path) -> None:
+    a, b = pair(tmp_path, BASE, BASE, ".tar.gz", over_b={"pkg/info.py:mode": 0o664})
+    assert only(compare_paths(a, b)) == [("attribute", "pkg/info.py", "mode", causes.UMASK)]
+
+
+def test_build_path(tmp_path: Path) -> None:
+    b_members = [
+        BASE[0],
+        ("pkg/info.py", BASE[1][1].replace(b"/tmp/build-a/src", b"/home/ci/work/deep/src")),
+        BASE[2],
+    ]
+    a, b = pair(tmp_path, BASE, b_members)
+    c = compare_paths(a, b)
+    [d] = c.files[0].differences
+    assert (d.kind, d.member, d.cause) == ("content", "pkg/info.py", causes.BUILD_PATH)
+    assert "/tmp/build-a/src/pkg" in d.evidence and "/home/ci/work/deep/src/pkg" in d.evidence
+    assert d.detail.startswith("--- a/pkg/info.py")
+
+
+def test_clock(tmp_path: Path) -> None:
+    now = int(time.time())
+    a, b = pair(tmp_path, BASE, BASE, ".tar.gz", over_b={"pkg/__init__.py:mtime": now})
+    assert only(compare_paths(a, b)) == [("attribute", "pkg/__init__.py", "mtime", causes.CLOCK)]
+
+
+def test_gzip_header(tmp_path: Path) -> None:
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    a = make_tar_gz(tmp_path / "A" / "x.tar.gz", BASE)
+    b = make_tar_gz(tmp_path / "B" / "x.tar.gz", BASE, gz_mtime=int(time.time()), gz_name="x.tar")
+    got = {(d.attribute, d.cause) for d in compare_paths(a, b).files[0].differences}
+    assert got == {("gzip.mtime", causes.CLOCK), ("gzip.name", causes.GZIP_NAME)}
+
+
+def test_backend_version(tmp_path: Path) -> None:
+    newer = [BASE[0], BASE[1], (BASE[2][0], BASE[2][1].replace(b"0.41.0", b"0.42.0"))]
+    a, b = pair(tmp_path, BASE, newer)
+    [d] = compare_paths(a, b).files[0].differences
+    assert (d.member, d.cause) == ("pkg-1.0.dist-info/WHEEL", causes.BACKEND_VERSION)
+    assert "0.41.0" in d.evidence and "0.42.0" in d.evidence
+
+
+def test_file_ordering(tmp_path: Path) -> None:
+    a, b = pair(tmp_path, BASE, list(reversed(BASE)))
+    assert only(compare_paths(a, b)) == [("order", None, "member order", causes.FILE_ORDER)]
+
+
+def test_hash_seed_order_inside_a_file(tmp_path: Path) -> None:
+    b_members = [
+        BASE[0],
+        ("pkg/info.py", BASE[1][1].replace(b"alpha,bravo,charlie", b"charlie,alpha,bravo")),
+        BASE[2],
+    ]
+    a, b = pair(tmp_path, BASE, b_members)
+    assert only(compare_paths(a, b)) == [("content", "pkg/info.py", "content", causes.HASH_ORDER)]
+
+
+def test_owner(tmp_path: Path) -> None:
+    a, b = pair(
+        tmp_path,
+        BASE,
+        BASE,
+        ".tar.gz",
+        over_b={"pkg/__init__.py:uid": 1000, "pkg/__init__.py:uname": "builder"},
+    )
+    got = {(d.attribute, d.cause) for d in compare_paths(a, b).files[0].differences}
+    assert got == {("uid", causes.BUILD_USER), ("uname", causes.BUILD_USER)}
+
+
+def test_zip_fields(tmp_path: Path) -> None:
+    ut = b"UT\x05\x00\x01" + int(time.time()).to_bytes(4, "little")
+    a, b = pair(
+        tmp_path,
+        BASE,
+        BASE,
+        over_b={
+            "pkg/__init__.py:extra": ut,
+            "pkg/__init__.py:create_system": 0,
+            "pkg-1.0.dist-info/WHEEL:compress_type": zipfile.ZIP_STORED,
+        },
+    )
+    got = {(d.member, d.attribute, d.cause) for d in compare_paths(a, b).files[0].differences}
+    assert ("pkg/__init__.py", "extra", causes.CLOCK) in got
+    assert ("pkg/__init__.py", "create_system", causes.ZIP_TOOL) in got
+    assert ("pkg-1.0.dist-info/WHEEL", "compress_type", causes.ZIP_TOOL) in got
+
+
+def test_added_removed_and_binary(tmp_path: Path) -> None:
+    a_members = [*BASE, ("pkg/blob.bin", b"\x00\x01\x02" * 10), ("pkg/gone.py", b"")]
+    b_members = [
+        *BASE,
+        ("pkg/blob.bin", b"\x00\x01\x02" * 5 + b"\xff" + b"\x00\x01\x02" * 5),
+        ("pkg/new.py", b"x"),
+    ]
+    a, b = pair(tmp_path, a_members, b_members)
+    diffs = {(d.kind, d.member): d for d in compare_paths(a, b).files[0].differences}
+    assert ("removed", "pkg/gone.py") in diffs and ("added", "pkg/new.py") in diffs
+    assert (
+        diffs[("content", "pkg/blob.bin")].detail == "binary: 30 vs 31 bytes, first difference at offset 15"
+    )
+
+
+def test_summary_counts_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = pair(
+        tmp_path, BASE, BASE, ".tar.gz", over_b={"pkg/info.py:mode": 0o664, "pkg/__init__.py:mode": 0o664}
+    )
+    assert main(["diff", str(a), str(b)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "2 of 3 members differ"
+    assert "likely causes: umask (2)" in out[2]
+
+
+def test_dist_folders_pair_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, _b = pair(tmp_path, BASE, BASE)
+    shutil.copy(a, tmp_path / "A" / "y.zip")
+    make_zip(tmp_path / "B" / "z.zip", BASE)
+    assert main(["diff", str(tmp_path / "A"), str(tmp_path / "B")]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "0 of 1 paired files differ, 1 only in A, 1 only in B"
+    assert "only in A: y.zip" in out and "only in B: z.zip" in out
+
+
+def test_json_matches_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b_members = [BASE[0], ("pkg/info.py", BASE[1][1].replace(b"build-a", b"build-b")), BASE[2]]
+    a, b = pair(tmp_path, BASE, b_members, over_b={"pkg/__init__.py:mode": 0o664})
+    assert main(["diff", "--json", str(a), str(b)]) == 1
+    data = json.loads(capsys.readouterr().out)
+    jsonschema.validate(data, SCHEMA)
+    assert data["summary"] == "2 of 3 members differ"
+    assert {d["cause"] for d in data["files"][0]["differences"]} == {causes.UMASK, causes.BUILD_PATH}
+    identical = to_json(compare_paths(a, a))
+    jsonschema.validate(identical, SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**identical, "unexpected": 1}, SCHEMA)
+
+
+@pytest.mark.parametrize("case", ["missing", "kinds", "corrupt", "file-vs-dir"])
+def test_bad_input_one_line_exit_2(case: str, tmp_path: Path) -> None:
+    a, b = pair(tmp_path, BASE, BASE)
+    if case == "missing":
+        b = tmp_path / "nope.zip"
+    elif case == "kinds":
+        b = make_tar_gz(tmp_path / "B" / "t.tar.gz", BASE)
+    elif case == "corrupt":
+        b.write_bytes(b.read_bytes()[: b.stat().st_size // 2])
+    else:
+        b = tmp_path / "B"
+    r = run([DETPACK, "diff", a, b])
+    assert r.code == 2, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_real_wheel_rezipped_by_python_m_zipfile(tmp_path: Path) -> None:
+    wheel = sorted((ROOT / ".wheelhouse").glob("hatchling-*.whl"))[0]
+    tree = tmp_path / "tree"
+    subprocess.run([sys.executable, "-m", "zipfile", "-e", str(wheel), str(tree)], check=True)
+    rezipped = tmp_path / "re" / wheel.name
+    rezipped.parent.mkdir()
+    with zipfile.ZipFile(wheel) as zf:
+        tops = list(dict.fromkeys(n.split("/")[0] for n in zf.namelist()))
+    # `python -m zipfile -c` takes paths: give it the wheel's top-level entries.
+    subprocess.run([sys.executable, "-m", "zipfile", "-c", str(rezipped), *tops], check=True, cwd=tree)
+    full = compare_paths(wheel, rezipped)
+    kinds = {d.kind for f in full.files for d in f.differences}
+    assert not full.identical and kinds <= {"attribute", "order", "header"}, kinds
+    assert compare_paths(wheel, rezipped, content_only=True).identical
+
+
+@pytest.mark.slow
+def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    chromium = require_tool("chromium")
+    b_members = [BASE[0], ("pkg/info.py", BASE[1][1].replace(b"build-a", b"build-b") * 20), BASE[2]]
+    a, b = pair(tmp_path, BASE, b_members, ".tar.gz", over_b={"pkg/__init__.py:mode": 0o664})
+    report = tmp_path / "report.html"
+    assert main(["diff", str(a), str(b), "--html", str(report), "-q"]) == 1
+    page = report.read_text()
+    assert "<script" not in page and "http" not in page.split("</style>")[1]  # self-contained
+    shot = tmp_path / "shot.png"
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'id="summary">2 of 3 members differ' in dom.stdout
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,900",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    if keep := os.environ.get("DETPACK_KEEP_SCREENSHOT"):
+        shutil.copy(shot, keep)
+
+
+@pytest.mark.slow
+def test_detpack_outputs_versus_python_m_build(tmp_path: Path, wheelhouse: Path) -> None:
+    # A real pair: python -m build twice under different umask; diff names umask.
+    from conftest import FIXTURES
+
+    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse), "SOURCE_DATE_EPOCH": "1614852000"}
+    outs = []
+    for label, umask in (("a", 0o022), ("b", 0o002)):
+        src = materialize(FIXTURES / "setuptools-basic", tmp_path / label / "src", umask)
+        r = run(
+            [sys.executable, "-m", "build", "-w", src, "-o", tmp_path / f"out-{label}"], env=env, umask=umask
+        )
+        assert r.code == 0, r.stderr
+        outs.append(tmp_path / f"out-{label}")
+    r = run([DETPACK, "diff", *outs])
+    assert r.code == 1
+    assert "umask" in r.stdout.splitlines()[2]
