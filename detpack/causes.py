@@ -4,8 +4,8 @@ Each rule looks at one difference and the facts around it (the two values, when 
 was written, the bytes near the first differing offset) and either names a cause with the
 evidence it used, or says nothing. Rules, in order of preference:
 
+- times apart by a whole number of hours (up to 26, not 24) -> timezone
 - times near the moment the archive was written          -> clock (SOURCE_DATE_EPOCH ignored)
-- times apart by a whole number of hours (up to 26)      -> timezone
 - modes apart only in group/other write bits             -> umask
 - owners differ                                          -> build user
 - an absolute path in one side where the other has another -> build path
@@ -74,6 +74,11 @@ def explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[st
     ta, tb = to_epoch(a), to_epoch(b)
     if ta is None or tb is None:
         return None, ""
+    delta = tb - ta
+    # Whole hours apart (but not a whole day, which is a clock moved by a day): local time
+    # written in two time zones, e.g. zip's DOS times without SOURCE_DATE_EPOCH.
+    if delta and delta % 3600 == 0 and abs(delta) <= 26 * 3600 and abs(delta) != 24 * 3600:
+        return TIMEZONE, f"the times differ by exactly {delta // 3600:+d} h"
     for side, t, written in (("B", tb, ctx.written_b), ("A", ta, ctx.written_a)):
         if t and _near_write(t, written) is not None:
             return (
@@ -81,9 +86,6 @@ def explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[st
                 f"{side}'s {attribute} {_fmt(t)} is within minutes of when {side} was written "
                 f"({_fmt(written)})",
             )
-    delta = tb - ta
-    if delta and delta % 3600 == 0 and abs(delta) <= 26 * 3600:
-        return TIMEZONE, f"the times differ by exactly {delta // 3600:+d} h"
     return None, f"the times differ by {delta:+d} s"
 
 

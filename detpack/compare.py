@@ -18,7 +18,7 @@ from typing import Any, Literal
 from detpack import causes
 from detpack.archive.detect import detect
 from detpack.archive.listing import ArchiveView, RawMember
-from detpack.errors import InputError
+from detpack.errors import ArchiveError, InputError
 from detpack.normalize import NormalizeOptions, normalize_stream
 from detpack.policy import DEFAULT_EPOCH
 
@@ -100,8 +100,14 @@ def same_bytes(a: Path, b: Path) -> bool:
                 return True
 
 
-def compare_paths(a: Path, b: Path, *, content_only: bool = False) -> Comparison:
-    """Compare two archives, or two folders of archives paired by file name."""
+def compare_paths(
+    a: Path, b: Path, *, content_only: bool = False, skip_suffixes: tuple[str, ...] = ()
+) -> Comparison:
+    """Compare two archives, or two folders of archives paired by file name.
+
+    In folders, files that are not archives (a provenance statement, a checksum list) are
+    compared as opaque bytes; names ending in ``skip_suffixes`` are left out.
+    """
     for p in (a, b):
         if not p.exists():
             raise InputError(f"{p}: no such file or directory")
@@ -111,8 +117,8 @@ def compare_paths(a: Path, b: Path, *, content_only: bool = False) -> Comparison
         return Comparison(
             str(a), str(b), content_only, (compare_files(a, b, b.name, content_only=content_only),)
         )
-    names_a = {p.name for p in a.iterdir() if p.is_file()}
-    names_b = {p.name for p in b.iterdir() if p.is_file()}
+    names_a = {p.name for p in a.iterdir() if p.is_file() and not p.name.endswith(skip_suffixes)}
+    names_b = {p.name for p in b.iterdir() if p.is_file() and not p.name.endswith(skip_suffixes)}
     common = sorted(names_a & names_b)
     files = tuple(compare_files(a / n, b / n, n, content_only=content_only) for n in common)
     return Comparison(
@@ -125,9 +131,24 @@ def compare_paths(a: Path, b: Path, *, content_only: bool = False) -> Comparison
     )
 
 
+def is_archive(path: Path) -> bool:
+    try:
+        detect(path)
+    except ArchiveError as exc:
+        return "not a zip, tar or gzip archive" not in exc.message and "empty file" not in exc.message
+    return True
+
+
 def compare_files(a: Path, b: Path, name: str, *, content_only: bool = False) -> FileComparison:
     if same_bytes(a, b):
         return FileComparison(name, None, True, 0, 0, ())
+    if not (is_archive(a) and is_archive(b)):
+        if is_archive(a) or is_archive(b):
+            raise InputError(f"{a} and {b}: one is an archive and the other is not; compare like with like")
+        detail = f"{a.stat().st_size} vs {b.stat().st_size} bytes"
+        return FileComparison(
+            name, "file", False, 1, 1, (Difference("content", None, "content", detail=detail),)
+        )
     kind_a, kind_b = detect(a), detect(b)
     if kind_a != kind_b:
         raise InputError(f"{a} is a {kind_a} but {b} is a {kind_b}; compare two archives of the same kind")
@@ -160,16 +181,16 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
             if _is_dir(m):
                 # A directory entry carries no content: its presence is archive-writer metadata.
                 if not content_only:
-                    present = (True, None) if side == "removed" else (None, True)
+                    in_a = True if side == "removed" else None
                     diffs.append(
                         Difference(
                             "attribute",
                             m.name,
                             "directory entry",
-                            *present,
-                            "",
-                            causes.ZIP_TOOL,
-                            f"directory entry {side} (archive writers differ in listing directories)",
+                            a=in_a,
+                            b=None if in_a else True,
+                            cause=causes.ZIP_TOOL,
+                            evidence=f"directory entry {side} (archive writers list directories differently)",
                         )
                     )
             elif side == "removed":

@@ -1,0 +1,202 @@
+"""``detpack check``: build a project several times under varied conditions and say whether
+the outputs match; when they do not, name the variation responsible.
+
+Procedure: a control build, then ``runs - 1`` builds with every selected variation at once.
+All equal: reproducible (that many builds, nothing else). Otherwise: a second control build
+shows what differs even with nothing varied (noise, usually the clock), then one build per
+variation, each compared with the control; a variation is named when it causes differences
+beyond the noise. With ``raw`` the project's own backend runs through ``python -m build``,
+without detpack's controlled environment or normalization.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from plumbum import local
+
+from detpack import variations
+from detpack.compare import Comparison, compare_paths
+from detpack.errors import BackendError, InputError
+from detpack.source import inspect_source
+from detpack.variations import RunSpec
+
+Signature = tuple[str, str | None, str]
+#: Not build outputs: the provenance records times and host details by design.
+SKIP = (".provenance.json",)
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    srcdir: Path
+    runs: int = 2
+    vary: tuple[str, ...] = variations.NAMES
+    raw: bool = False
+    find_links: tuple[Path, ...] = ()
+    offline: bool = False
+    keep: Path | None = None
+
+
+@dataclass(frozen=True)
+class Culprit:
+    variation: str
+    description: str
+    comparison: Comparison
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    reproducible: bool
+    builds: int
+    varied: tuple[str, ...]
+    not_varied: Mapping[str, str]
+    experiment: Comparison | None
+    noise: Comparison | None
+    culprits: tuple[Culprit, ...]
+
+
+def signatures(c: Comparison) -> set[Signature]:
+    sig: set[Signature] = {(n, None, "only in A") for n in c.only_a} | {
+        (n, None, "only in B") for n in c.only_b
+    }
+    for f in c.files:
+        sig |= {(f.name, d.member, d.attribute) for d in f.differences}
+    return sig
+
+
+def beyond(c: Comparison, noise: set[Signature]) -> Comparison:
+    """``c`` without the differences that also appear between two identical builds."""
+    files = []
+    for f in c.files:
+        kept = tuple(d for d in f.differences if (f.name, d.member, d.attribute) not in noise)
+        touched = {d.member for d in kept if d.member is not None and d.kind != "order"}
+        files.append(replace(f, identical=not kept, members_differing=len(touched), differences=kept))
+    return replace(c, files=tuple(files))
+
+
+def _argv(spec: RunSpec, out: Path, settings: CheckSettings) -> list[str]:
+    if settings.raw:
+        return [sys.executable, "-m", "build", str(spec.tree), "-o", str(out)]
+    argv = [sys.executable, "-m", "detpack", "build", str(spec.tree), "-o", str(out), "-q"]
+    for name in spec.pass_env:
+        argv += ["--pass-env", name]
+    for link in settings.find_links:
+        argv += ["--find-links", str(link.resolve())]
+    if settings.offline:
+        argv.append("--offline")
+    return argv
+
+
+def _build(spec: RunSpec, out: Path, settings: CheckSettings, label: Path) -> None:
+    argv = _argv(spec, out, settings)
+    with local.env():
+        local.env.clear()
+        local.env.update(spec.env)
+        proc = local[argv[0]][argv[1:]].popen(
+            cwd=str(spec.tree.parent),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: os.umask(spec.umask),
+        )
+        output, _ = proc.communicate()
+    if proc.returncode:
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        last = lines[-1].strip() if lines else f"exit {proc.returncode}"
+        raise BackendError(
+            f"{label}: the {spec.label} build failed ({last})",
+            details=text[-8000:],
+        )
+
+
+@contextlib.contextmanager
+def _workdir(keep: Path | None) -> Iterator[Path]:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    work = Path(tempfile.mkdtemp(prefix="detpack-check-"))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check(
+    settings: CheckSettings, *, on_step: Step | None = None, caller_env: Mapping[str, str] | None = None
+) -> CheckResult:
+    """Run the check described in the module docstring."""
+    step = on_step or (lambda _: None)
+    source = inspect_source(settings.srcdir)
+    if source.kind != "directory":
+        raise InputError(f"{settings.srcdir}: check needs a project directory, not an sdist")
+    caller = dict(os.environ if caller_env is None else caller_env)
+    extra: dict[str, str] = {}
+    if settings.raw and settings.find_links:
+        extra["PIP_FIND_LINKS"] = " ".join(str(p.resolve()) for p in settings.find_links)
+    if settings.raw and settings.offline:
+        extra["PIP_NO_INDEX"] = "1"
+    catalogue = variations.catalogue()
+    unsupported = {k: v for k, v in variations.supported().items() if k in settings.vary or k == "clock"}
+    varied = tuple(v for v in settings.vary if v not in unsupported or v == "locale")
+    with _workdir(settings.keep) as work:
+        base = variations.control(work, caller, extra)
+        count = 0
+
+        def build(spec: RunSpec, name: str) -> Path:
+            nonlocal count
+            count += 1
+            spec = replace(spec, label=name)
+            # Trees and HOMEs sit at fixed places per spec: only the variation may move them.
+            for d in (spec.tree, Path(spec.env["HOME"])):
+                shutil.rmtree(d, ignore_errors=True)
+            Path(spec.env["HOME"]).mkdir(parents=True)
+            variations.lay_down(source, spec)
+            out = work / f"out-{count:02d}-{name.replace(' ', '-')}"
+            step(f"build {count}: {name}")
+            _build(spec, out, settings, settings.srcdir)
+            return out
+
+        def experiment(names: tuple[str, ...], seed: int) -> RunSpec:
+            spec = base
+            for n in names:
+                spec = catalogue[n].apply(spec, work)
+            if "hash-seed" in names:
+                spec = replace(spec, env={**spec.env, "PYTHONHASHSEED": str(12345 + seed)})
+            return spec
+
+        control_out = build(base, "control")
+        worst: Comparison | None = None
+        for i in range(1, max(settings.runs, 2)):
+            out = build(experiment(varied, i), "all variations")
+            comparison = compare_paths(control_out, out, skip_suffixes=SKIP)
+            if not comparison.identical and worst is None:
+                worst = comparison
+        if worst is None:
+            return CheckResult(True, count, varied, unsupported, None, None, ())
+        noise_cmp = compare_paths(control_out, build(base, "control again"), skip_suffixes=SKIP)
+        noise = signatures(noise_cmp)
+        culprits = []
+        for name in varied:
+            cmp = compare_paths(control_out, build(experiment((name,), 1), name), skip_suffixes=SKIP)
+            if signatures(cmp) - noise:
+                culprits.append(Culprit(name, catalogue[name].description, beyond(cmp, noise)))
+        return CheckResult(
+            False,
+            count,
+            varied,
+            unsupported,
+            worst,
+            None if noise_cmp.identical else noise_cmp,
+            tuple(culprits),
+        )

@@ -1,0 +1,208 @@
+"""The variations ``detpack check`` applies between builds (after reprotest's list).
+
+A ``RunSpec`` is everything one build run gets from outside: environment, umask, where the
+tree lives and the order its files were created in. ``CONTROL`` fixes all of them; each
+``Variation`` changes one. ``supported()`` says which ones this machine can apply (clock
+needs faketime, locale a second UTF-8 locale) and why not otherwise.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from detpack.errors import ConfigError
+from detpack.source import Source, walk
+
+NAMES = (
+    "build-path",
+    "umask",
+    "timezone",
+    "locale",
+    "home",
+    "clock",
+    "env-noise",
+    "hash-seed",
+    "file-order",
+)
+
+#: Variables copied from the caller into every run: where packages come from, never what a
+#: backend writes.
+_NETWORK_VARS = (
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_CERT",
+    "PIP_TRUSTED_HOST", "UV_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+    "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    label: str
+    env: Mapping[str, str]
+    umask: int
+    tree: Path
+    reverse_order: bool = False
+    pass_env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Variation:
+    name: str
+    description: str
+    apply: Callable[[RunSpec, Path], RunSpec]
+
+
+def control(work: Path, caller_env: Mapping[str, str], extra: Mapping[str, str]) -> RunSpec:
+    env = {k: caller_env[k] for k in _NETWORK_VARS if k in caller_env}
+    env.update(
+        PATH=caller_env.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        HOME=str(work / "home-control"),
+        TZ="UTC",
+        LANG="C.UTF-8",
+        LC_ALL="C.UTF-8",
+        PYTHONHASHSEED="0",
+    )
+    env.update(extra)
+    return RunSpec("control", env, 0o022, work / "control" / "src")
+
+
+def second_locale() -> str | None:
+    """A UTF-8 locale other than C, if one is installed."""
+    try:
+        out = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return None
+    have = {line.strip().lower().replace("-", "") for line in out.splitlines()}
+    for name in ("de_DE.UTF-8", "fr_FR.UTF-8", "en_US.UTF-8", "en_GB.UTF-8"):
+        if name.lower().replace("-", "") in have:
+            return name
+    return None
+
+
+def faketime_library() -> str | None:
+    found = sorted(
+        glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1")
+    )
+    return found[0] if found else None
+
+
+def _env(spec: RunSpec, **changes: str) -> RunSpec:
+    return replace(spec, env={**spec.env, **changes})
+
+
+def _build_path(spec: RunSpec, work: Path) -> RunSpec:
+    return replace(spec, tree=work / "experiment" / "a" / "much" / "deeper" / "checkout")
+
+
+def _umask(spec: RunSpec, work: Path) -> RunSpec:
+    return replace(spec, umask=0o002)
+
+
+def _timezone(spec: RunSpec, work: Path) -> RunSpec:
+    return _env(spec, TZ="Asia/Tokyo")
+
+
+def _home(spec: RunSpec, work: Path) -> RunSpec:
+    return _env(spec, HOME=str(work / "elsewhere" / "home-experiment"))
+
+
+def _noise(spec: RunSpec, work: Path) -> RunSpec:
+    return _env(spec, DETPACK_CHECK_NOISE=os.urandom(6).hex())
+
+
+def _hash_seed(spec: RunSpec, work: Path) -> RunSpec:
+    return _env(spec, PYTHONHASHSEED="12345")
+
+
+def _file_order(spec: RunSpec, work: Path) -> RunSpec:
+    return replace(spec, reverse_order=True)
+
+
+def catalogue() -> dict[str, Variation]:
+    loc = second_locale() or "C"
+    lib = faketime_library()
+
+    def locale(spec: RunSpec, work: Path) -> RunSpec:
+        return _env(spec, LANG=loc, LC_ALL=loc)
+
+    def clock(spec: RunSpec, work: Path) -> RunSpec:
+        if lib is None:
+            raise ConfigError("--vary clock: faketime is not installed (apt-get install faketime)")
+        faked = _env(spec, LD_PRELOAD=lib, FAKETIME="+1d", FAKETIME_DONT_FAKE_MONOTONIC="1")
+        return replace(
+            faked, pass_env=(*spec.pass_env, "LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC")
+        )
+
+    table = (
+        Variation("build-path", "the tree lives at another, deeper path", _build_path),
+        Variation("umask", "umask 002 instead of 022 (checkout and build)", _umask),
+        Variation("timezone", "TZ=Asia/Tokyo instead of UTC", _timezone),
+        Variation("locale", f"LANG/LC_ALL={loc} instead of C.UTF-8", locale),
+        Variation("home", "another HOME", _home),
+        Variation("clock", "the clock one day ahead (faketime)", clock),
+        Variation("env-noise", "an unrelated extra environment variable", _noise),
+        Variation("hash-seed", "PYTHONHASHSEED=12345 instead of 0", _hash_seed),
+        Variation("file-order", "files created in reverse order (directory listing order)", _file_order),
+    )
+    return {v.name: v for v in table}
+
+
+def supported() -> dict[str, str]:
+    """Variation name -> why this machine cannot apply it (only the unsupported ones)."""
+    missing = {}
+    if faketime_library() is None:
+        missing["clock"] = "faketime is not installed (apt-get install faketime); the clock was not varied"
+    if second_locale() is None:
+        missing["locale"] = "no second UTF-8 locale is installed; varied between C.UTF-8 and C instead"
+    return missing
+
+
+def select(spec: str | None) -> tuple[str, ...]:
+    """``--vary``: a comma list of names, or of ``-name`` to drop from the default (all)."""
+    if not spec:
+        return tuple(n for n in NAMES if n != "clock" or faketime_library() is not None)
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [i for i in items if i.lstrip("+-") not in NAMES]
+    if unknown:
+        raise ConfigError(
+            f"--vary: unknown variation(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}"
+        )
+    if all(i.startswith("-") for i in items):
+        dropped = {i[1:] for i in items}
+        return tuple(n for n in select(None) if n not in dropped)
+    chosen = tuple(dict.fromkeys(i.lstrip("+") for i in items))
+    if "clock" in chosen and faketime_library() is None:
+        raise ConfigError("--vary clock: faketime is not installed (apt-get install faketime)")
+    return chosen
+
+
+def lay_down(source: Source, spec: RunSpec) -> Path:
+    """Copy the source tree to ``spec.tree`` as a checkout under ``spec.umask`` would create it.
+
+    File times are kept (so only the build's own clock can differ), modes follow the umask
+    (0666/0777 minus it), and with ``reverse_order`` files are created last-first.
+    """
+    files = list(walk(source.path))
+    if spec.reverse_order:
+        files.reverse()
+    spec.tree.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        target = spec.tree / path.relative_to(source.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            target.symlink_to(os.readlink(path))
+            continue
+        shutil.copyfile(path, target)
+        executable = path.stat().st_mode & stat.S_IXUSR
+        target.chmod((0o777 if executable else 0o666) & ~spec.umask)
+        st = path.stat()
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    for d in sorted({p.parent for p in spec.tree.rglob("*")} | {spec.tree}):
+        d.chmod(0o777 & ~spec.umask)
+    return spec.tree
