@@ -135,6 +135,18 @@ def main() -> None:
             "strip-nondeterminism",
         )
 
+        # diff: identical pair ~ one pass over the bytes; a pair differing only in metadata
+        # ~ one index pass (members with equal CRC and size are not decompressed).
+        twin = work / "twin" / wheel.name
+        twin.parent.mkdir()
+        shutil.copy(wheel, twin)
+        ours = best_of(n, [DETPACK, "diff", str(wheel), str(twin), "-q"])
+        anchor = best_of(n, ["sha256sum", str(wheel), str(twin)])
+        row("diff: identical 2 x wheel", ours, anchor, "sha256sum both")
+        renorm = work / "n2" / wheel.name
+        ours = best_of(n, f"{DETPACK} diff {wheel} {renorm} -q > /dev/null; test $? -eq 1")
+        row("diff: same content, all metadata differs", ours, anchor, "sha256sum both")
+
         house = ROOT / ".wheelhouse"
         fixture = ROOT / "fixtures" / "setuptools-basic"
         src = work / "fixture"

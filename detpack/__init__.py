@@ -1,9 +1,12 @@
 """detpack: reproducible, traceable Python release artifacts.
 
 The public API: build a project reproducibly (``build_project``), normalize existing
-archives (``normalize_file``), and the values and errors they use.
+archives (``normalize_file``), compare two builds (``compare_paths``), check a project
+under varied conditions (``run_check``), and the values and errors they use.
 """
 
+from detpack.check import CheckResult, CheckSettings, run_check
+from detpack.compare import Comparison, Difference, FileComparison, compare_paths
 from detpack.config import BuildRequest
 from detpack.errors import (
     ArchiveError,
@@ -26,9 +29,14 @@ __all__ = [
     "BuildRequest",
     "BuildResult",
     "BuiltArtifact",
+    "CheckResult",
+    "CheckSettings",
+    "Comparison",
     "ConfigError",
     "DetpackError",
+    "Difference",
     "EnvironmentSetupError",
+    "FileComparison",
     "FrontendSettings",
     "InputError",
     "NormalizeOptions",
@@ -36,5 +44,7 @@ __all__ = [
     "VerificationError",
     "__version__",
     "build_project",
+    "compare_paths",
     "normalize_file",
+    "run_check",
 ]

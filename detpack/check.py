@@ -132,7 +132,7 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def check(
+def run_check(
     settings: CheckSettings, *, on_step: Step | None = None, caller_env: Mapping[str, str] | None = None
 ) -> CheckResult:
     """Run the check described in the module docstring."""

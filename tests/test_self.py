@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 def _tracked(prefix: str) -> set[str]:
     out = subprocess.run(["git", "ls-files", prefix], cwd=ROOT, capture_output=True, text=True, check=True)
-    return {line for line in out.stdout.splitlines() if line.endswith(".py")}
+    return set(out.stdout.splitlines())
 
 
 def test_self_build_is_reproducible_with_exact_file_list(tmp_path: Path, wheelhouse: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack import variations
-from detpack.check import CheckSettings, check
+from detpack.check import CheckSettings, run_check
 from detpack.cli._output import Output
 from detpack.cli.diff import render_text
 from detpack.compare import Comparison
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         offline=args.offline,
         keep=args.keep,
     )
-    result = check(settings, on_step=out.step)
+    result = run_check(settings, on_step=out.step)
     for name, why in result.not_varied.items():
         out.warning(f"{name}: {why}")
     mode = "the backend's raw output" if args.raw else "detpack build"
