@@ -10,11 +10,12 @@ STAMP := $(VENV)/.detpack-setup
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml fixtures/wheelhouse.txt fixtures/samples.txt
+$(STAMP): pyproject.toml fixtures/wheelhouse.txt fixtures/wheelhouse-extra.txt fixtures/samples.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(WHEELHOUSE) -r fixtures/wheelhouse.txt
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(WHEELHOUSE) -r fixtures/wheelhouse-extra.txt
 	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(SAMPLES) -r fixtures/samples.txt
 	touch $(STAMP)
 

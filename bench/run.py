@@ -28,9 +28,7 @@ BIN = Path(sys.executable).parent
 DETPACK = str(BIN / "detpack")
 
 
-def best_of(
-    n: int, argv: list[str] | str, *, setup: object = None, env: dict[str, str] | None = None
-) -> float:
+def best_of(n: int, argv: list[str] | str, *, setup: object = None, env: dict[str, str] | None = None) -> float:
     times = []
     for _ in range(n):
         if callable(setup):
@@ -74,9 +72,7 @@ def make_wheel(tree: Path, out: Path) -> Path:
             if p.is_file() and p.name != "PKG-INFO":
                 zf.write(p, p.relative_to(tree).as_posix())
         zf.writestr("proj-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: proj\nVersion: 1.0\n")
-        zf.writestr(
-            "proj-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        )
+        zf.writestr("proj-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
     return out
 
 
@@ -84,10 +80,7 @@ def row(label: str, ours: float, anchor: float | None, anchor_name: str) -> None
     if anchor is None:
         print(f"{label:<38} detpack {ours:7.2f}s   {anchor_name:<28} not installed")
     else:
-        print(
-            f"{label:<38} detpack {ours:7.2f}s   {anchor_name:<28} {anchor:7.2f}s   "
-            f"ratio {ours / anchor:5.2f}"
-        )
+        print(f"{label:<38} detpack {ours:7.2f}s   {anchor_name:<28} {anchor:7.2f}s   ratio {ours / anchor:5.2f}")
 
 
 def main() -> None:
@@ -101,10 +94,7 @@ def main() -> None:
         tgz = work / "proj-1.0.tar.gz"
         subprocess.run(["tar", "-C", str(tree.parent), "-czf", str(tgz), tree.name], check=True)
         wheel = make_wheel(tree, work / "proj-1.0-py3-none-any.whl")
-        print(
-            f"inputs: {size} MB tree -> tar.gz {tgz.stat().st_size >> 20} MB, "
-            f"wheel {wheel.stat().st_size >> 20} MB"
-        )
+        print(f"inputs: {size} MB tree -> tar.gz {tgz.stat().st_size >> 20} MB, wheel {wheel.stat().st_size >> 20} MB")
         print(f"best of {n} runs, wall clock\n")
 
         ours = best_of(n, [DETPACK, "normalize", str(tgz), "-o", str(work / "n1"), "-q"])
@@ -125,9 +115,7 @@ def main() -> None:
 
         copy_gz = work / "snd.tar.gz"
         if snd:
-            anchor_t = best_of(
-                n, [snd, "-T", "315532800", str(copy_gz)], setup=lambda: shutil.copy(tgz, copy_gz)
-            )
+            anchor_t = best_of(n, [snd, "-T", "315532800", str(copy_gz)], setup=lambda: shutil.copy(tgz, copy_gz))
         row(
             "tar.gz (gzip header only for snd)",
             best_of(n, [DETPACK, "normalize", str(tgz), "-o", str(work / "n3"), "-q"]),

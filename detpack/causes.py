@@ -83,8 +83,7 @@ def explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[st
         if t and _near_write(t, written) is not None:
             return (
                 CLOCK,
-                f"{side}'s {attribute} {_fmt(t)} is within minutes of when {side} was written "
-                f"({_fmt(written)})",
+                f"{side}'s {attribute} {_fmt(t)} is within minutes of when {side} was written ({_fmt(written)})",
             )
     return None, f"the times differ by {delta:+d} s"
 

@@ -65,9 +65,7 @@ class CheckResult:
 
 
 def signatures(c: Comparison) -> set[Signature]:
-    sig: set[Signature] = {(n, None, "only in A") for n in c.only_a} | {
-        (n, None, "only in B") for n in c.only_b
-    }
+    sig: set[Signature] = {(n, None, "only in A") for n in c.only_a} | {(n, None, "only in B") for n in c.only_b}
     for f in c.files:
         sig |= {(f.name, d.member, d.attribute) for d in f.differences}
     return sig

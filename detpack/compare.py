@@ -100,9 +100,7 @@ def same_bytes(a: Path, b: Path) -> bool:
                 return True
 
 
-def compare_paths(
-    a: Path, b: Path, *, content_only: bool = False, skip_suffixes: tuple[str, ...] = ()
-) -> Comparison:
+def compare_paths(a: Path, b: Path, *, content_only: bool = False, skip_suffixes: tuple[str, ...] = ()) -> Comparison:
     """Compare two archives, or two folders of archives paired by file name.
 
     In folders, files that are not archives (a provenance statement, a checksum list) are
@@ -114,9 +112,7 @@ def compare_paths(
     if a.is_dir() != b.is_dir():
         raise InputError(f"{a} and {b}: compare two files or two directories, not one of each")
     if not a.is_dir():
-        return Comparison(
-            str(a), str(b), content_only, (compare_files(a, b, b.name, content_only=content_only),)
-        )
+        return Comparison(str(a), str(b), content_only, (compare_files(a, b, b.name, content_only=content_only),))
     names_a = {p.name for p in a.iterdir() if p.is_file() and not p.name.endswith(skip_suffixes)}
     names_b = {p.name for p in b.iterdir() if p.is_file() and not p.name.endswith(skip_suffixes)}
     common = sorted(names_a & names_b)
@@ -146,9 +142,7 @@ def compare_files(a: Path, b: Path, name: str, *, content_only: bool = False) ->
         if is_archive(a) or is_archive(b):
             raise InputError(f"{a} and {b}: one is an archive and the other is not; compare like with like")
         detail = f"{a.stat().st_size} vs {b.stat().st_size} bytes"
-        return FileComparison(
-            name, "file", False, 1, 1, (Difference("content", None, "content", detail=detail),)
-        )
+        return FileComparison(name, "file", False, 1, 1, (Difference("content", None, "content", detail=detail),))
     kind_a, kind_b = detect(a), detect(b)
     if kind_a != kind_b:
         raise InputError(f"{a} is a {kind_a} but {b} is a {kind_b}; compare two archives of the same kind")
@@ -297,9 +291,7 @@ def _as_text(data: bytes) -> str | None:
 def _detail(name: str, a: bytes, b: bytes, size_a: int, size_b: int) -> str:
     ta, tb = _as_text(a), _as_text(b)
     if ta is not None and tb is not None:
-        lines = list(
-            difflib.unified_diff(ta.splitlines(), tb.splitlines(), f"a/{name}", f"b/{name}", lineterm="", n=2)
-        )
+        lines = list(difflib.unified_diff(ta.splitlines(), tb.splitlines(), f"a/{name}", f"b/{name}", lineterm="", n=2))
         if len(lines) > DIFF_LINES:
             lines = [*lines[:DIFF_LINES], f"... ({len(lines) - DIFF_LINES} more diff lines)"]
         return "\n".join(lines)

@@ -15,7 +15,7 @@ from typing import Any
 from detpack.errors import ConfigError
 from detpack.frontend import Distribution, FrontendSettings
 
-KNOWN_KEYS = frozenset({"source-date-epoch", "recompress", "pass-env", "find-links", "offline"})
+KNOWN_KEYS = frozenset({"source-date-epoch", "recompress", "pass-env", "find-links", "offline", "lock"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class BuildRequest:
     offline: bool | None = None
     env_dir: Path | None = None  # build's --env-dir: a fixed, user-chosen isolated-env path
     sdist_extract_dir: Path | None = None  # build's --sdist-extract-dir
+    lock: Path | None = None  # a PEP 751 lock of the build dependencies (detpack lock)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ToolConfig:
     pass_env: tuple[str, ...] = ()
     find_links: tuple[Path, ...] = ()
     offline: bool = False
+    lock: Path | None = None
 
 
 def load_tool_config(srcdir: Path) -> ToolConfig:
@@ -59,20 +61,18 @@ def load_tool_config(srcdir: Path) -> ToolConfig:
     unknown = sorted(set(table) - KNOWN_KEYS)
     if unknown:
         raise ConfigError(
-            f"{pyproject}: unknown [tool.detpack] key(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(KNOWN_KEYS))}"
+            f"{pyproject}: unknown [tool.detpack] key(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_KEYS))}"
         )
     epoch = table.get("source-date-epoch")
     if epoch is not None and not isinstance(epoch, int | str):
-        raise ConfigError(
-            f"{pyproject}: [tool.detpack] source-date-epoch must be an integer, 'git' or 'sdist'"
-        )
+        raise ConfigError(f"{pyproject}: [tool.detpack] source-date-epoch must be an integer, 'git' or 'sdist'")
     return ToolConfig(
         epoch_spec=None if epoch is None else str(epoch),
         recompress=_bool(table, "recompress", pyproject),
         pass_env=tuple(_strings(table, "pass-env", pyproject)),
         find_links=tuple(srcdir / p for p in _strings(table, "find-links", pyproject)),
         offline=_bool(table, "offline", pyproject),
+        lock=srcdir / str(table["lock"]) if "lock" in table else None,
     )
 
 

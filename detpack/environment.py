@@ -65,8 +65,7 @@ def build_root(path: Path | None = None, on_wait: LineSink | None = None) -> Ite
         lock = (root / ".lock").open("a+")
     except OSError as exc:
         raise EnvironmentSetupError(
-            f"{root}: cannot create the build root ({exc.strerror}); "
-            "set DETPACK_BUILD_ROOT to a writable path"
+            f"{root}: cannot create the build root ({exc.strerror}); set DETPACK_BUILD_ROOT to a writable path"
         ) from None
     with lock:
         try:
@@ -159,6 +158,11 @@ def controlled_environment(
         if name in caller_env and name not in passed:
             variables[name] = caller_env[name]
             passed.append(name)
+    # Compilers write the build directory into objects (DWARF comp_dir, __FILE__): map the
+    # build root away so a C extension's bytes do not depend on where the build ran.
+    prefix_map = f"-ffile-prefix-map={root.root}=."
+    for flag in ("CFLAGS", "CXXFLAGS"):
+        variables[flag] = f"{variables[flag]} {prefix_map}" if flag in variables else prefix_map
     if find_links:
         links = " ".join(str(p.resolve()) for p in find_links)
         variables["PIP_FIND_LINKS"] = links
@@ -233,9 +237,7 @@ class Runner:
         with local.env():
             local.env.clear()
             local.env.update(environ)
-            proc = command.popen(
-                cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+            proc = command.popen(cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             assert proc.stdout is not None
             for raw in proc.stdout:
                 text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

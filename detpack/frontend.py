@@ -10,14 +10,10 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
-import json
-import os
-import shutil
 import subprocess
-import sys
 import tomllib
 import warnings
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,25 +23,16 @@ import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
 from build.env import DefaultIsolatedEnv
 
+from detpack import installer
 from detpack.environment import Runner
-from detpack.errors import BackendError, ConfigError, EnvironmentSetupError, InputError
+from detpack.errors import BackendError, ConfigError, InputError
+from detpack.installer import InstalledDependency, Installer
+from detpack.lock import BuildLock, LockError
 
 Distribution = Literal["sdist", "wheel"]
-Installer = Literal["pip", "uv"]
 ConfigSettings = Mapping[str, str | list[str]]
 
 LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
-
-
-@dataclass(frozen=True)
-class InstalledDependency:
-    """A package installed into the isolated build environment."""
-
-    name: str
-    version: str
-    sha256: str | None
-    url: str | None
-    requested: bool
 
 
 @dataclass(frozen=True)
@@ -64,6 +51,7 @@ class FrontendSettings:
     installer: Installer = "pip"
     skip_dependency_check: bool = False
     constraints: Path | None = None
+    lock: BuildLock | None = None
 
 
 def backend_name(srcdir: Path) -> str:
@@ -142,9 +130,7 @@ def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Ite
         ) from None
 
 
-def wheel_metadata(
-    srcdir: Path, *, runner: Runner, settings: FrontendSettings, env_dir: Path, label: Path
-) -> bytes:
+def wheel_metadata(srcdir: Path, *, runner: Runner, settings: FrontendSettings, env_dir: Path, label: Path) -> bytes:
     """The wheel's METADATA as the backend prepares it (``prepare_metadata_for_build_wheel``)."""
     backend = backend_name(srcdir)
     with _translate_errors(label, "prepare wheel metadata", backend, runner), _build_logger(runner):
@@ -152,12 +138,30 @@ def wheel_metadata(
             with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
                 builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
                 requires = set(builder.build_system_requires)
-                _install(env, requires, runner, settings, fresh=True)
+                _provision(env, requires, runner, settings, label, fresh=True)
                 extra = builder.get_requires_for_build("wheel", settings.config_settings)
-                _install(env, extra - requires, runner, settings, fresh=False)
+                _provision(env, extra - requires, runner, settings, label, fresh=False)
                 return _read_metadata(builder, env_dir.parent / "metadata")
         builder = ProjectBuilder(srcdir, runner=runner)
         return _read_metadata(builder, env_dir.parent / "metadata")
+
+
+def resolve_requirements(
+    srcdir: Path, *, runner: Runner, settings: FrontendSettings, env_dir: Path, label: Path
+) -> tuple[tuple[str, ...], tuple[InstalledDependency, ...]]:
+    """Everything a build of ``srcdir`` installs: static requires plus what the backend asks
+    for to build an sdist and a wheel, resolved and installed once (for ``detpack lock``)."""
+    backend = backend_name(srcdir)
+    with _translate_errors(label, "resolve its build requirements", backend, runner), _build_logger(runner):
+        with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
+            builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
+            wanted = set(builder.build_system_requires)
+            items = _provision(env, wanted, runner, settings, label, fresh=True)
+            for dist in ("sdist", "wheel"):
+                extra = builder.get_requires_for_build(dist, settings.config_settings) - wanted
+                items += _provision(env, extra, runner, settings, label, fresh=False)
+                wanted |= extra
+        return tuple(sorted(wanted)), installer.merge(items, wanted)
 
 
 def _read_metadata(builder: ProjectBuilder, where: Path) -> bytes:
@@ -188,99 +192,41 @@ def _isolated(
     with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
         builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
         requires = set(builder.build_system_requires)
-        installed = _install(env, requires, runner, settings, fresh=True)
+        installed = _provision(env, requires, runner, settings, srcdir, fresh=True)
         extra = builder.get_requires_for_build(distribution, settings.config_settings)
-        installed += _install(env, extra - requires, runner, settings, fresh=False)
+        installed += _provision(env, extra - requires, runner, settings, srcdir, fresh=False)
         path = builder.build(distribution, outdir, settings.config_settings)
-    deps = _merge(installed, requires | extra)
+    deps = installer.merge(installed, requires | extra)
     return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires | extra)), deps)
 
 
-def _install(
+def _provision(
     env: DefaultIsolatedEnv,
     requirements: Collection[str],
     runner: Runner,
     settings: FrontendSettings,
+    who: Path,
     *,
     fresh: bool,
 ) -> list[dict[str, object]]:
-    if not requirements:
-        return []
-    reqfile = Path(env.path) / "detpack-requirements.txt"
-    reqfile.write_text("\n".join(sorted(requirements)) + "\n", encoding="utf-8")
-    report = Path(env.path) / "detpack-install-report.json"
-    if settings.installer == "uv":
-        cmd = [_uv_binary(), "pip", "install", "--python", env.python_executable, "-r", str(reqfile)]
-    else:
-        if importlib.util.find_spec("pip") is not None:
-            cmd = [sys.executable, "-m", "pip", "--python", env.python_executable]
-        else:
-            cmd = [env.python_executable, "-Im", "pip"]
-        cmd += ["install", "--no-warn-script-location", "--no-compile", "--no-input", "--report", str(report)]
-        if fresh:
-            cmd.append("--ignore-installed")
-        cmd += ["-r", str(reqfile)]
-    if settings.constraints is not None:
-        cmd += ["-c", str(settings.constraints.resolve())]
-    runner.run(cmd, extra_environ={"PYTHONPATH": ""})
-    if settings.installer == "uv" or not report.is_file():
-        return _installed_from_metadata(env, requirements)
-    data = json.loads(report.read_text(encoding="utf-8"))
-    items: list[dict[str, object]] = data.get("install", [])
-    return items
-
-
-def _uv_binary() -> str:
-    """The uv that ``build`` itself uses: the ``uv`` package's binary, else ``$UV`` or ``uv`` on PATH."""
-    try:
-        import uv  # type: ignore[import-not-found, unused-ignore]
-
-        return str(uv.find_uv_bin())
-    except (ModuleNotFoundError, FileNotFoundError):
-        found = shutil.which(os.environ.get("UV") or "uv")
-        if found is None:
-            raise EnvironmentSetupError(
-                "--installer uv: uv not found; install it (pip install uv) or set UV to its path"
-            ) from None
-        return found
-
-
-def _installed_from_metadata(
-    env: DefaultIsolatedEnv, requirements: Collection[str]
-) -> list[dict[str, object]]:
-    # uv has no install report: versions come from the environment, file hashes are unknown.
-    out: list[dict[str, object]] = []
-    purelib = env._env_backend.purelib
-    for dist in importlib.metadata.distributions(path=[purelib]):
-        out.append({"metadata": {"name": dist.metadata["Name"], "version": dist.version}, "requested": False})
-    return out
-
-
-def _merge(items: Sequence[dict[str, object]], requested: Collection[str]) -> tuple[InstalledDependency, ...]:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
-    wanted: set[str] = set()
-    for r in requested:
-        with contextlib.suppress(InvalidRequirement):
-            wanted.add(canonicalize_name(Requirement(r).name))
-    found: dict[str, InstalledDependency] = {}
-    for item in items:
-        meta = item.get("metadata", {})
-        assert isinstance(meta, dict)
-        name = canonicalize_name(str(meta.get("name", "")))
-        info = item.get("download_info") or {}
-        assert isinstance(info, dict)
-        archive = info.get("archive_info") or {}
-        hashes = archive.get("hashes", {}) if isinstance(archive, dict) else {}
-        found[name] = InstalledDependency(
-            name=name,
-            version=str(meta.get("version", "")),
-            sha256=hashes.get("sha256"),
-            url=info.get("url"),
-            requested=name in wanted,
+    """Install ``requirements``; with a lock, install the whole lock once and check it covers them."""
+    if settings.lock is None:
+        return installer.install(
+            env,
+            requirements,
+            runner,
+            installer=settings.installer,
+            constraints=settings.constraints,
+            fresh=fresh,
         )
-    return tuple(found[k] for k in sorted(found))
+    items = installer.install_locked(env, settings.lock, runner, installer=settings.installer) if fresh else []
+    missing = installer.unmet(requirements, installer.installed_versions(env))
+    if missing:
+        raise LockError(
+            f"{settings.lock.path}: does not satisfy {', '.join(missing)} (needed to build {who}); "
+            "re-run `detpack lock`"
+        )
+    return items
 
 
 def _in_place(

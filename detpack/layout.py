@@ -33,9 +33,7 @@ def unpack_sdist(archive: Path, dest: Path, label: Path) -> Path:
         with tarfile.open(archive, "r:gz") as tf:
             tops = {m.name.split("/", 1)[0] for m in tf.getmembers()}
             if len(tops) != 1:
-                raise ArchiveError(
-                    f"{label}: an sdist must hold one top-level directory, found {sorted(tops)}"
-                )
+                raise ArchiveError(f"{label}: an sdist must hold one top-level directory, found {sorted(tops)}")
             tf.extractall(dest, filter="data")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ArchiveError(f"{label}: cannot unpack the sdist ({exc})") from None

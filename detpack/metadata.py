@@ -43,9 +43,7 @@ def read_wheel_metadata(wheel: Path) -> bytes:
         with zipfile.ZipFile(wheel) as zf:
             names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
             if len(names) != 1:
-                raise ArchiveError(
-                    f"{wheel}: not a valid wheel: expected one .dist-info/METADATA, found {len(names)}"
-                )
+                raise ArchiveError(f"{wheel}: not a valid wheel: expected one .dist-info/METADATA, found {len(names)}")
             return zf.read(names[0])
     except (zipfile.BadZipFile, OSError) as exc:
         raise ArchiveError(f"{wheel}: corrupt or unreadable wheel ({exc})") from None

@@ -61,9 +61,7 @@ def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> Normal
     return NormalizeResult(src, target, kind, after, target.stat().st_size, before != after)
 
 
-def normalize_stream(
-    src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, scratch: Path
-) -> None:
+def normalize_stream(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, scratch: Path) -> None:
     """Write the canonical form of ``src`` (of ``kind``) to ``out``."""
     label = str(src)
     if kind in ("wheel", "jar", "zip"):
@@ -93,15 +91,11 @@ def _wheel_dist_info(members: list[zipc.ZipMember], label: str) -> str:
         if m.entry.name.count("/") == 1 and m.entry.name.endswith(".dist-info/WHEEL")
     }
     if len(found) != 1:
-        raise ArchiveError(
-            f"{label}: a wheel needs exactly one top-level .dist-info/WHEEL, found {len(found)}"
-        )
+        raise ArchiveError(f"{label}: a wheel needs exactly one top-level .dist-info/WHEEL, found {len(found)}")
     return found.pop()
 
 
-def _zip_order(
-    members: list[zipc.ZipMember], kind: ArchiveKind, label: str
-) -> tuple[list[zipc.ZipMember], str]:
+def _zip_order(members: list[zipc.ZipMember], kind: ArchiveKind, label: str) -> tuple[list[zipc.ZipMember], str]:
     if kind == "wheel":
         dist_info = _wheel_dist_info(members, label)
         record = f"{dist_info}/RECORD"

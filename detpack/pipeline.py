@@ -15,7 +15,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
@@ -28,6 +28,7 @@ from detpack.environment import BuildRoot, LineSink, Runner
 from detpack.errors import ArchiveError, BackendError, InputError
 from detpack.frontend import Distribution, RawArtifact, build_distribution
 from detpack.layout import lay_out, unpack_sdist
+from detpack.lock import read_lock
 from detpack.normalize import NormalizeOptions, normalize_stream
 from detpack.source import Epoch, Source, inspect_source, resolve_epoch
 from detpack.toolchain import capture_toolchain, host_facts
@@ -92,6 +93,7 @@ class Session:
     root: BuildRoot
     env: environment.ControlledEnvironment
     runner: Runner
+    request: BuildRequest  # with the lock, if any, read into ``request.frontend.lock``
 
 
 @contextlib.contextmanager
@@ -112,8 +114,8 @@ def session(
     with environment.build_root(on_wait=on_step) as root:
         if str(root.root) != policy.BUILD_ROOT and on_warning is not None:
             on_warning(
-                f"build root {root.root} is not the default {policy.BUILD_ROOT}: paths compiled into "
-                "C extensions will differ from builds made elsewhere"
+                f"build root {root.root} is not the default {policy.BUILD_ROOT}: it is mapped away in "
+                "CFLAGS, but a backend that ignores CFLAGS may embed it"
             )
         env = environment.controlled_environment(
             epoch=epoch.value,
@@ -124,12 +126,13 @@ def session(
             offline=offline,
         )
         recompress = tool.recompress if request.recompress is None else request.recompress
+        lock_path = request.lock or tool.lock
+        if lock_path is not None:
+            request = replace(request, frontend=replace(request.frontend, lock=read_lock(lock_path)))
         for name in env.injects_code:
             if on_warning is not None:
-                on_warning(
-                    f"{name} is passed to the build: it loads code into every build process (recorded)"
-                )
-        yield Session(source, epoch, recompress, offline, root, env, Runner(env, on_line, on_warning))
+                on_warning(f"{name} is passed to the build: it loads code into every build process (recorded)")
+        yield Session(source, epoch, recompress, offline, root, env, Runner(env, on_line, on_warning), request)
 
 
 def default_outdir(source: Path) -> Path:
@@ -147,11 +150,9 @@ def build_project(
     """Run one reproducible build; see the module docstring for the order of work."""
     started = dt.datetime.now(dt.UTC)
     outdir = (request.outdir or default_outdir(request.srcdir)).absolute()
-    with session(
-        request, caller_env=caller_env, on_line=on_line, on_step=on_step, on_warning=on_warning
-    ) as ses:
+    with session(request, caller_env=caller_env, on_line=on_line, on_step=on_step, on_warning=on_warning) as ses:
         source, epoch, root, env, runner = ses.source, ses.epoch, ses.root, ses.env, ses.runner
-        recompress, offline = ses.recompress, ses.offline
+        recompress, offline, request = ses.recompress, ses.offline, ses.request
         if outdir.exists() and not outdir.is_dir():
             raise InputError(f"{outdir}: output path exists and is not a directory")
         distributions = _plan(source, request.distributions)
@@ -169,9 +170,7 @@ def build_project(
                     options,
                     on_step or (lambda _: None),
                 )
-            subjects = [
-                provenance.Subject(final.name, provenance.file_sha256(tmp)) for tmp, final in staging.pending
-            ]
+            subjects = [provenance.Subject(final.name, provenance.file_sha256(tmp)) for tmp, final in staging.pending]
             log = runner.log_text().encode("utf-8")
             statement = provenance.statement(
                 subjects=subjects,
@@ -186,6 +185,7 @@ def build_project(
                     skip_dependency_check=request.frontend.skip_dependency_check,
                     recompress=recompress,
                     offline=offline,
+                    lock=request.frontend.lock,
                 ),
                 environment=env.recorded(),
                 paths={
@@ -209,9 +209,7 @@ def build_project(
                     finished=dt.datetime.now(dt.UTC),
                     log_sha256=hashlib.sha256(log).hexdigest(),
                     host=host_facts(source),
-                    raw_outputs=[
-                        provenance.Subject(r.path.name, provenance.file_sha256(r.path)) for r in raws
-                    ],
+                    raw_outputs=[provenance.Subject(r.path.name, provenance.file_sha256(r.path)) for r in raws],
                 ),
             )
             backend_digests = {r.path.name: provenance.file_sha256(r.path) for r in raws}
@@ -279,8 +277,7 @@ def _run_builds(
             if "two different members" in reason:
                 reason += " (a stale copy of that file in the source tree is the usual cause)"
             raise BackendError(
-                f"{source.path}: the {dist} {raw.path.name} that backend {raw.backend!r} wrote "
-                f"is unusable: {reason}"
+                f"{source.path}: the {dist} {raw.path.name} that backend {raw.backend!r} wrote is unusable: {reason}"
             ) from None
         raws.append(raw)
         finals.append(raw.path.name)

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from detpack import policy
-from detpack.frontend import InstalledDependency, RawArtifact
+from detpack.frontend import RawArtifact
+from detpack.installer import InstalledDependency
+from detpack.lock import BuildLock
 from detpack.source import Epoch, Source
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -70,6 +72,7 @@ class BuildParameters:
     skip_dependency_check: bool
     recompress: bool
     offline: bool
+    lock: BuildLock | None = None
 
 
 def canonical_json(value: object) -> bytes:
@@ -114,10 +117,7 @@ def _dependencies(raws: Sequence[RawArtifact]) -> list[JSON]:
         for dep in raw.installed:
             key = (dep.name, dep.version, dep.sha256)
             used.setdefault(key, (dep, []))[1].append(raw.distribution)
-    return [
-        _dependency_descriptor(dep, dists)
-        for _, (dep, dists) in sorted(used.items(), key=lambda kv: kv[0][:2])
-    ]
+    return [_dependency_descriptor(dep, dists) for _, (dep, dists) in sorted(used.items(), key=lambda kv: kv[0][:2])]
 
 
 def statement(
@@ -172,6 +172,8 @@ def statement(
         "offline": parameters.offline,
         "sourceDateEpoch": {"value": epoch.value, "origin": epoch.origin},
     }
+    if parameters.lock is not None:
+        external["lock"] = {"name": parameters.lock.path.name, "digest": {"sha256": parameters.lock.sha256}}
     internal: JSON = {
         "environment": dict(sorted(environment.items())),
         "passedThrough": sorted(passed_through),

@@ -106,9 +106,7 @@ def walk(root: Path) -> Iterator[Path]:
         dirnames[:] = sorted(
             d
             for d in dirnames
-            if d not in ANYWHERE_EXCLUDES
-            and not (top and d in TOP_LEVEL_EXCLUDES)
-            and not (here / d).is_symlink()
+            if d not in ANYWHERE_EXCLUDES and not (top and d in TOP_LEVEL_EXCLUDES) and not (here / d).is_symlink()
         )
         links = [d for d in os.listdir(here) if (here / d).is_symlink() and (here / d).is_dir()]
         for name in sorted([*filenames, *links]):
@@ -174,9 +172,7 @@ def resolve_epoch(spec: str | None, environ: Mapping[str, str], source: Source) 
     if spec is not None:
         if spec == "git":
             if source.git is None:
-                raise ConfigError(
-                    f"--source-date-epoch git: {source.path} is not in a git repository with commits"
-                )
+                raise ConfigError(f"--source-date-epoch git: {source.path} is not in a git repository with commits")
             return Epoch(source.git.commit_time, "git")
         if spec == "sdist":
             if source.pkg_info_mtime is None:
@@ -196,9 +192,7 @@ def parse_epoch(text: str, what: str) -> int:
     try:
         value = int(text.strip())
     except ValueError:
-        raise ConfigError(
-            f"{what}: {text!r} is not an integer number of seconds (or 'git' / 'sdist')"
-        ) from None
+        raise ConfigError(f"{what}: {text!r} is not an integer number of seconds (or 'git' / 'sdist')") from None
     if value < 0:
         raise ConfigError(f"{what}: {value} is negative; give seconds since 1970-01-01 UTC")
     return value

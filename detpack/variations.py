@@ -86,9 +86,7 @@ def second_locale() -> str | None:
 
 
 def faketime_library() -> str | None:
-    found = sorted(
-        glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1")
-    )
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1"))
     return found[0] if found else None
 
 
@@ -135,9 +133,7 @@ def catalogue() -> dict[str, Variation]:
         if lib is None:
             raise ConfigError("--vary clock: faketime is not installed (apt-get install faketime)")
         faked = _env(spec, LD_PRELOAD=lib, FAKETIME="+1d", FAKETIME_DONT_FAKE_MONOTONIC="1")
-        return replace(
-            faked, pass_env=(*spec.pass_env, "LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC")
-        )
+        return replace(faked, pass_env=(*spec.pass_env, "LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC"))
 
     table = (
         Variation("build-path", "the tree lives at another, deeper path", _build_path),
@@ -170,9 +166,7 @@ def select(spec: str | None) -> tuple[str, ...]:
     items = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [i for i in items if i.lstrip("+-") not in NAMES]
     if unknown:
-        raise ConfigError(
-            f"--vary: unknown variation(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}"
-        )
+        raise ConfigError(f"--vary: unknown variation(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     if all(i.startswith("-") for i in items):
         dropped = {i[1:] for i in items}
         return tuple(n for n in select(None) if n not in dropped)

@@ -31,6 +31,7 @@ MODULES = {
     "poetry": "fx_poetry",
     "pdm": "fx_pdm",
     "noisy": "fx_noisy",
+    "cext": "fx_cext",
 }
 DETPACK = BIN / "detpack"
 

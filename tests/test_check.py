@@ -40,15 +40,12 @@ def test_raw_flit_without_source_date_epoch_names_timezone(tmp_path: Path, wheel
     assert code == 1, err
     assert out[1] == "responsible variation(s): timezone"
     assert any(
-        "date_time" in line and "likely cause: timezone; the times differ by exactly +9 h" in line
-        for line in out
+        "date_time" in line and "likely cause: timezone; the times differ by exactly +9 h" in line for line in out
     )
 
 
 @pytest.mark.parametrize("fixture", sorted(MODULES))
-def test_detpack_builds_of_every_fixture_are_reproducible(
-    fixture: str, tmp_path: Path, wheelhouse: Path
-) -> None:
+def test_detpack_builds_of_every_fixture_are_reproducible(fixture: str, tmp_path: Path, wheelhouse: Path) -> None:
     src = materialize(FIXTURES / fixture, tmp_path / "src", 0o022)
     code, out, err = _check(src, wheelhouse)
     assert code == 0, "\n".join(out) + err

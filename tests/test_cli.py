@@ -98,9 +98,7 @@ def test_failing_backend_leaves_outdir_untouched(tmp_path: Path, wheelhouse: Pat
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     # With -v the backend's own output follows the one-line summary.
     r = run([DETPACK, "build", src, "-o", out, "--find-links", wheelhouse, "--offline", "-v"])
-    assert (
-        r.code == 2 and "RuntimeError: broken on purpose" in r.stderr and "Traceback (most recent" in r.stderr
-    )
+    assert r.code == 2 and "RuntimeError: broken on purpose" in r.stderr and "Traceback (most recent" in r.stderr
 
 
 @pytest.mark.slow

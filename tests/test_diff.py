@@ -77,9 +77,7 @@ def pair(
     (tmp / "A").mkdir(exist_ok=True)
     (tmp / "B").mkdir(exist_ok=True)
     maker = make_zip if ext == ".zip" else make_tar_gz
-    return maker(tmp / "A" / f"x{ext}", a, **(over_a or {})), maker(
-        tmp / "B" / f"x{ext}", b, **(over_b or {})
-    )
+    return maker(tmp / "A" / f"x{ext}", a, **(over_a or {})), maker(tmp / "B" / f"x{ext}", b, **(over_b or {}))
 
 
 def only(c: Comparison) -> list[tuple[str, str | None, str, str | None]]:
@@ -195,15 +193,11 @@ def test_added_removed_and_binary(tmp_path: Path) -> None:
     a, b = pair(tmp_path, a_members, b_members)
     diffs = {(d.kind, d.member): d for d in compare_paths(a, b).files[0].differences}
     assert ("removed", "pkg/gone.py") in diffs and ("added", "pkg/new.py") in diffs
-    assert (
-        diffs[("content", "pkg/blob.bin")].detail == "binary: 30 vs 31 bytes, first difference at offset 15"
-    )
+    assert diffs[("content", "pkg/blob.bin")].detail == "binary: 30 vs 31 bytes, first difference at offset 15"
 
 
 def test_summary_counts_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    a, b = pair(
-        tmp_path, BASE, BASE, ".tar.gz", over_b={"pkg/info.py:mode": 0o664, "pkg/__init__.py:mode": 0o664}
-    )
+    a, b = pair(tmp_path, BASE, BASE, ".tar.gz", over_b={"pkg/info.py:mode": 0o664, "pkg/__init__.py:mode": 0o664})
     assert main(["diff", str(a), str(b)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "2 of 3 members differ"
@@ -329,9 +323,7 @@ def test_detpack_outputs_versus_python_m_build(tmp_path: Path, wheelhouse: Path)
     outs = []
     for label, umask in (("a", 0o022), ("b", 0o002)):
         src = materialize(FIXTURES / "setuptools-basic", tmp_path / label / "src", umask)
-        r = run(
-            [sys.executable, "-m", "build", "-w", src, "-o", tmp_path / f"out-{label}"], env=env, umask=umask
-        )
+        r = run([sys.executable, "-m", "build", "-w", src, "-o", tmp_path / f"out-{label}"], env=env, umask=umask)
         assert r.code == 0, r.stderr
         outs.append(tmp_path / f"out-{label}")
     r = run([DETPACK, "diff", *outs])

@@ -17,9 +17,7 @@ def test_public_names_are_exactly_all() -> None:
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "detpack", "--version"], capture_output=True, text=True, check=False
-    )
+    r = subprocess.run([sys.executable, "-m", "detpack", "--version"], capture_output=True, text=True, check=False)
     assert r.returncode == 0
     assert r.stdout.strip() == f"detpack {detpack.__version__}"
 

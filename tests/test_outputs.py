@@ -35,9 +35,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> dict[st
 
 
 @pytest.mark.parametrize("fixture", sorted(MODULES))
-def test_wheel_installs_and_imports(
-    fixture: str, built: dict[str, Path], tmp_path: Path, wheelhouse: Path
-) -> None:
+def test_wheel_installs_and_imports(fixture: str, built: dict[str, Path], tmp_path: Path, wheelhouse: Path) -> None:
     venv = tmp_path / "venv"
     assert run([sys.executable, "-m", "venv", "--without-pip", venv]).code == 0
     wheel = next(built[fixture].glob("*.whl"))
@@ -101,9 +99,7 @@ def test_provenance_is_strict_slsa_v1(fixture: str, built: dict[str, Path]) -> N
     deps = {d["name"]: d for d in data["predicate"]["buildDefinition"]["resolvedDependencies"]}
     assert {"source", "python", "zlib", "detpack", "build-backend"} <= deps.keys()
     installed = [
-        d
-        for d in deps.values()
-        if d.get("uri", "").startswith("pkg:pypi/") and "usedFor" in d.get("annotations", {})
+        d for d in deps.values() if d.get("uri", "").startswith("pkg:pypi/") and "usedFor" in d.get("annotations", {})
     ]
     if fixture != "noisy":  # the noisy backend is in-tree and needs nothing installed
         assert installed and all(len(d["digest"]["sha256"]) == 64 for d in installed)

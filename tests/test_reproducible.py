@@ -18,7 +18,7 @@ from conftest import DETPACK, FIXTURES, MODULES, Run, digests, materialize, requ
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 #: Fixtures whose plain `python -m build` output must differ between the two variations.
-CONTROLS = ("setuptools-basic", "noisy")
+CONTROLS = ("setuptools-basic", "noisy", "cext")
 
 
 def _faketime_env() -> dict[str, str]:
@@ -73,9 +73,7 @@ def detpack_build(src: Path, out: Path, env: dict[str, str], umask: int, wheelho
 
 def plain_build(src: Path, out: Path, env: dict[str, str], umask: int, wheelhouse: Path) -> Run:
     pip = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}
-    return run(
-        [sys.executable, "-m", "build", src, "-o", out], env={**env, **pip}, cwd=src.parent, umask=umask
-    )
+    return run([sys.executable, "-m", "build", src, "-o", out], env={**env, **pip}, cwd=src.parent, umask=umask)
 
 
 @pytest.mark.parametrize("fixture", sorted(MODULES))

@@ -45,18 +45,14 @@ def safe_name(raw: str, archive: str) -> str:
         raise ArchiveError(f"{archive}: member {raw!r} has an absolute path; refusing the archive")
     parts = stripped.split("/")
     if ".." in parts:
-        raise ArchiveError(
-            f"{archive}: member {raw!r} escapes the archive root with '..'; refusing the archive"
-        )
+        raise ArchiveError(f"{archive}: member {raw!r} escapes the archive root with '..'; refusing the archive")
     return "/".join(p for p in parts if p not in ("", "."))
 
 
 def check_link_target(name: str, target: str, archive: str) -> None:
     """Refuse a symlink whose target is absolute or climbs out of the archive root."""
     if target.startswith("/"):
-        raise ArchiveError(
-            f"{archive}: symlink {name!r} points to absolute path {target!r}; refusing the archive"
-        )
+        raise ArchiveError(f"{archive}: symlink {name!r} points to absolute path {target!r}; refusing the archive")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
     if resolved == ".." or resolved.startswith("../"):
         raise ArchiveError(

@@ -93,11 +93,7 @@ def _zip_members(zf: zipfile.ZipFile) -> list[RawMember]:
 def _tar_members(tf: tarfile.TarFile) -> list[RawMember]:
     out = []
     for i, info in enumerate(tf.getmembers()):
-        pax = {
-            k: v
-            for k, v in sorted(info.pax_headers.items())
-            if k not in ("path", "linkpath", "size", "mtime")
-        }
+        pax = {k: v for k, v in sorted(info.pax_headers.items()) if k not in ("path", "linkpath", "size", "mtime")}
         attrs = {
             "type": info.type.decode("latin-1") if isinstance(info.type, bytes) else str(info.type),
             "mtime": info.mtime,

@@ -71,9 +71,7 @@ def plan(tf: tarfile.TarFile, label: str) -> list[TarItem]:
     for name in list(items):
         for parent in parents(name):
             if parent in items and items[parent].entry.kind != "dir":
-                raise ArchiveError(
-                    f"{label}: {parent!r} is both a file and a directory; refusing the archive"
-                )
+                raise ArchiveError(f"{label}: {parent!r} is both a file and a directory; refusing the archive")
             items.setdefault(parent, TarItem(Entry(parent, "dir", policy.DIR_MODE), None))
     return sorted(items.values(), key=lambda item: item.entry.sort_key)
 
@@ -101,15 +99,11 @@ def _add_hardlinks(by_name: dict[str, tarfile.TarInfo], items: dict[str, TarItem
         seen = {name}
         while target in by_name and by_name[target].islnk():
             if target in seen:
-                raise ArchiveError(
-                    f"{label}: hardlink {name!r} is part of a link cycle; refusing the archive"
-                )
+                raise ArchiveError(f"{label}: hardlink {name!r} is part of a link cycle; refusing the archive")
             seen.add(target)
             target = safe_name(by_name[target].linkname, label)
         if target not in by_name or not by_name[target].isfile():
-            raise ArchiveError(
-                f"{label}: hardlink {name!r} points to {target!r}, which is not a file in the archive"
-            )
+            raise ArchiveError(f"{label}: hardlink {name!r} points to {target!r}, which is not a file in the archive")
         groups.setdefault(target, [target]).append(name)
     for target, names in groups.items():
         data = by_name[target]
@@ -138,9 +132,7 @@ def _tarinfo(entry: Entry, epoch: int) -> tarfile.TarInfo:
     return ti
 
 
-def write(
-    out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, epoch: int, label: str
-) -> None:
+def write(out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, epoch: int, label: str) -> None:
     """Write ``items`` canonically to ``out``, streaming file data from ``src``."""
     with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, encoding="utf-8") as dst:
         for item in items:
@@ -155,6 +147,4 @@ def write(
                     raise ArchiveError(f"{label}: member {item.entry.name!r} has no data")
                 dst.addfile(ti, data)
             except (tarfile.TarError, OSError, EOFError) as exc:
-                raise ArchiveError(
-                    f"{label}: member {item.entry.name!r} is truncated or unreadable ({exc})"
-                ) from None
+                raise ArchiveError(f"{label}: member {item.entry.name!r} is truncated or unreadable ({exc})") from None

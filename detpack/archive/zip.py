@@ -136,9 +136,7 @@ def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[by
     fp.seek(info.header_offset)
     header = fp.read(_LOCAL_HEADER.size)
     if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-        raise ArchiveError(
-            f"{label}: member {info.filename!r} has a bad local header; the archive is corrupt"
-        )
+        raise ArchiveError(f"{label}: member {info.filename!r} has a bad local header; the archive is corrupt")
     fields = _LOCAL_HEADER.unpack(header)
     fp.seek(fields[10] + fields[11], 1)
     remaining = info.compress_size
@@ -186,9 +184,7 @@ class CanonicalZipWriter(ReproducibleZipFile):
             self._recompress(src, info, entry, sink, label)
         sink.finish()
 
-    def _copy_raw(
-        self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str
-    ) -> None:
+    def _copy_raw(self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str) -> None:
         zi = _zipinfo(entry, self.epoch)
         zi.compress_type = info.compress_type
         zi.CRC = info.CRC
@@ -214,18 +210,14 @@ class CanonicalZipWriter(ReproducibleZipFile):
                 while d.unconsumed_tail:
                     sink.feed(d.decompress(d.unconsumed_tail, policy.CHUNK))
             except zlib.error as exc:
-                raise ArchiveError(
-                    f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})"
-                ) from None
+                raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
         if d is not None and not d.eof:
             raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
         self.filelist.append(zi)
         self.NameToInfo[zi.filename] = zi
         self.start_dir = fp.tell()
 
-    def _recompress(
-        self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str
-    ) -> None:
+    def _recompress(self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str) -> None:
         zi = _zipinfo(entry, self.epoch)
         zi.compress_type = zipfile.ZIP_DEFLATED
         _set_level(zi)

@@ -16,11 +16,20 @@ from detpack import __version__
 from detpack.cli import build as build_cmd
 from detpack.cli import check as check_cmd
 from detpack.cli import diff as diff_cmd
+from detpack.cli import lock as lock_cmd
 from detpack.cli import normalize as normalize_cmd
+from detpack.cli import rebuild as rebuild_cmd
 from detpack.cli._output import Output
 from detpack.errors import DetpackError
 
-VERBS = {"build": build_cmd, "normalize": normalize_cmd, "diff": diff_cmd, "check": check_cmd}
+VERBS = {
+    "build": build_cmd,
+    "normalize": normalize_cmd,
+    "diff": diff_cmd,
+    "check": check_cmd,
+    "lock": lock_cmd,
+    "rebuild": rebuild_cmd,
+}
 
 
 def parser() -> argparse.ArgumentParser:

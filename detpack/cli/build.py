@@ -132,6 +132,12 @@ def add_parser(sub: Any) -> None:
         help="look for build dependencies in DIR (pip --find-links)",
     )
     det.add_argument(
+        "--lock",
+        type=Path,
+        metavar="FILE",
+        help="install exactly the build dependencies in this PEP 751 lock (detpack lock), hash-checked",
+    )
+    det.add_argument(
         "--offline", action="store_true", default=None, help="do not use a package index (only --find-links)"
     )
 
@@ -204,6 +210,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         offline=args.offline,
         env_dir=args.env_dir,
         sdist_extract_dir=args.sdist_extract_dir,
+        lock=args.lock,
     )
     if args.metadata:
         import packaging.metadata

@@ -68,9 +68,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.warning(f"{name}: {why}")
     mode = "the backend's raw output" if args.raw else "detpack build"
     if result.reproducible:
-        out.result(
-            f"reproducible: {result.builds} builds ({mode}) identical under {', '.join(result.varied)}"
-        )
+        out.result(f"reproducible: {result.builds} builds ({mode}) identical under {', '.join(result.varied)}")
         return 0
     assert result.experiment is not None
     out.result(f"not reproducible ({mode}): {_tally(result.experiment)}")

@@ -120,9 +120,7 @@ def render_text(c: Comparison, verbose: int) -> list[str]:
                     cap = len(detail) if verbose > 0 else 24
                     lines += [f"      {ln}" for ln in detail[:cap]]
                     if len(detail) > cap:
-                        lines.append(
-                            f"      ... {len(detail) - cap} more lines (-v shows all, --html collapses)"
-                        )
+                        lines.append(f"      ... {len(detail) - cap} more lines (-v shows all, --html collapses)")
     return lines
 
 

@@ -68,9 +68,7 @@ def _file(f: FileComparison) -> str:
     tally = f.cause_tally()
     if tally:
         parts.append(
-            "<p>likely causes: "
-            + ", ".join(f"<span class='cause'>{_e(c)}</span> ({n})" for c, n in tally)
-            + "</p>"
+            "<p>likely causes: " + ", ".join(f"<span class='cause'>{_e(c)}</span> ({n})" for c, n in tally) + "</p>"
         )
     archive = [d for d in f.differences if d.member is None]
     members: dict[str, list[Difference]] = {}

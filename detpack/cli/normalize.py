@@ -52,9 +52,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         names = [f.name for f in files]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ConfigError(
-                f"-o {args.outdir}: several inputs are named {', '.join(dupes)}; they would collide"
-            )
+            raise ConfigError(f"-o {args.outdir}: several inputs are named {', '.join(dupes)}; they would collide")
         for f in files:
             if f.resolve().parent == args.outdir.resolve():
                 raise ConfigError(f"{f}: -o would overwrite the input itself; use --in-place for that")

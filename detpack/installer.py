@@ -1,0 +1,205 @@
+"""What goes into the isolated build environment, and the record of it.
+
+pip runs with ``--report`` so every installed file's sha256 is known; with a lock, pip runs
+in hash-checking mode (``--require-hashes --no-deps``) over exactly the locked files, and a
+file whose hash differs is refused by name. uv has no install report: versions are read
+from the environment and file hashes are unknown (unless a lock pinned them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from build.env import DefaultIsolatedEnv
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from detpack.environment import Runner
+from detpack.errors import EnvironmentSetupError
+from detpack.lock import BuildLock, LockError
+
+Installer = Literal["pip", "uv"]
+_MISMATCH = re.compile(r"^\s+(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+) from (?P<url>\S+?):?(?: \(from .*)?$")
+
+
+@dataclass(frozen=True)
+class InstalledDependency:
+    """A package installed into the isolated build environment."""
+
+    name: str
+    version: str
+    sha256: str | None
+    url: str | None
+    requested: bool
+
+
+def _pip(env: DefaultIsolatedEnv) -> list[str]:
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip", "--python", env.python_executable]
+    return [env.python_executable, "-Im", "pip"]
+
+
+def uv_binary() -> str:
+    """The uv that ``build`` itself uses: the ``uv`` package's binary, else ``$UV`` or ``uv`` on PATH."""
+    try:
+        import uv  # type: ignore[import-not-found, unused-ignore]
+
+        return str(uv.find_uv_bin())
+    except (ModuleNotFoundError, FileNotFoundError):
+        found = shutil.which(os.environ.get("UV") or "uv")
+        if found is None:
+            raise EnvironmentSetupError(
+                "--installer uv: uv not found; install it (pip install uv) or set UV to its path"
+            ) from None
+        return found
+
+
+def install(
+    env: DefaultIsolatedEnv,
+    requirements: Collection[str],
+    runner: Runner,
+    *,
+    installer: Installer,
+    constraints: Path | None,
+    fresh: bool,
+) -> list[dict[str, object]]:
+    """Install ``requirements``; return pip's report items (or equivalent for uv)."""
+    if not requirements:
+        return []
+    reqfile = Path(env.path) / "detpack-requirements.txt"
+    reqfile.write_text("\n".join(sorted(requirements)) + "\n", encoding="utf-8")
+    return _run(env, reqfile, runner, installer=installer, constraints=constraints, fresh=fresh, locked=None)
+
+
+def install_locked(
+    env: DefaultIsolatedEnv, lock: BuildLock, runner: Runner, *, installer: Installer
+) -> list[dict[str, object]]:
+    """Install exactly the locked files, each checked against its sha256."""
+    reqfile = Path(env.path) / "detpack-locked.txt"
+    reqfile.write_text(lock.requirements(), encoding="utf-8")
+    return _run(env, reqfile, runner, installer=installer, constraints=None, fresh=True, locked=lock)
+
+
+def _run(
+    env: DefaultIsolatedEnv,
+    reqfile: Path,
+    runner: Runner,
+    *,
+    installer: Installer,
+    constraints: Path | None,
+    fresh: bool,
+    locked: BuildLock | None,
+) -> list[dict[str, object]]:
+    report = Path(env.path) / "detpack-install-report.json"
+    report.unlink(missing_ok=True)
+    if installer == "uv":
+        cmd = [uv_binary(), "pip", "install", "--python", env.python_executable]
+    else:
+        cmd = [*_pip(env), "install", "--no-warn-script-location", "--no-compile", "--no-input"]
+        cmd += ["--report", str(report)]
+        if fresh:
+            cmd.append("--ignore-installed")
+    if locked is not None:
+        cmd += ["--require-hashes", "--no-deps"]
+    cmd += ["-r", str(reqfile)]
+    if constraints is not None:
+        cmd += ["-c", str(constraints.resolve())]
+    try:
+        runner.run(cmd, extra_environ={"PYTHONPATH": ""})
+    except subprocess.CalledProcessError as exc:
+        if locked is not None:
+            _raise_lock_problem(locked, str(exc.output or ""))
+        raise
+    if installer == "uv" or not report.is_file():
+        return _from_metadata(env, locked)
+    data = json.loads(report.read_text(encoding="utf-8"))
+    items: list[dict[str, object]] = data.get("install", [])
+    return items
+
+
+def _raise_lock_problem(lock: BuildLock, output: str) -> None:
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        m = _MISMATCH.match(line)
+        if m and i + 2 < len(lines) and "Expected sha256" in lines[i + 1]:
+            got = lines[i + 2].split()[-1]
+            raise LockError(
+                f"{lock.path}: {m['name']} {m['version']} from {m['url']} does not match its locked sha256 "
+                f"(got {got}); the file was changed or replaced - refusing it"
+            )
+    missing = re.search(r"No matching distribution found for (\S+)", output)
+    if missing:
+        raise LockError(f"{lock.path}: locked {missing.group(1)} cannot be found on the index or in --find-links")
+
+
+def _from_metadata(env: DefaultIsolatedEnv, locked: BuildLock | None) -> list[dict[str, object]]:
+    # uv has no install report: versions come from the environment; hashes from a lock if any.
+    pins = {p.name: p for p in locked.packages} if locked else {}
+    out: list[dict[str, object]] = []
+    purelib = env._env_backend.purelib
+    for dist in importlib.metadata.distributions(path=[purelib]):
+        name = canonicalize_name(dist.metadata["Name"])
+        item: dict[str, object] = {"metadata": {"name": name, "version": dist.version}}
+        if name in pins and pins[name].version == dist.version:
+            item["download_info"] = {"archive_info": {"hashes": {"sha256": pins[name].sha256}}}
+        out.append(item)
+    return out
+
+
+def installed_versions(env: DefaultIsolatedEnv) -> dict[str, str]:
+    purelib = env._env_backend.purelib
+    return {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[purelib])}
+
+
+def unmet(requirements: Collection[str], versions: dict[str, str]) -> list[str]:
+    """The requirements that the installed ``versions`` do not satisfy."""
+    missing = []
+    for text in sorted(requirements):
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            missing.append(text)
+            continue
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        have = versions.get(canonicalize_name(req.name))
+        if have is None or not req.specifier.contains(have, prereleases=True):
+            missing.append(text)
+    return missing
+
+
+def merge(items: Sequence[dict[str, object]], requested: Collection[str]) -> tuple[InstalledDependency, ...]:
+    """pip report items -> one ``InstalledDependency`` per package, marking the requested ones."""
+    wanted: set[str] = set()
+    for r in requested:
+        with contextlib.suppress(InvalidRequirement):
+            wanted.add(canonicalize_name(Requirement(r).name))
+    found: dict[str, InstalledDependency] = {}
+    for item in items:
+        meta = item.get("metadata", {})
+        assert isinstance(meta, dict)
+        name = canonicalize_name(str(meta.get("name", "")))
+        info = item.get("download_info") or {}
+        assert isinstance(info, dict)
+        archive = info.get("archive_info") or {}
+        hashes = archive.get("hashes", {}) if isinstance(archive, dict) else {}
+        found[name] = InstalledDependency(
+            name=name,
+            version=str(meta.get("version", "")),
+            sha256=hashes.get("sha256"),
+            url=info.get("url"),
+            requested=name in wanted,
+        )
+    return tuple(found[k] for k in sorted(found))

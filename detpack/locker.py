@@ -1,0 +1,65 @@
+"""``detpack lock``: resolve a project's build dependencies into a PEP 751 lock.
+
+Static ``[build-system].requires`` plus what the backend asks for to build an sdist and a
+wheel (``get_requires_for_build_*``), resolved by pip for this interpreter and platform in
+the controlled environment; each installed file's sha256 comes from pip's install report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import detpack
+from detpack import environment
+from detpack.atomic import write_bytes
+from detpack.config import BuildRequest
+from detpack.environment import LineSink
+from detpack.errors import ConfigError
+from detpack.frontend import resolve_requirements
+from detpack.layout import lay_out
+from detpack.lock import DEFAULT_NAME, LockedPackage, lock_bytes
+from detpack.pipeline import session
+
+
+@dataclass(frozen=True)
+class LockResult:
+    path: Path
+    requires: tuple[str, ...]
+    packages: tuple[LockedPackage, ...]
+
+
+def create_lock(
+    request: BuildRequest,
+    output: Path | None = None,
+    *,
+    on_line: LineSink | None = None,
+    on_step: LineSink | None = None,
+    caller_env: Mapping[str, str] | None = None,
+) -> LockResult:
+    with session(request, caller_env=caller_env, on_line=on_line, on_step=on_step) as ses:
+        if ses.source.kind != "directory":
+            raise ConfigError(f"{ses.source.path}: lock a project directory, not an sdist")
+        target = output or ses.source.path / DEFAULT_NAME
+        with environment.applied(ses.env):
+            srcdir = lay_out(ses.source, ses.root)
+            if on_step:
+                on_step(f"resolving build requirements of {ses.source.path}")
+            requires, installed = resolve_requirements(
+                srcdir,
+                runner=ses.runner,
+                settings=request.frontend,
+                env_dir=ses.root.env_dir("lock"),
+                label=ses.source.path,
+            )
+    packages = []
+    for dep in installed:
+        if not dep.sha256:
+            raise ConfigError(
+                f"{ses.source.path}: the installer did not report a sha256 for {dep.name} {dep.version}; "
+                "lock with --installer pip"
+            )
+        packages.append(LockedPackage(dep.name, dep.version, dep.sha256, None, dep.url))
+    write_bytes(target, lock_bytes(packages, requires=requires, created_by=f"detpack {detpack.__version__}"))
+    return LockResult(target, requires, tuple(packages))
