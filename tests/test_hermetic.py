@@ -1,0 +1,143 @@
+"""Hermetic inputs: a lock keeps the backend version fixed when a newer one appears, refuses
+a tampered file by name; C extensions do not depend on where they are built; rebuild from a
+provenance record names what changed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import DETPACK, FIXTURES, WHEELHOUSE, digests, materialize, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _house(tmp: Path, name: str, skip: str) -> Path:
+    """A wheelhouse with every wheel of the project's wheelhouse except those starting with ``skip``."""
+    house = tmp / name
+    house.mkdir()
+    for wheel in WHEELHOUSE.glob("*.whl"):
+        if not wheel.name.startswith(skip):
+            (house / wheel.name).symlink_to(wheel)
+    return house
+
+
+def _build(src: Path, out: Path, house: Path, *extra: object) -> tuple[int, str]:
+    r = run([DETPACK, "build", src, "-o", out, "--find-links", house, "--offline", *extra])
+    return r.code, r.stderr
+
+
+def test_lock_pins_the_backend_and_refuses_tampering(tmp_path: Path, wheelhouse: Path) -> None:
+    src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
+    old_only = _house(tmp_path, "old", "flit_core-4.")  # today's index: flit_core 3.12.0 only
+    r = run([DETPACK, "lock", src, "--find-links", old_only, "--offline"])
+    assert r.code == 0, r.stderr
+    lock = src / "pylock.build.toml"
+    text = lock.read_text()
+    assert 'name = "flit-core"' in text and 'version = "3.12.0"' in text and "sha256 = " in text
+
+    assert _build(src, tmp_path / "today", old_only, "--lock", lock)[0] == 0
+    # Tomorrow the index also serves flit_core 4.2.0: the lock keeps 3.12.0 and the bytes.
+    assert _build(src, tmp_path / "tomorrow", wheelhouse, "--lock", lock)[0] == 0
+    assert digests(tmp_path / "today") == digests(tmp_path / "tomorrow")
+    # Control: without the lock the newer backend is used and the wheel changes.
+    assert _build(src, tmp_path / "unlocked", wheelhouse)[0] == 0
+    assert digests(tmp_path / "unlocked") != digests(tmp_path / "today")
+    with zipfile.ZipFile(next((tmp_path / "unlocked").glob("*.whl"))) as zf:
+        assert "Generator: flit 4.2.0" in zf.read("fx_flit-1.0.0.dist-info/WHEEL").decode()
+    prov = json.loads(next((tmp_path / "tomorrow").glob("*.provenance.json")).read_bytes())
+    assert prov["predicate"]["buildDefinition"]["externalParameters"]["lock"]["name"] == "pylock.build.toml"
+
+    # A tampered flit_core wheel (same name, other bytes) is refused by name; nothing is written.
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for wheel in old_only.iterdir():
+        (tampered / wheel.name).write_bytes(wheel.read_bytes())
+    evil = next(tampered.glob("flit_core-3.12.0-*.whl"))
+    with zipfile.ZipFile(evil, "a") as zf:
+        zf.writestr("flit_core/evil.py", "print('pwned')\n")
+    code, err = _build(src, tmp_path / "evil-out", tampered, "--lock", lock)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert code == 2 and len(lines) == 1, err
+    assert "flit-core 3.12.0" in lines[0] and evil.name in lines[0] and "does not match its locked sha256" in lines[0]
+    assert not (tmp_path / "evil-out").exists() or not any((tmp_path / "evil-out").iterdir())
+
+
+def test_lock_that_lacks_a_requirement_is_named(tmp_path: Path, wheelhouse: Path) -> None:
+    from conftest import sha256
+    from detpack.lock import LockedPackage, lock_bytes
+
+    src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
+    wheel = next(wheelhouse.glob("packaging-*.whl"))
+    version = wheel.name.split("-")[1]
+    lock = tmp_path / "pylock.build.toml"
+    lock.write_bytes(
+        lock_bytes(
+            [LockedPackage("packaging", version, sha256(wheel), wheel.name, wheel.as_uri())],
+            requires=[],
+            created_by="test",
+        )
+    )
+    code, err = _build(src, tmp_path / "out", wheelhouse, "--lock", lock)
+    assert code == 2 and "does not satisfy flit_core" in err, err
+
+
+def test_c_extension_is_independent_of_build_path_and_root(tmp_path: Path, wheelhouse: Path) -> None:
+    a = materialize(FIXTURES / "cext", tmp_path / "a" / "src", 0o022)
+    b = materialize(FIXTURES / "cext", tmp_path / "b" / "some" / "deeper" / "tree", 0o002)
+    assert _build(a, tmp_path / "out-a", wheelhouse)[0] == 0
+    r = run(
+        [DETPACK, "build", b, "-o", tmp_path / "out-b", "--find-links", wheelhouse, "--offline"],
+        env={"TZ": "Asia/Tokyo", "DETPACK_BUILD_ROOT": str(tmp_path / "elsewhere-root")},
+        umask=0o002,
+    )
+    assert r.code == 0, r.stderr
+    assert digests(tmp_path / "out-a") == digests(tmp_path / "out-b")
+    wheel = next((tmp_path / "out-a").glob("*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        so = next(n for n in zf.namelist() if n.endswith(".so"))
+        data = zf.read(so)
+    assert b"/tmp/" not in data and b"detpack-build" not in data
+    venv = tmp_path / "venv"
+    assert run([sys.executable, "-m", "venv", "--without-pip", venv]).code == 0
+    assert run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", wheel]).code == 0
+    r = run([venv / "bin" / "python", "-c", "import fx_cext; print(fx_cext.hello(), fx_cext.origin())"], cwd=tmp_path)
+    assert r.code == 0 and "2 + 3 = 5" in r.stdout, r.stderr
+    assert "/tmp/" not in r.stdout.split(" 5 ", 1)[1]  # __FILE__ was mapped away too
+
+
+def test_rebuild_after_an_edit_names_the_member(tmp_path: Path, wheelhouse: Path) -> None:
+    src = materialize(FIXTURES / "hatchling", tmp_path / "src", 0o022)
+    assert _build(src, tmp_path / "dist", wheelhouse)[0] == 0
+    prov = next((tmp_path / "dist").glob("*.provenance.json"))
+    module = src / "src" / "fx_hatchling" / "__init__.py"
+    module.write_text(module.read_text() + "EDITED = True\n")
+    r = run([DETPACK, "rebuild", prov, "--source", src, "--find-links", wheelhouse, "--offline"])
+    assert r.code == 1, r.stderr
+    assert r.stdout.startswith("NOT reproduced: 0 of 2 subjects match (tree digest DIFFERS")
+    assert "fx_hatchling/__init__.py" in r.stdout and "+EDITED = True" in r.stdout
+
+
+def test_rebuild_from_an_sdist_record_and_bad_records(tmp_path: Path, wheelhouse: Path) -> None:
+    src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
+    assert _build(src, tmp_path / "dist", wheelhouse, "--sdist")[0] == 0
+    sdist = next((tmp_path / "dist").glob("*.tar.gz"))
+    # A wheel built from the sdist: its record names the sdist, which lies beside it.
+    assert run([DETPACK, "build", sdist, "--find-links", wheelhouse, "--offline"]).code == 0
+    prov = next((tmp_path / "dist").glob("*.provenance.json"))
+    r = run([DETPACK, "rebuild", prov, "--find-links", wheelhouse, "--offline"])
+    assert r.code == 0 and "sdist sha256 matches" in r.stdout, r.stdout + r.stderr
+    bad = tmp_path / "bad.json"
+    for content, needle in (("{", "not JSON"), ('{"a": 1}', "not an in-toto SLSA provenance statement")):
+        bad.write_text(content)
+        r = run([DETPACK, "rebuild", bad])
+        assert r.code == 2 and needle in r.stderr, r.stderr
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / prov.name).write_bytes(prov.read_bytes())
+    r = run([DETPACK, "rebuild", moved / prov.name])
+    assert r.code == 2 and "is not beside it; pass --source PATH" in r.stderr
