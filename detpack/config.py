@@ -34,6 +34,7 @@ class BuildRequest:
     env_dir: Path | None = None  # build's --env-dir: a fixed, user-chosen isolated-env path
     sdist_extract_dir: Path | None = None  # build's --sdist-extract-dir
     lock: Path | None = None  # a PEP 751 lock of the build dependencies (detpack lock)
+    normalize: bool = True  # False: keep the backend's bytes (rebuild --pypi compares those)
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ def _redact_value(value: str) -> str:
 
 def controlled_environment(
     *,
-    epoch: int,
+    epoch: int | None,
     root: BuildRoot,
     caller_env: Mapping[str, str],
     pass_env: Sequence[str] = (),
@@ -143,11 +143,9 @@ def controlled_environment(
 ) -> ControlledEnvironment:
     """Assemble the allowlisted environment for one build."""
     variables = dict(policy.FIXED_ENV)
-    variables.update(
-        SOURCE_DATE_EPOCH=str(epoch),
-        HOME=str(root.home),
-        TMPDIR=str(root.tmp),
-    )
+    variables.update(HOME=str(root.home), TMPDIR=str(root.tmp))
+    if epoch is not None:  # None only to reproduce a build that was made without it
+        variables["SOURCE_DATE_EPOCH"] = str(epoch)
     passed: list[str] = []
     for name in (*policy.PASSTHROUGH_ENV, *pass_env):
         if name in policy.NEVER_PASS:

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,7 @@ class _Staging:
     """Normalized outputs waiting in hidden temporaries until the whole build succeeded."""
 
     outdir: Path
+    normalize: bool = True
     pending: list[tuple[Path, Path]] = field(default_factory=list)
 
     def add(self, raw: Path, final_name: str, options: NormalizeOptions, scratch: Path) -> Path:
@@ -64,7 +66,11 @@ class _Staging:
         self.pending.append((tmp, self.outdir / final_name))
         kind: ArchiveKind = "tar.gz" if final_name.endswith(".tar.gz") else "wheel"
         with tmp.open("wb") as out:
-            normalize_stream(raw, out, kind, options, scratch)
+            if self.normalize:
+                normalize_stream(raw, out, kind, options, scratch)
+            else:
+                with raw.open("rb") as inp:
+                    shutil.copyfileobj(inp, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
         return tmp
@@ -118,7 +124,7 @@ def session(
                 "CFLAGS, but a backend that ignores CFLAGS may embed it"
             )
         env = environment.controlled_environment(
-            epoch=epoch.value,
+            epoch=None if epoch.origin == "unset" else epoch.value,
             root=root,
             caller_env=caller_env,
             pass_env=(*tool.pass_env, *request.pass_env),
@@ -157,7 +163,7 @@ def build_project(
             raise InputError(f"{outdir}: output path exists and is not a directory")
         distributions = _plan(source, request.distributions)
         options = NormalizeOptions(epoch.value, recompress)
-        staging = _Staging(outdir)
+        staging = _Staging(outdir, normalize=request.normalize)
         try:
             with environment.applied(env):
                 raws, finals = _run_builds(
@@ -186,6 +192,7 @@ def build_project(
                     recompress=recompress,
                     offline=offline,
                     lock=request.frontend.lock,
+                    normalized=request.normalize,
                 ),
                 environment=env.recorded(),
                 paths={
@@ -268,7 +275,9 @@ def _run_builds(
             env_dir=request.env_dir or root.env_dir(dist),
             label=source.path,
         )
-        step(f"normalizing {raw.path.name}")
+        step(
+            f"normalizing {raw.path.name}" if staging.normalize else f"keeping {raw.path.name} as the backend wrote it"
+        )
         try:
             staged = staging.add(raw.path, raw.path.name, options, root.tmp)
         except ArchiveError as exc:

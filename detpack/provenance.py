@@ -73,6 +73,7 @@ class BuildParameters:
     recompress: bool
     offline: bool
     lock: BuildLock | None = None
+    normalized: bool = True
 
 
 def canonical_json(value: object) -> bytes:
@@ -170,6 +171,7 @@ def statement(
         "skipDependencyCheck": parameters.skip_dependency_check,
         "recompress": parameters.recompress,
         "offline": parameters.offline,
+        "normalized": parameters.normalized,
         "sourceDateEpoch": {"value": epoch.value, "origin": epoch.origin},
     }
     if parameters.lock is not None:

@@ -150,6 +150,7 @@ def rebuild(
             ),
             epoch_spec=str(ext["sourceDateEpoch"]["value"]),
             recompress=ext.get("recompress", False),
+            normalize=ext.get("normalized", True),
             find_links=find_links,
             offline=offline if offline is not None else ext.get("offline"),
         )

@@ -25,7 +25,7 @@ from detpack import policy
 from detpack.errors import ArchiveError, ConfigError, InputError
 
 SourceKind = Literal["directory", "sdist"]
-EpochOrigin = Literal["option", "environment", "git", "sdist", "default"]
+EpochOrigin = Literal["option", "environment", "git", "sdist", "default", "unset"]
 
 #: Left out when a directory is copied into the build root: local clutter a fresh checkout
 #: does not have (a stale build/ tree is a classic source of drift). ``*.egg-info`` is kept:
@@ -174,6 +174,10 @@ def resolve_epoch(spec: str | None, environ: Mapping[str, str], source: Source) 
             if source.git is None:
                 raise ConfigError(f"--source-date-epoch git: {source.path} is not in a git repository with commits")
             return Epoch(source.git.commit_time, "git")
+        if spec == "unset":
+            # Reproducing a build made without SOURCE_DATE_EPOCH: leave it out of the
+            # environment (normalization, if any, still uses the default epoch).
+            return Epoch(policy.DEFAULT_EPOCH, "unset")
         if spec == "sdist":
             if source.pkg_info_mtime is None:
                 raise ConfigError(f"--source-date-epoch sdist: {source.path} is not an sdist")

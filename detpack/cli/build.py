@@ -108,7 +108,8 @@ def add_parser(sub: Any) -> None:
     det.add_argument(
         "--source-date-epoch",
         metavar="{N,git,sdist}",
-        help="SOURCE_DATE_EPOCH: seconds, the last git commit, or the sdist's PKG-INFO time",
+        help="SOURCE_DATE_EPOCH: seconds, the last git commit, or the sdist's PKG-INFO time "
+        "('unset' leaves it out, only to reproduce a build made without it)",
     )
     det.add_argument(
         "--recompress",

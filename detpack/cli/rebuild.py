@@ -12,6 +12,8 @@ from typing import Any
 from detpack.cli._output import Output
 from detpack.cli.diff import render_text
 from detpack.compare import Comparison
+from detpack.errors import ConfigError
+from detpack.pypi import rebuild_pypi
 from detpack.rebuild import rebuild
 
 
@@ -22,7 +24,12 @@ def add_parser(sub: Any) -> None:
         description="Take a provenance file written by `detpack build`, get the same source (verified), "
         "the same build dependencies (by sha256), epoch and settings, rebuild and compare every subject.",
     )
-    p.add_argument("provenance", type=Path, metavar="PROVENANCE")
+    p.add_argument("provenance", type=Path, metavar="PROVENANCE", nargs="?")
+    p.add_argument(
+        "--pypi",
+        metavar="NAME==VERSION",
+        help="instead: rebuild a published release's wheel from its sdist and compare with the index's",
+    )
     p.add_argument("--source", type=Path, metavar="PATH", help="the source tree or sdist (default: sdist beside it)")
     p.add_argument("-o", "--outdir", type=Path, help="keep the rebuilt files here (default: a temporary folder)")
     p.add_argument("--find-links", action="append", default=[], type=Path, metavar="DIR")
@@ -31,7 +38,35 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quiet", "-q", action="count", default=0)
 
 
+def run_pypi(args: argparse.Namespace, out: Output) -> int:
+    checks = rebuild_pypi(args.pypi, on_step=out.step, on_line=out.line)
+    counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("byte-identical", "content-identical", "different")}
+    out.result(f"{args.pypi}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f" of {len(checks)} wheel(s)")
+    for c in checks:
+        epoch = "unset" if c.epoch is None else c.epoch
+        pinned = c.pin or "nothing"
+        out.result(f"  {c.verdict:17} {c.wheel}  (Generator: {c.generator or '?'}; pinned {pinned}; epoch {epoch})")
+        if c.comparison is not None:
+            what = "metadata only" if c.verdict == "content-identical" else "content"
+            tally = ", ".join(f"{k} ({n})" for k, n in c.comparison.cause_tally()) or "no cause inferred"
+            attrs = sorted({d.attribute for d in c.comparison.differences})
+            out.result(
+                f"    {what}: {c.comparison.members_differing} of {c.comparison.members_total} members; "
+                f"attributes {', '.join(attrs)}; likely causes: {tally}"
+            )
+            if out.verbosity > 0:
+                lines = render_text(Comparison("published", "rebuilt", False, (c.comparison,)), out.verbosity)[1:]
+                out.result("\n".join(f"    {ln}" for ln in lines))
+    return 0 if counts["different"] == 0 and counts["content-identical"] == 0 else 1
+
+
 def run(args: argparse.Namespace, out: Output) -> int:
+    if args.pypi:
+        if args.provenance is not None:
+            raise ConfigError("rebuild: give a PROVENANCE file or --pypi NAME==VERSION, not both")
+        return run_pypi(args, out)
+    if args.provenance is None:
+        raise ConfigError("rebuild: give a PROVENANCE file (or --pypi NAME==VERSION)")
     result = rebuild(
         args.provenance,
         source=args.source,

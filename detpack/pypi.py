@@ -1,0 +1,157 @@
+"""``detpack rebuild --pypi NAME==VERSION``: check a published release against a local rebuild.
+
+Fetch the release's sdist and wheel through pip (so the user's index settings apply), read
+the backend and its version from the wheel's ``WHEEL`` ``Generator:`` line, take the epoch
+from the wheel's newest entry time, rebuild the wheel from the sdist in the controlled
+environment with that backend pinned, keep the backend's bytes (no normalization: the
+published wheel was not normalized either) and classify: byte-identical, content-identical
+(only metadata differs: which) or different (which members).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from plumbum import local
+from plumbum.commands.processes import ProcessExecutionError
+
+from detpack.compare import FileComparison, compare_files, same_bytes
+from detpack.config import BuildRequest
+from detpack.environment import LineSink
+from detpack.errors import InputError
+from detpack.frontend import FrontendSettings
+from detpack.pipeline import build_project
+from detpack.provenance import file_sha256
+
+Verdict = Literal["byte-identical", "content-identical", "different"]
+
+#: ``Generator:`` value -> the requirement that pins the backend that wrote it.
+_GENERATORS = (
+    (re.compile(r"^flit (?P<v>\S+)"), "flit_core"),
+    (re.compile(r"^hatchling (?P<v>\S+)"), "hatchling"),
+    (re.compile(r"^poetry-core (?P<v>\S+)"), "poetry-core"),
+    (re.compile(r"^poetry (?P<v>\S+)"), "poetry-core"),
+    (re.compile(r"^setuptools \((?P<v>[^)]+)\)"), "setuptools"),
+    (re.compile(r"^bdist_wheel \((?P<v>[^)]+)\)"), "wheel"),
+    (re.compile(r"^pdm-backend \((?P<v>[^)]+)\)"), "pdm-backend"),
+    (re.compile(r"^pdm-backend (?P<v>\S+)"), "pdm-backend"),
+)
+
+
+@dataclass(frozen=True)
+class WheelCheck:
+    wheel: str
+    generator: str
+    pin: str | None
+    epoch: int | None
+    verdict: Verdict
+    comparison: FileComparison | None
+    rebuilt_sha256: str
+    published_sha256: str
+
+
+def backend_pin(generator: str) -> str | None:
+    for pattern, requirement in _GENERATORS:
+        m = pattern.match(generator.strip())
+        if m:
+            return f"{requirement}=={m['v']}"
+    return None
+
+
+def wheel_facts(wheel: Path) -> tuple[str, int | None]:
+    """The ``Generator:`` of a wheel and the SOURCE_DATE_EPOCH its build most likely had.
+
+    Backends stamp the files they generate (``.dist-info``) with SOURCE_DATE_EPOCH when it is
+    set, and every other member too. When the members' times vary while the ``.dist-info``
+    ones agree, the publisher had no SOURCE_DATE_EPOCH: ``None``.
+    """
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/WHEEL")]
+        if not names:
+            raise InputError(f"{wheel}: no .dist-info/WHEEL inside; not a wheel")
+        lines = zf.read(names[0]).decode().splitlines()
+        generator = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Generator:")), "")
+        prefix = names[0].rsplit("/", 1)[0] + "/"
+        times = {i.filename: calendar.timegm((*i.date_time, 0, 0, 0)) for i in zf.infolist()}
+    generated = (f"{prefix}WHEEL", f"{prefix}METADATA", f"{prefix}RECORD")
+    meta = {t for n, t in times.items() if n in generated}
+    if len(set(times.values())) == 1:
+        return generator, next(iter(times.values()))
+    if len(meta) == 1:
+        return generator, None
+    return generator, max(times.values())
+
+
+def _download(spec: str, dest: Path, binary: bool) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    flag = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    try:
+        local[sys.executable]["-m", "pip", "download", "--no-deps", *flag, "-d", str(dest), spec]()
+    except ProcessExecutionError as exc:
+        lines = [ln.strip() for ln in str(exc.stderr).splitlines() if ln.strip() and "WARNING" not in ln]
+        errors = [ln for ln in lines if ln.lower().startswith("error")] or lines or ["pip failed"]
+        kind = "wheel" if binary else "sdist"
+        raise InputError(f"{spec}: cannot download its {kind} ({errors[0]})") from None
+    return sorted(dest.iterdir())
+
+
+def rebuild_pypi(
+    spec: str,
+    *,
+    on_step: LineSink | None = None,
+    on_line: LineSink | None = None,
+    caller_env: Mapping[str, str] | None = None,
+) -> list[WheelCheck]:
+    if "==" not in spec:
+        raise InputError(f"{spec}: give an exact release, NAME==VERSION")
+    step = on_step or (lambda _: None)
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="detpack-pypi-") as tmp:
+        work = Path(tmp)
+        step(f"downloading {spec} (sdist and wheel) with pip")
+        sdists = [p for p in _download(spec, work / "sdist", binary=False) if p.name.endswith(".tar.gz")]
+        wheels = [p for p in _download(spec, work / "wheel", binary=True) if p.suffix == ".whl"]
+        if not sdists:
+            raise InputError(f"{spec}: the index has no .tar.gz sdist for this release")
+        for wheel in wheels:
+            generator, epoch = wheel_facts(wheel)
+            pin = backend_pin(generator)
+            constraints = None
+            if pin:
+                constraints = work / "constraints.txt"
+                constraints.write_text(pin + "\n")
+            when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
+            step(f"rebuilding {wheel.name} from {sdists[0].name} with {pin or 'the newest backend'}, {when}")
+            out = work / "rebuilt"
+            request = BuildRequest(
+                srcdir=sdists[0],
+                outdir=out,
+                distributions=("wheel",),
+                frontend=FrontendSettings(config_settings={}, constraints=constraints),
+                epoch_spec="unset" if epoch is None else str(epoch),
+                normalize=False,
+            )
+            built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
+            rebuilt = built.artifacts[0].path
+            published_sha = file_sha256(wheel)
+            if same_bytes(wheel, rebuilt):
+                verdict: Verdict = "byte-identical"
+                comparison = None
+            else:
+                content = compare_files(wheel, rebuilt, wheel.name, content_only=True)
+                verdict = "content-identical" if content.identical else "different"
+                comparison = compare_files(wheel, rebuilt, wheel.name) if content.identical else content
+            checks.append(
+                WheelCheck(
+                    wheel.name, generator, pin, epoch, verdict, comparison, built.artifacts[0].sha256, published_sha
+                )
+            )
+    return checks
