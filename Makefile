@@ -6,7 +6,7 @@ WHEELHOUSE := .wheelhouse
 SAMPLES := .samples
 STAMP := $(VENV)/.detpack-setup
 
-.PHONY: setup demo test test-fast lint typecheck bench clean
+.PHONY: setup demo test test-network test-fast lint typecheck bench clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,10 @@ demo: setup
 	@echo "provenance: $$(ls example/dist/*.provenance.json)"
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not network"
+
+test-network: setup
+	$(BIN)/python -m pytest -m network
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not network"
