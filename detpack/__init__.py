@@ -15,6 +15,7 @@ from detpack.errors import (
     DetpackError,
     EnvironmentSetupError,
     InputError,
+    OutputError,
     VerificationError,
 )
 from detpack.frontend import FrontendSettings
@@ -41,6 +42,7 @@ __all__ = [
     "InputError",
     "NormalizeOptions",
     "NormalizeResult",
+    "OutputError",
     "VerificationError",
     "__version__",
     "build_project",

@@ -42,6 +42,10 @@ class ConfigError(InputError):
     """A command-line option or ``[tool.detpack]`` setting is invalid."""
 
 
+class OutputError(DetpackError):
+    """An output could not be written (disk full, file too large, permissions)."""
+
+
 class BackendError(DetpackError):
     """The PEP 517 backend, or installing its requirements, failed."""
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from detpack import policy
 from detpack.archive import gz, tar
 from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect
@@ -31,6 +32,7 @@ from detpack.errors import ArchiveError, InputError
 class NormalizeOptions:
     epoch: int
     recompress: bool = False
+    limits: policy.Limits = policy.DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -71,17 +73,17 @@ def normalize_stream(src: Path, out: BinaryIO, kind: ArchiveKind, options: Norma
             _normalize_tar(f, out, options, label)
     elif kind == "tar.gz":
         with tempfile.TemporaryFile(dir=scratch) as plain:
-            gz.gunzip(src, plain)
+            gz.gunzip(src, plain, options.limits)
             plain.seek(0)
             with gz.canonical_writer(out) as gzout:
                 _normalize_tar(plain, gzout, options, label)  # type: ignore[arg-type]
     else:
-        gz.normalize_gz(src, out)
+        gz.normalize_gz(src, out, options.limits)
 
 
 def _normalize_tar(inp: BinaryIO, out: BinaryIO, options: NormalizeOptions, label: str) -> None:
     with tar.open_tar(inp, label) as tf:
-        tar.write(out, tar.plan(tf, label), tf, options.epoch, label)
+        tar.write(out, tar.plan(tf, label, options.limits), tf, options.epoch, label)
 
 
 def _wheel_dist_info(members: list[zipc.ZipMember], label: str) -> str:
@@ -113,7 +115,7 @@ def _zip_order(members: list[zipc.ZipMember], kind: ArchiveKind, label: str) -> 
 def _normalize_zip(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions) -> None:
     label = str(src)
     with zipc.open_zip(src) as zf:
-        members = zipc.read_members(zf, label)
+        members = zipc.read_members(zf, label, options.limits)
         ordered, record = _zip_order(members, kind, label)
         writer = zipc.CanonicalZipWriter(out, options.epoch)
         rows: list[tuple[str, str, str]] = []

@@ -23,7 +23,7 @@ from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
 from detpack import environment, policy, provenance
 from detpack.archive.detect import ArchiveKind
-from detpack.atomic import TEMP_PREFIX, atomic_writer
+from detpack.atomic import atomic_writer, sweep, temp_name
 from detpack.config import BuildRequest, load_tool_config
 from detpack.environment import BuildRoot, LineSink, Runner
 from detpack.errors import ArchiveError, BackendError, InputError
@@ -62,7 +62,8 @@ class _Staging:
 
     def add(self, raw: Path, final_name: str, options: NormalizeOptions, scratch: Path) -> Path:
         self.outdir.mkdir(parents=True, exist_ok=True)
-        tmp = self.outdir / f"{TEMP_PREFIX}{final_name}.part"
+        sweep(self.outdir)
+        tmp = self.outdir / temp_name(final_name)
         self.pending.append((tmp, self.outdir / final_name))
         kind: ArchiveKind = "tar.gz" if final_name.endswith(".tar.gz") else "wheel"
         with tmp.open("wb") as out:

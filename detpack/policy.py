@@ -7,6 +7,8 @@ the version is recorded in every provenance statement.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Final
 
 POLICY_VERSION: Final = "1"
@@ -110,3 +112,37 @@ def zip_date_time(epoch: int) -> tuple[int, int, int, int, int, int]:
     clamped = min(max(epoch, ZIP_MIN_EPOCH), ZIP_MAX_EPOCH)
     t = time.gmtime(clamped)
     return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ceilings on what an archive may make detpack read or write (hostile-input guards).
+
+    Each is reported by name when hit; ``--limit NAME=VALUE`` raises one for a trusted input.
+    """
+
+    max_members: int = 200_000
+    max_total_bytes: int = 16 << 30  # uncompressed bytes over all members
+    max_ratio: int = 1000  # uncompressed/compressed, for members above ratio_floor
+    ratio_floor: int = 16 << 20
+    max_name_bytes: int = 4096
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> Limits:
+        values: dict[str, int] = {}
+        known = {f.name for f in fields(cls)}
+        for item in items:
+            name, sep, raw = item.partition("=")
+            key = name.strip().replace("-", "_")
+            if not sep or key not in known:
+                raise ValueError(f"--limit {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(known))}")
+            suffix = raw.strip()[-1:].upper()
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(suffix, 1)
+            number = raw.strip()[:-1] if scale > 1 else raw.strip()
+            if not number.isdigit():
+                raise ValueError(f"--limit {item!r}: {raw!r} is not a whole number (K, M, G suffixes allowed)")
+            values[key] = int(number) * scale
+        return replace(cls(), **values)
+
+
+DEFAULT_LIMITS: Final = Limits()

@@ -11,6 +11,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Literal
 
+from detpack import policy
 from detpack.errors import ArchiveError
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
@@ -64,3 +65,35 @@ def parents(name: str) -> list[str]:
     """Every ancestor directory of ``name``, outermost first."""
     parts = name.split("/")[:-1]
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def check_count(count: int, archive: str, limits: policy.Limits) -> None:
+    if count > limits.max_members:
+        raise ArchiveError(
+            f"{archive}: more than {limits.max_members} members (limit max_members); refusing a likely "
+            "archive bomb (raise it with --limit max_members=N if the archive is trusted)"
+        )
+
+
+def check_total(total: int, archive: str, limits: policy.Limits) -> None:
+    if total > limits.max_total_bytes:
+        raise ArchiveError(
+            f"{archive}: members expand to more than {limits.max_total_bytes} bytes (limit max_total_bytes); "
+            "refusing a likely archive bomb (raise it with --limit max_total_bytes=N if trusted)"
+        )
+
+
+def check_ratio(name: str, size: int, compressed: int, archive: str, limits: policy.Limits) -> None:
+    if size > limits.ratio_floor and size > limits.max_ratio * max(compressed, 1):
+        raise ArchiveError(
+            f"{archive}: member {name!r} expands {compressed} bytes to {size} (over {limits.max_ratio}x, "
+            "limit max_ratio); refusing a likely zip bomb"
+        )
+
+
+def check_name(raw: str, archive: str, limits: policy.Limits) -> None:
+    if len(raw.encode("utf-8", "surrogateescape")) > limits.max_name_bytes:
+        raise ArchiveError(
+            f"{archive}: a member name is longer than {limits.max_name_bytes} bytes (limit max_name_bytes): "
+            f"{raw[:60]!r}...; refusing the archive"
+        )

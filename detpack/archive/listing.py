@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from detpack import policy
 from detpack.archive import gz
 from detpack.archive.detect import ArchiveKind, detect
+from detpack.archive.entry import check_count
 from detpack.errors import ArchiveError
 
 _GZIP_FNAME = 0x08
@@ -69,9 +71,11 @@ def gzip_header(path: Path) -> dict[str, Any]:
     }
 
 
-def _zip_members(zf: zipfile.ZipFile) -> list[RawMember]:
+def _zip_members(zf: zipfile.ZipFile, label: str) -> list[RawMember]:
     out = []
-    for i, info in enumerate(zf.infolist()):
+    infos = zf.infolist()
+    check_count(len(infos), label, policy.DEFAULT_LIMITS)
+    for i, info in enumerate(infos):
         attrs = {
             "date_time": "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}".format(*info.date_time),
             "mode": f"{(info.external_attr >> 16) & 0o7777:04o}",
@@ -90,9 +94,10 @@ def _zip_members(zf: zipfile.ZipFile) -> list[RawMember]:
     return out
 
 
-def _tar_members(tf: tarfile.TarFile) -> list[RawMember]:
+def _tar_members(tf: tarfile.TarFile, label: str) -> list[RawMember]:
     out = []
-    for i, info in enumerate(tf.getmembers()):
+    for i, info in enumerate(tf):
+        check_count(i + 1, label, policy.DEFAULT_LIMITS)
         pax = {k: v for k, v in sorted(info.pax_headers.items()) if k not in ("path", "linkpath", "size", "mtime")}
         attrs = {
             "type": info.type.decode("latin-1") if isinstance(info.type, bytes) else str(info.type),
@@ -125,7 +130,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
         try:
             if self.kind in ("wheel", "jar", "zip"):
                 self._zip = self._stack.enter_context(zipfile.ZipFile(path))
-                members = _zip_members(self._zip)
+                members = _zip_members(self._zip, str(path))
                 header = {"zip.comment": self._zip.comment.decode("utf-8", "replace")}
             elif self.kind in ("tar", "tar.gz"):
                 raw: IO[bytes]
@@ -137,7 +142,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                 else:
                     raw = self._stack.enter_context(path.open("rb"))
                 self._tar = self._stack.enter_context(tarfile.open(fileobj=raw, mode="r:"))  # noqa: SIM115
-                members = _tar_members(self._tar)
+                members = _tar_members(self._tar, str(path))
                 self._tar_infos = {m.name: m for m in self._tar.getmembers()}
             else:
                 header = gzip_header(path)

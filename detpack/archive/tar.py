@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from detpack import policy
-from detpack.archive.entry import Entry, check_link_target, parents, safe_name
+from detpack.archive.entry import Entry, check_count, check_link_target, check_name, check_total, parents, safe_name
 from detpack.errors import ArchiveError
 
 
@@ -35,14 +35,22 @@ def open_tar(fileobj: BinaryIO, label: str) -> tarfile.TarFile:
         raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
 
 
-def plan(tf: tarfile.TarFile, label: str) -> list[TarItem]:
+def plan(tf: tarfile.TarFile, label: str, limits: policy.Limits = policy.DEFAULT_LIMITS) -> list[TarItem]:
     """Validate every member and return the canonical member list, in write order."""
+    infos: list[tarfile.TarInfo] = []
+    total = 0
     try:
-        infos = tf.getmembers()
+        # Member by member, so a million-member archive is refused before it is all indexed.
+        for info in tf:
+            infos.append(info)
+            check_count(len(infos), label, limits)
+            total += max(info.size, 0)
+            check_total(total, label, limits)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
     by_name: dict[str, tarfile.TarInfo] = {}
     for info in infos:
+        check_name(info.name, label, limits)
         name = safe_name(info.name, label)
         if name in by_name:
             if _same_file(tf, by_name[name], info):

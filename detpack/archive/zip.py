@@ -22,7 +22,7 @@ from typing import IO, BinaryIO
 from repro_zipfile import ReproducibleZipFile
 
 from detpack import policy
-from detpack.archive.entry import Entry, check_link_target, safe_name
+from detpack.archive.entry import Entry, check_count, check_link_target, check_name, check_ratio, check_total, safe_name
 from detpack.errors import ArchiveError
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
@@ -37,12 +37,19 @@ class ZipMember:
     info: zipfile.ZipInfo
 
 
-def read_members(zf: zipfile.ZipFile, label: str) -> list[ZipMember]:
+def read_members(zf: zipfile.ZipFile, label: str, limits: policy.Limits = policy.DEFAULT_LIMITS) -> list[ZipMember]:
     """Validate every member of ``zf`` and describe it; refuse hostile or unsupported members."""
     seen: dict[str, zipfile.ZipInfo] = {}
     members: list[ZipMember] = []
-    for info in zf.infolist():
+    infos = zf.infolist()
+    check_count(len(infos), label, limits)
+    total = 0
+    for info in infos:
+        check_name(info.filename, label, limits)
         name = safe_name(info.filename, label)
+        total += info.file_size
+        check_total(total, label, limits)
+        check_ratio(name, info.file_size, info.compress_size, label, limits)
         if name in seen:
             if _same_member(zf, seen[name], info):
                 continue  # an exact repeat is harmless; keep the first

@@ -33,6 +33,14 @@ def add_parser(sub: Any) -> None:
         help="timestamp for every member (default: $SOURCE_DATE_EPOCH, else 1980-01-01)",
     )
     p.add_argument("--recompress", action="store_true", help="re-deflate zip members at detpack's level")
+    p.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="raise a hostile-input ceiling for a trusted archive: max_members, max_total_bytes, max_ratio, "
+        "ratio_floor, max_name_bytes (K/M/G suffixes)",
+    )
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
 
@@ -44,7 +52,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
         epoch = parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
     else:
         epoch = policy.DEFAULT_EPOCH
-    options = NormalizeOptions(epoch, args.recompress)
+    try:
+        limits = policy.Limits.parse(args.limit)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    options = NormalizeOptions(epoch, args.recompress, limits)
     files: list[Path] = args.files
     if args.outdir is not None:
         if args.outdir.exists() and not args.outdir.is_dir():
