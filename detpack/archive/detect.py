@@ -23,7 +23,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 def _looks_like_tar(block: bytes) -> bool:
     if len(block) < 512:
         return False
-    if block[257:262] == b"ustar":
+    if block[257:262] == b"ustar" or block[:512] == bytes(512):  # an empty tar is all zeros
         return True
     try:
         tarfile.TarInfo.frombuf(block[:512], "utf-8", "surrogateescape")

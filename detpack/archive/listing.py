@@ -169,7 +169,10 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                     while chunk := f.read(1 << 20):
                         yield chunk
             elif self._tar is not None:
-                data = self._tar.extractfile(self._tar.getmembers()[member.index])
+                info = self._tar.getmembers()[member.index]
+                if not info.isfile():
+                    return  # links carry no data of their own; never follow them
+                data = self._tar.extractfile(info)
                 if data is None:
                     return
                 while chunk := data.read(1 << 20):

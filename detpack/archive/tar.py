@@ -48,6 +48,7 @@ def plan(tf: tarfile.TarFile, label: str, limits: policy.Limits = policy.DEFAULT
             check_total(total, label, limits)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
+    _check_end(tf, label)
     by_name: dict[str, tarfile.TarInfo] = {}
     for info in infos:
         check_name(info.name, label, limits)
@@ -82,6 +83,20 @@ def plan(tf: tarfile.TarFile, label: str, limits: policy.Limits = policy.DEFAULT
                 raise ArchiveError(f"{label}: {parent!r} is both a file and a directory; refusing the archive")
             items.setdefault(parent, TarItem(Entry(parent, "dir", policy.DIR_MODE), None))
     return sorted(items.values(), key=lambda item: item.entry.sort_key)
+
+
+def _check_end(tf: tarfile.TarFile, label: str) -> None:
+    """tarfile stops quietly at a cut-off header: after the last member only zeros may follow."""
+    fileobj = tf.fileobj
+    if fileobj is None:
+        return
+    fileobj.seek(tf.offset)
+    while chunk := fileobj.read(1 << 16):
+        if chunk.strip(b"\0"):
+            raise ArchiveError(
+                f"{label}: data after the last readable member at offset {tf.offset} (a cut-off or corrupt "
+                "header); the archive is truncated or damaged"
+            )
 
 
 def _same_file(tf: tarfile.TarFile, a: tarfile.TarInfo, b: tarfile.TarInfo) -> bool:

@@ -22,7 +22,16 @@ from typing import IO, BinaryIO
 from repro_zipfile import ReproducibleZipFile
 
 from detpack import policy
-from detpack.archive.entry import Entry, check_count, check_link_target, check_name, check_ratio, check_total, safe_name
+from detpack.archive.entry import (
+    Entry,
+    check_count,
+    check_link_target,
+    check_name,
+    check_ratio,
+    check_total,
+    parents,
+    safe_name,
+)
 from detpack.errors import ArchiveError
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
@@ -46,7 +55,8 @@ def read_members(zf: zipfile.ZipFile, label: str, limits: policy.Limits = policy
     total = 0
     for info in infos:
         check_name(info.filename, label, limits)
-        name = safe_name(info.filename, label)
+        # zipfile cuts names at a NUL byte; the original name shows the smuggling attempt.
+        name = safe_name(info.orig_filename, label)
         total += info.file_size
         check_total(total, label, limits)
         check_ratio(name, info.file_size, info.compress_size, label, limits)
@@ -70,6 +80,13 @@ def read_members(zf: zipfile.ZipFile, label: str, limits: policy.Limits = policy
         else:
             entry = Entry(name, "file", policy.canonical_mode(unix_mode), info.file_size)
         members.append(ZipMember(entry, info))
+    links = {m.entry.name for m in members if m.entry.kind == "symlink"}
+    for m in members:
+        through = next((p for p in parents(m.entry.name) if p in links), None)
+        if through is not None:
+            raise ArchiveError(
+                f"{label}: member {m.entry.name!r} is written through symlink {through!r}; refusing the archive"
+            )
     return members
 
 
@@ -145,7 +162,14 @@ def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[by
     if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
         raise ArchiveError(f"{label}: member {info.filename!r} has a bad local header; the archive is corrupt")
     fields = _LOCAL_HEADER.unpack(header)
-    fp.seek(fields[10] + fields[11], 1)
+    local_name = fp.read(fields[10])
+    central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+    if local_name != central_name or fields[4] != info.compress_type:
+        raise ArchiveError(
+            f"{label}: member {info.filename!r}: local header does not match the central directory "
+            "(a smuggling or corruption attempt); refusing the archive"
+        )
+    fp.seek(fields[11], 1)
     remaining = info.compress_size
     while remaining:
         chunk = fp.read(min(policy.CHUNK, remaining))

@@ -1,0 +1,373 @@
+"""The hostile-input suite, generated here: every case is refused with one line naming the
+file, the member and the problem (nothing written), or, for valid but unusual input, handled
+correctly. The same inputs never make ``diff`` fail with anything but a DetpackError."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+import subprocess
+import tarfile
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import DETPACK, run
+from detpack import DetpackError, InputError, NormalizeOptions, compare_paths, normalize_file
+from detpack.policy import Limits
+
+OPTS = NormalizeOptions(315532800)
+Maker = Callable[[Path], Path]
+
+
+def zip_of(entries: list[tuple[str, bytes, int]], **kw: object) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        warnings.simplefilter("ignore")  # duplicate names are the point of some cases
+        for name, data, mode in entries:
+            zi = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
+            zi.external_attr = mode << 16
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(zi, data)
+    return buf.getvalue()
+
+
+GOOD_ZIP = [("pkg/__init__.py", b"A = 1\n" * 50, 0o100644), ("pkg/data.txt", b"hello\n" * 100, 0o100644)]
+
+
+def tar_of(infos: list[tuple[tarfile.TarInfo, bytes | None]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for ti, data in infos:
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def ti(name: str, data: bytes = b"", **kw: object) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for k, v in kw.items():
+        setattr(info, k, v)
+    return info, (data if info.isfile() else None)
+
+
+GOOD_TAR = [ti("p-1/PKG-INFO", b"Metadata-Version: 2.1\n"), ti("p-1/a.py", b"x = 1\n" * 100)]
+
+
+def gz(data: bytes, mtime: int = 0) -> bytes:
+    return gzip.compress(data, mtime=mtime)
+
+
+def _write(name: str, data: bytes) -> Maker:
+    def make(tmp: Path) -> Path:
+        p = tmp / name
+        p.write_bytes(data)
+        return p
+
+    return make
+
+
+def _zip_mutate(fn: Callable[[bytearray], None], entries: list[tuple[str, bytes, int]] = GOOD_ZIP) -> bytes:
+    data = bytearray(zip_of(entries))
+    fn(data)
+    return bytes(data)
+
+
+def _set_flag_encrypted(data: bytearray) -> None:
+    # flag bits live at offset 6 in the local header and 8 in each central header
+    data[6] |= 1
+    cd = data.find(b"PK\x01\x02")
+    while cd != -1:
+        data[cd + 8] |= 1
+        cd = data.find(b"PK\x01\x02", cd + 4)
+
+
+def _rename_local(data: bytearray) -> None:
+    i = data.find(b"pkg/__init__.py")
+    data[i : i + 3] = b"evl"  # local header name no longer matches the central directory
+
+
+def _nul_in_name(data: bytearray) -> None:
+    for at in (i for i in range(len(data)) if data.startswith(b"pkg/data.txt", i)):
+        data[at + 3] = 0  # "pkg\0data.txt" in the local and the central header
+
+
+def _bad_crc(data: bytearray) -> None:
+    cd = data.find(b"PK\x01\x02")
+    data[cd + 16] ^= 0xFF
+    data[16] ^= 0xFF
+
+
+def _truncations() -> list[tuple[str, Maker, str]]:
+    z = zip_of(GOOD_ZIP)
+    cd = z.find(b"PK\x01\x02")
+    eocd = z.find(b"PK\x05\x06")
+    cuts = {
+        "zip-cut-local-header": 10,
+        "zip-cut-data": 60,
+        "zip-cut-before-central": cd,
+        "zip-cut-central": cd + 20,
+        "zip-cut-eocd": eocd + 10,
+    }
+    out: list[tuple[str, Maker, str]] = [
+        (k, _write(f"{k}.zip", z[:v]), "corrupt or truncated zip") for k, v in cuts.items()
+    ]
+    t = tar_of(GOOD_TAR)
+    tgz = gz(t)
+    for k, v in {"tar-cut-header": 300, "tar-cut-data": 512 + 20, "tar-cut-second-header": 1024 + 100}.items():
+        out.append((k, _write(f"{k}.tar", t[:v]), ""))
+    for k, v in {"targz-cut-header": 6, "targz-cut-deflate": len(tgz) // 2, "targz-cut-trailer": len(tgz) - 4}.items():
+        out.append((k, _write(f"{k}.tar.gz", tgz[:v]), ""))
+    return out
+
+
+def _zip64(tmp: Path) -> Path:
+    p = tmp / "zip64.zip"
+    with zipfile.ZipFile(p, "w") as zf, zf.open("big.txt", "w", force_zip64=True) as f:
+        f.write(b"zip64 member\n")
+    return p
+
+
+def _sparse_tar(tmp: Path) -> Path:
+    src = tmp / "sparse-src"
+    src.mkdir()
+    with (src / "holes.bin").open("wb") as f:
+        f.seek(1 << 20)
+        f.write(b"end")
+    p = tmp / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(p), "-C", str(src), "holes.bin"], check=True)
+    return p
+
+
+def _gnu_longname(tmp: Path) -> Path:
+    return _write("gnu-long.tar", tar_of([ti("p-1/" + "d" * 150 + "/" + "f" * 120, b"long\n")], tarfile.GNU_FORMAT))(
+        tmp
+    )
+
+
+def _huge_size(tmp: Path) -> Path:
+    info = tarfile.TarInfo("huge.bin")
+    info.size = 1 << 40  # declares a terabyte, carries a few bytes
+    return _write("huge.tar", info.tobuf(tarfile.PAX_FORMAT) + b"x" * 512 + bytes(1024))(tmp)
+
+
+def _bomb(tmp: Path) -> Path:
+    p = tmp / "bomb.zip"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf, zf.open("zeros.bin", "w") as f:
+        chunk = bytes(1 << 20)
+        for _ in range(40):
+            f.write(chunk)
+    return p
+
+
+def _gz_bad_crc(tmp: Path) -> Path:
+    data = bytearray(gz(b"some text\n" * 100))
+    data[-8] ^= 0xFF
+    return _write("badcrc.gz", bytes(data))(tmp)
+
+
+def _zip64_malformed(tmp: Path) -> Path:
+    data = bytearray(_zip64(tmp).read_bytes())
+    i = data.find(b"\x01\x00", data.find(b"PK\x01\x02"))  # zip64 extra header id in the central directory
+    data[i + 2] = 0xFF  # extra field length now runs past the record
+    return _write("zip64-bad.zip", bytes(data))(tmp)
+
+
+ERR = "error"
+OK = "ok"
+CASES: list[tuple[str, Maker, str]] = [
+    ("zip-dotdot", _write("a.zip", zip_of([("../evil.py", b"x", 0o100644)])), "escapes the archive root"),
+    ("zip-nested-dotdot", _write("a.zip", zip_of([("a/../../evil", b"x", 0o100644)])), "escapes the archive root"),
+    ("zip-absolute", _write("a.zip", zip_of([("/etc/evil", b"x", 0o100644)])), "absolute path"),
+    ("zip-drive-letter", _write("a.zip", zip_of([("C:/evil", b"x", 0o100644)])), "absolute path"),
+    ("zip-backslash-dotdot", _write("a.zip", zip_of([("..\\evil.py", b"x", 0o100644)])), "escapes the archive root"),
+    ("zip-backslash-abs", _write("a.zip", zip_of([("\\windows\\evil", b"x", 0o100644)])), "absolute path"),
+    ("zip-symlink-abs", _write("a.zip", zip_of([("l", b"/etc/passwd", 0o120777)])), "points to absolute path"),
+    ("zip-symlink-escape", _write("a.zip", zip_of([("l", b"../../x", 0o120777)])), "points outside the archive"),
+    ("zip-symlink-deep-escape", _write("a.zip", zip_of([("a/b/l", b"../../../x", 0o120777)])), "points outside"),
+    (
+        "zip-through-symlink",
+        _write("a.zip", zip_of([("d", b"sub", 0o120777), ("d/f", b"x", 0o100644)])),
+        "written through symlink 'd'",
+    ),
+    ("zip-dup-same", _write("a.zip", zip_of([("a", b"1", 0o100644), ("a", b"1", 0o100644)])), OK),
+    (
+        "zip-dup-different",
+        _write("a.zip", zip_of([("a", b"1", 0o100644), ("a", b"2", 0o100644)])),
+        "two different members are named 'a'",
+    ),
+    (
+        "zip-dup-after-dot-slash",
+        _write("a.zip", zip_of([("./a", b"1", 0o100644), ("a", b"2", 0o100644)])),
+        "two different members",
+    ),
+    ("zip-dir-and-file", _write("a.zip", zip_of([("a/", b"", 0o40755), ("a", b"2", 0o100644)])), "two different"),
+    ("zip-case-only", _write("a.zip", zip_of([("A.txt", b"1", 0o100644), ("a.txt", b"2", 0o100644)])), OK),
+    ("zip-nul-name", _write("a.zip", _zip_mutate(_nul_in_name)), "NUL byte"),
+    ("zip-empty-name", _write("a.zip", zip_of([("/", b"", 0o100644)])), "empty name"),
+    ("zip-long-name", _write("a.zip", zip_of([("n" * 5000, b"1", 0o100644)])), "limit max_name_bytes"),
+    ("zip-nested-archive", _write("a.zip", zip_of([("inner.zip", zip_of(GOOD_ZIP), 0o100644)])), OK),
+    ("zip-encrypted", _write("a.zip", _zip_mutate(_set_flag_encrypted)), "is encrypted"),
+    ("zip-local-central-mismatch", _write("a.zip", _zip_mutate(_rename_local)), "local header does not match"),
+    ("zip-bad-crc", _write("a.zip", _zip_mutate(_bad_crc)), "CRC"),
+    ("zip-bomb-ratio", _bomb, "limit max_ratio"),
+    ("zip64-valid", _zip64, OK),
+    ("zip64-malformed", _zip64_malformed, "corrupt"),
+    ("zip-empty", _write("a.zip", zip_of([])), OK),
+    (
+        "zip-non-utf8-name",
+        _write("a.zip", zip_of([("caf\udce9.txt".encode("utf-8", "surrogateescape").decode("cp437"), b"x", 0o100644)])),
+        OK,
+    ),
+    (
+        "wheel-two-dist-infos",
+        _write(
+            "x-1.0-py3-none-any.whl",
+            zip_of([("a-1.dist-info/WHEEL", b"W", 0o100644), ("b-1.dist-info/WHEEL", b"W", 0o100644)]),
+        ),
+        "exactly one top-level .dist-info/WHEEL",
+    ),
+    ("tar-dotdot", _write("a.tar", tar_of([ti("../evil", b"x")])), "escapes the archive root"),
+    ("tar-absolute", _write("a.tar", tar_of([ti("/etc/evil", b"x")])), "absolute path"),
+    ("tar-symlink-abs", _write("a.tar", tar_of([ti("l", type=tarfile.SYMTYPE, linkname="/etc")])), "absolute path"),
+    (
+        "tar-symlink-escape",
+        _write("a.tar", tar_of([ti("a/l", type=tarfile.SYMTYPE, linkname="../../x")])),
+        "points outside the archive",
+    ),
+    (
+        "tar-hardlink-escape",
+        _write("a.tar", tar_of([ti("l", type=tarfile.LNKTYPE, linkname="../x")])),
+        "escapes the archive root",
+    ),
+    (
+        "tar-hardlink-missing",
+        _write("a.tar", tar_of([ti("l", type=tarfile.LNKTYPE, linkname="nope")])),
+        "not a file in the archive",
+    ),
+    (
+        "tar-through-symlink",
+        _write("a.tar", tar_of([ti("d", type=tarfile.SYMTYPE, linkname="sub"), ti("d/f", b"x")])),
+        "both a file and a directory",
+    ),
+    ("tar-chr-device", _write("a.tar", tar_of([ti("dev/null", type=tarfile.CHRTYPE)])), "device or fifo"),
+    ("tar-blk-device", _write("a.tar", tar_of([ti("dev/sda", type=tarfile.BLKTYPE)])), "device or fifo"),
+    ("tar-fifo", _write("a.tar", tar_of([ti("pipe", type=tarfile.FIFOTYPE)])), "device or fifo"),
+    ("tar-dup-different", _write("a.tar", tar_of([ti("a", b"1"), ti("a", b"22")])), "two different members"),
+    ("tar-dup-same", _write("a.tar", tar_of([ti("a", b"1"), ti("a", b"1")])), OK),
+    ("tar-file-and-dir", _write("a.tar", tar_of([ti("a", b"1"), ti("a/b", b"2")])), "both a file and a directory"),
+    ("tar-negative-mtime", _write("a.tar", tar_of([ti("a", b"1", mtime=-86400)], tarfile.GNU_FORMAT)), OK),
+    ("tar-huge-mtime", _write("a.tar", tar_of([ti("a", b"1", mtime=8**12)], tarfile.GNU_FORMAT)), OK),
+    ("tar-gnu-longname", _gnu_longname, OK),
+    ("tar-sparse", _sparse_tar, OK),
+    ("tar-non-utf8-name", _write("a.tar", tar_of([ti("caf\udce9", b"x")], tarfile.GNU_FORMAT)), OK),
+    ("tar-long-name", _write("a.tar", tar_of([ti("n" * 5000, b"1")])), "limit max_name_bytes"),
+    (
+        "tar-huge-declared-size",
+        _write("a.tar", tar_of(GOOD_TAR)[: 512 * 3].replace(b"00000001130", b"77777777777", 1)),
+        "",
+    ),
+    ("tar-empty", _write("a.tar", bytes(10240)), OK),
+    ("gz-multi-member", _write("a.txt.gz", gz(b"first\n") + gz(b"second\n")), OK),
+    ("gz-trailing-garbage", _write("a.txt.gz", gz(b"text\n") + b"GARBAGE!"), "corrupt gzip"),
+    ("gz-bad-crc", _gz_bad_crc, "corrupt gzip"),
+    ("targz-not-tar-inside", _write("a.tar.gz", gz(b"plain text, not a tar\n" * 50)), OK),
+    ("empty-file", _write("a.zip", b""), "empty file"),
+    ("random-bytes", _write("a.whl", os.urandom(4096)), ""),
+    ("text-file", _write("a.tar.gz", b"hello\n" * 100), "not a zip, tar or gzip archive"),
+    *_truncations(),
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(("case", "make", "expect"), CASES, ids=[c[0] for c in CASES])
+def test_normalize_answers_every_hostile_input(case: str, make: Maker, expect: str, tmp_path: Path) -> None:
+    src = make(tmp_path)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    target = outdir / src.name
+    if expect == OK:
+        first = normalize_file(src, target, OPTS)
+        again = normalize_file(target, outdir / ("again-" + src.name), OPTS)
+        assert first.sha256 == again.sha256, "normalize must be idempotent"
+        return
+    with pytest.raises(InputError) as info:
+        normalize_file(src, target, OPTS)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(src))
+    assert expect in message, message
+    assert list(outdir.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(("case", "make", "expect"), CASES, ids=[c[0] for c in CASES])
+def test_diff_never_crashes(case: str, make: Maker, expect: str, tmp_path: Path) -> None:
+    src = make(tmp_path)
+    other = tmp_path / "other" / src.name
+    other.parent.mkdir()
+    other.write_bytes(src.read_bytes() + b"" if src.suffix == ".gz" else src.read_bytes())
+    # Against a slightly different file, so the comparison has to parse both sides.
+    with other.open("ab") as f:
+        f.write(b"\0")
+    try:
+        compare_paths(src, other)
+    except DetpackError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_there_are_at_least_60_cases() -> None:
+    assert len(CASES) >= 60
+
+
+def test_limits_are_named_and_can_be_raised(tmp_path: Path) -> None:
+    many = _write("many.zip", zip_of([(f"f{i}", b"x", 0o100644) for i in range(101)]))(tmp_path)
+    small = NormalizeOptions(315532800, limits=Limits(max_members=100))
+    with pytest.raises(InputError, match="limit max_members"):
+        normalize_file(many, tmp_path / "o.zip", small)
+    assert normalize_file(many, tmp_path / "o.zip", NormalizeOptions(315532800, limits=Limits(max_members=101)))
+    big = _write("big.tar.gz", gz(tar_of([ti("a", b"x" * 5000)])))(tmp_path)
+    with pytest.raises(InputError, match="limit max_total_bytes"):
+        normalize_file(big, tmp_path / "o.tar.gz", NormalizeOptions(0, limits=Limits(max_total_bytes=4096)))
+    r = run([DETPACK, "normalize", many, "-o", tmp_path / "cli", "--limit", "max_members=100"])
+    assert r.code == 2 and "limit max_members" in r.stderr
+    r = run([DETPACK, "normalize", many, "-o", tmp_path / "cli", "--limit", "max_members=1K"])
+    assert r.code == 0, r.stderr
+    r = run([DETPACK, "normalize", many, "-o", tmp_path / "cli", "--limit", "nonsense=1"])
+    assert r.code == 2 and "expected NAME=VALUE" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["tar-dotdot", "tar-symlink-escape", "tar-chr-device"])
+def test_build_from_a_hostile_sdist_is_refused(case: str, tmp_path: Path) -> None:
+    maker = dict((c[0], c[1]) for c in CASES)[case]
+    raw = maker(tmp_path).read_bytes()
+    members = tar_of([ti("evil-1.0/PKG-INFO", b"Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n")])
+    sdist = tmp_path / "evil-1.0.tar.gz"
+    # The hostile member sits inside an otherwise plausible sdist.
+    with tarfile.open(fileobj=io.BytesIO(raw)) as bad, tarfile.open(fileobj=io.BytesIO(members)) as good:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for m in good.getmembers():
+                tf.addfile(m, good.extractfile(m))
+            for m in bad.getmembers():
+                m.name = "evil-1.0/" + m.name if not m.name.startswith(("/", "..")) else m.name
+                tf.addfile(m, bad.extractfile(m) if m.isfile() else None)
+    sdist.write_bytes(gz(out.getvalue()))
+    r = run([DETPACK, "build", sdist, "-o", tmp_path / "dist"])
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert r.code == 2 and len(lines) == 1 and str(sdist) in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
+    assert not (tmp_path / "evil").exists() and not Path("/etc/evil").exists()
+
+
+def test_zip_header_struct_sanity() -> None:
+    # The mutations above rely on these offsets; fail loudly if zipfile changes its layout.
+    data = zip_of(GOOD_ZIP)
+    assert data[:4] == b"PK\x03\x04" and struct.unpack("<H", data[26:28])[0] == len("pkg/__init__.py")
+    assert zlib.crc32(b"A = 1\n" * 50) == struct.unpack("<I", data[14:18])[0]
