@@ -26,7 +26,7 @@ from detpack.archive.detect import ArchiveKind
 from detpack.atomic import atomic_writer, sweep, temp_name
 from detpack.config import BuildRequest, load_tool_config
 from detpack.environment import BuildRoot, LineSink, Runner
-from detpack.errors import ArchiveError, BackendError, InputError
+from detpack.errors import ArchiveError, BackendError, InputError, OutputError
 from detpack.frontend import Distribution, RawArtifact, build_distribution
 from detpack.layout import lay_out, unpack_sdist
 from detpack.lock import read_lock
@@ -66,14 +66,19 @@ class _Staging:
         tmp = self.outdir / temp_name(final_name)
         self.pending.append((tmp, self.outdir / final_name))
         kind: ArchiveKind = "tar.gz" if final_name.endswith(".tar.gz") else "wheel"
-        with tmp.open("wb") as out:
-            if self.normalize:
-                normalize_stream(raw, out, kind, options, scratch)
-            else:
-                with raw.open("rb") as inp:
-                    shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with tmp.open("wb") as out:
+                if self.normalize:
+                    normalize_stream(raw, out, kind, options, scratch)
+                else:
+                    with raw.open("rb") as inp:
+                        shutil.copyfileobj(inp, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            raise OutputError(
+                f"{self.outdir / final_name}: cannot write ({exc.strerror or exc}); nothing was written"
+            ) from None
         return tmp
 
     def commit(self) -> None:

@@ -60,4 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        # A safety net: the library turns expected I/O failures into DetpackErrors already.
+        where = f"{exc.filename}: " if exc.filename else ""
+        out.error(f"{where}{exc.strerror or exc}")
+        return 2
+
     return code
