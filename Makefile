@@ -6,7 +6,7 @@ WHEELHOUSE := .wheelhouse
 SAMPLES := .samples
 STAMP := $(VENV)/.detpack-setup
 
-.PHONY: setup demo test test-network test-fast lint typecheck bench clean
+.PHONY: setup demo test test-network test-fast lint typecheck bench fuzz clean
 
 setup: $(STAMP)
 
@@ -35,14 +35,18 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not network"
 
 lint: setup
-	$(BIN)/ruff check detpack tests bench
-	$(BIN)/ruff format --check detpack tests bench
+	$(BIN)/ruff check detpack tests bench fuzz
+	$(BIN)/ruff format --check detpack tests bench fuzz
 
 typecheck: setup
 	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) $(WHEELHOUSE) $(SAMPLES) example/dist .pytest_cache .mypy_cache .ruff_cache

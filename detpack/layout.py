@@ -12,6 +12,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from detpack.archive.entry import READ_ERRORS
 from detpack.environment import BuildRoot
 from detpack.errors import ArchiveError
 from detpack.source import Source, copy_tree
@@ -35,7 +36,7 @@ def unpack_sdist(archive: Path, dest: Path, label: Path) -> Path:
             if len(tops) != 1:
                 raise ArchiveError(f"{label}: an sdist must hold one top-level directory, found {sorted(tops)}")
             tf.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise ArchiveError(f"{label}: cannot unpack the sdist ({exc})") from None
     return dest / tops.pop()
 

@@ -22,6 +22,7 @@ from plumbum import ProcessExecutionError, local
 from plumbum.commands.processes import CommandNotFound
 
 from detpack import policy
+from detpack.archive.entry import READ_ERRORS
 from detpack.errors import ArchiveError, ConfigError, InputError
 
 SourceKind = Literal["directory", "sdist"]
@@ -137,7 +138,7 @@ def _sdist_facts(path: Path) -> tuple[str, int]:
     try:
         with tarfile.open(path, "r:gz") as tf:
             members = tf.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise ArchiveError(f"{path}: corrupt or truncated sdist ({exc})") from None
     tops = {m.name.lstrip("./").split("/", 1)[0] for m in members if m.name.strip("./")}
     if len(tops) != 1:

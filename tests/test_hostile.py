@@ -371,3 +371,17 @@ def test_zip_header_struct_sanity() -> None:
     data = zip_of(GOOD_ZIP)
     assert data[:4] == b"PK\x03\x04" and struct.unpack("<H", data[26:28])[0] == len("pkg/__init__.py")
     assert zlib.crc32(b"A = 1\n" * 50) == struct.unpack("<I", data[14:18])[0]
+
+
+REGRESSIONS = sorted((Path(__file__).parent / "fuzz-regressions").iterdir())
+
+
+@pytest.mark.parametrize("crash", REGRESSIONS, ids=[p.name for p in REGRESSIONS])
+def test_fuzz_regressions(crash: Path, tmp_path: Path) -> None:
+    # Inputs that once crashed a reader (fuzz/run.py): now a clear error or a valid result.
+    case = tmp_path / crash.name.split("-", 1)[1]
+    case.write_bytes(crash.read_bytes())
+    try:
+        normalize_file(case, tmp_path / "out" / case.name, OPTS)
+    except DetpackError as exc:
+        assert "\n" not in str(exc) and str(case) in str(exc)

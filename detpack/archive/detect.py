@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 from typing import Literal
 
+from detpack.archive.entry import READ_ERRORS
 from detpack.errors import ArchiveError, InputError
 
 ArchiveKind = Literal["wheel", "jar", "zip", "tar", "tar.gz", "gz"]
@@ -75,7 +76,7 @@ def _zip_kind(path: Path) -> ArchiveKind:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None
     top_level_wheel = any(
         n.count("/") == 1 and n.split("/")[0].endswith(".dist-info") and n.endswith("/WHEEL") for n in names

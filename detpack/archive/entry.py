@@ -8,6 +8,10 @@ absolute paths, ``..`` components, NUL bytes and empty names are refused.
 from __future__ import annotations
 
 import posixpath
+import struct
+import tarfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +19,21 @@ from detpack import policy
 from detpack.errors import ArchiveError
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
+
+#: Everything the standard library's readers raise on malformed input (found by fuzzing:
+#: zipfile also raises NotImplementedError, ValueError and struct.error, tarfile ValueError).
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    zlib.error,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    ValueError,
+    struct.error,
+    OverflowError,
+    UnicodeDecodeError,
+)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import IO, Any
 from detpack import policy
 from detpack.archive import gz
 from detpack.archive.detect import ArchiveKind, detect
-from detpack.archive.entry import check_count
+from detpack.archive.entry import READ_ERRORS, check_count
 from detpack.errors import ArchiveError
 
 _GZIP_FNAME = 0x08
@@ -150,7 +150,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                 gz.gunzip(path, self._plain)
                 size = self._plain.tell()
                 members = [RawMember("(content)", 0, size, {})]
-        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+        except READ_ERRORS as exc:
             self._stack.close()
             raise ArchiveError(f"{path}: corrupt or truncated {self.kind} archive ({exc})") from None
         except BaseException:
@@ -181,7 +181,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                 self._plain.seek(0)
                 while chunk := self._plain.read(1 << 20):
                     yield chunk
-        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+        except READ_ERRORS as exc:
             raise ArchiveError(f"{self.path}: member {member.name!r} is unreadable ({exc})") from None
 
     def read(self, member: RawMember, limit: int) -> bytes:

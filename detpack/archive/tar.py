@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from detpack import policy
-from detpack.archive.entry import Entry, check_count, check_link_target, check_name, check_total, parents, safe_name
+from detpack.archive.entry import (
+    READ_ERRORS,
+    Entry,
+    check_count,
+    check_link_target,
+    check_name,
+    check_total,
+    parents,
+    safe_name,
+)
 from detpack.errors import ArchiveError
 
 
@@ -31,7 +40,7 @@ class TarItem:
 def open_tar(fileobj: BinaryIO, label: str) -> tarfile.TarFile:
     try:
         return tarfile.open(fileobj=fileobj, mode="r:")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
 
 
@@ -46,7 +55,7 @@ def plan(tf: tarfile.TarFile, label: str, limits: policy.Limits = policy.DEFAULT
             check_count(len(infos), label, limits)
             total += max(info.size, 0)
             check_total(total, label, limits)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
     _check_end(tf, label)
     by_name: dict[str, tarfile.TarInfo] = {}
@@ -169,5 +178,5 @@ def write(out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, 
                 if data is None:
                     raise ArchiveError(f"{label}: member {item.entry.name!r} has no data")
                 dst.addfile(ti, data)
-            except (tarfile.TarError, OSError, EOFError) as exc:
+            except READ_ERRORS as exc:
                 raise ArchiveError(f"{label}: member {item.entry.name!r} is truncated or unreadable ({exc})") from None

@@ -23,6 +23,7 @@ from repro_zipfile import ReproducibleZipFile
 
 from detpack import policy
 from detpack.archive.entry import (
+    READ_ERRORS,
     Entry,
     check_count,
     check_link_target,
@@ -106,7 +107,7 @@ def _same_member(zf: zipfile.ZipFile, a: zipfile.ZipInfo, b: zipfile.ZipInfo) ->
                     return False
                 if not ca:
                     return True
-    except (zipfile.BadZipFile, zlib.error, EOFError):
+    except READ_ERRORS:
         return False
 
 
@@ -258,7 +259,7 @@ class CanonicalZipWriter(ReproducibleZipFile):
                 while chunk := inp.read(policy.CHUNK):
                     sink.feed(chunk)
                     out.write(chunk)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        except READ_ERRORS as exc:
             raise ArchiveError(f"{label}: cannot read member {info.filename!r} ({exc})") from None
 
 
@@ -271,5 +272,5 @@ def _set_level(zi: zipfile.ZipInfo) -> None:
 def open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None
