@@ -5,9 +5,17 @@ archives (``normalize_file``), compare two builds (``compare_paths``), check a p
 under varied conditions (``run_check``), and the values and errors they use.
 """
 
-from detpack.check import CheckResult, CheckSettings, run_check
-from detpack.compare import Comparison, Difference, FileComparison, compare_paths
-from detpack.config import BuildRequest
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:  # the names below load on first use (PEP 562): `detpack normalize` stays fast
+    from detpack.check import CheckResult, CheckSettings, run_check
+    from detpack.compare import Comparison, Difference, FileComparison, compare_paths
+    from detpack.config import BuildRequest
+    from detpack.frontend import FrontendSettings
+    from detpack.normalize import NormalizeOptions, NormalizeResult, normalize_file
+    from detpack.pipeline import BuildResult, BuiltArtifact, build_project
+
 from detpack.errors import (
     ArchiveError,
     BackendError,
@@ -18,9 +26,37 @@ from detpack.errors import (
     OutputError,
     VerificationError,
 )
-from detpack.frontend import FrontendSettings
-from detpack.normalize import NormalizeOptions, NormalizeResult, normalize_file
-from detpack.pipeline import BuildResult, BuiltArtifact, build_project
+
+_LAZY = {
+    "CheckResult": "detpack.check",
+    "CheckSettings": "detpack.check",
+    "run_check": "detpack.check",
+    "Comparison": "detpack.compare",
+    "Difference": "detpack.compare",
+    "FileComparison": "detpack.compare",
+    "compare_paths": "detpack.compare",
+    "BuildRequest": "detpack.config",
+    "FrontendSettings": "detpack.frontend",
+    "NormalizeOptions": "detpack.normalize",
+    "NormalizeResult": "detpack.normalize",
+    "normalize_file": "detpack.normalize",
+    "BuildResult": "detpack.pipeline",
+    "BuiltArtifact": "detpack.pipeline",
+    "build_project": "detpack.pipeline",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'detpack' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

@@ -90,16 +90,45 @@ def wheel_facts(wheel: Path) -> tuple[str, int | None]:
     return generator, max(times.values())
 
 
-def _download(spec: str, dest: Path, binary: bool) -> list[Path]:
+#: pip's lines that say why, most telling first.
+_WHY = (
+    re.compile(r"No matching distribution found for .*"),
+    re.compile(r"Could not find a version that satisfies the requirement .*"),
+    re.compile(r"(?:ERROR: )?(?!Ignored the following)[A-Z].*(?:error|Error|failed).*"),
+)
+
+
+def _why(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "WARNING" not in ln]
+    for pattern in _WHY:
+        for line in lines:
+            m = pattern.search(line)
+            if m and "Ignored the following yanked" not in line:
+                return m.group(0)
+    return lines[-1] if lines else "pip failed"
+
+
+def _download(spec: str, dest: Path, kind: Literal["sdist", "pure wheel", "wheel"]) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
-    flag = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    flags = {
+        "sdist": ["--no-binary", ":all:"],
+        # The platform-independent wheel when the release has one (what a pure rebuild can match).
+        "pure wheel": ["--only-binary", ":all:", "--platform", "any", "--implementation", "py", "--abi", "none"],
+        "wheel": ["--only-binary", ":all:"],
+    }[kind]
     try:
-        local[sys.executable]["-m", "pip", "download", "--no-deps", *flag, "-d", str(dest), spec]()
+        local[sys.executable]["-m", "pip", "download", "--no-deps", *flags, "-d", str(dest), spec]()
     except ProcessExecutionError as exc:
-        lines = [ln.strip() for ln in str(exc.stderr).splitlines() if ln.strip() and "WARNING" not in ln]
-        errors = [ln for ln in lines if ln.lower().startswith("error")] or lines or ["pip failed"]
-        kind = "wheel" if binary else "sdist"
-        raise InputError(f"{spec}: cannot download its {kind} ({errors[0]})") from None
+        why = _why(str(exc.stderr))
+        project = spec.split("==", 1)[0].strip().lower()
+        about_itself = why.lower().rstrip(".").split(" for ")[-1].split("==")[0].split(" ")[0] == project
+        if kind == "sdist" and ("Could not find a version" in why or about_itself):
+            raise InputError(f"{spec}: the index has no sdist for this release ({why})") from None
+        if kind == "sdist" and "matching distribution" in why:
+            raise InputError(
+                f"{spec}: pip downloaded the sdist but could not install what it needs to read its metadata ({why})"
+            ) from None
+        raise InputError(f"{spec}: cannot download its {kind} ({why})") from None
     return sorted(dest.iterdir())
 
 
@@ -117,8 +146,11 @@ def rebuild_pypi(
     with tempfile.TemporaryDirectory(prefix="detpack-pypi-") as tmp:
         work = Path(tmp)
         step(f"downloading {spec} (sdist and wheel) with pip")
-        sdists = [p for p in _download(spec, work / "sdist", binary=False) if p.name.endswith(".tar.gz")]
-        wheels = [p for p in _download(spec, work / "wheel", binary=True) if p.suffix == ".whl"]
+        sdists = [p for p in _download(spec, work / "sdist", "sdist") if p.name.endswith(".tar.gz")]
+        try:
+            wheels = [p for p in _download(spec, work / "wheel", "pure wheel") if p.suffix == ".whl"]
+        except InputError:
+            wheels = [p for p in _download(spec, work / "native", "wheel") if p.suffix == ".whl"]
         if not sdists:
             raise InputError(f"{spec}: the index has no .tar.gz sdist for this release")
         for wheel in wheels:
@@ -142,6 +174,11 @@ def rebuild_pypi(
             built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
             rebuilt = built.artifacts[0].path
             published_sha = file_sha256(wheel)
+            if rebuilt.name != wheel.name:
+                raise InputError(
+                    f"{spec}: the sdist builds {rebuilt.name} on this machine, not the published {wheel.name} "
+                    "(a platform-specific wheel cannot be rebuilt here)"
+                )
             if same_bytes(wheel, rebuilt):
                 verdict: Verdict = "byte-identical"
                 comparison = None

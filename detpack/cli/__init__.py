@@ -8,47 +8,57 @@ and its exit code (2 for bad input, 1 for "not the same / not verified"), never 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from detpack import __version__
-from detpack.cli import build as build_cmd
-from detpack.cli import check as check_cmd
-from detpack.cli import diff as diff_cmd
-from detpack.cli import lock as lock_cmd
-from detpack.cli import normalize as normalize_cmd
-from detpack.cli import rebuild as rebuild_cmd
 from detpack.cli._output import Output
 from detpack.errors import DetpackError
 
+#: Exit code for a bug (an unexpected exception): distinct from 1 (differs) and 2 (bad input).
+INTERNAL_ERROR = 3
+
+#: Verb -> module; a module is imported only when its verb is used (or for --help).
 VERBS = {
-    "build": build_cmd,
-    "normalize": normalize_cmd,
-    "diff": diff_cmd,
-    "check": check_cmd,
-    "lock": lock_cmd,
-    "rebuild": rebuild_cmd,
+    "build": "detpack.cli.build",
+    "normalize": "detpack.cli.normalize",
+    "diff": "detpack.cli.diff",
+    "check": "detpack.cli.check",
+    "lock": "detpack.cli.lock",
+    "rebuild": "detpack.cli.rebuild",
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def _verb(name: str) -> Any:
+    return importlib.import_module(VERBS[name])
+
+
+def parser(only: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="detpack",
         description="Reproducible, traceable Python release artifacts.",
     )
     p.add_argument("--version", "-V", action="version", version=f"detpack {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for module in VERBS.values():
-        module.add_parser(sub)
+    for name in VERBS:
+        if only is None or name == only:
+            _verb(name).add_parser(sub)
+        else:
+            sub.add_parser(name, help=f"see `detpack {name} --help`", add_help=False)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    args = parser(verb if verb in VERBS else None).parse_args(argv)
     out = Output.from_args(args)
     try:
-        code: int = VERBS[args.verb].run(args, out)
+        code: int = _verb(args.verb).run(args, out)
     except DetpackError as exc:
         out.error(exc.diagnostics() if out.verbosity > 0 else exc.message)
         return exc.exit_code
@@ -65,5 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         out.error(f"{where}{exc.strerror or exc}")
         return 2
+    except Exception:  # noqa: BLE001 - a bug: show it, with an exit code no verdict uses
+        traceback.print_exc()
+        out.error("internal error in detpack (the traceback above is a bug; please report it)")
+        return INTERNAL_ERROR
 
     return code

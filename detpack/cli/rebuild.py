@@ -50,6 +50,11 @@ def run_pypi(args: argparse.Namespace, out: Output) -> int:
             what = "metadata only" if c.verdict == "content-identical" else "content"
             tally = ", ".join(f"{k} ({n})" for k, n in c.comparison.cause_tally()) or "no cause inferred"
             attrs = sorted({d.attribute for d in c.comparison.differences})
+            if c.epoch is None and c.verdict == "content-identical":
+                out.result(
+                    "    the publisher built without SOURCE_DATE_EPOCH: generated .dist-info files carry the "
+                    "publisher's clock, which no rebuild can know; content-identical is the best possible here"
+                )
             out.result(
                 f"    {what}: {c.comparison.members_differing} of {c.comparison.members_total} members; "
                 f"attributes {', '.join(attrs)}; likely causes: {tally}"
