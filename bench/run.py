@@ -1,163 +1,268 @@
 """detpack's benchmarks against public anchors, measured in the same run.
 
-  python bench/run.py [--quick]
+  python bench/run.py [--smoke] [--reps N] [--json FILE]
 
-Each figure is the best of N wall-clock runs of a whole process. Ratios are detpack's time
-over the anchor's (below 1.0: detpack is faster). Anchors:
-  - strip-nondeterminism (Debian) on the same wheel / zip,
-  - `tar --sort=name ... | gzip -n` on the same tree,
-  - `python -m build` on the same project.
-Inputs are generated here (a 100 MB tree, a wheel of the same content) plus a fixture build.
+Each job runs detpack and its anchor alternately, N times each, as whole processes, and
+reports the median wall time, the ratio detpack/anchor (below 1.0: detpack is faster) and
+the peak RSS of each (os.wait4's ru_maxrss of that very child). Inputs are generated here
+from a fixed seed; the real botocore wheel comes from .samples (make setup). Anchors:
+strip-nondeterminism (Debian), `tar --sort=name … | gzip -n -6` and `| pigz -n -6`, a naive
+in-memory Python rewrite, and `python -m build`. `--smoke` uses tiny inputs and one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DETPACK = str(BIN / "detpack")
 
-
-def best_of(n: int, argv: list[str] | str, *, setup: object = None, env: dict[str, str] | None = None) -> float:
-    times = []
-    for _ in range(n):
-        if callable(setup):
-            setup()
-        start = time.perf_counter()
-        subprocess.run(
-            argv,
-            check=True,
-            shell=isinstance(argv, str),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        times.append(time.perf_counter() - start)
-    return min(times)
+NAIVE_SDIST = """
+import gzip, io, sys, tarfile
+src, dst = sys.argv[1], sys.argv[2]
+with tarfile.open(src, "r:gz") as tf:
+    members = [(m, tf.extractfile(m).read() if m.isfile() else None) for m in tf.getmembers()]
+members.sort(key=lambda item: item[0].name)
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
+    for m, data in members:
+        m.mtime, m.uid, m.gid, m.uname, m.gname, m.pax_headers = 0, 0, 0, "", "", {}
+        out.addfile(m, io.BytesIO(data) if data is not None else None)
+with open(dst, "wb") as f:
+    f.write(gzip.compress(buf.getvalue(), compresslevel=9, mtime=0))
+"""
 
 
-def make_tree(root: Path, megabytes: int) -> Path:
-    """Source-like content: mostly text (compressible), some binary, ~2000 files."""
-    rng = random.Random(0)
+@dataclass
+class Row:
+    job: str
+    detpack_s: float
+    anchor: str
+    anchor_s: float | None
+    ratio: float | None
+    detpack_rss_mib: float
+    anchor_rss_mib: float | None
+    runs: int
+
+
+def run_once(argv: list[str] | str, setup: object = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one whole process (a shell pipeline counts its shell)."""
+    if callable(setup):
+        setup()
+    shell = isinstance(argv, str)
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {argv}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def compare(
+    job: str,
+    ours: list[str] | str,
+    anchor_name: str,
+    anchor: list[str] | str | None,
+    reps: int,
+    setup: object = None,
+    anchor_setup: object = None,
+) -> Row:
+    mine: list[tuple[float, float]] = []
+    theirs: list[tuple[float, float]] = []
+    for _ in range(reps):  # alternate, so drift hits both sides alike
+        mine.append(run_once(ours, setup))
+        if anchor is not None:
+            theirs.append(run_once(anchor, anchor_setup))
+    m = statistics.median(t for t, _ in mine)
+    a = statistics.median(t for t, _ in theirs) if theirs else None
+    row = Row(
+        job,
+        m,
+        anchor_name,
+        a,
+        (m / a) if a else None,
+        max(r for _, r in mine),
+        max(r for _, r in theirs) if theirs else None,
+        reps,
+    )
+    anchor_txt = f"{a:7.2f}s  ratio {row.ratio:5.2f}" if a else "   (not installed)"
+    rss = f"RSS {row.detpack_rss_mib:5.0f} / {row.anchor_rss_mib or 0:5.0f} MiB"
+    print(f"{job:<34} detpack {m:7.2f}s   {anchor_name:<26} {anchor_txt}   {rss}", flush=True)
+    return row
+
+
+def wheel_like(path: Path, entries: int, megabytes: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    words = [f"{rng.getrandbits(32):x}" for _ in range(3000)]
+    per = (megabytes << 20) // entries
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for i in range(entries):
+            name = f"pkg/sub{i % 97:02d}/mod{i:05d}.py"
+            zi = zipfile.ZipInfo(name, (2020, 1, 1 + i % 28, 0, 0, 0))
+            zi.external_attr = (0o100664 if i % 7 else 0o100775) << 16
+            data = " ".join(rng.choice(words) for _ in range(max(per // 9, 1))).encode()
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(zi, data)
+        zf.writestr("pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr("pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n")
+    return path
+
+
+def tree(root: Path, files: int, megabytes: int, seed: int) -> Path:
+    rng = random.Random(seed)
     words = [f"{rng.getrandbits(40):x}" for _ in range(5000)]
-    tree = root / "proj-1.0"
-    total, i = 0, 0
-    while total < megabytes << 20:
-        d = tree / f"pkg{i % 40:02d}"
+    per = (megabytes << 20) // files
+    top = root / "proj-1.0"
+    for i in range(files):
+        d = top / f"pkg{i % 50:02d}" / f"sub{i % 7}"
         d.mkdir(parents=True, exist_ok=True)
-        if i % 10 == 0:
-            data = os.urandom(rng.randint(10_000, 200_000))
-        else:
-            data = " ".join(rng.choice(words) for _ in range(rng.randint(2_000, 12_000))).encode()
-        (d / f"mod{i:05d}.py").write_bytes(data)
-        total += len(data)
-        i += 1
-    (tree / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: proj\nVersion: 1.0\n")
-    return tree
+        f = d / f"m{i:05d}.py"
+        data = os.urandom(per) if i % 10 == 0 else " ".join(rng.choice(words) for _ in range(per // 11)).encode()
+        f.write_bytes(data)
+        f.chmod(0o775 if i % 9 == 0 else 0o664)
+        if i % 500 == 0:
+            (d / f"link{i}").symlink_to(f.name)
+    (top / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: proj\nVersion: 1.0\n")
+    return top
 
 
-def make_wheel(tree: Path, out: Path) -> Path:
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for p in sorted(tree.rglob("*"), reverse=True):  # a non-canonical order on purpose
-            if p.is_file() and p.name != "PKG-INFO":
-                zf.write(p, p.relative_to(tree).as_posix())
-        zf.writestr("proj-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: proj\nVersion: 1.0\n")
-        zf.writestr("proj-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-    return out
-
-
-def row(label: str, ours: float, anchor: float | None, anchor_name: str) -> None:
-    if anchor is None:
-        print(f"{label:<38} detpack {ours:7.2f}s   {anchor_name:<28} not installed")
-    else:
-        print(f"{label:<38} detpack {ours:7.2f}s   {anchor_name:<28} {anchor:7.2f}s   ratio {ours / anchor:5.2f}")
+def noisy_tgz(src: Path, dst: Path) -> Path:
+    with (
+        dst.open("wb") as raw,
+        gzip.GzipFile("x.tar", "wb", 6, raw, mtime=time.time()) as gz,
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tf,
+    ):
+        tf.add(src, arcname=src.name)
+    return dst
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="20 MB inputs, one run each")
+    ap.add_argument("--smoke", action="store_true", help="tiny inputs, one run (what CI runs)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     args = ap.parse_args()
-    size, n = (20, 1) if args.quick else (100, 3)
+    reps = 1 if args.smoke else args.reps
+    scale = (200, 4, 2000, 10, 400, 4) if args.smoke else (2000, 30, 20000, 130, 20000, 125)
+    snd = shutil.which("strip-nondeterminism")
+    pigz = shutil.which("pigz")
+    rows: list[Row] = []
     work = Path(tempfile.mkdtemp(prefix="detpack-bench-"))
     try:
-        tree = make_tree(work / "src", size)
-        tgz = work / "proj-1.0.tar.gz"
-        subprocess.run(["tar", "-C", str(tree.parent), "-czf", str(tgz), tree.name], check=True)
-        wheel = make_wheel(tree, work / "proj-1.0-py3-none-any.whl")
-        print(f"inputs: {size} MB tree -> tar.gz {tgz.stat().st_size >> 20} MB, wheel {wheel.stat().st_size >> 20} MB")
-        print(f"best of {n} runs, wall clock\n")
-
-        ours = best_of(n, [DETPACK, "normalize", str(tgz), "-o", str(work / "n1"), "-q"])
-        anchor = best_of(
-            n,
-            f"tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner "
-            f"-C {tree.parent} -cf - {tree.name} | gzip -n -9 > {work / 'anchor.tar.gz'}",
+        small = wheel_like(work / "small-1.0-py3-none-any.whl", scale[0], scale[1], 1)
+        many = wheel_like(work / "many-1.0-py3-none-any.whl", scale[2], scale[3], 2)
+        src = tree(work / "tree", scale[4], scale[5], 3)
+        tgz = noisy_tgz(src, work / "proj-1.0.tar.gz")
+        print(
+            f"inputs: {small.name} {small.stat().st_size >> 20} MB ({scale[0]} entries); "
+            f"{many.name} {many.stat().st_size >> 20} MB ({scale[2]}); tree {scale[5]} MB ({scale[4]} files) -> "
+            f"tar.gz {tgz.stat().st_size >> 20} MB; median of {reps}\n"
         )
-        row("sdist-like tar.gz: normalize", ours, anchor, "tar --sort=name | gzip -n -9")
-
-        ours = best_of(n, [DETPACK, "normalize", str(wheel), "-o", str(work / "n2"), "-q"])
-        snd = shutil.which("strip-nondeterminism")
-        copy = work / "snd.whl"
-        anchor_t = None
-        if snd:
-            anchor_t = best_of(n, [snd, "-T", "315532800", str(copy)], setup=lambda: shutil.copy(wheel, copy))
-        row("wheel: normalize", ours, anchor_t, "strip-nondeterminism")
-
-        copy_gz = work / "snd.tar.gz"
-        if snd:
-            anchor_t = best_of(n, [snd, "-T", "315532800", str(copy_gz)], setup=lambda: shutil.copy(tgz, copy_gz))
-        row(
-            "tar.gz (gzip header only for snd)",
-            best_of(n, [DETPACK, "normalize", str(tgz), "-o", str(work / "n3"), "-q"]),
-            anchor_t,
-            "strip-nondeterminism",
+        samples = sorted((ROOT / ".samples").glob("botocore-*.whl"))
+        wheels = [*samples[:1], small, many]
+        for wheel in wheels:
+            copy = work / "snd" / wheel.name
+            copy.parent.mkdir(exist_ok=True)
+            anchor = [snd, "-T", "315532800", str(copy)] if snd else None
+            if wheel is many and snd and not args.smoke:
+                anchor = f"timeout 120 {snd} -T 315532800 {copy}; true"  # quadratic in entries
+            rows.append(
+                compare(
+                    f"normalize {wheel.name[:24]}",
+                    [DETPACK, "normalize", str(wheel), "-o", str(work / "n"), "-q"],
+                    "strip-nondeterminism",
+                    anchor,
+                    reps,
+                    anchor_setup=lambda w=wheel, c=copy: shutil.copy(w, c),
+                )
+            )
+        naive = work / "naive.py"
+        naive.write_text(NAIVE_SDIST)
+        rows.append(
+            compare(
+                "normalize sdist-like tar.gz",
+                [DETPACK, "normalize", str(tgz), "-o", str(work / "n"), "-q"],
+                "naive in-memory rewrite",
+                [sys.executable, str(naive), str(tgz), str(work / "naive.tgz")],
+                reps,
+            )
         )
-
-        # diff: identical pair ~ one pass over the bytes; a pair differing only in metadata
-        # ~ one index pass (members with equal CRC and size are not decompressed).
-        twin = work / "twin" / wheel.name
+        tar = "tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner"
+        rows.append(
+            compare(
+                "same tar.gz, vs tar|gzip -n -6",
+                [DETPACK, "normalize", str(tgz), "-o", str(work / "n"), "-q"],
+                "tar | gzip -n -6",
+                f"{tar} -C {src.parent} -cf - {src.name} | gzip -n -6 > {work / 'a.tgz'}",
+                reps,
+            )
+        )
+        rows.append(
+            compare(
+                "same tar.gz, vs tar|pigz -n -6",
+                [DETPACK, "normalize", str(tgz), "-o", str(work / "n"), "-q"],
+                "tar | pigz -n -6",
+                f"{tar} -C {src.parent} -cf - {src.name} | {pigz} -n -6 > {work / 'b.tgz'}" if pigz else None,
+                reps,
+            )
+        )
+        twin = work / "twin" / many.name
         twin.parent.mkdir()
-        shutil.copy(wheel, twin)
-        ours = best_of(n, [DETPACK, "diff", str(wheel), str(twin), "-q"])
-        anchor = best_of(n, ["sha256sum", str(wheel), str(twin)])
-        row("diff: identical 2 x wheel", ours, anchor, "sha256sum both")
-        renorm = work / "n2" / wheel.name
-        ours = best_of(n, f"{DETPACK} diff {wheel} {renorm} -q > /dev/null; test $? -eq 1")
-        row("diff: same content, all metadata differs", ours, anchor, "sha256sum both")
-
-        house = ROOT / ".wheelhouse"
-        fixture = ROOT / "fixtures" / "setuptools-basic"
-        src = work / "fixture"
-        shutil.copytree(fixture, src)
-        env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(house)}
-        ours = best_of(
-            n,
-            [
-                DETPACK,
-                "build",
-                str(src),
-                "-o",
-                str(work / "b1"),
-                "-q",
-                "--find-links",
-                str(house),
-                "--offline",
-            ],
+        shutil.copy(many, twin)
+        rows.append(
+            compare(
+                "diff identical 20k-entry zips",
+                [DETPACK, "diff", str(many), str(twin), "-q"],
+                "sha256sum both",
+                ["sha256sum", str(many), str(twin)],
+                reps,
+            )
         )
-        anchor = best_of(n, [sys.executable, "-m", "build", str(src), "-o", str(work / "b2")], env=env)
-        row("build setuptools fixture (sdist+wheel)", ours, anchor, "python -m build")
+        rows.append(
+            compare(
+                "diff zip vs its normalized form",
+                [DETPACK, "diff", str(many), str(work / "n" / many.name), "-q"],
+                "sha256sum both",
+                ["sha256sum", str(many), str(work / "n" / many.name)],
+                reps,
+            )
+        )
+        house = ROOT / ".wheelhouse"
+        fixture = work / "fixture"
+        shutil.copytree(ROOT / "fixtures" / "setuptools-basic", fixture)
+        env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(house)}
+        build_reps = 1 if args.smoke else 3
+        rows.append(
+            compare(
+                "build tiny project (sdist+wheel)",
+                [DETPACK, "build", str(fixture), "-o", str(work / "b1"), "-q", "--find-links", str(house), "--offline"],
+                "python -m build",
+                f"env PIP_NO_INDEX=1 PIP_FIND_LINKS={house} {sys.executable} -m build {fixture} -o {work / 'b2'}",
+                build_reps,
+            )
+        )
+        del env
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    args.json.write_text(json.dumps({"smoke": args.smoke, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    print(f"\nresults: {args.json}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Final
 
-POLICY_VERSION: Final = "1"
+POLICY_VERSION: Final = "2"  # 2: gzip streams are block-parallel (pigz scheme)
 
 #: Used when neither the command line, the environment, git nor an sdist gives an epoch.
 DEFAULT_EPOCH: Final = 315532800  # 1980-01-01T00:00:00Z, the earliest time zip can store
@@ -29,6 +29,8 @@ ZIP_DEFLATE_LEVEL: Final = 9
 GZIP_LEVEL: Final = 9
 #: gzip OS byte: 255 = unknown, what Python's gzip module writes on every platform.
 GZIP_OS_BYTE: Final = 255
+#: gzip is deflated in blocks of this size, each primed with the previous 32 KiB (pigz's scheme).
+GZIP_BLOCK: Final = 128 * 1024
 
 #: Zip "version made by": 3 = Unix, so the mode bits in external_attr are honoured.
 ZIP_CREATE_SYSTEM: Final = 3

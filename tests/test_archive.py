@@ -8,6 +8,7 @@ import csv
 import gzip
 import hashlib
 import io
+import os
 import random
 import stat
 import tarfile
@@ -323,3 +324,20 @@ def test_hostile_and_broken_input_is_refused(case: str, needle: str, tmp_path: P
 
 def test_default_epoch_is_1980() -> None:
     assert time.gmtime(DEFAULT_EPOCH)[:3] == (1980, 1, 1)
+
+
+def test_gzip_blocks_do_not_depend_on_thread_count() -> None:
+    from detpack.archive.gz import BlockGzipWriter
+
+    data = os.urandom(200_000) + b"compressible text " * 40_000
+    outputs = set()
+    for workers in (1, 2, 7):
+        buf = io.BytesIO()
+        with BlockGzipWriter(buf, workers=workers) as out:
+            for i in range(0, len(data), 50_000):
+                out.write(data[i : i + 50_000])
+        outputs.add(buf.getvalue())
+    assert len(outputs) == 1
+    stream = outputs.pop()
+    assert gzip.decompress(stream) == data
+    assert stream[:4] == b"\x1f\x8b\x08\x00" and stream[4:8] == b"\0\0\0\0" and stream[9] == 255

@@ -1,24 +1,101 @@
 """gzip streams: a canonical writer and a streaming reader.
 
-Canonical gzip header: no file name, mtime 0, XFL from the fixed level, OS byte 255.
+Canonical gzip stream: no file name, mtime 0, XFL from the fixed level, OS byte 255, and the
+deflate data cut into fixed blocks compressed independently (in parallel) with the previous
+32 KiB as dictionary, so the bytes do not depend on the number of threads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import io
+import os
+import struct
+import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from detpack import policy
 from detpack.archive.entry import READ_ERRORS
 from detpack.errors import ArchiveError
 
 
-def canonical_writer(fileobj: BinaryIO) -> gzip.GzipFile:
-    """A gzip writer over ``fileobj`` whose header carries nothing but fixed values."""
-    return gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, compresslevel=policy.GZIP_LEVEL, mtime=0)
+class BlockGzipWriter(io.RawIOBase):
+    """A gzip stream compressed in fixed blocks on a thread pool, pigz's way.
+
+    The input is cut into ``policy.GZIP_BLOCK`` blocks; each block is deflated on its own
+    with the previous 32 KiB of input as its dictionary and ends with a sync flush (the last
+    one finishes the stream), so the concatenation is one valid deflate stream. Every block's
+    bytes depend only on the input, never on the number of threads: one worker or eight give
+    the same file. zlib releases the GIL, so blocks compress in parallel. Header: no name,
+    mtime 0, XFL for the level, OS byte 255; trailer: CRC32 and size of all input.
+    """
+
+    def __init__(self, fileobj: IO[bytes], *, level: int = policy.GZIP_LEVEL, workers: int | None = None) -> None:
+        super().__init__()
+        self._out = fileobj
+        self._level = level
+        self._workers = workers or min(8, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._pending: deque[Future[bytes]] = deque()
+        self._buffer = bytearray()
+        self._dictionary = b""
+        self._crc = 0
+        self._size = 0
+        xfl = 2 if level == 9 else 4 if level == 1 else 0
+        self._out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes([xfl, policy.GZIP_OS_BYTE]))
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._size  # tarfile asks where it is; the uncompressed position is the answer
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._buffer += view
+        self._crc = zlib.crc32(view, self._crc)
+        self._size += len(view)
+        while len(self._buffer) > policy.GZIP_BLOCK:  # keep one block back: the last must finish
+            self._submit(bytes(self._buffer[: policy.GZIP_BLOCK]), last=False)
+            del self._buffer[: policy.GZIP_BLOCK]
+        return len(view)
+
+    def _submit(self, block: bytes, *, last: bool) -> None:
+        self._pending.append(self._pool.submit(_deflate_block, block, self._dictionary, self._level, last))
+        self._dictionary = (self._dictionary + block)[-32768:]
+        while len(self._pending) > 2 * self._workers:  # bounded memory: a few blocks in flight
+            self._out.write(self._pending.popleft().result())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._submit(bytes(self._buffer), last=True)
+            self._buffer.clear()
+            while self._pending:
+                self._out.write(self._pending.popleft().result())
+            self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+        finally:
+            self._pool.shutdown(wait=True)
+            super().close()
+
+
+def _deflate_block(block: bytes, dictionary: bytes, level: int, last: bool) -> bytes:
+    if dictionary:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
+    else:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY)
+    return compressor.compress(block) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def canonical_writer(fileobj: IO[bytes]) -> BlockGzipWriter:
+    """The canonical gzip writer over ``fileobj`` (see ``BlockGzipWriter``)."""
+    return BlockGzipWriter(fileobj)
 
 
 def gunzip(src: Path, dst: IO[bytes], limits: policy.Limits = policy.DEFAULT_LIMITS) -> None:
