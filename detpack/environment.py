@@ -49,6 +49,10 @@ class BuildRoot:
     def work(self) -> Path:
         return self.root / "src"
 
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
     def env_dir(self, distribution: str) -> Path:
         return self.root / f"env-{distribution}"
 
@@ -87,8 +91,8 @@ def build_root(path: Path | None = None, on_wait: LineSink | None = None) -> Ite
 
 def _empty(root: Path) -> None:
     for child in root.iterdir():
-        if child.name == ".lock":
-            continue
+        if child.name in (".lock", "cache"):
+            continue  # the lock file, and locked build environments kept between builds
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child, onerror=_force_remove)
         else:

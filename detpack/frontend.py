@@ -23,7 +23,7 @@ import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
 from build.env import DefaultIsolatedEnv
 
-from detpack import installer
+from detpack import envcache, installer
 from detpack.environment import Runner
 from detpack.errors import BackendError, ConfigError, InputError
 from detpack.installer import InstalledDependency, Installer
@@ -52,6 +52,7 @@ class FrontendSettings:
     skip_dependency_check: bool = False
     constraints: Path | None = None
     lock: BuildLock | None = None
+    env_cache: Path | None = None  # with a lock: keep/reuse build environments here
 
 
 def backend_name(srcdir: Path) -> str:
@@ -189,6 +190,8 @@ def _isolated(
     env_dir: Path,
     backend: str,
 ) -> RawArtifact:
+    if settings.lock is not None and settings.env_cache is not None:
+        return _cached(srcdir, distribution, outdir, runner, settings, env_dir, backend)
     with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
         builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
         requires = set(builder.build_system_requires)
@@ -197,6 +200,35 @@ def _isolated(
         installed += _provision(env, extra - requires, runner, settings, srcdir, fresh=False)
         path = builder.build(distribution, outdir, settings.config_settings)
     deps = installer.merge(installed, requires | extra)
+    return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires | extra)), deps)
+
+
+def _cached(
+    srcdir: Path,
+    distribution: Distribution,
+    outdir: Path,
+    runner: Runner,
+    settings: FrontendSettings,
+    env_dir: Path,
+    backend: str,
+) -> RawArtifact:
+    """A locked build in an environment reused from the cache when it verifies."""
+    assert settings.lock is not None and settings.env_cache is not None
+    with envcache.cached_env(
+        settings.env_cache, settings.lock, runner, installer=settings.installer, env_dir=env_dir
+    ) as (env, items, reused):
+        runner.emit(f"{'reusing' if reused else 'made'} cached build environment for lock {settings.lock.sha256[:12]}")
+        builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
+        requires = set(builder.build_system_requires)
+        extra = builder.get_requires_for_build(distribution, settings.config_settings)
+        missing = installer.unmet(requires | extra, installer.installed_versions(env))
+        if missing:
+            raise LockError(
+                f"{settings.lock.path}: does not satisfy {', '.join(missing)} (needed to build {srcdir}); "
+                "re-run `detpack lock`"
+            )
+        path = builder.build(distribution, outdir, settings.config_settings)
+    deps = installer.merge(items, requires | extra)
     return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires | extra)), deps)
 
 

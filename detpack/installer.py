@@ -20,7 +20,7 @@ import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from build.env import DefaultIsolatedEnv
 from packaging.requirements import InvalidRequirement, Requirement
@@ -148,7 +148,7 @@ def _from_metadata(env: DefaultIsolatedEnv, locked: BuildLock | None) -> list[di
     # uv has no install report: versions come from the environment; hashes from a lock if any.
     pins = {p.name: p for p in locked.packages} if locked else {}
     out: list[dict[str, object]] = []
-    purelib = env._env_backend.purelib
+    purelib = purelib_of(env)
     for dist in importlib.metadata.distributions(path=[purelib]):
         name = canonicalize_name(dist.metadata["Name"])
         item: dict[str, object] = {"metadata": {"name": name, "version": dist.version}}
@@ -158,8 +158,13 @@ def _from_metadata(env: DefaultIsolatedEnv, locked: BuildLock | None) -> list[di
     return out
 
 
-def installed_versions(env: DefaultIsolatedEnv) -> dict[str, str]:
-    purelib = env._env_backend.purelib
+def purelib_of(env: Any) -> str:
+    """The site-packages of ``build``'s DefaultIsolatedEnv or of a cached environment."""
+    return str(env.purelib) if hasattr(env, "purelib") else str(env._env_backend.purelib)
+
+
+def installed_versions(env: Any) -> dict[str, str]:
+    purelib = purelib_of(env)
     return {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[purelib])}
 
 

@@ -141,6 +141,8 @@ def session(
         lock_path = request.lock or tool.lock
         if lock_path is not None:
             request = replace(request, frontend=replace(request.frontend, lock=read_lock(lock_path)))
+        if request.frontend.lock is not None and request.frontend.isolation and request.env_dir is None:
+            request = replace(request, frontend=replace(request.frontend, env_cache=root.cache))
         for name in env.injects_code:
             if on_warning is not None:
                 on_warning(f"{name} is passed to the build: it loads code into every build process (recorded)")

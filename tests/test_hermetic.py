@@ -141,3 +141,25 @@ def test_rebuild_from_an_sdist_record_and_bad_records(tmp_path: Path, wheelhouse
     (moved / prov.name).write_bytes(prov.read_bytes())
     r = run([DETPACK, "rebuild", moved / prov.name])
     assert r.code == 2 and "is not beside it; pass --source PATH" in r.stderr
+
+
+def test_locked_build_environment_is_cached_and_verified(tmp_path: Path, wheelhouse: Path) -> None:
+    src = materialize(FIXTURES / "setuptools-basic", tmp_path / "src", 0o022)
+    assert run([DETPACK, "lock", src, "--find-links", wheelhouse, "--offline"]).code == 0
+    lock = src / "pylock.build.toml"
+    common = ["--lock", lock, "--find-links", wheelhouse, "--offline", "-v"]
+    first = run([DETPACK, "build", src, "-o", tmp_path / "a", *common])
+    second = run([DETPACK, "build", src, "-o", tmp_path / "b", *common])
+    assert first.code == 0 and second.code == 0, first.stderr + second.stderr
+    assert "reusing cached build environment" in second.stderr
+    assert "made cached build environment" not in second.stderr
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    # A cached environment whose files changed is not trusted: it is made again.
+    cache = Path("/tmp/detpack-build/cache")
+    entry = max((p for p in cache.iterdir() if (p / "detpack-env.json").is_file()), key=lambda p: p.stat().st_mtime)
+    victim = next(entry.glob("lib/python*/site-packages/setuptools/__init__.py"))
+    victim.write_text(victim.read_text() + "\n# tampered\n")
+    third = run([DETPACK, "build", src, "-o", tmp_path / "c", *common])
+    assert third.code == 0, third.stderr
+    assert "changed or is incomplete: remaking it" in third.stderr
+    assert digests(tmp_path / "c") == digests(tmp_path / "a")
