@@ -22,7 +22,7 @@ def test_flit_release_is_byte_identical() -> None:
 def test_unknown_release_is_one_line_exit_2() -> None:
     r = run([DETPACK, "rebuild", "--pypi", "idna==0.0.0.0.1"], timeout=600)
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
-    assert r.code == 2 and len(lines) == 1 and "idna==0.0.0.0.1: cannot download" in lines[0], r.stderr
+    assert r.code == 2 and len(lines) == 1 and "idna==0.0.0.0.1: the index has no sdist" in lines[0], r.stderr
 
 
 def test_generator_lines_map_to_backend_pins() -> None:
