@@ -220,16 +220,18 @@ def _cached(
         runner.emit(f"{'reusing' if reused else 'made'} cached build environment for lock {settings.lock.sha256[:12]}")
         builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
         requires = set(builder.build_system_requires)
+        _require_locked(settings.lock.path, requires, env, srcdir)  # the backend first: it must import
         extra = builder.get_requires_for_build(distribution, settings.config_settings)
-        missing = installer.unmet(requires | extra, installer.installed_versions(env))
-        if missing:
-            raise LockError(
-                f"{settings.lock.path}: does not satisfy {', '.join(missing)} (needed to build {srcdir}); "
-                "re-run `detpack lock`"
-            )
+        _require_locked(settings.lock.path, extra, env, srcdir)
         path = builder.build(distribution, outdir, settings.config_settings)
     deps = installer.merge(items, requires | extra)
     return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires | extra)), deps)
+
+
+def _require_locked(lock: Path, requirements: Collection[str], env: object, who: Path) -> None:
+    missing = installer.unmet(requirements, installer.installed_versions(env))
+    if missing:
+        raise LockError(f"{lock}: does not satisfy {', '.join(missing)} (needed to build {who}); re-run `detpack lock`")
 
 
 def _provision(

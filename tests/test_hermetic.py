@@ -60,7 +60,12 @@ def test_lock_pins_the_backend_and_refuses_tampering(tmp_path: Path, wheelhouse:
     evil = next(tampered.glob("flit_core-3.12.0-*.whl"))
     with zipfile.ZipFile(evil, "a") as zf:
         zf.writestr("flit_core/evil.py", "print('pwned')\n")
-    code, err = _build(src, tmp_path / "evil-out", tampered, "--lock", lock)
+    # A fresh build root: no cached environment from the good runs, so the file is installed.
+    r = run(
+        [DETPACK, "build", src, "-o", tmp_path / "evil-out", "--find-links", tampered, "--offline", "--lock", lock],
+        env={"DETPACK_BUILD_ROOT": str(tmp_path / "fresh-root")},
+    )
+    code, err = r.code, r.stderr
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert code == 2 and len(lines) == 1, err
     assert "flit-core 3.12.0" in lines[0] and evil.name in lines[0] and "does not match its locked sha256" in lines[0]
