@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from detpack import causes
 from detpack.archive.detect import detect
+from detpack.archive.entry import same_streams
 from detpack.archive.listing import ArchiveView, RawMember
 from detpack.errors import ArchiveError, InputError
 from detpack.normalize import NormalizeOptions, normalize_stream
@@ -92,12 +93,7 @@ def same_bytes(a: Path, b: Path) -> bool:
     if a.stat().st_size != b.stat().st_size:
         return False
     with a.open("rb") as fa, b.open("rb") as fb:
-        while True:
-            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-            if ca != cb:
-                return False
-            if not ca:
-                return True
+        return same_streams(fa, fb)
 
 
 def compare_paths(a: Path, b: Path, *, content_only: bool = False, skip_suffixes: tuple[str, ...] = ()) -> Comparison:

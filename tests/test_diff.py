@@ -271,44 +271,19 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = report.read_text()
     assert "<script" not in page and "http" not in page.split("</style>")[1]  # self-contained
     shot = tmp_path / "shot.png"
+    headless = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+    ]  # fmt: skip
     dom = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            report.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        [*headless, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120, check=False
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'id="summary">2 of 3 members differ' in dom.stdout
     subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1200,900",
-            report.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+        [*headless, f"--screenshot={shot}", "--window-size=1200,900", report.as_uri()],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000
     if keep := os.environ.get("DETPACK_KEEP_SCREENSHOT"):
         shutil.copy(shot, keep)

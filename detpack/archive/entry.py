@@ -13,7 +13,7 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import IO, Literal
 
 from detpack import policy
 from detpack.errors import ArchiveError
@@ -49,6 +49,16 @@ class Entry:
     @property
     def sort_key(self) -> bytes:
         return self.name.encode("utf-8", "surrogateescape")
+
+
+def same_streams(fa: IO[bytes], fb: IO[bytes]) -> bool:
+    """Whether two readable streams hold the same bytes (read in chunks, stops at the first difference)."""
+    while True:
+        ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+        if ca != cb:
+            return False
+        if not ca:
+            return True
 
 
 def safe_name(raw: str, archive: str) -> str:

@@ -25,6 +25,7 @@ from detpack.archive.entry import (
     check_total,
     parents,
     safe_name,
+    same_streams,
 )
 from detpack.errors import ArchiveError
 
@@ -114,12 +115,7 @@ def _same_file(tf: tarfile.TarFile, a: tarfile.TarInfo, b: tarfile.TarInfo) -> b
     fa, fb = tf.extractfile(a), tf.extractfile(b)
     if fa is None or fb is None:
         return False
-    while True:
-        ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-        if ca != cb:
-            return False
-        if not ca:
-            return True
+    return same_streams(fa, fb)
 
 
 def _add_hardlinks(by_name: dict[str, tarfile.TarInfo], items: dict[str, TarItem], label: str) -> None:

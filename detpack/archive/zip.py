@@ -32,6 +32,7 @@ from detpack.archive.entry import (
     check_total,
     parents,
     safe_name,
+    same_streams,
 )
 from detpack.errors import ArchiveError
 
@@ -101,12 +102,7 @@ def _same_member(zf: zipfile.ZipFile, a: zipfile.ZipInfo, b: zipfile.ZipInfo) ->
         return False
     try:
         with zf.open(a) as fa, zf.open(b) as fb:
-            while True:
-                ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-                if ca != cb:
-                    return False
-                if not ca:
-                    return True
+            return same_streams(fa, fb)
     except READ_ERRORS:
         return False
 
