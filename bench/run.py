@@ -259,6 +259,35 @@ def main() -> None:
             )
         )
         del env
+        lock = fixture / "pylock.build.toml"
+        subprocess.run(
+            [DETPACK, "lock", str(fixture), "--find-links", str(house), "--offline", "-q"],
+            check=True,
+            capture_output=True,
+        )
+        locked = [
+            DETPACK,
+            "build",
+            str(fixture),
+            "-o",
+            str(work / "b3"),
+            "-q",
+            "--lock",
+            str(lock),
+            "--find-links",
+            str(house),
+            "--offline",
+        ]
+        run_once(locked)  # fills the locked-environment cache
+        rows.append(
+            compare(
+                "build tiny project, warm lock cache",
+                locked,
+                "python -m build",
+                f"env PIP_NO_INDEX=1 PIP_FIND_LINKS={house} {sys.executable} -m build {fixture} -o {work / 'b2'}",
+                build_reps,
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.json.write_text(json.dumps({"smoke": args.smoke, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
