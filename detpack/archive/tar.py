@@ -10,6 +10,7 @@ The input must be a seekable, uncompressed tar so members can be read in any ord
 
 from __future__ import annotations
 
+import os
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -160,6 +161,37 @@ def _tarinfo(entry: Entry, epoch: int) -> tarfile.TarInfo:
     return ti
 
 
+class _PositionalReader:
+    """Reads one plain member's bytes with ``os.pread``: no seek, no buffer thrown away.
+
+    Members are written in sorted order, not archive order; ``extractfile`` seeks the shared
+    buffered file for every member, which costs more than the copy for small members.
+    """
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self._fd, self._pos, self._end = fd, offset, offset + size
+
+    @classmethod
+    def of(cls, tf: tarfile.TarFile, info: tarfile.TarInfo) -> _PositionalReader | None:
+        if info.issparse() or not info.isreg() or tf.fileobj is None:
+            return None
+        try:
+            fd = tf.fileobj.fileno()  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            return None
+        return cls(fd, info.offset_data, info.size)
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._end - self._pos if size < 0 else min(size, self._end - self._pos)
+        if want <= 0:
+            return b""
+        data = os.pread(self._fd, want, self._pos)
+        if not data:
+            raise EOFError("unexpected end of data")
+        self._pos += len(data)
+        return data
+
+
 def write(out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, epoch: int, label: str) -> None:
     """Write ``items`` canonically to ``out``, streaming file data from ``src``."""
     with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, encoding="utf-8") as dst:
@@ -170,7 +202,7 @@ def write(out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, 
                 continue
             assert src is not None and item.source is not None
             try:
-                data = src.extractfile(item.source)
+                data = _PositionalReader.of(src, item.source) or src.extractfile(item.source)
                 if data is None:
                     raise ArchiveError(f"{label}: member {item.entry.name!r} has no data")
                 dst.addfile(ti, data)
