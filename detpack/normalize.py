@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,7 +23,7 @@ from typing import BinaryIO
 from detpack import policy
 from detpack.archive import gz, tar
 from detpack.archive import zip as zipc
-from detpack.archive.detect import ArchiveKind, detect
+from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
 from detpack.archive.entry import Entry
 from detpack.atomic import atomic_writer
 from detpack.errors import ArchiveError, InputError
@@ -55,10 +56,16 @@ def sha256_file(path: Path) -> str:
 
 def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> NormalizeResult:
     """Normalize ``src`` into ``target`` (which may be ``src``) atomically."""
-    kind = detect(src)
+    kind = detect(src) if not _exists_and_zip(src) else None
     before = sha256_file(src)
-    with atomic_writer(target) as out:
-        normalize_stream(src, out, kind, options, scratch=target.parent)
+    if kind is None:  # a zip: open it once, for classifying and for copying
+        with zipc.open_zip(src) as zf:
+            kind = zip_kind(zf, src)
+            with atomic_writer(target) as out:
+                _normalize_open_zip(zf, src, out, kind, options)
+    else:
+        with atomic_writer(target) as out:
+            normalize_stream(src, out, kind, options, scratch=target.parent)
     after = sha256_file(target)
     return NormalizeResult(src, target, kind, after, target.stat().st_size, before != after)
 
@@ -112,24 +119,37 @@ def _zip_order(members: list[zipc.ZipMember], kind: ArchiveKind, label: str) -> 
     return sorted(members, key=lambda m: m.entry.sort_key), ""
 
 
+def _exists_and_zip(src: Path) -> bool:
+    try:
+        return is_zip(src)
+    except OSError:
+        return False  # detect() reports it properly
+
+
 def _normalize_zip(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions) -> None:
-    label = str(src)
     with zipc.open_zip(src) as zf:
-        members = zipc.read_members(zf, label, options.limits)
-        ordered, record = _zip_order(members, kind, label)
-        writer = zipc.CanonicalZipWriter(out, options.epoch)
-        rows: list[tuple[str, str, str]] = []
-        try:
-            for member in ordered:
-                digest = hashlib.sha256() if record else None
-                writer.copy_member(zf, member, label, recompress=options.recompress, digest=digest)
-                if digest is not None:
-                    encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
-                    rows.append((member.entry.name, f"sha256={encoded}", str(member.info.file_size)))
-            if record:
-                writer.add_bytes(Entry(record, "file", 0o644), _record_bytes(rows, record))
-        finally:
-            writer.close()
+        _normalize_open_zip(zf, src, out, kind, options)
+
+
+def _normalize_open_zip(
+    zf: zipfile.ZipFile, src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions
+) -> None:
+    label = str(src)
+    members = zipc.read_members(zf, label, options.limits)
+    ordered, record = _zip_order(members, kind, label)
+    writer = zipc.CanonicalZipWriter(out, options.epoch)
+    rows: list[tuple[str, str, str]] = []
+    try:
+        for member in ordered:
+            digest = hashlib.sha256() if record else None
+            writer.copy_member(zf, member, label, recompress=options.recompress, digest=digest)
+            if digest is not None:
+                encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+                rows.append((member.entry.name, f"sha256={encoded}", str(member.info.file_size)))
+        if record:
+            writer.add_bytes(Entry(record, "file", 0o644), _record_bytes(rows, record))
+    finally:
+        writer.close()
 
 
 def _record_bytes(rows: list[tuple[str, str, str]], record: str) -> bytes:

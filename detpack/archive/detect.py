@@ -75,9 +75,14 @@ def detect(path: Path) -> ArchiveKind:
 def _zip_kind(path: Path) -> ArchiveKind:
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+            return zip_kind(zf, path)
     except READ_ERRORS as exc:
         raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None
+
+
+def zip_kind(zf: zipfile.ZipFile, path: Path) -> ArchiveKind:
+    """Wheel, jar or plain zip, from an already open zip (its central directory is read once)."""
+    names = zf.namelist()
     top_level_wheel = any(
         n.count("/") == 1 and n.split("/")[0].endswith(".dist-info") and n.endswith("/WHEEL") for n in names
     )
@@ -86,3 +91,8 @@ def _zip_kind(path: Path) -> ArchiveKind:
     if "META-INF/MANIFEST.MF" in names or path.suffix.lower() == ".jar":
         return "jar"
     return "zip"
+
+
+def is_zip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) in _ZIP_MAGICS
