@@ -105,3 +105,23 @@ def test_normalize_properties(
         kinds = {diff.kind for f in comparison.files for diff in f.differences}
         assert kinds <= {"attribute", "order", "header"}, kinds
         assert compare_paths(a, na.output, content_only=True).identical
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.text(min_size=1, max_size=160).filter(lambda n: "\x00" not in n),
+    link=st.text(max_size=120).filter(lambda n: "\x00" not in n),
+    size=st.integers(0, 8**12),
+    mtime=st.integers(0, 8**12),
+    kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]),
+)
+def test_ustar_shortcut_writes_exactly_what_pax_would(name: str, link: str, size: int, mtime: int, kind: bytes) -> None:
+    from detpack.archive.tar import plain_ustar
+
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname, ti.size, ti.mtime, ti.mode = kind, link, size, mtime, 0o644
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    pax = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    if plain_ustar(ti):
+        assert ti.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape") == pax

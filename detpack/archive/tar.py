@@ -161,6 +161,24 @@ def _tarinfo(entry: Entry, epoch: int) -> tarfile.TarInfo:
     return ti
 
 
+_USTAR_MAX = 8**11 - 1
+
+
+def plain_ustar(ti: tarfile.TarInfo) -> bool:
+    """Whether PAX format would write ``ti`` as a plain ustar header (no extended records)."""
+    return (
+        ti.name.isascii()
+        and len(ti.name) <= tarfile.LENGTH_NAME
+        and ti.linkname.isascii()
+        and len(ti.linkname) <= tarfile.LENGTH_LINK
+        and not ti.uname
+        and not ti.gname
+        and 0 <= ti.size <= _USTAR_MAX
+        and 0 <= int(ti.mtime) <= _USTAR_MAX
+        and ti.uid == ti.gid == 0
+    )
+
+
 class _PositionalReader:
     """Reads one plain member's bytes with ``os.pread``: no seek, no buffer thrown away.
 
@@ -197,6 +215,9 @@ def write(out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, 
     with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, encoding="utf-8") as dst:
         for item in items:
             ti = _tarinfo(item.entry, epoch)
+            # Same bytes either way (a PAX writer emits a plain ustar header when nothing needs a
+            # record); the ustar path just skips tarfile's field-by-field PAX checks.
+            dst.format = tarfile.USTAR_FORMAT if plain_ustar(ti) else tarfile.PAX_FORMAT
             if item.entry.kind != "file":
                 dst.addfile(ti)
                 continue
