@@ -70,64 +70,16 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def atomic_writer(target: Path) -> Iterator[BinaryIO]:
     """Yield a binary file object whose content replaces ``target`` on success.
 
-    Where the filesystem supports ``O_TMPFILE`` the data goes to an anonymous file that gets
-    a (hidden) name only after it is complete and synced, so even a process killed mid-write
-    leaves nothing behind; elsewhere a hidden named temporary is used.
+    A process killed mid-write leaves only a hidden temporary carrying its pid, which the
+    next writer in that folder removes (``sweep``); ``target`` is never touched.
     """
     try:
-        with _tmpfile_writer(target) as f:
+        with atomic_path(target) as tmp, tmp.open("wb") as f:
             yield f
     except OSError as exc:
         raise OutputError(
             f"{target}: cannot write ({exc.strerror or exc}); nothing was written and any previous file is intact"
         ) from None
-
-
-_SUPPORT: dict[int, bool] = {}
-
-
-def _links_anonymous_files(directory: Path) -> bool:
-    """Whether ``directory``'s filesystem can create an ``O_TMPFILE`` file and link it in
-    (overlayfs, for one, cannot); probed once per device."""
-    dev = directory.stat().st_dev
-    if dev not in _SUPPORT:
-        probe = directory / f"{TEMP_PREFIX}{os.getpid()}-probe"
-        try:
-            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
-            try:
-                os.link(f"/proc/self/fd/{fd}", probe)
-                probe.unlink()
-                _SUPPORT[dev] = True
-            finally:
-                os.close(fd)
-        except (AttributeError, OSError):
-            _SUPPORT[dev] = False
-    return _SUPPORT[dev]
-
-
-@contextlib.contextmanager
-def _tmpfile_writer(target: Path) -> Iterator[BinaryIO]:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not _links_anonymous_files(target.parent):
-        with atomic_path(target) as tmp, tmp.open("wb") as f:
-            yield f
-        return
-    fd = os.open(target.parent, os.O_TMPFILE | os.O_WRONLY, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        os.fchmod(f.fileno(), 0o644)
-        tmp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{target.name}.part"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        os.link(f"/proc/self/fd/{f.fileno()}", tmp)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
 
 
 def write_bytes(target: Path, data: bytes) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from detpack import causes
-from detpack.archive.detect import detect
+from detpack.archive.detect import ArchiveKind, detect
 from detpack.archive.entry import same_streams
 from detpack.archive.listing import ArchiveView, RawMember
-from detpack.errors import ArchiveError, InputError
+from detpack.errors import InputError, NotAnArchiveError
 from detpack.normalize import NormalizeOptions, normalize_stream
 from detpack.policy import DEFAULT_EPOCH
 
@@ -123,23 +123,23 @@ def compare_paths(a: Path, b: Path, *, content_only: bool = False, skip_suffixes
     )
 
 
-def is_archive(path: Path) -> bool:
+def _kind(path: Path) -> ArchiveKind | None:
+    """The archive kind, or None for a file that is not an archive (compared as bytes)."""
     try:
-        detect(path)
-    except ArchiveError as exc:
-        return "not a zip, tar or gzip archive" not in exc.message and "empty file" not in exc.message
-    return True
+        return detect(path)
+    except NotAnArchiveError:
+        return None
 
 
 def compare_files(a: Path, b: Path, name: str, *, content_only: bool = False) -> FileComparison:
     if same_bytes(a, b):
         return FileComparison(name, None, True, 0, 0, ())
-    if not (is_archive(a) and is_archive(b)):
-        if is_archive(a) or is_archive(b):
-            raise InputError(f"{a} and {b}: one is an archive and the other is not; compare like with like")
+    kind_a, kind_b = _kind(a), _kind(b)
+    if kind_a is None and kind_b is None:
         detail = f"{a.stat().st_size} vs {b.stat().st_size} bytes"
         return FileComparison(name, "file", False, 1, 1, (Difference("content", None, "content", detail=detail),))
-    kind_a, kind_b = detect(a), detect(b)
+    if kind_a is None or kind_b is None:
+        raise InputError(f"{a} and {b}: one is an archive and the other is not; compare like with like")
     if kind_a != kind_b:
         raise InputError(f"{a} is a {kind_a} but {b} is a {kind_b}; compare two archives of the same kind")
     ctx = causes.Context(a.stat().st_mtime, b.stat().st_mtime)

@@ -126,7 +126,8 @@ class ControlledEnvironment:
         return {k: self.redacted.get(k, v) for k, v in sorted(self.variables.items())}
 
 
-def _redact_value(value: str) -> str:
+def redact(value: str) -> str:
+    """Hide credentials in URLs (``scheme://user:pass@host`` -> ``scheme://***@host``); other text is kept."""
     out = []
     for part in value.split():
         if "://" in part and "@" in part.split("://", 1)[1].split("/", 1)[0]:
@@ -173,7 +174,7 @@ def controlled_environment(
         variables["PIP_NO_INDEX"] = "1"
         variables["UV_OFFLINE"] = "1"
         variables["UV_NO_INDEX"] = "1"
-    redacted = {k: _redact_value(v) for k, v in variables.items() if _redact_value(v) != v}
+    redacted = {k: redact(v) for k, v in variables.items() if redact(v) != v}
     return ControlledEnvironment(variables, tuple(passed), policy.UMASK, redacted)
 
 

@@ -38,6 +38,10 @@ class ArchiveError(InputError):
     """An archive is corrupt, truncated, or contains something detpack refuses to copy."""
 
 
+class NotAnArchiveError(ArchiveError):
+    """The file is not a zip, tar or gzip archive at all (empty, text, unknown bytes)."""
+
+
 class ConfigError(InputError):
     """A command-line option or ``[tool.detpack]`` setting is invalid."""
 

@@ -24,8 +24,7 @@ from detpack.errors import InputError
 from detpack.frontend import FrontendSettings
 from detpack.lock import BuildLock, LockedPackage
 from detpack.pipeline import build_project
-from detpack.provenance import BUILD_TYPE, file_sha256
-from detpack.source import inspect_source
+from detpack.provenance import BUILD_TYPE
 
 
 @dataclass(frozen=True)
@@ -86,22 +85,24 @@ def _lock_from(path: Path, resolved: list[dict[str, Any]]) -> BuildLock:
     return BuildLock(path, digest, tuple(sorted(packages, key=lambda p: p.name)))
 
 
-def _source(path: Path, ext: dict[str, Any], given: Path | None) -> tuple[Path, bool, str]:
-    recorded = ext["source"]
-    kind = recorded.get("annotations", {}).get("kind")
-    want = recorded.get("digest", {}).get("sha256")
+def _source(path: Path, ext: dict[str, Any], given: Path | None) -> Path:
+    kind = ext["source"].get("annotations", {}).get("kind")
     if kind == "sdist":
-        name = recorded.get("name") or ""
+        name = ext["source"].get("name") or ""
         candidate = given or path.parent / name
         if not candidate.is_file():
             raise InputError(f"{path}: the recorded sdist {name or '(unnamed)'} is not beside it; pass --source PATH")
-        have = file_sha256(candidate)
-        return candidate, have == want, f"sdist sha256 {'matches' if have == want else 'DIFFERS: ' + have}"
+        return candidate
     if given is None:
         raise InputError(f"{path}: built from a source tree; pass --source PATH to the same tree")
-    have = inspect_source(given).digest
-    note = "tree digest matches" if have == want else f"tree digest DIFFERS (recorded {want[:12]}…, found {have[:12]}…)"
-    return given, have == want, note
+    return given
+
+
+def _source_note(kind: str, want: str, have: str) -> str:
+    what = "sdist sha256" if kind == "sdist" else "tree digest"
+    if have == want:
+        return f"{what} matches"
+    return f"{what} DIFFERS (recorded {want[:12]}…, found {have[:12]}…)"
 
 
 def rebuild(
@@ -131,7 +132,7 @@ def rebuild(
             None,
         ),
     )
-    srcdir, source_ok, note = _source(provenance, ext, source)
+    srcdir = _source(provenance, ext, source)
     lock = _lock_from(provenance, definition.get("resolvedDependencies", []))
     distributions = None if ext.get("viaSdist") else tuple(ext.get("distributions", ()))
     if srcdir.is_file():
@@ -155,6 +156,9 @@ def rebuild(
             offline=offline if offline is not None else ext.get("offline"),
         )
         built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
+        want = ext["source"].get("digest", {}).get("sha256", "")
+        source_ok = built.source.digest == want
+        note = _source_note(built.source.kind, want, built.source.digest)
         actual = {a.path.name: a.sha256 for a in built.artifacts}
         results = []
         for subject in data["subject"]:

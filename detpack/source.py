@@ -23,6 +23,7 @@ from plumbum.commands.processes import CommandNotFound
 
 from detpack import policy
 from detpack.archive.entry import READ_ERRORS
+from detpack.environment import redact
 from detpack.errors import ArchiveError, ConfigError, InputError
 
 SourceKind = Literal["directory", "sdist"]
@@ -87,16 +88,9 @@ def git_info(path: Path) -> GitInfo | None:
         commit=commit,
         dirty=bool(status),
         commit_time=int(ctime) if ctime else policy.DEFAULT_EPOCH,
-        remote=_redact(remote) if remote else None,
+        remote=redact(remote) if remote else None,
         subdir="" if subdir == "." else subdir,
     )
-
-
-def _redact(url: str) -> str:
-    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def walk(root: Path) -> Iterator[Path]:

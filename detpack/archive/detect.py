@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from detpack.archive.entry import READ_ERRORS
-from detpack.errors import ArchiveError, InputError
+from detpack.errors import ArchiveError, InputError, NotAnArchiveError
 
 ArchiveKind = Literal["wheel", "jar", "zip", "tar", "tar.gz", "gz"]
 
@@ -68,8 +68,8 @@ def detect(path: Path) -> ArchiveKind:
     if _looks_like_tar(head):
         return "tar"
     if not head:
-        raise ArchiveError(f"{path}: empty file, expected a zip, tar or gzip archive")
-    raise ArchiveError(f"{path}: not a zip, tar or gzip archive (unrecognised leading bytes)")
+        raise NotAnArchiveError(f"{path}: empty file, expected a zip, tar or gzip archive")
+    raise NotAnArchiveError(f"{path}: not a zip, tar or gzip archive (unrecognised leading bytes)")
 
 
 def _zip_kind(path: Path) -> ArchiveKind:

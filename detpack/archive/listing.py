@@ -123,7 +123,6 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
         self._stack = contextlib.ExitStack()
         self._zip: zipfile.ZipFile | None = None
         self._tar: tarfile.TarFile | None = None
-        self._tar_infos: dict[str, tarfile.TarInfo] = {}
         self._plain: IO[bytes] | None = None
         header: dict[str, Any] = {}
         members: list[RawMember] = []
@@ -143,7 +142,6 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                     raw = self._stack.enter_context(path.open("rb"))
                 self._tar = self._stack.enter_context(tarfile.open(fileobj=raw, mode="r:"))  # noqa: SIM115
                 members = _tar_members(self._tar, str(path))
-                self._tar_infos = {m.name: m for m in self._tar.getmembers()}
             else:
                 header = gzip_header(path)
                 self._plain = self._stack.enter_context(tempfile.TemporaryFile(dir=scratch))  # noqa: SIM115

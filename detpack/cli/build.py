@@ -152,8 +152,13 @@ def _config_settings(args: argparse.Namespace) -> ConfigSettings:
         if not isinstance(value, dict):
             raise ConfigError("--config-json: must be a JSON object, not a list or a scalar")
         return value
+    return parse_config_settings(args.config_settings or [])
+
+
+def parse_config_settings(items: list[str]) -> ConfigSettings:
+    """``-C KEY=VALUE`` items as build reads them: a repeated key collects a list."""
     settings: dict[str, str | list[str]] = {}
-    for item in args.config_settings or []:
+    for item in items:
         key, _, value = item.partition("=")
         existing = settings.get(key)
         if existing is None:

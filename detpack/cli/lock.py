@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack.cli._output import Output
+from detpack.cli.build import parse_config_settings
 from detpack.config import BuildRequest
 from detpack.frontend import FrontendSettings
 from detpack.locker import create_lock
@@ -29,10 +30,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    settings: dict[str, str | list[str]] = {}
-    for item in args.config_settings or []:
-        key, _, value = item.partition("=")
-        settings[key] = value
+    settings = parse_config_settings(args.config_settings or [])
     request = BuildRequest(
         srcdir=args.srcdir,
         frontend=FrontendSettings(config_settings=settings),
