@@ -31,6 +31,8 @@ GZIP_LEVEL: Final = 6  # gzip's own default: level 9 costs ~2x the time for ~2% 
 GZIP_OS_BYTE: Final = 255
 #: gzip is deflated in blocks of this size, each primed with the previous 32 KiB (pigz's scheme).
 GZIP_BLOCK: Final = 128 * 1024
+#: zstandard level for .tar.zst (one thread, so the frame depends on input and level only).
+ZSTD_LEVEL: Final = 12
 
 #: Zip "version made by": 3 = Unix, so the mode bits in external_attr are honoured.
 ZIP_CREATE_SYSTEM: Final = 3

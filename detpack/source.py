@@ -63,7 +63,7 @@ class Epoch:
     origin: EpochOrigin
 
 
-def _git(*args: str) -> str | None:
+def git_output(*args: str) -> str | None:
     try:
         return str(local["git"](*args)).strip()
     except (ProcessExecutionError, CommandNotFound, OSError):
@@ -71,16 +71,16 @@ def _git(*args: str) -> str | None:
 
 
 def git_info(path: Path) -> GitInfo | None:
-    top = _git("-C", str(path), "rev-parse", "--show-toplevel")
+    top = git_output("-C", str(path), "rev-parse", "--show-toplevel")
     if not top:
         return None
-    commit = _git("-C", str(path), "rev-parse", "HEAD")
+    commit = git_output("-C", str(path), "rev-parse", "HEAD")
     if not commit:
         return None  # a repository without commits says nothing about the source
-    gitdir = _git("-C", str(path), "rev-parse", "--absolute-git-dir") or str(Path(top) / ".git")
-    status = _git("-C", str(path), "status", "--porcelain", "--untracked-files=normal", "--", ".")
-    ctime = _git("-C", str(path), "log", "-1", "--format=%ct")
-    remote = _git("-C", str(path), "config", "--get", "remote.origin.url")
+    gitdir = git_output("-C", str(path), "rev-parse", "--absolute-git-dir") or str(Path(top) / ".git")
+    status = git_output("-C", str(path), "status", "--porcelain", "--untracked-files=normal", "--", ".")
+    ctime = git_output("-C", str(path), "log", "-1", "--format=%ct")
+    remote = git_output("-C", str(path), "config", "--get", "remote.origin.url")
     subdir = os.path.relpath(path.resolve(), Path(top).resolve())
     return GitInfo(
         toplevel=Path(top),

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -37,6 +38,10 @@ class TarItem:
 
     entry: Entry
     source: tarfile.TarInfo | None
+
+
+#: Opens one file's data for ``write_entries`` (a context manager: the file is closed after copying).
+Opener = Callable[[], AbstractContextManager[BinaryIO]]
 
 
 def open_tar(fileobj: BinaryIO, label: str) -> tarfile.TarFile:
@@ -229,3 +234,33 @@ def write(out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, 
                 dst.addfile(ti, data)
             except READ_ERRORS as exc:
                 raise ArchiveError(f"{label}: member {item.entry.name!r} is truncated or unreadable ({exc})") from None
+
+
+def write_entries(out: BinaryIO, items: Iterable[tuple[Entry, Opener | None]], epoch: int, label: str) -> None:
+    """Write canonical entries to ``out`` in the given (sorted) order, file data from each opener.
+
+    A file whose size changed since it was listed is an error: the archive would otherwise
+    record one size and hold other bytes (or be cut short).
+    """
+    with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, encoding="utf-8") as dst:
+        dst.copybufsize = policy.CHUNK  # type: ignore[attr-defined]  # tarfile's 16 KiB default costs a Python call per 16 KiB
+        for entry, opener in items:
+            ti = _tarinfo(entry, epoch)
+            dst.format = tarfile.USTAR_FORMAT if plain_ustar(ti) else tarfile.PAX_FORMAT
+            if entry.kind != "file":
+                dst.addfile(ti)
+                continue
+            assert opener is not None
+            with opener() as data:
+                try:
+                    dst.addfile(ti, data)
+                except OSError as exc:
+                    if str(exc) != "unexpected end of data":
+                        raise
+                    raise ArchiveError(
+                        f"{label}: {entry.name!r} shrank while it was being packed; retry when nothing writes to it"
+                    ) from None
+                if data.read(1):
+                    raise ArchiveError(
+                        f"{label}: {entry.name!r} grew while it was being packed; retry when nothing writes to it"
+                    )

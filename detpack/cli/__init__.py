@@ -30,6 +30,10 @@ VERBS = {
     "check": "detpack.cli.check",
     "lock": "detpack.cli.lock",
     "rebuild": "detpack.cli.rebuild",
+    "tar": "detpack.cli.tar",
+    "layer": "detpack.cli.layer",
+    "image": "detpack.cli.image",
+    "push": "detpack.cli.push",
 }
 
 

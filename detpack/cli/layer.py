@@ -1,0 +1,83 @@
+"""``detpack layer``: an OCI layer from directories and wheels, with its provenance beside it."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from detpack import policy
+from detpack.atomic import write_bytes
+from detpack.cli._output import Output
+from detpack.errors import ConfigError, InputError
+from detpack.oci import attest
+from detpack.oci.layer import DEFAULT_PREFIX, Addition, PythonTarget, WheelInput, build_layer
+from detpack.provenance import canonical_json, file_sha256
+from detpack.source import parse_epoch
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "layer",
+        help="make an OCI layer (tar.gz) from directories and wheels",
+        description=(
+            "Pack directories (--add SRC:DEST) and wheels (--wheel, installed as an installer would) into one "
+            "canonical OCI layer; prints its diff_id and digest and writes OUT.provenance.json beside it."
+        ),
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.tar.gz")
+    p.add_argument("--add", action="append", default=[], metavar="SRC:DEST", help="put SRC at DEST in the image")
+    p.add_argument("--wheel", action="append", default=[], nargs="+", type=Path, metavar="WHEEL")
+    p.add_argument("--python-prefix", default=DEFAULT_PREFIX, metavar="PATH", help=f"default {DEFAULT_PREFIX}")
+    p.add_argument(
+        "--python-version", default=PythonTarget().version, metavar="X.Y", help="the image's Python (default: this one)"
+    )
+    p.add_argument("--source-date-epoch", metavar="N", help="member times (default: $SOURCE_DATE_EPOCH, else 1980)")
+    p.add_argument("--verbose", "-v", action="count", default=0)
+    p.add_argument("--quiet", "-q", action="count", default=0)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    started = dt.datetime.now(dt.UTC)
+    target: Path = args.output
+    if not target.name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise ConfigError(f"{target}: a layer is written as *.tar.gz (or *.tar uncompressed)")
+    if target.is_dir():
+        raise InputError(f"{target}: is a directory; -o names the layer file")
+    prefix = args.python_prefix
+    if not prefix.startswith("/") or ".." in prefix.split("/"):
+        raise ConfigError(f"--python-prefix {prefix}: must be an absolute path inside the image, e.g. /usr/local")
+    if not all(part.isdigit() for part in args.python_version.split(".")) or args.python_version.count(".") != 1:
+        raise ConfigError(f"--python-version {args.python_version}: expected X.Y, e.g. 3.11")
+    if args.source_date_epoch is not None:
+        epoch = parse_epoch(args.source_date_epoch, "--source-date-epoch")
+    elif "SOURCE_DATE_EPOCH" in os.environ:
+        epoch = parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
+    else:
+        epoch = policy.DEFAULT_EPOCH
+    additions = [Addition.parse(spec) for spec in args.add]
+    wheel_paths: list[Path] = [w for group in args.wheel for w in group]
+    for wheel in wheel_paths:
+        if not wheel.is_file():
+            raise InputError(f"{wheel}: no such wheel file")
+    wheels = [WheelInput(w, file_sha256(w)) for w in wheel_paths]
+    python = PythonTarget(prefix.rstrip("/") or "/", args.python_version)
+    out.step(f"packing layer {target}")
+    layer = build_layer(target, additions=additions, wheels=wheels, target=python, epoch=epoch)
+    statement = attest.layer_statement(
+        name=target.name,
+        digest=layer.digest,
+        diff_id=layer.diff_id,
+        additions=[(str(a.source), a.dest, attest.source_descriptor(a.source, str(a.source))) for a in additions],
+        wheels=[attest.wheel_descriptor(w.path, w.sha256) for w in wheels],
+        python={"prefix": python.prefix, "version": python.version, "sitePackages": python.site_packages},
+        epoch=epoch,
+        times=(started, dt.datetime.now(dt.UTC)),
+    )
+    write_bytes(attest.provenance_path(target), canonical_json(statement) + b"\n")
+    out.result(f"diff_id {layer.diff_id}")
+    out.result(f"digest  {layer.digest}")
+    out.line(f"provenance {attest.provenance_path(target)}")
+    return 0

@@ -1,0 +1,195 @@
+"""Provenance for layers and images: what went in, down to each wheel's own build record.
+
+A layer's statement names the layer blob as its subject and lists every input: each
+``--add`` source with a digest of its tree, each wheel with its sha256 and, when a
+``detpack build`` provenance beside the wheel names that sha256 as a subject, that
+statement's digest and the source commit it records. An image's statement names the
+manifest and lists the base image, every layer blob with its own statement's inputs, so
+the chain runs from source commit to deployed image. Pure except for reading the files named.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from detpack import __version__, policy
+from detpack.provenance import BUILDER_ID, PREDICATE_TYPE, STATEMENT_TYPE, file_sha256, rfc3339
+from detpack.source import git_info, tree_digest
+
+LAYER_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-layer/v1"
+IMAGE_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-image/v1"
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WheelOrigin:
+    """A wheel's own ``detpack build`` provenance, found beside it."""
+
+    provenance_name: str
+    provenance_sha256: str
+    source: JSON  # the build's externalParameters.source (commit, uri, tree digest)
+
+
+def provenance_path(artifact: Path) -> Path:
+    """Where detpack writes the statement for a layer or image output."""
+    return artifact.with_name(artifact.name + ".provenance.json")
+
+
+def image_provenance_path(layout: Path, tag: str) -> Path:
+    """``DIR.TAG.provenance.json`` beside the layout directory (one per tag)."""
+    resolved = layout.resolve()
+    return resolved.with_name(f"{resolved.name}.{tag}.provenance.json")
+
+
+def read_statement(path: Path, subject_digest: str) -> tuple[JSON, str] | None:
+    """The statement at ``path`` and its sha256, if it names ``subject_digest`` as a subject."""
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+        subjects = data["subject"]
+        data["predicate"]["buildDefinition"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    want = subject_digest.removeprefix("sha256:")
+    if not any(isinstance(s, dict) and s.get("digest", {}).get("sha256") == want for s in subjects):
+        return None
+    return data, hashlib.sha256(raw).hexdigest()
+
+
+def origin(records: Sequence[JSON]) -> tuple[str | None, str | None]:
+    """(source URL, revision) when every git commit the layers' inputs name is the same one."""
+    commits: set[str] = set()
+    remotes: set[str] = set()
+
+    def visit(rd: JSON) -> None:
+        digest = rd.get("digest") or {}
+        if isinstance(digest, dict) and digest.get("gitCommit"):
+            commits.add(str(digest["gitCommit"]))
+        annotations = rd.get("annotations") or {}
+        if isinstance(annotations, dict):
+            if annotations.get("remote"):
+                remotes.add(str(annotations["remote"]))
+            uri = str(rd.get("uri", ""))
+            if uri.startswith("git+") and "@" in uri:
+                remotes.add(uri[4:].rsplit("@", 1)[0])
+            for key in ("source",):
+                if isinstance(annotations.get(key), dict):
+                    visit(annotations[key])
+            for child in annotations.get("inputs", []) or []:
+                if isinstance(child, dict):
+                    visit(child)
+
+    for record in records:
+        visit(record)
+    revision = next(iter(commits)) if len(commits) == 1 else None
+    source = next(iter(remotes)) if len(remotes) == 1 and revision else None
+    return source, revision
+
+
+def wheel_origin(wheel: Path, sha256: str) -> WheelOrigin | None:
+    """The statement beside ``wheel`` whose subjects include its sha256, if any."""
+    for candidate in sorted(wheel.parent.glob("*.provenance.json")):
+        try:
+            data = json.loads(candidate.read_bytes())
+            subjects = data["subject"]
+            if not any(s.get("digest", {}).get("sha256") == sha256 for s in subjects):
+                continue
+            source = data["predicate"]["buildDefinition"]["externalParameters"].get("source", {})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a detpack statement (or not readable): the wheel is recorded without origin
+        return WheelOrigin(candidate.name, file_sha256(candidate), source if isinstance(source, dict) else {})
+    return None
+
+
+def source_descriptor(path: Path, as_given: str) -> JSON:
+    """A ``--add`` source: its tree digest and, inside a git work tree, the commit."""
+    rd: JSON = {"name": as_given}
+    if path.is_dir():
+        rd["digest"] = {"sha256": tree_digest(path)}
+        info = git_info(path)
+        if info is not None:
+            rd["digest"]["gitCommit"] = info.commit
+            rd["annotations"] = {"dirty": info.dirty, **({"remote": info.remote} if info.remote else {})}
+    elif path.is_file():
+        rd["digest"] = {"sha256": file_sha256(path)}
+    return rd
+
+
+def wheel_descriptor(path: Path, sha256: str) -> JSON:
+    rd: JSON = {"name": path.name, "digest": {"sha256": sha256}}
+    origin = wheel_origin(path, sha256)
+    if origin is not None:
+        rd["annotations"] = {
+            "provenance": {"name": origin.provenance_name, "digest": {"sha256": origin.provenance_sha256}},
+            "source": origin.source,
+        }
+    return rd
+
+
+def _statement(
+    subject: JSON, build_type: str, external: JSON, resolved: list[JSON], times: tuple[dt.datetime, dt.datetime]
+) -> JSON:
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [subject],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": build_type,
+                "externalParameters": external,
+                "internalParameters": {"policyVersion": policy.POLICY_VERSION},
+                "resolvedDependencies": resolved,
+            },
+            "runDetails": {
+                "builder": {"id": BUILDER_ID, "version": {"detpack": __version__}},
+                "metadata": {"startedOn": rfc3339(times[0]), "finishedOn": rfc3339(times[1])},
+            },
+        },
+    }
+
+
+def layer_statement(
+    *,
+    name: str,
+    digest: str,
+    diff_id: str,
+    additions: Sequence[tuple[str, str, JSON]],
+    wheels: Sequence[JSON],
+    python: Mapping[str, str],
+    epoch: int,
+    times: tuple[dt.datetime, dt.datetime],
+) -> JSON:
+    """``additions``: (as given, destination, source descriptor); ``wheels``: wheel descriptors."""
+    external: JSON = {
+        "additions": [{"source": given, "destination": "/" + dest} for given, dest, _ in additions],
+        "wheels": [w["name"] for w in wheels],
+        "python": dict(python),
+        "sourceDateEpoch": epoch,
+        "diffID": diff_id,
+    }
+    resolved = [rd for _, _, rd in additions] + list(wheels)
+    subject = {"name": name, "digest": {"sha256": digest.removeprefix("sha256:")}}
+    return _statement(subject, LAYER_BUILD_TYPE, external, resolved, times)
+
+
+def image_statement(
+    *,
+    reference: str,
+    manifest_digest: str,
+    base: JSON | None,
+    layers: Sequence[JSON],
+    config: JSON,
+    epoch: int,
+    times: tuple[dt.datetime, dt.datetime],
+) -> JSON:
+    """``layers``: one descriptor per added layer (its digest, diff_id and its statement's inputs)."""
+    external: JSON = {"reference": reference, "config": config, "sourceDateEpoch": epoch}
+    resolved: list[JSON] = ([base] if base is not None else []) + list(layers)
+    subject = {"name": reference, "digest": {"sha256": manifest_digest.removeprefix("sha256:")}}
+    return _statement(subject, IMAGE_BUILD_TYPE, external, resolved, times)

@@ -1,0 +1,222 @@
+"""OCI images: a config and a manifest over layers, written into an image layout.
+
+Config and manifest are canonical JSON (sorted keys, no spaces); ``created`` and every new
+history entry carry the epoch; a base image's config, history and layers are kept as they
+are (its blobs copied byte for byte, each verified against its digest). The manifest's
+annotations name when (``created``), from what (``source``/``revision`` when known) and on
+what base (``base.name``/``base.digest``) the image was made.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detpack.errors import ArchiveError, ConfigError, InputError
+from detpack.oci.layout import (
+    CONFIG,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX,
+    MANIFEST,
+    Descriptor,
+    Layout,
+    LayoutRef,
+    copy_blob,
+)
+from detpack.provenance import canonical_json
+
+LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A layer file to add: its media type, blob digest and size, and diff_id."""
+
+    path: Path
+    media_type: str
+    digest: str
+    size: int
+    diff_id: str
+
+    @classmethod
+    def inspect(cls, path: Path) -> LayerBlob:
+        """Hash the blob and, for a compressed one, the tar inside it (streamed)."""
+        if not path.is_file():
+            raise InputError(f"{path}: no such layer file")
+        blob = hashlib.sha256()
+        size = 0
+        with path.open("rb") as f:
+            head = f.read(4)
+        if head[:2] == b"\x1f\x8b":
+            media_type, tar = LAYER_GZIP, hashlib.sha256()
+            try:
+                with path.open("rb") as raw, gzip.GzipFile(fileobj=raw) as z:
+                    while chunk := z.read(1 << 20):
+                        tar.update(chunk)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ArchiveError(f"{path}: corrupt gzip layer ({exc or 'truncated'})") from None
+        elif head == b"\x28\xb5\x2f\xfd":
+            raise ConfigError(f"{path}: zstd layers are not supported by every runtime; make the layer as .tar.gz")
+        else:
+            media_type, tar = LAYER_TAR, blob
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                size += len(chunk)
+                blob.update(chunk)
+        return cls(path, media_type, "sha256:" + blob.hexdigest(), size, "sha256:" + tar.hexdigest())
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What the image runs and how: the ``config`` section plus platform and annotations."""
+
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    platform: tuple[str, str] = ("linux", "amd64")
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    ref: LayoutRef
+    layout: Layout
+    manifest: Descriptor
+    manifest_json: JSON
+    config: JSON
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: LayoutRef
+    manifest: Descriptor
+    config_digest: str
+    layers: tuple[Descriptor, ...]
+
+
+def rfc3339(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pick_platform(layout: Layout, index: JSON, platform: tuple[str, str], label: str) -> Descriptor:
+    for d in index.get("manifests", []):
+        p = d.get("platform") or {}
+        if (p.get("os"), p.get("architecture")) == platform:
+            return Descriptor.from_json(d, label)
+    raise InputError(f"{label}: the base image has no {platform[0]}/{platform[1]} variant; pick another --platform")
+
+
+def open_base(ref: LayoutRef, platform: tuple[str, str]) -> BaseImage:
+    layout = Layout(ref.directory)
+    descriptor = layout.resolve(ref.tag)
+    if descriptor.media_type in (INDEX, DOCKER_LIST):
+        descriptor = _pick_platform(layout, layout.read_json(descriptor.digest), platform, str(ref))
+    if descriptor.media_type not in (MANIFEST, DOCKER_MANIFEST):
+        raise InputError(f"{ref}: {descriptor.media_type} is not an image manifest")
+    manifest = layout.read_json(descriptor.digest)
+    try:
+        config = layout.read_json(manifest["config"]["digest"])
+        for layer in manifest["layers"]:
+            if not layout.blob_path(layer["digest"]).is_file():
+                raise InputError(f"{ref}: layer blob {layer['digest']} is missing; the base layout is incomplete")
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{ref}: malformed manifest ({exc!r})") from None
+    return BaseImage(ref, layout, descriptor, manifest, config)
+
+
+def _merged_env(base: Sequence[str], updates: Sequence[tuple[str, str]]) -> list[str]:
+    env: dict[str, str] = {}
+    for item in base:
+        key, _, value = item.partition("=")
+        env[key] = value
+    for key, value in updates:
+        env.pop(key, None)
+        env[key] = value
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def image_config(base: JSON | None, layers: Sequence[LayerBlob], settings: ImageSettings, epoch: int) -> JSON:
+    """The new config: the base's (unknown fields kept) with our layers, settings and times."""
+    config: JSON = json.loads(json.dumps(base)) if base is not None else {}
+    when = rfc3339(epoch)
+    config["created"] = when
+    if base is None:
+        config["os"], config["architecture"] = settings.platform
+    run: JSON = dict(config.get("config") or {})
+    if settings.env:
+        run["Env"] = _merged_env(run.get("Env") or [], settings.env)
+    if settings.entrypoint is not None:
+        run["Entrypoint"] = list(settings.entrypoint)
+        run.pop("Cmd", None)  # as Docker does: a new entrypoint does not inherit the base's arguments
+    if settings.cmd is not None:
+        run["Cmd"] = list(settings.cmd)
+    if settings.workdir is not None:
+        run["WorkingDir"] = settings.workdir
+    if settings.user is not None:
+        run["User"] = settings.user
+    if settings.labels:
+        run["Labels"] = {**(run.get("Labels") or {}), **dict(settings.labels)}
+    config["config"] = run
+    rootfs = dict(config.get("rootfs") or {"type": "layers"})
+    rootfs["type"] = "layers"
+    rootfs["diff_ids"] = [*(rootfs.get("diff_ids") or []), *(layer.diff_id for layer in layers)]
+    config["rootfs"] = rootfs
+    history = list(config.get("history") or [])
+    history += [{"created": when, "created_by": f"detpack layer {layer.path.name}"} for layer in layers]
+    config["history"] = history
+    return config
+
+
+def build_image(
+    ref: LayoutRef,
+    layers: Sequence[LayerBlob],
+    settings: ImageSettings,
+    epoch: int,
+    base: BaseImage | None = None,
+) -> Image:
+    """Write blobs, config and manifest into ``ref``'s layout; tag the manifest last."""
+    if not layers and base is None:
+        raise ConfigError("detpack image: no layers; give --layer L (and/or --base)")
+    out = Layout(ref.directory)
+    if out.directory.exists() and not out.exists() and any(out.directory.iterdir()):
+        raise InputError(f"{out.directory}: exists, is not empty and is not an OCI image layout; pick another -o")
+    descriptors: list[Descriptor] = []
+    if base is not None:
+        for layer in base.manifest_json["layers"]:
+            d = Descriptor.from_json(layer, str(base.ref))
+            copy_blob(base.layout, out, d.digest)
+            descriptors.append(d)
+    for layer in layers:
+        out.copy_blob_in(layer.path, layer.digest)
+        descriptors.append(Descriptor(layer.media_type, layer.digest, layer.size))
+    config = canonical_json(image_config(base.config if base is not None else None, layers, settings, epoch))
+    config_digest = out.write_blob(config)
+    annotations = {"org.opencontainers.image.created": rfc3339(epoch), **settings.annotations}
+    if base is not None:
+        annotations["org.opencontainers.image.base.digest"] = base.manifest.digest
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": {"mediaType": CONFIG, "digest": config_digest, "size": len(config)},
+        "layers": [d.to_json() for d in descriptors],
+        "annotations": dict(sorted(annotations.items())),
+    }
+    data = canonical_json(manifest)
+    digest = out.write_blob(data)
+    descriptor = Descriptor(MANIFEST, digest, len(data))
+    out.tag(descriptor, ref.tag)
+    return Image(ref, descriptor, config_digest, tuple(descriptors))
