@@ -62,3 +62,13 @@ class VerificationError(DetpackError):
     """Something is not the same / not verified; the CLI exits 1."""
 
     exit_code = 1
+
+
+class RegistryError(DetpackError):
+    """An OCI registry is unreachable or refused a request."""
+
+
+class TagConflictError(DetpackError):
+    """A tag already points at other content; detpack never re-points it. The CLI exits 1."""
+
+    exit_code = 1

@@ -10,6 +10,8 @@ the chain runs from source commit to deployed image. Pure except for reading the
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import json
@@ -60,6 +62,21 @@ def read_statement(path: Path, subject_digest: str) -> tuple[JSON, str] | None:
     if not any(isinstance(s, dict) and s.get("digest", {}).get("sha256") == want for s in subjects):
         return None
     return data, hashlib.sha256(raw).hexdigest()
+
+
+def names_subject(path: Path, digest: str) -> bool:
+    """Whether the statement (or DSSE envelope of one) at ``path`` has ``digest`` as a subject."""
+    if path.name.endswith(".intoto.jsonl"):
+        try:
+            envelope = json.loads(path.read_bytes().splitlines()[0])
+            payload = json.loads(base64.b64decode(envelope["payload"], validate=True))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, binascii.Error):
+            return False
+        want = digest.removeprefix("sha256:")
+        return any(
+            isinstance(s, dict) and s.get("digest", {}).get("sha256") == want for s in payload.get("subject", [])
+        )
+    return read_statement(path, digest) is not None
 
 
 def origin(records: Sequence[JSON]) -> tuple[str | None, str | None]:

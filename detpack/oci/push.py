@@ -1,0 +1,168 @@
+"""Push an image from a layout to a registry: by digest first, the tag only if write-once allows.
+
+Order: every blob (skipped when the registry has it), then the manifest by its digest,
+then the tag, and only when the tag is absent or already names the same digest. A tag
+that points elsewhere is refused with both digests named (Distribution cannot make tags
+immutable, so the client checks, before the upload and again just before tagging).
+Provenance is pushed as an OCI artifact whose ``subject`` is the image manifest, and
+listed in the ``sha256-<hex>`` referrers fallback tag (registries without the referrers API).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from detpack.errors import InputError, TagConflictError
+from detpack.oci.layout import DOCKER_LIST, INDEX, MANIFEST, Descriptor, Layout, LayoutRef
+from detpack.oci.registry import Registry, RegistryRef
+from detpack.provenance import canonical_json
+
+IN_TOTO = "application/vnd.in-toto+json"
+DSSE = "application/vnd.dsse.envelope.v1+json"
+EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_BLOB = b"{}"
+TagState = Literal["created", "unchanged", "none"]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: str  # REGISTRY/REPO@sha256:...
+    digest: str
+    tag: str | None
+    tag_state: TagState
+    uploaded: int
+    skipped: int
+    attestation: str | None
+
+
+def _open(path: Path) -> BinaryIO:
+    return path.open("rb")
+
+
+def _push_blobs(layout: Layout, manifest: dict[str, object], registry: Registry, repo: str) -> tuple[int, int]:
+    uploaded = skipped = 0
+    label = f"{layout.directory}"
+    descriptors = [manifest.get("config"), *(manifest.get("layers") or [])]  # type: ignore[misc]
+    for raw in descriptors:
+        if not isinstance(raw, dict):
+            raise InputError(f"{label}: malformed manifest (a descriptor is not an object)")
+        d = Descriptor.from_json(raw, label)
+        path = layout.blob_path(d.digest)
+        if not path.is_file():
+            raise InputError(f"{label}: blob {d.digest} is missing; the layout is incomplete")
+        if path.stat().st_size != d.size:
+            raise InputError(f"{path}: size {path.stat().st_size} differs from the manifest's {d.size}; layout corrupt")
+        if registry.push_blob(repo, d.digest, d.size, functools.partial(_open, path)):
+            uploaded += 1
+        else:
+            skipped += 1
+    return uploaded, skipped
+
+
+def _push_manifest(layout: Layout, d: Descriptor, registry: Registry, repo: str) -> tuple[int, int]:
+    """Push a manifest (or an index and its children) and its blobs, by digest."""
+    data = layout.read_blob(d.digest)
+    manifest = json.loads(data)
+    uploaded = skipped = 0
+    if d.media_type in (INDEX, DOCKER_LIST):
+        for child in manifest.get("manifests") or []:
+            u, s = _push_manifest(layout, Descriptor.from_json(child, str(layout.directory)), registry, repo)
+            uploaded, skipped = uploaded + u, skipped + s
+    else:
+        uploaded, skipped = _push_blobs(layout, manifest, registry, repo)
+    registry.put_manifest(repo, d.digest, data, d.media_type)
+    return uploaded, skipped
+
+
+def check_tag(registry: Registry, dest: RegistryRef, digest: str) -> TagState:
+    if dest.tag is None:
+        return "none"
+    current = registry.manifest_digest(dest.repository, dest.tag)
+    if current is None:
+        return "created"
+    if current != digest:
+        raise TagConflictError(
+            f"{dest}: the tag already points to {current}, not {digest}; tags are write-once: "
+            "push under a new tag, or with --no-tag and deploy by digest"
+        )
+    return "unchanged"
+
+
+def push_image(source: LayoutRef, dest: RegistryRef, registry: Registry, provenance: Path | None = None) -> PushResult:
+    layout = Layout(source.directory)
+    descriptor = layout.resolve(source.tag)
+    registry.ping()
+    state = check_tag(registry, dest, descriptor.digest)  # refuse before uploading anything
+    uploaded, skipped = _push_manifest(layout, descriptor, registry, dest.repository)
+    attestation = None
+    if provenance is not None:
+        attestation = push_attestation(registry, dest.repository, descriptor, provenance)
+    if dest.tag is not None:
+        state = check_tag(registry, dest, descriptor.digest)  # again: narrow the window for a racing push
+        if state == "created":
+            data = layout.read_blob(descriptor.digest)
+            registry.put_manifest(dest.repository, dest.tag, data, descriptor.media_type)
+    return PushResult(
+        f"{dest.name}@{descriptor.digest}", descriptor.digest, dest.tag, state, uploaded, skipped, attestation
+    )
+
+
+def attestation_manifest(subject: Descriptor, blob: bytes, media_type: str) -> bytes:
+    """An OCI artifact manifest carrying ``blob`` (the statement) with ``subject`` = the image."""
+    empty = {"mediaType": EMPTY, "digest": "sha256:" + _sha256(EMPTY_BLOB), "size": len(EMPTY_BLOB)}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": IN_TOTO,
+        "config": empty,
+        "layers": [{"mediaType": media_type, "digest": "sha256:" + _sha256(blob), "size": len(blob)}],
+        # No time annotation: the same statement for the same image is the same artifact, so a
+        # re-push is a no-op instead of a new referrer.
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+    }
+    return canonical_json(manifest)
+
+
+def push_attestation(registry: Registry, repo: str, subject: Descriptor, provenance: Path) -> str:
+    """Push ``provenance`` as an artifact referring to ``subject``; list it under the fallback tag."""
+    try:
+        blob = provenance.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{provenance}: cannot be read ({exc.strerror or exc})") from None
+    media_type = DSSE if provenance.name.endswith(".intoto.jsonl") else IN_TOTO
+    registry.push_blob(repo, "sha256:" + _sha256(EMPTY_BLOB), len(EMPTY_BLOB), functools.partial(_bytes, EMPTY_BLOB))
+    registry.push_blob(repo, "sha256:" + _sha256(blob), len(blob), functools.partial(_bytes, blob))
+    data = attestation_manifest(subject, blob, media_type)
+    digest = registry.put_manifest(repo, "sha256:" + _sha256(data), data, MANIFEST)
+    _add_referrer(registry, repo, subject.digest, Descriptor(MANIFEST, digest, len(data), artifact_type=IN_TOTO))
+    return digest
+
+
+def _add_referrer(registry: Registry, repo: str, subject_digest: str, referrer: Descriptor) -> None:
+    """The referrers tag schema: ``sha256-<hex>`` names an index of everything referring to it."""
+    tag = subject_digest.replace(":", "-")
+    current = registry.get_manifest(repo, tag)
+    manifests: list[dict[str, object]] = []
+    if current is not None:
+        try:
+            manifests = list(json.loads(current[0]).get("manifests") or [])
+        except (ValueError, AttributeError):
+            manifests = []
+    if any(isinstance(m, dict) and m.get("digest") == referrer.digest for m in manifests):
+        return
+    index = {"schemaVersion": 2, "mediaType": INDEX, "manifests": [*manifests, referrer.to_json()]}
+    registry.put_manifest(repo, tag, canonical_json(index), INDEX)
+
+
+def _bytes(data: bytes) -> BinaryIO:
+    return io.BytesIO(data)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,193 @@
+"""A small OCI distribution-API client: blobs and manifests over HTTP, nothing else.
+
+Enough to push by digest and read back (no Docker daemon, no auth flows: the registries
+detpack talks to are local or reached through a proxy that authenticates). Plain HTTP is
+used for loopback hosts only; everything else is HTTPS. Every failure becomes one
+``RegistryError`` line naming the registry and what to check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from detpack.errors import ConfigError, RegistryError
+from detpack.oci.layout import DOCKER_LIST, DOCKER_MANIFEST, INDEX, MANIFEST, check_digest
+
+ACCEPT = ", ".join([MANIFEST, INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+_LOOPBACK = ("127.", "localhost", "[::1]")
+
+
+@dataclass(frozen=True)
+class RegistryRef:
+    """``HOST[:PORT]/REPO[:TAG]`` (a leading ``oci://`` or ``docker://`` is accepted)."""
+
+    host: str
+    repository: str
+    tag: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> RegistryRef:
+        rest = text
+        for scheme in ("oci://", "docker://"):
+            rest = rest.removeprefix(scheme)
+        host, sep, path = rest.partition("/")
+        if not sep or not host or not path:
+            raise ConfigError(f"{text}: expected REGISTRY/REPOSITORY[:TAG], e.g. 127.0.0.1:5000/app:1.0")
+        tag = None
+        last = path.rsplit("/", 1)[-1]
+        if ":" in last:
+            path, _, tag = path.rpartition(":")
+        if "@" in path:
+            raise ConfigError(f"{text}: push to a tag or a repository, not to a digest reference")
+        if not path or path != path.lower() or any(p == "" for p in path.split("/")):
+            raise ConfigError(f"{text}: {path!r} is not a valid repository name (lowercase, slash-separated)")
+        return cls(host, path, tag or None)
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}/{self.repository}"
+
+    def __str__(self) -> str:
+        return self.name + (f":{self.tag}" if self.tag else "")
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Registry:
+    """One registry host; methods take the repository so one client serves several."""
+
+    def __init__(self, host: str, *, timeout: float = 60.0) -> None:
+        self.host = host
+        self.scheme = "http" if host.startswith(_LOOPBACK) else "https"
+        self.timeout = timeout
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://{self.host}{path}"
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | BinaryIO | None = None,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        missing_ok: bool = False,
+    ) -> Response | None:
+        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310 - http(s) only
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+                status, hdrs, data = resp.status, dict(resp.headers.items()), resp.read()
+        except urllib.error.HTTPError as exc:
+            status, hdrs, data = exc.code, dict(exc.headers.items()), exc.read()
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(
+                f"{self.host}: registry unreachable ({reason}); check the address and that it is running"
+            ) from None
+        if status == 404 and missing_ok:
+            return None
+        if status not in ok:
+            raise RegistryError(
+                f"{self.host}: {method} {urllib.parse.urlsplit(url).path} failed: {_explain(status, data)}"
+            )
+        return Response(status, {k.lower(): v for k, v in hdrs.items()}, data)
+
+    def ping(self) -> None:
+        self.request("GET", self.url("/v2/"))
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        return self.request("HEAD", self.url(f"/v2/{repo}/blobs/{digest}"), missing_ok=True) is not None
+
+    def push_blob(self, repo: str, digest: str, size: int, opener: Callable[[], BinaryIO]) -> bool:
+        """Upload a blob unless the registry has it; True when it was uploaded."""
+        if self.has_blob(repo, digest):
+            return False
+        start = self.request("POST", self.url(f"/v2/{repo}/blobs/uploads/"), ok=(202,))
+        assert start is not None
+        location = start.headers.get("location")
+        if not location:
+            raise RegistryError(f"{self.host}: the registry gave no upload location for {digest}")
+        target = urllib.parse.urljoin(self.url("/"), location)
+        target += ("&" if "?" in target else "?") + urllib.parse.urlencode({"digest": digest})
+        with opener() as body:
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            self.request("PUT", target, body=body, headers=headers, ok=(201,))
+        return True
+
+    def get_blob(self, repo: str, digest: str, *, limit: int = 64 << 20) -> bytes:
+        resp = self.request("GET", self.url(f"/v2/{repo}/blobs/{digest}"))
+        assert resp is not None
+        if len(resp.body) > limit or "sha256:" + hashlib.sha256(resp.body).hexdigest() != digest:
+            raise RegistryError(f"{self.host}/{repo}: blob {digest} came back with other content; refusing it")
+        return resp.body
+
+    def manifest_digest(self, repo: str, reference: str) -> str | None:
+        """The digest a tag (or digest) points to, or None when absent."""
+        resp = self.request(
+            "HEAD", self.url(f"/v2/{repo}/manifests/{reference}"), headers={"Accept": ACCEPT}, missing_ok=True
+        )
+        if resp is None:
+            return None
+        digest = resp.headers.get("docker-content-digest")
+        if digest is None:
+            got = self.get_manifest(repo, reference)
+            return None if got is None else got[1]
+        return check_digest(digest, f"{self.host}/{repo}:{reference}")
+
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str] | None:
+        """(bytes, digest, media type) of a manifest, verified when asked by digest."""
+        resp = self.request(
+            "GET", self.url(f"/v2/{repo}/manifests/{reference}"), headers={"Accept": ACCEPT}, missing_ok=True
+        )
+        if resp is None:
+            return None
+        digest = "sha256:" + hashlib.sha256(resp.body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"{self.host}/{repo}: manifest {reference} came back with other content")
+        media_type = resp.headers.get("content-type", "").split(";")[0] or _media_type(resp.body)
+        return resp.body, digest, media_type
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        resp = self.request(
+            "PUT",
+            self.url(f"/v2/{repo}/manifests/{reference}"),
+            body=data,
+            headers={"Content-Type": media_type},
+            ok=(201,),
+        )
+        assert resp is not None
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        echoed = resp.headers.get("docker-content-digest")
+        if echoed and echoed != digest:
+            raise RegistryError(f"{self.host}/{repo}: the registry stored {echoed} for our manifest {digest}")
+        return digest
+
+
+def _media_type(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("mediaType", MANIFEST))
+    except (ValueError, AttributeError):
+        return MANIFEST
+
+
+def _explain(status: int, body: bytes) -> str:
+    try:
+        errors = json.loads(body).get("errors") or []
+        detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError):
+        detail = ""
+    return f"HTTP {status}" + (f" ({detail})" if detail else "")
