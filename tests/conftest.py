@@ -7,12 +7,16 @@ skipping.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +106,43 @@ def run(
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+def faketime_env() -> dict[str, str]:
+    require_tool("faketime")
+    libs = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+    if not libs:
+        pytest.fail("faketime is installed but libfaketime.so.1 was not found")
+    return {"LD_PRELOAD": libs[0], "FAKETIME": "+1d", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def _locale_available(name: str) -> bool:
+    out = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False).stdout
+    return name.lower().replace("-", "") in out.lower().replace("-", "")
+
+
+def variations(tmp: Path) -> list[tuple[str, dict[str, str], int, Path]]:
+    """(label, environment, umask, where the tree lives) for the two builds."""
+    if not _locale_available("de_DE.utf8"):
+        message = "locale de_DE.UTF-8 missing (locales + locale-gen; .ci/run does it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    a = {"TZ": "UTC", "LANG": "C.UTF-8", "HOME": str(tmp / "home-a"), "PYTHONHASHSEED": "0"}
+    b = {
+        "TZ": "Asia/Tokyo",
+        "LANG": "de_DE.UTF-8",
+        "LC_ALL": "de_DE.UTF-8",
+        "HOME": str(tmp / "elsewhere" / "home-b"),
+        "PYTHONHASHSEED": "4242",
+        **faketime_env(),
+    }
+    for env in (a, b):
+        Path(env["HOME"]).mkdir(parents=True)
+    return [
+        ("a", a, 0o022, tmp / "a" / "src"),
+        ("b", b, 0o002, tmp / "b" / "a" / "much" / "deeper" / "checkout"),
+    ]
+
+
 def sha256(path: Path) -> str:
     import hashlib
 
@@ -111,3 +152,41 @@ def sha256(path: Path) -> str:
 def digests(outdir: Path, pattern: str = "*") -> dict[str, str]:
     """File name -> sha256 of the wheels and sdists in ``outdir``."""
     return {p.name: sha256(p) for p in sorted(outdir.glob(pattern)) if p.name.endswith((".whl", ".tar.gz"))}
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's docker-registry (Distribution 2.8) on 127.0.0.1, a free port and temp storage."""
+    binary = require_tool("docker-registry")
+    root = tmp_path_factory.mktemp("registry")
+    for _attempt in range(5):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = root / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        )
+        log = (root / "log").open("wb")
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            proc.kill()
+            proc.wait()
+            continue  # the port was taken in between (or the registry died): try another
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            log.close()
+        return
+    pytest.fail(f"docker-registry did not start; see {root / 'log'}")

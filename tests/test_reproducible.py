@@ -5,57 +5,18 @@ variations make ``python -m build`` give different bytes (the perturbation is re
 
 from __future__ import annotations
 
-import glob
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import DETPACK, FIXTURES, MODULES, Run, digests, materialize, require_tool, run
+from conftest import DETPACK, FIXTURES, MODULES, Run, digests, materialize, run, variations
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 #: Fixtures whose plain `python -m build` output must differ between the two variations.
 CONTROLS = ("setuptools-basic", "noisy", "cext")
-
-
-def _faketime_env() -> dict[str, str]:
-    require_tool("faketime")
-    libs = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
-    if not libs:
-        pytest.fail("faketime is installed but libfaketime.so.1 was not found")
-    return {"LD_PRELOAD": libs[0], "FAKETIME": "+1d", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-
-
-def _locale_available(name: str) -> bool:
-    out = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False).stdout
-    return name.lower().replace("-", "") in out.lower().replace("-", "")
-
-
-def variations(tmp: Path) -> list[tuple[str, dict[str, str], int, Path]]:
-    """(label, environment, umask, where the tree lives) for the two builds."""
-    if not _locale_available("de_DE.utf8"):
-        message = "locale de_DE.UTF-8 missing (locales + locale-gen; .ci/run does it)"
-        if __import__("os").environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    a = {"TZ": "UTC", "LANG": "C.UTF-8", "HOME": str(tmp / "home-a"), "PYTHONHASHSEED": "0"}
-    b = {
-        "TZ": "Asia/Tokyo",
-        "LANG": "de_DE.UTF-8",
-        "LC_ALL": "de_DE.UTF-8",
-        "HOME": str(tmp / "elsewhere" / "home-b"),
-        "PYTHONHASHSEED": "4242",
-        **_faketime_env(),
-    }
-    for env in (a, b):
-        Path(env["HOME"]).mkdir(parents=True)
-    return [
-        ("a", a, 0o022, tmp / "a" / "src"),
-        ("b", b, 0o002, tmp / "b" / "a" / "much" / "deeper" / "checkout"),
-    ]
 
 
 def detpack_build(src: Path, out: Path, env: dict[str, str], umask: int, wheelhouse: Path) -> Run:

@@ -48,8 +48,8 @@ def _open(path: Path) -> BinaryIO:
 def _push_blobs(layout: Layout, manifest: dict[str, object], registry: Registry, repo: str) -> tuple[int, int]:
     uploaded = skipped = 0
     label = f"{layout.directory}"
-    descriptors = [manifest.get("config"), *(manifest.get("layers") or [])]  # type: ignore[misc]
-    for raw in descriptors:
+    checked: list[tuple[Descriptor, Path]] = []
+    for raw in [manifest.get("config"), *(manifest.get("layers") or [])]:  # type: ignore[misc]
         if not isinstance(raw, dict):
             raise InputError(f"{label}: malformed manifest (a descriptor is not an object)")
         d = Descriptor.from_json(raw, label)
@@ -58,6 +58,8 @@ def _push_blobs(layout: Layout, manifest: dict[str, object], registry: Registry,
             raise InputError(f"{label}: blob {d.digest} is missing; the layout is incomplete")
         if path.stat().st_size != d.size:
             raise InputError(f"{path}: size {path.stat().st_size} differs from the manifest's {d.size}; layout corrupt")
+        checked.append((d, path))
+    for d, path in checked:  # only once every blob is known to be there: no half-pushed image
         if registry.push_blob(repo, d.digest, d.size, functools.partial(_open, path)):
             uploaded += 1
         else:
