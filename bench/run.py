@@ -160,7 +160,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     args = ap.parse_args()
     reps = 1 if args.smoke else args.reps
-    scale = (200, 4, 2000, 10, 400, 4) if args.smoke else (2000, 30, 20000, 130, 20000, 125)
+    scale = (200, 4, 2000, 10, 400, 4, 400, 6) if args.smoke else (2000, 30, 20000, 130, 20000, 125, 20000, 200)
     snd = shutil.which("strip-nondeterminism")
     pigz = shutil.which("pigz")
     rows: list[Row] = []
@@ -220,6 +220,33 @@ def main() -> None:
                 [DETPACK, "normalize", str(tgz), "-o", str(work / "n"), "-q"],
                 "tar | pigz -n -6",
                 f"{tar} -C {src.parent} -cf - {src.name} | {pigz} -n -6 > {work / 'b.tgz'}" if pigz else None,
+                reps,
+            )
+        )
+        big = tree(work / "layer-tree", scale[6], scale[7], 4)
+        print(f"layer tree: {scale[7]} MB, {scale[6]} files, mixed modes and symlinks")
+        packers = {
+            "tar | gzip -n -6": f"{tar} -C {big.parent} -cf - {big.name} | gzip -n -6 > {work / 'c.tgz'}",
+            "tar | pigz -n -6": f"{tar} -C {big.parent} -cf - {big.name} | {pigz} -n -6 > {work / 'd.tgz'}"
+            if pigz
+            else None,
+        }
+        for name, anchor in packers.items():
+            rows.append(
+                compare(
+                    f"tree -> layer, vs {name[6:]}",
+                    [DETPACK, "layer", "-o", str(work / "layer.tar.gz"), "--add", f"{big}:/app", "-q"],
+                    name,
+                    anchor,
+                    reps,
+                )
+            )
+        rows.append(
+            compare(
+                "tree -> tar.gz (detpack tar)",
+                [DETPACK, "tar", str(big), "-o", str(work / "t.tar.gz"), "-q"],
+                "tar | gzip -n -6",
+                packers["tar | gzip -n -6"],
                 reps,
             )
         )

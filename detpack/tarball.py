@@ -98,20 +98,40 @@ def _compressor(out: BinaryIO | io.RawIOBase, compression: Compression) -> Itera
             yield z
 
 
-def write_tar(items: Sequence[TreeItem], out: BinaryIO, epoch: int, label: str, compression: Compression) -> TarDigests:
+def write_tar(
+    items: Sequence[TreeItem],
+    out: BinaryIO,
+    epoch: int,
+    label: str,
+    compression: Compression,
+    hashes: dict[str, str] | None = None,
+) -> TarDigests:
     """Write ``items`` (sorted, parents present) as a canonical tar through ``compression``."""
     blob = _Digesting(out)
     with _compressor(blob, compression) as packed:
         plain = _Digesting(packed)
-        tar.write_entries(plain, (item.pair() for item in items), epoch, label)  # type: ignore[arg-type]
+        tar.write_entries(plain, (item.pair() for item in items), epoch, label, hashes)  # type: ignore[arg-type]
     return TarDigests(plain.hash.hexdigest(), plain.size, blob.hash.hexdigest(), blob.size, len(items))
 
 
-def write_tarball(items: Sequence[TreeItem], target: Path, epoch: int, label: str) -> TarDigests:
+def write_tarball(
+    items: Sequence[TreeItem], target: Path, epoch: int, label: str, hashes: dict[str, str] | None = None
+) -> TarDigests:
     """``write_tar`` into ``target`` atomically, compressed as its suffix says."""
     compression = compression_for(target)
     with atomic_writer(target) as f:
-        return write_tar(items, f, epoch, label, compression)
+        return write_tar(items, f, epoch, label, compression, hashes)
+
+
+def content_digest(items: Sequence[TreeItem], hashes: dict[str, str], root: str = "") -> str:
+    """sha256 over (kind, mode, content sha256 or link target, path under ``root``) of every entry."""
+    outer = hashlib.sha256()
+    cut = len(root) + 1 if root else 0
+    for item in sorted(items, key=lambda i: i.entry.sort_key):
+        e = item.entry
+        what = hashes.get(e.name, "") if e.kind == "file" else e.linkname
+        outer.update(f"{e.kind} {e.mode:o} {what} {e.name[cut:]}\n".encode("utf-8", "surrogateescape"))
+    return outer.hexdigest()
 
 
 def clean_prefix(prefix: str | None) -> str:

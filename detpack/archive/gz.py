@@ -87,9 +87,11 @@ class BlockGzipWriter(io.RawIOBase):
 
 def _deflate_block(block: bytes, dictionary: bytes, level: int, last: bool) -> bytes:
     if dictionary:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
+        compressor = zlib.compressobj(
+            level, zlib.DEFLATED, -15, policy.GZIP_MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY, dictionary
+        )
     else:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY)
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, policy.GZIP_MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY)
     return compressor.compress(block) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 

@@ -70,7 +70,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
         name=target.name,
         digest=layer.digest,
         diff_id=layer.diff_id,
-        additions=[(str(a.source), a.dest, attest.source_descriptor(a.source, str(a.source))) for a in additions],
+        additions=[
+            (str(a.source), a.dest, attest.source_descriptor(a.source, str(a.source), digest))
+            for a, digest in zip(additions, layer.source_digests, strict=True)
+        ],
         wheels=[attest.wheel_descriptor(w.path, w.sha256) for w in wheels],
         python={"prefix": python.prefix, "version": python.version, "sitePackages": python.site_packages},
         epoch=epoch,

@@ -22,7 +22,7 @@ from typing import Any
 
 from detpack import __version__, policy
 from detpack.provenance import BUILDER_ID, PREDICATE_TYPE, STATEMENT_TYPE, file_sha256, rfc3339
-from detpack.source import git_info, tree_digest
+from detpack.source import git_info
 
 LAYER_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-layer/v1"
 IMAGE_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-image/v1"
@@ -124,17 +124,14 @@ def wheel_origin(wheel: Path, sha256: str) -> WheelOrigin | None:
     return None
 
 
-def source_descriptor(path: Path, as_given: str) -> JSON:
-    """A ``--add`` source: its tree digest and, inside a git work tree, the commit."""
-    rd: JSON = {"name": as_given}
+def source_descriptor(path: Path, as_given: str, digest: str) -> JSON:
+    """A ``--add`` source: the digest of what was packed from it and, in a git work tree, the commit."""
+    rd: JSON = {"name": as_given, "digest": {"sha256": digest}}
     if path.is_dir():
-        rd["digest"] = {"sha256": tree_digest(path)}
         info = git_info(path)
         if info is not None:
             rd["digest"]["gitCommit"] = info.commit
             rd["annotations"] = {"dirty": info.dirty, **({"remote": info.remote} if info.remote else {})}
-    elif path.is_file():
-        rd["digest"] = {"sha256": file_sha256(path)}
     return rd
 
 

@@ -22,7 +22,7 @@ from detpack.archive.entry import Entry, safe_name
 from detpack.archive.tree import TreeItem, collect, merge, place
 from detpack.archive.zip import open_zip, read_members
 from detpack.errors import ArchiveError, ConfigError, InputError
-from detpack.tarball import TarDigests, write_tarball
+from detpack.tarball import TarDigests, content_digest, write_tarball
 
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 DEFAULT_PREFIX = "/usr/local"
@@ -85,6 +85,8 @@ class Layer:
     wheels: tuple[WheelInput, ...]
     target: PythonTarget
     epoch: int
+    #: Per ``--add``, sha256 over its entries (kind, mode, content digest or link, path under DEST).
+    source_digests: tuple[str, ...] = ()
 
     @property
     def diff_id(self) -> str:
@@ -151,12 +153,17 @@ def build_layer(
         if not addition.source.exists() and not addition.source.is_symlink():
             raise InputError(f"{addition.source}: no such file or directory (from --add {addition.as_given})")
     with tempfile.TemporaryDirectory(prefix="detpack-layer-") as scratch:
-        sources: list[tuple[str, list[TreeItem]]] = [(f"--add {a.as_given}", _addition_items(a)) for a in additions]
+        added = [_addition_items(a) for a in additions]
+        sources: list[tuple[str, list[TreeItem]]] = [
+            (f"--add {a.as_given}", i) for a, i in zip(additions, added, strict=True)
+        ]
         if wheels:
             root = Path(scratch) / "root"
             root.mkdir()
             install_wheels([w.path for w in wheels], root, target)
             sources.append(("the installed wheels", collect(root, absolute_links=True)))
         items = merge(sources, str(output))
-        digests = write_tarball(items, output, epoch, str(output))
-    return Layer(output, digests, tuple(additions), tuple(wheels), target, epoch)
+        hashes: dict[str, str] = {}
+        digests = write_tarball(items, output, epoch, str(output), hashes)
+    source_digests = tuple(content_digest(i, hashes, a.dest) for a, i in zip(additions, added, strict=True))
+    return Layer(output, digests, tuple(additions), tuple(wheels), target, epoch, source_digests)
