@@ -75,6 +75,10 @@ def run_once(argv: list[str] | str, setup: object = None) -> tuple[float, float]
     return elapsed, usage.ru_maxrss / 1024
 
 
+#: Substrings of job names to run (``--only``); empty runs everything.
+ONLY: list[str] = []
+
+
 def compare(
     job: str,
     ours: list[str] | str,
@@ -83,7 +87,9 @@ def compare(
     reps: int,
     setup: object = None,
     anchor_setup: object = None,
-) -> Row:
+) -> Row | None:
+    if ONLY and not any(o in job for o in ONLY):
+        return None
     mine: list[tuple[float, float]] = []
     theirs: list[tuple[float, float]] = []
     for _ in range(reps):  # alternate, so drift hits both sides alike
@@ -158,12 +164,14 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny inputs, one run (what CI runs)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
+    ap.add_argument("--only", action="append", default=[], metavar="TEXT", help="run only jobs whose name has TEXT")
     args = ap.parse_args()
+    ONLY.extend(args.only)
     reps = 1 if args.smoke else args.reps
     scale = (200, 4, 2000, 10, 400, 4, 400, 6) if args.smoke else (2000, 30, 20000, 130, 20000, 125, 20000, 200)
     snd = shutil.which("strip-nondeterminism")
     pigz = shutil.which("pigz")
-    rows: list[Row] = []
+    rows: list[Row | None] = []
     work = Path(tempfile.mkdtemp(prefix="detpack-bench-"))
     try:
         small = wheel_like(work / "small-1.0-py3-none-any.whl", scale[0], scale[1], 1)
@@ -317,7 +325,9 @@ def main() -> None:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.json.write_text(json.dumps({"smoke": args.smoke, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    args.json.write_text(
+        json.dumps({"smoke": args.smoke, "rows": [asdict(r) for r in rows if r is not None]}, indent=2) + "\n"
+    )
     print(f"\nresults: {args.json}")
 
 
