@@ -30,6 +30,9 @@ VERBS = {
     "check": "detpack.cli.check",
     "lock": "detpack.cli.lock",
     "rebuild": "detpack.cli.rebuild",
+    "keygen": "detpack.cli.keygen",
+    "sign": "detpack.cli.sign",
+    "verify": "detpack.cli.verify",
 }
 
 
