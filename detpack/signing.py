@@ -168,12 +168,16 @@ def load_public_key(path: Path) -> PublicKey:
     data = _read_key_file(path)
     if b"PRIVATE KEY" in data:
         return load_private_key(path).public
+    return parse_public_key(data, path)
+
+
+def parse_public_key(data: bytes, source: Path | str) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, binascii.Error):
-        raise KeyFileError(f"{path}: not a PEM public key (detpack keygen writes one as KEY.pub)") from None
+        raise KeyFileError(f"{source}: not a PEM public key (detpack keygen writes one as KEY.pub)") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path}: a {_kind(key)} key; detpack verifies ed25519 keys (detpack keygen)")
+        raise KeyFileError(f"{source}: a {_kind(key)} key; detpack verifies ed25519 keys (detpack keygen)")
     return PublicKey(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 

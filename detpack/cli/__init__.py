@@ -33,6 +33,7 @@ VERBS = {
     "keygen": "detpack.cli.keygen",
     "sign": "detpack.cli.sign",
     "verify": "detpack.cli.verify",
+    "store": "detpack.cli.store",
 }
 
 
