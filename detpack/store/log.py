@@ -80,8 +80,8 @@ class Checkpoint:
                 keyid=str(value["keyid"]),
                 sig=base64.b64decode(value["sig"], validate=True),
             )
-        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-            raise ValueError(f"unreadable ({type(exc).__name__})") from None
+        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise ValueError("unreadable (changed by hand)") from None
         if cp.record() != record:
             raise ValueError("not in canonical form (changed by hand)")
         return cp
