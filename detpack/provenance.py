@@ -308,7 +308,7 @@ def check_policy(
         recorded = summary.source_commit
         if recorded is None:
             problems.append("the provenance records no source commit")
-        elif not recorded.startswith(source_commit.lower()) or len(source_commit) < 7:
+        elif not recorded.startswith(source_commit.lower()):
             problems.append(f"source commit is {recorded}, not {source_commit}")
     if builder is not None and summary.builder != builder:
         problems.append(f"builder is {summary.builder!r}, not {builder!r}")

@@ -107,6 +107,8 @@ def test_verify_passes_and_applies_the_policy(signed: dict[str, Path]) -> None:
     r = run([*base, "--builder", "https://example.com/other"])
     assert r.code == 1 and "builder is" in r.stderr
     assert run([*base, "--builder", "https://detpack.dev/builders/local/v1"]).code == 0
+    r = run([*base, "--source-commit", "0123"])
+    assert r.code == 2 and "expected 7 to 64 hex digits" in r.stderr
 
 
 def test_verify_refuses_an_artifact_that_is_not_a_subject(signed: dict[str, Path], tmp_path: Path) -> None:

@@ -110,6 +110,9 @@ def test_store_url_from_pyproject_and_bad_urls(tmp_path: Path, files: dict[str, 
     assert r.code == 2 and "OCI registry stores are not available yet" in r.stderr
     r = run([DETPACK, "store", "--store", files["1.0"], "log"])
     assert r.code == 2 and "not a directory" in r.stderr
+    r = run([DETPACK, "store", "--store", tmp_path / "nowhere", "verify"])
+    assert r.code == 2 and "no store here" in r.stderr
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, files: dict[str, Path]) -> None:

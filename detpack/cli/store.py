@@ -102,6 +102,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from detpack.store import open_store
 
     store = open_store(store_url(args), args.signing_key)
+    root = getattr(store.backend, "root", None)
+    if args.command not in ("init", "push") and isinstance(root, Path) and not root.is_dir():
+        from detpack.errors import StoreError
+
+        raise StoreError(f"{root}: no store here (`detpack store push` or `detpack store init` creates one)")
     handler = globals()[f"_{args.command}"]
     code: int = handler(store, args, out)
     return code

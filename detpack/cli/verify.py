@@ -6,11 +6,12 @@ Exit 0 verified, 1 not verified (the reason is printed), 2 bad input.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
 from detpack.cli._output import Output
-from detpack.errors import InputError, VerificationError
+from detpack.errors import ConfigError, InputError, VerificationError
 
 
 def add_parser(sub: Any) -> None:
@@ -31,6 +32,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     from detpack import provenance, signing
 
+    if args.source_commit is not None and not re.fullmatch(r"[0-9a-fA-F]{7,64}", args.source_commit):
+        raise ConfigError(f"--source-commit {args.source_commit!r}: expected 7 to 64 hex digits of a commit id")
     key = signing.load_public_key(args.key)
     data = _read(args.provenance)
     try:

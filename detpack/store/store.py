@@ -285,6 +285,8 @@ class Store:
         prov = self.read_provenance(linked)
         if prov.envelope is None:
             return "its provenance is unsigned (sign it: detpack sign)", None
+        if prov.envelope.payload_type != signing.PAYLOAD_TYPE:
+            return f"its provenance envelope carries {prov.envelope.payload_type!r}, not an in-toto statement", None
         if not keys:
             return "no key given to verify its signed provenance (pass --key PUB)", None
         for key in keys:
