@@ -293,6 +293,19 @@ def test_verify_names_a_changed_log_entry(pristine: Path) -> None:
     assert "log entry 4: does not match checkpoint 4 (tree size 4): changed, removed or inserted by hand" in out
 
 
+def test_a_writer_refuses_to_sign_over_a_changed_log(pristine: Path, files: dict[str, Path], tmp_path: Path) -> None:
+    entries = pristine / "log" / "entries.jsonl"
+    lines = entries.read_bytes().splitlines(keepends=True)
+    entries.write_bytes(b"".join(lines[:2] + lines[3:]))  # a deleted line
+    before = _snapshot(pristine)
+    new = tmp_path / "demo-2.0-py3-none-any.whl"
+    new.write_bytes(b"2.0")
+    r = run([DETPACK, "store", "--store", pristine, "push", new])
+    assert r.code == 1
+    assert "the log does not match its last signed checkpoint; nothing was written" in r.stderr
+    assert _snapshot(pristine) == before
+
+
 def test_verify_names_a_changed_checkpoint(pristine: Path) -> None:
     checkpoints = pristine / "log" / "checkpoints.jsonl"
     lines = checkpoints.read_bytes().splitlines(keepends=True)

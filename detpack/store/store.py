@@ -22,7 +22,7 @@ from typing import Any
 
 from detpack import provenance, signing
 from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
-from detpack.store import log
+from detpack.store import log, merkle
 from detpack.store.backend import Backend
 from detpack.store.state import Item, Promotion, State, replay
 
@@ -190,12 +190,26 @@ class Store:
                     )
                 signing.write_keypair(import_key, self.key_path)
             key = self._load_or_create_key(state)
+            self._check_head(key.public)
             writer = _Writer(self, key, state)
             if state.origin is None:
                 origin = f"urn:uuid:{os.urandom(16).hex()}"
                 writer.append({"type": "init", "origin": origin, "keyid": key.public.keyid})
             writer.finish()
             yield writer
+
+    def _check_head(self, key: signing.PublicKey) -> None:
+        """Refuse to extend a log that its last checkpoint does not vouch for (a writer never signs tampering)."""
+        checkpoint = log.last_checkpoint(self.backend)
+        entries = self.backend.read_log("entries").items
+        if checkpoint is None:
+            return
+        leaves = [merkle.leaf_hash(e) for e in entries]
+        if len(entries) != checkpoint.size or merkle.root(leaves) != checkpoint.root or not checkpoint.verifies(key):
+            raise StoreRefusedError(
+                f"{self.backend.url}: the log does not match its last signed checkpoint; nothing was written "
+                "(run `detpack store verify` to see what changed)"
+            )
 
     def init(self, key: signing.PrivateKey | None = None) -> signing.PublicKey:
         with self._writing(import_key=key) as w:
