@@ -3,6 +3,9 @@ and concurrent writers."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import io
 import json
 import os
 import random
@@ -11,15 +14,18 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import DETPACK, FIXTURES, ROOT, materialize, run, sha256
+from detpack.errors import StoreRefusedError
 from detpack.provenance import canonical_json
 from detpack.signing import load_public_key
-from detpack.store import LocalBackend, merkle, verify_store
+from detpack.store import LocalBackend, Records, Store, merkle, verify_store
 
 
 def _statement(*artifacts: Path) -> bytes:
@@ -506,3 +512,83 @@ def test_show_answers_from_a_real_signed_provenance(tmp_path: Path, built: dict[
     assert shown["live_in"] == ["prod"] and shown["promotions"][0]["forced"] is False
     text = run([*s, "show", sha256(wheel)[:10]]).stdout
     assert f"source:       {commit}" in text and "toolchain:    python" in text
+
+
+class MemoryBackend:
+    """A second backend, in memory: the Store and the audit must need nothing but the protocol."""
+
+    def __init__(self) -> None:
+        self.url = "memory:"
+        self.blobs: dict[str, bytes] = {}
+        self.retired: dict[str, bytes] = {}
+        self.names: dict[str, str] = {}
+        self.logs: dict[str, list[bytes]] = {"entries": [], "checkpoints": []}
+        self.key: bytes | None = None
+        self._lock = threading.Lock()
+
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    def has_blob(self, digest: str) -> bool:
+        return digest in self.blobs
+
+    def put_blob(self, digest: str, source: Path) -> bool:
+        data = source.read_bytes()
+        assert sha256(source) == digest
+        fresh = digest not in self.blobs
+        self.blobs[digest] = data
+        return fresh
+
+    def open_blob(self, digest: str) -> contextlib.closing[io.BytesIO]:
+        return contextlib.closing(io.BytesIO(self.blobs[digest]))
+
+    def list_blobs(self) -> Iterator[str]:
+        return iter(sorted(self.blobs))
+
+    def retire_blob(self, digest: str) -> None:
+        if digest in self.blobs:
+            self.retired[digest] = self.blobs.pop(digest)
+
+    def get_name(self, name: str) -> str | None:
+        return self.names.get(name)
+
+    def bind_name(self, name: str, digest: str) -> None:
+        if self.names.setdefault(name, digest) != digest:
+            raise StoreRefusedError(f"{name}: bound elsewhere")
+
+    def list_names(self) -> dict[str, str]:
+        return dict(self.names)
+
+    def read_log(self, stream: str) -> Records:
+        return Records(tuple(self.logs[stream]))
+
+    def append_log(self, stream: str, index: int, record: bytes) -> None:
+        assert len(self.logs[stream]) == index
+        self.logs[stream].append(record)
+
+    def truncate_log(self, stream: str, count: int) -> None:
+        del self.logs[stream][count:]
+
+    def read_public_key(self) -> bytes | None:
+        return self.key
+
+    def publish_public_key(self, pem: bytes) -> None:
+        self.key = self.key or pem
+
+
+def test_the_store_runs_on_any_backend_that_keeps_the_protocol(tmp_path: Path, files: dict[str, Path]) -> None:
+    backend = MemoryBackend()
+    store = Store(backend, tmp_path / "memory-store.key")
+    pushed = store.push([files["1.0"]], files["envelope"])
+    assert [p.stored for p in pushed] == [True, True]
+    assert [p.stored for p in store.push([files["1.0"]])] == [False]
+    store.push([files["1.1"]])
+    builder = load_public_key(files["builder.pub"])
+    assert store.promote(files["1.0"].name, "prod", [builder], force=False, environ={}).forced is False
+    decisions = store.expire(datetime.timedelta(0), keep_last=None)
+    assert [(d.names, d.expired) for d in decisions] == [((files["1.1"].name,), True), ((files["1.0"].name,), False)]
+    key = load_public_key(tmp_path / "memory-store.key.pub")
+    audit = verify_store(backend, key)
+    assert audit.ok and audit.entries == 6 and audit.blobs == 2, audit
+    backend.names[files["1.0"].name] = sha256(files["1.1"])
+    assert any("rebound by hand" in p for p in verify_store(backend, key).problems)
