@@ -592,3 +592,26 @@ def test_the_store_runs_on_any_backend_that_keeps_the_protocol(tmp_path: Path, f
     assert audit.ok and audit.entries == 6 and audit.blobs == 2, audit
     backend.names[files["1.0"].name] = sha256(files["1.1"])
     assert any("rebound by hand" in p for p in verify_store(backend, key).problems)
+
+
+def test_verify_since_a_saved_checkpoint_catches_a_rolled_back_or_rewritten_log(pristine: Path, tmp_path: Path) -> None:
+    s = [DETPACK, "store", "--store", pristine]
+    assert run([*s, "promote", "demo-1.2-py3-none-any.whl", "--to", "prod", "--force"]).code == 0
+    saved = tmp_path / "checkpoint.json"
+    assert run([*s, "checkpoint", "-o", saved]).code == 0
+    pub = pristine / "keys" / "store.key.pub"
+    assert run([*s, "verify", "--key", pub, "--since", saved]).code == 0
+    # Roll the log back past the promotion (every remaining checkpoint still verifies) ...
+    for stream in ("entries", "checkpoints"):
+        path = pristine / "log" / f"{stream}.jsonl"
+        path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-1]))
+    assert run([*s, "verify", "--key", pub]).code == 0  # on its own, a consistent shorter log
+    r = run([*s, "verify", "--key", pub, "--since", saved])
+    assert (
+        r.code == 1
+        and "saved checkpoint (tree size 7): the log now holds only 6 entries: it was rolled back" in r.stdout
+    )
+    # ... and rewrite history from there with the store's own key: still caught
+    assert run([*s, "promote", "demo-1.0-py3-none-any.whl", "--to", "prod", "--force"]).code == 0
+    r = run([*s, "verify", "--key", pub, "--since", saved])
+    assert r.code == 1 and "the log is not an extension of it" in r.stdout

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack.cli._output import Output
-from detpack.errors import ConfigError
+from detpack.errors import ConfigError, InputError
 
 SUBCOMMANDS = {
     "init": "create the store (optionally with an existing signing key) and print its public key's id",
@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "show": "what a digest or name is, who built it, when, from which commit, with which toolchain",
     "proof": "print an inclusion proof for a digest or name, or a consistency proof between tree sizes",
     "verify": "audit the store: re-hash blobs, recompute the tree, check every checkpoint",
+    "checkpoint": "print the latest signed checkpoint (keep it: `verify --since FILE` proves the log still extends it)",
     "promote": "record that a digest is live in an environment",
     "resolve": "print the digest live in an environment",
     "hold": "protect a digest from retention (--release lifts the hold)",
@@ -68,6 +69,10 @@ def add_parser(sub: Any) -> None:
         "--consistency", nargs="+", type=int, metavar=("OLD", "NEW"), help="prove tree OLD is a prefix of NEW"
     )
     parsers["verify"].add_argument("--key", type=Path, metavar="PUB", help="the store's public key, as you trust it")
+    parsers["verify"].add_argument(
+        "--since", type=Path, metavar="FILE", help="a checkpoint saved earlier (store checkpoint) the log must extend"
+    )
+    parsers["checkpoint"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write it here")
     parsers["promote"].add_argument("ref", metavar="DIGEST")
     parsers["promote"].add_argument("--to", required=True, metavar="ENV", help="the environment")
     parsers["promote"].add_argument(
@@ -229,7 +234,13 @@ def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
     from detpack.store import verify_store
 
     key = load_public_key(args.key) if args.key else None
-    audit = verify_store(store.backend, key)
+    since = None
+    if args.since is not None:
+        try:
+            since = args.since.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{args.since}: cannot read ({exc.strerror or exc})") from None
+    audit = verify_store(store.backend, key, since)
     value = {"ok": audit.ok, "problems": list(audit.problems), "notes": list(audit.notes), "entries": audit.entries,
              "checkpoints": audit.checkpoints, "blobs": audit.blobs, "keyid": audit.keyid}  # fmt: skip
     if audit.ok:
@@ -240,6 +251,25 @@ def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
         out, args, value, [head, *(f"  problem: {p}" for p in audit.problems), *(f"  note: {n}" for n in audit.notes)]
     )
     return 0 if audit.ok else 1
+
+
+def _checkpoint(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.errors import StoreError
+    from detpack.store import log
+
+    checkpoint = log.last_checkpoint(store.backend)
+    if checkpoint is None:
+        raise StoreError(f"{store.backend.url}: the log is empty")
+    if args.output:
+        from detpack.atomic import write_bytes
+
+        write_bytes(args.output, checkpoint.record() + b"\n")
+        out.result(f"{args.output}  checkpoint of tree size {checkpoint.size}")
+    elif args.json:
+        out.result(json.dumps(checkpoint.to_json(), indent=2))
+    else:
+        out.result(checkpoint.record().decode("ascii"))
+    return 0
 
 
 def _promote(store: Any, args: argparse.Namespace, out: Output) -> int:

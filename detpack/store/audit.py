@@ -49,7 +49,8 @@ def _signed_by(record: bytes, key: PublicKey) -> bool:
         return False
 
 
-def verify_store(backend: Backend, key: PublicKey | None) -> StoreAudit:
+def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = None) -> StoreAudit:
+    """Audit ``backend``; ``since`` is a checkpoint record saved earlier, which the log must still extend."""
     problems: list[str] = []
     notes: list[str] = []
     if key is None:
@@ -90,6 +91,8 @@ def verify_store(backend: Backend, key: PublicKey | None) -> StoreAudit:
     result = log.audit(entries, checkpoint_records.items, key, origin if isinstance(origin, str) else None)
     problems.extend(result.problems)
     notes.extend(result.notes)
+    if since is not None:
+        problems.extend(log.check_saved(since, entries[: result.committed], checkpoint_records.items, key))
     state = replay(parsed[: result.committed])
 
     live = set(backend.list_blobs())

@@ -210,3 +210,33 @@ def audit(
             "checkpoint: an interrupted write, not part of the log (the next write removes it)"
         )
     return LogAudit(tuple(problems), tuple(notes), min(committed, len(entries)), len(checkpoint_records))
+
+
+def check_saved(
+    saved: bytes, entries: Sequence[bytes], checkpoint_records: Sequence[bytes], key: PublicKey
+) -> list[str]:
+    """Whether the log still extends a checkpoint saved earlier (detects a rewritten or rolled-back log)."""
+    try:
+        old = Checkpoint.parse(saved.strip())
+    except ValueError as exc:
+        return [f"saved checkpoint: {exc}"]
+    where = f"saved checkpoint (tree size {old.size})"
+    if not old.verifies(key):
+        return [f"{where}: signature does not verify with key {key.keyid[:16]}"]
+    if old.size > len(entries):
+        return [f"{where}: the log now holds only {len(entries)} entries: it was rolled back"]
+    latest = None
+    for record in reversed(checkpoint_records):
+        try:
+            latest = Checkpoint.parse(record)
+        except ValueError:
+            continue
+        if latest.size <= len(entries):
+            break
+    if latest is None:
+        return [f"{where}: the log has no readable checkpoint to compare with"]
+    leaves = [merkle.leaf_hash(e) for e in entries[: latest.size]]
+    proof = merkle.consistency_proof(old.size, leaves)
+    if not merkle.verify_consistency(old.size, latest.size, old.root, latest.root, proof):
+        return [f"{where}: the log is not an extension of it (entries up to {old.size} were rewritten)"]
+    return []
