@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import getpass
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,30 +24,10 @@ from detpack.errors import InputError, StoreError, StoreRefusedError, Verificati
 from detpack.store import log, merkle
 from detpack.store.backend import Backend
 from detpack.store.state import Item, Promotion, State, replay
+from detpack.store.who import ci_run, current_user, now
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$")
 _ENV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: Environment variables that name a CI run, in the order they are tried.
-CI_RUN_VARIABLES = ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_TAG")
-
-
-def now() -> str:
-    return provenance.rfc3339(dt.datetime.now(dt.UTC))
-
-
-def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
-
-
-def ci_run(environ: Mapping[str, str]) -> str | None:
-    if environ.get("GITHUB_RUN_ID"):
-        server, repo = environ.get("GITHUB_SERVER_URL"), environ.get("GITHUB_REPOSITORY")
-        if server and repo:
-            return f"{server}/{repo}/actions/runs/{environ['GITHUB_RUN_ID']}"
-    return next((f"{v}={environ[v]}" for v in CI_RUN_VARIABLES if environ.get(v)), None)
 
 
 def check_name(name: str) -> str:
