@@ -15,6 +15,12 @@ Invariants a backend keeps:
   and fails otherwise, so two writers can never interleave; only ``truncate_log``, which the
   store calls to drop what an interrupted writer appended past the last checkpoint, shortens
   them.
+
+A backend whose medium has no lock of its own (a registry shared by several machines) still
+serialises its local writers in ``lock()``, and relies on ``append_log``'s index check being
+atomic on the medium (compare-and-set on the stream's length) so that writers elsewhere can
+never both append record ``index``; the loser fails with StoreError and nothing is half-written.
+The store's private key never goes through a backend: ``open_store`` is given its path.
 """
 
 from __future__ import annotations
