@@ -615,3 +615,25 @@ def test_verify_since_a_saved_checkpoint_catches_a_rolled_back_or_rewritten_log(
     assert run([*s, "promote", "demo-1.0-py3-none-any.whl", "--to", "prod", "--force"]).code == 0
     r = run([*s, "verify", "--key", pub, "--since", saved])
     assert r.code == 1 and "the log is not an extension of it" in r.stdout
+
+
+def test_init_with_an_existing_key_or_one_kept_outside_the_store(tmp_path: Path, files: dict[str, Path]) -> None:
+    store = tmp_path / "store"
+    r = run([DETPACK, "store", "--store", store, "init", "--key", files["builder"]])
+    assert r.code == 0, r.stderr
+    assert r.stdout.split()[-1] == load_public_key(files["builder.pub"]).keyid
+    assert oct((store / "keys" / "store.key").stat().st_mode & 0o777) == "0o600"
+    r = run([DETPACK, "store", "--store", store, "init", "--key", files["builder"]])
+    assert r.code == 1 and "a store keeps its key" in r.stderr
+    assert run([DETPACK, "store", "--store", store, "push", files["1.0"]]).code == 0
+    assert _audit(store, files["builder.pub"]) == []
+    # a key kept outside the store: the store holds only the public half
+    elsewhere = tmp_path / "elsewhere"
+    secret = tmp_path / "secret" / "ci-store.key"
+    s = [DETPACK, "store", "--store", elsewhere, "--signing-key", secret]
+    assert run([*s, "push", files["1.1"]]).code == 0
+    assert secret.is_file() and not (elsewhere / "keys" / "store.key").exists()
+    assert (elsewhere / "keys" / "store.key.pub").read_bytes() == Path(f"{secret}.pub").read_bytes()
+    r = run([DETPACK, "store", "--store", elsewhere, "push", files["1.2"]])  # without the key: refused
+    assert r.code == 2 and "signing key is missing" in r.stderr
+    assert _audit(elsewhere, Path(f"{secret}.pub")) == []
