@@ -474,7 +474,7 @@ def test_concurrent_pushers_each_log_once(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def built(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> dict[str, Path]:
     """One real signed build of the flit fixture, from a git checkout (built once for this module)."""
     base = tmp_path_factory.mktemp("built")
     src = materialize(FIXTURES / "flit", base / "src", 0o022)
@@ -483,7 +483,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         assert run(argv, cwd=src, env=env).code == 0
     commit = run(["git", "rev-parse", "HEAD"], cwd=src).stdout.strip()
     assert run([DETPACK, "keygen", "-o", base / "key"]).code == 0
-    wheelhouse = ROOT / ".wheelhouse"
     out = base / "out"
     r = run([DETPACK, "build", src, "-o", out, "--find-links", wheelhouse, "--offline", "--sign", base / "key"])
     assert r.code == 0, r.stderr
