@@ -2,7 +2,9 @@
 
 The public API: build a project reproducibly (``build_project``), normalize existing
 archives (``normalize_file``), compare two builds (``compare_paths``), check a project
-under varied conditions (``run_check``), and the values and errors they use.
+under varied conditions (``run_check``), sign provenance (``sign_file`` and the key
+helpers), keep releases in a write-once store (``open_store``, ``verify_store``), and the
+values and errors they use.
 """
 
 import importlib as _importlib
@@ -15,6 +17,8 @@ if _typing.TYPE_CHECKING:  # the names below load on first use (PEP 562): `detpa
     from detpack.frontend import FrontendSettings
     from detpack.normalize import NormalizeOptions, NormalizeResult, normalize_file
     from detpack.pipeline import BuildResult, BuiltArtifact, build_project
+    from detpack.signing import Envelope, generate_keypair, load_private_key, load_public_key, sign_file
+    from detpack.store import Store, StoreAudit, open_store, verify_store
 
 from detpack.errors import (
     ArchiveError,
@@ -23,7 +27,10 @@ from detpack.errors import (
     DetpackError,
     EnvironmentSetupError,
     InputError,
+    KeyFileError,
     OutputError,
+    StoreError,
+    StoreRefusedError,
     VerificationError,
 )
 
@@ -43,6 +50,15 @@ _LAZY = {
     "BuildResult": "detpack.pipeline",
     "BuiltArtifact": "detpack.pipeline",
     "build_project": "detpack.pipeline",
+    "Envelope": "detpack.signing",
+    "generate_keypair": "detpack.signing",
+    "load_private_key": "detpack.signing",
+    "load_public_key": "detpack.signing",
+    "sign_file": "detpack.signing",
+    "Store": "detpack.store",
+    "StoreAudit": "detpack.store",
+    "open_store": "detpack.store",
+    "verify_store": "detpack.store",
 }
 
 
@@ -72,17 +88,29 @@ __all__ = [
     "ConfigError",
     "DetpackError",
     "Difference",
+    "Envelope",
     "EnvironmentSetupError",
     "FileComparison",
     "FrontendSettings",
     "InputError",
+    "KeyFileError",
     "NormalizeOptions",
     "NormalizeResult",
     "OutputError",
+    "Store",
+    "StoreAudit",
+    "StoreError",
+    "StoreRefusedError",
     "VerificationError",
     "__version__",
     "build_project",
     "compare_paths",
+    "generate_keypair",
+    "load_private_key",
+    "load_public_key",
     "normalize_file",
+    "open_store",
     "run_check",
+    "sign_file",
+    "verify_store",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 from detpack.errors import ConfigError
 from detpack.frontend import Distribution, FrontendSettings
 
-KNOWN_KEYS = frozenset({"source-date-epoch", "recompress", "pass-env", "find-links", "offline", "lock"})
+KNOWN_KEYS = frozenset({"source-date-epoch", "recompress", "pass-env", "find-links", "offline", "lock", "store"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class ToolConfig:
     find_links: tuple[Path, ...] = ()
     offline: bool = False
     lock: Path | None = None
+    store: str | None = None  # the artifact store's URL (`detpack store`); a relative path is from srcdir
 
 
 def load_tool_config(srcdir: Path) -> ToolConfig:
@@ -74,7 +75,17 @@ def load_tool_config(srcdir: Path) -> ToolConfig:
         find_links=tuple(srcdir / p for p in _strings(table, "find-links", pyproject)),
         offline=_bool(table, "offline", pyproject),
         lock=srcdir / str(table["lock"]) if "lock" in table else None,
+        store=_store_url(table, srcdir, pyproject),
     )
+
+
+def _store_url(table: dict[str, Any], srcdir: Path, where: Path) -> str | None:
+    value = table.get("store")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: [tool.detpack] store must be a directory path or an oci:// URL")
+    return value if "://" in value else str(srcdir / value)
 
 
 def _bool(table: dict[str, Any], key: str, where: Path) -> bool:

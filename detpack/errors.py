@@ -72,3 +72,18 @@ class TagConflictError(DetpackError):
     """A tag already points at other content; detpack never re-points it. The CLI exits 1."""
 
     exit_code = 1
+
+
+class KeyFileError(InputError):
+    """A key file is missing, unreadable, corrupt, or not an ed25519 key."""
+
+
+class StoreError(DetpackError):
+    """The artifact store cannot be opened or used as asked (bad URL, missing item, unreadable file)."""
+
+
+class StoreRefusedError(StoreError):
+    """The store refused a write that would break write-once or policy (a rebinding, an unverified
+    promotion, expiring a held item); nothing was changed. The CLI exits 1."""
+
+    exit_code = 1

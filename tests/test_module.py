@@ -28,3 +28,14 @@ def test_every_error_is_a_detpack_error_with_an_exit_code() -> None:
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, detpack.DetpackError)
             assert obj("x").exit_code in (1, 2)
+
+
+def test_signing_and_store_api_load_lazily() -> None:
+    code = (
+        "import sys, detpack; assert 'detpack.store' not in sys.modules and 'cryptography' not in sys.modules; "
+        "detpack.open_store; detpack.sign_file; assert 'detpack.store' in sys.modules"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert {"open_store", "verify_store", "Store", "StoreAudit", "sign_file", "Envelope"} <= set(detpack.__all__)
+    assert detpack.StoreRefusedError("x").exit_code == 1 and detpack.StoreError("x").exit_code == 2

@@ -34,6 +34,10 @@ VERBS = {
     "layer": "detpack.cli.layer",
     "image": "detpack.cli.image",
     "push": "detpack.cli.push",
+    "keygen": "detpack.cli.keygen",
+    "sign": "detpack.cli.sign",
+    "verify": "detpack.cli.verify",
+    "store": "detpack.cli.store",
 }
 
 

@@ -141,6 +141,12 @@ def add_parser(sub: Any) -> None:
     det.add_argument(
         "--offline", action="store_true", default=None, help="do not use a package index (only --find-links)"
     )
+    det.add_argument(
+        "--sign",
+        type=Path,
+        metavar="KEY",
+        help="sign the provenance with this ed25519 key (writes NAME.intoto.jsonl beside it)",
+    )
 
 
 def _config_settings(args: argparse.Namespace) -> ConfigSettings:
@@ -184,8 +190,8 @@ def _write_report(path: Path, artifacts: list[tuple[str, Path, str, int, str]]) 
 
 
 def _check_combinations(args: argparse.Namespace) -> None:
-    if args.metadata and (args.distributions or args.report):
-        raise ConfigError("--metadata: not allowed with --sdist, --wheel or --report")
+    if args.metadata and (args.distributions or args.report or args.sign):
+        raise ConfigError("--metadata: not allowed with --sdist, --wheel, --report or --sign")
     if args.env_dir is not None and args.no_isolation:
         raise ConfigError("--env-dir: not allowed with --no-isolation")
     src = Path(args.srcdir)
@@ -195,6 +201,11 @@ def _check_combinations(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace, out: Output) -> int:
     _check_combinations(args)
+    signing_key = None
+    if args.sign is not None:
+        from detpack.signing import load_private_key
+
+        signing_key = load_private_key(args.sign)  # a bad key fails before anything is built
     distributions: tuple[Distribution, ...] | None = None
     if args.distributions:
         distributions = tuple(dict.fromkeys(args.distributions))
@@ -231,6 +242,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
         note = "" if artifact.sha256 == artifact.backend_sha256 else " (normalized)"
         out.result(f"{artifact.path}  sha256:{artifact.sha256}{note}")
     out.result(f"{result.provenance}  provenance")
+    if signing_key is not None:
+        from detpack.signing import sign_file
+
+        envelope = sign_file(result.provenance, signing_key)
+        out.result(f"{envelope}  signed provenance (keyid {signing_key.public.keyid})")
     if args.report is not None:
         _write_report(
             args.report,

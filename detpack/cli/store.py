@@ -1,0 +1,313 @@
+"""``detpack store``: the write-once artifact store and its verifiable log.
+
+The store's URL comes from ``--store`` (before or after the subcommand), else ``[tool.detpack]
+store`` in ./pyproject.toml, else ~/.local/share/detpack/store. Exit codes: 0 done, 1 refused or
+tampered (the reason is printed), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from detpack.cli._output import Output
+from detpack.errors import ConfigError, InputError
+
+SUBCOMMANDS = {
+    "init": "create the store (optionally with an existing signing key) and print its public key's id",
+    "key": "print the store's public key (what auditors need for `store verify --key`)",
+    "push": "store files (write-once, by sha256) and link their provenance",
+    "tag": "bind another name to a stored digest (write-once)",
+    "log": "list the log's entries",
+    "show": "what a digest or name is, who built it, when, from which commit, with which toolchain",
+    "proof": "print an inclusion proof for a digest or name, or a consistency proof between tree sizes",
+    "verify": "audit the store: re-hash blobs, recompute the tree, check every checkpoint",
+    "checkpoint": "print the latest signed checkpoint (keep it: `verify --since FILE` proves the log still extends it)",
+    "promote": "record that a digest is live in an environment",
+    "resolve": "print the digest live in an environment",
+    "hold": "protect a digest from retention (--release lifts the hold)",
+    "expire": "take old artifacts out of the live set (logged)",
+}
+
+
+def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    default: Any = None if top else argparse.SUPPRESS
+    p.add_argument("--store", metavar="URL", default=default, help="the store: a directory (oci:// is planned)")
+    p.add_argument(
+        "--signing-key", type=Path, metavar="KEY", default=default, help="the store's checkpoint-signing key"
+    )
+    p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS, help="JSON output")
+    p.add_argument("--quiet", "-q", action="count", default=0 if top else argparse.SUPPRESS)
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "store",
+        help="write-once artifact store with a verifiable log",
+        description="A write-once, content-addressed artifact store with an append-only, signed Merkle log.",
+    )
+    _common(p, top=True)
+    cmds = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parsers = {}
+    for name, text in SUBCOMMANDS.items():
+        parsers[name] = cmds.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        _common(parsers[name], top=False)
+    parsers["init"].add_argument("--key", type=Path, metavar="KEY", help="sign checkpoints with this key (copied in)")
+    parsers["key"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write the PEM here")
+    parsers["push"].add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parsers["push"].add_argument("--provenance", type=Path, metavar="P", help="provenance (.json or .intoto.jsonl)")
+    parsers["tag"].add_argument("name", metavar="NAME")
+    parsers["tag"].add_argument("ref", metavar="DIGEST")
+    parsers["show"].add_argument("ref", metavar="DIGEST|NAME")
+    parsers["proof"].add_argument("ref", nargs="?", metavar="DIGEST|NAME")
+    parsers["proof"].add_argument(
+        "--consistency", nargs="+", type=int, metavar=("OLD", "NEW"), help="prove tree OLD is a prefix of NEW"
+    )
+    parsers["verify"].add_argument("--key", type=Path, metavar="PUB", help="the store's public key, as you trust it")
+    parsers["verify"].add_argument(
+        "--since", type=Path, metavar="FILE", help="a checkpoint saved earlier (store checkpoint) the log must extend"
+    )
+    parsers["checkpoint"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write it here")
+    parsers["promote"].add_argument("ref", metavar="DIGEST")
+    parsers["promote"].add_argument("--to", required=True, metavar="ENV", help="the environment")
+    parsers["promote"].add_argument(
+        "--key", type=Path, action="append", default=[], metavar="PUB", help="a key trusted to sign provenance"
+    )
+    parsers["promote"].add_argument("--force", action="store_true", help="promote even without verified provenance")
+    parsers["resolve"].add_argument("env", metavar="ENV")
+    parsers["hold"].add_argument("ref", metavar="DIGEST")
+    parsers["hold"].add_argument("--release", action="store_true", help="lift the hold instead")
+    parsers["expire"].add_argument("--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h, 30m, 0s")
+    parsers["expire"].add_argument("--keep-last", type=int, metavar="N", help="always keep each project's newest N")
+
+
+def parse_age(text: str) -> dt.timedelta:
+    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if not match:
+        raise ConfigError(f"--older-than {text!r}: expected a number and a unit: s, m, h, d or w (e.g. 90d)")
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match[2]]
+    return dt.timedelta(seconds=int(match[1]) * unit)
+
+
+def store_url(args: argparse.Namespace) -> str:
+    if args.store:
+        return str(args.store)
+    from detpack.config import load_tool_config
+    from detpack.store import default_store_url
+
+    return load_tool_config(Path.cwd()).store or default_store_url()
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from detpack.store import open_store
+
+    store = open_store(store_url(args), args.signing_key)
+    root = getattr(store.backend, "root", None)
+    if args.command not in ("init", "push") and isinstance(root, Path) and not root.is_dir():
+        from detpack.errors import StoreError
+
+        raise StoreError(f"{root}: no store here (`detpack store push` or `detpack store init` creates one)")
+    handler = globals()[f"_{args.command}"]
+    code: int = handler(store, args, out)
+    return code
+
+
+def _emit(out: Output, args: argparse.Namespace, value: Any, lines: list[str]) -> None:
+    if args.json:
+        out.result(json.dumps(value, indent=2, ensure_ascii=False))
+    else:
+        for line in lines:
+            out.result(line)
+
+
+def _init(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.signing import load_private_key
+
+    key = store.init(load_private_key(args.key) if args.key else None)
+    _emit(out, args, {"store": store.backend.url, "keyid": key.keyid}, [f"{store.backend.url}  keyid {key.keyid}"])
+    return 0
+
+
+def _key(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.errors import StoreError
+
+    pem = store.backend.read_public_key()
+    if pem is None:
+        raise StoreError(f"{store.backend.url}: no public key yet (run `detpack store init`)")
+    if args.output:
+        from detpack.atomic import write_bytes
+
+        write_bytes(args.output, pem)
+        out.result(f"{args.output}  public key")
+    else:
+        out.result(pem.decode("ascii").rstrip())
+    return 0
+
+
+def _push(store: Any, args: argparse.Namespace, out: Output) -> int:
+    results = store.push(args.files, args.provenance)
+    lines = [
+        f"{'stored   ' if r.stored else 'unchanged'}  {r.name}  sha256:{r.digest}"
+        + ("  (provenance)" if r.kind == "provenance" else "")
+        for r in results
+    ]
+    value = [{"name": r.name, "digest": f"sha256:{r.digest}", "kind": r.kind, "stored": r.stored} for r in results]
+    _emit(out, args, value, lines)
+    return 0
+
+
+def _tag(store: Any, args: argparse.Namespace, out: Output) -> int:
+    changed = store.tag(args.name, args.ref)
+    digest = store.find(store.state(), args.name).digest
+    _emit(out, args, {"name": args.name, "digest": f"sha256:{digest}", "changed": changed},
+          [f"{'tagged   ' if changed else 'unchanged'}  {args.name}  sha256:{digest}"])  # fmt: skip
+    return 0
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    digest = str(entry.get("digest", ""))[:16]
+    kind = entry.get("type")
+    if kind == "init":
+        return f"store {entry.get('origin')} keyid {str(entry.get('keyid'))[:16]}"
+    if kind in ("push", "provenance", "tag"):
+        return f"{entry.get('name')}  sha256:{digest}"
+    if kind == "promote":
+        forced = "  FORCED: " + str(entry.get("reason")) if entry.get("forced") else ""
+        run = f"  ({entry['ci_run']})" if entry.get("ci_run") else ""
+        return f"sha256:{digest} -> {entry.get('env')}{run}{forced}"
+    return f"sha256:{digest}"
+
+
+def _log(store: Any, args: argparse.Namespace, out: Output) -> int:
+    entries = store.entries()
+    lines = [
+        f"{i:>5}  {e.get('time', '')}  {e.get('user', ''):<10} {e.get('type', ''):<10} {_summary(e)}"
+        for i, e in enumerate(entries, 1)
+    ]
+    _emit(out, args, [{"index": i, **e} for i, e in enumerate(entries, 1)], lines)
+    return 0
+
+
+def _show(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.cli.store_show import describe, render
+
+    value = describe(store, args.ref)
+    _emit(out, args, value, render(value))
+    return 0
+
+
+def _proof(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.store import proofs
+
+    if args.consistency:
+        if args.ref is not None or len(args.consistency) > 2:
+            raise ConfigError("proof: give either DIGEST|NAME or --consistency OLD [NEW]")
+        value = proofs.consistency(store, *args.consistency)
+        lines = [
+            f"consistency {value['old']['size']} -> {value['new']['size']}",
+            f"old root {value['old']['root']}",
+            f"new root {value['new']['root']}",
+            *(f"  {h}" for h in value["proof"]),
+        ]
+    else:
+        if args.ref is None:
+            raise ConfigError("proof: give DIGEST|NAME, or --consistency OLD [NEW]")
+        value = proofs.inclusion(store, args.ref)
+        lines = [
+            f"{value['digest']}: log entry {value['leaf_index'] + 1} of {value['tree_size']}",
+            f"leaf hash {value['leaf_hash']}",
+            f"root      {value['checkpoint']['root']} (checkpoint signed by keyid {value['checkpoint']['keyid'][:16]})",
+            "audit path:",
+            *(f"  {h}" for h in value["proof"]),
+        ]
+    _emit(out, args, value, lines)
+    return 0
+
+
+def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.signing import load_public_key
+    from detpack.store import verify_store
+
+    key = load_public_key(args.key) if args.key else None
+    since = None
+    if args.since is not None:
+        try:
+            since = args.since.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{args.since}: cannot read ({exc.strerror or exc})") from None
+    audit = verify_store(store.backend, key, since)
+    value = {"ok": audit.ok, "problems": list(audit.problems), "notes": list(audit.notes), "entries": audit.entries,
+             "checkpoints": audit.checkpoints, "blobs": audit.blobs, "keyid": audit.keyid}  # fmt: skip
+    if audit.ok:
+        head = f"verified: {audit.entries} log entries, {audit.checkpoints} checkpoints, {audit.blobs} blobs"
+    else:
+        head = f"TAMPERED: {len(audit.problems)} problem(s) in {store.backend.url}"
+    _emit(
+        out, args, value, [head, *(f"  problem: {p}" for p in audit.problems), *(f"  note: {n}" for n in audit.notes)]
+    )
+    return 0 if audit.ok else 1
+
+
+def _checkpoint(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.errors import StoreError
+    from detpack.store import log
+
+    checkpoint = log.last_checkpoint(store.backend)
+    if checkpoint is None:
+        raise StoreError(f"{store.backend.url}: the log is empty")
+    if args.output:
+        from detpack.atomic import write_bytes
+
+        write_bytes(args.output, checkpoint.record() + b"\n")
+        out.result(f"{args.output}  checkpoint of tree size {checkpoint.size}")
+    elif args.json:
+        out.result(json.dumps(checkpoint.to_json(), indent=2))
+    else:
+        out.result(checkpoint.record().decode("ascii"))
+    return 0
+
+
+def _promote(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.signing import load_public_key
+
+    keys = [load_public_key(k) for k in args.key]
+    p = store.promote(args.ref, args.to, keys, force=args.force, environ=os.environ)
+    if p.forced:
+        out.warning(f"promoted without verified provenance ({p.reason}); this is logged")
+    value = {"env": p.env, "digest": f"sha256:{p.digest}", "user": p.user, "time": p.time, "ci_run": p.ci_run,
+             "forced": p.forced, "reason": p.reason}  # fmt: skip
+    _emit(out, args, value, [f"promoted  sha256:{p.digest} -> {p.env}  by {p.user} at {p.time}"])
+    return 0
+
+
+def _resolve(store: Any, args: argparse.Namespace, out: Output) -> int:
+    p = store.resolve(args.env)
+    value = {"env": p.env, "digest": f"sha256:{p.digest}", "user": p.user, "time": p.time, "ci_run": p.ci_run}
+    _emit(out, args, value, [f"sha256:{p.digest}"])
+    return 0
+
+
+def _hold(store: Any, args: argparse.Namespace, out: Output) -> int:
+    changed = store.hold(args.ref, release=args.release)
+    item = store.find(store.state(), args.ref)
+    state = "held" if item.held else "not held"
+    _emit(out, args, {"digest": f"sha256:{item.digest}", "held": item.held, "changed": changed},
+          [f"{state}  sha256:{item.digest}{'' if changed else '  (unchanged)'}"])  # fmt: skip
+    return 0
+
+
+def _expire(store: Any, args: argparse.Namespace, out: Output) -> int:
+    if args.keep_last is not None and args.keep_last < 0:
+        raise ConfigError("--keep-last: must be 0 or more")
+    decisions = store.expire(parse_age(args.older_than), args.keep_last)
+    value = [{"digest": f"sha256:{d.digest}", "names": list(d.names), "expired": d.expired, "reason": d.reason}
+             for d in decisions]  # fmt: skip
+    lines = [f"{'expired' if d.expired else 'kept   '}  {', '.join(d.names)}  sha256:{d.digest[:16]}…  ({d.reason})"
+             for d in decisions]  # fmt: skip
+    _emit(out, args, value, lines or ["nothing to expire"])
+    return 0

@@ -1,0 +1,51 @@
+"""Text rendering of ``detpack store show`` (the value comes from ``detpack.store.show``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detpack.store.show import describe
+
+__all__ = ["describe", "render"]
+
+
+def render(value: dict[str, Any]) -> list[str]:
+    pushed = value["pushed"]
+    state = "live" if value["live"] else "not live"
+    if value["expired"]:
+        state = f"expired {value['expired']}"
+    lines = [
+        f"{value['digest']}  {value['kind']}, {value['size']} bytes, {state}{', held' if value['held'] else ''}",
+        f"  names:        {', '.join(value['names']) or '-'}",
+        f"  pushed:       {pushed['time']} by {pushed['user']} (log entry {pushed['log_entry']})",
+    ]
+    if value["live_in"]:
+        lines.append(f"  live in:      {', '.join(value['live_in'])}")
+    for p in value["promotions"]:
+        extra = f" ({p['ci_run']})" if p["ci_run"] else ""
+        forced = f" FORCED: {p['reason']}" if p["forced"] else ""
+        lines.append(f"  promoted:     {p['env']} at {p['time']} by {p['user']}{extra}{forced}")
+    if value["kind"] == "provenance":
+        lines.append(f"  subjects:     {', '.join(s[:23] + '…' for s in value['subjects'])}")
+        lines.append(f"  signed by:    {', '.join(k[:16] for k in value['signed_by']) or 'unsigned'}")
+        return lines
+    prov = value.get("provenance")
+    if prov is None:
+        lines.append("  provenance:   none in the store")
+        return lines
+    lines.append(f"  provenance:   {prov['digest'][:23]}… ({', '.join(prov['names'])})")
+    lines.append(f"  signed by:    {', '.join(k[:16] for k in prov['signed_by']) or 'unsigned'}")
+    if "error" in prov:
+        lines.append(f"  unreadable:   {prov['error']}")
+        return lines
+    prov = {k: "-" if v is None else v for k, v in prov.items()}
+    source = prov["source_commit"]
+    if prov["source_dirty"] is True:
+        source += " (dirty tree)"
+    lines += [
+        f"  built by:     {prov['builder']} ({prov['invocation']})",
+        f"  built:        {prov['started']} .. {prov['finished']}",
+        f"  source:       {source}{'  ' + prov['source_uri'] if prov['source_uri'] != '-' else ''}",
+        f"  toolchain:    {', '.join(f'{k} {v}' for k, v in prov['toolchain'].items()) or '-'}",
+    ]
+    return lines

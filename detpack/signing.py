@@ -1,0 +1,305 @@
+"""ed25519 keys and DSSE envelopes over detpack's canonical JSON.
+
+Invariants: the signed bytes are the payload exactly as carried in the envelope (for a
+provenance statement, its canonical JSON: what ``detpack build`` writes); signatures are over
+DSSE's pre-authentication encoding of (payloadType, payload); a key's ``keyid`` is the one
+securesystemslib 1.x computes for an ed25519 ``SSlibKey`` (sha256 of the canonical JSON of
+``{"keytype", "scheme", "keyval": {"public": hex}}``), so the in-toto tooling finds our
+signatures by keyid. Private keys are PKCS#8 PEM files with mode 0600, never overwritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from detpack.errors import InputError, KeyFileError, OutputError, VerificationError
+from detpack.provenance import canonical_json
+
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+KEY_TYPE = "ed25519"
+SCHEME = "ed25519"
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An ed25519 public key: its 32 raw bytes."""
+
+    raw: bytes
+
+    @property
+    def keyid(self) -> str:
+        # securesystemslib's compute_default_keyid: sha256 over its canonical JSON of the key
+        # dict. For these ASCII-only values its encoding and ours are the same bytes (a test
+        # checks against the library).
+        key = {"keytype": KEY_TYPE, "scheme": SCHEME, "keyval": {"public": self.raw.hex()}}
+        return hashlib.sha256(canonical_json(key)).hexdigest()
+
+    def pem(self) -> bytes:
+        return self._crypto().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        try:
+            self._crypto().verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+    def _crypto(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(self.raw)
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    """An ed25519 private key (the 32-byte seed) and the file it came from."""
+
+    seed: bytes
+
+    @property
+    def public(self) -> PublicKey:
+        raw = self._crypto().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return PublicKey(raw)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._crypto().sign(data)
+
+    def pem(self) -> bytes:
+        return self._crypto().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def _crypto(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self.seed)
+
+    @classmethod
+    def generate(cls) -> PrivateKey:
+        key = Ed25519PrivateKey.generate()
+        return cls(
+            key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        )
+
+
+def public_key_path(private: Path) -> Path:
+    return private.with_name(private.name + ".pub")
+
+
+def _create_exclusive(target: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a new file ``target`` with ``mode``: complete or absent, never overwriting."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".detpack-tmp-{os.getpid()}-{target.name}.part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)  # the umask must not widen or narrow it
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, target)  # fails if target exists: no overwrite, even in a race
+    except FileExistsError:
+        raise OutputError(f"{target}: already exists; refusing to overwrite a key (choose another path)") from None
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({exc.strerror or exc}); no key was written") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def write_keypair(key: PrivateKey, private: Path) -> Path:
+    """Write ``private`` (PEM, 0600) and its public key beside it; return the public key's path."""
+    public = public_key_path(private)
+    for path in (private, public):
+        if path.exists() or path.is_symlink():
+            raise OutputError(f"{path}: already exists; refusing to overwrite a key (choose another path)")
+    _create_exclusive(private, key.pem(), 0o600)
+    try:
+        _create_exclusive(public, key.public.pem(), 0o644)
+    except OutputError:
+        private.unlink()
+        raise
+    return public
+
+
+def generate_keypair(private: Path) -> tuple[PrivateKey, Path]:
+    key = PrivateKey.generate()
+    return key, write_keypair(key, private)
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: no such key file") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _kind(key: object) -> str:
+    name = type(key).__name__.removeprefix("_").replace("PrivateKey", "").replace("PublicKey", "")
+    return name or "unknown"
+
+
+def load_private_key(path: Path) -> PrivateKey:
+    data = _read_key_file(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise KeyFileError(f"{path}: the key is encrypted; detpack needs an unencrypted ed25519 PEM key") from None
+    except (ValueError, binascii.Error):
+        raise KeyFileError(f"{path}: not a PEM private key (make one with `detpack keygen -o {path}`)") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: a {_kind(key)} key; detpack signs with ed25519 keys (detpack keygen)")
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return PrivateKey(seed)
+
+
+def load_public_key(path: Path) -> PublicKey:
+    """A PEM public key (or a private key, whose public half is used)."""
+    data = _read_key_file(path)
+    if b"PRIVATE KEY" in data:
+        return load_private_key(path).public
+    return parse_public_key(data, path)
+
+
+def parse_public_key(data: bytes, source: Path | str) -> PublicKey:
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, binascii.Error):
+        raise KeyFileError(f"{source}: not a PEM public key (detpack keygen writes one as KEY.pub)") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{source}: a {_kind(key)} key; detpack verifies ed25519 keys (detpack keygen)")
+    return PublicKey(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+
+
+@dataclass(frozen=True)
+class Signature:
+    keyid: str
+    sig: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    payload: bytes
+    payload_type: str
+    signatures: tuple[Signature, ...]
+
+    def to_json(self) -> bytes:
+        """One JSON line (the ``.intoto.jsonl`` form), newline-terminated."""
+        value = {
+            "payload": base64.b64encode(self.payload).decode("ascii"),
+            "payloadType": self.payload_type,
+            "signatures": [{"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode("ascii")} for s in self.signatures],
+        }
+        return canonical_json(value) + b"\n"
+
+    @classmethod
+    def parse(cls, data: bytes, source: Path | str) -> Envelope:
+        lines = [line for line in data.splitlines() if line.strip()]
+        if len(lines) != 1:
+            what = "is empty" if not lines else f"holds {len(lines)} lines; detpack expects one envelope"
+            raise InputError(f"{source}: {what} (not a DSSE envelope file)")
+        try:
+            value = json.loads(lines[0])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{source}: not JSON (expected a DSSE envelope)") from None
+        if not isinstance(value, dict) or not {"payload", "payloadType", "signatures"} <= value.keys():
+            raise InputError(f"{source}: not a DSSE envelope (needs payload, payloadType and signatures)")
+        try:
+            payload = _b64(value["payload"])
+            sigs = tuple(Signature(str(s.get("keyid", "")), _b64(s["sig"])) for s in value["signatures"])
+        except (TypeError, KeyError, AttributeError, ValueError, binascii.Error):
+            raise InputError(f"{source}: corrupt DSSE envelope (bad base64 or signature list)") from None
+        if not isinstance(value["payloadType"], str):
+            raise InputError(f"{source}: corrupt DSSE envelope (payloadType is not a string)")
+        return cls(payload, value["payloadType"], sigs)
+
+
+def _b64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError(text)
+    # DSSE allows standard or URL-safe base64, padded or not.
+    padded = text + "=" * (-len(text) % 4)
+    return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+
+
+def sign(payload: bytes, key: PrivateKey, payload_type: str = PAYLOAD_TYPE) -> Envelope:
+    signature = Signature(key.public.keyid, key.sign(pae(payload_type, payload)))
+    return Envelope(payload, payload_type, (signature,))
+
+
+def verify(envelope: Envelope, key: PublicKey, source: Path | str = "envelope") -> bytes:
+    """Return the payload if a signature verifies with ``key``; else raise VerificationError."""
+    if not envelope.signatures:
+        raise VerificationError(f"{source}: the envelope carries no signature")
+    message = pae(envelope.payload_type, envelope.payload)
+    # keyid is only a hint (DSSE): try every signature, matching keyids first.
+    ordered = sorted(envelope.signatures, key=lambda s: s.keyid != key.keyid)
+    if any(key.verify(s.sig, message) for s in ordered):
+        return envelope.payload
+    signers = ", ".join(sorted({s.keyid[:16] or "?" for s in envelope.signatures}))
+    raise VerificationError(
+        f"{source}: no signature verifies with key {key.keyid[:16]} (signed by keyid {signers}); "
+        "the payload was changed or another key signed it"
+    )
+
+
+def statement_payload(data: bytes, source: Path) -> bytes:
+    """The canonical bytes of an in-toto statement file (what gets signed)."""
+    try:
+        value = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{source}: not JSON (expected a provenance statement)") from None
+    if not isinstance(value, dict) or "subject" not in value or "_type" not in value:
+        raise InputError(f"{source}: not an in-toto statement (no _type or subject)")
+    canonical = canonical_json(value)
+    # detpack writes canonical JSON already: then these are the file's exact bytes.
+    return data if data == canonical else canonical
+
+
+def envelope_path(provenance: Path) -> Path:
+    name = provenance.name
+    for suffix in (".provenance.json", ".json"):
+        if name.endswith(suffix):
+            return provenance.with_name(name.removesuffix(suffix) + ".intoto.jsonl")
+    return provenance.with_name(name + ".intoto.jsonl")
+
+
+def sign_file(provenance: Path, key: PrivateKey, output: Path | None = None) -> Path:
+    """Sign a provenance file; write the envelope (default: ``NAME.intoto.jsonl`` beside it)."""
+    from detpack.atomic import write_bytes
+
+    try:
+        data = provenance.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{provenance}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{provenance}: cannot read ({exc.strerror or exc})") from None
+    target = output or envelope_path(provenance)
+    write_bytes(target, sign(statement_payload(data, provenance), key).to_json())
+    return target
+
+
+def read_envelope(path: Path) -> Envelope:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return Envelope.parse(data, path)

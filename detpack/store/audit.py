@@ -1,0 +1,133 @@
+"""``store verify``: audit a store (or a copy of one) with nothing but its public key.
+
+Re-hashes every live blob, recomputes the Merkle tree, checks every checkpoint's signature
+and the consistency between successive checkpoints, and cross-checks name bindings and the
+live set against what the log says. Each problem is one line naming the object; notes
+describe what an interrupted writer left behind, which is harmless by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from detpack.errors import KeyFileError
+from detpack.signing import PublicKey, parse_public_key
+from detpack.store import log
+from detpack.store.backend import Backend
+from detpack.store.state import replay
+
+
+@dataclass(frozen=True)
+class StoreAudit:
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+    entries: int
+    checkpoints: int
+    blobs: int
+    keyid: str | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _published_key(backend: Backend) -> PublicKey | None:
+    pem = backend.read_public_key()
+    if pem is None:
+        return None
+    try:
+        return parse_public_key(pem, f"{backend.url}: published key")
+    except KeyFileError:
+        return None
+
+
+def _signed_by(record: bytes, key: PublicKey) -> bool:
+    try:
+        return log.Checkpoint.parse(record).verifies(key)
+    except ValueError:
+        return False
+
+
+def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = None) -> StoreAudit:
+    """Audit ``backend``; ``since`` is a checkpoint record saved earlier, which the log must still extend."""
+    problems: list[str] = []
+    notes: list[str] = []
+    if key is None:
+        key = _published_key(backend)
+        if key is None:
+            return StoreAudit(
+                (f"{backend.url}: no readable public key is published; pass --key PUB",), (), 0, 0, 0, None
+            )
+        notes.append("checked with the public key published in the store; pass --key PUB to check with one you trust")
+    checkpoint_records = backend.read_log("checkpoints")
+    entry_records = backend.read_log("entries")
+    for stream, records in (("checkpoints", checkpoint_records), ("entries", entry_records)):
+        if records.torn:
+            notes.append(f"a partial last line in the {stream} log: an interrupted write (the next write removes it)")
+    if not checkpoint_records.items and not entry_records.items:
+        return StoreAudit((), (*notes, "the store is empty"), 0, 0, 0, key.keyid)
+
+    entries = list(entry_records.items)
+    parsed = []
+    origin = None
+    for number, record in enumerate(entries, 1):
+        try:
+            parsed.append(log.parse_entry(record))
+        except ValueError:
+            problems.append(f"log entry {number}: unreadable (changed by hand)")
+            parsed.append({"type": "unreadable"})
+    if parsed and parsed[0].get("type") == "init":
+        origin = parsed[0].get("origin")
+        if parsed[0].get("keyid") != key.keyid:
+            created = str(parsed[0].get("keyid"))[:16]
+            if not any(_signed_by(record, key) for record in checkpoint_records.items):
+                problem = f"{backend.url}: the store signs with keyid {created}, not {key.keyid[:16]} (the wrong key?)"
+                return StoreAudit((problem,), tuple(notes), 0, len(checkpoint_records.items), 0, key.keyid)
+            problems.append(f"log entry 1: names keyid {created}, not the store's key {key.keyid[:16]}")
+    elif parsed:
+        problems.append("log entry 1: not the store's init entry")
+
+    result = log.audit(entries, checkpoint_records.items, key, origin if isinstance(origin, str) else None)
+    problems.extend(result.problems)
+    notes.extend(result.notes)
+    if since is not None:
+        problems.extend(log.check_saved(since, entries[: result.committed], checkpoint_records.items, key))
+    state = replay(parsed[: result.committed])
+
+    live = set(backend.list_blobs())
+    for digest in sorted(live):
+        h = hashlib.sha256()
+        with backend.open_blob(digest) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != digest:
+            names = ", ".join(state.items[digest].names) if digest in state.items else "not in the log"
+            problems.append(
+                f"blob sha256:{digest[:16]}… ({names}): its bytes do not match its digest (changed by hand)"
+            )
+    for digest, item in sorted(state.items.items()):
+        label = f"blob sha256:{digest[:16]}… ({', '.join(item.names) or item.kind})"
+        if item.expired is None and digest not in live:
+            problems.append(f"{label}: missing from the store, but the log has not expired it")
+        elif item.expired is not None and digest in live:
+            notes.append(
+                f"{label}: expired in the log but still live (an interrupted expire; the next write retires it)"
+            )
+    stray = sorted(live - set(state.items))
+    if stray:
+        notes.append(f"{len(stray)} blob(s) not in the log (an interrupted push); they are not part of the store")
+
+    bound = backend.list_names()
+    for name, digest in sorted(bound.items()):
+        logged = state.names.get(name)
+        if logged is None:
+            problems.append(f"name {name}: bound to sha256:{digest[:16]}… outside the log (bound by hand)")
+        elif logged != digest:
+            problems.append(
+                f"name {name}: bound to sha256:{digest[:16]}…, but the log binds it to sha256:{logged[:16]}… "
+                "(rebound by hand)"
+            )
+    for name in sorted(set(state.names) - set(bound)):
+        notes.append(f"name {name}: logged but not bound yet (an interrupted write; the next write binds it)")
+    return StoreAudit(tuple(problems), tuple(notes), result.committed, result.checkpoints, len(live), key.keyid)

@@ -1,0 +1,242 @@
+"""The transparency log: append-only entries, and a signed checkpoint after every append.
+
+Entries are canonical JSON objects, one record each; entry ``i`` is leaf ``i`` of an RFC 6962
+Merkle tree (leaf hash = SHA-256(0x00 || the record's exact bytes)). After each append the
+writer signs a checkpoint (a signed tree head): the store's origin id, the tree size, the root,
+the time and the signer's keyid, signed with ed25519 over a fixed text form of those fields.
+
+The log *is* what the latest checkpoint covers. Entries appended after it belong to a writer
+that was interrupted before it could sign: readers ignore them and the next writer drops
+them (``committed_size``), so a crash never leaves a log that fails verification, and a
+record added by hand is never believed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from detpack.provenance import canonical_json
+from detpack.signing import PrivateKey, PublicKey
+from detpack.store import merkle
+from detpack.store.backend import Backend
+
+CHECKPOINT_HEADER = "detpack-store-checkpoint/v1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: bytes
+    time: str
+    keyid: str
+    sig: bytes
+
+    def body(self) -> bytes:
+        """The signed text: every field but the signature, one per line."""
+        return (
+            f"{CHECKPOINT_HEADER}\n{self.origin}\n{self.size}\n{self.root.hex()}\n{self.time}\n{self.keyid}\n".encode()
+        )
+
+    def record(self) -> bytes:
+        return canonical_json(
+            {
+                "origin": self.origin,
+                "size": self.size,
+                "root": self.root.hex(),
+                "time": self.time,
+                "keyid": self.keyid,
+                "sig": base64.b64encode(self.sig).decode("ascii"),
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.record())
+        return value
+
+    def verifies(self, key: PublicKey) -> bool:
+        return key.verify(self.sig, self.body())
+
+    @classmethod
+    def signed(cls, key: PrivateKey, origin: str, size: int, root: bytes, time: str) -> Checkpoint:
+        unsigned = cls(origin, size, root, time, key.public.keyid, b"")
+        return cls(origin, size, root, time, unsigned.keyid, key.sign(unsigned.body()))
+
+    @classmethod
+    def parse(cls, record: bytes) -> Checkpoint:
+        """A checkpoint from its record; ValueError when it is not one, or not in canonical form."""
+        try:
+            value = json.loads(record)
+            cp = cls(
+                origin=str(value["origin"]),
+                size=int(value["size"]),
+                root=bytes.fromhex(value["root"]),
+                time=str(value["time"]),
+                keyid=str(value["keyid"]),
+                sig=base64.b64decode(value["sig"], validate=True),
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise ValueError("unreadable (changed by hand)") from None
+        if cp.record() != record:
+            raise ValueError("not in canonical form (changed by hand)")
+        return cp
+
+
+def entry_record(entry: dict[str, Any]) -> bytes:
+    return canonical_json(entry)
+
+
+def parse_entry(record: bytes) -> dict[str, Any]:
+    value = json.loads(record)
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise ValueError("not a log entry")
+    return value
+
+
+def last_checkpoint(backend: Backend) -> Checkpoint | None:
+    """The latest readable checkpoint (its signature is checked by ``audit``, not here)."""
+    for record in reversed(backend.read_log("checkpoints").items):
+        try:
+            return Checkpoint.parse(record)
+        except ValueError:
+            continue
+    return None
+
+
+def committed_entries(backend: Backend) -> tuple[list[bytes], Checkpoint | None]:
+    """The entries the latest checkpoint covers (read checkpoints first: entries precede them)."""
+    checkpoint = last_checkpoint(backend)
+    if checkpoint is None:
+        return [], None
+    entries = backend.read_log("entries").items
+    return list(entries[: checkpoint.size]), checkpoint
+
+
+def recover(backend: Backend) -> None:
+    """Drop what an interrupted writer left past the last checkpoint (call holding the lock)."""
+    checkpoints = backend.read_log("checkpoints")
+    if checkpoints.torn:
+        backend.truncate_log("checkpoints", len(checkpoints.items))
+    checkpoint = last_checkpoint(backend)
+    size = checkpoint.size if checkpoint is not None else 0
+    entries = backend.read_log("entries")
+    if len(entries.items) > size or entries.torn:
+        backend.truncate_log("entries", size)
+
+
+def append(backend: Backend, key: PrivateKey, origin: str, record: bytes, time: str) -> tuple[int, Checkpoint]:
+    """Append one entry and sign the new tree head (call holding the lock, after ``recover``)."""
+    entries = list(backend.read_log("entries").items)
+    index = len(entries)
+    backend.append_log("entries", index, record)
+    entries.append(record)
+    root = merkle.root([merkle.leaf_hash(e) for e in entries])
+    checkpoint = Checkpoint.signed(key, origin, index + 1, root, time)
+    backend.append_log("checkpoints", len(backend.read_log("checkpoints").items), checkpoint.record())
+    return index, checkpoint
+
+
+@dataclass(frozen=True)
+class LogAudit:
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+    committed: int  # entries covered by the last good checkpoint
+    checkpoints: int
+
+
+def audit(
+    entries: Sequence[bytes], checkpoint_records: Sequence[bytes], key: PublicKey, origin: str | None
+) -> LogAudit:
+    """Check every checkpoint's signature, its root against the entries, and consistency between them."""
+    problems: list[str] = []
+    notes: list[str] = []
+    leaves = [merkle.leaf_hash(e) for e in entries]
+    roots: dict[int, bytes] = {}
+
+    def root_of(size: int) -> bytes:
+        if size not in roots:
+            roots[size] = merkle.root(leaves[:size])
+        return roots[size]
+
+    previous: Checkpoint | None = None
+    first_mismatch: int | None = None
+    later_mismatches = 0
+    for number, record in enumerate(checkpoint_records, 1):
+        try:
+            cp = Checkpoint.parse(record)
+        except ValueError as exc:
+            problems.append(f"checkpoint {number}: {exc}")
+            continue
+        where = f"checkpoint {number} (tree size {cp.size})"
+        if not cp.verifies(key):
+            problems.append(
+                f"{where}: signature does not verify with key {key.keyid[:16]} (changed, or signed by another key)"
+            )
+            continue
+        if origin is not None and cp.origin != origin:
+            problems.append(f"{where}: belongs to store {cp.origin}, not {origin} (copied from another store)")
+        if previous is not None and cp.size <= previous.size:
+            problems.append(f"{where}: the tree did not grow after checkpoint {number - 1} (size {previous.size})")
+        if cp.size > len(entries):
+            problems.append(f"{where}: covers {cp.size} entries but the log holds {len(entries)}: entries were removed")
+        elif root_of(cp.size) != cp.root:
+            if first_mismatch is None:
+                first_mismatch = number
+                low = previous.size + 1 if previous is not None else 1
+                which = f"log entry {cp.size}" if low == cp.size else f"log entries {low}-{cp.size}"
+                problems.append(
+                    f"{which}: do not match {where}: changed, removed or inserted by hand"
+                    if low != cp.size
+                    else f"{which}: does not match {where}: changed, removed or inserted by hand"
+                )
+            else:
+                later_mismatches += 1
+        elif previous is not None and previous.size <= len(entries) and first_mismatch is None:
+            proof = merkle.consistency_proof(previous.size, leaves[: cp.size])
+            if not merkle.verify_consistency(previous.size, cp.size, previous.root, cp.root, proof):
+                problems.append(f"{where}: not consistent with checkpoint {number - 1}")
+        previous = cp  # the last checkpoint whose signature holds
+    if later_mismatches:
+        problems.append(f"{later_mismatches} later checkpoint(s) fail for the same reason")
+    committed = previous.size if previous is not None else 0
+    if len(entries) > committed:
+        notes.append(
+            f"{len(entries) - committed} log entr{'y' if len(entries) - committed == 1 else 'ies'} after the last "
+            "checkpoint: an interrupted write, not part of the log (the next write removes it)"
+        )
+    return LogAudit(tuple(problems), tuple(notes), min(committed, len(entries)), len(checkpoint_records))
+
+
+def check_saved(
+    saved: bytes, entries: Sequence[bytes], checkpoint_records: Sequence[bytes], key: PublicKey
+) -> list[str]:
+    """Whether the log still extends a checkpoint saved earlier (detects a rewritten or rolled-back log)."""
+    try:
+        old = Checkpoint.parse(saved.strip())
+    except ValueError as exc:
+        return [f"saved checkpoint: {exc}"]
+    where = f"saved checkpoint (tree size {old.size})"
+    if not old.verifies(key):
+        return [f"{where}: signature does not verify with key {key.keyid[:16]}"]
+    if old.size > len(entries):
+        return [f"{where}: the log now holds only {len(entries)} entries: it was rolled back"]
+    latest = None
+    for record in reversed(checkpoint_records):
+        try:
+            latest = Checkpoint.parse(record)
+        except ValueError:
+            continue
+        if latest.size <= len(entries):
+            break
+    if latest is None:
+        return [f"{where}: the log has no readable checkpoint to compare with"]
+    leaves = [merkle.leaf_hash(e) for e in entries[: latest.size]]
+    proof = merkle.consistency_proof(old.size, leaves)
+    if not merkle.verify_consistency(old.size, latest.size, old.root, latest.root, proof):
+        return [f"{where}: the log is not an extension of it (entries up to {old.size} were rewritten)"]
+    return []

@@ -1,0 +1,58 @@
+"""``store show``: everything the store knows about one item, answered from its log and provenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detpack import provenance
+from detpack.errors import DetpackError
+from detpack.store.store import Store
+
+
+def describe(store: Store, ref: str) -> dict[str, Any]:
+    """A JSON-ready description of the item ``ref`` (a name, a digest or a digest prefix)."""
+    state = store.state()
+    item = store.find(state, ref)
+    live_in = sorted(env for env, digest in state.live_in().items() if digest == item.digest)
+    value: dict[str, Any] = {
+        "digest": f"sha256:{item.digest}",
+        "kind": item.kind,
+        "names": item.names,
+        "size": item.size,
+        "pushed": {"time": item.pushed, "user": item.pushed_by, "log_entry": item.index + 1},
+        "live": store.backend.has_blob(item.digest),
+        "expired": item.expired,
+        "held": item.held,
+        "live_in": live_in,
+        "promotions": [
+            {"env": p.env, "time": p.time, "user": p.user, "ci_run": p.ci_run, "forced": p.forced, "reason": p.reason}
+            for p in state.promotions
+            if p.digest == item.digest
+        ],
+    }
+    if item.kind == "provenance":
+        value["subjects"] = [f"sha256:{d}" for d in item.subjects]
+        value["signed_by"] = item.signed_by
+        return value
+    linked = store.provenance_of(state, item)
+    if linked is None:
+        value["provenance"] = None
+        return value
+    prov: dict[str, Any] = {"digest": f"sha256:{linked.digest}", "names": linked.names, "signed_by": linked.signed_by}
+    try:
+        summary = provenance.summarize(store.read_provenance(linked).statement)
+    except DetpackError as exc:
+        prov["error"] = exc.message
+    else:
+        prov.update(
+            builder=summary.builder,
+            invocation=summary.invocation,
+            started=summary.started,
+            finished=summary.finished,
+            source_commit=summary.source_commit,
+            source_uri=summary.source_uri,
+            source_dirty=summary.source_dirty,
+            toolchain=dict(summary.toolchain),
+        )
+    value["provenance"] = prov
+    return value

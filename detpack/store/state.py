@@ -1,0 +1,109 @@
+"""What the log says: names, artifacts, provenance links, promotions, holds and expiries.
+
+Pure: ``replay`` folds committed log entries (parsed JSON objects) into a ``State`` value.
+Nothing about the store is known except from its log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Promotion:
+    index: int
+    env: str
+    digest: str
+    time: str
+    user: str
+    ci_run: str | None
+    forced: bool
+    reason: str | None
+
+
+@dataclass
+class Item:
+    """One blob as the log knows it."""
+
+    digest: str
+    kind: str  # "artifact" or "provenance"
+    size: int
+    names: list[str] = field(default_factory=list)
+    pushed: str = ""
+    pushed_by: str = ""
+    index: int = -1  # the log entry that first stored it
+    provenance: str | None = None  # for artifacts: the linked provenance blob
+    subjects: list[str] = field(default_factory=list)  # for provenance: the artifact digests it covers
+    signed_by: list[str] = field(default_factory=list)  # for provenance envelopes: keyids
+    expired: str | None = None
+    held: bool = False
+
+
+@dataclass
+class State:
+    origin: str | None = None
+    keyid: str | None = None
+    items: dict[str, Item] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    promotions: list[Promotion] = field(default_factory=list)
+
+    def live_in(self) -> dict[str, str]:
+        """Environment -> the digest promoted there last."""
+        live: dict[str, str] = {}
+        for p in self.promotions:
+            live[p.env] = p.digest
+        return live
+
+
+def replay(entries: list[dict[str, Any]]) -> State:
+    state = State()
+    for index, e in enumerate(entries):
+        kind = e.get("type")
+        digest = str(e.get("digest", ""))
+        if kind == "init":
+            state.origin, state.keyid = e.get("origin"), e.get("keyid")
+        elif kind in ("push", "provenance"):
+            item = state.items.get(digest)
+            if item is None:
+                item = state.items[digest] = Item(
+                    digest,
+                    "artifact" if kind == "push" else "provenance",
+                    int(e.get("size", 0)),
+                    pushed=str(e.get("time", "")),
+                    pushed_by=str(e.get("user", "")),
+                    index=index,
+                )
+            item.expired = None  # pushing expired bytes again brings them back
+            name = e.get("name")
+            if isinstance(name, str):
+                state.names[name] = digest
+                if name not in item.names:
+                    item.names.append(name)
+            if kind == "provenance":
+                item.subjects = [str(s) for s in e.get("subjects", [])]
+                item.signed_by = [str(k) for k in e.get("keyids", [])]
+            elif e.get("provenance"):
+                item.provenance = str(e["provenance"])
+        elif kind == "tag":
+            state.names[str(e["name"])] = digest
+            if digest in state.items and e["name"] not in state.items[digest].names:
+                state.items[digest].names.append(str(e["name"]))
+        elif kind == "promote":
+            state.promotions.append(
+                Promotion(
+                    index,
+                    str(e["env"]),
+                    digest,
+                    str(e.get("time", "")),
+                    str(e.get("user", "")),
+                    e.get("ci_run"),
+                    bool(e.get("forced", False)),
+                    e.get("reason"),
+                )
+            )
+        elif kind in ("hold", "release") and digest in state.items:
+            state.items[digest].held = kind == "hold"
+        elif kind == "expire" and digest in state.items:
+            state.items[digest].expired = str(e.get("time", ""))
+    return state

@@ -1,0 +1,384 @@
+"""The store: write-once artifacts, linked provenance, promotions and retention, all logged.
+
+Every change is a log entry followed by a signed checkpoint, made holding the backend's lock
+after dropping whatever an interrupted writer left (``log.recover``); the log is written
+before the change it records is made visible (a blob is stored before its push entry, a name
+is bound after it, a blob is retired after its expire entry), and ``_finish`` completes any
+such pending step, so a writer killed anywhere leaves a store that verifies. Refusals
+(rebinding a name, promoting unverified provenance) happen before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from detpack import provenance, signing
+from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
+from detpack.store import log, merkle
+from detpack.store.backend import Backend
+from detpack.store.state import Item, Promotion, State, replay
+from detpack.store.who import ci_run, current_user, now
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$")
+_ENV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InputError(f"{name!r}: not a usable store name (letters, digits and ._+~- only, no slashes)")
+    return name
+
+
+@dataclass(frozen=True)
+class Pushed:
+    name: str
+    digest: str
+    kind: str  # "artifact" or "provenance"
+    stored: bool  # False: the same bytes were already there under this name (a no-op)
+
+
+@dataclass(frozen=True)
+class Decision:
+    digest: str
+    names: tuple[str, ...]
+    expired: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Input:
+    path: Path
+    name: str
+    digest: str
+    size: int
+
+
+def _input(path: Path) -> _Input:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    return _Input(path, check_name(path.name), provenance.file_sha256(path), path.stat().st_size)
+
+
+@dataclass(frozen=True)
+class ProvenanceFile:
+    """A provenance blob read back: the statement, and the envelope when it was signed."""
+
+    statement: dict[str, Any]
+    envelope: signing.Envelope | None
+
+    @classmethod
+    def parse(cls, data: bytes, source: str) -> ProvenanceFile:
+        if data.lstrip().startswith(b'{"payload"') or b'"payloadType"' in data[:4096]:
+            envelope = signing.Envelope.parse(data, source)
+            return cls(provenance.parse_statement(envelope.payload, source), envelope)
+        return cls(provenance.parse_statement(data, source), None)
+
+
+class Store:
+    def __init__(self, backend: Backend, key_path: Path | None) -> None:
+        self.backend = backend
+        self.key_path = key_path
+
+    # -- reading --------------------------------------------------------------------------
+    def records(self) -> tuple[list[bytes], log.Checkpoint | None]:
+        return log.committed_entries(self.backend)
+
+    def entries(self) -> list[dict[str, Any]]:
+        out = []
+        for number, record in enumerate(self.records()[0], 1):
+            try:
+                out.append(log.parse_entry(record))
+            except ValueError:
+                raise StoreError(
+                    f"{self.backend.url}: log entry {number} is unreadable; run `detpack store verify`"
+                ) from None
+        return out
+
+    def state(self) -> State:
+        return replay(self.entries())
+
+    def find(self, state: State, ref: str) -> Item:
+        """An item by name, ``sha256:HEX``, or a unique hex prefix of 7+ digits."""
+        if ref in state.names:
+            return state.items[state.names[ref]]
+        digest = ref.removeprefix("sha256:").lower()
+        if re.fullmatch(r"[0-9a-f]{7,64}", digest):
+            matches = [d for d in state.items if d.startswith(digest)]
+            if len(matches) == 1:
+                return state.items[matches[0]]
+            if len(matches) > 1:
+                raise StoreError(f"{ref}: ambiguous in {self.backend.url} ({len(matches)} digests start with it)")
+        raise StoreError(f"{ref}: no such name or digest in {self.backend.url} (see `detpack store log`)")
+
+    def provenance_of(self, state: State, item: Item) -> Item | None:
+        if item.kind == "provenance":
+            return None
+        if item.provenance in state.items:
+            return state.items[item.provenance]
+        linked = [p for p in state.items.values() if p.kind == "provenance" and item.digest in p.subjects]
+        return linked[-1] if linked else None
+
+    def read_provenance(self, item: Item) -> ProvenanceFile:
+        with self.backend.open_blob(item.digest) as f:
+            data = f.read()
+        return ProvenanceFile.parse(data, f"{self.backend.url}: provenance sha256:{item.digest[:16]}")
+
+    def resolve(self, env: str) -> Promotion:
+        state = self.state()
+        matches = [p for p in state.promotions if p.env == env]
+        if not matches:
+            raise StoreError(f"{env}: nothing has been promoted to this environment in {self.backend.url}")
+        return matches[-1]
+
+    # -- writing --------------------------------------------------------------------------
+    def _load_or_create_key(self, state: State) -> signing.PrivateKey:
+        if self.key_path is None:
+            raise StoreError(f"{self.backend.url}: no signing key for this store; pass --signing-key KEY")
+        if self.key_path.exists():
+            key = signing.load_private_key(self.key_path)
+        elif state.origin is None:
+            key, _ = signing.generate_keypair(self.key_path)
+        else:
+            raise StoreError(
+                f"{self.key_path}: the store's signing key is missing; restore it or pass --signing-key KEY"
+            )
+        if state.keyid is not None and key.public.keyid != state.keyid:
+            raise StoreError(
+                f"{self.key_path}: keyid {key.public.keyid[:16]} is not this store's key ({state.keyid[:16]}); "
+                "pass the key the store was created with"
+            )
+        self.backend.publish_public_key(key.public.pem())
+        return key
+
+    @contextlib.contextmanager
+    def _writing(self, import_key: signing.PrivateKey | None = None) -> Iterator[_Writer]:
+        with self.backend.lock():
+            log.recover(self.backend)
+            state = self.state()
+            if import_key is not None and self.key_path is not None:
+                if state.origin is not None or self.key_path.exists():
+                    raise StoreRefusedError(
+                        f"{self.backend.url}: already has a signing key ({self.key_path}); a store keeps its key"
+                    )
+                signing.write_keypair(import_key, self.key_path)
+            key = self._load_or_create_key(state)
+            self._check_head(key.public)
+            writer = _Writer(self, key, state)
+            if state.origin is None:
+                origin = f"urn:uuid:{os.urandom(16).hex()}"
+                writer.append({"type": "init", "origin": origin, "keyid": key.public.keyid})
+            writer.finish()
+            yield writer
+
+    def _check_head(self, key: signing.PublicKey) -> None:
+        """Refuse to extend a log that its last checkpoint does not vouch for (a writer never signs tampering)."""
+        checkpoint = log.last_checkpoint(self.backend)
+        entries = self.backend.read_log("entries").items
+        if checkpoint is None:
+            return
+        leaves = [merkle.leaf_hash(e) for e in entries]
+        if len(entries) != checkpoint.size or merkle.root(leaves) != checkpoint.root or not checkpoint.verifies(key):
+            raise StoreRefusedError(
+                f"{self.backend.url}: the log does not match its last signed checkpoint; nothing was written "
+                "(run `detpack store verify` to see what changed)"
+            )
+
+    def init(self, key: signing.PrivateKey | None = None) -> signing.PublicKey:
+        with self._writing(import_key=key) as w:
+            return w.key.public
+
+    def push(self, files: Sequence[Path], provenance_path: Path | None = None) -> list[Pushed]:
+        inputs = [_input(f) for f in files]
+        names: dict[str, str] = {}
+        for i in inputs:
+            if names.setdefault(i.name, i.digest) != i.digest:
+                raise InputError(f"{i.name}: given twice with different bytes")
+        prov: _Input | None = None
+        subjects: list[str] = []
+        keyids: list[str] = []
+        if provenance_path is not None:
+            prov = _input(provenance_path)
+            parsed = ProvenanceFile.parse(provenance_path.read_bytes(), str(provenance_path))
+            subjects = [s.sha256 for s in provenance.summarize(parsed.statement).subjects]
+            keyids = [s.keyid for s in parsed.envelope.signatures] if parsed.envelope else []
+            for i in inputs:
+                if i.digest not in subjects:
+                    raise InputError(f"{i.path}: not a subject of {provenance_path} (sha256:{i.digest[:16]}…)")
+        with self._writing() as w:
+            for i in [*inputs, *([prov] if prov else [])]:
+                bound = w.state.names.get(i.name)
+                if bound is not None and bound != i.digest:
+                    raise StoreRefusedError(
+                        f"{i.name}: already bound to sha256:{bound[:16]}… in {self.backend.url}, and these bytes are "
+                        f"sha256:{i.digest[:16]}…; names are write-once (publish a new version under a new name)"
+                    )
+            results = []
+            if prov is not None:
+                extra = {"subjects": subjects, "keyids": keyids, "signed": bool(keyids)}
+                results.append(w.store_blob(prov, "provenance", extra))
+            for i in inputs:
+                results.append(w.store_blob(i, "push", {"provenance": prov.digest if prov else None}))
+            return results
+
+    def tag(self, name: str, ref: str) -> bool:
+        check_name(name)
+        with self._writing() as w:
+            item = self.find(w.state, ref)
+            bound = w.state.names.get(name)
+            if bound == item.digest:
+                return False
+            if bound is not None:
+                raise StoreRefusedError(
+                    f"{name}: already bound to sha256:{bound[:16]}… in {self.backend.url}; names are write-once"
+                )
+            w.append({"type": "tag", "name": name, "digest": item.digest})
+            self.backend.bind_name(name, item.digest)
+            return True
+
+    def promote(
+        self, ref: str, env: str, keys: Sequence[signing.PublicKey], *, force: bool, environ: Mapping[str, str]
+    ) -> Promotion:
+        if not _ENV.match(env):
+            raise InputError(f"--to {env!r}: not a usable environment name (letters, digits and ._- only)")
+        with self._writing() as w:
+            item = self.find(w.state, ref)
+            if item.kind != "artifact":
+                raise StoreError(f"{ref}: a provenance record, not an artifact; promote the artifact it describes")
+            if item.expired:
+                raise StoreRefusedError(f"{ref}: expired on {item.expired}; push it again before promoting it")
+            problem, verified_by = self._provenance_problem(w.state, item, keys)
+            if problem and not force:
+                raise StoreRefusedError(
+                    f"sha256:{item.digest[:16]}…: {problem}; not promoted to {env} (--force promotes anyway, logged)"
+                )
+            entry: dict[str, Any] = {"type": "promote", "digest": item.digest, "env": env, "forced": bool(problem)}
+            if problem:
+                entry["reason"] = problem
+            if verified_by:
+                entry["verified_by"] = verified_by
+            run = ci_run(environ)
+            if run:
+                entry["ci_run"] = run
+            w.append(entry)
+            return w.state.promotions[-1]
+
+    def _provenance_problem(
+        self, state: State, item: Item, keys: Sequence[signing.PublicKey]
+    ) -> tuple[str | None, str | None]:
+        linked = self.provenance_of(state, item)
+        if linked is None:
+            return "has no provenance in the store (push it with --provenance)", None
+        prov = self.read_provenance(linked)
+        if prov.envelope is None:
+            return "its provenance is unsigned (sign it: detpack sign)", None
+        if prov.envelope.payload_type != signing.PAYLOAD_TYPE:
+            return f"its provenance envelope carries {prov.envelope.payload_type!r}, not an in-toto statement", None
+        if not keys:
+            return "no key given to verify its signed provenance (pass --key PUB)", None
+        for key in keys:
+            try:
+                signing.verify(prov.envelope, key)
+            except VerificationError:
+                continue
+            if item.digest not in {s.sha256 for s in provenance.summarize(prov.statement).subjects}:
+                return "it is not a subject of its provenance", None
+            return None, key.keyid
+        return "its provenance signature does not verify with the given key(s)", None
+
+    def hold(self, ref: str, *, release: bool = False) -> bool:
+        with self._writing() as w:
+            item = self.find(w.state, ref)
+            if item.held != release:
+                return False
+            w.append({"type": "release" if release else "hold", "digest": item.digest})
+            return True
+
+    def expire(self, older_than: dt.timedelta, keep_last: int | None) -> list[Decision]:
+        decisions: list[Decision] = []
+        with self._writing() as w:
+            cutoff = dt.datetime.now(dt.UTC) - older_than
+            live = w.state.live_in()
+            artifacts = sorted(
+                (i for i in w.state.items.values() if i.kind == "artifact" and not i.expired), key=lambda i: -i.index
+            )
+            newest: dict[str, int] = {}
+            for item in artifacts:
+                project = _project(item.names[0] if item.names else item.digest)
+                newest[project] = rank = newest.get(project, 0) + 1
+                envs = sorted(env for env, d in live.items() if d == item.digest)
+                reason = None
+                if item.held:
+                    reason = "held"
+                elif envs:
+                    reason = f"live in {', '.join(envs)}"
+                elif keep_last is not None and rank <= keep_last:
+                    reason = f"one of the newest {keep_last} of {project}"
+                elif dt.datetime.fromisoformat(item.pushed.replace("Z", "+00:00")) > cutoff:
+                    reason = f"pushed {item.pushed}, within --older-than"
+                if reason is not None:
+                    decisions.append(Decision(item.digest, tuple(item.names), False, reason))
+                    continue
+                policy = {"older_than_seconds": int(older_than.total_seconds()), "keep_last": keep_last}
+                w.append({"type": "expire", "digest": item.digest, "policy": policy})
+                self.backend.retire_blob(item.digest)
+                decisions.append(Decision(item.digest, tuple(item.names), True, f"pushed {item.pushed}"))
+        return decisions
+
+
+def _project(name: str) -> str:
+    return re.split(r"-\d", name, maxsplit=1)[0].lower().replace("_", "-")
+
+
+class _Writer:
+    """The state of one locked write, and the one way to append to the log."""
+
+    def __init__(self, store: Store, key: signing.PrivateKey, state: State) -> None:
+        self.store = store
+        self.key = key
+        self.state = state
+
+    @property
+    def backend(self) -> Backend:
+        return self.store.backend
+
+    def append(self, entry: dict[str, Any]) -> int:
+        entry = {**entry, "time": now(), "user": current_user()}
+        origin = self.state.origin or entry.get("origin")
+        index, _ = log.append(self.backend, self.key, str(origin), log.entry_record(entry), entry["time"])
+        self.state = self.store.state()
+        return index
+
+    def finish(self) -> None:
+        """Complete what an interrupted writer logged but did not do (bindings, retirements)."""
+        bound = self.backend.list_names()
+        for name, digest in self.state.names.items():
+            if name not in bound:
+                self.backend.bind_name(name, digest)
+        for item in self.state.items.values():
+            if item.expired and self.backend.has_blob(item.digest):
+                self.backend.retire_blob(item.digest)
+
+    def store_blob(self, i: _Input, kind: str, extra: dict[str, Any]) -> Pushed:
+        self.backend.put_blob(i.digest, i.path)
+        item = self.state.items.get(i.digest)
+        link = extra.get("provenance")
+        unchanged = (
+            item is not None
+            and not item.expired
+            and i.name in item.names
+            and (kind != "push" or link is None or item.provenance == link)
+        )
+        if unchanged:
+            return Pushed(i.name, i.digest, "artifact" if kind == "push" else "provenance", False)
+        if kind == "push" and link is None and item is not None:
+            extra = {**extra, "provenance": item.provenance}
+        self.append({"type": kind, "name": i.name, "digest": i.digest, "size": i.size, **extra})
+        self.backend.bind_name(i.name, i.digest)
+        return Pushed(i.name, i.digest, "artifact" if kind == "push" else "provenance", True)
