@@ -135,6 +135,41 @@ class Registry:
             raise RegistryError(f"{self.host}/{repo}: blob {digest} came back with other content; refusing it")
         return resp.body
 
+    def download_blob(self, repo: str, digest: str, out: BinaryIO) -> int:
+        """Stream a blob into ``out``, verifying its digest; returns its size."""
+        req = urllib.request.Request(self.url(f"/v2/{repo}/blobs/{digest}"))  # noqa: S310 - http(s) only
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+                while chunk := resp.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except urllib.error.HTTPError as exc:
+            raise RegistryError(f"{self.host}/{repo}: blob {digest}: {_explain(exc.code, exc.read())}") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise RegistryError(f"{self.host}: registry unreachable ({getattr(exc, 'reason', exc)})") from None
+        if "sha256:" + h.hexdigest() != digest:
+            raise RegistryError(f"{self.host}/{repo}: blob {digest} came back with other content; refusing it")
+        return size
+
+    def list_tags(self, repo: str) -> list[str]:
+        """Every tag of ``repo`` (following ``Link`` pagination); [] for an unknown repository."""
+        tags: list[str] = []
+        url: str | None = self.url(f"/v2/{repo}/tags/list?n=1000")
+        while url is not None:
+            resp = self.request("GET", url, missing_ok=True)
+            if resp is None:
+                return tags
+            try:
+                tags += [str(t) for t in json.loads(resp.body).get("tags") or []]
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self.host}/{repo}: unreadable tag list") from None
+            link = resp.headers.get("link", "")
+            url = urllib.parse.urljoin(url, link.split(";")[0].strip("<> ")) if 'rel="next"' in link else None
+        return tags
+
     def manifest_digest(self, repo: str, reference: str) -> str | None:
         """The digest a tag (or digest) points to, or None when absent."""
         resp = self.request(

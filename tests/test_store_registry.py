@@ -1,0 +1,106 @@
+"""The store's OCI-registry backend against the Distribution registry started for the session:
+the same write-once rules, log, proofs and audit as a local store, and tampering done
+through the registry's own API is named by ``store verify``."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_store import files  # noqa: F401 - the fixture
+
+from conftest import DETPACK, run, sha256
+from detpack.signing import load_public_key
+from detpack.store import RegistryBackend, verify_store
+
+pytestmark = pytest.mark.integration
+
+
+def _store(registry: str, repo: str) -> str:
+    return f"oci://{registry}/{repo}"
+
+
+def _ok(r: object) -> str:
+    assert getattr(r, "code", None) == 0, getattr(r, "stdout", "") + getattr(r, "stderr", "")
+    return str(getattr(r, "stdout", ""))
+
+
+def test_round_trip(tmp_path: Path, files: dict[str, Path], registry: str) -> None:  # noqa: F811
+    url = _store(registry, "stores/round-trip")
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    out = _ok(run([DETPACK, "store", "--store", url, "push", files["1.0"], "--provenance", files["envelope"]], env=env))
+    assert out.count("stored  ") == 2
+    digest = sha256(files["1.0"])
+    # The same bytes again: nothing new.
+    again = _ok(
+        run([DETPACK, "store", "--store", url, "push", files["1.0"], "--provenance", files["envelope"]], env=env)
+    )
+    assert again.count("unchanged") == 2
+    # Other bytes under the bound name: refused with exit 1, nothing changed.
+    impostor = tmp_path / "elsewhere" / files["1.0"].name
+    impostor.parent.mkdir()
+    impostor.write_bytes(b"other bytes")
+    log_before = _ok(run([DETPACK, "store", "--store", url, "log", "--json"], env=env))
+    r = run([DETPACK, "store", "--store", url, "push", impostor], env=env)
+    assert r.code == 1 and "write-once" in r.stderr, r.stderr
+    assert _ok(run([DETPACK, "store", "--store", url, "log", "--json"], env=env)) == log_before
+    # Promotion of a signed build, resolve, show, proof.
+    pub = files["builder.pub"]
+    _ok(run([DETPACK, "store", "--store", url, "promote", digest, "--to", "prod", "--key", pub], env=env))
+    assert _ok(run([DETPACK, "store", "--store", url, "resolve", "prod"], env=env)).strip().endswith(digest)
+    shown = _ok(run([DETPACK, "store", "--store", url, "show", files["1.0"].name], env=env))
+    assert digest in shown
+    _ok(run([DETPACK, "store", "--store", url, "proof", digest], env=env))
+    # A third party with only the published public key audits the registry copy.
+    key_pem = tmp_path / "store.pub"
+    key_pem.write_text(_ok(run([DETPACK, "store", "--store", url, "key"], env=env)))
+    _ok(
+        run(
+            [DETPACK, "store", "--store", url, "verify", "--key", key_pem], env={"XDG_CACHE_HOME": str(tmp_path / "c2")}
+        )
+    )
+    backend = RegistryBackend(url, tmp_path / "locks")
+    assert verify_store(backend, load_public_key(key_pem)).problems == ()
+    # Blob bytes round-trip exactly.
+    with backend.open_blob(digest) as f:
+        assert f.read() == files["1.0"].read_bytes()
+
+
+def test_tampering_through_the_registry_api_is_named(tmp_path: Path, files: dict[str, Path], registry: str) -> None:  # noqa: F811
+    url = _store(registry, "stores/tamper")
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    _ok(run([DETPACK, "store", "--store", url, "push", files["1.0"], files["1.1"]], env=env))
+    backend = RegistryBackend(url, tmp_path / "locks")
+    assert verify_store(backend, None).problems == ()
+    # Re-point the name of 1.0 at 1.1's bytes by hand (Distribution lets any tag move).
+    name_tag = RegistryBackend._name_tag(files["1.0"].name)
+    other = RegistryBackend._name_tag(files["1.1"].name)
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://{registry}/v2/stores/tamper/manifests/{other}",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        )
+    ) as resp:
+        body = json.loads(resp.read())
+    body["annotations"]["org.detpack.store.name"] = files["1.0"].name
+    req = urllib.request.Request(
+        f"http://{registry}/v2/stores/tamper/manifests/{name_tag}",
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 201
+    problems = verify_store(backend, None).problems
+    assert any(files["1.0"].name in p for p in problems), problems
+    r = run([DETPACK, "store", "--store", url, "verify"], env=env)
+    assert r.code == 1 and files["1.0"].name in r.stdout + r.stderr
+
+
+def test_unreachable_registry_store(tmp_path: Path, files: dict[str, Path]) -> None:  # noqa: F811
+    r = run(
+        [DETPACK, "store", "--store", "oci://127.0.0.1:1/x", "push", files["1.0"]], env={"XDG_DATA_HOME": str(tmp_path)}
+    )
+    assert r.code == 2 and "registry unreachable" in r.stderr and "Traceback" not in r.stderr, r.stderr
