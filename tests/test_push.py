@@ -154,3 +154,26 @@ def test_push_missing_layout_or_blob(tmp_path: Path, registry: str) -> None:
     assert r.code == 2 and "missing" in r.stderr, r.stderr
     with pytest.raises(urllib.error.HTTPError):
         _get(f"http://{registry}/v2/x/holes/manifests/1.0")
+
+
+def test_signed_image_provenance_is_attached(tmp_path: Path, registry: str) -> None:
+    assert run([DETPACK, "keygen", "-o", tmp_path / "k"]).code == 0
+    app = make_tree(tmp_path / "app", 0o022, stamp=1_700_000_000)
+    lay = tmp_path / "s.tar.gz"
+    assert run([DETPACK, "layer", "-o", lay, "--add", f"{app}:/app"]).code == 0
+    r = run([DETPACK, "image", "-o", f"oci:{tmp_path / 'signed'}:2", "--layer", lay, "--sign", tmp_path / "k"])
+    assert r.code == 0, r.stderr
+    digest = r.stdout.strip().rsplit("@", 1)[1]
+    envelope = tmp_path / "signed.2.intoto.jsonl"
+    assert envelope.is_file()
+    manifest = tmp_path / "signed" / "blobs" / "sha256" / digest.removeprefix("sha256:")
+    v = run([DETPACK, "verify", manifest, "--provenance", envelope, "--key", tmp_path / "k.pub"])
+    assert v.code == 0, v.stderr  # the manifest blob is the statement's subject
+    r = run([DETPACK, "push", f"oci:{tmp_path / 'signed'}:2", f"{registry}/team/signed"])
+    assert r.code == 0, r.stderr
+    index, _ = _get(f"http://{registry}/v2/team/signed/manifests/{digest.replace(':', '-')}")
+    (entry,) = json.loads(index)["manifests"]
+    artifact = json.loads(_get(f"http://{registry}/v2/team/signed/manifests/{entry['digest']}")[0])
+    (blob,) = artifact["layers"]
+    assert blob["mediaType"] == "application/vnd.dsse.envelope.v1+json"
+    assert blob["digest"] == "sha256:" + hashlib.sha256(envelope.read_bytes()).hexdigest()

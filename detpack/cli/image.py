@@ -46,6 +46,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--platform", metavar="OS/ARCH", help="default: the base's, else linux/<this machine>")
     p.add_argument("--source", metavar="URL", help="org.opencontainers.image.source (default: from the layers)")
     p.add_argument("--revision", metavar="SHA", help="org.opencontainers.image.revision (default: from the layers)")
+    p.add_argument("--sign", type=Path, metavar="KEY", help="also sign the provenance (DIR.TAG.intoto.jsonl)")
     p.add_argument("--source-date-epoch", metavar="N", help="created time (default: $SOURCE_DATE_EPOCH, the layers')")
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
@@ -111,6 +112,11 @@ def _layer_records(layers: list[LayerBlob]) -> tuple[list[dict[str, Any]], list[
 def run(args: argparse.Namespace, out: Output) -> int:
     started = dt.datetime.now(dt.UTC)
     ref = LayoutRef.parse(args.output, what="output")
+    signing_key = None
+    if args.sign is not None:
+        from detpack.signing import load_private_key
+
+        signing_key = load_private_key(args.sign)  # a bad key fails before anything is written
     base_ref = LayoutRef.parse(args.base, what="base image") if args.base else None
     plat = _platform(args.platform, None)
     base = open_base(base_ref, plat) if base_ref is not None else None
@@ -173,4 +179,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     write_bytes(where, canonical_json(statement) + b"\n")
     out.result(f"{ref}@{image.manifest.digest}")
     out.line(f"provenance {where}")
+    if signing_key is not None:
+        from detpack.signing import sign_file
+
+        out.line(f"signed {sign_file(where, signing_key)}")
     return 0

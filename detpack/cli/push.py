@@ -12,6 +12,7 @@ from detpack.oci import attest
 from detpack.oci.layout import Layout, LayoutRef
 from detpack.oci.push import push_image
 from detpack.oci.registry import Registry, RegistryRef
+from detpack.signing import envelope_path
 
 
 def add_parser(sub: Any) -> None:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         provenance = args.provenance
     elif not args.no_provenance:
         candidate = attest.image_provenance_path(source.directory, source.tag)
-        signed = candidate.with_name(candidate.name.removesuffix(".json") + ".intoto.jsonl")
+        signed = envelope_path(candidate)
         for path in (signed, candidate):
             if path.is_file() and attest.names_subject(path, descriptor.digest):
                 provenance = path
