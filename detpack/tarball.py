@@ -15,15 +15,15 @@ import hashlib
 import io
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from detpack import policy
 from detpack.archive import gz, tar
-from detpack.archive.entry import safe_name
-from detpack.archive.tree import TreeItem, collect, merge, place
+from detpack.archive.entry import Entry, parents, safe_name
+from detpack.archive.tree import TreeItem, walk
 from detpack.atomic import atomic_writer
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.source import git_output
@@ -99,39 +99,67 @@ def _compressor(out: BinaryIO | io.RawIOBase, compression: Compression) -> Itera
 
 
 def write_tar(
-    items: Sequence[TreeItem],
+    items: Iterable[TreeItem],
     out: BinaryIO,
     epoch: int,
     label: str,
     compression: Compression,
-    hashes: dict[str, str] | None = None,
+    observe: Callable[[TreeItem, str | None], None] | None = None,
 ) -> TarDigests:
-    """Write ``items`` (sorted, parents present) as a canonical tar through ``compression``."""
+    """Write ``items`` (canonical order, parents present) as a canonical tar through ``compression``.
+
+    ``observe`` sees every item as it is written, with a file's sha256 (computed in passing).
+    """
     blob = _Digesting(out)
+    current: list[TreeItem] = []
+
+    def pairs() -> Iterator[tuple[Entry, tar.Opener | None]]:
+        for item in items:
+            current[:] = [item]
+            yield item.pair()
+
+    def seen(_entry: Entry, sha256: str | None) -> None:
+        if observe is not None:
+            observe(current[0], sha256)
+
     with _compressor(blob, compression) as packed:
         plain = _Digesting(packed)
-        tar.write_entries(plain, (item.pair() for item in items), epoch, label, hashes)  # type: ignore[arg-type]
-    return TarDigests(plain.hash.hexdigest(), plain.size, blob.hash.hexdigest(), blob.size, len(items))
+        count = tar.write_entries(plain, pairs(), epoch, label, seen if observe is not None else None)  # type: ignore[arg-type]
+    return TarDigests(plain.hash.hexdigest(), plain.size, blob.hash.hexdigest(), blob.size, count)
 
 
 def write_tarball(
-    items: Sequence[TreeItem], target: Path, epoch: int, label: str, hashes: dict[str, str] | None = None
+    items: Iterable[TreeItem],
+    target: Path,
+    epoch: int,
+    label: str,
+    observe: Callable[[TreeItem, str | None], None] | None = None,
 ) -> TarDigests:
     """``write_tar`` into ``target`` atomically, compressed as its suffix says."""
     compression = compression_for(target)
     with atomic_writer(target) as f:
-        return write_tar(items, f, epoch, label, compression, hashes)
+        return write_tar(items, f, epoch, label, compression, observe)
 
 
-def content_digest(items: Sequence[TreeItem], hashes: dict[str, str], root: str = "") -> str:
-    """sha256 over (kind, mode, content sha256 or link target, path under ``root``) of every entry."""
-    outer = hashlib.sha256()
-    cut = len(root) + 1 if root else 0
-    for item in sorted(items, key=lambda i: i.entry.sort_key):
-        e = item.entry
-        what = hashes.get(e.name, "") if e.kind == "file" else e.linkname
-        outer.update(f"{e.kind} {e.mode:o} {what} {e.name[cut:]}\n".encode("utf-8", "surrogateescape"))
-    return outer.hexdigest()
+class ContentDigest:
+    """sha256 over (kind, mode, content sha256 or link target, path under ``root``) of entries, in order.
+
+    Fed while a tar is written (``observe``), it identifies what was packed from one source
+    without reading the source twice.
+    """
+
+    def __init__(self, root: str) -> None:
+        self._cut = len(root) + 1 if root else 0
+        self._root = root
+        self._hash = hashlib.sha256()
+
+    def add(self, entry: Entry, sha256: str | None) -> None:
+        what = (sha256 or "") if entry.kind == "file" else entry.linkname
+        rel = entry.name[self._cut :] if entry.name != self._root else ""
+        self._hash.update(f"{entry.kind} {entry.mode:o} {what} {rel}\n".encode("utf-8", "surrogateescape"))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 def clean_prefix(prefix: str | None) -> str:
@@ -141,10 +169,9 @@ def clean_prefix(prefix: str | None) -> str:
     return cleaned
 
 
-def directory_items(root: Path, *, prefix: str = "", exclude: Sequence[str] = ()) -> list[TreeItem]:
-    """The sorted canonical items of a directory (or one file), under ``prefix``."""
-    items = collect(root, exclude=exclude)
-    return merge([(str(root), place(items, prefix))], str(root))
+def directory_items(root: Path, *, prefix: str = "", exclude: Sequence[str] = ()) -> Iterator[TreeItem]:
+    """The canonical items of a directory (or one file), under ``prefix``, streamed in order."""
+    return walk(root, prefix, exclude=exclude)
 
 
 def git_commit(repo: Path, rev: str) -> GitTree:
@@ -180,11 +207,13 @@ def git_items(
             planned = tar.plan(tf, label, limits)
             items = [
                 TreeItem(
-                    item.entry, None if item.source is None else functools.partial(_member, tf, item.source, label)
+                    _under(item.entry, prefix),
+                    None if item.source is None else functools.partial(_member, tf, item.source, label),
                 )
                 for item in planned
             ]
-            yield merge([(label, place(items, prefix))], label)
+            tops = [TreeItem(Entry(p, "dir", policy.DIR_MODE), content=False) for p in [*parents(prefix), prefix] if p]
+            yield tops + items  # the prefix's folders sort before everything under them
 
 
 def _member(tf: tarfile.TarFile, info: tarfile.TarInfo, label: str) -> BinaryIO:
@@ -192,3 +221,10 @@ def _member(tf: tarfile.TarFile, info: tarfile.TarInfo, label: str) -> BinaryIO:
     if reader is None:
         raise ArchiveError(f"{label}: member {info.name!r} has no data")
     return reader  # type: ignore[return-value]  # an ExFileObject: a buffered binary reader
+
+
+def _under(entry: Entry, prefix: str) -> Entry:
+    if not prefix:
+        return entry
+    link = f"{prefix}/{entry.linkname}" if entry.kind == "hardlink" else entry.linkname
+    return Entry(f"{prefix}/{entry.name}", entry.kind, entry.mode, entry.size, link)

@@ -70,3 +70,34 @@ def test_peak_memory_does_not_grow_with_size(kind: str, tmp_path: Path) -> None:
     print(f"{kind}: peak RSS {peak_small} KiB (20 MB) vs {peak_large} KiB (120 MB)")
     assert peak_large - peak_small < 25_000, (peak_small, peak_large)
     assert peak_large < 120_000, peak_large
+
+
+def _tree(root: Path, files: int) -> Path:
+    """``files`` small files, 50 per directory (a listing is held per directory, never per tree)."""
+    for i in range(files):
+        d = root / f"d{i // 2500:02d}" / f"s{i // 50:04d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:06d}.py").write_bytes(b"x = %d\n" % i)
+    return root
+
+
+def _peak_verb_kb(*argv: str | Path) -> int:
+    r = run([sys.executable, "-c", MEASURE, *argv, "-q"])
+    assert r.code == 0, r.stderr
+    return int(r.stdout.split("RSS_KB")[1].split()[0])
+
+
+def test_layer_memory_does_not_grow_with_file_count(tmp_path: Path) -> None:
+    """A tree is streamed in canonical order, not listed first: 10x the files, about the same memory."""
+    small = _tree(tmp_path / "small", 4_000)
+    large = _tree(tmp_path / "large", 40_000)
+    peaks = {}
+    for label, tree in (("small", small), ("large", large)):
+        out = tmp_path / f"{label}.tar.gz"
+        peaks[label] = _peak_verb_kb("layer", "-o", out, "--add", f"{tree}:/app")
+        with tarfile.open(out) as tf:
+            entries = sum(1 for _ in tf)
+        assert entries > (40_000 if label == "large" else 4_000)
+    print(f"layer: peak RSS {peaks['small']} KiB (4k files) vs {peaks['large']} KiB (40k files)")
+    assert peaks["large"] - peaks["small"] < 8_000, peaks
+    assert peaks["large"] < 64 * 1024, peaks

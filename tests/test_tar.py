@@ -214,3 +214,23 @@ def test_unknown_revision_in_a_repository(tmp_path: Path) -> None:
     _git(repo, "commit", "-qm", "one")
     r = run([DETPACK, "tar", "--git", "v9.9", "--repo", repo, "-o", tmp_path / "o.tar"])
     assert r.code == 2 and "no commit named 'v9.9'" in r.stderr, r.stderr
+
+
+def test_streamed_walk_order_is_the_global_byte_order(tmp_path: Path) -> None:
+    """The tree is walked lazily (subtrees at the key ``name/``); the result must be exactly the
+    byte order of full paths, the canonical order, including names around '/' (0x2f)."""
+    root = tmp_path / "t"
+    names = ["a", "a.txt", "a-b/y", "a0", "ab", "A", "é/x", "a b/z", "a/x", "a/x.y/z", "a/x-y", "a/x/q", "z"]
+    for name in names:
+        path = root / name
+        if name in ("a", "a/x"):
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    out = tmp_path / "o.tar"
+    tar_sha(out, {}, 0o022, root)
+    with tarfile.open(out) as tf:
+        listed = tf.getnames()
+    assert listed == sorted(listed, key=lambda n: n.encode())
+    assert set(names) <= set(listed)

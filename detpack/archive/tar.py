@@ -316,22 +316,27 @@ def write_entries(
     items: Iterable[tuple[Entry, Opener | None]],
     epoch: int,
     label: str,
-    hashes: dict[str, str] | None = None,
-) -> None:
+    observe: Callable[[Entry, str | None], None] | None = None,
+) -> int:
     """Write canonical entries to ``out`` in the given (sorted) order, file data from each opener.
 
     A file whose size changed since it was listed is an error: the archive would otherwise
-    record one size and hold other bytes (or be cut short). With ``hashes``, each file's
-    sha256 is recorded by name while it is copied (provenance without a second read).
+    record one size and hold other bytes (or be cut short). ``observe`` is told every entry
+    written, with a file's sha256 computed while it was copied (provenance without a second
+    read). Returns the number of entries.
     """
+    count = 0
     emit = _Emitter(out)
     for entry, opener in items:
+        count += 1
         emit.put(header(entry, epoch))
         if entry.kind != "file":
+            if observe is not None:
+                observe(entry, None)
             continue
         assert opener is not None
         with opener() as data:
-            digest = hashlib.sha256() if hashes is not None else None
+            digest = hashlib.sha256() if observe is not None else None
             try:
                 emit.copy(data, entry.size, digest)
             except _Short:
@@ -342,6 +347,7 @@ def write_entries(
                 raise ArchiveError(
                     f"{label}: {entry.name!r} grew while it was being packed; retry when nothing writes to it"
                 )
-            if hashes is not None and digest is not None:
-                hashes[entry.name] = digest.hexdigest()
+            if observe is not None and digest is not None:
+                observe(entry, digest.hexdigest())
     emit.close()
+    return count

@@ -72,14 +72,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
             digests = tarball.write_tarball(items, target, epoch, f"{args.repo}@{commit.commit[:12]}")
     else:
         directory: Path = args.directory
-        if directory.resolve() == target.resolve().parent or target.resolve().is_relative_to(directory.resolve()):
-            args.exclude.append(
-                target.resolve().relative_to(directory.resolve()).as_posix()
-            )  # never pack the output (or its temporary) into itself
+        if target.resolve().is_relative_to(directory.resolve()):
+            # Never pack the output (or its temporary) into itself.
+            args.exclude.append(target.resolve().relative_to(directory.resolve()).as_posix())
             args.exclude.append(".detpack-tmp-*")
         epoch = explicit if explicit is not None else _directory_epoch(directory)
         out.step(f"packing {directory} ({compression})")
-        items = tarball.directory_items(directory, prefix=prefix, exclude=args.exclude)
-        digests = tarball.write_tarball(items, target, epoch, str(directory))
+        stream = tarball.directory_items(directory, prefix=prefix, exclude=args.exclude)
+        digests = tarball.write_tarball(stream, target, epoch, str(directory))
     out.result(f"{target}  sha256:{digests.blob_sha256}  {digests.entries} entries  epoch {epoch}")
     return 0

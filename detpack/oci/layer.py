@@ -13,16 +13,16 @@ from __future__ import annotations
 import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from detpack import policy
-from detpack.archive.entry import Entry, safe_name
-from detpack.archive.tree import TreeItem, collect, merge, place
+from detpack.archive.entry import safe_name
+from detpack.archive.tree import TreeItem, merge, walk
 from detpack.archive.zip import open_zip, read_members
 from detpack.errors import ArchiveError, ConfigError, InputError
-from detpack.tarball import TarDigests, content_digest, write_tarball
+from detpack.tarball import ContentDigest, TarDigests, write_tarball
 
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 DEFAULT_PREFIX = "/usr/local"
@@ -97,14 +97,10 @@ class Layer:
         return f"sha256:{self.digests.blob_sha256}"
 
 
-def _addition_items(addition: Addition) -> list[TreeItem]:
-    items = collect(addition.source, absolute_links=True)
-    if addition.source.is_file() and not addition.as_given.endswith("/") and addition.dest:
-        # A file added at DEST is named DEST; at DEST/ (or /) it keeps its own name.
-        (item,) = items
-        e = item.entry
-        return [TreeItem(Entry(addition.dest, e.kind, e.mode, e.size), item.opener)]
-    return place(items, addition.dest)
+def _addition_items(addition: Addition, origin: int) -> Iterator[TreeItem]:
+    # A file added at DEST is named DEST; at DEST/ (or /) it keeps its own name.
+    rename = not addition.as_given.endswith("/")
+    return walk(addition.source, addition.dest, absolute_links=True, rename=rename, origin=origin)
 
 
 def install_wheels(wheels: Sequence[Path], root: Path, target: PythonTarget) -> None:
@@ -153,17 +149,20 @@ def build_layer(
         if not addition.source.exists() and not addition.source.is_symlink():
             raise InputError(f"{addition.source}: no such file or directory (from --add {addition.as_given})")
     with tempfile.TemporaryDirectory(prefix="detpack-layer-") as scratch:
-        added = [_addition_items(a) for a in additions]
-        sources: list[tuple[str, list[TreeItem]]] = [
-            (f"--add {a.as_given}", i) for a, i in zip(additions, added, strict=True)
+        sources: list[tuple[str, Iterator[TreeItem]]] = [
+            (f"--add {a.as_given}", _addition_items(a, i)) for i, a in enumerate(additions)
         ]
         if wheels:
             root = Path(scratch) / "root"
             root.mkdir()
             install_wheels([w.path for w in wheels], root, target)
-            sources.append(("the installed wheels", collect(root, absolute_links=True)))
-        items = merge(sources, str(output))
-        hashes: dict[str, str] = {}
-        digests = write_tarball(items, output, epoch, str(output), hashes)
-    source_digests = tuple(content_digest(i, hashes, a.dest) for a, i in zip(additions, added, strict=True))
+            sources.append(("the installed wheels", walk(root, absolute_links=True, origin=len(additions))))
+        per_source = [ContentDigest(a.dest) for a in additions]
+
+        def observe(item: TreeItem, sha256: str | None) -> None:
+            if item.content and item.origin < len(per_source):
+                per_source[item.origin].add(item.entry, sha256)
+
+        digests = write_tarball(merge(sources, str(output)), output, epoch, str(output), observe)
+    source_digests = tuple(d.hexdigest() for d in per_source)
     return Layer(output, digests, tuple(additions), tuple(wheels), target, epoch, source_digests)
