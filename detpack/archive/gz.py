@@ -67,7 +67,7 @@ class BlockGzipWriter(io.RawIOBase):
 
     def _submit(self, block: bytes, *, last: bool) -> None:
         self._pending.append(self._pool.submit(_deflate_block, block, self._dictionary, self._level, last))
-        self._dictionary = (self._dictionary + block)[-32768:]
+        self._dictionary = block[-32768:] if len(block) >= 32768 else (self._dictionary + block)[-32768:]
         while len(self._pending) > 2 * self._workers:  # bounded memory: a few blocks in flight
             self._out.write(self._pending.popleft().result())
 
