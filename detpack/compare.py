@@ -9,6 +9,7 @@ Renderers (text, JSON, HTML) live in ``detpack.cli``; this module never prints.
 from __future__ import annotations
 
 import difflib
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ HEAD = 256 * 1024
 DIFF_LINES = 80
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Difference:
     kind: DiffKind
     member: str | None
@@ -42,7 +43,7 @@ class Difference:
     evidence: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileComparison:
     name: str
     kind: str | None
@@ -195,9 +196,9 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
             if not content_only:
                 diffs += _attribute_diffs(ma, mb, ctx)
             diffs += _content_diff(va, vb, ma, mb)
-        members = {m.name for m in la.members} | {m.name for m in lb.members}
+        members = len(la.by_name) + len({m.name for m in added})  # |names in A or B|, without a 40k-name set
         touched = {d.member for d in diffs if d.member is not None and d.kind != "order"}
-        return FileComparison(name, la.kind, not diffs, len(members), len(touched), tuple(diffs))
+        return FileComparison(name, la.kind, not diffs, members, len(touched), tuple(diffs))
 
 
 def _is_dir(m: RawMember) -> bool:
@@ -232,11 +233,14 @@ def _order_diff(in_a: list[RawMember], in_b: list[RawMember]) -> list[Difference
 
 
 def _attribute_diffs(ma: RawMember, mb: RawMember, ctx: causes.Context) -> Iterator[Difference]:
-    for key in sorted(set(ma.attrs) | set(mb.attrs)):
-        va, vb = ma.attrs.get(key), mb.attrs.get(key)
+    if ma.keys is mb.keys and ma.values == mb.values:
+        return
+    attrs_a, attrs_b = ma.attrs, mb.attrs
+    for key in sorted(set(attrs_a) | set(attrs_b)):
+        va, vb = attrs_a.get(key), attrs_b.get(key)
         if va != vb:
             cause, evidence = causes.explain_attribute(key, va, vb, ctx)
-            yield Difference("attribute", ma.name, key, va, vb, "", cause, evidence)
+            yield Difference("attribute", ma.name, key, va, vb, "", cause, sys.intern(evidence))
 
 
 def _content_diff(va: ArchiveView, vb: ArchiveView, ma: RawMember, mb: RawMember) -> list[Difference]:

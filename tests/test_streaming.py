@@ -101,3 +101,24 @@ def test_layer_memory_does_not_grow_with_file_count(tmp_path: Path) -> None:
     print(f"layer: peak RSS {peaks['small']} KiB (4k files) vs {peaks['large']} KiB (40k files)")
     assert peaks["large"] - peaks["small"] < 8_000, peaks
     assert peaks["large"] < 64 * 1024, peaks
+
+
+def test_diff_of_20k_members_stays_under_the_memory_ceiling(tmp_path: Path) -> None:
+    """Every one of 20k members differs (times, modes, versions): the report is large, memory is not."""
+    wheel = tmp_path / "many-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(20_000):
+            zi = zipfile.ZipInfo(f"many/sub{i % 97:02d}/mod{i:05d}.py", (2020, 1, 1 + i % 28, 0, 0, 0))
+            zi.external_attr = (0o100664 if i % 7 else 0o100775) << 16
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(zi, f"VALUE = {i}\n" * 20)
+        zf.writestr("many-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr("many-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: many\nVersion: 1.0\n")
+    normalized = tmp_path / "n"
+    assert run([sys.executable, "-m", "detpack", "normalize", wheel, "-o", normalized, "-q"]).code == 0
+    for extra in ([], ["--json"]):
+        r = run([sys.executable, "-c", MEASURE, "diff", wheel, normalized / wheel.name, *extra])
+        assert r.code == 1, r.stderr
+        peak = int(r.stdout.rsplit("RSS_KB", 1)[1].split()[0])
+        print(f"diff {' '.join(extra) or '(text)'}: peak RSS {peak} KiB")
+        assert peak < 64 * 1024, peak

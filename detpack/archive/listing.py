@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from sys import intern
 from typing import IO, Any
 
 from detpack import policy
@@ -29,15 +30,34 @@ _GZIP_FEXTRA = 0x04
 _XFL_LEVEL = {2: "best (9)", 4: "fastest (1)", 0: "default/other"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawMember:
     name: str
     index: int
     size: int
-    #: Header fields as found, e.g. {"mtime": 1700000000, "mode": "0644", "uid": 0}.
-    attrs: dict[str, Any]
+    #: Header field names and values (``attrs`` pairs them); the names tuple is shared by every
+    #: member of a listing, so 20k members cost 20k small tuples, not 20k dicts.
+    keys: tuple[str, ...]
+    values: tuple[Any, ...]
     #: A cheap content identity when the format stores one (zip: CRC32 and size).
     identity: str | None = None
+
+    @classmethod
+    def of(cls, name: str, index: int, size: int, attrs: dict[str, Any], identity: str | None = None) -> RawMember:
+        return cls(name, index, size, _shared_keys(tuple(attrs)), tuple(attrs.values()), identity)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Header fields as found, e.g. {"mtime": 1700000000, "mode": "0644", "uid": 0}."""
+        return dict(zip(self.keys, self.values, strict=True))
+
+
+_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_NO_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _shared_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return _KEYS.setdefault(keys, keys)
 
 
 @dataclass(frozen=True)
@@ -77,20 +97,24 @@ def _zip_members(zf: zipfile.ZipFile, label: str) -> list[RawMember]:
     check_count(len(infos), label, policy.DEFAULT_LIMITS)
     for i, info in enumerate(infos):
         attrs = {
-            "date_time": "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}".format(*info.date_time),
-            "mode": f"{(info.external_attr >> 16) & 0o7777:04o}",
-            "file_type": f"{(info.external_attr >> 28) & 0xF:x}",
+            # Interned: 20k members mostly share these values; a copy each would cost megabytes.
+            "date_time": intern("{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}".format(*info.date_time)),
+            "mode": intern(f"{(info.external_attr >> 16) & 0o7777:04o}"),
+            "file_type": intern(f"{(info.external_attr >> 28) & 0xF:x}"),
             "dos_attr": info.external_attr & 0xFFFF,
             "create_system": info.create_system,
             "create_version": info.create_version,
             "extract_version": info.extract_version,
             "flag_bits": info.flag_bits,
             "compress_type": info.compress_type,
-            "extra": info.extra.hex(),
-            "comment": info.comment.decode("utf-8", "replace"),
+            "extra": intern(info.extra.hex()),
+            "comment": intern(info.comment.decode("utf-8", "replace")),
         }
         identity = f"{info.CRC:08x}:{info.file_size}"
-        out.append(RawMember(info.filename, i, info.file_size, attrs, identity))
+        out.append(RawMember.of(info.filename, i, info.file_size, attrs, identity))
+        # Listed: reading a member later needs only offsets and sizes. Dropping the per-member
+        # copies of these fields keeps a 20k-member comparison under detpack's memory ceiling.
+        info.date_time, info.extra = _NO_TIME, b""
     return out
 
 
@@ -102,7 +126,7 @@ def _tar_members(tf: tarfile.TarFile, label: str) -> list[RawMember]:
         attrs = {
             "type": info.type.decode("latin-1") if isinstance(info.type, bytes) else str(info.type),
             "mtime": info.mtime,
-            "mode": f"{info.mode & 0o7777:04o}",
+            "mode": intern(f"{info.mode & 0o7777:04o}"),
             "uid": info.uid,
             "gid": info.gid,
             "uname": info.uname,
@@ -110,7 +134,7 @@ def _tar_members(tf: tarfile.TarFile, label: str) -> list[RawMember]:
             "linkname": info.linkname,
             "pax": pax,
         }
-        out.append(RawMember(info.name, i, info.size if info.isfile() else 0, attrs))
+        out.append(RawMember.of(info.name, i, info.size if info.isfile() else 0, attrs))
     return out
 
 
@@ -147,7 +171,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                 self._plain = self._stack.enter_context(tempfile.TemporaryFile(dir=scratch))  # noqa: SIM115
                 gz.gunzip(path, self._plain)
                 size = self._plain.tell()
-                members = [RawMember("(content)", 0, size, {})]
+                members = [RawMember.of("(content)", 0, size, {})]
         except READ_ERRORS as exc:
             self._stack.close()
             raise ArchiveError(f"{path}: corrupt or truncated {self.kind} archive ({exc})") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -45,6 +46,14 @@ class Output:
 
     def result(self, message: str) -> None:
         print(message, flush=True)
+
+    def stream(self, chunks: Iterable[str]) -> None:
+        """A result written piece by piece (a large JSON report never exists whole)."""
+        write = sys.stdout.write
+        for chunk in chunks:
+            write(chunk)
+        write("\n")
+        sys.stdout.flush()
 
     def success(self, message: str) -> None:
         if self.verbosity >= -1:
