@@ -7,7 +7,7 @@ the version is recorded in every provenance statement.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Final
 
@@ -102,6 +102,28 @@ NEVER_PASS: Final = frozenset({"PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYT
 INJECTS_CODE: Final = frozenset({"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES"})
 
 UMASK: Final = 0o022
+
+
+def parse_epoch(text: str, what: str) -> int:
+    """Seconds since 1970 from an option or variable named ``what``; refuse anything else."""
+    from detpack.errors import ConfigError
+
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not an integer number of seconds (or 'git' / 'sdist')") from None
+    if value < 0:
+        raise ConfigError(f"{what}: {value} is negative; give seconds since 1970-01-01 UTC")
+    return value
+
+
+def epoch_from(option: str | None, environ: Mapping[str, str], default: int = DEFAULT_EPOCH) -> int:
+    """``--source-date-epoch N``, else ``$SOURCE_DATE_EPOCH``, else ``default``."""
+    if option is not None:
+        return parse_epoch(option, "--source-date-epoch")
+    if "SOURCE_DATE_EPOCH" in environ:
+        return parse_epoch(environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
+    return default
 
 
 def canonical_mode(mode: int, *, is_dir: bool = False, is_symlink: bool = False) -> int:

@@ -25,6 +25,7 @@ from detpack import policy
 from detpack.archive.entry import READ_ERRORS
 from detpack.environment import redact
 from detpack.errors import ArchiveError, ConfigError, InputError
+from detpack.policy import parse_epoch
 
 SourceKind = Literal["directory", "sdist"]
 EpochOrigin = Literal["option", "environment", "git", "sdist", "default", "unset"]
@@ -185,16 +186,6 @@ def resolve_epoch(spec: str | None, environ: Mapping[str, str], source: Source) 
     if source.pkg_info_mtime is not None:
         return Epoch(source.pkg_info_mtime, "sdist")
     return Epoch(policy.DEFAULT_EPOCH, "default")
-
-
-def parse_epoch(text: str, what: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ConfigError(f"{what}: {text!r} is not an integer number of seconds (or 'git' / 'sdist')") from None
-    if value < 0:
-        raise ConfigError(f"{what}: {value} is negative; give seconds since 1970-01-01 UTC")
-    return value
 
 
 def copy_tree(source: Source, dest: Path) -> None:

@@ -26,7 +26,6 @@ from detpack.archive.entry import Entry, parents, safe_name
 from detpack.archive.tree import TreeItem, walk
 from detpack.atomic import atomic_writer
 from detpack.errors import ArchiveError, ConfigError, InputError
-from detpack.source import git_output
 
 Compression = Literal["none", "gzip", "zstd"]
 SUFFIXES: dict[str, Compression] = {".tar": "none", ".tar.gz": "gzip", ".tgz": "gzip", ".tar.zst": "zstd"}
@@ -175,6 +174,8 @@ def directory_items(root: Path, *, prefix: str = "", exclude: Sequence[str] = ()
 
 
 def git_commit(repo: Path, rev: str) -> GitTree:
+    from detpack.source import git_output
+
     commit = git_output("-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     if not commit:
         if git_output("-C", str(repo), "rev-parse", "--git-dir") is None:

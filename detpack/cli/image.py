@@ -19,7 +19,6 @@ from detpack.oci import attest
 from detpack.oci.image import BaseImage, ImageSettings, LayerBlob, build_image, open_base
 from detpack.oci.layout import LayoutRef
 from detpack.provenance import canonical_json
-from detpack.source import parse_epoch
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -125,12 +124,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     out.step(f"hashing {len(args.layer)} layer(s)")
     layers = [LayerBlob.inspect(path) for path in args.layer]
     records, epochs = _layer_records(layers)
-    if args.source_date_epoch is not None:
-        epoch = parse_epoch(args.source_date_epoch, "--source-date-epoch")
-    elif "SOURCE_DATE_EPOCH" in os.environ:
-        epoch = parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
-    else:
-        epoch = max(epochs, default=policy.DEFAULT_EPOCH)
+    epoch = policy.epoch_from(args.source_date_epoch, os.environ, max(epochs, default=policy.DEFAULT_EPOCH))
     source, revision = attest.origin(records)
     annotations = dict(_pairs(args.annotation, "--annotation"))
     for key, value in (("source", args.source or source), ("revision", args.revision or revision)):

@@ -15,7 +15,6 @@ from detpack.errors import ConfigError, InputError
 from detpack.oci import attest
 from detpack.oci.layer import DEFAULT_PREFIX, Addition, PythonTarget, WheelInput, build_layer
 from detpack.provenance import canonical_json, file_sha256
-from detpack.source import parse_epoch
 
 
 def add_parser(sub: Any) -> None:
@@ -51,12 +50,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError(f"--python-prefix {prefix}: must be an absolute path inside the image, e.g. /usr/local")
     if not all(part.isdigit() for part in args.python_version.split(".")) or args.python_version.count(".") != 1:
         raise ConfigError(f"--python-version {args.python_version}: expected X.Y, e.g. 3.11")
-    if args.source_date_epoch is not None:
-        epoch = parse_epoch(args.source_date_epoch, "--source-date-epoch")
-    elif "SOURCE_DATE_EPOCH" in os.environ:
-        epoch = parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
-    else:
-        epoch = policy.DEFAULT_EPOCH
+    epoch = policy.epoch_from(args.source_date_epoch, os.environ)
     additions = [Addition.parse(spec) for spec in args.add]
     wheel_paths: list[Path] = [w for group in args.wheel for w in group]
     for wheel in wheel_paths:

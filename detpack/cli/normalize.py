@@ -11,7 +11,6 @@ from detpack import policy
 from detpack.cli._output import Output
 from detpack.errors import ConfigError, InputError
 from detpack.normalize import NormalizeOptions, normalize_file
-from detpack.source import parse_epoch
 
 
 def add_parser(sub: Any) -> None:
@@ -46,12 +45,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    if args.source_date_epoch is not None:
-        epoch = parse_epoch(args.source_date_epoch, "--source-date-epoch")
-    elif "SOURCE_DATE_EPOCH" in os.environ:
-        epoch = parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
-    else:
-        epoch = policy.DEFAULT_EPOCH
+    epoch = policy.epoch_from(args.source_date_epoch, os.environ)
     try:
         limits = policy.Limits.parse(args.limit)
     except ValueError as exc:

@@ -10,7 +10,6 @@ from typing import Any
 from detpack import policy, tarball
 from detpack.cli._output import Output
 from detpack.errors import ConfigError, InputError
-from detpack.source import git_info, parse_epoch
 
 
 def add_parser(sub: Any) -> None:
@@ -48,7 +47,9 @@ def add_parser(sub: Any) -> None:
 
 def _directory_epoch(directory: Path) -> int:
     if "SOURCE_DATE_EPOCH" in os.environ:
-        return parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
+        return policy.parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
+    from detpack.source import git_info
+
     info = git_info(directory) if directory.is_dir() else None
     return info.commit_time if info is not None else policy.DEFAULT_EPOCH
 
@@ -63,7 +64,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if target.is_dir():
         raise InputError(f"{target}: is a directory; -o names the tarball file")
     prefix = tarball.clean_prefix(args.prefix)
-    explicit = None if args.source_date_epoch is None else parse_epoch(args.source_date_epoch, "--source-date-epoch")
+    explicit = (
+        None if args.source_date_epoch is None else policy.parse_epoch(args.source_date_epoch, "--source-date-epoch")
+    )
     if args.git is not None:
         commit = tarball.git_commit(args.repo, args.git)
         epoch = explicit if explicit is not None else commit.commit_time

@@ -22,7 +22,6 @@ from typing import Any
 
 from detpack import __version__, policy
 from detpack.provenance import BUILDER_ID, PREDICATE_TYPE, STATEMENT_TYPE, file_sha256, rfc3339
-from detpack.source import git_info
 
 LAYER_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-layer/v1"
 IMAGE_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-image/v1"
@@ -128,6 +127,8 @@ def source_descriptor(path: Path, as_given: str, digest: str) -> JSON:
     """A ``--add`` source: the digest of what was packed from it and, in a git work tree, the commit."""
     rd: JSON = {"name": as_given, "digest": {"sha256": digest}}
     if path.is_dir():
+        from detpack.source import git_info
+
         info = git_info(path)
         if info is not None:
             rd["digest"]["gitCommit"] = info.commit
