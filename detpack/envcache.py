@@ -19,7 +19,7 @@ import platform
 import shutil
 import sys
 import venv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from detpack.environment import Runner
@@ -59,13 +59,14 @@ def _digest_tree(site: Path) -> dict[str, str]:
     return out
 
 
-def _valid(entry: Path) -> bool:
+def _verified_files(entry: Path) -> dict[str, str] | None:
+    """The entry's file digests when they match its manifest, else None."""
     try:
         manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    env = CachedEnv(entry)
-    return bool(manifest.get("files")) and manifest["files"] == _digest_tree(Path(env.purelib))
+        return None
+    files = _digest_tree(Path(CachedEnv(entry).purelib))
+    return files if manifest.get("files") and manifest["files"] == files else None
 
 
 @contextlib.contextmanager
@@ -78,7 +79,8 @@ def cached_env(
     """
     cache.mkdir(parents=True, exist_ok=True)
     entry = cache / key(lock, installer)
-    reused = entry.is_dir() and _valid(entry)
+    verified = _verified_files(entry) if entry.is_dir() else None
+    reused = verified is not None
     if entry.exists() and not reused:
         runner.emit(f"cached build environment {entry.name} changed or is incomplete: remaking it")
         shutil.rmtree(entry, ignore_errors=True)
@@ -97,7 +99,8 @@ def cached_env(
         venv.EnvBuilder(symlinks=os.name != "nt", with_pip=False).create(env_dir)
         items = install_locked(CachedEnv(env_dir), lock, runner, installer=installer)  # type: ignore[arg-type]
     env = CachedEnv(env_dir)
-    manifest = {"lock": lock.sha256, "files": _digest_tree(Path(env.purelib))}
+    # A reused entry was just hashed file by file: that is its manifest (no second pass).
+    manifest = {"lock": lock.sha256, "files": verified if verified is not None else _digest_tree(Path(env.purelib))}
     ok = False
     try:
         yield env, items, reused
@@ -117,3 +120,27 @@ def _evict(cache: Path) -> None:
     entries = sorted((p for p in cache.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in entries[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def cached_requires(cache: Path, facts: Sequence[str], compute: Callable[[], set[str]]) -> set[str]:
+    """A backend's ``get_requires_for_build_*`` answer, remembered under ``facts``.
+
+    The facts name everything the answer can depend on (the lock, the distribution, the
+    config settings and a digest of the whole source tree), so a hit is the same question
+    asked again; asking costs a backend process (~0.5 s for setuptools). A damaged entry is
+    asked again.
+    """
+    key = hashlib.sha256("\n".join(facts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    path = cache / "requires" / f"{key}.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return set(value)
+    except (OSError, ValueError):
+        pass
+    answer = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(sorted(answer)), encoding="utf-8")
+    os.replace(tmp, path)
+    return answer

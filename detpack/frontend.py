@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import subprocess
 import tomllib
 import warnings
@@ -28,6 +29,7 @@ from detpack.environment import Runner
 from detpack.errors import BackendError, ConfigError, InputError
 from detpack.installer import InstalledDependency, Installer
 from detpack.lock import BuildLock, LockError
+from detpack.source import tree_digest
 
 Distribution = Literal["sdist", "wheel"]
 ConfigSettings = Mapping[str, str | list[str]]
@@ -221,7 +223,18 @@ def _cached(
         builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
         requires = set(builder.build_system_requires)
         _require_locked(settings.lock.path, requires, env, srcdir)  # the backend first: it must import
-        extra = builder.get_requires_for_build(distribution, settings.config_settings)
+        facts = [
+            settings.lock.sha256,
+            distribution,
+            json.dumps(settings.config_settings, sort_keys=True),
+            tree_digest(srcdir),
+            backend,
+        ]
+        extra = envcache.cached_requires(
+            settings.env_cache,
+            facts,
+            lambda: set(builder.get_requires_for_build(distribution, settings.config_settings)),
+        )
         _require_locked(settings.lock.path, extra, env, srcdir)
         path = builder.build(distribution, outdir, settings.config_settings)
     deps = installer.merge(items, requires | extra)
