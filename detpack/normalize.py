@@ -24,7 +24,7 @@ from detpack import policy
 from detpack.archive import gz, tar
 from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
-from detpack.archive.entry import Entry
+from detpack.archive.entry import Entry, same_streams
 from detpack.atomic import atomic_writer
 from detpack.errors import ArchiveError, InputError
 
@@ -57,17 +57,28 @@ def sha256_file(path: Path) -> str:
 def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> NormalizeResult:
     """Normalize ``src`` into ``target`` (which may be ``src``) atomically."""
     kind = detect(src) if not _exists_and_zip(src) else None
-    before = sha256_file(src)
     if kind is None:  # a zip: open it once, for classifying and for copying
         with zipc.open_zip(src) as zf:
             kind = zip_kind(zf, src)
             with atomic_writer(target) as out:
                 _normalize_open_zip(zf, src, out, kind, options)
+                changed = _differs(src, out)
     else:
         with atomic_writer(target) as out:
             normalize_stream(src, out, kind, options, scratch=target.parent)
+            changed = _differs(src, out)
     after = sha256_file(target)
-    return NormalizeResult(src, target, kind, after, target.stat().st_size, before != after)
+    return NormalizeResult(src, target, kind, after, target.stat().st_size, changed)
+
+
+def _differs(src: Path, out: BinaryIO) -> bool:
+    """Whether the written temporary differs from the input (sizes first: usually no reading)."""
+    out.flush()
+    written = Path(out.name)
+    if src.stat().st_size != written.stat().st_size:
+        return True
+    with src.open("rb") as a, written.open("rb") as b:
+        return not same_streams(a, b)
 
 
 def normalize_stream(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, scratch: Path) -> None:

@@ -154,18 +154,33 @@ class _Sink:
 
 
 def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[bytes]:
-    fp.seek(info.header_offset)
-    header = fp.read(_LOCAL_HEADER.size)
-    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-        raise ArchiveError(f"{label}: member {info.filename!r} has a bad local header; the archive is corrupt")
-    fields = _LOCAL_HEADER.unpack(header)
-    local_name = fp.read(fields[10])
     central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+    head = _LOCAL_HEADER.size + len(central_name)
+    small = info.compress_size <= policy.CHUNK
+    fp.seek(info.header_offset)
+    # A small member is read with its header in one call (most members of a wheel are small).
+    block = fp.read(head + info.compress_size if small else head)
+    if len(block) < head or block[:4] != b"PK\x03\x04":
+        raise ArchiveError(f"{label}: member {info.filename!r} has a bad local header; the archive is corrupt")
+    fields = _LOCAL_HEADER.unpack(block[: _LOCAL_HEADER.size])
+    local_name = block[_LOCAL_HEADER.size : _LOCAL_HEADER.size + fields[10]]
     if local_name != central_name or fields[4] != info.compress_type:
         raise ArchiveError(
             f"{label}: member {info.filename!r}: local header does not match the central directory "
             "(a smuggling or corruption attempt); refusing the archive"
         )
+    if small:
+        start = head + fields[11]  # the local extra field moves the data's start (and end) further
+        data = block[start:]
+        if start > len(block):
+            fp.seek(start - len(block), 1)
+        if len(data) < info.compress_size:
+            data += fp.read(info.compress_size - len(data))
+        if len(data) != info.compress_size:
+            raise ArchiveError(f"{label}: member {info.filename!r} is truncated; the archive is damaged")
+        if data:
+            yield data
+        return
     fp.seek(fields[11], 1)
     remaining = info.compress_size
     while remaining:
