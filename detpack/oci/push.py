@@ -10,13 +10,11 @@ listed in the ``sha256-<hex>`` referrers fallback tag (registries without the re
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 from detpack.errors import InputError, TagConflictError
 from detpack.oci.layout import DOCKER_LIST, INDEX, MANIFEST, Descriptor, Layout, LayoutRef
@@ -27,6 +25,8 @@ IN_TOTO = "application/vnd.in-toto+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"
 EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_BLOB = b"{}"
+#: The OCI empty descriptor: the config of an artifact that has none.
+EMPTY_DESCRIPTOR = {"mediaType": EMPTY, "digest": "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest(), "size": 2}
 TagState = Literal["created", "unchanged", "none"]
 
 
@@ -39,10 +39,6 @@ class PushResult:
     uploaded: int
     skipped: int
     attestation: str | None
-
-
-def _open(path: Path) -> BinaryIO:
-    return path.open("rb")
 
 
 def _push_blobs(layout: Layout, manifest: dict[str, object], registry: Registry, repo: str) -> tuple[int, int]:
@@ -60,7 +56,7 @@ def _push_blobs(layout: Layout, manifest: dict[str, object], registry: Registry,
             raise InputError(f"{path}: size {path.stat().st_size} differs from the manifest's {d.size}; layout corrupt")
         checked.append((d, path))
     for d, path in checked:  # only once every blob is known to be there: no half-pushed image
-        if registry.push_blob(repo, d.digest, d.size, functools.partial(_open, path)):
+        if registry.push_file(repo, path, d.digest, d.size):
             uploaded += 1
         else:
             skipped += 1
@@ -117,12 +113,11 @@ def push_image(source: LayoutRef, dest: RegistryRef, registry: Registry, provena
 
 def attestation_manifest(subject: Descriptor, blob: bytes, media_type: str) -> bytes:
     """An OCI artifact manifest carrying ``blob`` (the statement) with ``subject`` = the image."""
-    empty = {"mediaType": EMPTY, "digest": "sha256:" + _sha256(EMPTY_BLOB), "size": len(EMPTY_BLOB)}
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST,
         "artifactType": IN_TOTO,
-        "config": empty,
+        "config": EMPTY_DESCRIPTOR,
         "layers": [{"mediaType": media_type, "digest": "sha256:" + _sha256(blob), "size": len(blob)}],
         # No time annotation: the same statement for the same image is the same artifact, so a
         # re-push is a no-op instead of a new referrer.
@@ -138,8 +133,8 @@ def push_attestation(registry: Registry, repo: str, subject: Descriptor, provena
     except OSError as exc:
         raise InputError(f"{provenance}: cannot be read ({exc.strerror or exc})") from None
     media_type = DSSE if provenance.name.endswith(".intoto.jsonl") else IN_TOTO
-    registry.push_blob(repo, "sha256:" + _sha256(EMPTY_BLOB), len(EMPTY_BLOB), functools.partial(_bytes, EMPTY_BLOB))
-    registry.push_blob(repo, "sha256:" + _sha256(blob), len(blob), functools.partial(_bytes, blob))
+    registry.push_bytes(repo, EMPTY_BLOB)
+    registry.push_bytes(repo, blob)
     data = attestation_manifest(subject, blob, media_type)
     digest = registry.put_manifest(repo, "sha256:" + _sha256(data), data, MANIFEST)
     _add_referrer(registry, repo, subject.digest, Descriptor(MANIFEST, digest, len(data), artifact_type=IN_TOTO))
@@ -160,10 +155,6 @@ def _add_referrer(registry: Registry, repo: str, subject_digest: str, referrer: 
         return
     index = {"schemaVersion": 2, "mediaType": INDEX, "manifests": [*manifests, referrer.to_json()]}
     registry.put_manifest(repo, tag, canonical_json(index), INDEX)
-
-
-def _bytes(data: bytes) -> BinaryIO:
-    return io.BytesIO(data)
 
 
 def _sha256(data: bytes) -> str:

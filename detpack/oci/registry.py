@@ -8,14 +8,17 @@ used for loopback hosts only; everything else is HTTPS. Every failure becomes on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
+import io
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from detpack.errors import ConfigError, RegistryError
@@ -128,6 +131,16 @@ class Registry:
             self.request("PUT", target, body=body, headers=headers, ok=(201,))
         return True
 
+    def push_bytes(self, repo: str, data: bytes) -> str:
+        """Upload small content (a manifest's config, a statement) unless present; its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.push_blob(repo, digest, len(data), functools.partial(io.BytesIO, data))
+        return digest
+
+    def push_file(self, repo: str, path: Path, digest: str, size: int) -> bool:
+        """Upload a file as blob ``digest`` unless present; True when it was uploaded."""
+        return self.push_blob(repo, digest, size, functools.partial(_open_binary, path))
+
     def get_blob(self, repo: str, digest: str, *, limit: int = 64 << 20) -> bytes:
         resp = self.request("GET", self.url(f"/v2/{repo}/blobs/{digest}"))
         assert resp is not None
@@ -210,6 +223,10 @@ class Registry:
         if echoed and echoed != digest:
             raise RegistryError(f"{self.host}/{repo}: the registry stored {echoed} for our manifest {digest}")
         return digest
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return path.open("rb")
 
 
 def _media_type(body: bytes) -> str:

@@ -24,9 +24,7 @@ import base64
 import binascii
 import contextlib
 import fcntl
-import functools
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -36,7 +34,7 @@ from typing import Any, BinaryIO
 
 from detpack.errors import StoreError, StoreRefusedError
 from detpack.oci.layout import MANIFEST
-from detpack.oci.push import EMPTY, EMPTY_BLOB
+from detpack.oci.push import EMPTY_BLOB, EMPTY_DESCRIPTOR
 from detpack.oci.registry import Registry, RegistryRef
 from detpack.provenance import canonical_json
 from detpack.store.backend import Records, Stream
@@ -44,19 +42,6 @@ from detpack.store.backend import Records, Stream
 ARTIFACT = "application/vnd.detpack.store.{kind}.v1"
 BLOB_MEDIA_TYPE = "application/octet-stream"
 _PREFIX = "org.detpack.store."
-_EMPTY_DESC: dict[str, Any] = {
-    "mediaType": EMPTY,
-    "digest": "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest(),
-    "size": 2,
-}
-
-
-def _open(path: Path) -> BinaryIO:
-    return path.open("rb")
-
-
-def _bytes(data: bytes) -> BinaryIO:
-    return io.BytesIO(data)
 
 
 class RegistryBackend:
@@ -93,13 +78,13 @@ class RegistryBackend:
         self, tag: str, kind: str, annotations: dict[str, str], layers: list[dict[str, Any]] | None = None
     ) -> None:
         if not self._empty_pushed:
-            self.registry.push_blob(self.repo, str(_EMPTY_DESC["digest"]), 2, functools.partial(_bytes, EMPTY_BLOB))
+            self.registry.push_bytes(self.repo, EMPTY_BLOB)
             self._empty_pushed = True
         manifest = {
             "schemaVersion": 2,
             "mediaType": MANIFEST,
             "artifactType": ARTIFACT.format(kind=kind),
-            "config": _EMPTY_DESC,
+            "config": EMPTY_DESCRIPTOR,
             "layers": list(layers or []),
             "annotations": {_PREFIX + k: v for k, v in annotations.items()},
         }
@@ -140,7 +125,7 @@ class RegistryBackend:
         if h.hexdigest() != digest:
             raise StoreError(f"{source}: changed while it was being stored (sha256 is no longer {digest[:16]}…)")
         size = source.stat().st_size
-        self.registry.push_blob(self.repo, f"sha256:{digest}", size, functools.partial(_open, source))
+        self.registry.push_file(self.repo, source, f"sha256:{digest}", size)
         layer = {"mediaType": BLOB_MEDIA_TYPE, "digest": f"sha256:{digest}", "size": size}
         self._put(f"blob-{digest}", "blob", {"digest": digest}, [layer])
         return True
