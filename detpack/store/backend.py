@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
+from detpack.errors import StoreRefusedError
+
 Stream = Literal["entries", "checkpoints"]
 
 
@@ -40,6 +42,13 @@ class Records:
 
     items: tuple[bytes, ...]
     torn: bool = False
+
+
+def already_bound(name: str, existing: str | None, digest: str, url: str) -> bool:
+    """True when ``name`` is bound to ``digest`` already; refuse a binding to other bytes (write-once)."""
+    if existing is not None and existing != digest:
+        raise StoreRefusedError(f"{name}: already bound to sha256:{existing} in {url}; names are write-once")
+    return existing == digest
 
 
 class Backend(Protocol):

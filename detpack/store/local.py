@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from detpack.atomic import sweep, temp_name
 from detpack.errors import StoreError, StoreRefusedError
-from detpack.store.backend import Records, Stream
+from detpack.store.backend import Records, Stream, already_bound
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 KEY_NAME = "store.key"
@@ -150,11 +150,8 @@ class LocalBackend:
         return text.removeprefix("sha256:")
 
     def bind_name(self, name: str, digest: str) -> None:
-        existing = self.get_name(name)
-        if existing == digest:
+        if already_bound(name, self.get_name(name), digest, self.url):
             return
-        if existing is not None:
-            raise StoreRefusedError(f"{name}: already bound to sha256:{existing} in {self.url}; names are write-once")
         target = self._name(name)
         tmp = _write_temp(target.parent, name, f"sha256:{digest}\n".encode("ascii"))
         try:

@@ -37,7 +37,7 @@ from detpack.oci.layout import MANIFEST
 from detpack.oci.push import EMPTY_BLOB, EMPTY_DESCRIPTOR
 from detpack.oci.registry import Registry, RegistryRef
 from detpack.provenance import canonical_json
-from detpack.store.backend import Records, Stream
+from detpack.store.backend import Records, Stream, already_bound
 
 ARTIFACT = "application/vnd.detpack.store.{kind}.v1"
 BLOB_MEDIA_TYPE = "application/octet-stream"
@@ -158,11 +158,8 @@ class RegistryBackend:
         return None if manifest is None else self._annotation(manifest, "digest")
 
     def bind_name(self, name: str, digest: str) -> None:
-        existing = self.get_name(name)
-        if existing == digest:
+        if already_bound(name, self.get_name(name), digest, self.url):
             return
-        if existing is not None:
-            raise StoreRefusedError(f"{name}: already bound to sha256:{existing} in {self.url}; names are write-once")
         layer = self._blob_layer(digest)
         self._put(self._name_tag(name), "name", {"name": name, "digest": digest}, [layer] if layer else [])
 
