@@ -2,9 +2,10 @@
 
 The public API: build a project reproducibly (``build_project``), normalize existing
 archives (``normalize_file``), compare two builds (``compare_paths``), check a project
-under varied conditions (``run_check``), sign provenance (``sign_file`` and the key
-helpers), keep releases in a write-once store (``open_store``, ``verify_store``), and the
-values and errors they use.
+under varied conditions (``run_check``), pack deterministic tarballs, OCI layers and images
+and push them by digest (``write_tarball``, ``build_layer``, ``build_image``, ``push_image``),
+sign provenance (``sign_file`` and the key helpers), keep releases in a write-once store
+(``open_store``, ``verify_store``), and the values and errors they use.
 """
 
 import importlib as _importlib
@@ -16,9 +17,15 @@ if _typing.TYPE_CHECKING:  # the names below load on first use (PEP 562): `detpa
     from detpack.config import BuildRequest
     from detpack.frontend import FrontendSettings
     from detpack.normalize import NormalizeOptions, NormalizeResult, normalize_file
+    from detpack.oci.image import ImageSettings, LayerBlob, build_image
+    from detpack.oci.layer import Addition, PythonTarget, build_layer
+    from detpack.oci.layout import LayoutRef
+    from detpack.oci.push import push_image
+    from detpack.oci.registry import Registry, RegistryRef
     from detpack.pipeline import BuildResult, BuiltArtifact, build_project
     from detpack.signing import Envelope, generate_keypair, load_private_key, load_public_key, sign_file
     from detpack.store import Store, StoreAudit, open_store, verify_store
+    from detpack.tarball import directory_items, write_tarball
 
 from detpack.errors import (
     ArchiveError,
@@ -29,8 +36,10 @@ from detpack.errors import (
     InputError,
     KeyFileError,
     OutputError,
+    RegistryError,
     StoreError,
     StoreRefusedError,
+    TagConflictError,
     VerificationError,
 )
 
@@ -59,6 +68,18 @@ _LAZY = {
     "StoreAudit": "detpack.store",
     "open_store": "detpack.store",
     "verify_store": "detpack.store",
+    "ImageSettings": "detpack.oci.image",
+    "LayerBlob": "detpack.oci.image",
+    "build_image": "detpack.oci.image",
+    "Addition": "detpack.oci.layer",
+    "PythonTarget": "detpack.oci.layer",
+    "build_layer": "detpack.oci.layer",
+    "LayoutRef": "detpack.oci.layout",
+    "push_image": "detpack.oci.push",
+    "Registry": "detpack.oci.registry",
+    "RegistryRef": "detpack.oci.registry",
+    "directory_items": "detpack.tarball",
+    "write_tarball": "detpack.tarball",
 }
 
 
@@ -77,6 +98,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Addition",
     "ArchiveError",
     "BackendError",
     "BuildRequest",
@@ -92,25 +114,38 @@ __all__ = [
     "EnvironmentSetupError",
     "FileComparison",
     "FrontendSettings",
+    "ImageSettings",
     "InputError",
     "KeyFileError",
+    "LayerBlob",
+    "LayoutRef",
     "NormalizeOptions",
     "NormalizeResult",
     "OutputError",
+    "PythonTarget",
+    "Registry",
+    "RegistryError",
+    "RegistryRef",
     "Store",
     "StoreAudit",
     "StoreError",
     "StoreRefusedError",
+    "TagConflictError",
     "VerificationError",
     "__version__",
+    "build_image",
+    "build_layer",
     "build_project",
     "compare_paths",
+    "directory_items",
     "generate_keypair",
     "load_private_key",
     "load_public_key",
     "normalize_file",
     "open_store",
+    "push_image",
     "run_check",
     "sign_file",
     "verify_store",
+    "write_tarball",
 ]
