@@ -6,6 +6,7 @@ the version is recorded in every provenance statement.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -135,6 +136,7 @@ def canonical_mode(mode: int, *, is_dir: bool = False, is_symlink: bool = False)
     return EXEC_MODE if mode & 0o111 else FILE_MODE
 
 
+@functools.lru_cache(maxsize=8)  # one epoch per archive, asked once per member
 def zip_date_time(epoch: int) -> tuple[int, int, int, int, int, int]:
     """The epoch as a zip date_time (UTC breakdown), clamped to what zip can store."""
     clamped = min(max(epoch, ZIP_MIN_EPOCH), ZIP_MAX_EPOCH)

@@ -83,7 +83,7 @@ def read_members(zf: zipfile.ZipFile, label: str, limits: policy.Limits = policy
             entry = Entry(name, "file", policy.canonical_mode(unix_mode), info.file_size)
         members.append(ZipMember(entry, info))
     links = {m.entry.name for m in members if m.entry.kind == "symlink"}
-    for m in members:
+    for m in members if links else ():
         through = next((p for p in parents(m.entry.name) if p in links), None)
         if through is not None:
             raise ArchiveError(
