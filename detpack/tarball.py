@@ -44,7 +44,7 @@ class TarDigests:
 
 @dataclass(frozen=True)
 class GitTree:
-    """A committed tree: its items (data read from an exported tar) and the commit's facts."""
+    """A resolved commit: its full sha and its commit time (the tarball's default epoch)."""
 
     commit: str
     commit_time: int
@@ -164,8 +164,7 @@ class ContentDigest:
 def clean_prefix(prefix: str | None) -> str:
     if not prefix:
         return ""
-    cleaned = safe_name(prefix, "--prefix")
-    return cleaned
+    return safe_name(prefix, "--prefix")
 
 
 def directory_items(root: Path, *, prefix: str = "", exclude: Sequence[str] = ()) -> Iterator[TreeItem]:

@@ -16,7 +16,7 @@ from detpack.atomic import write_bytes
 from detpack.cli._output import Output
 from detpack.errors import ConfigError
 from detpack.oci import attest
-from detpack.oci.image import BaseImage, ImageSettings, LayerBlob, build_image, open_base
+from detpack.oci.image import ImageSettings, LayerBlob, build_image, open_base
 from detpack.oci.layout import LayoutRef
 from detpack.provenance import canonical_json
 
@@ -78,7 +78,7 @@ def _pairs(items: list[str], option: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _platform(text: str | None, base: BaseImage | None) -> tuple[str, str]:
+def _platform(text: str | None) -> tuple[str, str]:
     if text is None:
         return ("linux", _ARCH.get(platform.machine(), platform.machine()))
     os_name, sep, arch = text.partition("/")
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
         signing_key = load_private_key(args.sign)  # a bad key fails before anything is written
     base_ref = LayoutRef.parse(args.base, what="base image") if args.base else None
-    plat = _platform(args.platform, None)
+    plat = _platform(args.platform)
     base = open_base(base_ref, plat) if base_ref is not None else None
     if base is not None and args.platform is None:
         plat = (str(base.config.get("os", plat[0])), str(base.config.get("architecture", plat[1])))

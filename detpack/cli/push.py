@@ -37,10 +37,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     source = LayoutRef.parse(args.source)
     dest = RegistryRef.parse(args.destination)
-    explicit_tag = ":" in args.source[4:] and "/" not in args.source.rsplit(":", 1)[-1]
     if args.no_tag:
         dest = RegistryRef(dest.host, dest.repository, None)
-    elif dest.tag is None and explicit_tag:
+    elif dest.tag is None and source.tagged:
         dest = RegistryRef(dest.host, dest.repository, source.tag)
     descriptor = Layout(source.directory).resolve(source.tag)
     provenance: Path | None = None

@@ -94,9 +94,8 @@ def origin(records: Sequence[JSON]) -> tuple[str | None, str | None]:
             uri = str(rd.get("uri", ""))
             if uri.startswith("git+") and "@" in uri:
                 remotes.add(uri[4:].rsplit("@", 1)[0])
-            for key in ("source",):
-                if isinstance(annotations.get(key), dict):
-                    visit(annotations[key])
+            if isinstance(annotations.get("source"), dict):
+                visit(annotations["source"])
             for child in annotations.get("inputs", []) or []:
                 if isinstance(child, dict):
                     visit(child)

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.oci.layout import (
@@ -51,30 +51,51 @@ class LayerBlob:
 
     @classmethod
     def inspect(cls, path: Path) -> LayerBlob:
-        """Hash the blob and, for a compressed one, the tar inside it (streamed)."""
-        if not path.is_file():
-            raise InputError(f"{path}: no such layer file")
-        blob = hashlib.sha256()
-        size = 0
-        with path.open("rb") as f:
-            head = f.read(4)
-        if head[:2] == b"\x1f\x8b":
-            media_type, tar = LAYER_GZIP, hashlib.sha256()
+        """Hash the blob and, for a compressed one, the tar inside it, in one streamed pass."""
+        try:
+            raw = path.open("rb")
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such layer file") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        with raw:
+            head = raw.peek(4)[:4]
+            if head == b"\x28\xb5\x2f\xfd":
+                raise ConfigError(f"{path}: zstd layers are not supported by every runtime; make the layer as .tar.gz")
+            blob = _HashingReader(raw)
+            if head[:2] != b"\x1f\x8b":
+                while blob.read(1 << 20):
+                    pass
+                return cls(path, LAYER_TAR, blob.digest, blob.size, blob.digest)
+            tar = hashlib.sha256()
             try:
-                with path.open("rb") as raw, gzip.GzipFile(fileobj=raw) as z:
+                with gzip.GzipFile(fileobj=blob) as z:  # type: ignore[call-overload]
                     while chunk := z.read(1 << 20):
                         tar.update(chunk)
             except (OSError, EOFError, zlib.error) as exc:
                 raise ArchiveError(f"{path}: corrupt gzip layer ({exc or 'truncated'})") from None
-        elif head == b"\x28\xb5\x2f\xfd":
-            raise ConfigError(f"{path}: zstd layers are not supported by every runtime; make the layer as .tar.gz")
-        else:
-            media_type, tar = LAYER_TAR, blob
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                size += len(chunk)
-                blob.update(chunk)
-        return cls(path, media_type, "sha256:" + blob.hexdigest(), size, "sha256:" + tar.hexdigest())
+            while blob.read(1 << 20):  # anything gzip did not need still belongs to the blob
+                pass
+            return cls(path, LAYER_GZIP, blob.digest, blob.size, "sha256:" + tar.hexdigest())
+
+
+class _HashingReader:
+    """Reads a file while hashing every byte read (the blob digest of a layer, read once)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
 
 
 @dataclass(frozen=True)

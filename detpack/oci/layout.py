@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +79,7 @@ class LayoutRef:
 
     directory: Path
     tag: str
+    tagged: bool = True  # False when the tag is the default, not named in the reference
 
     @classmethod
     def parse(cls, text: str, *, what: str = "image") -> LayoutRef:
@@ -87,13 +87,14 @@ class LayoutRef:
             raise ConfigError(f"{text}: an {what} is named oci:DIR[:TAG] (an OCI image layout directory)")
         rest = text[4:]
         directory, sep, tag = rest.rpartition(":")
-        if not sep or "/" in tag:
+        tagged = bool(sep) and "/" not in tag
+        if not tagged:
             directory, tag = rest, DEFAULT_TAG
         if not directory:
             raise ConfigError(f"{text}: missing the layout directory after oci:")
         if not tag or len(tag) > 128 or not (tag[0].isalnum() or tag[0] == "_"):
             raise ConfigError(f"{text}: {tag!r} is not a valid tag")
-        return cls(Path(directory), tag)
+        return cls(Path(directory), tag, tagged)
 
     def __str__(self) -> str:
         return f"oci:{self.directory}:{self.tag}"
@@ -189,10 +190,6 @@ class Layout:
                 out.write(chunk)
             if "sha256:" + h.hexdigest() != digest:
                 raise InputError(f"{source}: content does not match its digest {digest}; refusing to copy it")
-
-    def blobs(self) -> Iterator[Path]:
-        root = self.directory / "blobs" / "sha256"
-        return iter(sorted(root.iterdir())) if root.is_dir() else iter(())
 
     def tag(self, descriptor: Descriptor, tag: str) -> None:
         """Point ``tag`` at ``descriptor`` (replacing the entry with that tag, keeping the rest)."""

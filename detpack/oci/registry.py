@@ -141,13 +141,6 @@ class Registry:
         """Upload a file as blob ``digest`` unless present; True when it was uploaded."""
         return self.push_blob(repo, digest, size, functools.partial(_open_binary, path))
 
-    def get_blob(self, repo: str, digest: str, *, limit: int = 64 << 20) -> bytes:
-        resp = self.request("GET", self.url(f"/v2/{repo}/blobs/{digest}"))
-        assert resp is not None
-        if len(resp.body) > limit or "sha256:" + hashlib.sha256(resp.body).hexdigest() != digest:
-            raise RegistryError(f"{self.host}/{repo}: blob {digest} came back with other content; refusing it")
-        return resp.body
-
     def download_blob(self, repo: str, digest: str, out: BinaryIO) -> int:
         """Stream a blob into ``out``, verifying its digest; returns its size."""
         req = urllib.request.Request(self.url(f"/v2/{repo}/blobs/{digest}"))  # noqa: S310 - http(s) only
