@@ -1,0 +1,246 @@
+"""Every console and Python example in README.md runs, in order, as a user would type it.
+
+Sybil finds the fenced blocks; each block is one test, run in README order in one shared
+world: a copy of this checkout (its tracked and untracked, not ignored files, committed
+to a fresh git repository, so ``example/`` is a subdirectory of a repository as in a real
+clone) with ``.venv``, ``.wheelhouse`` and ``.samples`` linked in, and ``/tmp/`` in
+commands and outputs mapped to a private folder (all but the build root, which stays at
+its default ``/tmp/detpack-build``), so examples that pass files from one to the next work
+and nothing outside those folders is written.
+
+Rules for a ``console`` block: ``$ `` starts a command (a trailing ``\\`` continues it on
+the next line); the lines up to the next command are its expected output, stdout and
+stderr together as a terminal shows them. ``…`` matches any text within a line, a line
+that is only ``…`` any number of lines, and a trailing ``  # note`` on an output line is
+a note for the reader. No output shown means the command prints nothing. A command's
+exit code is 0 unless its own comment says ``exit N``. Shell variables set by one command
+(``S="--store /tmp/rel"``) are kept for the following ones. ``127.0.0.1:5000`` is a
+Distribution registry the test starts. An HTML comment ``<!-- readme-test: network -->``
+right before a block marks a block that needs PyPI (run by ``make test-network``; such a
+block must stand alone). ``$ make test`` is not run inside the test suite it starts: the
+test checks that the target runs pytest instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sybil import Document
+from sybil.parsers.markdown import CodeBlockParser
+
+from conftest import ROOT
+
+README = ROOT / "README.md"
+NETWORK = "<!-- readme-test: network -->"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+NOTE = re.compile(r"\s{2,}#\s.*$")
+EXIT = re.compile(r"#.*\bexit (\d+)")
+ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
+
+
+@dataclass(frozen=True)
+class Command:
+    line: int  #: README line of the command
+    text: str  #: the command, continuation lines joined
+    expected: tuple[str, ...]  #: output lines as README shows them
+    exit_code: int  #: what the command's comment says it exits with (default 0)
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  #: README line of the opening fence
+    language: str  #: "console" or "python"
+    source: str  #: the block's text
+    network: bool  #: marked as needing PyPI
+
+    def commands(self) -> list[Command]:
+        commands: list[Command] = []
+        lines = self.source.splitlines()
+        i = 0
+        while i < len(lines):
+            if not lines[i].startswith("$ "):
+                raise AssertionError(f"README.md:{self.line + 1 + i}: output before any command: {lines[i]!r}")
+            start = i
+            text = lines[i][2:]
+            while text.endswith("\\") and i + 1 < len(lines):
+                i += 1
+                text = text[:-1] + " " + lines[i].strip()
+            i += 1
+            expected: list[str] = []
+            while i < len(lines) and not lines[i].startswith("$ "):
+                expected.append(lines[i])
+                i += 1
+            code = EXIT.search(text)
+            commands.append(Command(self.line + 1 + start, text, tuple(expected), int(code.group(1)) if code else 0))
+        return commands
+
+
+def readme_blocks() -> list[Block]:
+    document = Document.parse(str(README), CodeBlockParser("console"), CodeBlockParser("python"))
+    blocks = []
+    for example in document.examples():
+        before = document.text[: example.region.start].rstrip().splitlines()
+        language = example.region.lexemes["arguments"]
+        blocks.append(Block(example.line, language, str(example.parsed), bool(before) and before[-1] == NETWORK))
+    return blocks
+
+
+BLOCKS = readme_blocks()
+
+
+@dataclass
+class World:
+    """Where README commands run: a copy of the checkout and a private /tmp."""
+
+    repo: Path
+    tmp: Path
+    env: dict[str, str]
+    registry: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def localize(self, text: str) -> str:
+        text = re.sub(r"/tmp/(?!detpack-build)", f"{self.tmp}/", text).replace(str(ROOT), str(self.repo))
+        if self.registry is not None:
+            text = text.replace("127.0.0.1:5000", self.registry)
+        return text
+
+    def run(self, command: str) -> tuple[int, str]:
+        prelude = "".join(f"{name}={shlex.quote(value)}\n" for name, value in self.variables.items())
+        script = prelude + self.localize(command)
+        assigned = ASSIGNMENT.match(command)
+        if assigned:
+            script += f'\nprintf "\\0%s" "${assigned.group(1)}"'
+        proc = subprocess.run(
+            ["bash", "-c", script],
+            cwd=self.repo,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        output = proc.stdout
+        if assigned:
+            output, _, value = output.rpartition("\0")
+            self.variables[assigned.group(1)] = value
+        return proc.returncode, ANSI.sub("", output)
+
+
+def _copy_checkout(dest: Path) -> None:
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = ROOT / rel
+        if not src.is_file() or src.is_symlink():
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)  # mtimes kept: make's set-up stamp stays newer than its inputs
+    for name in (".venv", ".wheelhouse", ".samples"):
+        if (ROOT / name).exists():
+            (dest / name).symlink_to(ROOT / name)
+    git = ["git", "-C", str(dest), "-c", "user.name=readme", "-c", "user.email=readme@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    dated = {**os.environ, "GIT_AUTHOR_DATE": "2026-11-01T12:00:00Z", "GIT_COMMITTER_DATE": "2026-11-01T12:00:00Z"}
+    subprocess.run([*git, "commit", "-qm", "readme world"], check=True, env=dated)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[World]:
+    base = tmp_path_factory.mktemp("readme")
+    repo, tmp, home = base / "repo", base / "tmp", base / "home"
+    for path in (repo, tmp, home):
+        path.mkdir()
+    _copy_checkout(repo)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
+        "NO_COLOR": "1",
+    }
+    if "CI" in os.environ:
+        env["CI"] = os.environ["CI"]
+    registry = None
+    if "127.0.0.1:5000" in README.read_text(encoding="utf-8"):
+        registry = request.getfixturevalue("registry")
+    yield World(repo, tmp, env, registry)
+
+
+def match_output(expected: tuple[str, ...], actual: str) -> bool:
+    pattern = []
+    for line in expected:
+        line = NOTE.sub("", line).rstrip()
+        if line.strip() == "…":
+            pattern.append(r"(?:[^\n]*\n)*?")
+            continue
+        pattern.append(".*?".join(re.escape(part) for part in line.split("…")) + r"[ \t]*\n")
+    lines = [line.rstrip() for line in actual.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    text = "".join(line + "\n" for line in lines)
+    return re.fullmatch("".join(pattern), text) is not None
+
+
+def _params() -> list[object]:
+    params = []
+    for block in BLOCKS:
+        marks = [pytest.mark.network] if block.network else [pytest.mark.slow]
+        params.append(pytest.param(block, id=f"README.md:{block.line}", marks=marks))
+    return params
+
+
+def test_readme_has_examples() -> None:
+    assert sum(block.language == "console" for block in BLOCKS) >= 10
+    assert all(block.language in ("console", "python") for block in BLOCKS)
+
+
+@pytest.mark.parametrize("block", _params())
+def test_readme_example(block: Block, world: World) -> None:
+    if block.language == "python":
+        code, output = world.run(f".venv/bin/python - <<'PYTHON'\n{block.source}\nPYTHON")
+        assert code == 0, f"README.md:{block.line}: the Python example failed:\n{output}"
+        assert "Traceback" not in output
+        return
+    for command in block.commands():
+        if command.text.split("#")[0].split() == ["make", "test"]:
+            dry = subprocess.run(["make", "-n", "test"], cwd=world.repo, capture_output=True, text=True, check=False)
+            assert dry.returncode == 0 and "pytest" in dry.stdout, dry.stdout + dry.stderr
+            continue
+        code, output = world.run(command.text)
+        where = f"README.md:{command.line}: $ {command.text}"
+        assert code == command.exit_code, f"{where}\nexit {code}, README says {command.exit_code}:\n{output}"
+        expected = tuple(world.localize(line) for line in command.expected)
+        assert match_output(expected, output), (
+            f"{where}\nREADME shows:\n" + "\n".join(expected) + f"\n--- but it printed:\n{output}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual", "matches"),
+    [
+        (("a  sha256:…",), "a  sha256:12ab\n", True),
+        (("a  sha256:…",), "b  sha256:12ab\n", False),
+        (("first", "…", "last"), "first\nx\ny\nlast\n", True),
+        (("first", "…", "last"), "first\nlast\n", True),
+        (("first", "last"), "first\nx\nlast\n", False),
+        ((), "", True),
+        ((), "something\n", False),
+        (("done   # a note",), "done\n", True),
+    ],
+)
+def test_output_matching(expected: tuple[str, ...], actual: str, matches: bool) -> None:
+    assert match_output(expected, actual) is matches
