@@ -47,7 +47,7 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
         type=Path,
         metavar="KEY",
         default=default,
-        help="the store's private key, for writes (default: ~/.local/share/detpack/store-keys/ID.key)",
+        help="the store's private key, for writes (default: ~/.local/share/detpack/store-keys/KEYID.key)",
     )
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS, help="JSON output")
     p.add_argument("--quiet", "-q", action="count", default=0 if top else argparse.SUPPRESS)
