@@ -25,7 +25,7 @@ from conftest import DETPACK, FIXTURES, ROOT, materialize, run, sha256
 from detpack.errors import StoreRefusedError
 from detpack.provenance import canonical_json
 from detpack.signing import load_public_key
-from detpack.store import LocalBackend, Records, Store, merkle, verify_store
+from detpack.store import LocalBackend, Records, Store, StoreKeys, merkle, verify_store
 
 
 def _statement(*artifacts: Path) -> bytes:
@@ -37,6 +37,30 @@ def _statement(*artifacts: Path) -> bytes:
             "predicate": {"runDetails": {"builder": {"id": "https://detpack.dev/builders/local/v1"}}},
         }
     )
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test (and every detpack it runs) gets its own HOME: store keys never reach the real one."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    return home
+
+
+def _key_dir(home: Path) -> Path:
+    return home / ".local" / "share" / "detpack" / "store-keys"
+
+
+def _private_keys(root: Path) -> list[Path]:
+    """Every regular file under ``root`` holding a PEM private key (symlinks are not copies)."""
+    found = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink() and b"PRIVATE KEY" in p.read_bytes():
+            found.append(p)
+    return found
 
 
 def _entries(store: Path) -> list[dict[str, object]]:
@@ -97,7 +121,7 @@ def test_push_is_write_once_and_idempotent(tmp_path: Path, files: dict[str, Path
     assert "write-once" in r.stderr
     assert _snapshot(store) == before  # nothing half-written: not even the other file of the same push
     assert _audit(store) == []
-    assert _stderr_ok(run([DETPACK, "store", "--store", store, "verify", "--key", store / "keys" / "store.key.pub"]))
+    assert _stderr_ok(run([DETPACK, "store", "--store", store, "verify", "--key", store / "keys" / "store.pub"]))
 
 
 def _stderr_ok(r: object) -> bool:
@@ -156,7 +180,7 @@ def test_promote_requires_verified_provenance_unless_forced(tmp_path: Path, file
         (files["1.1"].name, [], "its provenance is unsigned"),
         (files["1.2"].name, [], "has no provenance in the store"),
         (files["1.0"].name, [], "no key given to verify its signed provenance"),
-        (files["1.0"].name, ["--key", store / "keys" / "store.key.pub"], "does not verify with the given key"),
+        (files["1.0"].name, ["--key", store / "keys" / "store.pub"], "does not verify with the given key"),
     ]:
         r = run([*s, "promote", target, "--to", "prod", *key])
         assert r.code == 1, r.stderr
@@ -250,12 +274,44 @@ def test_a_third_party_audits_a_copy_with_only_the_public_key(tmp_path: Path, fi
     assert run([DETPACK, "store", "--store", store, "key", "-o", tmp_path / "store.pub"]).code == 0
     copy = tmp_path / "copy"
     shutil.copytree(store, copy)
-    shutil.rmtree(copy / "keys")  # the auditor has no private key, and no key from the store either
-    r = run([DETPACK, "store", "--store", copy, "verify", "--key", tmp_path / "store.pub"])
-    assert r.code == 0, r.stdout
+    assert _private_keys(copy) == []  # a copy of the store cannot sign
+    # the auditor has no HOME of the writer's, no private key, nothing but the public key
+    auditor = {"HOME": str(tmp_path / "auditor")}
+    r = run([DETPACK, "store", "--store", copy, "verify", "--key", tmp_path / "store.pub"], env=auditor)
+    assert r.code == 0, r.stdout + r.stderr
     assert r.stdout.startswith("verified: 3 log entries, 3 checkpoints, 2 blobs")
-    r = run([DETPACK, "store", "--store", copy, "verify", "--key", files["builder.pub"]])
-    assert r.code == 1 and "the wrong key?" in r.stdout
+    assert r.stderr == ""
+    for argv in (["log"], ["show", files["1.0"].name], ["proof", files["1.0"].name], ["checkpoint"], ["key"]):
+        r = run([DETPACK, "store", "--store", copy, *argv], env=auditor)
+        assert r.code == 0 and r.stderr == "", (argv, r.stderr)
+    shutil.rmtree(copy / "keys")  # and no key from the store either
+    r = run([DETPACK, "store", "--store", copy, "verify", "--key", tmp_path / "store.pub"], env=auditor)
+    assert r.code == 0, r.stdout
+    assert not (tmp_path / "auditor").exists()  # readers write nothing to the reader's HOME
+
+
+def test_verify_with_the_wrong_key_says_so_not_tampered(tmp_path: Path, files: dict[str, Path]) -> None:
+    store = tmp_path / "store"
+    assert run([DETPACK, "store", "--store", store, "push", files["1.0"], files["1.1"]]).code == 0
+    right = load_public_key(store / "keys" / "store.pub").keyid
+    wrong = load_public_key(files["builder.pub"]).keyid
+    r = run([DETPACK, "store", "--store", store, "verify", "--key", files["builder.pub"]])
+    assert r.code == 1
+    assert r.stdout == (
+        f"not verified: {store}: checkpoints are signed by keyid {right[:16]}, "
+        f"the given key is keyid {wrong[:16]} (wrong key?)\n"
+    )
+    assert "TAMPERED" not in r.stdout + r.stderr
+    value = json.loads(
+        run([DETPACK, "store", "--store", store, "verify", "--key", files["builder.pub"], "--json"]).stdout
+    )
+    assert value["ok"] is False and value["wrong_key"] is True and value["keyid"] == wrong
+    # tampering, checked with the right key, is still TAMPERED
+    _flip(store / "blobs" / "sha256" / sha256(files["1.1"]), 0)
+    assert "its bytes do not match its digest" in _tampered(store)
+    # ... and with the wrong key it is still only "not verified" (the key decides nothing else)
+    r = run([DETPACK, "store", "--store", store, "verify", "--key", files["builder.pub"]])
+    assert r.code == 1 and r.stdout.startswith("not verified: ") and "TAMPERED" not in r.stdout
 
 
 @pytest.fixture
@@ -278,7 +334,7 @@ def _flip(path: Path, offset: int) -> None:
 
 
 def _tampered(store: Path) -> str:
-    r = run([DETPACK, "store", "--store", store, "verify", "--key", store / "keys" / "store.key.pub"])
+    r = run([DETPACK, "store", "--store", store, "verify", "--key", store / "keys" / "store.pub"])
     assert r.code == 1, r.stdout
     assert r.stdout.startswith("TAMPERED")
     return r.stdout
@@ -439,7 +495,7 @@ def test_sigkill_at_every_write_step_and_at_random_moments_leaves_a_verifiable_s
     # the next writer finishes cleanly on whatever was left, and the log shows real progress
     r = run([DETPACK, "store", "--store", store, "push", work / "pkg-1.0-py3-none-any.whl"])
     assert r.code == 0, r.stderr
-    r = run([DETPACK, "store", "--store", store, "verify", "--key", store / "keys" / "store.key.pub"])
+    r = run([DETPACK, "store", "--store", store, "verify", "--key", store / "keys" / "store.pub"])
     assert r.code == 0, r.stdout
     # what killed writers left has been dropped or completed (only unlogged blobs may stay)
     for leftover in ("after the last checkpoint", "partial last line", "not bound yet", "still live"):
@@ -470,7 +526,7 @@ def test_concurrent_pushers_each_log_once(tmp_path: Path) -> None:
     pushes = [e for e in _entries(store) if e["type"] == "push"]
     assert sorted((e["name"], e["digest"]) for e in pushes) == sorted(expected.items())
     assert LocalBackend(store).list_names() == expected
-    assert _audit(store, store / "keys" / "store.key.pub") == []
+    assert _audit(store, store / "keys" / "store.pub") == []
 
 
 @pytest.fixture(scope="module")
@@ -577,7 +633,7 @@ class MemoryBackend:
 
 def test_the_store_runs_on_any_backend_that_keeps_the_protocol(tmp_path: Path, files: dict[str, Path]) -> None:
     backend = MemoryBackend()
-    store = Store(backend, tmp_path / "memory-store.key")
+    store = Store(backend, StoreKeys(tmp_path / "keys", explicit=tmp_path / "memory-store.key"))
     pushed = store.push([files["1.0"]], files["envelope"])
     assert [p.stored for p in pushed] == [True, True]
     assert [p.stored for p in store.push([files["1.0"]])] == [False]
@@ -598,7 +654,7 @@ def test_verify_since_a_saved_checkpoint_catches_a_rolled_back_or_rewritten_log(
     assert run([*s, "promote", "demo-1.2-py3-none-any.whl", "--to", "prod", "--force"]).code == 0
     saved = tmp_path / "checkpoint.json"
     assert run([*s, "checkpoint", "-o", saved]).code == 0
-    pub = pristine / "keys" / "store.key.pub"
+    pub = pristine / "keys" / "store.pub"
     assert run([*s, "verify", "--key", pub, "--since", saved]).code == 0
     # Roll the log back past the promotion (every remaining checkpoint still verifies) ...
     for stream in ("entries", "checkpoints"):
@@ -616,23 +672,124 @@ def test_verify_since_a_saved_checkpoint_catches_a_rolled_back_or_rewritten_log(
     assert r.code == 1 and "the log is not an extension of it" in r.stdout
 
 
-def test_init_with_an_existing_key_or_one_kept_outside_the_store(tmp_path: Path, files: dict[str, Path]) -> None:
+def test_the_private_key_lives_outside_the_store(tmp_path: Path, files: dict[str, Path], isolated_home: Path) -> None:
     store = tmp_path / "store"
-    r = run([DETPACK, "store", "--store", store, "init", "--key", files["builder"]])
+    s = [DETPACK, "store", "--store", store]
+    r = run([*s, "init"])
+    assert r.code == 0, r.stderr
+    assert r.stderr == ""
+    assert run([*s, "push", files["1.0"], "--provenance", files["envelope"]]).code == 0
+    assert run([*s, "push", files["1.1"]]).code == 0
+    assert run([*s, "promote", files["1.1"].name, "--to", "prod", "--force"]).code == 0
+    assert run([*s, "expire", "--older-than", "0s"]).code == 0
+    assert _private_keys(store) == []
+    assert sorted(p.name for p in (store / "keys").iterdir()) == ["store.pub"]
+    # the key is in the writer's key directory, named by the keyid the store's init entry records
+    key = _key_dir(isolated_home) / f"{_entries(store)[0]['keyid']}.key"
+    assert _private_keys(isolated_home) == [key]
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert oct(key.parent.stat().st_mode & 0o777) == "0o700"
+    assert load_public_key(key) == load_public_key(store / "keys" / "store.pub")
+    # the id survives moving the store
+    moved = tmp_path / "moved"
+    store.rename(moved)
+    assert run([DETPACK, "store", "--store", moved, "push", files["1.2"]]).code == 0
+    assert _audit(moved, moved / "keys" / "store.pub") == []
+    # XDG_DATA_HOME is where the key directory lives when it is set
+    data = tmp_path / "data"
+    other = tmp_path / "other"
+    r = run([DETPACK, "store", "--store", other, "push", files["1.0"]], env={"XDG_DATA_HOME": str(data)})
+    assert r.code == 0, r.stderr
+    assert _private_keys(data) == [data / "detpack" / "store-keys" / f"{_entries(other)[0]['keyid']}.key"]
+
+
+def test_a_writer_without_the_key_gets_one_line(tmp_path: Path, files: dict[str, Path], isolated_home: Path) -> None:
+    store = tmp_path / "store"
+    assert run([DETPACK, "store", "--store", store, "push", files["1.0"]]).code == 0
+    before = _snapshot(store)
+    elsewhere = {"HOME": str(tmp_path / "colleague")}
+    r = run([DETPACK, "store", "--store", store, "push", files["1.1"]], env=elsewhere)
+    looked = tmp_path / "colleague" / ".local/share/detpack/store-keys" / f"{_entries(store)[0]['keyid']}.key"
+    assert r.code == 2, r.stderr
+    assert r.stderr == (
+        f"error: {store}: no signing key for this store: looked for {looked}; "
+        "pass --signing-key KEY (the key the store was created with)\n"
+    )
+    assert _snapshot(store) == before
+    # --signing-key is the fix
+    key = _key_dir(isolated_home) / looked.name
+    r = run([DETPACK, "store", "--store", store, "--signing-key", key, "push", files["1.1"]], env=elsewhere)
+    assert r.code == 0, r.stderr
+    assert _private_keys(tmp_path / "colleague") == []  # used in place, not copied
+
+
+def test_init_with_an_existing_key_uses_it_in_place(
+    tmp_path: Path, files: dict[str, Path], isolated_home: Path
+) -> None:
+    store = tmp_path / "store"
+    release = files["builder"]
+    r = run([DETPACK, "store", "--store", store, "init", "--key", release])
     assert r.code == 0, r.stderr
     assert r.stdout.split()[-1] == load_public_key(files["builder.pub"]).keyid
-    assert oct((store / "keys" / "store.key").stat().st_mode & 0o777) == "0o600"
-    r = run([DETPACK, "store", "--store", store, "init", "--key", files["builder"]])
+    r = run([DETPACK, "store", "--store", store, "init", "--key", release])
     assert r.code == 1 and "a store keeps its key" in r.stderr
-    assert run([DETPACK, "store", "--store", store, "push", files["1.0"]]).code == 0
+    assert run([DETPACK, "store", "--store", store, "push", files["1.0"]]).code == 0  # K is remembered
     assert _audit(store, files["builder.pub"]) == []
-    # a key kept outside the store: the store holds only the public half
+    assert (store / "keys" / "store.pub").read_bytes() == files["builder.pub"].read_bytes()
+    assert _private_keys(tmp_path) == [release]  # K is the only copy, anywhere
+    # K moved away: the writer says where it looked
+    release.rename(tmp_path / "gone.key")
+    r = run([DETPACK, "store", "--store", store, "push", files["1.1"]])
+    assert r.code == 2 and "no signing key for this store: looked for" in r.stderr and str(release) in r.stderr
+    # a key kept outside the store, named on every write
     elsewhere = tmp_path / "elsewhere"
     secret = tmp_path / "secret" / "ci-store.key"
     s = [DETPACK, "store", "--store", elsewhere, "--signing-key", secret]
     assert run([*s, "push", files["1.1"]]).code == 0
-    assert secret.is_file() and not (elsewhere / "keys" / "store.key").exists()
-    assert (elsewhere / "keys" / "store.key.pub").read_bytes() == Path(f"{secret}.pub").read_bytes()
+    assert secret.is_file() and _private_keys(elsewhere) == []
+    assert (elsewhere / "keys" / "store.pub").read_bytes() == Path(f"{secret}.pub").read_bytes()
     r = run([DETPACK, "store", "--store", elsewhere, "push", files["1.2"]])  # without the key: refused
-    assert r.code == 2 and "signing key is missing" in r.stderr
+    assert r.code == 2 and "pass --signing-key KEY" in r.stderr
     assert _audit(elsewhere, Path(f"{secret}.pub")) == []
+
+
+def _old_layout(store: Path, home: Path) -> None:
+    """Turn a store into the layout of earlier versions: the private key inside, as keys/store.key."""
+    key = _key_dir(home) / f"{_entries(store)[0]['keyid']}.key"
+    shutil.move(key, store / "keys" / "store.key")
+    Path(f"{key}.pub").unlink()
+    (store / "keys" / "store.pub").rename(store / "keys" / "store.key.pub")
+
+
+def test_an_old_store_with_the_key_inside_still_works_and_warns(
+    tmp_path: Path, files: dict[str, Path], isolated_home: Path
+) -> None:
+    store = tmp_path / "store"
+    s = [DETPACK, "store", "--store", store]
+    assert run([*s, "push", files["1.0"]]).code == 0
+    _old_layout(store, isolated_home)
+    pub = store / "keys" / "store.key.pub"
+    r = run([*s, "push", files["1.1"]])
+    assert r.code == 0, r.stderr
+    assert r.stderr.count("WARNING") == 1, r.stderr
+    assert f"{store / 'keys' / 'store.key'}: the store's private key is inside the store" in r.stderr
+    assert f"move it out with `detpack store --store {store} move-key`" in r.stderr
+    r = run([*s, "verify", "--key", pub])
+    assert r.code == 0 and r.stdout.startswith("verified: 3 log entries"), r.stdout
+    assert run([*s, "key"]).stdout == pub.read_text()
+    # move-key takes it out, to the writer's key directory
+    r = run([*s, "move-key"])
+    assert r.code == 0, r.stderr
+    assert r.stdout.startswith(f"{_key_dir(isolated_home) / str(_entries(store)[0]['keyid'])}.key  ")
+    assert _private_keys(store) == []
+    r = run([*s, "push", files["1.2"]])
+    assert r.code == 0 and r.stderr == "", r.stderr
+    assert _audit(store, pub) == []
+    r = run([*s, "move-key"])
+    assert r.code == 2 and "no private key inside the store" in r.stderr
+
+
+def test_store_help_is_current() -> None:
+    r = run([DETPACK, "store", "--help"])
+    assert r.code == 0
+    assert "planned" not in r.stdout and "oci://HOST:PORT/REPO" in r.stdout

@@ -4,12 +4,13 @@ through the registry's own API is named by ``store verify``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.request
 from pathlib import Path
 
 import pytest
-from test_store import files  # noqa: F401 - the fixture
+from test_store import files, isolated_home  # noqa: F401 - the fixtures
 
 from conftest import DETPACK, run, sha256
 from detpack.signing import load_public_key
@@ -104,3 +105,22 @@ def test_unreachable_registry_store(tmp_path: Path, files: dict[str, Path]) -> N
         [DETPACK, "store", "--store", "oci://127.0.0.1:1/x", "push", files["1.0"]], env={"XDG_DATA_HOME": str(tmp_path)}
     )
     assert r.code == 2 and "registry unreachable" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_registry_stores_key_is_named_by_its_keyid(
+    tmp_path: Path,
+    files: dict[str, Path],  # noqa: F811
+    registry: str,
+) -> None:
+    url = _store(registry, "stores/keys")
+    data = tmp_path / "data"
+    env = {"XDG_DATA_HOME": str(data), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    _ok(run([DETPACK, "store", "--store", url, "push", files["1.0"]], env=env))
+    keyid = json.loads(_ok(run([DETPACK, "store", "--store", url, "log", "--json"], env=env)))[0]["keyid"]
+    keys = data / "detpack" / "store-keys"
+    key = keys / f"{keyid}.key"
+    assert key.is_file() and oct(key.stat().st_mode & 0o777) == "0o600"
+    # a key kept under the name earlier versions gave it (a digest of the URL) is still found
+    key.rename(keys / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.key")
+    _ok(run([DETPACK, "store", "--store", url, "push", files["1.1"]], env=env))
+    assert verify_store(RegistryBackend(url, tmp_path / "locks"), load_public_key(Path(f"{key}.pub"))).ok

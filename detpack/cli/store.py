@@ -1,8 +1,9 @@
 """``detpack store``: the write-once artifact store and its verifiable log.
 
 The store's URL comes from ``--store`` (before or after the subcommand), else ``[tool.detpack]
-store`` in ./pyproject.toml, else ~/.local/share/detpack/store. Exit codes: 0 done, 1 refused or
-tampered (the reason is printed), 2 bad input.
+store`` in ./pyproject.toml, else ~/.local/share/detpack/store. Its private key is kept by the
+writer, outside the store (``detpack.store.keys``). Exit codes: 0 done, 1 refused, not verified
+or tampered (the reason is printed), 2 bad input.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from detpack.errors import ConfigError, InputError
 SUBCOMMANDS = {
     "init": "create the store (optionally with an existing signing key) and print its public key's id",
     "key": "print the store's public key (what auditors need for `store verify --key`)",
+    "move-key": "move a private key that an older version kept inside the store to the writer's key directory",
     "push": "store files (write-once, by sha256) and link their provenance",
     "tag": "bind another name to a stored digest (write-once)",
     "log": "list the log's entries",
@@ -37,9 +39,15 @@ SUBCOMMANDS = {
 
 def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
     default: Any = None if top else argparse.SUPPRESS
-    p.add_argument("--store", metavar="URL", default=default, help="the store: a directory (oci:// is planned)")
     p.add_argument(
-        "--signing-key", type=Path, metavar="KEY", default=default, help="the store's checkpoint-signing key"
+        "--store", metavar="URL", default=default, help="the store: a directory, or oci://HOST:PORT/REPO (a registry)"
+    )
+    p.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="KEY",
+        default=default,
+        help="the store's private key, for writes (default: ~/.local/share/detpack/store-keys/KEYID.key)",
     )
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS, help="JSON output")
     p.add_argument("--quiet", "-q", action="count", default=0 if top else argparse.SUPPRESS)
@@ -57,7 +65,9 @@ def add_parser(sub: Any) -> None:
     for name, text in SUBCOMMANDS.items():
         parsers[name] = cmds.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         _common(parsers[name], top=False)
-    parsers["init"].add_argument("--key", type=Path, metavar="KEY", help="sign checkpoints with this key (copied in)")
+    parsers["init"].add_argument(
+        "--key", type=Path, metavar="KEY", help="sign checkpoints with this existing key (used in place, never copied)"
+    )
     parsers["key"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write the PEM here")
     parsers["push"].add_argument("files", nargs="+", type=Path, metavar="FILE")
     parsers["push"].add_argument("--provenance", type=Path, metavar="P", help="provenance (.json or .intoto.jsonl)")
@@ -112,7 +122,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
         from detpack.errors import StoreError
 
         raise StoreError(f"{root}: no store here (`detpack store push` or `detpack store init` creates one)")
-    handler = globals()[f"_{args.command}"]
+    inside = store.keys.inside_store()
+    if inside is not None and args.command != "move-key":
+        out.warning(
+            f"{inside}: the store's private key is inside the store, so every copy of the store can sign; "
+            f"move it out with `detpack store --store {store.backend.url} move-key`"
+        )
+    handler = globals()[f"_{args.command.replace('-', '_')}"]
     code: int = handler(store, args, out)
     return code
 
@@ -126,9 +142,7 @@ def _emit(out: Output, args: argparse.Namespace, value: Any, lines: list[str]) -
 
 
 def _init(store: Any, args: argparse.Namespace, out: Output) -> int:
-    from detpack.signing import load_private_key
-
-    key = store.init(load_private_key(args.key) if args.key else None)
+    key = store.init(args.key)
     _emit(out, args, {"store": store.backend.url, "keyid": key.keyid}, [f"{store.backend.url}  keyid {key.keyid}"])
     return 0
 
@@ -146,6 +160,12 @@ def _key(store: Any, args: argparse.Namespace, out: Output) -> int:
         out.result(f"{args.output}  public key")
     else:
         out.result(pem.decode("ascii").rstrip())
+    return 0
+
+
+def _move_key(store: Any, args: argparse.Namespace, out: Output) -> int:
+    target = store.move_key_out()
+    _emit(out, args, {"key": str(target)}, [f"{target}  the store's private key, moved out of {store.backend.url}"])
     return 0
 
 
@@ -242,9 +262,13 @@ def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
             raise InputError(f"{args.since}: cannot read ({exc.strerror or exc})") from None
     audit = verify_store(store.backend, key, since)
     value = {"ok": audit.ok, "problems": list(audit.problems), "notes": list(audit.notes), "entries": audit.entries,
-             "checkpoints": audit.checkpoints, "blobs": audit.blobs, "keyid": audit.keyid}  # fmt: skip
+             "checkpoints": audit.checkpoints, "blobs": audit.blobs, "keyid": audit.keyid,
+             "wrong_key": audit.wrong_key}  # fmt: skip
     if audit.ok:
         head = f"verified: {audit.entries} log entries, {audit.checkpoints} checkpoints, {audit.blobs} blobs"
+    elif audit.wrong_key:
+        _emit(out, args, value, [f"not verified: {audit.problems[0]}"])
+        return 1
     else:
         head = f"TAMPERED: {len(audit.problems)} problem(s) in {store.backend.url}"
     _emit(

@@ -3,19 +3,20 @@
 ``open_store(url)`` picks the backend from the URL: a local directory (a path or
 ``file://``), or a repository in an OCI registry, ``oci://HOST:PORT/REPO``. Backends
 implement ``backend.Backend``; everything else (``Store``, ``log``, ``merkle``, ``audit``)
-works on that protocol only.
+works on that protocol only. Whichever the backend, the store's private key stays with the
+writer, outside the store (``keys.StoreKeys``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from detpack.errors import StoreError
 from detpack.store.audit import StoreAudit, verify_store
 from detpack.store.backend import Backend, Records
+from detpack.store.keys import StoreKeys, default_key_dir, user_dir
 from detpack.store.local import LocalBackend
 from detpack.store.registry import RegistryBackend
 from detpack.store.store import Decision, Pushed, Store
@@ -29,6 +30,7 @@ __all__ = [
     "RegistryBackend",
     "Store",
     "StoreAudit",
+    "StoreKeys",
     "default_store_url",
     "open_backend",
     "open_store",
@@ -36,14 +38,9 @@ __all__ = [
 ]
 
 
-def _user_dir(variable: str, fallback: str) -> Path:
-    return Path(os.environ.get(variable) or Path.home() / fallback)
-
-
 def default_store_url() -> str:
     """``$XDG_DATA_HOME/detpack/store`` (``~/.local/share/detpack/store``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "detpack" / "store")
+    return str(user_dir("XDG_DATA_HOME", ".local/share") / "detpack" / "store")
 
 
 def open_backend(url: str) -> Backend:
@@ -54,17 +51,18 @@ def open_backend(url: str) -> Backend:
             raise StoreError(f"{path}: not a directory, so not a store")
         return LocalBackend(path)
     if parts.scheme == "oci":
-        return RegistryBackend(url, _user_dir("XDG_CACHE_HOME", ".cache") / "detpack" / "store-locks")
+        return RegistryBackend(url, user_dir("XDG_CACHE_HOME", ".cache") / "detpack" / "store-locks")
     raise StoreError(f"{url}: unknown store URL scheme {parts.scheme!r} (use a directory path or oci://HOST:PORT/REPO)")
 
 
 def open_store(url: str, signing_key: Path | None = None) -> Store:
-    """The store at ``url``; ``signing_key`` overrides where its checkpoint-signing key is kept."""
+    """The store at ``url``; ``signing_key`` is its private key (else it is looked for in the writer's
+    key directory, by the store's id: see ``keys``)."""
     backend = open_backend(url)
-    if signing_key is None and isinstance(backend, LocalBackend):
-        signing_key = backend.key_path
-    elif signing_key is None and isinstance(backend, RegistryBackend):
-        # The private key never goes to the registry: it stays with the user who writes the store.
-        name = hashlib.sha256(url.encode()).hexdigest()[:32]
-        signing_key = _user_dir("XDG_DATA_HOME", ".local/share") / "detpack" / "store-keys" / f"{name}.key"
-    return Store(backend, signing_key)
+    directory = default_key_dir()
+    if isinstance(backend, LocalBackend):
+        keys = StoreKeys(directory, signing_key, inside=backend.inside_key_path)
+    else:
+        legacy = directory / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.key"  # named by URL before
+        keys = StoreKeys(directory, signing_key, legacy=(legacy,))
+    return Store(backend, keys)

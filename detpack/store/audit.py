@@ -8,6 +8,7 @@ describe what an interrupted writer left behind, which is harmless by constructi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 
@@ -20,12 +21,17 @@ from detpack.store.state import replay
 
 @dataclass(frozen=True)
 class StoreAudit:
-    problems: tuple[str, ...]
-    notes: tuple[str, ...]
-    entries: int
+    """What ``store verify`` found."""
+
+    problems: tuple[str, ...]  # one line each; empty when the store verifies
+    notes: tuple[str, ...]  # harmless leftovers of interrupted writers, and how the key was chosen
+    entries: int  # log entries the last good checkpoint covers
     checkpoints: int
-    blobs: int
-    keyid: str | None
+    blobs: int  # live blobs re-hashed
+    keyid: str | None  # the key checked with
+    #: The store is signed by another key than the one given: nothing else was checked (the one
+    #: problem says which keyid signs it), and this is not evidence of tampering.
+    wrong_key: bool = False
 
     @property
     def ok(self) -> bool:
@@ -49,10 +55,30 @@ def _signed_by(record: bytes, key: PublicKey) -> bool:
         return False
 
 
+def _recorded_keyids(entries: list[dict[str, object]], checkpoint_records: tuple[bytes, ...]) -> list[str]:
+    """The keyids the store says it signs with: its init entry's, then its checkpoints' (in order, once each)."""
+    keyids: list[str] = []
+    if entries and entries[0].get("type") == "init" and isinstance(entries[0].get("keyid"), str):
+        keyids.append(str(entries[0]["keyid"]))
+    for record in checkpoint_records:
+        with contextlib.suppress(ValueError):
+            keyid = log.Checkpoint.parse(record).keyid
+            if keyid not in keyids:
+                keyids.append(keyid)
+    return keyids
+
+
 def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = None) -> StoreAudit:
     """Audit ``backend``; ``since`` is a checkpoint record saved earlier, which the log must still extend."""
     problems: list[str] = []
     notes: list[str] = []
+    checkpoint_records = backend.read_log("checkpoints")
+    entry_records = backend.read_log("entries")
+    for stream, records in (("checkpoints", checkpoint_records), ("entries", entry_records)):
+        if records.torn:
+            notes.append(f"a partial last line in the {stream} log: an interrupted write (the next write removes it)")
+    if not checkpoint_records.items and not entry_records.items:
+        return StoreAudit((), (*notes, "the store is empty"), 0, 0, 0, key.keyid if key else None)
     if key is None:
         key = _published_key(backend)
         if key is None:
@@ -60,13 +86,6 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
                 (f"{backend.url}: no readable public key is published; pass --key PUB",), (), 0, 0, 0, None
             )
         notes.append("checked with the public key published in the store; pass --key PUB to check with one you trust")
-    checkpoint_records = backend.read_log("checkpoints")
-    entry_records = backend.read_log("entries")
-    for stream, records in (("checkpoints", checkpoint_records), ("entries", entry_records)):
-        if records.torn:
-            notes.append(f"a partial last line in the {stream} log: an interrupted write (the next write removes it)")
-    if not checkpoint_records.items and not entry_records.items:
-        return StoreAudit((), (*notes, "the store is empty"), 0, 0, 0, key.keyid)
 
     entries = list(entry_records.items)
     parsed = []
@@ -77,14 +96,19 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
         except ValueError:
             problems.append(f"log entry {number}: unreadable (changed by hand)")
             parsed.append({"type": "unreadable"})
+    recorded = _recorded_keyids(parsed, checkpoint_records.items)
+    if recorded and key.keyid not in recorded and not any(_signed_by(r, key) for r in checkpoint_records.items):
+        problem = (
+            f"{backend.url}: checkpoints are signed by keyid {', '.join(k[:16] for k in recorded)}, "
+            f"the given key is keyid {key.keyid[:16]} (wrong key?)"
+        )
+        return StoreAudit((problem,), tuple(notes), 0, len(checkpoint_records.items), 0, key.keyid, wrong_key=True)
     if parsed and parsed[0].get("type") == "init":
         origin = parsed[0].get("origin")
         if parsed[0].get("keyid") != key.keyid:
-            created = str(parsed[0].get("keyid"))[:16]
-            if not any(_signed_by(record, key) for record in checkpoint_records.items):
-                problem = f"{backend.url}: the store signs with keyid {created}, not {key.keyid[:16]} (the wrong key?)"
-                return StoreAudit((problem,), tuple(notes), 0, len(checkpoint_records.items), 0, key.keyid)
-            problems.append(f"log entry 1: names keyid {created}, not the store's key {key.keyid[:16]}")
+            problems.append(
+                f"log entry 1: names keyid {str(parsed[0].get('keyid'))[:16]}, not the store's key {key.keyid[:16]}"
+            )
     elif parsed:
         problems.append("log entry 1: not the store's init entry")
 

@@ -8,7 +8,9 @@ Layout::
     STORE/names/NAME               "sha256:HEX\\n": a write-once name binding
     STORE/log/entries.jsonl        one log entry per line (canonical JSON)
     STORE/log/checkpoints.jsonl    one signed checkpoint per line
-    STORE/keys/store.key(.pub)     the store's signing key (0600) and its public key
+    STORE/keys/store.pub           the store's public key (PEM); the private key is never here
+                                   (see ``keys``: older versions kept it as keys/store.key, with
+                                   the public key as keys/store.key.pub, which is still read)
 
 Every file is written to a hidden temporary in its final folder, fsynced, then renamed (or
 hard-linked, where an existing file must never be replaced) into place, and the folder is
@@ -33,7 +35,8 @@ from detpack.errors import StoreError, StoreRefusedError
 from detpack.store.backend import Records, Stream, already_bound
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
-KEY_NAME = "store.key"
+PUBLIC_KEY = "store.pub"
+_OLD_PUBLIC_KEY = "store.key.pub"  # beside the private key, where earlier versions kept both
 
 
 def _fsync_dir(path: Path) -> None:
@@ -92,8 +95,9 @@ class LocalBackend:
             os.close(fd)  # releases the lock
 
     @property
-    def key_path(self) -> Path:
-        return self.root / "keys" / KEY_NAME
+    def inside_key_path(self) -> Path:
+        """Where earlier versions kept the store's private key, inside the store."""
+        return self.root / "keys" / "store.key"
 
     # -- blobs ----------------------------------------------------------------------------
     def _blob(self, digest: str) -> Path:
@@ -221,13 +225,15 @@ class LocalBackend:
 
     # -- the store's key ------------------------------------------------------------------
     def read_public_key(self) -> bytes | None:
-        try:
-            return (self.root / "keys" / f"{KEY_NAME}.pub").read_bytes()
-        except FileNotFoundError:
-            return None
+        for name in (PUBLIC_KEY, _OLD_PUBLIC_KEY):
+            try:
+                return (self.root / "keys" / name).read_bytes()
+            except FileNotFoundError:
+                continue
+        return None
 
     def publish_public_key(self, pem: bytes) -> None:
-        target = self.root / "keys" / f"{KEY_NAME}.pub"
+        target = self.root / "keys" / PUBLIC_KEY
         existing = self.read_public_key()
         if existing == pem:
             return

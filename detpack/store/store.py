@@ -23,6 +23,7 @@ from detpack import provenance, signing
 from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
 from detpack.store import log, merkle
 from detpack.store.backend import Backend
+from detpack.store.keys import StoreKeys
 from detpack.store.state import Item, Promotion, State, replay
 from detpack.store.who import ci_run, current_user, now
 
@@ -82,9 +83,11 @@ class ProvenanceFile:
 
 
 class Store:
-    def __init__(self, backend: Backend, key_path: Path | None) -> None:
+    """One store: its backend, and where a writer finds its private key (readers never need it)."""
+
+    def __init__(self, backend: Backend, keys: StoreKeys) -> None:
         self.backend = backend
-        self.key_path = key_path
+        self.keys = keys
 
     # -- reading --------------------------------------------------------------------------
     def records(self) -> tuple[list[bytes], log.Checkpoint | None]:
@@ -138,37 +141,43 @@ class Store:
         return matches[-1]
 
     # -- writing --------------------------------------------------------------------------
-    def _load_or_create_key(self, state: State) -> signing.PrivateKey:
-        if self.key_path is None:
-            raise StoreError(f"{self.backend.url}: no signing key for this store; pass --signing-key KEY")
-        if self.key_path.exists():
-            key = signing.load_private_key(self.key_path)
-        elif state.origin is None:
-            key, _ = signing.generate_keypair(self.key_path)
+    def _signing_key(self, state: State, import_key: Path | None) -> signing.PrivateKey:
+        """The store's private key: imported (``init --key``), found, or made for a new store."""
+        keyid = state.keyid
+        if keyid is None and (pem := self.backend.read_public_key()) is not None:
+            # a writer was killed after publishing the key, before logging the init entry
+            keyid = signing.parse_public_key(pem, f"{self.backend.url}: published key").keyid
+        if import_key is not None:
+            if state.origin is not None:
+                raise StoreRefusedError(
+                    f"{self.backend.url}: already has a signing key (keyid {str(state.keyid)[:16]}); "
+                    "a store keeps its key"
+                )
+            if self.keys.explicit is not None:
+                raise InputError("store init: give --key KEY or --signing-key KEY, not both")
+            key = signing.load_private_key(import_key)
+        elif (found := self.keys.find(keyid)) is not None:
+            key = signing.load_private_key(found)
+            if keyid is not None and key.public.keyid != keyid:
+                raise StoreError(
+                    f"{found}: keyid {key.public.keyid[:16]} is not this store's key ({keyid[:16]}); "
+                    "pass the key the store was created with (--signing-key KEY)"
+                )
+        elif keyid is None:
+            key = self.keys.create()
         else:
-            raise StoreError(
-                f"{self.key_path}: the store's signing key is missing; restore it or pass --signing-key KEY"
-            )
-        if state.keyid is not None and key.public.keyid != state.keyid:
-            raise StoreError(
-                f"{self.key_path}: keyid {key.public.keyid[:16]} is not this store's key ({state.keyid[:16]}); "
-                "pass the key the store was created with"
-            )
+            raise self.keys.missing(self.backend.url, keyid)
         self.backend.publish_public_key(key.public.pem())
+        if import_key is not None:
+            self.keys.link(import_key)  # after publishing: a refused key is not remembered
         return key
 
     @contextlib.contextmanager
-    def _writing(self, import_key: signing.PrivateKey | None = None) -> Iterator[_Writer]:
+    def _writing(self, import_key: Path | None = None) -> Iterator[_Writer]:
         with self.backend.lock():
             log.recover(self.backend)
             state = self.state()
-            if import_key is not None and self.key_path is not None:
-                if state.origin is not None or self.key_path.exists():
-                    raise StoreRefusedError(
-                        f"{self.backend.url}: already has a signing key ({self.key_path}); a store keeps its key"
-                    )
-                signing.write_keypair(import_key, self.key_path)
-            key = self._load_or_create_key(state)
+            key = self._signing_key(state, import_key)
             self._check_head(key.public)
             writer = _Writer(self, key, state)
             if state.origin is None:
@@ -190,9 +199,15 @@ class Store:
                 "(run `detpack store verify` to see what changed)"
             )
 
-    def init(self, key: signing.PrivateKey | None = None) -> signing.PublicKey:
-        with self._writing(import_key=key) as w:
+    def init(self, key_file: Path | None = None) -> signing.PublicKey:
+        """Create the store (a no-op if it exists); ``key_file`` is an existing key to sign with, used in place."""
+        with self._writing(import_key=key_file) as w:
             return w.key.public
+
+    def move_key_out(self) -> Path:
+        """Move a private key an older version kept inside the store to the writer's key directory."""
+        with self.backend.lock():
+            return self.keys.move_out()
 
     def push(self, files: Sequence[Path], provenance_path: Path | None = None) -> list[Pushed]:
         inputs = [_input(f) for f in files]
