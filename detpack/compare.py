@@ -331,7 +331,8 @@ def _content_diff(va: ArchiveView, vb: ArchiveView, ma: RawMember, mb: RawMember
     if ma.size == mb.size and _same_stream(va, vb, ma, mb):
         return []
     head_a, head_b = va.read(ma, HEAD), vb.read(mb, HEAD)
-    cause, evidence = causes.explain_content(ma.name, head_a, head_b)
+    complete = len(head_a) == ma.size and len(head_b) == mb.size
+    cause, evidence = causes.explain_content(ma.name, head_a, head_b, complete=complete)
     return [
         Difference(
             "content",
