@@ -3,6 +3,9 @@
 Cost model: identical files cost one byte-for-byte pass and nothing else. Differing files
 cost one index pass (central directory, or tar headers) plus reading only the members
 whose content may differ (zip members with equal CRC and size are taken as equal).
+Files that are not archives: provenance statements and DSSE envelopes are compared by what
+they assert (``detpack.provenance_compare``; run details become ``Note``s, which never make a
+pair differ); anything else by its bytes (sizes, and a text diff or the first differing offset).
 Renderers (text, JSON, HTML) live in ``detpack.cli``; this module never prints.
 """
 
