@@ -8,8 +8,10 @@ evidence it used, or says nothing. Rules, in order of preference:
 - times near the moment the archive was written          -> clock (SOURCE_DATE_EPOCH ignored)
 - modes apart only in group/other write bits             -> umask
 - owners differ                                          -> build user
-- an absolute path in one side where the other has another -> build path
-- the same tokens in another order inside a member        -> ordering (hash seed / set order)
+- the same lines in another order inside a member         -> ordering (hash seed / set order)
+- an absolute, build-like path on one side where the other
+  has another (see ``absolute_path_at``)                  -> build path
+- the same tokens in another order inside a line          -> ordering (hash seed / set order)
 - WHEEL Generator or Metadata-Version differ              -> backend version
 - same members in another order                           -> file ordering
 """
@@ -33,7 +35,17 @@ ZIP_TOOL = "zip writer or backend version"
 GZIP_NAME = "output file name in the gzip header"
 LEVEL = "compression level or zlib version"
 
-_PATH = re.compile(rb"/(?:[A-Za-z0-9_.+@~-]+/)*[A-Za-z0-9_.+@~-]*")
+# An absolute path starts where no path character precedes it (so the "/util.py" inside
+# "pkg/util.py" or the "//host/a" of a URL are not one): POSIX "/a/b..." or a drive "C:\\a...".
+_COMPONENT = rb"[A-Za-z0-9_.+@~-]+"
+_ABSOLUTE = re.compile(
+    rb"(?<![A-Za-z0-9_.+@~/\\-])(?:(?:/" + _COMPONENT + rb")+/?|[A-Za-z]:[\\/](?:" + _COMPONENT + rb"[\\/]?)+)"
+)
+#: First components of the places builds run from: temp dirs, homes, CI workspaces, build roots.
+_BUILD_ROOTS = frozenset(
+    b"tmp var home Users root build builds usr opt srv mnt media private nix gnu workspace work "
+    b"runner github __w scratch data sandbox".split()
+)
 _NEAR = 15 * 60  # a member time this close to the archive's own write time was "now"
 
 
@@ -134,10 +146,22 @@ def explain_attribute(attribute: str, a: object, b: object, ctx: Context) -> tup
     return None, ""
 
 
-def _path_at(data: bytes, offset: int) -> bytes | None:
-    for m in _PATH.finditer(data, max(0, offset - 300), offset + 300):
-        if m.start() <= offset <= m.end() and m.end() - m.start() > 1:
-            return m.group()
+def absolute_path_at(data: bytes, offset: int) -> bytes | None:
+    """The absolute path spanning ``offset``, if it looks like a place a build ran in.
+
+    Evidence, not a guess: the path must start at a word boundary and be either a drive path
+    (``C:\\...``) or a POSIX path under a usual build root (``/tmp/...``, ``/home/...``,
+    ``/build...``) or three components deep. ``/a``, a URL's path and a relative path are not.
+    """
+    for m in _ABSOLUTE.finditer(data, max(0, offset - 300), offset + 300):
+        if not m.start() <= offset <= m.end():
+            continue
+        path = m.group()
+        if path[:1] != b"/":
+            return path  # a drive path
+        parts = [p for p in path.split(b"/") if p]
+        if (parts[0] in _BUILD_ROOTS and len(parts) >= 2) or len(parts) >= 3:
+            return path
     return None
 
 
@@ -147,8 +171,30 @@ def _line_at(data: bytes, offset: int) -> bytes:
     return data[start : end if end >= 0 else len(data)]
 
 
-def explain_content(member: str, a: bytes, b: bytes) -> tuple[str | None, str]:
-    """Look at the first differing offset of two member heads."""
+def _clip(line: bytes, limit: int = 60) -> str:
+    text = line.decode(errors="replace").strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reordered_lines(a: bytes, b: bytes) -> str | None:
+    """Evidence that ``b`` holds exactly ``a``'s lines in another order, or None."""
+    lines_a, lines_b = a.split(b"\n"), b.split(b"\n")
+    if lines_a == lines_b or sorted(lines_a) != sorted(lines_b):
+        return None
+    i = next(i for i, (x, y) in enumerate(zip(lines_a, lines_b, strict=True)) if x != y)
+    count = len(lines_a) - (lines_a[-1] == b"")
+    where = f"line {i + 1}: A has {_clip(lines_a[i])!r}, B has {_clip(lines_b[i])!r}"
+    return f"the same {count} lines in another order ({where})"
+
+
+def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -> tuple[str | None, str]:
+    """Look at two member heads: their lines, and the bytes around the first differing offset.
+
+    ``complete`` says the heads are the whole members: only then can equal sets of lines be
+    told apart from a difference further on.
+    """
+    if complete and (moved := _reordered_lines(a, b)):
+        return HASH_ORDER, moved
     if member.endswith(".dist-info/WHEEL") or member.endswith(("METADATA", "PKG-INFO")):
         for key in (b"Generator:", b"Metadata-Version:"):
             la = [ln for ln in a.splitlines() if ln.startswith(key)]
@@ -166,7 +212,7 @@ def explain_content(member: str, a: bytes, b: bytes) -> tuple[str | None, str]:
             BACKEND_VERSION,
             f"{line_a.decode(errors='replace').strip()!r} vs {line_b.decode(errors='replace').strip()!r}",
         )
-    pa, pb = _path_at(a, offset), _path_at(b, offset)
+    pa, pb = absolute_path_at(a, offset), absolute_path_at(b, offset)
     if pa and pb and pa != pb:
         return (
             BUILD_PATH,

@@ -3,6 +3,9 @@
 Cost model: identical files cost one byte-for-byte pass and nothing else. Differing files
 cost one index pass (central directory, or tar headers) plus reading only the members
 whose content may differ (zip members with equal CRC and size are taken as equal).
+Files that are not archives: provenance statements and DSSE envelopes are compared by what
+they assert (``detpack.provenance_compare``; run details become ``Note``s, which never make a
+pair differ); anything else by its bytes (sizes, and a text diff or the first differing offset).
 Renderers (text, JSON, HTML) live in ``detpack.cli``; this module never prints.
 """
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from detpack import causes
+from detpack import causes, provenance_compare
 from detpack.archive.detect import ArchiveKind, detect
 from detpack.archive.entry import same_streams
 from detpack.archive.listing import ArchiveView, RawMember
@@ -24,33 +27,47 @@ from detpack.errors import InputError, NotAnArchiveError
 from detpack.normalize import NormalizeOptions, normalize_stream
 from detpack.policy import DEFAULT_EPOCH
 
-DiffKind = Literal["added", "removed", "content", "attribute", "order", "header"]
+DiffKind = Literal["added", "removed", "content", "attribute", "order", "header", "provenance"]
 
 #: How much of a member is read for a text diff and for path evidence.
 HEAD = 256 * 1024
 DIFF_LINES = 80
+#: A provenance file larger than this is compared as bytes (statements are a few KB).
+MAX_STATEMENT = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Difference:
+    """One way A and B differ."""
+
     kind: DiffKind
-    member: str | None
-    attribute: str
-    a: Any = None
-    b: Any = None
-    detail: str = ""
-    cause: str | None = None
-    evidence: str = ""
+    member: str | None  # the member (or, for provenance, the asserted part); None: the whole file
+    attribute: str  # what differs: content, mtime, mode, ..., or a statement's key path
+    a: Any = None  # value in A (None when absent); sizes in bytes for content
+    b: Any = None  # value in B
+    detail: str = ""  # a unified diff (text), size and first differing offset (binary)
+    cause: str | None = None  # the likely cause, named only from evidence
+    evidence: str = ""  # what the cause was inferred from
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Information about a pair that is not a difference (it never changes the verdict)."""
+
+    topic: Literal["runDetails", "signatures"]  # what it is about
+    keys: tuple[str, ...]  # the key paths it covers (runDetails: relative to predicate.runDetails)
+    text: str  # one line for people
 
 
 @dataclass(frozen=True, slots=True)
 class FileComparison:
-    name: str
-    kind: str | None
-    identical: bool
-    members_total: int
-    members_differing: int
+    name: str  # the file name (in a folder diff, the name both sides share)
+    kind: str | None  # archive kind, provenance, dsse, file (opaque bytes); None: byte-identical
+    identical: bool  # no differences (notes do not count)
+    members_total: int  # members in A or B (for provenance: the asserted parts compared)
+    members_differing: int  # members (or asserted parts) with a difference
     differences: tuple[Difference, ...]
+    notes: tuple[Note, ...] = ()
 
     def cause_tally(self) -> list[tuple[str, int]]:
         """Each likely cause with how many members (or the archive itself) show it, most first."""
@@ -76,11 +93,11 @@ class Comparison:
 
     def summary(self) -> str:
         if self.identical:
-            what = "same content" if self.content_only else "identical"
-            return f"{what}: {len(self.files)} file(s)" if len(self.files) != 1 else what
+            return "same content" if self.content_only else "identical"
         if len(self.files) == 1 and not self.only_a and not self.only_b:
             f = self.files[0]
-            return f"{f.members_differing} of {f.members_total} members differ"
+            what = "asserted parts" if f.kind in STATEMENT_KINDS else "members"
+            return f"{f.members_differing} of {f.members_total} {what} differ"
         differing = sum(1 for f in self.files if not f.identical)
         parts = [f"{differing} of {len(self.files)} paired files differ"]
         if self.only_a:
@@ -88,6 +105,10 @@ class Comparison:
         if self.only_b:
             parts.append(f"{len(self.only_b)} only in B")
         return ", ".join(parts)
+
+
+#: File kinds compared by what a provenance statement asserts.
+STATEMENT_KINDS = ("provenance", "dsse")
 
 
 def same_bytes(a: Path, b: Path) -> bool:
@@ -100,8 +121,9 @@ def same_bytes(a: Path, b: Path) -> bool:
 def compare_paths(a: Path, b: Path, *, content_only: bool = False, skip_suffixes: tuple[str, ...] = ()) -> Comparison:
     """Compare two archives, or two folders of archives paired by file name.
 
-    In folders, files that are not archives (a provenance statement, a checksum list) are
-    compared as opaque bytes; names ending in ``skip_suffixes`` are left out.
+    Provenance statements and DSSE envelopes are compared by what they assert (their run
+    details are reported as notes); other files that are not archives (a checksum list) are
+    compared as bytes. Names ending in ``skip_suffixes`` are left out.
     """
     for p in (a, b):
         if not p.exists():
@@ -137,8 +159,7 @@ def compare_files(a: Path, b: Path, name: str, *, content_only: bool = False) ->
         return FileComparison(name, None, True, 0, 0, ())
     kind_a, kind_b = _kind(a), _kind(b)
     if kind_a is None and kind_b is None:
-        detail = f"{a.stat().st_size} vs {b.stat().st_size} bytes"
-        return FileComparison(name, "file", False, 1, 1, (Difference("content", None, "content", detail=detail),))
+        return _compare_statements(a, b, name) or _compare_bytes(a, b, name)
     if kind_a is None or kind_b is None:
         raise InputError(f"{a} and {b}: one is an archive and the other is not; compare like with like")
     if kind_a != kind_b:
@@ -154,6 +175,70 @@ def compare_files(a: Path, b: Path, name: str, *, content_only: bool = False) ->
                 return FileComparison(name, kind_a, True, 0, 0, ())
             return _compare_views(na, nb, name, ctx, content_only=True)
     return _compare_views(a, b, name, ctx, content_only=False)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(HEAD)
+
+
+def _first_difference(a: Path, b: Path) -> int:
+    """The first offset where two files differ (the shorter one's size when one is a prefix)."""
+    offset = 0
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 16), fb.read(1 << 16)
+            if ca != cb or not ca:
+                return offset + next(
+                    (i for i, (x, y) in enumerate(zip(ca, cb, strict=False)) if x != y), min(len(ca), len(cb))
+                )
+            offset += len(ca)
+
+
+def _compare_bytes(a: Path, b: Path, name: str) -> FileComparison:
+    """Two files that are not archives: their sizes and a text diff, or the first differing offset."""
+    size_a, size_b = a.stat().st_size, b.stat().st_size
+    head_a, head_b = _head(a), _head(b)
+    if head_a != head_b and _as_text(head_a) is not None and _as_text(head_b) is not None:
+        detail = _detail(name, head_a, head_b, size_a, size_b)
+    else:
+        kind = "text" if _as_text(head_a) is not None and _as_text(head_b) is not None else "binary"
+        detail = f"{kind}: {size_a} vs {size_b} bytes, first difference at offset {_first_difference(a, b)}"
+    diff = Difference("content", None, "content", size_a, size_b, detail)
+    return FileComparison(name, "file", False, 1, 1, (diff,))
+
+
+def _compare_statements(a: Path, b: Path, name: str) -> FileComparison | None:
+    """Two provenance statements (or DSSE envelopes of them) by what they assert; None if not both."""
+    read_a = provenance_compare.read(a.read_bytes(), name) if a.stat().st_size < MAX_STATEMENT else None
+    read_b = provenance_compare.read(b.read_bytes(), name) if read_a and b.stat().st_size < MAX_STATEMENT else None
+    if read_a is None or read_b is None or read_a.form != read_b.form:
+        return None
+    result = provenance_compare.compare_statements(read_a.statement, read_b.statement)
+    diffs = [Difference("provenance", c.part, c.path, c.a, c.b) for c in result.asserted]
+    notes: list[Note] = []
+    if read_a.payload_type != read_b.payload_type:
+        diffs.insert(
+            0, Difference("provenance", "payloadType", "payloadType", read_a.payload_type, read_b.payload_type)
+        )
+    if result.run_details:
+        shown = provenance_compare.short_run_details(result.run_details)
+        text = f"run details differ: {shown} (expected between two builds)"
+        notes.append(Note("runDetails", result.run_details, text))
+    if read_a.keyids != read_b.keyids:
+        text = f"signed by other keys: A {_keyids(read_a.keyids)}, B {_keyids(read_b.keyids)}"
+        notes.append(Note("signatures", ("keyid",), text))
+    elif read_a.signatures != read_b.signatures and read_a.statement == read_b.statement:
+        # Over different payloads signatures always differ; over the same one only a
+        # randomized signature scheme (or a re-signing) makes them differ.
+        notes.append(Note("signatures", ("sig",), "signatures differ (same keys, same payload)"))
+    parts = ("payloadType", *result.parts) if read_a.form == "dsse" else result.parts
+    touched = len({d.member for d in diffs})
+    return FileComparison(name, read_a.form, not diffs, len(parts), touched, tuple(diffs), tuple(notes))
+
+
+def _keyids(keyids: tuple[str, ...]) -> str:
+    return ", ".join(k[:16] or "(no keyid)" for k in keyids) or "(unsigned)"
 
 
 def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_only: bool) -> FileComparison:
@@ -249,7 +334,8 @@ def _content_diff(va: ArchiveView, vb: ArchiveView, ma: RawMember, mb: RawMember
     if ma.size == mb.size and _same_stream(va, vb, ma, mb):
         return []
     head_a, head_b = va.read(ma, HEAD), vb.read(mb, HEAD)
-    cause, evidence = causes.explain_content(ma.name, head_a, head_b)
+    complete = len(head_a) == ma.size and len(head_b) == mb.size
+    cause, evidence = causes.explain_content(ma.name, head_a, head_b, complete=complete)
     return [
         Difference(
             "content",

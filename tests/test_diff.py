@@ -115,6 +115,56 @@ def test_build_path(tmp_path: Path) -> None:
     assert d.detail.startswith("--- a/pkg/info.py")
 
 
+RECORD_LINES = [
+    b"pkg/discovery.py,sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,10",
+    b"pkg/crt/__init__.py,sha256=frcCV1k9oG9oKj3dpUqdJg1PxRT2RSN_XKdLCPjaYaY,0",
+    b"pkg/crt/util.py,sha256=bO4ayfE4sjFl0UW4IbH_xbkoiTCF5bl4pnj6mvY4n8k,31",
+    b"pkg-1.0.dist-info/RECORD,,",
+]
+RECORD = "pkg-1.0.dist-info/RECORD"
+
+
+def test_reordered_record_lines_are_ordering_inside_a_file_not_build_path(tmp_path: Path) -> None:
+    # A has 'pkg/discovery.py' where B has 'pkg/crt/__init__.py': the same lines, reordered.
+    # The first differing byte sits inside two relative paths: that is no evidence of a build path.
+    swapped = [RECORD_LINES[1], RECORD_LINES[0], *RECORD_LINES[2:]]
+    a, b = pair(tmp_path, [(RECORD, b"\n".join(RECORD_LINES) + b"\n")], [(RECORD, b"\n".join(swapped) + b"\n")])
+    [d] = compare_paths(a, b).files[0].differences
+    assert (d.member, d.cause) == (RECORD, causes.HASH_ORDER), d.evidence
+    assert "same 4 lines in another order" in d.evidence
+
+
+def test_a_changed_relative_path_names_no_cause(tmp_path: Path) -> None:
+    renamed = [RECORD_LINES[0].replace(b"discovery", b"discover"), *RECORD_LINES[1:]]
+    a, b = pair(tmp_path, [(RECORD, b"\n".join(RECORD_LINES))], [(RECORD, b"\n".join(renamed))])
+    [d] = compare_paths(a, b).files[0].differences
+    assert d.cause is None, d.evidence
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "cause"),
+    [
+        (b"src = '/tmp/build-a/src/pkg'\n", b"src = '/home/ci/work/src/pkg'\n", causes.BUILD_PATH),
+        (b'"/build/pkg-1.0/src/x.c"', b'"/root/rpmbuild/BUILD/x.c"', causes.BUILD_PATH),
+        (b"at C:\\Users\\ci\\src\\x.py\n", b"at D:\\a\\x\\src\\x.py\n", causes.BUILD_PATH),
+        (b"see /scratch/u1/b/pkg\n", b"see /scratch/u2/b/pkg\n", causes.BUILD_PATH),
+        # A relative path, a one-component path, a URL: no evidence of where the build ran.
+        (b"pkg/discovery.py,,\n", b"pkg/crt/__init__.py,,\n", None),
+        (b"x = '/a'\n", b"x = '/b'\n", None),
+        (b"https://example.org/one/two\n", b"https://example.org/three/four\n", None),
+    ],
+)
+def test_build_path_needs_an_absolute_build_like_path(a: bytes, b: bytes, cause: str | None) -> None:
+    assert causes.explain_content("pkg/x.py", a, b)[0] == cause
+
+
+def test_reordered_lines_of_a_truncated_head_name_no_order(tmp_path: Path) -> None:
+    # Only the first bytes of a large member are read: equal line multisets there prove nothing.
+    a, b = b"one\ntwo\n", b"two\none\n"
+    assert causes.explain_content("pkg/x.txt", a, b)[0] == causes.HASH_ORDER
+    assert causes.explain_content("pkg/x.txt", a, b, complete=False)[0] is None
+
+
 def test_clock(tmp_path: Path) -> None:
     now = int(time.time())
     a, b = pair(tmp_path, BASE, BASE, ".tar.gz", over_b={"pkg/__init__.py:mtime": now})

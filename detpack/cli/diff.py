@@ -16,7 +16,7 @@ from typing import Any
 from detpack.atomic import write_bytes
 from detpack.cli._output import Output
 from detpack.cli.diff_html import render_html
-from detpack.compare import Comparison, Difference, FileComparison, compare_paths
+from detpack.compare import STATEMENT_KINDS, Comparison, Difference, FileComparison, compare_paths
 
 SCHEMA_ID = "https://detpack.dev/schemas/diff/v1"
 
@@ -74,6 +74,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
                 "membersDiffering": f.members_differing,
                 "causes": [{"cause": c, "members": n} for c, n in f.cause_tally()],
                 "differences": _Lazy(f.differences, dataclasses.asdict),
+                "notes": [{"topic": n.topic, "keys": list(n.keys), "text": n.text} for n in f.notes],
             }
             for f in c.files
         ],
@@ -82,6 +83,12 @@ def to_json(c: Comparison) -> dict[str, Any]:
 
 def _value(v: Any) -> str:
     return "(absent)" if v is None else json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+
+
+def _short(v: Any, limit: int = 100) -> str:
+    """A value on one line, cut in the middle when long (a sha256 digest always fits)."""
+    text = _value(v)
+    return text if len(text) <= limit else f"{text[: limit // 2 - 1]}…{text[-(limit // 2 - 1) :]}"
 
 
 def describe(d: Difference) -> str:
@@ -94,6 +101,8 @@ def describe(d: Difference) -> str:
         return f"content differs ({d.a} vs {d.b} bytes)"
     if d.kind == "order":
         return f"member order differs: {d.detail}"
+    if d.kind == "provenance":
+        return f"{d.attribute}: {_short(d.a)} -> {_short(d.b)}"
     return f"{d.attribute}: {_value(d.a)} -> {_value(d.b)}"
 
 
@@ -121,26 +130,40 @@ def render_text(c: Comparison, verbose: int) -> list[str]:
     for f in c.files:
         if f.identical:
             if len(c.files) > 1:
-                lines.append(f"== {f.name}: identical")
+                what = "identical in what it asserts" if f.kind in STATEMENT_KINDS else "identical"
+                lines.append(f"== {f.name}: {what}")
+            lines += [f"  {n.text}" for n in f.notes]
             continue
-        lines.append(f"== {f.name} ({f.kind}): {f.members_differing} of {f.members_total} members differ")
+        what = "asserted parts" if f.kind in STATEMENT_KINDS else "members"
+        lines.append(f"== {f.name} ({f.kind}): {f.members_differing} of {f.members_total} {what} differ")
+        if f.kind in STATEMENT_KINDS:
+            lines += [f"  {describe(d)}" for d in f.differences]
+            lines += [f"  {n.text}" for n in f.notes]
+            continue
         tally = f.cause_tally()
         if tally:
             lines.append("  likely causes: " + ", ".join(f"{cause} ({n})" for cause, n in tally))
         archive, members = grouped(f)
         for d in archive:
-            lines.append(f"  [archive] {describe(d)}{because(d)}")
+            lines.append(f"  [{'archive' if f.kind != 'file' else 'file'}] {describe(d)}{because(d)}")
+            if d.kind == "content" and d.detail:
+                lines += _detail_lines(d.detail, verbose, "    ")
         for member, diffs in members.items():
             lines.append(f"  {member}")
             for d in diffs:
                 lines.append(f"    {describe(d)}{because(d)}")
                 if d.kind == "content" and d.detail:
-                    detail = d.detail.splitlines()
-                    cap = len(detail) if verbose > 0 else 24
-                    lines += [f"      {ln}" for ln in detail[:cap]]
-                    if len(detail) > cap:
-                        lines.append(f"      ... {len(detail) - cap} more lines (-v shows all, --html collapses)")
+                    lines += _detail_lines(d.detail, verbose, "      ")
     return lines
+
+
+def _detail_lines(detail: str, verbose: int, indent: str) -> list[str]:
+    rows = detail.splitlines()
+    cap = len(rows) if verbose > 0 else 24
+    out = [f"{indent}{ln}" for ln in rows[:cap]]
+    if len(rows) > cap:
+        out.append(f"{indent}... {len(rows) - cap} more lines (-v shows all, --html collapses)")
+    return out
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
