@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     if args.source_commit is not None and not re.fullmatch(r"[0-9a-fA-F]{7,64}", args.source_commit):
         raise ConfigError(f"--source-commit {args.source_commit!r}: expected 7 to 64 hex digits of a commit id")
-    key = signing.load_public_key(args.key)
+    key = signing.load_public_key(args.key, private_ok=False)
     data = _read(args.provenance)
     try:
         envelope = signing.Envelope.parse(data, args.provenance)
