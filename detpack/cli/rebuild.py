@@ -37,15 +37,44 @@ def add_parser(sub: Any) -> None:
         help="instead: rebuild a published release's wheel from its sdist and compare with the index's",
     )
     p.add_argument("--source", type=Path, metavar="PATH", help="the source tree or sdist (default: sdist beside it)")
-    p.add_argument("-o", "--outdir", type=Path, help="keep the rebuilt files here (default: a temporary folder)")
-    p.add_argument("--find-links", action="append", default=[], type=Path, metavar="DIR")
-    p.add_argument("--offline", action="store_true", default=None)
+    p.add_argument(
+        "-o",
+        "--outdir",
+        type=Path,
+        help="keep the rebuilt files here (with --pypi: published/ as fetched, and rebuilt/); default: a temp folder",
+    )
+    p.add_argument(
+        "--find-links",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="also look here for build dependencies (and, with --pypi, for the release itself)",
+    )
+    p.add_argument("--offline", action="store_true", default=None, help="use no index, only --find-links")
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
 
 
+#: How many differing members a ``rebuild --pypi`` line names before "… N more".
+MEMBERS_SHOWN = 10
+
+
+def member_list(names: list[str], cap: int = MEMBERS_SHOWN) -> str:
+    """``a, b, c`` or the first ``cap`` names and ``… N more``."""
+    shown = ", ".join(names[:cap])
+    return shown + (f" … {len(names) - cap} more" if len(names) > cap else "")
+
+
 def run_pypi(args: argparse.Namespace, out: Output) -> int:
-    checks = rebuild_pypi(args.pypi, on_step=out.step, on_line=out.line)
+    checks = rebuild_pypi(
+        args.pypi,
+        outdir=args.outdir,
+        find_links=tuple(args.find_links),
+        offline=bool(args.offline),
+        on_step=out.step,
+        on_line=out.line,
+    )
     counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("byte-identical", "content-identical", "different")}
     out.result(f"{args.pypi}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f" of {len(checks)} wheel(s)")
     for c in checks:
@@ -65,9 +94,13 @@ def run_pypi(args: argparse.Namespace, out: Output) -> int:
                 f"    {what}: {c.comparison.members_differing} of {c.comparison.members_total} members; "
                 f"attributes {', '.join(attrs)}; likely causes: {tally}"
             )
+            members = list(dict.fromkeys(d.member or f"({d.attribute})" for d in c.comparison.differences))
+            out.result(f"    members: {member_list(members)}")
             if out.verbosity > 0:
                 lines = render_text(Comparison("published", "rebuilt", False, (c.comparison,)), out.verbosity)[1:]
                 out.result("\n".join(f"    {ln}" for ln in lines))
+    if args.outdir is not None:
+        out.result(f"kept in {args.outdir}: published/ (as fetched), rebuilt/ (with the rebuild's provenance)")
     return 0 if counts["different"] == 0 and counts["content-identical"] == 0 else 1
 
 
