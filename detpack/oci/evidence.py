@@ -79,6 +79,8 @@ def from_layout(label: str, ref: LayoutRef, provenance: Path | None) -> ImageEvi
     descriptor = Layout(ref.directory).resolve(ref.tag)
     Layout(ref.directory).read_blob(descriptor.digest)  # the manifest is there and has that digest
     statement = attest.image_provenance_path(ref.directory, ref.tag)
+    if ref.directory.name:  # say it as the user named the layout (resolved only for `oci:.`)
+        statement = ref.directory.with_name(statement.name)
     envelope = statement.with_name(statement.name.removesuffix(".provenance.json") + ".intoto.jsonl")
     paths = [provenance] if provenance is not None else [p for p in (envelope, statement) if p.is_file()]
     return ImageEvidence(label, descriptor.digest, tuple(Candidate(str(p), _read(p)) for p in paths), str(envelope))
