@@ -26,7 +26,7 @@ from plumbum.commands.processes import ProcessExecutionError
 from detpack.compare import FileComparison, compare_files, same_bytes
 from detpack.config import BuildRequest
 from detpack.environment import LineSink
-from detpack.errors import InputError
+from detpack.errors import ConfigError, InputError
 from detpack.frontend import FrontendSettings
 from detpack.pipeline import build_project
 from detpack.provenance import file_sha256
@@ -108,49 +108,85 @@ def _why(stderr: str) -> str:
     return lines[-1] if lines else "pip failed"
 
 
-def _download(spec: str, dest: Path, kind: Literal["sdist", "pure wheel", "wheel"]) -> list[Path]:
+@dataclass(frozen=True)
+class Fetch:
+    """Where pip may get the release from: the user's index settings, plus these."""
+
+    find_links: tuple[Path, ...] = ()  # folders (or URLs) pip also looks in
+    offline: bool = False  # no index at all: only find_links
+
+    def pip_flags(self) -> list[str]:
+        flags = [f for d in self.find_links for f in ("--find-links", str(d))]
+        return ["--no-index", *flags] if self.offline else flags
+
+
+def _download(spec: str, dest: Path, kind: Literal["sdist", "pure wheel", "wheel"], fetch: Fetch) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
+    before = set(dest.iterdir())
+    project = spec.split("==", 1)[0].strip()
     flags = {
-        "sdist": ["--no-binary", ":all:"],
+        # The project as an sdist; what pip installs to read its metadata may be wheels (":all:"
+        # would make pip build the backend from source too, which a wheelhouse cannot serve).
+        "sdist": ["--no-binary", project],
         # The platform-independent wheel when the release has one (what a pure rebuild can match).
         "pure wheel": ["--only-binary", ":all:", "--platform", "any", "--implementation", "py", "--abi", "none"],
         "wheel": ["--only-binary", ":all:"],
     }[kind]
     try:
-        local[sys.executable]["-m", "pip", "download", "--no-deps", *flags, "-d", str(dest), spec]()
+        pip = local[sys.executable]["-m", "pip", "download", "--no-deps", *fetch.pip_flags(), *flags]
+        pip["-d", str(dest), spec]()
     except ProcessExecutionError as exc:
         why = _why(str(exc.stderr))
-        project = spec.split("==", 1)[0].strip().lower()
-        about_itself = why.lower().rstrip(".").split(" for ")[-1].split("==")[0].split(" ")[0] == project
+        about_itself = why.lower().rstrip(".").split(" for ")[-1].split("==")[0].split(" ")[0] == project.lower()
         if kind == "sdist" and ("Could not find a version" in why or about_itself):
+            if fetch.offline:
+                where = ", ".join(str(d) for d in fetch.find_links)
+                raise InputError(
+                    f"{spec}: no sdist of this release in --find-links {where} (offline: the index is not asked)"
+                ) from None
             raise InputError(f"{spec}: the index has no sdist for this release ({why})") from None
         if kind == "sdist" and "matching distribution" in why:
             raise InputError(
                 f"{spec}: pip downloaded the sdist but could not install what it needs to read its metadata ({why})"
             ) from None
         raise InputError(f"{spec}: cannot download its {kind} ({why})") from None
-    return sorted(dest.iterdir())
+    # What this download added, or (pip skips a file already there) what matches it by name.
+    got = sorted(set(dest.iterdir()) - before)
+    return got or sorted(dest.iterdir())
 
 
 def rebuild_pypi(
     spec: str,
     *,
+    outdir: Path | None = None,
+    find_links: tuple[Path, ...] = (),
+    offline: bool = False,
     on_step: LineSink | None = None,
     on_line: LineSink | None = None,
     caller_env: Mapping[str, str] | None = None,
 ) -> list[WheelCheck]:
+    """Rebuild ``spec``'s wheels from its sdist; with ``outdir``, keep ``published/`` and ``rebuilt/`` there."""
     if "==" not in spec:
         raise InputError(f"{spec}: give an exact release, NAME==VERSION")
+    if offline and not find_links:
+        raise ConfigError(
+            f"{spec}: --offline leaves nothing to fetch the release from; "
+            "add --find-links DIR holding its sdist and wheel"
+        )
+    fetch = Fetch(tuple(find_links), offline)
     step = on_step or (lambda _: None)
     checks = []
     with tempfile.TemporaryDirectory(prefix="detpack-pypi-") as tmp:
-        work = Path(tmp)
-        step(f"downloading {spec} (sdist and wheel) with pip")
-        sdists = [p for p in _download(spec, work / "sdist", "sdist") if p.name.endswith(".tar.gz")]
+        scratch = Path(tmp)
+        work = outdir if outdir is not None else scratch
+        published = work / "published"
+        where = f"from --find-links {', '.join(str(d) for d in find_links)}" if offline else "with pip"
+        step(f"downloading {spec} (sdist and wheel) {where}")
+        sdists = [p for p in _download(spec, published, "sdist", fetch) if p.name.endswith(".tar.gz")]
         try:
-            wheels = [p for p in _download(spec, work / "wheel", "pure wheel") if p.suffix == ".whl"]
+            wheels = [p for p in _download(spec, published, "pure wheel", fetch) if p.suffix == ".whl"]
         except InputError:
-            wheels = [p for p in _download(spec, work / "native", "wheel") if p.suffix == ".whl"]
+            wheels = [p for p in _download(spec, published, "wheel", fetch) if p.suffix == ".whl"]
         if not sdists:
             raise InputError(f"{spec}: the index has no .tar.gz sdist for this release")
         for wheel in wheels:
@@ -158,18 +194,19 @@ def rebuild_pypi(
             pin = backend_pin(generator)
             constraints = None
             if pin:
-                constraints = work / "constraints.txt"
+                constraints = scratch / "constraints.txt"
                 constraints.write_text(pin + "\n")
             when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
             step(f"rebuilding {wheel.name} from {sdists[0].name} with {pin or 'the newest backend'}, {when}")
-            out = work / "rebuilt"
             request = BuildRequest(
                 srcdir=sdists[0],
-                outdir=out,
+                outdir=work / "rebuilt",
                 distributions=("wheel",),
                 frontend=FrontendSettings(config_settings={}, constraints=constraints),
                 epoch_spec="unset" if epoch is None else str(epoch),
                 normalize=False,
+                find_links=fetch.find_links,
+                offline=offline,
             )
             built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
             rebuilt = built.artifacts[0].path

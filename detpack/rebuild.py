@@ -1,10 +1,17 @@
 """``detpack rebuild PROVENANCE``: rebuild from a provenance record alone and compare digests.
 
-The record gives the source identity (sdist sha256, or tree digest and git commit), the
-build dependencies by name, version and sha256 (installed in hash-checking mode, exactly as
-a lock), the epoch, the distributions and settings. The rebuilt outputs are compared with
-every subject's digest; where the original files lie beside the record, ``diff`` explains
-any difference member by member.
+The record is a statement or the signed DSSE envelope of one (``*.intoto.jsonl``; its
+signature is checked when a key is given, and said to be unchecked otherwise). It gives the
+source identity (sdist sha256, or tree digest and git commit), the build dependencies by name,
+version and sha256 (installed in hash-checking mode, exactly as a lock), the epoch, the
+distributions and settings. The rebuilt outputs are compared with every subject's digest;
+where the original files lie beside the record, ``diff`` explains any difference member by
+member.
+
+A record of a tree build with no ``--source`` is rebuilt from its sdist subject lying beside
+it (once that file's sha256 is the recorded one): the wheel is rebuilt and compared, and the
+sdist is *skipped*, since it was the input and cannot also be a rebuilt output. Skipped
+subjects do not count as reproduced nor as differing.
 """
 
 from __future__ import annotations
@@ -15,44 +22,83 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from detpack.compare import FileComparison, compare_files
 from detpack.config import BuildRequest
 from detpack.environment import LineSink
-from detpack.errors import InputError
+from detpack.errors import InputError, VerificationError
 from detpack.frontend import FrontendSettings
 from detpack.lock import BuildLock, LockedPackage
 from detpack.pipeline import build_project
-from detpack.provenance import BUILD_TYPE
+from detpack.provenance import BUILD_TYPE, file_sha256
+from detpack.signing import Envelope, PublicKey, verify
+
+#: What is known of a record's signature: checked with the given key, not checked (no key), none.
+Signature = Literal["verified", "unchecked", "unsigned"]
+#: Why a tree build's sdist subject is not rebuilt when the wheel is rebuilt from it.
+SDIST_SKIPPED = "rebuilt from itself; pass --source to rebuild the sdist from the tree"
 
 
 @dataclass(frozen=True)
 class SubjectResult:
-    name: str
-    expected: str
-    actual: str | None
-    explanation: FileComparison | None = None
+    name: str  # the subject's file name
+    expected: str  # its sha256 in the record
+    actual: str | None  # the rebuilt file's sha256; None when the rebuild made no such file
+    explanation: FileComparison | None = None  # member by member, when it differs and the original is at hand
+    skipped: str | None = None  # why it was not rebuilt (then it neither matches nor differs)
 
     @property
     def matches(self) -> bool:
-        return self.expected == self.actual
+        return self.skipped is None and self.expected == self.actual
 
 
 @dataclass(frozen=True)
 class RebuildResult:
-    subjects: tuple[SubjectResult, ...]
-    source_matches: bool
-    source_note: str
+    subjects: tuple[SubjectResult, ...]  # every subject of the record, in its order
+    source_matches: bool  # the source's digest is the recorded one
+    source_note: str  # one phrase saying what was checked of the source
+    signature: Signature = "unsigned"  # what is known of the record's signature
+
+    @property
+    def rebuilt(self) -> tuple[SubjectResult, ...]:
+        return tuple(s for s in self.subjects if s.skipped is None)
 
     @property
     def reproduced(self) -> bool:
-        return all(s.matches for s in self.subjects)
+        """Every rebuilt subject matches (skipped ones are reported, not counted)."""
+        return bool(self.rebuilt) and all(s.matches for s in self.rebuilt)
 
 
-def load_statement(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Record:
+    statement: dict[str, Any]  # the provenance statement
+    signature: Signature  # whether its envelope's signature was checked
+
+
+def read_record(path: Path, key: PublicKey | None = None) -> Record:
+    """A statement file or a DSSE envelope of one; with ``key``, the envelope must verify."""
     try:
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such provenance file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if path.name.endswith(".intoto.jsonl") or raw.lstrip().startswith(b'{"payload"'):
+        envelope = Envelope.parse(raw, path)
+        if key is not None:
+            return Record(load_statement(path, verify(envelope, key, path)), "verified")
+        return Record(load_statement(path, envelope.payload), "unchecked")
+    if key is not None:
+        raise VerificationError(
+            f"{path}: an unsigned statement, so --key cannot check it; pass the signed .intoto.jsonl envelope"
+        )
+    return Record(load_statement(path, raw), "unsigned")
+
+
+def load_statement(path: Path, raw: bytes | None = None) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes() if raw is None else raw)
     except FileNotFoundError:
         raise InputError(f"{path}: no such provenance file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -85,17 +131,33 @@ def _lock_from(path: Path, resolved: list[dict[str, Any]]) -> BuildLock:
     return BuildLock(path, digest, tuple(sorted(packages, key=lambda p: p.name)))
 
 
-def _source(path: Path, ext: dict[str, Any], given: Path | None) -> Path:
+def _source(path: Path, ext: dict[str, Any], given: Path | None, subjects: list[Any]) -> tuple[Path, str | None]:
+    """The source to rebuild from, and the name of the sdist subject it is (a tree build's sdist)."""
     kind = ext["source"].get("annotations", {}).get("kind")
     if kind == "sdist":
         name = ext["source"].get("name") or ""
         candidate = given or path.parent / name
         if not candidate.is_file():
             raise InputError(f"{path}: the recorded sdist {name or '(unnamed)'} is not beside it; pass --source PATH")
-        return candidate
-    if given is None:
+        return candidate, None
+    if given is not None:
+        return given, None
+    sdists = [s for s in subjects if isinstance(s, dict) and str(s.get("name", "")).endswith(".tar.gz")]
+    if not sdists:
         raise InputError(f"{path}: built from a source tree; pass --source PATH to the same tree")
-    return given
+    name, want = str(sdists[0]["name"]), str(sdists[0].get("digest", {}).get("sha256", ""))
+    candidate = path.parent / name
+    if not candidate.is_file():
+        raise InputError(
+            f"{path}: built from a source tree and its sdist {name} is not beside it; pass --source PATH to the tree"
+        )
+    got = file_sha256(candidate)
+    if got != want:
+        raise VerificationError(
+            f"{candidate}: sha256 {got[:16]}… is not the recorded {want[:16]}… (the sdist beside the record was "
+            "changed or replaced); pass --source PATH to rebuild from the tree"
+        )
+    return candidate, name
 
 
 def _source_note(kind: str, want: str, have: str) -> str:
@@ -114,9 +176,14 @@ def rebuild(
     outdir: Path | None = None,
     on_step: LineSink | None = None,
     on_line: LineSink | None = None,
+    on_warning: LineSink | None = None,
     caller_env: Mapping[str, str] | None = None,
+    key: PublicKey | None = None,
 ) -> RebuildResult:
-    data = load_statement(provenance)
+    record = read_record(provenance, key)
+    if record.signature == "unchecked" and on_warning is not None:
+        on_warning(f"{provenance}: signature not checked (pass --key PUB to check it)")
+    data = record.statement
     definition = data["predicate"]["buildDefinition"]
     ext = definition["externalParameters"]
     if "source" not in ext:
@@ -132,7 +199,7 @@ def rebuild(
             None,
         ),
     )
-    srcdir = _source(provenance, ext, source)
+    srcdir, from_subject = _source(provenance, ext, source, list(data["subject"]))
     lock = _lock_from(provenance, definition.get("resolvedDependencies", []))
     distributions = None if ext.get("viaSdist") else tuple(ext.get("distributions", ()))
     if srcdir.is_file():
@@ -159,14 +226,20 @@ def rebuild(
         want = ext["source"].get("digest", {}).get("sha256", "")
         source_ok = built.source.digest == want
         note = _source_note(built.source.kind, want, built.source.digest)
+        if from_subject is not None:
+            source_ok = True  # its sha256 was checked against the subject before the build
+            note = "sdist beside the record: its sha256 is the recorded subject's; the tree itself is not checked"
         actual = {a.path.name: a.sha256 for a in built.artifacts}
         results = []
         for subject in data["subject"]:
             name, expected = subject["name"], subject["digest"]["sha256"]
+            if name == from_subject:
+                results.append(SubjectResult(name, expected, expected, skipped=SDIST_SKIPPED))
+                continue
             got = actual.get(name)
             explanation = None
             original = provenance.parent / name
             if got is not None and got != expected and original.is_file():
                 explanation = compare_files(original, out / name, name)
             results.append(SubjectResult(name, expected, got, explanation))
-    return RebuildResult(tuple(results), source_ok, note)
+    return RebuildResult(tuple(results), source_ok, note, record.signature)

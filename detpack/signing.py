@@ -144,13 +144,39 @@ def _read_key_file(path: Path) -> bytes:
         raise KeyFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _kind(key: object) -> str:
-    name = type(key).__name__.removeprefix("_").replace("PrivateKey", "").replace("PublicKey", "")
-    return name or "unknown"
+def key_kind(key: object) -> str:
+    """``an RSA key``, ``an ECDSA key``, ``a DSA key``: the kind of ``key`` with its article."""
+    from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, rsa, x448, x25519
+
+    kinds: tuple[tuple[tuple[type, ...], str], ...] = (
+        ((rsa.RSAPrivateKey, rsa.RSAPublicKey), "an RSA key"),
+        ((ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey), "an ECDSA key"),
+        ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA key"),
+        ((dh.DHPrivateKey, dh.DHPublicKey), "a DH key"),
+        ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448 key"),
+        ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "an X25519 key"),
+        ((x448.X448PrivateKey, x448.X448PublicKey), "an X448 key"),
+    )
+    for classes, phrase in kinds:
+        if isinstance(key, classes):
+            return phrase
+    return f"a key of another kind ({type(key).__name__})"
+
+
+def _private_of(public: Path) -> str:
+    if public.name.endswith(".pub"):
+        return str(public.with_name(public.name.removesuffix(".pub")))
+    return "the key file it was made with"
+
+
+def _public_of(private: Path) -> str:
+    return str(public_key_path(private))
 
 
 def load_private_key(path: Path) -> PrivateKey:
     data = _read_key_file(path)
+    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        raise KeyFileError(f"{path} is a public key; sign with the private key ({_private_of(path)})")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -158,15 +184,24 @@ def load_private_key(path: Path) -> PrivateKey:
     except (ValueError, binascii.Error):
         raise KeyFileError(f"{path}: not a PEM private key (make one with `detpack keygen -o {path}`)") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: a {_kind(key)} key; detpack signs with ed25519 keys (detpack keygen)")
+        raise KeyFileError(f"{path}: {key_kind(key)}; detpack signs with ed25519 keys (detpack keygen)")
     seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     return PrivateKey(seed)
 
 
-def load_public_key(path: Path) -> PublicKey:
-    """A PEM public key (or a private key, whose public half is used)."""
+def load_public_key(path: Path, *, private_ok: bool = True) -> PublicKey:
+    """A PEM public key; a private key's public half unless ``private_ok`` is False.
+
+    ``detpack verify`` passes False: an auditor must never need the signer's secret, and a
+    private key given where a public one belongs is most likely a mistake worth stopping.
+    """
     data = _read_key_file(path)
-    if b"PRIVATE KEY" in data:
+    if b"PRIVATE KEY-----" in data:
+        if not private_ok:
+            raise KeyFileError(
+                f"{path} is a private key; verify with its public key ({_public_of(path)}): "
+                "checking a signature never needs the secret"
+            )
         return load_private_key(path).public
     return parse_public_key(data, path)
 
@@ -177,7 +212,7 @@ def parse_public_key(data: bytes, source: Path | str) -> PublicKey:
     except (ValueError, binascii.Error):
         raise KeyFileError(f"{source}: not a PEM public key (detpack keygen writes one as KEY.pub)") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{source}: a {_kind(key)} key; detpack verifies ed25519 keys (detpack keygen)")
+        raise KeyFileError(f"{source}: {key_kind(key)}; detpack verifies ed25519 keys (detpack keygen)")
     return PublicKey(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 

@@ -6,10 +6,11 @@ import base64
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa, x25519
 from securesystemslib.dsse import Envelope as SSlibEnvelope
 from securesystemslib.exceptions import VerificationError as SSlibVerificationError
 from securesystemslib.signer import SSlibKey
@@ -210,3 +211,51 @@ def test_build_sign_with_a_bad_key_fails_before_building(tmp_path: Path) -> None
     assert r.code == 2
     assert "no such key file" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_sign_with_a_public_key_names_the_private_key(signed: dict[str, Path]) -> None:
+    pub = Path(f"{signed['key']}.pub")
+    r = run([DETPACK, "sign", signed["prov"], "--key", pub])
+    assert r.code == 2, r.stderr
+    assert f"{pub} is a public key; sign with the private key ({signed['key']})" in r.stderr
+    assert "keygen" not in r.stderr
+
+
+def test_verify_refuses_a_private_key(signed: dict[str, Path]) -> None:
+    r = run([DETPACK, "verify", signed["artifact"], "--provenance", signed["envelope"], "--key", signed["key"]])
+    assert r.code == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is a private key" in lines[0] and f"{signed['key']}.pub" in lines[0], r.stderr
+    assert r.stdout == ""
+
+
+def _pem_private(key: object) -> bytes:
+    return key.private_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "phrase"),
+    [
+        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "an RSA key"),
+        (lambda: ec.generate_private_key(ec.SECP256R1()), "an ECDSA key"),
+        (ed448.Ed448PrivateKey.generate, "an Ed448 key"),
+        (lambda: dsa.generate_private_key(key_size=2048), "a DSA key"),
+        (x25519.X25519PrivateKey.generate, "an X25519 key"),
+    ],
+)
+def test_other_kinds_of_keys_are_named_with_the_right_article(
+    signed: dict[str, Path], tmp_path: Path, make: Any, phrase: str
+) -> None:
+    key = make()
+    private = tmp_path / "other.pem"
+    private.write_bytes(_pem_private(key))
+    public = tmp_path / "other.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    r = run([DETPACK, "sign", signed["prov"], "--key", private])
+    assert r.code == 2 and f"{private}: {phrase}; detpack signs with ed25519 keys" in r.stderr, r.stderr
+    r = run([DETPACK, "verify", signed["artifact"], "--provenance", signed["envelope"], "--key", public])
+    assert r.code == 2 and f"{public}: {phrase}; detpack verifies ed25519 keys" in r.stderr, r.stderr

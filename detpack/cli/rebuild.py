@@ -1,7 +1,10 @@
 """``detpack rebuild PROVENANCE``: rebuild from the record and compare every subject's digest.
 
-Exit 0 all match, 1 something differs (explained member by member when the original files
-lie beside the record), 2 when an input cannot be had."""
+PROVENANCE is a statement or its signed envelope (``--key PUB`` checks the signature). Exit 0
+when every rebuilt subject matches (a skipped one, such as a tree build's sdist used as the
+input, is listed but neither matches nor differs), 1 something differs (explained member by
+member when the original files lie beside the record) or the record's signature fails, 2 when
+an input cannot be had."""
 
 from __future__ import annotations
 
@@ -24,22 +27,54 @@ def add_parser(sub: Any) -> None:
         description="Take a provenance file written by `detpack build`, get the same source (verified), "
         "the same build dependencies (by sha256), epoch and settings, rebuild and compare every subject.",
     )
-    p.add_argument("provenance", type=Path, metavar="PROVENANCE", nargs="?")
+    p.add_argument(
+        "provenance", type=Path, metavar="PROVENANCE", nargs="?", help="NAME.provenance.json or .intoto.jsonl"
+    )
+    p.add_argument("--key", type=Path, metavar="PUB", help="check the signed envelope's signature with this public key")
     p.add_argument(
         "--pypi",
         metavar="NAME==VERSION",
         help="instead: rebuild a published release's wheel from its sdist and compare with the index's",
     )
     p.add_argument("--source", type=Path, metavar="PATH", help="the source tree or sdist (default: sdist beside it)")
-    p.add_argument("-o", "--outdir", type=Path, help="keep the rebuilt files here (default: a temporary folder)")
-    p.add_argument("--find-links", action="append", default=[], type=Path, metavar="DIR")
-    p.add_argument("--offline", action="store_true", default=None)
+    p.add_argument(
+        "-o",
+        "--outdir",
+        type=Path,
+        help="keep the rebuilt files here (with --pypi: published/ as fetched, and rebuilt/); default: a temp folder",
+    )
+    p.add_argument(
+        "--find-links",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="also look here for build dependencies (and, with --pypi, for the release itself)",
+    )
+    p.add_argument("--offline", action="store_true", default=None, help="use no index, only --find-links")
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
 
 
+#: How many differing members a ``rebuild --pypi`` line names before "… N more".
+MEMBERS_SHOWN = 10
+
+
+def member_list(names: list[str], cap: int = MEMBERS_SHOWN) -> str:
+    """``a, b, c`` or the first ``cap`` names and ``… N more``."""
+    shown = ", ".join(names[:cap])
+    return shown + (f" … {len(names) - cap} more" if len(names) > cap else "")
+
+
 def run_pypi(args: argparse.Namespace, out: Output) -> int:
-    checks = rebuild_pypi(args.pypi, on_step=out.step, on_line=out.line)
+    checks = rebuild_pypi(
+        args.pypi,
+        outdir=args.outdir,
+        find_links=tuple(args.find_links),
+        offline=bool(args.offline),
+        on_step=out.step,
+        on_line=out.line,
+    )
     counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("byte-identical", "content-identical", "different")}
     out.result(f"{args.pypi}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f" of {len(checks)} wheel(s)")
     for c in checks:
@@ -59,9 +94,13 @@ def run_pypi(args: argparse.Namespace, out: Output) -> int:
                 f"    {what}: {c.comparison.members_differing} of {c.comparison.members_total} members; "
                 f"attributes {', '.join(attrs)}; likely causes: {tally}"
             )
+            members = list(dict.fromkeys(d.member or f"({d.attribute})" for d in c.comparison.differences))
+            out.result(f"    members: {member_list(members)}")
             if out.verbosity > 0:
                 lines = render_text(Comparison("published", "rebuilt", False, (c.comparison,)), out.verbosity)[1:]
                 out.result("\n".join(f"    {ln}" for ln in lines))
+    if args.outdir is not None:
+        out.result(f"kept in {args.outdir}: published/ (as fetched), rebuilt/ (with the rebuild's provenance)")
     return 0 if counts["different"] == 0 and counts["content-identical"] == 0 else 1
 
 
@@ -72,8 +111,15 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return run_pypi(args, out)
     if args.provenance is None:
         raise ConfigError("rebuild: give a PROVENANCE file (or --pypi NAME==VERSION)")
+    key = None
+    if args.key is not None:
+        from detpack.signing import load_public_key
+
+        key = load_public_key(args.key, private_ok=False)
     result = rebuild(
         args.provenance,
+        key=key,
+        on_warning=out.warning,
         source=args.source,
         find_links=tuple(args.find_links),
         offline=args.offline,
@@ -81,13 +127,23 @@ def run(args: argparse.Namespace, out: Output) -> int:
         on_step=out.step,
         on_line=out.line,
     )
-    same = sum(1 for s in result.subjects if s.matches)
+    same = sum(1 for s in result.rebuilt if s.matches)
     verdict = "reproduced" if result.reproduced else "NOT reproduced"
-    out.result(f"{verdict}: {same} of {len(result.subjects)} subjects match ({result.source_note})")
+    skipped = len(result.subjects) - len(result.rebuilt)
+    if skipped:
+        counted = f"{same} of {len(result.rebuilt)} rebuilt subjects match, {skipped} skipped"
+    else:
+        counted = f"{same} of {len(result.subjects)} subjects match"
+    out.result(f"{verdict}: {counted} ({result.source_note})")
     for s in result.subjects:
+        if s.skipped is not None:
+            out.result(f"  skipped  {s.name}  ({s.skipped})")
+            continue
         state = "match" if s.matches else ("missing" if s.actual is None else "DIFFERS")
         out.result(f"  {state:8} {s.name}  sha256:{s.expected}" + ("" if s.matches else f" -> {s.actual}"))
         if s.explanation is not None:
             lines = render_text(Comparison("original", "rebuilt", False, (s.explanation,)), out.verbosity)[1:]
             out.result("\n".join(f"    {ln}" for ln in lines))
+    if result.signature == "verified" and key is not None:
+        out.result(f"signature verified with keyid {key.keyid}")
     return 0 if result.reproduced else 1

@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from detpack import __version__, policy
 from detpack.provenance import BUILDER_ID, PREDICATE_TYPE, STATEMENT_TYPE, file_sha256, rfc3339
@@ -35,6 +35,7 @@ class WheelOrigin:
     provenance_name: str
     provenance_sha256: str
     source: JSON  # the build's externalParameters.source (commit, uri, tree digest)
+    builder: str | None = None  # the build's runDetails.builder.id
 
 
 def provenance_path(artifact: Path) -> Path:
@@ -116,9 +117,15 @@ def wheel_origin(wheel: Path, sha256: str) -> WheelOrigin | None:
             if not any(s.get("digest", {}).get("sha256") == sha256 for s in subjects):
                 continue
             source = data["predicate"]["buildDefinition"]["externalParameters"].get("source", {})
+            builder = (data["predicate"].get("runDetails") or {}).get("builder", {}).get("id")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a detpack statement (or not readable): the wheel is recorded without origin
-        return WheelOrigin(candidate.name, file_sha256(candidate), source if isinstance(source, dict) else {})
+        return WheelOrigin(
+            candidate.name,
+            file_sha256(candidate),
+            source if isinstance(source, dict) else {},
+            builder if isinstance(builder, str) else None,
+        )
     return None
 
 
@@ -142,6 +149,7 @@ def wheel_descriptor(path: Path, sha256: str) -> JSON:
         rd["annotations"] = {
             "provenance": {"name": origin.provenance_name, "digest": {"sha256": origin.provenance_sha256}},
             "source": origin.source,
+            **({"builder": {"id": origin.builder}} if origin.builder else {}),
         }
     return rd
 
@@ -207,3 +215,83 @@ def image_statement(
     resolved: list[JSON] = ([base] if base is not None else []) + list(layers)
     subject = {"name": reference, "digest": {"sha256": manifest_digest.removeprefix("sha256:")}}
     return _statement(subject, IMAGE_BUILD_TYPE, external, resolved, times)
+
+
+@dataclass(frozen=True)
+class ChainInput:
+    """One input an image's statement records for one of its layers (the chain, one link down)."""
+
+    name: str  # the wheel's file name, or the ``--add`` source as given
+    layer: str  # the layer it went into
+    kind: Literal["wheel", "tree"]  # a wheel, or a directory/file packed with --add
+    commit: str | None  # the git commit its source records, if any
+    built: bool  # a wheel whose own ``detpack build`` provenance was found (and is named by digest)
+    builder: str | None  # that build's builder id, when the chain records it
+
+
+def image_chain(statement: JSON) -> tuple[ChainInput, ...]:
+    """Every layer input of an image statement, with the source commit each one records."""
+    build = statement.get("predicate", {}).get("buildDefinition", {}) if isinstance(statement, dict) else {}
+    found: list[ChainInput] = []
+    for layer in build.get("resolvedDependencies") or []:
+        annotations = layer.get("annotations") if isinstance(layer, dict) else None
+        if not isinstance(annotations, dict):
+            continue
+        for rd in annotations.get("inputs") or []:
+            if not isinstance(rd, dict):
+                continue
+            own: JSON = rd["annotations"] if isinstance(rd.get("annotations"), dict) else {}
+            name = str(rd.get("name", "?"))
+            if "source" in own or name.endswith(".whl"):
+                source: JSON = own["source"] if isinstance(own.get("source"), dict) else {}
+                builder = own.get("builder", {}).get("id") if isinstance(own.get("builder"), dict) else None
+                commit = _commit(source.get("digest"))
+                built = isinstance(own.get("provenance"), dict)
+                found.append(ChainInput(name, str(layer.get("name", "?")), "wheel", commit, built, builder))
+            else:
+                found.append(
+                    ChainInput(name, str(layer.get("name", "?")), "tree", _commit(rd.get("digest")), False, None)
+                )
+    return tuple(found)
+
+
+def _commit(digest: object) -> str | None:
+    if isinstance(digest, dict) and isinstance(digest.get("gitCommit"), str) and digest["gitCommit"]:
+        return str(digest["gitCommit"]).lower()
+    return None
+
+
+def check_image_chain(
+    chain: Sequence[ChainInput], builder_of_image: str | None, *, source_commit: str | None, builder: str | None
+) -> tuple[list[str], tuple[ChainInput, ...]]:
+    """(why the chain fails the policy, the inputs built from ``source_commit``); no problems: it holds.
+
+    ``--source-commit`` holds when some input of the image records that commit (an image may
+    also carry dependencies built elsewhere, which record none or their own); ``--builder``
+    holds when the image and every wheel whose build the chain names were made by that builder.
+    """
+    problems: list[str] = []
+    matched: tuple[ChainInput, ...] = ()
+    if source_commit is not None:
+        want = source_commit.lower()
+        recorded = [c for c in chain if c.commit]
+        matched = tuple(c for c in recorded if c.commit is not None and c.commit.startswith(want))
+        if not recorded:
+            problems.append("the image's provenance chain records no source commit (no layer input names one)")
+        elif not matched:
+            seen = "; ".join(f"{c.commit} for {c.name} (layer {c.layer})" for c in recorded[:5])
+            more = f"; … {len(recorded) - 5} more" if len(recorded) > 5 else ""
+            problems.append(
+                f"no input of the image was built from commit {source_commit}: the chain records {seen}{more}"
+            )
+    if builder is not None:
+        if builder_of_image != builder:
+            problems.append(f"builder is {builder_of_image!r}, not {builder!r}")
+        for c in chain:
+            if c.built and c.builder is None:
+                problems.append(
+                    f"{c.name}: the chain does not record which builder built it (remake the layer and image)"
+                )
+            elif c.built and c.builder != builder:
+                problems.append(f"{c.name}: built by {c.builder!r}, not {builder!r}")
+    return problems, matched
