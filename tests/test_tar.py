@@ -234,3 +234,10 @@ def test_streamed_walk_order_is_the_global_byte_order(tmp_path: Path) -> None:
         listed = tf.getnames()
     assert listed == sorted(listed, key=lambda n: n.encode())
     assert set(names) <= set(listed)
+
+
+def test_one_entry_is_counted_singular(tmp_path: Path) -> None:
+    (tmp_path / "only").write_text("x\n")
+    r = run([DETPACK, "tar", tmp_path / "only", "-o", tmp_path / "one.tar", "--source-date-epoch", "0", "-q"])
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("  ")[2] == "1 entry", r.stdout

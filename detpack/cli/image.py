@@ -13,7 +13,7 @@ from typing import Any
 
 from detpack import policy
 from detpack.atomic import write_bytes
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.errors import ConfigError
 from detpack.oci import attest
 from detpack.oci.image import ImageSettings, LayerBlob, build_image, open_base
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     base = open_base(base_ref, plat) if base_ref is not None else None
     if base is not None and args.platform is None:
         plat = (str(base.config.get("os", plat[0])), str(base.config.get("architecture", plat[1])))
-    out.step(f"hashing {len(args.layer)} layer(s)")
+    out.step(f"hashing {count(len(args.layer), 'layer')}")
     layers = [LayerBlob.inspect(path) for path in args.layer]
     records, epochs = _layer_records(layers)
     epoch = policy.epoch_from(args.source_date_epoch, os.environ, max(epochs, default=policy.DEFAULT_EPOCH))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack import policy, tarball
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.errors import ConfigError, InputError
 
 
@@ -83,5 +83,5 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.step(f"packing {directory} ({compression})")
         stream = tarball.directory_items(directory, prefix=prefix, exclude=args.exclude)
         digests = tarball.write_tarball(stream, target, epoch, str(directory))
-    out.result(f"{target}  sha256:{digests.blob_sha256}  {digests.entries} entries  epoch {epoch}")
+    out.result(f"{target}  sha256:{digests.blob_sha256}  {count(digests.entries, 'entry', 'entries')}  epoch {epoch}")
     return 0
