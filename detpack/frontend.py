@@ -120,16 +120,18 @@ def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Ite
         yield
     except BuildBackendException as exc:
         raise BackendError(
-            f"{who}: backend {backend!r} failed to {what} ({_cause(exc)}); run with -v to see its output",
+            f"{who}: backend {backend!r} failed to {what} ({_cause(exc)})",
             details=runner.log_text()[-8000:],
         ) from None
     except BuildException as exc:
         raise InputError(f"{who}: {exc}") from None
     except subprocess.CalledProcessError as exc:
+        output = str(exc.output or "")
+        why = installer.install_failure(output) or f"exit status {exc.returncode}"
         raise BackendError(
             f"{who}: installing the build requirements to {what} failed "
-            f"({Path(str(exc.cmd[0])).name} exited {exc.returncode}); run with -v to see why",
-            details=str(exc.output or "")[-8000:],
+            f"({Path(str(exc.cmd[0])).name} exited {exc.returncode}: {why})",
+            details=output[-8000:],
         ) from None
 
 
@@ -178,9 +180,25 @@ def _cause(exc: BuildBackendException) -> str:
         last = [ln for ln in (inner.traceback or "").splitlines() if ln.strip()]
         return f"the backend cannot be imported: {last[-1].strip() if last else inner}"
     if isinstance(inner, subprocess.CalledProcessError):
-        lines = [ln for ln in str(inner.output or "").splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else f"exit status {inner.returncode}"
+        return backend_failure(str(inner.output or "")) or f"exit status {inner.returncode}"
     return f"{type(inner).__name__}: {inner}"
+
+
+def backend_failure(output: str) -> str | None:
+    """The line of a failed hook's output that says why, or None for no output.
+
+    The exception line of the last traceback when there is one (the hook's stdout is
+    block-buffered, so its lines can land after the traceback), else the last non-blank line.
+    """
+    lines = output.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.strip() == "Traceback (most recent call last):"]
+    if starts:
+        indent = len(lines[starts[-1]]) - len(lines[starts[-1]].lstrip())
+        for line in lines[starts[-1] + 1 :]:
+            if line.strip() and len(line) - len(line.lstrip()) <= indent:
+                return line.strip()
+    rest = [ln.strip() for ln in lines if ln.strip()]
+    return rest[-1] if rest else None
 
 
 def _isolated(
@@ -318,4 +336,4 @@ def _in_place(
     return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires | extra)), tuple(deps))
 
 
-__all__ = ["ConfigSettings", "Distribution", "FrontendSettings", "Installer", "RawArtifact"]
+__all__ = ["ConfigSettings", "Distribution", "FrontendSettings", "Installer", "RawArtifact", "backend_failure"]

@@ -144,6 +144,58 @@ def _raise_lock_problem(lock: BuildLock, output: str) -> None:
         raise LockError(f"{lock.path}: locked {missing.group(1)} cannot be found on the index or in --find-links")
 
 
+_HASHES_HEADER = "THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE"
+
+
+def install_failure(output: str) -> str | None:
+    """The line of pip's or uv's output that says why an install failed, or None for no output.
+
+    pip: its last ``ERROR:`` line (what it could not find, which hash differed, which
+    requirements conflict), never the "ResolutionImpossible: for help visit" footer; uv: its
+    ``error:`` line with the innermost ``cause:``; anything else: the last non-blank line.
+    """
+    lines = [ln.rstrip() for ln in output.splitlines()]
+    pip = [i for i, ln in enumerate(lines) if ln.startswith("ERROR: ") and "ResolutionImpossible" not in ln]
+    if pip:
+        i = pip[-1]
+        text = lines[i].removeprefix("ERROR: ").strip()
+        if text.startswith(_HASHES_HEADER):
+            return _hash_mismatch(lines[i + 1 :])
+        if "conflicting dependencies" in text and "The conflict is caused by:" in lines:
+            at = lines.index("The conflict is caused by:") + 1
+            causes = []
+            while at < len(lines) and lines[at].startswith(" ") and lines[at].strip():
+                causes.append(lines[at].strip())
+                at += 1
+            return f"{text.rstrip('.')}: {'; '.join(causes)}" if causes else text
+        return text
+    uv = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]
+    if uv:
+        i = uv[-1]
+        text = lines[i].removeprefix("error: ").strip()
+        causes = []
+        for ln in lines[i + 1 :]:
+            if not ln.startswith(" "):
+                break
+            if ln.strip().startswith("cause: "):
+                causes.append(ln.strip().removeprefix("cause: "))
+        return f"{text}: {causes[-1]}" if causes else text
+    rest = [ln.strip() for ln in lines if ln.strip()]
+    return rest[-1] if rest else None
+
+
+def _hash_mismatch(after: list[str]) -> str:
+    # pip: "    name==1.0 from URL:" then "Expected sha256 X" then "Got        Y" (first package only).
+    for i, line in enumerate(after):
+        m = _MISMATCH.match(line)
+        if m and i + 2 < len(after) and "Expected sha256" in after[i + 1]:
+            expected, got = after[i + 1].split()[-1], after[i + 2].split()[-1]
+            return (
+                f"{_HASHES_HEADER}: {m['name']}=={m['version']} from {m['url']}: expected sha256 {expected}, got {got}"
+            )
+    return _HASHES_HEADER
+
+
 def _from_metadata(env: DefaultIsolatedEnv, locked: BuildLock | None) -> list[dict[str, object]]:
     # uv has no install report: versions come from the environment; hashes from a lock if any.
     pins = {p.name: p for p in locked.packages} if locked else {}

@@ -15,7 +15,7 @@ import hashlib
 import io
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -170,6 +170,17 @@ def clean_prefix(prefix: str | None) -> str:
 def directory_items(root: Path, *, prefix: str = "", exclude: Sequence[str] = ()) -> Iterator[TreeItem]:
     """The canonical items of a directory (or one file), under ``prefix``, streamed in order."""
     return walk(root, prefix, exclude=exclude)
+
+
+def directory_epoch(path: Path, environ: Mapping[str, str]) -> int:
+    """A directory's (or file's) default epoch, by ``detpack build``'s rule: ``$SOURCE_DATE_EPOCH``,
+    then the last commit of the git repository holding it, then 1980-01-01."""
+    from detpack.source import git_info
+
+    if "SOURCE_DATE_EPOCH" in environ:
+        return policy.parse_epoch(environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
+    info = git_info(path if path.is_dir() else path.parent)
+    return info.commit_time if info is not None else policy.DEFAULT_EPOCH
 
 
 def git_commit(repo: Path, rev: str) -> GitTree:

@@ -202,3 +202,20 @@ def test_lock_wait_is_announced(tmp_path: Path) -> None:
             assert br.home.is_dir()
         timer.join()
     assert heard and "waiting for another detpack build" in heard[0]
+
+
+def test_counts_are_singular_for_one() -> None:
+    from detpack.cli._output import count
+
+    assert count(1, "package") == "1 package"
+    assert count(0, "package") == "0 packages"
+    assert count(2, "entry", "entries") == "2 entries"
+    assert count(1, "entry", "entries") == "1 entry"
+
+
+@pytest.mark.slow
+def test_lock_of_one_package_says_package(tmp_path: Path, wheelhouse: Path) -> None:
+    src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
+    r = run([DETPACK, "lock", src, "--find-links", wheelhouse, "--offline", "-q"])
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines() == [f"{src / 'pylock.build.toml'}  1 package for flit_core>=3.2,<5"]

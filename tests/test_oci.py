@@ -152,7 +152,17 @@ def test_provenance_chains_wheel_to_image(tmp_path: Path, wheel: Path) -> None:
     assert annotations["org.opencontainers.image.created"] == "1980-01-01T00:00:00Z"
 
 
-def test_image_takes_the_commit_from_a_git_source(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("remote", "source"),
+    [
+        ("https://example.org/app.git", "https://example.org/app.git"),
+        ("https://user:tok@example.com/x.git", "https://example.com/x.git"),
+        ("git@github.com:org/app.git", "https://github.com/org/app.git"),
+        ("/work/main", None),  # a clone of a local repository: no public location
+        ("file:///srv/git/app.git", None),
+    ],
+)
+def test_image_takes_the_commit_from_a_git_source(tmp_path: Path, remote: str, source: str | None) -> None:
     app = make_tree(tmp_path / "app", 0o022, stamp=1_700_000_000)
     env = {
         **os.environ,
@@ -165,7 +175,7 @@ def test_image_takes_the_commit_from_a_git_source(tmp_path: Path) -> None:
         ["init", "-q"],
         ["add", "-A"],
         ["commit", "-qm", "x"],
-        ["remote", "add", "origin", "https://example.org/app.git"],
+        ["remote", "add", "origin", remote],
     ):
         subprocess.run(["git", "-C", app, *argv], check=True, env=env)
     commit = subprocess.run(
@@ -174,10 +184,20 @@ def test_image_takes_the_commit_from_a_git_source(tmp_path: Path) -> None:
     out = tmp_path / "l.tar.gz"
     layer(out, "--add", f"{app}:/app", "--source-date-epoch", "1700000000")
     manifest = image(f"oci:{tmp_path / 'img'}:1", "--layer", out)
-    data = json.loads((tmp_path / "img" / "blobs" / "sha256" / manifest.removeprefix("sha256:")).read_bytes())
+    blob = tmp_path / "img" / "blobs" / "sha256" / manifest.removeprefix("sha256:")
+    data = json.loads(blob.read_bytes())
     assert data["annotations"]["org.opencontainers.image.revision"] == commit
-    assert data["annotations"]["org.opencontainers.image.source"] == "https://example.org/app.git"
+    assert data["annotations"].get("org.opencontainers.image.source") == source
     assert data["annotations"]["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
+    assert "tok" not in blob.read_text() and str(tmp_path) not in blob.read_text()
+
+
+def test_explicit_source_must_be_public(tmp_path: Path) -> None:
+    app = make_tree(tmp_path / "app", 0o022, stamp=1_700_000_000)
+    layer(tmp_path / "l.tar.gz", "--add", f"{app}:/app")
+    r = run([DETPACK, "image", "-o", "oci:img", "--layer", "l.tar.gz", "--source", "/srv/app"], cwd=tmp_path)
+    _one_error(r.code, r.stderr, "--source /srv/app: not a public URL")
+    assert not (tmp_path / "img").exists()
 
 
 def _one_error(r_code: int, stderr: str, needle: str) -> None:
@@ -241,3 +261,31 @@ def test_image_bad_input(tmp_path: Path, argv: list[str], needle: str) -> None:
     r = run([DETPACK, "image", *argv], cwd=tmp_path)
     _one_error(r.code, r.stderr, needle)
     assert not (tmp_path / "img").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "source"),
+    [
+        ("https://github.com/org/app.git", "https://github.com/org/app.git"),
+        ("https://user:tok@example.com/x.git", "https://example.com/x.git"),
+        ("https://ghp_token@example.com/x.git", "https://example.com/x.git"),
+        ("https://***@example.com/x.git", "https://example.com/x.git"),  # as git_info redacts it
+        ("http://example.com:8080/x", "http://example.com:8080/x"),
+        ("ssh://git@example.com/org/x.git", "ssh://git@example.com/org/x.git"),
+        ("ssh://git:secret@example.com/org/x.git", "ssh://example.com/org/x.git"),
+        ("git@github.com:org/app.git", "https://github.com/org/app.git"),
+        ("git://example.org/x.git", "git://example.org/x.git"),
+        ("/work/main", None),
+        ("../sibling", None),
+        ("file:///srv/git/app.git", None),
+        ("https://localhost/x.git", None),
+        ("http://127.0.0.1:3000/x.git", None),
+        ("https://10.0.0.5/x.git", None),
+        ("gh:org/app", None),  # an ssh config alias names nothing public
+        ("C:\\repos\\app", None),
+    ],
+)
+def test_public_source(url: str, source: str | None) -> None:
+    from detpack.oci.image import public_source
+
+    assert public_source(url) == source

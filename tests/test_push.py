@@ -44,7 +44,7 @@ def test_push_by_digest_then_write_once_tag(tmp_path: Path, registry: str) -> No
     r = run([DETPACK, "push", ref, f"{registry}/team/app", "-v"])
     assert r.code == 0, r.stderr
     assert r.stdout.strip() == f"{registry}/team/app@{digest}"
-    assert "2 blob(s) uploaded" in r.stderr and "tag 1.0: written" in r.stderr
+    assert "2 blobs uploaded" in r.stderr and "tag 1.0: written" in r.stderr
     info = json.loads(
         subprocess.run(
             [skopeo, "inspect", "--tls-verify=false", f"docker://{registry}/team/app:1.0"],
@@ -56,7 +56,7 @@ def test_push_by_digest_then_write_once_tag(tmp_path: Path, registry: str) -> No
 
     again = run([DETPACK, "push", ref, f"{registry}/team/app", "-v"])
     assert again.code == 0, again.stderr
-    assert "0 blob(s) uploaded, 2 already there" in again.stderr and "already points here" in again.stderr
+    assert "0 blobs uploaded, 2 already there" in again.stderr and "already points here" in again.stderr
 
     other, other_digest = _image(tmp_path, "two", "2")
     refused = run([DETPACK, "push", other, f"{registry}/team/app:1.0"])

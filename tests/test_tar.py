@@ -234,3 +234,45 @@ def test_streamed_walk_order_is_the_global_byte_order(tmp_path: Path) -> None:
         listed = tf.getnames()
     assert listed == sorted(listed, key=lambda n: n.encode())
     assert set(names) <= set(listed)
+
+
+def test_one_entry_is_counted_singular(tmp_path: Path) -> None:
+    (tmp_path / "only").write_text("x\n")
+    r = run([DETPACK, "tar", tmp_path / "only", "-o", tmp_path / "one.tar", "--source-date-epoch", "0", "-q"])
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("  ")[2] == "1 entry", r.stdout
+
+
+def _epoch(r_code: int, stdout: str, stderr: str) -> int:
+    assert r_code == 0, stderr
+    return int(stdout.split("  epoch ")[1].split()[0])
+
+
+def test_directory_epoch_follows_the_build_rule(tmp_path: Path) -> None:
+    # The same rule as `detpack build`: option, $SOURCE_DATE_EPOCH, the repository's last commit, 1980.
+    require_tool("git")
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    (repo / "sub" / "a.txt").write_text("a\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "one")  # 2001-02-03T04:05:06Z
+    (repo / "top.txt").write_text("later\n")
+    _git(repo, "add", "-A")
+    later = {"GIT_AUTHOR_DATE": "2002-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2002-01-01T00:00:00Z"}
+    _git(repo, "commit", "-qm", "two", env=later)
+    out = tmp_path / "o.tar"
+    for tree in (repo, repo / "sub", repo / "sub" / "a.txt"):
+        r = run([DETPACK, "tar", tree, "-o", out])
+        assert _epoch(r.code, r.stdout, r.stderr) == 1009843200, tree  # the last commit of the repository
+    r = run([DETPACK, "tar", repo / "sub", "-o", out], env={"SOURCE_DATE_EPOCH": "1234"})
+    assert _epoch(r.code, r.stdout, r.stderr) == 1234
+    r = run([DETPACK, "tar", repo / "sub", "-o", out, "--source-date-epoch", "99"], env={"SOURCE_DATE_EPOCH": "1234"})
+    assert _epoch(r.code, r.stdout, r.stderr) == 99
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "b.txt").write_text("b\n")
+    r = run([DETPACK, "tar", plain, "-o", out])
+    assert _epoch(r.code, r.stdout, r.stderr) == 315532800
+    r = run([DETPACK, "tar", plain, "-o", out], env={"SOURCE_DATE_EPOCH": "nope"})
+    assert r.code == 2 and r.stderr.splitlines()[-1].startswith("error: SOURCE_DATE_EPOCH"), r.stderr

@@ -68,7 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = _verb(args.verb).run(args, out)
     except DetpackError as exc:
-        out.error(exc.diagnostics() if out.verbosity > 0 else exc.message)
+        if out.verbosity > 0:
+            out.error(exc.diagnostics())
+        elif exc.details and hasattr(args, "verbose"):
+            out.error(f"{exc.message}; run with -v to see why")
+        else:
+            out.error(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         out.error("interrupted")

@@ -13,10 +13,10 @@ from typing import Any
 
 from detpack import policy
 from detpack.atomic import write_bytes
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.errors import ConfigError
 from detpack.oci import attest
-from detpack.oci.image import ImageSettings, LayerBlob, build_image, open_base
+from detpack.oci.image import ImageSettings, LayerBlob, build_image, open_base, public_source
 from detpack.oci.layout import LayoutRef
 from detpack.provenance import canonical_json
 
@@ -121,13 +121,22 @@ def run(args: argparse.Namespace, out: Output) -> int:
     base = open_base(base_ref, plat) if base_ref is not None else None
     if base is not None and args.platform is None:
         plat = (str(base.config.get("os", plat[0])), str(base.config.get("architecture", plat[1])))
-    out.step(f"hashing {len(args.layer)} layer(s)")
+    out.step(f"hashing {count(len(args.layer), 'layer')}")
     layers = [LayerBlob.inspect(path) for path in args.layer]
     records, epochs = _layer_records(layers)
     epoch = policy.epoch_from(args.source_date_epoch, os.environ, max(epochs, default=policy.DEFAULT_EPOCH))
     source, revision = attest.origin(records)
     annotations = dict(_pairs(args.annotation, "--annotation"))
-    for key, value in (("source", args.source or source), ("revision", args.revision or revision)):
+    if args.source is not None:
+        source = public_source(args.source)
+        if source is None:
+            raise ConfigError(
+                f"--source {args.source}: not a public URL (https://, http://, ssh://, git:// or git@host:path); "
+                "an image carries no local paths"
+            )
+    elif source is not None:
+        source = public_source(source)  # a clone of a local path or file:// names nothing public
+    for key, value in (("source", source), ("revision", args.revision or revision)):
         if value:
             annotations[f"org.opencontainers.image.{key}"] = str(value)
     settings = ImageSettings(

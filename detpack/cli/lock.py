@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.cli.build import parse_config_settings
 from detpack.config import BuildRequest
 from detpack.frontend import FrontendSettings
@@ -40,5 +40,5 @@ def run(args: argparse.Namespace, out: Output) -> int:
     result = create_lock(request, args.output, on_line=out.line, on_step=out.step)
     for pkg in result.packages:
         out.step(f"{pkg.name}=={pkg.version}  sha256:{pkg.sha256}")
-    out.result(f"{result.path}  {len(result.packages)} packages for {', '.join(result.requires)}")
+    out.result(f"{result.path}  {count(len(result.packages), 'package')} for {', '.join(result.requires)}")
     return 0

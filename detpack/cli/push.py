@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.errors import InputError
 from detpack.oci import attest
 from detpack.oci.layout import Layout, LayoutRef
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 break
     out.step(f"pushing {source} to {dest}")
     result = push_image(source, dest, Registry(dest.host), provenance)
-    out.line(f"{result.uploaded} blob(s) uploaded, {result.skipped} already there")
+    out.line(f"{count(result.uploaded, 'blob')} uploaded, {result.skipped} already there")
     if result.attestation:
         out.line(f"provenance {provenance} pushed as {dest.name}@{result.attestation}")
     if result.tag is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack import policy, tarball
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.errors import ConfigError, InputError
 
 
@@ -39,19 +39,10 @@ def add_parser(sub: Any) -> None:
         "--source-date-epoch",
         metavar="N",
         help="timestamp for every member (default: --git's commit time; for DIR $SOURCE_DATE_EPOCH, "
-        "then DIR's last git commit, then 1980-01-01)",
+        "then the last commit of the git repository holding DIR, then 1980-01-01)",
     )
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
-
-
-def _directory_epoch(directory: Path) -> int:
-    if "SOURCE_DATE_EPOCH" in os.environ:
-        return policy.parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
-    from detpack.source import git_info
-
-    info = git_info(directory) if directory.is_dir() else None
-    return info.commit_time if info is not None else policy.DEFAULT_EPOCH
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -79,9 +70,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
             # Never pack the output (or its temporary) into itself.
             args.exclude.append(target.resolve().relative_to(directory.resolve()).as_posix())
             args.exclude.append(".detpack-tmp-*")
-        epoch = explicit if explicit is not None else _directory_epoch(directory)
+        epoch = explicit if explicit is not None else tarball.directory_epoch(directory, os.environ)
         out.step(f"packing {directory} ({compression})")
         stream = tarball.directory_items(directory, prefix=prefix, exclude=args.exclude)
         digests = tarball.write_tarball(stream, target, epoch, str(directory))
-    out.result(f"{target}  sha256:{digests.blob_sha256}  {digests.entries} entries  epoch {epoch}")
+    out.result(f"{target}  sha256:{digests.blob_sha256}  {count(digests.entries, 'entry', 'entries')}  epoch {epoch}")
     return 0

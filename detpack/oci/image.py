@@ -4,15 +4,20 @@ Config and manifest are canonical JSON (sorted keys, no spaces); ``created`` and
 history entry carry the epoch; a base image's config, history and layers are kept as they
 are (its blobs copied byte for byte, each verified against its digest). The manifest's
 annotations name when (``created``), from what (``source``/``revision`` when known) and on
-what base (``base.name``/``base.digest``) the image was made.
+what base (``base.name``/``base.digest``) the image was made; ``source`` is only ever a public
+URL, without credentials (``public_source``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
+import ipaddress
 import json
+import re
+import urllib.parse
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +136,40 @@ class Image:
 
 def rfc3339(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_PUBLIC_SCHEMES = ("https", "http", "ssh", "git")
+_SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?(?P<host>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):(?!//)(?P<path>[^\s]+)$")
+
+
+def public_source(url: str) -> str | None:
+    """``url`` as an ``org.opencontainers.image.source``, or None when it names no public location.
+
+    https, http, ssh and git URLs are kept without credentials (http(s) lose ``user:token@``
+    whole, since a token is often the user name; ssh keeps a bare login name); git's scp-like
+    ``git@host:org/repo.git`` becomes ``https://host/org/repo.git`` (what forges serve); a local
+    path, a ``file://`` URL, a bare host alias or a loopback/private address is left out, since
+    an image must not carry a path of the machine that made it.
+    """
+    url = url.strip()
+    scp = _SCP_LIKE.match(url)
+    if scp and "://" not in url:
+        url = f"https://{scp['host']}/{scp['path'].lstrip('/')}"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in _PUBLIC_SCHEMES or not parts.hostname:
+        return None
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost") or ("." not in host and ":" not in host):
+        return None
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        if not address.is_global:
+            return None
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if scheme in ("ssh", "git") and parts.username and parts.password is None and parts.username != "***":
+        netloc = f"{parts.username}@{netloc}"  # ssh://git@host/...: a login name, not a secret
+    return urllib.parse.urlunsplit((scheme, netloc, parts.path, parts.query, ""))
 
 
 def _pick_platform(layout: Layout, index: JSON, platform: tuple[str, str], label: str) -> Descriptor:
