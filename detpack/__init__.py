@@ -18,7 +18,7 @@ if _typing.TYPE_CHECKING:  # the names below load on first use (PEP 562): `detpa
     from detpack.frontend import FrontendSettings
     from detpack.normalize import NormalizeOptions, NormalizeResult, normalize_file
     from detpack.oci.image import ImageSettings, LayerBlob, build_image
-    from detpack.oci.layer import Addition, PythonTarget, build_layer
+    from detpack.oci.layer import Addition, PythonTarget, WheelInput, build_layer
     from detpack.oci.layout import LayoutRef
     from detpack.oci.push import push_image
     from detpack.oci.registry import Registry, RegistryRef
@@ -73,6 +73,7 @@ _LAZY = {
     "build_image": "detpack.oci.image",
     "Addition": "detpack.oci.layer",
     "PythonTarget": "detpack.oci.layer",
+    "WheelInput": "detpack.oci.layer",
     "build_layer": "detpack.oci.layer",
     "LayoutRef": "detpack.oci.layout",
     "push_image": "detpack.oci.push",
@@ -132,6 +133,7 @@ __all__ = [
     "StoreRefusedError",
     "TagConflictError",
     "VerificationError",
+    "WheelInput",
     "__version__",
     "build_image",
     "build_layer",

@@ -148,11 +148,14 @@ def _copy_checkout(dest: Path) -> None:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)  # mtimes kept: make's set-up stamp stays newer than its inputs
-    for name in (".venv", ".wheelhouse", ".samples"):
-        if (ROOT / name).exists():
-            (dest / name).symlink_to(ROOT / name)
     git = ["git", "-C", str(dest), "-c", "user.name=readme", "-c", "user.email=readme@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
+    links = (".venv", ".wheelhouse", ".samples")
+    with (dest / ".git" / "info" / "exclude").open("a", encoding="utf-8") as exclude:
+        exclude.write("".join(f"/{name}\n" for name in links))  # set up by make, not part of a clone
+    for name in links:
+        if (ROOT / name).exists():
+            (dest / name).symlink_to(ROOT / name)
     subprocess.run([*git, "add", "-A"], check=True)
     dated = {**os.environ, "GIT_AUTHOR_DATE": "2026-11-01T12:00:00Z", "GIT_COMMITTER_DATE": "2026-11-01T12:00:00Z"}
     subprocess.run([*git, "commit", "-qm", "readme world"], check=True, env=dated)

@@ -12,12 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
+from detpack.wording import count
+
+__all__ = ["Output", "count"]
+
 _CODES = {"bold": "\033[1m", "dim": "\033[2m", "red": "\033[91m", "green": "\033[92m", "reset": "\033[0m"}
-
-
-def count(n: int, word: str, plural: str | None = None) -> str:
-    """``1 package``, ``2 packages``; ``plural`` for words that do not just take an s."""
-    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _colour(stream: TextIO) -> bool:

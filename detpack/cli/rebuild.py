@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.cli.diff import render_text
 from detpack.compare import Comparison
 from detpack.errors import ConfigError
@@ -76,7 +76,8 @@ def run_pypi(args: argparse.Namespace, out: Output) -> int:
         on_line=out.line,
     )
     counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("byte-identical", "content-identical", "different")}
-    out.result(f"{args.pypi}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f" of {len(checks)} wheel(s)")
+    verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    out.result(f"{args.pypi}: {verdicts} of {count(len(checks), 'wheel')}")
     for c in checks:
         epoch = "unset" if c.epoch is None else c.epoch
         pinned = c.pin or "nothing"

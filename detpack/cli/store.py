@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.errors import ConfigError, InputError
 
 SUBCOMMANDS = {
@@ -265,7 +265,10 @@ def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
              "checkpoints": audit.checkpoints, "blobs": audit.blobs, "keyid": audit.keyid,
              "wrong_key": audit.wrong_key}  # fmt: skip
     if audit.ok:
-        head = f"verified: {audit.entries} log entries, {audit.checkpoints} checkpoints, {audit.blobs} blobs"
+        head = (
+            f"verified: {count(audit.entries, 'log entry', 'log entries')}, "
+            f"{count(audit.checkpoints, 'checkpoint')}, {count(audit.blobs, 'blob')}"
+        )
     elif audit.wrong_key:
         _emit(out, args, value, [f"not verified: {audit.problems[0]}"])
         return 1

@@ -17,6 +17,7 @@ from detpack.signing import PublicKey, parse_public_key
 from detpack.store import log
 from detpack.store.backend import Backend
 from detpack.store.state import replay
+from detpack.wording import count
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
             )
     stray = sorted(live - set(state.items))
     if stray:
-        notes.append(f"{len(stray)} blob(s) not in the log (an interrupted push); they are not part of the store")
+        stray_blobs = count(len(stray), "blob")
+        notes.append(f"{stray_blobs} not in the log (an interrupted push); they are not part of the store")
 
     bound = backend.list_names()
     for name, digest in sorted(bound.items()):
