@@ -31,7 +31,7 @@ from detpack.frontend import Distribution, RawArtifact, build_distribution
 from detpack.layout import lay_out, unpack_sdist
 from detpack.lock import read_lock
 from detpack.normalize import NormalizeOptions, normalize_stream
-from detpack.source import Epoch, Source, inspect_source, resolve_epoch
+from detpack.source import Epoch, Source, dirty_warning, inspect_source, resolve_epoch
 from detpack.toolchain import capture_toolchain, host_facts
 
 
@@ -120,6 +120,9 @@ def session(
     """Resolve ``request`` (command line over ``[tool.detpack]``) and take the build root."""
     caller_env = dict(os.environ if caller_env is None else caller_env)
     source = inspect_source(request.srcdir)
+    warning = dirty_warning(source)
+    if warning is not None and on_warning is not None:
+        on_warning(warning)
     tool = load_tool_config(source.path)
     epoch = resolve_epoch(request.epoch_spec or tool.epoch_spec, caller_env, source)
     offline = tool.offline if request.offline is None else request.offline
