@@ -53,11 +53,13 @@ def attach_repository(info: GitInfo, top: Path, *, label: Path) -> None:
     in the copy reports exactly the changes that ``GitInfo.dirty`` counts.
     """
     user = _Git(info.toplevel, label)
-    paths = user("rev-parse", "--path-format=absolute", "--git-path", "objects", "--git-path", "shallow")
-    objects, shallow = paths.splitlines()[:2]
+    facts = user(
+        "rev-parse", "--show-object-format", "--path-format=absolute", "--git-path", "objects", "--git-path", "shallow"
+    )
+    object_format, objects, shallow = facts.splitlines()[:3]
     tags = user("for-each-ref", "--format=create %(refname) %(objectname)", "refs/tags")
     git = _Git(top, label)
-    git("init", "--quiet", "--template=", ".")
+    git("init", "--quiet", "--template=", f"--object-format={object_format}", ".")
     dotgit = top / ".git"
     (dotgit / "objects" / "info").mkdir(parents=True, exist_ok=True)
     (dotgit / "objects" / "info" / "alternates").write_text(objects + "\n", encoding="utf-8")
