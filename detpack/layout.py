@@ -61,10 +61,13 @@ def attach_repository(info: GitInfo, top: Path, *, label: Path) -> None:
     git = _Git(top, label)
     git("init", "--quiet", "--template=", f"--object-format={object_format}", ".")
     dotgit = top / ".git"
-    (dotgit / "objects" / "info").mkdir(parents=True, exist_ok=True)
-    (dotgit / "objects" / "info" / "alternates").write_text(objects + "\n", encoding="utf-8")
-    if Path(shallow).is_file():
-        shutil.copyfile(shallow, dotgit / "shallow")  # a shallow clone's boundary commits
+    try:
+        (dotgit / "objects" / "info").mkdir(parents=True, exist_ok=True)
+        (dotgit / "objects" / "info" / "alternates").write_text(objects + "\n", encoding="utf-8")
+        if Path(shallow).is_file():
+            shutil.copyfile(shallow, dotgit / "shallow")  # a shallow clone's boundary commits
+    except OSError as exc:
+        raise EnvironmentSetupError(f"{label}: cannot lay out a git copy at {top} ({exc.strerror or exc})") from None
     refs = tags
     if info.branch:
         refs += f"create refs/heads/{info.branch} {info.commit}\n"

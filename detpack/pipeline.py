@@ -61,12 +61,12 @@ class _Staging:
     pending: list[tuple[Path, Path]] = field(default_factory=list)
 
     def add(self, raw: Path, final_name: str, options: NormalizeOptions, scratch: Path) -> Path:
-        self.outdir.mkdir(parents=True, exist_ok=True)
-        sweep(self.outdir)
         tmp = self.outdir / temp_name(final_name)
-        self.pending.append((tmp, self.outdir / final_name))
         kind: ArchiveKind = "tar.gz" if final_name.endswith(".tar.gz") else "wheel"
         try:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            sweep(self.outdir)
+            self.pending.append((tmp, self.outdir / final_name))
             with tmp.open("wb") as out:
                 if self.normalize:
                     normalize_stream(raw, out, kind, options, scratch)
@@ -83,8 +83,12 @@ class _Staging:
 
     def commit(self) -> None:
         for tmp, final in self.pending:
-            tmp.chmod(0o644)
-            os.replace(tmp, final)
+            try:
+                tmp.chmod(0o644)
+                os.replace(tmp, final)
+            except OSError as exc:
+                self.discard()
+                raise OutputError(f"{final}: cannot move the output into place ({exc.strerror or exc})") from None
         self.pending.clear()
 
     def discard(self) -> None:
