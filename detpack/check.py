@@ -7,6 +7,12 @@ shows what differs even with nothing varied (noise, usually the clock), then one
 variation, each compared with the control; a variation is named when it causes differences
 beyond the noise. With ``raw`` the project's own backend runs through ``python -m build``,
 without detpack's controlled environment or normalization.
+
+Every build gets its own copy of the source, laid down by ``variations.lay_down``: for a git
+project a checkout of the same commit with the work tree's uncommitted changes (what
+``detpack build`` would build now). The epoch follows ``build``'s rule (option, environment,
+git, constant), resolved once here and given to every ``detpack build`` run; ``raw`` runs get
+SOURCE_DATE_EPOCH only when the option or the environment sets it, as ``python -m build`` would.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from plumbum import local
 from detpack import variations
 from detpack.compare import Comparison, compare_paths
 from detpack.errors import BackendError, InputError
-from detpack.source import inspect_source
+from detpack.source import Epoch, dirty_warning, inspect_source, resolve_epoch
 from detpack.variations import RunSpec
 
 Signature = tuple[str, str | None, str]
@@ -44,6 +50,7 @@ class CheckSettings:
     find_links: tuple[Path, ...] = ()
     offline: bool = False
     keep: Path | None = None
+    epoch_spec: str | None = None  # --source-date-epoch: N, 'git' (None: build's default order)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class CheckResult:
     experiment: Comparison | None
     noise: Comparison | None
     culprits: tuple[Culprit, ...]
+    epoch: Epoch | None = None  # the SOURCE_DATE_EPOCH every build got (None: raw, and none was set)
 
 
 def signatures(c: Comparison) -> set[Signature]:
@@ -81,10 +89,12 @@ def beyond(c: Comparison, noise: set[Signature]) -> Comparison:
     return replace(c, files=tuple(files))
 
 
-def _argv(spec: RunSpec, out: Path, settings: CheckSettings) -> list[str]:
+def _argv(spec: RunSpec, project: Path, out: Path, settings: CheckSettings, epoch: Epoch | None) -> list[str]:
     if settings.raw:
-        return [sys.executable, "-m", "build", str(spec.tree), "-o", str(out)]
-    argv = [sys.executable, "-m", "detpack", "build", str(spec.tree), "-o", str(out), "-q"]
+        return [sys.executable, "-m", "build", str(project), "-o", str(out)]
+    argv = [sys.executable, "-m", "detpack", "build", str(project), "-o", str(out), "-q"]
+    if epoch is not None:
+        argv += ["--source-date-epoch", "unset" if epoch.origin == "unset" else str(epoch.value)]
     for name in spec.pass_env:
         argv += ["--pass-env", name]
     for link in settings.find_links:
@@ -94,8 +104,9 @@ def _argv(spec: RunSpec, out: Path, settings: CheckSettings) -> list[str]:
     return argv
 
 
-def _build(spec: RunSpec, out: Path, settings: CheckSettings, label: Path) -> None:
-    argv = _argv(spec, out, settings)
+def _build(spec: RunSpec, project: Path, out: Path, settings: CheckSettings, epoch: Epoch | None) -> None:
+    label = settings.srcdir
+    argv = _argv(spec, project, out, settings, epoch)
     with local.env():
         local.env.clear()
         local.env.update(spec.env)
@@ -131,15 +142,30 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
 
 
 def run_check(
-    settings: CheckSettings, *, on_step: Step | None = None, caller_env: Mapping[str, str] | None = None
+    settings: CheckSettings,
+    *,
+    on_step: Step | None = None,
+    on_warning: Step | None = None,
+    caller_env: Mapping[str, str] | None = None,
 ) -> CheckResult:
     """Run the check described in the module docstring."""
     step = on_step or (lambda _: None)
     source = inspect_source(settings.srcdir)
     if source.kind != "directory":
         raise InputError(f"{settings.srcdir}: check needs a project directory, not an sdist")
+    warning = dirty_warning(source)
+    if warning is not None and on_warning is not None:
+        on_warning(warning)
     caller = dict(os.environ if caller_env is None else caller_env)
+    resolved = resolve_epoch(settings.epoch_spec, caller, source)
+    epoch: Epoch | None = resolved
     extra: dict[str, str] = {}
+    if settings.raw:
+        epoch = resolved if resolved.origin in ("option", "environment") else None
+        if epoch is not None:
+            extra["SOURCE_DATE_EPOCH"] = str(epoch.value)
+    if epoch is not None:
+        step(f"SOURCE_DATE_EPOCH={epoch.value} (from {epoch.origin})")
     if settings.raw and settings.find_links:
         extra["PIP_FIND_LINKS"] = " ".join(str(p.resolve()) for p in settings.find_links)
     if settings.raw and settings.offline:
@@ -159,10 +185,10 @@ def run_check(
             for d in (spec.tree, Path(spec.env["HOME"])):
                 shutil.rmtree(d, ignore_errors=True)
             Path(spec.env["HOME"]).mkdir(parents=True)
-            variations.lay_down(source, spec)
+            project = variations.lay_down(source, spec)
             out = work / f"out-{count:02d}-{name.replace(' ', '-')}"
             step(f"build {count}: {name}")
-            _build(spec, out, settings, settings.srcdir)
+            _build(spec, project, out, settings, epoch)
             return out
 
         def experiment(names: tuple[str, ...], seed: int) -> RunSpec:
@@ -181,7 +207,7 @@ def run_check(
             if not comparison.identical and worst is None:
                 worst = comparison
         if worst is None:
-            return CheckResult(True, count, varied, unsupported, None, None, ())
+            return CheckResult(True, count, varied, unsupported, None, None, (), epoch)
         noise_cmp = compare_paths(control_out, build(base, "control again"), skip_suffixes=SKIP)
         noise = signatures(noise_cmp)
         culprits = []
@@ -197,4 +223,5 @@ def run_check(
             worst,
             None if noise_cmp.identical else noise_cmp,
             tuple(culprits),
+            epoch,
         )

@@ -14,6 +14,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,11 +181,19 @@ def controlled_environment(
 
 @contextlib.contextmanager
 def applied(env: ControlledEnvironment) -> Iterator[None]:
-    """Make ``env`` this process's environment and umask (the isolated-env installer inherits both)."""
+    """Make ``env`` this process's environment and umask (the isolated-env installer inherits both).
+
+    Everything process-wide that changes is put back on the way out: the environment, the
+    umask, the working directory and ``tempfile``'s cached directory (which would otherwise
+    keep pointing at the build root's TMPDIR after the root is emptied).
+    """
     saved_environ = dict(os.environ)
+    saved_tempdir = tempfile.tempdir
+    saved_cwd = _cwd()
     saved_umask = os.umask(env.umask)
     os.environ.clear()
     os.environ.update(env.variables)
+    tempfile.tempdir = None  # recomputed from the controlled TMPDIR on first use
     try:
         with local.env():
             local.env.clear()
@@ -193,7 +202,18 @@ def applied(env: ControlledEnvironment) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved_environ)
+        tempfile.tempdir = saved_tempdir
         os.umask(saved_umask)
+        if saved_cwd is not None and _cwd() != saved_cwd:
+            with contextlib.suppress(OSError):
+                os.chdir(saved_cwd)
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was removed
+        return None
 
 
 @dataclass

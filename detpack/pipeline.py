@@ -31,7 +31,7 @@ from detpack.frontend import Distribution, RawArtifact, build_distribution
 from detpack.layout import lay_out, unpack_sdist
 from detpack.lock import read_lock
 from detpack.normalize import NormalizeOptions, normalize_stream
-from detpack.source import Epoch, Source, inspect_source, resolve_epoch
+from detpack.source import Epoch, Source, dirty_warning, inspect_source, resolve_epoch
 from detpack.toolchain import capture_toolchain, host_facts
 
 
@@ -61,12 +61,12 @@ class _Staging:
     pending: list[tuple[Path, Path]] = field(default_factory=list)
 
     def add(self, raw: Path, final_name: str, options: NormalizeOptions, scratch: Path) -> Path:
-        self.outdir.mkdir(parents=True, exist_ok=True)
-        sweep(self.outdir)
         tmp = self.outdir / temp_name(final_name)
-        self.pending.append((tmp, self.outdir / final_name))
         kind: ArchiveKind = "tar.gz" if final_name.endswith(".tar.gz") else "wheel"
         try:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            sweep(self.outdir)
+            self.pending.append((tmp, self.outdir / final_name))
             with tmp.open("wb") as out:
                 if self.normalize:
                     normalize_stream(raw, out, kind, options, scratch)
@@ -83,8 +83,12 @@ class _Staging:
 
     def commit(self) -> None:
         for tmp, final in self.pending:
-            tmp.chmod(0o644)
-            os.replace(tmp, final)
+            try:
+                tmp.chmod(0o644)
+                os.replace(tmp, final)
+            except OSError as exc:
+                self.discard()
+                raise OutputError(f"{final}: cannot move the output into place ({exc.strerror or exc})") from None
         self.pending.clear()
 
     def discard(self) -> None:
@@ -120,6 +124,9 @@ def session(
     """Resolve ``request`` (command line over ``[tool.detpack]``) and take the build root."""
     caller_env = dict(os.environ if caller_env is None else caller_env)
     source = inspect_source(request.srcdir)
+    warning = dirty_warning(source)
+    if warning is not None and on_warning is not None:
+        on_warning(warning)
     tool = load_tool_config(source.path)
     epoch = resolve_epoch(request.epoch_spec or tool.epoch_spec, caller_env, source)
     offline = tool.offline if request.offline is None else request.offline

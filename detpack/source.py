@@ -3,7 +3,9 @@
 ``inspect_source`` validates the input and records its identity (git commit and dirty
 flag when there is one, else a digest of the tree or the sdist file). ``resolve_epoch``
 applies DESIGN's order: option, environment, git, sdist PKG-INFO, constant. ``copy_tree``
-lays a directory out at a fixed path with the usual local clutter left behind.
+lays a directory out at a fixed path with the usual local clutter left behind; ``copied``
+says which paths it takes, and a git source is dirty exactly when one of those differs from
+the commit (a stale ``dist/`` or an ignored file does not count). git is only ever read here.
 """
 
 from __future__ import annotations
@@ -39,13 +41,18 @@ ANYWHERE_EXCLUDES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".
 
 @dataclass(frozen=True)
 class GitInfo:
-    toplevel: Path
-    gitdir: Path
-    commit: str
-    dirty: bool
-    commit_time: int
-    remote: str | None
-    subdir: str
+    """What git says about a directory source, read without writing to the repository."""
+
+    toplevel: Path  # the repository's work tree
+    gitdir: Path  # its git directory (a linked worktree's own, not the common one)
+    commit: str  # HEAD
+    dirty: bool  # the files that go into the build differ from HEAD (modified or untracked > 0)
+    commit_time: int  # HEAD's committer time, seconds
+    remote: str | None  # remote.origin.url, credentials redacted
+    subdir: str  # the project's path inside the work tree ("" at the top), POSIX
+    modified: int = 0  # tracked files that go into the build and differ from HEAD
+    untracked: int = 0  # untracked, not ignored files that go into the build
+    branch: str | None = None  # the checked-out branch, None when HEAD is detached
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,46 @@ class Epoch:
 
 
 def git_output(*args: str) -> str | None:
+    """git's stripped output, or None when git is missing or fails; never writes the index."""
+    out = _git_raw(*args)
+    return None if out is None else out.strip()
+
+
+def _git_raw(*args: str) -> str | None:
     try:
-        return str(local["git"](*args)).strip()
+        return str(local["git"].with_env(GIT_OPTIONAL_LOCKS="0")(*args))
     except (ProcessExecutionError, CommandNotFound, OSError):
         return None
+
+
+def copied(rel: str) -> bool:
+    """Whether ``copy_tree`` copies the file at ``rel`` (a POSIX path relative to the project)."""
+    parts = rel.split("/")
+    if parts == [".git"] or (len(parts) > 1 and parts[0] in TOP_LEVEL_EXCLUDES):
+        return False
+    return not any(p in ANYWHERE_EXCLUDES for p in parts[:-1])
+
+
+def _changes(path: Path, subdir: str) -> tuple[int, int]:
+    """(modified, untracked) files under ``path`` that go into the build, per ``git status``."""
+    excludes = [f":(exclude){d}/" for d in sorted(TOP_LEVEL_EXCLUDES)]
+    out = _git_raw("-C", str(path), "status", "--porcelain", "-z", "--untracked-files=all", "--", ".", *excludes)
+    fields = iter((out or "").split("\0"))
+    prefix = f"{subdir}/" if subdir else ""
+    modified = untracked = 0
+    for entry in fields:
+        if len(entry) < 4:
+            continue
+        code, rel = entry[:2], entry[3:]
+        if code[0] in "RC":
+            next(fields, None)  # the rename's or copy's original path
+        if code == "!!" or not rel.startswith(prefix) or not copied(rel[len(prefix) :].rstrip("/")):
+            continue
+        if code == "??":
+            untracked += 1
+        else:
+            modified += 1
+    return modified, untracked
 
 
 def git_info(path: Path) -> GitInfo | None:
@@ -79,18 +122,34 @@ def git_info(path: Path) -> GitInfo | None:
     if not commit:
         return None  # a repository without commits says nothing about the source
     gitdir = git_output("-C", str(path), "rev-parse", "--absolute-git-dir") or str(Path(top) / ".git")
-    status = git_output("-C", str(path), "status", "--porcelain", "--untracked-files=normal", "--", ".")
     ctime = git_output("-C", str(path), "log", "-1", "--format=%ct")
     remote = git_output("-C", str(path), "config", "--get", "remote.origin.url")
+    branch = git_output("-C", str(path), "symbolic-ref", "-q", "--short", "HEAD")
     subdir = os.path.relpath(path.resolve(), Path(top).resolve())
+    subdir = "" if subdir == "." else Path(subdir).as_posix()
+    modified, untracked = _changes(path, subdir)
     return GitInfo(
         toplevel=Path(top),
         gitdir=Path(gitdir),
         commit=commit,
-        dirty=bool(status),
+        dirty=bool(modified or untracked),
         commit_time=int(ctime) if ctime else policy.DEFAULT_EPOCH,
         remote=redact(remote) if remote else None,
-        subdir="" if subdir == "." else subdir,
+        subdir=subdir,
+        modified=modified,
+        untracked=untracked,
+        branch=branch or None,
+    )
+
+
+def dirty_warning(source: Source) -> str | None:
+    """The one-line warning for a source whose files differ from its commit, else None."""
+    info = source.git
+    if info is None or not info.dirty:
+        return None
+    return (
+        f"{source.path}: the work tree differs from commit {info.commit[:12]} ({info.modified} modified, "
+        f"{info.untracked} untracked files go into the build); the provenance records dirty: true"
     )
 
 
@@ -120,9 +179,12 @@ def tree_digest(root: Path) -> str:
             outer.update(f"l {os.readlink(path)} {rel}\n".encode("utf-8", "surrogateescape"))
             continue
         h = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
         x = "x" if path.stat().st_mode & 0o111 else "-"
         outer.update(f"{x} {h.hexdigest()} {rel}\n".encode("utf-8", "surrogateescape"))
     return outer.hexdigest()
@@ -189,18 +251,17 @@ def resolve_epoch(spec: str | None, environ: Mapping[str, str], source: Source) 
 
 
 def copy_tree(source: Source, dest: Path) -> None:
-    """Copy a directory source to ``dest``; link its git metadata so VCS-versioning plugins work."""
+    """Copy a directory source's files (``walk``) to ``dest``, keeping modes and symlinks."""
     root = source.path
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
     for path in walk(root):
         target = dest / path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            target.symlink_to(os.readlink(path))
-        else:
-            shutil.copyfile(path, target)
-            target.chmod(stat.S_IMODE(path.stat().st_mode))
-    if source.git is not None and not source.git.subdir:
-        # A gitdir file, not a copy: cheap for big histories; GIT_OPTIONAL_LOCKS=0 in the
-        # controlled environment keeps git from rewriting the user's index.
-        (dest / ".git").write_text(f"gitdir: {source.git.gitdir}\n", encoding="utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():
+                target.symlink_to(os.readlink(path))
+            else:
+                shutil.copyfile(path, target)
+                target.chmod(stat.S_IMODE(path.stat().st_mode))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot copy it into the build root ({exc.strerror or exc})") from None

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from detpack.errors import ConfigError
+from detpack import layout
+from detpack.errors import ConfigError, InputError
 from detpack.source import Source, walk
 
 NAMES = (
@@ -32,10 +33,10 @@ NAMES = (
     "file-order",
 )
 
-#: Variables copied from the caller into every run: where packages come from, never what a
-#: backend writes.
+#: Variables copied from the caller into every run: where packages come from and where the
+#: build root is, never what a backend writes.
 _NETWORK_VARS = (
-    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_CERT",
+    "DETPACK_BUILD_ROOT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_CERT",
     "PIP_TRUSTED_HOST", "UV_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
     "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
 )  # fmt: skip
@@ -177,26 +178,35 @@ def select(spec: str | None) -> tuple[str, ...]:
 
 
 def lay_down(source: Source, spec: RunSpec) -> Path:
-    """Copy the source tree to ``spec.tree`` as a checkout under ``spec.umask`` would create it.
+    """Copy the source to ``spec.tree`` as a checkout under ``spec.umask`` would create it.
 
     File times are kept (so only the build's own clock can differ), modes follow the umask
-    (0666/0777 minus it), and with ``reverse_order`` files are created last-first.
+    (0666/0777 minus it), and with ``reverse_order`` files are created last-first. A git
+    source becomes a checkout of its commit (``layout.lay_down``) with the work tree's
+    uncommitted changes, so VCS-versioning plugins and the git epoch work as in ``build``.
+    Returns the project directory (below ``spec.tree`` for a package in a subdirectory).
     """
-    files = list(walk(source.path))
-    if spec.reverse_order:
-        files.reverse()
-    spec.tree.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        target = spec.tree / path.relative_to(source.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            target.symlink_to(os.readlink(path))
-            continue
-        shutil.copyfile(path, target)
-        executable = path.stat().st_mode & stat.S_IXUSR
-        target.chmod((0o777 if executable else 0o666) & ~spec.umask)
-        st = path.stat()
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-    for d in sorted({p.parent for p in spec.tree.rglob("*")} | {spec.tree}):
-        d.chmod(0o777 & ~spec.umask)
-    return spec.tree
+
+    def copy(src: Source, project: Path) -> None:
+        files = list(walk(src.path))
+        if spec.reverse_order:
+            files.reverse()
+        project.mkdir(parents=True, exist_ok=True)
+        try:
+            for path in files:
+                target = project / path.relative_to(src.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_symlink():
+                    target.symlink_to(os.readlink(path))
+                    continue
+                shutil.copyfile(path, target)
+                executable = path.stat().st_mode & stat.S_IXUSR
+                target.chmod((0o777 if executable else 0o666) & ~spec.umask)
+                st = path.stat()
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+            for d in sorted({p.parent for p in project.rglob("*")} | {project}):
+                d.chmod(0o777 & ~spec.umask)
+        except OSError as exc:
+            raise InputError(f"{src.path}: cannot copy it for a check build ({exc.strerror or exc})") from None
+
+    return layout.lay_down(source, spec.tree, copy)

@@ -3,9 +3,12 @@ causes it; detpack's own builds of every fixture are reproducible under all vari
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
+from test_source import COMMIT_TIME, make_repo
 
 from conftest import DETPACK, FIXTURES, MODULES, materialize, require_tool, run
 from detpack import variations
@@ -14,9 +17,11 @@ from detpack.errors import ConfigError
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def _check(src: Path, wheelhouse: Path, *extra: str) -> tuple[int, list[str], str]:
+def _check(src: Path, wheelhouse: Path, *extra: str | Path) -> tuple[int, list[str], str]:
     require_tool("faketime")
-    r = run([DETPACK, "check", src, "--find-links", wheelhouse, "--offline", *extra])
+    root = os.environ.get("DETPACK_BUILD_ROOT")
+    env = {"DETPACK_BUILD_ROOT": root} if root else {}
+    r = run([DETPACK, "check", src, "--find-links", wheelhouse, "--offline", *extra], env=env)
     return r.code, r.stdout.splitlines(), r.stderr
 
 
@@ -73,3 +78,27 @@ def test_vary_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "clock" in variations.supported()
     with pytest.raises(ConfigError, match="faketime is not installed"):
         variations.select("clock")
+
+
+def test_git_project_versioned_by_setuptools_scm(tmp_path: Path, wheelhouse: Path) -> None:
+    project = make_repo(tmp_path / "repo", "scm", tag="v1.2.3")
+    code, out, err = _check(project, wheelhouse, "--vary", "build-path,umask,file-order", "--keep", tmp_path / "keep")
+    assert code == 0, "\n".join(out) + err
+    assert out[0] == "reproducible: 2 builds (detpack build) identical under build-path, umask, file-order"
+    assert f"SOURCE_DATE_EPOCH={COMMIT_TIME} (from git)" in err
+    outs = sorted((tmp_path / "keep").glob("out-*"))
+    assert len(outs) == 2
+    for outdir in outs:
+        names = sorted(p.name for p in outdir.iterdir())
+        assert names == ["fx_scm-1.2.3-py3-none-any.whl", "fx_scm-1.2.3.provenance.json", "fx_scm-1.2.3.tar.gz"]
+        prov = json.loads((outdir / "fx_scm-1.2.3.provenance.json").read_bytes())
+        assert prov["predicate"]["buildDefinition"]["externalParameters"]["sourceDateEpoch"]["value"] == COMMIT_TIME
+
+    # A dirty work tree is checked as it is, uncommitted edits included, and warned about.
+    (project / "src" / "fx_scm" / "__init__.py").write_text("EDITED = True\n")
+    code, out, err = _check(project, wheelhouse, "--vary", "umask", "--keep", tmp_path / "keep2")
+    assert code == 0, "\n".join(out) + err
+    assert "the work tree differs from commit" in err and "(1 modified, 0 untracked files" in err
+    kept = sorted((tmp_path / "keep2").glob("out-*"))[0]
+    wheel = next(kept.glob("fx_scm-*.whl"))
+    assert wheel.name.startswith("fx_scm-1.2.4.dev0+"), wheel.name  # setuptools-scm's dirty version

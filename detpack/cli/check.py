@@ -38,6 +38,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--find-links", action="append", default=[], type=Path, metavar="DIR")
     p.add_argument("--offline", action="store_true")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the trees and outputs in DIR")
+    p.add_argument(
+        "--source-date-epoch",
+        metavar="{N,git}",
+        help="SOURCE_DATE_EPOCH for every build, as for detpack build (default: the environment, "
+        "else the last git commit, else 1980-01-01)",
+    )
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
 
@@ -62,8 +68,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         find_links=tuple(args.find_links),
         offline=args.offline,
         keep=args.keep,
+        epoch_spec=args.source_date_epoch,
     )
-    result = run_check(settings, on_step=out.step)
+    result = run_check(settings, on_step=out.step, on_warning=out.warning)
     for name, why in result.not_varied.items():
         out.warning(f"{name}: {why}")
     mode = "the backend's raw output" if args.raw else "detpack build"
