@@ -1,4 +1,5 @@
-"""Atomic file output: write beside the target, fsync, then ``os.replace``.
+"""Files in and out: atomic output (write beside the target, fsync, then ``os.replace``) and
+reading an input file with the one-line errors every verb gives.
 
 A reader never sees a half-written file, and a failure leaves the previous file (or no
 file) in place: the temporary is removed on any exception.
@@ -14,9 +15,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from detpack.errors import OutputError
+from detpack.errors import DetpackError, InputError, OutputError
 
 TEMP_PREFIX = ".detpack-tmp-"
+
+
+def read_input(path: Path, what: str = "file", error: type[DetpackError] = InputError) -> bytes:
+    """The bytes of an input file, or one line naming it: ``PATH: no such WHAT``."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 _TEMP = re.compile(r"^\.detpack-tmp-(?P<pid>\d+)-.*\.part$")
 
 

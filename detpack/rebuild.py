@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from detpack.atomic import read_input
 from detpack.compare import FileComparison, compare_files
 from detpack.config import BuildRequest
 from detpack.environment import LineSink
@@ -78,12 +79,7 @@ class Record:
 
 def read_record(path: Path, key: PublicKey | None = None) -> Record:
     """A statement file or a DSSE envelope of one; with ``key``, the envelope must verify."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such provenance file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    raw = read_input(path, "provenance file")
     if path.name.endswith(".intoto.jsonl") or raw.lstrip().startswith(b'{"payload"'):
         envelope = Envelope.parse(raw, path)
         if key is not None:
@@ -98,9 +94,7 @@ def read_record(path: Path, key: PublicKey | None = None) -> Record:
 
 def load_statement(path: Path, raw: bytes | None = None) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes() if raw is None else raw)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such provenance file") from None
+        data = json.loads(read_input(path, "provenance file") if raw is None else raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not JSON ({exc})") from None
     try:

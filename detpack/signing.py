@@ -136,12 +136,9 @@ def generate_keypair(private: Path) -> tuple[PrivateKey, Path]:
 
 
 def _read_key_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file") from None
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    from detpack.atomic import read_input
+
+    return read_input(path, "key file", KeyFileError)
 
 
 def key_kind(key: object) -> str:
@@ -317,24 +314,15 @@ def envelope_path(provenance: Path) -> Path:
 
 def sign_file(provenance: Path, key: PrivateKey, output: Path | None = None) -> Path:
     """Sign a provenance file; write the envelope (default: ``NAME.intoto.jsonl`` beside it)."""
-    from detpack.atomic import write_bytes
+    from detpack.atomic import read_input, write_bytes
 
-    try:
-        data = provenance.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{provenance}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{provenance}: cannot read ({exc.strerror or exc})") from None
+    data = read_input(provenance)
     target = output or envelope_path(provenance)
     write_bytes(target, sign(statement_payload(data, provenance), key).to_json())
     return target
 
 
 def read_envelope(path: Path) -> Envelope:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return Envelope.parse(data, path)
+    from detpack.atomic import read_input
+
+    return Envelope.parse(read_input(path), path)

@@ -106,6 +106,27 @@ def run(
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+def headless_chromium(profile: Path) -> list[str]:
+    """Headless Chromium that makes no connections of its own, with a fresh profile."""
+    return [
+        require_tool("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
+    ]  # fmt: skip
+
+
+def chromium_dom(page: Path, profile: Path) -> str:
+    """The DOM headless Chromium builds from ``page`` (what a browser really makes of it)."""
+    dom = subprocess.run(
+        [*headless_chromium(profile), "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
 def faketime_env() -> dict[str, str]:
     require_tool("faketime")
     libs = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")

@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import DETPACK, ROOT, materialize, require_tool, run
+from conftest import DETPACK, ROOT, chromium_dom, headless_chromium, materialize, run
 from detpack import causes
 from detpack.cli import main
 from detpack.cli.diff import to_json
@@ -313,7 +313,6 @@ def test_real_wheel_rezipped_by_python_m_zipfile(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
-    chromium = require_tool("chromium")
     b_members = [BASE[0], ("pkg/info.py", BASE[1][1].replace(b"build-a", b"build-b") * 20), BASE[2]]
     a, b = pair(tmp_path, BASE, b_members, ".tar.gz", over_b={"pkg/__init__.py:mode": 0o664})
     report = tmp_path / "report.html"
@@ -321,17 +320,9 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = report.read_text()
     assert "<script" not in page and "http" not in page.split("</style>")[1]  # self-contained
     shot = tmp_path / "shot.png"
-    headless = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-    ]  # fmt: skip
-    dom = subprocess.run(
-        [*headless, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'id="summary">2 of 3 members differ' in dom.stdout
+    assert 'id="summary">2 of 3 members differ' in chromium_dom(report, tmp_path / "profile")
     subprocess.run(
-        [*headless, f"--screenshot={shot}", "--window-size=1200,900", report.as_uri()],
+        [*headless_chromium(tmp_path / "profile"), f"--screenshot={shot}", "--window-size=1200,900", report.as_uri()],
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000

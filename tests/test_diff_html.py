@@ -7,14 +7,13 @@ The page is parsed (its structure) and, where chromium is installed, rendered.
 
 from __future__ import annotations
 
-import subprocess
 import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from conftest import chromium_dom
 from detpack.cli import main
 from detpack.cli.diff_html import EXPANDED, LISTED, render_html
 from detpack.compare import compare_paths
@@ -121,16 +120,8 @@ def test_a_small_report_expands_everything(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_2000_member_report_renders_in_chromium(big: tuple[Path, Path], tmp_path: Path) -> None:
-    chromium = require_tool("chromium")
     report = tmp_path / "report.html"
     main(["diff", *map(str, big), "--html", str(report), "-q"])
-    headless = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-    ]  # fmt: skip
-    dom = subprocess.run(
-        [*headless, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert f'id="summary">{MEMBERS} of {MEMBERS} members differ' in dom.stdout
-    assert dom.stdout.count('class="member"') == EXPANDED
+    dom = chromium_dom(report, tmp_path / "profile")
+    assert f'id="summary">{MEMBERS} of {MEMBERS} members differ' in dom
+    assert dom.count('class="member"') == EXPANDED

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack import provenance, signing
+from detpack.atomic import read_input
 from detpack.cli._output import Output
 from detpack.errors import ConfigError, InputError, VerificationError
 from detpack.oci import attest, evidence
@@ -154,12 +155,7 @@ def _open(candidate: Candidate, key: PublicKey) -> dict[str, Any]:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return read_input(path)
 
 
 def _existing(paths: list[Path]) -> list[Path]:

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from detpack.atomic import read_input
 from detpack.errors import ConfigError, InputError, RegistryError
 from detpack.oci import attest
 from detpack.oci.layout import INDEX, Layout, LayoutRef, check_digest
@@ -164,12 +165,7 @@ class _Capped(io.BytesIO):
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return read_input(path)
 
 
 def reference_kind(text: str) -> str:
