@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from detpack.errors import InputError
-from detpack.signing import Envelope
 
 Form = Literal["provenance", "dsse"]
 
@@ -86,6 +85,8 @@ def read(data: bytes, name: str) -> Read | None:
     """The statement in ``data`` (a statement, or a DSSE envelope of one), or None if it is neither."""
     if name.endswith((".intoto.jsonl", ".dsse.json", ".sigstore.json")) or data.lstrip().startswith(b'{"payload'):
         try:
+            from detpack.signing import Envelope  # cryptography loads only for envelopes
+
             envelope = Envelope.parse(data, name)
         except InputError:
             return None
