@@ -4,6 +4,8 @@ it, bad limits and bad pyproject.toml are one-line configuration errors."""
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,47 @@ def test_locked_metadata_build_installs_the_locked_backend(tmp_path: Path, wheel
     assert "flit_core-4.2.0" not in r.stderr and "flit_core-3.12.0" in r.stderr
     # flit_core 3.12.0 writes Metadata-Version 2.4; 4.2.0 writes 2.5.
     assert json.loads(r.stdout)["metadata_version"] == "2.4"
+
+
+def _without_uv_package(tmp: Path) -> Path:
+    """A PYTHONPATH entry whose sitecustomize makes `import uv` fail as if the package were absent."""
+    block = tmp / "no-uv-package"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text("import sys\n\nsys.modules['uv'] = None  # `import uv` fails\n")
+    return block
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_installer_uv_found_on_path_without_the_uv_package(tmp_path: Path, wheelhouse: Path) -> None:
+    import uv
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "uv").symlink_to(uv.find_uv_bin())
+    src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "PYTHONPATH": str(_without_uv_package(tmp_path)),
+        "DETPACK_BUILD_ROOT": str(tmp_path / "root"),
+    }
+    probe = run([sys.executable, "-c", "import uv"], env=env)
+    assert probe.code == 1 and "ModuleNotFoundError" in probe.stderr  # the block works
+    argv = [DETPACK, "build", src, "-o", tmp_path / "out", "--installer", "uv", "--find-links", wheelhouse, "--offline"]
+    r = run(argv, env=env)
+    assert r.code == 0, r.stderr
+    assert len(list((tmp_path / "out").glob("*.whl"))) == 1
+
+
+def test_installer_uv_missing_is_one_line(tmp_path: Path) -> None:
+    src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(_without_uv_package(tmp_path)),
+        "DETPACK_BUILD_ROOT": str(tmp_path / "root"),
+    }
+    assert shutil.which("uv", path=env["PATH"]) is None
+    r = run([DETPACK, "build", src, "-o", tmp_path / "out", "--installer", "uv", "--offline"], env=env)
+    assert r.code == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and "pip install uv" in r.stderr and "PATH" in r.stderr
