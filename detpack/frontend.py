@@ -26,9 +26,9 @@ from build.env import DefaultIsolatedEnv
 
 from detpack import envcache, installer
 from detpack.environment import Runner
-from detpack.errors import BackendError, ConfigError, InputError
+from detpack.errors import BackendError, ConfigError, InputError, LockError
 from detpack.installer import InstalledDependency, Installer
-from detpack.lock import BuildLock, LockError
+from detpack.lock import BuildLock
 from detpack.source import tree_digest
 
 Distribution = Literal["sdist", "wheel"]
@@ -66,7 +66,7 @@ def backend_name(srcdir: Path) -> str:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{pyproject}: invalid TOML ({exc})") from None
+        raise ConfigError(f"{pyproject}: invalid TOML ({exc})") from None
     backend = data.get("build-system", {}).get("build-backend", LEGACY_BACKEND)
     return str(backend)
 

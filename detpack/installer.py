@@ -27,8 +27,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from detpack.environment import Runner
-from detpack.errors import EnvironmentSetupError
-from detpack.lock import BuildLock, LockError
+from detpack.errors import EnvironmentSetupError, LockError
+from detpack.lock import BuildLock
 
 Installer = Literal["pip", "uv"]
 _MISMATCH = re.compile(r"^\s+(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+) from (?P<url>\S+?):?(?: \(from .*)?$")

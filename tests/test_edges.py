@@ -82,3 +82,48 @@ def test_installer_uv_missing_is_one_line(tmp_path: Path) -> None:
     assert r.code == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: ") and "pip install uv" in r.stderr and "PATH" in r.stderr
+
+
+def test_lock_error_is_a_public_input_error() -> None:
+    import detpack
+    import detpack.errors
+    import detpack.lock
+
+    assert detpack.errors.LockError is detpack.lock.LockError is detpack.LockError
+    assert issubclass(detpack.LockError, detpack.InputError)
+    assert "LockError" in detpack.__all__
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ("max_members=lots", ["max_members", "not a whole number", "max_members=200000"]),
+        ("bogus=1", ["bogus", "max_members", "NAME=VALUE"]),
+    ],
+)
+def test_bad_limit_is_a_config_error_naming_it(item: str, words: list[str]) -> None:
+    from detpack.errors import ConfigError
+    from detpack.policy import Limits
+
+    with pytest.raises(ConfigError) as exc:
+        Limits.parse([item])
+    assert all(w in str(exc.value) for w in words), exc.value
+
+
+def test_bad_limit_on_the_command_line_is_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "x.whl"
+    target.write_bytes(b"")
+    r = run([DETPACK, "normalize", "--limit", "max_ratio=many", "-o", tmp_path / "out", target])
+    assert r.code == 2 and r.stdout == "", r
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: --limit 'max_ratio=many'"), r.stderr
+
+
+def test_invalid_pyproject_toml_is_a_config_error_everywhere(tmp_path: Path) -> None:
+    from detpack.config import load_tool_config
+    from detpack.errors import ConfigError
+    from detpack.frontend import backend_name
+
+    (tmp_path / "pyproject.toml").write_text("[build-system\n")
+    for read in (backend_name, load_tool_config):
+        with pytest.raises(ConfigError, match=r"pyproject\.toml: invalid TOML"):
+            read(tmp_path)
