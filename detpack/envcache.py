@@ -71,7 +71,7 @@ def _verified_files(entry: Path) -> dict[str, str] | None:
 
 @contextlib.contextmanager
 def cached_env(
-    cache: Path, lock: BuildLock, runner: Runner, *, installer: Installer, env_dir: Path
+    cache: Path, lock: BuildLock, runner: Runner, *, installer: Installer, env_dir: Path, uv: str | None = None
 ) -> Iterator[tuple[CachedEnv, list[dict[str, object]], bool]]:
     """Yield the environment for ``lock`` at ``env_dir`` (reused when its cache entry verifies).
 
@@ -97,7 +97,7 @@ def cached_env(
         ]
     else:
         venv.EnvBuilder(symlinks=os.name != "nt", with_pip=False).create(env_dir)
-        items = install_locked(CachedEnv(env_dir), lock, runner, installer=installer)  # type: ignore[arg-type]
+        items = install_locked(CachedEnv(env_dir), lock, runner, installer=installer, uv=uv)  # type: ignore[arg-type]
     env = CachedEnv(env_dir)
     # A reused entry was just hashed file by file: that is its manifest (no second pass).
     manifest = {"lock": lock.sha256, "files": verified if verified is not None else _digest_tree(Path(env.purelib))}

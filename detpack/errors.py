@@ -46,6 +46,10 @@ class ConfigError(InputError):
     """A command-line option or ``[tool.detpack]`` setting is invalid."""
 
 
+class LockError(InputError):
+    """A lock is malformed, incomplete, or a file does not match its locked hash."""
+
+
 class OutputError(DetpackError):
     """An output could not be written (disk full, file too large, permissions)."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import importlib.util
 import json
 import subprocess
 import tomllib
@@ -26,9 +25,9 @@ from build.env import DefaultIsolatedEnv
 
 from detpack import envcache, installer
 from detpack.environment import Runner
-from detpack.errors import BackendError, ConfigError, InputError
+from detpack.errors import BackendError, ConfigError, InputError, LockError
 from detpack.installer import InstalledDependency, Installer
-from detpack.lock import BuildLock, LockError
+from detpack.lock import BuildLock
 from detpack.source import tree_digest
 
 Distribution = Literal["sdist", "wheel"]
@@ -55,6 +54,7 @@ class FrontendSettings:
     constraints: Path | None = None
     lock: BuildLock | None = None
     env_cache: Path | None = None  # with a lock: keep/reuse build environments here
+    uv: str | None = None  # with installer uv: the uv binary (installer.find_uv)
 
 
 def backend_name(srcdir: Path) -> str:
@@ -65,7 +65,7 @@ def backend_name(srcdir: Path) -> str:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{pyproject}: invalid TOML ({exc})") from None
+        raise ConfigError(f"{pyproject}: invalid TOML ({exc})") from None
     backend = data.get("build-system", {}).get("build-backend", LEGACY_BACKEND)
     return str(backend)
 
@@ -140,7 +140,7 @@ def wheel_metadata(srcdir: Path, *, runner: Runner, settings: FrontendSettings, 
     backend = backend_name(srcdir)
     with _translate_errors(label, "prepare wheel metadata", backend, runner), _build_logger(runner):
         if settings.isolation:
-            with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
+            with installer.isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
                 builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
                 requires = set(builder.build_system_requires)
                 _provision(env, requires, runner, settings, label, fresh=True)
@@ -158,7 +158,7 @@ def resolve_requirements(
     for to build an sdist and a wheel, resolved and installed once (for ``detpack lock``)."""
     backend = backend_name(srcdir)
     with _translate_errors(label, "resolve its build requirements", backend, runner), _build_logger(runner):
-        with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
+        with installer.isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
             builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
             wanted = set(builder.build_system_requires)
             items = _provision(env, wanted, runner, settings, label, fresh=True)
@@ -212,7 +212,7 @@ def _isolated(
 ) -> RawArtifact:
     if settings.lock is not None and settings.env_cache is not None:
         return _cached(srcdir, distribution, outdir, runner, settings, env_dir, backend)
-    with DefaultIsolatedEnv(installer=settings.installer, path=str(env_dir)) as env:
+    with installer.isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
         builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
         requires = set(builder.build_system_requires)
         installed = _provision(env, requires, runner, settings, srcdir, fresh=True)
@@ -235,7 +235,7 @@ def _cached(
     """A locked build in an environment reused from the cache when it verifies."""
     assert settings.lock is not None and settings.env_cache is not None
     with envcache.cached_env(
-        settings.env_cache, settings.lock, runner, installer=settings.installer, env_dir=env_dir
+        settings.env_cache, settings.lock, runner, installer=settings.installer, uv=settings.uv, env_dir=env_dir
     ) as (env, items, reused):
         runner.emit(f"{'reusing' if reused else 'made'} cached build environment for lock {settings.lock.sha256[:12]}")
         builder = ProjectBuilder.from_isolated_env(env, srcdir, runner=runner)
@@ -283,8 +283,13 @@ def _provision(
             installer=settings.installer,
             constraints=settings.constraints,
             fresh=fresh,
+            uv=settings.uv,
         )
-    items = installer.install_locked(env, settings.lock, runner, installer=settings.installer) if fresh else []
+    items = (
+        installer.install_locked(env, settings.lock, runner, installer=settings.installer, uv=settings.uv)
+        if fresh
+        else []
+    )
     missing = installer.unmet(requirements, installer.installed_versions(env))
     if missing:
         raise LockError(

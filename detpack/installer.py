@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +27,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from detpack.environment import Runner
-from detpack.errors import EnvironmentSetupError
-from detpack.lock import BuildLock, LockError
+from detpack.errors import EnvironmentSetupError, LockError
+from detpack.lock import BuildLock
 
 Installer = Literal["pip", "uv"]
 _MISMATCH = re.compile(r"^\s+(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+) from (?P<url>\S+?):?(?: \(from .*)?$")
@@ -51,19 +51,43 @@ def _pip(env: DefaultIsolatedEnv) -> list[str]:
     return [env.python_executable, "-Im", "pip"]
 
 
-def uv_binary() -> str:
-    """The uv that ``build`` itself uses: the ``uv`` package's binary, else ``$UV`` or ``uv`` on PATH."""
+def find_uv(caller_env: Mapping[str, str]) -> str:
+    """uv as users have it: the ``uv`` package's binary, else ``$UV`` or ``uv`` on the caller's PATH.
+
+    Looked up with the caller's environment: the build's own PATH is fixed and has no uv.
+    """
     try:
         import uv  # type: ignore[import-not-found, unused-ignore]
 
         return str(uv.find_uv_bin())
     except (ModuleNotFoundError, FileNotFoundError):
-        found = shutil.which(os.environ.get("UV") or "uv")
+        found = shutil.which(caller_env.get("UV") or "uv", path=caller_env.get("PATH", os.defpath))
         if found is None:
             raise EnvironmentSetupError(
-                "--installer uv: uv not found; install it (pip install uv) or set UV to its path"
+                "--installer uv: uv not found (no uv package and no uv on PATH); "
+                "install it with `pip install uv` or put uv on PATH"
             ) from None
-        return found
+        return os.path.abspath(found)
+
+
+@contextlib.contextmanager
+def isolated_env(path: Path, *, installer: Installer, uv: str | None) -> Iterator[DefaultIsolatedEnv]:
+    """``build``'s isolated environment at ``path``; for uv, made with the uv ``find_uv`` found."""
+    saved = os.environ.get("UV")
+    if installer == "uv":
+        os.environ["UV"] = uv or find_uv(os.environ)  # build looks for $UV when the package is absent
+    try:
+        env = DefaultIsolatedEnv(installer=installer, path=str(path))
+        env.__enter__()
+    finally:
+        if installer == "uv":
+            if saved is None:
+                os.environ.pop("UV", None)
+            else:
+                os.environ["UV"] = saved
+    with contextlib.ExitStack() as stack:
+        stack.push(env.__exit__)
+        yield env
 
 
 def install(
@@ -74,22 +98,23 @@ def install(
     installer: Installer,
     constraints: Path | None,
     fresh: bool,
+    uv: str | None = None,
 ) -> list[dict[str, object]]:
     """Install ``requirements``; return pip's report items (or equivalent for uv)."""
     if not requirements:
         return []
     reqfile = Path(env.path) / "detpack-requirements.txt"
     reqfile.write_text("\n".join(sorted(requirements)) + "\n", encoding="utf-8")
-    return _run(env, reqfile, runner, installer=installer, constraints=constraints, fresh=fresh, locked=None)
+    return _run(env, reqfile, runner, installer=installer, constraints=constraints, fresh=fresh, locked=None, uv=uv)
 
 
 def install_locked(
-    env: DefaultIsolatedEnv, lock: BuildLock, runner: Runner, *, installer: Installer
+    env: DefaultIsolatedEnv, lock: BuildLock, runner: Runner, *, installer: Installer, uv: str | None = None
 ) -> list[dict[str, object]]:
     """Install exactly the locked files, each checked against its sha256."""
     reqfile = Path(env.path) / "detpack-locked.txt"
     reqfile.write_text(lock.requirements(), encoding="utf-8")
-    return _run(env, reqfile, runner, installer=installer, constraints=None, fresh=True, locked=lock)
+    return _run(env, reqfile, runner, installer=installer, constraints=None, fresh=True, locked=lock, uv=uv)
 
 
 def _run(
@@ -101,11 +126,12 @@ def _run(
     constraints: Path | None,
     fresh: bool,
     locked: BuildLock | None,
+    uv: str | None,
 ) -> list[dict[str, object]]:
     report = Path(env.path) / "detpack-install-report.json"
     report.unlink(missing_ok=True)
     if installer == "uv":
-        cmd = [uv_binary(), "pip", "install", "--python", env.python_executable]
+        cmd = [uv or find_uv(os.environ), "pip", "install", "--python", env.python_executable]
     else:
         cmd = [*_pip(env), "install", "--no-warn-script-location", "--no-compile", "--no-input"]
         cmd += ["--report", str(report)]

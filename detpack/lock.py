@@ -20,13 +20,10 @@ from packaging.pylock import Package, PackageSdist, PackageWheel, Pylock, Pylock
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from detpack.errors import ConfigError, InputError
+from detpack.errors import ConfigError
+from detpack.errors import LockError as LockError  # re-exported: its old import path
 
 DEFAULT_NAME = "pylock.build.toml"
-
-
-class LockError(InputError):
-    """A lock is malformed, incomplete, or a file does not match its locked hash."""
 
 
 @dataclass(frozen=True)

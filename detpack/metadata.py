@@ -32,8 +32,8 @@ def project_metadata(
         return wheel_metadata(
             srcdir,
             runner=ses.runner,
-            settings=request.frontend,
-            env_dir=request.env_dir or ses.root.env_dir("wheel"),
+            settings=ses.request.frontend,
+            env_dir=ses.request.env_dir or ses.root.env_dir("wheel"),
             label=ses.source.path,
         )
 

@@ -26,7 +26,7 @@ from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
 from detpack.archive.entry import Entry, same_streams
 from detpack.atomic import atomic_writer
-from detpack.errors import ArchiveError, InputError
+from detpack.errors import ArchiveError
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,3 @@ def _record_bytes(rows: list[tuple[str, str, str]], record: str) -> bytes:
     w.writerows(rows)
     w.writerow((record, "", ""))
     return buf.getvalue().encode("utf-8")
-
-
-def output_path_for(src: Path, outdir: Path | None, in_place: bool) -> Path:
-    if in_place:
-        return src
-    if outdir is None:
-        raise InputError("normalize: give -o DIR or --in-place")
-    return outdir / src.name

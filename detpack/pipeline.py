@@ -21,7 +21,7 @@ from pathlib import Path
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
-from detpack import environment, policy, provenance
+from detpack import environment, installer, policy, provenance
 from detpack.archive.detect import ArchiveKind
 from detpack.atomic import atomic_writer, sweep, temp_name
 from detpack.config import BuildRequest, load_tool_config
@@ -123,6 +123,8 @@ def session(
 ) -> Iterator[Session]:
     """Resolve ``request`` (command line over ``[tool.detpack]``) and take the build root."""
     caller_env = dict(os.environ if caller_env is None else caller_env)
+    if request.frontend.installer == "uv" and request.frontend.uv is None:  # the caller's PATH, not the build's
+        request = replace(request, frontend=replace(request.frontend, uv=installer.find_uv(caller_env)))
     source = inspect_source(request.srcdir)
     warning = dirty_warning(source)
     if warning is not None and on_warning is not None:

@@ -159,18 +159,24 @@ class Limits:
 
     @classmethod
     def parse(cls, items: Sequence[str]) -> Limits:
+        """``--limit NAME=VALUE`` items over the defaults; a bad item is a ``ConfigError`` naming it."""
+        from detpack.errors import ConfigError
+
         values: dict[str, int] = {}
         known = {f.name for f in fields(cls)}
         for item in items:
             name, sep, raw = item.partition("=")
             key = name.strip().replace("-", "_")
             if not sep or key not in known:
-                raise ValueError(f"--limit {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(known))}")
+                raise ConfigError(f"--limit {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(known))}")
             suffix = raw.strip()[-1:].upper()
             scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(suffix, 1)
             number = raw.strip()[:-1] if scale > 1 else raw.strip()
             if not number.isdigit():
-                raise ValueError(f"--limit {item!r}: {raw!r} is not a whole number (K, M, G suffixes allowed)")
+                raise ConfigError(
+                    f"--limit {item!r}: {raw!r} is not a whole number; give one with an optional K, M or G suffix "
+                    f"(e.g. {key}={getattr(cls(), key)})"
+                )
             values[key] = int(number) * scale
         return replace(cls(), **values)
 

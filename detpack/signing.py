@@ -320,9 +320,3 @@ def sign_file(provenance: Path, key: PrivateKey, output: Path | None = None) -> 
     target = output or envelope_path(provenance)
     write_bytes(target, sign(statement_payload(data, provenance), key).to_json())
     return target
-
-
-def read_envelope(path: Path) -> Envelope:
-    from detpack.atomic import read_input
-
-    return Envelope.parse(read_input(path), path)

@@ -2,7 +2,8 @@
 
 ``inspect_source`` validates the input and records its identity (git commit and dirty
 flag when there is one, else a digest of the tree or the sdist file). ``resolve_epoch``
-applies DESIGN's order: option, environment, git, sdist PKG-INFO, constant. ``copy_tree``
+picks the first that is given, in this order: ``--source-date-epoch``, ``$SOURCE_DATE_EPOCH``,
+the git commit time, the sdist's PKG-INFO time, the constant default (1980-01-01). ``copy_tree``
 lays a directory out at a fixed path with the usual local clutter left behind; ``copied``
 says which paths it takes, and a git source is dirty exactly when one of those differs from
 the commit (a stale ``dist/`` or an ignored file does not count). git is only ever read here.

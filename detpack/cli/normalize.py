@@ -46,10 +46,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, out: Output) -> int:
     epoch = policy.epoch_from(args.source_date_epoch, os.environ)
-    try:
-        limits = policy.Limits.parse(args.limit)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    limits = policy.Limits.parse(args.limit)
     options = NormalizeOptions(epoch, args.recompress, limits)
     files: list[Path] = args.files
     if args.outdir is not None:

@@ -24,7 +24,6 @@ from detpack.archive.zip import open_zip, read_members
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.tarball import ContentDigest, TarDigests, write_tarball
 
-LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 DEFAULT_PREFIX = "/usr/local"
 
 
