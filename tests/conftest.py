@@ -58,6 +58,16 @@ def wheelhouse() -> Path:
     return WHEELHOUSE
 
 
+def wheelhouse_without(tmp: Path, name: str, skip: str) -> Path:
+    """A wheelhouse with every wheel of the project's wheelhouse except those starting with ``skip``."""
+    house = tmp / name
+    house.mkdir()
+    for wheel in WHEELHOUSE.glob("*.whl"):
+        if not wheel.name.startswith(skip):
+            (house / wheel.name).symlink_to(wheel)
+    return house
+
+
 def materialize(src: Path, dest: Path, umask: int) -> Path:
     """Recreate ``src`` at ``dest`` as a fresh checkout under ``umask`` would (0666/0777 & ~umask)."""
     for path in sorted(src.rglob("*")):

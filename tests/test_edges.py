@@ -10,23 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DETPACK, FIXTURES, WHEELHOUSE, materialize, run
-
-
-def _house(tmp: Path, name: str, skip: str) -> Path:
-    house = tmp / name
-    house.mkdir()
-    for wheel in WHEELHOUSE.glob("*.whl"):
-        if not wheel.name.startswith(skip):
-            (house / wheel.name).symlink_to(wheel)
-    return house
+from conftest import DETPACK, FIXTURES, materialize, run, wheelhouse_without
 
 
 @pytest.mark.slow
 @pytest.mark.integration
 def test_locked_metadata_build_installs_the_locked_backend(tmp_path: Path, wheelhouse: Path) -> None:
     src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
-    old_only = _house(tmp_path, "old", "flit_core-4.")
+    old_only = wheelhouse_without(tmp_path, "old", "flit_core-4.")
     env = {"DETPACK_BUILD_ROOT": str(tmp_path / "root")}  # fresh: nothing cached from other builds
     assert run([DETPACK, "lock", src, "--find-links", old_only, "--offline"], env=env).code == 0
     lock = src / "pylock.build.toml"

@@ -11,19 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DETPACK, FIXTURES, WHEELHOUSE, digests, materialize, run
+from conftest import DETPACK, FIXTURES, digests, materialize, run, wheelhouse_without
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def _house(tmp: Path, name: str, skip: str) -> Path:
-    """A wheelhouse with every wheel of the project's wheelhouse except those starting with ``skip``."""
-    house = tmp / name
-    house.mkdir()
-    for wheel in WHEELHOUSE.glob("*.whl"):
-        if not wheel.name.startswith(skip):
-            (house / wheel.name).symlink_to(wheel)
-    return house
 
 
 def _build(src: Path, out: Path, house: Path, *extra: object) -> tuple[int, str]:
@@ -33,7 +23,7 @@ def _build(src: Path, out: Path, house: Path, *extra: object) -> tuple[int, str]
 
 def test_lock_pins_the_backend_and_refuses_tampering(tmp_path: Path, wheelhouse: Path) -> None:
     src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
-    old_only = _house(tmp_path, "old", "flit_core-4.")  # today's index: flit_core 3.12.0 only
+    old_only = wheelhouse_without(tmp_path, "old", "flit_core-4.")  # today's index: flit_core 3.12.0 only
     r = run([DETPACK, "lock", src, "--find-links", old_only, "--offline"])
     assert r.code == 0, r.stderr
     lock = src / "pylock.build.toml"
