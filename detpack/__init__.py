@@ -12,20 +12,20 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:  # the names below load on first use (PEP 562): `detpack normalize` stays fast
-    from detpack.check import CheckResult, CheckSettings, run_check
-    from detpack.compare import Comparison, Difference, FileComparison, compare_paths
-    from detpack.config import BuildRequest
-    from detpack.frontend import FrontendSettings
-    from detpack.normalize import NormalizeOptions, NormalizeResult, normalize_file
+    from detpack.archive.normalize import NormalizeOptions, NormalizeResult, normalize_file
+    from detpack.archive.tarball import directory_items, write_tarball
+    from detpack.build.config import BuildRequest
+    from detpack.build.frontend import FrontendSettings
+    from detpack.build.pipeline import BuildResult, BuiltArtifact, build_project
     from detpack.oci.image import ImageSettings, LayerBlob, build_image
     from detpack.oci.layer import Addition, PythonTarget, WheelInput, build_layer
     from detpack.oci.layout import LayoutRef
     from detpack.oci.push import push_image
     from detpack.oci.registry import Registry, RegistryRef
-    from detpack.pipeline import BuildResult, BuiltArtifact, build_project
-    from detpack.signing import Envelope, generate_keypair, load_private_key, load_public_key, sign_file
+    from detpack.provenance.signing import Envelope, generate_keypair, load_private_key, load_public_key, sign_file
     from detpack.store import Store, StoreAudit, open_store, verify_store
-    from detpack.tarball import directory_items, write_tarball
+    from detpack.verify.check import CheckResult, CheckSettings, run_check
+    from detpack.verify.compare import Comparison, Difference, FileComparison, compare_paths
 
 from detpack.errors import (
     ArchiveError,
@@ -45,26 +45,26 @@ from detpack.errors import (
 )
 
 _LAZY = {
-    "CheckResult": "detpack.check",
-    "CheckSettings": "detpack.check",
-    "run_check": "detpack.check",
-    "Comparison": "detpack.compare",
-    "Difference": "detpack.compare",
-    "FileComparison": "detpack.compare",
-    "compare_paths": "detpack.compare",
-    "BuildRequest": "detpack.config",
-    "FrontendSettings": "detpack.frontend",
-    "NormalizeOptions": "detpack.normalize",
-    "NormalizeResult": "detpack.normalize",
-    "normalize_file": "detpack.normalize",
-    "BuildResult": "detpack.pipeline",
-    "BuiltArtifact": "detpack.pipeline",
-    "build_project": "detpack.pipeline",
-    "Envelope": "detpack.signing",
-    "generate_keypair": "detpack.signing",
-    "load_private_key": "detpack.signing",
-    "load_public_key": "detpack.signing",
-    "sign_file": "detpack.signing",
+    "CheckResult": "detpack.verify.check",
+    "CheckSettings": "detpack.verify.check",
+    "run_check": "detpack.verify.check",
+    "Comparison": "detpack.verify.compare",
+    "Difference": "detpack.verify.compare",
+    "FileComparison": "detpack.verify.compare",
+    "compare_paths": "detpack.verify.compare",
+    "BuildRequest": "detpack.build.config",
+    "FrontendSettings": "detpack.build.frontend",
+    "NormalizeOptions": "detpack.archive.normalize",
+    "NormalizeResult": "detpack.archive.normalize",
+    "normalize_file": "detpack.archive.normalize",
+    "BuildResult": "detpack.build.pipeline",
+    "BuiltArtifact": "detpack.build.pipeline",
+    "build_project": "detpack.build.pipeline",
+    "Envelope": "detpack.provenance.signing",
+    "generate_keypair": "detpack.provenance.signing",
+    "load_private_key": "detpack.provenance.signing",
+    "load_public_key": "detpack.provenance.signing",
+    "sign_file": "detpack.provenance.signing",
     "Store": "detpack.store",
     "StoreAudit": "detpack.store",
     "open_store": "detpack.store",
@@ -80,8 +80,8 @@ _LAZY = {
     "push_image": "detpack.oci.push",
     "Registry": "detpack.oci.registry",
     "RegistryRef": "detpack.oci.registry",
-    "directory_items": "detpack.tarball",
-    "write_tarball": "detpack.tarball",
+    "directory_items": "detpack.archive.tarball",
+    "write_tarball": "detpack.archive.tarball",
 }
 
 

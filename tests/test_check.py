@@ -11,8 +11,8 @@ import pytest
 from test_source import COMMIT_TIME, make_repo
 
 from conftest import DETPACK, FIXTURES, MODULES, materialize, require_tool, run
-from detpack import variations
 from detpack.errors import ConfigError
+from detpack.verify import variations
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -184,7 +184,7 @@ def test_backend_warnings_are_one_line_each(tmp_path: Path, wheelhouse: Path) ->
 def test_lock_wait_is_announced(tmp_path: Path) -> None:
     import fcntl
 
-    from detpack.environment import build_root
+    from detpack.build.environment import build_root
 
     root = tmp_path / "root"
     root.mkdir()

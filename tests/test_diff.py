@@ -19,10 +19,10 @@ import jsonschema
 import pytest
 
 from conftest import DETPACK, ROOT, chromium_dom, headless_chromium, materialize, run
-from detpack import causes
 from detpack.cli import main
 from detpack.cli.diff import to_json
-from detpack.compare import Comparison, compare_paths
+from detpack.verify import causes
+from detpack.verify.compare import Comparison, compare_paths
 
 OLD = (2021, 3, 4, 10, 0, 0)  # far from "now": time rules must not say "clock"
 SCHEMA = json.loads((ROOT / "detpack" / "schemas" / "diff-v1.schema.json").read_text())

@@ -16,7 +16,7 @@ import pytest
 from conftest import chromium_dom
 from detpack.cli import main
 from detpack.cli.diff_html import EXPANDED, LISTED, render_html
-from detpack.compare import compare_paths
+from detpack.verify.compare import compare_paths
 
 MEMBERS = 2000
 

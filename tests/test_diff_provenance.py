@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 
 from conftest import DETPACK, FIXTURES, ROOT, run
-from detpack.compare import compare_paths
-from detpack.signing import PrivateKey, sign_file
+from detpack.provenance.signing import PrivateKey, sign_file
+from detpack.verify.compare import compare_paths
 
 SCHEMA = json.loads((ROOT / "detpack" / "schemas" / "diff-v1.schema.json").read_text())
 STATEMENT = "fx_flit-1.0.0.provenance.json"

@@ -77,10 +77,10 @@ def test_installer_uv_missing_is_one_line(tmp_path: Path) -> None:
 
 def test_lock_error_is_a_public_input_error() -> None:
     import detpack
+    import detpack.build.lockfile
     import detpack.errors
-    import detpack.lock
 
-    assert detpack.errors.LockError is detpack.lock.LockError is detpack.LockError
+    assert detpack.errors.LockError is detpack.build.lockfile.LockError is detpack.LockError
     assert issubclass(detpack.LockError, detpack.InputError)
     assert "LockError" in detpack.__all__
 
@@ -110,9 +110,9 @@ def test_bad_limit_on_the_command_line_is_one_line(tmp_path: Path) -> None:
 
 
 def test_invalid_pyproject_toml_is_a_config_error_everywhere(tmp_path: Path) -> None:
-    from detpack.config import load_tool_config
+    from detpack.build.config import load_tool_config
+    from detpack.build.frontend import backend_name
     from detpack.errors import ConfigError
-    from detpack.frontend import backend_name
 
     (tmp_path / "pyproject.toml").write_text("[build-system\n")
     for read in (backend_name, load_tool_config):

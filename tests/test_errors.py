@@ -115,7 +115,7 @@ hint: Packages were unavailable because the network was disabled.
 
 
 def test_install_failure_picks_the_decisive_line() -> None:
-    from detpack.installer import install_failure
+    from detpack.build.deps import install_failure
 
     assert install_failure(PIP_MISSING) == "No matching distribution found for fx-a"
     assert install_failure(PIP_HASHES) == (
@@ -152,7 +152,7 @@ copying src/a.py -> build/lib
 
 
 def test_backend_failure_picks_the_last_exception_line() -> None:
-    from detpack.frontend import backend_failure
+    from detpack.build.frontend import backend_failure
 
     # stdout is block-buffered in the hook process: its lines may land after the traceback.
     assert backend_failure(TRACEBACK_THEN_NOISE) == "RuntimeError: no backend helper"

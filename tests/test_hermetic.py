@@ -64,7 +64,7 @@ def test_lock_pins_the_backend_and_refuses_tampering(tmp_path: Path, wheelhouse:
 
 def test_lock_that_lacks_a_requirement_is_named(tmp_path: Path, wheelhouse: Path) -> None:
     from conftest import sha256
-    from detpack.lock import LockedPackage, lock_bytes
+    from detpack.build.lockfile import LockedPackage, lock_bytes
 
     src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
     wheel = next(wheelhouse.glob("packaging-*.whl"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DETPACK, FIXTURES, Run, materialize, run
-from detpack.pypi import backend_pin
+from detpack.verify.pypi import backend_pin
 
 
 @pytest.mark.network

@@ -13,7 +13,7 @@ import pytest
 from test_store import files, isolated_home  # noqa: F401 - the fixtures
 
 from conftest import DETPACK, run, sha256
-from detpack.signing import load_public_key
+from detpack.provenance.signing import load_public_key
 from detpack.store import RegistryBackend, verify_store
 
 pytestmark = pytest.mark.integration

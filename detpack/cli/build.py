@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from detpack.build.config import BuildRequest
+from detpack.build.frontend import ConfigSettings, Distribution, FrontendSettings
+from detpack.build.metadata import project_metadata
+from detpack.build.pipeline import build_project
 from detpack.cli._output import Output
-from detpack.config import BuildRequest
 from detpack.errors import ConfigError
-from detpack.frontend import ConfigSettings, Distribution, FrontendSettings
-from detpack.metadata import project_metadata
-from detpack.pipeline import build_project
 
 
 def add_parser(sub: Any) -> None:
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     _check_combinations(args)
     signing_key = None
     if args.sign is not None:
-        from detpack.signing import load_private_key
+        from detpack.provenance.signing import load_private_key
 
         signing_key = load_private_key(args.sign)  # a bad key fails before anything is built
     distributions: tuple[Distribution, ...] | None = None
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.result(f"{artifact.path}  sha256:{artifact.sha256}{note}")
     out.result(f"{result.provenance}  provenance")
     if signing_key is not None:
-        from detpack.signing import sign_file
+        from detpack.provenance.signing import sign_file
 
         envelope = sign_file(result.provenance, signing_key)
         out.result(f"{envelope}  signed provenance (keyid {signing_key.public.keyid})")

@@ -7,12 +7,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from detpack import variations
-from detpack.check import CheckSettings, run_check
 from detpack.cli._output import Output
 from detpack.cli.diff import render_text
-from detpack.compare import Comparison
 from detpack.errors import ConfigError
+from detpack.verify import variations
+from detpack.verify.check import CheckSettings, run_check
+from detpack.verify.compare import Comparison
 
 
 def add_parser(sub: Any) -> None:

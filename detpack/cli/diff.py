@@ -16,7 +16,7 @@ from typing import Any
 from detpack.atomic import write_bytes
 from detpack.cli._output import Output
 from detpack.cli.diff_html import render_html
-from detpack.compare import STATEMENT_KINDS, Comparison, Difference, FileComparison, compare_paths
+from detpack.verify.compare import STATEMENT_KINDS, Comparison, Difference, FileComparison, compare_paths
 
 SCHEMA_ID = "https://detpack.dev/schemas/diff/v1"
 

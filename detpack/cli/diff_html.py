@@ -14,7 +14,7 @@ import html
 import json
 from typing import Any
 
-from detpack.compare import STATEMENT_KINDS, Comparison, Difference, FileComparison
+from detpack.verify.compare import STATEMENT_KINDS, Comparison, Difference, FileComparison
 
 #: Members shown open, with their differences and diffs.
 EXPANDED = 50

@@ -18,7 +18,7 @@ from detpack.errors import ConfigError
 from detpack.oci import attest
 from detpack.oci.image import ImageSettings, LayerBlob, build_image, open_base, public_source
 from detpack.oci.layout import LayoutRef
-from detpack.provenance import canonical_json
+from detpack.provenance.statement import canonical_json
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     ref = LayoutRef.parse(args.output, what="output")
     signing_key = None
     if args.sign is not None:
-        from detpack.signing import load_private_key
+        from detpack.provenance.signing import load_private_key
 
         signing_key = load_private_key(args.sign)  # a bad key fails before anything is written
     base_ref = LayoutRef.parse(args.base, what="base image") if args.base else None
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     out.result(f"{ref}@{image.manifest.digest}")
     out.line(f"provenance {where}")
     if signing_key is not None:
-        from detpack.signing import sign_file
+        from detpack.provenance.signing import sign_file
 
         out.line(f"signed {sign_file(where, signing_key)}")
     return 0

@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from detpack.signing import generate_keypair
+    from detpack.provenance.signing import generate_keypair
 
     key, public = generate_keypair(args.output)
     out.result(f"{args.output}  private key (keep it secret)")

@@ -14,7 +14,7 @@ from detpack.cli._output import Output
 from detpack.errors import ConfigError, InputError
 from detpack.oci import attest
 from detpack.oci.layer import DEFAULT_PREFIX, Addition, PythonTarget, WheelInput, build_layer
-from detpack.provenance import canonical_json, file_sha256
+from detpack.provenance.statement import canonical_json, file_sha256
 
 
 def add_parser(sub: Any) -> None:

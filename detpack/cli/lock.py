@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from detpack.build.config import BuildRequest
+from detpack.build.frontend import FrontendSettings
+from detpack.build.locking import create_lock
 from detpack.cli._output import Output, count
 from detpack.cli.build import parse_config_settings
-from detpack.config import BuildRequest
-from detpack.frontend import FrontendSettings
-from detpack.locker import create_lock
 
 
 def add_parser(sub: Any) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from detpack import policy
+from detpack.archive.normalize import NormalizeOptions, normalize_file
 from detpack.cli._output import Output
 from detpack.errors import ConfigError, InputError
-from detpack.normalize import NormalizeOptions, normalize_file
 
 
 def add_parser(sub: Any) -> None:

@@ -12,7 +12,7 @@ from detpack.oci import attest
 from detpack.oci.layout import Layout, LayoutRef
 from detpack.oci.push import push_image
 from detpack.oci.registry import Registry, RegistryRef
-from detpack.signing import envelope_path
+from detpack.provenance.signing import envelope_path
 
 
 def add_parser(sub: Any) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 from detpack.cli._output import Output, count
 from detpack.cli.diff import render_text
-from detpack.compare import Comparison
 from detpack.errors import ConfigError
-from detpack.pypi import rebuild_pypi
-from detpack.rebuild import rebuild
+from detpack.verify.compare import Comparison
+from detpack.verify.pypi import rebuild_pypi
+from detpack.verify.rebuild import rebuild
 
 
 def add_parser(sub: Any) -> None:
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError("rebuild: give a PROVENANCE file (or --pypi NAME==VERSION)")
     key = None
     if args.key is not None:
-        from detpack.signing import load_public_key
+        from detpack.provenance.signing import load_public_key
 
         key = load_public_key(args.key, private_ok=False)
     result = rebuild(

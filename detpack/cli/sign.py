@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from detpack.signing import load_private_key, sign_file
+    from detpack.provenance.signing import load_private_key, sign_file
 
     key = load_private_key(args.key)
     target = sign_file(args.provenance, key, args.output)

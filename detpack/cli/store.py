@@ -107,7 +107,7 @@ def parse_age(text: str) -> dt.timedelta:
 def store_url(args: argparse.Namespace) -> str:
     if args.store:
         return str(args.store)
-    from detpack.config import load_tool_config
+    from detpack.build.config import load_tool_config
     from detpack.store import default_store_url
 
     return load_tool_config(Path.cwd()).store or default_store_url()
@@ -250,7 +250,7 @@ def _proof(store: Any, args: argparse.Namespace, out: Output) -> int:
 
 
 def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
-    from detpack.signing import load_public_key
+    from detpack.provenance.signing import load_public_key
     from detpack.store import verify_store
 
     key = load_public_key(args.key) if args.key else None
@@ -300,7 +300,7 @@ def _checkpoint(store: Any, args: argparse.Namespace, out: Output) -> int:
 
 
 def _promote(store: Any, args: argparse.Namespace, out: Output) -> int:
-    from detpack.signing import load_public_key
+    from detpack.provenance.signing import load_public_key
 
     keys = [load_public_key(k) for k in args.key]
     p = store.promote(args.ref, args.to, keys, force=args.force, environ=os.environ)

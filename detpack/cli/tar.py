@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from detpack import policy, tarball
+from detpack import policy
+from detpack.archive import tarball
 from detpack.cli._output import Output, count
 from detpack.errors import ConfigError, InputError
 

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from detpack import provenance, signing
 from detpack.atomic import read_input
 from detpack.cli._output import Output
 from detpack.errors import ConfigError, InputError, VerificationError
@@ -23,7 +22,9 @@ from detpack.oci import attest, evidence
 from detpack.oci.evidence import Candidate, ImageEvidence
 from detpack.oci.layout import LayoutRef
 from detpack.oci.registry import Registry
-from detpack.signing import PublicKey
+from detpack.provenance import signing
+from detpack.provenance import statement as provenance
+from detpack.provenance.signing import PublicKey
 
 
 def add_parser(sub: Any) -> None:

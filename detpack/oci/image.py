@@ -36,7 +36,7 @@ from detpack.oci.layout import (
     LayoutRef,
     copy_blob,
 )
-from detpack.provenance import canonical_json
+from detpack.provenance.statement import canonical_json
 
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from detpack import policy
 from detpack.archive.entry import safe_name
+from detpack.archive.tarball import ContentDigest, TarDigests, write_tarball
 from detpack.archive.tree import TreeItem, merge, walk
 from detpack.archive.zip import open_zip, read_members
 from detpack.errors import ArchiveError, ConfigError, InputError
-from detpack.tarball import ContentDigest, TarDigests, write_tarball
 
 DEFAULT_PREFIX = "/usr/local"
 

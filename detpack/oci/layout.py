@@ -16,7 +16,7 @@ from typing import Any
 
 from detpack.atomic import atomic_writer, write_bytes
 from detpack.errors import ConfigError, InputError
-from detpack.provenance import canonical_json
+from detpack.provenance.statement import canonical_json
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"

@@ -19,7 +19,7 @@ from typing import Literal
 from detpack.errors import InputError, TagConflictError
 from detpack.oci.layout import DOCKER_LIST, INDEX, MANIFEST, Descriptor, Layout, LayoutRef
 from detpack.oci.registry import Registry, RegistryRef
-from detpack.provenance import canonical_json
+from detpack.provenance.statement import canonical_json
 
 IN_TOTO = "application/vnd.in-toto+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"

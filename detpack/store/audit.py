@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 
 from detpack.errors import KeyFileError
-from detpack.signing import PublicKey, parse_public_key
+from detpack.provenance.signing import PublicKey, parse_public_key
 from detpack.store import log
 from detpack.store.backend import Backend
 from detpack.store.state import replay

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from detpack import signing
 from detpack.errors import OutputError, StoreError
+from detpack.provenance import signing
 
 _KEYID = re.compile(r"^[0-9a-f]{64}$")
 

@@ -36,7 +36,7 @@ from detpack.errors import StoreError, StoreRefusedError
 from detpack.oci.layout import MANIFEST
 from detpack.oci.push import EMPTY_BLOB, EMPTY_DESCRIPTOR
 from detpack.oci.registry import Registry, RegistryRef
-from detpack.provenance import canonical_json
+from detpack.provenance.statement import canonical_json
 from detpack.store.backend import Records, Stream, already_bound
 
 ARTIFACT = "application/vnd.detpack.store.{kind}.v1"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from detpack import provenance
 from detpack.errors import DetpackError
+from detpack.provenance import statement as provenance
 from detpack.store.store import Store
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detpack import provenance, signing
 from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
+from detpack.provenance import signing
+from detpack.provenance import statement as provenance
 from detpack.store import log, merkle
 from detpack.store.backend import Backend
 from detpack.store.keys import StoreKeys

@@ -7,7 +7,7 @@ import getpass
 import os
 from collections.abc import Mapping
 
-from detpack import provenance
+from detpack.provenance import statement as provenance
 
 #: Environment variables that name a CI run, in the order they are tried.
 CI_RUN_VARIABLES = ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_TAG")

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from detpack import layout
+from detpack.build import workspace as layout
+from detpack.build.source import Source, walk
 from detpack.errors import ConfigError, InputError
-from detpack.source import Source, walk
 
 NAMES = (
     "build-path",

@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from detpack.atomic import read_input
-from detpack.compare import FileComparison, compare_files
-from detpack.config import BuildRequest
-from detpack.environment import LineSink
+from detpack.build.config import BuildRequest
+from detpack.build.environment import LineSink
+from detpack.build.frontend import FrontendSettings
+from detpack.build.lockfile import BuildLock, LockedPackage
+from detpack.build.pipeline import build_project
 from detpack.errors import InputError, VerificationError
-from detpack.frontend import FrontendSettings
-from detpack.lock import BuildLock, LockedPackage
-from detpack.pipeline import build_project
-from detpack.provenance import BUILD_TYPE, file_sha256
-from detpack.signing import Envelope, PublicKey, verify
+from detpack.provenance.signing import Envelope, PublicKey, verify
+from detpack.provenance.statement import BUILD_TYPE, file_sha256
+from detpack.verify.compare import FileComparison, compare_files
 
 #: What is known of a record's signature: checked with the given key, not checked (no key), none.
 Signature = Literal["verified", "unchecked", "unsigned"]

@@ -23,12 +23,13 @@ import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
 from build.env import DefaultIsolatedEnv
 
-from detpack import envcache, installer
-from detpack.environment import Runner
+from detpack.build import envcache
+from detpack.build import deps as installer
+from detpack.build.environment import Runner
 from detpack.errors import BackendError, ConfigError, InputError, LockError
-from detpack.installer import InstalledDependency, Installer
-from detpack.lock import BuildLock
-from detpack.source import tree_digest
+from detpack.build.deps import InstalledDependency, Installer
+from detpack.build.lockfile import BuildLock
+from detpack.build.source import tree_digest
 
 Distribution = Literal["sdist", "wheel"]
 ConfigSettings = Mapping[str, str | list[str]]

@@ -14,8 +14,8 @@ import zlib
 from pathlib import Path
 
 import detpack
-from detpack import provenance
-from detpack.source import Source, tree_digest
+from detpack.provenance import statement as provenance
+from detpack.build.source import Source, tree_digest
 
 
 def host_facts(source: Source) -> dict[str, str]:

@@ -22,9 +22,9 @@ import venv
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from detpack.environment import Runner
-from detpack.installer import Installer, install_locked
-from detpack.lock import BuildLock
+from detpack.build.environment import Runner
+from detpack.build.deps import Installer, install_locked
+from detpack.build.lockfile import BuildLock
 
 MANIFEST = "detpack-env.json"
 KEEP = 8  # entries kept; the least recently used beyond this are removed

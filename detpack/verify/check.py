@@ -29,11 +29,11 @@ from pathlib import Path
 
 from plumbum import local
 
-from detpack import variations
-from detpack.compare import Comparison, compare_paths
+from detpack.build.source import Epoch, dirty_warning, inspect_source, resolve_epoch
 from detpack.errors import BackendError, InputError
-from detpack.source import Epoch, dirty_warning, inspect_source, resolve_epoch
-from detpack.variations import RunSpec
+from detpack.verify import variations
+from detpack.verify.compare import Comparison, compare_paths
+from detpack.verify.variations import RunSpec
 
 Signature = tuple[str, str | None, str]
 #: Not build outputs: the provenance records times and host details by design.

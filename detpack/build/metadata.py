@@ -6,13 +6,13 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from detpack import environment
-from detpack.config import BuildRequest
-from detpack.environment import LineSink
+from detpack.build import environment
+from detpack.build.config import BuildRequest
+from detpack.build.environment import LineSink
 from detpack.errors import ArchiveError
-from detpack.frontend import wheel_metadata
-from detpack.layout import lay_out, unpack_sdist
-from detpack.pipeline import session
+from detpack.build.frontend import wheel_metadata
+from detpack.build.workspace import lay_out, unpack_sdist
+from detpack.build.pipeline import session
 
 
 def project_metadata(

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from detpack import policy
 
 if TYPE_CHECKING:  # types only: signing and the store read statements without loading the build machinery
-    from detpack.frontend import RawArtifact
-    from detpack.installer import InstalledDependency
-    from detpack.lock import BuildLock
-    from detpack.source import Epoch, Source
+    from detpack.build.deps import InstalledDependency
+    from detpack.build.frontend import RawArtifact
+    from detpack.build.lockfile import BuildLock
+    from detpack.build.source import Epoch, Source
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"

@@ -21,18 +21,21 @@ from pathlib import Path
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
-from detpack import environment, installer, policy, provenance
+from detpack import policy
+from detpack.build import environment
+from detpack.build import deps as installer
+from detpack.provenance import statement as provenance
 from detpack.archive.detect import ArchiveKind
 from detpack.atomic import atomic_writer, sweep, temp_name
-from detpack.config import BuildRequest, load_tool_config
-from detpack.environment import BuildRoot, LineSink, Runner
+from detpack.build.config import BuildRequest, load_tool_config
+from detpack.build.environment import BuildRoot, LineSink, Runner
 from detpack.errors import ArchiveError, BackendError, InputError, OutputError
-from detpack.frontend import Distribution, RawArtifact, build_distribution
-from detpack.layout import lay_out, unpack_sdist
-from detpack.lock import read_lock
-from detpack.normalize import NormalizeOptions, normalize_stream
-from detpack.source import Epoch, Source, dirty_warning, inspect_source, resolve_epoch
-from detpack.toolchain import capture_toolchain, host_facts
+from detpack.build.frontend import Distribution, RawArtifact, build_distribution
+from detpack.build.workspace import lay_out, unpack_sdist
+from detpack.build.lockfile import read_lock
+from detpack.archive.normalize import NormalizeOptions, normalize_stream
+from detpack.build.source import Epoch, Source, dirty_warning, inspect_source, resolve_epoch
+from detpack.build.toolchain import capture_toolchain, host_facts
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from plumbum.commands.processes import CommandNotFound
 
 from detpack import policy
 from detpack.archive.entry import READ_ERRORS
-from detpack.environment import redact
+from detpack.build.environment import redact
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.policy import parse_epoch
 

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import detpack
-from detpack import environment
+from detpack.build import environment
 from detpack.atomic import write_bytes
-from detpack.config import BuildRequest
-from detpack.environment import LineSink
+from detpack.build.config import BuildRequest
+from detpack.build.environment import LineSink
 from detpack.errors import ConfigError
-from detpack.frontend import resolve_requirements
-from detpack.layout import lay_out
-from detpack.lock import DEFAULT_NAME, LockedPackage, lock_bytes
-from detpack.pipeline import session
+from detpack.build.frontend import resolve_requirements
+from detpack.build.workspace import lay_out
+from detpack.build.lockfile import DEFAULT_NAME, LockedPackage, lock_bytes
+from detpack.build.pipeline import session
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack.errors import ConfigError
-from detpack.frontend import Distribution, FrontendSettings
+from detpack.build.frontend import Distribution, FrontendSettings
 
 KNOWN_KEYS = frozenset({"source-date-epoch", "recompress", "pass-env", "find-links", "offline", "lock", "store"})
 

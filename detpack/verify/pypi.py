@@ -23,13 +23,13 @@ from typing import Literal
 from plumbum import local
 from plumbum.commands.processes import ProcessExecutionError
 
-from detpack.compare import FileComparison, compare_files, same_bytes
-from detpack.config import BuildRequest
-from detpack.environment import LineSink
+from detpack.build.config import BuildRequest
+from detpack.build.environment import LineSink
+from detpack.build.frontend import FrontendSettings
+from detpack.build.pipeline import build_project
 from detpack.errors import ConfigError, InputError
-from detpack.frontend import FrontendSettings
-from detpack.pipeline import build_project
-from detpack.provenance import file_sha256
+from detpack.provenance.statement import file_sha256
+from detpack.verify.compare import FileComparison, compare_files, same_bytes
 
 Verdict = Literal["byte-identical", "content-identical", "different"]
 

@@ -20,9 +20,9 @@ from plumbum import ProcessExecutionError, local
 from plumbum.commands.processes import CommandNotFound
 
 from detpack.archive.entry import READ_ERRORS
-from detpack.environment import BuildRoot
+from detpack.build.environment import BuildRoot
 from detpack.errors import ArchiveError, EnvironmentSetupError
-from detpack.source import GitInfo, Source, copied, copy_tree
+from detpack.build.source import GitInfo, Source, copied, copy_tree
 
 
 def lay_out(source: Source, root: BuildRoot) -> Path:

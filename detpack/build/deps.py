@@ -26,9 +26,9 @@ from build.env import DefaultIsolatedEnv
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from detpack.environment import Runner
+from detpack.build.environment import Runner
 from detpack.errors import EnvironmentSetupError, LockError
-from detpack.lock import BuildLock
+from detpack.build.lockfile import BuildLock
 
 Installer = Literal["pip", "uv"]
 _MISMATCH = re.compile(r"^\s+(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+) from (?P<url>\S+?):?(?: \(from .*)?$")

@@ -85,7 +85,7 @@ def read(data: bytes, name: str) -> Read | None:
     """The statement in ``data`` (a statement, or a DSSE envelope of one), or None if it is neither."""
     if name.endswith((".intoto.jsonl", ".dsse.json", ".sigstore.json")) or data.lstrip().startswith(b'{"payload'):
         try:
-            from detpack.signing import Envelope  # cryptography loads only for envelopes
+            from detpack.provenance.signing import Envelope  # cryptography loads only for envelopes
 
             envelope = Envelope.parse(data, name)
         except InputError:

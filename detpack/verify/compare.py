@@ -4,7 +4,7 @@ Cost model: identical files cost one byte-for-byte pass and nothing else. Differ
 cost one index pass (central directory, or tar headers) plus reading only the members
 whose content may differ (zip members with equal CRC and size are taken as equal).
 Files that are not archives: provenance statements and DSSE envelopes are compared by what
-they assert (``detpack.provenance_compare``; run details become ``Note``s, which never make a
+they assert (``detpack.verify.provenance_compare``; run details become ``Note``s, which never make a
 pair differ); anything else by its bytes (sizes, and a text diff or the first differing offset).
 Renderers (text, JSON, HTML) live in ``detpack.cli``; this module never prints.
 """
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from detpack import causes, provenance_compare
 from detpack.archive.detect import ArchiveKind, detect
 from detpack.archive.entry import same_streams
 from detpack.archive.listing import ArchiveView, RawMember
+from detpack.archive.normalize import NormalizeOptions, normalize_stream
 from detpack.errors import InputError, NotAnArchiveError
-from detpack.normalize import NormalizeOptions, normalize_stream
 from detpack.policy import DEFAULT_EPOCH
+from detpack.verify import causes, provenance_compare
 
 DiffKind = Literal["added", "removed", "content", "attribute", "order", "header", "provenance"]
 

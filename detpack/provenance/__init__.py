@@ -1,0 +1,1 @@
+"""Provenance: writing in-toto statements, reading one (statement or DSSE envelope) back, signing."""
