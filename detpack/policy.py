@@ -182,3 +182,18 @@ class Limits:
 
 
 DEFAULT_LIMITS: Final = Limits()
+
+
+#: Left out when a directory is copied into the build root: local clutter a fresh checkout
+#: does not have (a stale build/ tree is a classic source of drift). ``*.egg-info`` is kept:
+#: setuptools takes an sdist's file list from its SOURCES.txt when there is no VCS.
+TOP_LEVEL_EXCLUDES = frozenset({".venv", "venv", ".tox", ".nox", "build", "dist", ".eggs", ".git"})
+ANYWHERE_EXCLUDES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+
+
+def copied(rel: str) -> bool:
+    """Whether ``copy_tree`` copies the file at ``rel`` (a POSIX path relative to the project)."""
+    parts = rel.split("/")
+    if parts == [".git"] or (len(parts) > 1 and parts[0] in TOP_LEVEL_EXCLUDES):
+        return False
+    return not any(p in ANYWHERE_EXCLUDES for p in parts[:-1])

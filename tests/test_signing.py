@@ -16,9 +16,9 @@ from securesystemslib.exceptions import VerificationError as SSlibVerificationEr
 from securesystemslib.signer import SSlibKey
 
 from conftest import DETPACK, FIXTURES, materialize, run, sha256
+from detpack.digest import canonical_json
 from detpack.errors import VerificationError
 from detpack.provenance import signing
-from detpack.provenance.statement import canonical_json
 
 
 def _statement(artifact: Path, commit: str = "0123456789abcdef0123456789abcdef01234567") -> bytes:

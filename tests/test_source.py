@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DETPACK, FIXTURES, digests, require_tool, run
-from detpack.build.source import git_info
+from detpack.git import git_info
 
 pytestmark = [pytest.mark.integration]
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from conftest import DETPACK, FIXTURES, ROOT, materialize, run, sha256
+from detpack.digest import canonical_json
 from detpack.errors import StoreRefusedError
 from detpack.provenance.signing import load_public_key
-from detpack.provenance.statement import canonical_json
 from detpack.store import LocalBackend, Records, Store, StoreKeys, merkle, verify_store
 
 

@@ -26,6 +26,7 @@ from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
 from detpack.archive.entry import Entry, same_streams
 from detpack.atomic import atomic_writer
+from detpack.digest import file_sha256
 from detpack.errors import ArchiveError
 
 
@@ -46,14 +47,6 @@ class NormalizeResult:
     changed: bool
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> NormalizeResult:
     """Normalize ``src`` into ``target`` (which may be ``src``) atomically."""
     kind = detect(src) if not _exists_and_zip(src) else None
@@ -67,7 +60,7 @@ def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> Normal
         with atomic_writer(target) as out:
             normalize_stream(src, out, kind, options, scratch=target.parent)
             changed = _differs(src, out)
-    after = sha256_file(target)
+    after = file_sha256(target)
     return NormalizeResult(src, target, kind, after, target.stat().st_size, changed)
 
 

@@ -175,7 +175,7 @@ def directory_items(root: Path, *, prefix: str = "", exclude: Sequence[str] = ()
 def directory_epoch(path: Path, environ: Mapping[str, str]) -> int:
     """A directory's (or file's) default epoch, by ``detpack build``'s rule: ``$SOURCE_DATE_EPOCH``,
     then the last commit of the git repository holding it, then 1980-01-01."""
-    from detpack.build.source import git_info
+    from detpack.git import git_info
 
     if "SOURCE_DATE_EPOCH" in environ:
         return policy.parse_epoch(environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
@@ -184,7 +184,7 @@ def directory_epoch(path: Path, environ: Mapping[str, str]) -> int:
 
 
 def git_commit(repo: Path, rev: str) -> GitTree:
-    from detpack.build.source import git_output
+    from detpack.git import git_output
 
     commit = git_output("-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     if not commit:

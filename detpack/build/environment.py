@@ -23,6 +23,7 @@ from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
 from detpack import policy
+from detpack.wording import redact
 from detpack.errors import ConfigError, EnvironmentSetupError
 
 LineSink = Callable[[str], None]
@@ -125,17 +126,6 @@ class ControlledEnvironment:
     def recorded(self) -> dict[str, str]:
         """The variables as provenance records them (credentials in URLs hidden)."""
         return {k: self.redacted.get(k, v) for k, v in sorted(self.variables.items())}
-
-
-def redact(value: str) -> str:
-    """Hide credentials in URLs (``scheme://user:pass@host`` -> ``scheme://***@host``); other text is kept."""
-    out = []
-    for part in value.split():
-        if "://" in part and "@" in part.split("://", 1)[1].split("/", 1)[0]:
-            scheme, rest = part.split("://", 1)
-            part = f"{scheme}://***@{rest.split('@', 1)[1]}"
-        out.append(part)
-    return " ".join(out)
 
 
 def controlled_environment(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
+from detpack.digest import file_sha256, canonical_json
 from detpack import policy
 from detpack.build import environment
 from detpack.build import deps as installer
@@ -196,7 +197,7 @@ def build_project(
                     options,
                     on_step or (lambda _: None),
                 )
-            subjects = [provenance.Subject(final.name, provenance.file_sha256(tmp)) for tmp, final in staging.pending]
+            subjects = [provenance.Subject(final.name, file_sha256(tmp)) for tmp, final in staging.pending]
             log = runner.log_text().encode("utf-8")
             statement = provenance.statement(
                 subjects=subjects,
@@ -236,22 +237,22 @@ def build_project(
                     finished=dt.datetime.now(dt.UTC),
                     log_sha256=hashlib.sha256(log).hexdigest(),
                     host=host_facts(source),
-                    raw_outputs=[provenance.Subject(r.path.name, provenance.file_sha256(r.path)) for r in raws],
+                    raw_outputs=[provenance.Subject(r.path.name, file_sha256(r.path)) for r in raws],
                 ),
             )
-            backend_digests = {r.path.name: provenance.file_sha256(r.path) for r in raws}
+            backend_digests = {r.path.name: file_sha256(r.path) for r in raws}
         except BaseException:
             staging.discard()
             raise
         staging.commit()
     prov_path = outdir / f"{_stem(finals[-1])}.provenance.json"
     with atomic_writer(prov_path) as f:
-        f.write(provenance.canonical_json(statement))
+        f.write(canonical_json(statement))
     artifacts = tuple(
         BuiltArtifact(
             distribution=raw.distribution,
             path=outdir / final,
-            sha256=provenance.file_sha256(outdir / final),
+            sha256=file_sha256(outdir / final),
             size=(outdir / final).stat().st_size,
             backend_sha256=backend_digests[raw.path.name],
         )

@@ -24,36 +24,17 @@ from typing import Literal
 from plumbum import ProcessExecutionError, local
 from plumbum.commands.processes import CommandNotFound
 
+from detpack.digest import file_sha256
 from detpack import policy
+from detpack.policy import ANYWHERE_EXCLUDES, TOP_LEVEL_EXCLUDES, copied
 from detpack.archive.entry import READ_ERRORS
-from detpack.build.environment import redact
+from detpack.git import GitInfo, git_info
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.policy import parse_epoch
 
 SourceKind = Literal["directory", "sdist"]
 EpochOrigin = Literal["option", "environment", "git", "sdist", "default", "unset"]
 
-#: Left out when a directory is copied into the build root: local clutter a fresh checkout
-#: does not have (a stale build/ tree is a classic source of drift). ``*.egg-info`` is kept:
-#: setuptools takes an sdist's file list from its SOURCES.txt when there is no VCS.
-TOP_LEVEL_EXCLUDES = frozenset({".venv", "venv", ".tox", ".nox", "build", "dist", ".eggs", ".git"})
-ANYWHERE_EXCLUDES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
-
-
-@dataclass(frozen=True)
-class GitInfo:
-    """What git says about a directory source, read without writing to the repository."""
-
-    toplevel: Path  # the repository's work tree
-    gitdir: Path  # its git directory (a linked worktree's own, not the common one)
-    commit: str  # HEAD
-    dirty: bool  # the files that go into the build differ from HEAD (modified or untracked > 0)
-    commit_time: int  # HEAD's committer time, seconds
-    remote: str | None  # remote.origin.url, credentials redacted
-    subdir: str  # the project's path inside the work tree ("" at the top), POSIX
-    modified: int = 0  # tracked files that go into the build and differ from HEAD
-    untracked: int = 0  # untracked, not ignored files that go into the build
-    branch: str | None = None  # the checked-out branch, None when HEAD is detached
 
 
 @dataclass(frozen=True)
@@ -70,77 +51,6 @@ class Source:
 class Epoch:
     value: int
     origin: EpochOrigin
-
-
-def git_output(*args: str) -> str | None:
-    """git's stripped output, or None when git is missing or fails; never writes the index."""
-    out = _git_raw(*args)
-    return None if out is None else out.strip()
-
-
-def _git_raw(*args: str) -> str | None:
-    try:
-        return str(local["git"].with_env(GIT_OPTIONAL_LOCKS="0")(*args))
-    except (ProcessExecutionError, CommandNotFound, OSError):
-        return None
-
-
-def copied(rel: str) -> bool:
-    """Whether ``copy_tree`` copies the file at ``rel`` (a POSIX path relative to the project)."""
-    parts = rel.split("/")
-    if parts == [".git"] or (len(parts) > 1 and parts[0] in TOP_LEVEL_EXCLUDES):
-        return False
-    return not any(p in ANYWHERE_EXCLUDES for p in parts[:-1])
-
-
-def _changes(path: Path, subdir: str) -> tuple[int, int]:
-    """(modified, untracked) files under ``path`` that go into the build, per ``git status``."""
-    excludes = [f":(exclude){d}/" for d in sorted(TOP_LEVEL_EXCLUDES)]
-    out = _git_raw("-C", str(path), "status", "--porcelain", "-z", "--untracked-files=all", "--", ".", *excludes)
-    fields = iter((out or "").split("\0"))
-    prefix = f"{subdir}/" if subdir else ""
-    modified = untracked = 0
-    for entry in fields:
-        if len(entry) < 4:
-            continue
-        code, rel = entry[:2], entry[3:]
-        if code[0] in "RC":
-            next(fields, None)  # the rename's or copy's original path
-        if code == "!!" or not rel.startswith(prefix) or not copied(rel[len(prefix) :].rstrip("/")):
-            continue
-        if code == "??":
-            untracked += 1
-        else:
-            modified += 1
-    return modified, untracked
-
-
-def git_info(path: Path) -> GitInfo | None:
-    top = git_output("-C", str(path), "rev-parse", "--show-toplevel")
-    if not top:
-        return None
-    commit = git_output("-C", str(path), "rev-parse", "HEAD")
-    if not commit:
-        return None  # a repository without commits says nothing about the source
-    gitdir = git_output("-C", str(path), "rev-parse", "--absolute-git-dir") or str(Path(top) / ".git")
-    ctime = git_output("-C", str(path), "log", "-1", "--format=%ct")
-    remote = git_output("-C", str(path), "config", "--get", "remote.origin.url")
-    branch = git_output("-C", str(path), "symbolic-ref", "-q", "--short", "HEAD")
-    subdir = os.path.relpath(path.resolve(), Path(top).resolve())
-    subdir = "" if subdir == "." else Path(subdir).as_posix()
-    modified, untracked = _changes(path, subdir)
-    return GitInfo(
-        toplevel=Path(top),
-        gitdir=Path(gitdir),
-        commit=commit,
-        dirty=bool(modified or untracked),
-        commit_time=int(ctime) if ctime else policy.DEFAULT_EPOCH,
-        remote=redact(remote) if remote else None,
-        subdir=subdir,
-        modified=modified,
-        untracked=untracked,
-        branch=branch or None,
-    )
 
 
 def dirty_warning(source: Source) -> str | None:
@@ -219,11 +129,7 @@ def inspect_source(path: Path) -> Source:
     if not path.name.endswith(".tar.gz"):
         raise InputError(f"{path}: expected a project directory or an sdist (.tar.gz)")
     top, mtime = _sdist_facts(path)
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return Source(path.resolve(), "sdist", h.hexdigest(), None, mtime, top)
+    return Source(path.resolve(), "sdist", file_sha256(path), None, mtime, top)
 
 
 def resolve_epoch(spec: str | None, environ: Mapping[str, str], source: Source) -> Epoch:

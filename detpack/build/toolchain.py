@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import detpack
+from detpack.digest import file_sha256
 from detpack.provenance import statement as provenance
 from detpack.build.source import Source, tree_digest
 
@@ -37,7 +38,7 @@ def capture_toolchain() -> provenance.Toolchain:
     return provenance.Toolchain(
         python_implementation=platform.python_implementation(),
         python_version=platform.python_version(),
-        python_sha256=provenance.file_sha256(executable),
+        python_sha256=file_sha256(executable),
         zlib_version=zlib.ZLIB_RUNTIME_VERSION,
         detpack_version=detpack.__version__,
         detpack_sha256=tree_digest(Path(detpack.__file__).parent),

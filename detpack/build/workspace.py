@@ -22,7 +22,9 @@ from plumbum.commands.processes import CommandNotFound
 from detpack.archive.entry import READ_ERRORS
 from detpack.build.environment import BuildRoot
 from detpack.errors import ArchiveError, EnvironmentSetupError
-from detpack.build.source import GitInfo, Source, copied, copy_tree
+from detpack.build.source import Source, copy_tree
+from detpack.git import GitInfo
+from detpack.policy import copied
 
 
 def lay_out(source: Source, root: BuildRoot) -> Path:

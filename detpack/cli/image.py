@@ -14,11 +14,11 @@ from typing import Any
 from detpack import policy
 from detpack.atomic import write_bytes
 from detpack.cli._output import Output, count
+from detpack.digest import canonical_json
 from detpack.errors import ConfigError
 from detpack.oci import attest
 from detpack.oci.image import ImageSettings, LayerBlob, build_image, open_base, public_source
 from detpack.oci.layout import LayoutRef
-from detpack.provenance.statement import canonical_json
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 

@@ -11,10 +11,10 @@ from typing import Any
 from detpack import policy
 from detpack.atomic import write_bytes
 from detpack.cli._output import Output
+from detpack.digest import canonical_json, file_sha256
 from detpack.errors import ConfigError, InputError
 from detpack.oci import attest
 from detpack.oci.layer import DEFAULT_PREFIX, Addition, PythonTarget, WheelInput, build_layer
-from detpack.provenance.statement import canonical_json, file_sha256
 
 
 def add_parser(sub: Any) -> None:

@@ -17,13 +17,13 @@ from typing import Any
 
 from detpack.atomic import read_input
 from detpack.cli._output import Output
+from detpack.digest import file_sha256
 from detpack.errors import ConfigError, InputError, VerificationError
 from detpack.oci import attest, evidence
 from detpack.oci.evidence import Candidate, ImageEvidence
 from detpack.oci.layout import LayoutRef
 from detpack.oci.registry import Registry
-from detpack.provenance import signing
-from detpack.provenance import statement as provenance
+from detpack.provenance import reader, signing
 from detpack.provenance.signing import PublicKey
 
 
@@ -72,9 +72,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def _verify_files(args: argparse.Namespace, key: PublicKey, paths: list[Path], out: Output) -> int:
     statement = _open(Candidate(str(args.provenance), _read(args.provenance)), key)
-    summary = provenance.summarize(statement)
-    digests = {str(path): provenance.file_sha256(path) for path in _existing(paths)}
-    problems = provenance.check_policy(summary, digests, source_commit=args.source_commit, builder=args.builder)
+    summary = reader.summarize(statement)
+    digests = {str(path): file_sha256(path) for path in _existing(paths)}
+    problems = reader.check_policy(summary, digests, source_commit=args.source_commit, builder=args.builder)
     if problems:
         raise VerificationError(f"not verified: {'; '.join(problems)}")
     for label, digest in digests.items():
@@ -100,8 +100,8 @@ def _verify_image(args: argparse.Namespace, key: PublicKey, text: str, kind: str
                 "with its provenance (detpack push, without --no-provenance), or pass --provenance FILE"
             )
     where, statement = _first_verified(found, key)
-    summary = provenance.summarize(statement)
-    problems = provenance.check_policy(summary, {text: found.digest.removeprefix("sha256:")})
+    summary = reader.summarize(statement)
+    problems = reader.check_policy(summary, {text: found.digest.removeprefix("sha256:")})
     chain = attest.image_chain(statement)
     more, matched = attest.check_image_chain(
         chain, summary.builder, source_commit=args.source_commit, builder=args.builder
@@ -127,7 +127,7 @@ def _first_verified(found: ImageEvidence, key: PublicKey) -> tuple[str, dict[str
         except VerificationError as exc:
             failure = failure or exc
             continue
-        if any(s.sha256 == found.digest.removeprefix("sha256:") for s in provenance.summarize(statement).subjects):
+        if any(s.sha256 == found.digest.removeprefix("sha256:") for s in reader.summarize(statement).subjects):
             return candidate.where, statement
         failure = failure or VerificationError(
             f"not verified: {found.label}: {found.digest[:23]}… is not a subject of the provenance ({candidate.where})"
@@ -152,7 +152,7 @@ def _open(candidate: Candidate, key: PublicKey) -> dict[str, Any]:
             f"{candidate.where}: payloadType is {envelope.payload_type!r}, not {signing.PAYLOAD_TYPE}"
         )
     payload = signing.verify(envelope, key, candidate.where)
-    return provenance.parse_statement(payload, candidate.where)
+    return reader.parse_statement(payload, candidate.where)
 
 
 def _read(path: Path) -> bytes:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from detpack import __version__, policy
-from detpack.provenance.statement import BUILDER_ID, PREDICATE_TYPE, STATEMENT_TYPE, file_sha256, rfc3339
+from detpack.digest import file_sha256
+from detpack.provenance.statement import BUILDER_ID, PREDICATE_TYPE, STATEMENT_TYPE, rfc3339
 
 LAYER_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-layer/v1"
 IMAGE_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-image/v1"
@@ -133,7 +134,7 @@ def source_descriptor(path: Path, as_given: str, digest: str) -> JSON:
     """A ``--add`` source: the digest of what was packed from it and, in a git work tree, the commit."""
     rd: JSON = {"name": as_given, "digest": {"sha256": digest}}
     if path.is_dir():
-        from detpack.build.source import git_info
+        from detpack.git import git_info
 
         info = git_info(path)
         if info is not None:

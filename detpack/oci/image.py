@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from detpack.digest import canonical_json
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.oci.layout import (
     CONFIG,
@@ -36,7 +37,6 @@ from detpack.oci.layout import (
     LayoutRef,
     copy_blob,
 )
-from detpack.provenance.statement import canonical_json
 
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"

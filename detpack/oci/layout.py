@@ -8,15 +8,14 @@ last, so a reader sees the old image or the new one, never a mix. A tag is the
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from detpack.atomic import atomic_writer, write_bytes
+from detpack.digest import canonical_json, sha256_hex, stream_sha256
 from detpack.errors import ConfigError, InputError
-from detpack.provenance.statement import canonical_json
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -70,7 +69,7 @@ def check_digest(digest: str, label: str) -> str:
 
 
 def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + sha256_hex(data)
 
 
 @dataclass(frozen=True)
@@ -184,11 +183,7 @@ class Layout:
         if path.exists():
             return
         with atomic_writer(path) as out, source.open("rb") as f:
-            h = hashlib.sha256()
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                out.write(chunk)
-            if "sha256:" + h.hexdigest() != digest:
+            if "sha256:" + stream_sha256(f, copy_to=out) != digest:
                 raise InputError(f"{source}: content does not match its digest {digest}; refusing to copy it")
 
     def tag(self, descriptor: Descriptor, tag: str) -> None:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from detpack.digest import canonical_json, sha256_hex
 from detpack.errors import InputError, TagConflictError
 from detpack.oci.layout import DOCKER_LIST, INDEX, MANIFEST, Descriptor, Layout, LayoutRef
 from detpack.oci.registry import Registry, RegistryRef
-from detpack.provenance.statement import canonical_json
 
 IN_TOTO = "application/vnd.in-toto+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"
@@ -118,7 +118,7 @@ def attestation_manifest(subject: Descriptor, blob: bytes, media_type: str) -> b
         "mediaType": MANIFEST,
         "artifactType": IN_TOTO,
         "config": EMPTY_DESCRIPTOR,
-        "layers": [{"mediaType": media_type, "digest": "sha256:" + _sha256(blob), "size": len(blob)}],
+        "layers": [{"mediaType": media_type, "digest": "sha256:" + sha256_hex(blob), "size": len(blob)}],
         # No time annotation: the same statement for the same image is the same artifact, so a
         # re-push is a no-op instead of a new referrer.
         "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
@@ -136,7 +136,7 @@ def push_attestation(registry: Registry, repo: str, subject: Descriptor, provena
     registry.push_bytes(repo, EMPTY_BLOB)
     registry.push_bytes(repo, blob)
     data = attestation_manifest(subject, blob, media_type)
-    digest = registry.put_manifest(repo, "sha256:" + _sha256(data), data, MANIFEST)
+    digest = registry.put_manifest(repo, "sha256:" + sha256_hex(data), data, MANIFEST)
     _add_referrer(registry, repo, subject.digest, Descriptor(MANIFEST, digest, len(data), artifact_type=IN_TOTO))
     return digest
 
@@ -155,7 +155,3 @@ def _add_referrer(registry: Registry, repo: str, subject_digest: str, referrer: 
         return
     index = {"schemaVersion": 2, "mediaType": INDEX, "manifests": [*manifests, referrer.to_json()]}
     registry.put_manifest(repo, tag, canonical_json(index), INDEX)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -23,8 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from detpack.digest import canonical_json
 from detpack.errors import InputError, KeyFileError, OutputError, VerificationError
-from detpack.provenance.statement import canonical_json
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 KEY_TYPE = "ed25519"

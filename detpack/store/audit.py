@@ -9,9 +9,9 @@ describe what an interrupted writer left behind, which is harmless by constructi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from dataclasses import dataclass
 
+from detpack.digest import stream_sha256
 from detpack.errors import KeyFileError
 from detpack.provenance.signing import PublicKey, parse_public_key
 from detpack.store import log
@@ -122,11 +122,9 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
 
     live = set(backend.list_blobs())
     for digest in sorted(live):
-        h = hashlib.sha256()
         with backend.open_blob(digest) as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        if h.hexdigest() != digest:
+            actual = stream_sha256(f)
+        if actual != digest:
             names = ", ".join(state.items[digest].names) if digest in state.items else "not in the log"
             problems.append(
                 f"blob sha256:{digest[:16]}… ({names}): its bytes do not match its digest (changed by hand)"

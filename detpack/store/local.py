@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from detpack.atomic import sweep, temp_name
+from detpack.digest import stream_sha256
 from detpack.errors import StoreError, StoreRefusedError
 from detpack.store.backend import Records, Stream, already_bound
 
@@ -57,12 +57,9 @@ def _write_temp(folder: Path, final_name: str, data: bytes | Path, digest: str |
             if isinstance(data, bytes):
                 out.write(data)
             else:
-                h = hashlib.sha256()
                 with data.open("rb") as inp:
-                    while chunk := inp.read(1 << 20):
-                        h.update(chunk)
-                        out.write(chunk)
-                if digest is not None and h.hexdigest() != digest:
+                    copied = stream_sha256(inp, copy_to=out)
+                if digest is not None and copied != digest:
                     raise StoreError(f"{data}: changed while it was being stored (sha256 is no longer {digest[:16]}…)")
             out.flush()
             os.fsync(out.fileno())

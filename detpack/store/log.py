@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from detpack.digest import canonical_json
 from detpack.provenance.signing import PrivateKey, PublicKey
-from detpack.provenance.statement import canonical_json
 from detpack.store import merkle
 from detpack.store.backend import Backend
 

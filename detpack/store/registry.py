@@ -32,11 +32,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from detpack.digest import canonical_json, file_sha256
 from detpack.errors import StoreError, StoreRefusedError
 from detpack.oci.layout import MANIFEST
 from detpack.oci.push import EMPTY_BLOB, EMPTY_DESCRIPTOR
 from detpack.oci.registry import Registry, RegistryRef
-from detpack.provenance.statement import canonical_json
 from detpack.store.backend import Records, Stream, already_bound
 
 ARTIFACT = "application/vnd.detpack.store.{kind}.v1"
@@ -118,11 +118,7 @@ class RegistryBackend:
     def put_blob(self, digest: str, source: Path) -> bool:
         if self.has_blob(digest):
             return False
-        h = hashlib.sha256()
-        with source.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        if h.hexdigest() != digest:
+        if file_sha256(source) != digest:
             raise StoreError(f"{source}: changed while it was being stored (sha256 is no longer {digest[:16]}…)")
         size = source.stat().st_size
         self.registry.push_file(self.repo, source, f"sha256:{digest}", size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from detpack.errors import DetpackError
-from detpack.provenance import statement as provenance
+from detpack.provenance import reader
 from detpack.store.store import Store
 
 
@@ -40,7 +40,7 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
         return value
     prov: dict[str, Any] = {"digest": f"sha256:{linked.digest}", "names": linked.names, "signed_by": linked.signed_by}
     try:
-        summary = provenance.summarize(store.read_provenance(linked).statement)
+        summary = reader.summarize(store.read_provenance(linked).statement)
     except DetpackError as exc:
         prov["error"] = exc.message
     else:

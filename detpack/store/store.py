@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detpack.digest import file_sha256
 from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
-from detpack.provenance import signing
-from detpack.provenance import statement as provenance
+from detpack.provenance import reader, signing
 from detpack.store import log, merkle
 from detpack.store.backend import Backend
 from detpack.store.keys import StoreKeys
@@ -65,7 +65,7 @@ class _Input:
 def _input(path: Path) -> _Input:
     if not path.is_file():
         raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
-    return _Input(path, check_name(path.name), provenance.file_sha256(path), path.stat().st_size)
+    return _Input(path, check_name(path.name), file_sha256(path), path.stat().st_size)
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ class ProvenanceFile:
     def parse(cls, data: bytes, source: str) -> ProvenanceFile:
         if data.lstrip().startswith(b'{"payload"') or b'"payloadType"' in data[:4096]:
             envelope = signing.Envelope.parse(data, source)
-            return cls(provenance.parse_statement(envelope.payload, source), envelope)
-        return cls(provenance.parse_statement(data, source), None)
+            return cls(reader.parse_statement(envelope.payload, source), envelope)
+        return cls(reader.parse_statement(data, source), None)
 
 
 class Store:
@@ -222,7 +222,7 @@ class Store:
         if provenance_path is not None:
             prov = _input(provenance_path)
             parsed = ProvenanceFile.parse(provenance_path.read_bytes(), str(provenance_path))
-            subjects = [s.sha256 for s in provenance.summarize(parsed.statement).subjects]
+            subjects = [s.sha256 for s in reader.summarize(parsed.statement).subjects]
             keyids = [s.keyid for s in parsed.envelope.signatures] if parsed.envelope else []
             for i in inputs:
                 if i.digest not in subjects:
@@ -303,7 +303,7 @@ class Store:
                 signing.verify(prov.envelope, key)
             except VerificationError:
                 continue
-            if item.digest not in {s.sha256 for s in provenance.summarize(prov.statement).subjects}:
+            if item.digest not in {s.sha256 for s in reader.summarize(prov.statement).subjects}:
                 return "it is not a subject of its provenance", None
             return None, key.keyid
         return "its provenance signature does not verify with the given key(s)", None

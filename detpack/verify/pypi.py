@@ -27,8 +27,8 @@ from detpack.build.config import BuildRequest
 from detpack.build.environment import LineSink
 from detpack.build.frontend import FrontendSettings
 from detpack.build.pipeline import build_project
+from detpack.digest import file_sha256
 from detpack.errors import ConfigError, InputError
-from detpack.provenance.statement import file_sha256
 from detpack.verify.compare import FileComparison, compare_files, same_bytes
 
 Verdict = Literal["byte-identical", "content-identical", "different"]

@@ -30,9 +30,10 @@ from detpack.build.environment import LineSink
 from detpack.build.frontend import FrontendSettings
 from detpack.build.lockfile import BuildLock, LockedPackage
 from detpack.build.pipeline import build_project
+from detpack.digest import file_sha256
 from detpack.errors import InputError, VerificationError
 from detpack.provenance.signing import Envelope, PublicKey, verify
-from detpack.provenance.statement import BUILD_TYPE, file_sha256
+from detpack.provenance.statement import BUILD_TYPE
 from detpack.verify.compare import FileComparison, compare_files
 
 #: What is known of a record's signature: checked with the given key, not checked (no key), none.
