@@ -51,10 +51,10 @@ def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> Normal
     """Normalize ``src`` into ``target`` (which may be ``src``) atomically."""
     kind = detect(src) if not _exists_and_zip(src) else None
     if kind is None:  # a zip: open it once, for classifying and for copying
-        with zipc.open_zip(src) as zf:
+        with zipc.open_source(src) as (zf, raw):
             kind = zip_kind(zf, src)
             with atomic_writer(target) as out:
-                _normalize_open_zip(zf, src, out, kind, options)
+                _normalize_open_zip(zf, raw, src, out, kind, options)
                 changed = _differs(src, out)
     else:
         with atomic_writer(target) as out:
@@ -131,29 +131,26 @@ def _exists_and_zip(src: Path) -> bool:
 
 
 def _normalize_zip(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions) -> None:
-    with zipc.open_zip(src) as zf:
-        _normalize_open_zip(zf, src, out, kind, options)
+    with zipc.open_source(src) as (zf, raw):
+        _normalize_open_zip(zf, raw, src, out, kind, options)
 
 
 def _normalize_open_zip(
-    zf: zipfile.ZipFile, src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions
+    zf: zipfile.ZipFile, raw: BinaryIO, src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions
 ) -> None:
     label = str(src)
     members = zipc.read_members(zf, label, options.limits)
     ordered, record = _zip_order(members, kind, label)
-    writer = zipc.CanonicalZipWriter(out, options.epoch)
     rows: list[tuple[str, str, str]] = []
-    try:
+    with zipc.CanonicalZipWriter(out, options.epoch) as writer:
         for member in ordered:
             digest = hashlib.sha256() if record else None
-            writer.copy_member(zf, member, label, recompress=options.recompress, digest=digest)
+            writer.copy_member(zf, raw, member, label, recompress=options.recompress, digest=digest)
             if digest is not None:
                 encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
                 rows.append((member.entry.name, f"sha256={encoded}", str(member.info.file_size)))
         if record:
             writer.add_bytes(Entry(record, "file", 0o644), _record_bytes(rows, record))
-    finally:
-        writer.close()
 
 
 def _record_bytes(rows: list[tuple[str, str, str]], record: str) -> bytes:

@@ -9,6 +9,7 @@ method, or ``recompress=True``, is re-deflated at the policy level.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import stat
 import struct
@@ -18,8 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
-
-from repro_zipfile import ReproducibleZipFile
 
 from detpack import policy
 from detpack.archive.entry import (
@@ -191,82 +190,75 @@ def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[by
         yield chunk
 
 
-class CanonicalZipWriter(ReproducibleZipFile):
-    """A zip writer that only ever writes canonical members."""
+class CanonicalZipWriter:
+    """A zip writer that only ever writes canonical members (use it as a context manager).
+
+    Members are written through ``zipfile.ZipFile``; only the raw copy of an already
+    compressed stream needs zipfile's internals, and those stay in ``_append_raw``.
+    """
 
     def __init__(self, fileobj: BinaryIO, epoch: int) -> None:
-        super().__init__(fileobj, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self._zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
         self.epoch = epoch
+
+    def __enter__(self) -> CanonicalZipWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Write the central directory (the output stream stays open)."""
+        self._zip.close()
 
     def add_bytes(self, entry: Entry, data: bytes) -> None:
         zi = _zipinfo(entry, self.epoch)
-        zi.compress_type = zipfile.ZIP_STORED if entry.kind == "dir" else zipfile.ZIP_DEFLATED
-        _set_level(zi)
-        zi.file_size = len(data)
-        with self.open(zi, "w") as out:
-            out.write(data)
+        if entry.kind == "dir":
+            self._zip.writestr(zi, data, compress_type=zipfile.ZIP_STORED)
+        else:
+            self._zip.writestr(zi, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=policy.ZIP_DEFLATE_LEVEL)
 
     def copy_member(
         self,
         src: zipfile.ZipFile,
+        raw: BinaryIO,
         member: ZipMember,
         label: str,
         *,
         recompress: bool,
         digest: hashlib._Hash | None = None,
     ) -> None:
-        """Copy ``member`` of ``src`` canonically, feeding its uncompressed bytes to ``digest``."""
+        """Copy ``member`` of ``src`` canonically, feeding its uncompressed bytes to ``digest``.
+
+        ``raw`` is a binary reader of the same file as ``src``: a member kept compressed as it
+        is (stored or deflated) is copied from there, stream and all, without inflating twice.
+        """
         entry, info = member.entry, member.info
         if entry.kind == "dir":
             self.add_bytes(entry, b"")
             return
         sink = _Sink(label, info, digest)
         if info.compress_type in _RAW_METHODS and not recompress:
-            self._copy_raw(src, info, entry, sink, label)
+            self._copy_raw(raw, info, entry, sink, label)
         else:
             self._recompress(src, info, entry, sink, label)
         sink.finish()
 
-    def _copy_raw(self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str) -> None:
+    def _copy_raw(self, raw: BinaryIO, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str) -> None:
         zi = _zipinfo(entry, self.epoch)
         zi.compress_type = info.compress_type
         zi.CRC = info.CRC
         zi.compress_size = info.compress_size
         zi.file_size = info.file_size
-        fp = self.fp
-        assert fp is not None
-        self._writecheck(zi)  # type: ignore[attr-defined]
-        self._didModify = True
-        zi.header_offset = fp.tell()
-        fp.write(zi.FileHeader(None))
-        d = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
-        assert src.fp is not None
-        for chunk in _raw_chunks(src.fp, info, label):
-            fp.write(chunk)
-            if d is None:
-                sink.feed(chunk)
-                continue
-            try:
-                # Bounded inflation: the sink refuses the member as soon as it exceeds its
-                # declared size, so a bomb never reaches memory whole.
-                sink.feed(d.decompress(chunk, policy.CHUNK))
-                while d.unconsumed_tail:
-                    sink.feed(d.decompress(d.unconsumed_tail, policy.CHUNK))
-            except zlib.error as exc:
-                raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
-        if d is not None and not d.eof:
-            raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
-        self.filelist.append(zi)
-        self.NameToInfo[zi.filename] = zi
-        self.start_dir = fp.tell()
+        _append_raw(self._zip, zi, _inflate_into(_raw_chunks(raw, info, label), info, sink, label))
 
     def _recompress(self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str) -> None:
         zi = _zipinfo(entry, self.epoch)
         zi.compress_type = zipfile.ZIP_DEFLATED
-        _set_level(zi)
+        _set_level(zi, policy.ZIP_DEFLATE_LEVEL)
         zi.file_size = info.file_size
         try:
-            with src.open(info) as inp, self.open(zi, "w") as out:
+            with src.open(info) as inp, self._zip.open(zi, "w") as out:
                 while chunk := inp.read(policy.CHUNK):
                     sink.feed(chunk)
                     out.write(chunk)
@@ -274,10 +266,62 @@ class CanonicalZipWriter(ReproducibleZipFile):
             raise ArchiveError(f"{label}: cannot read member {info.filename!r} ({exc})") from None
 
 
-def _set_level(zi: zipfile.ZipInfo) -> None:
-    # Python 3.11/3.12 call it _compresslevel, 3.13+ compress_level.
+def _inflate_into(chunks: Iterator[bytes], info: zipfile.ZipInfo, sink: _Sink, label: str) -> Iterator[bytes]:
+    """Pass a member's compressed ``chunks`` through, feeding their inflated bytes to ``sink``."""
+    d = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+    for chunk in chunks:
+        yield chunk
+        if d is None:
+            sink.feed(chunk)
+            continue
+        try:
+            # Bounded inflation: the sink refuses the member as soon as it exceeds its
+            # declared size, so a bomb never reaches memory whole.
+            sink.feed(d.decompress(chunk, policy.CHUNK))
+            while d.unconsumed_tail:
+                sink.feed(d.decompress(d.unconsumed_tail, policy.CHUNK))
+        except zlib.error as exc:
+            raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
+    if d is not None and not d.eof:
+        raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
+
+
+def _append_raw(zf: zipfile.ZipFile, zi: zipfile.ZipInfo, chunks: Iterator[bytes]) -> None:
+    """Append a member whose compressed bytes are ``chunks`` (``zi`` carries CRC and sizes).
+
+    zipfile has no public way to write an already compressed stream, so this one function
+    does what ``ZipFile.mkdir`` does inside CPython: write ``zi.FileHeader()`` at
+    ``zf.start_dir`` through ``zf.fp`` (zipfile's own stream: for an unseekable output it is a
+    position-counting wrapper), then the data, then register ``zi`` in ``zf.filelist`` and
+    ``zf.NameToInfo`` (which ``close`` writes as the central directory) and move ``start_dir``
+    past the data. None of these names is documented; tests/test_archive.py
+    (``test_append_raw_*``) pins each of them on the running CPython.
+    """
+    fp = zf.fp
+    if fp is None:
+        raise ValueError("the canonical zip writer is already closed")
+    if zi.filename in zf.NameToInfo:
+        raise ValueError(f"member {zi.filename!r} is already written")  # read_members refused duplicates
+    zi.header_offset = fp.tell()
+    if zi.header_offset != zf.start_dir:  # zipfile leaves its stream at start_dir after every member
+        raise ValueError(f"zip writer is at offset {zi.header_offset}, its directory starts at {zf.start_dir}")
+    fp.write(zi.FileHeader(None))
+    for chunk in chunks:
+        fp.write(chunk)
+    zf.filelist.append(zi)
+    zf.NameToInfo[zi.filename] = zi
+    zf.start_dir = fp.tell()
+
+
+def _set_level(zi: zipfile.ZipInfo, level: int) -> None:
+    """Set the deflate level ``ZipFile.open(zi, "w")`` will use.
+
+    ``writestr`` takes a level, but the streaming ``open(zi, "w")`` reads it from ``zi``:
+    CPython 3.11/3.12 call it ``_compresslevel`` (private), 3.13+ ``compress_level``.
+    Pinned by ``test_set_level_reaches_the_compressor`` in tests/test_archive.py.
+    """
     attr = "compress_level" if "compress_level" in zipfile.ZipInfo.__slots__ else "_compresslevel"
-    setattr(zi, attr, policy.ZIP_DEFLATE_LEVEL)
+    setattr(zi, attr, level)
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
@@ -285,3 +329,23 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except READ_ERRORS as exc:
         raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None
+
+
+@contextlib.contextmanager
+def open_source(path: Path) -> Iterator[tuple[zipfile.ZipFile, BinaryIO]]:
+    """``path`` opened once: its zip directory and a raw reader of the same open file.
+
+    ``CanonicalZipWriter.copy_member`` reads raw streams from the reader; one open file for
+    both means the two can never see different files (the path may be replaced meanwhile).
+    """
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise ArchiveError(f"{path}: cannot open the zip archive ({exc.strerror or exc})") from None
+    with raw:
+        try:
+            zf = zipfile.ZipFile(raw)
+        except READ_ERRORS as exc:
+            raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None
+        with zf:
+            yield zf, raw
