@@ -11,15 +11,20 @@ import io
 import os
 import random
 import stat
+import sys
 import tarfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
+from wheel.wheelfile import WheelError, WheelFile
 
+from conftest import WHEELHOUSE
 from detpack import ArchiveError, InputError, NormalizeOptions, normalize_file
 from detpack.archive import detect
+from detpack.archive import zip as zipc
 from detpack.policy import DEFAULT_EPOCH
 
 EPOCH = 1_700_000_001  # odd on purpose: zip stores 2-second steps
@@ -341,3 +346,164 @@ def test_gzip_blocks_do_not_depend_on_thread_count() -> None:
     stream = outputs.pop()
     assert gzip.decompress(stream) == data
     assert stream[:4] == b"\x1f\x8b\x08\x00" and stream[4:8] == b"\0\0\0\0" and stream[9] == 255
+
+
+# --- zipfile internals detpack relies on (detpack/archive/zip.py: _append_raw, _set_level,
+# orig_filename). Each test exercises exactly that use on the running CPython, so a change in
+# zipfile fails here first, by name.
+
+_RAW_DATA = b"canonical bytes " * 400
+
+
+def _deflated(data: bytes, level: int) -> bytes:
+    c = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def _raw_info(name: str, method: int, data: bytes, compressed: bytes) -> zipfile.ZipInfo:
+    zi = zipfile.ZipInfo(name, (2020, 1, 2, 3, 4, 6))
+    zi.compress_type, zi.CRC = method, zlib.crc32(data)
+    zi.external_attr = (stat.S_IFREG | 0o644) << 16
+    zi.file_size, zi.compress_size = len(data), len(compressed)
+    return zi
+
+
+def _with_zipfile_only(out: io.BytesIO | None = None) -> bytes:
+    """The archive ``test_append_raw_*`` write, written by zipfile's public API alone."""
+    out = out or io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("a.txt", (2020, 1, 2, 3, 4, 6)), b"first", compress_type=zipfile.ZIP_STORED)
+        zf.writestr(_raw_info("s.bin", zipfile.ZIP_STORED, _RAW_DATA, _RAW_DATA), _RAW_DATA)
+        zf.writestr(
+            _raw_info("d.bin", zipfile.ZIP_DEFLATED, _RAW_DATA, b""),
+            _RAW_DATA,
+            compress_type=zipfile.ZIP_DEFLATED,
+            compresslevel=6,
+        )
+        zf.writestr(zipfile.ZipInfo("z.txt", (2020, 1, 2, 3, 4, 6)), b"last", compress_type=zipfile.ZIP_STORED)
+    return out.getvalue()
+
+
+def _with_append_raw(out: io.BytesIO | _Unseekable) -> None:
+    with zipfile.ZipFile(out, "w") as zf:  # type: ignore[arg-type]
+        zf.writestr(zipfile.ZipInfo("a.txt", (2020, 1, 2, 3, 4, 6)), b"first", compress_type=zipfile.ZIP_STORED)
+        zipc._append_raw(zf, _raw_info("s.bin", zipfile.ZIP_STORED, _RAW_DATA, _RAW_DATA), iter([_RAW_DATA]))
+        deflated = _deflated(_RAW_DATA, 6)
+        halves = iter([deflated[:100], deflated[100:]])
+        zipc._append_raw(zf, _raw_info("d.bin", zipfile.ZIP_DEFLATED, _RAW_DATA, deflated), halves)
+        zf.writestr(zipfile.ZipInfo("z.txt", (2020, 1, 2, 3, 4, 6)), b"last", compress_type=zipfile.ZIP_STORED)
+
+
+class _Unseekable(io.RawIOBase):
+    """A write-only stream with no seek and no tell (a pipe, say)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.data += b
+        return len(b)
+
+
+def test_append_raw_writes_what_zipfile_itself_writes() -> None:
+    # FileHeader(None), fp, start_dir, filelist and NameToInfo: the archive is byte-identical
+    # to the one zipfile's public writestr makes of the same members.
+    out = io.BytesIO()
+    _with_append_raw(out)
+    assert out.getvalue() == _with_zipfile_only()
+    with zipfile.ZipFile(io.BytesIO(out.getvalue())) as zf:
+        assert zf.testzip() is None
+        assert zf.namelist() == ["a.txt", "s.bin", "d.bin", "z.txt"]
+        assert zf.read("s.bin") == zf.read("d.bin") == _RAW_DATA
+
+
+def test_append_raw_on_an_unseekable_output() -> None:
+    # zf.fp is zipfile's position-counting wrapper there: writing through it keeps offsets right.
+    out = _Unseekable()
+    _with_append_raw(out)
+    with zipfile.ZipFile(io.BytesIO(bytes(out.data))) as zf:
+        assert zf.testzip() is None
+        assert [zf.read(n) for n in ("a.txt", "s.bin", "d.bin", "z.txt")] == [b"first", _RAW_DATA, _RAW_DATA, b"last"]
+
+
+def test_append_raw_refuses_a_repeat_and_a_closed_writer() -> None:
+    zf = zipfile.ZipFile(io.BytesIO(), "w")
+    zipc._append_raw(zf, _raw_info("s.bin", zipfile.ZIP_STORED, b"x", b"x"), iter([b"x"]))
+    with pytest.raises(ValueError, match="already written"):
+        zipc._append_raw(zf, _raw_info("s.bin", zipfile.ZIP_STORED, b"x", b"x"), iter([b"x"]))
+    zf.close()
+    with pytest.raises(ValueError, match="closed"):
+        zipc._append_raw(zf, _raw_info("t.bin", zipfile.ZIP_STORED, b"x", b"x"), iter([b"x"]))
+
+
+@pytest.mark.parametrize("level", [1, 9])
+def test_set_level_reaches_the_compressor(level: int) -> None:
+    private = sys.version_info < (3, 13)
+    assert ("_compresslevel" if private else "compress_level") in zipfile.ZipInfo.__slots__
+    data = bytes(random.Random(7).choices(b"abcdefgh ", k=200_000))
+    assert _deflated(data, 1) != _deflated(data, 9)  # so the level is visible in the bytes
+    zi = zipfile.ZipInfo("m", (2020, 1, 1, 0, 0, 0))
+    zi.compress_type = zipfile.ZIP_DEFLATED
+    zipc._set_level(zi, level)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf, zf.open(zi, "w") as member:
+        member.write(data)
+    with zipfile.ZipFile(io.BytesIO(out.getvalue())) as zf:
+        info = zf.getinfo("m")
+    start = info.header_offset + 30 + len(b"m")
+    assert out.getvalue()[start : start + info.compress_size] == _deflated(data, level)
+
+
+def test_orig_filename_keeps_what_zipfile_cuts(tmp_path: Path) -> None:
+    # zipfile cuts a read name at NUL; orig_filename keeps the name as stored. read_members
+    # refuses the name by it, and _raw_chunks compares the local header's name with it.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("evil.txtXsh", b"x")
+    path = tmp_path / "nul.zip"
+    path.write_bytes(buf.getvalue().replace(b"evil.txtXsh", b"evil.txt\x00sh"))
+    with zipfile.ZipFile(path) as zf:
+        (info,) = zf.infolist()
+        assert (info.filename, info.orig_filename) == ("evil.txt", "evil.txt\x00sh")
+        with pytest.raises(ArchiveError, match="NUL byte"):
+            zipc.read_members(zf, str(path))
+
+
+# --- the canonical wheels, read by wheel's own reader: every member is listed in RECORD
+# and wheel.wheelfile.WheelFile verifies each one's sha256 as it is read.
+
+
+def _read_all_with_wheel(path: Path) -> int:
+    with WheelFile(path) as wf:
+        for info in wf.infolist():
+            with wf.open(info) as member:
+                while member.read(1 << 20):
+                    pass
+        return len(wf.infolist())
+
+
+def test_normalized_wheels_pass_wheels_own_record_check(tmp_path: Path) -> None:
+    wheels = sorted(WHEELHOUSE.glob("*.whl"))
+    assert len(wheels) >= 5, f"{WHEELHOUSE} lacks wheels: run `make setup`"
+    wheels.append(noisy_zip(tmp_path / "demo-1.0-py3-none-any.whl", 9, wheel=True))
+    for wheel in wheels:
+        for options in (OPTS, NormalizeOptions(EPOCH, recompress=True)):
+            out = normalize_file(wheel, tmp_path / f"out-{options.recompress}" / wheel.name, options)
+            assert _read_all_with_wheel(out.output) > 1, wheel.name
+
+
+def test_wheels_record_check_catches_a_changed_member(tmp_path: Path) -> None:
+    # The check above can fail: a member changed after normalizing is caught by wheel's reader.
+    src = noisy_zip(tmp_path / "demo-1.0-py3-none-any.whl", 10, wheel=True)
+    out = normalize_file(src, tmp_path / "out" / src.name, OPTS)
+    bad = tmp_path / "bad" / src.name
+    bad.parent.mkdir()
+    with zipfile.ZipFile(out.output) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info).replace(b"VALUE = 1", b"VALUE = 2"))
+    assert _read_all_with_wheel(out.output) > 1
+    with pytest.raises(WheelError, match="Hash mismatch"):
+        _read_all_with_wheel(bad)
