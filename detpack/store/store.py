@@ -77,7 +77,12 @@ class Store:
 
     # -- reading --------------------------------------------------------------------------
     def records(self) -> tuple[list[bytes], log.Checkpoint | None]:
-        return log.committed_entries(self.backend)
+        """The committed log records and the checkpoint covering them (refusing a format this detpack cannot read)."""
+        records, checkpoint = log.committed_entries(self.backend)
+        if records:
+            with contextlib.suppress(ValueError):  # an unreadable entry 1 is reported by ``entries``
+                log.store_format([log.parse_entry(records[0])], self.backend.url)
+        return records, checkpoint
 
     def entries(self) -> list[dict[str, Any]]:
         out = []
@@ -168,7 +173,8 @@ class Store:
             writer = _Writer(self, key, state)
             if state.origin is None:
                 origin = f"urn:uuid:{os.urandom(16).hex()}"
-                writer.append({"type": "init", "origin": origin, "keyid": key.public.keyid})
+                init = {"type": "init", "origin": origin, "keyid": key.public.keyid, "format": log.STORE_FORMAT}
+                writer.append(init)
             writer.finish()
             yield writer
 
