@@ -870,9 +870,19 @@ def test_a_store_of_a_newer_format_is_refused_in_one_line(tmp_path: Path, files:
     assert r.code == 2 and "run `detpack store verify`" in r.stderr
 
 
-def test_a_new_store_records_its_format(tmp_path: Path) -> None:
+def test_a_new_store_records_its_format_and_writes_rfc8785_records(tmp_path: Path, files: dict[str, Path]) -> None:
+    import rfc8785
+
     from detpack.store import log
 
     store = tmp_path / "store"
-    assert run([DETPACK, "store", "--store", store, "init"]).code == 0
+    s = [DETPACK, "store", "--store", store]
+    assert run([*s, "push", files["1.0"], "--provenance", files["envelope"]]).code == 0
+    assert run([*s, "promote", files["1.0"].name, "--to", "caf\u00e9-\u2615"]).code == 2  # not a usable env name
+    assert run([*s, "promote", files["1.0"].name, "--to", "prod", "--key", files["builder.pub"]]).code == 0
     assert _entries(store)[0]["format"] == log.STORE_FORMAT == 2
+    for stream in ("entries", "checkpoints"):
+        lines = (store / "log" / f"{stream}.jsonl").read_bytes().splitlines()
+        assert len(lines) == 4
+        for line in lines:
+            assert line == rfc8785.dumps(json.loads(line))
