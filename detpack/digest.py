@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import rfc8785
 
 CHUNK = 1 << 20
 
@@ -30,6 +31,18 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def canonical_json(value: object) -> bytes:
-    """The one JSON serialisation detpack hashes and signs."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+class CanonicalJSONError(ValueError):
+    """A value RFC 8785 cannot serialise: a non-string key, NaN, an integer beyond 2**53, a lone surrogate."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one JSON serialisation detpack hashes and signs: RFC 8785 (JCS), as UTF-8 bytes.
+
+    Keys are sorted by their UTF-16 code units, numbers are written as ECMAScript writes them
+    (``1.0`` is ``1``), strings escape only what JSON must. Raises CanonicalJSONError (a
+    ValueError) for values JCS cannot represent.
+    """
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise CanonicalJSONError(str(exc)) from None

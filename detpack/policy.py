@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Final
 
-POLICY_VERSION: Final = "3"  # 2: gzip streams are block-parallel (pigz scheme); 3: gzip memLevel 8
+#: 2: gzip streams are block-parallel (pigz scheme); 3: gzip memLevel 8; 4: the JSON detpack writes
+#: (statements, OCI configs, manifests and indexes) is RFC 8785 canonical JSON (``digest.canonical_json``)
+POLICY_VERSION: Final = "4"
 
 #: Used when neither the command line, the environment, git nor an sdist gives an epoch.
 DEFAULT_EPOCH: Final = 315532800  # 1980-01-01T00:00:00Z, the earliest time zip can store

@@ -24,6 +24,9 @@ FORBIDDEN = (
     ("detpack.archive", ("detpack.build", "detpack.verify", "detpack.oci", "detpack.store", "detpack.provenance")),
     ("detpack.build", ("detpack.verify", "detpack.oci", "detpack.store")),
     ("detpack.provenance", ("detpack.verify", "detpack.oci", "detpack.store")),
+    # reading provenance back never loads the build machinery (verify, the store and OCI read it)
+    ("detpack.provenance.reader", ("detpack.build", "detpack.verify", "detpack.oci", "detpack.store")),
+    ("detpack.provenance.signing", ("detpack.build",)),
 )
 
 
@@ -134,8 +137,17 @@ def test_the_graph_sees_every_kind_of_import() -> None:
         ("archive/zip.py", "from detpack.verify import compare", "detpack.archive.zip imports detpack.verify.compare"),
         ("build/source.py", "from detpack.store import store", "detpack.build.source imports detpack.store.store"),
         ("policy.py", "from detpack.build import config", "detpack.policy imports detpack.build.config"),
-        ("archive/entry.py", "    from detpack.archive import gz", "import cycle: detpack.archive.entry <-> detpack.archive.gz"),
+        (
+            "archive/entry.py",
+            "    from detpack.archive import gz",
+            "import cycle: detpack.archive.entry <-> detpack.archive.gz",
+        ),
         ("oci/layer.py", "from detpack.cli import _output", "detpack.oci.layer imports detpack.cli._output"),
+        (
+            "provenance/reader.py",
+            "    from detpack.build import lockfile",
+            "detpack.provenance.reader imports detpack.build.lockfile",
+        ),
     ],
 )
 def test_a_planted_violation_is_reported(tmp_path: Path, where: str, line: str, expected: str) -> None:

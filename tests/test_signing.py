@@ -198,6 +198,12 @@ def test_build_sign_writes_an_envelope_that_verifies(tmp_path: Path, wheelhouse:
     assert envelope.name == prov.name.replace(".provenance.json", ".intoto.jsonl")
     sslib = SSlibEnvelope.from_dict(json.loads(envelope.read_bytes()))
     sslib.verify([_sslib_key(tmp_path / "key.pub")], 1)
+    import rfc8785
+
+    written = prov.read_bytes()  # what detpack build wrote: its own RFC 8785 form, byte for byte
+    assert (
+        written == rfc8785.dumps(json.loads(written)) == base64.b64decode(json.loads(envelope.read_bytes())["payload"])
+    )
     assert sslib.payload == prov.read_bytes()
     artifacts = sorted(p for p in out.iterdir() if p.name.endswith((".whl", ".tar.gz")))
     r = run([DETPACK, "verify", *artifacts, "--provenance", envelope, "--key", tmp_path / "key.pub"])
@@ -259,3 +265,108 @@ def test_other_kinds_of_keys_are_named_with_the_right_article(
     assert r.code == 2 and f"{private}: {phrase}; detpack signs with ed25519 keys" in r.stderr, r.stderr
     r = run([DETPACK, "verify", signed["artifact"], "--provenance", signed["envelope"], "--key", public])
     assert r.code == 2 and f"{public}: {phrase}; detpack verifies ed25519 keys" in r.stderr, r.stderr
+
+
+# RFC 8785 section 3.2.3: object keys sort by their UTF-16 code units (so U+1F600, a surrogate
+# pair starting 0xD83D, sorts before U+FB33, though its code point is larger).
+RFC8785_SORTING = {
+    "\u20ac": "Euro Sign",
+    "\r": "Carriage Return",
+    "\ufb33": "Hebrew Letter Dalet With Dagesh",
+    "1": "One",
+    "\U0001f600": "Emoji: Grinning Face",
+    "\u0080": "Control",
+    "\u00f6": "Latin Small Letter O With Diaeresis",
+}
+RFC8785_SORTED_KEYS = ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
+# RFC 8785 section 3.2.2 (numbers as ECMAScript writes them, strings escaping only what JSON must).
+RFC8785_VALUES = (
+    b'{"numbers":[333333333.33333329,1E30,4.50,2e-3,0.000000000000000000000000001],'
+    b'"string":"\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/","literals":[null,true,false]}'
+)
+RFC8785_VALUES_CANONICAL = (
+    b'{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+    b'"string":"\xe2\x82\xac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
+)
+
+
+def test_canonical_json_is_rfc8785_on_its_test_vectors() -> None:
+    out = canonical_json(RFC8785_SORTING)
+    assert list(json.loads(out)) == RFC8785_SORTED_KEYS
+    assert out == ("{" + ",".join(f'"{k}":"{RFC8785_SORTING[k]}"' for k in RFC8785_SORTED_KEYS) + "}").replace(
+        "\r", "\\r"
+    ).encode("utf-8")
+    assert canonical_json(json.loads(RFC8785_VALUES)) == RFC8785_VALUES_CANONICAL
+    # Python's sort_keys orders by code point: it is not RFC 8785 for these keys
+    naive = json.dumps(RFC8785_SORTING, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert naive != out
+
+
+def test_sign_writes_rfc8785_bytes_whatever_the_statement_file_holds(tmp_path: Path) -> None:
+    import rfc8785
+
+    artifact = tmp_path / "demo-1.0-py3-none-any.whl"
+    artifact.write_bytes(b"not really a wheel")
+    value = json.loads(_statement(artifact))
+    value["predicate"]["buildDefinition"]["externalParameters"].update(
+        {"keys": RFC8785_SORTING, "ratio": 1.0, "note": "caf\u00e9 \u2615"}
+    )
+    prov = tmp_path / "demo-1.0.provenance.json"
+    prov.write_text(json.dumps(value, indent=2, ensure_ascii=True))  # not canonical in any way
+    assert run([DETPACK, "keygen", "-o", tmp_path / "key"]).code == 0
+    assert run([DETPACK, "sign", prov, "--key", tmp_path / "key"]).code == 0
+    line = (tmp_path / "demo-1.0.intoto.jsonl").read_bytes()
+    assert line == rfc8785.dumps(json.loads(line)) + b"\n"
+    payload = base64.b64decode(json.loads(line)["payload"])
+    assert payload == rfc8785.dumps(json.loads(payload))
+    keys = json.loads(payload)["predicate"]["buildDefinition"]["externalParameters"]["keys"]
+    assert list(keys) == RFC8785_SORTED_KEYS and b'"ratio":1,' in payload
+    assert SSlibEnvelope.from_dict(json.loads(line)).verify([_sslib_key(tmp_path / "key.pub")], 1)
+    r = run(
+        [DETPACK, "verify", artifact, "--provenance", tmp_path / "demo-1.0.intoto.jsonl", "--key", tmp_path / "key.pub"]
+    )
+    assert r.code == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"payload": "e30=", "payloadType": "text/plain", "signatures": []}', "payloadType is 'text/plain'"),
+        (b'{"payload": "bm90IGpzb24=", "payloadType": "application/vnd.in-toto+json", "signatures": []}',
+         "the envelope's payload is not JSON"),
+        (b'{"payload": "e30=", "payloadType": "application/vnd.in-toto+json", "signatures": []}',
+         "the envelope's payload: not an in-toto SLSA provenance statement (no _type)"),
+        (b'{"payload": "e30=", "payloadType": "application/vnd.in-toto+json", "signatures": [{"sig": 1}]}',
+         "signature 1 is not base64"),
+        (b'{"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": "x"}], "predicateType": "p"}',
+         "subject 1 has no digest"),
+        (b'{"_type": "https://example.com/other", "subject": []}', "_type is 'https://example.com/other'"),
+        (b"{}\n{}\n", "holds 2 JSON lines"),
+    ],
+)  # fmt: skip
+def test_the_reader_names_the_file_and_the_problem_in_one_line(tmp_path: Path, content: bytes, message: str) -> None:
+    from detpack.errors import InputError
+    from detpack.provenance import reader
+
+    bad = tmp_path / "bad.intoto.jsonl"
+    bad.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        reader.read_file(bad)
+    assert message in caught.value.message and str(bad) in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_the_reader_reads_a_statement_and_its_envelope_as_one_value(signed: dict[str, Path]) -> None:
+    from detpack.provenance import reader
+
+    bare = reader.read_file(signed["prov"])
+    wrapped = reader.read_file(signed["envelope"])
+    pretty = signed["envelope"].with_name("pretty.dsse.json")
+    pretty.write_text(json.dumps(json.loads(signed["envelope"].read_bytes()), indent=2))  # a JSON document, not a line
+    assert reader.read_file(pretty).envelope == wrapped.envelope
+    assert bare.envelope is None and bare.form == "provenance" and wrapped.form == "dsse"
+    assert bare.statement == wrapped.statement and bare.payload == wrapped.payload == signed["prov"].read_bytes()
+    assert bare.subjects == wrapped.subjects and bare.names(sha256(signed["artifact"]))
+    assert wrapped.predicate_type == "https://slsa.dev/provenance/v1"
+    assert wrapped.envelope is not None
+    assert signing.verify(wrapped.envelope, signing.load_public_key(signed["key"])) == wrapped.payload

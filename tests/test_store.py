@@ -3,6 +3,7 @@ and concurrent writers."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import io
@@ -793,3 +794,95 @@ def test_store_help_is_current() -> None:
     r = run([DETPACK, "store", "--help"])
     assert r.code == 0
     assert "planned" not in r.stdout and "oci://HOST:PORT/REPO" in r.stdout
+
+
+OLD_STORE = FIXTURES / "store-format-1"
+
+
+def _old_json(value: object) -> bytes:
+    """How detpack serialised store records before RFC 8785 (store format 1)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def test_a_format_1_store_is_read_verified_and_extended(tmp_path: Path) -> None:
+    import rfc8785
+
+    store = tmp_path / "store"
+    shutil.copytree(OLD_STORE / "store", store)
+    key, signer = OLD_STORE / "storekey.pub", OLD_STORE / "signer.pub"
+    old = _entries(store)
+    assert [e["type"] for e in old] == ["init", "provenance", "push"] and "format" not in old[0]
+    # what makes reading it honest: every record it holds is its own RFC 8785 form already
+    for stream in ("entries", "checkpoints"):
+        for line in (store / "log" / f"{stream}.jsonl").read_bytes().splitlines():
+            assert line == rfc8785.dumps(json.loads(line)) == _old_json(json.loads(line))
+    # while the envelope it stores carries a statement serialised the old way, not RFC 8785's
+    envelope = (OLD_STORE / "in" / "demo-1.0.intoto.jsonl").read_bytes()
+    payload = base64.b64decode(json.loads(envelope)["payload"])
+    assert payload != rfc8785.dumps(json.loads(payload)) and payload == _old_json(json.loads(payload))
+
+    s = [DETPACK, "store", "--store", store]
+    r = run([*s, "verify", "--key", key])
+    assert r.code == 0 and "verified: 3 log entries, 3 checkpoints, 2 blobs" in r.stdout, r.stdout + r.stderr
+    wheel = "demo-1.0-py3-none-any.whl"
+    r = run([*s, "show", wheel, "--json"])
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["provenance"]["builder"] == "https://detpack.dev/builders/local/v1"
+    # the old envelope's signature is over its payload as carried: it still verifies
+    r = run([*s, "promote", wheel, "--to", "prod", "--key", signer, "--signing-key", OLD_STORE / "storekey"])
+    assert r.code == 0, r.stderr
+    r = run([*s, "verify", "--key", key])
+    assert r.code == 0 and "verified: 4 log entries, 4 checkpoints" in r.stdout, r.stdout + r.stderr
+    assert _entries(store)[:3] == old and _entries(store)[3]["type"] == "promote"
+    assert run([*s, "resolve", "prod"]).stdout.strip().endswith(sha256(OLD_STORE / "in" / wheel))
+
+
+def _forged_init(store: Path, value: object) -> None:
+    """A one-entry store whose init entry records ``format`` ``value``, signed like any other."""
+    from detpack.provenance.signing import PrivateKey
+    from detpack.store import log
+
+    backend, key = LocalBackend(store), PrivateKey.generate()
+    origin = "urn:uuid:" + "0" * 32
+    entry = {"type": "init", "origin": origin, "keyid": key.public.keyid, "format": value}
+    log.append(backend, key, origin, canonical_json({**entry, "time": "2030-01-01T00:00:00Z", "user": "u"}), "t")
+    backend.publish_public_key(key.public.pem())
+
+
+def test_a_store_of_a_newer_format_is_refused_in_one_line(tmp_path: Path, files: dict[str, Path]) -> None:
+    from detpack.store import log
+
+    store = tmp_path / "store"
+    _forged_init(store, log.STORE_FORMAT + 1)
+    before = _snapshot(store)
+    for argv in (["verify"], ["log"], ["show", "x"], ["push", files["1.0"]], ["checkpoint"]):
+        r = run([DETPACK, "store", "--store", store, *argv])
+        assert r.code == 2, (argv, r.stderr)
+        [line] = r.stderr.strip().splitlines()
+        assert str(store) in line and f"store format {log.STORE_FORMAT + 1} is newer" in line, line
+        assert "upgrade detpack" in line and "Traceback" not in r.stderr
+    assert {k: v for k, v in _snapshot(store).items() if k != ".lock"} == before  # nothing written
+    damaged = tmp_path / "damaged"
+    _forged_init(damaged, "two")
+    r = run([DETPACK, "store", "--store", damaged, "verify"])
+    assert r.code == 1 and "log entry 1: records store format 'two', which is no store format" in r.stdout + r.stderr
+    r = run([DETPACK, "store", "--store", damaged, "log"])
+    assert r.code == 2 and "run `detpack store verify`" in r.stderr
+
+
+def test_a_new_store_records_its_format_and_writes_rfc8785_records(tmp_path: Path, files: dict[str, Path]) -> None:
+    import rfc8785
+
+    from detpack.store import log
+
+    store = tmp_path / "store"
+    s = [DETPACK, "store", "--store", store]
+    assert run([*s, "push", files["1.0"], "--provenance", files["envelope"]]).code == 0
+    assert run([*s, "promote", files["1.0"].name, "--to", "caf\u00e9-\u2615"]).code == 2  # not a usable env name
+    assert run([*s, "promote", files["1.0"].name, "--to", "prod", "--key", files["builder.pub"]]).code == 0
+    assert _entries(store)[0]["format"] == log.STORE_FORMAT == 2
+    for stream in ("entries", "checkpoints"):
+        lines = (store / "log" / f"{stream}.jsonl").read_bytes().splitlines()
+        assert len(lines) == 4
+        for line in lines:
+            assert line == rfc8785.dumps(json.loads(line))

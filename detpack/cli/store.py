@@ -282,9 +282,8 @@ def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
 
 def _checkpoint(store: Any, args: argparse.Namespace, out: Output) -> int:
     from detpack.errors import StoreError
-    from detpack.store import log
 
-    checkpoint = log.last_checkpoint(store.backend)
+    _, checkpoint = store.records()
     if checkpoint is None:
         raise StoreError(f"{store.backend.url}: the log is empty")
     if args.output:

@@ -71,8 +71,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 
 def _verify_files(args: argparse.Namespace, key: PublicKey, paths: list[Path], out: Output) -> int:
-    statement = _open(Candidate(str(args.provenance), _read(args.provenance)), key)
-    summary = reader.summarize(statement)
+    summary = reader.summarize(_open(Candidate(str(args.provenance), _read(args.provenance)), key))
     digests = {str(path): file_sha256(path) for path in _existing(paths)}
     problems = reader.check_policy(summary, digests, source_commit=args.source_commit, builder=args.builder)
     if problems:
@@ -99,10 +98,10 @@ def _verify_image(args: argparse.Namespace, key: PublicKey, text: str, kind: str
                 f"{text}: no signed provenance refers to {found.digest} in {target.ref.name}; push the image "
                 "with its provenance (detpack push, without --no-provenance), or pass --provenance FILE"
             )
-    where, statement = _first_verified(found, key)
-    summary = reader.summarize(statement)
+    where, provenance = _first_verified(found, key)
+    summary = reader.summarize(provenance)
     problems = reader.check_policy(summary, {text: found.digest.removeprefix("sha256:")})
-    chain = attest.image_chain(statement)
+    chain = attest.image_chain(provenance.statement)
     more, matched = attest.check_image_chain(
         chain, summary.builder, source_commit=args.source_commit, builder=args.builder
     )
@@ -118,17 +117,17 @@ def _verify_image(args: argparse.Namespace, key: PublicKey, text: str, kind: str
     out.result(f"signed by keyid {key.keyid}; builder {summary.builder}; source commit {commit}")
 
 
-def _first_verified(found: ImageEvidence, key: PublicKey) -> tuple[str, dict[str, Any]]:
+def _first_verified(found: ImageEvidence, key: PublicKey) -> tuple[str, reader.Provenance]:
     """The first candidate whose signature verifies and whose subjects name the image."""
     failure: VerificationError | None = None
     for candidate in found.candidates:
         try:
-            statement = _open(candidate, key)
+            provenance = _open(candidate, key)
         except VerificationError as exc:
             failure = failure or exc
             continue
-        if any(s.sha256 == found.digest.removeprefix("sha256:") for s in reader.summarize(statement).subjects):
-            return candidate.where, statement
+        if provenance.names(found.digest):
+            return candidate.where, provenance
         failure = failure or VerificationError(
             f"not verified: {found.label}: {found.digest[:23]}… is not a subject of the provenance ({candidate.where})"
         )
@@ -136,23 +135,16 @@ def _first_verified(found: ImageEvidence, key: PublicKey) -> tuple[str, dict[str
     raise failure
 
 
-def _open(candidate: Candidate, key: PublicKey) -> dict[str, Any]:
+def _open(candidate: Candidate, key: PublicKey) -> reader.Provenance:
     """The statement a DSSE envelope carries, once its signature verifies with ``key``."""
-    try:
-        envelope = signing.Envelope.parse(candidate.data, candidate.where)
-    except InputError:
-        if b'"_type"' in candidate.data and b'"subject"' in candidate.data:
-            raise VerificationError(
-                f"{candidate.where}: an unsigned statement; sign it (detpack sign, or make it with --sign KEY) "
-                "and pass the .intoto.jsonl envelope"
-            ) from None
-        raise
-    if envelope.payload_type != signing.PAYLOAD_TYPE:
+    provenance = reader.read(candidate.data, candidate.where)
+    if provenance.envelope is None:
         raise VerificationError(
-            f"{candidate.where}: payloadType is {envelope.payload_type!r}, not {signing.PAYLOAD_TYPE}"
+            f"{candidate.where}: an unsigned statement; sign it (detpack sign, or make it with --sign KEY) "
+            "and pass the .intoto.jsonl envelope"
         )
-    payload = signing.verify(envelope, key, candidate.where)
-    return reader.parse_statement(payload, candidate.where)
+    signing.verify(provenance.envelope, key, candidate.where)
+    return provenance
 
 
 def _read(path: Path) -> bytes:

@@ -10,18 +10,16 @@ the chain runs from source commit to deployed image. Pure except for reading the
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from detpack import __version__, policy
-from detpack.digest import file_sha256
+from detpack.digest import sha256_hex
+from detpack.errors import InputError
+from detpack.provenance import reader
 from detpack.provenance.statement import BUILDER_ID, PREDICATE_TYPE, STATEMENT_TYPE, rfc3339
 
 LAYER_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-layer/v1"
@@ -50,33 +48,29 @@ def image_provenance_path(layout: Path, tag: str) -> Path:
     return resolved.with_name(f"{resolved.name}.{tag}.provenance.json")
 
 
-def read_statement(path: Path, subject_digest: str) -> tuple[JSON, str] | None:
-    """The statement at ``path`` and its sha256, if it names ``subject_digest`` as a subject."""
+def _provenance(path: Path) -> reader.Provenance | None:
+    """The statement (or envelope of one) at ``path``; None when it is missing or not provenance."""
     try:
-        raw = path.read_bytes()
-        data = json.loads(raw)
-        subjects = data["subject"]
-        data["predicate"]["buildDefinition"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return reader.read(path.read_bytes(), path)
+    except (OSError, InputError):
         return None
-    want = subject_digest.removeprefix("sha256:")
-    if not any(isinstance(s, dict) and s.get("digest", {}).get("sha256") == want for s in subjects):
+
+
+def read_statement(path: Path, subject_digest: str) -> tuple[JSON, str] | None:
+    """The bare statement at ``path`` and its file's sha256, if it names ``subject_digest`` as a subject."""
+    provenance = _provenance(path)
+    if provenance is None or provenance.envelope is not None or not provenance.names(subject_digest):
         return None
-    return data, hashlib.sha256(raw).hexdigest()
+    if not isinstance(provenance.statement.get("predicate", {}).get("buildDefinition"), dict):
+        return None
+    return provenance.statement, sha256_hex(provenance.payload)
 
 
 def names_subject(path: Path, digest: str) -> bool:
     """Whether the statement (or DSSE envelope of one) at ``path`` has ``digest`` as a subject."""
     if path.name.endswith(".intoto.jsonl"):
-        try:
-            envelope = json.loads(path.read_bytes().splitlines()[0])
-            payload = json.loads(base64.b64decode(envelope["payload"], validate=True))
-        except (OSError, ValueError, KeyError, TypeError, IndexError, binascii.Error):
-            return False
-        want = digest.removeprefix("sha256:")
-        return any(
-            isinstance(s, dict) and s.get("digest", {}).get("sha256") == want for s in payload.get("subject", [])
-        )
+        provenance = _provenance(path)
+        return provenance is not None and provenance.envelope is not None and provenance.names(digest)
     return read_statement(path, digest) is not None
 
 
@@ -112,22 +106,26 @@ def origin(records: Sequence[JSON]) -> tuple[str | None, str | None]:
 def wheel_origin(wheel: Path, sha256: str) -> WheelOrigin | None:
     """The statement beside ``wheel`` whose subjects include its sha256, if any."""
     for candidate in sorted(wheel.parent.glob("*.provenance.json")):
-        try:
-            data = json.loads(candidate.read_bytes())
-            subjects = data["subject"]
-            if not any(s.get("digest", {}).get("sha256") == sha256 for s in subjects):
-                continue
-            source = data["predicate"]["buildDefinition"]["externalParameters"].get("source", {})
-            builder = (data["predicate"].get("runDetails") or {}).get("builder", {}).get("id")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue  # not a detpack statement (or not readable): the wheel is recorded without origin
+        provenance = _provenance(candidate)
+        if provenance is None or provenance.envelope is not None or not provenance.names(sha256):
+            continue  # not a statement (or not readable), or about other files: the wheel is recorded without origin
+        predicate = provenance.statement.get("predicate", {})
+        external = _dict(predicate.get("buildDefinition")).get("externalParameters")
+        if not isinstance(external, dict):
+            continue  # not a build's statement
+        source = external.get("source", {})
+        builder = _dict(_dict(predicate.get("runDetails")).get("builder")).get("id")
         return WheelOrigin(
             candidate.name,
-            file_sha256(candidate),
+            sha256_hex(provenance.payload),
             source if isinstance(source, dict) else {},
             builder if isinstance(builder, str) else None,
         )
     return None
+
+
+def _dict(value: object) -> JSON:
+    return value if isinstance(value, dict) else {}
 
 
 def source_descriptor(path: Path, as_given: str, digest: str) -> JSON:

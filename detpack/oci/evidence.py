@@ -101,7 +101,7 @@ def from_registry(label: str, target: RegistryTarget, provenance: Path | None, r
 
 def _referred(registry: Registry, repo: str, digest: str) -> list[Candidate]:
     """The in-toto statements and envelopes carried by artifacts whose subject is ``digest``."""
-    out: list[Candidate] = []
+    out: list[tuple[bool, Candidate]] = []  # (unsigned, candidate)
     for descriptor in _referrers(registry, repo, digest):
         if descriptor.get("artifactType") not in (None, IN_TOTO) or not isinstance(descriptor.get("digest"), str):
             continue
@@ -124,9 +124,10 @@ def _referred(registry: Registry, repo: str, digest: str) -> list[Candidate]:
                 continue
             buffer = _Capped()
             registry.download_blob(repo, check_digest(blob, f"{registry.host}/{repo}@{got[1]}"), buffer)
-            out.append(Candidate(f"{registry.host}/{repo}@{got[1]}", buffer.getvalue()))
+            unsigned = layer.get("mediaType") != DSSE
+            out.append((unsigned, Candidate(f"{registry.host}/{repo}@{got[1]}", buffer.getvalue())))
     # Signed ones first: they are the ones that can verify.
-    return sorted(out, key=lambda c: not c.data.lstrip().startswith(b'{"payload"'))
+    return [c for _, c in sorted(out, key=lambda pair: pair[0])]
 
 
 def _referrers(registry: Registry, repo: str, digest: str) -> list[dict[str, object]]:

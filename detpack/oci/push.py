@@ -20,6 +20,7 @@ from detpack.digest import canonical_json, sha256_hex
 from detpack.errors import InputError, TagConflictError
 from detpack.oci.layout import DOCKER_LIST, INDEX, MANIFEST, Descriptor, Layout, LayoutRef
 from detpack.oci.registry import Registry, RegistryRef
+from detpack.provenance import reader
 
 IN_TOTO = "application/vnd.in-toto+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"
@@ -132,7 +133,7 @@ def push_attestation(registry: Registry, repo: str, subject: Descriptor, provena
         blob = provenance.read_bytes()
     except OSError as exc:
         raise InputError(f"{provenance}: cannot be read ({exc.strerror or exc})") from None
-    media_type = DSSE if provenance.name.endswith(".intoto.jsonl") else IN_TOTO
+    media_type = IN_TOTO if reader.read(blob, provenance).envelope is None else DSSE
     registry.push_bytes(repo, EMPTY_BLOB)
     registry.push_bytes(repo, blob)
     data = attestation_manifest(subject, blob, media_type)

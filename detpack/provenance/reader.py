@@ -1,18 +1,179 @@
-"""Reading provenance back: a statement, or a DSSE envelope around one, validated once.
+"""Reading provenance back: bytes in, one validated ``Provenance`` value out.
 
-Every reader of provenance (verify, rebuild, signing, OCI attestations, the store) goes through here.
+This is the one place detpack turns provenance bytes into values: a bare in-toto statement
+(pretty or canonical JSON), or a DSSE envelope of one (one JSON line, the ``.intoto.jsonl``
+form, or a JSON document). Every reader of provenance (verify, rebuild, signing, diff, OCI
+attestations, the store) calls ``read``; no other module parses a statement or decodes an
+envelope's payload. Problems are one-line InputErrors naming the source and what is wrong.
+Checking signatures is ``signing.verify``'s job; it takes the ``Envelope`` read here.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from detpack.digest import canonical_json
 from detpack.errors import InputError
 from detpack.provenance.statement import JSON, Subject
+
+#: The DSSE payloadType of an in-toto statement.
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+_STATEMENT_PREFIX = "https://in-toto.io/Statement/"
+_ENVELOPE_KEYS = frozenset({"payload", "payloadType", "signatures"})
+
+
+@dataclass(frozen=True)
+class Signature:
+    keyid: str
+    sig: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A DSSE envelope: the payload exactly as carried (decoded from base64), its type and signatures."""
+
+    payload: bytes
+    payload_type: str
+    signatures: tuple[Signature, ...]
+
+    def to_json(self) -> bytes:
+        """One JSON line (the ``.intoto.jsonl`` form), newline-terminated."""
+        value = {
+            "payload": base64.b64encode(self.payload).decode("ascii"),
+            "payloadType": self.payload_type,
+            "signatures": [{"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode("ascii")} for s in self.signatures],
+        }
+        return canonical_json(value) + b"\n"
+
+    @classmethod
+    def parse(cls, data: bytes, source: Path | str) -> Envelope:
+        """The envelope in ``data``, whatever its payload (``read`` also checks the payload is a statement)."""
+        return _envelope(_json(data, source, "a DSSE envelope"), source)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """A provenance statement as read, with the envelope it came in when it was signed."""
+
+    source: str  # where it was read from, for messages
+    statement: JSON  # the statement, as parsed
+    payload: bytes  # the statement's exact bytes: the envelope's payload, or the file's bytes
+    subjects: tuple[Subject, ...]  # in statement order; sha256 is "" for a subject with no sha256 digest
+    predicate_type: str
+    envelope: Envelope | None = None  # None for a bare (unsigned) statement
+
+    @property
+    def form(self) -> Literal["provenance", "dsse"]:
+        return "provenance" if self.envelope is None else "dsse"
+
+    def names(self, sha256: str) -> bool:
+        """Whether a subject has this sha256 (hex, with or without ``sha256:``)."""
+        want = sha256.removeprefix("sha256:")
+        return any(s.sha256 == want for s in self.subjects)
+
+
+def read(data: bytes, source: Path | str) -> Provenance:
+    """A statement or a DSSE envelope of one, validated (InputError naming ``source`` otherwise)."""
+    value = _json(data, source, "an in-toto statement or a DSSE envelope")
+    if isinstance(value, dict) and "_type" not in value and _ENVELOPE_KEYS & value.keys():
+        envelope = _envelope(value, source)
+        if envelope.payload_type != PAYLOAD_TYPE:
+            raise InputError(
+                f"{source}: the envelope's payloadType is {envelope.payload_type!r}, not {PAYLOAD_TYPE} "
+                "(it does not carry an in-toto statement)"
+            )
+        try:
+            inner = json.loads(envelope.payload)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{source}: the envelope's payload is not JSON (expected an in-toto statement)") from None
+        return _statement(inner, envelope.payload, f"{source}: the envelope's payload", str(source), envelope)
+    return _statement(value, data, str(source), str(source), None)
+
+
+def read_file(path: Path) -> Provenance:
+    """``read`` of a file (InputError when it is missing or unreadable)."""
+    from detpack.atomic import read_input
+
+    return read(read_input(path, "provenance file"), path)
+
+
+def _json(data: bytes, source: Path | str, expected: str) -> Any:
+    lines = [line for line in data.splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"{source}: is empty (expected {expected})")
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    if len(lines) > 1:
+        try:
+            json.loads(lines[0])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+        else:
+            raise InputError(f"{source}: holds {len(lines)} JSON lines; detpack expects one (expected {expected})")
+    raise InputError(f"{source}: not JSON (expected {expected})")
+
+
+def _envelope(value: Any, source: Path | str) -> Envelope:
+    if not isinstance(value, dict) or not value.keys() >= _ENVELOPE_KEYS:
+        raise InputError(f"{source}: not a DSSE envelope (needs payload, payloadType and signatures)")
+    if not isinstance(value["payloadType"], str):
+        raise InputError(f"{source}: corrupt DSSE envelope (payloadType is not a string)")
+    try:
+        payload = _b64(value["payload"])
+    except (TypeError, ValueError, binascii.Error):
+        raise InputError(f"{source}: corrupt DSSE envelope (the payload is not base64)") from None
+    if not isinstance(value["signatures"], list):
+        raise InputError(f"{source}: corrupt DSSE envelope (signatures is not a list)")
+    sigs = []
+    for number, s in enumerate(value["signatures"], 1):
+        try:
+            keyid = s.get("keyid", "")
+            sigs.append(Signature(keyid if isinstance(keyid, str) else "", _b64(s["sig"])))
+        except (TypeError, KeyError, AttributeError, ValueError, binascii.Error):
+            raise InputError(f"{source}: corrupt DSSE envelope (signature {number} is not base64)") from None
+    return Envelope(payload, value["payloadType"], tuple(sigs))
+
+
+def _b64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError(text)
+    # DSSE allows standard or URL-safe base64, padded or not.
+    padded = text + "=" * (-len(text) % 4)
+    return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+
+
+def _statement(value: Any, payload: bytes, where: str, source: str, envelope: Envelope | None) -> Provenance:
+    def refuse(why: str) -> InputError:
+        return InputError(f"{where}: not an in-toto SLSA provenance statement ({why})")
+
+    if not isinstance(value, dict):
+        raise refuse("not a JSON object")
+    kind = value.get("_type")
+    if not isinstance(kind, str) or not kind.startswith(_STATEMENT_PREFIX):
+        raise refuse("no _type" if kind is None else f"_type is {kind!r}")
+    if not isinstance(value.get("subject"), list):
+        raise refuse("no subject list")
+    subjects = []
+    for number, s in enumerate(value["subject"], 1):
+        digest = s.get("digest") if isinstance(s, dict) else None
+        if not isinstance(digest, dict) or not isinstance(s.get("name", ""), str):
+            raise refuse(f"subject {number} has no digest")
+        sha256 = digest.get("sha256", "")
+        subjects.append(Subject(str(s.get("name", "")), sha256 if isinstance(sha256, str) else ""))
+    predicate_type = value.get("predicateType")
+    if not isinstance(predicate_type, str):
+        raise refuse("no predicateType")
+    if not isinstance(value.get("predicate", {}), dict):
+        raise refuse("its predicate is not an object")
+    return Provenance(source, value, payload, tuple(subjects), predicate_type, envelope)
 
 
 @dataclass(frozen=True)
@@ -38,24 +199,9 @@ def _get(value: Any, *path: str) -> Any:
     return value
 
 
-def parse_statement(payload: bytes, source: Path | str) -> JSON:
-    """An in-toto statement from its bytes (named errors for anything else)."""
-    try:
-        value = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"{source}: the provenance is not JSON") from None
-    if not isinstance(value, dict) or not isinstance(value.get("subject"), list):
-        raise InputError(f"{source}: not an in-toto statement (no subject list)")
-    return value
-
-
-def summarize(statement: JSON) -> Summary:
-    subjects = tuple(
-        Subject(str(s.get("name", "")), str(_get(s, "digest", "sha256") or ""))
-        for s in statement.get("subject", [])
-        if isinstance(s, dict)
-    )
-    predicate = statement.get("predicate")
+def summarize(provenance: Provenance) -> Summary:
+    """Who built what, when, from which source, with which tools (None where the statement does not say)."""
+    predicate = provenance.statement.get("predicate")
     source = _get(predicate, "buildDefinition", "externalParameters", "source")
     toolchain: list[tuple[str, str]] = []
     for dep in _get(predicate, "buildDefinition", "resolvedDependencies") or []:
@@ -69,7 +215,7 @@ def summarize(statement: JSON) -> Summary:
             toolchain.append(("backend", ", ".join(str(b) for b in backends)))
     metadata = _get(predicate, "runDetails", "metadata")
     return Summary(
-        subjects=subjects,
+        subjects=provenance.subjects,
         builder=_get(predicate, "runDetails", "builder", "id"),
         started=_get(metadata, "startedOn"),
         finished=_get(metadata, "finishedOn"),

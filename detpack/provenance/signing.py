@@ -1,4 +1,4 @@
-"""ed25519 keys and DSSE envelopes over detpack's canonical JSON.
+"""ed25519 keys, and signing and verifying DSSE envelopes over detpack's canonical JSON.
 
 Invariants: the signed bytes are the payload exactly as carried in the envelope (for a
 provenance statement, its canonical JSON: what ``detpack build`` writes); signatures are over
@@ -6,15 +6,14 @@ DSSE's pre-authentication encoding of (payloadType, payload); a key's ``keyid`` 
 securesystemslib 1.x computes for an ed25519 ``SSlibKey`` (sha256 of the canonical JSON of
 ``{"keytype", "scheme", "keyval": {"public": hex}}``), so the in-toto tooling finds our
 signatures by keyid. Private keys are PKCS#8 PEM files with mode 0600, never overwritten.
+Envelopes are values of ``reader`` (which parses them); this module signs and verifies them.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from detpack.digest import canonical_json
+from detpack.digest import CanonicalJSONError, canonical_json
 from detpack.errors import InputError, KeyFileError, OutputError, VerificationError
+from detpack.provenance import reader
+from detpack.provenance.reader import PAYLOAD_TYPE as PAYLOAD_TYPE
+from detpack.provenance.reader import Envelope as Envelope
+from detpack.provenance.reader import Signature as Signature
 
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
 KEY_TYPE = "ed25519"
 SCHEME = "ed25519"
 
@@ -219,57 +221,6 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
 
 
-@dataclass(frozen=True)
-class Signature:
-    keyid: str
-    sig: bytes
-
-
-@dataclass(frozen=True)
-class Envelope:
-    payload: bytes
-    payload_type: str
-    signatures: tuple[Signature, ...]
-
-    def to_json(self) -> bytes:
-        """One JSON line (the ``.intoto.jsonl`` form), newline-terminated."""
-        value = {
-            "payload": base64.b64encode(self.payload).decode("ascii"),
-            "payloadType": self.payload_type,
-            "signatures": [{"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode("ascii")} for s in self.signatures],
-        }
-        return canonical_json(value) + b"\n"
-
-    @classmethod
-    def parse(cls, data: bytes, source: Path | str) -> Envelope:
-        lines = [line for line in data.splitlines() if line.strip()]
-        if len(lines) != 1:
-            what = "is empty" if not lines else f"holds {len(lines)} lines; detpack expects one envelope"
-            raise InputError(f"{source}: {what} (not a DSSE envelope file)")
-        try:
-            value = json.loads(lines[0])
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError(f"{source}: not JSON (expected a DSSE envelope)") from None
-        if not isinstance(value, dict) or not {"payload", "payloadType", "signatures"} <= value.keys():
-            raise InputError(f"{source}: not a DSSE envelope (needs payload, payloadType and signatures)")
-        try:
-            payload = _b64(value["payload"])
-            sigs = tuple(Signature(str(s.get("keyid", "")), _b64(s["sig"])) for s in value["signatures"])
-        except (TypeError, KeyError, AttributeError, ValueError, binascii.Error):
-            raise InputError(f"{source}: corrupt DSSE envelope (bad base64 or signature list)") from None
-        if not isinstance(value["payloadType"], str):
-            raise InputError(f"{source}: corrupt DSSE envelope (payloadType is not a string)")
-        return cls(payload, value["payloadType"], sigs)
-
-
-def _b64(text: object) -> bytes:
-    if not isinstance(text, str):
-        raise TypeError(text)
-    # DSSE allows standard or URL-safe base64, padded or not.
-    padded = text + "=" * (-len(text) % 4)
-    return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-
-
 def sign(payload: bytes, key: PrivateKey, payload_type: str = PAYLOAD_TYPE) -> Envelope:
     signature = Signature(key.public.keyid, key.sign(pae(payload_type, payload)))
     return Envelope(payload, payload_type, (signature,))
@@ -292,15 +243,15 @@ def verify(envelope: Envelope, key: PublicKey, source: Path | str = "envelope") 
 
 
 def statement_payload(data: bytes, source: Path) -> bytes:
-    """The canonical bytes of an in-toto statement file (what gets signed)."""
+    """The canonical bytes of an in-toto statement file (what gets signed): the file's own bytes
+    when detpack wrote it (they are canonical already), else the statement re-serialised."""
+    provenance = reader.read(data, source)
+    if provenance.envelope is not None:
+        raise InputError(f"{source}: already a signed DSSE envelope; sign the statement it carries")
     try:
-        value = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"{source}: not JSON (expected a provenance statement)") from None
-    if not isinstance(value, dict) or "subject" not in value or "_type" not in value:
-        raise InputError(f"{source}: not an in-toto statement (no _type or subject)")
-    canonical = canonical_json(value)
-    # detpack writes canonical JSON already: then these are the file's exact bytes.
+        canonical = canonical_json(provenance.statement)
+    except CanonicalJSONError as exc:
+        raise InputError(f"{source}: cannot be written as RFC 8785 canonical JSON ({exc})") from None
     return data if data == canonical else canonical
 
 

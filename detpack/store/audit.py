@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass
 
 from detpack.digest import stream_sha256
-from detpack.errors import KeyFileError
+from detpack.errors import KeyFileError, StoreError
 from detpack.provenance.signing import PublicKey, parse_public_key
 from detpack.store import log
 from detpack.store.backend import Backend
@@ -97,6 +97,12 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
         except ValueError:
             problems.append(f"log entry {number}: unreadable (changed by hand)")
             parsed.append({"type": "unreadable"})
+    try:
+        log.store_format(parsed, backend.url)
+    except log.NewerFormatError:
+        raise  # to be judged by a detpack that knows the format, not here
+    except StoreError:
+        problems.append(f"log entry 1: records store format {parsed[0].get('format')!r}, which is no store format")
     recorded = _recorded_keyids(parsed, checkpoint_records.items)
     if recorded and key.keyid not in recorded and not any(_signed_by(r, key) for r in checkpoint_records.items):
         problem = (

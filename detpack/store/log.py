@@ -9,6 +9,18 @@ The log *is* what the latest checkpoint covers. Entries appended after it belong
 that was interrupted before it could sign: readers ignore them and the next writer drops
 them (``committed_size``), so a crash never leaves a log that fails verification, and a
 record added by hand is never believed.
+
+The store's format is the ``format`` of its init entry (``STORE_FORMAT``; none means 1):
+
+- 1: records serialised as ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``;
+- 2: records are RFC 8785 canonical JSON (``digest.canonical_json``).
+
+The two differ only in the order of keys outside the Basic Multilingual Plane and in how
+numbers other than integers are written; a store's records have ASCII keys and hold strings,
+integers, booleans and null only, so every record format 1 wrote is byte for byte its format 2
+form. And nothing re-serialises an entry to check it (a leaf hashes the record's bytes as
+stored; a checkpoint's signature covers its text ``body``), so a format-1 store is read,
+verified and extended as it is. A store of a format newer than ``STORE_FORMAT`` is refused.
 """
 
 from __future__ import annotations
@@ -21,11 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from detpack.digest import canonical_json
+from detpack.errors import StoreError
 from detpack.provenance.signing import PrivateKey, PublicKey
 from detpack.store import merkle
 from detpack.store.backend import Backend
 
 CHECKPOINT_HEADER = "detpack-store-checkpoint/v1"
+#: The format a new store's init entry records (see the module docstring).
+STORE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,31 @@ def parse_entry(record: bytes) -> dict[str, Any]:
     value = json.loads(record)
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
         raise ValueError("not a log entry")
+    return value
+
+
+class NewerFormatError(StoreError):
+    """A store written in a newer format than this detpack knows (upgrade detpack)."""
+
+
+def store_format(entries: Sequence[dict[str, Any]], url: str) -> int:
+    """The format the init entry records (1 when it records none).
+
+    NewerFormatError for a format newer than ``STORE_FORMAT`` (upgrade detpack); StoreError for a
+    value that is no format at all (the init entry was changed by hand).
+    """
+    init = entries[0] if entries and entries[0].get("type") == "init" else {}
+    value = init.get("format", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise StoreError(
+            f"{url}: log entry 1 records store format {value!r}, which is no store format (changed by hand?); "
+            "run `detpack store verify`"
+        )
+    if value > STORE_FORMAT:
+        raise NewerFormatError(
+            f"{url}: store format {value} is newer than this detpack reads (formats 1 to {STORE_FORMAT}); "
+            "upgrade detpack to read, verify or write this store"
+        )
     return value
 
 

@@ -40,7 +40,7 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
         return value
     prov: dict[str, Any] = {"digest": f"sha256:{linked.digest}", "names": linked.names, "signed_by": linked.signed_by}
     try:
-        summary = reader.summarize(store.read_provenance(linked).statement)
+        summary = reader.summarize(store.read_provenance(linked))
     except DetpackError as exc:
         prov["error"] = exc.message
     else:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from detpack.errors import InputError
+from detpack.provenance import reader
 
 Form = Literal["provenance", "dsse"]
 
@@ -71,33 +72,18 @@ class StatementComparison:
         return len({c.part for c in self.asserted})
 
 
-def _statement(data: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if isinstance(value, dict) and isinstance(value.get("subject"), list) and "_type" in value:
-        return value
-    return None
-
-
 def read(data: bytes, name: str) -> Read | None:
     """The statement in ``data`` (a statement, or a DSSE envelope of one), or None if it is neither."""
-    if name.endswith((".intoto.jsonl", ".dsse.json", ".sigstore.json")) or data.lstrip().startswith(b'{"payload'):
-        try:
-            from detpack.provenance.signing import Envelope  # cryptography loads only for envelopes
-
-            envelope = Envelope.parse(data, name)
-        except InputError:
-            return None
-        statement = _statement(envelope.payload)
-        if statement is None:
-            return None
-        keyids = tuple(sorted(s.keyid for s in envelope.signatures))
-        sigs = tuple(sorted(s.sig for s in envelope.signatures))
-        return Read("dsse", statement, envelope.payload_type, keyids, sigs)
-    statement = _statement(data)
-    return None if statement is None else Read("provenance", statement, None, (), ())
+    try:
+        provenance = reader.read(data, name)
+    except InputError:
+        return None
+    envelope = provenance.envelope
+    if envelope is None:
+        return Read("provenance", provenance.statement, None, (), ())
+    keyids = tuple(sorted(s.keyid for s in envelope.signatures))
+    sigs = tuple(sorted(s.sig for s in envelope.signatures))
+    return Read("dsse", provenance.statement, envelope.payload_type, keyids, sigs)
 
 
 def _key(name: str) -> str:

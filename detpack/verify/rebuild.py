@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from detpack.atomic import read_input
 from detpack.build.config import BuildRequest
 from detpack.build.environment import LineSink
 from detpack.build.frontend import FrontendSettings
@@ -32,7 +31,8 @@ from detpack.build.lockfile import BuildLock, LockedPackage
 from detpack.build.pipeline import build_project
 from detpack.digest import file_sha256
 from detpack.errors import InputError, VerificationError
-from detpack.provenance.signing import Envelope, PublicKey, verify
+from detpack.provenance import reader
+from detpack.provenance.signing import PublicKey, verify
 from detpack.provenance.statement import BUILD_TYPE
 from detpack.verify.compare import FileComparison, compare_files
 
@@ -80,24 +80,21 @@ class Record:
 
 def read_record(path: Path, key: PublicKey | None = None) -> Record:
     """A statement file or a DSSE envelope of one; with ``key``, the envelope must verify."""
-    raw = read_input(path, "provenance file")
-    if path.name.endswith(".intoto.jsonl") or raw.lstrip().startswith(b'{"payload"'):
-        envelope = Envelope.parse(raw, path)
+    provenance = reader.read_file(path)
+    if provenance.envelope is not None:
         if key is not None:
-            return Record(load_statement(path, verify(envelope, key, path)), "verified")
-        return Record(load_statement(path, envelope.payload), "unchecked")
+            verify(provenance.envelope, key, path)
+            return Record(load_statement(path, provenance), "verified")
+        return Record(load_statement(path, provenance), "unchecked")
     if key is not None:
         raise VerificationError(
             f"{path}: an unsigned statement, so --key cannot check it; pass the signed .intoto.jsonl envelope"
         )
-    return Record(load_statement(path, raw), "unsigned")
+    return Record(load_statement(path, provenance), "unsigned")
 
 
-def load_statement(path: Path, raw: bytes | None = None) -> dict[str, Any]:
-    try:
-        data = json.loads(read_input(path, "provenance file") if raw is None else raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not JSON ({exc})") from None
+def load_statement(path: Path, provenance: reader.Provenance | None = None) -> dict[str, Any]:
+    data = (provenance or reader.read_file(path)).statement
     try:
         build_type = data["predicate"]["buildDefinition"]["buildType"]
         data["subject"], data["predicate"]["buildDefinition"]["externalParameters"]
