@@ -14,6 +14,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import os
 import random
 import sys
 import tarfile
@@ -24,6 +25,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from repro_zipfile import ReproducibleZipFile
+
 from detpack import DetpackError, NormalizeOptions, compare_paths, normalize_file
 
 HERE = Path(__file__).resolve().parent
@@ -33,7 +36,10 @@ def seeds() -> dict[str, bytes]:
     files = {"pkg/__init__.py": b"VALUE = 1\n" * 20, "pkg/data.bin": bytes(range(256)) * 4, "README": b"hello\n"}
     out: dict[str, bytes] = {}
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    # repro-zipfile stamps every member with SOURCE_DATE_EPOCH (zipfile would use the clock), so
+    # the seed corpus, and with it a fuzz run from a given seed, is the same bytes every time.
+    os.environ["SOURCE_DATE_EPOCH"] = "315532800"
+    with ReproducibleZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
             zf.writestr(name, data)
         zf.writestr("demo-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")

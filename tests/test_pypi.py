@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DETPACK, FIXTURES, Run, materialize, run
-from detpack.verify.pypi import backend_pin
+from detpack.verify.pypi import backend_pin, record_problems
 
 
 @pytest.mark.network
@@ -94,6 +94,9 @@ def test_a_different_wheel_names_its_members_without_verbose(release: Path, whee
     [members] = [ln for ln in r.stdout.splitlines() if ln.startswith("    members: ")]
     # the tampered module, and the RECORD that (unlike the rebuilt one) does not hash it
     assert members == "    members: fx_flit/__init__.py, fx_flit-1.0.0.dist-info/RECORD", r.stdout
+    # and the `wheel` project's own reader says which member its RECORD does not vouch for
+    record = "    the published wheel fails its own RECORD check: Hash mismatch for file 'fx_flit/__init__.py'"
+    assert record in r.stdout.splitlines(), r.stdout
 
 
 def test_offline_without_find_links_is_one_error(tmp_path: Path) -> None:
@@ -112,3 +115,18 @@ def test_member_list_is_capped() -> None:
     assert member_list(["a", "b"]) == "a, b"
     names = [f"m{i:02}" for i in range(15)]
     assert member_list(names) == ", ".join(names[:10]) + " … 5 more"
+
+
+def test_the_wheel_projects_record_check_names_what_record_does_not_vouch_for(wheelhouse: Path, tmp_path: Path) -> None:
+    [good] = sorted(wheelhouse.glob("flit_core-*.whl"))[-1:]
+    assert record_problems(good) == ()
+    changed = tmp_path / good.name
+    with zipfile.ZipFile(good) as old, zipfile.ZipFile(changed, "w") as new:
+        for info in old.infolist():
+            data = old.read(info)
+            new.writestr(info, data + b"#" if info.filename == "flit_core/__init__.py" else data)
+        new.writestr("flit_core/extra.py", b"x = 1\n")
+    assert record_problems(changed) == (
+        "Hash mismatch for file 'flit_core/__init__.py'",
+        "No hash found for file 'flit_core/extra.py'",
+    )

@@ -82,6 +82,8 @@ def run_pypi(args: argparse.Namespace, out: Output) -> int:
         epoch = "unset" if c.epoch is None else c.epoch
         pinned = c.pin or "nothing"
         out.result(f"  {c.verdict:17} {c.wheel}  (Generator: {c.generator or '?'}; pinned {pinned}; epoch {epoch})")
+        for problem in c.record_problems:
+            out.result(f"    the published wheel fails its own RECORD check: {problem}")
         if c.comparison is not None:
             what = "metadata only" if c.verdict == "content-identical" else "content"
             tally = ", ".join(f"{k} ({n})" for k, n in c.comparison.cause_tally()) or "no cause inferred"

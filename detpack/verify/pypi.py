@@ -27,7 +27,7 @@ from detpack.build.config import BuildRequest
 from detpack.build.environment import LineSink
 from detpack.build.frontend import FrontendSettings
 from detpack.build.pipeline import build_project
-from detpack.digest import file_sha256
+from detpack.digest import CHUNK, file_sha256
 from detpack.errors import ConfigError, InputError
 from detpack.verify.compare import FileComparison, compare_files, same_bytes
 
@@ -56,6 +56,35 @@ class WheelCheck:
     comparison: FileComparison | None
     rebuilt_sha256: str
     published_sha256: str
+    record_problems: tuple[str, ...] = ()  # the published wheel against its own RECORD, per the `wheel` project
+
+
+def record_problems(wheel: Path) -> tuple[str, ...]:
+    """Where a wheel's members disagree with its own RECORD, checked by the ``wheel`` project's reader.
+
+    ``wheel.wheelfile.WheelFile`` parses the file name and RECORD and verifies each member's
+    sha256 while it is read; a member changed after the wheel was built, or missing from
+    RECORD, is named. Members are streamed, never held whole.
+    """
+    from wheel.wheelfile import WheelError, WheelFile
+
+    problems: list[str] = []
+    try:
+        with WheelFile(wheel) as wf:
+            for info in wf.infolist():
+                if info.is_dir():
+                    continue
+                try:
+                    with wf.open(info) as member:
+                        while member.read(CHUNK):
+                            pass
+                except WheelError as exc:
+                    problems.append(str(exc))
+    except WheelError as exc:
+        return (str(exc),)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{wheel}: not a readable wheel ({exc})") from None
+    return tuple(problems)
 
 
 def backend_pin(generator: str) -> str | None:
@@ -225,7 +254,15 @@ def rebuild_pypi(
                 comparison = compare_files(wheel, rebuilt, wheel.name) if content.identical else content
             checks.append(
                 WheelCheck(
-                    wheel.name, generator, pin, epoch, verdict, comparison, built.artifacts[0].sha256, published_sha
+                    wheel.name,
+                    generator,
+                    pin,
+                    epoch,
+                    verdict,
+                    comparison,
+                    built.artifacts[0].sha256,
+                    published_sha,
+                    record_problems(wheel),
                 )
             )
     return checks
