@@ -110,8 +110,7 @@ def test_bad_limit_on_the_command_line_is_one_line(tmp_path: Path) -> None:
 
 
 def test_invalid_pyproject_toml_is_a_config_error_everywhere(tmp_path: Path) -> None:
-    from detpack.build.config import load_tool_config
-    from detpack.build.frontend import backend_name
+    from detpack.build.config import backend_name, load_tool_config
     from detpack.errors import ConfigError
 
     (tmp_path / "pyproject.toml").write_text("[build-system\n")
