@@ -20,7 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -88,31 +88,40 @@ class Provisioner:
     """
 
     def __init__(
-        self, env: IsolatedEnv, path: Path, settings: InstallSettings, runner: Runner, who: Path, *, filled: bool
+        self,
+        env: IsolatedEnv,
+        path: Path,
+        settings: InstallSettings,
+        runner: Runner,
+        who: Path,
+        *,
+        got: Sequence[InstalledDependency] | None = None,
     ) -> None:
         self.env = env
         self._path = path
         self._settings = settings
         self._runner = runner
         self._who = who
-        self._filled = filled  # the first install happened (or the lock came from the cache)
+        self._filled = got is not None  # the first install happened (or the environment came filled)
         self._asked: set[str] = set()
         self._got: dict[str, InstalledDependency] = {}
+        self._record(got or ())
 
     def require(self, requirements: Collection[str]) -> None:
         """Make ``requirements`` available in the environment."""
         new = set(requirements) - self._asked
         self._asked |= new
-        lock = self._settings.lock
+        lock, python = self._settings.lock, self.env.python_executable
         if lock is None:
             if new:
                 reqfile = self._path / "detpack-requirements.txt"
                 reqfile.write_text("\n".join(sorted(new)) + "\n", encoding="utf-8")
-                self._record(self._install(reqfile, fresh=not self._filled, locked=None))
+                fresh = not self._filled
+                self._record(_install(python, self._path, reqfile, self._settings, self._runner, fresh=fresh))
                 self._filled = True
             return
         if not self._filled:
-            self._record(self._install_lock(self.env))
+            self._record(_install_lock(python, self._path, self._settings, self._runner))
             self._filled = True
         missing = unmet(new, _versions(_purelib(self._path)))
         if missing:
@@ -136,71 +145,79 @@ class Provisioner:
                 wanted.add(canonicalize_name(Requirement(text).name))
         return tuple(replace(self._got[k], requested=k in wanted) for k in sorted(self._got))
 
-    def _record(self, items: Sequence[InstalledDependency]) -> None:
+    def _record(self, items: Iterable[InstalledDependency]) -> None:
         for item in items:
             self._got[item.name] = item
-
-    def _install_lock(self, env: IsolatedEnv) -> list[InstalledDependency]:
-        assert self._settings.lock is not None
-        reqfile = Path(self._path) / "detpack-locked.txt"
-        reqfile.write_text(self._settings.lock.requirements(), encoding="utf-8")
-        return self._install(reqfile, fresh=True, locked=self._settings.lock, env=env)
-
-    def _install(
-        self, reqfile: Path, *, fresh: bool, locked: BuildLock | None, env: IsolatedEnv | None = None
-    ) -> list[InstalledDependency]:
-        python = (env or self.env).python_executable
-        settings = self._settings
-        report = self._path / "detpack-install-report.json"
-        report.unlink(missing_ok=True)
-        if settings.installer == "uv":
-            cmd = [settings.uv or find_uv(os.environ), "pip", "install", "--python", python]
-        else:
-            cmd = [*_pip(python), "install", "--no-warn-script-location", "--no-compile", "--no-input"]
-            cmd += ["--report", str(report)]
-            if fresh:
-                cmd.append("--ignore-installed")
-        if locked is not None:
-            cmd += ["--require-hashes", "--no-deps"]
-        cmd += ["-r", str(reqfile)]
-        if settings.constraints is not None and locked is None:
-            cmd += ["-c", str(settings.constraints.resolve())]
-        try:
-            self._runner.run(cmd, extra_environ={"PYTHONPATH": ""})
-        except subprocess.CalledProcessError as exc:
-            if locked is not None:
-                _raise_lock_problem(locked, str(exc.output or ""))
-            raise
-        if settings.installer == "uv" or not report.is_file():
-            return _from_metadata(_purelib(self._path), locked)
-        data = json.loads(report.read_text(encoding="utf-8"))
-        return [_from_report(item) for item in data.get("install", [])]
 
 
 @contextlib.contextmanager
 def provisioned(env_dir: Path, settings: InstallSettings, runner: Runner, who: Path) -> Iterator[Provisioner]:
     """An isolated environment at ``env_dir`` for building ``who``, ready to ``require`` into.
 
-    With a lock and a cache, the environment comes from ``envcache`` (reused when its entry
-    verifies); otherwise it is ``build``'s own isolated environment.
+    With a lock and a cache, the environment comes from ``envcache`` filled with the lock
+    (reused when its entry verifies); otherwise it is ``build``'s own isolated environment.
     """
     lock = settings.lock
-    if lock is not None and settings.cache is not None:
-        made: list[InstalledDependency] = []
-
-        def make(env: envcache.CachedEnv) -> None:
-            made.extend(Provisioner(env, env_dir, settings, runner, who, filled=False)._install_lock(env))
-
-        with envcache.cached_env(
-            settings.cache, lock, runner, installer=settings.installer, env_dir=env_dir, make=make
-        ) as (cached, reused):
-            runner.emit(f"{'reusing' if reused else 'made'} cached build environment for lock {lock.sha256[:12]}")
-            provisioner = Provisioner(cached, env_dir, settings, runner, who, filled=True)
-            provisioner._record(made if not reused else [_from_lock(p) for p in lock.packages])
-            yield provisioner
+    if lock is None or settings.cache is None:
+        with _isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
+            yield Provisioner(env, Path(env.path), settings, runner, who)
         return
-    with _isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
-        yield Provisioner(env, Path(env.path), settings, runner, who, filled=False)
+    got = [_from_lock(p) for p in lock.packages]
+
+    def make(env: envcache.CachedEnv) -> None:
+        got[:] = _install_lock(env.python_executable, env_dir, settings, runner)
+
+    with envcache.cached_env(settings.cache, lock, runner, installer=settings.installer, env_dir=env_dir, make=make) as (
+        cached,
+        reused,
+    ):
+        runner.emit(f"{'reusing' if reused else 'made'} cached build environment for lock {lock.sha256[:12]}")
+        yield Provisioner(cached, env_dir, settings, runner, who, got=got)
+
+
+def _install_lock(python: str, path: Path, settings: InstallSettings, runner: Runner) -> list[InstalledDependency]:
+    """Install exactly the locked files, each checked against its sha256."""
+    assert settings.lock is not None
+    reqfile = path / "detpack-locked.txt"
+    reqfile.write_text(settings.lock.requirements(), encoding="utf-8")
+    return _install(python, path, reqfile, settings, runner, fresh=True, locked=settings.lock)
+
+
+def _install(
+    python: str,
+    path: Path,
+    reqfile: Path,
+    settings: InstallSettings,
+    runner: Runner,
+    *,
+    fresh: bool,
+    locked: BuildLock | None = None,
+) -> list[InstalledDependency]:
+    """Run pip (with ``--report``) or uv on ``reqfile`` for the environment at ``path``."""
+    report = path / "detpack-install-report.json"
+    report.unlink(missing_ok=True)
+    if settings.installer == "uv":
+        cmd = [settings.uv or find_uv(os.environ), "pip", "install", "--python", python]
+    else:
+        cmd = [*_pip(python), "install", "--no-warn-script-location", "--no-compile", "--no-input"]
+        cmd += ["--report", str(report)]
+        if fresh:
+            cmd.append("--ignore-installed")
+    if locked is not None:
+        cmd += ["--require-hashes", "--no-deps"]
+    cmd += ["-r", str(reqfile)]
+    if settings.constraints is not None and locked is None:
+        cmd += ["-c", str(settings.constraints.resolve())]
+    try:
+        runner.run(cmd, extra_environ={"PYTHONPATH": ""})
+    except subprocess.CalledProcessError as exc:
+        if locked is not None:
+            _raise_lock_problem(locked, str(exc.output or ""))
+        raise
+    if settings.installer == "uv" or not report.is_file():
+        return _from_metadata(_purelib(path), locked)
+    data = json.loads(report.read_text(encoding="utf-8"))
+    return [_from_report(item) for item in data.get("install", [])]
 
 
 def present(requirements: Collection[str]) -> tuple[InstalledDependency, ...]:
