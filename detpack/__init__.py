@@ -14,15 +14,15 @@ import typing as _typing
 if _typing.TYPE_CHECKING:  # the names below load on first use (PEP 562): `detpack normalize` stays fast
     from detpack.archive.normalize import NormalizeOptions, NormalizeResult, normalize_file
     from detpack.archive.tarball import directory_items, write_tarball
-    from detpack.build.config import BuildRequest
-    from detpack.build.frontend import FrontendSettings
+    from detpack.build.config import BuildRequest, FrontendSettings
     from detpack.build.pipeline import BuildResult, BuiltArtifact, build_project
     from detpack.oci.image import ImageSettings, LayerBlob, build_image
     from detpack.oci.layer import Addition, PythonTarget, WheelInput, build_layer
     from detpack.oci.layout import LayoutRef
     from detpack.oci.push import push_image
     from detpack.oci.registry import Registry, RegistryRef
-    from detpack.provenance.signing import Envelope, generate_keypair, load_private_key, load_public_key, sign_file
+    from detpack.provenance.reader import Envelope
+    from detpack.provenance.signing import generate_keypair, load_private_key, load_public_key, sign_file
     from detpack.store import Store, StoreAudit, open_store, verify_store
     from detpack.verify.check import CheckResult, CheckSettings, run_check
     from detpack.verify.compare import Comparison, Difference, FileComparison, compare_paths
@@ -53,14 +53,14 @@ _LAZY = {
     "FileComparison": "detpack.verify.compare",
     "compare_paths": "detpack.verify.compare",
     "BuildRequest": "detpack.build.config",
-    "FrontendSettings": "detpack.build.frontend",
+    "FrontendSettings": "detpack.build.config",
     "NormalizeOptions": "detpack.archive.normalize",
     "NormalizeResult": "detpack.archive.normalize",
     "normalize_file": "detpack.archive.normalize",
     "BuildResult": "detpack.build.pipeline",
     "BuiltArtifact": "detpack.build.pipeline",
     "build_project": "detpack.build.pipeline",
-    "Envelope": "detpack.provenance.signing",
+    "Envelope": "detpack.provenance.reader",
     "generate_keypair": "detpack.provenance.signing",
     "load_private_key": "detpack.provenance.signing",
     "load_public_key": "detpack.provenance.signing",

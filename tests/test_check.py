@@ -102,3 +102,20 @@ def test_git_project_versioned_by_setuptools_scm(tmp_path: Path, wheelhouse: Pat
     kept = sorted((tmp_path / "keep2").glob("out-*"))[0]
     wheel = next(kept.glob("fx_scm-*.whl"))
     assert wheel.name.startswith("fx_scm-1.2.4.dev0+"), wheel.name  # setuptools-scm's dirty version
+
+
+def test_a_pass_through_variable_reaches_the_check_builds(tmp_path: Path, wheelhouse: Path) -> None:
+    """Every check build gets the variables ``detpack build`` passes through: PIP_CONSTRAINT
+    (which check once dropped) pins setuptools to a version the wheelhouse lacks, so the
+    control build fails on exactly that."""
+    from detpack import policy
+
+    assert set(policy.PASSTHROUGH_ENV) <= set(variations.CARRIED)
+    src = materialize(FIXTURES / "setuptools-basic", tmp_path / "src", 0o022)
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("setuptools==0.0.1\n")
+    root = os.environ.get("DETPACK_BUILD_ROOT")
+    env = {"PIP_CONSTRAINT": str(constraints), **({"DETPACK_BUILD_ROOT": root} if root else {})}
+    r = run([DETPACK, "check", src, "--find-links", wheelhouse, "--offline", "--vary", "umask"], env=env)
+    assert r.code != 0 and "the control build failed" in r.stderr, r
+    assert "setuptools==0.0.1" in r.stderr, r.stderr

@@ -4,6 +4,7 @@ it, bad limits and bad pyproject.toml are one-line configuration errors."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -110,11 +111,29 @@ def test_bad_limit_on_the_command_line_is_one_line(tmp_path: Path) -> None:
 
 
 def test_invalid_pyproject_toml_is_a_config_error_everywhere(tmp_path: Path) -> None:
-    from detpack.build.config import load_tool_config
-    from detpack.build.frontend import backend_name
+    from detpack.build.config import backend_name, load_tool_config
     from detpack.errors import ConfigError
 
     (tmp_path / "pyproject.toml").write_text("[build-system\n")
     for read in (backend_name, load_tool_config):
         with pytest.raises(ConfigError, match=r"pyproject\.toml: invalid TOML"):
             read(tmp_path)
+
+
+def test_build_messages_reach_the_runner(tmp_path: Path) -> None:
+    """detpack routes ``build``'s own messages into the build log through build's private
+    ``_ctx.LOGGER`` (``frontend._route_build_log``, the one place): this fails when build changes it."""
+    from build import ProjectBuilder
+
+    from detpack.build.environment import ControlledEnvironment, Runner
+    from detpack.build.frontend import _build_logger
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "be"\nbackend-path = ["."]\n'
+    )
+    (tmp_path / "be.py").write_text("def get_requires_for_build_wheel(config_settings=None):\n    return ['x']\n")
+    runner = Runner(ControlledEnvironment({"PATH": os.environ["PATH"]}, ()))
+    with _build_logger(runner):
+        builder = ProjectBuilder(tmp_path, python_executable=sys.executable, runner=runner)
+        assert builder.get_requires_for_build("wheel") == {"x"}
+    assert "Getting build dependencies for wheel..." in runner.transcript, runner.transcript

@@ -71,6 +71,69 @@ def test_killed_build_leaves_old_outputs_or_complete_new_ones(tmp_path: Path, wh
     assert not [p for p in out.iterdir() if p.name.startswith(".detpack-tmp-")]
 
 
+#: Runs detpack with os.rename/os.replace/os.unlink watched: just before the Nth of them that
+#: touches a visible name in OUTDIR, the process SIGKILLs itself (a real kill, mid-commit).
+_KILL_AT_NTH_COMMIT_STEP = """
+import os, runpy, signal, sys
+outdir, nth = os.path.realpath(sys.argv[1]), int(sys.argv[2])
+sys.argv = ["detpack", *sys.argv[3:]]
+seen = 0
+def watched(real, target_arg):
+    def call(*args, **kwargs):
+        global seen
+        target = os.path.realpath(os.fspath(args[target_arg]))
+        if os.path.dirname(target) == outdir and not os.path.basename(target).startswith("."):
+            seen += 1
+            if seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return call
+os.rename, os.replace, os.unlink = watched(os.rename, 1), watched(os.replace, 1), watched(os.unlink, 0)
+runpy.run_module("detpack", run_name="__main__")
+"""
+
+
+def test_killed_during_the_commit_provenance_never_lists_missing_artifacts(tmp_path: Path, wheelhouse: Path) -> None:
+    """Killed at every step of moving the outputs into place, over an older build's outputs:
+    a visible provenance lists only artifacts that are there with the sha256 it records."""
+    import json
+    import sys
+
+    src = materialize(FIXTURES / "setuptools-basic", tmp_path / "src", 0o022)
+    out, old = tmp_path / "dist", tmp_path / "old"
+    argv = ["build", src, "-o", out, "--find-links", wheelhouse, "--offline"]
+    assert subprocess.run([str(a) for a in (DETPACK, *argv)], capture_output=True).returncode == 0
+    shutil.copytree(out, old)
+    with (src / "fx_setuptools_basic" / "__init__.py").open("a") as f:
+        f.write("\nCHANGED = True\n")  # the new build's artifacts differ from the old ones
+    versions = {p.name: {sha256(p)} for p in old.iterdir() if not p.name.endswith(".json")}
+    steps = 0
+    for nth in range(1, 12):
+        shutil.rmtree(out)
+        shutil.copytree(old, out)
+        proc = subprocess.run(
+            [str(a) for a in (sys.executable, "-c", _KILL_AT_NTH_COMMIT_STEP, out, nth, *argv)],
+            capture_output=True,
+            text=True,
+        )
+        visible = {p.name: p for p in out.iterdir() if not p.name.startswith(".")}
+        for name, path in visible.items():
+            if name.endswith(".provenance.json"):
+                for subject in json.loads(path.read_bytes())["subject"]:
+                    assert subject["name"] in visible, (nth, subject["name"], sorted(visible))
+                    assert sha256(visible[subject["name"]]) == subject["digest"]["sha256"], (nth, subject["name"])
+            else:
+                versions.setdefault(name, set()).add(sha256(path))
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        steps = nth
+    else:
+        pytest.fail("the build never completed")
+    assert steps >= 4, steps  # old provenance out, sdist, wheel, new provenance in
+    assert all(len(v) == 2 for v in versions.values()), versions  # each artifact: old or complete new bytes
+
+
 #: The child must not write bytecode caches under the limit: a truncated .pyc would break
 #: every later run of the package.
 NO_PYC = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}

@@ -18,7 +18,7 @@ from securesystemslib.signer import SSlibKey
 from conftest import DETPACK, FIXTURES, materialize, run, sha256
 from detpack.digest import canonical_json
 from detpack.errors import VerificationError
-from detpack.provenance import signing
+from detpack.provenance import reader, signing
 
 
 def _statement(artifact: Path, commit: str = "0123456789abcdef0123456789abcdef01234567") -> bytes:
@@ -93,7 +93,7 @@ def test_a_changed_payload_byte_or_another_key_fails_securesystemslib(signed: di
     # and detpack's own verifier agrees
     with pytest.raises(VerificationError):
         signing.verify(
-            signing.Envelope.parse(json.dumps(tampered).encode(), "t"), signing.load_public_key(signed["key"])
+            reader.Envelope.parse(json.dumps(tampered).encode(), "t"), signing.load_public_key(signed["key"])
         )
 
 

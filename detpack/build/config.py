@@ -1,26 +1,56 @@
-"""Build settings: the request value, and ``[tool.detpack]`` in a project's pyproject.toml.
+"""Build settings: the request as given, ``[tool.detpack]``, and the build they resolve to.
 
-Precedence: command line, then ``[tool.detpack]``, then defaults. Unknown keys are refused
-(a misspelt ``source-date-epoch`` must not silently fall back to a default).
+``BuildRequest`` is what a caller asks for and is never rewritten. ``resolve`` merges it
+with ``[tool.detpack]`` (precedence: request, then ``[tool.detpack]``, then defaults),
+inspects the source, picks the epoch, reads the lock and finds uv, once, into a
+``ResolvedBuild`` that the rest of the build reads. The project's pyproject.toml is parsed
+once for this (``read_project``). Unknown ``[tool.detpack]`` keys are refused (a misspelt
+``source-date-epoch`` must not silently fall back to a default).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detpack.errors import ConfigError
-from detpack.build.frontend import Distribution, FrontendSettings
+from build import ConfigSettingsType as ConfigSettings
+from build import DistributionType as Distribution
+
+from detpack.build.deps import Installer, InstallSettings, find_uv
+from detpack.build.environment import BuildRoot, LineSink, root_path
+from detpack.build.lockfile import BuildLock, read_lock
+from detpack.build.source import Epoch, Source, dirty_warning, inspect_source, resolve_epoch
+from detpack.errors import ConfigError, InputError
 
 KNOWN_KEYS = frozenset({"source-date-epoch", "recompress", "pass-env", "find-links", "offline", "lock", "store"})
+LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    config_settings: ConfigSettings
+    isolation: bool = True
+    installer: Installer = "pip"
+    skip_dependency_check: bool = False
+    constraints: Path | None = None
+    lock: BuildLock | None = None
+    env_cache: Path | None = None  # with a lock: keep/reuse build environments here
+    uv: str | None = None  # with installer uv: the uv binary (deps.find_uv)
+
+    @property
+    def install(self) -> InstallSettings:
+        """What the provisioner needs to fill an isolated environment."""
+        return InstallSettings(self.installer, self.uv, self.constraints, self.lock, self.env_cache)
 
 
 @dataclass(frozen=True)
 class BuildRequest:
-    """Everything ``pipeline.build_project`` needs; the CLI builds one from argv."""
+    """What a caller asks for (the CLI builds one from argv); ``resolve`` makes it a build."""
 
     srcdir: Path
     outdir: Path | None = None
@@ -33,7 +63,7 @@ class BuildRequest:
     offline: bool | None = None
     env_dir: Path | None = None  # build's --env-dir: a fixed, user-chosen isolated-env path
     sdist_extract_dir: Path | None = None  # build's --sdist-extract-dir
-    lock: Path | None = None  # a PEP 751 lock of the build dependencies (detpack lock)
+    lock: Path | BuildLock | None = None  # a PEP 751 lock of the build dependencies (detpack lock), or one read
     normalize: bool = True  # False: keep the backend's bytes (rebuild --pypi compares those)
 
 
@@ -48,15 +78,123 @@ class ToolConfig:
     store: str | None = None  # the artifact store's URL (`detpack store`); a relative path is from srcdir
 
 
-def load_tool_config(srcdir: Path) -> ToolConfig:
-    """Read ``[tool.detpack]`` from ``srcdir/pyproject.toml`` (absent file or table: defaults)."""
+@dataclass(frozen=True)
+class ProjectFile:
+    """What detpack reads from a project's pyproject.toml (parsed once)."""
+
+    backend: str
+    tool: ToolConfig
+
+
+@dataclass(frozen=True)
+class ResolvedBuild:
+    """One build with every setting final; the request it came from is kept as given."""
+
+    request: BuildRequest
+    source: Source
+    epoch: Epoch
+    backend: str | None  # the project's build-backend; None for an sdist (read once it is unpacked)
+    outdir: Path
+    distributions: tuple[Distribution, ...] | None  # None: sdist, then wheel from it
+    frontend: FrontendSettings  # lock read, uv found, environment cache chosen
+    recompress: bool
+    offline: bool
+    pass_env: tuple[str, ...]
+    find_links: tuple[Path, ...]
+    root: BuildRoot  # where the build root will be taken
+    caller_env: Mapping[str, str]
+
+    @property
+    def via_sdist(self) -> bool:
+        return self.distributions is None
+
+    def env_dir(self, distribution: str) -> Path:
+        return self.request.env_dir or self.root.env_dir(distribution)
+
+    @property
+    def sdist_extract_dir(self) -> Path:
+        return self.request.sdist_extract_dir or self.root.work / "unpacked"
+
+
+def resolve(
+    request: BuildRequest, *, caller_env: Mapping[str, str] | None = None, on_warning: LineSink | None = None
+) -> ResolvedBuild:
+    """Merge ``request`` with ``[tool.detpack]`` and the source's facts into one final build."""
+    caller = dict(os.environ if caller_env is None else caller_env)
+    source = inspect_source(request.srcdir)
+    warning = dirty_warning(source)
+    if warning is not None and on_warning is not None:
+        on_warning(warning)
+    project = read_project(source.path) if source.kind == "directory" else None
+    tool = project.tool if project is not None else ToolConfig()
+    root = BuildRoot(root_path())
+    frontend = request.frontend
+    if frontend.installer == "uv" and frontend.uv is None:  # the caller's PATH, not the build's
+        frontend = dataclasses.replace(frontend, uv=find_uv(caller))
+    lock = request.lock or frontend.lock or tool.lock
+    if isinstance(lock, Path):
+        lock = read_lock(lock)
+    frontend = dataclasses.replace(frontend, lock=lock)
+    if lock is not None and frontend.isolation and request.env_dir is None and frontend.env_cache is None:
+        frontend = dataclasses.replace(frontend, env_cache=root.cache)
+    return ResolvedBuild(
+        request=request,
+        source=source,
+        epoch=resolve_epoch(request.epoch_spec or tool.epoch_spec, caller, source),
+        backend=project.backend if project is not None else None,
+        outdir=(request.outdir or default_outdir(request.srcdir)).absolute(),
+        distributions=_plan(source, request.distributions),
+        frontend=frontend,
+        recompress=tool.recompress if request.recompress is None else request.recompress,
+        offline=tool.offline if request.offline is None else request.offline,
+        pass_env=(*tool.pass_env, *request.pass_env),
+        find_links=(*tool.find_links, *request.find_links),
+        root=root,
+        caller_env=caller,
+    )
+
+
+def default_outdir(source: Path) -> Path:
+    return source.parent if source.is_file() else source / "dist"
+
+
+def _plan(source: Source, requested: tuple[Distribution, ...] | None) -> tuple[Distribution, ...] | None:
+    if source.kind == "sdist":
+        if requested and "sdist" in requested:
+            raise InputError(
+                f"{source.path}: cannot build an sdist from an sdist; pass --wheel to build a wheel from it"
+            )
+        return requested or ("wheel",)
+    return requested
+
+
+def read_project(srcdir: Path) -> ProjectFile:
+    """``build-backend`` and ``[tool.detpack]`` from ``srcdir/pyproject.toml``, parsed once.
+
+    An absent file: the legacy setuptools backend and default settings.
+    """
     pyproject = srcdir / "pyproject.toml"
     if not srcdir.is_dir() or not pyproject.is_file():
-        return ToolConfig()
+        return ProjectFile(LEGACY_BACKEND, ToolConfig())
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{pyproject}: invalid TOML ({exc})") from None
+    backend = str(data.get("build-system", {}).get("build-backend", LEGACY_BACKEND))
+    return ProjectFile(backend, _tool_config(data, srcdir, pyproject))
+
+
+def backend_name(srcdir: Path) -> str:
+    """The project's ``build-backend`` (the legacy setuptools one when pyproject has none)."""
+    return read_project(srcdir).backend
+
+
+def load_tool_config(srcdir: Path) -> ToolConfig:
+    """``[tool.detpack]`` from ``srcdir/pyproject.toml`` (absent file or table: defaults)."""
+    return read_project(srcdir).tool
+
+
+def _tool_config(data: dict[str, Any], srcdir: Path, pyproject: Path) -> ToolConfig:
     table = data.get("tool", {}).get("detpack", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: [tool.detpack] must be a table")
@@ -100,3 +238,19 @@ def _strings(table: dict[str, Any], key: str, where: Path) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: [tool.detpack] {key} must be an array of strings")
     return value
+
+
+__all__ = [
+    "BuildRequest",
+    "ConfigSettings",
+    "Distribution",
+    "FrontendSettings",
+    "ProjectFile",
+    "ResolvedBuild",
+    "ToolConfig",
+    "backend_name",
+    "default_outdir",
+    "load_tool_config",
+    "read_project",
+    "resolve",
+]

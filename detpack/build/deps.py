@@ -1,9 +1,12 @@
 """What goes into the isolated build environment, and the record of it.
 
-pip runs with ``--report`` so every installed file's sha256 is known; with a lock, pip runs
-in hash-checking mode (``--require-hashes --no-deps``) over exactly the locked files, and a
-file whose hash differs is refused by name. uv has no install report: versions are read
-from the environment and file hashes are unknown (unless a lock pinned them).
+One provisioner (``provisioned``) fills an isolated environment with build requirements,
+locked or not, with pip or uv, from the environment cache or fresh, and says what it
+installed as ``InstalledDependency`` values. pip runs with ``--report`` so every installed
+file's sha256 is known; with a lock, pip runs in hash-checking mode (``--require-hashes
+--no-deps``) over exactly the locked files, and a file whose hash differs is refused by
+name. uv has no install report: versions are read from the environment and file hashes
+are unknown (unless a lock pinned them).
 """
 
 from __future__ import annotations
@@ -17,18 +20,19 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from build.env import DefaultIsolatedEnv
+from build.env import DefaultIsolatedEnv, IsolatedEnv
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from detpack.build import envcache
 from detpack.build.environment import Runner
+from detpack.build.lockfile import BuildLock, LockedPackage
 from detpack.errors import EnvironmentSetupError, LockError
-from detpack.build.lockfile import BuildLock
 
 Installer = Literal["pip", "uv"]
 _MISMATCH = re.compile(r"^\s+(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+) from (?P<url>\S+?):?(?: \(from .*)?$")
@@ -45,10 +49,15 @@ class InstalledDependency:
     requested: bool
 
 
-def _pip(env: DefaultIsolatedEnv) -> list[str]:
-    if importlib.util.find_spec("pip") is not None:
-        return [sys.executable, "-m", "pip", "--python", env.python_executable]
-    return [env.python_executable, "-Im", "pip"]
+@dataclass(frozen=True)
+class InstallSettings:
+    """How to fill an isolated environment."""
+
+    installer: Installer = "pip"
+    uv: str | None = None  # with installer uv: the uv binary (``find_uv``)
+    constraints: Path | None = None
+    lock: BuildLock | None = None  # install exactly these files, and check they cover every requirement
+    cache: Path | None = None  # with a lock: keep and reuse environments here (``envcache``)
 
 
 def find_uv(caller_env: Mapping[str, str]) -> str:
@@ -70,8 +79,162 @@ def find_uv(caller_env: Mapping[str, str]) -> str:
         return os.path.abspath(found)
 
 
+class Provisioner:
+    """An isolated environment being filled; ``require`` installs, ``installed`` reports.
+
+    Unlocked: each ``require`` installs what it is given (the first one fresh). Locked: the
+    whole lock is installed once (or came from the cache), and each ``require`` only checks
+    that the lock covers what it is given.
+    """
+
+    def __init__(
+        self,
+        env: IsolatedEnv,
+        path: Path,
+        settings: InstallSettings,
+        runner: Runner,
+        who: Path,
+        *,
+        got: Sequence[InstalledDependency] | None = None,
+    ) -> None:
+        self.env = env
+        self._path = path
+        self._settings = settings
+        self._runner = runner
+        self._who = who
+        self._filled = got is not None  # the first install happened (or the environment came filled)
+        self._asked: set[str] = set()
+        self._got: dict[str, InstalledDependency] = {}
+        self._record(got or ())
+
+    def require(self, requirements: Collection[str]) -> None:
+        """Make ``requirements`` available in the environment."""
+        new = set(requirements) - self._asked
+        self._asked |= new
+        lock, python = self._settings.lock, self.env.python_executable
+        if lock is None:
+            if new:
+                reqfile = self._path / "detpack-requirements.txt"
+                reqfile.write_text("\n".join(sorted(new)) + "\n", encoding="utf-8")
+                fresh = not self._filled
+                self._record(_install(python, self._path, reqfile, self._settings, self._runner, fresh=fresh))
+                self._filled = True
+            return
+        if not self._filled:
+            self._record(_install_lock(python, self._path, self._settings, self._runner))
+            self._filled = True
+        missing = unmet(new, _versions(_purelib(self._path)))
+        if missing:
+            raise LockError(
+                f"{lock.path}: does not satisfy {', '.join(missing)} (needed to build {self._who}); "
+                "re-run `detpack lock`"
+            )
+
+    def requires_for(self, facts: Callable[[], Sequence[str]], compute: Callable[[], set[str]]) -> set[str]:
+        """A backend's ``get_requires_for_build_*`` answer: from the cache under ``facts`` when
+        the environment is cached (a locked build), else ``compute()``."""
+        if self._settings.cache is None or self._settings.lock is None:
+            return compute()
+        return envcache.cached_requires(self._settings.cache, [self._settings.lock.sha256, *facts()], compute)
+
+    def installed(self) -> tuple[InstalledDependency, ...]:
+        """One value per installed package, ``requested`` for those a requirement named."""
+        wanted = set()
+        for text in self._asked:
+            with contextlib.suppress(InvalidRequirement):
+                wanted.add(canonicalize_name(Requirement(text).name))
+        return tuple(replace(self._got[k], requested=k in wanted) for k in sorted(self._got))
+
+    def _record(self, items: Iterable[InstalledDependency]) -> None:
+        for item in items:
+            self._got[item.name] = item
+
+
 @contextlib.contextmanager
-def isolated_env(path: Path, *, installer: Installer, uv: str | None) -> Iterator[DefaultIsolatedEnv]:
+def provisioned(env_dir: Path, settings: InstallSettings, runner: Runner, who: Path) -> Iterator[Provisioner]:
+    """An isolated environment at ``env_dir`` for building ``who``, ready to ``require`` into.
+
+    With a lock and a cache, the environment comes from ``envcache`` filled with the lock
+    (reused when its entry verifies); otherwise it is ``build``'s own isolated environment.
+    """
+    lock = settings.lock
+    if lock is None or settings.cache is None:
+        with _isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
+            yield Provisioner(env, Path(env.path), settings, runner, who)
+        return
+    got = [_from_lock(p) for p in lock.packages]
+
+    def make(env: envcache.CachedEnv) -> None:
+        got[:] = _install_lock(env.python_executable, env_dir, settings, runner)
+
+    with envcache.cached_env(settings.cache, lock, runner, installer=settings.installer, env_dir=env_dir, make=make) as (
+        cached,
+        reused,
+    ):
+        runner.emit(f"{'reusing' if reused else 'made'} cached build environment for lock {lock.sha256[:12]}")
+        yield Provisioner(cached, env_dir, settings, runner, who, got=got)
+
+
+def _install_lock(python: str, path: Path, settings: InstallSettings, runner: Runner) -> list[InstalledDependency]:
+    """Install exactly the locked files, each checked against its sha256."""
+    assert settings.lock is not None
+    reqfile = path / "detpack-locked.txt"
+    reqfile.write_text(settings.lock.requirements(), encoding="utf-8")
+    return _install(python, path, reqfile, settings, runner, fresh=True, locked=settings.lock)
+
+
+def _install(
+    python: str,
+    path: Path,
+    reqfile: Path,
+    settings: InstallSettings,
+    runner: Runner,
+    *,
+    fresh: bool,
+    locked: BuildLock | None = None,
+) -> list[InstalledDependency]:
+    """Run pip (with ``--report``) or uv on ``reqfile`` for the environment at ``path``."""
+    report = path / "detpack-install-report.json"
+    report.unlink(missing_ok=True)
+    if settings.installer == "uv":
+        cmd = [settings.uv or find_uv(os.environ), "pip", "install", "--python", python]
+    else:
+        cmd = [*_pip(python), "install", "--no-warn-script-location", "--no-compile", "--no-input"]
+        cmd += ["--report", str(report)]
+        if fresh:
+            cmd.append("--ignore-installed")
+    if locked is not None:
+        cmd += ["--require-hashes", "--no-deps"]
+    cmd += ["-r", str(reqfile)]
+    if settings.constraints is not None and locked is None:
+        cmd += ["-c", str(settings.constraints.resolve())]
+    try:
+        runner.run(cmd, extra_environ={"PYTHONPATH": ""})
+    except subprocess.CalledProcessError as exc:
+        if locked is not None:
+            _raise_lock_problem(locked, str(exc.output or ""))
+        raise
+    if settings.installer == "uv" or not report.is_file():
+        return _from_metadata(_purelib(path), locked)
+    data = json.loads(report.read_text(encoding="utf-8"))
+    return [_from_report(item) for item in data.get("install", [])]
+
+
+def present(requirements: Collection[str]) -> tuple[InstalledDependency, ...]:
+    """What of ``requirements`` this Python already has (a build without isolation; no hashes)."""
+    deps = []
+    for text in sorted(requirements):
+        name = canonicalize_name(Requirement(text).name)
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        deps.append(InstalledDependency(name, version, None, None, True))
+    return tuple(deps)
+
+
+@contextlib.contextmanager
+def _isolated_env(path: Path, *, installer: Installer, uv: str | None) -> Iterator[DefaultIsolatedEnv]:
     """``build``'s isolated environment at ``path``; for uv, made with the uv ``find_uv`` found."""
     saved = os.environ.get("UV")
     if installer == "uv":
@@ -90,69 +253,54 @@ def isolated_env(path: Path, *, installer: Installer, uv: str | None) -> Iterato
         yield env
 
 
-def install(
-    env: DefaultIsolatedEnv,
-    requirements: Collection[str],
-    runner: Runner,
-    *,
-    installer: Installer,
-    constraints: Path | None,
-    fresh: bool,
-    uv: str | None = None,
-) -> list[dict[str, object]]:
-    """Install ``requirements``; return pip's report items (or equivalent for uv)."""
-    if not requirements:
-        return []
-    reqfile = Path(env.path) / "detpack-requirements.txt"
-    reqfile.write_text("\n".join(sorted(requirements)) + "\n", encoding="utf-8")
-    return _run(env, reqfile, runner, installer=installer, constraints=constraints, fresh=fresh, locked=None, uv=uv)
+def _pip(python: str) -> list[str]:
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip", "--python", python]
+    return [python, "-Im", "pip"]
 
 
-def install_locked(
-    env: DefaultIsolatedEnv, lock: BuildLock, runner: Runner, *, installer: Installer, uv: str | None = None
-) -> list[dict[str, object]]:
-    """Install exactly the locked files, each checked against its sha256."""
-    reqfile = Path(env.path) / "detpack-locked.txt"
-    reqfile.write_text(lock.requirements(), encoding="utf-8")
-    return _run(env, reqfile, runner, installer=installer, constraints=None, fresh=True, locked=lock, uv=uv)
+def _purelib(env_path: Path) -> Path:
+    """A virtual environment's site-packages (POSIX layout; detpack builds on POSIX only)."""
+    return next(env_path.glob("lib/python*/site-packages"), env_path / "lib" / "site-packages")
 
 
-def _run(
-    env: DefaultIsolatedEnv,
-    reqfile: Path,
-    runner: Runner,
-    *,
-    installer: Installer,
-    constraints: Path | None,
-    fresh: bool,
-    locked: BuildLock | None,
-    uv: str | None,
-) -> list[dict[str, object]]:
-    report = Path(env.path) / "detpack-install-report.json"
-    report.unlink(missing_ok=True)
-    if installer == "uv":
-        cmd = [uv or find_uv(os.environ), "pip", "install", "--python", env.python_executable]
-    else:
-        cmd = [*_pip(env), "install", "--no-warn-script-location", "--no-compile", "--no-input"]
-        cmd += ["--report", str(report)]
-        if fresh:
-            cmd.append("--ignore-installed")
-    if locked is not None:
-        cmd += ["--require-hashes", "--no-deps"]
-    cmd += ["-r", str(reqfile)]
-    if constraints is not None:
-        cmd += ["-c", str(constraints.resolve())]
-    try:
-        runner.run(cmd, extra_environ={"PYTHONPATH": ""})
-    except subprocess.CalledProcessError as exc:
-        if locked is not None:
-            _raise_lock_problem(locked, str(exc.output or ""))
-        raise
-    if installer == "uv" or not report.is_file():
-        return _from_metadata(env, locked)
-    data = json.loads(report.read_text(encoding="utf-8"))
-    items: list[dict[str, object]] = data.get("install", [])
-    return items
+def _versions(purelib: Path) -> dict[str, str]:
+    return {
+        canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[str(purelib)])
+    }
+
+
+def _from_report(item: Mapping[str, object]) -> InstalledDependency:
+    """One ``install`` item of pip's ``--report``."""
+    meta = item.get("metadata") or {}
+    info = item.get("download_info") or {}
+    assert isinstance(meta, dict) and isinstance(info, dict)
+    archive = info.get("archive_info") or {}
+    hashes = archive.get("hashes", {}) if isinstance(archive, dict) else {}
+    url = info.get("url")
+    return InstalledDependency(
+        name=canonicalize_name(str(meta.get("name", ""))),
+        version=str(meta.get("version", "")),
+        sha256=hashes.get("sha256"),
+        url=url if isinstance(url, str) else None,
+        requested=False,
+    )
+
+
+def _from_lock(package: LockedPackage) -> InstalledDependency:
+    return InstalledDependency(package.name, package.version, package.sha256, None, False)
+
+
+def _from_metadata(purelib: Path, locked: BuildLock | None) -> list[InstalledDependency]:
+    # uv has no install report: versions come from the environment; hashes from a lock if any.
+    pins = {p.name: p for p in locked.packages} if locked else {}
+    out = []
+    for dist in importlib.metadata.distributions(path=[str(purelib)]):
+        name = canonicalize_name(dist.metadata["Name"])
+        pin = pins.get(name)
+        sha = pin.sha256 if pin is not None and pin.version == dist.version else None
+        out.append(InstalledDependency(name, dist.version, sha, None, False))
+    return out
 
 
 def _raise_lock_problem(lock: BuildLock, output: str) -> None:
@@ -222,30 +370,6 @@ def _hash_mismatch(after: list[str]) -> str:
     return _HASHES_HEADER
 
 
-def _from_metadata(env: DefaultIsolatedEnv, locked: BuildLock | None) -> list[dict[str, object]]:
-    # uv has no install report: versions come from the environment; hashes from a lock if any.
-    pins = {p.name: p for p in locked.packages} if locked else {}
-    out: list[dict[str, object]] = []
-    purelib = purelib_of(env)
-    for dist in importlib.metadata.distributions(path=[purelib]):
-        name = canonicalize_name(dist.metadata["Name"])
-        item: dict[str, object] = {"metadata": {"name": name, "version": dist.version}}
-        if name in pins and pins[name].version == dist.version:
-            item["download_info"] = {"archive_info": {"hashes": {"sha256": pins[name].sha256}}}
-        out.append(item)
-    return out
-
-
-def purelib_of(env: Any) -> str:
-    """The site-packages of ``build``'s DefaultIsolatedEnv or of a cached environment."""
-    return str(env.purelib) if hasattr(env, "purelib") else str(env._env_backend.purelib)
-
-
-def installed_versions(env: Any) -> dict[str, str]:
-    purelib = purelib_of(env)
-    return {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[purelib])}
-
-
 def unmet(requirements: Collection[str], versions: dict[str, str]) -> list[str]:
     """The requirements that the installed ``versions`` do not satisfy."""
     missing = []
@@ -261,28 +385,3 @@ def unmet(requirements: Collection[str], versions: dict[str, str]) -> list[str]:
         if have is None or not req.specifier.contains(have, prereleases=True):
             missing.append(text)
     return missing
-
-
-def merge(items: Sequence[dict[str, object]], requested: Collection[str]) -> tuple[InstalledDependency, ...]:
-    """pip report items -> one ``InstalledDependency`` per package, marking the requested ones."""
-    wanted: set[str] = set()
-    for r in requested:
-        with contextlib.suppress(InvalidRequirement):
-            wanted.add(canonicalize_name(Requirement(r).name))
-    found: dict[str, InstalledDependency] = {}
-    for item in items:
-        meta = item.get("metadata", {})
-        assert isinstance(meta, dict)
-        name = canonicalize_name(str(meta.get("name", "")))
-        info = item.get("download_info") or {}
-        assert isinstance(info, dict)
-        archive = info.get("archive_info") or {}
-        hashes = archive.get("hashes", {}) if isinstance(archive, dict) else {}
-        found[name] = InstalledDependency(
-            name=name,
-            version=str(meta.get("version", "")),
-            sha256=hashes.get("sha256"),
-            url=info.get("url"),
-            requested=name in wanted,
-        )
-    return tuple(found[k] for k in sorted(found))

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from detpack.build.environment import Runner
-from detpack.build.deps import Installer, install_locked
 from detpack.build.lockfile import BuildLock
 
 MANIFEST = "detpack-env.json"
@@ -46,7 +45,7 @@ class CachedEnv:
         return {"PATH": os.pathsep.join([str(self._bin), os.environ.get("PATH", "")]), "PYTHONPATH": ""}
 
 
-def key(lock: BuildLock, installer: Installer) -> str:
+def key(lock: BuildLock, installer: str) -> str:
     facts = [lock.sha256, installer, sys.version, platform.machine(), str(Path(sys.executable).resolve())]
     return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:32]
 
@@ -71,11 +70,12 @@ def _verified_files(entry: Path) -> dict[str, str] | None:
 
 @contextlib.contextmanager
 def cached_env(
-    cache: Path, lock: BuildLock, runner: Runner, *, installer: Installer, env_dir: Path, uv: str | None = None
-) -> Iterator[tuple[CachedEnv, list[dict[str, object]], bool]]:
-    """Yield the environment for ``lock`` at ``env_dir`` (reused when its cache entry verifies).
+    cache: Path, lock: BuildLock, runner: Runner, *, installer: str, env_dir: Path, make: Callable[[CachedEnv], None]
+) -> Iterator[tuple[CachedEnv, bool]]:
+    """Yield the environment for ``lock`` at ``env_dir`` and whether it was reused.
 
-    Yields the environment, pip-report-like items for provenance, and whether it was reused.
+    A cache entry that verifies is moved to ``env_dir``; otherwise a fresh virtual
+    environment is made there and ``make`` fills it from the lock.
     """
     cache.mkdir(parents=True, exist_ok=True)
     entry = cache / key(lock, installer)
@@ -88,22 +88,15 @@ def cached_env(
         shutil.rmtree(env_dir)
     if reused:
         entry.rename(env_dir)
-        items: list[dict[str, object]] = [
-            {
-                "metadata": {"name": p.name, "version": p.version},
-                "download_info": {"archive_info": {"hashes": {"sha256": p.sha256}}},
-            }
-            for p in lock.packages
-        ]
     else:
         venv.EnvBuilder(symlinks=os.name != "nt", with_pip=False).create(env_dir)
-        items = install_locked(CachedEnv(env_dir), lock, runner, installer=installer, uv=uv)  # type: ignore[arg-type]
+        make(CachedEnv(env_dir))
     env = CachedEnv(env_dir)
     # A reused entry was just hashed file by file: that is its manifest (no second pass).
     manifest = {"lock": lock.sha256, "files": verified if verified is not None else _digest_tree(Path(env.purelib))}
     ok = False
     try:
-        yield env, items, reused
+        yield env, reused
         ok = True
     finally:
         if ok and manifest["files"] == _digest_tree(Path(env.purelib)):

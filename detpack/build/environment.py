@@ -59,13 +59,18 @@ class BuildRoot:
         return self.root / f"env-{distribution}"
 
 
+def root_path() -> Path:
+    """Where the build root is: ``$DETPACK_BUILD_ROOT``, else ``policy.BUILD_ROOT``."""
+    return Path(os.environ.get("DETPACK_BUILD_ROOT") or policy.BUILD_ROOT)
+
+
 @contextlib.contextmanager
 def build_root(path: Path | None = None, on_wait: LineSink | None = None) -> Iterator[BuildRoot]:
     """Take the machine-wide build root, emptied, for the duration of one build.
 
     ``on_wait`` hears one line when another build holds the root and this one must wait.
     """
-    root = Path(path or os.environ.get("DETPACK_BUILD_ROOT") or policy.BUILD_ROOT)
+    root = path or root_path()
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = (root / ".lock").open("a+")

@@ -8,13 +8,13 @@ the controlled environment; each installed file's sha256 comes from pip's instal
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import detpack
 from detpack.build import environment
 from detpack.atomic import write_bytes
-from detpack.build.config import BuildRequest
+from detpack.build.config import BuildRequest, backend_name, resolve
 from detpack.build.environment import LineSink
 from detpack.errors import ConfigError
 from detpack.build.frontend import resolve_requirements
@@ -38,26 +38,28 @@ def create_lock(
     on_step: LineSink | None = None,
     caller_env: Mapping[str, str] | None = None,
 ) -> LockResult:
-    with session(request, caller_env=caller_env, on_line=on_line, on_step=on_step) as ses:
-        if ses.source.kind != "directory":
-            raise ConfigError(f"{ses.source.path}: lock a project directory, not an sdist")
-        target = output or ses.source.path / DEFAULT_NAME
-        with environment.applied(ses.env):
-            srcdir = lay_out(ses.source, ses.root)
-            if on_step:
-                on_step(f"resolving build requirements of {ses.source.path}")
-            requires, installed = resolve_requirements(
-                srcdir,
-                runner=ses.runner,
-                settings=request.frontend,
-                env_dir=ses.root.env_dir("lock"),
-                label=ses.source.path,
-            )
+    plan = resolve(request, caller_env=caller_env)
+    source = plan.source
+    if source.kind != "directory":
+        raise ConfigError(f"{source.path}: lock a project directory, not an sdist")
+    target = output or source.path / DEFAULT_NAME
+    with session(plan, on_line=on_line, on_step=on_step) as ses, environment.applied(ses.env):
+        srcdir = lay_out(source, ses.root)
+        if on_step:
+            on_step(f"resolving build requirements of {source.path}")
+        requires, installed = resolve_requirements(
+            srcdir,
+            runner=ses.runner,
+            settings=replace(plan.frontend, lock=None, env_cache=None),  # resolve afresh, not from an old lock
+            env_dir=ses.root.env_dir("lock"),
+            backend=plan.backend or backend_name(srcdir),
+            label=source.path,
+        )
     packages = []
     for dep in installed:
         if not dep.sha256:
             raise ConfigError(
-                f"{ses.source.path}: the installer did not report a sha256 for {dep.name} {dep.version}; "
+                f"{source.path}: the installer did not report a sha256 for {dep.name} {dep.version}; "
                 "lock with --installer pip"
             )
         packages.append(LockedPackage(dep.name, dep.version, dep.sha256, None, dep.url))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from detpack.build import environment
-from detpack.build.config import BuildRequest
+from detpack.build.config import BuildRequest, backend_name, resolve
 from detpack.build.environment import LineSink
 from detpack.errors import ArchiveError
 from detpack.build.frontend import wheel_metadata
@@ -24,17 +24,19 @@ def project_metadata(
     """The METADATA of the wheel ``request`` would build (``python -m build --metadata``)."""
     if request.srcdir.is_file() and request.srcdir.name.endswith(".whl"):
         return read_wheel_metadata(request.srcdir)
-    with session(request, caller_env=caller_env, on_line=on_line) as ses, environment.applied(ses.env):
-        if ses.source.kind == "sdist":
-            srcdir = unpack_sdist(ses.source.path, ses.root.work / "unpacked", ses.source.path)
+    plan = resolve(request, caller_env=caller_env)
+    with session(plan, on_line=on_line) as ses, environment.applied(ses.env):
+        if plan.source.kind == "sdist":
+            srcdir = unpack_sdist(plan.source.path, ses.root.work / "unpacked", plan.source.path)
         else:
-            srcdir = lay_out(ses.source, ses.root)
+            srcdir = lay_out(plan.source, ses.root)
         return wheel_metadata(
             srcdir,
             runner=ses.runner,
-            settings=ses.request.frontend,
-            env_dir=ses.request.env_dir or ses.root.env_dir("wheel"),
-            label=ses.source.path,
+            settings=plan.frontend,
+            env_dir=plan.env_dir("wheel"),
+            backend=plan.backend or backend_name(srcdir),
+            label=plan.source.path,
         )
 
 

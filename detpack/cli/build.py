@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from detpack.build.config import BuildRequest
-from detpack.build.frontend import ConfigSettings, Distribution, FrontendSettings
+from detpack.build.config import BuildRequest, ConfigSettings, Distribution, FrontendSettings
 from detpack.build.metadata import project_metadata
 from detpack.build.pipeline import build_project
 from detpack.cli._output import Output

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from detpack.build.config import BuildRequest
-from detpack.build.frontend import FrontendSettings
+from detpack.build.config import BuildRequest, FrontendSettings
 from detpack.build.locking import create_lock
 from detpack.cli._output import Output, count
 from detpack.cli.build import parse_config_settings

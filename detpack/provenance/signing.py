@@ -25,9 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from detpack.digest import CanonicalJSONError, canonical_json
 from detpack.errors import InputError, KeyFileError, OutputError, VerificationError
 from detpack.provenance import reader
-from detpack.provenance.reader import PAYLOAD_TYPE as PAYLOAD_TYPE
-from detpack.provenance.reader import Envelope as Envelope
-from detpack.provenance.reader import Signature as Signature
+from detpack.provenance.reader import PAYLOAD_TYPE, Envelope, Signature
 
 KEY_TYPE = "ed25519"
 SCHEME = "ed25519"

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from plumbum import local
 
-from detpack.build.source import Epoch, dirty_warning, inspect_source, resolve_epoch
+from detpack.build.config import BuildRequest, resolve
+from detpack.build.source import Epoch
 from detpack.errors import BackendError, InputError
 from detpack.verify import variations
 from detpack.verify.compare import Comparison, compare_paths
@@ -150,14 +151,13 @@ def run_check(
 ) -> CheckResult:
     """Run the check described in the module docstring."""
     step = on_step or (lambda _: None)
-    source = inspect_source(settings.srcdir)
+    caller = dict(os.environ if caller_env is None else caller_env)
+    plan = resolve(
+        BuildRequest(settings.srcdir, epoch_spec=settings.epoch_spec), caller_env=caller, on_warning=on_warning
+    )
+    source, resolved = plan.source, plan.epoch
     if source.kind != "directory":
         raise InputError(f"{settings.srcdir}: check needs a project directory, not an sdist")
-    warning = dirty_warning(source)
-    if warning is not None and on_warning is not None:
-        on_warning(warning)
-    caller = dict(os.environ if caller_env is None else caller_env)
-    resolved = resolve_epoch(settings.epoch_spec, caller, source)
     epoch: Epoch | None = resolved
     extra: dict[str, str] = {}
     if settings.raw:

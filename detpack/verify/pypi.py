@@ -23,9 +23,8 @@ from typing import Literal
 from plumbum import local
 from plumbum.commands.processes import ProcessExecutionError
 
-from detpack.build.config import BuildRequest
+from detpack.build.config import BuildRequest, FrontendSettings
 from detpack.build.environment import LineSink
-from detpack.build.frontend import FrontendSettings
 from detpack.build.pipeline import build_project
 from detpack.digest import CHUNK, file_sha256
 from detpack.errors import ConfigError, InputError

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from detpack.build.config import BuildRequest
+from detpack.build.config import BuildRequest, FrontendSettings
 from detpack.build.environment import LineSink
-from detpack.build.frontend import FrontendSettings
 from detpack.build.lockfile import BuildLock, LockedPackage
 from detpack.build.pipeline import build_project
 from detpack.digest import file_sha256
@@ -206,8 +205,8 @@ def rebuild(
                 config_settings=ext.get("configSettings", {}),
                 isolation=ext.get("isolation", True),
                 installer=ext.get("installer", "pip"),
-                lock=lock,
             ),
+            lock=lock,
             epoch_spec=str(ext["sourceDateEpoch"]["value"]),
             recompress=ext.get("recompress", False),
             normalize=ext.get("normalized", True),

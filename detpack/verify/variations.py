@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from detpack import policy
 from detpack.build import workspace as layout
 from detpack.build.source import Source, walk
 from detpack.errors import ConfigError, InputError
@@ -33,13 +34,10 @@ NAMES = (
     "file-order",
 )
 
-#: Variables copied from the caller into every run: where packages come from and where the
-#: build root is, never what a backend writes.
-_NETWORK_VARS = (
-    "DETPACK_BUILD_ROOT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_CERT",
-    "PIP_TRUSTED_HOST", "UV_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
-    "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-)  # fmt: skip
+#: Variables copied from the caller into every run: the build root, and the variables every
+#: build passes through (where packages come from, proxies, certificates), never what a
+#: backend writes.
+CARRIED = ("DETPACK_BUILD_ROOT", *policy.PASSTHROUGH_ENV)
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class Variation:
 
 
 def control(work: Path, caller_env: Mapping[str, str], extra: Mapping[str, str]) -> RunSpec:
-    env = {k: caller_env[k] for k in _NETWORK_VARS if k in caller_env}
+    env = {k: caller_env[k] for k in CARRIED if k in caller_env}
     env.update(
         PATH=caller_env.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         HOME=str(work / "home-control"),
