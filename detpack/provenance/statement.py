@@ -11,15 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from detpack import policy
-
-if TYPE_CHECKING:  # types only: signing and the store read statements without loading the build machinery
-    from detpack.build.deps import InstalledDependency
-    from detpack.build.frontend import RawArtifact
-    from detpack.build.lockfile import BuildLock
-    from detpack.build.source import Epoch, Source
+from detpack.git import GitInfo
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -27,6 +23,68 @@ BUILD_TYPE = "https://detpack.dev/buildtypes/pep517/v1"
 BUILDER_ID = "https://detpack.dev/builders/local/v1"
 
 JSON = dict[str, Any]
+
+
+# What the statement reads from the build's values, and nothing more: the build's frozen
+# dataclasses (build.source.Source, build.deps.InstalledDependency, ...) fit these as they are,
+# so provenance sits below the build and never imports it.
+
+
+class SourceFacts(Protocol):
+    """The source built: its path, kind (``sdist`` or a directory), digest and what git says."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def git(self) -> GitInfo | None: ...
+
+
+class EpochFacts(Protocol):
+    """SOURCE_DATE_EPOCH and where it came from."""
+
+    @property
+    def value(self) -> int: ...
+    @property
+    def origin(self) -> str: ...
+
+
+class DependencyFacts(Protocol):
+    """A package installed into the isolated build environment."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def requested(self) -> bool: ...
+    @property
+    def sha256(self) -> str | None: ...
+
+
+class RawArtifactFacts(Protocol):
+    """One distribution as the backend made it, with the environment it was made in."""
+
+    @property
+    def distribution(self) -> str: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def requires(self) -> Sequence[str]: ...
+    @property
+    def installed(self) -> Sequence[DependencyFacts]: ...
+
+
+class LockFacts(Protocol):
+    """The build lock used: its file and digest."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +129,7 @@ class BuildParameters:
     skip_dependency_check: bool
     recompress: bool
     offline: bool
-    lock: BuildLock | None = None
+    lock: LockFacts | None = None
     normalized: bool = True
 
 
@@ -79,7 +137,7 @@ def rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _source_descriptor(source: Source) -> JSON:
+def _source_descriptor(source: SourceFacts) -> JSON:
     rd: JSON = {"name": "source", "digest": {"sha256": source.digest}}
     annotations: JSON = {"kind": source.kind}
     if source.git is not None:
@@ -95,7 +153,7 @@ def _source_descriptor(source: Source) -> JSON:
     return rd
 
 
-def _dependency_descriptor(dep: InstalledDependency, used_for: Sequence[str]) -> JSON:
+def _dependency_descriptor(dep: DependencyFacts, used_for: Sequence[str]) -> JSON:
     rd: JSON = {
         "name": dep.name,
         "uri": f"pkg:pypi/{dep.name}@{dep.version}",
@@ -106,8 +164,8 @@ def _dependency_descriptor(dep: InstalledDependency, used_for: Sequence[str]) ->
     return rd
 
 
-def _dependencies(raws: Sequence[RawArtifact]) -> list[JSON]:
-    used: dict[tuple[str, str, str | None], tuple[InstalledDependency, list[str]]] = {}
+def _dependencies(raws: Sequence[RawArtifactFacts]) -> list[JSON]:
+    used: dict[tuple[str, str, str | None], tuple[DependencyFacts, list[str]]] = {}
     for raw in raws:
         for dep in raw.installed:
             key = (dep.name, dep.version, dep.sha256)
@@ -118,14 +176,14 @@ def _dependencies(raws: Sequence[RawArtifact]) -> list[JSON]:
 def statement(
     *,
     subjects: Sequence[Subject],
-    source: Source,
-    epoch: Epoch,
+    source: SourceFacts,
+    epoch: EpochFacts,
     parameters: BuildParameters,
     environment: Mapping[str, str],
     paths: Mapping[str, str],
     passed_through: Sequence[str],
     injects_code: Sequence[str] = (),
-    raws: Sequence[RawArtifact],
+    raws: Sequence[RawArtifactFacts],
     toolchain: Toolchain,
     run: RunFacts,
 ) -> JSON:
