@@ -188,6 +188,24 @@ def statement(
     run: RunFacts,
 ) -> JSON:
     """Assemble the statement for one build."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in subjects],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": _external_parameters(source, epoch, parameters),
+                "internalParameters": _internal_parameters(environment, paths, passed_through, injects_code),
+                "resolvedDependencies": _resolved_dependencies(source, raws, toolchain),
+            },
+            "runDetails": _run_details(toolchain, run),
+        },
+    }
+
+
+def _resolved_dependencies(source: SourceFacts, raws: Sequence[RawArtifactFacts], toolchain: Toolchain) -> list[JSON]:
+    """The source, the interpreter, every installed package, the backends and detpack's own tools."""
     backends = sorted({raw.backend for raw in raws})
     requires = sorted({r for raw in raws for r in raw.requires})
     resolved: list[JSON] = [
@@ -213,6 +231,11 @@ def statement(
     ]
     if toolchain.pip_version:
         resolved.append({"name": "pip", "uri": f"pkg:pypi/pip@{toolchain.pip_version}"})
+    return resolved
+
+
+def _external_parameters(source: SourceFacts, epoch: EpochFacts, parameters: BuildParameters) -> JSON:
+    """What the build was asked to do: everything needed to run it again."""
     external: JSON = {
         "source": {k: v for k, v in _source_descriptor(source).items() if k != "name"},
         "distributions": list(parameters.distributions),
@@ -228,7 +251,14 @@ def statement(
     }
     if parameters.lock is not None:
         external["lock"] = {"name": parameters.lock.path.name, "digest": {"sha256": parameters.lock.sha256}}
-    internal: JSON = {
+    return external
+
+
+def _internal_parameters(
+    environment: Mapping[str, str], paths: Mapping[str, str], passed_through: Sequence[str], injects_code: Sequence[str]
+) -> JSON:
+    """What detpack fixed for the build: its environment, umask, policy and paths."""
+    return {
         "environment": dict(sorted(environment.items())),
         "passedThrough": sorted(passed_through),
         "codeInjectingVariables": sorted(injects_code),
@@ -236,30 +266,21 @@ def statement(
         "policyVersion": policy.POLICY_VERSION,
         **dict(sorted(paths.items())),
     }
+
+
+def _run_details(toolchain: Toolchain, run: RunFacts) -> JSON:
+    """Who ran the build, when, and what it left besides the artifacts (never part of buildDefinition)."""
     byproducts: list[JSON] = [
         {"name": "build.log", "digest": {"sha256": run.log_sha256}, "mediaType": "text/plain"},
         {"name": "host", "annotations": dict(sorted(run.host.items()))},
         *({"name": f"backend-output/{s.name}", "digest": {"sha256": s.sha256}} for s in run.raw_outputs),
     ]
     return {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in subjects],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": {
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": external,
-                "internalParameters": internal,
-                "resolvedDependencies": resolved,
-            },
-            "runDetails": {
-                "builder": {"id": BUILDER_ID, "version": {"detpack": toolchain.detpack_version}},
-                "metadata": {
-                    "invocationId": run.invocation_id,
-                    "startedOn": rfc3339(run.started),
-                    "finishedOn": rfc3339(run.finished),
-                },
-                "byproducts": byproducts,
-            },
+        "builder": {"id": BUILDER_ID, "version": {"detpack": toolchain.detpack_version}},
+        "metadata": {
+            "invocationId": run.invocation_id,
+            "startedOn": rfc3339(run.started),
+            "finishedOn": rfc3339(run.finished),
         },
+        "byproducts": byproducts,
     }
