@@ -94,7 +94,7 @@ def backend_pin(generator: str) -> str | None:
     return None
 
 
-def wheel_facts(wheel: Path) -> tuple[str, int | None]:
+def _wheel_facts(wheel: Path) -> tuple[str, int | None]:
     """The ``Generator:`` of a wheel and the SOURCE_DATE_EPOCH its build most likely had.
 
     Backends stamp the files they generate (``.dist-info``) with SOURCE_DATE_EPOCH when it is
@@ -241,7 +241,7 @@ class _Rebuild:
 
 def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     """Rebuild one published wheel with the backend and epoch it was made with, and compare."""
-    generator, epoch = wheel_facts(wheel)
+    generator, epoch = _wheel_facts(wheel)
     pin = backend_pin(generator)
     constraints = None
     if pin:

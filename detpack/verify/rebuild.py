@@ -77,22 +77,22 @@ class Record:
     signature: Signature  # whether its envelope's signature was checked
 
 
-def read_record(path: Path, key: PublicKey | None = None) -> Record:
+def _read_record(path: Path, key: PublicKey | None = None) -> Record:
     """A statement file or a DSSE envelope of one; with ``key``, the envelope must verify."""
     provenance = reader.read_file(path)
     if provenance.envelope is not None:
         if key is not None:
             verify(provenance.envelope, key, path)
-            return Record(load_statement(path, provenance), "verified")
-        return Record(load_statement(path, provenance), "unchecked")
+            return Record(_load_statement(path, provenance), "verified")
+        return Record(_load_statement(path, provenance), "unchecked")
     if key is not None:
         raise VerificationError(
             f"{path}: an unsigned statement, so --key cannot check it; pass the signed .intoto.jsonl envelope"
         )
-    return Record(load_statement(path, provenance), "unsigned")
+    return Record(_load_statement(path, provenance), "unsigned")
 
 
-def load_statement(path: Path, provenance: reader.Provenance | None = None) -> dict[str, Any]:
+def _load_statement(path: Path, provenance: reader.Provenance | None = None) -> dict[str, Any]:
     data = (provenance or reader.read_file(path)).statement
     try:
         build_type = data["predicate"]["buildDefinition"]["buildType"]
@@ -171,7 +171,7 @@ def rebuild(
     caller_env: Mapping[str, str] | None = None,
     key: PublicKey | None = None,
 ) -> RebuildResult:
-    record = read_record(provenance, key)
+    record = _read_record(provenance, key)
     if record.signature == "unchecked" and on_warning is not None:
         on_warning(f"{provenance}: signature not checked (pass --key PUB to check it)")
     data = record.statement
