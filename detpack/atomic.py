@@ -62,7 +62,7 @@ def temp_name(final_name: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
+def _atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path in ``target``'s directory; rename it over ``target`` on success."""
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep(target.parent)
@@ -89,7 +89,7 @@ def atomic_writer(target: Path) -> Iterator[BinaryIO]:
     next writer in that folder removes (``sweep``); ``target`` is never touched.
     """
     try:
-        with atomic_path(target) as tmp, tmp.open("wb") as f:
+        with _atomic_path(target) as tmp, tmp.open("wb") as f:
             yield f
     except OSError as exc:
         raise OutputError(

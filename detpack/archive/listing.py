@@ -69,7 +69,7 @@ class Listing:
     by_name: dict[str, RawMember] = field(default_factory=dict)
 
 
-def gzip_header(path: Path) -> dict[str, Any]:
+def _gzip_header(path: Path) -> dict[str, Any]:
     """The fields of a gzip header that builds leak into: mtime, file name, level, OS."""
     with path.open("rb") as f:
         head = f.read(10)
@@ -158,7 +158,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
             elif self.kind in ("tar", "tar.gz"):
                 raw: IO[bytes]
                 if self.kind == "tar.gz":
-                    header = gzip_header(path)
+                    header = _gzip_header(path)
                     raw = self._stack.enter_context(tempfile.TemporaryFile(dir=scratch))  # noqa: SIM115
                     gz.gunzip(path, raw)
                     raw.seek(0)
@@ -167,7 +167,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                 self._tar = self._stack.enter_context(tarfile.open(fileobj=raw, mode="r:"))  # noqa: SIM115
                 members = _tar_members(self._tar, str(path))
             else:
-                header = gzip_header(path)
+                header = _gzip_header(path)
                 self._plain = self._stack.enter_context(tempfile.TemporaryFile(dir=scratch))  # noqa: SIM115
                 gz.gunzip(path, self._plain)
                 size = self._plain.tell()

@@ -3,7 +3,7 @@
 A tarball is the canonical tar form (see ``archive.tar``) of a set of ``TreeItem``s,
 optionally under a top folder, streamed through the canonical compressor: ``.tar`` plain,
 ``.tar.gz``/``.tgz`` block-parallel gzip, ``.tar.zst`` zstandard at a fixed level with one
-thread. ``write_tar`` hashes the tar stream (an OCI layer's diff_id) and the compressed
+thread. ``_write_tar`` hashes the tar stream (an OCI layer's diff_id) and the compressed
 blob (its digest) while writing, so nothing is read twice.
 """
 
@@ -97,7 +97,7 @@ def _compressor(out: BinaryIO | io.RawIOBase, compression: Compression) -> Itera
             yield z
 
 
-def write_tar(
+def _write_tar(
     items: Iterable[TreeItem],
     out: BinaryIO,
     epoch: int,
@@ -134,10 +134,10 @@ def write_tarball(
     label: str,
     observe: Callable[[TreeItem, str | None], None] | None = None,
 ) -> TarDigests:
-    """``write_tar`` into ``target`` atomically, compressed as its suffix says."""
+    """``_write_tar`` into ``target`` atomically, compressed as its suffix says."""
     compression = compression_for(target)
     with atomic_writer(target) as f:
-        return write_tar(items, f, epoch, label, compression, observe)
+        return _write_tar(items, f, epoch, label, compression, observe)
 
 
 class ContentDigest:

@@ -4,7 +4,7 @@
 with ``[tool.detpack]`` (precedence: request, then ``[tool.detpack]``, then defaults),
 inspects the source, picks the epoch, reads the lock and finds uv, once, into a
 ``ResolvedBuild`` that the rest of the build reads. The project's pyproject.toml is parsed
-once for this (``read_project``). Unknown ``[tool.detpack]`` keys are refused (a misspelt
+once for this (``_read_project``). Unknown ``[tool.detpack]`` keys are refused (a misspelt
 ``source-date-epoch`` must not silently fall back to a default).
 """
 
@@ -125,7 +125,7 @@ def resolve(
     warning = dirty_warning(source)
     if warning is not None and on_warning is not None:
         on_warning(warning)
-    project = read_project(source.path) if source.kind == "directory" else None
+    project = _read_project(source.path) if source.kind == "directory" else None
     tool = project.tool if project is not None else ToolConfig()
     root = BuildRoot(root_path())
     frontend = request.frontend
@@ -168,7 +168,7 @@ def _plan(source: Source, requested: tuple[Distribution, ...] | None) -> tuple[D
     return requested
 
 
-def read_project(srcdir: Path) -> ProjectFile:
+def _read_project(srcdir: Path) -> ProjectFile:
     """``build-backend`` and ``[tool.detpack]`` from ``srcdir/pyproject.toml``, parsed once.
 
     An absent file: the legacy setuptools backend and default settings.
@@ -186,12 +186,12 @@ def read_project(srcdir: Path) -> ProjectFile:
 
 def backend_name(srcdir: Path) -> str:
     """The project's ``build-backend`` (the legacy setuptools one when pyproject has none)."""
-    return read_project(srcdir).backend
+    return _read_project(srcdir).backend
 
 
 def load_tool_config(srcdir: Path) -> ToolConfig:
     """``[tool.detpack]`` from ``srcdir/pyproject.toml`` (absent file or table: defaults)."""
-    return read_project(srcdir).tool
+    return _read_project(srcdir).tool
 
 
 def _tool_config(data: dict[str, Any], srcdir: Path, pyproject: Path) -> ToolConfig:
@@ -251,6 +251,5 @@ __all__ = [
     "backend_name",
     "default_outdir",
     "load_tool_config",
-    "read_project",
     "resolve",
 ]

@@ -123,7 +123,7 @@ class Provisioner:
         if not self._filled:
             self._record(_install_lock(python, self._path, self._settings, self._runner))
             self._filled = True
-        missing = unmet(new, _versions(_purelib(self._path)))
+        missing = _unmet(new, _versions(_purelib(self._path)))
         if missing:
             raise LockError(
                 f"{lock.path}: does not satisfy {', '.join(missing)} (needed to build {self._who}); "
@@ -370,7 +370,7 @@ def _hash_mismatch(after: list[str]) -> str:
     return _HASHES_HEADER
 
 
-def unmet(requirements: Collection[str], versions: dict[str, str]) -> list[str]:
+def _unmet(requirements: Collection[str], versions: dict[str, str]) -> list[str]:
     """The requirements that the installed ``versions`` do not satisfy."""
     missing = []
     for text in sorted(requirements):

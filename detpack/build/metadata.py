@@ -23,7 +23,7 @@ def project_metadata(
 ) -> bytes:
     """The METADATA of the wheel ``request`` would build (``python -m build --metadata``)."""
     if request.srcdir.is_file() and request.srcdir.name.endswith(".whl"):
-        return read_wheel_metadata(request.srcdir)
+        return _read_wheel_metadata(request.srcdir)
     plan = resolve(request, caller_env=caller_env)
     with session(plan, on_line=on_line) as ses, environment.applied(ses.env):
         if plan.source.kind == "sdist":
@@ -40,7 +40,7 @@ def project_metadata(
         )
 
 
-def read_wheel_metadata(wheel: Path) -> bytes:
+def _read_wheel_metadata(wheel: Path) -> bytes:
     try:
         with zipfile.ZipFile(wheel) as zf:
             names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]

@@ -183,7 +183,7 @@ def build_project(
     caller_env: Mapping[str, str] | None = None,
 ) -> BuildResult:
     """Run one reproducible build; see the module docstring for the order of work."""
-    return build_resolved(
+    return _build_resolved(
         resolve(request, caller_env=caller_env, on_warning=on_warning),
         on_line=on_line,
         on_step=on_step,
@@ -191,7 +191,7 @@ def build_project(
     )
 
 
-def build_resolved(
+def _build_resolved(
     plan: ResolvedBuild,
     *,
     on_line: LineSink | None = None,

@@ -1,7 +1,7 @@
 """Where a build's source lives: laid out at fixed paths under the build root.
 
 A directory source is copied to ``ROOT/src/source``. In a git repository that path is a
-copy of the repository's work tree with a git directory of its own (``attach_repository``):
+copy of the repository's work tree with a git directory of its own (``_attach_repository``):
 the same commit, branch and tags, objects borrowed read-only from the user's repository,
 and the project at its own subdirectory (``ROOT/src/source/packages/a``), so VCS-versioning
 plugins see what they would in the checkout. Nothing is ever written into the user's
@@ -41,11 +41,11 @@ def lay_down(source: Source, top: Path, copy: Callable[[Source, Path], None]) ->
     project = top / source.git.subdir if source.git is not None and source.git.subdir else top
     copy(source, project)
     if source.git is not None:
-        attach_repository(source.git, top, label=source.path)
+        _attach_repository(source.git, top, label=source.path)
     return project
 
 
-def attach_repository(info: GitInfo, top: Path, *, label: Path) -> None:
+def _attach_repository(info: GitInfo, top: Path, *, label: Path) -> None:
     """Make ``top`` (a copy of the project's files) a work tree of the commit in ``info``.
 
     The new repository borrows the user's objects through ``objects/info/alternates`` and

@@ -24,6 +24,18 @@ def add_parser(sub: Any) -> None:
             "<name>-<version>.provenance.json beside them."
         ),
     )
+    _add_distribution_options(p)
+    _add_directory_options(p)
+    _add_backend_options(p)
+    _add_environment_options(p)
+    _add_report_options(p)
+    det = p.add_argument_group("reproducibility")
+    _add_reproducibility_options(det)
+    _add_dependency_source_options(det)
+
+
+def _add_distribution_options(p: argparse.ArgumentParser) -> None:
+    """What to build from, what to build and where to put it (``python -m build``'s own options)."""
     p.add_argument("srcdir", nargs="?", default=".", help="project directory or sdist (.tar.gz); default: .")
     p.add_argument(
         "--sdist",
@@ -47,6 +59,10 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="print the wheel's metadata as JSON (building it first unless srcdir is a .whl)",
     )
+
+
+def _add_directory_options(p: argparse.ArgumentParser) -> None:
+    """Where the intermediate sdist and the build environment go, instead of detpack's fixed paths."""
     p.add_argument(
         "--sdist-extract-dir",
         type=Path,
@@ -59,6 +75,10 @@ def add_parser(sub: Any) -> None:
         metavar="PATH",
         help="create the isolated build environment here (must be empty; kept on failure)",
     )
+
+
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    """The settings passed to the build backend: ``-C`` items or one JSON object, not both."""
     cfg = p.add_mutually_exclusive_group()
     cfg.add_argument(
         "--config-setting",
@@ -69,6 +89,10 @@ def add_parser(sub: Any) -> None:
         help="setting passed to the backend; repeat for several",
     )
     cfg.add_argument("--config-json", metavar="JSON", help="backend settings as a JSON object")
+
+
+def _add_environment_options(p: argparse.ArgumentParser) -> None:
+    """How the build environment is made: the installer, or no isolation, and its constraints."""
     iso = p.add_mutually_exclusive_group()
     iso.add_argument(
         "--installer",
@@ -94,6 +118,10 @@ def add_parser(sub: Any) -> None:
         metavar="PATH",
         help="pip constraints file applied when installing build dependencies",
     )
+
+
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    """What detpack writes and prints about the build."""
     p.add_argument(
         "--report",
         type=Path,
@@ -103,7 +131,10 @@ def add_parser(sub: Any) -> None:
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("--verbose", "-v", action="count", default=0, help="show backend output")
     verbosity.add_argument("--quiet", "-q", action="count", default=0, help="only print results")
-    det = p.add_argument_group("reproducibility")
+
+
+def _add_reproducibility_options(det: argparse._ArgumentGroup) -> None:
+    """The build's time, compression and environment (all recorded in the provenance)."""
     det.add_argument(
         "--source-date-epoch",
         metavar="{N,git,sdist}",
@@ -123,6 +154,10 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         help="also pass NAME from the environment to the build (recorded)",
     )
+
+
+def _add_dependency_source_options(det: argparse._ArgumentGroup) -> None:
+    """Where build dependencies come from, and the key the provenance is signed with."""
     det.add_argument(
         "--find-links",
         action="append",
@@ -205,29 +240,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         from detpack.provenance.signing import load_private_key
 
         signing_key = load_private_key(args.sign)  # a bad key fails before anything is built
-    distributions: tuple[Distribution, ...] | None = None
-    if args.distributions:
-        distributions = tuple(dict.fromkeys(args.distributions))
-    request = BuildRequest(
-        srcdir=Path(args.srcdir),
-        outdir=args.outdir,
-        distributions=distributions,
-        frontend=FrontendSettings(
-            config_settings=_config_settings(args),
-            isolation=not args.no_isolation,
-            installer=args.installer,
-            skip_dependency_check=args.skip_dependency_check,
-            constraints=args.dependency_constraints_txt,
-        ),
-        epoch_spec=args.source_date_epoch,
-        recompress=args.recompress,
-        pass_env=tuple(args.pass_env),
-        find_links=tuple(args.find_links),
-        offline=args.offline,
-        env_dir=args.env_dir,
-        sdist_extract_dir=args.sdist_extract_dir,
-        lock=args.lock,
-    )
+    request = _build_request(args)
     if args.metadata:
         import packaging.metadata
 
@@ -254,3 +267,29 @@ def run(args: argparse.Namespace, out: Output) -> int:
     names = " and ".join(a.path.name for a in result.artifacts)
     out.success(f"Successfully built {names}")
     return 0
+
+
+def _build_request(args: argparse.Namespace) -> BuildRequest:
+    distributions: tuple[Distribution, ...] | None = None
+    if args.distributions:
+        distributions = tuple(dict.fromkeys(args.distributions))
+    return BuildRequest(
+        srcdir=Path(args.srcdir),
+        outdir=args.outdir,
+        distributions=distributions,
+        frontend=FrontendSettings(
+            config_settings=_config_settings(args),
+            isolation=not args.no_isolation,
+            installer=args.installer,
+            skip_dependency_check=args.skip_dependency_check,
+            constraints=args.dependency_constraints_txt,
+        ),
+        epoch_spec=args.source_date_epoch,
+        recompress=args.recompress,
+        pass_env=tuple(args.pass_env),
+        find_links=tuple(args.find_links),
+        offline=args.offline,
+        env_dir=args.env_dir,
+        sdist_extract_dir=args.sdist_extract_dir,
+        lock=args.lock,
+    )

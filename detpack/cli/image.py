@@ -17,7 +17,7 @@ from detpack.cli._output import Output, count
 from detpack.digest import canonical_json
 from detpack.errors import ConfigError
 from detpack.oci import attest
-from detpack.oci.image import ImageSettings, LayerBlob, build_image, open_base, public_source
+from detpack.oci.image import BaseImage, ImageSettings, LayerBlob, build_image, open_base, public_source
 from detpack.oci.layout import LayoutRef
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -116,15 +116,46 @@ def run(args: argparse.Namespace, out: Output) -> int:
         from detpack.provenance.signing import load_private_key
 
         signing_key = load_private_key(args.sign)  # a bad key fails before anything is written
+    base, plat = _base_and_platform(args)
+    out.step(f"hashing {count(len(args.layer), 'layer')}")
+    layers = [LayerBlob.inspect(path) for path in args.layer]
+    records, epochs = _layer_records(layers)
+    epoch = policy.epoch_from(args.source_date_epoch, os.environ, max(epochs, default=policy.DEFAULT_EPOCH))
+    settings = _settings(args, plat, _annotations(args, records))
+    out.step(f"writing {ref}")
+    image = build_image(ref, layers, settings, epoch, base)
+    statement = attest.image_statement(
+        reference=f"{ref.directory.name}:{ref.tag}",
+        manifest_digest=image.manifest.digest,
+        base=_base_record(base),
+        layers=records,
+        config=_config_parameters(settings),
+        epoch=epoch,
+        times=(started, dt.datetime.now(dt.UTC)),
+    )
+    where = attest.image_provenance_path(ref.directory, ref.tag)
+    write_bytes(where, canonical_json(statement) + b"\n")
+    out.result(f"{ref}@{image.manifest.digest}")
+    out.line(f"provenance {where}")
+    if signing_key is not None:
+        from detpack.provenance.signing import sign_file
+
+        out.line(f"signed {sign_file(where, signing_key)}")
+    return 0
+
+
+def _base_and_platform(args: argparse.Namespace) -> tuple[BaseImage | None, tuple[str, str]]:
+    """The base image, if any, and the platform: ``--platform``, else the base's, else this machine's."""
     base_ref = LayoutRef.parse(args.base, what="base image") if args.base else None
     plat = _platform(args.platform)
     base = open_base(base_ref, plat) if base_ref is not None else None
     if base is not None and args.platform is None:
         plat = (str(base.config.get("os", plat[0])), str(base.config.get("architecture", plat[1])))
-    out.step(f"hashing {count(len(args.layer), 'layer')}")
-    layers = [LayerBlob.inspect(path) for path in args.layer]
-    records, epochs = _layer_records(layers)
-    epoch = policy.epoch_from(args.source_date_epoch, os.environ, max(epochs, default=policy.DEFAULT_EPOCH))
+    return base, plat
+
+
+def _annotations(args: argparse.Namespace, records: list[dict[str, Any]]) -> dict[str, str]:
+    """``--annotation`` items, plus the image's public source and revision (given, or from the layers)."""
     source, revision = attest.origin(records)
     annotations = dict(_pairs(args.annotation, "--annotation"))
     if args.source is not None:
@@ -139,7 +170,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     for key, value in (("source", source), ("revision", args.revision or revision)):
         if value:
             annotations[f"org.opencontainers.image.{key}"] = str(value)
-    settings = ImageSettings(
+    return annotations
+
+
+def _settings(args: argparse.Namespace, plat: tuple[str, str], annotations: dict[str, str]) -> ImageSettings:
+    return ImageSettings(
         entrypoint=_words(args.entrypoint, "--entrypoint"),
         cmd=_words(args.cmd, "--cmd"),
         env=_pairs(args.env, "--env"),
@@ -149,41 +184,29 @@ def run(args: argparse.Namespace, out: Output) -> int:
         platform=plat,
         annotations=annotations,
     )
-    out.step(f"writing {ref}")
-    image = build_image(ref, layers, settings, epoch, base)
-    base_record = None
-    if base is not None:
-        base_record = {
-            "name": "base",
-            "uri": f"oci:{base.ref.tag}",
-            "digest": {"sha256": base.manifest.digest.removeprefix("sha256:")},
-            "annotations": {"tag": base.ref.tag, "layers": len(base.manifest_json["layers"])},
-        }
-    config_params = {
+
+
+def _base_record(base: BaseImage | None) -> dict[str, Any] | None:
+    """The base image as the statement's resolved dependency."""
+    if base is None:
+        return None
+    return {
+        "name": "base",
+        "uri": f"oci:{base.ref.tag}",
+        "digest": {"sha256": base.manifest.digest.removeprefix("sha256:")},
+        "annotations": {"tag": base.ref.tag, "layers": len(base.manifest_json["layers"])},
+    }
+
+
+def _config_parameters(settings: ImageSettings) -> dict[str, Any]:
+    """The image configuration as the statement records it."""
+    return {
         "entrypoint": settings.entrypoint,
         "cmd": settings.cmd,
         "env": [f"{k}={v}" for k, v in settings.env],
         "workdir": settings.workdir,
         "user": settings.user,
         "labels": dict(settings.labels),
-        "platform": "/".join(plat),
-        "annotations": annotations,
+        "platform": "/".join(settings.platform),
+        "annotations": settings.annotations,
     }
-    statement = attest.image_statement(
-        reference=f"{ref.directory.name}:{ref.tag}",
-        manifest_digest=image.manifest.digest,
-        base=base_record,
-        layers=records,
-        config=config_params,
-        epoch=epoch,
-        times=(started, dt.datetime.now(dt.UTC)),
-    )
-    where = attest.image_provenance_path(ref.directory, ref.tag)
-    write_bytes(where, canonical_json(statement) + b"\n")
-    out.result(f"{ref}@{image.manifest.digest}")
-    out.line(f"provenance {where}")
-    if signing_key is not None:
-        from detpack.provenance.signing import sign_file
-
-        out.line(f"signed {sign_file(where, signing_key)}")
-    return 0

@@ -66,7 +66,7 @@ def member_list(names: list[str], cap: int = MEMBERS_SHOWN) -> str:
     return shown + (f" … {len(names) - cap} more" if len(names) > cap else "")
 
 
-def run_pypi(args: argparse.Namespace, out: Output) -> int:
+def _run_pypi(args: argparse.Namespace, out: Output) -> int:
     checks = rebuild_pypi(
         args.pypi,
         outdir=args.outdir,
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.pypi:
         if args.provenance is not None:
             raise ConfigError("rebuild: give a PROVENANCE file or --pypi NAME==VERSION, not both")
-        return run_pypi(args, out)
+        return _run_pypi(args, out)
     if args.provenance is None:
         raise ConfigError("rebuild: give a PROVENANCE file (or --pypi NAME==VERSION)")
     key = None

@@ -96,7 +96,7 @@ def add_parser(sub: Any) -> None:
     parsers["expire"].add_argument("--keep-last", type=int, metavar="N", help="always keep each project's newest N")
 
 
-def parse_age(text: str) -> dt.timedelta:
+def _parse_age(text: str) -> dt.timedelta:
     match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
     if not match:
         raise ConfigError(f"--older-than {text!r}: expected a number and a unit: s, m, h, d or w (e.g. 90d)")
@@ -104,7 +104,7 @@ def parse_age(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(match[1]) * unit)
 
 
-def store_url(args: argparse.Namespace) -> str:
+def _store_url(args: argparse.Namespace) -> str:
     if args.store:
         return str(args.store)
     from detpack.build.config import load_tool_config
@@ -116,7 +116,7 @@ def store_url(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, out: Output) -> int:
     from detpack.store import open_store
 
-    store = open_store(store_url(args), args.signing_key)
+    store = open_store(_store_url(args), args.signing_key)
     root = getattr(store.backend, "root", None)
     if args.command not in ("init", "push") and isinstance(root, Path) and not root.is_dir():
         from detpack.errors import StoreError
@@ -330,7 +330,7 @@ def _hold(store: Any, args: argparse.Namespace, out: Output) -> int:
 def _expire(store: Any, args: argparse.Namespace, out: Output) -> int:
     if args.keep_last is not None and args.keep_last < 0:
         raise ConfigError("--keep-last: must be 0 or more")
-    decisions = store.expire(parse_age(args.older_than), args.keep_last)
+    decisions = store.expire(_parse_age(args.older_than), args.keep_last)
     value = [{"digest": f"sha256:{d.digest}", "names": list(d.names), "expired": d.expired, "reason": d.reason}
              for d in decisions]  # fmt: skip
     lines = [f"{'expired' if d.expired else 'kept   '}  {', '.join(d.names)}  sha256:{d.digest[:16]}…  ({d.reason})"

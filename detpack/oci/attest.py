@@ -103,7 +103,7 @@ def origin(records: Sequence[JSON]) -> tuple[str | None, str | None]:
     return source, revision
 
 
-def wheel_origin(wheel: Path, sha256: str) -> WheelOrigin | None:
+def _wheel_origin(wheel: Path, sha256: str) -> WheelOrigin | None:
     """The statement beside ``wheel`` whose subjects include its sha256, if any."""
     for candidate in sorted(wheel.parent.glob("*.provenance.json")):
         provenance = _provenance(candidate)
@@ -143,7 +143,7 @@ def source_descriptor(path: Path, as_given: str, digest: str) -> JSON:
 
 def wheel_descriptor(path: Path, sha256: str) -> JSON:
     rd: JSON = {"name": path.name, "digest": {"sha256": sha256}}
-    origin = wheel_origin(path, sha256)
+    origin = _wheel_origin(path, sha256)
     if origin is not None:
         rd["annotations"] = {
             "provenance": {"name": origin.provenance_name, "digest": {"sha256": origin.provenance_sha256}},

@@ -55,7 +55,7 @@ class RegistryTarget:
     reference: str  # a tag, or sha256:…
 
 
-def is_registry_reference(text: str) -> bool:
+def _is_registry_reference(text: str) -> bool:
     """Whether ``text`` (not an existing path) reads as a registry reference rather than a file."""
     m = _REGISTRY.match(text)
     if m is None:
@@ -175,7 +175,7 @@ def reference_kind(text: str) -> str:
         return "layout"
     if Path(text).exists():
         return "file"
-    if is_registry_reference(text):
+    if _is_registry_reference(text):
         return "registry"
     if text.startswith(("oci://", "docker://")):
         raise ConfigError(f"{text}: expected REGISTRY/REPOSITORY[:TAG|@sha256:…]")

@@ -209,7 +209,7 @@ def _merged_env(base: Sequence[str], updates: Sequence[tuple[str, str]]) -> list
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def image_config(base: JSON | None, layers: Sequence[LayerBlob], settings: ImageSettings, epoch: int) -> JSON:
+def _image_config(base: JSON | None, layers: Sequence[LayerBlob], settings: ImageSettings, epoch: int) -> JSON:
     """The new config: the base's (unknown fields kept) with our layers, settings and times."""
     config: JSON = json.loads(json.dumps(base)) if base is not None else {}
     when = rfc3339(epoch)
@@ -263,7 +263,7 @@ def build_image(
     for layer in layers:
         out.copy_blob_in(layer.path, layer.digest)
         descriptors.append(Descriptor(layer.media_type, layer.digest, layer.size))
-    config = canonical_json(image_config(base.config if base is not None else None, layers, settings, epoch))
+    config = canonical_json(_image_config(base.config if base is not None else None, layers, settings, epoch))
     config_digest = out.write_blob(config)
     annotations = {"org.opencontainers.image.created": rfc3339(epoch), **settings.annotations}
     if base is not None:

@@ -40,10 +40,10 @@ class Addition:
         src, sep, dest = spec.rpartition(":")
         if not sep or not src or not dest:
             raise ConfigError(f"--add {spec}: expected SRC:DEST, e.g. --add app:/app")
-        return cls(Path(src), dest_path(dest, f"--add {spec}"), spec)
+        return cls(Path(src), _dest_path(dest, f"--add {spec}"), spec)
 
 
-def dest_path(dest: str, label: str) -> str:
+def _dest_path(dest: str, label: str) -> str:
     """A destination inside the image root ("/app" and "app" alike), refusing escapes."""
     stripped = dest.lstrip("/")
     if not stripped.rstrip("/") or stripped.rstrip("/") == ".":
@@ -102,7 +102,7 @@ def _addition_items(addition: Addition, origin: int) -> Iterator[TreeItem]:
     return walk(addition.source, addition.dest, absolute_links=True, rename=rename, origin=origin)
 
 
-def install_wheels(wheels: Sequence[Path], root: Path, target: PythonTarget) -> None:
+def _install_wheels(wheels: Sequence[Path], root: Path, target: PythonTarget) -> None:
     """Install ``wheels`` under ``root`` as if ``root`` were the image's ``/``."""
     from installer import install
     from installer.destinations import SchemeDictionaryDestination
@@ -154,7 +154,7 @@ def build_layer(
         if wheels:
             root = Path(scratch) / "root"
             root.mkdir()
-            install_wheels([w.path for w in wheels], root, target)
+            _install_wheels([w.path for w in wheels], root, target)
             sources.append(("the installed wheels", walk(root, absolute_links=True, origin=len(additions))))
         per_source = [ContentDigest(a.dest) for a in additions]
 

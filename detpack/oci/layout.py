@@ -68,7 +68,7 @@ def check_digest(digest: str, label: str) -> str:
     return digest
 
 
-def sha256_digest(data: bytes) -> str:
+def _sha256_digest(data: bytes) -> str:
     return "sha256:" + sha256_hex(data)
 
 
@@ -146,7 +146,7 @@ class Layout:
             raise InputError(f"{self.directory}: blob {digest} is missing; the layout is incomplete") from None
         if len(data) > limit:
             raise InputError(f"{path}: larger than {limit} bytes; not a manifest or config")
-        if sha256_digest(data) != digest:
+        if _sha256_digest(data) != digest:
             raise InputError(f"{path}: content does not match its digest {digest}; the layout is corrupt")
         return data
 
@@ -170,7 +170,7 @@ class Layout:
 
     def write_blob(self, data: bytes) -> str:
         self._init()
-        digest = sha256_digest(data)
+        digest = _sha256_digest(data)
         path = self.blob_path(digest)
         if not path.exists():
             write_bytes(path, data)

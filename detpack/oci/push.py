@@ -79,7 +79,7 @@ def _push_manifest(layout: Layout, d: Descriptor, registry: Registry, repo: str)
     return uploaded, skipped
 
 
-def check_tag(registry: Registry, dest: RegistryRef, digest: str) -> TagState:
+def _check_tag(registry: Registry, dest: RegistryRef, digest: str) -> TagState:
     if dest.tag is None:
         return "none"
     current = registry.manifest_digest(dest.repository, dest.tag)
@@ -97,13 +97,13 @@ def push_image(source: LayoutRef, dest: RegistryRef, registry: Registry, provena
     layout = Layout(source.directory)
     descriptor = layout.resolve(source.tag)
     registry.ping()
-    state = check_tag(registry, dest, descriptor.digest)  # refuse before uploading anything
+    state = _check_tag(registry, dest, descriptor.digest)  # refuse before uploading anything
     uploaded, skipped = _push_manifest(layout, descriptor, registry, dest.repository)
     attestation = None
     if provenance is not None:
-        attestation = push_attestation(registry, dest.repository, descriptor, provenance)
+        attestation = _push_attestation(registry, dest.repository, descriptor, provenance)
     if dest.tag is not None:
-        state = check_tag(registry, dest, descriptor.digest)  # again: narrow the window for a racing push
+        state = _check_tag(registry, dest, descriptor.digest)  # again: narrow the window for a racing push
         if state == "created":
             data = layout.read_blob(descriptor.digest)
             registry.put_manifest(dest.repository, dest.tag, data, descriptor.media_type)
@@ -112,7 +112,7 @@ def push_image(source: LayoutRef, dest: RegistryRef, registry: Registry, provena
     )
 
 
-def attestation_manifest(subject: Descriptor, blob: bytes, media_type: str) -> bytes:
+def _attestation_manifest(subject: Descriptor, blob: bytes, media_type: str) -> bytes:
     """An OCI artifact manifest carrying ``blob`` (the statement) with ``subject`` = the image."""
     manifest = {
         "schemaVersion": 2,
@@ -127,7 +127,7 @@ def attestation_manifest(subject: Descriptor, blob: bytes, media_type: str) -> b
     return canonical_json(manifest)
 
 
-def push_attestation(registry: Registry, repo: str, subject: Descriptor, provenance: Path) -> str:
+def _push_attestation(registry: Registry, repo: str, subject: Descriptor, provenance: Path) -> str:
     """Push ``provenance`` as an artifact referring to ``subject``; list it under the fallback tag."""
     try:
         blob = provenance.read_bytes()
@@ -136,7 +136,7 @@ def push_attestation(registry: Registry, repo: str, subject: Descriptor, provena
     media_type = IN_TOTO if reader.read(blob, provenance).envelope is None else DSSE
     registry.push_bytes(repo, EMPTY_BLOB)
     registry.push_bytes(repo, blob)
-    data = attestation_manifest(subject, blob, media_type)
+    data = _attestation_manifest(subject, blob, media_type)
     digest = registry.put_manifest(repo, "sha256:" + sha256_hex(data), data, MANIFEST)
     _add_referrer(registry, repo, subject.digest, Descriptor(MANIFEST, digest, len(data), artifact_type=IN_TOTO))
     return digest

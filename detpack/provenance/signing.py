@@ -89,7 +89,7 @@ class PrivateKey:
         )
 
 
-def public_key_path(private: Path) -> Path:
+def _public_key_path(private: Path) -> Path:
     return private.with_name(private.name + ".pub")
 
 
@@ -117,7 +117,7 @@ def _create_exclusive(target: Path, data: bytes, mode: int) -> None:
 
 def write_keypair(key: PrivateKey, private: Path) -> Path:
     """Write ``private`` (PEM, 0600) and its public key beside it; return the public key's path."""
-    public = public_key_path(private)
+    public = _public_key_path(private)
     for path in (private, public):
         if path.exists() or path.is_symlink():
             raise OutputError(f"{path}: already exists; refusing to overwrite a key (choose another path)")
@@ -141,7 +141,7 @@ def _read_key_file(path: Path) -> bytes:
     return read_input(path, "key file", KeyFileError)
 
 
-def key_kind(key: object) -> str:
+def _key_kind(key: object) -> str:
     """``an RSA key``, ``an ECDSA key``, ``a DSA key``: the kind of ``key`` with its article."""
     from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, rsa, x448, x25519
 
@@ -167,7 +167,7 @@ def _private_of(public: Path) -> str:
 
 
 def _public_of(private: Path) -> str:
-    return str(public_key_path(private))
+    return str(_public_key_path(private))
 
 
 def load_private_key(path: Path) -> PrivateKey:
@@ -181,7 +181,7 @@ def load_private_key(path: Path) -> PrivateKey:
     except (ValueError, binascii.Error):
         raise KeyFileError(f"{path}: not a PEM private key (make one with `detpack keygen -o {path}`)") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: {key_kind(key)}; detpack signs with ed25519 keys (detpack keygen)")
+        raise KeyFileError(f"{path}: {_key_kind(key)}; detpack signs with ed25519 keys (detpack keygen)")
     seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     return PrivateKey(seed)
 
@@ -209,7 +209,7 @@ def parse_public_key(data: bytes, source: Path | str) -> PublicKey:
     except (ValueError, binascii.Error):
         raise KeyFileError(f"{source}: not a PEM public key (detpack keygen writes one as KEY.pub)") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{source}: {key_kind(key)}; detpack verifies ed25519 keys (detpack keygen)")
+        raise KeyFileError(f"{source}: {_key_kind(key)}; detpack verifies ed25519 keys (detpack keygen)")
     return PublicKey(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
@@ -240,7 +240,7 @@ def verify(envelope: Envelope, key: PublicKey, source: Path | str = "envelope") 
     )
 
 
-def statement_payload(data: bytes, source: Path) -> bytes:
+def _statement_payload(data: bytes, source: Path) -> bytes:
     """The canonical bytes of an in-toto statement file (what gets signed): the file's own bytes
     when detpack wrote it (they are canonical already), else the statement re-serialised."""
     provenance = reader.read(data, source)
@@ -267,5 +267,5 @@ def sign_file(provenance: Path, key: PrivateKey, output: Path | None = None) -> 
 
     data = read_input(provenance)
     target = output or envelope_path(provenance)
-    write_bytes(target, sign(statement_payload(data, provenance), key).to_json())
+    write_bytes(target, sign(_statement_payload(data, provenance), key).to_json())
     return target

@@ -11,15 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from detpack import policy
-
-if TYPE_CHECKING:  # types only: signing and the store read statements without loading the build machinery
-    from detpack.build.deps import InstalledDependency
-    from detpack.build.frontend import RawArtifact
-    from detpack.build.lockfile import BuildLock
-    from detpack.build.source import Epoch, Source
+from detpack.git import GitInfo
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -27,6 +23,68 @@ BUILD_TYPE = "https://detpack.dev/buildtypes/pep517/v1"
 BUILDER_ID = "https://detpack.dev/builders/local/v1"
 
 JSON = dict[str, Any]
+
+
+# What the statement reads from the build's values, and nothing more: the build's frozen
+# dataclasses (build.source.Source, build.deps.InstalledDependency, ...) fit these as they are,
+# so provenance sits below the build and never imports it.
+
+
+class SourceFacts(Protocol):
+    """The source built: its path, kind (``sdist`` or a directory), digest and what git says."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def git(self) -> GitInfo | None: ...
+
+
+class EpochFacts(Protocol):
+    """SOURCE_DATE_EPOCH and where it came from."""
+
+    @property
+    def value(self) -> int: ...
+    @property
+    def origin(self) -> str: ...
+
+
+class DependencyFacts(Protocol):
+    """A package installed into the isolated build environment."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def requested(self) -> bool: ...
+    @property
+    def sha256(self) -> str | None: ...
+
+
+class RawArtifactFacts(Protocol):
+    """One distribution as the backend made it, with the environment it was made in."""
+
+    @property
+    def distribution(self) -> str: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def requires(self) -> Sequence[str]: ...
+    @property
+    def installed(self) -> Sequence[DependencyFacts]: ...
+
+
+class LockFacts(Protocol):
+    """The build lock used: its file and digest."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +129,7 @@ class BuildParameters:
     skip_dependency_check: bool
     recompress: bool
     offline: bool
-    lock: BuildLock | None = None
+    lock: LockFacts | None = None
     normalized: bool = True
 
 
@@ -79,7 +137,7 @@ def rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _source_descriptor(source: Source) -> JSON:
+def _source_descriptor(source: SourceFacts) -> JSON:
     rd: JSON = {"name": "source", "digest": {"sha256": source.digest}}
     annotations: JSON = {"kind": source.kind}
     if source.git is not None:
@@ -95,7 +153,7 @@ def _source_descriptor(source: Source) -> JSON:
     return rd
 
 
-def _dependency_descriptor(dep: InstalledDependency, used_for: Sequence[str]) -> JSON:
+def _dependency_descriptor(dep: DependencyFacts, used_for: Sequence[str]) -> JSON:
     rd: JSON = {
         "name": dep.name,
         "uri": f"pkg:pypi/{dep.name}@{dep.version}",
@@ -106,8 +164,8 @@ def _dependency_descriptor(dep: InstalledDependency, used_for: Sequence[str]) ->
     return rd
 
 
-def _dependencies(raws: Sequence[RawArtifact]) -> list[JSON]:
-    used: dict[tuple[str, str, str | None], tuple[InstalledDependency, list[str]]] = {}
+def _dependencies(raws: Sequence[RawArtifactFacts]) -> list[JSON]:
+    used: dict[tuple[str, str, str | None], tuple[DependencyFacts, list[str]]] = {}
     for raw in raws:
         for dep in raw.installed:
             key = (dep.name, dep.version, dep.sha256)
@@ -118,18 +176,36 @@ def _dependencies(raws: Sequence[RawArtifact]) -> list[JSON]:
 def statement(
     *,
     subjects: Sequence[Subject],
-    source: Source,
-    epoch: Epoch,
+    source: SourceFacts,
+    epoch: EpochFacts,
     parameters: BuildParameters,
     environment: Mapping[str, str],
     paths: Mapping[str, str],
     passed_through: Sequence[str],
     injects_code: Sequence[str] = (),
-    raws: Sequence[RawArtifact],
+    raws: Sequence[RawArtifactFacts],
     toolchain: Toolchain,
     run: RunFacts,
 ) -> JSON:
     """Assemble the statement for one build."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in subjects],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": _external_parameters(source, epoch, parameters),
+                "internalParameters": _internal_parameters(environment, paths, passed_through, injects_code),
+                "resolvedDependencies": _resolved_dependencies(source, raws, toolchain),
+            },
+            "runDetails": _run_details(toolchain, run),
+        },
+    }
+
+
+def _resolved_dependencies(source: SourceFacts, raws: Sequence[RawArtifactFacts], toolchain: Toolchain) -> list[JSON]:
+    """The source, the interpreter, every installed package, the backends and detpack's own tools."""
     backends = sorted({raw.backend for raw in raws})
     requires = sorted({r for raw in raws for r in raw.requires})
     resolved: list[JSON] = [
@@ -155,6 +231,11 @@ def statement(
     ]
     if toolchain.pip_version:
         resolved.append({"name": "pip", "uri": f"pkg:pypi/pip@{toolchain.pip_version}"})
+    return resolved
+
+
+def _external_parameters(source: SourceFacts, epoch: EpochFacts, parameters: BuildParameters) -> JSON:
+    """What the build was asked to do: everything needed to run it again."""
     external: JSON = {
         "source": {k: v for k, v in _source_descriptor(source).items() if k != "name"},
         "distributions": list(parameters.distributions),
@@ -170,7 +251,14 @@ def statement(
     }
     if parameters.lock is not None:
         external["lock"] = {"name": parameters.lock.path.name, "digest": {"sha256": parameters.lock.sha256}}
-    internal: JSON = {
+    return external
+
+
+def _internal_parameters(
+    environment: Mapping[str, str], paths: Mapping[str, str], passed_through: Sequence[str], injects_code: Sequence[str]
+) -> JSON:
+    """What detpack fixed for the build: its environment, umask, policy and paths."""
+    return {
         "environment": dict(sorted(environment.items())),
         "passedThrough": sorted(passed_through),
         "codeInjectingVariables": sorted(injects_code),
@@ -178,30 +266,21 @@ def statement(
         "policyVersion": policy.POLICY_VERSION,
         **dict(sorted(paths.items())),
     }
+
+
+def _run_details(toolchain: Toolchain, run: RunFacts) -> JSON:
+    """Who ran the build, when, and what it left besides the artifacts (never part of buildDefinition)."""
     byproducts: list[JSON] = [
         {"name": "build.log", "digest": {"sha256": run.log_sha256}, "mediaType": "text/plain"},
         {"name": "host", "annotations": dict(sorted(run.host.items()))},
         *({"name": f"backend-output/{s.name}", "digest": {"sha256": s.sha256}} for s in run.raw_outputs),
     ]
     return {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in subjects],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": {
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": external,
-                "internalParameters": internal,
-                "resolvedDependencies": resolved,
-            },
-            "runDetails": {
-                "builder": {"id": BUILDER_ID, "version": {"detpack": toolchain.detpack_version}},
-                "metadata": {
-                    "invocationId": run.invocation_id,
-                    "startedOn": rfc3339(run.started),
-                    "finishedOn": rfc3339(run.finished),
-                },
-                "byproducts": byproducts,
-            },
+        "builder": {"id": BUILDER_ID, "version": {"detpack": toolchain.detpack_version}},
+        "metadata": {
+            "invocationId": run.invocation_id,
+            "startedOn": rfc3339(run.started),
+            "finishedOn": rfc3339(run.finished),
         },
+        "byproducts": byproducts,
     }

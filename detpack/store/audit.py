@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from detpack.digest import stream_sha256
 from detpack.errors import KeyFileError, StoreError
 from detpack.provenance.signing import PublicKey, parse_public_key
 from detpack.store import log
-from detpack.store.backend import Backend
-from detpack.store.state import replay
+from detpack.store.backend import Backend, Records
+from detpack.store.state import State, replay
 from detpack.wording import count
 
 
@@ -71,13 +72,9 @@ def _recorded_keyids(entries: list[dict[str, object]], checkpoint_records: tuple
 
 def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = None) -> StoreAudit:
     """Audit ``backend``; ``since`` is a checkpoint record saved earlier, which the log must still extend."""
-    problems: list[str] = []
-    notes: list[str] = []
     checkpoint_records = backend.read_log("checkpoints")
     entry_records = backend.read_log("entries")
-    for stream, records in (("checkpoints", checkpoint_records), ("entries", entry_records)):
-        if records.torn:
-            notes.append(f"a partial last line in the {stream} log: an interrupted write (the next write removes it)")
+    notes = _torn_notes(checkpoint_records, entry_records)
     if not checkpoint_records.items and not entry_records.items:
         return StoreAudit((), (*notes, "the store is empty"), 0, 0, 0, key.keyid if key else None)
     if key is None:
@@ -89,37 +86,14 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
         notes.append("checked with the public key published in the store; pass --key PUB to check with one you trust")
 
     entries = list(entry_records.items)
-    parsed = []
-    origin = None
-    for number, record in enumerate(entries, 1):
-        try:
-            parsed.append(log.parse_entry(record))
-        except ValueError:
-            problems.append(f"log entry {number}: unreadable (changed by hand)")
-            parsed.append({"type": "unreadable"})
-    try:
-        log.store_format(parsed, backend.url)
-    except log.NewerFormatError:
-        raise  # to be judged by a detpack that knows the format, not here
-    except StoreError:
-        problems.append(f"log entry 1: records store format {parsed[0].get('format')!r}, which is no store format")
-    recorded = _recorded_keyids(parsed, checkpoint_records.items)
-    if recorded and key.keyid not in recorded and not any(_signed_by(r, key) for r in checkpoint_records.items):
-        problem = (
-            f"{backend.url}: checkpoints are signed by keyid {', '.join(k[:16] for k in recorded)}, "
-            f"the given key is keyid {key.keyid[:16]} (wrong key?)"
-        )
-        return StoreAudit((problem,), tuple(notes), 0, len(checkpoint_records.items), 0, key.keyid, wrong_key=True)
-    if parsed and parsed[0].get("type") == "init":
-        origin = parsed[0].get("origin")
-        if parsed[0].get("keyid") != key.keyid:
-            problems.append(
-                f"log entry 1: names keyid {str(parsed[0].get('keyid'))[:16]}, not the store's key {key.keyid[:16]}"
-            )
-    elif parsed:
-        problems.append("log entry 1: not the store's init entry")
+    parsed, problems = _parse_entries(entries, backend.url)
+    wrong_key = _wrong_key_problem(backend, parsed, checkpoint_records.items, key)
+    if wrong_key is not None:
+        return StoreAudit((wrong_key,), tuple(notes), 0, len(checkpoint_records.items), 0, key.keyid, wrong_key=True)
+    origin, init_problems = _check_init(parsed, key)
+    problems.extend(init_problems)
 
-    result = log.audit(entries, checkpoint_records.items, key, origin if isinstance(origin, str) else None)
+    result = log.audit(entries, checkpoint_records.items, key, origin)
     problems.extend(result.problems)
     notes.extend(result.notes)
     if since is not None:
@@ -127,6 +101,71 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
     state = replay(parsed[: result.committed])
 
     live = set(backend.list_blobs())
+    for found_problems, found_notes in (_check_blobs(backend, live, state), _check_names(backend, state)):
+        problems.extend(found_problems)
+        notes.extend(found_notes)
+    return StoreAudit(tuple(problems), tuple(notes), result.committed, result.checkpoints, len(live), key.keyid)
+
+
+def _torn_notes(checkpoint_records: Records, entry_records: Records) -> list[str]:
+    return [
+        f"a partial last line in the {stream} log: an interrupted write (the next write removes it)"
+        for stream, records in (("checkpoints", checkpoint_records), ("entries", entry_records))
+        if records.torn
+    ]
+
+
+def _parse_entries(entries: list[bytes], url: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The log's entries as read (an unreadable one stands in as ``{"type": "unreadable"}``), and the problems."""
+    problems: list[str] = []
+    parsed: list[dict[str, Any]] = []
+    for number, record in enumerate(entries, 1):
+        try:
+            parsed.append(log.parse_entry(record))
+        except ValueError:
+            problems.append(f"log entry {number}: unreadable (changed by hand)")
+            parsed.append({"type": "unreadable"})
+    try:
+        log.store_format(parsed, url)
+    except log.NewerFormatError:
+        raise  # to be judged by a detpack that knows the format, not here
+    except StoreError:
+        problems.append(f"log entry 1: records store format {parsed[0].get('format')!r}, which is no store format")
+    return parsed, problems
+
+
+def _wrong_key_problem(
+    backend: Backend, parsed: list[dict[str, Any]], checkpoint_records: tuple[bytes, ...], key: PublicKey
+) -> str | None:
+    """The one problem when the store is signed by another key than ``key`` (then nothing else is checked)."""
+    recorded = _recorded_keyids(parsed, checkpoint_records)
+    if recorded and key.keyid not in recorded and not any(_signed_by(r, key) for r in checkpoint_records):
+        return (
+            f"{backend.url}: checkpoints are signed by keyid {', '.join(k[:16] for k in recorded)}, "
+            f"the given key is keyid {key.keyid[:16]} (wrong key?)"
+        )
+    return None
+
+
+def _check_init(parsed: list[dict[str, Any]], key: PublicKey) -> tuple[str | None, list[str]]:
+    """The store's origin as its init entry records it, and the problems with that entry."""
+    if not parsed:
+        return None, []
+    if parsed[0].get("type") != "init":
+        return None, ["log entry 1: not the store's init entry"]
+    origin = parsed[0].get("origin")
+    problems = []
+    if parsed[0].get("keyid") != key.keyid:
+        problems.append(
+            f"log entry 1: names keyid {str(parsed[0].get('keyid'))[:16]}, not the store's key {key.keyid[:16]}"
+        )
+    return (origin if isinstance(origin, str) else None), problems
+
+
+def _check_blobs(backend: Backend, live: set[str], state: State) -> tuple[list[str], list[str]]:
+    """Every live blob re-hashed, and the live set against the log's: (problems, notes)."""
+    problems: list[str] = []
+    notes: list[str] = []
     for digest in sorted(live):
         with backend.open_blob(digest) as f:
             actual = stream_sha256(f)
@@ -147,7 +186,12 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
     if stray:
         stray_blobs = count(len(stray), "blob")
         notes.append(f"{stray_blobs} not in the log (an interrupted push); they are not part of the store")
+    return problems, notes
 
+
+def _check_names(backend: Backend, state: State) -> tuple[list[str], list[str]]:
+    """The names bound in the store against the log's bindings: (problems, notes)."""
+    problems: list[str] = []
     bound = backend.list_names()
     for name, digest in sorted(bound.items()):
         logged = state.names.get(name)
@@ -158,6 +202,8 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
                 f"name {name}: bound to sha256:{digest[:16]}…, but the log binds it to sha256:{logged[:16]}… "
                 "(rebound by hand)"
             )
-    for name in sorted(set(state.names) - set(bound)):
-        notes.append(f"name {name}: logged but not bound yet (an interrupted write; the next write binds it)")
-    return StoreAudit(tuple(problems), tuple(notes), result.committed, result.checkpoints, len(live), key.keyid)
+    notes = [
+        f"name {name}: logged but not bound yet (an interrupted write; the next write binds it)"
+        for name in sorted(set(state.names) - set(bound))
+    ]
+    return problems, notes

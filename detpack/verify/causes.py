@@ -10,7 +10,7 @@ evidence it used, or says nothing. Rules, in order of preference:
 - owners differ                                          -> build user
 - the same lines in another order inside a member         -> ordering (hash seed / set order)
 - an absolute, build-like path on one side where the other
-  has another (see ``absolute_path_at``)                  -> build path
+  has another (see ``_absolute_path_at``)                  -> build path
 - the same tokens in another order inside a line          -> ordering (hash seed / set order)
 - WHEEL Generator or Metadata-Version differ              -> backend version
 - same members in another order                           -> file ordering
@@ -61,7 +61,7 @@ def _fmt(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def to_epoch(value: object) -> int | None:
+def _to_epoch(value: object) -> int | None:
     """A member or header time as UTC seconds (zip date_time strings are read as UTC)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return int(value)
@@ -82,8 +82,8 @@ def _near_write(t: int, written: float) -> int | None:
     return None
 
 
-def explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[str | None, str]:
-    ta, tb = to_epoch(a), to_epoch(b)
+def _explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[str | None, str]:
+    ta, tb = _to_epoch(a), _to_epoch(b)
     if ta is None or tb is None:
         return None, ""
     delta = tb - ta
@@ -100,7 +100,7 @@ def explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[st
     return None, f"the times differ by {delta:+d} s"
 
 
-def explain_mode(a: object, b: object) -> tuple[str | None, str]:
+def _explain_mode(a: object, b: object) -> tuple[str | None, str]:
     try:
         ma, mb = int(str(a), 8), int(str(b), 8)
     except ValueError:
@@ -115,9 +115,9 @@ def explain_mode(a: object, b: object) -> tuple[str | None, str]:
 
 def explain_attribute(attribute: str, a: object, b: object, ctx: Context) -> tuple[str | None, str]:
     if attribute in ("mtime", "date_time", "gzip.mtime"):
-        return explain_time(attribute, a, b, ctx)
+        return _explain_time(attribute, a, b, ctx)
     if attribute == "mode":
-        return explain_mode(a, b)
+        return _explain_mode(a, b)
     if attribute in ("uid", "gid", "uname", "gname"):
         return BUILD_USER, f"the archive records the owner of the files ({a!r} vs {b!r})"
     if attribute == "pax" and isinstance(a, dict) and isinstance(b, dict):
@@ -146,7 +146,7 @@ def explain_attribute(attribute: str, a: object, b: object, ctx: Context) -> tup
     return None, ""
 
 
-def absolute_path_at(data: bytes, offset: int) -> bytes | None:
+def _absolute_path_at(data: bytes, offset: int) -> bytes | None:
     """The absolute path spanning ``offset``, if it looks like a place a build ran in.
 
     Evidence, not a guess: the path must start at a word boundary and be either a drive path
@@ -212,7 +212,7 @@ def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -
             BACKEND_VERSION,
             f"{line_a.decode(errors='replace').strip()!r} vs {line_b.decode(errors='replace').strip()!r}",
         )
-    pa, pb = absolute_path_at(a, offset), absolute_path_at(b, offset)
+    pa, pb = _absolute_path_at(a, offset), _absolute_path_at(b, offset)
     if pa and pb and pa != pb:
         return (
             BUILD_PATH,

@@ -30,7 +30,7 @@ from pathlib import Path
 from plumbum import local
 
 from detpack.build.config import BuildRequest, resolve
-from detpack.build.source import Epoch
+from detpack.build.source import Epoch, Source
 from detpack.errors import BackendError, InputError
 from detpack.verify import variations
 from detpack.verify.compare import Comparison, compare_paths
@@ -155,73 +155,104 @@ def run_check(
     plan = resolve(
         BuildRequest(settings.srcdir, epoch_spec=settings.epoch_spec), caller_env=caller, on_warning=on_warning
     )
-    source, resolved = plan.source, plan.epoch
-    if source.kind != "directory":
+    if plan.source.kind != "directory":
         raise InputError(f"{settings.srcdir}: check needs a project directory, not an sdist")
+    epoch, extra = _epoch_and_extra(settings, plan.epoch)
+    if epoch is not None:
+        step(f"SOURCE_DATE_EPOCH={epoch.value} (from {epoch.origin})")
+    unsupported = {k: v for k, v in variations.supported().items() if k in settings.vary or k == "clock"}
+    varied = tuple(v for v in settings.vary if v not in unsupported or v == "locale")
+    with _workdir(settings.keep) as work:
+        builds = _Builds(settings, plan.source, epoch, work, variations.control(work, caller, extra), step)
+        control_out = builds.build(builds.base, "control")
+        worst = _first_difference(builds, control_out, varied)
+        if worst is None:
+            return CheckResult(True, builds.count, varied, unsupported, None, None, (), epoch)
+        noise_cmp = compare_paths(control_out, builds.build(builds.base, "control again"), skip_suffixes=SKIP)
+        culprits = _culprits(builds, control_out, varied, signatures(noise_cmp))
+        return CheckResult(
+            False,
+            builds.count,
+            varied,
+            unsupported,
+            worst,
+            None if noise_cmp.identical else noise_cmp,
+            culprits,
+            epoch,
+        )
+
+
+def _epoch_and_extra(settings: CheckSettings, resolved: Epoch) -> tuple[Epoch | None, dict[str, str]]:
+    """The epoch every build gets, and the environment ``raw`` builds need to match it and the index options."""
     epoch: Epoch | None = resolved
     extra: dict[str, str] = {}
     if settings.raw:
         epoch = resolved if resolved.origin in ("option", "environment") else None
         if epoch is not None:
             extra["SOURCE_DATE_EPOCH"] = str(epoch.value)
-    if epoch is not None:
-        step(f"SOURCE_DATE_EPOCH={epoch.value} (from {epoch.origin})")
     if settings.raw and settings.find_links:
         extra["PIP_FIND_LINKS"] = " ".join(str(p.resolve()) for p in settings.find_links)
     if settings.raw and settings.offline:
         extra["PIP_NO_INDEX"] = "1"
-    catalogue = variations.catalogue()
-    unsupported = {k: v for k, v in variations.supported().items() if k in settings.vary or k == "clock"}
-    varied = tuple(v for v in settings.vary if v not in unsupported or v == "locale")
-    with _workdir(settings.keep) as work:
-        base = variations.control(work, caller, extra)
-        count = 0
+    return epoch, extra
 
-        def build(spec: RunSpec, name: str) -> Path:
-            nonlocal count
-            count += 1
-            spec = replace(spec, label=name)
-            # Trees and HOMEs sit at fixed places per spec: only the variation may move them.
-            for d in (spec.tree, Path(spec.env["HOME"])):
-                shutil.rmtree(d, ignore_errors=True)
-            Path(spec.env["HOME"]).mkdir(parents=True)
-            project = variations.lay_down(source, spec)
-            out = work / f"out-{count:02d}-{name.replace(' ', '-')}"
-            step(f"build {count}: {name}")
-            _build(spec, project, out, settings, epoch)
-            return out
 
-        def experiment(names: tuple[str, ...], seed: int) -> RunSpec:
-            spec = base
-            for n in names:
-                spec = catalogue[n].apply(spec, work)
-            if "hash-seed" in names:
-                spec = replace(spec, env={**spec.env, "PYTHONHASHSEED": str(12345 + seed)})
-            return spec
+class _Builds:
+    """The check's builds, numbered in the order they run, each in its own output directory under ``work``."""
 
-        control_out = build(base, "control")
-        worst: Comparison | None = None
-        for i in range(1, max(settings.runs, 2)):
-            out = build(experiment(varied, i), "all variations")
-            comparison = compare_paths(control_out, out, skip_suffixes=SKIP)
-            if not comparison.identical and worst is None:
-                worst = comparison
-        if worst is None:
-            return CheckResult(True, count, varied, unsupported, None, None, (), epoch)
-        noise_cmp = compare_paths(control_out, build(base, "control again"), skip_suffixes=SKIP)
-        noise = signatures(noise_cmp)
-        culprits = []
-        for name in varied:
-            cmp = compare_paths(control_out, build(experiment((name,), 1), name), skip_suffixes=SKIP)
-            if signatures(cmp) - noise:
-                culprits.append(Culprit(name, catalogue[name].description, beyond(cmp, noise)))
-        return CheckResult(
-            False,
-            count,
-            varied,
-            unsupported,
-            worst,
-            None if noise_cmp.identical else noise_cmp,
-            tuple(culprits),
-            epoch,
-        )
+    def __init__(
+        self, settings: CheckSettings, source: Source, epoch: Epoch | None, work: Path, base: RunSpec, step: Step
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.epoch = epoch
+        self.work = work
+        self.base = base
+        self.step = step
+        self.catalogue = variations.catalogue()
+        self.count = 0
+
+    def build(self, spec: RunSpec, name: str) -> Path:
+        self.count += 1
+        spec = replace(spec, label=name)
+        # Trees and HOMEs sit at fixed places per spec: only the variation may move them.
+        for d in (spec.tree, Path(spec.env["HOME"])):
+            shutil.rmtree(d, ignore_errors=True)
+        Path(spec.env["HOME"]).mkdir(parents=True)
+        project = variations.lay_down(self.source, spec)
+        out = self.work / f"out-{self.count:02d}-{name.replace(' ', '-')}"
+        self.step(f"build {self.count}: {name}")
+        _build(spec, project, out, self.settings, self.epoch)
+        return out
+
+    def experiment(self, names: tuple[str, ...], seed: int) -> RunSpec:
+        """The control's spec with the variations ``names`` applied."""
+        spec = self.base
+        for n in names:
+            spec = self.catalogue[n].apply(spec, self.work)
+        if "hash-seed" in names:
+            spec = replace(spec, env={**spec.env, "PYTHONHASHSEED": str(12345 + seed)})
+        return spec
+
+
+def _first_difference(builds: _Builds, control_out: Path, varied: tuple[str, ...]) -> Comparison | None:
+    """Build with every variation at once ``runs - 1`` times; the first comparison that differs from the control."""
+    worst: Comparison | None = None
+    for i in range(1, max(builds.settings.runs, 2)):
+        out = builds.build(builds.experiment(varied, i), "all variations")
+        comparison = compare_paths(control_out, out, skip_suffixes=SKIP)
+        if not comparison.identical and worst is None:
+            worst = comparison
+    return worst
+
+
+def _culprits(
+    builds: _Builds, control_out: Path, varied: tuple[str, ...], noise: set[Signature]
+) -> tuple[Culprit, ...]:
+    """One build per variation: those whose differences from the control go beyond the noise."""
+    culprits = []
+    for name in varied:
+        cmp = compare_paths(control_out, builds.build(builds.experiment((name,), 1), name), skip_suffixes=SKIP)
+        if signatures(cmp) - noise:
+            culprits.append(Culprit(name, builds.catalogue[name].description, beyond(cmp, noise)))
+    return tuple(culprits)

@@ -94,7 +94,7 @@ def backend_pin(generator: str) -> str | None:
     return None
 
 
-def wheel_facts(wheel: Path) -> tuple[str, int | None]:
+def _wheel_facts(wheel: Path) -> tuple[str, int | None]:
     """The ``Generator:`` of a wheel and the SOURCE_DATE_EPOCH its build most likely had.
 
     Backends stamp the files they generate (``.dist-info``) with SOURCE_DATE_EPOCH when it is
@@ -203,65 +203,89 @@ def rebuild_pypi(
         )
     fetch = Fetch(tuple(find_links), offline)
     step = on_step or (lambda _: None)
-    checks = []
     with tempfile.TemporaryDirectory(prefix="detpack-pypi-") as tmp:
         scratch = Path(tmp)
         work = outdir if outdir is not None else scratch
-        published = work / "published"
-        where = f"from --find-links {', '.join(str(d) for d in find_links)}" if offline else "with pip"
-        step(f"downloading {spec} (sdist and wheel) {where}")
-        sdists = [p for p in _download(spec, published, "sdist", fetch) if p.name.endswith(".tar.gz")]
-        try:
-            wheels = [p for p in _download(spec, published, "pure wheel", fetch) if p.suffix == ".whl"]
-        except InputError:
-            wheels = [p for p in _download(spec, published, "wheel", fetch) if p.suffix == ".whl"]
-        if not sdists:
-            raise InputError(f"{spec}: the index has no .tar.gz sdist for this release")
-        for wheel in wheels:
-            generator, epoch = wheel_facts(wheel)
-            pin = backend_pin(generator)
-            constraints = None
-            if pin:
-                constraints = scratch / "constraints.txt"
-                constraints.write_text(pin + "\n")
-            when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
-            step(f"rebuilding {wheel.name} from {sdists[0].name} with {pin or 'the newest backend'}, {when}")
-            request = BuildRequest(
-                srcdir=sdists[0],
-                outdir=work / "rebuilt",
-                distributions=("wheel",),
-                frontend=FrontendSettings(config_settings={}, constraints=constraints),
-                epoch_spec="unset" if epoch is None else str(epoch),
-                normalize=False,
-                find_links=fetch.find_links,
-                offline=offline,
-            )
-            built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
-            rebuilt = built.artifacts[0].path
-            published_sha = file_sha256(wheel)
-            if rebuilt.name != wheel.name:
-                raise InputError(
-                    f"{spec}: the sdist builds {rebuilt.name} on this machine, not the published {wheel.name} "
-                    "(a platform-specific wheel cannot be rebuilt here)"
-                )
-            if same_bytes(wheel, rebuilt):
-                verdict: Verdict = "byte-identical"
-                comparison = None
-            else:
-                content = compare_files(wheel, rebuilt, wheel.name, content_only=True)
-                verdict = "content-identical" if content.identical else "different"
-                comparison = compare_files(wheel, rebuilt, wheel.name) if content.identical else content
-            checks.append(
-                WheelCheck(
-                    wheel.name,
-                    generator,
-                    pin,
-                    epoch,
-                    verdict,
-                    comparison,
-                    built.artifacts[0].sha256,
-                    published_sha,
-                    record_problems(wheel),
-                )
-            )
-    return checks
+        sdist, wheels = _fetch_release(spec, work / "published", fetch, step)
+        rebuild = _Rebuild(spec, sdist, work / "rebuilt", scratch, fetch, on_step, on_line, caller_env)
+        return [_check_wheel(rebuild, wheel, step) for wheel in wheels]
+
+
+def _fetch_release(spec: str, published: Path, fetch: Fetch, step: LineSink) -> tuple[Path, list[Path]]:
+    """The release's sdist and its wheels (the pure one when there is one), downloaded into ``published``."""
+    where = f"from --find-links {', '.join(str(d) for d in fetch.find_links)}" if fetch.offline else "with pip"
+    step(f"downloading {spec} (sdist and wheel) {where}")
+    sdists = [p for p in _download(spec, published, "sdist", fetch) if p.name.endswith(".tar.gz")]
+    try:
+        wheels = [p for p in _download(spec, published, "pure wheel", fetch) if p.suffix == ".whl"]
+    except InputError:
+        wheels = [p for p in _download(spec, published, "wheel", fetch) if p.suffix == ".whl"]
+    if not sdists:
+        raise InputError(f"{spec}: the index has no .tar.gz sdist for this release")
+    return sdists[0], wheels
+
+
+@dataclass(frozen=True)
+class _Rebuild:
+    """How every wheel of one release is rebuilt: from which sdist, into where, with which hooks."""
+
+    spec: str
+    sdist: Path
+    rebuilt: Path  # the rebuilt wheels' directory
+    scratch: Path  # for the backend's constraints file
+    fetch: Fetch
+    on_step: LineSink | None
+    on_line: LineSink | None
+    caller_env: Mapping[str, str] | None
+
+
+def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
+    """Rebuild one published wheel with the backend and epoch it was made with, and compare."""
+    generator, epoch = _wheel_facts(wheel)
+    pin = backend_pin(generator)
+    constraints = None
+    if pin:
+        constraints = rebuild.scratch / "constraints.txt"
+        constraints.write_text(pin + "\n")
+    when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
+    step(f"rebuilding {wheel.name} from {rebuild.sdist.name} with {pin or 'the newest backend'}, {when}")
+    request = BuildRequest(
+        srcdir=rebuild.sdist,
+        outdir=rebuild.rebuilt,
+        distributions=("wheel",),
+        frontend=FrontendSettings(config_settings={}, constraints=constraints),
+        epoch_spec="unset" if epoch is None else str(epoch),
+        normalize=False,
+        find_links=rebuild.fetch.find_links,
+        offline=rebuild.fetch.offline,
+    )
+    built = build_project(request, on_step=rebuild.on_step, on_line=rebuild.on_line, caller_env=rebuild.caller_env)
+    rebuilt = built.artifacts[0].path
+    published_sha = file_sha256(wheel)
+    if rebuilt.name != wheel.name:
+        raise InputError(
+            f"{rebuild.spec}: the sdist builds {rebuilt.name} on this machine, not the published {wheel.name} "
+            "(a platform-specific wheel cannot be rebuilt here)"
+        )
+    verdict, comparison = _verdict(wheel, rebuilt)
+    return WheelCheck(
+        wheel.name,
+        generator,
+        pin,
+        epoch,
+        verdict,
+        comparison,
+        built.artifacts[0].sha256,
+        published_sha,
+        record_problems(wheel),
+    )
+
+
+def _verdict(published: Path, rebuilt: Path) -> tuple[Verdict, FileComparison | None]:
+    """Byte-identical; content-identical, with what else differs; or different, with which members."""
+    if same_bytes(published, rebuilt):
+        return "byte-identical", None
+    content = compare_files(published, rebuilt, published.name, content_only=True)
+    if content.identical:
+        return "content-identical", compare_files(published, rebuilt, published.name)
+    return "different", content

@@ -77,22 +77,22 @@ class Record:
     signature: Signature  # whether its envelope's signature was checked
 
 
-def read_record(path: Path, key: PublicKey | None = None) -> Record:
+def _read_record(path: Path, key: PublicKey | None = None) -> Record:
     """A statement file or a DSSE envelope of one; with ``key``, the envelope must verify."""
     provenance = reader.read_file(path)
     if provenance.envelope is not None:
         if key is not None:
             verify(provenance.envelope, key, path)
-            return Record(load_statement(path, provenance), "verified")
-        return Record(load_statement(path, provenance), "unchecked")
+            return Record(_load_statement(path, provenance), "verified")
+        return Record(_load_statement(path, provenance), "unchecked")
     if key is not None:
         raise VerificationError(
             f"{path}: an unsigned statement, so --key cannot check it; pass the signed .intoto.jsonl envelope"
         )
-    return Record(load_statement(path, provenance), "unsigned")
+    return Record(_load_statement(path, provenance), "unsigned")
 
 
-def load_statement(path: Path, provenance: reader.Provenance | None = None) -> dict[str, Any]:
+def _load_statement(path: Path, provenance: reader.Provenance | None = None) -> dict[str, Any]:
     data = (provenance or reader.read_file(path)).statement
     try:
         build_type = data["predicate"]["buildDefinition"]["buildType"]
@@ -171,11 +171,32 @@ def rebuild(
     caller_env: Mapping[str, str] | None = None,
     key: PublicKey | None = None,
 ) -> RebuildResult:
-    record = read_record(provenance, key)
+    record = _read_record(provenance, key)
     if record.signature == "unchecked" and on_warning is not None:
         on_warning(f"{provenance}: signature not checked (pass --key PUB to check it)")
     data = record.statement
     definition = data["predicate"]["buildDefinition"]
+    ext = definition["externalParameters"]
+    _name_the_source(definition)
+    srcdir, from_subject = _source(provenance, ext, source, list(data["subject"]))
+    lock = _lock_from(provenance, definition.get("resolvedDependencies", []))
+    with tempfile.TemporaryDirectory(prefix="detpack-rebuild-") as tmp:
+        out = outdir or Path(tmp)
+        request = _request(ext, srcdir, out, lock, find_links, offline)
+        built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
+        want = ext["source"].get("digest", {}).get("sha256", "")
+        source_ok = built.source.digest == want
+        note = _source_note(built.source.kind, want, built.source.digest)
+        if from_subject is not None:
+            source_ok = True  # its sha256 was checked against the subject before the build
+            note = "sdist beside the record: its sha256 is the recorded subject's; the tree itself is not checked"
+        actual = {a.path.name: a.sha256 for a in built.artifacts}
+        results = _subject_results(data["subject"], actual, from_subject, provenance.parent, out)
+    return RebuildResult(results, source_ok, note, record.signature)
+
+
+def _name_the_source(definition: dict[str, Any]) -> None:
+    """Give the recorded source a name when the record has none: its resolved dependency's (in place)."""
     ext = definition["externalParameters"]
     if "source" not in ext:
         ext["source"] = {}
@@ -190,47 +211,52 @@ def rebuild(
             None,
         ),
     )
-    srcdir, from_subject = _source(provenance, ext, source, list(data["subject"]))
-    lock = _lock_from(provenance, definition.get("resolvedDependencies", []))
+
+
+def _request(
+    ext: dict[str, Any],
+    srcdir: Path,
+    out: Path,
+    lock: BuildLock,
+    find_links: tuple[Path, ...],
+    offline: bool | None,
+) -> BuildRequest:
+    """The recorded build's parameters as a request (an sdist given as the source builds only the wheel)."""
     distributions = None if ext.get("viaSdist") else tuple(ext.get("distributions", ()))
     if srcdir.is_file():
         distributions = tuple(d for d in ext.get("distributions", ("wheel",)) if d == "wheel") or ("wheel",)
-    with tempfile.TemporaryDirectory(prefix="detpack-rebuild-") as tmp:
-        out = outdir or Path(tmp)
-        request = BuildRequest(
-            srcdir=srcdir,
-            outdir=out,
-            distributions=distributions,
-            frontend=FrontendSettings(
-                config_settings=ext.get("configSettings", {}),
-                isolation=ext.get("isolation", True),
-                installer=ext.get("installer", "pip"),
-            ),
-            lock=lock,
-            epoch_spec=str(ext["sourceDateEpoch"]["value"]),
-            recompress=ext.get("recompress", False),
-            normalize=ext.get("normalized", True),
-            find_links=find_links,
-            offline=offline if offline is not None else ext.get("offline"),
-        )
-        built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
-        want = ext["source"].get("digest", {}).get("sha256", "")
-        source_ok = built.source.digest == want
-        note = _source_note(built.source.kind, want, built.source.digest)
-        if from_subject is not None:
-            source_ok = True  # its sha256 was checked against the subject before the build
-            note = "sdist beside the record: its sha256 is the recorded subject's; the tree itself is not checked"
-        actual = {a.path.name: a.sha256 for a in built.artifacts}
-        results = []
-        for subject in data["subject"]:
-            name, expected = subject["name"], subject["digest"]["sha256"]
-            if name == from_subject:
-                results.append(SubjectResult(name, expected, expected, skipped=SDIST_SKIPPED))
-                continue
-            got = actual.get(name)
-            explanation = None
-            original = provenance.parent / name
-            if got is not None and got != expected and original.is_file():
-                explanation = compare_files(original, out / name, name)
-            results.append(SubjectResult(name, expected, got, explanation))
-    return RebuildResult(tuple(results), source_ok, note, record.signature)
+    return BuildRequest(
+        srcdir=srcdir,
+        outdir=out,
+        distributions=distributions,
+        frontend=FrontendSettings(
+            config_settings=ext.get("configSettings", {}),
+            isolation=ext.get("isolation", True),
+            installer=ext.get("installer", "pip"),
+        ),
+        lock=lock,
+        epoch_spec=str(ext["sourceDateEpoch"]["value"]),
+        recompress=ext.get("recompress", False),
+        normalize=ext.get("normalized", True),
+        find_links=find_links,
+        offline=offline if offline is not None else ext.get("offline"),
+    )
+
+
+def _subject_results(
+    subjects: list[dict[str, Any]], actual: Mapping[str, str], from_subject: str | None, originals: Path, out: Path
+) -> tuple[SubjectResult, ...]:
+    """Each recorded subject against what the rebuild made (explained when the original is beside the record)."""
+    results = []
+    for subject in subjects:
+        name, expected = subject["name"], subject["digest"]["sha256"]
+        if name == from_subject:
+            results.append(SubjectResult(name, expected, expected, skipped=SDIST_SKIPPED))
+            continue
+        got = actual.get(name)
+        explanation = None
+        original = originals / name
+        if got is not None and got != expected and original.is_file():
+            explanation = compare_files(original, out / name, name)
+        results.append(SubjectResult(name, expected, got, explanation))
+    return tuple(results)

@@ -71,7 +71,7 @@ def control(work: Path, caller_env: Mapping[str, str], extra: Mapping[str, str])
     return RunSpec("control", env, 0o022, work / "control" / "src")
 
 
-def second_locale() -> str | None:
+def _second_locale() -> str | None:
     """A UTF-8 locale other than C, if one is installed."""
     try:
         out = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False).stdout
@@ -122,7 +122,7 @@ def _file_order(spec: RunSpec, work: Path) -> RunSpec:
 
 
 def catalogue() -> dict[str, Variation]:
-    loc = second_locale() or "C"
+    loc = _second_locale() or "C"
     lib = faketime_library()
 
     def locale(spec: RunSpec, work: Path) -> RunSpec:
@@ -153,7 +153,7 @@ def supported() -> dict[str, str]:
     missing = {}
     if faketime_library() is None:
         missing["clock"] = "faketime is not installed (apt-get install faketime); the clock was not varied"
-    if second_locale() is None:
+    if _second_locale() is None:
         missing["locale"] = "no second UTF-8 locale is installed; varied between C.UTF-8 and C instead"
     return missing
 
