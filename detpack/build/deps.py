@@ -167,10 +167,8 @@ def provisioned(env_dir: Path, settings: InstallSettings, runner: Runner, who: P
     def make(env: envcache.CachedEnv) -> None:
         got[:] = _install_lock(env.python_executable, env_dir, settings, runner)
 
-    with envcache.cached_env(settings.cache, lock, runner, installer=settings.installer, env_dir=env_dir, make=make) as (
-        cached,
-        reused,
-    ):
+    cache = envcache.cached_env(settings.cache, lock, runner, installer=settings.installer, env_dir=env_dir, make=make)
+    with cache as (cached, reused):
         runner.emit(f"{'reusing' if reused else 'made'} cached build environment for lock {lock.sha256[:12]}")
         yield Provisioner(cached, env_dir, settings, runner, who, got=got)
 

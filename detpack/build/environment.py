@@ -23,8 +23,8 @@ from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
 from detpack import policy
-from detpack.wording import redact
 from detpack.errors import ConfigError, EnvironmentSetupError
+from detpack.wording import redact
 
 LineSink = Callable[[str], None]
 

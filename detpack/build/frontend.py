@@ -118,10 +118,13 @@ def resolve_requirements(
 ) -> tuple[tuple[str, ...], tuple[InstalledDependency, ...]]:
     """Everything a build of ``srcdir`` installs: static requires plus what the backend asks
     for to build an sdist and a wheel, resolved and installed once (for ``detpack lock``)."""
-    with _translate_errors(label, "resolve its build requirements", backend, runner), _build_logger(runner):
-        with deps.provisioned(env_dir, settings.install, runner, label) as env:
-            _, wanted = _provision(env, srcdir, ("sdist", "wheel"), runner, settings, backend)
-            return tuple(sorted(wanted)), env.installed()
+    with (
+        _translate_errors(label, "resolve its build requirements", backend, runner),
+        _build_logger(runner),
+        deps.provisioned(env_dir, settings.install, runner, label) as env,
+    ):
+        _, wanted = _provision(env, srcdir, ("sdist", "wheel"), runner, settings, backend)
+        return tuple(sorted(wanted)), env.installed()
 
 
 def _provision(

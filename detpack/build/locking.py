@@ -12,15 +12,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import detpack
-from detpack.build import environment
 from detpack.atomic import write_bytes
+from detpack.build import environment
 from detpack.build.config import BuildRequest, backend_name, resolve
 from detpack.build.environment import LineSink
-from detpack.errors import ConfigError
 from detpack.build.frontend import resolve_requirements
-from detpack.build.workspace import lay_out
 from detpack.build.lockfile import DEFAULT_NAME, LockedPackage, lock_bytes
 from detpack.build.pipeline import session
+from detpack.build.workspace import lay_out
+from detpack.errors import ConfigError
 
 
 @dataclass(frozen=True)

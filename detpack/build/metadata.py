@@ -9,10 +9,10 @@ from pathlib import Path
 from detpack.build import environment
 from detpack.build.config import BuildRequest, backend_name, resolve
 from detpack.build.environment import LineSink
-from detpack.errors import ArchiveError
 from detpack.build.frontend import wheel_metadata
-from detpack.build.workspace import lay_out, unpack_sdist
 from detpack.build.pipeline import session
+from detpack.build.workspace import lay_out, unpack_sdist
+from detpack.errors import ArchiveError
 
 
 def project_metadata(

@@ -21,20 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from plumbum import ProcessExecutionError, local
-from plumbum.commands.processes import CommandNotFound
-
-from detpack.digest import file_sha256
 from detpack import policy
-from detpack.policy import ANYWHERE_EXCLUDES, TOP_LEVEL_EXCLUDES, copied
 from detpack.archive.entry import READ_ERRORS
-from detpack.git import GitInfo, git_info
+from detpack.digest import file_sha256
 from detpack.errors import ArchiveError, ConfigError, InputError
-from detpack.policy import parse_epoch
+from detpack.git import GitInfo, git_info
+from detpack.policy import ANYWHERE_EXCLUDES, TOP_LEVEL_EXCLUDES, parse_epoch
 
 SourceKind = Literal["directory", "sdist"]
 EpochOrigin = Literal["option", "environment", "git", "sdist", "default", "unset"]
-
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import zlib
 from pathlib import Path
 
 import detpack
+from detpack.build.source import Source, tree_digest
 from detpack.digest import file_sha256
 from detpack.provenance import statement as provenance
-from detpack.build.source import Source, tree_digest
 
 
 def host_facts(source: Source) -> dict[str, str]:

@@ -21,8 +21,8 @@ from plumbum.commands.processes import CommandNotFound
 
 from detpack.archive.entry import READ_ERRORS
 from detpack.build.environment import BuildRoot
-from detpack.errors import ArchiveError, EnvironmentSetupError
 from detpack.build.source import Source, copy_tree
+from detpack.errors import ArchiveError, EnvironmentSetupError
 from detpack.git import GitInfo
 from detpack.policy import copied
 
