@@ -58,6 +58,19 @@ def wheelhouse() -> Path:
     return WHEELHOUSE
 
 
+def read_all_with_wheel(wheel: Path) -> int:
+    """Read every member through wheel.wheelfile.WheelFile, which checks each sha256 in RECORD
+    (raising WheelError on a mismatch); the number of members read."""
+    from wheel.wheelfile import WheelFile
+
+    with WheelFile(wheel) as wf:
+        for info in wf.infolist():
+            with wf.open(info) as member:
+                while member.read(1 << 20):
+                    pass
+        return len(wf.infolist())
+
+
 def wheelhouse_without(tmp: Path, name: str, skip: str) -> Path:
     """A wheelhouse with every wheel of the project's wheelhouse except those starting with ``skip``."""
     house = tmp / name

@@ -19,9 +19,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-from wheel.wheelfile import WheelError, WheelFile
+from wheel.wheelfile import WheelError
 
-from conftest import WHEELHOUSE
+from conftest import WHEELHOUSE, read_all_with_wheel
 from detpack import ArchiveError, InputError, NormalizeOptions, normalize_file
 from detpack.archive import detect
 from detpack.archive import zip as zipc
@@ -476,15 +476,6 @@ def test_orig_filename_keeps_what_zipfile_cuts(tmp_path: Path) -> None:
 # and wheel.wheelfile.WheelFile verifies each one's sha256 as it is read.
 
 
-def _read_all_with_wheel(path: Path) -> int:
-    with WheelFile(path) as wf:
-        for info in wf.infolist():
-            with wf.open(info) as member:
-                while member.read(1 << 20):
-                    pass
-        return len(wf.infolist())
-
-
 def test_normalized_wheels_pass_wheels_own_record_check(tmp_path: Path) -> None:
     wheels = sorted(WHEELHOUSE.glob("*.whl"))
     assert len(wheels) >= 5, f"{WHEELHOUSE} lacks wheels: run `make setup`"
@@ -492,7 +483,7 @@ def test_normalized_wheels_pass_wheels_own_record_check(tmp_path: Path) -> None:
     for wheel in wheels:
         for options in (OPTS, NormalizeOptions(EPOCH, recompress=True)):
             out = normalize_file(wheel, tmp_path / f"out-{options.recompress}" / wheel.name, options)
-            assert _read_all_with_wheel(out.output) > 1, wheel.name
+            assert read_all_with_wheel(out.output) > 1, wheel.name
 
 
 def test_wheels_record_check_catches_a_changed_member(tmp_path: Path) -> None:
@@ -504,6 +495,6 @@ def test_wheels_record_check_catches_a_changed_member(tmp_path: Path) -> None:
     with zipfile.ZipFile(out.output) as zin, zipfile.ZipFile(bad, "w") as zout:
         for info in zin.infolist():
             zout.writestr(info, zin.read(info).replace(b"VALUE = 1", b"VALUE = 2"))
-    assert _read_all_with_wheel(out.output) > 1
+    assert read_all_with_wheel(out.output) > 1
     with pytest.raises(WheelError, match="Hash mismatch"):
-        _read_all_with_wheel(bad)
+        read_all_with_wheel(bad)

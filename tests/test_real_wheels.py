@@ -10,9 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from wheel.wheelfile import WheelFile
 
-from conftest import DETPACK, ROOT, run, sha256
+from conftest import DETPACK, ROOT, read_all_with_wheel, run, sha256
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -30,16 +29,6 @@ def samples() -> list[Path]:
 def _exec_members(wheel: Path) -> set[str]:
     with zipfile.ZipFile(wheel) as zf:
         return {i.filename for i in zf.infolist() if (i.external_attr >> 16) & 0o111}
-
-
-def _read_all_with_wheel(wheel: Path) -> int:
-    """Read every member through wheel.wheelfile.WheelFile, which checks each sha256 in RECORD."""
-    with WheelFile(wheel) as wf:
-        for info in wf.infolist():
-            with wf.open(info) as member:
-                while member.read(1 << 20):
-                    pass
-        return len(wf.infolist())
 
 
 def _install(wheel: Path, venv: Path) -> dict[str, bytes]:
@@ -70,7 +59,7 @@ def test_real_wheels_normalize_install_and_keep_exec_bits(samples: list[Path], t
     assert max(len(_exec_members(p)) for p in normalized) > 100
     for p in normalized:
         with zipfile.ZipFile(p) as zf:
-            assert _read_all_with_wheel(p) == len(zf.infolist())
+            assert read_all_with_wheel(p) == len(zf.infolist())
     r = run([DETPACK, "normalize", *normalized, "-o", again])
     assert r.code == 0, r.stderr
     assert all(sha256(a) == sha256(again / a.name) for a in normalized)
