@@ -27,7 +27,19 @@ from detpack.build.lockfile import BuildLock, read_lock
 from detpack.build.source import Epoch, Source, dirty_warning, inspect_source, resolve_epoch
 from detpack.errors import ConfigError, InputError
 
-KNOWN_KEYS = frozenset({"source-date-epoch", "recompress", "pass-env", "find-links", "offline", "lock", "store"})
+KNOWN_KEYS = frozenset(
+    {
+        "source-date-epoch",
+        "recompress",
+        "pass-env",
+        "find-links",
+        "offline",
+        "lock",
+        "store",
+        "allow-network",
+        "require-sandbox",
+    }
+)
 LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 
 
@@ -65,6 +77,8 @@ class BuildRequest:
     sdist_extract_dir: Path | None = None  # build's --sdist-extract-dir
     lock: Path | BuildLock | None = None  # a PEP 751 lock of the build dependencies (detpack lock), or one read
     normalize: bool = True  # False: keep the backend's bytes (rebuild --pypi compares those)
+    allow_network: bool | None = None  # let the backend's hooks reach the network (recorded; not hermetic)
+    require_sandbox: bool | None = None  # refuse to build where no sandbox can be made
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,8 @@ class ToolConfig:
     offline: bool = False
     lock: Path | None = None
     store: str | None = None  # the artifact store's URL (`detpack store`); a relative path is from srcdir
+    allow_network: bool = False
+    require_sandbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,8 @@ class ResolvedBuild:
     find_links: tuple[Path, ...]
     root: BuildRoot  # where the build root will be taken
     caller_env: Mapping[str, str]
+    allow_network: bool = False
+    require_sandbox: bool = False
 
     @property
     def via_sdist(self) -> bool:
@@ -151,6 +169,8 @@ def resolve(
         find_links=(*tool.find_links, *request.find_links),
         root=root,
         caller_env=caller,
+        allow_network=tool.allow_network if request.allow_network is None else request.allow_network,
+        require_sandbox=tool.require_sandbox if request.require_sandbox is None else request.require_sandbox,
     )
 
 
@@ -214,6 +234,8 @@ def _tool_config(data: dict[str, Any], srcdir: Path, pyproject: Path) -> ToolCon
         offline=_bool(table, "offline", pyproject),
         lock=srcdir / str(table["lock"]) if "lock" in table else None,
         store=_store_url(table, srcdir, pyproject),
+        allow_network=_bool(table, "allow-network", pyproject),
+        require_sandbox=_bool(table, "require-sandbox", pyproject),
     )
 
 

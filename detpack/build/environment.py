@@ -23,6 +23,7 @@ from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
 from detpack import policy
+from detpack.build.sandbox import Sandbox
 from detpack.errors import ConfigError, EnvironmentSetupError
 from detpack.wording import redact
 
@@ -222,6 +223,7 @@ class Runner:
     env: ControlledEnvironment
     on_line: LineSink | None = None
     on_warning: LineSink | None = None
+    sandbox: Sandbox | None = None  # where backend hooks run (installs run outside it, before)
     transcript: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -236,7 +238,14 @@ class Runner:
     def __call__(
         self, cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
     ) -> None:
-        self.run(cmd, cwd=cwd, extra_environ=extra_environ)
+        """Run one backend hook (pyproject_hooks' runner signature), in the sandbox when there is one."""
+        if self.sandbox is None:
+            self.run(cmd, cwd=cwd, extra_environ=extra_environ)
+            return
+        shown = (
+            f"[sandbox, network {'allowed' if self.sandbox.network else 'none'}] {subprocess.list2cmdline(list(cmd))}"
+        )
+        self.run(self.sandbox.wrap(cmd, cwd), cwd=cwd, extra_environ=extra_environ, shown=shown)
 
     def run(
         self,
@@ -244,9 +253,10 @@ class Runner:
         *,
         cwd: str | os.PathLike[str] | None = None,
         extra_environ: Mapping[str, str] | None = None,
+        shown: str | None = None,
     ) -> str:
         environ = {**self.env.variables, **(extra_environ or {})}
-        self.emit("$ " + subprocess.list2cmdline(list(cmd)))
+        self.emit("$ " + (shown or subprocess.list2cmdline(list(cmd))))
         start = len(self.transcript)
         try:
             command = local[cmd[0]][list(cmd[1:])]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
 
-from detpack.build import deps
+from detpack.build import deps, sandbox
 from detpack.build.config import ConfigSettings, Distribution, FrontendSettings
 from detpack.build.deps import InstalledDependency, Installer, Provisioner
 from detpack.build.environment import Runner
@@ -160,6 +161,14 @@ def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Ite
     try:
         yield
     except BuildBackendException as exc:
+        output = runner.log_text()
+        if runner.sandbox is not None and not runner.sandbox.network and sandbox.network_attempt(output):
+            hook = re.search(r"invoke (\w+)", str(exc))
+            raise BackendError(
+                f"{who}: the backend tried to reach the network during {hook[1] if hook else what} (builds run "
+                "without network); pass --allow-network to permit it (the provenance will say so)",
+                details=output[-8000:],
+            ) from None
         raise BackendError(
             f"{who}: backend {backend!r} failed to {what} ({_cause(exc)})",
             details=runner.log_text()[-8000:],

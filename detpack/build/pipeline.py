@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from detpack import policy
 from detpack.archive.detect import ArchiveKind
 from detpack.archive.normalize import NormalizeOptions, normalize_stream
 from detpack.atomic import sweep, temp_name
-from detpack.build import environment
+from detpack.build import environment, sandbox
 from detpack.build.config import BuildRequest, Distribution, ResolvedBuild, backend_name, resolve
 from detpack.build.config import default_outdir as default_outdir
 from detpack.build.environment import BuildRoot, LineSink, Runner
@@ -37,7 +38,7 @@ from detpack.build.source import Epoch, Source
 from detpack.build.toolchain import capture_toolchain, host_facts
 from detpack.build.workspace import lay_out, unpack_sdist
 from detpack.digest import canonical_json, file_sha256
-from detpack.errors import ArchiveError, BackendError, InputError, OutputError
+from detpack.errors import ArchiveError, BackendError, EnvironmentSetupError, InputError, OutputError
 from detpack.provenance import statement as provenance
 
 
@@ -143,6 +144,7 @@ class Session:
     root: BuildRoot
     env: environment.ControlledEnvironment
     runner: Runner
+    box: sandbox.Sandbox | sandbox.NoSandbox
 
 
 @contextlib.contextmanager
@@ -171,7 +173,32 @@ def session(
         for name in env.injects_code:
             if on_warning is not None:
                 on_warning(f"{name} is passed to the build: it loads code into every build process (recorded)")
-        yield Session(plan, root, env, Runner(env, on_line, on_warning))
+        box = _sandbox(plan, root)
+        if isinstance(box, sandbox.NoSandbox) and on_warning is not None:
+            on_warning(box.warning())
+        runner = Runner(env, on_line, on_warning, sandbox=box if isinstance(box, sandbox.Sandbox) else None)
+        yield Session(plan, root, env, runner, box)
+
+
+def _sandbox(plan: ResolvedBuild, root: BuildRoot) -> sandbox.Sandbox | sandbox.NoSandbox:
+    """The sandbox the build's hooks run in: the build root (and any directory the caller chose
+    for the environment or the unpacked sdist) writable; the source's git objects readable."""
+    writable = [root.root, *(p.absolute() for p in (plan.request.env_dir, plan.request.sdist_extract_dir) if p)]
+    readonly: list[Path] = []
+    if plan.source.git is not None:
+        # the copy borrows the repository's objects (objects/info/alternates); a linked worktree's
+        # git directory sits in the common one's worktrees/
+        gitdir = plan.source.git.gitdir
+        readonly.append(gitdir.parent.parent if gitdir.parent.name == "worktrees" else gitdir)
+    if not plan.frontend.isolation:
+        readonly.append(Path(sys.prefix).resolve())  # --no-isolation: the backend comes from detpack's own environment
+    box = sandbox.make(writable, network=plan.allow_network, readonly=readonly, caller_env=plan.caller_env)
+    if isinstance(box, sandbox.NoSandbox) and plan.require_sandbox:
+        raise EnvironmentSetupError(
+            f"{plan.source.path}: no sandbox can be made here ({box.reason}); --require-sandbox refuses to "
+            "build without one: install bubblewrap (apt-get install bubblewrap) or drop --require-sandbox"
+        )
+    return box
 
 
 def build_project(
@@ -250,6 +277,7 @@ def _statement(
             offline=plan.offline,
             lock=frontend.lock,
             normalized=plan.request.normalize,
+            allow_network=plan.allow_network,
         ),
         environment=env.recorded(),
         paths={
@@ -262,6 +290,7 @@ def _statement(
         },
         passed_through=env.passed_through,
         injects_code=env.injects_code,
+        sandbox=ses.box.record(),
         raws=raws,
         toolchain=capture_toolchain(),
         run=provenance.RunFacts(
@@ -270,6 +299,7 @@ def _statement(
             finished=dt.datetime.now(dt.UTC),
             log_sha256=hashlib.sha256(log).hexdigest(),
             host=host_facts(plan.source),
+            sandbox=ses.box.details(),
             raw_outputs=[provenance.Subject(r.path.name, file_sha256(r.path)) for r in raws],
         ),
     )

@@ -32,6 +32,23 @@ def add_parser(sub: Any) -> None:
     det = p.add_argument_group("reproducibility")
     _add_reproducibility_options(det)
     _add_dependency_source_options(det)
+    _add_sandbox_options(p.add_argument_group("sandbox"))
+
+
+def _add_sandbox_options(box: argparse._ArgumentGroup) -> None:
+    """The bubblewrap sandbox every backend hook runs in (no network; no host files but the system's)."""
+    box.add_argument(
+        "--allow-network",
+        action="store_true",
+        default=None,
+        help="let the backend reach the network while it builds (recorded; the build is then not hermetic)",
+    )
+    box.add_argument(
+        "--require-sandbox",
+        action="store_true",
+        default=None,
+        help="refuse to build where no sandbox can be made (no bubblewrap, no user namespaces)",
+    )
 
 
 def _add_distribution_options(p: argparse.ArgumentParser) -> None:
@@ -292,4 +309,6 @@ def _build_request(args: argparse.Namespace) -> BuildRequest:
         env_dir=args.env_dir,
         sdist_extract_dir=args.sdist_extract_dir,
         lock=args.lock,
+        allow_network=args.allow_network,
+        require_sandbox=args.require_sandbox,
     )

@@ -8,6 +8,7 @@ reproducible builds of one source on different machines have equal buildDefiniti
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ class RunFacts:
     log_sha256: str
     host: Mapping[str, str]
     raw_outputs: Sequence[Subject]
+    sandbox: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # tool version, visible host paths
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class BuildParameters:
     offline: bool
     lock: LockFacts | None = None
     normalized: bool = True
+    allow_network: bool = False  # the hooks could reach the network (--allow-network)
 
 
 def rfc3339(moment: dt.datetime) -> str:
@@ -183,6 +186,7 @@ def statement(
     paths: Mapping[str, str],
     passed_through: Sequence[str],
     injects_code: Sequence[str] = (),
+    sandbox: Mapping[str, Any] | None = None,
     raws: Sequence[RawArtifactFacts],
     toolchain: Toolchain,
     run: RunFacts,
@@ -196,7 +200,7 @@ def statement(
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": _external_parameters(source, epoch, parameters),
-                "internalParameters": _internal_parameters(environment, paths, passed_through, injects_code),
+                "internalParameters": _internal_parameters(environment, paths, passed_through, injects_code, sandbox),
                 "resolvedDependencies": _resolved_dependencies(source, raws, toolchain),
             },
             "runDetails": _run_details(toolchain, run),
@@ -246,6 +250,7 @@ def _external_parameters(source: SourceFacts, epoch: EpochFacts, parameters: Bui
         "skipDependencyCheck": parameters.skip_dependency_check,
         "recompress": parameters.recompress,
         "offline": parameters.offline,
+        "allowNetwork": parameters.allow_network,
         "normalized": parameters.normalized,
         "sourceDateEpoch": {"value": epoch.value, "origin": epoch.origin},
     }
@@ -255,10 +260,15 @@ def _external_parameters(source: SourceFacts, epoch: EpochFacts, parameters: Bui
 
 
 def _internal_parameters(
-    environment: Mapping[str, str], paths: Mapping[str, str], passed_through: Sequence[str], injects_code: Sequence[str]
+    environment: Mapping[str, str],
+    paths: Mapping[str, str],
+    passed_through: Sequence[str],
+    injects_code: Sequence[str],
+    sandbox: Mapping[str, Any] | None,
 ) -> JSON:
-    """What detpack fixed for the build: its environment, umask, policy and paths."""
+    """What detpack fixed for the build: its environment, umask, policy, paths and sandbox."""
     return {
+        **({"sandbox": dict(sorted(sandbox.items()))} if sandbox is not None else {}),
         "environment": dict(sorted(environment.items())),
         "passedThrough": sorted(passed_through),
         "codeInjectingVariables": sorted(injects_code),
@@ -273,6 +283,7 @@ def _run_details(toolchain: Toolchain, run: RunFacts) -> JSON:
     byproducts: list[JSON] = [
         {"name": "build.log", "digest": {"sha256": run.log_sha256}, "mediaType": "text/plain"},
         {"name": "host", "annotations": dict(sorted(run.host.items()))},
+        *([{"name": "sandbox", "annotations": dict(sorted(run.sandbox.items()))}] if run.sandbox else []),
         *({"name": f"backend-output/{s.name}", "digest": {"sha256": s.sha256}} for s in run.raw_outputs),
     ]
     return {

@@ -240,6 +240,7 @@ def _request(
         normalize=ext.get("normalized", True),
         find_links=find_links,
         offline=offline if offline is not None else ext.get("offline"),
+        allow_network=bool(ext.get("allowNetwork", False)),  # a build that was let online is rebuilt online
     )
 
 

@@ -1,0 +1,187 @@
+"""The sandbox every backend hook runs in: bubblewrap, no network, no host files but the system's.
+
+Each PEP 517 hook (``get_requires_for_build_*``, ``prepare_metadata_*``, ``build_sdist``,
+``build_wheel``) runs under ``bwrap`` with its own user, mount, network, PID, IPC and UTS
+namespaces: a fixed hostname and uid/gid, loopback only (unless the network is allowed), a
+private ``/tmp``, ``/proc`` and ``/dev``, the build root (source, isolated environment, HOME,
+TMPDIR) at its own fixed path read-write, and read-only only what a build legitimately reads:
+the system directories (``/usr``, ``/etc`` and the ``/bin``-style links into ``/usr``), the
+interpreter's installation and the hook runner. The user's checkout, HOME, ``/home``, ``/root``
+and the host's ``/tmp`` are not there. Installing build dependencies is not a hook: it runs
+before, outside, where the index or ``--find-links`` can be reached, hash-checked and recorded.
+
+Where no sandbox can be made (no ``bwrap``, user namespaces disabled, not Linux) the build runs
+without one and says so (``NoSandbox``); ``--require-sandbox`` makes that an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HOSTNAME = "detpack"
+UID = 1000
+GID = 1000
+#: Host directories every build may read (read-only), when they exist.
+SYSTEM_DIRS = ("/usr", "/etc")
+#: Top-level names that are links into /usr on merged-/usr systems (bound read-only when they are directories).
+SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+#: What a process that tried to reach the network without one prints (Python, pip, curl, git). In a
+#: sandbox with no network only loopback exists and nothing listens there: a refused connection is
+#: an attempt to reach a server outside too.
+_NETWORK_ATTEMPT = re.compile(
+    r"Temporary failure in name resolution|Name or service not known|Network is unreachable|"
+    r"No address associated with hostname|\[Errno -[23]\]|\[Errno 101\]|Could not resolve host|"
+    r"getaddrinfo failed|nodename nor servname|Connection refused|\[Errno 111\]"
+)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A bubblewrap sandbox for one build's hooks."""
+
+    bwrap: str
+    version: str
+    network: bool  # True only with --allow-network
+    writable: tuple[str, ...]  # the build root (and a chosen env or sdist-extract dir): read-write, at their paths
+    readonly: tuple[str, ...]  # host paths visible, read-only
+    links: tuple[tuple[str, str], ...]  # (path, target) symlinks recreated inside
+
+    @property
+    def hermetic(self) -> bool:
+        return not self.network
+
+    def wrap(self, cmd: Sequence[str], cwd: str | os.PathLike[str] | None) -> list[str]:
+        """``cmd`` as run inside the sandbox (with ``cwd`` as its working directory)."""
+        args = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
+        if self.network:
+            args.append("--share-net")
+        args += ["--hostname", HOSTNAME, "--uid", str(UID), "--gid", str(GID)]
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for path in self.readonly:
+            args += ["--ro-bind", path, path]
+        for path, target in self.links:
+            args += ["--symlink", target, path]
+        for path in self.writable:
+            args += ["--bind", path, path]
+        if cwd is not None:
+            args += ["--chdir", str(cwd)]
+        return [*args, "--", *cmd]
+
+    def record(self) -> dict[str, Any]:
+        """What shapes the build (buildDefinition): the same on every machine for the same options."""
+        return {
+            "kind": "bubblewrap",
+            "network": "allowed" if self.network else "none",
+            "hermetic": self.hermetic,
+            "hostname": HOSTNAME,
+            "uid": UID,
+            "gid": GID,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """This machine's side of it (runDetails): the tool's version and the host paths that were visible."""
+        return {
+            "version": self.version,
+            "readOnly": sorted(self.readonly),
+            "readWrite": sorted(self.writable),
+            "links": [f"{path} -> {target}" for path, target in self.links],
+        }
+
+
+@dataclass(frozen=True)
+class NoSandbox:
+    """No sandbox could be made here; the hooks run as plain subprocesses."""
+
+    reason: str
+
+    network = True
+    hermetic = False
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": "none", "network": "allowed", "hermetic": False}
+
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+    def warning(self) -> str:
+        return (
+            f"no sandbox: {self.reason}; the backend runs with the network and the host's files "
+            "(recorded as sandbox: none). Install bubblewrap (apt-get install bubblewrap) for hermetic "
+            "builds, or pass --require-sandbox to refuse building without one"
+        )
+
+
+def _probe(bwrap: str) -> str | None:
+    """Why ``bwrap`` cannot make a sandbox here, or None when it can."""
+    try:
+        proc = subprocess.run(
+            [bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{bwrap} cannot run ({exc})"
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return f"{bwrap} cannot create user namespaces here ({why})"
+    return None
+
+
+def _version(bwrap: str) -> str:
+    out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    return out.split()[-1] if out else "unknown"
+
+
+def interpreter_paths() -> tuple[Path, ...]:
+    """The host paths a build's interpreter and hook runner live in (read-only inside)."""
+    import pyproject_hooks
+
+    hooks = Path(pyproject_hooks.__file__).resolve().parent / "_in_process"
+    paths = {Path(sys.base_prefix).resolve(), hooks}
+    return tuple(sorted(p for p in paths if not str(p).startswith("/usr/")))
+
+
+def make(
+    writable: Sequence[Path],
+    *,
+    network: bool,
+    readonly: Sequence[Path] = (),
+    caller_env: Mapping[str, str] | None = None,
+) -> Sandbox | NoSandbox:
+    """The sandbox for a build rooted at ``root``, or why there can be none on this machine."""
+    if not sys.platform.startswith("linux"):
+        return NoSandbox(f"sandboxes need Linux namespaces; this is {sys.platform}")
+    path = (caller_env or os.environ).get("PATH", os.defpath)
+    bwrap = shutil.which("bwrap", path=path)
+    if bwrap is None:
+        return NoSandbox("bubblewrap (bwrap) is not on PATH")
+    why = _probe(bwrap)
+    if why is not None:
+        return NoSandbox(why)
+    visible: set[str] = {d for d in SYSTEM_DIRS if os.path.isdir(d)}
+    links: list[tuple[str, str]] = []
+    for name in SYSTEM_LINKS:
+        if os.path.islink(name):
+            links.append((name, os.readlink(name)))
+        elif os.path.isdir(name):
+            visible.add(name)
+    for extra in (*interpreter_paths(), *readonly):
+        if not any(str(extra) == v or str(extra).startswith(v.rstrip("/") + "/") for v in visible):
+            visible.add(str(extra))
+    rw = tuple(sorted({str(p) for p in writable}))
+    return Sandbox(bwrap, _version(bwrap), network, rw, tuple(sorted(visible - set(rw))), tuple(links))
+
+
+def network_attempt(output: str) -> bool:
+    """Whether a failed hook's output shows it tried to reach the network."""
+    return _NETWORK_ATTEMPT.search(output) is not None

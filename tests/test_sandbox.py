@@ -1,0 +1,208 @@
+"""Every backend hook runs in a bubblewrap sandbox: no network, no host files but the system's.
+
+Each test also shows its perturbation works: without the sandbox (bwrap off PATH) the download
+reaches the server and the host file's bytes land in the wheel.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import DETPACK, FIXTURES, Run, materialize, require_tool, run
+
+PAYLOAD = b"bytes only the network had\n"
+
+
+@pytest.fixture(scope="module")
+def bwrap() -> str:
+    return require_tool("bwrap")
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on 127.0.0.1 that serves PAYLOAD and remembers each request path."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/page", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _build(src: Path, out: Path, wheelhouse: Path, *extra: str, path: str | None = None) -> Run:
+    env = {"PATH": path} if path is not None else None
+    return run([DETPACK, "build", src, "-o", out, "--find-links", wheelhouse, "--offline", *extra], env=env)
+
+
+def _said(r: Run) -> list[str]:
+    """stderr without progress steps and the warning a non-default build root (DETPACK_BUILD_ROOT) adds."""
+    return [ln for ln in r.stderr.splitlines() if not ln.startswith("* ") and "is not the default" not in ln]
+
+
+def _member(out: Path, name: str) -> bytes:
+    [wheel] = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(name)
+
+
+def _statement(out: Path) -> dict[str, object]:
+    [prov] = out.glob("*.provenance.json")
+    value = json.loads(prov.read_bytes())
+    assert isinstance(value, dict)
+    return value
+
+
+def _internal(statement: dict[str, object]) -> dict[str, object]:
+    predicate = statement["predicate"]
+    assert isinstance(predicate, dict)
+    return predicate["buildDefinition"]["internalParameters"]  # type: ignore[no-any-return]
+
+
+def _no_bwrap(tmp_path: Path) -> str:
+    """A PATH without bwrap (detpack runs pip and the backend by absolute path; git is optional)."""
+    empty = tmp_path / "bin-without-bwrap"
+    empty.mkdir(exist_ok=True)
+    return str(empty)
+
+
+def test_a_backend_that_downloads_fails_in_one_line_and_writes_nothing(
+    bwrap: str, server: tuple[str, list[str]], tmp_path: Path, wheelhouse: Path
+) -> None:
+    url, hits = server
+    src = materialize(FIXTURES / "net-fetch", tmp_path / "src", 0o022)
+    (src / "fx_net" / "fetch_url.txt").write_text(url + "\n")
+    out = tmp_path / "out"
+
+    r = _build(src, out, wheelhouse)
+    assert r.code == 2, r.stdout + r.stderr
+    [line] = _said(r)
+    assert "tried to reach the network during build_wheel" in line and "--allow-network" in line, line
+    assert hits == []  # the server never saw the request
+    assert not out.exists() or list(out.iterdir()) == []
+
+    r = _build(src, out, wheelhouse, "--allow-network")
+    assert r.code == 0, r.stderr
+    assert hits == ["/page"]  # build_wheel (from the sdist) fetched it, once
+    assert _member(out, "fx_net/fetched.txt") == PAYLOAD
+    statement = _statement(out)
+    sandbox = _internal(statement)["sandbox"]
+    assert sandbox == {"kind": "bubblewrap", "network": "allowed", "hermetic": False, **_fixed(sandbox)}
+    predicate = statement["predicate"]
+    assert isinstance(predicate, dict)
+    assert predicate["buildDefinition"]["externalParameters"]["allowNetwork"] is True
+
+
+def _fixed(sandbox: object) -> dict[str, object]:
+    assert isinstance(sandbox, dict)
+    assert (sandbox["hostname"], sandbox["uid"], sandbox["gid"]) == ("detpack", 1000, 1000)
+    return {k: sandbox[k] for k in ("hostname", "uid", "gid")}
+
+
+def test_allow_network_in_tool_config_is_the_same_as_the_option(
+    bwrap: str, server: tuple[str, list[str]], tmp_path: Path, wheelhouse: Path
+) -> None:
+    url, hits = server
+    src = materialize(FIXTURES / "net-fetch", tmp_path / "src", 0o022)
+    (src / "fx_net" / "fetch_url.txt").write_text(url + "\n")
+    with (src / "pyproject.toml").open("a") as f:
+        f.write("\n[tool.detpack]\nallow-network = true\n")
+    out = tmp_path / "out"
+    r = _build(src, out, wheelhouse, "--wheel")
+    assert r.code == 0, r.stderr
+    assert hits == ["/page"] and _member(out, "fx_net/fetched.txt") == PAYLOAD
+    assert _internal(_statement(out))["sandbox"]["network"] == "allowed"  # type: ignore[index]
+
+
+def test_a_host_file_outside_the_tree_does_not_reach_the_wheel(bwrap: str, tmp_path: Path, wheelhouse: Path) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("a host file no build declared\n")
+    src = materialize(FIXTURES / "host-file", tmp_path / "src", 0o022)
+    backend = src / "_backend" / "host_file_backend.py"
+    backend.write_text(backend.read_text().replace("/nonexistent/detpack-fixture-host-file", str(secret)))
+
+    sandboxed = tmp_path / "sandboxed"
+    r = _build(src, sandboxed, wheelhouse)
+    assert r.code == 0, r.stderr
+    assert _member(sandboxed, "fx_host/host.txt") == b"absent\n"
+    sandbox = _internal(_statement(sandboxed))["sandbox"]
+    assert sandbox == {"kind": "bubblewrap", "network": "none", "hermetic": True, **_fixed(sandbox)}
+
+    # the perturbation: without a sandbox the same build embeds the host file
+    plain = tmp_path / "plain"
+    r = _build(src, plain, wheelhouse, path=_no_bwrap(tmp_path))
+    assert r.code == 0, r.stderr
+    assert _member(plain, "fx_host/host.txt") == secret.read_bytes()
+    warnings = [ln for ln in _said(r) if "no sandbox" in ln]
+    assert len(warnings) == 1 and "bubblewrap" in warnings[0] and "--require-sandbox" in warnings[0], r.stderr
+    assert _internal(_statement(plain))["sandbox"] == {"kind": "none", "network": "allowed", "hermetic": False}
+
+
+def test_require_sandbox_without_bwrap_is_one_line_and_writes_nothing(tmp_path: Path, wheelhouse: Path) -> None:
+    src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
+    out = tmp_path / "out"
+    r = _build(src, out, wheelhouse, "--require-sandbox", path=_no_bwrap(tmp_path))
+    assert r.code == 2, r.stdout + r.stderr
+    [line] = _said(r)
+    assert "bwrap" in line and "--require-sandbox" in line and "apt-get install bubblewrap" in line, line
+    assert not out.exists()
+    with (src / "pyproject.toml").open("a") as f:
+        f.write("\n[tool.detpack]\nrequire-sandbox = true\n")
+    r = _build(src, out, wheelhouse, path=_no_bwrap(tmp_path))
+    assert r.code == 2 and len(_said(r)) == 1, r.stderr
+
+
+def test_the_sandbox_sees_only_what_it_should(bwrap: str, tmp_path: Path) -> None:
+    """The wrapper itself, as a hook meets it: fixed identity, no network, none of the host's own files."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from detpack.build import sandbox
+
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("host\n")
+    box = sandbox.make([root], network=False)
+    assert isinstance(box, sandbox.Sandbox)
+    hidden = [outside, ROOT / "README.md", Path("/root/.bashrc"), Path("/home")]
+    probe = (
+        "import os, socket, sys;"
+        "print(socket.gethostname(), os.getuid(), os.getgid());"
+        "print([os.path.exists(p) for p in sys.argv[1:]]);"
+        f"open(os.path.join({str(root)!r}, 'written'), 'w').write('x');"
+        "socket.create_connection(('1.1.1.1', 53), timeout=2)"
+    )
+    python = os.path.realpath(sys.executable)  # the interpreter itself (a build env's python links to it)
+    proc = subprocess.run(box.wrap([python, "-c", probe, *map(str, hidden)], root), capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "detpack 1000 1000", proc.stderr
+    assert lines[1] == str([False] * len(hidden)), lines[1]
+    assert (root / "written").read_text() == "x"  # the build root is writable, at its own path
+    assert proc.returncode != 0 and "Network is unreachable" in proc.stderr, proc.stderr
+    # the perturbation: the same probe outside the sandbox sees the files
+    plain = subprocess.run([python, "-c", probe, *map(str, hidden)], capture_output=True, text=True)
+    assert plain.stdout.splitlines()[1].startswith("[True, True"), plain.stdout
