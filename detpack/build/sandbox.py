@@ -66,12 +66,14 @@ class Sandbox:
             args.append("--share-net")
         args += ["--hostname", HOSTNAME, "--uid", str(UID), "--gid", str(GID)]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        # "-try": a directory the build makes later (an --sdist-extract-dir before the sdist is
+        # unpacked) is bound from the first hook that runs after it exists
         for path in self.readonly:
-            args += ["--ro-bind", path, path]
+            args += ["--ro-bind-try", path, path]
         for path, target in self.links:
             args += ["--symlink", target, path]
         for path in self.writable:
-            args += ["--bind", path, path]
+            args += ["--bind-try", path, path]
         if cwd is not None:
             args += ["--chdir", str(cwd)]
         return [*args, "--", *cmd]
