@@ -180,16 +180,37 @@ def session(
         yield Session(plan, root, env, runner, box)
 
 
+def _git_dirs(gitdir: Path) -> list[Path]:
+    """The git directories the build root's copy reads objects from: the repository's (a linked
+    worktree's common one) and every object store its ``objects/info/alternates`` borrow from."""
+    common = gitdir.parent.parent if gitdir.parent.name == "worktrees" else gitdir
+    found = [common]
+    pending = [common / "objects"]
+    seen: set[Path] = set()
+    while pending:
+        objects = pending.pop()
+        if objects in seen:
+            continue
+        seen.add(objects)
+        try:
+            lines = (objects / "info" / "alternates").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.strip() and not line.startswith("#"):
+                other = (objects / line.strip()).resolve()  # relative entries are relative to objects/
+                found.append(other)
+                pending.append(other)
+    return found
+
+
 def _sandbox(plan: ResolvedBuild, root: BuildRoot) -> sandbox.Sandbox | sandbox.NoSandbox:
     """The sandbox the build's hooks run in: the build root (and any directory the caller chose
     for the environment or the unpacked sdist) writable; the source's git objects readable."""
     writable = [root.root, *(p.absolute() for p in (plan.request.env_dir, plan.request.sdist_extract_dir) if p)]
     readonly: list[Path] = []
     if plan.source.git is not None:
-        # the copy borrows the repository's objects (objects/info/alternates); a linked worktree's
-        # git directory sits in the common one's worktrees/
-        gitdir = plan.source.git.gitdir
-        readonly.append(gitdir.parent.parent if gitdir.parent.name == "worktrees" else gitdir)
+        readonly.extend(_git_dirs(plan.source.git.gitdir))
     if not plan.frontend.isolation:
         readonly.append(Path(sys.prefix).resolve())  # --no-isolation: the backend comes from detpack's own environment
     box = sandbox.make(writable, network=plan.allow_network, readonly=readonly, caller_env=plan.caller_env)
