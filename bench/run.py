@@ -294,6 +294,18 @@ def main() -> None:
             )
         )
         del env
+        # What the sandbox costs: the same build with bwrap on PATH and without (then no sandbox).
+        nobwrap = work / "bin-without-bwrap"
+        nobwrap.mkdir()
+        rows.append(
+            compare(
+                "build tiny project in the sandbox",
+                [DETPACK, "build", str(fixture), "-o", str(work / "s1"), "-q", "--find-links", str(house), "--offline"],
+                "the same without a sandbox",
+                f"env PATH={nobwrap} {DETPACK} build {fixture} -o {work / 's2'} -q --find-links {house} --offline",
+                build_reps,
+            )
+        )
         lock = fixture / "pylock.build.toml"
         subprocess.run(
             [DETPACK, "lock", str(fixture), "--find-links", str(house), "--offline", "-q"],
