@@ -119,3 +119,17 @@ def test_a_pass_through_variable_reaches_the_check_builds(tmp_path: Path, wheelh
     r = run([DETPACK, "check", src, "--find-links", wheelhouse, "--offline", "--vary", "umask"], env=env)
     assert r.code != 0 and "the control build failed" in r.stderr, r
     assert "setuptools==0.0.1" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name", ["hostname", "uid", "cpus"])
+def test_each_sandbox_variation_changes_what_it_names(name: str, tmp_path: Path, wheelhouse: Path) -> None:
+    """fixtures/machine-facts writes the host name, uid/gid and CPU count into its wheel: in the
+    sandbox they are fixed (two control builds agree), and each variation changes its own line."""
+    require_tool("bwrap")
+    src = materialize(FIXTURES / "machine-facts", tmp_path / "src", 0o022)
+    code, out, err = _check(src, wheelhouse, "--vary", name, "-v")
+    assert code == 1, "\n".join(out) + err
+    assert out[1] == f"responsible variation(s): {name}", out
+    assert not any(line.startswith("differs even between two identical control builds") for line in out), out
+    changed = {"hostname": "host detpack", "uid": "ids 1000:1000", "cpus": "cpus "}[name]
+    assert any(changed in line for line in out), "\n".join(out)

@@ -206,3 +206,45 @@ def test_the_sandbox_sees_only_what_it_should(bwrap: str, tmp_path: Path) -> Non
     # the perturbation: the same probe outside the sandbox sees the files
     plain = subprocess.run([python, "-c", probe, *map(str, hidden)], capture_output=True, text=True)
     assert plain.stdout.splitlines()[1].startswith("[True, True"), plain.stdout
+
+
+def test_a_plain_user_builds_in_the_sandbox(bwrap: str, wheelhouse: Path) -> None:
+    """CI runs as root; the sandbox must also work for a plain uid (unprivileged user namespaces).
+
+    As root, the build is run as uid/gid 65534 (setpriv) with Debian's /usr/bin/python3 (this
+    checkout's own interpreter may sit under root's 0700 home), detpack and its libraries from
+    this checkout; as a plain user already, it runs as is.
+    """
+    import shutil
+    import subprocess
+    import sysconfig
+    import tempfile
+
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else require_tool("python3")
+    drop = [require_tool("setpriv"), "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    drop = drop if os.geteuid() == 0 else []
+    home = Path(tempfile.mkdtemp(prefix="detpack-plain-user-"))  # pytest's own tmp dirs are 0700
+    try:
+        home.chmod(0o755)
+        src = materialize(FIXTURES / "flit", home / "src", 0o022)
+        if drop:
+            for path in [home, *home.rglob("*")]:
+                os.chown(path, 65534, 65534)
+            whoami = subprocess.run([*drop, "id", "-u"], capture_output=True, text=True)
+            assert whoami.stdout.strip() == "65534", whoami.stderr
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(home),
+            "PYTHONPATH": f"{Path(__file__).resolve().parent.parent}:{sysconfig.get_paths()['purelib']}",
+            "DETPACK_BUILD_ROOT": str(home / "root"),
+        }
+        out = home / "out"
+        argv = [python, "-m", "detpack", "build", src, "-o", out, "--find-links", wheelhouse, "--offline"]
+        r = run([*drop, *argv], env=env)
+        assert r.code == 0, r.stderr
+        assert "no sandbox" not in r.stderr, r.stderr
+        sandbox = _internal(_statement(out))["sandbox"]
+        assert sandbox == {"kind": "bubblewrap", "network": "none", "hermetic": True, **_fixed(sandbox)}
+        assert {p.stat().st_uid for p in out.iterdir()} == {65534 if drop else os.geteuid()}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -26,9 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detpack.errors import ConfigError
+
 HOSTNAME = "detpack"
 UID = 1000
 GID = 1000
+#: ``detpack check --vary hostname,uid`` sets these to build once as another machine would.
+HOSTNAME_VARIABLE = "DETPACK_SANDBOX_HOSTNAME"
+IDS_VARIABLE = "DETPACK_SANDBOX_IDS"  # "UID:GID"
+_HOSTNAME_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
 #: Host directories every build may read (read-only), when they exist.
 SYSTEM_DIRS = ("/usr", "/etc")
 #: Top-level names that are links into /usr on merged-/usr systems (bound read-only when they are directories).
@@ -54,6 +60,9 @@ class Sandbox:
     writable: tuple[str, ...]  # the build root (and a chosen env or sdist-extract dir): read-write, at their paths
     readonly: tuple[str, ...]  # host paths visible, read-only
     links: tuple[tuple[str, str], ...]  # (path, target) symlinks recreated inside
+    hostname: str = HOSTNAME
+    uid: int = UID
+    gid: int = GID
 
     @property
     def hermetic(self) -> bool:
@@ -64,7 +73,7 @@ class Sandbox:
         args = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
         if self.network:
             args.append("--share-net")
-        args += ["--hostname", HOSTNAME, "--uid", str(UID), "--gid", str(GID)]
+        args += ["--hostname", self.hostname, "--uid", str(self.uid), "--gid", str(self.gid)]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         # "-try": a directory the build makes later (an --sdist-extract-dir before the sdist is
         # unpacked) is bound from the first hook that runs after it exists
@@ -84,9 +93,9 @@ class Sandbox:
             "kind": "bubblewrap",
             "network": "allowed" if self.network else "none",
             "hermetic": self.hermetic,
-            "hostname": HOSTNAME,
-            "uid": UID,
-            "gid": GID,
+            "hostname": self.hostname,
+            "uid": self.uid,
+            "gid": self.gid,
         }
 
     def details(self) -> dict[str, Any]:
@@ -148,8 +157,10 @@ def interpreter_paths() -> tuple[Path, ...]:
     """The host paths a build's interpreter and hook runner live in (read-only inside)."""
     import pyproject_hooks
 
-    hooks = Path(pyproject_hooks.__file__).resolve().parent / "_in_process"
-    paths = {Path(sys.base_prefix).resolve(), hooks}
+    # the hook runner at the path the hook command names (it may go through a symlinked
+    # environment) and at its real path
+    hooks = Path(pyproject_hooks.__file__).absolute().parent / "_in_process"
+    paths = {Path(sys.base_prefix).resolve(), hooks, hooks.resolve()}
     return tuple(sorted(p for p in paths if not str(p).startswith("/usr/")))
 
 
@@ -181,7 +192,30 @@ def make(
         if not any(str(extra) == v or str(extra).startswith(v.rstrip("/") + "/") for v in visible):
             visible.add(str(extra))
     rw = tuple(sorted({str(p) for p in writable}))
-    return Sandbox(bwrap, _version(bwrap), network, rw, tuple(sorted(visible - set(rw))), tuple(links))
+    hostname, uid, gid = _identity(caller_env or os.environ)
+    return Sandbox(
+        bwrap, _version(bwrap), network, rw, tuple(sorted(visible - set(rw))), tuple(links), hostname, uid, gid
+    )
+
+
+def _identity(environ: Mapping[str, str]) -> tuple[str, int, int]:
+    """The sandbox's hostname, uid and gid: fixed, unless ``check --vary hostname,uid`` changes them."""
+    hostname = environ.get(HOSTNAME_VARIABLE) or HOSTNAME
+    if not _HOSTNAME_SHAPE.fullmatch(hostname):
+        raise ConfigError(f"{HOSTNAME_VARIABLE}={hostname!r}: not a host name (letters, digits, '.', '-')")
+    ids = environ.get(IDS_VARIABLE) or f"{UID}:{GID}"
+    uid, _, gid = ids.partition(":")
+    if not (uid.isdigit() and gid.isdigit()):
+        raise ConfigError(f"{IDS_VARIABLE}={ids!r}: give UID:GID as two numbers (e.g. 2000:2000)")
+    return hostname, int(uid), int(gid)
+
+
+def available(caller_env: Mapping[str, str] | None = None) -> str | None:
+    """Why no sandbox can be made on this machine, or None when one can."""
+    if not sys.platform.startswith("linux"):
+        return f"sandboxes need Linux namespaces; this is {sys.platform}"
+    bwrap = shutil.which("bwrap", path=(caller_env or os.environ).get("PATH", os.defpath))
+    return "bubblewrap (bwrap) is not on PATH" if bwrap is None else _probe(bwrap)
 
 
 def network_attempt(output: str) -> bool:

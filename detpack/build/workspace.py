@@ -123,7 +123,32 @@ def unpack_sdist(archive: Path, dest: Path, label: Path) -> Path:
             tops = {m.name.split("/", 1)[0] for m in tf.getmembers()}
             if len(tops) != 1:
                 raise ArchiveError(f"{label}: an sdist must hold one top-level directory, found {sorted(tops)}")
-            tf.extractall(dest, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(dest, filter="data")
+            else:  # CPython before 3.11.4 / 3.12.0 has no extraction filters: check as "data" would
+                tf.extractall(dest, members=_data_members(tf, dest, label))  # noqa: S202 (members checked above)
     except READ_ERRORS as exc:
         raise ArchiveError(f"{label}: cannot unpack the sdist ({exc})") from None
     return dest / tops.pop()
+
+
+def _data_members(tf: tarfile.TarFile, dest: Path, label: Path) -> list[tarfile.TarInfo]:
+    """The members, refused as PEP 706's ``data`` filter refuses them: absolute or escaping
+    paths and links, and anything but files, directories and links; modes made plain."""
+    root = dest.resolve()
+    members = []
+    for m in tf.getmembers():
+        target = (root / m.name).resolve()
+        if m.name.startswith("/") or not target.is_relative_to(root):
+            raise ArchiveError(f"{label}: member {m.name!r} would land outside the unpacked sdist")
+        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+            raise ArchiveError(f"{label}: member {m.name!r} is a device or fifo; an sdist holds files")
+        if m.issym() or m.islnk():
+            base = target.parent if m.issym() else root
+            if m.linkname.startswith("/") or not (base / m.linkname).resolve().is_relative_to(root):
+                raise ArchiveError(f"{label}: link {m.name!r} points outside the unpacked sdist")
+        m.mode = (m.mode & 0o755) | (0o200 if m.isfile() or m.isdir() else 0)
+        m.uid = m.gid = 0
+        m.uname = m.gname = ""
+        members.append(m)
+    return members

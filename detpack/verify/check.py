@@ -105,6 +105,13 @@ def _argv(spec: RunSpec, project: Path, out: Path, settings: CheckSettings, epoc
     return argv
 
 
+def _child(spec: RunSpec) -> None:
+    """In the build's process before it starts: the umask, and the CPUs it may run on."""
+    os.umask(spec.umask)
+    if spec.one_cpu:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def _build(spec: RunSpec, project: Path, out: Path, settings: CheckSettings, epoch: Epoch | None) -> None:
     label = settings.srcdir
     argv = _argv(spec, project, out, settings, epoch)
@@ -116,7 +123,7 @@ def _build(spec: RunSpec, project: Path, out: Path, settings: CheckSettings, epo
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=lambda: os.umask(spec.umask),
+            preexec_fn=lambda: _child(spec),
         )
         output, _ = proc.communicate()
     if proc.returncode:
@@ -161,6 +168,9 @@ def run_check(
     if epoch is not None:
         step(f"SOURCE_DATE_EPOCH={epoch.value} (from {epoch.origin})")
     unsupported = {k: v for k, v in variations.supported().items() if k in settings.vary or k == "clock"}
+    if settings.raw:  # python -m build runs the hooks itself, outside detpack's sandbox
+        for name in sorted(variations.SANDBOX_ONLY & set(settings.vary)):
+            unsupported[name] = f"--raw builds run without detpack's sandbox; the {name} was not varied"
     varied = tuple(v for v in settings.vary if v not in unsupported or v == "locale")
     with _workdir(settings.keep) as work:
         builds = _Builds(settings, plan.source, epoch, work, variations.control(work, caller, extra), step)

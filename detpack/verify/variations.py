@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from detpack import policy
+from detpack.build import sandbox
 from detpack.build import workspace as layout
 from detpack.build.source import Source, walk
 from detpack.errors import ConfigError, InputError
@@ -32,7 +33,12 @@ NAMES = (
     "env-noise",
     "hash-seed",
     "file-order",
+    "hostname",
+    "uid",
+    "cpus",
 )
+#: Variations of the sandbox itself: only a build that runs in one (not --raw) can be varied so.
+SANDBOX_ONLY = frozenset({"hostname", "uid"})
 
 #: Variables copied from the caller into every run: the build root, and the variables every
 #: build passes through (where packages come from, proxies, certificates), never what a
@@ -48,6 +54,7 @@ class RunSpec:
     tree: Path
     reverse_order: bool = False
     pass_env: tuple[str, ...] = ()
+    one_cpu: bool = False  # the build may run on one CPU only (its affinity mask), not all
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,18 @@ def _file_order(spec: RunSpec, work: Path) -> RunSpec:
     return replace(spec, reverse_order=True)
 
 
+def _hostname(spec: RunSpec, work: Path) -> RunSpec:
+    return _env(spec, **{sandbox.HOSTNAME_VARIABLE: "detpack-experiment"})
+
+
+def _uid(spec: RunSpec, work: Path) -> RunSpec:
+    return _env(spec, **{sandbox.IDS_VARIABLE: "2000:2000"})
+
+
+def _cpus(spec: RunSpec, work: Path) -> RunSpec:
+    return replace(spec, one_cpu=True)
+
+
 def catalogue() -> dict[str, Variation]:
     loc = _second_locale() or "C"
     lib = faketime_library()
@@ -144,6 +163,9 @@ def catalogue() -> dict[str, Variation]:
         Variation("env-noise", "an unrelated extra environment variable", _noise),
         Variation("hash-seed", "PYTHONHASHSEED=12345 instead of 0", _hash_seed),
         Variation("file-order", "files created in reverse order (directory listing order)", _file_order),
+        Variation("hostname", "the sandbox's hostname detpack-experiment instead of detpack", _hostname),
+        Variation("uid", "uid/gid 2000 in the sandbox instead of 1000", _uid),
+        Variation("cpus", "one CPU (affinity mask) instead of all", _cpus),
     )
     return {v.name: v for v in table}
 
@@ -155,13 +177,24 @@ def supported() -> dict[str, str]:
         missing["clock"] = "faketime is not installed (apt-get install faketime); the clock was not varied"
     if _second_locale() is None:
         missing["locale"] = "no second UTF-8 locale is installed; varied between C.UTF-8 and C instead"
+    no_sandbox = sandbox.available()
+    if no_sandbox is not None:
+        for name in sorted(SANDBOX_ONLY):
+            missing[name] = f"no sandbox can be made here ({no_sandbox}); the {name} was not varied"
+    if len(os.sched_getaffinity(0)) < 2:
+        missing["cpus"] = "this process may use one CPU only; the CPU count was not varied"
     return missing
+
+
+def _unavailable_by_default() -> set[str]:
+    """What the default selection leaves out: what cannot be varied here (the locale falls back to C)."""
+    return {name for name in supported() if name != "locale"}
 
 
 def select(spec: str | None) -> tuple[str, ...]:
     """``--vary``: a comma list of names, or of ``-name`` to drop from the default (all)."""
     if not spec:
-        return tuple(n for n in NAMES if n != "clock" or faketime_library() is not None)
+        return tuple(n for n in NAMES if n not in _unavailable_by_default())
     items = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [i for i in items if i.lstrip("+-") not in NAMES]
     if unknown:
