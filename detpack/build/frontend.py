@@ -161,13 +161,15 @@ def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Ite
     try:
         yield
     except BuildBackendException as exc:
-        output = runner.log_text()
-        if runner.sandbox is not None and not runner.sandbox.network and sandbox.network_attempt(output):
+        # only the failed hook's own output: an install before it may have printed anything
+        inner = exc.exception
+        hook_output = str(inner.output or "") if isinstance(inner, subprocess.CalledProcessError) else ""
+        if runner.sandbox is not None and not runner.sandbox.network and sandbox.network_attempt(hook_output):
             hook = re.search(r"invoke (\w+)", str(exc))
             raise BackendError(
                 f"{who}: the backend tried to reach the network during {hook[1] if hook else what} (builds run "
                 "without network); pass --allow-network to permit it (the provenance will say so)",
-                details=output[-8000:],
+                details=runner.log_text()[-8000:],
             ) from None
         raise BackendError(
             f"{who}: backend {backend!r} failed to {what} ({_cause(exc)})",

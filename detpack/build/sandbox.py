@@ -160,8 +160,7 @@ def interpreter_paths() -> tuple[Path, ...]:
     # the hook runner at the path the hook command names (it may go through a symlinked
     # environment) and at its real path
     hooks = Path(pyproject_hooks.__file__).absolute().parent / "_in_process"
-    paths = {Path(sys.base_prefix).resolve(), hooks, hooks.resolve()}
-    return tuple(sorted(p for p in paths if not str(p).startswith("/usr/")))
+    return tuple(sorted({Path(sys.base_prefix).resolve(), hooks, hooks.resolve()}))
 
 
 def make(
@@ -171,16 +170,10 @@ def make(
     readonly: Sequence[Path] = (),
     caller_env: Mapping[str, str] | None = None,
 ) -> Sandbox | NoSandbox:
-    """The sandbox for a build rooted at ``root``, or why there can be none on this machine."""
-    if not sys.platform.startswith("linux"):
-        return NoSandbox(f"sandboxes need Linux namespaces; this is {sys.platform}")
-    path = (caller_env or os.environ).get("PATH", os.defpath)
-    bwrap = shutil.which("bwrap", path=path)
-    if bwrap is None:
-        return NoSandbox("bubblewrap (bwrap) is not on PATH")
-    why = _probe(bwrap)
-    if why is not None:
-        return NoSandbox(why)
+    """The sandbox for a build that writes only to ``writable``, or why there can be none here."""
+    bwrap, why = _find(caller_env)
+    if bwrap is None or why is not None:
+        return NoSandbox(why or "bubblewrap (bwrap) is not on PATH")
     visible: set[str] = {d for d in SYSTEM_DIRS if os.path.isdir(d)}
     links: list[tuple[str, str]] = []
     for name in SYSTEM_LINKS:
@@ -188,8 +181,8 @@ def make(
             links.append((name, os.readlink(name)))
         elif os.path.isdir(name):
             visible.add(name)
-    for extra in (*interpreter_paths(), *readonly):
-        if not any(str(extra) == v or str(extra).startswith(v.rstrip("/") + "/") for v in visible):
+    for extra in (*interpreter_paths(), *readonly):  # unless a system directory already holds it
+        if not any(extra.is_relative_to(v) for v in visible):
             visible.add(str(extra))
     rw = tuple(sorted({str(p) for p in writable}))
     hostname, uid, gid = _identity(caller_env or os.environ)
@@ -210,12 +203,19 @@ def _identity(environ: Mapping[str, str]) -> tuple[str, int, int]:
     return hostname, int(uid), int(gid)
 
 
+def _find(caller_env: Mapping[str, str] | None) -> tuple[str | None, str | None]:
+    """``bwrap`` on the caller's PATH, and why it cannot make a sandbox here (None when it can)."""
+    if not sys.platform.startswith("linux"):
+        return None, f"sandboxes need Linux namespaces; this is {sys.platform}"
+    bwrap = shutil.which("bwrap", path=(caller_env or os.environ).get("PATH", os.defpath))
+    if bwrap is None:
+        return None, "bubblewrap (bwrap) is not on PATH"
+    return bwrap, _probe(bwrap)
+
+
 def available(caller_env: Mapping[str, str] | None = None) -> str | None:
     """Why no sandbox can be made on this machine, or None when one can."""
-    if not sys.platform.startswith("linux"):
-        return f"sandboxes need Linux namespaces; this is {sys.platform}"
-    bwrap = shutil.which("bwrap", path=(caller_env or os.environ).get("PATH", os.defpath))
-    return "bubblewrap (bwrap) is not on PATH" if bwrap is None else _probe(bwrap)
+    return _find(caller_env)[1]
 
 
 def network_attempt(output: str) -> bool:
