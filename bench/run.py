@@ -7,7 +7,7 @@ reports the median wall time, the ratio detpack/anchor (below 1.0: detpack is fa
 the peak RSS of each (os.wait4's ru_maxrss of that very child). Inputs are generated here
 from a fixed seed; the real botocore wheel comes from .samples (make setup). Anchors:
 strip-nondeterminism (Debian), `tar --sort=name … | gzip -n -6` and `| pigz -n -6`, a naive
-in-memory Python rewrite, and `python -m build`. `--smoke` uses tiny inputs and one run.
+in-memory Python rewrite, `python -m build` and `uv build`. `--smoke` uses tiny inputs and one run.
 """
 
 from __future__ import annotations
@@ -306,6 +306,34 @@ def main() -> None:
                 build_reps,
             )
         )
+        # Builds run at once (each in its own private build root): two builds of two copies of the
+        # project started together, against the slower of them built alone.
+        twin_fixture = work / "fixture-twin"
+        shutil.copytree(fixture, twin_fixture)
+        one = f"{DETPACK} build {{src}} -o {{out}} -q --find-links {house} --offline"
+        rows.append(
+            compare(
+                "two builds started together",
+                "("
+                + one.format(src=fixture, out=work / "p1")
+                + " & "
+                + one.format(src=twin_fixture, out=work / "p2")
+                + " & wait)",
+                "one of them alone",
+                one.format(src=fixture, out=work / "p3"),
+                build_reps,
+            )
+        )
+        uv_bin = shutil.which("uv", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        rows.append(
+            compare(
+                "build tiny project, vs uv build",
+                [DETPACK, "build", str(fixture), "-o", str(work / "u1"), "-q", "--find-links", str(house), "--offline"],
+                "uv build",
+                f"{uv_bin} build -q --offline --find-links {house} {fixture} -o {work / 'u2'}" if uv_bin else None,
+                build_reps,
+            )
+        )
         lock = fixture / "pylock.build.toml"
         subprocess.run(
             [DETPACK, "lock", str(fixture), "--find-links", str(house), "--offline", "-q"],
@@ -332,6 +360,15 @@ def main() -> None:
                 locked,
                 "python -m build",
                 f"env PIP_NO_INDEX=1 PIP_FIND_LINKS={house} {sys.executable} -m build {fixture} -o {work / 'b2'}",
+                build_reps,
+            )
+        )
+        rows.append(
+            compare(
+                "warm lock cache, vs uv build",
+                locked,
+                "uv build",
+                f"{uv_bin} build -q --offline --find-links {house} {fixture} -o {work / 'u2'}" if uv_bin else None,
                 build_reps,
             )
         )

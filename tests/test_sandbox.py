@@ -182,26 +182,28 @@ def test_the_sandbox_sees_only_what_it_should(bwrap: str, tmp_path: Path) -> Non
     from conftest import ROOT
     from detpack.build import sandbox
 
-    root = tmp_path / "root"
-    root.mkdir()
+    private = tmp_path / "runs" / "abc123"  # a build's own root on the host ...
+    private.mkdir(parents=True)
+    fixed = Path("/tmp/detpack-build")  # ... seen at the fixed path inside
     outside = tmp_path / "outside.txt"
     outside.write_text("host\n")
-    box = sandbox.make([root], network=False)
-    assert isinstance(box, sandbox.Sandbox)
-    hidden = [outside, ROOT / "README.md", Path("/root/.bashrc"), Path("/home")]
+    found = sandbox.locate()
+    assert isinstance(found, str), found
+    box = sandbox.make(found, [(private, fixed)], network=False)
+    hidden = [outside, ROOT / "README.md", Path("/root/.bashrc"), Path("/home"), private]
     probe = (
         "import os, socket, sys;"
-        "print(socket.gethostname(), os.getuid(), os.getgid());"
+        "print(socket.gethostname(), os.getuid(), os.getgid(), os.getcwd());"
         "print([os.path.exists(p) for p in sys.argv[1:]]);"
-        f"open(os.path.join({str(root)!r}, 'written'), 'w').write('x');"
+        f"open(os.path.join({str(fixed)!r}, 'written'), 'w').write('x');"
         "socket.create_connection(('1.1.1.1', 53), timeout=2)"
     )
     python = os.path.realpath(sys.executable)  # the interpreter itself (a build env's python links to it)
-    proc = subprocess.run(box.wrap([python, "-c", probe, *map(str, hidden)], root), capture_output=True, text=True)
+    proc = subprocess.run(box.wrap([python, "-c", probe, *map(str, hidden)], fixed), capture_output=True, text=True)
     lines = proc.stdout.splitlines()
-    assert lines[0] == "detpack 1000 1000", proc.stderr
+    assert lines[0] == f"detpack 1000 1000 {fixed}", proc.stderr
     assert lines[1] == str([False] * len(hidden)), lines[1]
-    assert (root / "written").read_text() == "x"  # the build root is writable, at its own path
+    assert (private / "written").read_text() == "x"  # the private root is writable, at the fixed path
     assert proc.returncode != 0 and "Network is unreachable" in proc.stderr, proc.stderr
     # the perturbation: the same probe outside the sandbox sees the files
     plain = subprocess.run([python, "-c", probe, *map(str, hidden)], capture_output=True, text=True)
@@ -248,3 +250,40 @@ def test_a_plain_user_builds_in_the_sandbox(bwrap: str, wheelhouse: Path) -> Non
         assert {p.stat().st_uid for p in out.iterdir()} == {65534 if drop else os.geteuid()}
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_builds_at_once_do_not_wait_and_see_the_same_paths(bwrap: str, tmp_path: Path, wheelhouse: Path) -> None:
+    """Three builds started together: none waits for another (each has a private build root), every
+    hook saw the one fixed path (fixtures/machine-facts writes its working directory and wheel
+    directory into the wheel), the wheels are byte-identical, and no private root is left behind.
+    The perturbation: while they run, the private roots are distinct directories on the host."""
+    import subprocess
+    import time
+
+    root = tmp_path / "root"
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "DETPACK_BUILD_ROOT": str(root)}
+    procs, outs = [], []
+    for i in range(3):
+        src = materialize(FIXTURES / "machine-facts", tmp_path / f"src{i}", 0o022)
+        outs.append(tmp_path / f"out{i}")
+        argv = [DETPACK, "build", src, "-o", outs[-1], "--find-links", wheelhouse, "--offline", "-v"]
+        with (tmp_path / f"log{i}").open("wb") as log:  # a file, not a pipe nobody reads while they run
+            procs.append(subprocess.Popen(list(map(str, argv)), env=env, stdout=log, stderr=subprocess.STDOUT))
+    seen: set[str] = set()
+    while any(p.poll() is None for p in procs):
+        if (root / "runs").is_dir():
+            seen.update(d.name for d in (root / "runs").iterdir())
+        time.sleep(0.05)
+    results = [(p.returncode, "", (tmp_path / f"log{i}").read_text()) for i, p in enumerate(procs)]
+    assert len(seen) >= 2, seen  # at least two private roots existed (they ran at once)
+    for code, _, err in results:
+        assert code == 0, err
+        assert "waiting for another detpack build" not in err, err
+    assert not any("/runs/" in err for _, _, err in results)  # the log names the fixed path only
+    facts = [_member(out, "fx_machine/machine.txt").decode() for out in outs]
+    assert f"cwd {root}/src/unpacked/fx_machine-1.0.0" in facts[0], facts[0]
+    assert f"wheel_directory {root}/raw/wheel" in facts[0], facts[0]
+    assert facts[0] == facts[1] == facts[2]
+    wheels = [next(out.glob("*.whl")).read_bytes() for out in outs]
+    assert wheels[0] == wheels[1] == wheels[2]
+    assert list((root / "runs").iterdir()) == []

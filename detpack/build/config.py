@@ -117,7 +117,7 @@ class ResolvedBuild:
     offline: bool
     pass_env: tuple[str, ...]
     find_links: tuple[Path, ...]
-    root: BuildRoot  # where the build root will be taken
+    root: BuildRoot  # the fixed build root (a sandboxed build's private root is bound there)
     caller_env: Mapping[str, str]
     allow_network: bool = False
     require_sandbox: bool = False
@@ -125,13 +125,6 @@ class ResolvedBuild:
     @property
     def via_sdist(self) -> bool:
         return self.distributions is None
-
-    def env_dir(self, distribution: str) -> Path:
-        return self.request.env_dir or self.root.env_dir(distribution)
-
-    @property
-    def sdist_extract_dir(self) -> Path:
-        return self.request.sdist_extract_dir or self.root.work / "unpacked"
 
 
 def resolve(

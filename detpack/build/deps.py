@@ -5,8 +5,9 @@ locked or not, with pip or uv, from the environment cache or fresh, and says wha
 installed as ``InstalledDependency`` values. pip runs with ``--report`` so every installed
 file's sha256 is known; with a lock, pip runs in hash-checking mode (``--require-hashes
 --no-deps``) over exactly the locked files, and a file whose hash differs is refused by
-name. uv has no install report: versions are read from the environment and file hashes
-are unknown (unless a lock pinned them).
+name. uv has no install report: it first resolves to a PEP 751 lock (every file's sha256),
+detpack picks the one file of each package this Python installs, and uv installs exactly
+those in hash-checking mode; with a lock it installs the locked files the same way.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from build.env import DefaultIsolatedEnv, IsolatedEnv
+from packaging.pylock import PackageSdist, PackageWheel, Pylock
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from packaging.tags import sys_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from detpack.build import envcache
 from detpack.build.environment import Runner
@@ -116,8 +120,12 @@ class Provisioner:
             if new:
                 reqfile = self._path / "detpack-requirements.txt"
                 reqfile.write_text("\n".join(sorted(new)) + "\n", encoding="utf-8")
+                if self._settings.installer == "uv":  # resolved together with what is already there
+                    reqfile.write_text("\n".join(sorted(self._asked)) + "\n", encoding="utf-8")
                 fresh = not self._filled
-                self._record(_install(python, self._path, reqfile, self._settings, self._runner, fresh=fresh))
+                self._record(
+                    _install(python, self._path, reqfile, self._settings, self._runner, fresh=fresh, have=self._got)
+                )
                 self._filled = True
             return
         if not self._filled:
@@ -190,8 +198,11 @@ def _install(
     *,
     fresh: bool,
     locked: BuildLock | None = None,
+    have: Mapping[str, InstalledDependency] | None = None,
 ) -> list[InstalledDependency]:
     """Run pip (with ``--report``) or uv on ``reqfile`` for the environment at ``path``."""
+    if settings.installer == "uv" and locked is None:
+        return _uv_install(python, path, reqfile, settings, runner, have or {})
     report = path / "detpack-install-report.json"
     report.unlink(missing_ok=True)
     if settings.installer == "uv":
@@ -207,7 +218,7 @@ def _install(
     if settings.constraints is not None and locked is None:
         cmd += ["-c", str(settings.constraints.resolve())]
     try:
-        runner.run(cmd, extra_environ={"PYTHONPATH": ""})
+        runner.install(cmd, extra_environ={"PYTHONPATH": ""})
     except subprocess.CalledProcessError as exc:
         if locked is not None:
             _raise_lock_problem(locked, str(exc.output or ""))
@@ -216,6 +227,60 @@ def _install(
         return _from_metadata(_purelib(path), locked)
     data = json.loads(report.read_text(encoding="utf-8"))
     return [_from_report(item) for item in data.get("install", [])]
+
+
+def _uv_install(
+    python: str,
+    path: Path,
+    reqfile: Path,
+    settings: InstallSettings,
+    runner: Runner,
+    have: Mapping[str, InstalledDependency],
+) -> list[InstalledDependency]:
+    """uv in two steps, so every installed file's sha256 is known: resolve ``reqfile`` to a PEP 751
+    lock (every file of every chosen version, with its sha256), pick the one file this Python
+    installs of each, then install exactly those files in hash-checking mode."""
+    uv = settings.uv or find_uv(os.environ)
+    resolved = path / "pylock.detpack.toml"  # uv insists on the pylock.NAME.toml form
+    cmd = [uv, "pip", "compile", "--quiet", "--no-header", "--format", "pylock.toml", "--python", python]
+    cmd += ["-o", str(resolved), str(reqfile)]
+    if settings.constraints is not None:
+        cmd += ["-c", str(settings.constraints.resolve())]
+    runner.install(cmd, extra_environ={"PYTHONPATH": ""})
+    chosen = _chosen_files(resolved)
+    todo = [d for d in chosen if (d.name not in have or have[d.name].version != d.version)]
+    if todo:
+        hashed = path / "detpack-hashed.txt"
+        hashed.write_text("".join(f"{d.name} @ {d.url} --hash=sha256:{d.sha256}\n" for d in todo), encoding="utf-8")
+        cmd = [uv, "pip", "install", "--python", python, "--require-hashes", "--no-deps", "-r", str(hashed)]
+        runner.install(cmd, extra_environ={"PYTHONPATH": ""})
+    return chosen
+
+
+def _chosen_files(resolved: Path) -> list[InstalledDependency]:
+    """From uv's PEP 751 resolution, the file of each package an installer picks for this Python:
+    the wheel whose most specific tag ranks first among the interpreter's tags, else the sdist."""
+    lock = Pylock.from_dict(tomllib.loads(resolved.read_text(encoding="utf-8")))
+    rank = {tag: i for i, tag in enumerate(sys_tags())}
+    out = []
+    for pkg in lock.packages:
+        best: tuple[int, PackageWheel | PackageSdist] | None = None
+        for wheel in pkg.wheels or ():
+            filename = wheel.name or (wheel.url or str(wheel.path or "")).rsplit("/", 1)[-1]
+            tags = parse_wheel_filename(filename)[3]
+            score = min((rank[t] for t in tags if t in rank), default=None)
+            if score is not None and (best is None or score < best[0]):
+                best = (score, wheel)
+        file = best[1] if best is not None else pkg.sdist
+        url = None if file is None else (file.url or (Path(file.path).absolute().as_uri() if file.path else None))
+        digest = None if file is None else file.hashes.get("sha256")
+        if file is None or url is None or not digest or pkg.version is None:
+            raise EnvironmentSetupError(
+                f"{resolved}: uv resolved {pkg.name} {pkg.version} but no file of it fits this Python "
+                "with a sha256; install with --installer pip"
+            )
+        out.append(InstalledDependency(canonicalize_name(str(pkg.name)), str(pkg.version), digest, url, False))
+    return out
 
 
 def present(requirements: Collection[str]) -> tuple[InstalledDependency, ...]:

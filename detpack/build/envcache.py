@@ -4,9 +4,9 @@ Only locked builds use the cache: a lock fixes every file, so an environment mad
 once is the environment it would make again. The key covers the lock's sha256, the
 interpreter and the installer; an entry is verified on every reuse (the sha256 of every
 file in its site-packages against the manifest written when it was made) and remade when
-anything changed. Entries live under the build root (``ROOT/cache``) and are moved to the
-per-distribution environment path for the build, so the path a backend sees is the same
-with or without the cache.
+anything changed. Entries live under the fixed build root (``ROOT/cache``), shared by the
+builds that run at once, and are moved to the build's per-distribution environment path,
+so the path a backend sees is the same with or without the cache.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import venv
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from detpack.build.environment import Runner
+from detpack.build.environment import DOWNLOADS, Runner
 from detpack.build.lockfile import BuildLock
 
 MANIFEST = "detpack-env.json"
@@ -74,21 +74,24 @@ def cached_env(
 ) -> Iterator[tuple[CachedEnv, bool]]:
     """Yield the environment for ``lock`` at ``env_dir`` and whether it was reused.
 
-    A cache entry that verifies is moved to ``env_dir``; otherwise a fresh virtual
-    environment is made there and ``make`` fills it from the lock.
+    Builds run at once share the cache: an entry is claimed by renaming it to ``env_dir``
+    (one build holds it; another one finds no entry and makes its own), verified there, and
+    given back by renaming it into place again unless another build gave one back first.
+    Otherwise a fresh virtual environment is made at ``env_dir`` and ``make`` fills it.
     """
     cache.mkdir(parents=True, exist_ok=True)
     entry = cache / key(lock, installer)
-    verified = _verified_files(entry) if entry.is_dir() else None
-    reused = verified is not None
-    if entry.exists() and not reused:
-        runner.emit(f"cached build environment {entry.name} changed or is incomplete: remaking it")
-        shutil.rmtree(entry, ignore_errors=True)
     if env_dir.exists():
         shutil.rmtree(env_dir)
-    if reused:
+    verified = None
+    with contextlib.suppress(OSError):  # no entry, another build holds it, or another filesystem
         entry.rename(env_dir)
-    else:
+        verified = _verified_files(env_dir)
+        if verified is None:
+            runner.emit(f"cached build environment {entry.name} changed or is incomplete: remaking it")
+            shutil.rmtree(env_dir)
+    reused = verified is not None
+    if not reused:
         venv.EnvBuilder(symlinks=os.name != "nt", with_pip=False).create(env_dir)
         make(CachedEnv(env_dir))
     env = CachedEnv(env_dir)
@@ -99,20 +102,31 @@ def cached_env(
         yield env, reused
         ok = True
     finally:
+        kept = False
         if ok and manifest["files"] == _digest_tree(Path(env.purelib)):
             (env_dir / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-            shutil.rmtree(entry, ignore_errors=True)
-            env_dir.rename(entry)
-            os.utime(entry)
+            with contextlib.suppress(OSError):  # another build gave its copy back first: keep that one
+                env_dir.rename(entry)
+                os.utime(entry)
+                kept = True
+        if kept:
             _evict(cache)
         else:
             shutil.rmtree(env_dir, ignore_errors=True)
 
 
 def _evict(cache: Path) -> None:
-    entries = sorted((p for p in cache.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    kept = ("requires", DOWNLOADS)  # not environments
+    entries = sorted(
+        (p for p in cache.iterdir() if p.is_dir() and p.name not in kept and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     for old in entries[KEEP:]:
-        shutil.rmtree(old, ignore_errors=True)
+        gone = cache / f".evicted-{old.name}-{os.getpid()}"
+        with contextlib.suppress(OSError):  # taken away from under a build that would claim it next
+            old.rename(gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
 
 def cached_requires(cache: Path, facts: Sequence[str], compute: Callable[[], set[str]]) -> set[str]:

@@ -1,20 +1,27 @@
 """The controlled build environment: what every build subprocess sees.
 
-Owns the fixed build root (one build at a time per machine, guarded by a lock), the
-allowlisted environment, the umask, and the one subprocess runner (plumbum, argv lists,
-never a shell). Invariant: a backend sees only ``policy.FIXED_ENV``, the per-build
-variables (SOURCE_DATE_EPOCH, HOME, TMPDIR), allowlisted pass-through variables and what
-the isolated environment adds; everything set or passed is recorded.
+Owns the build root, the allowlisted environment, the umask, and the one subprocess runner
+(plumbum, argv lists, never a shell). Invariant: a backend sees only ``policy.FIXED_ENV``,
+the per-build variables (SOURCE_DATE_EPOCH, HOME, TMPDIR), allowlisted pass-through
+variables and what the isolated environment adds; everything set or passed is recorded.
+
+The build root is at one fixed path (``policy.BUILD_ROOT``) as every build subprocess sees
+it. With a sandbox each build has a private directory (``BUILD_ROOT/runs/XXXX``) that its
+installs and hooks see at that fixed path (bound there in their own mount namespace), so any
+number of builds run at once. Without a sandbox there is one fixed directory for the whole
+machine, and a lock makes builds take turns.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +35,39 @@ from detpack.errors import ConfigError, EnvironmentSetupError
 from detpack.wording import redact
 
 LineSink = Callable[[str], None]
+RUNS = "runs"  # BUILD_ROOT/runs/: the private roots of builds in progress
+DOWNLOADS = "downloads"  # BUILD_ROOT/cache/downloads/: the installers' download caches
+STALE_AFTER = 60.0  # seconds: a private root nobody holds, older than this, is a crashed build's
 
 
 @dataclass(frozen=True)
 class BuildRoot:
-    """Fixed directories under the build root; their paths never depend on the user's tree."""
+    """Fixed directories under the build root; their paths never depend on the user's tree.
+
+    ``root`` is where the directories are on this machine; ``inside`` is where build
+    subprocesses see them (the fixed path a private root is bound at; None: at ``root``).
+    Build environments kept between builds live in ``cache``, shared by every build.
+    """
 
     root: Path
+    inside: Path | None = None
+    shared: Path | None = None  # the fixed root holding ``cache`` (a private root's parent's parent)
+
+    @property
+    def seen(self) -> Path:
+        """The build root as build subprocesses see it (what provenance records)."""
+        return self.inside or self.root
+
+    @property
+    def private(self) -> bool:
+        return self.inside is not None
+
+    def to_inside(self, text: str) -> str:
+        """``text`` (a path, or a value holding paths) with this machine's root as subprocesses see it."""
+        return text.replace(str(self.root), str(self.inside)) if self.inside is not None else text
+
+    def to_host(self, text: str) -> str:
+        return text.replace(str(self.inside), str(self.root)) if self.inside is not None else text
 
     @property
     def home(self) -> Path:
@@ -54,7 +87,7 @@ class BuildRoot:
 
     @property
     def cache(self) -> Path:
-        return self.root / "cache"
+        return (self.shared or self.root) / "cache"
 
     def env_dir(self, distribution: str) -> Path:
         return self.root / f"env-{distribution}"
@@ -66,20 +99,40 @@ def root_path() -> Path:
 
 
 @contextlib.contextmanager
-def build_root(path: Path | None = None, on_wait: LineSink | None = None) -> Iterator[BuildRoot]:
-    """Take the machine-wide build root, emptied, for the duration of one build.
+def build_root(
+    path: Path | None = None, on_wait: LineSink | None = None, *, private: bool = False
+) -> Iterator[BuildRoot]:
+    """Take a build root, emptied, for the duration of one build.
 
-    ``on_wait`` hears one line when another build holds the root and this one must wait.
+    ``private`` (a build whose subprocesses run with the root bound at its fixed path): a
+    fresh directory of this build's own under ``path/runs``, removed afterwards; nothing
+    waits. Otherwise ``path`` itself, for one build at a time: ``on_wait`` hears one line
+    when another build holds it and this one must wait.
     """
     root = path or root_path()
+    own = root / RUNS
     try:
         root.mkdir(parents=True, exist_ok=True)
-        lock = (root / ".lock").open("a+")
+        if private:
+            own.mkdir(exist_ok=True)
+            own = Path(tempfile.mkdtemp(prefix="", dir=own))
+        lock = os.open(own, os.O_RDONLY) if private else os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise EnvironmentSetupError(
             f"{root}: cannot create the build root ({exc.strerror}); set DETPACK_BUILD_ROOT to a writable path"
         ) from None
-    with lock:
+    try:
+        if private:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held while the build runs: a sweep leaves it alone
+            _sweep_runs(root / RUNS)
+            try:
+                br = BuildRoot(own, inside=root, shared=root)
+                for d in (br.home, br.tmp, br.raw):
+                    d.mkdir()
+                yield br
+            finally:
+                shutil.rmtree(own, onerror=_force_remove)
+            return
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -94,13 +147,32 @@ def build_root(path: Path | None = None, on_wait: LineSink | None = None) -> Ite
             yield br
         finally:
             _empty(root)
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
+
+
+def _sweep_runs(runs: Path) -> None:
+    """Remove the private roots of builds that died without cleaning up (nobody holds them)."""
+    for run in runs.iterdir():
+        try:
+            if time.time() - run.stat().st_mtime < STALE_AFTER:
+                continue  # a build that has just made its root may not hold it yet
+            fd = os.open(run, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(run, onerror=_force_remove)
+        except BlockingIOError:
+            pass  # a build in progress
+        finally:
+            os.close(fd)
 
 
 def _empty(root: Path) -> None:
     for child in root.iterdir():
-        if child.name in (".lock", "cache"):
-            continue  # the lock file, and locked build environments kept between builds
+        if child.name in (".lock", "cache", RUNS):
+            continue  # the lock file, locked build environments kept between builds, other builds' private roots
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child, onerror=_force_remove)
         else:
@@ -117,12 +189,18 @@ def _force_remove(func: Callable[..., object], path: str, _exc: object) -> None:
 
 @dataclass(frozen=True)
 class ControlledEnvironment:
-    """The complete environment for build subprocesses, and where each part came from."""
+    """The complete environment for build subprocesses, and where each part came from.
+
+    ``variables`` are what build subprocesses see (paths under the build root at its fixed
+    path) and what provenance records; ``on_host`` the same with this machine's paths, for
+    detpack's own process while it builds (a private root is elsewhere on the host).
+    """
 
     variables: Mapping[str, str]
     passed_through: tuple[str, ...]
     umask: int = policy.UMASK
     redacted: Mapping[str, str] = field(default_factory=dict)
+    on_host: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def injects_code(self) -> tuple[str, ...]:
@@ -145,7 +223,7 @@ def controlled_environment(
 ) -> ControlledEnvironment:
     """Assemble the allowlisted environment for one build."""
     variables = dict(policy.FIXED_ENV)
-    variables.update(HOME=str(root.home), TMPDIR=str(root.tmp))
+    variables.update(HOME=root.to_inside(str(root.home)), TMPDIR=root.to_inside(str(root.tmp)))
     if epoch is not None:  # None only to reproduce a build that was made without it
         variables["SOURCE_DATE_EPOCH"] = str(epoch)
     passed: list[str] = []
@@ -160,7 +238,7 @@ def controlled_environment(
             passed.append(name)
     # Compilers write the build directory into objects (DWARF comp_dir, __FILE__): map the
     # build root away so a C extension's bytes do not depend on where the build ran.
-    prefix_map = f"-ffile-prefix-map={root.root}=."
+    prefix_map = f"-ffile-prefix-map={root.seen}=."
     for flag in ("CFLAGS", "CXXFLAGS"):
         variables[flag] = f"{variables[flag]} {prefix_map}" if flag in variables else prefix_map
     if find_links:
@@ -172,28 +250,30 @@ def controlled_environment(
         variables["UV_OFFLINE"] = "1"
         variables["UV_NO_INDEX"] = "1"
     redacted = {k: redact(v) for k, v in variables.items() if redact(v) != v}
-    return ControlledEnvironment(variables, tuple(passed), policy.UMASK, redacted)
+    on_host = {k: root.to_host(v) for k, v in variables.items()}
+    return ControlledEnvironment(variables, tuple(passed), policy.UMASK, redacted, on_host)
 
 
 @contextlib.contextmanager
 def applied(env: ControlledEnvironment) -> Iterator[None]:
-    """Make ``env`` this process's environment and umask (the isolated-env installer inherits both).
+    """Make ``env`` this process's environment and umask (with this machine's paths).
 
     Everything process-wide that changes is put back on the way out: the environment, the
     umask, the working directory and ``tempfile``'s cached directory (which would otherwise
     keep pointing at the build root's TMPDIR after the root is emptied).
     """
+    variables = env.on_host or env.variables
     saved_environ = dict(os.environ)
     saved_tempdir = tempfile.tempdir
     saved_cwd = _cwd()
     saved_umask = os.umask(env.umask)
     os.environ.clear()
-    os.environ.update(env.variables)
+    os.environ.update(variables)
     tempfile.tempdir = None  # recomputed from the controlled TMPDIR on first use
     try:
         with local.env():
             local.env.clear()
-            local.env.update(env.variables)
+            local.env.update(variables)
             yield
     finally:
         os.environ.clear()
@@ -217,13 +297,15 @@ class Runner:
     """Runs build subprocesses under the controlled environment, keeping a transcript.
 
     Matches pyproject_hooks' runner signature, so ``build.ProjectBuilder`` uses it for
-    every hook call.
+    every hook call. Hooks run in the sandbox; installs (``install``) run where the network
+    is allowed, and both see a private build root at its fixed path.
     """
 
     env: ControlledEnvironment
     on_line: LineSink | None = None
     on_warning: LineSink | None = None
-    sandbox: Sandbox | None = None  # where backend hooks run (installs run outside it, before)
+    sandbox: Sandbox | None = None  # where backend hooks run
+    root: BuildRoot | None = None  # a private root: subprocesses see it at root.inside
     transcript: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -242,10 +324,60 @@ class Runner:
         if self.sandbox is None:
             self.run(cmd, cwd=cwd, extra_environ=extra_environ)
             return
+        self._rewrite_hook_input(cmd)
+        cmd, where, extra = self._inside(cmd, cwd, extra_environ)
         shown = (
             f"[sandbox, network {'allowed' if self.sandbox.network else 'none'}] {subprocess.list2cmdline(list(cmd))}"
         )
-        self.run(self.sandbox.wrap(cmd, cwd), cwd=cwd, extra_environ=extra_environ, shown=shown)
+        self.run(self.sandbox.wrap(cmd, where), cwd=cwd, extra_environ=extra, shown=shown, inside=True, named=cmd)
+
+    def install(self, cmd: Sequence[str], *, extra_environ: Mapping[str, str] | None = None) -> str:
+        """Run an installer filling the isolated environment: with the network (where the index and
+        ``--find-links`` are), seeing a private build root at its fixed path, so what it writes (script
+        shebangs, RECORD) names the path the hooks see."""
+        caches: dict[str, str] = {}
+        if self.root is not None:  # downloads kept between builds (installs are hash-checked)
+            downloads = self.root.cache / DOWNLOADS
+            downloads.mkdir(parents=True, exist_ok=True)
+            caches = {"UV_CACHE_DIR": str(downloads / "uv"), "PIP_CACHE_DIR": str(downloads / "pip")}
+            caches["UV_LINK_MODE"] = "copy"  # the cache is another mount inside: no hard links across
+        if self.sandbox is None or self.root is None or not self.root.private:
+            return self.run(cmd, extra_environ={**caches, **(extra_environ or {})})
+        assert self.root.inside is not None
+        cmd, _, extra = self._inside(cmd, None, extra_environ)
+        shown = f"[build root at {self.root.inside}] {subprocess.list2cmdline(list(cmd))}"
+        wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside, [downloads])
+        return self.run(wrapped, extra_environ={**caches, **extra}, shown=shown, inside=True, named=cmd)
+
+    def _inside(
+        self, cmd: Sequence[str], cwd: str | os.PathLike[str] | None, extra_environ: Mapping[str, str] | None
+    ) -> tuple[list[str], str | None, dict[str, str]]:
+        """``cmd``, ``cwd`` and the extra variables with this machine's build root as subprocesses see it."""
+        root = self.root
+        if root is None:
+            return list(cmd), None if cwd is None else str(cwd), dict(extra_environ or {})
+        return (
+            [root.to_inside(str(c)) for c in cmd],
+            None if cwd is None else root.to_inside(str(cwd)),
+            {k: root.to_inside(v) for k, v in (extra_environ or {}).items()},
+        )
+
+    def _rewrite_hook_input(self, cmd: Sequence[str]) -> None:
+        """pyproject_hooks hands a hook its arguments (``wheel_directory``, ``metadata_directory``)
+        in ``CONTROL_DIR/input.json``, the control directory being the command's last argument:
+        give the hook its paths as it sees them."""
+        root = self.root
+        if root is None or not root.private or not cmd:
+            return
+        control = Path(cmd[-1]) / "input.json"
+        if not control.is_relative_to(root.root) or not control.is_file():
+            return
+        data = json.loads(control.read_text(encoding="utf-8"))
+        kwargs = data.get("kwargs", {})
+        for name, value in kwargs.items():
+            if isinstance(value, str) and name.endswith("_directory"):
+                kwargs[name] = root.to_inside(value)
+        control.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
     def run(
         self,
@@ -254,8 +386,14 @@ class Runner:
         cwd: str | os.PathLike[str] | None = None,
         extra_environ: Mapping[str, str] | None = None,
         shown: str | None = None,
+        inside: bool = False,
+        named: Sequence[str] | None = None,
     ) -> str:
-        environ = {**self.env.variables, **(extra_environ or {})}
+        """Run ``cmd`` on this machine (``inside``: it runs in a namespace that sees the build root at
+        its fixed path, with the variables as subprocesses see them). A failure names ``named`` (the
+        command inside the namespace), else ``cmd``."""
+        base = self.env.variables if inside else (self.env.on_host or self.env.variables)
+        environ = {**base, **(extra_environ or {})}
         self.emit("$ " + (shown or subprocess.list2cmdline(list(cmd))))
         start = len(self.transcript)
         try:
@@ -273,7 +411,7 @@ class Runner:
             code = proc.wait()
         if code:
             output = "\n".join(self.transcript[start:])
-            raise subprocess.CalledProcessError(code, list(cmd), output=output)
+            raise subprocess.CalledProcessError(code, list(named or cmd), output=output)
         return "\n".join(self.transcript[start + 1 :])
 
     def emit(self, line: str) -> None:

@@ -34,7 +34,7 @@ def project_metadata(
             srcdir,
             runner=ses.runner,
             settings=plan.frontend,
-            env_dir=plan.env_dir("wheel"),
+            env_dir=ses.env_dir("wheel"),
             backend=plan.backend or backend_name(srcdir),
             label=plan.source.path,
         )

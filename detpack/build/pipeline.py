@@ -146,6 +146,14 @@ class Session:
     runner: Runner
     box: sandbox.Sandbox | sandbox.NoSandbox
 
+    def env_dir(self, distribution: str) -> Path:
+        """Where the isolated environment for ``distribution`` is made (on this machine)."""
+        return self.plan.request.env_dir or self.root.env_dir(distribution)
+
+    @property
+    def sdist_extract_dir(self) -> Path:
+        return self.plan.request.sdist_extract_dir or self.root.work / "unpacked"
+
 
 @contextlib.contextmanager
 def session(
@@ -155,11 +163,22 @@ def session(
     on_step: LineSink | None = None,
     on_warning: LineSink | None = None,
 ) -> Iterator[Session]:
-    """Take the build root for ``plan`` and assemble its controlled environment."""
-    with environment.build_root(plan.root.root, on_wait=on_step) as root:
-        if str(root.root) != policy.BUILD_ROOT and on_warning is not None:
+    """Take a build root for ``plan`` and assemble its controlled environment.
+
+    With a sandbox the root is private to this build (seen at the fixed path by its
+    subprocesses), so nothing waits; without one, builds take turns at the fixed path.
+    """
+    found = sandbox.locate(plan.caller_env)
+    if isinstance(found, sandbox.NoSandbox) and plan.require_sandbox:
+        raise EnvironmentSetupError(
+            f"{plan.source.path}: no sandbox can be made here ({found.reason}); --require-sandbox refuses to "
+            "build without one: install bubblewrap (apt-get install bubblewrap) or drop --require-sandbox"
+        )
+    private = not isinstance(found, sandbox.NoSandbox)
+    with environment.build_root(plan.root.root, on_wait=on_step, private=private) as root:
+        if str(root.seen) != policy.BUILD_ROOT and on_warning is not None:
             on_warning(
-                f"build root {root.root} is not the default {policy.BUILD_ROOT}: it is mapped away in "
+                f"build root {root.seen} is not the default {policy.BUILD_ROOT}: it is mapped away in "
                 "CFLAGS, but a backend that ignores CFLAGS may embed it"
             )
         env = environment.controlled_environment(
@@ -173,10 +192,10 @@ def session(
         for name in env.injects_code:
             if on_warning is not None:
                 on_warning(f"{name} is passed to the build: it loads code into every build process (recorded)")
-        box = _sandbox(plan, root)
+        box = found if isinstance(found, sandbox.NoSandbox) else _sandbox(plan, root, found)
         if isinstance(box, sandbox.NoSandbox) and on_warning is not None:
             on_warning(box.warning())
-        runner = Runner(env, on_line, on_warning, sandbox=box if isinstance(box, sandbox.Sandbox) else None)
+        runner = Runner(env, on_line, on_warning, sandbox=box if isinstance(box, sandbox.Sandbox) else None, root=root)
         yield Session(plan, root, env, runner, box)
 
 
@@ -204,22 +223,18 @@ def _git_dirs(gitdir: Path) -> list[Path]:
     return found
 
 
-def _sandbox(plan: ResolvedBuild, root: BuildRoot) -> sandbox.Sandbox | sandbox.NoSandbox:
-    """The sandbox the build's hooks run in: the build root (and any directory the caller chose
-    for the environment or the unpacked sdist) writable; the source's git objects readable."""
-    writable = [root.root, *(p.absolute() for p in (plan.request.env_dir, plan.request.sdist_extract_dir) if p)]
+def _sandbox(plan: ResolvedBuild, root: BuildRoot, bwrap: str) -> sandbox.Sandbox:
+    """The sandbox the build's hooks run in: the build root (at its fixed path) and any directory
+    the caller chose for the environment or the unpacked sdist writable; the source's git objects
+    readable."""
+    writable: list[Path | tuple[Path, Path]] = [(root.root, root.seen)]
+    writable += [p.absolute() for p in (plan.request.env_dir, plan.request.sdist_extract_dir) if p]
     readonly: list[Path] = []
     if plan.source.git is not None:
         readonly.extend(_git_dirs(plan.source.git.gitdir))
     if not plan.frontend.isolation:
         readonly.append(Path(sys.prefix).resolve())  # --no-isolation: the backend comes from detpack's own environment
-    box = sandbox.make(writable, network=plan.allow_network, readonly=readonly, caller_env=plan.caller_env)
-    if isinstance(box, sandbox.NoSandbox) and plan.require_sandbox:
-        raise EnvironmentSetupError(
-            f"{plan.source.path}: no sandbox can be made here ({box.reason}); --require-sandbox refuses to "
-            "build without one: install bubblewrap (apt-get install bubblewrap) or drop --require-sandbox"
-        )
-    return box
+    return sandbox.make(bwrap, writable, network=plan.allow_network, readonly=readonly, caller_env=plan.caller_env)
 
 
 def build_project(
@@ -302,7 +317,7 @@ def _statement(
         ),
         environment=env.recorded(),
         paths={
-            "buildRoot": str(ses.root.root),
+            "buildRoot": str(ses.root.seen),
             **{
                 k: str(v.absolute())
                 for k, v in (("envDir", plan.request.env_dir), ("sdistExtractDir", plan.request.sdist_extract_dir))
@@ -332,14 +347,14 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink) -> list[RawArti
     raws: list[RawArtifact] = []
 
     def one(srcdir: Path, dist: Distribution, backend: str) -> Path:
-        step(f"building {dist} in {srcdir}")
+        step(f"building {dist} in {root.to_inside(str(srcdir))}")
         raw = build_distribution(
             srcdir,
             dist,
             root.raw / dist,
             runner=ses.runner,
             settings=plan.frontend,
-            env_dir=plan.env_dir(dist),
+            env_dir=ses.env_dir(dist),
             backend=backend,
             label=plan.source.path,
         )
@@ -361,7 +376,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink) -> list[RawArti
         return staged
 
     if plan.source.kind == "sdist":
-        srcdir = unpack_sdist(plan.source.path, plan.sdist_extract_dir, plan.source.path)
+        srcdir = unpack_sdist(plan.source.path, ses.sdist_extract_dir, plan.source.path)
         backend = backend_name(srcdir)  # an sdist's pyproject.toml, read once unpacked
         for dist in plan.distributions or ("wheel",):
             one(srcdir, dist, backend)
@@ -370,7 +385,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink) -> list[RawArti
     backend = plan.backend or backend_name(srcdir)
     if plan.distributions is None:
         sdist = one(srcdir, "sdist", backend)
-        unpacked = unpack_sdist(sdist, plan.sdist_extract_dir, Path(raws[-1].path.name))
+        unpacked = unpack_sdist(sdist, ses.sdist_extract_dir, Path(raws[-1].path.name))
         one(unpacked, "wheel", backend)
     else:
         for dist in plan.distributions:

@@ -57,7 +57,8 @@ class Sandbox:
     bwrap: str
     version: str
     network: bool  # True only with --allow-network
-    writable: tuple[str, ...]  # the build root (and a chosen env or sdist-extract dir): read-write, at their paths
+    writable: tuple[tuple[str, str], ...]  # (host path, path inside): the build root (at its fixed path)
+    # and a chosen env or sdist-extract dir (at their own), read-write
     readonly: tuple[str, ...]  # host paths visible, read-only
     links: tuple[tuple[str, str], ...]  # (path, target) symlinks recreated inside
     hostname: str = HOSTNAME
@@ -81,10 +82,21 @@ class Sandbox:
             args += ["--ro-bind-try", path, path]
         for path, target in self.links:
             args += ["--symlink", target, path]
-        for path in self.writable:
-            args += ["--bind-try", path, path]
+        for path, inside in self.writable:
+            args += ["--bind-try", path, inside]
         if cwd is not None:
             args += ["--chdir", str(cwd)]
+        return [*args, "--", *cmd]
+
+    def wrap_install(self, cmd: Sequence[str], root: Path, inside: Path, keep: Sequence[Path] = ()) -> list[str]:
+        """``cmd`` (an installer) run seeing this machine's files and network, with the private build
+        root ``root`` at its fixed path ``inside`` and ``keep`` (directories under ``inside`` on this
+        machine that outlive the build: the download caches) at their own paths over it. The only
+        namespace it gets is a mount namespace."""
+        args = [self.bwrap, "--unshare-user", "--die-with-parent", "--dev-bind", "/", "/"]
+        args += ["--bind", str(root), str(inside)]
+        for path in keep:
+            args += ["--bind", str(path), str(path)]
         return [*args, "--", *cmd]
 
     def record(self) -> dict[str, Any]:
@@ -103,7 +115,7 @@ class Sandbox:
         return {
             "version": self.version,
             "readOnly": sorted(self.readonly),
-            "readWrite": sorted(self.writable),
+            "readWrite": sorted(inside for _, inside in self.writable),
             "links": [f"{path} -> {target}" for path, target in self.links],
         }
 
@@ -164,16 +176,15 @@ def interpreter_paths() -> tuple[Path, ...]:
 
 
 def make(
-    writable: Sequence[Path],
+    found: str,
+    writable: Sequence[Path | tuple[Path, Path]],
     *,
     network: bool,
     readonly: Sequence[Path] = (),
     caller_env: Mapping[str, str] | None = None,
-) -> Sandbox | NoSandbox:
-    """The sandbox for a build that writes only to ``writable``, or why there can be none here."""
-    bwrap, why = _find(caller_env)
-    if bwrap is None or why is not None:
-        return NoSandbox(why or "bubblewrap (bwrap) is not on PATH")
+) -> Sandbox:
+    """The sandbox, with the ``bwrap`` that ``locate`` found, for a build that writes only to
+    ``writable`` (a path, or a host path and the path it is bound at inside)."""
     visible: set[str] = {d for d in SYSTEM_DIRS if os.path.isdir(d)}
     links: list[tuple[str, str]] = []
     for name in SYSTEM_LINKS:
@@ -184,11 +195,20 @@ def make(
     for extra in (*interpreter_paths(), *readonly):  # unless a system directory already holds it
         if not any(extra.is_relative_to(v) for v in visible):
             visible.add(str(extra))
-    rw = tuple(sorted({str(p) for p in writable}))
+    pairs = sorted({(str(w), str(w)) if isinstance(w, Path) else (str(w[0]), str(w[1])) for w in writable})
     hostname, uid, gid = _identity(caller_env or os.environ)
+    inside = {i for _, i in pairs}
     return Sandbox(
-        bwrap, _version(bwrap), network, rw, tuple(sorted(visible - set(rw))), tuple(links), hostname, uid, gid
+        found, _version(found), network, tuple(pairs), tuple(sorted(visible - inside)), tuple(links), hostname, uid, gid
     )
+
+
+def locate(caller_env: Mapping[str, str] | None = None) -> str | NoSandbox:
+    """``bwrap`` when it can make a sandbox on this machine, else why not."""
+    bwrap, why = _find(caller_env)
+    if bwrap is None or why is not None:
+        return NoSandbox(why or "bubblewrap (bwrap) is not on PATH")
+    return bwrap
 
 
 def _identity(environ: Mapping[str, str]) -> tuple[str, int, int]:
