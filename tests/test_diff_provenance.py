@@ -70,7 +70,8 @@ def test_two_builds_are_identical_and_run_details_are_information(builds: tuple[
     assert "differs" not in r.stdout and "None" not in r.stdout
     notes = [ln for ln in lines if "run details differ" in ln]
     assert len(notes) == 2, r.stdout  # the statement and the envelope
-    assert all("startedOn" in ln and "invocationId" in ln and "expected between two builds" in ln for ln in notes)
+    # times have one-second precision and a build can take less: the invocation id always differs
+    assert all("invocationId" in ln and "expected between two builds" in ln for ln in notes)
 
 
 def test_two_builds_json_carries_the_same_facts(builds: tuple[Path, Path]) -> None:
@@ -86,7 +87,7 @@ def test_two_builds_json_carries_the_same_facts(builds: tuple[Path, Path]) -> No
         assert f["identical"] is True and f["differences"] == []
         [note] = f["notes"]
         assert note["topic"] == "runDetails"
-        assert {"metadata.startedOn", "metadata.invocationId"} <= set(note["keys"])
+        assert "metadata.invocationId" in note["keys"]
 
 
 def test_a_changed_subject_digest_is_a_difference_named_by_its_key_path(

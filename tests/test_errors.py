@@ -163,14 +163,27 @@ def test_backend_failure_picks_the_last_exception_line() -> None:
 
 
 @pytest.mark.slow
-def test_conflicting_build_requirements_name_the_conflict(tmp_path: Path, wheelhouse: Path) -> None:
+@pytest.mark.parametrize(
+    ("installer", "says"),
+    [
+        ("pip", "conflicting dependencies: The user requested flit_core"),
+        ("uv", "No solution found when resolving dependencies: Because you require "),
+    ],
+)
+def test_conflicting_build_requirements_name_the_conflict(
+    installer: str, says: str, tmp_path: Path, wheelhouse: Path
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["flit_core==3.12.0", "flit_core!=3.12.0"]\nbuild-backend = "flit_core.buildapi"\n'
     )
-    r = run([DETPACK, "build", src, "-o", tmp_path / "out", "--find-links", wheelhouse, "--offline", "-q"], env=ENV)
+    argv = [DETPACK, "build", src, "-o", tmp_path / "out", "--find-links", wheelhouse, "--offline", "-q"]
+    r = run([*argv, "--installer", installer], env=ENV)
     assert r.code == 2
     [line] = r.stderr.splitlines()
-    assert "conflicting dependencies: The user requested flit_core" in line, line
+    assert says in line, line
     assert "ResolutionImpossible" not in line
+    if installer == "uv":  # the whole of uv's wrapped explanation, on one line
+        assert "flit-core>3.12.0" in line and "flit-core==3.12.0" in line, line
+        assert "we can conclude that your requirements are unsatisfiable" in line, line

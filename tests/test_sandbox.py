@@ -187,27 +187,43 @@ def test_the_sandbox_sees_only_what_it_should(bwrap: str, tmp_path: Path) -> Non
     fixed = Path("/tmp/detpack-build")  # ... seen at the fixed path inside
     outside = tmp_path / "outside.txt"
     outside.write_text("host\n")
+    (private / "env-wheel").mkdir()  # an isolated environment: read-only to the hooks
+    (private / "downloads").mkdir()  # the installers' caches: not there at all
+    (private / "downloads" / "kept.whl").write_text("cached\n")
     found = sandbox.locate()
     assert isinstance(found, str), found
     box = sandbox.make(found, [(private, fixed)], network=False)
-    hidden = [outside, ROOT / "README.md", Path("/root/.bashrc"), Path("/home"), private]
-    probe = (
-        "import os, socket, sys;"
-        "print(socket.gethostname(), os.getuid(), os.getgid(), os.getcwd());"
-        "print([os.path.exists(p) for p in sys.argv[1:]]);"
-        f"open(os.path.join({str(fixed)!r}, 'written'), 'w').write('x');"
-        "socket.create_connection(('1.1.1.1', 53), timeout=2)"
+    hidden = [outside, ROOT / "README.md", Path("/root/.bashrc"), Path("/home"), private, fixed / "downloads/kept.whl"]
+    (private / "probe.py").write_text(
+        "import os, socket, sys\n"
+        "print(socket.gethostname(), os.getuid(), os.getgid(), os.getcwd())\n"
+        "print([os.path.exists(p) for p in sys.argv[1:]])\n"
+        f"open({str(fixed / 'written')!r}, 'w').write('x')\n"
+        "try:\n"
+        f"    open({str(fixed / 'env-wheel' / 'x')!r}, 'w')\n"
+        "except OSError as e:\n"
+        "    print(e.errno)\n"
+        "socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
     )
     python = os.path.realpath(sys.executable)  # the interpreter itself (a build env's python links to it)
-    proc = subprocess.run(box.wrap([python, "-c", probe, *map(str, hidden)], fixed), capture_output=True, text=True)
+    wrapped = box.wrap(
+        [python, str(fixed / "probe.py"), *map(str, hidden)],
+        fixed,
+        protected=[(str(private / "env-wheel"), str(fixed / "env-wheel"))],
+        hidden=[str(fixed / "downloads")],
+    )
+    proc = subprocess.run(wrapped, capture_output=True, text=True)
     lines = proc.stdout.splitlines()
     assert lines[0] == f"detpack 1000 1000 {fixed}", proc.stderr
     assert lines[1] == str([False] * len(hidden)), lines[1]
     assert (private / "written").read_text() == "x"  # the private root is writable, at the fixed path
+    assert lines[2] == "30", lines  # EROFS: the environment is read-only inside
+    assert not (private / "env-wheel" / "x").exists()
     assert proc.returncode != 0 and "Network is unreachable" in proc.stderr, proc.stderr
     # the perturbation: the same probe outside the sandbox sees the files
-    plain = subprocess.run([python, "-c", probe, *map(str, hidden)], capture_output=True, text=True)
-    assert plain.stdout.splitlines()[1].startswith("[True, True"), plain.stdout
+    seen = "import os, sys; print([os.path.exists(p) for p in sys.argv[1:]])"
+    plain = subprocess.run([python, "-c", seen, *map(str, hidden)], capture_output=True, text=True)
+    assert plain.stdout.startswith("[True, True"), plain.stdout
 
 
 def test_a_plain_user_builds_in_the_sandbox(bwrap: str, wheelhouse: Path) -> None:
@@ -287,3 +303,55 @@ def test_builds_at_once_do_not_wait_and_see_the_same_paths(bwrap: str, tmp_path:
     wheels = [next(out.glob("*.whl")).read_bytes() for out in outs]
     assert wheels[0] == wheels[1] == wheels[2]
     assert list((root / "runs").iterdir()) == []
+
+
+def test_a_crashed_builds_private_root_is_swept(bwrap: str, tmp_path: Path) -> None:
+    """A private root nobody holds, older than a minute, is a crashed build's: the next build removes
+    it. One a build still holds, or one just made, stays."""
+    import fcntl
+    import time
+
+    from detpack.build.environment import STALE_AFTER, build_root
+
+    runs = tmp_path / "root" / "runs"
+    old, held, new = (runs / n for n in ("old", "held", "new"))
+    for d in (old, held, new):
+        (d / "src").mkdir(parents=True)
+    past = time.time() - STALE_AFTER - 60
+    for d in (old, held):
+        os.utime(d, (past, past))
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with build_root(tmp_path / "root", private=True) as root:
+            assert root.private and root.seen == tmp_path / "root"
+            assert sorted(p.name for p in runs.iterdir()) == sorted(["held", "new", root.root.name])
+        assert sorted(p.name for p in runs.iterdir()) == ["held", "new"]  # its own root is gone too
+    finally:
+        os.close(fd)
+
+
+def test_locked_builds_at_once_share_the_environment_cache(bwrap: str, tmp_path: Path, wheelhouse: Path) -> None:
+    """Two builds with one lock started together: an entry is claimed by one build at a time, so both
+    build (one may make its own environment meanwhile), byte-identically, and one entry is kept."""
+    import subprocess
+
+    root = tmp_path / "root"
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "DETPACK_BUILD_ROOT": str(root)}
+    srcs = [materialize(FIXTURES / "flit", tmp_path / f"src{i}", 0o022) for i in range(2)]
+    lock = tmp_path / "pylock.build.toml"
+    r = run([DETPACK, "lock", srcs[0], "-o", lock, "--find-links", wheelhouse, "--offline"], env=env)
+    assert r.code == 0, r.stderr
+    for _ in range(2):  # the second round finds a cached entry: one claims it, the other makes its own
+        procs = []
+        for i, src in enumerate(srcs):
+            argv = [DETPACK, "build", src, "-o", tmp_path / f"out{i}", "--lock", lock, "--find-links", wheelhouse]
+            procs.append(subprocess.Popen([*map(str, argv), "--offline", "-q"], env=env, stderr=subprocess.PIPE))
+        for p in procs:
+            _, err = p.communicate()
+            assert p.returncode == 0, err.decode()
+        wheels = [next((tmp_path / f"out{i}").glob("*.whl")).read_bytes() for i in range(2)]
+        assert wheels[0] == wheels[1]
+        entries = [p for p in (root / "cache").iterdir() if p.name not in ("requires", "downloads")]
+        assert len(entries) == 1, entries
+        assert (entries[0] / "detpack-env.json").is_file()

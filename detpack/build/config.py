@@ -21,7 +21,7 @@ from typing import Any
 from build import ConfigSettingsType as ConfigSettings
 from build import DistributionType as Distribution
 
-from detpack.build.deps import Installer, InstallSettings, find_uv
+from detpack.build.deps import Installer, InstallSettings, choose_installer, find_uv
 from detpack.build.environment import BuildRoot, LineSink, root_path
 from detpack.build.lockfile import BuildLock, read_lock
 from detpack.build.source import Epoch, Source, dirty_warning, inspect_source, resolve_epoch
@@ -47,17 +47,19 @@ LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 class FrontendSettings:
     config_settings: ConfigSettings
     isolation: bool = True
-    installer: Installer = "pip"
+    installer: Installer | None = None  # None: uv when it is installed, else pip (``deps.choose_installer``)
     skip_dependency_check: bool = False
     constraints: Path | None = None
     lock: BuildLock | None = None
     env_cache: Path | None = None  # with a lock: keep/reuse build environments here
     uv: str | None = None  # with installer uv: the uv binary (deps.find_uv)
+    answers: Path | None = None  # remember the backend's get_requires answers here (None: always ask)
 
     @property
     def install(self) -> InstallSettings:
         """What the provisioner needs to fill an isolated environment."""
-        return InstallSettings(self.installer, self.uv, self.constraints, self.lock, self.env_cache)
+        installer = self.installer or "pip"
+        return InstallSettings(installer, self.uv, self.constraints, self.lock, self.env_cache, self.answers)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class BuildRequest:
     normalize: bool = True  # False: keep the backend's bytes (rebuild --pypi compares those)
     allow_network: bool | None = None  # let the backend's hooks reach the network (recorded; not hermetic)
     require_sandbox: bool | None = None  # refuse to build where no sandbox can be made
+    cache: bool = True  # False: make every environment afresh and ask the backend every question
 
 
 @dataclass(frozen=True)
@@ -140,14 +143,20 @@ def resolve(
     tool = project.tool if project is not None else ToolConfig()
     root = BuildRoot(root_path())
     frontend = request.frontend
+    if frontend.installer is None and frontend.isolation:
+        installer, uv, _ = choose_installer(caller)
+        frontend = dataclasses.replace(frontend, installer=installer, uv=uv)
     if frontend.installer == "uv" and frontend.uv is None:  # the caller's PATH, not the build's
         frontend = dataclasses.replace(frontend, uv=find_uv(caller))
     lock = request.lock or frontend.lock or tool.lock
     if isinstance(lock, Path):
         lock = read_lock(lock)
     frontend = dataclasses.replace(frontend, lock=lock)
-    if lock is not None and frontend.isolation and request.env_dir is None and frontend.env_cache is None:
-        frontend = dataclasses.replace(frontend, env_cache=root.cache)
+    if request.cache and frontend.isolation and request.env_dir is None:
+        if lock is not None and frontend.env_cache is None:
+            frontend = dataclasses.replace(frontend, env_cache=root.cache)
+        if frontend.answers is None:
+            frontend = dataclasses.replace(frontend, answers=root.cache)
     return ResolvedBuild(
         request=request,
         source=source,

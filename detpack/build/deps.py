@@ -12,11 +12,13 @@ those in hash-checking mode; with a lock it installs the locked files the same w
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import importlib.metadata
 import importlib.util
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -62,6 +64,7 @@ class InstallSettings:
     constraints: Path | None = None
     lock: BuildLock | None = None  # install exactly these files, and check they cover every requirement
     cache: Path | None = None  # with a lock: keep and reuse environments here (``envcache``)
+    answers: Path | None = None  # remember get_requires_for_build_* answers here (``envcache.cached_requires``)
 
 
 def find_uv(caller_env: Mapping[str, str]) -> str:
@@ -69,18 +72,91 @@ def find_uv(caller_env: Mapping[str, str]) -> str:
 
     Looked up with the caller's environment: the build's own PATH is fixed and has no uv.
     """
+    found = find_uv_or_none(caller_env)
+    if found is None:
+        raise EnvironmentSetupError(
+            "--installer uv: uv not found (no uv package and no uv on PATH); "
+            "install it with `pip install uv` or put uv on PATH"
+        )
+    return found
+
+
+def find_uv_or_none(caller_env: Mapping[str, str]) -> str | None:
+    """``find_uv``, or None when there is no uv."""
     try:
         import uv  # type: ignore[import-not-found, unused-ignore]
 
         return str(uv.find_uv_bin())
-    except (ModuleNotFoundError, FileNotFoundError):
+    except (ImportError, FileNotFoundError):
         found = shutil.which(caller_env.get("UV") or "uv", path=caller_env.get("PATH", os.defpath))
-        if found is None:
-            raise EnvironmentSetupError(
-                "--installer uv: uv not found (no uv package and no uv on PATH); "
-                "install it with `pip install uv` or put uv on PATH"
-            ) from None
-        return os.path.abspath(found)
+        return None if found is None else os.path.abspath(found)
+
+
+#: pip's global configuration files, in the order pip reads them (a later one wins; a build's HOME
+#: is its own, so only these reach pip).
+PIP_CONFIG_FILES = ("/etc/xdg/pip/pip.conf", "/etc/pip.conf")
+#: pip settings (config key, its PIP_ variable) and the uv variable that says the same.
+PIP_TO_UV = (
+    ("index-url", "UV_DEFAULT_INDEX"),
+    ("extra-index-url", "UV_INDEX"),
+    ("find-links", "UV_FIND_LINKS"),
+    ("no-index", "UV_NO_INDEX"),
+    ("constraint", "UV_CONSTRAINT"),
+    ("trusted-host", "UV_INSECURE_HOST"),
+    ("cert", "SSL_CERT_FILE"),
+    ("timeout", "UV_HTTP_TIMEOUT"),
+    ("default-timeout", "UV_HTTP_TIMEOUT"),
+)
+#: pip settings that change nothing uv would do differently.
+_COSMETIC = frozenset(
+    {"disable-pip-version-check", "no-input", "progress-bar", "quiet", "verbose", "no-color", "root-user-action"}
+    | {"no-warn-script-location"}
+)
+
+
+def choose_installer(caller_env: Mapping[str, str]) -> tuple[Installer, str | None, str]:
+    """The installer when none is named, its binary (uv) and why: uv when it is installed, unless
+    pip's configuration says something uv cannot be told (``uv_settings`` tells it the rest)."""
+    for config in PIP_CONFIG_FILES:
+        for key in _pip_settings(Path(config)):
+            if key not in _COSMETIC and key not in dict(PIP_TO_UV):
+                return "pip", None, f"{config} sets {key}, which uv cannot be told"
+    found = find_uv_or_none(caller_env)
+    if found is None:
+        return "pip", None, "uv is not installed"
+    return "uv", found, "uv is installed"
+
+
+def uv_settings(passed: Mapping[str, str]) -> dict[str, str]:
+    """What pip would be told by its configuration files and the ``passed`` PIP_ variables, as uv's
+    variables (uv reads neither); a uv variable already ``passed`` wins."""
+    merged: dict[str, str] = {}
+    for config in PIP_CONFIG_FILES:
+        merged.update(_pip_settings(Path(config)))
+    for key, _ in PIP_TO_UV:
+        name = "PIP_" + key.upper().replace("-", "_")
+        if name in passed:
+            merged[key] = passed[name]
+    out: dict[str, str] = {}
+    for key, variable in PIP_TO_UV:
+        if key in merged and variable not in passed:
+            # pip's lists are one per line or space-separated; uv's find-links list is comma-separated
+            out[variable] = ("," if key == "find-links" else " ").join(merged[key].split())
+    return out
+
+
+def _pip_settings(config: Path) -> dict[str, str]:
+    """``[global]`` then ``[install]`` settings of a pip configuration file (none when it is unreadable)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return {}
+    out: dict[str, str] = {}
+    for section in ("global", "install"):
+        if parser.has_section(section):
+            out.update({key.replace("_", "-"): value for key, value in parser[section].items()})
+    return out
 
 
 class Provisioner:
@@ -139,11 +215,25 @@ class Provisioner:
             )
 
     def requires_for(self, facts: Callable[[], Sequence[str]], compute: Callable[[], set[str]]) -> set[str]:
-        """A backend's ``get_requires_for_build_*`` answer: from the cache under ``facts`` when
-        the environment is cached (a locked build), else ``compute()``."""
-        if self._settings.cache is None or self._settings.lock is None:
+        """A backend's ``get_requires_for_build_*`` answer: ``compute()``, or the answer it gave
+        before in an environment known file by file (a lock, or every installed file's sha256) for
+        the same ``facts`` (distribution, settings, the source tree's digest, the backend)."""
+        answers = self._settings.answers or self._settings.cache
+        if answers is None:
             return compute()
-        return envcache.cached_requires(self._settings.cache, [self._settings.lock.sha256, *facts()], compute)
+        if self._settings.lock is not None:
+            known = [f"lock {self._settings.lock.sha256}"]
+        else:
+            got = sorted(self._got.values(), key=lambda d: d.name)
+            if not got or any(d.sha256 is None for d in got):
+                return compute()
+            known = [f"{d.name}=={d.version} sha256:{d.sha256}" for d in got]
+        interpreter = [sys.version, platform.machine(), str(Path(sys.executable).resolve())]
+        answer, reused = envcache.cached_requires(answers, [*interpreter, *known, *facts()], compute)
+        if reused:
+            said = ", ".join(sorted(answer)) or "nothing more"
+            self._runner.emit(f"build requirements: {said} (answered before: same environment, source, settings)")
+        return answer
 
     def installed(self) -> tuple[InstalledDependency, ...]:
         """One value per installed package, ``requested`` for those a requirement named."""
@@ -217,8 +307,11 @@ def _install(
     cmd += ["-r", str(reqfile)]
     if settings.constraints is not None and locked is None:
         cmd += ["-c", str(settings.constraints.resolve())]
+    extra = {"PYTHONPATH": ""}
+    if settings.installer == "uv":
+        extra["UV_CONSTRAINT"] = ""  # locked files with hashes take no constraints (uv refuses them)
     try:
-        runner.install(cmd, extra_environ={"PYTHONPATH": ""})
+        runner.install(cmd, extra_environ=extra)
     except subprocess.CalledProcessError as exc:
         if locked is not None:
             _raise_lock_problem(locked, str(exc.output or ""))
@@ -253,7 +346,8 @@ def _uv_install(
         hashed = path / "detpack-hashed.txt"
         hashed.write_text("".join(f"{d.name} @ {d.url} --hash=sha256:{d.sha256}\n" for d in todo), encoding="utf-8")
         cmd = [uv, "pip", "install", "--python", python, "--require-hashes", "--no-deps", "-r", str(hashed)]
-        runner.install(cmd, extra_environ={"PYTHONPATH": ""})
+        # constraints shaped the resolution; exact files with hashes take none (uv refuses them)
+        runner.install(cmd, extra_environ={"PYTHONPATH": "", "UV_CONSTRAINT": ""})
     return chosen
 
 
@@ -366,7 +460,19 @@ def _from_metadata(purelib: Path, locked: BuildLock | None) -> list[InstalledDep
     return out
 
 
+_UV_MISMATCH = re.compile(r"Hash mismatch for `(?P<name>[^=`]+)==(?P<version>[^`]+)`")
+
+
 def _raise_lock_problem(lock: BuildLock, output: str) -> None:
+    uv = _UV_MISMATCH.search(output)
+    if uv:  # uv names the package, not the file: the lock says which file it must be
+        computed = re.search(r"Computed:\s+sha256:(\w+)", output)
+        pinned = next((p for p in lock.packages if p.name == canonicalize_name(uv["name"])), None)
+        what = f" ({pinned.filename})" if pinned is not None and pinned.filename else ""
+        raise LockError(
+            f"{lock.path}: {uv['name']} {uv['version']}{what} does not match its locked sha256 "
+            f"(got {computed[1] if computed else 'another'}); the file was changed or replaced - refusing it"
+        )
     lines = output.splitlines()
     for i, line in enumerate(lines):
         m = _MISMATCH.match(line)
@@ -410,13 +516,15 @@ def install_failure(output: str) -> str | None:
     if uv:
         i = uv[-1]
         text = lines[i].removeprefix("error: ").strip()
-        causes = []
+        told: list[list[str]] = []  # each cause with its continuation lines (uv wraps long ones)
         for ln in lines[i + 1 :]:
             if not ln.startswith(" "):
                 break
             if ln.strip().startswith("cause: "):
-                causes.append(ln.strip().removeprefix("cause: "))
-        return f"{text}: {causes[-1]}" if causes else text
+                told.append([ln.strip().removeprefix("cause: ")])
+            elif told and ln.strip():
+                told[-1].append(ln.strip())
+        return f"{text}: {' '.join(told[-1])}" if told else text
     rest = [ln.strip() for ln in lines if ln.strip()]
     return rest[-1] if rest else None
 

@@ -89,6 +89,11 @@ class BuildRoot:
     def cache(self) -> Path:
         return (self.shared or self.root) / "cache"
 
+    @property
+    def downloads(self) -> Path:
+        """The installers' download caches for this build (a private root holds them while it runs)."""
+        return self.root / DOWNLOADS if self.private else self.cache / DOWNLOADS
+
     def env_dir(self, distribution: str) -> Path:
         return self.root / f"env-{distribution}"
 
@@ -125,12 +130,20 @@ def build_root(
         if private:
             fcntl.flock(lock, fcntl.LOCK_EX)  # held while the build runs: a sweep leaves it alone
             _sweep_runs(root / RUNS)
+            br = BuildRoot(own, inside=root, shared=root)
+            shared_downloads = br.cache / DOWNLOADS
             try:
-                br = BuildRoot(own, inside=root, shared=root)
                 for d in (br.home, br.tmp, br.raw):
                     d.mkdir()
+                # The download caches move in for the build (on the same mount as the environments, so
+                # installers hard-link from them); a build running beside this one starts with none.
+                with contextlib.suppress(OSError):
+                    shared_downloads.rename(br.downloads)
                 yield br
             finally:
+                with contextlib.suppress(OSError):  # unless another build gave its caches back first
+                    shared_downloads.parent.mkdir(parents=True, exist_ok=True)
+                    br.downloads.rename(shared_downloads)
                 shutil.rmtree(own, onerror=_force_remove)
             return
         try:
@@ -220,8 +233,10 @@ def controlled_environment(
     pass_env: Sequence[str] = (),
     find_links: Sequence[Path] = (),
     offline: bool = False,
+    translate: Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
 ) -> ControlledEnvironment:
-    """Assemble the allowlisted environment for one build."""
+    """Assemble the allowlisted environment for one build (``translate`` adds variables said in
+    another installer's words, from those passed through)."""
     variables = dict(policy.FIXED_ENV)
     variables.update(HOME=root.to_inside(str(root.home)), TMPDIR=root.to_inside(str(root.tmp)))
     if epoch is not None:  # None only to reproduce a build that was made without it
@@ -241,10 +256,12 @@ def controlled_environment(
     prefix_map = f"-ffile-prefix-map={root.seen}=."
     for flag in ("CFLAGS", "CXXFLAGS"):
         variables[flag] = f"{variables[flag]} {prefix_map}" if flag in variables else prefix_map
+    if translate is not None:
+        variables.update(translate({k: variables[k] for k in passed}))
     if find_links:
-        links = " ".join(str(p.resolve()) for p in find_links)
-        variables["PIP_FIND_LINKS"] = links
-        variables["UV_FIND_LINKS"] = links
+        links = [str(p.resolve()) for p in find_links]
+        variables["PIP_FIND_LINKS"] = " ".join(links)
+        variables["UV_FIND_LINKS"] = ",".join(links)  # uv's list is comma-separated
     if offline:
         variables["PIP_NO_INDEX"] = "1"
         variables["UV_OFFLINE"] = "1"
@@ -329,7 +346,17 @@ class Runner:
         shown = (
             f"[sandbox, network {'allowed' if self.sandbox.network else 'none'}] {subprocess.list2cmdline(list(cmd))}"
         )
-        self.run(self.sandbox.wrap(cmd, where), cwd=cwd, extra_environ=extra, shown=shown, inside=True, named=cmd)
+        # The isolated environments are read-only to the backend (it cannot change what a cached
+        # environment or the installers' caches hold); the download caches are not there at all.
+        protected: list[tuple[str, str]] = []
+        hidden: list[str] = []
+        if self.root is not None:
+            envs = sorted(self.root.root.glob("env-*"))
+            protected = [(str(p), self.root.to_inside(str(p))) for p in envs]
+            if self.root.private:
+                hidden.append(self.root.to_inside(str(self.root.downloads)))
+        wrapped = self.sandbox.wrap(cmd, where, protected=protected, hidden=hidden)
+        self.run(wrapped, cwd=cwd, extra_environ=extra, shown=shown, inside=True, named=cmd)
 
     def install(self, cmd: Sequence[str], *, extra_environ: Mapping[str, str] | None = None) -> str:
         """Run an installer filling the isolated environment: with the network (where the index and
@@ -337,16 +364,16 @@ class Runner:
         shebangs, RECORD) names the path the hooks see."""
         caches: dict[str, str] = {}
         if self.root is not None:  # downloads kept between builds (installs are hash-checked)
-            downloads = self.root.cache / DOWNLOADS
-            downloads.mkdir(parents=True, exist_ok=True)
-            caches = {"UV_CACHE_DIR": str(downloads / "uv"), "PIP_CACHE_DIR": str(downloads / "pip")}
-            caches["UV_LINK_MODE"] = "copy"  # the cache is another mount inside: no hard links across
+            downloads = self.root.to_inside(str(self.root.downloads))
+            caches = {"UV_CACHE_DIR": f"{downloads}/uv", "PIP_CACHE_DIR": f"{downloads}/pip"}
+            if "UV_CACHE_DIR" in self.env.variables:  # the caller's own, passed through: another mount
+                caches = {"PIP_CACHE_DIR": caches["PIP_CACHE_DIR"], "UV_LINK_MODE": "copy"}
         if self.sandbox is None or self.root is None or not self.root.private:
             return self.run(cmd, extra_environ={**caches, **(extra_environ or {})})
         assert self.root.inside is not None
         cmd, _, extra = self._inside(cmd, None, extra_environ)
         shown = f"[build root at {self.root.inside}] {subprocess.list2cmdline(list(cmd))}"
-        wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside, [downloads])
+        wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside)
         return self.run(wrapped, extra_environ={**caches, **extra}, shown=shown, inside=True, named=cmd)
 
     def _inside(

@@ -29,7 +29,7 @@ from detpack import policy
 from detpack.archive.detect import ArchiveKind
 from detpack.archive.normalize import NormalizeOptions, normalize_stream
 from detpack.atomic import sweep, temp_name
-from detpack.build import environment, sandbox
+from detpack.build import deps, environment, sandbox
 from detpack.build.config import BuildRequest, Distribution, ResolvedBuild, backend_name, resolve
 from detpack.build.config import default_outdir as default_outdir
 from detpack.build.environment import BuildRoot, LineSink, Runner
@@ -188,6 +188,7 @@ def session(
             pass_env=plan.pass_env,
             find_links=plan.find_links,
             offline=plan.offline,
+            translate=deps.uv_settings if plan.frontend.installer == "uv" else None,
         )
         for name in env.injects_code:
             if on_warning is not None:
@@ -307,7 +308,7 @@ def _statement(
             via_sdist=plan.via_sdist,
             config_settings=frontend.config_settings,
             isolation=frontend.isolation,
-            installer=frontend.installer,
+            installer=frontend.installer or "pip",
             skip_dependency_check=frontend.skip_dependency_check,
             recompress=plan.recompress,
             offline=plan.offline,

@@ -69,8 +69,16 @@ class Sandbox:
     def hermetic(self) -> bool:
         return not self.network
 
-    def wrap(self, cmd: Sequence[str], cwd: str | os.PathLike[str] | None) -> list[str]:
-        """``cmd`` as run inside the sandbox (with ``cwd`` as its working directory)."""
+    def wrap(
+        self,
+        cmd: Sequence[str],
+        cwd: str | os.PathLike[str] | None,
+        *,
+        protected: Sequence[tuple[str, str]] = (),
+        hidden: Sequence[str] = (),
+    ) -> list[str]:
+        """``cmd`` as run inside the sandbox (with ``cwd`` as its working directory); ``protected``
+        (host path, path inside) read-only within the writable paths, ``hidden`` directories empty."""
         args = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
         if self.network:
             args.append("--share-net")
@@ -84,20 +92,19 @@ class Sandbox:
             args += ["--symlink", target, path]
         for path, inside in self.writable:
             args += ["--bind-try", path, inside]
+        for path, inside in protected:
+            args += ["--ro-bind-try", path, inside]
+        for inside in hidden:
+            args += ["--tmpfs", inside]
         if cwd is not None:
             args += ["--chdir", str(cwd)]
         return [*args, "--", *cmd]
 
-    def wrap_install(self, cmd: Sequence[str], root: Path, inside: Path, keep: Sequence[Path] = ()) -> list[str]:
+    def wrap_install(self, cmd: Sequence[str], root: Path, inside: Path) -> list[str]:
         """``cmd`` (an installer) run seeing this machine's files and network, with the private build
-        root ``root`` at its fixed path ``inside`` and ``keep`` (directories under ``inside`` on this
-        machine that outlive the build: the download caches) at their own paths over it. The only
-        namespace it gets is a mount namespace."""
+        root ``root`` at its fixed path ``inside``: the only namespace it gets is a mount namespace."""
         args = [self.bwrap, "--unshare-user", "--die-with-parent", "--dev-bind", "/", "/"]
-        args += ["--bind", str(root), str(inside)]
-        for path in keep:
-            args += ["--bind", str(path), str(path)]
-        return [*args, "--", *cmd]
+        return [*args, "--bind", str(root), str(inside), "--", *cmd]
 
     def record(self) -> dict[str, Any]:
         """What shapes the build (buildDefinition): the same on every machine for the same options."""

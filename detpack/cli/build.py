@@ -92,6 +92,12 @@ def _add_directory_options(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="create the isolated build environment here (must be empty; kept on failure)",
     )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="make every build environment afresh and ask the backend for its requirements again "
+        "(nothing from detpack's caches; downloads are still reused)",
+    )
 
 
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
@@ -114,8 +120,8 @@ def _add_environment_options(p: argparse.ArgumentParser) -> None:
     iso.add_argument(
         "--installer",
         choices=("pip", "uv"),
-        default="pip",
-        help="installer for the isolated build environment (default: pip)",
+        default=None,
+        help="installer for the isolated build environment (default: uv when it is installed, else pip)",
     )
     iso.add_argument(
         "--no-isolation",
@@ -311,4 +317,5 @@ def _build_request(args: argparse.Namespace) -> BuildRequest:
         lock=args.lock,
         allow_network=args.allow_network,
         require_sandbox=args.require_sandbox,
+        cache=not args.no_cache,
     )

@@ -93,7 +93,8 @@ def beyond(c: Comparison, noise: set[Signature]) -> Comparison:
 def _argv(spec: RunSpec, project: Path, out: Path, settings: CheckSettings, epoch: Epoch | None) -> list[str]:
     if settings.raw:
         return [sys.executable, "-m", "build", str(project), "-o", str(out)]
-    argv = [sys.executable, "-m", "detpack", "build", str(project), "-o", str(out), "-q"]
+    # --no-cache: every build asks the backend itself, so a variation reaches every hook
+    argv = [sys.executable, "-m", "detpack", "build", str(project), "-o", str(out), "-q", "--no-cache"]
     if epoch is not None:
         argv += ["--source-date-epoch", "unset" if epoch.origin == "unset" else str(epoch.value)]
     for name in spec.pass_env:
