@@ -126,3 +126,23 @@ def test_the_backends_answer_is_reused_only_for_the_same_question(tmp_path: Path
     (src / "fx_setuptools_basic" / "extra.py").write_text("X = 1\n")  # another source tree: another question
     edited, _ = build("edited")
     assert asked in edited and "answered before" not in edited
+
+
+def test_builds_at_once_each_take_their_own_set_of_download_caches(tmp_path: Path) -> None:
+    """A set is in one build's root at a time (where installers hard-link from it); sets come back
+    to the pool afterwards, the most recent DOWNLOAD_SETS kept."""
+    import time
+
+    from detpack.build.environment import DOWNLOAD_SETS, build_root
+
+    pool = tmp_path / "root" / "cache" / "downloads"
+    for i in range(DOWNLOAD_SETS + 1):
+        (pool / f"set{i}").mkdir(parents=True)
+        (pool / f"set{i}" / "marker").write_text(f"{i}\n")
+        os.utime(pool / f"set{i}", (time.time() - 100 + i, time.time() - 100 + i))
+    with build_root(tmp_path / "root", private=True) as one, build_root(tmp_path / "root", private=True) as two:
+        mine = (one.downloads / "marker").read_text(), (two.downloads / "marker").read_text()
+        assert mine == (f"{DOWNLOAD_SETS}\n", f"{DOWNLOAD_SETS - 1}\n")  # the most recent first, one each
+        assert len(list(pool.iterdir())) == DOWNLOAD_SETS - 1
+    kept = sorted((p / "marker").read_text() for p in pool.iterdir())
+    assert len(kept) == DOWNLOAD_SETS and "0\n" not in kept  # the oldest set went

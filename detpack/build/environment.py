@@ -36,7 +36,8 @@ from detpack.wording import redact
 
 LineSink = Callable[[str], None]
 RUNS = "runs"  # BUILD_ROOT/runs/: the private roots of builds in progress
-DOWNLOADS = "downloads"  # BUILD_ROOT/cache/downloads/: the installers' download caches
+DOWNLOADS = "downloads"  # BUILD_ROOT/cache/downloads/N/: sets of the installers' download caches
+DOWNLOAD_SETS = 4  # sets kept: builds running at once each take one
 STALE_AFTER = 60.0  # seconds: a private root nobody holds, older than this, is a crashed build's
 
 
@@ -91,8 +92,8 @@ class BuildRoot:
 
     @property
     def downloads(self) -> Path:
-        """The installers' download caches for this build (a private root holds them while it runs)."""
-        return self.root / DOWNLOADS if self.private else self.cache / DOWNLOADS
+        """The installers' download caches, taken from the pool in ``cache`` for the build."""
+        return self.root / DOWNLOADS
 
     def env_dir(self, distribution: str) -> Path:
         return self.root / f"env-{distribution}"
@@ -131,19 +132,14 @@ def build_root(
             fcntl.flock(lock, fcntl.LOCK_EX)  # held while the build runs: a sweep leaves it alone
             _sweep_runs(root / RUNS)
             br = BuildRoot(own, inside=root, shared=root)
-            shared_downloads = br.cache / DOWNLOADS
+            pool = br.cache / DOWNLOADS
             try:
                 for d in (br.home, br.tmp, br.raw):
                     d.mkdir()
-                # The download caches move in for the build (on the same mount as the environments, so
-                # installers hard-link from them); a build running beside this one starts with none.
-                with contextlib.suppress(OSError):
-                    shared_downloads.rename(br.downloads)
+                _claim_downloads(pool, br.downloads)
                 yield br
             finally:
-                with contextlib.suppress(OSError):  # unless another build gave its caches back first
-                    shared_downloads.parent.mkdir(parents=True, exist_ok=True)
-                    br.downloads.rename(shared_downloads)
+                _return_downloads(br.downloads, pool)
                 shutil.rmtree(own, onerror=_force_remove)
             return
         try:
@@ -152,16 +148,52 @@ def build_root(
             if on_wait is not None:
                 on_wait(f"waiting for another detpack build to release {root} ...")
             fcntl.flock(lock, fcntl.LOCK_EX)
+        br = BuildRoot(root)
         try:
             _empty(root)
-            br = BuildRoot(root)
             for d in (br.home, br.tmp, br.raw):
                 d.mkdir()
+            _claim_downloads(br.cache / DOWNLOADS, br.downloads)
             yield br
         finally:
+            _return_downloads(br.downloads, br.cache / DOWNLOADS)
             _empty(root)
     finally:
         os.close(lock)
+
+
+def _claim_downloads(pool: Path, mine: Path) -> None:
+    """Move a set of download caches from the pool into this build's root, the most recently used
+    first: there they are on the same mount as the environments, so installers hard-link from them.
+    A build that finds every set taken (builds running at once) starts with an empty one."""
+    try:
+        sets = sorted(pool.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for one in sets:
+        if one.name.startswith("."):
+            continue
+        with contextlib.suppress(OSError):  # another build took it first
+            one.rename(mine)
+            return
+
+
+def _return_downloads(mine: Path, pool: Path) -> None:
+    """Give this build's download caches back to the pool, keeping the ``DOWNLOAD_SETS`` most recent."""
+    if not mine.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        pool.mkdir(parents=True, exist_ok=True)
+        mine.rename(pool / f"{time.time_ns():x}-{os.getpid()}")
+        os.utime(pool)
+        sets = sorted(
+            (p for p in pool.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+        for old in sets[DOWNLOAD_SETS:]:
+            gone = pool / f".gone-{old.name}"
+            with contextlib.suppress(OSError):
+                old.rename(gone)
+                shutil.rmtree(gone, onerror=_force_remove)
 
 
 def _sweep_runs(runs: Path) -> None:
