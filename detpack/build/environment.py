@@ -116,47 +116,63 @@ def build_root(
     when another build holds it and this one must wait.
     """
     root = path or root_path()
-    own = root / RUNS
+    taken = _private_root(root) if private else _shared_root(root, on_wait)
+    with taken as br:
+        pool = br.cache / DOWNLOADS
+        try:
+            for d in (br.home, br.tmp, br.raw):
+                d.mkdir()
+            _claim_downloads(pool, br.downloads)
+            yield br
+        finally:
+            _return_downloads(br.downloads, pool)
+
+
+def _cannot_create(root: Path, exc: OSError) -> EnvironmentSetupError:
+    return EnvironmentSetupError(
+        f"{root}: cannot create the build root ({exc.strerror}); set DETPACK_BUILD_ROOT to a writable path"
+    )
+
+
+@contextlib.contextmanager
+def _private_root(root: Path) -> Iterator[BuildRoot]:
+    """A new directory under ``root/runs``, held (flock) while the build runs, removed after."""
+    try:
+        (root / RUNS).mkdir(parents=True, exist_ok=True)
+        own = Path(tempfile.mkdtemp(prefix="", dir=root / RUNS))
+        held = os.open(own, os.O_RDONLY)
+    except OSError as exc:
+        raise _cannot_create(root, exc) from None
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a sweep leaves a held root alone
+        _sweep_runs(root / RUNS)
+        try:
+            yield BuildRoot(own, inside=root, shared=root)
+        finally:
+            shutil.rmtree(own, onerror=_force_remove)
+    finally:
+        os.close(held)
+
+
+@contextlib.contextmanager
+def _shared_root(root: Path, on_wait: LineSink | None) -> Iterator[BuildRoot]:
+    """``root`` itself, emptied, for one build at a time (a lock; ``on_wait`` hears a wait)."""
     try:
         root.mkdir(parents=True, exist_ok=True)
-        if private:
-            own.mkdir(exist_ok=True)
-            own = Path(tempfile.mkdtemp(prefix="", dir=own))
-        lock = os.open(own, os.O_RDONLY) if private else os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise EnvironmentSetupError(
-            f"{root}: cannot create the build root ({exc.strerror}); set DETPACK_BUILD_ROOT to a writable path"
-        ) from None
+        raise _cannot_create(root, exc) from None
     try:
-        if private:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # held while the build runs: a sweep leaves it alone
-            _sweep_runs(root / RUNS)
-            br = BuildRoot(own, inside=root, shared=root)
-            pool = br.cache / DOWNLOADS
-            try:
-                for d in (br.home, br.tmp, br.raw):
-                    d.mkdir()
-                _claim_downloads(pool, br.downloads)
-                yield br
-            finally:
-                _return_downloads(br.downloads, pool)
-                shutil.rmtree(own, onerror=_force_remove)
-            return
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait is not None:
                 on_wait(f"waiting for another detpack build to release {root} ...")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        br = BuildRoot(root)
+        _empty(root)
         try:
-            _empty(root)
-            for d in (br.home, br.tmp, br.raw):
-                d.mkdir()
-            _claim_downloads(br.cache / DOWNLOADS, br.downloads)
-            yield br
+            yield BuildRoot(root)
         finally:
-            _return_downloads(br.downloads, br.cache / DOWNLOADS)
             _empty(root)
     finally:
         os.close(lock)

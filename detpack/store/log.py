@@ -29,7 +29,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from detpack.digest import canonical_json
@@ -193,63 +193,82 @@ def audit(
     entries: Sequence[bytes], checkpoint_records: Sequence[bytes], key: PublicKey, origin: str | None
 ) -> LogAudit:
     """Check every checkpoint's signature, its root against the entries, and consistency between them."""
-    problems: list[str] = []
-    notes: list[str] = []
-    leaves = [merkle.leaf_hash(e) for e in entries]
-    roots: dict[int, bytes] = {}
-
-    def root_of(size: int) -> bytes:
-        if size not in roots:
-            roots[size] = merkle.root(leaves[:size])
-        return roots[size]
-
-    previous: Checkpoint | None = None
-    first_mismatch: int | None = None
-    later_mismatches = 0
+    walk = _AuditWalk(entries, [merkle.leaf_hash(e) for e in entries], key, origin)
     for number, record in enumerate(checkpoint_records, 1):
-        try:
-            cp = Checkpoint.parse(record)
-        except ValueError as exc:
-            problems.append(f"checkpoint {number}: {exc}")
-            continue
-        where = f"checkpoint {number} (tree size {cp.size})"
-        if not cp.verifies(key):
-            problems.append(
-                f"{where}: signature does not verify with key {key.keyid[:16]} (changed, or signed by another key)"
-            )
-            continue
-        if origin is not None and cp.origin != origin:
-            problems.append(f"{where}: belongs to store {cp.origin}, not {origin} (copied from another store)")
-        if previous is not None and cp.size <= previous.size:
-            problems.append(f"{where}: the tree did not grow after checkpoint {number - 1} (size {previous.size})")
-        if cp.size > len(entries):
-            problems.append(f"{where}: covers {cp.size} entries but the log holds {len(entries)}: entries were removed")
-        elif root_of(cp.size) != cp.root:
-            if first_mismatch is None:
-                first_mismatch = number
-                low = previous.size + 1 if previous is not None else 1
-                which = f"log entry {cp.size}" if low == cp.size else f"log entries {low}-{cp.size}"
-                problems.append(
-                    f"{which}: do not match {where}: changed, removed or inserted by hand"
-                    if low != cp.size
-                    else f"{which}: does not match {where}: changed, removed or inserted by hand"
-                )
-            else:
-                later_mismatches += 1
-        elif previous is not None and previous.size <= len(entries) and first_mismatch is None:
-            proof = merkle.consistency_proof(previous.size, leaves[: cp.size])
-            if not merkle.verify_consistency(previous.size, cp.size, previous.root, cp.root, proof):
-                problems.append(f"{where}: not consistent with checkpoint {number - 1}")
-        previous = cp  # the last checkpoint whose signature holds
-    if later_mismatches:
-        problems.append(f"{later_mismatches} later checkpoint(s) fail for the same reason")
-    committed = previous.size if previous is not None else 0
+        walk.check(number, record)
+    problems = walk.problems
+    if walk.later_mismatches:
+        problems.append(f"{walk.later_mismatches} later checkpoint(s) fail for the same reason")
+    committed = walk.previous.size if walk.previous is not None else 0
+    notes: list[str] = []
     if len(entries) > committed:
         notes.append(
             f"{len(entries) - committed} log entr{'y' if len(entries) - committed == 1 else 'ies'} after the last "
             "checkpoint: an interrupted write, not part of the log (the next write removes it)"
         )
     return LogAudit(tuple(problems), tuple(notes), min(committed, len(entries)), len(checkpoint_records))
+
+
+@dataclass
+class _AuditWalk:
+    """``audit``'s pass over the checkpoints, oldest first."""
+
+    entries: Sequence[bytes]
+    leaves: list[bytes]
+    key: PublicKey
+    origin: str | None
+    problems: list[str] = field(default_factory=list)
+    previous: Checkpoint | None = None  # the last checkpoint whose signature holds
+    first_mismatch: int | None = None
+    later_mismatches: int = 0
+    roots: dict[int, bytes] = field(default_factory=dict)
+
+    def root_of(self, size: int) -> bytes:
+        if size not in self.roots:
+            self.roots[size] = merkle.root(self.leaves[:size])
+        return self.roots[size]
+
+    def check(self, number: int, record: bytes) -> None:
+        try:
+            cp = Checkpoint.parse(record)
+        except ValueError as exc:
+            self.problems.append(f"checkpoint {number}: {exc}")
+            return
+        where = f"checkpoint {number} (tree size {cp.size})"
+        if not cp.verifies(self.key):
+            self.problems.append(
+                f"{where}: signature does not verify with key {self.key.keyid[:16]} (changed, or signed by another key)"
+            )
+            return
+        previous, held = self.previous, len(self.entries)
+        if self.origin is not None and cp.origin != self.origin:
+            self.problems.append(
+                f"{where}: belongs to store {cp.origin}, not {self.origin} (copied from another store)"
+            )
+        if previous is not None and cp.size <= previous.size:
+            self.problems.append(f"{where}: the tree did not grow after checkpoint {number - 1} (size {previous.size})")
+        if cp.size > held:
+            self.problems.append(f"{where}: covers {cp.size} entries but the log holds {held}: entries were removed")
+        elif self.root_of(cp.size) != cp.root:
+            self._mismatch(number, cp, where)
+        elif previous is not None and previous.size <= held and self.first_mismatch is None:
+            proof = merkle.consistency_proof(previous.size, self.leaves[: cp.size])
+            if not merkle.verify_consistency(previous.size, cp.size, previous.root, cp.root, proof):
+                self.problems.append(f"{where}: not consistent with checkpoint {number - 1}")
+        self.previous = cp
+
+    def _mismatch(self, number: int, cp: Checkpoint, where: str) -> None:
+        if self.first_mismatch is not None:
+            self.later_mismatches += 1
+            return
+        self.first_mismatch = number
+        low = self.previous.size + 1 if self.previous is not None else 1
+        if low == cp.size:
+            self.problems.append(f"log entry {cp.size}: does not match {where}: changed, removed or inserted by hand")
+        else:
+            self.problems.append(
+                f"log entries {low}-{cp.size}: do not match {where}: changed, removed or inserted by hand"
+            )
 
 
 def check_saved(

@@ -57,6 +57,7 @@ class State:
 
 
 def replay(entries: list[dict[str, Any]]) -> State:
+    """The store's state after ``entries`` (its log), in order."""
     state = State()
     for index, e in enumerate(entries):
         kind = e.get("type")
@@ -64,27 +65,7 @@ def replay(entries: list[dict[str, Any]]) -> State:
         if kind == "init":
             state.origin, state.keyid = e.get("origin"), e.get("keyid")
         elif kind in ("push", "provenance"):
-            item = state.items.get(digest)
-            if item is None:
-                item = state.items[digest] = Item(
-                    digest,
-                    "artifact" if kind == "push" else "provenance",
-                    int(e.get("size", 0)),
-                    pushed=str(e.get("time", "")),
-                    pushed_by=str(e.get("user", "")),
-                    index=index,
-                )
-            item.expired = None  # pushing expired bytes again brings them back
-            name = e.get("name")
-            if isinstance(name, str):
-                state.names[name] = digest
-                if name not in item.names:
-                    item.names.append(name)
-            if kind == "provenance":
-                item.subjects = [str(s) for s in e.get("subjects", [])]
-                item.signed_by = [str(k) for k in e.get("keyids", [])]
-            elif e.get("provenance"):
-                item.provenance = str(e["provenance"])
+            _replay_push(state, e, index, digest)
         elif kind == "tag":
             state.names[str(e["name"])] = digest
             if digest in state.items and e["name"] not in state.items[digest].names:
@@ -107,3 +88,29 @@ def replay(entries: list[dict[str, Any]]) -> State:
         elif kind == "expire" and digest in state.items:
             state.items[digest].expired = str(e.get("time", ""))
     return state
+
+
+def _replay_push(state: State, e: dict[str, Any], index: int, digest: str) -> None:
+    """A ``push`` (an artifact) or ``provenance`` entry: the item, its names, what signs or describes it."""
+    kind = e.get("type")
+    item = state.items.get(digest)
+    if item is None:
+        item = state.items[digest] = Item(
+            digest,
+            "artifact" if kind == "push" else "provenance",
+            int(e.get("size", 0)),
+            pushed=str(e.get("time", "")),
+            pushed_by=str(e.get("user", "")),
+            index=index,
+        )
+    item.expired = None  # pushing expired bytes again brings them back
+    name = e.get("name")
+    if isinstance(name, str):
+        state.names[name] = digest
+        if name not in item.names:
+            item.names.append(name)
+    if kind == "provenance":
+        item.subjects = [str(s) for s in e.get("subjects", [])]
+        item.signed_by = [str(k) for k in e.get("keyids", [])]
+    elif e.get("provenance"):
+        item.provenance = str(e["provenance"])
