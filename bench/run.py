@@ -283,7 +283,7 @@ def main() -> None:
         fixture = work / "fixture"
         shutil.copytree(ROOT / "fixtures" / "setuptools-basic", fixture)
         env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(house)}
-        build_reps = 1 if args.smoke else 3
+        build_reps = 1 if args.smoke else args.reps
         rows.append(
             compare(
                 "build tiny project (sdist+wheel)",
