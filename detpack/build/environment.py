@@ -30,6 +30,7 @@ from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
 from detpack import policy
+from detpack.build import native
 from detpack.build.sandbox import Sandbox
 from detpack.errors import ConfigError, EnvironmentSetupError
 from detpack.wording import redact
@@ -385,7 +386,11 @@ class Runner:
     def __call__(
         self, cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
     ) -> None:
-        """Run one backend hook (pyproject_hooks' runner signature), in the sandbox when there is one."""
+        """Run one backend hook (pyproject_hooks' runner signature), in the sandbox when there is one,
+        with the native toolchain's shims first on its PATH (``native``)."""
+        if self.root is not None:
+            seen = {**self.env.variables, **(extra_environ or {})}.get("PATH", "")
+            extra_environ = {**(extra_environ or {}), "PATH": native.prepare(self.root.root, self.root.seen, seen)}
         if self.sandbox is None:
             self.run(cmd, cwd=cwd, extra_environ=extra_environ)
             return
@@ -399,8 +404,8 @@ class Runner:
         protected: list[tuple[str, str]] = []
         hidden: list[str] = []
         if self.root is not None:
-            envs = sorted(self.root.root.glob("env-*"))
-            protected = [(str(p), self.root.to_inside(str(p))) for p in envs]
+            ours = [*sorted(self.root.root.glob("env-*")), self.root.root / native.SHIMS]
+            protected = [(str(p), self.root.to_inside(str(p))) for p in ours]
             if self.root.private:
                 hidden.append(self.root.to_inside(str(self.root.downloads)))
         wrapped = self.sandbox.wrap(cmd, where, protected=protected, hidden=hidden)

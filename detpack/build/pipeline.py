@@ -29,7 +29,7 @@ from detpack import policy
 from detpack.archive.detect import ArchiveKind
 from detpack.archive.normalize import NormalizeOptions, normalize_stream
 from detpack.atomic import sweep, temp_name
-from detpack.build import deps, environment, sandbox
+from detpack.build import deps, environment, native, sandbox
 from detpack.build.config import BuildRequest, Distribution, ResolvedBuild, backend_name, resolve
 from detpack.build.config import default_outdir as default_outdir
 from detpack.build.environment import BuildRoot, LineSink, Runner
@@ -330,6 +330,7 @@ def _statement(
         sandbox=ses.box.record(),
         raws=raws,
         toolchain=capture_toolchain(),
+        native=native.collect(ses.root.root, ses.root.seen),
         run=provenance.RunFacts(
             invocation_id=f"urn:uuid:{uuid.uuid4()}",
             started=started,

@@ -122,7 +122,7 @@ def grouped(f: FileComparison) -> tuple[list[Difference], dict[str, list[Differe
 
 
 def render_text(c: Comparison, verbose: int) -> list[str]:
-    lines = [c.summary()]
+    lines = [c.summary(), *c.toolchain]
     for name in c.only_a:
         lines.append(f"only in A: {name}")
     for name in c.only_b:
@@ -132,13 +132,13 @@ def render_text(c: Comparison, verbose: int) -> list[str]:
             if len(c.files) > 1:
                 what = "identical in what it asserts" if f.kind in STATEMENT_KINDS else "identical"
                 lines.append(f"== {f.name}: {what}")
-            lines += [f"  {n.text}" for n in f.notes]
+            lines += [f"  {n.text}" for n in f.notes if n.topic != "toolchain"]
             continue
         what = "asserted parts" if f.kind in STATEMENT_KINDS else "members"
         lines.append(f"== {f.name} ({f.kind}): {f.members_differing} of {f.members_total} {what} differ")
         if f.kind in STATEMENT_KINDS:
             lines += [f"  {describe(d)}" for d in f.differences]
-            lines += [f"  {n.text}" for n in f.notes]
+            lines += [f"  {n.text}" for n in f.notes if n.topic != "toolchain"]
             continue
         tally = f.cause_tally()
         if tally:

@@ -138,6 +138,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     else:
         counted = f"{same} of {len(result.subjects)} subjects match"
     out.result(f"{verdict}: {counted} ({result.source_note})")
+    for drift in result.toolchain:  # before any byte difference: it may explain them
+        out.result(f"  toolchain differs from the record: {drift}")
     for s in result.subjects:
         if s.skipped is not None:
             out.result(f"  skipped  {s.name}  ({s.skipped})")

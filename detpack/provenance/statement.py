@@ -190,8 +190,10 @@ def statement(
     raws: Sequence[RawArtifactFacts],
     toolchain: Toolchain,
     run: RunFacts,
+    native: Sequence[JSON] = (),
 ) -> JSON:
-    """Assemble the statement for one build."""
+    """Assemble the statement for one build (``native``: the compilers and system files it used,
+    as resolved dependencies)."""
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in subjects],
@@ -201,7 +203,7 @@ def statement(
                 "buildType": BUILD_TYPE,
                 "externalParameters": _external_parameters(source, epoch, parameters),
                 "internalParameters": _internal_parameters(environment, paths, passed_through, injects_code, sandbox),
-                "resolvedDependencies": _resolved_dependencies(source, raws, toolchain),
+                "resolvedDependencies": [*_resolved_dependencies(source, raws, toolchain), *native],
             },
             "runDetails": _run_details(toolchain, run),
         },

@@ -54,7 +54,7 @@ class Difference:
 class Note:
     """Information about a pair that is not a difference (it never changes the verdict)."""
 
-    topic: Literal["runDetails", "signatures"]  # what it is about
+    topic: Literal["runDetails", "signatures", "toolchain"]  # what it is about
     keys: tuple[str, ...]  # the key paths it covers (runDetails: relative to predicate.runDetails)
     text: str  # one line for people
 
@@ -90,6 +90,11 @@ class Comparison:
     @property
     def identical(self) -> bool:
         return not self.only_a and not self.only_b and all(f.identical for f in self.files)
+
+    @property
+    def toolchain(self) -> tuple[str, ...]:
+        """What differs in the native toolchain the records name (said before any byte difference)."""
+        return tuple(dict.fromkeys(n.text for f in self.files for n in f.notes if n.topic == "toolchain"))
 
     def summary(self) -> str:
         if self.identical:
@@ -221,6 +226,9 @@ def _compare_statements(a: Path, b: Path, name: str) -> FileComparison | None:
         diffs.insert(
             0, Difference("provenance", "payloadType", "payloadType", read_a.payload_type, read_b.payload_type)
         )
+    drift = provenance_compare.toolchain_drift(read_a.statement, read_b.statement)
+    if drift:
+        notes.append(Note("toolchain", drift, f"toolchain differs: {'; '.join(drift)}"))
     if result.run_details:
         shown = provenance_compare.short_run_details(result.run_details)
         text = f"run details differ: {shown} (expected between two builds)"

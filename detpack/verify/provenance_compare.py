@@ -177,3 +177,58 @@ def short_run_details(paths: tuple[str, ...], limit: int = 6) -> str:
             names.append(name)
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+#: The kinds of resolved dependency the native toolchain records (``build/native.py``).
+NATIVE_KINDS = frozenset({"tool", "system files", "os", "libc"})
+
+
+def toolchain_drift(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
+    """One line per native tool, system package, OS or C library that differs between two statements:
+    ``gcc: 12.2.0 (gcc-12 12.2.0-14) vs 13.3.0 (gcc-13 13.3.0-6)``, ``libssl-dev 3.0.15-1 vs 3.0.17-1``."""
+    na, nb = _native(a), _native(b)
+    lines = []
+    for name in sorted(set(na) | set(nb)):
+        x, y = na.get(name), nb.get(name)
+        if x == y:
+            continue
+        if x is None or y is None:
+            there = x or y
+            assert there is not None
+            lines.append(f"{name} {_native_version(there)} only in {'A' if y is None else 'B'}".replace("  ", " "))
+            continue
+        vx, vy = _native_version(x), _native_version(y)
+        if vx != vy:
+            lines.append(f"{name}: {vx} vs {vy}")
+        elif x.get("digest") != y.get("digest"):
+            lines.append(f"{name}: {vx} in both, but another binary (sha256 {_sha(x)} vs {_sha(y)})")
+        else:
+            lines.append(f"{name}: {vx} in both, but what it read or where it is differs")
+    return tuple(lines)
+
+
+def _native(statement: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    deps = statement.get("predicate", {}).get("buildDefinition", {}).get("resolvedDependencies", [])
+    out: dict[str, dict[str, Any]] = {}
+    for dep in deps if isinstance(deps, list) else []:
+        notes = dep.get("annotations") if isinstance(dep, dict) else None
+        if isinstance(notes, dict) and notes.get("kind") in NATIVE_KINDS and isinstance(dep.get("name"), str):
+            out[dep["name"]] = dep
+    return out
+
+
+def _native_version(dep: dict[str, Any]) -> str:
+    notes = dep.get("annotations", {})
+    if notes.get("kind") == "os":
+        return str(notes.get("PRETTY_NAME") or f"{notes.get('ID', '')} {notes.get('VERSION_ID', '')}".strip())
+    package = notes.get("package") if isinstance(notes.get("package"), dict) else None
+    line = str(notes.get("version", ""))
+    if notes.get("kind") == "tool":
+        numbers = [w for w in line.replace("(", " ").replace(")", " ").split() if w[:1].isdigit() and "." in w]
+        shown = numbers[-1] if numbers else line
+        return f"{shown} ({package['name']} {package['version']})" if package else shown
+    return f"{line} ({package['name']} {package['version']})" if package and notes.get("kind") == "libc" else line
+
+
+def _sha(dep: dict[str, Any]) -> str:
+    return str(dep.get("digest", {}).get("sha256", "?"))[:12]

@@ -33,6 +33,7 @@ from detpack.errors import InputError, VerificationError
 from detpack.provenance import reader
 from detpack.provenance.signing import PublicKey, verify
 from detpack.provenance.statement import BUILD_TYPE
+from detpack.verify import provenance_compare
 from detpack.verify.compare import FileComparison, compare_files
 
 #: What is known of a record's signature: checked with the given key, not checked (no key), none.
@@ -60,6 +61,7 @@ class RebuildResult:
     source_matches: bool  # the source's digest is the recorded one
     source_note: str  # one phrase saying what was checked of the source
     signature: Signature = "unsigned"  # what is known of the record's signature
+    toolchain: tuple[str, ...] = ()  # how the rebuild's native toolchain differs from the record's
 
     @property
     def rebuilt(self) -> tuple[SubjectResult, ...]:
@@ -192,7 +194,8 @@ def rebuild(
             note = "sdist beside the record: its sha256 is the recorded subject's; the tree itself is not checked"
         actual = {a.path.name: a.sha256 for a in built.artifacts}
         results = _subject_results(data["subject"], actual, from_subject, provenance.parent, out)
-    return RebuildResult(results, source_ok, note, record.signature)
+        drift = provenance_compare.toolchain_drift(data, _load_statement(built.provenance))
+    return RebuildResult(results, source_ok, note, record.signature, drift)
 
 
 def _name_the_source(definition: dict[str, Any]) -> None:

@@ -1,0 +1,353 @@
+"""The native toolchain a build used: which compilers and build tools ran, and what they read.
+
+Before each hook, a shim is written for every compiler or build tool (``TOOLS``) that the hook's
+PATH holds, in a directory put first on that PATH. A shim notes its name and the real tool it
+runs (the first one on PATH after the shims), then execs it; a compiler driver also gets
+``SUNPRO_DEPENDENCIES`` (the preprocessor appends every header it read, system headers
+included, to a file of its own) and a linker ``-Map`` (the link map names every object and
+library it loaded). Neither changes what the tools write. After the build, ``collect`` turns
+the notes into resolved dependencies: each tool with its resolved path, version line and
+sha256; each header and library with the system package that owns it (``dpkg -S``; a file no
+package owns, with its sha256); the OS release and glibc. A build that ran no tool adds nothing.
+
+What is recorded is what ran through PATH: a backend that calls a compiler by another absolute
+path bypasses the shims (its tools are then not named). The shims are the same on every build
+(fixed paths, no times), so the record is too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packageurl import PackageURL
+
+from detpack.digest import file_sha256
+
+#: Tools a shim is made for (when the hook's PATH holds them), and their target-prefixed names.
+TOOLS: tuple[str, ...] = (
+    *("cc", "c++", "cpp", "gcc", "g++", "clang", "clang++", "gfortran"),
+    *("ld", "ld.bfd", "ld.gold", "ld.lld", "as", "ar", "ranlib", "strip", "nm", "objcopy"),
+    *("cmake", "ninja", "meson", "make", "pkg-config", "pkgconf", "rustc", "cargo", "nasm", "yasm"),
+)
+_COMPILERS = re.compile(r"(^|-)(cc|c\+\+|cpp|gcc|g\+\+|clang|clang\+\+|gfortran)(-[0-9.]+)?$")
+_LINKERS = re.compile(r"(^|-)ld(\.(bfd|gold|lld))?$")
+SHIMS = "native/shims"  # under the build root
+NOTES = "native/notes"  # under the build root: what the shims noted
+
+_SHIM = """#!/bin/sh
+# detpack: note that {name} ran and which one, then run it (the first on PATH after this directory)
+n='{name}'
+real=
+IFS=:
+for d in $PATH; do
+  [ "$d" = '{shims}' ] && continue
+  if [ -f "$d/$n" ] && [ -x "$d/$n" ]; then real="$d/$n"; break; fi
+done
+unset IFS
+if [ -z "$real" ]; then echo "$n: command not found" >&2; exit 127; fi
+printf '%s\\t%s\\n' "$n" "$real" >> '{notes}/tools'
+{extra}exec "$real" {args}"$@"
+"""
+
+
+def _triplet() -> str:
+    import sysconfig
+
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    return str(multiarch) if multiarch else f"{platform.machine()}-linux-gnu"
+
+
+def tool_names() -> tuple[str, ...]:
+    """Every name a shim may be made for: ``TOOLS`` and ``TRIPLET-tool`` (what Debian's sysconfig names)."""
+    triplet = _triplet()
+    return (*TOOLS, *(f"{triplet}-{t}" for t in TOOLS if t not in ("cmake", "ninja", "meson", "make", "cargo")))
+
+
+def prepare(root: Path, inside: Path, path: str) -> str:
+    """Write the shims a hook with ``path`` (its PATH, as the hook sees it) needs, under ``root``
+    (this machine's build root, seen at ``inside``); return the PATH the hook gets."""
+    shims, notes = root / SHIMS, root / NOTES
+    shims_inside, notes_inside = inside / SHIMS, inside / NOTES
+    shims.mkdir(parents=True, exist_ok=True)
+    notes.mkdir(parents=True, exist_ok=True)
+    dirs = [d for d in path.split(os.pathsep) if d and d != str(shims_inside)]
+    for name in tool_names():
+        shim = shims / name
+        if shim.exists() or not any(_runnable(Path(_on_host(d, root, inside)) / name) for d in dirs):
+            continue  # a tool this PATH does not have gets no shim: `which` must still say so
+        extra, args = "", ""
+        if _COMPILERS.search(name):
+            extra = f"SUNPRO_DEPENDENCIES='{notes_inside}/deps.'$$\nexport SUNPRO_DEPENDENCIES\n"
+        elif _LINKERS.search(name):
+            args = f"'-Map={notes_inside}/map.'$$ "
+        shim.write_text(_SHIM.format(name=name, shims=shims_inside, notes=notes_inside, extra=extra, args=args))
+        shim.chmod(0o755)
+    return os.pathsep.join([str(shims_inside), *dirs])
+
+
+def _on_host(directory: str, root: Path, inside: Path) -> str:
+    return str(root) + directory[len(str(inside)) :] if directory.startswith(str(inside)) else directory
+
+
+def _as_seen(path: str, root: Path, inside: Path) -> str:
+    """A path on this machine as the build saw it (a tool in the build environment: at the fixed path)."""
+    return str(inside) + path[len(str(root)) :] if _under(path, root) else path
+
+
+def _runnable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+@dataclass(frozen=True)
+class _Owner:
+    package: str
+    version: str
+    arch: str
+
+
+def collect(root: Path, inside: Path) -> tuple[dict[str, Any], ...]:
+    """The native toolchain the build's hooks used, as resolved dependencies (none when no tool ran)."""
+    notes = root / NOTES
+    tools = _noted_tools(notes / "tools")
+    if not tools:
+        return ()
+    files = _read_files(notes, inside)
+    resolved = {real: os.path.realpath(_on_host(real, root, inside)) for real in tools}
+    owners = _owners([*resolved.values(), *files, *_libc()])
+    distro = _os_release()
+    out = [
+        _tool_entry(names, resolved[real], _as_seen(resolved[real], root, inside), owners, distro)
+        for real, names in sorted(tools.items())
+    ]
+    out += _file_entries(files, owners, distro)
+    out += _system_entries(owners, distro)
+    return tuple(out)
+
+
+def _noted_tools(log: Path) -> dict[str, list[str]]:
+    """Each real tool that ran (as the hook saw its path) and the names it was run as."""
+    tools: dict[str, set[str]] = {}
+    with contextlib.suppress(OSError):
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            name, _, real = line.partition("\t")
+            if real:
+                tools.setdefault(real, set()).add(name)
+    return {real: sorted(names) for real, names in tools.items()}
+
+
+def _read_files(notes: Path, inside: Path) -> dict[str, str]:
+    """The system files the tools read: headers (dependency output) and libraries (link maps), by
+    normalized path; files under the build root (the source, the build environment) are left out,
+    provenance has them already."""
+    files: dict[str, str] = {}
+    for dep in sorted(notes.glob("deps.*")):
+        for path in _make_rule_paths(dep.read_text(encoding="utf-8", errors="replace")):
+            files.setdefault(path, "header")
+    for linkmap in sorted(notes.glob("map.*")):
+        for line in linkmap.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("LOAD "):
+                files[os.path.normpath(line[5:].strip())] = "library"
+    return {p: kind for p, kind in sorted(files.items()) if p.startswith("/") and not _under(p, inside)}
+
+
+def _make_rule_paths(text: str) -> Iterable[str]:
+    """The prerequisites of make rules (``target: a.h b.h \\``), normalized."""
+    for rule in text.replace("\\\n", " ").splitlines():
+        _, colon, deps = rule.partition(": ")
+        if colon:
+            for word in re.split(r"(?<!\\)\s+", deps.strip()):
+                if word:
+                    yield os.path.normpath(word.replace("\\ ", " "))
+
+
+def _under(path: str, directory: Path) -> bool:
+    return path == str(directory) or path.startswith(str(directory) + "/")
+
+
+def _libc() -> list[str]:
+    """The C library this machine's programs link (its owner names glibc's package)."""
+    found = []
+    for candidate in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6"):
+        if os.path.exists(candidate):
+            found.append(candidate)
+    return found[:1]
+
+
+def _owners(paths: Sequence[str]) -> dict[str, _Owner]:
+    """The system package owning each path (``dpkg -S``), for the paths one owns."""
+    dpkg = shutil.which("dpkg-query")
+    if dpkg is None or not paths:
+        return {}
+    wanted = sorted(set(paths))
+    env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    proc = subprocess.run([dpkg, "-S", *_dpkg_spellings(wanted)], capture_output=True, text=True, env=env, check=False)
+    owner_of: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("diversion by"):
+            continue
+        packages, sep, path = line.partition(": ")
+        if sep:
+            owner_of[path.strip()] = packages.split(",")[0].strip()
+    pkgs = sorted(set(owner_of.values()))
+    if not pkgs:
+        return {}
+    fmt = "${binary:Package}\t${Version}\t${Architecture}\n"
+    query = subprocess.run([dpkg, "-W", "-f", fmt, *pkgs], capture_output=True, text=True, env=env, check=False)
+    versions: dict[str, tuple[str, str]] = {}
+    for line in query.stdout.splitlines():
+        name, version, arch = [*line.split("\t"), "", ""][:3]
+        versions[name] = (version, arch)
+        versions.setdefault(name.split(":")[0], (version, arch))
+    out: dict[str, _Owner] = {}
+    for path in wanted:
+        for spelling in _spellings(path):
+            pkg = owner_of.get(spelling)
+            if pkg is not None and pkg in versions:
+                version, arch = versions[pkg]
+                out[path] = _Owner(pkg.split(":")[0], version, arch)
+                break
+    return out
+
+
+def _spellings(path: str) -> list[str]:
+    """A path as dpkg may have it: as given, and across the /usr merge (/lib vs /usr/lib)."""
+    out = [path]
+    for short in ("/bin/", "/sbin/", "/lib/", "/lib64/", "/lib32/"):
+        if path.startswith("/usr" + short):
+            out.append(path[4:])
+        elif path.startswith(short):
+            out.append("/usr" + path)
+    return out
+
+
+def _dpkg_spellings(paths: Sequence[str]) -> list[str]:
+    return sorted({s for p in paths for s in _spellings(p)})
+
+
+def _os_release() -> dict[str, str]:
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                info[key.strip()] = value.strip().strip('"')
+    return info
+
+
+def _purl(owner: _Owner, distro: Mapping[str, str]) -> str:
+    qualifiers = {"arch": owner.arch} if owner.arch else {}
+    if distro.get("VERSION_ID"):
+        qualifiers["distro"] = f"{distro.get('ID', 'linux')}-{distro['VERSION_ID']}"
+    return PackageURL(
+        type="deb",
+        namespace=distro.get("ID", "linux"),
+        name=owner.package,
+        version=owner.version,
+        qualifiers=qualifiers,
+    ).to_string()
+
+
+def _version_line(tool: str) -> str:
+    """The first line a tool prints for ``--version`` (``-V`` for those that want it), else ''."""
+    env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+    for flag in ("--version", "-V"):
+        try:
+            proc = subprocess.run([tool, flag], capture_output=True, text=True, timeout=30, env=env, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        if proc.returncode == 0 and lines:
+            return lines[0]
+    return ""
+
+
+def _tool_entry(
+    names: list[str], real: str, seen: str, owners: Mapping[str, _Owner], distro: Mapping[str, str]
+) -> dict[str, Any]:
+    """A tool that ran: ``real`` on this machine, ``seen`` where the build saw it."""
+    version = _version_line(real)
+    owner = owners.get(real)
+    annotations: dict[str, Any] = {"kind": "tool", "path": seen, "invokedAs": names, "version": version}
+    numbers = re.findall(r"\d+(?:\.\d+)+", version)
+    if owner is not None:
+        uri = _purl(owner, distro)
+        annotations["package"] = {"name": owner.package, "version": owner.version}
+    else:
+        uri = PackageURL(type="generic", name=Path(real).name, version=numbers[-1] if numbers else None).to_string()
+    if any(_COMPILERS.search(n) for n in names):
+        parts = _components(real, owners, distro)
+        if parts:
+            annotations["components"] = parts
+    entry: dict[str, Any] = {"name": names[0], "uri": uri, "annotations": annotations}
+    with contextlib.suppress(OSError):
+        entry["digest"] = {"sha256": file_sha256(Path(real))}
+    return entry
+
+
+def _components(driver: str, owners: Mapping[str, _Owner], distro: Mapping[str, str]) -> dict[str, Any]:
+    """A gcc-style driver's compiler proper and link helper (``-print-prog-name``), each with its sha256
+    and package: the driver is a front; these do the work."""
+    found: dict[str, Any] = {}
+    env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+    for prog in ("cc1", "cc1plus", "collect2"):
+        try:
+            proc = subprocess.run(
+                [driver, f"-print-prog-name={prog}"], capture_output=True, text=True, timeout=30, env=env, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return found
+        path = os.path.realpath(proc.stdout.strip()) if proc.returncode == 0 else ""
+        if not path.startswith("/") or not _runnable(Path(path)):
+            continue  # not a gcc driver, or that part is not installed
+        part: dict[str, Any] = {"path": path, "sha256": file_sha256(Path(path))}
+        owner = owners.get(path) or _owners([path]).get(path)
+        if owner is not None:
+            part["uri"] = _purl(owner, distro)
+        found[prog] = part
+    return found
+
+
+def _file_entries(files: Mapping[str, str], owners: Mapping[str, _Owner], distro: Mapping[str, str]) -> list[Any]:
+    """One entry per package the headers and libraries came from, and one for those no package owns."""
+    grouped: dict[_Owner, dict[str, list[str]]] = {}
+    loose: dict[str, str] = {}
+    for path, kind in files.items():
+        owner = owners.get(path)
+        if owner is None:
+            with contextlib.suppress(OSError):
+                loose[path] = file_sha256(Path(path))
+            continue
+        grouped.setdefault(owner, {}).setdefault("headers" if kind == "header" else "libraries", []).append(path)
+    out: list[Any] = []
+    for owner in sorted(grouped, key=lambda o: o.package):
+        annotations = {"kind": "system files", "version": owner.version, **grouped[owner]}
+        out.append({"name": owner.package, "uri": _purl(owner, distro), "annotations": annotations})
+    if loose:
+        out.append({"name": "files of no package", "annotations": {"kind": "system files", "sha256": loose}})
+    return out
+
+
+def _system_entries(owners: Mapping[str, _Owner], distro: Mapping[str, str]) -> list[Any]:
+    """The OS release and the C library the toolchain ran on."""
+    out: list[Any] = []
+    if distro:
+        keep = {k: distro[k] for k in ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME") if k in distro}
+        out.append({"name": "os", "annotations": {"kind": "os", **keep}})
+    libc_name, libc_version = platform.libc_ver()
+    libc: dict[str, Any] = {"name": libc_name or "libc", "annotations": {"kind": "libc", "version": libc_version}}
+    for path in _libc():
+        owner = owners.get(path)
+        if owner is not None:
+            libc["uri"] = _purl(owner, distro)
+            libc["annotations"]["package"] = {"name": owner.package, "version": owner.version}
+    out.append(libc)
+    return out
