@@ -306,6 +306,19 @@ def main() -> None:
                 build_reps,
             )
         )
+        # A C extension: the compiler, assembler and linker run through detpack's shims, and the record
+        # names them and the system files they read (dpkg), against python -m build of the same.
+        cext = work / "cext"
+        shutil.copytree(ROOT / "fixtures" / "cext", cext)
+        rows.append(
+            compare(
+                "build C extension (sdist+wheel)",
+                [DETPACK, "build", str(cext), "-o", str(work / "c1"), "-q", "--find-links", str(house), "--offline"],
+                "python -m build",
+                f"env PIP_NO_INDEX=1 PIP_FIND_LINKS={house} {sys.executable} -m build {cext} -o {work / 'c2'}",
+                build_reps,
+            )
+        )
         # Builds run at once (each in its own private build root): two builds of two copies of the
         # project started together, against the slower of them built alone.
         twin_fixture = work / "fixture-twin"

@@ -122,10 +122,12 @@ def collect(root: Path, inside: Path) -> tuple[dict[str, Any], ...]:
         return ()
     files = _read_files(notes, inside)
     resolved = {real: os.path.realpath(_on_host(real, root, inside)) for real in tools}
-    owners = _owners([*resolved.values(), *files, *_libc()])
+    parts = {real: _component_paths(resolved[real]) for real, names in tools.items() if _is_compiler(names)}
+    inner = [path for found in parts.values() for path in found.values()]
+    owners = _owners([*resolved.values(), *inner, *files, *_libc()])  # one query for everything
     distro = _os_release()
     out = [
-        _tool_entry(names, resolved[real], _as_seen(resolved[real], root, inside), owners, distro)
+        _tool_entry(names, resolved[real], _as_seen(resolved[real], root, inside), parts.get(real, {}), owners, distro)
         for real, names in sorted(tools.items())
     ]
     out += _file_entries(files, owners, distro)
@@ -270,10 +272,20 @@ def _version_line(tool: str) -> str:
     return ""
 
 
+def _is_compiler(names: Sequence[str]) -> bool:
+    return any(_COMPILERS.search(n) for n in names)
+
+
 def _tool_entry(
-    names: list[str], real: str, seen: str, owners: Mapping[str, _Owner], distro: Mapping[str, str]
+    names: list[str],
+    real: str,
+    seen: str,
+    parts: Mapping[str, str],
+    owners: Mapping[str, _Owner],
+    distro: Mapping[str, str],
 ) -> dict[str, Any]:
-    """A tool that ran: ``real`` on this machine, ``seen`` where the build saw it."""
+    """A tool that ran: ``real`` on this machine, ``seen`` where the build saw it; ``parts``: a gcc
+    driver's compiler proper and link helper (the driver is a front, these do the work)."""
     version = _version_line(real)
     owner = owners.get(real)
     annotations: dict[str, Any] = {"kind": "tool", "path": seen, "invokedAs": names, "version": version}
@@ -283,20 +295,22 @@ def _tool_entry(
         annotations["package"] = {"name": owner.package, "version": owner.version}
     else:
         uri = PackageURL(type="generic", name=Path(real).name, version=numbers[-1] if numbers else None).to_string()
-    if any(_COMPILERS.search(n) for n in names):
-        parts = _components(real, owners, distro)
-        if parts:
-            annotations["components"] = parts
+    components: dict[str, Any] = {}
+    for prog, path in sorted(parts.items()):
+        components[prog] = {"path": path, "sha256": file_sha256(Path(path))}
+        if path in owners:
+            components[prog]["uri"] = _purl(owners[path], distro)
+    if components:
+        annotations["components"] = components
     entry: dict[str, Any] = {"name": names[0], "uri": uri, "annotations": annotations}
     with contextlib.suppress(OSError):
         entry["digest"] = {"sha256": file_sha256(Path(real))}
     return entry
 
 
-def _components(driver: str, owners: Mapping[str, _Owner], distro: Mapping[str, str]) -> dict[str, Any]:
-    """A gcc-style driver's compiler proper and link helper (``-print-prog-name``), each with its sha256
-    and package: the driver is a front; these do the work."""
-    found: dict[str, Any] = {}
+def _component_paths(driver: str) -> dict[str, str]:
+    """A gcc-style driver's ``cc1``, ``cc1plus`` and ``collect2`` (``-print-prog-name``), those installed."""
+    found: dict[str, str] = {}
     env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
     for prog in ("cc1", "cc1plus", "collect2"):
         try:
@@ -306,13 +320,8 @@ def _components(driver: str, owners: Mapping[str, _Owner], distro: Mapping[str, 
         except (OSError, subprocess.TimeoutExpired):
             return found
         path = os.path.realpath(proc.stdout.strip()) if proc.returncode == 0 else ""
-        if not path.startswith("/") or not _runnable(Path(path)):
-            continue  # not a gcc driver, or that part is not installed
-        part: dict[str, Any] = {"path": path, "sha256": file_sha256(Path(path))}
-        owner = owners.get(path) or _owners([path]).get(path)
-        if owner is not None:
-            part["uri"] = _purl(owner, distro)
-        found[prog] = part
+        if path.startswith("/") and _runnable(Path(path)):
+            found[prog] = path  # else: not a gcc driver, or that part is not installed
     return found
 
 
