@@ -119,3 +119,30 @@ def test_another_compiler_first_on_path_changes_the_record_and_is_named(
     assert r.code == 0, r.stderr  # the wrapper runs the same compiler: same bytes, other record
     said = r.stdout.splitlines()
     assert said[1].startswith("  toolchain differs from the record: ") and "vs 99.1.0" in said[1], r.stdout
+
+
+def test_drift_names_packages_tools_and_the_os() -> None:
+    from detpack.verify.provenance_compare import toolchain_drift
+
+    def statement(*deps: dict[str, Any]) -> dict[str, Any]:
+        return {"predicate": {"buildDefinition": {"resolvedDependencies": [{"name": "source"}, *deps]}}}
+
+    def tool(name: str, line: str, sha: str) -> dict[str, Any]:
+        return {"name": name, "digest": {"sha256": sha}, "annotations": {"kind": "tool", "version": line}}
+
+    ssl = {"name": "libssl-dev", "annotations": {"kind": "system files", "version": "3.0.15-1", "headers": ["/x.h"]}}
+    os_a = {"name": "os", "annotations": {"kind": "os", "PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)"}}
+    a = statement(tool("gcc", "gcc (Debian 12.2.0-14) 12.2.0", "aa" * 32), ssl, os_a)
+    b = statement(
+        tool("gcc", "gcc (Debian 12.2.0-14) 12.2.0", "bb" * 32),
+        {**ssl, "annotations": {**ssl["annotations"], "version": "3.0.17-1"}},
+        {"name": "os", "annotations": {"kind": "os", "PRETTY_NAME": "Ubuntu 24.04 LTS"}},
+        tool("cmake", "cmake version 3.28.3", "cc" * 32),
+    )
+    assert toolchain_drift(a, b) == (
+        "cmake 3.28.3 only in B",
+        "gcc: 12.2.0 in both, but another binary (sha256 aaaaaaaaaaaa vs bbbbbbbbbbbb)",
+        "libssl-dev: 3.0.15-1 vs 3.0.17-1",
+        "os: Debian GNU/Linux 12 (bookworm) vs Ubuntu 24.04 LTS",
+    )
+    assert toolchain_drift(a, a) == ()

@@ -121,14 +121,17 @@ def collect(root: Path, inside: Path) -> tuple[dict[str, Any], ...]:
     if not tools:
         return ()
     files = _read_files(notes, inside)
-    resolved = {real: os.path.realpath(_on_host(real, root, inside)) for real in tools}
-    parts = {real: _component_paths(resolved[real]) for real, names in tools.items() if _is_compiler(names)}
+    by_file: dict[str, set[str]] = {}  # the same binary run by several names (cc, gcc, x86_64-linux-gnu-gcc): one entry
+    for real, names in tools.items():
+        by_file.setdefault(os.path.realpath(_on_host(real, root, inside)), set()).update(names)
+    ran = {path: sorted(names) for path, names in by_file.items()}
+    parts = {path: _component_paths(path) for path, names in ran.items() if _is_compiler(names)}
     inner = [path for found in parts.values() for path in found.values()]
-    owners = _owners([*resolved.values(), *inner, *files, *_libc()])  # one query for everything
+    owners = _owners([*ran, *inner, *files, *_libc()])  # one query for everything
     distro = _os_release()
     out = [
-        _tool_entry(names, resolved[real], _as_seen(resolved[real], root, inside), parts.get(real, {}), owners, distro)
-        for real, names in sorted(tools.items())
+        _tool_entry(names, path, _as_seen(path, root, inside), parts.get(path, {}), owners, distro)
+        for path, names in sorted(ran.items(), key=lambda item: item[1])
     ]
     out += _file_entries(files, owners, distro)
     out += _system_entries(owners, distro)
