@@ -282,18 +282,15 @@ def main() -> None:
         house = ROOT / ".wheelhouse"
         fixture = work / "fixture"
         shutil.copytree(ROOT / "fixtures" / "setuptools-basic", fixture)
-        env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(house)}
         build_reps = 1 if args.smoke else args.reps
-        rows.append(
-            compare(
-                "build tiny project (sdist+wheel)",
-                [DETPACK, "build", str(fixture), "-o", str(work / "b1"), "-q", "--find-links", str(house), "--offline"],
-                "python -m build",
-                f"env PIP_NO_INDEX=1 PIP_FIND_LINKS={house} {sys.executable} -m build {fixture} -o {work / 'b2'}",
-                build_reps,
-            )
-        )
-        del env
+
+        def against_python_build(job: str, src: Path, tag: str) -> Row | None:
+            """``detpack build SRC`` against ``python -m build SRC``, both offline from the wheelhouse."""
+            ours = [DETPACK, "build", str(src), "-o", str(work / f"{tag}1"), "-q", "--find-links", str(house)]
+            theirs = f"env PIP_NO_INDEX=1 PIP_FIND_LINKS={house} {sys.executable} -m build {src} -o {work / f'{tag}2'}"
+            return compare(job, [*ours, "--offline"], "python -m build", theirs, build_reps)
+
+        rows.append(against_python_build("build tiny project (sdist+wheel)", fixture, "b"))
         # What the sandbox costs: the same build with bwrap on PATH and without (then no sandbox).
         nobwrap = work / "bin-without-bwrap"
         nobwrap.mkdir()
@@ -310,15 +307,7 @@ def main() -> None:
         # names them and the system files they read (dpkg), against python -m build of the same.
         cext = work / "cext"
         shutil.copytree(ROOT / "fixtures" / "cext", cext)
-        rows.append(
-            compare(
-                "build C extension (sdist+wheel)",
-                [DETPACK, "build", str(cext), "-o", str(work / "c1"), "-q", "--find-links", str(house), "--offline"],
-                "python -m build",
-                f"env PIP_NO_INDEX=1 PIP_FIND_LINKS={house} {sys.executable} -m build {cext} -o {work / 'c2'}",
-                build_reps,
-            )
-        )
+        rows.append(against_python_build("build C extension (sdist+wheel)", cext, "c"))
         # Builds run at once (each in its own private build root): two builds of two copies of the
         # project started together, against the slower of them built alone.
         twin_fixture = work / "fixture-twin"
