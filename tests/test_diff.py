@@ -345,3 +345,43 @@ def test_detpack_outputs_versus_python_m_build(tmp_path: Path, wheelhouse: Path)
     r = run([DETPACK, "diff", *outs])
     assert r.code == 1
     assert "umask" in r.stdout.splitlines()[2]
+
+
+@pytest.mark.parametrize("kind", ["wheel", "tar.gz"])
+def test_same_members_compressed_otherwise_is_a_difference(kind: str, tmp_path: Path) -> None:
+    """Byte truth: equal members with other compressed bytes (another deflate level, as another zlib
+    would give) are not identical; the cause is named in text, JSON and HTML; --content-only agrees."""
+    text = b"".join(b"line %d of a module that compresses differently at each level\n" % i for i in range(400))
+    members = [("pkg/__init__.py", text), ("pkg/data.txt", text[::-1])]
+    if kind == "wheel":
+        a, b = tmp_path / "a" / "p-1.0-py3-none-any.whl", tmp_path / "b" / "p-1.0-py3-none-any.whl"
+        for path, level in ((a, 1), (b, 9)):
+            path.parent.mkdir()
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
+                for name, data in members:
+                    zi = zipfile.ZipInfo(name, OLD)
+                    zi.external_attr = 0o100644 << 16
+                    zi.compress_type = zipfile.ZIP_DEFLATED
+                    zf.writestr(zi, data, compresslevel=level)
+    else:
+        a, b = tmp_path / "a" / "p-1.0.tar.gz", tmp_path / "b" / "p-1.0.tar.gz"
+        plain = make_tar_gz(tmp_path / "plain.tar.gz", members)
+        tar = gzip.decompress(plain.read_bytes())
+        for path, level in ((a, 1), (b, 9)):
+            path.parent.mkdir()
+            path.write_bytes(gzip.compress(tar, compresslevel=level, mtime=0))
+    assert a.read_bytes() != b.read_bytes()  # the perturbation took
+    r = run([DETPACK, "diff", a, b])
+    assert r.code == 1, r.stdout + r.stderr
+    assert r.stdout.splitlines()[0] == "same members, different compressed bytes", r.stdout
+    # a zip says nothing of its deflate level: the bytes are the evidence; gzip's header has a level flag
+    cause = "compression implementation, version or level" if kind == "wheel" else "compression level or zlib version"
+    assert f"likely causes: {cause} (1)" in r.stdout, r.stdout
+    data = json.loads(run([DETPACK, "diff", a, b, "--json"]).stdout)
+    assert data["identical"] is False and data["summary"] == "same members, different compressed bytes"
+    [diff] = data["files"][0]["differences"]
+    assert diff["cause"] == cause, diff
+    report = tmp_path / "report.html"
+    assert run([DETPACK, "diff", a, b, "--html", report, "-q"]).code == 1
+    assert "same members, different compressed bytes" in report.read_text()
+    assert run([DETPACK, "diff", a, b, "--content-only"]).code == 0  # the same content, as before

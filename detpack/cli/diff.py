@@ -16,7 +16,14 @@ from typing import Any
 from detpack.atomic import write_bytes
 from detpack.cli._output import Output
 from detpack.cli.diff_html import render_html
-from detpack.verify.compare import STATEMENT_KINDS, Comparison, Difference, FileComparison, compare_paths
+from detpack.verify.compare import (
+    SAME_MEMBERS,
+    STATEMENT_KINDS,
+    Comparison,
+    Difference,
+    FileComparison,
+    compare_paths,
+)
 
 SCHEMA_ID = "https://detpack.dev/schemas/diff/v1"
 
@@ -135,7 +142,10 @@ def render_text(c: Comparison, verbose: int) -> list[str]:
             lines += [f"  {n.text}" for n in f.notes if n.topic != "toolchain"]
             continue
         what = "asserted parts" if f.kind in STATEMENT_KINDS else "members"
-        lines.append(f"== {f.name} ({f.kind}): {f.members_differing} of {f.members_total} {what} differ")
+        if f.members_differing == 0 and f.kind not in STATEMENT_KINDS:
+            lines.append(f"== {f.name} ({f.kind}): {SAME_MEMBERS}")
+        else:
+            lines.append(f"== {f.name} ({f.kind}): {f.members_differing} of {f.members_total} {what} differ")
         if f.kind in STATEMENT_KINDS:
             lines += [f"  {describe(d)}" for d in f.differences]
             lines += [f"  {n.text}" for n in f.notes if n.topic != "toolchain"]

@@ -14,7 +14,7 @@ import html
 import json
 from typing import Any
 
-from detpack.verify.compare import STATEMENT_KINDS, Comparison, Difference, FileComparison
+from detpack.verify.compare import SAME_MEMBERS, STATEMENT_KINDS, Comparison, Difference, FileComparison
 
 #: Members shown open, with their differences and diffs.
 EXPANDED = 50
@@ -156,7 +156,9 @@ def _file(f: FileComparison, single: bool) -> str:
     unit = "asserted parts" if f.kind in STATEMENT_KINDS else "members"
     parts = [f"<h2>{_e(f.name)} <small>({_e(f.kind)})</small></h2>"]
     if not single:  # a single file's status is the summary already
-        parts.append(f"<p class='status'>{f.members_differing} of {f.members_total} {unit} differ</p>")
+        status = SAME_MEMBERS if f.members_differing == 0 and unit == "members" else None
+        status = status or f"{f.members_differing} of {f.members_total} {unit} differ"
+        parts.append(f"<p class='status'>{status}</p>")
     if f.kind in STATEMENT_KINDS:
         rows = "".join(
             f"<tr><td><code>{_e(d.attribute)}</code></td><td>{_v(d.a)} → {_v(d.b)}</td></tr>" for d in f.differences

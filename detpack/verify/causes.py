@@ -34,6 +34,7 @@ FILE_ORDER = "file ordering"
 ZIP_TOOL = "zip writer or backend version"
 GZIP_NAME = "output file name in the gzip header"
 LEVEL = "compression level or zlib version"
+COMPRESSION = "compression implementation, version or level"
 
 # An absolute path starts where no path character precedes it (so the "/util.py" inside
 # "pkg/util.py" or the "//host/a" of a URL are not one): POSIX "/a/b..." or a drive "C:\\a...".

@@ -11,6 +11,7 @@ Renderers (text, JSON, HTML) live in ``detpack.cli``; this module never prints.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import sys
 import tempfile
@@ -101,6 +102,8 @@ class Comparison:
             return "same content" if self.content_only else "identical"
         if len(self.files) == 1 and not self.only_a and not self.only_b:
             f = self.files[0]
+            if f.members_differing == 0 and f.kind not in STATEMENT_KINDS:
+                return SAME_MEMBERS
             what = "asserted parts" if f.kind in STATEMENT_KINDS else "members"
             return f"{f.members_differing} of {f.members_total} {what} differ"
         differing = sum(1 for f in self.files if not f.identical)
@@ -179,7 +182,24 @@ def compare_files(a: Path, b: Path, name: str, *, content_only: bool = False) ->
             if same_bytes(na, nb):
                 return FileComparison(name, kind_a, True, 0, 0, ())
             return _compare_views(na, nb, name, ctx, content_only=True)
-    return _compare_views(a, b, name, ctx, content_only=False)
+    found = _compare_views(a, b, name, ctx, content_only=False)
+    if found.identical:  # not the same bytes (checked above): the same members, compressed otherwise
+        return dataclasses.replace(found, identical=False, differences=(_compressed_otherwise(a, b),))
+    return found
+
+
+#: How the text output says a pair differs only in its compressed bytes.
+SAME_MEMBERS = "same members, different compressed bytes"
+
+
+def _compressed_otherwise(a: Path, b: Path) -> Difference:
+    """Two archives whose members are equal in content and metadata, whose bytes are not."""
+    detail = f"{SAME_MEMBERS}: {a.stat().st_size} vs {b.stat().st_size} bytes, first difference at offset "
+    detail += str(_first_difference(a, b))
+    evidence = "every member's content and metadata are equal; only the compressed streams differ"
+    return Difference(
+        "content", None, "compressed bytes", a.stat().st_size, b.stat().st_size, detail, causes.COMPRESSION, evidence
+    )
 
 
 def _head(path: Path) -> bytes:
