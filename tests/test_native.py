@@ -146,3 +146,25 @@ def test_drift_names_packages_tools_and_the_os() -> None:
         "os: Debian GNU/Linux 12 (bookworm) vs Ubuntu 24.04 LTS",
     )
     assert toolchain_drift(a, a) == ()
+
+
+def test_notes_a_backend_forged_run_nothing_on_the_host(tmp_path: Path) -> None:
+    """The notes are written inside the build: a path to a host file written there is neither run
+    nor hashed (only what the sandbox shows counts, and tools are probed inside it)."""
+    from detpack.build import native, sandbox
+
+    bwrap = sandbox.locate()
+    assert isinstance(bwrap, str), bwrap
+    root, fixed = tmp_path / "private", Path("/tmp/detpack-build")
+    marker = tmp_path / "ran"
+    evil = tmp_path / "host" / "gcc"
+    evil.parent.mkdir()
+    evil.write_text(f"#!/bin/sh\ntouch {marker}\necho 'gcc 1.0'\n")
+    evil.chmod(0o755)
+    (root / native.NOTES).mkdir(parents=True)
+    (root / native.NOTES / "tools").write_text(f"gcc\t{evil}\n")
+    box = sandbox.make(bwrap, [(root, fixed)], network=False)
+    assert native.collect(root, fixed, probe=box.probe, visible=box.sees) == ()
+    assert not marker.exists()
+    # the perturbation: trusted as a build without a sandbox is, the same notes run the file
+    assert any(d["name"] == "gcc" for d in native.collect(root, fixed)) and marker.exists()

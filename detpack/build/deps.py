@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Literal
 
 from build.env import DefaultIsolatedEnv, IsolatedEnv
-from packaging.pylock import PackageSdist, PackageWheel, Pylock
+from packaging.pylock import PackageSdist, PackageWheel, Pylock, PylockValidationError
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import sys_tags
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from detpack.build import envcache
 from detpack.build.environment import Runner
@@ -354,14 +354,20 @@ def _uv_install(
 def _chosen_files(resolved: Path) -> list[InstalledDependency]:
     """From uv's PEP 751 resolution, the file of each package an installer picks for this Python:
     the wheel whose most specific tag ranks first among the interpreter's tags, else the sdist."""
-    lock = Pylock.from_dict(tomllib.loads(resolved.read_text(encoding="utf-8")))
+    try:
+        lock = Pylock.from_dict(tomllib.loads(resolved.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, PylockValidationError) as exc:
+        raise EnvironmentSetupError(f"{resolved}: uv's resolution is not a readable PEP 751 lock ({exc})") from None
     rank = {tag: i for i, tag in enumerate(sys_tags())}
     out = []
     for pkg in lock.packages:
         best: tuple[int, PackageWheel | PackageSdist] | None = None
         for wheel in pkg.wheels or ():
             filename = wheel.name or (wheel.url or str(wheel.path or "")).rsplit("/", 1)[-1]
-            tags = parse_wheel_filename(filename)[3]
+            try:
+                tags = parse_wheel_filename(filename)[3]
+            except InvalidWheelFilename:
+                continue  # an index's misnamed file is not a wheel any installer would pick
             score = min((rank[t] for t in tags if t in rank), default=None)
             if score is not None and (best is None or score < best[0]):
                 best = (score, wheel)

@@ -53,7 +53,6 @@ class BuildRoot:
 
     root: Path
     inside: Path | None = None
-    shared: Path | None = None  # the fixed root holding ``cache`` (a private root's parent's parent)
 
     @property
     def seen(self) -> Path:
@@ -89,7 +88,9 @@ class BuildRoot:
 
     @property
     def cache(self) -> Path:
-        return (self.shared or self.root) / "cache"
+        """Kept between builds, under the fixed root (a private root is bound over it inside, and
+        lives under it on this machine)."""
+        return self.seen / "cache"
 
     @property
     def downloads(self) -> Path:
@@ -148,7 +149,7 @@ def _private_root(root: Path) -> Iterator[BuildRoot]:
         fcntl.flock(held, fcntl.LOCK_EX)  # a sweep leaves a held root alone
         _sweep_runs(root / RUNS)
         try:
-            yield BuildRoot(own, inside=root, shared=root)
+            yield BuildRoot(own, inside=root)
         finally:
             shutil.rmtree(own, onerror=_force_remove)
     finally:

@@ -23,7 +23,7 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,23 +114,49 @@ class _Owner:
     arch: str
 
 
-def collect(root: Path, inside: Path) -> tuple[dict[str, Any], ...]:
-    """The native toolchain the build's hooks used, as resolved dependencies (none when no tool ran)."""
+Probe = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+PROBE_ENV = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+
+
+def run_here(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run a probe (``TOOL --version``) as a plain subprocess (a build without a sandbox)."""
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=30, env=PROBE_ENV, check=False)
+
+
+def collect(
+    root: Path, inside: Path, *, probe: Probe = run_here, visible: Callable[[str], bool] | None = None
+) -> tuple[dict[str, Any], ...]:
+    """The native toolchain the build's hooks used, as resolved dependencies (none when no tool ran).
+
+    The notes are written inside the build, so a backend could write anything there: ``probe``
+    runs each noted tool (``--version``) where the hooks ran (the sandbox), and only paths the
+    build could see (``visible``; None: all) are hashed and recorded.
+    """
     notes = root / NOTES
     tools = _noted_tools(notes / "tools")
     if not tools:
         return ()
-    files = _read_files(notes, inside)
+    seen = visible or (lambda _: True)
+    files = {path: kind for path, kind in _read_files(notes, inside).items() if seen(path)}
     by_file: dict[str, set[str]] = {}  # the same binary run by several names (cc, gcc, x86_64-linux-gnu-gcc): one entry
     for real, names in tools.items():
-        by_file.setdefault(os.path.realpath(_on_host(real, root, inside)), set()).update(names)
+        path = os.path.realpath(_on_host(real, root, inside))
+        if _under(path, root) or seen(path):
+            by_file.setdefault(path, set()).update(names)
     ran = {path: sorted(names) for path, names in by_file.items()}
-    parts = {path: _component_paths(path) for path, names in ran.items() if _is_compiler(names)}
+    if not ran:
+        return ()  # nothing the build could have run
+    parts = {
+        path: _component_paths(_as_seen(path, root, inside), probe)
+        for path, names in ran.items()
+        if _is_compiler(names)
+    }
+    parts = {path: {prog: p for prog, p in found.items() if seen(p)} for path, found in parts.items()}
     inner = [path for found in parts.values() for path in found.values()]
     owners = _owners([*ran, *inner, *files, *_libc()])  # one query for everything
     distro = _os_release()
     out = [
-        _tool_entry(names, path, _as_seen(path, root, inside), parts.get(path, {}), owners, distro)
+        _tool_entry(names, path, _as_seen(path, root, inside), parts.get(path, {}), owners, distro, probe)
         for path, names in sorted(ran.items(), key=lambda item: item[1])
     ]
     out += _file_entries(files, owners, distro)
@@ -261,12 +287,11 @@ def _purl(owner: _Owner, distro: Mapping[str, str]) -> str:
     ).to_string()
 
 
-def _version_line(tool: str) -> str:
+def _version_line(tool: str, probe: Probe) -> str:
     """The first line a tool prints for ``--version`` (``-V`` for those that want it), else ''."""
-    env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
     for flag in ("--version", "-V"):
         try:
-            proc = subprocess.run([tool, flag], capture_output=True, text=True, timeout=30, env=env, check=False)
+            proc = probe([tool, flag])
         except (OSError, subprocess.TimeoutExpired):
             return ""
         lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
@@ -286,10 +311,11 @@ def _tool_entry(
     parts: Mapping[str, str],
     owners: Mapping[str, _Owner],
     distro: Mapping[str, str],
+    probe: Probe,
 ) -> dict[str, Any]:
     """A tool that ran: ``real`` on this machine, ``seen`` where the build saw it; ``parts``: a gcc
     driver's compiler proper and link helper (the driver is a front, these do the work)."""
-    version = _version_line(real)
+    version = _version_line(seen, probe)
     owner = owners.get(real)
     annotations: dict[str, Any] = {"kind": "tool", "path": seen, "invokedAs": names, "version": version}
     numbers = re.findall(r"\d+(?:\.\d+)+", version)
@@ -311,15 +337,12 @@ def _tool_entry(
     return entry
 
 
-def _component_paths(driver: str) -> dict[str, str]:
+def _component_paths(driver: str, probe: Probe) -> dict[str, str]:
     """A gcc-style driver's ``cc1``, ``cc1plus`` and ``collect2`` (``-print-prog-name``), those installed."""
     found: dict[str, str] = {}
-    env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
     for prog in ("cc1", "cc1plus", "collect2"):
         try:
-            proc = subprocess.run(
-                [driver, f"-print-prog-name={prog}"], capture_output=True, text=True, timeout=30, env=env, check=False
-            )
+            proc = probe([driver, f"-print-prog-name={prog}"])
         except (OSError, subprocess.TimeoutExpired):
             return found
         path = os.path.realpath(proc.stdout.strip()) if proc.returncode == 0 else ""

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
@@ -330,7 +330,7 @@ def _statement(
         sandbox=ses.box.record(),
         raws=raws,
         toolchain=capture_toolchain(),
-        native=native.collect(ses.root.root, ses.root.seen),
+        native=_native(ses),
         run=provenance.RunFacts(
             invocation_id=f"urn:uuid:{uuid.uuid4()}",
             started=started,
@@ -341,6 +341,14 @@ def _statement(
             raw_outputs=[provenance.Subject(r.path.name, file_sha256(r.path)) for r in raws],
         ),
     )
+
+
+def _native(ses: Session) -> tuple[dict[str, Any], ...]:
+    """The native toolchain the hooks used, probed where they ran (in the sandbox when there is one)."""
+    box = ses.box
+    if isinstance(box, sandbox.Sandbox):
+        return native.collect(ses.root.root, ses.root.seen, probe=box.probe, visible=box.sees)
+    return native.collect(ses.root.root, ses.root.seen)
 
 
 def _run_builds(ses: Session, staging: _Staging, step: LineSink) -> list[RawArtifact]:

@@ -106,6 +106,16 @@ class Sandbox:
         args = [self.bwrap, "--unshare-user", "--die-with-parent", "--dev-bind", "/", "/"]
         return [*args, "--bind", str(root), str(inside), "--", *cmd]
 
+    def probe(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` (``TOOL --version``) in this sandbox, as a hook would, and capture its output."""
+        env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+        return subprocess.run(self.wrap(cmd, None), capture_output=True, text=True, timeout=30, env=env, check=False)
+
+    def sees(self, path: str) -> bool:
+        """Whether a hook in this sandbox could see ``path`` (a system directory, a link, a bound path)."""
+        places = [*self.readonly, *(inside for _, inside in self.writable), *(link for link, _ in self.links)]
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in places)
+
     def record(self) -> dict[str, Any]:
         """What shapes the build (buildDefinition): the same on every machine for the same options."""
         return {
