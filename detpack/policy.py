@@ -13,8 +13,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Final
 
 #: 2: gzip streams are block-parallel (pigz scheme); 3: gzip memLevel 8; 4: the JSON detpack writes
-#: (statements, OCI configs, manifests and indexes) is RFC 8785 canonical JSON (``digest.canonical_json``)
-POLICY_VERSION: Final = "4"
+#: (statements, OCI configs, manifests and indexes) is RFC 8785 canonical JSON (``digest.canonical_json``);
+#: 5: every deflate stream (zip members, gzip) is written by zlib-ng 2.3.3, never the host's zlib; every
+#: wheel/zip member is re-deflated (already-compressed content and empty files stored)
+POLICY_VERSION: Final = "5"
 
 #: Used when neither the command line, the environment, git nor an sdist gives an epoch.
 DEFAULT_EPOCH: Final = 315532800  # 1980-01-01T00:00:00Z, the earliest time zip can store
@@ -27,15 +29,33 @@ EXEC_MODE: Final = 0o755
 DIR_MODE: Final = 0o755
 SYMLINK_MODE: Final = 0o777
 
-#: zlib level for members detpack (re)compresses itself, and for gzip streams.
-ZIP_DEFLATE_LEVEL: Final = 6
-GZIP_LEVEL: Final = 6  # gzip's own default: level 9 costs ~2x the time for ~2% smaller sdists
+#: The deflate implementation every canonical stream is written with (``archive.codec``): zlib-ng,
+#: through the ``zlib-ng`` package pinned in pyproject.toml. Its version is part of the policy.
+DEFLATE_VERSION: Final = "2.3.3"
+#: sha256 of ``codec.deflate(codec.known_input())``: checked before the first write on every machine.
+DEFLATE_KNOWN_ANSWER: Final = "093c92241267d053d982f770ff4650c3c80e3c1858d5814a28939f7f0e8145d1"
+#: Deflate level for zip members and gzip streams (gzip's own default: level 9 costs ~2x the
+#: time for ~2% smaller sdists), and zlib-ng's memLevel (8, zlib's and pigz's default).
+DEFLATE_LEVEL: Final = 6
+DEFLATE_MEM_LEVEL: Final = 8
+#: Zip members whose content starts with one of these is stored, not deflated: it is already
+#: compressed (gzip, zip, bzip2, xz, zstd, PNG, JPEG, 7z), so deflate would only spend time.
+#: A content rule, not a name rule: the same bytes are stored on every machine.
+STORED_MAGIC: Final = (
+    b"\x1f\x8b",
+    b"PK\x03\x04",
+    b"BZh",
+    b"\xfd7zXZ\x00",
+    b"\x28\xb5\x2f\xfd",
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"7z\xbc\xaf\x27\x1c",
+)
 #: gzip OS byte: 255 = unknown, what Python's gzip module writes on every platform.
 GZIP_OS_BYTE: Final = 255
-#: gzip is deflated in blocks of this size, each primed with the previous 32 KiB (pigz's scheme).
+#: Every deflate stream is deflated in blocks of this size, each primed with the previous 32 KiB
+#: (pigz's scheme; ``archive.codec``).
 GZIP_BLOCK: Final = 128 * 1024
-#: zlib memLevel for gzip streams: 8 is zlib's and pigz's default; 9 costs ~40% more CPU for <0.1%.
-GZIP_MEM_LEVEL: Final = 8
 #: zstandard level for .tar.zst (one thread, so the frame depends on input and level only).
 ZSTD_LEVEL: Final = 12
 

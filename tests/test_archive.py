@@ -23,7 +23,7 @@ from wheel.wheelfile import WheelError
 
 from conftest import WHEELHOUSE, read_all_with_wheel
 from detpack import ArchiveError, InputError, NormalizeOptions, normalize_file
-from detpack.archive import detect
+from detpack.archive import codec, detect
 from detpack.archive import zip as zipc
 from detpack.policy import DEFAULT_EPOCH
 
@@ -95,10 +95,10 @@ def test_zip_canonical_form_and_perturbation(tmp_path: Path) -> None:
     a = noisy_zip(tmp_path / "a.zip", 1, umask=0o022)
     b = noisy_zip(tmp_path / "b.zip", 2, umask=0o002)
     assert a.read_bytes() != b.read_bytes()  # the perturbation is real
-    # Stored vs deflated members differ between a and b, so content-equal members can
-    # still differ in bytes; recompress makes them equal.
-    ra = normalize_file(a, tmp_path / "out-a.zip", NormalizeOptions(EPOCH, recompress=True))
-    rb = normalize_file(b, tmp_path / "out-b.zip", NormalizeOptions(EPOCH, recompress=True))
+    # Stored vs deflated members differ between a and b; every member is re-deflated, so
+    # content-equal members give equal bytes.
+    ra = normalize_file(a, tmp_path / "out-a.zip", OPTS)
+    rb = normalize_file(b, tmp_path / "out-b.zip", OPTS)
     assert ra.sha256 == rb.sha256
     with zipfile.ZipFile(ra.output) as zf:
         infos = zf.infolist()
@@ -118,23 +118,42 @@ def test_zip_canonical_form_and_perturbation(tmp_path: Path) -> None:
             assert stat.S_IMODE(mode) == (0o755 if info.filename in EXEC else 0o644)
 
 
-def test_zip_raw_copy_keeps_deflate_streams_and_is_idempotent(tmp_path: Path) -> None:
+def test_zip_members_are_redeflated_by_the_pinned_codec_and_idempotent(tmp_path: Path) -> None:
     src = noisy_zip(tmp_path / "in.zip", 3)
     once = normalize_file(src, tmp_path / "once.zip", OPTS)
     twice = normalize_file(once.output, tmp_path / "twice.zip", OPTS)
     assert once.changed and not twice.changed
     assert once.sha256 == twice.sha256
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(once.output) as zout:
+    kinds = set()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(once.output) as zout, open(once.output, "rb") as raw:
         for info in zin.infolist():
             if info.is_dir():
                 continue
+            kinds.add(info.compress_type)
+            data = zin.read(info)
             out = zout.getinfo(info.filename)
-            assert (out.compress_type, out.compress_size, out.CRC) == (
-                info.compress_type,
-                info.compress_size,
-                info.CRC,
-            )
-            assert zout.read(out) == zin.read(info)
+            assert zout.read(out) == data and out.CRC == info.CRC
+            raw.seek(out.header_offset + 30 + len(out.filename))
+            stream = raw.read(out.compress_size)
+            # whatever the input's method, the member is the pinned codec's deflate of its content
+            if data:
+                assert out.compress_type == zipfile.ZIP_DEFLATED and stream == codec.deflate(data)
+            else:
+                assert out.compress_type == zipfile.ZIP_STORED and stream == b""
+    assert kinds == {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}  # the input mixes both
+
+
+def test_already_compressed_members_are_stored(tmp_path: Path) -> None:
+    src = tmp_path / "in.zip"
+    packed = gzip.compress(b"json " * 1000, mtime=0)
+    with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data.json.gz", packed)
+        zf.writestr("plain.txt", b"json " * 1000)
+    out = normalize_file(src, tmp_path / "out.zip", OPTS)
+    with zipfile.ZipFile(out.output) as zf:
+        assert zf.getinfo("data.json.gz").compress_type == zipfile.ZIP_STORED
+        assert zf.getinfo("plain.txt").compress_type == zipfile.ZIP_DEFLATED
+        assert zf.read("data.json.gz") == packed
 
 
 def test_wheel_order_and_regenerated_record(tmp_path: Path) -> None:
@@ -348,7 +367,7 @@ def test_gzip_blocks_do_not_depend_on_thread_count() -> None:
     assert stream[:4] == b"\x1f\x8b\x08\x00" and stream[4:8] == b"\0\0\0\0" and stream[9] == 255
 
 
-# --- zipfile internals detpack relies on (detpack/archive/zip.py: _append_raw, _set_level,
+# --- zipfile internals detpack relies on (detpack/archive/zip.py: _append_raw, FileHeader,
 # orig_filename). Each test exercises exactly that use on the running CPython, so a change in
 # zipfile fails here first, by name.
 
@@ -439,24 +458,6 @@ def test_append_raw_refuses_a_repeat_and_a_closed_writer() -> None:
         zipc._append_raw(zf, _raw_info("t.bin", zipfile.ZIP_STORED, b"x", b"x"), iter([b"x"]))
 
 
-@pytest.mark.parametrize("level", [1, 9])
-def test_set_level_reaches_the_compressor(level: int) -> None:
-    private = sys.version_info < (3, 13)
-    assert ("_compresslevel" if private else "compress_level") in zipfile.ZipInfo.__slots__
-    data = bytes(random.Random(7).choices(b"abcdefgh ", k=200_000))
-    assert _deflated(data, 1) != _deflated(data, 9)  # so the level is visible in the bytes
-    zi = zipfile.ZipInfo("m", (2020, 1, 1, 0, 0, 0))
-    zi.compress_type = zipfile.ZIP_DEFLATED
-    zipc._set_level(zi, level)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf, zf.open(zi, "w") as member:
-        member.write(data)
-    with zipfile.ZipFile(io.BytesIO(out.getvalue())) as zf:
-        info = zf.getinfo("m")
-    start = info.header_offset + 30 + len(b"m")
-    assert out.getvalue()[start : start + info.compress_size] == _deflated(data, level)
-
-
 def test_orig_filename_keeps_what_zipfile_cuts(tmp_path: Path) -> None:
     # zipfile cuts a read name at NUL; orig_filename keeps the name as stored. read_members
     # refuses the name by it, and _raw_chunks compares the local header's name with it.
@@ -481,9 +482,8 @@ def test_normalized_wheels_pass_wheels_own_record_check(tmp_path: Path) -> None:
     assert len(wheels) >= 5, f"{WHEELHOUSE} lacks wheels: run `make setup`"
     wheels.append(noisy_zip(tmp_path / "demo-1.0-py3-none-any.whl", 9, wheel=True))
     for wheel in wheels:
-        for options in (OPTS, NormalizeOptions(EPOCH, recompress=True)):
-            out = normalize_file(wheel, tmp_path / f"out-{options.recompress}" / wheel.name, options)
-            assert read_all_with_wheel(out.output) > 1, wheel.name
+        out = normalize_file(wheel, tmp_path / "out" / wheel.name, OPTS)
+        assert read_all_with_wheel(out.output) > 1, wheel.name
 
 
 def test_wheels_record_check_catches_a_changed_member(tmp_path: Path) -> None:

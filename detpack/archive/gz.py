@@ -1,8 +1,8 @@
 """gzip streams: a canonical writer and a streaming reader.
 
-Canonical gzip stream: no file name, mtime 0, XFL from the fixed level, OS byte 255, and the
-deflate data cut into fixed blocks compressed independently (in parallel) with the previous
-32 KiB as dictionary, so the bytes do not depend on the number of threads.
+Canonical gzip stream: one gzip member, no file name, mtime 0, XFL 0, OS byte 255, its deflate
+data written by ``archive.codec`` (zlib-ng, pinned; blocks in parallel, the bytes independent of
+the number of threads and of the host's zlib).
 """
 
 from __future__ import annotations
@@ -12,42 +12,35 @@ import gzip
 import io
 import os
 import struct
-import zlib
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from detpack import policy
+from detpack.archive import codec
 from detpack.archive.entry import READ_ERRORS
 from detpack.errors import ArchiveError
 
 
 class BlockGzipWriter(io.RawIOBase):
-    """A gzip stream compressed in fixed blocks on a thread pool, pigz's way.
+    """A gzip stream deflated in fixed blocks on a thread pool, pigz's way (``codec.BlockDeflater``).
 
-    The input is cut into ``policy.GZIP_BLOCK`` blocks; each block is deflated on its own
-    with the previous 32 KiB of input as its dictionary and ends with a sync flush (the last
-    one finishes the stream), so the concatenation is one valid deflate stream. Every block's
-    bytes depend only on the input, never on the number of threads: one worker or eight give
-    the same file. zlib releases the GIL, so blocks compress in parallel. Header: no name,
-    mtime 0, XFL for the level, OS byte 255; trailer: CRC32 and size of all input.
+    The bytes depend only on the input, never on the number of threads: one worker or eight
+    give the same file. Header: no name, mtime 0, XFL 0 (level 6), OS byte 255; trailer:
+    CRC32 and size of all input.
     """
 
-    def __init__(self, fileobj: IO[bytes], *, level: int = policy.GZIP_LEVEL, workers: int | None = None) -> None:
+    def __init__(self, fileobj: IO[bytes], *, workers: int | None = None) -> None:
         super().__init__()
+        codec.check()
         self._out = fileobj
-        self._level = level
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
-        self._pending: deque[Future[bytes]] = deque()
-        self._buffer = bytearray()
-        self._dictionary = b""
+        self._deflater = codec.BlockDeflater(self._pool, window=2 * self._workers)
         self._crc = 0
         self._size = 0
-        xfl = 2 if level == 9 else 4 if level == 1 else 0
-        self._out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes([xfl, policy.GZIP_OS_BYTE]))
+        self._out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes([0, policy.GZIP_OS_BYTE]))
 
     def writable(self) -> bool:
         return True
@@ -57,42 +50,22 @@ class BlockGzipWriter(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._buffer += view
-        self._crc = zlib.crc32(view, self._crc)
+        self._crc = codec.crc32(view, self._crc)
         self._size += len(view)
-        while len(self._buffer) > policy.GZIP_BLOCK:  # keep one block back: the last must finish
-            self._submit(bytes(self._buffer[: policy.GZIP_BLOCK]), last=False)
-            del self._buffer[: policy.GZIP_BLOCK]
+        for piece in self._deflater.feed(view):
+            self._out.write(piece)
         return len(view)
-
-    def _submit(self, block: bytes, *, last: bool) -> None:
-        self._pending.append(self._pool.submit(_deflate_block, block, self._dictionary, self._level, last))
-        self._dictionary = block[-32768:] if len(block) >= 32768 else (self._dictionary + block)[-32768:]
-        while len(self._pending) > 2 * self._workers:  # bounded memory: a few blocks in flight
-            self._out.write(self._pending.popleft().result())
 
     def close(self) -> None:
         if self.closed:
             return
         try:
-            self._submit(bytes(self._buffer), last=True)
-            self._buffer.clear()
-            while self._pending:
-                self._out.write(self._pending.popleft().result())
+            for piece in self._deflater.finish():
+                self._out.write(piece)
             self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         finally:
             self._pool.shutdown(wait=True)
             super().close()
-
-
-def _deflate_block(block: bytes, dictionary: bytes, level: int, last: bool) -> bytes:
-    if dictionary:
-        compressor = zlib.compressobj(
-            level, zlib.DEFLATED, -15, policy.GZIP_MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY, dictionary
-        )
-    else:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, policy.GZIP_MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY)
-    return compressor.compress(block) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 def canonical_writer(fileobj: IO[bytes]) -> BlockGzipWriter:

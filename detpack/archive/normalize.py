@@ -33,7 +33,6 @@ from detpack.errors import ArchiveError
 @dataclass(frozen=True)
 class NormalizeOptions:
     epoch: int
-    recompress: bool = False
     limits: policy.Limits = policy.DEFAULT_LIMITS
 
 
@@ -145,7 +144,7 @@ def _normalize_open_zip(
     with zipc.CanonicalZipWriter(out, options.epoch) as writer:
         for member in ordered:
             digest = hashlib.sha256() if record else None
-            writer.copy_member(zf, raw, member, label, recompress=options.recompress, digest=digest)
+            writer.copy_member(zf, raw, member, label, digest=digest)
             if digest is not None:
                 encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
                 rows.append((member.entry.name, f"sha256={encoded}", str(member.info.file_size)))

@@ -2,25 +2,31 @@
 
 Canonical form: members in the caller's order; each member's time is the epoch (UTC),
 create_system Unix, version 2.0, no extra fields (zip64 excepted), no comments, no data
-descriptors; modes from ``policy.canonical_mode``. A member already deflated (or stored) is
-copied as its raw compressed stream, verified against its CRC on the way through; any other
-method, or ``recompress=True``, is re-deflated at the policy level.
+descriptors; modes from ``policy.canonical_mode``. Every member is inflated once (verified
+against its size and CRC) and deflated again by ``archive.codec``, whatever the input's
+method: the output never carries the build machine's deflate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import stat
 import struct
+import tempfile
 import zipfile
-import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Final
+
+from zlib_ng import zlib_ng
 
 from detpack import policy
+from detpack.archive import codec
 from detpack.archive.entry import (
     READ_ERRORS,
     Entry,
@@ -140,7 +146,7 @@ class _Sink:
                 f"{self.label}: member {self.info.filename!r} holds more data than its declared "
                 f"{self.info.file_size} bytes; refusing the archive"
             )
-        self.crc = zlib.crc32(data, self.crc)
+        self.crc = codec.crc32(data, self.crc)
         if self.digest is not None:
             self.digest.update(data)
 
@@ -193,30 +199,45 @@ def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[by
 class CanonicalZipWriter:
     """A zip writer that only ever writes canonical members (use it as a context manager).
 
-    Members are written through ``zipfile.ZipFile``; only the raw copy of an already
-    compressed stream needs zipfile's internals, and those stay in ``_append_raw``.
+    Every file member is deflated by ``archive.codec`` (zlib-ng, pinned), never copied from
+    the input's stream and never by the interpreter's zlib: the bytes are the same on every
+    machine. Content that is already compressed (``policy.STORED_MAGIC``) and empty files are
+    stored. Small members deflate in parallel on a thread pool and are written in order;
+    large ones stream, their blocks in parallel. The central directory is zipfile's own;
+    only the raw append needs zipfile's internals, and those stay in ``_append_raw``.
     """
 
-    def __init__(self, fileobj: BinaryIO, epoch: int) -> None:
+    def __init__(self, fileobj: BinaryIO, epoch: int, *, workers: int | None = None) -> None:
+        codec.check()
         self._zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
         self.epoch = epoch
+        self._workers = workers or min(8, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._queue: deque[tuple[zipfile.ZipInfo, bytes, Future[bytes] | None]] = deque()
+        self._queued = 0  # uncompressed bytes waiting in the queue
 
     def __enter__(self) -> CanonicalZipWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if exc[0] is None:
+            self.close()
+        else:  # an error: no directory for a half-written archive, just stop the workers
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
-        """Write the central directory (the output stream stays open)."""
-        self._zip.close()
+        """Write the queued members and the central directory (the output stream stays open)."""
+        try:
+            self._drain(0)
+            self._zip.close()
+        finally:
+            self._pool.shutdown(wait=True)
 
     def add_bytes(self, entry: Entry, data: bytes) -> None:
         zi = _zipinfo(entry, self.epoch)
-        if entry.kind == "dir":
-            self._zip.writestr(zi, data, compress_type=zipfile.ZIP_STORED)
-        else:
-            self._zip.writestr(zi, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=policy.ZIP_DEFLATE_LEVEL)
+        zi.file_size = len(data)
+        zi.CRC = codec.crc32(data)
+        self._enqueue(zi, data)
 
     def copy_member(
         self,
@@ -225,68 +246,138 @@ class CanonicalZipWriter:
         member: ZipMember,
         label: str,
         *,
-        recompress: bool,
         digest: hashlib._Hash | None = None,
     ) -> None:
-        """Copy ``member`` of ``src`` canonically, feeding its uncompressed bytes to ``digest``.
+        """Write ``member`` of ``src`` canonically, feeding its uncompressed bytes to ``digest``.
 
-        ``raw`` is a binary reader of the same file as ``src``: a member kept compressed as it
-        is (stored or deflated) is copied from there, stream and all, without inflating twice.
+        ``raw`` is a binary reader of the same file as ``src``: a stored or deflated member is
+        read from there (its local header checked against the central directory) and inflated
+        once; every member is verified against its declared size and CRC on the way through.
         """
         entry, info = member.entry, member.info
         if entry.kind == "dir":
             self.add_bytes(entry, b"")
             return
         sink = _Sink(label, info, digest)
-        if info.compress_type in _RAW_METHODS and not recompress:
-            self._copy_raw(raw, info, entry, sink, label)
-        else:
-            self._recompress(src, info, entry, sink, label)
-        sink.finish()
-
-    def _copy_raw(self, raw: BinaryIO, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str) -> None:
+        content = _content(src, raw, info, sink, label)
         zi = _zipinfo(entry, self.epoch)
-        zi.compress_type = info.compress_type
+        zi.file_size = info.file_size
         zi.CRC = info.CRC
-        zi.compress_size = info.compress_size
-        zi.file_size = info.file_size
-        _append_raw(self._zip, zi, _inflate_into(_raw_chunks(raw, info, label), info, sink, label))
+        if info.file_size <= _SMALL:
+            data = b"".join(content)
+            sink.finish()
+            self._enqueue(zi, data)
+        else:
+            self._drain(0)  # members stay in order: the queue goes first
+            self._stream(zi, content)
+            sink.finish()
 
-    def _recompress(self, src: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Entry, sink: _Sink, label: str) -> None:
-        zi = _zipinfo(entry, self.epoch)
-        zi.compress_type = zipfile.ZIP_DEFLATED
-        _set_level(zi, policy.ZIP_DEFLATE_LEVEL)
-        zi.file_size = info.file_size
+    def _enqueue(self, zi: zipfile.ZipInfo, data: bytes) -> None:
+        if _stored(data):
+            zi.compress_type = zipfile.ZIP_STORED
+            self._queue.append((zi, data, None))
+        else:
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            self._queue.append((zi, data, self._pool.submit(codec.deflate, data)))
+        self._queued += len(data)
+        self._drain(_IN_FLIGHT)
+
+    def _drain(self, keep: int) -> None:
+        while self._queue and (self._queued > keep or len(self._queue) > 64 * self._workers):
+            zi, data, future = self._queue.popleft()
+            self._queued -= len(data)
+            body = data if future is None else future.result()
+            zi.compress_size = len(body)
+            _append_raw(self._zip, zi, iter([body]) if body else iter(()))
+
+    def _stream(self, zi: zipfile.ZipInfo, content: Iterator[bytes]) -> None:
+        """Write a large member as it is read: header first, sizes patched in after the data."""
+        first = next(content, b"")
+        store = _stored(first)
+        zi.compress_type = zipfile.ZIP_STORED if store else zipfile.ZIP_DEFLATED
+        zi.compress_size = 0
+        fp = self._zip.fp
+        if fp is None or not fp.seekable():  # an unseekable output: compress to a spool first
+            with tempfile.TemporaryFile() as spool:
+                for piece in self._compressed(first, content, store):
+                    spool.write(piece)
+                zi.compress_size = spool.tell()
+                spool.seek(0)
+                _append_raw(self._zip, zi, iter(lambda: spool.read(policy.CHUNK), b""))
+            return
+        zip64 = zi.file_size * 1.05 > zipfile.ZIP64_LIMIT  # what zipfile decides before streaming
+        start = fp.tell()
+        _append_raw(self._zip, zi, self._compressed(first, content, store), zip64=zip64)
+        end = fp.tell()
+        zi.compress_size = end - start - len(zi.FileHeader(zip64))
+        fp.seek(start)
+        fp.write(zi.FileHeader(zip64))
+        fp.seek(end)
+
+    def _compressed(self, first: bytes, content: Iterator[bytes], store: bool) -> Iterator[bytes]:
+        if store:
+            yield first
+            yield from content
+            return
+        deflater = codec.BlockDeflater(self._pool, window=2 * self._workers)
+        yield from deflater.feed(first)
+        for chunk in content:
+            yield from deflater.feed(chunk)
+        yield from deflater.finish()
+
+
+#: zlib-ng's inflate error (its stubs type it as an instance, not a class).
+_INFLATE_ERROR: Final[type[Exception]] = zlib_ng.error  # type: ignore[assignment]
+#: Members up to this size are read whole and deflated in parallel with their neighbours.
+_SMALL: Final = 1 << 20
+#: Uncompressed bytes of small members waiting to be written, at most (bounded memory).
+_IN_FLIGHT: Final = 8 << 20
+
+
+def _stored(data: bytes) -> bool:
+    """Whether content starting with ``data`` is stored rather than deflated: empty or already compressed."""
+    return not data or data.startswith(policy.STORED_MAGIC)
+
+
+def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _Sink, label: str) -> Iterator[bytes]:
+    """A member's uncompressed bytes in chunks, each fed to ``sink`` (which checks size and CRC)."""
+    if info.compress_type not in _RAW_METHODS:  # bzip2, lzma: zipfile's own decompressors
         try:
-            with src.open(info) as inp, self._zip.open(zi, "w") as out:
+            with src.open(info) as inp:
                 while chunk := inp.read(policy.CHUNK):
                     sink.feed(chunk)
-                    out.write(chunk)
+                    yield chunk
         except READ_ERRORS as exc:
             raise ArchiveError(f"{label}: cannot read member {info.filename!r} ({exc})") from None
-
-
-def _inflate_into(chunks: Iterator[bytes], info: zipfile.ZipInfo, sink: _Sink, label: str) -> Iterator[bytes]:
-    """Pass a member's compressed ``chunks`` through, feeding their inflated bytes to ``sink``."""
-    d = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
-    for chunk in chunks:
-        yield chunk
-        if d is None:
+        return
+    chunks = _raw_chunks(raw, info, label)
+    if info.compress_type == zipfile.ZIP_STORED:
+        for chunk in chunks:
             sink.feed(chunk)
-            continue
-        try:
+            yield chunk
+        return
+    d = zlib_ng.decompressobj(-15)
+    try:
+        for chunk in chunks:
             # Bounded inflation: the sink refuses the member as soon as it exceeds its
             # declared size, so a bomb never reaches memory whole.
-            sink.feed(d.decompress(chunk, policy.CHUNK))
-            while d.unconsumed_tail:
-                sink.feed(d.decompress(d.unconsumed_tail, policy.CHUNK))
-        except zlib.error as exc:
-            raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
-    if d is not None and not d.eof:
+            out = d.decompress(chunk, policy.CHUNK)
+            while True:
+                if out:
+                    sink.feed(out)
+                    yield out
+                if not d.unconsumed_tail:
+                    break
+                out = d.decompress(d.unconsumed_tail, policy.CHUNK)
+    except _INFLATE_ERROR as exc:
+        raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
+    if not d.eof:
         raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
 
 
-def _append_raw(zf: zipfile.ZipFile, zi: zipfile.ZipInfo, chunks: Iterator[bytes]) -> None:
+def _append_raw(
+    zf: zipfile.ZipFile, zi: zipfile.ZipInfo, chunks: Iterator[bytes], *, zip64: bool | None = None
+) -> None:
     """Append a member whose compressed bytes are ``chunks`` (``zi`` carries CRC and sizes).
 
     zipfile has no public way to write an already compressed stream, so this one function
@@ -305,23 +396,12 @@ def _append_raw(zf: zipfile.ZipFile, zi: zipfile.ZipInfo, chunks: Iterator[bytes
     zi.header_offset = fp.tell()
     if zi.header_offset != zf.start_dir:  # zipfile leaves its stream at start_dir after every member
         raise ValueError(f"zip writer is at offset {zi.header_offset}, its directory starts at {zf.start_dir}")
-    fp.write(zi.FileHeader(None))
+    fp.write(zi.FileHeader(zip64))
     for chunk in chunks:
         fp.write(chunk)
     zf.filelist.append(zi)
     zf.NameToInfo[zi.filename] = zi
     zf.start_dir = fp.tell()
-
-
-def _set_level(zi: zipfile.ZipInfo, level: int) -> None:
-    """Set the deflate level ``ZipFile.open(zi, "w")`` will use.
-
-    ``writestr`` takes a level, but the streaming ``open(zi, "w")`` reads it from ``zi``:
-    CPython 3.11/3.12 call it ``_compresslevel`` (private), 3.13+ ``compress_level``.
-    Pinned by ``test_set_level_reaches_the_compressor`` in tests/test_archive.py.
-    """
-    attr = "compress_level" if "compress_level" in zipfile.ZipInfo.__slots__ else "_compresslevel"
-    setattr(zi, attr, level)
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:

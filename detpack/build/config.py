@@ -71,7 +71,6 @@ class BuildRequest:
     distributions: tuple[Distribution, ...] | None = None  # None: sdist, then wheel from it
     frontend: FrontendSettings = dataclasses.field(default_factory=lambda: FrontendSettings({}))
     epoch_spec: str | None = None
-    recompress: bool | None = None
     pass_env: tuple[str, ...] = ()
     find_links: tuple[Path, ...] = ()
     offline: bool | None = None
@@ -87,7 +86,6 @@ class BuildRequest:
 @dataclass(frozen=True)
 class ToolConfig:
     epoch_spec: str | None = None
-    recompress: bool = False
     pass_env: tuple[str, ...] = ()
     find_links: tuple[Path, ...] = ()
     offline: bool = False
@@ -116,7 +114,6 @@ class ResolvedBuild:
     outdir: Path
     distributions: tuple[Distribution, ...] | None  # None: sdist, then wheel from it
     frontend: FrontendSettings  # lock read, uv found, environment cache chosen
-    recompress: bool
     offline: bool
     pass_env: tuple[str, ...]
     find_links: tuple[Path, ...]
@@ -165,7 +162,6 @@ def resolve(
         outdir=(request.outdir or default_outdir(request.srcdir)).absolute(),
         distributions=_plan(source, request.distributions),
         frontend=frontend,
-        recompress=tool.recompress if request.recompress is None else request.recompress,
         offline=tool.offline if request.offline is None else request.offline,
         pass_env=(*tool.pass_env, *request.pass_env),
         find_links=(*tool.find_links, *request.find_links),
@@ -230,7 +226,7 @@ def _tool_config(data: dict[str, Any], srcdir: Path, pyproject: Path) -> ToolCon
         raise ConfigError(f"{pyproject}: [tool.detpack] source-date-epoch must be an integer, 'git' or 'sdist'")
     return ToolConfig(
         epoch_spec=None if epoch is None else str(epoch),
-        recompress=_bool(table, "recompress", pyproject),
+        # "recompress" is still accepted: since policy 5 every member is re-deflated anyway.
         pass_env=tuple(_strings(table, "pass-env", pyproject)),
         find_links=tuple(srcdir / p for p in _strings(table, "find-links", pyproject)),
         offline=_bool(table, "offline", pyproject),

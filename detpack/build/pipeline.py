@@ -310,7 +310,6 @@ def _statement(
             isolation=frontend.isolation,
             installer=frontend.installer or "pip",
             skip_dependency_check=frontend.skip_dependency_check,
-            recompress=plan.recompress,
             offline=plan.offline,
             lock=frontend.lock,
             normalized=plan.request.normalize,
@@ -353,7 +352,7 @@ def _native(ses: Session) -> tuple[dict[str, Any], ...]:
 
 def _run_builds(ses: Session, staging: _Staging, step: LineSink) -> list[RawArtifact]:
     plan, root = ses.plan, ses.root
-    options = NormalizeOptions(plan.epoch.value, plan.recompress)
+    options = NormalizeOptions(plan.epoch.value)
     raws: list[RawArtifact] = []
 
     def one(srcdir: Path, dist: Distribution, backend: str) -> Path:

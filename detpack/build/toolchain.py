@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import detpack
+from detpack.archive import codec
 from detpack.build.source import Source, tree_digest
 from detpack.digest import file_sha256
 from detpack.provenance import statement as provenance
@@ -40,6 +41,8 @@ def capture_toolchain() -> provenance.Toolchain:
         python_version=platform.python_version(),
         python_sha256=file_sha256(executable),
         zlib_version=zlib.ZLIB_RUNTIME_VERSION,
+        deflate=codec.check(),
+        deflate_package=f"zlib-ng {codec.package_version()}",
         detpack_version=detpack.__version__,
         detpack_sha256=tree_digest(Path(detpack.__file__).parent),
         build_version=importlib.metadata.version("build"),

@@ -168,7 +168,7 @@ def _add_reproducibility_options(det: argparse._ArgumentGroup) -> None:
         "--recompress",
         action="store_true",
         default=None,
-        help="re-deflate every wheel member at detpack's level (neutralises zlib differences)",
+        help=argparse.SUPPRESS,  # always on since policy 5 (every member is re-deflated); kept for old scripts
     )
     det.add_argument(
         "--pass-env",
@@ -308,7 +308,6 @@ def _build_request(args: argparse.Namespace) -> BuildRequest:
             constraints=args.dependency_constraints_txt,
         ),
         epoch_spec=args.source_date_epoch,
-        recompress=args.recompress,
         pass_env=tuple(args.pass_env),
         find_links=tuple(args.find_links),
         offline=args.offline,

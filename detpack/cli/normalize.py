@@ -31,7 +31,8 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="timestamp for every member (default: $SOURCE_DATE_EPOCH, else 1980-01-01)",
     )
-    p.add_argument("--recompress", action="store_true", help="re-deflate zip members at detpack's level")
+    # Always on since policy 5 (every member is re-deflated); accepted for old scripts.
+    p.add_argument("--recompress", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--limit",
         action="append",
@@ -47,7 +48,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     epoch = policy.epoch_from(args.source_date_epoch, os.environ)
     limits = policy.Limits.parse(args.limit)
-    options = NormalizeOptions(epoch, args.recompress, limits)
+    options = NormalizeOptions(epoch, limits)
     files: list[Path] = args.files
     if args.outdir is not None:
         if args.outdir.exists() and not args.outdir.is_dir():

@@ -208,7 +208,7 @@ def summarize(provenance: Provenance) -> Summary:
         if not isinstance(dep, dict) or dep.get("name") == "source":
             continue
         version = _get(dep, "annotations", "version") or dep.get("uri")
-        if isinstance(version, str) and dep.get("name") in {"python", "zlib", "build", "detpack", "pip"}:
+        if isinstance(version, str) and dep.get("name") in {"python", "zlib", "deflate", "build", "detpack", "pip"}:
             toolchain.append((str(dep["name"]), version.rsplit("@", 1)[-1]))
         elif dep.get("name") == "build-backend":
             backends = _get(dep, "annotations", "backends") or []

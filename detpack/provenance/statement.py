@@ -102,6 +102,8 @@ class Toolchain:
     python_version: str
     python_sha256: str
     zlib_version: str
+    deflate: str  # "zlib-ng 2.3.3": what wrote every canonical deflate stream (archive.codec)
+    deflate_package: str  # the pinned package that carries it, "zlib-ng 1.1.0"
     detpack_version: str
     detpack_sha256: str
     build_version: str
@@ -129,7 +131,6 @@ class BuildParameters:
     isolation: bool
     installer: str
     skip_dependency_check: bool
-    recompress: bool
     offline: bool
     lock: LockFacts | None = None
     normalized: bool = True
@@ -227,7 +228,16 @@ def _resolved_dependencies(source: SourceFacts, raws: Sequence[RawArtifactFacts]
         },
         *_dependencies(raws),
         {"name": "build-backend", "annotations": {"backends": backends, "requires": requires}},
-        {"name": "zlib", "annotations": {"version": toolchain.zlib_version}},
+        {"name": "zlib", "annotations": {"version": toolchain.zlib_version, "role": "the interpreter's"}},
+        {
+            "name": "deflate",
+            "uri": "pkg:pypi/" + "@".join(toolchain.deflate_package.split(" ", 1)),
+            "annotations": {
+                "implementation": toolchain.deflate.split(" ")[0],
+                "version": toolchain.deflate.split(" ")[-1],
+                "role": "writes every canonical deflate stream",
+            },
+        },
         {"name": "build", "uri": f"pkg:pypi/build@{toolchain.build_version}"},
         {
             "name": "detpack",
@@ -250,7 +260,6 @@ def _external_parameters(source: SourceFacts, epoch: EpochFacts, parameters: Bui
         "isolation": parameters.isolation,
         "installer": parameters.installer,
         "skipDependencyCheck": parameters.skip_dependency_check,
-        "recompress": parameters.recompress,
         "offline": parameters.offline,
         "allowNetwork": parameters.allow_network,
         "normalized": parameters.normalized,

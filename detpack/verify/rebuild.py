@@ -239,7 +239,6 @@ def _request(
         ),
         lock=lock,
         epoch_spec=str(ext["sourceDateEpoch"]["value"]),
-        recompress=ext.get("recompress", False),
         normalize=ext.get("normalized", True),
         find_links=find_links,
         offline=offline if offline is not None else ext.get("offline"),
