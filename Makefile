@@ -6,7 +6,15 @@ WHEELHOUSE := .wheelhouse
 SAMPLES := .samples
 STAMP := $(VENV)/.detpack-setup
 
-.PHONY: setup demo test test-network test-fast lint typecheck bench fuzz clean
+MACHINES := .machines
+#: The zlib-ng package detpack pins (pyproject.toml): its sdist's C sources give a compat libz.so.1.
+ZLIB_NG := zlib-ng==1.1.0
+#: Debian's arm64 CPython 3.11 and what it links: a sysroot for qemu-aarch64-static.
+ARM64_DEBS := python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc-s1 zlib1g libexpat1 \
+	libffi8 libssl3 libbz2-1.0 liblzma5 libzstd1 libsqlite3-0 libuuid1 libncursesw6 libtinfo6 libreadline8 \
+	libcrypt1 libnsl2 libtirpc3 libgssapi-krb5-2
+
+.PHONY: setup demo test test-network test-fast lint typecheck bench fuzz clean machines
 
 setup: $(STAMP)
 
@@ -46,5 +54,22 @@ FUZZ_SECONDS ?= 300
 fuzz: setup
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
+# "Another machine" for tests/test_machines.py: zlib-ng's libz.so.1 (compat mode) built from the
+# pinned sdist, and an arm64 sysroot with the aarch64 wheels detpack.archive needs. Needs cmake, a C
+# compiler and `dpkg --add-architecture arm64 && apt-get update` (.ci/run does all three).
+machines: setup
+	rm -rf $(MACHINES) && mkdir -p $(MACHINES)/src $(MACHINES)/debs $(MACHINES)/arm64-root $(MACHINES)/arm64-wheels
+	$(BIN)/python -m pip download --quiet --no-binary=:all: --no-deps -d $(MACHINES)/src '$(ZLIB_NG)'
+	tar -xzf $(MACHINES)/src/zlib_ng-*.tar.gz -C $(MACHINES)/src
+	cmake -S $(MACHINES)/src/zlib_ng-*/src/zlib_ng/zlib-ng -B $(MACHINES)/zlib-ng-build -DZLIB_COMPAT=ON \
+		-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DZLIB_ENABLE_TESTS=OFF -DWITH_GTEST=OFF >/dev/null
+	cmake --build $(MACHINES)/zlib-ng-build -j >/dev/null
+	mkdir -p $(MACHINES)/zlib-ng-compat && cp -L $(MACHINES)/zlib-ng-build/libz.so.1 $(MACHINES)/zlib-ng-compat/
+	cd $(MACHINES)/debs && apt-get download $(addsuffix :arm64,$(ARM64_DEBS)) >/dev/null
+	for deb in $(MACHINES)/debs/*.deb; do dpkg-deb -x $$deb $(MACHINES)/arm64-root; done
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps --platform manylinux2014_aarch64 \
+		--python-version 3.11 -d $(MACHINES)/arm64-wheels '$(ZLIB_NG)' rfc8785
+	for whl in $(MACHINES)/arm64-wheels/*.whl; do $(BIN)/python -m zipfile -e $$whl $(MACHINES)/arm64-site; done
+
 clean:
-	rm -rf $(VENV) $(WHEELHOUSE) $(SAMPLES) example/dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(WHEELHOUSE) $(SAMPLES) $(MACHINES) example/dist .pytest_cache .mypy_cache .ruff_cache

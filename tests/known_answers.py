@@ -52,7 +52,9 @@ def _files() -> dict[str, bytes]:
 def noisy_wheel(path: Path) -> Path:
     files = _files()
     files["demo-1.0.dist-info/METADATA"] = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
-    files["demo-1.0.dist-info/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: kat\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files["demo-1.0.dist-info/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: kat\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     files["demo-1.0.dist-info/RECORD"] = b"stale,,\n"
     rng = random.Random(16)
     names = list(files)

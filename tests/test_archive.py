@@ -11,7 +11,6 @@ import io
 import os
 import random
 import stat
-import sys
 import tarfile
 import time
 import zipfile

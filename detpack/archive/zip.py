@@ -222,8 +222,10 @@ class CanonicalZipWriter:
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
             self.close()
-        else:  # an error: no directory for a half-written archive, just stop the workers
+        else:  # an error: the output is discarded; stop the workers, release the zip writer
             self._pool.shutdown(wait=True, cancel_futures=True)
+            with contextlib.suppress(Exception):
+                self._zip.close()
 
     def close(self) -> None:
         """Write the queued members and the central directory (the output stream stays open)."""
@@ -297,7 +299,7 @@ class CanonicalZipWriter:
         zi.compress_type = zipfile.ZIP_STORED if store else zipfile.ZIP_DEFLATED
         zi.compress_size = 0
         fp = self._zip.fp
-        if fp is None or not fp.seekable():  # an unseekable output: compress to a spool first
+        if fp is None or not getattr(fp, "seekable", lambda: False)():  # unseekable: compress to a spool first
             with tempfile.TemporaryFile() as spool:
                 for piece in self._compressed(first, content, store):
                     spool.write(piece)
