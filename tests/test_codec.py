@@ -74,14 +74,17 @@ def test_a_large_member_streams_to_the_same_bytes_on_any_output(tmp_path: Path) 
     seekable = tmp_path / "a.zip"
     with seekable.open("wb") as f, zipc.CanonicalZipWriter(f, policy.DEFAULT_EPOCH, workers=2) as w:
         w.add_bytes(Entry("small.txt", "file", 0o644), b"small")
+        w.add_bytes(Entry("empty.txt", "file", 0o644), b"")  # queued, nothing to wait for: still first
         _copy(w, data, tmp_path)
     unseekable = _Pipe()
     with zipc.CanonicalZipWriter(unseekable, policy.DEFAULT_EPOCH, workers=3) as w:  # type: ignore[arg-type]
         w.add_bytes(Entry("small.txt", "file", 0o644), b"small")
+        w.add_bytes(Entry("empty.txt", "file", 0o644), b"")
         _copy(w, data, tmp_path)
     assert seekable.read_bytes() == bytes(unseekable.data)
     with zipfile.ZipFile(seekable) as zf:
         assert zf.testzip() is None and zf.read("big.txt") == data
+        assert zf.namelist() == ["small.txt", "empty.txt", "big.txt"]
         info = zf.getinfo("big.txt")
         raw = seekable.read_bytes()[info.header_offset + 30 + len("big.txt") :][: info.compress_size]
     assert raw == codec.deflate(data)

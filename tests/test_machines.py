@@ -41,7 +41,7 @@ INTERPRETER_ZLIB = (
 )
 
 
-def _need(path: Path) -> Path:
+def need_machine(path: Path) -> Path:
     if not path.exists():
         message = f"{path} is missing: run `make machines` (.ci/run does)"
         if os.environ.get("CI") == "true":
@@ -55,7 +55,7 @@ def ng() -> tuple[str, ...]:
     """argv prefix that runs a command with zlib-ng's libz.so.1 in place of the system's."""
     bwrap = require_tool("bwrap")
     system = Path("/lib") / f"{platform.machine()}-linux-gnu" / "libz.so.1"
-    return (bwrap, "--dev-bind", "/", "/", "--bind", str(_need(NG_LIBZ).resolve()), str(system.resolve()), "--")
+    return (bwrap, "--dev-bind", "/", "/", "--bind", str(need_machine(NG_LIBZ).resolve()), str(system.resolve()), "--")
 
 
 def _json(argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> dict[str, str]:
@@ -152,8 +152,8 @@ def test_tarball_and_layer_are_the_same_under_zlib_ng_libz(ng: tuple[str, ...], 
 
 def _arm64(argv: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
     qemu = require_tool("qemu-aarch64-static")
-    python = _need(ARM64_ROOT / "usr" / "bin" / "python3.11")
-    site = os.pathsep.join([str(_need(ARM64_SITE)), str(ROOT)])
+    python = need_machine(ARM64_ROOT / "usr" / "bin" / "python3.11")
+    site = os.pathsep.join([str(need_machine(ARM64_SITE)), str(ROOT)])
     prefix = [qemu, "-L", str(ARM64_ROOT), "-E", f"PYTHONPATH={site}", str(python), "-S"]
     return _json([*prefix, *argv], env={"PATH": os.environ["PATH"]})
 
@@ -166,3 +166,32 @@ def test_known_answers_on_aarch64(tmp_path: Path) -> None:
     normal = _json([sys.executable, ROOT / "tests" / "known_answers.py", tmp_path / "a"], env=env)
     arm = _arm64([ROOT / "tests" / "known_answers.py", tmp_path / "b"])
     assert arm == normal == known_answers.GOLDEN
+
+
+def test_check_vary_machine_passes_and_the_libz_reaches_the_backend(tmp_path: Path, wheelhouse: Path) -> None:
+    require_tool("bwrap")
+    libz = need_machine(NG_LIBZ)
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "setuptools-basic", src)
+    common = ["--find-links", wheelhouse, "--offline", "-q"]
+    r = run([DETPACK, "check", src, "--vary", "machine", "--libz", libz, *common])
+    assert r.code == 0, r.stdout + r.stderr
+    assert "identical under libz, hostname, cpus, uid" in r.stdout, r.stdout
+
+    keep = tmp_path / "keep"
+    r = run([DETPACK, "check", src, "--vary", "libz", "--libz", libz, "--keep", keep, *common])
+    assert r.code == 0, r.stdout + r.stderr
+    control, varied = sorted(keep.glob("out-*"))
+    # the perturbation: the backend's own wheel differs with the other libz; detpack's does not
+    assert _raw_outputs(control) != _raw_outputs(varied)
+    [prov] = varied.glob("*.provenance.json")
+    assert f'"replacedBy":"{libz.resolve()}"' in prov.read_text().replace(" ", "")
+
+
+def test_check_vary_libz_needs_a_libz(tmp_path: Path) -> None:
+    r = run([DETPACK, "check", FIXTURES / "flit", "--vary", "libz"])
+    assert r.code == 2 and r.stderr.count("\n") == 1 and "--libz PATH" in r.stderr, r.stderr
+    not_elf = tmp_path / "libz.so.1"
+    not_elf.write_text("not a library\n")
+    r = run([DETPACK, "check", FIXTURES / "flit", "--vary", "machine", "--libz", not_elf])
+    assert r.code == 2 and r.stderr.count("\n") == 1 and f"{not_elf}: not an ELF shared library" in r.stderr

@@ -17,7 +17,8 @@ exit code is 0 unless its own comment says ``exit N``. Shell variables set by on
 (``S="--store /tmp/rel"``) are kept for the following ones. ``127.0.0.1:5000`` is a
 Distribution registry the test starts. An HTML comment ``<!-- readme-test: network -->``
 right before a block marks a block that needs PyPI (run by ``make test-network``; such a
-block must stand alone). ``$ make test`` is not run inside the test suite it starts: the
+block must stand alone); ``<!-- readme-test: machines -->`` one that needs what ``make
+machines`` prepares (skipped without it, failed in CI). ``$ make test`` is not run inside the test suite it starts: the
 test checks that the target runs pytest instead.
 """
 
@@ -40,6 +41,7 @@ from conftest import ROOT
 
 README = ROOT / "README.md"
 NETWORK = "<!-- readme-test: network -->"
+MACHINES = "<!-- readme-test: machines -->"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NOTE = re.compile(r"\s{2,}#\s.*$")
 EXIT = re.compile(r"#.*\bexit (\d+)")
@@ -60,6 +62,7 @@ class Block:
     language: str  #: "console" or "python"
     source: str  #: the block's text
     network: bool  #: marked as needing PyPI
+    machines: bool = False  #: marked as needing `make machines`
 
     def commands(self) -> list[Command]:
         commands: list[Command] = []
@@ -89,7 +92,8 @@ def readme_blocks() -> list[Block]:
     for example in document.examples():
         before = document.text[: example.region.start].rstrip().splitlines()
         language = example.region.lexemes["arguments"]
-        blocks.append(Block(example.line, language, str(example.parsed), bool(before) and before[-1] == NETWORK))
+        mark = before[-1] if before else ""
+        blocks.append(Block(example.line, language, str(example.parsed), mark == NETWORK, mark == MACHINES))
     return blocks
 
 
@@ -150,7 +154,7 @@ def _copy_checkout(dest: Path) -> None:
         shutil.copy2(src, target)  # mtimes kept: make's set-up stamp stays newer than its inputs
     git = ["git", "-C", str(dest), "-c", "user.name=readme", "-c", "user.email=readme@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
-    links = (".venv", ".wheelhouse", ".samples")
+    links = (".venv", ".wheelhouse", ".samples", ".machines")
     with (dest / ".git" / "info" / "exclude").open("a", encoding="utf-8") as exclude:
         exclude.write("".join(f"/{name}\n" for name in links))  # set up by make, not part of a clone
     for name in links:
@@ -213,6 +217,11 @@ def test_readme_has_examples() -> None:
 
 @pytest.mark.parametrize("block", _params())
 def test_readme_example(block: Block, world: World) -> None:
+    if block.machines and not (ROOT / ".machines" / "zlib-ng-compat" / "libz.so.1").exists():
+        message = f"README.md:{block.line} needs `make machines` (.ci/run runs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     if block.language == "python":
         code, output = world.run(f".venv/bin/python - <<'PYTHON'\n{block.source}\nPYTHON")
         assert code == 0, f"README.md:{block.line}: the Python example failed:\n{output}"

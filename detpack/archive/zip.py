@@ -230,7 +230,7 @@ class CanonicalZipWriter:
     def close(self) -> None:
         """Write the queued members and the central directory (the output stream stays open)."""
         try:
-            self._drain(0)
+            self._drain(None)
             self._zip.close()
         finally:
             self._pool.shutdown(wait=True)
@@ -270,7 +270,7 @@ class CanonicalZipWriter:
             sink.finish()
             self._enqueue(zi, data)
         else:
-            self._drain(0)  # members stay in order: the queue goes first
+            self._drain(None)  # members stay in order: the queue goes first
             self._stream(zi, content)
             sink.finish()
 
@@ -284,8 +284,9 @@ class CanonicalZipWriter:
         self._queued += len(data)
         self._drain(_IN_FLIGHT)
 
-    def _drain(self, keep: int) -> None:
-        while self._queue and (self._queued > keep or len(self._queue) > 64 * self._workers):
+    def _drain(self, keep: int | None) -> None:
+        """Write queued members, oldest first, until at most ``keep`` bytes wait (None: all of them)."""
+        while self._queue and (keep is None or self._queued > keep or len(self._queue) > 64 * self._workers):
             zi, data, future = self._queue.popleft()
             self._queued -= len(data)
             body = data if future is None else future.result()

@@ -17,16 +17,18 @@ without one and says so (``NoSandbox``); ``--require-sandbox`` makes that an err
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detpack.errors import ConfigError
+from detpack.errors import ConfigError, InputError
 
 HOSTNAME = "detpack"
 UID = 1000
@@ -34,6 +36,8 @@ GID = 1000
 #: ``detpack check --vary hostname,uid`` sets these to build once as another machine would.
 HOSTNAME_VARIABLE = "DETPACK_SANDBOX_HOSTNAME"
 IDS_VARIABLE = "DETPACK_SANDBOX_IDS"  # "UID:GID"
+#: ``detpack check --vary libz`` sets this to another libz.so.1, bound over the system's inside.
+LIBZ_VARIABLE = "DETPACK_SANDBOX_LIBZ"
 _HOSTNAME_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
 #: Host directories every build may read (read-only), when they exist.
 SYSTEM_DIRS = ("/usr", "/etc")
@@ -64,6 +68,7 @@ class Sandbox:
     hostname: str = HOSTNAME
     uid: int = UID
     gid: int = GID
+    libz: tuple[str, str] | None = None  # (another libz.so.1, the system's it replaces inside)
 
     @property
     def hermetic(self) -> bool:
@@ -90,6 +95,8 @@ class Sandbox:
             args += ["--ro-bind-try", path, path]
         for path, target in self.links:
             args += ["--symlink", target, path]
+        if self.libz is not None:
+            args += ["--ro-bind", *self.libz]
         for path, inside in self.writable:
             args += ["--bind-try", path, inside]
         for path, inside in protected:
@@ -134,6 +141,7 @@ class Sandbox:
             "readOnly": sorted(self.readonly),
             "readWrite": sorted(inside for _, inside in self.writable),
             "links": [f"{path} -> {target}" for path, target in self.links],
+            **({"libz": {"system": self.libz[1], "replacedBy": self.libz[0]}} if self.libz else {}),
         }
 
 
@@ -214,9 +222,19 @@ def make(
             visible.add(str(extra))
     pairs = sorted({(str(w), str(w)) if isinstance(w, Path) else (str(w[0]), str(w[1])) for w in writable})
     hostname, uid, gid = _identity(caller_env or os.environ)
+    libz = _libz(caller_env or os.environ)
     inside = {i for _, i in pairs}
     return Sandbox(
-        found, _version(found), network, tuple(pairs), tuple(sorted(visible - inside)), tuple(links), hostname, uid, gid
+        found,
+        _version(found),
+        network,
+        tuple(pairs),
+        tuple(sorted(visible - inside)),
+        tuple(links),
+        hostname,
+        uid,
+        gid,
+        libz,
     )
 
 
@@ -238,6 +256,38 @@ def _identity(environ: Mapping[str, str]) -> tuple[str, int, int]:
     if not (uid.isdigit() and gid.isdigit()):
         raise ConfigError(f"{IDS_VARIABLE}={ids!r}: give UID:GID as two numbers (e.g. 2000:2000)")
     return hostname, int(uid), int(gid)
+
+
+def system_libz() -> Path | None:
+    """The real path of the system's ``libz.so.1`` (the one the interpreter loads), if there is one."""
+    arch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    for d in (f"/lib/{arch}", f"/usr/lib/{arch}", "/lib64", "/usr/lib64", "/lib", "/usr/lib"):
+        candidate = Path(d) / "libz.so.1"
+        if candidate.exists():
+            return candidate.resolve()
+    return None
+
+
+def check_libz(path: Path, what: str) -> Path:
+    """``path`` when it is a readable ELF shared object (another libz.so.1), else an ``InputError``."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    if magic != b"\x7fELF":
+        raise InputError(f"{what} {path}: not an ELF shared library; give a libz.so.1 (e.g. zlib-ng with ZLIB_COMPAT)")
+    return path.resolve()
+
+
+def _libz(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    given = environ.get(LIBZ_VARIABLE)
+    if not given:
+        return None
+    system = system_libz()
+    if system is None:
+        raise ConfigError(f"{LIBZ_VARIABLE}: this machine has no libz.so.1 to replace")
+    return str(check_libz(Path(given), LIBZ_VARIABLE)), str(system)
 
 
 def _find(caller_env: Mapping[str, str] | None) -> tuple[str | None, str | None]:

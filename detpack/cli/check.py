@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from detpack.build import sandbox
 from detpack.cli._output import Output
 from detpack.cli.diff import render_text
 from detpack.errors import ConfigError
@@ -20,8 +21,9 @@ def add_parser(sub: Any) -> None:
         "check",
         help="build twice under varied conditions and name what breaks reproducibility",
         description="Build SRC under a control environment and again with every variation "
-        f"({', '.join(variations.NAMES)}); when outputs differ, rebuild one variation at a time "
-        "to name the responsible one and explain the difference.",
+        f"({', '.join(variations.NAMES)}; 'machine' = {', '.join(variations.GROUPS['machine'])}); "
+        "when outputs differ, rebuild one variation at a time to name the responsible one and explain "
+        "the difference.",
     )
     p.add_argument("srcdir", nargs="?", default=".", type=Path, help="project directory (default: .)")
     p.add_argument("--runs", type=int, default=2, help="builds in the first round (default: 2)")
@@ -34,6 +36,13 @@ def add_parser(sub: Any) -> None:
         "--raw",
         action="store_true",
         help="check the project's own backend via python -m build, without detpack's normalization",
+    )
+    p.add_argument(
+        "--libz",
+        type=Path,
+        metavar="PATH",
+        help="another libz.so.1 (zlib-ng built with -DZLIB_COMPAT=ON, say) for the libz variation: bound over "
+        "the system's in the sandbox, as on a machine with another zlib",
     )
     p.add_argument("--find-links", action="append", default=[], type=Path, metavar="DIR")
     p.add_argument("--offline", action="store_true")
@@ -60,15 +69,17 @@ def _tally(c: Comparison) -> str:
 def run(args: argparse.Namespace, out: Output) -> int:
     if args.runs < 2:
         raise ConfigError(f"--runs {args.runs}: at least 2 builds are needed to compare")
+    libz = None if args.libz is None else sandbox.check_libz(args.libz, "--libz")
     settings = CheckSettings(
         srcdir=args.srcdir,
         runs=args.runs,
-        vary=variations.select(args.vary),
+        vary=variations.select(args.vary, libz),
         raw=args.raw,
         find_links=tuple(args.find_links),
         offline=args.offline,
         keep=args.keep,
         epoch_spec=args.source_date_epoch,
+        libz=libz,
     )
     result = run_check(settings, on_step=out.step, on_warning=out.warning)
     for name, why in result.not_varied.items():

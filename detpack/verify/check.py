@@ -52,6 +52,7 @@ class CheckSettings:
     offline: bool = False
     keep: Path | None = None
     epoch_spec: str | None = None  # --source-date-epoch: N, 'git' (None: build's default order)
+    libz: Path | None = None  # --libz: another libz.so.1 for the libz variation
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def run_check(
     epoch, extra = _epoch_and_extra(settings, plan.epoch)
     if epoch is not None:
         step(f"SOURCE_DATE_EPOCH={epoch.value} (from {epoch.origin})")
-    unsupported = {k: v for k, v in variations.supported().items() if k in settings.vary or k == "clock"}
+    unsupported = {k: v for k, v in variations.supported(settings.libz).items() if k in settings.vary or k == "clock"}
     if settings.raw:  # python -m build runs the hooks itself, outside detpack's sandbox
         for name in sorted(variations.SANDBOX_ONLY & set(settings.vary)):
             unsupported[name] = f"--raw builds run without detpack's sandbox; the {name} was not varied"
@@ -220,7 +221,7 @@ class _Builds:
         self.work = work
         self.base = base
         self.step = step
-        self.catalogue = variations.catalogue()
+        self.catalogue = variations.catalogue(settings.libz)
         self.count = 0
 
     def build(self, spec: RunSpec, name: str) -> Path:

@@ -36,9 +36,12 @@ NAMES = (
     "hostname",
     "uid",
     "cpus",
+    "libz",
 )
+#: Names for several variations at once: ``--vary machine`` is what differs between two machines.
+GROUPS = {"machine": ("libz", "hostname", "cpus", "uid")}
 #: Variations of the sandbox itself: only a build that runs in one (not --raw) can be varied so.
-SANDBOX_ONLY = frozenset({"hostname", "uid"})
+SANDBOX_ONLY = frozenset({"hostname", "uid", "libz"})
 
 #: Variables copied from the caller into every run: the build root, and the variables every
 #: build passes through (where packages come from, proxies, certificates), never what a
@@ -140,7 +143,7 @@ def _cpus(spec: RunSpec, work: Path) -> RunSpec:
     return replace(spec, one_cpu=True)
 
 
-def catalogue() -> dict[str, Variation]:
+def catalogue(libz: Path | None = None) -> dict[str, Variation]:
     loc = _second_locale() or "C"
     lib = faketime_library()
 
@@ -152,6 +155,11 @@ def catalogue() -> dict[str, Variation]:
             raise ConfigError("--vary clock: faketime is not installed (apt-get install faketime)")
         faked = _env(spec, LD_PRELOAD=lib, FAKETIME="+1d", FAKETIME_DONT_FAKE_MONOTONIC="1")
         return replace(faked, pass_env=(*spec.pass_env, "LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC"))
+
+    def other_libz(spec: RunSpec, work: Path) -> RunSpec:
+        if libz is None:
+            raise ConfigError("--vary libz: give another libz.so.1 with --libz PATH")
+        return _env(spec, **{sandbox.LIBZ_VARIABLE: str(libz)})
 
     table = (
         Variation("build-path", "the tree lives at another, deeper path", _build_path),
@@ -166,13 +174,21 @@ def catalogue() -> dict[str, Variation]:
         Variation("hostname", "the sandbox's hostname detpack-experiment instead of detpack", _hostname),
         Variation("uid", "uid/gid 2000 in the sandbox instead of 1000", _uid),
         Variation("cpus", "one CPU (affinity mask) instead of all", _cpus),
+        Variation("libz", f"{libz} bound over the system's libz.so.1 in the sandbox", other_libz),
     )
     return {v.name: v for v in table}
 
 
-def supported() -> dict[str, str]:
+def supported(libz: Path | None = None) -> dict[str, str]:
     """Variation name -> why this machine cannot apply it (only the unsupported ones)."""
     missing = {}
+    if libz is None:
+        missing["libz"] = (
+            "no other libz.so.1 was given (--libz PATH: zlib-ng built with -DZLIB_COMPAT=ON, say); "
+            "the libz was not varied"
+        )
+    elif sandbox.system_libz() is None:
+        missing["libz"] = "this machine has no libz.so.1 to replace; the libz was not varied"
     if faketime_library() is None:
         missing["clock"] = "faketime is not installed (apt-get install faketime); the clock was not varied"
     if _second_locale() is None:
@@ -186,25 +202,37 @@ def supported() -> dict[str, str]:
     return missing
 
 
-def _unavailable_by_default() -> set[str]:
+def _unavailable_by_default(libz: Path | None) -> set[str]:
     """What the default selection leaves out: what cannot be varied here (the locale falls back to C)."""
-    return {name for name in supported() if name != "locale"}
+    return {name for name in supported(libz) if name != "locale"}
 
 
-def select(spec: str | None) -> tuple[str, ...]:
-    """``--vary``: a comma list of names, or of ``-name`` to drop from the default (all)."""
+def select(spec: str | None, libz: Path | None = None) -> tuple[str, ...]:
+    """``--vary``: a comma list of names (or groups: ``machine``), or of ``-name`` to drop from the default (all).
+
+    A group keeps only what this machine can vary (the rest is reported as not varied); a
+    name asked for by itself that cannot be varied is an error.
+    """
     if not spec:
-        return tuple(n for n in NAMES if n not in _unavailable_by_default())
+        return tuple(n for n in NAMES if n not in _unavailable_by_default(libz))
     items = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [i for i in items if i.lstrip("+-") not in NAMES]
+    unknown = [i for i in items if i.lstrip("+-") not in NAMES and i.lstrip("+-") not in GROUPS]
     if unknown:
-        raise ConfigError(f"--vary: unknown variation(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+        raise ConfigError(
+            f"--vary: unknown variation(s) {', '.join(unknown)}; choose from {', '.join((*NAMES, *GROUPS))}"
+        )
+
+    def expand(item: str) -> tuple[str, ...]:
+        return GROUPS.get(item, (item,))
+
     if all(i.startswith("-") for i in items):
-        dropped = {i[1:] for i in items}
-        return tuple(n for n in select(None) if n not in dropped)
-    chosen = tuple(dict.fromkeys(i.lstrip("+") for i in items))
+        dropped = {n for i in items for n in expand(i[1:])}
+        return tuple(n for n in select(None, libz) if n not in dropped)
+    chosen = tuple(dict.fromkeys(n for i in items for n in expand(i.lstrip("+"))))
     if "clock" in chosen and faketime_library() is None:
         raise ConfigError("--vary clock: faketime is not installed (apt-get install faketime)")
+    if "libz" in [i.lstrip("+") for i in items] and libz is None:
+        raise ConfigError("--vary libz: give another libz.so.1 with --libz PATH (zlib-ng built with -DZLIB_COMPAT=ON)")
     return chosen
 
 
