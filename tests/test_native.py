@@ -148,6 +148,26 @@ def test_drift_names_packages_tools_and_the_os() -> None:
     assert toolchain_drift(a, a) == ()
 
 
+def test_drift_names_another_canonical_policy_and_deflate() -> None:
+    from detpack.verify.provenance_compare import toolchain_drift
+
+    def statement(policy: str, deflate: str | None) -> dict[str, Any]:
+        deps: list[dict[str, Any]] = [{"name": "source"}]
+        if deflate is not None:
+            name, version = deflate.split()
+            deps.append({"name": "deflate", "annotations": {"implementation": name, "version": version}})
+        definition = {"internalParameters": {"policyVersion": policy}, "resolvedDependencies": deps}
+        return {"predicate": {"buildDefinition": definition}}
+
+    now = statement("5", "zlib-ng 2.3.3")
+    assert toolchain_drift(statement("4", None), now) == (
+        "detpack's canonical policy: 4 vs 5 (other policies write other bytes by design; rebuild with the "
+        "detpack that made the record)",
+    )
+    assert toolchain_drift(statement("5", "zlib-ng 2.3.4"), now) == ("deflate: zlib-ng 2.3.4 vs zlib-ng 2.3.3",)
+    assert toolchain_drift(now, now) == ()
+
+
 def test_notes_a_backend_forged_run_nothing_on_the_host(tmp_path: Path) -> None:
     """The notes are written inside the build: a path to a host file written there is neither run
     nor hashed (only what the sandbox shows counts, and tools are probed inside it)."""

@@ -187,7 +187,7 @@ def toolchain_drift(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
     """One line per native tool, system package, OS or C library that differs between two statements:
     ``gcc: 12.2.0 (gcc-12 12.2.0-14) vs 13.3.0 (gcc-13 13.3.0-6)``, ``libssl-dev 3.0.15-1 vs 3.0.17-1``."""
     na, nb = _native(a), _native(b)
-    lines = []
+    lines = list(_canonical_drift(a, b))
     for name in sorted(set(na) | set(nb)):
         x, y = na.get(name), nb.get(name)
         if x == y:
@@ -205,6 +205,33 @@ def toolchain_drift(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
         else:
             lines.append(f"{name}: {vx} in both, but what it read or where it is differs")
     return tuple(lines)
+
+
+def _canonical_drift(a: dict[str, Any], b: dict[str, Any]) -> Iterator[str]:
+    """What wrote the canonical bytes, when it differs: detpack's policy version, and its deflate."""
+    pa, pb = _policy(a), _policy(b)
+    if pa != pb:
+        yield (
+            f"detpack's canonical policy: {pa or 'not recorded'} vs {pb or 'not recorded'} (other policies write "
+            "other bytes by design; rebuild with the detpack that made the record)"
+        )
+    da, db = _deflate(a), _deflate(b)
+    if da != db and pa == pb:
+        yield f"deflate: {da or 'not recorded'} vs {db or 'not recorded'}"
+
+
+def _policy(statement: dict[str, Any]) -> str | None:
+    internal = statement.get("predicate", {}).get("buildDefinition", {}).get("internalParameters", {})
+    version = internal.get("policyVersion") if isinstance(internal, dict) else None
+    return str(version) if version is not None else None
+
+
+def _deflate(statement: dict[str, Any]) -> str | None:
+    for dep in statement.get("predicate", {}).get("buildDefinition", {}).get("resolvedDependencies", []):
+        notes = dep.get("annotations") if isinstance(dep, dict) else None
+        if dep.get("name") == "deflate" and isinstance(notes, dict):
+            return f"{notes.get('implementation')} {notes.get('version')}"
+    return None
 
 
 def _native(statement: dict[str, Any]) -> dict[str, dict[str, Any]]:
