@@ -28,8 +28,8 @@ EPOCH = 1_700_000_000
 
 #: sha256 of each canonical output under detpack's policy 5 (zlib-ng 2.3.3).
 GOLDEN = {
-    "codec": "093c92241267d053d982f770ff4650c3c80e3c1858d5814a28939f7f0e8145d1",
-    "gzip": "18ce588ee8db90e2df4e577e5ecb348cd17ce305eca96e6bfd316cdea3401fb6",
+    "codec": "8a47ff5feef1738d178e0157dfe0e8d76264e6a747210c5d3fa7fc26efaaa6af",
+    "gzip": "603ff341dd9ad6ca357d8ae1662a91da46be6b3375787df923f1e1539ca26ad5",
     "tar.gz": "9721f018b0cdf8414405b38edf1509382e82f2dae4605ae4ead4050580ff2c7f",
     "wheel": "c51bbc9ae5245db63f8c7ace9b449d5865b7ebe5a13754b66bc2d3e4f9da3048",
 }

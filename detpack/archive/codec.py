@@ -71,19 +71,12 @@ def package_version() -> str:
 
 @functools.cache
 def known_input() -> bytes:
-    """300 KiB of mixed text and noise (three blocks), the same on every machine."""
-    words = [b"detpack", b"wheel", b"canonical", b"deflate", b"\n", b"    ", b"return", b"0x1f8b"]
-    text = bytearray()
-    state = 1
-    while len(text) < 200 * 1024:
-        state = (state * 1103515245 + 12345) & 0x7FFFFFFF
-        text += words[state >> 28 & 7]
-        text.append(32 + (state >> 16 & 63))
-    noise = bytearray()
-    while len(noise) < 100 * 1024:
-        state = (state * 1103515245 + 12345) & 0x7FFFFFFF
-        noise.append(state >> 16 & 255)
-    return bytes(text + noise)
+    """300 KiB of word-like text and noise (three blocks), the same on every machine (SHAKE-256 driven)."""
+    words = [b"detpack ", b"wheel ", b"canonical ", b"deflate ", b"\n", b"    ", b"return ", b"0x1f8b "]
+    choice = hashlib.shake_256(b"detpack known input: text").digest(30_000)
+    text = b"".join(words[c & 7] + words[c >> 5] for c in choice)[: 200 * 1024]
+    noise = hashlib.shake_256(b"detpack known input: noise").digest(100 * 1024)
+    return text + noise
 
 
 def deflate_block(block: bytes, dictionary: bytes, last: bool, level: int = policy.DEFLATE_LEVEL) -> bytes:
