@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -44,11 +45,15 @@ def require_tool(name: str) -> str:
     """Path of an external tool; skip without it locally, fail without it in CI."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install it; .ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{name} is not installed (apt-get install it; .ci/run does)")
     return path
+
+
+def unavailable(message: str) -> NoReturn:
+    """What a test needs is not here: skip locally, fail in CI (CI=true)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

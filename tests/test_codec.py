@@ -18,6 +18,7 @@ from pathlib import Path
 
 import known_answers
 import pytest
+from test_archive import _Unseekable
 
 from detpack import policy
 from detpack.archive import codec
@@ -76,7 +77,7 @@ def test_a_large_member_streams_to_the_same_bytes_on_any_output(tmp_path: Path) 
         w.add_bytes(Entry("small.txt", "file", 0o644), b"small")
         w.add_bytes(Entry("empty.txt", "file", 0o644), b"")  # queued, nothing to wait for: still first
         _copy(w, data, tmp_path)
-    unseekable = _Pipe()
+    unseekable = _Unseekable()
     with zipc.CanonicalZipWriter(unseekable, policy.DEFAULT_EPOCH, workers=3) as w:  # type: ignore[arg-type]
         w.add_bytes(Entry("small.txt", "file", 0o644), b"small")
         w.add_bytes(Entry("empty.txt", "file", 0o644), b"")
@@ -99,18 +100,6 @@ def _copy(writer: zipc.CanonicalZipWriter, data: bytes, tmp: Path) -> None:
         digest = hashlib.sha256()
         writer.copy_member(zf, raw, member, str(src), digest=digest)
     assert digest.digest() == hashlib.sha256(data).digest()
-
-
-class _Pipe(io.RawIOBase):
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: bytes) -> int:  # type: ignore[override]
-        self.data += b
-        return len(b)
 
 
 def test_gzip_writer_is_one_standard_member(tmp_path: Path) -> None:
