@@ -91,6 +91,15 @@ def test_a_large_member_streams_to_the_same_bytes_on_any_output(tmp_path: Path) 
     assert raw == codec.deflate(data)
 
 
+def test_a_large_already_compressed_member_is_stored(tmp_path: Path) -> None:
+    data = gzip.compress(random.Random(3).randbytes(3 << 20), mtime=0)  # > _SMALL: the streamed path
+    out = tmp_path / "a.zip"
+    with out.open("wb") as f, zipc.CanonicalZipWriter(f, policy.DEFAULT_EPOCH) as w:
+        _copy(w, data, tmp_path)
+    with zipfile.ZipFile(out) as zf:
+        assert zf.getinfo("big.txt").compress_type == zipfile.ZIP_STORED and zf.read("big.txt") == data
+
+
 def _copy(writer: zipc.CanonicalZipWriter, data: bytes, tmp: Path) -> None:
     src = tmp / "src.zip"
     with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -295,7 +295,11 @@ class CanonicalZipWriter:
 
     def _stream(self, zi: zipfile.ZipInfo, content: Iterator[bytes]) -> None:
         """Write a large member as it is read: header first, sizes patched in after the data."""
-        first = next(content, b"")
+        first = b""
+        for chunk in content:  # the store rule reads the content's first bytes, however it was chunked
+            first += chunk
+            if len(first) >= _MAGIC_BYTES:
+                break
         store = _stored(first)
         zi.compress_type = zipfile.ZIP_STORED if store else zipfile.ZIP_DEFLATED
         zi.compress_size = 0
@@ -331,6 +335,8 @@ class CanonicalZipWriter:
 
 #: zlib-ng's inflate error (its stubs type it as an instance, not a class).
 _INFLATE_ERROR: Final[type[Exception]] = zlib_ng.error  # type: ignore[assignment]
+#: The longest magic in ``policy.STORED_MAGIC``: what the store rule reads of a member.
+_MAGIC_BYTES: Final = max(len(m) for m in policy.STORED_MAGIC)
 #: Members up to this size are read whole and deflated in parallel with their neighbours.
 _SMALL: Final = 1 << 20
 #: Uncompressed bytes of small members waiting to be written, at most (bounded memory).
