@@ -75,7 +75,7 @@ def test_a_large_member_streams_to_the_same_bytes_on_any_output(tmp_path: Path) 
     seekable = tmp_path / "a.zip"
     with seekable.open("wb") as f, zipc.CanonicalZipWriter(f, policy.DEFAULT_EPOCH, workers=2) as w:
         w.add_bytes(Entry("small.txt", "file", 0o644), b"small")
-        w.add_bytes(Entry("empty.txt", "file", 0o644), b"")  # queued, nothing to wait for: still first
+        w.add_bytes(Entry("empty.txt", "file", 0o644), b"")  # stored, written before the streamed one
         _copy(w, data, tmp_path)
     unseekable = _Unseekable()
     with zipc.CanonicalZipWriter(unseekable, policy.DEFAULT_EPOCH, workers=3) as w:  # type: ignore[arg-type]

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from typing import Final
 
+import zlib_ng as zlib_ng_package
 from zlib_ng import zlib_ng
 
 from detpack import policy
@@ -63,10 +63,7 @@ def check() -> str:
 
 def package_version() -> str:
     """The installed ``zlib-ng`` package's version (it bundles the zlib-ng release)."""
-    try:
-        return importlib.metadata.version("zlib-ng")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - imported above
-        return "unknown"
+    return str(zlib_ng_package.__version__)
 
 
 @functools.cache
@@ -137,5 +134,7 @@ class BlockDeflater:
 
 def deflate(data: bytes) -> bytes:
     """``data`` as one deflate stream of the scheme, compressed in this thread."""
+    if len(data) <= policy.GZIP_BLOCK:  # one block: the stream is that block, final
+        return deflate_block(data, b"", True)
     d = BlockDeflater()
     return b"".join([*d.feed(data), *d.finish()])

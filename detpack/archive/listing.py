@@ -13,6 +13,7 @@ import struct
 import tarfile
 import tempfile
 import zipfile
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,6 @@ class RawMember:
 
 
 _KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
-_NO_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def _shared_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -91,10 +91,11 @@ def _gzip_header(path: Path) -> dict[str, Any]:
     }
 
 
-def _zip_members(zf: zipfile.ZipFile, label: str) -> list[RawMember]:
+def _zip_members(zf: zipfile.ZipFile, label: str) -> tuple[list[RawMember], _ZipIndex]:
     out = []
     infos = zf.infolist()
     check_count(len(infos), label, policy.DEFAULT_LIMITS)
+    index = _ZipIndex(infos)
     for i, info in enumerate(infos):
         attrs = {
             # Interned: 20k members mostly share these values; a copy each would cost megabytes.
@@ -112,10 +113,35 @@ def _zip_members(zf: zipfile.ZipFile, label: str) -> list[RawMember]:
         }
         identity = f"{info.CRC:08x}:{info.file_size}"
         out.append(RawMember.of(info.filename, i, info.file_size, attrs, identity))
-        # Listed: reading a member later needs only offsets and sizes. Dropping the per-member
-        # copies of these fields keeps a 20k-member comparison under detpack's memory ceiling.
-        info.date_time, info.extra = _NO_TIME, b""
-    return out
+    # Listed: reading a member later needs only the index. Dropping zipfile's own ZipInfo
+    # objects (about 350 bytes each) keeps a 20k-member comparison under detpack's memory ceiling.
+    zf.filelist, zf.NameToInfo = [], {}
+    return out, index
+
+
+class _ZipIndex:
+    """Where each listed zip member's data is and how to read it, in flat arrays (8 bytes a field).
+
+    ``info(i)`` rebuilds the ``ZipInfo`` that ``ZipFile.open`` needs; zipfile still checks the
+    local header's name against it, and the CRC and size as it inflates.
+    """
+
+    def __init__(self, infos: list[zipfile.ZipInfo]) -> None:
+        self._names = [i.orig_filename for i in infos]  # the listing's own strings: no copies
+        self._fields = {f: array("q", (getattr(i, f) for i in infos)) for f in _ZIP_FIELDS}
+        ends = [getattr(i, "_end_offset", None) for i in infos]  # newer zipfiles check overlaps with it
+        self._ends = None if all(e is None for e in ends) else array("q", (-1 if e is None else e for e in ends))
+
+    def info(self, i: int) -> zipfile.ZipInfo:
+        zi = zipfile.ZipInfo(self._names[i])
+        for f, values in self._fields.items():
+            setattr(zi, f, values[i])
+        if self._ends is not None and self._ends[i] >= 0:
+            zi._end_offset = self._ends[i]  # type: ignore[attr-defined]
+        return zi
+
+
+_ZIP_FIELDS = ("header_offset", "compress_size", "file_size", "CRC", "compress_type", "flag_bits")
 
 
 def _tar_members(tf: tarfile.TarFile, label: str) -> list[RawMember]:
@@ -146,6 +172,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
         self.kind = detect(path)
         self._stack = contextlib.ExitStack()
         self._zip: zipfile.ZipFile | None = None
+        self._zip_index: _ZipIndex | None = None
         self._tar: tarfile.TarFile | None = None
         self._plain: IO[bytes] | None = None
         header: dict[str, Any] = {}
@@ -153,7 +180,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
         try:
             if self.kind in ("wheel", "jar", "zip"):
                 self._zip = self._stack.enter_context(zipfile.ZipFile(path))
-                members = _zip_members(self._zip, str(path))
+                members, self._zip_index = _zip_members(self._zip, str(path))
                 header = {"zip.comment": self._zip.comment.decode("utf-8", "replace")}
             elif self.kind in ("tar", "tar.gz"):
                 raw: IO[bytes]
@@ -186,8 +213,8 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
     def chunks(self, member: RawMember) -> Iterator[bytes]:
         """Stream a member's uncompressed bytes."""
         try:
-            if self._zip is not None:
-                with self._zip.open(self._zip.infolist()[member.index]) as f:
+            if self._zip is not None and self._zip_index is not None:
+                with self._zip.open(self._zip_index.info(member.index)) as f:
                     while chunk := f.read(1 << 20):
                         yield chunk
             elif self._tar is not None:

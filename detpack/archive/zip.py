@@ -16,9 +16,8 @@ import stat
 import struct
 import tempfile
 import zipfile
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Final
@@ -202,8 +201,10 @@ class CanonicalZipWriter:
     Every file member is deflated by ``archive.codec`` (zlib-ng, pinned), never copied from
     the input's stream and never by the interpreter's zlib: the bytes are the same on every
     machine. Content that is already compressed (``policy.STORED_MAGIC``) and empty files are
-    stored. Small members deflate in parallel on a thread pool and are written in order;
-    large ones stream, their blocks in parallel. The central directory is zipfile's own;
+    stored. A member of one block (``policy.GZIP_BLOCK``) is read, inflated and deflated at
+    once in the calling thread: measured on the botocore wheel, handing such members to a
+    pool costs more in GIL hand-offs than the parallel deflate saves (0.28 s against 0.21 s).
+    Larger members stream, their blocks deflated on the pool. The central directory is zipfile's own;
     only the raw append needs zipfile's internals, and those stay in ``_append_raw``.
     """
 
@@ -213,8 +214,6 @@ class CanonicalZipWriter:
         self.epoch = epoch
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
-        self._queue: deque[tuple[zipfile.ZipInfo, bytes, Future[bytes] | None]] = deque()
-        self._queued = 0  # uncompressed bytes waiting in the queue
 
     def __enter__(self) -> CanonicalZipWriter:
         return self
@@ -228,9 +227,8 @@ class CanonicalZipWriter:
                 self._zip.close()
 
     def close(self) -> None:
-        """Write the queued members and the central directory (the output stream stays open)."""
+        """Write the central directory (the output stream stays open)."""
         try:
-            self._drain(None)
             self._zip.close()
         finally:
             self._pool.shutdown(wait=True)
@@ -239,7 +237,10 @@ class CanonicalZipWriter:
         zi = _zipinfo(entry, self.epoch)
         zi.file_size = len(data)
         zi.CRC = codec.crc32(data)
-        self._enqueue(zi, data)
+        if len(data) <= _SMALL:
+            self._write_small(zi, data)
+        else:
+            self._stream(zi, iter((data,)))
 
     def copy_member(
         self,
@@ -260,38 +261,27 @@ class CanonicalZipWriter:
         if entry.kind == "dir":
             self.add_bytes(entry, b"")
             return
-        sink = _Sink(label, info, digest)
-        content = _content(src, raw, info, sink, label)
         zi = _zipinfo(entry, self.epoch)
         zi.file_size = info.file_size
         zi.CRC = info.CRC
-        if info.file_size <= _SMALL:
-            data = b"".join(content)
-            sink.finish()
-            self._enqueue(zi, data)
-        else:
-            self._drain(None)  # members stay in order: the queue goes first
-            self._stream(zi, content)
-            sink.finish()
+        if info.file_size <= _SMALL and info.compress_type in _RAW_METHODS:
+            data = _inflated(b"".join(_raw_chunks(raw, info, label)), info, label)  # one read, one inflate
+            if digest is not None:
+                digest.update(data)
+            self._write_small(zi, data)
+            return
+        sink = _Sink(label, info, digest)
+        content = _content(src, raw, info, sink, label)
+        self._stream(zi, content)
+        sink.finish()
 
-    def _enqueue(self, zi: zipfile.ZipInfo, data: bytes) -> None:
-        if _stored(data):
-            zi.compress_type = zipfile.ZIP_STORED
-            self._queue.append((zi, data, None))
-        else:
-            zi.compress_type = zipfile.ZIP_DEFLATED
-            self._queue.append((zi, data, self._pool.submit(codec.deflate, data)))
-        self._queued += len(data)
-        self._drain(_IN_FLIGHT)
-
-    def _drain(self, keep: int | None) -> None:
-        """Write queued members, oldest first, until at most ``keep`` bytes wait (None: all of them)."""
-        while self._queue and (keep is None or self._queued > keep or len(self._queue) > 64 * self._workers):
-            zi, data, future = self._queue.popleft()
-            self._queued -= len(data)
-            body = data if future is None else future.result()
-            zi.compress_size = len(body)
-            _append_raw(self._zip, zi, iter([body]) if body else iter(()))
+    def _write_small(self, zi: zipfile.ZipInfo, data: bytes) -> None:
+        """A member of one block, deflated in this thread (the pool would only contend for the GIL)."""
+        stored = _stored(data)
+        body = data if stored else codec.deflate_block(data, b"", True)
+        zi.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+        zi.compress_size = len(body)
+        _append_raw(self._zip, zi, iter((body,)))
 
     def _stream(self, zi: zipfile.ZipInfo, content: Iterator[bytes]) -> None:
         """Write a large member as it is read: header first, sizes patched in after the data."""
@@ -337,10 +327,39 @@ class CanonicalZipWriter:
 _INFLATE_ERROR: Final[type[Exception]] = zlib_ng.error  # type: ignore[assignment]
 #: The longest magic in ``policy.STORED_MAGIC``: what the store rule reads of a member.
 _MAGIC_BYTES: Final = max(len(m) for m in policy.STORED_MAGIC)
-#: Members up to this size are read whole and deflated in parallel with their neighbours.
-_SMALL: Final = 1 << 20
-#: Uncompressed bytes of small members waiting to be written, at most (bounded memory).
-_IN_FLIGHT: Final = 8 << 20
+#: Members up to one block of the scheme are read whole and deflated at once in this thread;
+#: larger ones stream, their blocks deflated on the pool.
+_SMALL: Final = policy.GZIP_BLOCK
+#: A member's first piece up to this size is written with its header in one call.
+_JOIN: Final = 1 << 20
+
+
+def _inflated(raw: bytes, info: zipfile.ZipInfo, label: str) -> bytes:
+    """A small stored or deflated member's content from its raw stream, size and CRC checked.
+
+    Inflation stops one byte past the declared size, so a bomb never reaches memory whole.
+    """
+    if info.compress_type == zipfile.ZIP_STORED:
+        data = raw
+    else:
+        d = zlib_ng.decompressobj(-15)
+        try:
+            data = d.decompress(raw, info.file_size + 1)
+        except _INFLATE_ERROR as exc:
+            raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
+        if len(data) > info.file_size:
+            raise ArchiveError(
+                f"{label}: member {info.filename!r} holds more data than its declared "
+                f"{info.file_size} bytes; refusing the archive"
+            )
+        if not d.eof:
+            raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
+    if len(data) != info.file_size or codec.crc32(data) != info.CRC:
+        raise ArchiveError(
+            f"{label}: member {info.filename!r} is corrupt (size or CRC does not match); "
+            "the archive is damaged or truncated"
+        )
+    return data
 
 
 def _stored(data: bytes) -> bool:
@@ -402,15 +421,20 @@ def _append_raw(
         raise ValueError("the canonical zip writer is already closed")
     if zi.filename in zf.NameToInfo:
         raise ValueError(f"member {zi.filename!r} is already written")  # read_members refused duplicates
-    zi.header_offset = fp.tell()
-    if zi.header_offset != zf.start_dir:  # zipfile leaves its stream at start_dir after every member
-        raise ValueError(f"zip writer is at offset {zi.header_offset}, its directory starts at {zf.start_dir}")
-    fp.write(zi.FileHeader(zip64))
+    zi.header_offset = zf.start_dir  # zipfile leaves its stream at start_dir after every member
+    header = zi.FileHeader(zip64)
+    written = len(header)
+    first = next(chunks, b"")
+    fp.write(header + first if len(first) <= _JOIN else header)  # a small member: one write
+    if len(first) > _JOIN:
+        fp.write(first)
+    written += len(first)
     for chunk in chunks:
         fp.write(chunk)
+        written += len(chunk)
     zf.filelist.append(zi)
     zf.NameToInfo[zi.filename] = zi
-    zf.start_dir = fp.tell()
+    zf.start_dir += written
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
