@@ -58,6 +58,14 @@ class BackendError(DetpackError):
     """The PEP 517 backend, or installing its requirements, failed."""
 
 
+class HookError(BackendError):
+    """A PEP 517 hook itself failed (not the install before it); ``reason`` is its one line."""
+
+    def __init__(self, message: str, *, reason: str, details: str | None = None) -> None:
+        super().__init__(message, details=details)
+        self.reason = " ".join(reason.split())
+
+
 class EnvironmentSetupError(DetpackError):
     """The controlled build environment could not be prepared on this machine."""
 

@@ -289,3 +289,25 @@ def test_public_source(url: str, source: str | None) -> None:
     from detpack.oci.image import public_source
 
     assert public_source(url) == source
+
+
+def test_image_digest_does_not_depend_on_the_layer_file_name(tmp_path: Path, wheel: Path) -> None:
+    out = tmp_path / "layer.tar.gz"
+    diff_id, _ = layer(out, "--wheel", wheel)
+    renamed = tmp_path / "elsewhere" / "l1-built-on-another-machine.tar.gz"
+    renamed.parent.mkdir()
+    shutil.copy(out, renamed)
+    digests, histories = [], []
+    for name, path in (("a", out), ("b", renamed)):
+        digests.append(image(f"oci:{tmp_path / name}:1.0", "--layer", path))
+        (index,) = [json.loads((tmp_path / name / "index.json").read_text())]
+        manifest = json.loads(
+            (tmp_path / name / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text()
+        )
+        config = json.loads(
+            (tmp_path / name / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_text()
+        )
+        histories.append(config["history"])
+    assert digests[0] == digests[1]
+    assert histories[0] == [{"created": "1980-01-01T00:00:00Z", "created_by": f"detpack layer {diff_id}"}]
+    assert "layer.tar.gz" not in json.dumps(histories) and "l1-built" not in json.dumps(histories)

@@ -35,6 +35,13 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeDecodeError,
 )
 
+#: How to accept an archive holding two different members under one name.
+DUPLICATES_HINT = "detpack normalize --duplicates last does the same"
+
+#: What to do with two different members under one name: refuse the archive, or keep the last
+#: one (as every extractor does).
+Duplicates = Literal["refuse", "last"]
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -24,7 +24,7 @@ from detpack import policy
 from detpack.archive import gz, tar
 from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
-from detpack.archive.entry import Entry, same_streams
+from detpack.archive.entry import Duplicates, Entry, same_streams
 from detpack.atomic import atomic_writer
 from detpack.digest import file_sha256
 from detpack.errors import ArchiveError
@@ -34,6 +34,13 @@ from detpack.errors import ArchiveError
 class NormalizeOptions:
     epoch: int
     limits: policy.Limits = policy.DEFAULT_LIMITS
+    #: Two different members under one name: refuse (for an archive of unknown origin), or keep
+    #: the last one, as extractors do (for a backend's own output: ``python -m build`` accepts it).
+    duplicates: Duplicates = "refuse"
+
+    def replaced(self) -> list[str] | None:
+        """Where the archive readers note the names they resolved (None: they refuse)."""
+        return [] if self.duplicates == "last" else None
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class NormalizeResult:
     sha256: str
     size: int
     changed: bool
+    replaced: tuple[str, ...] = ()  # names of which the last of two different members was kept
 
 
 def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> NormalizeResult:
@@ -53,14 +61,14 @@ def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> Normal
         with zipc.open_source(src) as (zf, raw):
             kind = zip_kind(zf, src)
             with atomic_writer(target) as out:
-                _normalize_open_zip(zf, raw, src, out, kind, options)
+                replaced = _normalize_open_zip(zf, raw, src, out, kind, options)
                 changed = _differs(src, out)
     else:
         with atomic_writer(target) as out:
-            normalize_stream(src, out, kind, options, scratch=target.parent)
+            replaced = normalize_stream(src, out, kind, options, scratch=target.parent)
             changed = _differs(src, out)
     after = file_sha256(target)
-    return NormalizeResult(src, target, kind, after, target.stat().st_size, changed)
+    return NormalizeResult(src, target, kind, after, target.stat().st_size, changed, replaced)
 
 
 def _differs(src: Path, out: BinaryIO) -> bool:
@@ -73,27 +81,32 @@ def _differs(src: Path, out: BinaryIO) -> bool:
         return not same_streams(a, b)
 
 
-def normalize_stream(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, scratch: Path) -> None:
-    """Write the canonical form of ``src`` (of ``kind``) to ``out``."""
+def normalize_stream(
+    src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, scratch: Path
+) -> tuple[str, ...]:
+    """Write the canonical form of ``src`` (of ``kind``) to ``out``; return the member names of
+    which the last of two different members was kept (only with ``duplicates="last"``)."""
     label = str(src)
     if kind in ("wheel", "jar", "zip"):
-        _normalize_zip(src, out, kind, options)
-    elif kind == "tar":
+        return _normalize_zip(src, out, kind, options)
+    if kind == "tar":
         with src.open("rb") as f:
-            _normalize_tar(f, out, options, label)
-    elif kind == "tar.gz":
+            return _normalize_tar(f, out, options, label)
+    if kind == "tar.gz":
         with tempfile.TemporaryFile(dir=scratch) as plain:
             gz.gunzip(src, plain, options.limits)
             plain.seek(0)
             with gz.canonical_writer(out) as gzout:
-                _normalize_tar(plain, gzout, options, label)  # type: ignore[arg-type]
-    else:
-        gz.normalize_gz(src, out, options.limits)
+                return _normalize_tar(plain, gzout, options, label)  # type: ignore[arg-type]
+    gz.normalize_gz(src, out, options.limits)
+    return ()
 
 
-def _normalize_tar(inp: BinaryIO, out: BinaryIO, options: NormalizeOptions, label: str) -> None:
+def _normalize_tar(inp: BinaryIO, out: BinaryIO, options: NormalizeOptions, label: str) -> tuple[str, ...]:
+    replaced = options.replaced()
     with tar.open_tar(inp, label) as tf:
-        tar.write(out, tar.plan(tf, label, options.limits), tf, options.epoch, label)
+        tar.write(out, tar.plan(tf, label, options.limits, replaced=replaced), tf, options.epoch, label)
+    return tuple(replaced or ())
 
 
 def _wheel_dist_info(members: list[zipc.ZipMember], label: str) -> str:
@@ -129,16 +142,17 @@ def _exists_and_zip(src: Path) -> bool:
         return False  # detect() reports it properly
 
 
-def _normalize_zip(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions) -> None:
+def _normalize_zip(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions) -> tuple[str, ...]:
     with zipc.open_source(src) as (zf, raw):
-        _normalize_open_zip(zf, raw, src, out, kind, options)
+        return _normalize_open_zip(zf, raw, src, out, kind, options)
 
 
 def _normalize_open_zip(
     zf: zipfile.ZipFile, raw: BinaryIO, src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions
-) -> None:
+) -> tuple[str, ...]:
     label = str(src)
-    members = zipc.read_members(zf, label, options.limits)
+    replaced = options.replaced()
+    members = zipc.read_members(zf, label, options.limits, replaced=replaced)
     ordered, record = _zip_order(members, kind, label)
     rows: list[tuple[str, str, str]] = []
     with zipc.CanonicalZipWriter(out, options.epoch) as writer:
@@ -150,6 +164,7 @@ def _normalize_open_zip(
                 rows.append((member.entry.name, f"sha256={encoded}", str(member.info.file_size)))
         if record:
             writer.add_bytes(Entry(record, "file", 0o644), _record_bytes(rows, record))
+    return tuple(replaced or ())
 
 
 def _record_bytes(rows: list[tuple[str, str, str]], record: str) -> bytes:

@@ -20,6 +20,7 @@ from typing import IO, BinaryIO
 
 from detpack import policy
 from detpack.archive.entry import (
+    DUPLICATES_HINT,
     READ_ERRORS,
     Entry,
     check_count,
@@ -52,8 +53,19 @@ def open_tar(fileobj: BinaryIO, label: str) -> tarfile.TarFile:
         raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
 
 
-def plan(tf: tarfile.TarFile, label: str, limits: policy.Limits = policy.DEFAULT_LIMITS) -> list[TarItem]:
-    """Validate every member and return the canonical member list, in write order."""
+def plan(
+    tf: tarfile.TarFile,
+    label: str,
+    limits: policy.Limits = policy.DEFAULT_LIMITS,
+    *,
+    replaced: list[str] | None = None,
+) -> list[TarItem]:
+    """Validate every member and return the canonical member list, in write order.
+
+    Two different members under one name are refused, unless ``replaced`` is given: then the
+    last one wins, as tar, tarfile, pip and uv extract it, and the name is appended to
+    ``replaced``. An exact repeat is always harmless.
+    """
     infos: list[tarfile.TarInfo] = []
     total = 0
     try:
@@ -73,10 +85,13 @@ def plan(tf: tarfile.TarFile, label: str, limits: policy.Limits = policy.DEFAULT
         if name in by_name:
             if _same_file(tf, by_name[name], info):
                 continue  # an exact repeat (hatchling copies a stale PKG-INFO) is harmless
-            raise ArchiveError(
-                f"{label}: two different members are named {name!r} (which one is meant is ambiguous); "
-                "refusing the archive"
-            )
+            if replaced is None:
+                raise ArchiveError(
+                    f"{label}: two different members are named {name!r} (which one is meant is ambiguous); "
+                    f"refusing the archive (extractors keep the last one: {DUPLICATES_HINT})"
+                )
+            replaced.append(name)
+            del by_name[name]  # the last one wins, and takes the last one's place
         if info.ischr() or info.isblk() or info.isfifo():
             raise ArchiveError(f"{label}: member {name!r} is a device or fifo; refusing the archive")
         if not (info.isfile() or info.isdir() or info.issym() or info.islnk()):

@@ -27,6 +27,7 @@ from zlib_ng import zlib_ng
 from detpack import policy
 from detpack.archive import codec
 from detpack.archive.entry import (
+    DUPLICATES_HINT,
     READ_ERRORS,
     Entry,
     check_count,
@@ -52,9 +53,21 @@ class ZipMember:
     info: zipfile.ZipInfo
 
 
-def read_members(zf: zipfile.ZipFile, label: str, limits: policy.Limits = policy.DEFAULT_LIMITS) -> list[ZipMember]:
-    """Validate every member of ``zf`` and describe it; refuse hostile or unsupported members."""
+def read_members(
+    zf: zipfile.ZipFile,
+    label: str,
+    limits: policy.Limits = policy.DEFAULT_LIMITS,
+    *,
+    replaced: list[str] | None = None,
+) -> list[ZipMember]:
+    """Validate every member of ``zf`` and describe it; refuse hostile or unsupported members.
+
+    Two different members under one name are refused, unless ``replaced`` is given: then the
+    last one wins, as every extractor resolves it (zipfile, pip, unzip overwrite in order), and
+    the name is appended to ``replaced``. An exact repeat is always harmless: the first is kept.
+    """
     seen: dict[str, zipfile.ZipInfo] = {}
+    position: dict[str, int] = {}
     members: list[ZipMember] = []
     infos = zf.infolist()
     check_count(len(infos), label, limits)
@@ -69,10 +82,12 @@ def read_members(zf: zipfile.ZipFile, label: str, limits: policy.Limits = policy
         if name in seen:
             if _same_member(zf, seen[name], info):
                 continue  # an exact repeat is harmless; keep the first
-            raise ArchiveError(
-                f"{label}: two different members are named {name!r} (which one is meant is ambiguous); "
-                "refusing the archive"
-            )
+            if replaced is None:
+                raise ArchiveError(
+                    f"{label}: two different members are named {name!r} (which one is meant is ambiguous); "
+                    f"refusing the archive (extractors keep the last one: {DUPLICATES_HINT})"
+                )
+            replaced.append(name)
         seen[name] = info
         if info.flag_bits & 0x1:
             raise ArchiveError(f"{label}: member {name!r} is encrypted; detpack cannot normalize it")
@@ -85,7 +100,11 @@ def read_members(zf: zipfile.ZipFile, label: str, limits: policy.Limits = policy
             entry = Entry(name, "symlink", policy.SYMLINK_MODE, len(target), target)
         else:
             entry = Entry(name, "file", policy.canonical_mode(unix_mode), info.file_size)
-        members.append(ZipMember(entry, info))
+        if name in position:
+            members[position[name]] = ZipMember(entry, info)
+        else:
+            position[name] = len(members)
+            members.append(ZipMember(entry, info))
     links = {m.entry.name for m in members if m.entry.kind == "symlink"}
     for m in members if links else ():
         through = next((p for p in parents(m.entry.name) if p in links), None)

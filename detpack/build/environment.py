@@ -419,7 +419,10 @@ class Runner:
         caches: dict[str, str] = {}
         if self.root is not None:  # downloads kept between builds (installs are hash-checked)
             downloads = self.root.to_inside(str(self.root.downloads))
-            caches = {"UV_CACHE_DIR": f"{downloads}/uv", "PIP_CACHE_DIR": f"{downloads}/pip"}
+            # uv with --no-index still trusts index entries it cached earlier, and fails offline fetching
+            # their URLs (astral-sh/uv#9277): installs that use no index get a cache of their own.
+            uv_cache = "uv-no-index" if self.env.variables.get("UV_NO_INDEX") else "uv"
+            caches = {"UV_CACHE_DIR": f"{downloads}/{uv_cache}", "PIP_CACHE_DIR": f"{downloads}/pip"}
             if "UV_CACHE_DIR" in self.env.variables:  # the caller's own, passed through: another mount
                 caches = {"PIP_CACHE_DIR": caches["PIP_CACHE_DIR"], "UV_LINK_MODE": "copy"}
         if self.sandbox is None or self.root is None or not self.root.private:

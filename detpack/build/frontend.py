@@ -26,7 +26,7 @@ from detpack.build.config import ConfigSettings, Distribution, FrontendSettings
 from detpack.build.deps import InstalledDependency, Installer, Provisioner
 from detpack.build.environment import Runner
 from detpack.build.source import tree_digest
-from detpack.errors import BackendError, ConfigError, InputError
+from detpack.errors import BackendError, ConfigError, HookError, InputError
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,10 @@ def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Ite
                 "without network); pass --allow-network to permit it (the provenance will say so)",
                 details=runner.log_text()[-8000:],
             ) from None
-        raise BackendError(
-            f"{who}: backend {backend!r} failed to {what} ({_cause(exc)})",
+        cause = _cause(exc)
+        raise HookError(
+            f"{who}: backend {backend!r} failed to {what} ({cause})",
+            reason=cause,
             details=runner.log_text()[-8000:],
         ) from None
     except BuildException as exc:

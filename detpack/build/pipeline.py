@@ -38,7 +38,7 @@ from detpack.build.source import Epoch, Source
 from detpack.build.toolchain import capture_toolchain, host_facts
 from detpack.build.workspace import lay_out, unpack_sdist
 from detpack.digest import canonical_json, file_sha256
-from detpack.errors import ArchiveError, BackendError, EnvironmentSetupError, InputError, OutputError
+from detpack.errors import ArchiveError, BackendError, EnvironmentSetupError, HookError, InputError, OutputError
 from detpack.provenance import statement as provenance
 
 
@@ -73,19 +73,22 @@ class _Staging:
     pending: list[tuple[Path, Path]] = field(default_factory=list)
     provenance: tuple[Path, Path] | None = None
 
-    def add(self, raw: Path, final_name: str, options: NormalizeOptions, scratch: Path) -> Path:
+    def add(self, raw: Path, final_name: str, options: NormalizeOptions, scratch: Path) -> tuple[Path, tuple[str, ...]]:
+        """Stage ``raw`` under ``final_name``; also return the duplicate member names resolved."""
         kind: ArchiveKind = "tar.gz" if final_name.endswith(".tar.gz") else "wheel"
+        replaced: tuple[str, ...] = ()
 
         def write(out: BinaryIO) -> None:
+            nonlocal replaced
             if self.normalize:
-                normalize_stream(raw, out, kind, options, scratch)
+                replaced = normalize_stream(raw, out, kind, options, scratch)
             else:
                 with raw.open("rb") as inp:
                     shutil.copyfileobj(inp, out, 1 << 20)
 
         tmp = self._write(final_name, write)
         self.pending.append((tmp, self.outdir / final_name))
-        return tmp
+        return tmp, replaced
 
     def add_provenance(self, final_name: str, data: bytes) -> None:
         self.provenance = (self._write(final_name, lambda out: out.write(data)), self.outdir / final_name)
@@ -271,9 +274,10 @@ def _build_resolved(
         staging = _Staging(outdir, normalize=plan.request.normalize)
         try:
             with environment.applied(ses.env):
-                raws = _run_builds(ses, staging, on_step or (lambda _: None))
+                built = _run_builds(ses, staging, on_step or (lambda _: None), on_warning or (lambda _: None))
+            raws = built.raws
             subjects = [provenance.Subject(final.name, file_sha256(tmp)) for tmp, final in staging.pending]
-            statement = _statement(ses, raws, subjects, started)
+            statement = _statement(ses, built, subjects, started)
             prov_path = outdir / f"{_stem(subjects[-1].name)}.provenance.json"
             staging.add_provenance(prov_path.name, canonical_json(statement))
             backend_digests = {r.path.name: file_sha256(r.path) for r in raws}
@@ -295,9 +299,9 @@ def _build_resolved(
 
 
 def _statement(
-    ses: Session, raws: list[RawArtifact], subjects: list[provenance.Subject], started: dt.datetime
+    ses: Session, built: _Built, subjects: list[provenance.Subject], started: dt.datetime
 ) -> dict[str, object]:
-    plan, env, frontend = ses.plan, ses.env, ses.plan.frontend
+    plan, env, frontend, raws = ses.plan, ses.env, ses.plan.frontend, built.raws
     log = ses.runner.log_text().encode("utf-8")
     return provenance.statement(
         subjects=subjects,
@@ -305,7 +309,8 @@ def _statement(
         epoch=plan.epoch,
         parameters=provenance.BuildParameters(
             distributions=tuple(raw.distribution for raw in raws),
-            via_sdist=plan.via_sdist,
+            via_sdist=plan.via_sdist and built.sdist_fallback is None,
+            sdist_fallback=built.sdist_fallback,
             config_settings=frontend.config_settings,
             isolation=frontend.isolation,
             installer=frontend.installer or "pip",
@@ -326,6 +331,7 @@ def _statement(
         },
         passed_through=env.passed_through,
         injects_code=env.injects_code,
+        duplicates=built.duplicates,
         sandbox=ses.box.record(),
         raws=raws,
         toolchain=capture_toolchain(),
@@ -350,10 +356,23 @@ def _native(ses: Session) -> tuple[dict[str, Any], ...]:
     return native.collect(ses.root.root, ses.root.seen)
 
 
-def _run_builds(ses: Session, staging: _Staging, step: LineSink) -> list[RawArtifact]:
+@dataclass(frozen=True)
+class _Built:
+    """What the backend made, and what detpack had to decide about it (both recorded)."""
+
+    raws: list[RawArtifact]
+    duplicates: tuple[provenance.ResolvedDuplicate, ...] = ()
+    #: Why the wheel was built straight from the tree: the backend could not make an sdist of it.
+    sdist_fallback: str | None = None
+
+
+def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink) -> _Built:
     plan, root = ses.plan, ses.root
-    options = NormalizeOptions(plan.epoch.value)
+    # A backend's own output is taken as its extractors take it: of two different members under
+    # one name the last wins (python -m build accepts such an sdist; tar, pip and uv keep the last).
+    options = NormalizeOptions(plan.epoch.value, duplicates="last")
     raws: list[RawArtifact] = []
+    duplicates: list[provenance.ResolvedDuplicate] = []
 
     def one(srcdir: Path, dist: Distribution, backend: str) -> Path:
         step(f"building {dist} in {root.to_inside(str(srcdir))}")
@@ -371,16 +390,21 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink) -> list[RawArti
             f"normalizing {raw.path.name}" if staging.normalize else f"keeping {raw.path.name} as the backend wrote it"
         )
         try:
-            staged = staging.add(raw.path, raw.path.name, options, root.tmp)
+            staged, replaced = staging.add(raw.path, raw.path.name, options, root.tmp)
         except ArchiveError as exc:
             # Name the user's project and the backend, not a path in the emptied build root.
             reason = exc.message.removeprefix(f"{raw.path}: ")
-            if "two different members" in reason:
-                reason += " (a stale copy of that file in the source tree is the usual cause)"
             raise BackendError(
                 f"{plan.source.path}: the {dist} {raw.path.name} that backend {raw.backend!r} wrote is unusable: "
                 f"{reason}"
             ) from None
+        for name in replaced:
+            warn(
+                f"the {dist} {raw.path.name} that backend {raw.backend!r} wrote holds two different members "
+                f"named {name!r}; kept the last one, as tar, pip and uv do (a stale copy of that file in the "
+                "source tree is the usual cause; recorded)"
+            )
+            duplicates.append(provenance.ResolvedDuplicate(raw.path.name, name))
         raws.append(raw)
         return staged
 
@@ -389,17 +413,27 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink) -> list[RawArti
         backend = backend_name(srcdir)  # an sdist's pyproject.toml, read once unpacked
         for dist in plan.distributions or ("wheel",):
             one(srcdir, dist, backend)
-        return raws
+        return _Built(raws, tuple(duplicates))
     srcdir = lay_out(plan.source, root)
     backend = plan.backend or backend_name(srcdir)
     if plan.distributions is None:
-        sdist = one(srcdir, "sdist", backend)
+        try:
+            sdist = one(srcdir, "sdist", backend)
+        except HookError as exc:
+            if not (srcdir / "PKG-INFO").is_file():
+                raise
+            # An unpacked sdist whose backend can only make sdists from a VCS checkout (meson-python
+            # wants git): python -m build fails the same way, but the wheel can still be built.
+            fallback = f"backend {backend!r} cannot make an sdist from this unpacked sdist: {exc.reason}"
+            warn(f"{plan.source.path}: {fallback}; building the wheel directly from the tree (recorded)")
+            one(srcdir, "wheel", backend)
+            return _Built(raws, tuple(duplicates), fallback)
         unpacked = unpack_sdist(sdist, ses.sdist_extract_dir, Path(raws[-1].path.name))
         one(unpacked, "wheel", backend)
     else:
         for dist in plan.distributions:
             one(srcdir, dist, backend)
-    return raws
+    return _Built(raws, tuple(duplicates))
 
 
 def _stem(filename: str) -> str:

@@ -41,6 +41,13 @@ def add_parser(sub: Any) -> None:
         help="raise a hostile-input ceiling for a trusted archive: max_members, max_total_bytes, max_ratio, "
         "ratio_floor, max_name_bytes (K/M/G suffixes)",
     )
+    p.add_argument(
+        "--duplicates",
+        choices=("refuse", "last"),
+        default="refuse",
+        help="two different members under one name: refuse the archive (default), or keep the last one, "
+        "as tar, unzip, pip and uv extract it (said for each name)",
+    )
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
 
@@ -48,7 +55,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     epoch = policy.epoch_from(args.source_date_epoch, os.environ)
     limits = policy.Limits.parse(args.limit)
-    options = NormalizeOptions(epoch, limits)
+    options = NormalizeOptions(epoch, limits, duplicates=args.duplicates)
     files: list[Path] = args.files
     if args.outdir is not None:
         if args.outdir.exists() and not args.outdir.is_dir():
@@ -66,6 +73,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     for f in files:
         target = f if args.in_place else args.outdir / f.name
         result = normalize_file(f, target, options)
+        for name in result.replaced:
+            out.warning(f"{f}: two different members are named {name!r}; kept the last one (--duplicates last)")
         state = "rewritten" if result.changed else "already canonical"
         out.result(f"{result.output}  {result.kind}  sha256:{result.sha256}  {state}")
     return 0

@@ -236,7 +236,9 @@ def _image_config(base: JSON | None, layers: Sequence[LayerBlob], settings: Imag
     rootfs["diff_ids"] = [*(rootfs.get("diff_ids") or []), *(layer.diff_id for layer in layers)]
     config["rootfs"] = rootfs
     history = list(config.get("history") or [])
-    history += [{"created": when, "created_by": f"detpack layer {layer.path.name}"} for layer in layers]
+    # Named by content, never by the local file name: two machines naming the file differently
+    # must make the same image.
+    history += [{"created": when, "created_by": f"detpack layer {layer.diff_id}"} for layer in layers]
     config["history"] = history
     return config
 

@@ -135,6 +135,15 @@ class BuildParameters:
     lock: LockFacts | None = None
     normalized: bool = True
     allow_network: bool = False  # the hooks could reach the network (--allow-network)
+    sdist_fallback: str | None = None  # why the wheel was built from the tree, not from an sdist
+
+
+@dataclass(frozen=True)
+class ResolvedDuplicate:
+    """A backend output held two different members under one name; the last one was kept."""
+
+    artifact: str  # the backend's file name
+    member: str
 
 
 def rfc3339(moment: dt.datetime) -> str:
@@ -187,6 +196,7 @@ def statement(
     paths: Mapping[str, str],
     passed_through: Sequence[str],
     injects_code: Sequence[str] = (),
+    duplicates: Sequence[ResolvedDuplicate] = (),
     sandbox: Mapping[str, Any] | None = None,
     raws: Sequence[RawArtifactFacts],
     toolchain: Toolchain,
@@ -203,7 +213,9 @@ def statement(
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": _external_parameters(source, epoch, parameters),
-                "internalParameters": _internal_parameters(environment, paths, passed_through, injects_code, sandbox),
+                "internalParameters": _internal_parameters(
+                    environment, paths, passed_through, injects_code, sandbox, duplicates
+                ),
                 "resolvedDependencies": [*_resolved_dependencies(source, raws, toolchain), *native],
             },
             "runDetails": _run_details(toolchain, run),
@@ -265,6 +277,8 @@ def _external_parameters(source: SourceFacts, epoch: EpochFacts, parameters: Bui
         "normalized": parameters.normalized,
         "sourceDateEpoch": {"value": epoch.value, "origin": epoch.origin},
     }
+    if parameters.sdist_fallback is not None:
+        external["sdistFallback"] = parameters.sdist_fallback
     if parameters.lock is not None:
         external["lock"] = {"name": parameters.lock.path.name, "digest": {"sha256": parameters.lock.sha256}}
     return external
@@ -276,10 +290,17 @@ def _internal_parameters(
     passed_through: Sequence[str],
     injects_code: Sequence[str],
     sandbox: Mapping[str, Any] | None,
+    duplicates: Sequence[ResolvedDuplicate] = (),
 ) -> JSON:
-    """What detpack fixed for the build: its environment, umask, policy, paths and sandbox."""
+    """What detpack fixed for the build: its environment, umask, policy, paths and sandbox, and
+    how it read the backend's output (two different members under one name: the last kept)."""
     return {
         **({"sandbox": dict(sorted(sandbox.items()))} if sandbox is not None else {}),
+        **(
+            {"duplicateMembers": [{"artifact": d.artifact, "member": d.member, "kept": "last"} for d in duplicates]}
+            if duplicates
+            else {}
+        ),
         "environment": dict(sorted(environment.items())),
         "passedThrough": sorted(passed_through),
         "codeInjectingVariables": sorted(injects_code),
