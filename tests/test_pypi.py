@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
+import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import DETPACK, FIXTURES, Run, materialize, run
-from detpack.verify.pypi import backend_pin, record_problems
+from detpack.verify.pypi import backend_pin, backend_pins, record_problems, speedup_switches
 
 
 @pytest.mark.network
@@ -35,7 +39,47 @@ def test_generator_lines_map_to_backend_pins() -> None:
     assert backend_pin("setuptools (75.1.0)") == "setuptools==75.1.0"
     assert backend_pin("bdist_wheel (0.43.0)") == "wheel==0.43.0"
     assert backend_pin("poetry-core 1.9.0") == "poetry-core==1.9.0"
+    assert backend_pin("scikit-build-core 1.0.3") == "scikit-build-core==1.0.3"  # pybind11's
+    assert backend_pin("maturin (1.7.4)") == "maturin==1.7.4"
+    assert backend_pin("pdm-backend (2.4.3)") == "pdm-backend==2.4.3"
+    assert backend_pin("uv 0.8.3") == "uv_build==0.8.3"
     assert backend_pin("some-other-tool 1.0") is None
+    # wheel's own bdist_wheel ran under a setuptools that still delegated to it (before 70.1)
+    assert backend_pins("bdist_wheel (0.37.1)") == ("wheel==0.37.1", "setuptools<70.1")
+
+
+def _sdist_with_setup_py(path: Path, text: str) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        data = text.encode()
+        info = tarfile.TarInfo("proj-1.0/setup.py")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_speedup_switches_are_read_from_setup_py(tmp_path: Path) -> None:
+    simplejson_like = """
+import os, sys
+DISABLE_SPEEDUPS = IS_PYPY or os.environ.get('DISABLE_SPEEDUPS') == '1'
+CIBUILDWHEEL = os.environ.get('CIBUILDWHEEL', False)
+if os.getenv("MSGPACK_PUREPYTHON"): pass
+if os.environ["HOME"]: pass
+"""
+    sdist = _sdist_with_setup_py(tmp_path / "proj-1.0.tar.gz", simplejson_like)
+    assert speedup_switches(sdist) == ("DISABLE_SPEEDUPS", "MSGPACK_PUREPYTHON")
+    assert speedup_switches(_sdist_with_setup_py(tmp_path / "none.tar.gz", "import setuptools\n")) == ()
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar")
+    assert speedup_switches(tmp_path / "broken.tar.gz") == ()
+
+
+def test_a_file_name_difference_is_said_as_what_it_is() -> None:
+    from detpack.verify.pypi import _name_mismatch
+
+    tag = _name_mismatch("pytz-1-py2.py3-none-any.whl", "pytz-1-py3-none-any.whl", "bdist_wheel (0.37.1)")
+    assert "tagged py2.py3-none-any, this build makes py3-none-any: a tag difference, not a platform one" in tag
+    assert "platform-specific" not in tag
+    platform = _name_mismatch("m-1-cp311-cp311-manylinux_2_17_x86_64.whl", "m-1-cp311-cp311-linux_x86_64.whl", "")
+    assert "is for cp311-cp311-manylinux_2_17_x86_64; this machine builds cp311-cp311-linux_x86_64" in platform
 
 
 # Offline: a "release" made here (an sdist and its wheel in a folder), fetched by pip from
@@ -130,3 +174,59 @@ def test_the_wheel_projects_record_check_names_what_record_does_not_vouch_for(wh
         "Hash mismatch for file 'flit_core/__init__.py'",
         "No hash found for file 'flit_core/extra.py'",
     )
+
+
+# Many releases at once: a folder of "releases" made here, one byte-identical (python -m build's
+# own wheel, with SOURCE_DATE_EPOCH), one content-identical (detpack's normalized wheel), one
+# that is not there at all.
+
+
+@pytest.mark.slow
+def test_many_releases_at_once_end_with_a_table_and_json(release: Path, wheelhouse: Path, tmp_path: Path) -> None:
+    links = tmp_path / "links"
+    src = materialize(FIXTURES / "hatchling", tmp_path / "hatch-src", 0o022)
+    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse), "SOURCE_DATE_EPOCH": "1700000000"}
+    r = run([sys.executable, "-m", "build", src, "-o", links], env=env)
+    assert r.code == 0, r.stderr
+    for p in release.iterdir():
+        shutil.copy2(p, links)
+    listing = tmp_path / "releases.txt"
+    listing.write_text(
+        "# a local OSS Rebuild\nfx_hatchling==1.0.0\n\nfx_flit==1.0.0  # detpack-normalized\nfx-missing==2.0\n"
+    )
+    argv = [DETPACK, "rebuild", "--pypi", "-r", listing, "--offline", "--find-links", links, "--find-links", wheelhouse]
+    r = run([*argv, "--jobs", "3"], timeout=900)
+    assert r.code == 1, r.stdout + r.stderr
+    steps = [ln for ln in r.stderr.splitlines() if ln.startswith("* [")]
+    assert len(steps) == 3, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["release", "verdict", "wheel", "/", "why"]
+    assert lines[1].split()[:3] == ["fx_hatchling==1.0.0", "byte-identical", "fx_hatchling-1.0.0-py3-none-any.whl"]
+    assert lines[2].split()[:3] == ["fx_flit==1.0.0", "content-identical", "fx_flit-1.0.0-py3-none-any.whl"]
+    [missing] = [ln for ln in lines if ln.startswith("fx-missing==2.0")]
+    assert "not rebuilt" in missing and "no sdist of this release in --find-links" in missing
+    assert lines[-1] == "3 releases: 1 byte-identical, 1 content-identical, 0 different, 1 not rebuilt"
+
+    r = run([*argv, "--json", "-q"], timeout=900)
+    report = json.loads(r.stdout)
+    assert report["summary"] == {
+        "byte-identical": 1, "content-identical": 1, "different": 0, "not rebuilt": 1, "releases": 3,
+    }  # fmt: skip
+    by = {rel["release"]: rel for rel in report["releases"]}
+    assert by["fx_hatchling==1.0.0"]["wheels"][0]["pinned"] == "hatchling==1.33.0"
+    assert by["fx_hatchling==1.0.0"]["wheels"][0]["epoch"] == 1700000000
+    assert by["fx_flit==1.0.0"]["wheels"][0]["explanation"]  # what differs, said
+    assert "no sdist" in by["fx-missing==2.0"]["reason"] and by["fx-missing==2.0"]["wheels"] == []
+
+
+def test_a_bad_release_list_is_one_line(tmp_path: Path) -> None:
+    listing = tmp_path / "releases.txt"
+    listing.write_text("idna==3.10\nrequests>=2\n")
+    r = run([DETPACK, "rebuild", "--pypi", "-r", listing])
+    assert r.code == 2 and r.stderr.strip() == (
+        f"error: {listing}:2: 'requests>=2' is not an exact release; write NAME==VERSION, one a line"
+    ), r.stderr
+    r = run([DETPACK, "rebuild", "--pypi", "-r", tmp_path / "nope.txt"])
+    assert r.code == 2 and "no such release list" in r.stderr
+    r = run([DETPACK, "rebuild", "--pypi", "idna==3.10", "-r", listing])
+    assert r.code == 2 and "not both" in r.stderr

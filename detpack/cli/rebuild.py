@@ -9,6 +9,7 @@ an input cannot be had."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from detpack.cli._output import Output, count
 from detpack.cli.diff import render_text
 from detpack.errors import ConfigError
 from detpack.verify.compare import Comparison
-from detpack.verify.pypi import rebuild_pypi
+from detpack.verify.pypi import WheelCheck, rebuild_pypi
+from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs, read_list, rebuild_many, tally
 from detpack.verify.rebuild import rebuild
 
 
@@ -34,8 +36,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--pypi",
         metavar="NAME==VERSION",
+        nargs="?",
+        const="",
         help="instead: rebuild a published release's wheel from its sdist and compare with the index's",
     )
+    p.add_argument(
+        "-r",
+        "--releases",
+        type=Path,
+        metavar="FILE",
+        help="with --pypi: every release listed in FILE (one NAME==VERSION a line), several at once, "
+        "then a summary table",
+    )
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="with -r: releases checked at once (default: up to 4)")
+    p.add_argument("--json", action="store_true", help="with --pypi: print the report as JSON")
     p.add_argument("--source", type=Path, metavar="PATH", help="the source tree or sdist (default: sdist beside it)")
     p.add_argument(
         "-o",
@@ -66,6 +80,50 @@ def member_list(names: list[str], cap: int = MEMBERS_SHOWN) -> str:
     return shown + (f" … {len(names) - cap} more" if len(names) > cap else "")
 
 
+def _explanation(c: WheelCheck) -> list[str]:
+    """What a wheel that is not byte-identical differs in, a line each (none for byte-identical)."""
+    if c.comparison is None:
+        return []
+    lines = []
+    what = "metadata only" if c.verdict == "content-identical" else "content"
+    tally = ", ".join(f"{k} ({n})" for k, n in c.comparison.cause_tally()) or "no cause inferred"
+    attrs = sorted({d.attribute for d in c.comparison.differences})
+    if c.epoch is None and c.verdict == "content-identical":
+        lines.append(
+            "the publisher built without SOURCE_DATE_EPOCH: generated .dist-info files carry the "
+            "publisher's clock, which no rebuild can know; content-identical is the best possible here"
+        )
+    lines.append(
+        f"{what}: {c.comparison.members_differing} of {c.comparison.members_total} members; "
+        f"attributes {', '.join(attrs)}; likely causes: {tally}"
+    )
+    members = list(dict.fromkeys(d.member or f"({d.attribute})" for d in c.comparison.differences))
+    lines.append(f"members: {member_list(members)}")
+    return lines
+
+
+def pypi_report(spec: str, checks: list[WheelCheck]) -> dict[str, Any]:
+    """The JSON form of one release's check (what ``-r`` collects from each release)."""
+    return {
+        "release": spec,
+        "wheels": [
+            {
+                "wheel": c.wheel,
+                "verdict": c.verdict,
+                "generator": c.generator,
+                "pinned": c.pin,
+                "epoch": c.epoch,
+                "switch": c.switch,
+                "publishedSha256": c.published_sha256,
+                "rebuiltSha256": c.rebuilt_sha256,
+                "recordProblems": list(c.record_problems),
+                "explanation": _explanation(c),
+            }
+            for c in checks
+        ],
+    }
+
+
 def _run_pypi(args: argparse.Namespace, out: Output) -> int:
     checks = rebuild_pypi(
         args.pypi,
@@ -76,42 +134,85 @@ def _run_pypi(args: argparse.Namespace, out: Output) -> int:
         on_line=out.line,
     )
     counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("byte-identical", "content-identical", "different")}
+    code = 0 if counts["different"] == 0 and counts["content-identical"] == 0 else 1
+    if args.json:
+        out.result(json.dumps(pypi_report(args.pypi, checks), indent=2, sort_keys=True))
+        return code
     verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     out.result(f"{args.pypi}: {verdicts} of {count(len(checks), 'wheel')}")
     for c in checks:
         epoch = "unset" if c.epoch is None else c.epoch
         pinned = c.pin or "nothing"
-        out.result(f"  {c.verdict:17} {c.wheel}  (Generator: {c.generator or '?'}; pinned {pinned}; epoch {epoch})")
+        switch = f"; {c.switch}" if c.switch else ""
+        out.result(
+            f"  {c.verdict:17} {c.wheel}  (Generator: {c.generator or '?'}; pinned {pinned}; epoch {epoch}{switch})"
+        )
         for problem in c.record_problems:
             out.result(f"    the published wheel fails its own RECORD check: {problem}")
-        if c.comparison is not None:
-            what = "metadata only" if c.verdict == "content-identical" else "content"
-            tally = ", ".join(f"{k} ({n})" for k, n in c.comparison.cause_tally()) or "no cause inferred"
-            attrs = sorted({d.attribute for d in c.comparison.differences})
-            if c.epoch is None and c.verdict == "content-identical":
-                out.result(
-                    "    the publisher built without SOURCE_DATE_EPOCH: generated .dist-info files carry the "
-                    "publisher's clock, which no rebuild can know; content-identical is the best possible here"
-                )
-            out.result(
-                f"    {what}: {c.comparison.members_differing} of {c.comparison.members_total} members; "
-                f"attributes {', '.join(attrs)}; likely causes: {tally}"
-            )
-            members = list(dict.fromkeys(d.member or f"({d.attribute})" for d in c.comparison.differences))
-            out.result(f"    members: {member_list(members)}")
-            if out.verbosity > 0:
-                lines = render_text(Comparison("published", "rebuilt", False, (c.comparison,)), out.verbosity)[1:]
-                out.result("\n".join(f"    {ln}" for ln in lines))
+        for line in _explanation(c):
+            out.result(f"    {line}")
+        if c.comparison is not None and out.verbosity > 0:
+            lines = render_text(Comparison("published", "rebuilt", False, (c.comparison,)), out.verbosity)[1:]
+            out.result("\n".join(f"    {ln}" for ln in lines))
     if args.outdir is not None:
         out.result(f"kept in {args.outdir}: published/ (as fetched), rebuilt/ (with the rebuild's provenance)")
-    return 0 if counts["different"] == 0 and counts["content-identical"] == 0 else 1
+    return code
+
+
+def _run_batch(args: argparse.Namespace, out: Output) -> int:
+    specs = read_list(args.releases)
+    jobs = args.jobs if args.jobs is not None else default_jobs()
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: give at least 1")
+    out.step(f"checking {count(len(specs), 'release')} from {args.releases}, {jobs} at a time")
+
+    def done(i: int, o: ReleaseOutcome) -> None:
+        out.step(f"[{i}/{len(specs)}] {o.spec}: {o.status} ({o.seconds:.0f} s)")
+
+    outcomes = rebuild_many(
+        specs,
+        jobs=jobs,
+        outdir=args.outdir,
+        find_links=tuple(args.find_links),
+        offline=bool(args.offline),
+        on_done=done,
+    )
+    totals = tally(outcomes)
+    if args.json:
+        summary: dict[str, int] = {str(k): n for k, n in totals.items()} | {"releases": len(outcomes)}
+        report = {"releases": [o.to_json() for o in outcomes], "summary": summary}
+        out.result(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        width = max(len(o.spec) for o in outcomes)
+        out.result(f"{'release':{width}}  {'verdict':17}  wheel / why")
+        for o in outcomes:
+            if o.report is None:
+                out.result(f"{o.spec:{width}}  {o.status:17}  {o.reason.removeprefix(o.spec + ': ')}")
+                continue
+            for w in o.report["wheels"]:
+                out.result(f"{o.spec:{width}}  {w['verdict']:17}  {w['wheel']}")
+                for line in w["explanation"]:
+                    out.result(f"{'':{width}}  {'':17}    {line}")
+        said = ", ".join(f"{n} {s}" for s, n in totals.items())
+        out.result(f"{count(len(outcomes), 'release')}: {said}")
+    return 0 if totals["byte-identical"] == len(outcomes) else 1
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    if args.pypi:
+    if args.releases is not None or args.pypi is not None:
         if args.provenance is not None:
             raise ConfigError("rebuild: give a PROVENANCE file or --pypi NAME==VERSION, not both")
+        if args.releases is not None and args.pypi:
+            raise ConfigError(f"rebuild: give --pypi {args.pypi} or -r {args.releases}, not both")
+        if args.releases is not None:
+            return _run_batch(args, out)
+        if not args.pypi:
+            raise ConfigError("rebuild --pypi: give NAME==VERSION, or -r FILE listing releases")
+        if args.jobs is not None:
+            raise ConfigError("rebuild: --jobs goes with -r FILE")
         return _run_pypi(args, out)
+    if args.json or args.jobs is not None:
+        raise ConfigError("rebuild: --json and --jobs go with --pypi")
     if args.provenance is None:
         raise ConfigError("rebuild: give a PROVENANCE file (or --pypi NAME==VERSION)")
     key = None

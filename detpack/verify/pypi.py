@@ -1,18 +1,24 @@
 """``detpack rebuild --pypi NAME==VERSION``: check a published release against a local rebuild.
 
-Fetch the release's sdist and wheel through pip (so the user's index settings apply), read
-the backend and its version from the wheel's ``WHEEL`` ``Generator:`` line, take the epoch
-from the wheel's newest entry time, rebuild the wheel from the sdist in the controlled
+Fetch the release's sdist from the index's listing (sha256 checked; nothing of it is run, see
+``verify.index``) and its wheel through pip (the user's index settings apply), read the backend
+and its version from the wheel's ``WHEEL`` ``Generator:`` line (and what it implies), take the
+epoch from the wheel's newest entry time, rebuild the wheel from the sdist in the controlled
 environment with that backend pinned, keep the backend's bytes (no normalization: the
 published wheel was not normalized either) and classify: byte-identical, content-identical
-(only metadata differs: which) or different (which members).
+(only metadata differs: which) or different (which members). A pure published wheel whose sdist
+compiles optional speedups here is rebuilt with the project's own switch turned on (a variable
+its setup.py reads), recorded; a file name that still differs is said as what it is (a tag, or
+a platform).
 """
 
 from __future__ import annotations
 
 import calendar
+import os
 import re
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -29,20 +35,31 @@ from detpack.build.pipeline import build_project
 from detpack.digest import CHUNK, file_sha256
 from detpack.errors import ConfigError, InputError
 from detpack.verify.compare import FileComparison, compare_files, same_bytes
+from detpack.verify.index import fetch_sdist
 
 Verdict = Literal["byte-identical", "content-identical", "different"]
 
-#: ``Generator:`` value -> the requirement that pins the backend that wrote it.
-_GENERATORS = (
-    (re.compile(r"^flit (?P<v>\S+)"), "flit_core"),
-    (re.compile(r"^hatchling (?P<v>\S+)"), "hatchling"),
-    (re.compile(r"^poetry-core (?P<v>\S+)"), "poetry-core"),
-    (re.compile(r"^poetry (?P<v>\S+)"), "poetry-core"),
-    (re.compile(r"^setuptools \((?P<v>[^)]+)\)"), "setuptools"),
-    (re.compile(r"^bdist_wheel \((?P<v>[^)]+)\)"), "wheel"),
-    (re.compile(r"^pdm-backend \((?P<v>[^)]+)\)"), "pdm-backend"),
-    (re.compile(r"^pdm-backend (?P<v>\S+)"), "pdm-backend"),
+#: ``Generator:`` value -> the requirement that pins the backend that wrote it (and what else
+#: that implies: ``bdist_wheel (x)`` is the ``wheel`` project's command, which setuptools
+#: delegated to before it carried its own in 70.1).
+_GENERATORS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
+    (re.compile(r"^flit (?P<v>\S+)"), "flit_core", ()),
+    (re.compile(r"^hatchling (?P<v>\S+)"), "hatchling", ()),
+    (re.compile(r"^poetry-core (?P<v>\S+)"), "poetry-core", ()),
+    (re.compile(r"^poetry (?P<v>\S+)"), "poetry-core", ()),
+    (re.compile(r"^setuptools \((?P<v>[^)]+)\)"), "setuptools", ()),
+    (re.compile(r"^bdist_wheel \((?P<v>[^)]+)\)"), "wheel", ("setuptools<70.1",)),
+    (re.compile(r"^pdm-backend \((?P<v>[^)]+)\)"), "pdm-backend", ()),
+    (re.compile(r"^pdm-backend (?P<v>\S+)"), "pdm-backend", ()),
+    (re.compile(r"^scikit-build-core (?P<v>\S+)"), "scikit-build-core", ()),
+    (re.compile(r"^maturin \((?P<v>[^)]+)\)"), "maturin", ()),
+    (re.compile(r"^uv (?P<v>\d\S*)"), "uv_build", ()),
+    (re.compile(r"^meson-python (?P<v>\S+)"), "meson-python", ()),
 )
+#: Environment variables a setup.py reads to leave out optional compiled speedups (simplejson's
+#: DISABLE_SPEEDUPS, msgpack's MSGPACK_PUREPYTHON, ...): a name holding one of these words.
+_SWITCH_WORDS = ("PURE", "SPEEDUP", "NO_EXT", "NOEXT", "NO_CEXT", "DISABLE", "WITHOUT", "NO_C_EXT", "SKIP_EXT")
+_ENV_READ = re.compile(r"""(?:os\.environ(?:\.get)?\(|os\.environ\[|os\.getenv\()\s*['"]([A-Z][A-Z0-9_]*)['"]""")
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,7 @@ class WheelCheck:
     rebuilt_sha256: str
     published_sha256: str
     record_problems: tuple[str, ...] = ()  # the published wheel against its own RECORD, per the `wheel` project
+    switch: str | None = None  # the variable that turned optional compiled speedups off (a pure published wheel)
 
 
 def record_problems(wheel: Path) -> tuple[str, ...]:
@@ -87,11 +105,42 @@ def record_problems(wheel: Path) -> tuple[str, ...]:
 
 
 def backend_pin(generator: str) -> str | None:
-    for pattern, requirement in _GENERATORS:
+    """The requirement pinning the backend a ``Generator:`` line names (None: not known)."""
+    pins = backend_pins(generator)
+    return pins[0] if pins else None
+
+
+def backend_pins(generator: str) -> tuple[str, ...]:
+    """Every constraint a ``Generator:`` line implies, the backend's exact pin first."""
+    for pattern, requirement, implied in _GENERATORS:
         m = pattern.match(generator.strip())
         if m:
-            return f"{requirement}=={m['v']}"
-    return None
+            return (f"{requirement}=={m['v']}", *implied)
+    return ()
+
+
+def speedup_switches(sdist: Path) -> tuple[str, ...]:
+    """Environment variables the sdist's setup.py reads that look like "leave the C speedups out"."""
+    found: list[str] = []
+    try:
+        with tarfile.open(sdist) as tf:
+            for info in tf:
+                if info.isfile() and info.name.count("/") == 1 and info.name.endswith("/setup.py"):
+                    data = tf.extractfile(info)
+                    text = data.read(1 << 20).decode("utf-8", "replace") if data else ""
+                    found += [v for v in _ENV_READ.findall(text) if any(w in v for w in _SWITCH_WORDS)]
+    except (tarfile.TarError, OSError, EOFError):
+        return ()
+    return tuple(dict.fromkeys(found))
+
+
+def _tag(filename: str) -> str:
+    """``py3-none-any`` of ``name-1.0-py3-none-any.whl``."""
+    return "-".join(filename.removesuffix(".whl").split("-")[-3:])
+
+
+def _pure(filename: str) -> bool:
+    return _tag(filename).endswith("-none-any")
 
 
 def _wheel_facts(wheel: Path) -> tuple[str, int | None]:
@@ -148,14 +197,11 @@ class Fetch:
         return ["--no-index", *flags] if self.offline else flags
 
 
-def _download(spec: str, dest: Path, kind: Literal["sdist", "pure wheel", "wheel"], fetch: Fetch) -> list[Path]:
+def _download(spec: str, dest: Path, kind: Literal["pure wheel", "wheel"], fetch: Fetch) -> list[Path]:
+    """A published wheel, through pip (the user's index settings apply; a wheel runs nothing)."""
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.iterdir())
-    project = spec.split("==", 1)[0].strip()
     flags = {
-        # The project as an sdist; what pip installs to read its metadata may be wheels (":all:"
-        # would make pip build the backend from source too, which a wheelhouse cannot serve).
-        "sdist": ["--no-binary", project],
         # The platform-independent wheel when the release has one (what a pure rebuild can match).
         "pure wheel": ["--only-binary", ":all:", "--platform", "any", "--implementation", "py", "--abi", "none"],
         "wheel": ["--only-binary", ":all:"],
@@ -164,20 +210,7 @@ def _download(spec: str, dest: Path, kind: Literal["sdist", "pure wheel", "wheel
         pip = local[sys.executable]["-m", "pip", "download", "--no-deps", *fetch.pip_flags(), *flags]
         pip["-d", str(dest), spec]()
     except ProcessExecutionError as exc:
-        why = _why(str(exc.stderr))
-        about_itself = why.lower().rstrip(".").split(" for ")[-1].split("==")[0].split(" ")[0] == project.lower()
-        if kind == "sdist" and ("Could not find a version" in why or about_itself):
-            if fetch.offline:
-                where = ", ".join(str(d) for d in fetch.find_links)
-                raise InputError(
-                    f"{spec}: no sdist of this release in --find-links {where} (offline: the index is not asked)"
-                ) from None
-            raise InputError(f"{spec}: the index has no sdist for this release ({why})") from None
-        if kind == "sdist" and "matching distribution" in why:
-            raise InputError(
-                f"{spec}: pip downloaded the sdist but could not install what it needs to read its metadata ({why})"
-            ) from None
-        raise InputError(f"{spec}: cannot download its {kind} ({why})") from None
+        raise InputError(f"{spec}: cannot download its {kind} ({_why(str(exc.stderr))})") from None
     # What this download added, or (pip skips a file already there) what matches it by name.
     got = sorted(set(dest.iterdir()) - before)
     return got or sorted(dest.iterdir())
@@ -203,6 +236,7 @@ def rebuild_pypi(
         )
     fetch = Fetch(tuple(find_links), offline)
     step = on_step or (lambda _: None)
+    caller_env = os.environ if caller_env is None else caller_env
     with tempfile.TemporaryDirectory(prefix="detpack-pypi-") as tmp:
         scratch = Path(tmp)
         work = outdir if outdir is not None else scratch
@@ -215,7 +249,10 @@ def _fetch_release(spec: str, published: Path, fetch: Fetch, step: LineSink) -> 
     """The release's sdist and its wheels (the pure one when there is one), downloaded into ``published``."""
     where = f"from --find-links {', '.join(str(d) for d in fetch.find_links)}" if fetch.offline else "with pip"
     step(f"downloading {spec} (sdist and wheel) {where}")
-    sdists = [p for p in _download(spec, published, "sdist", fetch) if p.name.endswith(".tar.gz")]
+    name, _, version = spec.partition("==")
+    # Not through pip: pip prepares an sdist's metadata, running its backend (and whatever that
+    # builds first); the file, checked against the index's sha256, is all a rebuild needs.
+    sdists = [fetch_sdist(name.strip(), version.strip(), published, find_links=fetch.find_links, offline=fetch.offline)]
     try:
         wheels = [p for p in _download(spec, published, "pure wheel", fetch) if p.suffix == ".whl"]
     except InputError:
@@ -242,31 +279,44 @@ class _Rebuild:
 def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     """Rebuild one published wheel with the backend and epoch it was made with, and compare."""
     generator, epoch = _wheel_facts(wheel)
-    pin = backend_pin(generator)
+    pins = backend_pins(generator)
     constraints = None
-    if pin:
+    if pins:
         constraints = rebuild.scratch / "constraints.txt"
-        constraints.write_text(pin + "\n")
+        constraints.write_text("".join(f"{p}\n" for p in pins))
+    pin = pins[0] if pins else None
     when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
-    step(f"rebuilding {wheel.name} from {rebuild.sdist.name} with {pin or 'the newest backend'}, {when}")
-    request = BuildRequest(
-        srcdir=rebuild.sdist,
-        outdir=rebuild.rebuilt,
-        distributions=("wheel",),
-        frontend=FrontendSettings(config_settings={}, constraints=constraints),
-        epoch_spec="unset" if epoch is None else str(epoch),
-        normalize=False,
-        find_links=rebuild.fetch.find_links,
-        offline=rebuild.fetch.offline,
-    )
-    built = build_project(request, on_step=rebuild.on_step, on_line=rebuild.on_line, caller_env=rebuild.caller_env)
-    rebuilt = built.artifacts[0].path
-    published_sha = file_sha256(wheel)
+    step(f"rebuilding {wheel.name} from {rebuild.sdist.name} with {', '.join(pins) or 'the newest backend'}, {when}")
+    rebuilt, sha = _build(rebuild, constraints, epoch, None)
+    switch = None
+    if rebuilt.name != wheel.name and _pure(wheel.name) and not _pure(rebuilt.name):
+        # The publisher's wheel is pure, this machine compiled the optional speedups: turn them off
+        # the way the project documents (a variable its setup.py reads), and say which did it.
+        tried = speedup_switches(rebuild.sdist)
+        compiled = rebuilt
+        for variable in tried:
+            step(f"the published wheel is pure, this build compiled speedups: trying {variable}=1")
+            rebuilt, sha = _build(rebuild, constraints, epoch, variable)
+            if rebuilt.name == wheel.name:
+                switch = f"{variable}=1"
+                compiled.unlink(missing_ok=True)  # not what is compared; the record beside it is the pure build's
+                break
+        else:
+            looked = f"tried {', '.join(f'{v}=1' for v in tried)}" if tried else "its setup.py reads no such variable"
+            raise InputError(
+                f"{rebuild.spec}: the published {wheel.name} is pure Python, but the sdist builds {rebuilt.name} "
+                f"here (optional compiled speedups) and nothing turned them off ({looked})"
+            )
+    if rebuilt.name != wheel.name and _tag(wheel.name) == "py2.py3-none-any" and _tag(rebuilt.name) == "py3-none-any":
+        # A universal wheel: its publisher ran bdist_wheel --universal (or had universal=1 in setup.cfg).
+        step("the published wheel is universal (py2.py3): rebuilding with --build-option=--universal")
+        first = rebuilt
+        rebuilt, sha = _build(rebuild, constraints, epoch, None, {"--build-option": "--universal"})
+        if rebuilt.name == wheel.name:
+            switch = "-C--build-option=--universal"
+            first.unlink(missing_ok=True)
     if rebuilt.name != wheel.name:
-        raise InputError(
-            f"{rebuild.spec}: the sdist builds {rebuilt.name} on this machine, not the published {wheel.name} "
-            "(a platform-specific wheel cannot be rebuilt here)"
-        )
+        raise InputError(f"{rebuild.spec}: {_name_mismatch(wheel.name, rebuilt.name, generator)}")
     verdict, comparison = _verdict(wheel, rebuilt)
     return WheelCheck(
         wheel.name,
@@ -275,9 +325,58 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         epoch,
         verdict,
         comparison,
-        built.artifacts[0].sha256,
-        published_sha,
+        sha,
+        file_sha256(wheel),
         record_problems(wheel),
+        switch,
+    )
+
+
+def _build(
+    rebuild: _Rebuild,
+    constraints: Path | None,
+    epoch: int | None,
+    switch: str | None,
+    config_settings: dict[str, str] | None = None,
+) -> tuple[Path, str]:
+    """Build the wheel from the sdist (backend bytes kept); with ``switch``, that variable set to 1."""
+    caller_env = dict(rebuild.caller_env or os.environ)
+    if switch is not None:
+        caller_env[switch] = "1"
+    request = BuildRequest(
+        srcdir=rebuild.sdist,
+        outdir=rebuild.rebuilt,
+        distributions=("wheel",),
+        frontend=FrontendSettings(config_settings=dict(config_settings or {}), constraints=constraints),
+        epoch_spec="unset" if epoch is None else str(epoch),
+        pass_env=(switch,) if switch is not None else (),
+        normalize=False,
+        find_links=rebuild.fetch.find_links,
+        offline=rebuild.fetch.offline,
+    )
+    built = build_project(request, on_step=rebuild.on_step, on_line=rebuild.on_line, caller_env=caller_env)
+    return built.artifacts[0].path, built.artifacts[0].sha256
+
+
+def _name_mismatch(published: str, rebuilt: str, generator: str) -> str:
+    """Why the rebuild's file name is not the published one, in words: a tag is not a platform."""
+    ours, theirs = _tag(rebuilt), _tag(published)
+    if _pure(published) and _pure(rebuilt):
+        hint = ""
+        if theirs.startswith("py2.py3") and not ours.startswith("py2.py3"):
+            hint = (
+                f" (a universal wheel, made by {generator or 'its backend'}; the backend resolved here did not "
+                "make one, even with --build-option=--universal)"
+            )
+        return (
+            f"the published wheel is tagged {theirs}, this build makes {ours}: a tag difference, not a platform "
+            f"one{hint}; the wheel cannot match byte for byte"
+        )
+    if _pure(rebuilt):
+        return f"the published {published} is platform-specific ({theirs}); the sdist builds a pure {rebuilt} here"
+    return (
+        f"the published {published} is for {theirs}; this machine builds {ours} (a platform-specific wheel is "
+        "rebuilt only on its own platform)"
     )
 
 

