@@ -7,13 +7,14 @@ import json
 import shutil
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import DETPACK, FIXTURES, Run, materialize, run
-from detpack.verify.pypi import backend_pin, backend_pins, record_problems, speedup_switches
+from conftest import DETPACK, FIXTURES, Run, materialize, run, unavailable
+from detpack.verify.pypi import backend_pin, backend_pins, faketime_library, record_problems, speedup_switches
 
 
 @pytest.mark.network
@@ -230,3 +231,36 @@ def test_a_bad_release_list_is_one_line(tmp_path: Path) -> None:
     assert r.code == 2 and "no such release list" in r.stderr
     r = run([DETPACK, "rebuild", "--pypi", "idna==3.10", "-r", listing])
     assert r.code == 2 and "not both" in r.stderr
+
+
+def test_the_publishers_clock_and_offset_are_read_from_the_wheel(tmp_path: Path) -> None:
+    from detpack.verify.pypi import publisher_clock
+
+    # A publisher in UTC+02:00 without SOURCE_DATE_EPOCH: sources keep their sdist mtime, written as
+    # local zip times; the generated .dist-info files carry the build's local time.
+    mtime = 1_723_600_000  # 2024-08-14 01:46:40 UTC
+    sdist = tmp_path / "proj-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tf:
+        for name in ("proj/__init__.py", "proj/a.py"):
+            info = tarfile.TarInfo(f"proj-1.0/{name}")
+            info.size, info.mtime = 1, mtime
+            tf.addfile(info, io.BytesIO(b"x"))
+    wheel = tmp_path / "proj-1.0-py3-none-any.whl"
+    local = lambda t: tuple(time.gmtime(t + 7200))[:6]  # noqa: E731
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name in ("proj/__init__.py", "proj/a.py"):
+            zf.writestr(zipfile.ZipInfo(name, local(mtime)), b"x")
+        for name in ("METADATA", "WHEEL", "RECORD"):
+            zf.writestr(zipfile.ZipInfo(f"proj-1.0.dist-info/{name}", local(1_723_645_686)), b"x")
+    clock = publisher_clock(wheel, sdist)
+    assert clock is not None
+    assert (clock.utc, clock.offset) == (1_723_645_686, 7200)
+    assert clock.tz() == "<+0200>-02:00" and clock.faketime() == "@2024-08-14 16:28:06"
+    assert clock.describe() == "clock 2024-08-14 14:28:06 UTC+02:00"
+    # libfaketime started there, in that zone, gives the publisher's local time back
+    library = faketime_library()
+    if library is None:
+        unavailable("libfaketime is not installed (apt-get install faketime; .ci/run does)")
+    env = {"LD_PRELOAD": str(library), "FAKETIME": clock.faketime(), "TZ": clock.tz()}
+    r = run([sys.executable, "-c", "import time; print(int(time.time()))"], env=env)
+    assert abs(int(r.stdout) - clock.utc) <= 2, r.stdout + r.stderr

@@ -91,7 +91,7 @@ def _explanation(c: WheelCheck) -> list[str]:
     if c.epoch is None and c.verdict == "content-identical":
         lines.append(
             "the publisher built without SOURCE_DATE_EPOCH: generated .dist-info files carry the "
-            "publisher's clock, which no rebuild can know; content-identical is the best possible here"
+            "publisher's clock, and a rebuild under that clock (libfaketime) did not stamp the same times"
         )
     lines.append(
         f"{what}: {c.comparison.members_differing} of {c.comparison.members_total} members; "
@@ -114,6 +114,7 @@ def pypi_report(spec: str, checks: list[WheelCheck]) -> dict[str, Any]:
                 "pinned": c.pin,
                 "epoch": c.epoch,
                 "switch": c.switch,
+                "clock": c.clock,
                 "publishedSha256": c.published_sha256,
                 "rebuiltSha256": c.rebuilt_sha256,
                 "recordProblems": list(c.record_problems),
@@ -143,7 +144,7 @@ def _run_pypi(args: argparse.Namespace, out: Output) -> int:
     for c in checks:
         epoch = "unset" if c.epoch is None else c.epoch
         pinned = c.pin or "nothing"
-        switch = f"; {c.switch}" if c.switch else ""
+        switch = "".join(f"; {x}" for x in (c.switch, c.clock) if x)
         out.result(
             f"  {c.verdict:17} {c.wheel}  (Generator: {c.generator or '?'}; pinned {pinned}; epoch {epoch}{switch})"
         )

@@ -20,7 +20,9 @@ import re
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,7 @@ class WheelCheck:
     published_sha256: str
     record_problems: tuple[str, ...] = ()  # the published wheel against its own RECORD, per the `wheel` project
     switch: str | None = None  # the variable that turned optional compiled speedups off (a pure published wheel)
+    clock: str | None = None  # the publisher's clock the rebuild ran under (no SOURCE_DATE_EPOCH)
 
 
 def record_problems(wheel: Path) -> tuple[str, ...]:
@@ -141,6 +144,67 @@ def _tag(filename: str) -> str:
 
 def _pure(filename: str) -> bool:
     return _tag(filename).endswith("-none-any")
+
+
+@dataclass(frozen=True)
+class PublisherClock:
+    """When the publisher's build stamped its generated files, and its UTC offset, as the published
+    wheel shows them (for a build made without SOURCE_DATE_EPOCH)."""
+
+    utc: int  # the instant (seconds since the epoch) of the generated .dist-info members' time
+    offset: int  # seconds east of UTC the zip times were written in (0: the writer stamps UTC)
+
+    def tz(self) -> str:
+        """A POSIX TZ with that offset (POSIX counts west: UTC+2 is ``<+0200>-02:00``)."""
+        sign, value = ("+", self.offset) if self.offset >= 0 else ("-", -self.offset)
+        hours, minutes = divmod(value // 60, 60)
+        west = "-" if sign == "+" else ""
+        return f"<{sign}{hours:02d}{minutes:02d}>{west}{hours:02d}:{minutes:02d}"
+
+    def faketime(self) -> str:
+        """libfaketime's start-at form, in that zone's local time (the clock runs on from there)."""
+        local = time.gmtime(self.utc + self.offset)
+        return "@" + time.strftime("%Y-%m-%d %H:%M:%S", local)
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.utc))
+        hours, minutes = divmod(abs(self.offset) // 60, 60)
+        return f"clock {when} UTC{'+' if self.offset >= 0 else '-'}{hours:02d}:{minutes:02d}"
+
+
+def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
+    """The publisher's clock from the wheel's generated members, and its UTC offset from members
+    copied out of the sdist (their zip time against the sdist's mtime: a zip time is local)."""
+    with zipfile.ZipFile(wheel) as zf:
+        infos = zf.infolist()
+    generated = [i for i in infos if i.filename.split("/", 1)[0].endswith(".dist-info")]
+    if not generated:
+        return None
+    stamps = Counter(calendar.timegm((*i.date_time, 0, 0, 0)) for i in generated)
+    stamped = max(stamps.items(), key=lambda kv: (kv[1], kv[0]))[0]
+    mtimes: dict[str, float] = {}
+    try:
+        with tarfile.open(sdist) as tf:
+            for info in tf:
+                if info.isfile() and "/" in info.name:
+                    mtimes[info.name.split("/", 1)[1]] = info.mtime
+    except (tarfile.TarError, OSError, EOFError):
+        mtimes = {}
+    offsets = Counter(
+        round((calendar.timegm((*i.date_time, 0, 0, 0)) - mtimes[i.filename]) / 900) * 900
+        for i in infos
+        if i.filename in mtimes
+    )
+    offset = offsets.most_common(1)[0][0] if offsets else 0
+    return PublisherClock(stamped - offset, offset)
+
+
+def faketime_library() -> Path | None:
+    """libfaketime (Debian's faketime package), which fakes the clock a build's processes read."""
+    for pattern in ("/usr/lib/*/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"):
+        for found in sorted(Path("/").glob(pattern.lstrip("/"))):
+            return found
+    return None
 
 
 def _wheel_facts(wheel: Path) -> tuple[str, int | None]:
@@ -289,16 +353,18 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     step(f"rebuilding {wheel.name} from {rebuild.sdist.name} with {', '.join(pins) or 'the newest backend'}, {when}")
     rebuilt, sha = _build(rebuild, constraints, epoch, None)
     switch = None
+    variable: str | None = None
+    config: dict[str, str] | None = None
     if rebuilt.name != wheel.name and _pure(wheel.name) and not _pure(rebuilt.name):
         # The publisher's wheel is pure, this machine compiled the optional speedups: turn them off
         # the way the project documents (a variable its setup.py reads), and say which did it.
         tried = speedup_switches(rebuild.sdist)
         compiled = rebuilt
-        for variable in tried:
-            step(f"the published wheel is pure, this build compiled speedups: trying {variable}=1")
-            rebuilt, sha = _build(rebuild, constraints, epoch, variable)
+        for candidate in tried:
+            step(f"the published wheel is pure, this build compiled speedups: trying {candidate}=1")
+            rebuilt, sha = _build(rebuild, constraints, epoch, candidate)
             if rebuilt.name == wheel.name:
-                switch = f"{variable}=1"
+                variable, switch = candidate, f"{candidate}=1"
                 compiled.unlink(missing_ok=True)  # not what is compared; the record beside it is the pure build's
                 break
         else:
@@ -311,13 +377,32 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         # A universal wheel: its publisher ran bdist_wheel --universal (or had universal=1 in setup.cfg).
         step("the published wheel is universal (py2.py3): rebuilding with --build-option=--universal")
         first = rebuilt
-        rebuilt, sha = _build(rebuild, constraints, epoch, None, {"--build-option": "--universal"})
+        rebuilt, sha = _build(rebuild, constraints, epoch, variable, {"--build-option": "--universal"})
         if rebuilt.name == wheel.name:
-            switch = "-C--build-option=--universal"
+            config, switch = {"--build-option": "--universal"}, "-C--build-option=--universal"
             first.unlink(missing_ok=True)
     if rebuilt.name != wheel.name:
         raise InputError(f"{rebuild.spec}: {_name_mismatch(wheel.name, rebuilt.name, generator)}")
     verdict, comparison = _verdict(wheel, rebuilt)
+    clock = None
+    if verdict != "byte-identical" and epoch is None:
+        # Built without SOURCE_DATE_EPOCH: the generated files carry the publisher's clock. Run the
+        # rebuild's clock from that instant, in the publisher's UTC offset, and compare again.
+        found, library = publisher_clock(wheel, rebuild.sdist), faketime_library()
+        if found is not None and library is None:
+            step("the publisher's clock could be replayed with libfaketime: apt-get install faketime")
+        elif found is not None and library is not None:
+            step(f"rebuilding under the publisher's {found.describe()} (libfaketime)")
+            faked = {
+                "LD_PRELOAD": str(library),
+                "FAKETIME": found.faketime(),
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                "TZ": found.tz(),
+            }
+            again, again_sha = _build(rebuild, constraints, epoch, variable, config, faked)
+            again_verdict, again_comparison = _verdict(wheel, again)
+            if again_verdict == "byte-identical" or (verdict == "different" and again_verdict != "different"):
+                rebuilt, sha, verdict, comparison, clock = again, again_sha, again_verdict, again_comparison, found
     return WheelCheck(
         wheel.name,
         generator,
@@ -329,6 +414,7 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         file_sha256(wheel),
         record_problems(wheel),
         switch,
+        clock.describe() if clock is not None else None,
     )
 
 
@@ -338,18 +424,22 @@ def _build(
     epoch: int | None,
     switch: str | None,
     config_settings: dict[str, str] | None = None,
+    faked: Mapping[str, str] | None = None,
 ) -> tuple[Path, str]:
-    """Build the wheel from the sdist (backend bytes kept); with ``switch``, that variable set to 1."""
+    """Build the wheel from the sdist (backend bytes kept); with ``switch``, that variable set to 1;
+    with ``faked``, those variables passed (libfaketime's, recorded as code-injecting)."""
     caller_env = dict(rebuild.caller_env or os.environ)
     if switch is not None:
         caller_env[switch] = "1"
+    caller_env.update(faked or {})
+    passed = ((switch,) if switch is not None else ()) + tuple(faked or ())
     request = BuildRequest(
         srcdir=rebuild.sdist,
         outdir=rebuild.rebuilt,
         distributions=("wheel",),
         frontend=FrontendSettings(config_settings=dict(config_settings or {}), constraints=constraints),
         epoch_spec="unset" if epoch is None else str(epoch),
-        pass_env=(switch,) if switch is not None else (),
+        pass_env=passed,
         normalize=False,
         find_links=rebuild.fetch.find_links,
         offline=rebuild.fetch.offline,
