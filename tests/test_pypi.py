@@ -264,3 +264,14 @@ def test_the_publishers_clock_and_offset_are_read_from_the_wheel(tmp_path: Path)
     env = {"LD_PRELOAD": str(library), "FAKETIME": clock.faketime(), "TZ": clock.tz()}
     r = run([sys.executable, "-c", "import time; print(int(time.time()))"], env=env)
     assert abs(int(r.stdout) - clock.utc) <= 2, r.stdout + r.stderr
+
+
+def test_metadata_and_cmake_differences_are_named() -> None:
+    from detpack.verify import causes
+
+    a = b"Metadata-Version: 2.1\nName: six\nDownload-URL: x\nLicense: MIT\n\nbody\n\n\n"
+    b = b"Metadata-Version: 2.1\nName: six\nLicense: MIT\nDownload-URL: x\n\nbody\n"
+    cause, evidence = causes.explain_content("six-1.dist-info/METADATA", a, b)
+    assert cause == causes.BACKEND_VERSION and "same metadata fields" in evidence
+    cause, _ = causes.explain_content("p/share/cmake/pConfigVersion.cmake", b"set(A 1)\n", b"set(A 2)\n")
+    assert cause == causes.CMAKE_VERSION

@@ -35,6 +35,7 @@ ZIP_TOOL = "zip writer or backend version"
 GZIP_NAME = "output file name in the gzip header"
 LEVEL = "compression level or zlib version"
 COMPRESSION = "compression implementation, version or level"
+CMAKE_VERSION = "CMake version"
 
 # An absolute path starts where no path character precedes it (so the "/util.py" inside
 # "pkg/util.py" or the "//host/a" of a URL are not one): POSIX "/a/b..." or a drive "C:\\a...".
@@ -194,9 +195,18 @@ def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -
     ``complete`` says the heads are the whole members: only then can equal sets of lines be
     told apart from a difference further on.
     """
+    is_metadata = member.endswith(("METADATA", "PKG-INFO"))
+    if complete and is_metadata and sorted(filter(None, a.splitlines())) == sorted(filter(None, b.splitlines())):
+        # The same fields, placed or spaced otherwise: what wrote them, not what they say.
+        return (
+            BACKEND_VERSION,
+            "the same metadata fields in another order or with other blank lines (the metadata writer's version)",
+        )
     if complete and (moved := _reordered_lines(a, b)):
         return HASH_ORDER, moved
-    if member.endswith(".dist-info/WHEEL") or member.endswith(("METADATA", "PKG-INFO")):
+    if member.endswith(".cmake"):
+        return CMAKE_VERSION, "a file CMake generates (package config/targets): its text changes between CMake releases"
+    if member.endswith(".dist-info/WHEEL") or is_metadata:
         for key in (b"Generator:", b"Metadata-Version:"):
             la = [ln for ln in a.splitlines() if ln.startswith(key)]
             lb = [ln for ln in b.splitlines() if ln.startswith(key)]

@@ -39,6 +39,7 @@ class IndexFile:
     filename: str
     url: str
     sha256: str | None
+    uploaded: str | None = None  # PEP 700 upload-time (ISO 8601, UTC), when the index says
 
 
 def index_url(env: Mapping[str, str] | None = None) -> str:
@@ -109,7 +110,12 @@ def project_files(index: str, name: str) -> list[IndexFile]:
         try:
             data = json.loads(body)
             return [
-                IndexFile(f["filename"], urllib.parse.urljoin(page, f["url"]), f.get("hashes", {}).get("sha256"))
+                IndexFile(
+                    f["filename"],
+                    urllib.parse.urljoin(page, f["url"]),
+                    f.get("hashes", {}).get("sha256"),
+                    f.get("upload-time"),
+                )
                 for f in data["files"]
                 if not f.get("yanked")
             ]
@@ -165,3 +171,34 @@ def fetch_sdist(name: str, version: str, dest: Path, *, find_links: Sequence[Pat
         target.unlink()
     part.replace(target)
     return target
+
+
+def newest_before(name: str, when: int, *, below: str | None = None) -> str | None:
+    """The newest final release of ``name`` the index had at ``when`` (seconds since the epoch),
+    and below version ``below`` if given; None when the index does not say upload times."""
+    import datetime as dt
+
+    from packaging.utils import parse_wheel_filename
+
+    cutoff = dt.datetime.fromtimestamp(when, dt.UTC)
+    best: Version | None = None
+    for f in project_files(index_url(), name):
+        if f.uploaded is None:
+            continue
+        try:
+            uploaded = dt.datetime.fromisoformat(f.uploaded.replace("Z", "+00:00"))
+            if f.filename.endswith(".whl"):
+                version = parse_wheel_filename(f.filename)[1]
+            elif f.filename.endswith(".tar.gz"):
+                version = parse_sdist_filename(f.filename)[1]
+            else:
+                continue
+        except (ValueError, InvalidSdistFilename):
+            continue
+        if uploaded > cutoff or version.is_prerelease or version.is_devrelease:
+            continue
+        if below is not None and version >= Version(below):
+            continue
+        if best is None or version > best:
+            best = version
+    return None if best is None else str(best)

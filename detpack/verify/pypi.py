@@ -17,6 +17,7 @@ from __future__ import annotations
 import calendar
 import os
 import re
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -35,9 +36,9 @@ from detpack.build.config import BuildRequest, FrontendSettings
 from detpack.build.environment import LineSink
 from detpack.build.pipeline import build_project
 from detpack.digest import CHUNK, file_sha256
-from detpack.errors import ConfigError, InputError
+from detpack.errors import ConfigError, DetpackError, InputError
 from detpack.verify.compare import FileComparison, compare_files, same_bytes
-from detpack.verify.index import fetch_sdist
+from detpack.verify.index import fetch_sdist, newest_before
 
 Verdict = Literal["byte-identical", "content-identical", "different"]
 
@@ -195,8 +196,15 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
         for i in infos
         if i.filename in mtimes
     )
-    offset = offsets.most_common(1)[0][0] if offsets else 0
+    # A real UTC offset is within +-14 h and shared by most copied members; anything else means the
+    # backend wrote its own times (not file times), and the zip times are taken as UTC.
+    offset, agreeing = offsets.most_common(1)[0] if offsets else (0, 0)
+    if abs(offset) > _MAX_OFFSET or agreeing * 2 <= sum(offsets.values()):
+        offset = 0
     return PublisherClock(stamped - offset, offset)
+
+
+_MAX_OFFSET = 14 * 3600
 
 
 def faketime_library() -> Path | None:
@@ -344,6 +352,8 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     """Rebuild one published wheel with the backend and epoch it was made with, and compare."""
     generator, epoch = _wheel_facts(wheel)
     pins = backend_pins(generator)
+    if generator.startswith("bdist_wheel") and not rebuild.fetch.offline:
+        pins = _setuptools_of_the_day(wheel, rebuild.sdist, epoch, pins, step)
     constraints = None
     if pins:
         constraints = rebuild.scratch / "constraints.txt"
@@ -399,10 +409,20 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
                 "FAKETIME_DONT_FAKE_MONOTONIC": "1",
                 "TZ": found.tz(),
             }
-            again, again_sha = _build(rebuild, constraints, epoch, variable, config, faked)
-            again_verdict, again_comparison = _verdict(wheel, again)
-            if again_verdict == "byte-identical" or (verdict == "different" and again_verdict != "different"):
+            # The replay writes the same file names (wheel and provenance): keep the first build's.
+            keep = rebuild.scratch / "first"
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(rebuild.rebuilt, keep)
+            try:
+                again, again_sha = _build(rebuild, constraints, epoch, variable, config, faked)
+                again_verdict, again_comparison = _verdict(wheel, again)
+            except DetpackError as exc:  # a backend that cannot run under a faked clock: the first build stands
+                step(f"the rebuild under the publisher's clock failed ({exc.message}); keeping the first rebuild")
+                again_verdict = None
+            if again_verdict == "byte-identical" or (verdict == "different" and again_verdict == "content-identical"):
                 rebuilt, sha, verdict, comparison, clock = again, again_sha, again_verdict, again_comparison, found
+            else:  # what is compared, and kept with its record, is the first rebuild
+                shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)
     return WheelCheck(
         wheel.name,
         generator,
@@ -416,6 +436,27 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         switch,
         clock.describe() if clock is not None else None,
     )
+
+
+def _setuptools_of_the_day(
+    wheel: Path, sdist: Path, epoch: int | None, pins: tuple[str, ...], step: LineSink
+) -> tuple[str, ...]:
+    """``Generator: bdist_wheel (X)`` names the wheel project, not the setuptools that wrote
+    METADATA: take the newest setuptools the index had when the wheel was built (and before 70.1,
+    which stopped delegating to ``wheel``)."""
+    clock = publisher_clock(wheel, sdist)
+    when = epoch if epoch is not None else (clock.utc if clock is not None else None)
+    if when is None:
+        return pins
+    try:
+        version = newest_before("setuptools", when, below="70.1")
+    except InputError as exc:
+        step(f"cannot ask the index which setuptools was current then ({exc.message}); keeping setuptools<70.1")
+        return pins
+    if version is None:
+        return pins
+    step(f"the wheel was built {time.strftime('%Y-%m-%d', time.gmtime(when))}: setuptools {version} was current")
+    return (*(p for p in pins if not p.startswith("setuptools")), f"setuptools=={version}")
 
 
 def _build(
