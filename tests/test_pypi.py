@@ -28,6 +28,33 @@ def test_flit_release_is_byte_identical() -> None:
 
 
 @pytest.mark.network
+@pytest.mark.slow
+def test_build_requirements_are_dated_to_the_wheels_upload() -> None:
+    # urllib3 2.2.3 pins hatch-vcs 0.4.0, whose setuptools-scm is unpinned: today's writes another
+    # _version.py. Resolved as the index was when the wheel was uploaded, the rebuild matches.
+    r = run([DETPACK, "rebuild", "--pypi", "urllib3==2.2.3"], timeout=900)
+    assert r.code == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[0] == "urllib3==2.2.3: 1 byte-identical of 1 wheel"
+    assert "was uploaded 2024-09-12" in r.stderr and "resolved as the index had them then" in r.stderr
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_what_the_published_file_name_reveals_is_used(tmp_path: Path) -> None:
+    listing = tmp_path / "releases.txt"
+    listing.write_text(
+        "simplejson==3.19.3  # pure wheel published, C speedups in the sdist\npytz==2024.2  # universal\n"
+    )
+    r = run([DETPACK, "rebuild", "--pypi", "-r", listing, "--json", "-q"], timeout=1800)
+    report = {rel["release"]: rel for rel in json.loads(r.stdout)["releases"]}
+    simplejson = report["simplejson==3.19.3"]["wheels"][0]
+    assert simplejson["wheel"] == "simplejson-3.19.3-py3-none-any.whl" and simplejson["switch"] == "DISABLE_SPEEDUPS=1"
+    assert simplejson["verdict"] in ("byte-identical", "content-identical"), simplejson
+    pytz = report["pytz==2024.2"]["wheels"][0]
+    assert pytz["wheel"] == "pytz-2024.2-py2.py3-none-any.whl" and pytz["switch"] == "-C--build-option=--universal"
+
+
+@pytest.mark.network
 def test_unknown_release_is_one_line_exit_2() -> None:
     r = run([DETPACK, "rebuild", "--pypi", "idna==0.0.0.0.1"], timeout=600)
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]

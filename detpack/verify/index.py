@@ -171,34 +171,3 @@ def fetch_sdist(name: str, version: str, dest: Path, *, find_links: Sequence[Pat
         target.unlink()
     part.replace(target)
     return target
-
-
-def newest_before(name: str, when: int, *, below: str | None = None) -> str | None:
-    """The newest final release of ``name`` the index had at ``when`` (seconds since the epoch),
-    and below version ``below`` if given; None when the index does not say upload times."""
-    import datetime as dt
-
-    from packaging.utils import parse_wheel_filename
-
-    cutoff = dt.datetime.fromtimestamp(when, dt.UTC)
-    best: Version | None = None
-    for f in project_files(index_url(), name):
-        if f.uploaded is None:
-            continue
-        try:
-            uploaded = dt.datetime.fromisoformat(f.uploaded.replace("Z", "+00:00"))
-            if f.filename.endswith(".whl"):
-                version = parse_wheel_filename(f.filename)[1]
-            elif f.filename.endswith(".tar.gz"):
-                version = parse_sdist_filename(f.filename)[1]
-            else:
-                continue
-        except (ValueError, InvalidSdistFilename):
-            continue
-        if uploaded > cutoff or version.is_prerelease or version.is_devrelease:
-            continue
-        if below is not None and version >= Version(below):
-            continue
-        if best is None or version > best:
-            best = version
-    return None if best is None else str(best)

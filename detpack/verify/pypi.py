@@ -15,6 +15,8 @@ a platform).
 from __future__ import annotations
 
 import calendar
+import dataclasses
+import datetime as dt
 import os
 import re
 import shutil
@@ -38,7 +40,7 @@ from detpack.build.pipeline import build_project
 from detpack.digest import CHUNK, file_sha256
 from detpack.errors import ConfigError, DetpackError, InputError
 from detpack.verify.compare import FileComparison, compare_files, same_bytes
-from detpack.verify.index import fetch_sdist, newest_before
+from detpack.verify.index import fetch_sdist, index_url, project_files
 
 Verdict = Literal["byte-identical", "content-identical", "different"]
 
@@ -346,91 +348,59 @@ class _Rebuild:
     on_step: LineSink | None
     on_line: LineSink | None
     caller_env: Mapping[str, str] | None
+    #: pip's and uv's upload-time cutoff for every install of the rebuild (empty: none)
+    dated: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _How:
+    """How one wheel is rebuilt: the constraints file, the epoch, and what was turned on to match."""
+
+    constraints: Path | None
+    epoch: int | None
+    variable: str | None = None  # set to 1: the project's switch for leaving out compiled speedups
+    config: Mapping[str, str] = dataclasses.field(default_factory=dict)  # -C settings
+    faked: Mapping[str, str] = dataclasses.field(default_factory=dict)  # libfaketime's variables
+
+
+@dataclass(frozen=True)
+class _Built:
+    path: Path
+    sha256: str
 
 
 def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
-    """Rebuild one published wheel with the backend and epoch it was made with, and compare."""
+    """Rebuild one published wheel with the backend, build-requirement date and epoch it was made
+    with, match its file name, and compare (again under the publisher's clock if that helps)."""
     generator, epoch = _wheel_facts(wheel)
     pins = backend_pins(generator)
-    if generator.startswith("bdist_wheel") and not rebuild.fetch.offline:
-        pins = _setuptools_of_the_day(wheel, rebuild.sdist, epoch, pins, step)
+    uploaded = None if rebuild.fetch.offline else upload_time(rebuild.spec, wheel, step)
+    if uploaded is not None:
+        day = time.strftime("%Y-%m-%d %H:%M", time.gmtime(uploaded))
+        step(f"{wheel.name} was uploaded {day} UTC: build requirements resolved as the index had them then")
+        rebuild = dataclasses.replace(rebuild, dated=_as_of(uploaded + 1))
     constraints = None
     if pins:
         constraints = rebuild.scratch / "constraints.txt"
         constraints.write_text("".join(f"{p}\n" for p in pins))
-    pin = pins[0] if pins else None
     when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
     step(f"rebuilding {wheel.name} from {rebuild.sdist.name} with {', '.join(pins) or 'the newest backend'}, {when}")
-    rebuilt, sha = _build(rebuild, constraints, epoch, None)
-    switch = None
-    variable: str | None = None
-    config: dict[str, str] | None = None
-    if rebuilt.name != wheel.name and _pure(wheel.name) and not _pure(rebuilt.name):
-        # The publisher's wheel is pure, this machine compiled the optional speedups: turn them off
-        # the way the project documents (a variable its setup.py reads), and say which did it.
-        tried = speedup_switches(rebuild.sdist)
-        compiled = rebuilt
-        for candidate in tried:
-            step(f"the published wheel is pure, this build compiled speedups: trying {candidate}=1")
-            rebuilt, sha = _build(rebuild, constraints, epoch, candidate)
-            if rebuilt.name == wheel.name:
-                variable, switch = candidate, f"{candidate}=1"
-                compiled.unlink(missing_ok=True)  # not what is compared; the record beside it is the pure build's
-                break
-        else:
-            looked = f"tried {', '.join(f'{v}=1' for v in tried)}" if tried else "its setup.py reads no such variable"
-            raise InputError(
-                f"{rebuild.spec}: the published {wheel.name} is pure Python, but the sdist builds {rebuilt.name} "
-                f"here (optional compiled speedups) and nothing turned them off ({looked})"
-            )
-    if rebuilt.name != wheel.name and _tag(wheel.name) == "py2.py3-none-any" and _tag(rebuilt.name) == "py3-none-any":
-        # A universal wheel: its publisher ran bdist_wheel --universal (or had universal=1 in setup.cfg).
-        step("the published wheel is universal (py2.py3): rebuilding with --build-option=--universal")
-        first = rebuilt
-        rebuilt, sha = _build(rebuild, constraints, epoch, variable, {"--build-option": "--universal"})
-        if rebuilt.name == wheel.name:
-            config, switch = {"--build-option": "--universal"}, "-C--build-option=--universal"
-            first.unlink(missing_ok=True)
-    if rebuilt.name != wheel.name:
-        raise InputError(f"{rebuild.spec}: {_name_mismatch(wheel.name, rebuilt.name, generator)}")
-    verdict, comparison = _verdict(wheel, rebuilt)
+    how = _How(constraints, epoch)
+    built, how, switch = _matching_name(rebuild, wheel, how, _build(rebuild, how), step)
+    if built.path.name != wheel.name:
+        raise InputError(f"{rebuild.spec}: {_name_mismatch(wheel.name, built.path.name, generator)}")
+    outcome = _verdict(wheel, built.path)
     clock = None
-    if verdict != "byte-identical" and epoch is None:
-        # Built without SOURCE_DATE_EPOCH: the generated files carry the publisher's clock. Run the
-        # rebuild's clock from that instant, in the publisher's UTC offset, and compare again.
-        found, library = publisher_clock(wheel, rebuild.sdist), faketime_library()
-        if found is not None and library is None:
-            step("the publisher's clock could be replayed with libfaketime: apt-get install faketime")
-        elif found is not None and library is not None:
-            step(f"rebuilding under the publisher's {found.describe()} (libfaketime)")
-            faked = {
-                "LD_PRELOAD": str(library),
-                "FAKETIME": found.faketime(),
-                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-                "TZ": found.tz(),
-            }
-            # The replay writes the same file names (wheel and provenance): keep the first build's.
-            keep = rebuild.scratch / "first"
-            shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(rebuild.rebuilt, keep)
-            try:
-                again, again_sha = _build(rebuild, constraints, epoch, variable, config, faked)
-                again_verdict, again_comparison = _verdict(wheel, again)
-            except DetpackError as exc:  # a backend that cannot run under a faked clock: the first build stands
-                step(f"the rebuild under the publisher's clock failed ({exc.message}); keeping the first rebuild")
-                again_verdict = None
-            if again_verdict == "byte-identical" or (verdict == "different" and again_verdict == "content-identical"):
-                rebuilt, sha, verdict, comparison, clock = again, again_sha, again_verdict, again_comparison, found
-            else:  # what is compared, and kept with its record, is the first rebuild
-                shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)
+    if outcome[0] != "byte-identical" and epoch is None:
+        built, outcome, clock = _replay_clock(rebuild, wheel, how, built, outcome, step)
     return WheelCheck(
         wheel.name,
         generator,
-        pin,
+        pins[0] if pins else None,
         epoch,
-        verdict,
-        comparison,
-        sha,
+        outcome[0],
+        outcome[1],
+        built.sha256,
         file_sha256(wheel),
         record_problems(wheel),
         switch,
@@ -438,55 +408,129 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     )
 
 
-def _setuptools_of_the_day(
-    wheel: Path, sdist: Path, epoch: int | None, pins: tuple[str, ...], step: LineSink
-) -> tuple[str, ...]:
-    """``Generator: bdist_wheel (X)`` names the wheel project, not the setuptools that wrote
-    METADATA: take the newest setuptools the index had when the wheel was built (and before 70.1,
-    which stopped delegating to ``wheel``)."""
-    clock = publisher_clock(wheel, sdist)
-    when = epoch if epoch is not None else (clock.utc if clock is not None else None)
-    if when is None:
-        return pins
+def _matching_name(
+    rebuild: _Rebuild, wheel: Path, how: _How, built: _Built, step: LineSink
+) -> tuple[_Built, _How, str | None]:
+    """Turn on what the published file name says the publisher had: no compiled speedups (a pure
+    wheel), a universal wheel (``py2.py3``). Returns the build, how it was made, and the switch."""
+    switch = None
+    if built.path.name != wheel.name and _pure(wheel.name) and not _pure(built.path.name):
+        # The publisher's wheel is pure, this machine compiled the optional speedups: turn them off
+        # the way the project documents (a variable its setup.py reads), and say which did it.
+        tried = speedup_switches(rebuild.sdist)
+        compiled = built
+        for candidate in tried:
+            step(f"the published wheel is pure, this build compiled speedups: trying {candidate}=1")
+            attempt = dataclasses.replace(how, variable=candidate)
+            built = _build(rebuild, attempt)
+            if built.path.name == wheel.name:
+                how, switch = attempt, f"{candidate}=1"
+                compiled.path.unlink(missing_ok=True)  # not what is compared; the record beside it is the pure build's
+                break
+        else:
+            looked = f"tried {', '.join(f'{v}=1' for v in tried)}" if tried else "its setup.py reads no such variable"
+            raise InputError(
+                f"{rebuild.spec}: the published {wheel.name} is pure Python, but the sdist builds {built.path.name} "
+                f"here (optional compiled speedups) and nothing turned them off ({looked})"
+            )
+    if (
+        built.path.name != wheel.name
+        and _tag(wheel.name) == "py2.py3-none-any"
+        and _tag(built.path.name) == "py3-none-any"
+    ):
+        # A universal wheel: its publisher ran bdist_wheel --universal (or had universal=1 in setup.cfg).
+        step("the published wheel is universal (py2.py3): rebuilding with --build-option=--universal")
+        attempt = dataclasses.replace(how, config={"--build-option": "--universal"})
+        first, built = built, _build(rebuild, attempt)
+        if built.path.name == wheel.name:
+            how, switch = attempt, "-C--build-option=--universal"
+            first.path.unlink(missing_ok=True)
+    return built, how, switch
+
+
+Outcome = tuple[Verdict, FileComparison | None]
+
+
+def _replay_clock(
+    rebuild: _Rebuild, wheel: Path, how: _How, built: _Built, outcome: Outcome, step: LineSink
+) -> tuple[_Built, Outcome, PublisherClock | None]:
+    """Built without SOURCE_DATE_EPOCH, the generated files carry the publisher's clock: rebuild
+    once more with the clock running from that instant, in the publisher's UTC offset, and keep
+    whichever rebuild is nearer the published wheel."""
+    found, library = publisher_clock(wheel, rebuild.sdist), faketime_library()
+    if found is None:
+        return built, outcome, None
+    if library is None:
+        step("the publisher's clock could be replayed with libfaketime: apt-get install faketime")
+        return built, outcome, None
+    step(f"rebuilding under the publisher's {found.describe()} (libfaketime)")
+    faked = {
+        "LD_PRELOAD": str(library),
+        "FAKETIME": found.faketime(),
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "TZ": found.tz(),
+    }
+    # The replay writes the same file names (wheel and provenance): keep the first build's.
+    keep = rebuild.scratch / "first"
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(rebuild.rebuilt, keep)
     try:
-        version = newest_before("setuptools", when, below="70.1")
+        again = _build(rebuild, dataclasses.replace(how, faked=faked))
+        again_outcome = _verdict(wheel, again.path)
+    except DetpackError as exc:  # a backend that cannot run under a faked clock: the first build stands
+        step(f"the rebuild under the publisher's clock failed ({exc.message}); keeping the first rebuild")
+    else:
+        if _better(again_outcome, outcome):
+            return again, again_outcome, found
+    shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)  # what is compared, with its record
+    return built, outcome, None
+
+
+def upload_time(spec: str, wheel: Path, step: LineSink) -> int | None:
+    """When the index received the published wheel (seconds since the epoch): its build
+    environment can have held nothing newer."""
+    name = spec.split("==", 1)[0].strip()
+    try:
+        uploaded = next((f.uploaded for f in project_files(index_url(), name) if f.filename == wheel.name), None)
     except InputError as exc:
-        step(f"cannot ask the index which setuptools was current then ({exc.message}); keeping setuptools<70.1")
-        return pins
-    if version is None:
-        return pins
-    step(f"the wheel was built {time.strftime('%Y-%m-%d', time.gmtime(when))}: setuptools {version} was current")
-    return (*(p for p in pins if not p.startswith("setuptools")), f"setuptools=={version}")
+        step(f"cannot read the index's upload time of {wheel.name} ({exc.message}); build requirements not dated")
+        return None
+    if uploaded is None:
+        return None
+    try:
+        return int(dt.datetime.fromisoformat(uploaded.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
 
 
-def _build(
-    rebuild: _Rebuild,
-    constraints: Path | None,
-    epoch: int | None,
-    switch: str | None,
-    config_settings: dict[str, str] | None = None,
-    faked: Mapping[str, str] | None = None,
-) -> tuple[Path, str]:
-    """Build the wheel from the sdist (backend bytes kept); with ``switch``, that variable set to 1;
-    with ``faked``, those variables passed (libfaketime's, recorded as code-injecting)."""
+def _as_of(when: int) -> dict[str, str]:
+    """pip's and uv's "nothing uploaded after": every build requirement, to the last transitive
+    one (hatch-vcs's setuptools-scm, the setuptools behind ``bdist_wheel``), as the index had it."""
+    moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    return {"PIP_UPLOADED_PRIOR_TO": moment, "UV_EXCLUDE_NEWER": moment}
+
+
+def _build(rebuild: _Rebuild, how: _How) -> _Built:
+    """Build the wheel from the sdist (backend bytes kept) as ``how`` says; every variable it sets
+    is passed through, so the rebuild's own provenance records it."""
     caller_env = dict(rebuild.caller_env or os.environ)
-    if switch is not None:
-        caller_env[switch] = "1"
-    caller_env.update(faked or {})
-    passed = ((switch,) if switch is not None else ()) + tuple(faked or ())
+    if how.variable is not None:
+        caller_env[how.variable] = "1"
+    caller_env.update({**rebuild.dated, **how.faked})
+    passed = ((how.variable,) if how.variable is not None else ()) + tuple(rebuild.dated) + tuple(how.faked)
     request = BuildRequest(
         srcdir=rebuild.sdist,
         outdir=rebuild.rebuilt,
         distributions=("wheel",),
-        frontend=FrontendSettings(config_settings=dict(config_settings or {}), constraints=constraints),
-        epoch_spec="unset" if epoch is None else str(epoch),
+        frontend=FrontendSettings(config_settings=dict(how.config), constraints=how.constraints),
+        epoch_spec="unset" if how.epoch is None else str(how.epoch),
         pass_env=passed,
         normalize=False,
         find_links=rebuild.fetch.find_links,
         offline=rebuild.fetch.offline,
     )
     built = build_project(request, on_step=rebuild.on_step, on_line=rebuild.on_line, caller_env=caller_env)
-    return built.artifacts[0].path, built.artifacts[0].sha256
+    return _Built(built.artifacts[0].path, built.artifacts[0].sha256)
 
 
 def _name_mismatch(published: str, rebuilt: str, generator: str) -> str:
@@ -509,6 +553,19 @@ def _name_mismatch(published: str, rebuilt: str, generator: str) -> str:
         f"the published {published} is for {theirs}; this machine builds {ours} (a platform-specific wheel is "
         "rebuilt only on its own platform)"
     )
+
+
+_RANK = {"byte-identical": 0, "content-identical": 1, "different": 2}
+
+
+def _better(a: Outcome, b: Outcome) -> bool:
+    """Whether outcome ``a`` is nearer the published wheel than ``b``: a better verdict, or the same
+    verdict with fewer differing members."""
+
+    def key(o: Outcome) -> tuple[int, int]:
+        return _RANK[o[0]], o[1].members_differing if o[1] is not None else 0
+
+    return key(a) < key(b)
 
 
 def _verdict(published: Path, rebuilt: Path) -> tuple[Verdict, FileComparison | None]:
