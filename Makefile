@@ -14,7 +14,7 @@ ARM64_DEBS := python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc
 	libffi8 libssl3 libbz2-1.0 liblzma5 libzstd1 libsqlite3-0 libuuid1 libncursesw6 libtinfo6 libreadline8 \
 	libcrypt1 libnsl2 libtirpc3 libgssapi-krb5-2
 
-.PHONY: setup demo test test-network test-fast lint typecheck bench fuzz clean machines
+.PHONY: setup demo test test-network test-corpus corpus-raw rebuild-corpus test-fast lint typecheck bench fuzz clean machines
 
 setup: $(STAMP)
 
@@ -36,6 +36,20 @@ test: setup
 
 test-network: setup
 	$(BIN)/python -m pytest -m network
+
+# The corpus (network): real PyPI projects of every backend (corpus/projects.txt), each built twice
+# under every variation by `detpack check`; fails when a project in corpus/expected.json is no
+# longer reproducible. corpus-raw checks `python -m build` the same way (slow: about a minute a
+# project); rebuild-corpus runs `detpack rebuild --pypi -r` over corpus/releases.txt.
+CORPUS_OUT ?= /tmp/detpack-corpus-results
+test-corpus: setup
+	$(BIN)/python corpus/run.py --skip-raw --jobs 2 --out $(CORPUS_OUT) --expect corpus/expected.json
+
+corpus-raw: setup
+	$(BIN)/python corpus/run.py --skip-detpack --jobs 2
+
+rebuild-corpus: setup
+	$(BIN)/detpack rebuild --pypi -r corpus/releases.txt --jobs 2
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not network"

@@ -94,7 +94,7 @@ if os.getenv("MSGPACK_PUREPYTHON"): pass
 if os.environ["HOME"]: pass
 """
     sdist = _sdist_with_setup_py(tmp_path / "proj-1.0.tar.gz", simplejson_like)
-    assert speedup_switches(sdist) == ("DISABLE_SPEEDUPS", "MSGPACK_PUREPYTHON")
+    assert speedup_switches(sdist) == ("DISABLE_SPEEDUPS=1", "MSGPACK_PUREPYTHON=1")
     assert speedup_switches(_sdist_with_setup_py(tmp_path / "none.tar.gz", "import setuptools\n")) == ()
     (tmp_path / "broken.tar.gz").write_bytes(b"not a tar")
     assert speedup_switches(tmp_path / "broken.tar.gz") == ()

@@ -355,3 +355,27 @@ def test_locked_builds_at_once_share_the_environment_cache(bwrap: str, tmp_path:
         entries = [p for p in (root / "cache").iterdir() if p.name not in ("requires", "downloads")]
         assert len(entries) == 1, entries
         assert (entries[0] / "detpack-env.json").is_file()
+
+
+def test_a_preloaded_library_reaches_the_hooks_while_bwrap_runs_without_it(tmp_path: Path, wheelhouse: Path) -> None:
+    """check --vary clock preloads libfaketime: bwrap must not run under it (libfaketime keeps it
+    from making namespaces, and the build would silently lose its sandbox); the hooks must."""
+    require_tool("bwrap")
+    library = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), None)
+    if library is None:
+        require_tool("faketime")  # the package that ships the library: skip locally, fail in CI
+        pytest.fail("faketime is installed but libfaketime.so.1 is not under /usr/lib/*/faketime")
+    src = materialize(FIXTURES / "machine-facts", tmp_path / "src", 0o022)
+    env = {"LD_PRELOAD": str(library), "FAKETIME": "@2001-02-03 04:05:06", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    passed = [f for name in env for f in ("--pass-env", name)]
+    out = tmp_path / "dist"
+    r = run([DETPACK, "build", src, "-w", "-o", out, "--find-links", wheelhouse, "--offline", *passed], env=env)
+    assert r.code == 0, r.stderr
+    statement = json.loads(next(out.glob("*.provenance.json")).read_text())
+    assert statement["predicate"]["buildDefinition"]["internalParameters"]["sandbox"]["kind"] == "bubblewrap"
+    assert "no sandbox" not in r.stderr, r.stderr
+    assert statement["predicate"]["buildDefinition"]["internalParameters"]["codeInjectingVariables"] == ["LD_PRELOAD"]
+    (wheel,) = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        facts = zf.read("fx_machine/machine.txt").decode()
+    assert "host detpack" in facts, facts  # the hook ran in the sandbox, not on the host

@@ -478,6 +478,8 @@ class Runner:
         command inside the namespace), else ``cmd``."""
         base = self.env.variables if inside else (self.env.on_host or self.env.variables)
         environ = {**base, **(extra_environ or {})}
+        if self.sandbox is not None:
+            cmd, environ = self.sandbox.carry_in(cmd, environ)
         self.emit("$ " + (shown or subprocess.list2cmdline(list(cmd))))
         start = len(self.transcript)
         try:

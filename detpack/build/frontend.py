@@ -10,6 +10,7 @@ backend's own bytes. The caller names the backend (read once from pyproject.toml
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import subprocess
@@ -76,6 +77,22 @@ def _build_logger(runner: Runner) -> Iterator[None]:
         restore()
 
 
+#: Backends that build in a directory of a random name unless told one, and write its path into
+#: the wheel (meson-python's ``.mesonpy-XXXXXXXX`` lands in a project's generated
+#: ``_build_config.py``): the setting that fixes it, and the fixed name (inside the source tree,
+#: which is at a fixed path).
+FIXED_BUILD_DIR = {"mesonpy": ("build-dir", ".mesonpy-detpack")}
+
+
+def fixed_build_dirs(settings: FrontendSettings, backend: str) -> FrontendSettings:
+    """``settings`` with a fixed build directory for a backend that would pick a random one,
+    unless the user chose one."""
+    fixed = FIXED_BUILD_DIR.get(backend)
+    if fixed is None or fixed[0] in settings.config_settings:
+        return settings
+    return dataclasses.replace(settings, config_settings={**settings.config_settings, fixed[0]: fixed[1]})
+
+
 def build_distribution(
     srcdir: Path,
     distribution: Distribution,
@@ -92,6 +109,7 @@ def build_distribution(
     ``label`` names the project in error messages (the user's path, not the build copy).
     """
     who = label or srcdir
+    settings = fixed_build_dirs(settings, backend)
     with _translate_errors(who, f"build the {distribution}", backend, runner), _build_logger(runner):
         if not settings.isolation:
             return _in_place(srcdir, distribution, outdir, runner, settings, backend, who)

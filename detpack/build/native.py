@@ -30,6 +30,7 @@ from typing import Any
 
 from packageurl import PackageURL
 
+from detpack import probes
 from detpack.digest import file_sha256
 
 #: Tools a shim is made for (when the hook's PATH holds them), and their target-prefixed names.
@@ -120,7 +121,7 @@ PROBE_ENV = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
 
 def run_here(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run a probe (``TOOL --version``) as a plain subprocess (a build without a sandbox)."""
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=30, env=PROBE_ENV, check=False)
+    return probes.run(cmd, env=PROBE_ENV)
 
 
 def collect(

@@ -33,7 +33,7 @@ from detpack.build import deps, environment, native, sandbox
 from detpack.build.config import BuildRequest, Distribution, ResolvedBuild, backend_name, resolve
 from detpack.build.config import default_outdir as default_outdir
 from detpack.build.environment import BuildRoot, LineSink, Runner
-from detpack.build.frontend import RawArtifact, build_distribution
+from detpack.build.frontend import RawArtifact, build_distribution, fixed_build_dirs
 from detpack.build.source import Epoch, Source
 from detpack.build.toolchain import capture_toolchain, host_facts
 from detpack.build.workspace import lay_out, unpack_sdist
@@ -311,7 +311,9 @@ def _statement(
             distributions=tuple(raw.distribution for raw in raws),
             via_sdist=plan.via_sdist and built.sdist_fallback is None,
             sdist_fallback=built.sdist_fallback,
-            config_settings=frontend.config_settings,
+            # what the hooks were given: the user's settings, and a fixed build directory for a backend
+            # that would pick a random one (frontend.FIXED_BUILD_DIR)
+            config_settings=fixed_build_dirs(frontend, raws[0].backend).config_settings if raws else {},
             isolation=frontend.isolation,
             installer=frontend.installer or "pip",
             skip_dependency_check=frontend.skip_dependency_check,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detpack import policy, probes
 from detpack.errors import ConfigError, InputError
 
 HOSTNAME = "detpack"
@@ -107,6 +108,19 @@ class Sandbox:
             args += ["--chdir", str(cwd)]
         return [*args, "--", *cmd]
 
+    def carry_in(self, argv: Sequence[str], environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        """``argv`` (a wrapped command) and ``environ`` with the variables that load code into every
+        process (LD_PRELOAD: libfaketime for ``check --vary clock``) moved from bwrap's own
+        environment to ``--setenv``: they are for the build's processes, and bwrap must not run
+        under them (libfaketime keeps it from making namespaces)."""
+        outside = dict(environ)
+        moved: list[str] = []
+        for name in sorted(policy.INJECTS_CODE & outside.keys()):
+            moved += ["--setenv", name, outside.pop(name)]
+        if not moved or not argv or argv[0] != self.bwrap:
+            return list(argv), dict(environ)
+        return [argv[0], *moved, *argv[1:]], outside
+
     def wrap_install(self, cmd: Sequence[str], root: Path, inside: Path) -> list[str]:
         """``cmd`` (an installer) run seeing this machine's files and network, with the private build
         root ``root`` at its fixed path ``inside``: the only namespace it gets is a mount namespace."""
@@ -116,7 +130,7 @@ class Sandbox:
     def probe(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` (``TOOL --version``) in this sandbox, as a hook would, and capture its output."""
         env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
-        return subprocess.run(self.wrap(cmd, None), capture_output=True, text=True, timeout=30, env=env, check=False)
+        return probes.run(self.wrap(cmd, None), env=env)
 
     def sees(self, path: str) -> bool:
         """Whether a hook in this sandbox could see ``path`` (a system directory, a link, a bound path)."""
@@ -171,22 +185,24 @@ class NoSandbox:
 def _probe(bwrap: str) -> str | None:
     """Why ``bwrap`` cannot make a sandbox here, or None when it can."""
     try:
-        proc = subprocess.run(
-            [bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "true"],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        ran = probes.run(
+            [bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "true"], env=_without_injected(os.environ)
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except OSError as exc:
         return f"{bwrap} cannot run ({exc})"
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    if ran.returncode != 0:
+        why = (ran.stderr.strip().splitlines() or [f"exit status {ran.returncode}"])[-1]
         return f"{bwrap} cannot create user namespaces here ({why})"
     return None
 
 
+def _without_injected(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the variables that load code into every process (bwrap runs without them)."""
+    return {k: v for k, v in environ.items() if k not in policy.INJECTS_CODE}
+
+
 def _version(bwrap: str) -> str:
-    out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    out = probes.run([bwrap, "--version"], env=_without_injected(os.environ)).stdout.strip()
     return out.split()[-1] if out else "unknown"
 
 

@@ -64,7 +64,11 @@ _GENERATORS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
 #: Environment variables a setup.py reads to leave out optional compiled speedups (simplejson's
 #: DISABLE_SPEEDUPS, msgpack's MSGPACK_PUREPYTHON, ...): a name holding one of these words.
 _SWITCH_WORDS = ("PURE", "SPEEDUP", "NO_EXT", "NOEXT", "NO_CEXT", "DISABLE", "WITHOUT", "NO_C_EXT", "SKIP_EXT")
-_ENV_READ = re.compile(r"""(?:os\.environ(?:\.get)?\(|os\.environ\[|os\.getenv\()\s*['"]([A-Z][A-Z0-9_]*)['"]""")
+#: ... and the ones that turn them *on* (wrapt's WRAPT_INSTALL_EXTENSIONS): "false" turns them off.
+_ON_WORDS = ("INSTALL_EXT", "WITH_EXT", "BUILD_EXT")
+#: An upper-case string literal: a variable's name, read directly or through a constant
+#: (frozenlist's in-tree backend: PURE_PYTHON_ENV_VAR = 'FROZENLIST_NO_EXTENSIONS').
+_NAME_LITERAL = re.compile(r"""['"]([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)['"]""")
 
 
 @dataclass(frozen=True)
@@ -126,15 +130,25 @@ def backend_pins(generator: str) -> tuple[str, ...]:
 
 
 def speedup_switches(sdist: Path) -> tuple[str, ...]:
-    """Environment variables the sdist's setup.py reads that look like "leave the C speedups out"."""
+    """``NAME=VALUE`` settings the sdist's build code (its setup.py, an in-tree backend) names that
+    look like "leave the C speedups out", in the order found."""
     found: list[str] = []
     try:
         with tarfile.open(sdist) as tf:
             for info in tf:
-                if info.isfile() and info.name.count("/") == 1 and info.name.endswith("/setup.py"):
-                    data = tf.extractfile(info)
-                    text = data.read(1 << 20).decode("utf-8", "replace") if data else ""
-                    found += [v for v in _ENV_READ.findall(text) if any(w in v for w in _SWITCH_WORDS)]
+                parts = info.name.split("/")
+                build_code = parts[-1] == "setup.py" or any("backend" in p or p == "build_helpers" for p in parts[1:-1])
+                if not (info.isfile() and info.name.endswith(".py") and len(parts) <= 5 and build_code):
+                    continue
+                data = tf.extractfile(info)
+                text = data.read(1 << 20).decode("utf-8", "replace") if data else ""
+                if "environ" not in text and "getenv" not in text:
+                    continue
+                for name in _NAME_LITERAL.findall(text):
+                    if any(w in name for w in _ON_WORDS):
+                        found.append(f"{name}=false")
+                    elif any(w in name for w in _SWITCH_WORDS) and "REQUIRE" not in name:
+                        found.append(f"{name}=1")
     except (tarfile.TarError, OSError, EOFError):
         return ()
     return tuple(dict.fromkeys(found))
@@ -358,7 +372,7 @@ class _How:
 
     constraints: Path | None
     epoch: int | None
-    variable: str | None = None  # set to 1: the project's switch for leaving out compiled speedups
+    variable: str | None = None  # NAME=VALUE: the project's switch for leaving out compiled speedups
     config: Mapping[str, str] = dataclasses.field(default_factory=dict)  # -C settings
     faked: Mapping[str, str] = dataclasses.field(default_factory=dict)  # libfaketime's variables
 
@@ -420,15 +434,15 @@ def _matching_name(
         tried = speedup_switches(rebuild.sdist)
         compiled = built
         for candidate in tried:
-            step(f"the published wheel is pure, this build compiled speedups: trying {candidate}=1")
+            step(f"the published wheel is pure, this build compiled speedups: trying {candidate}")
             attempt = dataclasses.replace(how, variable=candidate)
             built = _build(rebuild, attempt)
             if built.path.name == wheel.name:
-                how, switch = attempt, f"{candidate}=1"
+                how, switch = attempt, candidate
                 compiled.path.unlink(missing_ok=True)  # not what is compared; the record beside it is the pure build's
                 break
         else:
-            looked = f"tried {', '.join(f'{v}=1' for v in tried)}" if tried else "its setup.py reads no such variable"
+            looked = f"tried {', '.join(tried)}" if tried else "its build code reads no such variable"
             raise InputError(
                 f"{rebuild.spec}: the published {wheel.name} is pure Python, but the sdist builds {built.path.name} "
                 f"here (optional compiled speedups) and nothing turned them off ({looked})"
@@ -514,10 +528,12 @@ def _build(rebuild: _Rebuild, how: _How) -> _Built:
     """Build the wheel from the sdist (backend bytes kept) as ``how`` says; every variable it sets
     is passed through, so the rebuild's own provenance records it."""
     caller_env = dict(rebuild.caller_env or os.environ)
+    name = None
     if how.variable is not None:
-        caller_env[how.variable] = "1"
+        name, _, value = how.variable.partition("=")
+        caller_env[name] = value
     caller_env.update({**rebuild.dated, **how.faked})
-    passed = ((how.variable,) if how.variable is not None else ()) + tuple(rebuild.dated) + tuple(how.faked)
+    passed = ((name,) if name is not None else ()) + tuple(rebuild.dated) + tuple(how.faked)
     request = BuildRequest(
         srcdir=rebuild.sdist,
         outdir=rebuild.rebuilt,
