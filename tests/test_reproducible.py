@@ -25,8 +25,6 @@ def detpack_build(src: Path, out: Path, env: dict[str, str], umask: int, wheelho
         "LD_PRELOAD",
         "--pass-env",
         "FAKETIME",
-        "--pass-env",
-        "FAKETIME_DONT_FAKE_MONOTONIC",
     ]
     argv = [DETPACK, "build", src, "-o", out, "--find-links", wheelhouse, "--offline", *extra]
     return run(argv, env=env, cwd=src.parent, umask=umask)

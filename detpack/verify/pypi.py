@@ -481,7 +481,6 @@ def _replay_clock(
     faked = {
         "LD_PRELOAD": str(library),
         "FAKETIME": found.faketime(),
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         "TZ": found.tz(),
     }
     # The replay writes the same file names (wheel and provenance): keep the first build's.
