@@ -11,10 +11,12 @@ configuration, else PyPI.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import html.parser
 import json
 import os
+import shutil
 import sys
 import urllib.error
 import urllib.parse
@@ -47,6 +49,12 @@ def index_url(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     if env.get("PIP_INDEX_URL"):
         return env["PIP_INDEX_URL"].rstrip("/")
+    return _configured_index()
+
+
+@functools.cache
+def _configured_index() -> str:
+    """pip's configured index-url (asked once a process: ``pip config`` costs a Python start-up)."""
     code, out, _ = local[sys.executable]["-m", "pip", "config", "list"].run(retcode=None)
     if code == 0:
         for line in out.splitlines():
@@ -91,8 +99,10 @@ class _Links(html.parser.HTMLParser):
             self._href = None
 
 
-def project_files(index: str, name: str) -> list[IndexFile]:
-    """Every file the index lists for ``name``."""
+@functools.cache
+def project_files(index: str, name: str) -> tuple[IndexFile, ...]:
+    """Every file the index lists for ``name`` (read once a process: the sdist's fetch and the
+    wheel's upload time both need it)."""
     page = f"{index}/{canonicalize_name(name)}/"
     request = urllib.request.Request(page, headers={"Accept": _ACCEPT})  # noqa: S310 (the user's index)
     try:
@@ -109,7 +119,7 @@ def project_files(index: str, name: str) -> list[IndexFile]:
     if "json" in kind:
         try:
             data = json.loads(body)
-            return [
+            return tuple(
                 IndexFile(
                     f["filename"],
                     urllib.parse.urljoin(page, f["url"]),
@@ -118,7 +128,7 @@ def project_files(index: str, name: str) -> list[IndexFile]:
                 )
                 for f in data["files"]
                 if not f.get("yanked")
-            ]
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{name}: the index {index} sent an unreadable project page ({exc})") from None
     parser = _Links()
@@ -128,7 +138,7 @@ def project_files(index: str, name: str) -> list[IndexFile]:
         url, _, fragment = urllib.parse.urljoin(page, href).partition("#")
         digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
         files.append(IndexFile(filename, url, digest))
-    return files
+    return tuple(files)
 
 
 def fetch_sdist(name: str, version: str, dest: Path, *, find_links: Sequence[Path], offline: bool) -> Path:
@@ -140,7 +150,7 @@ def fetch_sdist(name: str, version: str, dest: Path, *, find_links: Sequence[Pat
     if found is not None:
         target = dest / found.name
         if target.resolve() != found.resolve():
-            target.write_bytes(found.read_bytes())
+            shutil.copyfile(found, target)  # streamed
         return target
     if offline:
         where = ", ".join(str(d) for d in find_links)
