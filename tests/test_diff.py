@@ -165,6 +165,19 @@ def test_reordered_lines_of_a_truncated_head_name_no_order(tmp_path: Path) -> No
     assert causes.explain_content("pkg/x.txt", a, b, complete=False)[0] is None
 
 
+def test_a_wheel_built_on_windows_is_named_so() -> None:
+    # sniffio 1.3.1's METADATA was written on Windows: the same text with CRLF line endings
+    lf = b"Metadata-Version: 2.1\nName: sniffio\n\nbody\n"
+    cause, evidence = causes.explain_content("sniffio-1.3.1.dist-info/METADATA", lf.replace(b"\n", b"\r\n"), lf)
+    assert cause == causes.OTHER_OS and "A with CRLF" in evidence
+    # CRLF on both sides, or another text: not this cause
+    assert causes.explain_content("x.txt", b"a\r\nb\r\n", b"a\r\nc\r\n")[0] != causes.OTHER_OS
+    assert causes.explain_content("x.txt", b"a\r\nb\r\n", b"a\nc\n")[0] != causes.OTHER_OS
+    ctx = causes.Context(0.0, 0.0)
+    assert causes.explain_attribute("create_system", 0, 3, ctx)[0] == causes.OTHER_OS  # dunamai 1.23.0
+    assert causes.explain_attribute("create_system", 3, 1, ctx)[0] == causes.ZIP_TOOL
+
+
 def test_clock(tmp_path: Path) -> None:
     now = int(time.time())
     a, b = pair(tmp_path, BASE, BASE, ".tar.gz", over_b={"pkg/__init__.py:mtime": now})
@@ -229,7 +242,7 @@ def test_zip_fields(tmp_path: Path) -> None:
     )
     got = {(d.member, d.attribute, d.cause) for d in compare_paths(a, b).files[0].differences}
     assert ("pkg/__init__.py", "extra", causes.CLOCK) in got
-    assert ("pkg/__init__.py", "create_system", causes.ZIP_TOOL) in got
+    assert ("pkg/__init__.py", "create_system", causes.OTHER_OS) in got
     assert ("pkg-1.0.dist-info/WHEEL", "compress_type", causes.ZIP_TOOL) in got
 
 

@@ -293,6 +293,28 @@ def test_the_publishers_clock_and_offset_are_read_from_the_wheel(tmp_path: Path)
     assert abs(int(r.stdout) - clock.utc) <= 2, r.stdout + r.stderr
 
 
+def test_the_offset_is_read_through_a_src_layout(tmp_path: Path) -> None:
+    from detpack.verify.pypi import publisher_clock
+
+    # packaging 24.2 (flit, src/ layout) was published from UTC+05:30: its sources are at
+    # src/packaging/ in the sdist and packaging/ in the wheel, 5 h 30 min later in zip time.
+    mtime = 1_731_059_232  # 2024-11-08 09:47:12 UTC
+    sdist = tmp_path / "proj-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tf:
+        for name in ("src/proj/__init__.py", "src/proj/a.py", "tests/a.py"):
+            info = tarfile.TarInfo(f"proj-1.0/{name}")
+            info.size, info.mtime = 1, mtime
+            tf.addfile(info, io.BytesIO(b"x"))
+    wheel = tmp_path / "proj-1.0-py3-none-any.whl"
+    local = tuple(time.gmtime(mtime + 19_800))[:6]
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name in ("proj/__init__.py", "proj/a.py"):  # proj/a.py: one sdist path ends in it
+            zf.writestr(zipfile.ZipInfo(name, local), b"x")
+        zf.writestr(zipfile.ZipInfo("proj-1.0.dist-info/METADATA", (2016, 1, 1, 0, 0, 0)), b"x")
+    clock = publisher_clock(wheel, sdist)
+    assert clock is not None and clock.offset == 19_800 and clock.tz() == "<+0530>-05:30"
+
+
 def test_metadata_and_cmake_differences_are_named() -> None:
     from detpack.verify import causes
 

@@ -21,6 +21,7 @@ from typing import Any
 from build import ConfigSettingsType as ConfigSettings
 from build import DistributionType as Distribution
 
+from detpack import policy
 from detpack.build.deps import Installer, InstallSettings, choose_installer, find_uv
 from detpack.build.environment import BuildRoot, LineSink, root_path
 from detpack.build.lockfile import BuildLock, read_lock
@@ -81,6 +82,10 @@ class BuildRequest:
     allow_network: bool | None = None  # let the backend's hooks reach the network (recorded; not hermetic)
     require_sandbox: bool | None = None  # refuse to build where no sandbox can be made
     cache: bool = True  # False: make every environment afresh and ask the backend every question
+    #: the build's umask; another than policy's only to reproduce a build made under it (rebuild --pypi)
+    umask: int = policy.UMASK
+    #: unpack an sdist with its files' modes as they are (frontends before extraction filters did)
+    sdist_modes_kept: bool = False
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,7 @@ def controlled_environment(
     find_links: Sequence[Path] = (),
     offline: bool = False,
     translate: Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
+    umask: int = policy.UMASK,
 ) -> ControlledEnvironment:
     """Assemble the allowlisted environment for one build (``translate`` adds variables said in
     another installer's words, from those passed through)."""
@@ -318,7 +319,7 @@ def controlled_environment(
         variables["UV_NO_INDEX"] = "1"
     redacted = {k: redact(v) for k, v in variables.items() if redact(v) != v}
     on_host = {k: root.to_host(v) for k, v in variables.items()}
-    return ControlledEnvironment(variables, tuple(passed), policy.UMASK, redacted, on_host)
+    return ControlledEnvironment(variables, tuple(passed), umask, redacted, on_host)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,9 @@ def project_metadata(
     plan = resolve(request, caller_env=caller_env)
     with session(plan, on_line=on_line) as ses, environment.applied(ses.env):
         if plan.source.kind == "sdist":
-            srcdir = unpack_sdist(plan.source.path, ses.root.work / "unpacked", plan.source.path)
+            srcdir = unpack_sdist(
+                plan.source.path, ses.root.work / "unpacked", plan.source.path, plan.request.sdist_modes_kept
+            )
         else:
             srcdir = lay_out(plan.source, ses.root)
         return wheel_metadata(

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -192,6 +193,7 @@ def session(
             find_links=plan.find_links,
             offline=plan.offline,
             translate=deps.uv_settings if plan.frontend.installer == "uv" else None,
+            umask=plan.request.umask,
         )
         for name in env.injects_code:
             if on_warning is not None:
@@ -238,6 +240,10 @@ def _sandbox(plan: ResolvedBuild, root: BuildRoot, bwrap: str) -> sandbox.Sandbo
         readonly.extend(_git_dirs(plan.source.git.gitdir))
     if not plan.frontend.isolation:
         readonly.append(Path(sys.prefix).resolve())  # --no-isolation: the backend comes from detpack's own environment
+    if "LD_PRELOAD" in plan.pass_env:  # a library passed in to load into every process, where it is named
+        for entry in re.split(r"[:\s]+", plan.caller_env.get("LD_PRELOAD", "")):
+            if os.path.isabs(entry) and os.path.isfile(entry):
+                readonly.append(Path(entry))
     return sandbox.make(bwrap, writable, network=plan.allow_network, readonly=readonly, caller_env=plan.caller_env)
 
 
@@ -334,6 +340,8 @@ def _statement(
         passed_through=env.passed_through,
         injects_code=env.injects_code,
         duplicates=built.duplicates,
+        umask=env.umask,
+        sdist_modes_kept=plan.request.sdist_modes_kept,
         sandbox=ses.box.record(),
         raws=raws,
         toolchain=capture_toolchain(),
@@ -411,7 +419,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
         return staged
 
     if plan.source.kind == "sdist":
-        srcdir = unpack_sdist(plan.source.path, ses.sdist_extract_dir, plan.source.path)
+        srcdir = unpack_sdist(plan.source.path, ses.sdist_extract_dir, plan.source.path, plan.request.sdist_modes_kept)
         backend = backend_name(srcdir)  # an sdist's pyproject.toml, read once unpacked
         for dist in plan.distributions or ("wheel",):
             one(srcdir, dist, backend)
@@ -430,7 +438,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
             warn(f"{plan.source.path}: {fallback}; building the wheel directly from the tree (recorded)")
             one(srcdir, "wheel", backend)
             return _Built(raws, tuple(duplicates), fallback)
-        unpacked = unpack_sdist(sdist, ses.sdist_extract_dir, Path(raws[-1].path.name))
+        unpacked = unpack_sdist(sdist, ses.sdist_extract_dir, Path(raws[-1].path.name), plan.request.sdist_modes_kept)
         one(unpacked, "wheel", backend)
     else:
         for dist in plan.distributions:

@@ -12,6 +12,7 @@ checkout or git directory. An sdist, given or just built, is unpacked under
 from __future__ import annotations
 
 import shutil
+import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -116,7 +117,10 @@ class _Git:
             raise EnvironmentSetupError(f"{self.label}: cannot run git ({exc})") from None
 
 
-def unpack_sdist(archive: Path, dest: Path, label: Path) -> Path:
+def unpack_sdist(archive: Path, dest: Path, label: Path, keep_modes: bool = False) -> Path:
+    """Unpack an sdist as PEP 706's ``data`` filter does; ``keep_modes``: with its files' modes as
+    the sdist has them, group and other write too (frontends before extraction filters did; a
+    rebuild of a build they made)."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:gz") as tf:
@@ -124,12 +128,21 @@ def unpack_sdist(archive: Path, dest: Path, label: Path) -> Path:
             if len(tops) != 1:
                 raise ArchiveError(f"{label}: an sdist must hold one top-level directory, found {sorted(tops)}")
             if hasattr(tarfile, "data_filter"):
-                tf.extractall(dest, filter="data")
+                # the data filter itself, or it with the sdist's modes
+                tf.extractall(dest, filter=_modes_kept if keep_modes else "data")  # noqa: S202
             else:  # CPython before 3.11.4 / 3.12.0 has no extraction filters: check as "data" would
                 tf.extractall(dest, members=_data_members(tf, dest, label))  # noqa: S202 (members checked above)
     except READ_ERRORS as exc:
         raise ArchiveError(f"{label}: cannot unpack the sdist ({exc})") from None
     return dest / tops.pop()
+
+
+def _modes_kept(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+    """The ``data`` filter, but a file keeps the sdist's mode (high bits aside)."""
+    checked = tarfile.data_filter(member, path)
+    if checked is None or not member.isreg():
+        return checked
+    return checked.replace(mode=(member.mode & 0o777) | stat.S_IRUSR | stat.S_IWUSR, deep=False)
 
 
 def _data_members(tf: tarfile.TarFile, dest: Path, label: Path) -> list[tarfile.TarInfo]:

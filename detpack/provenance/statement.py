@@ -202,6 +202,8 @@ def statement(
     toolchain: Toolchain,
     run: RunFacts,
     native: Sequence[JSON] = (),
+    umask: int = policy.UMASK,
+    sdist_modes_kept: bool = False,
 ) -> JSON:
     """Assemble the statement for one build (``native``: the compilers and system files it used,
     as resolved dependencies)."""
@@ -214,7 +216,7 @@ def statement(
                 "buildType": BUILD_TYPE,
                 "externalParameters": _external_parameters(source, epoch, parameters),
                 "internalParameters": _internal_parameters(
-                    environment, paths, passed_through, injects_code, sandbox, duplicates
+                    environment, paths, passed_through, injects_code, sandbox, duplicates, umask, sdist_modes_kept
                 ),
                 "resolvedDependencies": [*_resolved_dependencies(source, raws, toolchain), *native],
             },
@@ -291,6 +293,8 @@ def _internal_parameters(
     injects_code: Sequence[str],
     sandbox: Mapping[str, Any] | None,
     duplicates: Sequence[ResolvedDuplicate] = (),
+    umask: int = policy.UMASK,
+    sdist_modes_kept: bool = False,
 ) -> JSON:
     """What detpack fixed for the build: its environment, umask, policy, paths and sandbox, and
     how it read the backend's output (two different members under one name: the last kept)."""
@@ -304,7 +308,9 @@ def _internal_parameters(
         "environment": dict(sorted(environment.items())),
         "passedThrough": sorted(passed_through),
         "codeInjectingVariables": sorted(injects_code),
-        "umask": f"{policy.UMASK:04o}",
+        "umask": f"{umask:04o}",
+        # an sdist unpacked with its files' modes as they are, not as the data filter makes them
+        **({"sdistModes": "kept"} if sdist_modes_kept else {}),
         "policyVersion": policy.POLICY_VERSION,
         **dict(sorted(paths.items())),
     }

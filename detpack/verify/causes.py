@@ -7,6 +7,7 @@ evidence it used, or says nothing. Rules, in order of preference:
 - times apart by a whole number of hours (up to 26, not 24) -> timezone
 - times near the moment the archive was written          -> clock (SOURCE_DATE_EPOCH ignored)
 - modes apart only in group/other write bits             -> umask
+- the same text with CRLF line endings, zip made by MS-DOS -> built on another operating system
 - owners differ                                          -> build user
 - the same lines in another order inside a member         -> ordering (hash seed / set order)
 - an absolute, build-like path on one side where the other
@@ -36,6 +37,7 @@ GZIP_NAME = "output file name in the gzip header"
 LEVEL = "compression level or zlib version"
 COMPRESSION = "compression implementation, version or level"
 CMAKE_VERSION = "CMake version"
+OTHER_OS = "built on another operating system"
 
 # An absolute path starts where no path character precedes it (so the "/util.py" inside
 # "pkg/util.py" or the "//host/a" of a URL are not one): POSIX "/a/b..." or a drive "C:\\a...".
@@ -131,6 +133,12 @@ def explain_attribute(attribute: str, a: object, b: object, ctx: Context) -> tup
         if "5554" in str(a) + str(b):  # 0x5455 'UT': extended timestamp, little-endian tag
             return CLOCK, "a zip extended-timestamp (UT) extra field stores file times"
         return ZIP_TOOL, "zip extra fields differ"
+    if attribute == "create_system" and {a, b} == {0, 3}:
+        dos = "A" if a == 0 else "B"
+        return (
+            OTHER_OS,
+            f"zip create_system {a!r} vs {b!r}: {dos} was written on MS-DOS/Windows (0), the other on Unix (3)",
+        )
     if attribute in (
         "create_system",
         "create_version",
@@ -189,6 +197,10 @@ def _reordered_lines(a: bytes, b: bytes) -> str | None:
     return f"the same {count} lines in another order ({where})"
 
 
+def _lf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
+
+
 def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -> tuple[str | None, str]:
     """Look at two member heads: their lines, and the bytes around the first differing offset.
 
@@ -196,6 +208,9 @@ def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -
     told apart from a difference further on.
     """
     is_metadata = member.endswith(("METADATA", "PKG-INFO"))
+    if complete and (a.count(b"\r\n") > 0) != (b.count(b"\r\n") > 0) and _lf(a) == _lf(b):
+        crlf = "A" if b"\r\n" in a else "B"
+        return OTHER_OS, f"the same text, {crlf} with CRLF line endings (written in text mode on Windows)"
     if complete and is_metadata and sorted(filter(None, a.splitlines())) == sorted(filter(None, b.splitlines())):
         # The same fields, placed or spaced otherwise: what wrote them, not what they say.
         return (

@@ -20,25 +20,29 @@ import datetime as dt
 import os
 import re
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
 import time
 import zipfile
+import zoneinfo
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from plumbum import local
 from plumbum.commands.processes import ProcessExecutionError
 
+from detpack import policy
 from detpack.build.config import BuildRequest, FrontendSettings
 from detpack.build.environment import LineSink
 from detpack.build.pipeline import build_project
 from detpack.digest import CHUNK, file_sha256
 from detpack.errors import ConfigError, DetpackError, InputError
+from detpack.verify import filetimes
 from detpack.verify.compare import FileComparison, compare_files, same_bytes
 from detpack.verify.index import fetch_sdist, index_url, project_files
 
@@ -84,6 +88,7 @@ class WheelCheck:
     record_problems: tuple[str, ...] = ()  # the published wheel against its own RECORD, per the `wheel` project
     switch: str | None = None  # the variable that turned optional compiled speedups off (a pure published wheel)
     clock: str | None = None  # the publisher's clock the rebuild ran under (no SOURCE_DATE_EPOCH)
+    umask: str | None = None  # the publisher's umask the rebuild ran under ("umask 0002"), when not policy's
 
 
 def record_problems(wheel: Path) -> tuple[str, ...]:
@@ -170,9 +175,13 @@ class PublisherClock:
 
     utc: int  # the instant (seconds since the epoch) of the generated .dist-info members' time
     offset: int  # seconds east of UTC the zip times were written in (0: the writer stamps UTC)
+    #: the IANA zone, when one offset does not explain every copied file (daylight saving time)
+    zone: str | None = None
 
     def tz(self) -> str:
-        """A POSIX TZ with that offset (POSIX counts west: UTC+2 is ``<+0200>-02:00``)."""
+        """The zone, or a POSIX TZ with that offset (POSIX counts west: UTC+2 is ``<+0200>-02:00``)."""
+        if self.zone is not None:
+            return self.zone
         sign, value = ("+", self.offset) if self.offset >= 0 else ("-", -self.offset)
         hours, minutes = divmod(value // 60, 60)
         west = "-" if sign == "+" else ""
@@ -186,6 +195,8 @@ class PublisherClock:
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.utc))
         hours, minutes = divmod(abs(self.offset) // 60, 60)
+        if self.zone is not None:
+            return f"clock {when} {self.zone}"
         return f"clock {when} UTC{'+' if self.offset >= 0 else '-'}{hours:02d}:{minutes:02d}"
 
 
@@ -207,20 +218,106 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
                     mtimes[info.name.split("/", 1)[1]] = info.mtime
     except (tarfile.TarError, OSError, EOFError):
         mtimes = {}
-    offsets = Counter(
-        round((calendar.timegm((*i.date_time, 0, 0, 0)) - mtimes[i.filename]) / 900) * 900
-        for i in infos
-        if i.filename in mtimes
-    )
+    copied = _copied_from(infos, mtimes)
+    offsets = Counter(round((calendar.timegm((*i.date_time, 0, 0, 0)) - mtime) / 900) * 900 for i, mtime in copied)
     # A real UTC offset is within +-14 h and shared by most copied members; anything else means the
     # backend wrote its own times (not file times), and the zip times are taken as UTC.
     offset, agreeing = offsets.most_common(1)[0] if offsets else (0, 0)
     if abs(offset) > _MAX_OFFSET or agreeing * 2 <= sum(offsets.values()):
         offset = 0
+    elif agreeing < len(copied) and (zone := _zone_of(copied)) is not None:
+        # some files in summer time, some in winter: a zone with daylight saving time wrote them
+        where = zoneinfo.ZoneInfo(zone)
+        shift = where.utcoffset(dt.datetime.fromtimestamp(stamped - offset, dt.UTC).replace(tzinfo=None))
+        local_offset = int(shift.total_seconds()) if shift is not None else offset
+        return PublisherClock(stamped - local_offset, local_offset, zone)
     return PublisherClock(stamped - offset, offset)
 
 
+def _zone_of(copied: list[tuple[zipfile.ZipInfo, float]]) -> str | None:
+    """The IANA zone whose local time gives every copied file's zip time from its sdist mtime (a
+    zip time is local and counts in 2 s), preferring a zone named for its rules (CET) over a city;
+    only a zone this system's C library can load (the build reads TZ through it)."""
+    for name in sorted(zoneinfo.available_timezones(), key=lambda n: ("/" in n, n)):
+        if not (_SYSTEM_ZONES / name).is_file():
+            continue
+        try:
+            zone = zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+        if all(
+            -1
+            < (
+                dt.datetime.fromtimestamp(mtime, zone).replace(tzinfo=None) - dt.datetime(*info.date_time)
+            ).total_seconds()
+            < 3
+            for info, mtime in copied
+        ):
+            return name
+    return None
+
+
+_SYSTEM_ZONES = Path("/usr/share/zoneinfo")
+
+
 _MAX_OFFSET = 14 * 3600
+_T = TypeVar("_T")
+
+
+def publisher_umask(wheel: Path) -> int | None:
+    """The umask the publisher built under, from the mode of the ``.dist-info/WHEEL`` file its
+    backend wrote afresh (other .dist-info files can be copies; RECORD has a fixed mode): its group
+    and other bits, when it is a plain file's mode. None when the wheel does not show it (a backend
+    that writes fixed modes shows 0022)."""
+    with zipfile.ZipFile(wheel) as zf:
+        infos = zf.infolist()
+    modes = {
+        i.external_attr >> 16
+        for i in infos
+        if i.filename.count("/") == 1
+        and i.filename.split("/")[0].endswith(".dist-info")
+        and i.filename.endswith("/WHEEL")
+    }
+    if len(modes) != 1:
+        return None
+    mode = modes.pop()
+    if not stat.S_ISREG(mode) or mode & 0o7111 or mode & 0o600 != 0o600:
+        return None  # not a file's mode as written (no type, executable, or not the owner's rw)
+    return 0o066 & ~mode
+
+
+def sdist_modes_kept(wheel: Path, sdist: Path) -> bool:
+    """Whether the publisher's frontend unpacked the sdist with its files' modes as they are (before
+    PEP 706's extraction filters): the wheel's copies of its group- or other-writable files keep
+    those bits."""
+    try:
+        with tarfile.open(sdist) as tf:
+            modes = {m.name.split("/", 1)[1]: m.mode for m in tf if m.isfile() and "/" in m.name and m.mode & 0o022}
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    with zipfile.ZipFile(wheel) as zf:
+        copied = _copied_from(zf.infolist(), modes)
+    # every copy keeps them (setuptools writes modules afresh under the umask: they keep them either
+    # way; a package data file copied from a data-filtered sdist does not)
+    return bool(copied) and all((info.external_attr >> 16) & 0o022 == mode & 0o022 for info, mode in copied)
+
+
+def _copied_from(infos: list[zipfile.ZipInfo], mtimes: Mapping[str, _T]) -> list[tuple[zipfile.ZipInfo, _T]]:
+    """The wheel's members copied from the sdist, each with its file's value there (mtime, mode): the member's
+    path in the sdist (below its top directory), or the one sdist path ending in it (a ``src/``
+    layout, a package under another directory)."""
+    by_tail: dict[str, list[str]] = {}
+    for path in mtimes:
+        parts = path.split("/")
+        for start in range(1, len(parts)):
+            by_tail.setdefault("/".join(parts[start:]), []).append(path)
+    found = []
+    for info in infos:
+        if info.filename in mtimes:
+            found.append((info, mtimes[info.filename]))
+        elif len(candidates := by_tail.get(info.filename, [])) == 1:
+            found.append((info, mtimes[candidates[0]]))
+    return found
 
 
 def faketime_library() -> Path | None:
@@ -375,6 +472,8 @@ class _How:
     variable: str | None = None  # NAME=VALUE: the project's switch for leaving out compiled speedups
     config: Mapping[str, str] = dataclasses.field(default_factory=dict)  # -C settings
     faked: Mapping[str, str] = dataclasses.field(default_factory=dict)  # libfaketime's variables
+    umask: int = policy.UMASK  # the publisher's, as the modes of the wheel's generated files show it
+    modes_kept: bool = False  # the publisher's frontend unpacked the sdist with its modes as they are
 
 
 @dataclass(frozen=True)
@@ -400,6 +499,16 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
     step(f"rebuilding {wheel.name} from {rebuild.sdist.name} with {', '.join(pins) or 'the newest backend'}, {when}")
     how = _How(constraints, epoch)
+    umask = publisher_umask(wheel)
+    if umask is not None and umask != policy.UMASK:
+        step(f"the published wheel's generated files are mode {0o666 & ~umask:04o}: rebuilding under umask {umask:04o}")
+        how = dataclasses.replace(how, umask=umask)
+    if sdist_modes_kept(wheel, rebuild.sdist):
+        step(
+            "the published wheel's copied files keep the sdist's group-write bits: unpacking the sdist with its "
+            "modes as they are"
+        )
+        how = dataclasses.replace(how, modes_kept=True)
     built, how, switch = _matching_name(rebuild, wheel, how, _build(rebuild, how), step)
     if built.path.name != wheel.name:
         raise InputError(f"{rebuild.spec}: {_name_mismatch(wheel.name, built.path.name, generator)}")
@@ -419,6 +528,11 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         record_problems(wheel),
         switch,
         clock.describe() if clock is not None else None,
+        "; ".join(
+            ([f"umask {how.umask:04o}"] if how.umask != policy.UMASK else [])
+            + (["sdist modes kept"] if how.modes_kept else [])
+        )
+        or None,
     )
 
 
@@ -477,11 +591,19 @@ def _replay_clock(
     if library is None:
         step("the publisher's clock could be replayed with libfaketime: apt-get install faketime")
         return built, outcome, None
-    step(f"rebuilding under the publisher's {found.describe()} (libfaketime)")
+    preload, how_files = [str(library)], "libfaketime"
+    try:  # first: it sees the kernel's file times, before libfaketime
+        preload.insert(0, str(filetimes.library()))
+        how_files = "libfaketime; files the build writes stamped at that instant"
+    except filetimes.Unavailable as exc:
+        step(f"files the build writes keep today's time: the file-time preload is unavailable ({exc})")
+    step(f"rebuilding under the publisher's {found.describe()} ({how_files})")
     faked = {
-        "LD_PRELOAD": str(library),
+        "LD_PRELOAD": " ".join(preload),
         "FAKETIME": found.faketime(),
         "TZ": found.tz(),
+        # a second's margin: a file the build writes is never older than the build
+        **filetimes.variables(int(time.time()) - 1, found.utc),
     }
     # The replay writes the same file names (wheel and provenance): keep the first build's.
     keep = rebuild.scratch / "first"
@@ -543,6 +665,8 @@ def _build(rebuild: _Rebuild, how: _How) -> _Built:
         normalize=False,
         find_links=rebuild.fetch.find_links,
         offline=rebuild.fetch.offline,
+        umask=how.umask,
+        sdist_modes_kept=how.modes_kept,
     )
     built = build_project(request, on_step=rebuild.on_step, on_line=rebuild.on_line, caller_env=caller_env)
     return _Built(built.artifacts[0].path, built.artifacts[0].sha256)

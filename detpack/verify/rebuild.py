@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from detpack import policy
 from detpack.build.config import BuildRequest, FrontendSettings
 from detpack.build.environment import LineSink
 from detpack.build.lockfile import BuildLock, LockedPackage
@@ -184,7 +186,7 @@ def rebuild(
     lock = _lock_from(provenance, definition.get("resolvedDependencies", []))
     with tempfile.TemporaryDirectory(prefix="detpack-rebuild-") as tmp:
         out = outdir or Path(tmp)
-        request = _request(ext, srcdir, out, lock, find_links, offline)
+        request = _request(ext, srcdir, out, lock, find_links, offline, definition.get("internalParameters", {}))
         built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
         want = ext["source"].get("digest", {}).get("sha256", "")
         source_ok = built.source.digest == want
@@ -223,8 +225,10 @@ def _request(
     lock: BuildLock,
     find_links: tuple[Path, ...],
     offline: bool | None,
+    internal: Mapping[str, Any],
 ) -> BuildRequest:
-    """The recorded build's parameters as a request (an sdist given as the source builds only the wheel)."""
+    """The recorded build's parameters as a request (an sdist given as the source builds only the wheel;
+    a build made under another umask, or from an sdist unpacked with its modes, is made so again)."""
     distributions = None if ext.get("viaSdist") else tuple(ext.get("distributions", ()))
     if srcdir.is_file():
         distributions = tuple(d for d in ext.get("distributions", ("wheel",)) if d == "wheel") or ("wheel",)
@@ -243,7 +247,18 @@ def _request(
         find_links=find_links,
         offline=offline if offline is not None else ext.get("offline"),
         allow_network=bool(ext.get("allowNetwork", False)),  # a build that was let online is rebuilt online
+        umask=_umask(internal.get("umask")),
+        sdist_modes_kept=internal.get("sdistModes") == "kept",
     )
+
+
+def _umask(recorded: object) -> int:
+    """The recorded umask ("0022"); policy's when the record has none."""
+    if recorded is None:
+        return policy.UMASK
+    if isinstance(recorded, str) and re.fullmatch(r"0?[0-7]{3}", recorded):
+        return int(recorded, 8)
+    raise InputError(f'the record\'s internalParameters.umask {recorded!r} is not an octal umask such as "0022"')
 
 
 def _subject_results(

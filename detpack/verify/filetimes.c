@@ -1,0 +1,210 @@
+/* detpack's file-time preload for `rebuild --pypi` under the publisher's clock.
+ *
+ * libfaketime fakes the clock a process reads, but a file's time is the kernel's: a file the
+ * build writes carries today's time, and a backend that stamps zip members from the file's mtime
+ * (bdist_wheel, setuptools, flit for copied files) writes today into the wheel. This library makes
+ * every stat of a file changed since DETPACK_FILE_TIMES's first number (seconds since the epoch:
+ * the moment the rebuild started) report its second number (the publisher's instant) as its
+ * access, change, modification and birth times. Older files (the sdist's, unpacked with their own
+ * times; the system's) are reported as they are.
+ *
+ * DETPACK_FILE_TIMES="SINCE AS"; unset or malformed: every call passes through unchanged.
+ * Built by detpack with the system's C compiler (cc -shared -fPIC ... -ldl) and loaded with
+ * LD_PRELOAD before libfaketime.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static long long since = -1;
+static long long as_of = 0;
+
+__attribute__((constructor)) static void detpack_file_times_init(void) {
+    const char *value = getenv("DETPACK_FILE_TIMES");
+    char *end = NULL;
+    long long first, second;
+    if (value == NULL) return;
+    errno = 0;
+    first = strtoll(value, &end, 10);
+    if (errno != 0 || end == value || *end != ' ') return;
+    value = end + 1;
+    second = strtoll(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || first < 0) return;
+    since = first;
+    as_of = second;
+}
+
+static void fix_time(struct timespec *t) {
+    if (since >= 0 && (long long)t->tv_sec >= since) {
+        t->tv_sec = (time_t)as_of;
+        t->tv_nsec = 0;
+    }
+}
+
+#define FIX_STAT(buf)              \
+    do {                           \
+        fix_time(&(buf)->st_atim); \
+        fix_time(&(buf)->st_mtim); \
+        fix_time(&(buf)->st_ctim); \
+    } while (0)
+
+static void fix_statx_time(struct statx_timestamp *t) {
+    if (since >= 0 && (long long)t->tv_sec >= since) {
+        t->tv_sec = as_of;
+        t->tv_nsec = 0;
+    }
+}
+
+static void *next(const char *name) { return dlsym(RTLD_NEXT, name); }
+
+#define NOT_FOUND()     \
+    do {                \
+        errno = ENOSYS; \
+        return -1;      \
+    } while (0)
+
+int stat(const char *path, struct stat *buf) {
+    static int (*real)(const char *, struct stat *);
+    if (real == NULL && (real = next("stat")) == NULL) NOT_FOUND();
+    int rc = real(path, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int lstat(const char *path, struct stat *buf) {
+    static int (*real)(const char *, struct stat *);
+    if (real == NULL && (real = next("lstat")) == NULL) NOT_FOUND();
+    int rc = real(path, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int fstat(int fd, struct stat *buf) {
+    static int (*real)(int, struct stat *);
+    if (real == NULL && (real = next("fstat")) == NULL) NOT_FOUND();
+    int rc = real(fd, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int fstatat(int dirfd, const char *path, struct stat *buf, int flags) {
+    static int (*real)(int, const char *, struct stat *, int);
+    if (real == NULL && (real = next("fstatat")) == NULL) NOT_FOUND();
+    int rc = real(dirfd, path, buf, flags);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int stat64(const char *path, struct stat64 *buf) {
+    static int (*real)(const char *, struct stat64 *);
+    if (real == NULL && (real = next("stat64")) == NULL) NOT_FOUND();
+    int rc = real(path, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int lstat64(const char *path, struct stat64 *buf) {
+    static int (*real)(const char *, struct stat64 *);
+    if (real == NULL && (real = next("lstat64")) == NULL) NOT_FOUND();
+    int rc = real(path, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int fstat64(int fd, struct stat64 *buf) {
+    static int (*real)(int, struct stat64 *);
+    if (real == NULL && (real = next("fstat64")) == NULL) NOT_FOUND();
+    int rc = real(fd, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags) {
+    static int (*real)(int, const char *, struct stat64 *, int);
+    if (real == NULL && (real = next("fstatat64")) == NULL) NOT_FOUND();
+    int rc = real(dirfd, path, buf, flags);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) {
+    static int (*real)(int, const char *, int, unsigned int, struct statx *);
+    if (real == NULL && (real = next("statx")) == NULL) NOT_FOUND();
+    int rc = real(dirfd, path, flags, mask, buf);
+    if (rc == 0) {
+        fix_statx_time(&buf->stx_atime);
+        fix_statx_time(&buf->stx_btime);
+        fix_statx_time(&buf->stx_ctime);
+        fix_statx_time(&buf->stx_mtime);
+    }
+    return rc;
+}
+
+/* glibc before 2.33 routed stat through these; programs linked then still call them. */
+int __xstat(int ver, const char *path, struct stat *buf) {
+    static int (*real)(int, const char *, struct stat *);
+    if (real == NULL && (real = next("__xstat")) == NULL) NOT_FOUND();
+    int rc = real(ver, path, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int __lxstat(int ver, const char *path, struct stat *buf) {
+    static int (*real)(int, const char *, struct stat *);
+    if (real == NULL && (real = next("__lxstat")) == NULL) NOT_FOUND();
+    int rc = real(ver, path, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int __fxstat(int ver, int fd, struct stat *buf) {
+    static int (*real)(int, int, struct stat *);
+    if (real == NULL && (real = next("__fxstat")) == NULL) NOT_FOUND();
+    int rc = real(ver, fd, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int __fxstatat(int ver, int dirfd, const char *path, struct stat *buf, int flags) {
+    static int (*real)(int, int, const char *, struct stat *, int);
+    if (real == NULL && (real = next("__fxstatat")) == NULL) NOT_FOUND();
+    int rc = real(ver, dirfd, path, buf, flags);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int __xstat64(int ver, const char *path, struct stat64 *buf) {
+    static int (*real)(int, const char *, struct stat64 *);
+    if (real == NULL && (real = next("__xstat64")) == NULL) NOT_FOUND();
+    int rc = real(ver, path, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int __lxstat64(int ver, const char *path, struct stat64 *buf) {
+    static int (*real)(int, const char *, struct stat64 *);
+    if (real == NULL && (real = next("__lxstat64")) == NULL) NOT_FOUND();
+    int rc = real(ver, path, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int __fxstat64(int ver, int fd, struct stat64 *buf) {
+    static int (*real)(int, int, struct stat64 *);
+    if (real == NULL && (real = next("__fxstat64")) == NULL) NOT_FOUND();
+    int rc = real(ver, fd, buf);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
+
+int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *buf, int flags) {
+    static int (*real)(int, int, const char *, struct stat64 *, int);
+    if (real == NULL && (real = next("__fxstatat64")) == NULL) NOT_FOUND();
+    int rc = real(ver, dirfd, path, buf, flags);
+    if (rc == 0) FIX_STAT(buf);
+    return rc;
+}
