@@ -275,6 +275,18 @@ class ControlledEnvironment:
         return {k: self.redacted.get(k, v) for k, v in sorted(self.variables.items())}
 
 
+#: Runs pyproject_hooks' ``_in_process.py`` with ``tempfile``'s names fixed (a script: the build
+#: environment's interpreter runs it, in the sandbox).
+SEEDED_HOOK = Path(__file__).with_name("inproc") / "seeded.py"
+
+
+def seeded_hook(cmd: Sequence[str]) -> list[str]:
+    """A hook command (``PYTHON .../_in_process.py HOOK CONTROL_DIR``) run through ``SEEDED_HOOK``."""
+    if len(cmd) >= 2 and os.path.basename(cmd[1]) == "_in_process.py":
+        return [cmd[0], str(SEEDED_HOOK.absolute()), *cmd[1:]]
+    return list(cmd)
+
+
 def controlled_environment(
     *,
     epoch: int | None,
@@ -389,7 +401,9 @@ class Runner:
         self, cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
     ) -> None:
         """Run one backend hook (pyproject_hooks' runner signature), in the sandbox when there is one,
-        with the native toolchain's shims first on its PATH (``native``)."""
+        with the native toolchain's shims first on its PATH (``native``), and ``tempfile``'s names in
+        the hook's process fixed (``inproc/seeded.py``)."""
+        cmd = seeded_hook(cmd)
         if self.root is not None:
             seen = {**self.env.variables, **(extra_environ or {})}.get("PATH", "")
             extra_environ = {**(extra_environ or {}), "PATH": native.prepare(self.root.root, self.root.seen, seen)}

@@ -213,7 +213,8 @@ def interpreter_paths() -> tuple[Path, ...]:
     # the hook runner at the path the hook command names (it may go through a symlinked
     # environment) and at its real path
     hooks = Path(pyproject_hooks.__file__).absolute().parent / "_in_process"
-    return tuple(sorted({Path(sys.base_prefix).resolve(), hooks, hooks.resolve()}))
+    seeded = Path(__file__).absolute().parent / "inproc"  # detpack's runner of it (tempfile names fixed)
+    return tuple(sorted({Path(sys.base_prefix).resolve(), hooks, hooks.resolve(), seeded, seeded.resolve()}))
 
 
 def make(
