@@ -30,13 +30,14 @@ OLDER = 1_262_304_000  # 2010-01-01 00:00:00 UTC
 
 _STAT_ALL = """
 import os, sys
-new, old = sys.argv[1], sys.argv[2]
+new, old, between = sys.argv[1], sys.argv[2], sys.argv[3]
 with open(new, "w") as f:
     f.write("x")
 fd = os.open(new, os.O_RDONLY)
 entry = next(e for e in os.scandir(os.path.dirname(new)) if e.path == new)
 print(int(os.stat(new).st_mtime), int(os.lstat(new).st_mtime), int(os.fstat(fd).st_mtime),
-      int(entry.stat().st_mtime), int(os.stat(old).st_mtime), int(os.stat(new).st_ctime))
+      int(entry.stat().st_mtime), int(os.stat(old).st_mtime), int(os.stat(new).st_ctime),
+      int(os.stat(between).st_mtime))
 """
 
 
@@ -52,21 +53,42 @@ def test_new_files_show_the_given_instant_and_old_ones_their_own(tmp_path: Path)
     old = tmp_path / "old.txt"
     old.write_text("old")
     os.utime(old, (OLDER, OLDER))
-    argv = [sys.executable, "-c", _STAT_ALL, tmp_path / "new.txt", old]
+    between = tmp_path / "cached.txt"  # from before the rebuild, newer than the publisher's instant
+    between.write_text("cached")
+    os.utime(between, (time.time() - 100, time.time() - 100))
+    argv = [sys.executable, "-c", _STAT_ALL, tmp_path / "new.txt", old, between]
     since = int(time.time()) - 1
     plain = run(argv)
     assert plain.code == 0, plain.stderr
     assert all(int(v) >= since for v in plain.stdout.split()[:4]), plain.stdout  # the kernel's time: today
     faked = run(argv, env={"LD_PRELOAD": str(library), **filetimes.variables(since, PAST)})
     assert faked.code == 0, faked.stderr
-    new_m, new_l, new_f, new_e, old_m, new_c = (int(v) for v in faked.stdout.split())
+    new_m, new_l, new_f, new_e, old_m, new_c, between_m = (int(v) for v in faked.stdout.split())
     assert (new_m, new_l, new_f, new_e, new_c) == (PAST,) * 5  # stat, lstat, fstat, scandir; ctime too
-    assert old_m == OLDER  # older than the rebuild: as it is
+    assert old_m == OLDER  # older than the publisher's instant: as it is
+    assert between_m == PAST - 2  # just before it: nothing the build writes looks older than what it read
     # coreutils (statx) see the same
     shown = run(
         ["stat", "-c", "%Y", tmp_path / "new.txt"], env={"LD_PRELOAD": str(library), **filetimes.variables(since, PAST)}
     )
     assert shown.stdout.strip() == str(PAST), shown.stdout + shown.stderr
+
+
+def test_the_order_of_writes_is_kept_below_the_second(tmp_path: Path) -> None:
+    # make and ninja compare nanosecond times: a file written later must still look newer
+    _compiler()
+    library = filetimes.library(tmp_path / "cache")
+    code = (
+        "import os, sys, time\n"
+        "a, b = sys.argv[1], sys.argv[2]\n"
+        "open(a, 'w').close(); time.sleep(0.05); open(b, 'w').close()\n"
+        "print(os.stat(a).st_mtime_ns, os.stat(b).st_mtime_ns)\n"
+    )
+    env = {"LD_PRELOAD": str(library), **filetimes.variables(int(time.time()) - 1, PAST)}
+    r = run([sys.executable, "-c", code, tmp_path / "a", tmp_path / "b"], env=env)
+    first, second = (int(v) for v in r.stdout.split())
+    assert first // 10**9 == second // 10**9 == PAST, r.stdout + r.stderr
+    assert first < second  # 50 ms later: 50 us later below the second
 
 
 def test_without_a_setting_nothing_changes(tmp_path: Path) -> None:
@@ -77,7 +99,8 @@ def test_without_a_setting_nothing_changes(tmp_path: Path) -> None:
     os.utime(old, (OLDER, OLDER))
     for setting in ({}, {filetimes.VARIABLE: "soon"}, {filetimes.VARIABLE: "1 2 3"}):
         r = run(
-            [sys.executable, "-c", _STAT_ALL, tmp_path / "new.txt", old], env={"LD_PRELOAD": str(library), **setting}
+            [sys.executable, "-c", _STAT_ALL, tmp_path / "new.txt", old, old],
+            env={"LD_PRELOAD": str(library), **setting},
         )
         assert r.code == 0, r.stderr
         values = [int(v) for v in r.stdout.split()]
@@ -138,7 +161,7 @@ def test_a_setuptools_release_built_without_epoch_is_rebuilt_byte_for_byte(wheel
     assert "attributes date_time" in out, out
     code, out, err = rebuild(tmp_path / "timed", XDG_CACHE_HOME=str(tmp_path / "c2"))
     assert "files the build writes stamped at that instant" in err, err
-    assert "rebuilding under umask 0002" in err, err
+    assert "also with umask 0002 (the published .dist-info/WHEEL is mode 0664)" in err, err
     assert code == 0 and out.splitlines()[0] == "fx-setuptools-basic==1.0.0: 1 byte-identical of 1 wheel", out + err
     assert (tmp_path / "timed" / "rebuilt" / wheel.name).read_bytes() == wheel.read_bytes()
     record = json.loads((tmp_path / "timed" / "rebuilt" / "fx_setuptools_basic-1.0.0.provenance.json").read_text())

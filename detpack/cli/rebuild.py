@@ -115,7 +115,7 @@ def pypi_report(spec: str, checks: list[WheelCheck]) -> dict[str, Any]:
                 "epoch": c.epoch,
                 "switch": c.switch,
                 "clock": c.clock,
-                "umask": c.umask,
+                "replayed": c.replayed,
                 "publishedSha256": c.published_sha256,
                 "rebuiltSha256": c.rebuilt_sha256,
                 "recordProblems": list(c.record_problems),
@@ -145,7 +145,7 @@ def _run_pypi(args: argparse.Namespace, out: Output) -> int:
     for c in checks:
         epoch = "unset" if c.epoch is None else c.epoch
         pinned = c.pin or "nothing"
-        switch = "".join(f"; {x}" for x in (c.switch, c.clock, c.umask) if x)
+        switch = "".join(f"; {x}" for x in (c.switch, c.clock, c.replayed) if x)
         out.result(
             f"  {c.verdict:17} {c.wheel}  (Generator: {c.generator or '?'}; pinned {pinned}; epoch {epoch}{switch})"
         )

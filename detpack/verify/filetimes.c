@@ -5,8 +5,10 @@
  * (bdist_wheel, setuptools, flit for copied files) writes today into the wheel. This library makes
  * every stat of a file changed since DETPACK_FILE_TIMES's first number (seconds since the epoch:
  * the moment the rebuild started) report its second number (the publisher's instant) as its
- * access, change, modification and birth times. Older files (the sdist's, unpacked with their own
- * times; the system's) are reported as they are.
+ * access, change, modification and birth times, to the second; below the second, how long after
+ * the start it changed (see fraction()). Files older than the publisher's instant (the sdist's,
+ * unpacked with their own times; most of the system's) are reported as they are; files between
+ * that instant and the rebuild's start just before the instant (see newer_than_publisher()).
  *
  * DETPACK_FILE_TIMES="SINCE AS"; unset or malformed: every call passes through unchanged.
  * Built by detpack with the system's C compiler (cc -shared -fPIC ... -ldl) and loaded with
@@ -38,10 +40,26 @@ __attribute__((constructor)) static void detpack_file_times_init(void) {
     as_of = second;
 }
 
+/* The publisher's second, with the time since the rebuild started kept below it, in microseconds
+ * (up to 1000 s): zip times (2 s) show the publisher's instant, while make and ninja still see
+ * which file was written after which (frozen equal times leave ninja's manifest "still dirty"). */
+static long long fraction(long long seconds, long long nanoseconds) {
+    long long micro = (seconds - since) * 1000000LL + nanoseconds / 1000;
+    return micro > 999999999LL ? 999999999LL : micro;
+}
+
+/* Before the rebuild but after the publisher's instant (a download cached by an earlier build, a
+ * system file newer than the release): shown 2 s before that instant, so nothing the build writes
+ * looks older than what it read (ninja rebuilds its manifest forever otherwise). */
+static int newer_than_publisher(long long seconds) { return seconds > as_of + 2; }
+
 static void fix_time(struct timespec *t) {
-    if (since >= 0 && (long long)t->tv_sec >= since) {
+    if (since < 0) return;
+    if ((long long)t->tv_sec >= since) {
+        t->tv_nsec = (long)fraction((long long)t->tv_sec, (long long)t->tv_nsec);
         t->tv_sec = (time_t)as_of;
-        t->tv_nsec = 0;
+    } else if (newer_than_publisher((long long)t->tv_sec)) {
+        t->tv_sec = (time_t)(as_of - 2);
     }
 }
 
@@ -53,9 +71,12 @@ static void fix_time(struct timespec *t) {
     } while (0)
 
 static void fix_statx_time(struct statx_timestamp *t) {
-    if (since >= 0 && (long long)t->tv_sec >= since) {
+    if (since < 0) return;
+    if ((long long)t->tv_sec >= since) {
+        t->tv_nsec = (__u32)fraction((long long)t->tv_sec, (long long)t->tv_nsec);
         t->tv_sec = as_of;
-        t->tv_nsec = 0;
+    } else if (newer_than_publisher((long long)t->tv_sec)) {
+        t->tv_sec = as_of - 2;
     }
 }
 

@@ -4,7 +4,9 @@ once per machine with the system's C compiler and kept in the user's cache.
 libfaketime fakes the clock a build reads; the files the build writes still carry the kernel's
 time, and backends that stamp zip members from a file's mtime (bdist_wheel, setuptools, flit for
 copied files) put it in the wheel. Under this library a file changed since the rebuild started
-reports the publisher's instant instead; the sdist's own files keep their times.
+reports the publisher's instant instead (below the second, how long after the start: the order
+of writes is kept for make and ninja); the sdist's own files keep their times, and a file from
+before the rebuild but newer than that instant shows just before it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def library(cache: Path | None = None) -> Path:
             last = (ran.stderr.strip().splitlines() or [f"exit status {ran.returncode}"])[-1]
             raise Unavailable(f"{compiler} could not build {SOURCE.name} ({last})")
         os.replace(tmp, built)
+        for stale in where.glob("detpack-filetimes-*.so"):  # built from an earlier filetimes.c
+            if stale != built:
+                stale.unlink(missing_ok=True)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return built

@@ -88,7 +88,8 @@ class WheelCheck:
     record_problems: tuple[str, ...] = ()  # the published wheel against its own RECORD, per the `wheel` project
     switch: str | None = None  # the variable that turned optional compiled speedups off (a pure published wheel)
     clock: str | None = None  # the publisher's clock the rebuild ran under (no SOURCE_DATE_EPOCH)
-    umask: str | None = None  # the publisher's umask the rebuild ran under ("umask 0002"), when not policy's
+    #: what else of the publisher's build was replayed ("umask 0002; sdist modes kept; CMake ==3.31.*")
+    replayed: str | None = None
 
 
 def record_problems(wheel: Path) -> tuple[str, ...]:
@@ -177,6 +178,9 @@ class PublisherClock:
     offset: int  # seconds east of UTC the zip times were written in (0: the writer stamps UTC)
     #: the IANA zone, when one offset does not explain every copied file (daylight saving time)
     zone: str | None = None
+    #: False when that instant is older than the sdist's newest file: a fixed time the backend writes
+    #: (flit's 2016-01-01) or a copied file's, not a clock; only the zone is replayed then
+    real: bool = True
 
     def tz(self) -> str:
         """The zone, or a POSIX TZ with that offset (POSIX counts west: UTC+2 is ``<+0200>-02:00``)."""
@@ -195,6 +199,10 @@ class PublisherClock:
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.utc))
         hours, minutes = divmod(abs(self.offset) // 60, 60)
+        if not self.real:
+            return f"timezone {self.zone or ''}".rstrip() + (
+                "" if self.zone else f" UTC{'+' if self.offset >= 0 else '-'}{hours:02d}:{minutes:02d}"
+            )
         if self.zone is not None:
             return f"clock {when} {self.zone}"
         return f"clock {when} UTC{'+' if self.offset >= 0 else '-'}{hours:02d}:{minutes:02d}"
@@ -230,8 +238,14 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
         where = zoneinfo.ZoneInfo(zone)
         shift = where.utcoffset(dt.datetime.fromtimestamp(stamped - offset, dt.UTC).replace(tzinfo=None))
         local_offset = int(shift.total_seconds()) if shift is not None else offset
-        return PublisherClock(stamped - local_offset, local_offset, zone)
-    return PublisherClock(stamped - offset, offset)
+        return PublisherClock(stamped - local_offset, local_offset, zone, _real(stamped - local_offset, mtimes))
+    return PublisherClock(stamped - offset, offset, real=_real(stamped - offset, mtimes))
+
+
+def _real(instant: int, mtimes: Mapping[str, float]) -> bool:
+    """Whether ``instant`` can be when the publisher built: not before the sdist's newest file (2 s
+    of zip-time rounding allowed)."""
+    return not mtimes or instant + 2 >= max(mtimes.values())
 
 
 def _zone_of(copied: list[tuple[zipfile.ZipInfo, float]]) -> str | None:
@@ -499,23 +513,15 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
     step(f"rebuilding {wheel.name} from {rebuild.sdist.name} with {', '.join(pins) or 'the newest backend'}, {when}")
     how = _How(constraints, epoch)
-    umask = publisher_umask(wheel)
-    if umask is not None and umask != policy.UMASK:
-        step(f"the published wheel's generated files are mode {0o666 & ~umask:04o}: rebuilding under umask {umask:04o}")
-        how = dataclasses.replace(how, umask=umask)
-    if sdist_modes_kept(wheel, rebuild.sdist):
-        step(
-            "the published wheel's copied files keep the sdist's group-write bits: unpacking the sdist with its "
-            "modes as they are"
-        )
-        how = dataclasses.replace(how, modes_kept=True)
     built, how, switch = _matching_name(rebuild, wheel, how, _build(rebuild, how), step)
     if built.path.name != wheel.name:
         raise InputError(f"{rebuild.spec}: {_name_mismatch(wheel.name, built.path.name, generator)}")
     outcome = _verdict(wheel, built.path)
+    if outcome[0] == "different" and generator.startswith("scikit-build-core") and _only_cmake(outcome):
+        built, outcome, how = _replay_cmake(rebuild, wheel, how, built, outcome, step)
     clock = None
-    if outcome[0] != "byte-identical" and epoch is None:
-        built, outcome, clock = _replay_clock(rebuild, wheel, how, built, outcome, step)
+    if outcome[0] != "byte-identical":
+        built, outcome, how, clock = _replay(rebuild, wheel, how, built, outcome, step, epoch)
     return WheelCheck(
         wheel.name,
         generator,
@@ -531,6 +537,7 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         "; ".join(
             ([f"umask {how.umask:04o}"] if how.umask != policy.UMASK else [])
             + (["sdist modes kept"] if how.modes_kept else [])
+            + ([f"CMake {how.config['cmake.version']}"] if "cmake.version" in how.config else [])
         )
         or None,
     )
@@ -579,46 +586,141 @@ def _matching_name(
 Outcome = tuple[Verdict, FileComparison | None]
 
 
-def _replay_clock(
-    rebuild: _Rebuild, wheel: Path, how: _How, built: _Built, outcome: Outcome, step: LineSink
-) -> tuple[_Built, Outcome, PublisherClock | None]:
-    """Built without SOURCE_DATE_EPOCH, the generated files carry the publisher's clock: rebuild
-    once more with the clock running from that instant, in the publisher's UTC offset, and keep
-    whichever rebuild is nearer the published wheel."""
+def _clock_settings(
+    rebuild: _Rebuild, wheel: Path, step: LineSink
+) -> tuple[PublisherClock, dict[str, str], str] | None:
+    """The publisher's clock, the variables that replay it (libfaketime, and detpack's file-time
+    preload first: it sees the kernel's file times before libfaketime), and how, in words."""
     found, library = publisher_clock(wheel, rebuild.sdist), faketime_library()
     if found is None:
-        return built, outcome, None
+        return None
+    if not found.real:  # a fixed time, not a clock: only the zone the copied files' times were written in
+        if found.offset == 0 and found.zone is None:
+            return None
+        return found, {"TZ": found.tz()}, "the generated files carry a fixed time, not a clock: the zone only"
     if library is None:
         step("the publisher's clock could be replayed with libfaketime: apt-get install faketime")
-        return built, outcome, None
+        return None
     preload, how_files = [str(library)], "libfaketime"
-    try:  # first: it sees the kernel's file times, before libfaketime
+    try:
         preload.insert(0, str(filetimes.library()))
         how_files = "libfaketime; files the build writes stamped at that instant"
     except filetimes.Unavailable as exc:
         step(f"files the build writes keep today's time: the file-time preload is unavailable ({exc})")
-    step(f"rebuilding under the publisher's {found.describe()} ({how_files})")
     faked = {
         "LD_PRELOAD": " ".join(preload),
-        "FAKETIME": found.faketime(),
+        # a fifth of real speed: a backend that zips with its clock (time.time()) some seconds after
+        # its process started still stamps the publisher's instant (zip times count in 2 s)
+        "FAKETIME": f"{found.faketime()} x{_CLOCK_RATE}",
         "TZ": found.tz(),
+        # libfaketime shifts the times some programs stat (CMake's, not Python's) by the fake offset,
+        # sdist files' too (CMake's install copies that shift onto the headers): file times are the
+        # preload's alone
+        "NO_FAKE_STAT": "1",
         # a second's margin: a file the build writes is never older than the build
         **filetimes.variables(int(time.time()) - 1, found.utc),
     }
-    # The replay writes the same file names (wheel and provenance): keep the first build's.
+    return found, faked, how_files
+
+
+_CLOCK_RATE = "0.2"
+
+
+def _replay(
+    rebuild: _Rebuild, wheel: Path, how: _How, built: _Built, outcome: Outcome, step: LineSink, epoch: int | None
+) -> tuple[_Built, Outcome, _How, PublisherClock | None]:
+    """Rebuild again as the published wheel shows the publisher built, keeping whichever rebuild is
+    nearest it: built without SOURCE_DATE_EPOCH, under the publisher's clock (the generated files
+    carry it); then, when the wheel shows another umask (the mode of ``.dist-info/WHEEL``) or an sdist
+    unpacked with its modes as they are, under those too. A backend that writes fixed modes
+    (scikit-build-core's 0664 .dist-info) shows a umask it did not have: the first attempt stands."""
+    attempts: list[tuple[str, _How, PublisherClock | None]] = []
+    clocked, clock = how, None
+    if epoch is None and (settings := _clock_settings(rebuild, wheel, step)) is not None:
+        clock, faked, how_files = settings
+        clocked = dataclasses.replace(how, faked=faked)
+        attempts.append((f"under the publisher's {clock.describe()} ({how_files})", clocked, clock))
+    umask, kept = publisher_umask(wheel), sdist_modes_kept(wheel, rebuild.sdist)
+    if (umask is not None and umask != policy.UMASK) or kept:
+        masked = dataclasses.replace(clocked, umask=how.umask if umask is None else umask, modes_kept=kept)
+        words = [f"umask {masked.umask:04o} (the published .dist-info/WHEEL is mode {0o666 & ~masked.umask:04o})"]
+        if kept:
+            words.append(
+                "the sdist unpacked with its modes as they are (the published copies keep its group-write bits)"
+            )
+        attempts.append((f"{'also ' if clock else ''}with {' and '.join(words)}", masked, clock))
+    best: tuple[_Built, Outcome, _How, PublisherClock | None] = (built, outcome, how, None)
+    keep = rebuild.scratch / "best"  # each attempt writes the same file names (wheel and provenance)
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(rebuild.rebuilt, keep)
+    for what, attempt, attempt_clock in attempts:
+        if best[1][0] == "byte-identical":
+            break
+        step(f"rebuilding {what}")
+        try:
+            again = _build(rebuild, attempt)
+            again_outcome = _verdict(wheel, again.path)
+        except DetpackError as exc:  # a backend that cannot run so: the best rebuild so far stands
+            step(f"that rebuild failed ({exc.message}); keeping the rebuild before it")
+        else:
+            if _better(again_outcome, best[1]):
+                best = (again, again_outcome, attempt, attempt_clock)
+                shutil.rmtree(keep)
+                shutil.copytree(rebuild.rebuilt, keep)
+                continue
+        shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)  # what is compared, with its record
+    return best
+
+
+#: The policy range CMake writes into an exported targets file: ``cmake_policy(VERSION 3.0.0...3.29)``.
+#: Its upper end is two minor releases behind the CMake 3 that wrote it (3.25 writes 3.23, 3.31
+#: writes 3.29); CMake 4 writes 3.30 and later.
+_POLICY_RANGE = re.compile(rb"cmake_policy\(VERSION [0-9.]+\.\.\.3\.(\d+)\)")
+
+
+def cmake_series(wheel: Path) -> str | None:
+    """The CMake release series that wrote the published wheel's exported targets file, as a
+    version specifier for scikit-build-core's ``cmake.version`` (``==3.31.*``), or None."""
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            if info.filename.endswith("Targets.cmake") and info.file_size < 1 << 20:
+                found = _POLICY_RANGE.search(zf.read(info))
+                if found is not None:
+                    minor = int(found[1]) + 2
+                    return f"==3.{minor}.*" if minor <= 31 else ">=4"
+    return None
+
+
+def _only_cmake(outcome: Outcome) -> bool:
+    """Whether the only content that differs is in files CMake generates (and RECORD, their hashes)."""
+    members = {d.member or "" for d in outcome[1].differences} if outcome[1] is not None else set()
+    return bool(members) and all(m.endswith((".cmake", ".dist-info/RECORD")) for m in members)
+
+
+def _replay_cmake(
+    rebuild: _Rebuild, wheel: Path, how: _How, built: _Built, outcome: Outcome, step: LineSink
+) -> tuple[_Built, Outcome, _How]:
+    """Only CMake's generated files differ: rebuild with the CMake release the published targets
+    file names (scikit-build-core installs it from the index, dated like every requirement), and
+    keep it when it matches better."""
+    series = cmake_series(wheel)
+    if series is None:
+        return built, outcome, how
+    step(f"only files CMake generates differ: rebuilding with CMake {series} (scikit-build-core's cmake.version)")
+    again_how = dataclasses.replace(how, config={**how.config, "cmake.version": series})
     keep = rebuild.scratch / "first"
     shutil.rmtree(keep, ignore_errors=True)
     shutil.copytree(rebuild.rebuilt, keep)
     try:
-        again = _build(rebuild, dataclasses.replace(how, faked=faked))
+        again = _build(rebuild, again_how)
         again_outcome = _verdict(wheel, again.path)
-    except DetpackError as exc:  # a backend that cannot run under a faked clock: the first build stands
-        step(f"the rebuild under the publisher's clock failed ({exc.message}); keeping the first rebuild")
+    except DetpackError as exc:
+        step(f"the rebuild with CMake {series} failed ({exc.message}); keeping the first rebuild")
     else:
         if _better(again_outcome, outcome):
-            return again, again_outcome, found
-    shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)  # what is compared, with its record
-    return built, outcome, None
+            return again, again_outcome, again_how
+    shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)
+    return built, outcome, how
 
 
 def upload_time(spec: str, wheel: Path, step: LineSink) -> int | None:
@@ -699,10 +801,12 @@ _RANK = {"byte-identical": 0, "content-identical": 1, "different": 2}
 
 def _better(a: Outcome, b: Outcome) -> bool:
     """Whether outcome ``a`` is nearer the published wheel than ``b``: a better verdict, or the same
-    verdict with fewer differing members."""
+    verdict with fewer differing members, or as many with fewer differences (a mode put right)."""
 
-    def key(o: Outcome) -> tuple[int, int]:
-        return _RANK[o[0]], o[1].members_differing if o[1] is not None else 0
+    def key(o: Outcome) -> tuple[int, int, int]:
+        if o[1] is None:
+            return _RANK[o[0]], 0, 0
+        return _RANK[o[0]], o[1].members_differing, len(o[1].differences)
 
     return key(a) < key(b)
 
