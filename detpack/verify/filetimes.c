@@ -88,69 +88,24 @@ static void *next(const char *name) { return dlsym(RTLD_NEXT, name); }
         return -1;      \
     } while (0)
 
-int stat(const char *path, struct stat *buf) {
-    static int (*real)(const char *, struct stat *);
-    if (real == NULL && (real = next("stat")) == NULL) NOT_FOUND();
-    int rc = real(path, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
+/* One wrapper: call the next definition (glibc's), then correct the times of a successful stat. */
+#define WRAP_STAT(name, params, args, buf)                                    \
+    int name params {                                                         \
+        static int(*real) params;                                             \
+        if (real == NULL && (real = next(#name)) == NULL) NOT_FOUND();        \
+        int rc = real args;                                                   \
+        if (rc == 0) FIX_STAT(buf);                                           \
+        return rc;                                                            \
+    }
 
-int lstat(const char *path, struct stat *buf) {
-    static int (*real)(const char *, struct stat *);
-    if (real == NULL && (real = next("lstat")) == NULL) NOT_FOUND();
-    int rc = real(path, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int fstat(int fd, struct stat *buf) {
-    static int (*real)(int, struct stat *);
-    if (real == NULL && (real = next("fstat")) == NULL) NOT_FOUND();
-    int rc = real(fd, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int fstatat(int dirfd, const char *path, struct stat *buf, int flags) {
-    static int (*real)(int, const char *, struct stat *, int);
-    if (real == NULL && (real = next("fstatat")) == NULL) NOT_FOUND();
-    int rc = real(dirfd, path, buf, flags);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int stat64(const char *path, struct stat64 *buf) {
-    static int (*real)(const char *, struct stat64 *);
-    if (real == NULL && (real = next("stat64")) == NULL) NOT_FOUND();
-    int rc = real(path, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int lstat64(const char *path, struct stat64 *buf) {
-    static int (*real)(const char *, struct stat64 *);
-    if (real == NULL && (real = next("lstat64")) == NULL) NOT_FOUND();
-    int rc = real(path, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int fstat64(int fd, struct stat64 *buf) {
-    static int (*real)(int, struct stat64 *);
-    if (real == NULL && (real = next("fstat64")) == NULL) NOT_FOUND();
-    int rc = real(fd, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags) {
-    static int (*real)(int, const char *, struct stat64 *, int);
-    if (real == NULL && (real = next("fstatat64")) == NULL) NOT_FOUND();
-    int rc = real(dirfd, path, buf, flags);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
+WRAP_STAT(stat, (const char *path, struct stat *buf), (path, buf), buf)
+WRAP_STAT(lstat, (const char *path, struct stat *buf), (path, buf), buf)
+WRAP_STAT(fstat, (int fd, struct stat *buf), (fd, buf), buf)
+WRAP_STAT(fstatat, (int dirfd, const char *path, struct stat *buf, int flags), (dirfd, path, buf, flags), buf)
+WRAP_STAT(stat64, (const char *path, struct stat64 *buf), (path, buf), buf)
+WRAP_STAT(lstat64, (const char *path, struct stat64 *buf), (path, buf), buf)
+WRAP_STAT(fstat64, (int fd, struct stat64 *buf), (fd, buf), buf)
+WRAP_STAT(fstatat64, (int dirfd, const char *path, struct stat64 *buf, int flags), (dirfd, path, buf, flags), buf)
 
 int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) {
     static int (*real)(int, const char *, int, unsigned int, struct statx *);
@@ -166,66 +121,13 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, struct stat
 }
 
 /* glibc before 2.33 routed stat through these; programs linked then still call them. */
-int __xstat(int ver, const char *path, struct stat *buf) {
-    static int (*real)(int, const char *, struct stat *);
-    if (real == NULL && (real = next("__xstat")) == NULL) NOT_FOUND();
-    int rc = real(ver, path, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int __lxstat(int ver, const char *path, struct stat *buf) {
-    static int (*real)(int, const char *, struct stat *);
-    if (real == NULL && (real = next("__lxstat")) == NULL) NOT_FOUND();
-    int rc = real(ver, path, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int __fxstat(int ver, int fd, struct stat *buf) {
-    static int (*real)(int, int, struct stat *);
-    if (real == NULL && (real = next("__fxstat")) == NULL) NOT_FOUND();
-    int rc = real(ver, fd, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int __fxstatat(int ver, int dirfd, const char *path, struct stat *buf, int flags) {
-    static int (*real)(int, int, const char *, struct stat *, int);
-    if (real == NULL && (real = next("__fxstatat")) == NULL) NOT_FOUND();
-    int rc = real(ver, dirfd, path, buf, flags);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int __xstat64(int ver, const char *path, struct stat64 *buf) {
-    static int (*real)(int, const char *, struct stat64 *);
-    if (real == NULL && (real = next("__xstat64")) == NULL) NOT_FOUND();
-    int rc = real(ver, path, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int __lxstat64(int ver, const char *path, struct stat64 *buf) {
-    static int (*real)(int, const char *, struct stat64 *);
-    if (real == NULL && (real = next("__lxstat64")) == NULL) NOT_FOUND();
-    int rc = real(ver, path, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int __fxstat64(int ver, int fd, struct stat64 *buf) {
-    static int (*real)(int, int, struct stat64 *);
-    if (real == NULL && (real = next("__fxstat64")) == NULL) NOT_FOUND();
-    int rc = real(ver, fd, buf);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
-
-int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *buf, int flags) {
-    static int (*real)(int, int, const char *, struct stat64 *, int);
-    if (real == NULL && (real = next("__fxstatat64")) == NULL) NOT_FOUND();
-    int rc = real(ver, dirfd, path, buf, flags);
-    if (rc == 0) FIX_STAT(buf);
-    return rc;
-}
+WRAP_STAT(__xstat, (int ver, const char *path, struct stat *buf), (ver, path, buf), buf)
+WRAP_STAT(__lxstat, (int ver, const char *path, struct stat *buf), (ver, path, buf), buf)
+WRAP_STAT(__fxstat, (int ver, int fd, struct stat *buf), (ver, fd, buf), buf)
+WRAP_STAT(__fxstatat, (int ver, int dirfd, const char *path, struct stat *buf, int flags),
+          (ver, dirfd, path, buf, flags), buf)
+WRAP_STAT(__xstat64, (int ver, const char *path, struct stat64 *buf), (ver, path, buf), buf)
+WRAP_STAT(__lxstat64, (int ver, const char *path, struct stat64 *buf), (ver, path, buf), buf)
+WRAP_STAT(__fxstat64, (int ver, int fd, struct stat64 *buf), (ver, fd, buf), buf)
+WRAP_STAT(__fxstatat64, (int ver, int dirfd, const char *path, struct stat64 *buf, int flags),
+          (ver, dirfd, path, buf, flags), buf)
