@@ -26,6 +26,11 @@ FORBIDDEN = (
     ("detpack.build", ("detpack.verify", "detpack.oci", "detpack.store")),
     # provenance sits below the build: the statement reads the build's values through protocols
     ("detpack.provenance", ("detpack.build", "detpack.verify", "detpack.oci", "detpack.store", "detpack.cli")),
+    # the SBOM is made from a record and its artifacts: it reads provenance and archives, nothing above
+    ("detpack.sbom", ("detpack.build", "detpack.verify", "detpack.oci", "detpack.store", "detpack.cli")),
+    ("detpack.archive", ("detpack.sbom",)),
+    ("detpack.provenance", ("detpack.sbom",)),
+    ("detpack.build", ("detpack.sbom",)),
 )
 
 

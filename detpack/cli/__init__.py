@@ -38,6 +38,7 @@ VERBS = {
     "sign": "detpack.cli.sign",
     "verify": "detpack.cli.verify",
     "store": "detpack.cli.store",
+    "sbom": "detpack.cli.sbom",
 }
 
 

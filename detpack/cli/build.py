@@ -199,6 +199,11 @@ def _add_dependency_source_options(det: argparse._ArgumentGroup) -> None:
         "--offline", action="store_true", default=None, help="do not use a package index (only --find-links)"
     )
     det.add_argument(
+        "--sbom",
+        action="store_true",
+        help="also write the build's CycloneDX 1.6 SBOM beside it (NAME-VERSION.cdx.json; see detpack sbom)",
+    )
+    det.add_argument(
         "--sign",
         type=Path,
         metavar="KEY",
@@ -247,8 +252,8 @@ def _write_report(path: Path, artifacts: list[tuple[str, Path, str, int, str]]) 
 
 
 def _check_combinations(args: argparse.Namespace) -> None:
-    if args.metadata and (args.distributions or args.report or args.sign):
-        raise ConfigError("--metadata: not allowed with --sdist, --wheel, --report or --sign")
+    if args.metadata and (args.distributions or args.report or args.sign or args.sbom):
+        raise ConfigError("--metadata: not allowed with --sdist, --wheel, --report, --sign or --sbom")
     if args.env_dir is not None and args.no_isolation:
         raise ConfigError("--env-dir: not allowed with --no-isolation")
     src = Path(args.srcdir)
@@ -277,6 +282,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
         note = "" if artifact.sha256 == artifact.backend_sha256 else " (normalized)"
         out.result(f"{artifact.path}  sha256:{artifact.sha256}{note}")
     out.result(f"{result.provenance}  provenance")
+    if args.sbom:
+        from detpack import sbom
+
+        written, _ = sbom.write(result.provenance)
+        out.result(f"{written}  CycloneDX 1.6 SBOM")
     if signing_key is not None:
         from detpack.provenance.signing import sign_file
 

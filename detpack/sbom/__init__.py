@@ -1,0 +1,264 @@
+"""Software bills of materials for what detpack builds: CycloneDX 1.6 JSON, the same bytes for the
+same build on every machine.
+
+A build's SBOM is made from its provenance and the artifacts beside it: the project (name, version,
+purl, licence expression) as the BOM's subject, each artifact file with its sha256, the project's
+declared dependencies (``Requires-Dist``, without extras) and, in ``formulation``, how it was built:
+every build dependency installed (name, version, purl, sha256), the interpreter, the native tools
+and the settings that shaped the build (backend, sandbox, SOURCE_DATE_EPOCH, builder, and the
+sha256 of the provenance's canonical buildDefinition, which ties the SBOM to its record and, unlike
+the whole record's, is the same from every machine).
+
+cyclonedx-python-lib builds the document (and its validator checks it in the tests); it does not
+model ``formulation``, which is added to the JSON it writes. Nothing varies between two builds of
+the same inputs: the serial number is a UUID derived from the artifacts' digests, the timestamp is
+the build's SOURCE_DATE_EPOCH, every ``bom-ref`` is named (never a random one) and the JSON is
+written with sorted keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.parser
+import email.policy
+import hashlib
+import json
+import tarfile
+import uuid
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from detpack import __version__
+from detpack.archive.entry import READ_ERRORS
+from detpack.digest import canonical_json, file_sha256
+from detpack.errors import InputError
+from detpack.provenance.reader import Provenance
+
+#: The namespace of every SBOM serial number: uuid5(this, the artifacts' sha256 digests).
+SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://detpack.dev/sbom/v1")
+SUFFIX = ".cdx.json"
+
+
+@dataclass(frozen=True)
+class ProjectFacts:
+    """What an artifact's core metadata says about the project (parsed once)."""
+
+    name: str
+    version: str
+    license_expression: str | None
+    requires: tuple[Requirement, ...]  # Requires-Dist without an extra marker
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    sha256: str
+
+
+def sbom_name(provenance_path: Path) -> str:
+    """``NAME-VERSION.cdx.json`` beside ``NAME-VERSION.provenance.json``."""
+    name = provenance_path.name
+    for ending in (".provenance.json", ".intoto.jsonl", ".json"):
+        if name.endswith(ending):
+            return name[: -len(ending)] + SUFFIX
+    return name + SUFFIX
+
+
+def artifacts_beside(record: Provenance, folder: Path) -> tuple[Artifact, ...]:
+    """The record's subjects as files in ``folder``, each checked against its recorded sha256."""
+    found = []
+    for subject in record.subjects:
+        path = folder / subject.name
+        if not path.is_file():
+            raise InputError(
+                f"{record.source}: its subject {subject.name} is not beside it in {folder}; the SBOM reads each "
+                "artifact's metadata: put the artifacts next to the record"
+            )
+        digest = file_sha256(path)
+        if digest != subject.sha256:
+            raise InputError(
+                f"{path}: sha256 {digest} is not the recorded {subject.sha256}; this is not the artifact the record "
+                "describes"
+            )
+        found.append(Artifact(path, digest))
+    return tuple(found)
+
+
+def project_facts(artifact: Path) -> ProjectFacts:
+    """The core metadata of a wheel (``.dist-info/METADATA``) or an sdist (``PKG-INFO``)."""
+    raw = _metadata_bytes(artifact)
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    name, version = message.get("Name"), message.get("Version")
+    if not name or not version:
+        raise InputError(f"{artifact}: its core metadata has no Name or Version")
+    requires = []
+    for line in message.get_all("Requires-Dist") or []:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            raise InputError(f"{artifact}: Requires-Dist {line!r} is not a valid requirement") from None
+        if req.marker is None or "extra" not in str(req.marker):
+            requires.append(req)
+    return ProjectFacts(str(name), str(version), message.get("License-Expression"), tuple(requires))
+
+
+def _metadata_bytes(artifact: Path) -> bytes:
+    try:
+        if artifact.name.endswith(".whl"):
+            with zipfile.ZipFile(artifact) as zf:
+                names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+                if len(names) == 1:
+                    return zf.read(names[0])
+        elif artifact.name.endswith((".tar.gz", ".tgz")):
+            with tarfile.open(artifact, "r:gz") as tf:
+                for info in tf:
+                    if info.isfile() and info.name.count("/") == 1 and info.name.endswith("/PKG-INFO"):
+                        member = tf.extractfile(info)
+                        if member is not None:
+                            return member.read(1 << 20)
+        else:
+            raise InputError(f"{artifact}: not a wheel or an sdist; the SBOM reads a Python artifact's metadata")
+    except READ_ERRORS as exc:
+        raise InputError(f"{artifact}: cannot read its metadata ({exc})") from None
+    raise InputError(f"{artifact}: no core metadata inside (.dist-info/METADATA or PKG-INFO)")
+
+
+def cyclonedx(record: Provenance, artifacts: Sequence[Artifact]) -> bytes:
+    """The CycloneDX 1.6 JSON SBOM of one build (its provenance and its artifacts)."""
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.license import LicenseExpression
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    if not artifacts:
+        raise InputError(f"{record.source}: the record names no artifacts; nothing to describe")
+    facts = project_facts(artifacts[0].path)
+    project_purl = PackageURL("pypi", name=canonicalize_name(facts.name), version=facts.version)
+    project = Component(
+        type=ComponentType.LIBRARY,
+        name=facts.name,
+        version=facts.version,
+        purl=project_purl,
+        bom_ref=str(project_purl),
+        licenses=[LicenseExpression(facts.license_expression)] if facts.license_expression else [],
+    )
+    bom = Bom(
+        serial_number=uuid.uuid5(SERIAL_NAMESPACE, ",".join(sorted(a.sha256 for a in artifacts))),
+        metadata=BomMetaData(component=project, timestamp=_timestamp(record.statement)),
+    )
+    bom.metadata.tools.components.add(
+        Component(type=ComponentType.APPLICATION, name="detpack", version=__version__, bom_ref="tool:detpack")
+    )
+    for artifact in artifacts:
+        purl = PackageURL(
+            "pypi", name=project_purl.name, version=facts.version, qualifiers={"file_name": artifact.path.name}
+        )
+        bom.components.add(
+            Component(
+                type=ComponentType.FILE,
+                name=artifact.path.name,
+                version=facts.version,
+                purl=purl,
+                bom_ref=str(purl),
+                hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)],
+            )
+        )
+    declared = []
+    for req in facts.requires:
+        purl = PackageURL("pypi", name=canonicalize_name(req.name))
+        component = Component(
+            type=ComponentType.LIBRARY,
+            name=req.name,
+            purl=purl,
+            bom_ref=str(purl),
+            properties=[Property(name="detpack:requirement", value=str(req))],
+        )
+        bom.components.add(component)
+        declared.append(component)
+    bom.register_dependency(project, declared)
+    with warnings.catch_warnings():  # a project with no dependencies is complete as it is, not a gap
+        warnings.filterwarnings("ignore", message="The Component this BOM is describing", category=UserWarning)
+        document: dict[str, Any] = json.loads(JsonV1Dot6(bom).output_as_string())
+    document["formulation"] = [_formula(record, artifacts)]
+    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _timestamp(statement: Mapping[str, Any]) -> dt.datetime:
+    epoch = statement["predicate"]["buildDefinition"]["externalParameters"].get("sourceDateEpoch", {}).get("value")
+    return dt.datetime.fromtimestamp(int(epoch) if isinstance(epoch, int) else 315532800, dt.UTC)
+
+
+def _formula(record: Provenance, artifacts: Sequence[Artifact]) -> dict[str, Any]:
+    """How the artifacts were made (CycloneDX ``formulation``): what the build installed and ran."""
+    definition = record.statement["predicate"]["buildDefinition"]
+    by_ref: dict[str, dict[str, Any]] = {}
+    for dep in definition.get("resolvedDependencies", []):
+        component = _build_component(dep)
+        if component is not None:  # one component per purl (glibc and libc6 are one Debian package)
+            by_ref.setdefault(component["bom-ref"], component)
+    components = [by_ref[ref] for ref in sorted(by_ref)]
+    internal, external = definition.get("internalParameters", {}), definition.get("externalParameters", {})
+    sandbox = internal.get("sandbox", {})
+    backends: list[str] = next(
+        (
+            d.get("annotations", {}).get("backends", [])
+            for d in definition.get("resolvedDependencies", [])
+            if d.get("name") == "build-backend"
+        ),
+        [],
+    )
+    builder = record.statement["predicate"].get("runDetails", {}).get("builder", {}).get("id")
+    properties = {
+        # the record's buildDefinition (the same for the same build on every machine; runDetails are not)
+        "detpack:build-definition:sha256": hashlib.sha256(canonical_json(definition)).hexdigest(),
+        "detpack:build-backend": ", ".join(backends),
+        "detpack:builder": builder or "",
+        "detpack:sandbox": ", ".join(
+            f"{k}={json.dumps(sandbox[k]).strip(chr(34))}" for k in ("kind", "network", "hermetic") if k in sandbox
+        ),
+        "detpack:source-date-epoch": str(external.get("sourceDateEpoch", {}).get("value", "")),
+        "detpack:artifacts": ", ".join(a.path.name for a in artifacts),
+    }
+    return {
+        "bom-ref": "formula:build",
+        "components": components,
+        "properties": [{"name": k, "value": v} for k, v in sorted(properties.items()) if v],
+    }
+
+
+def _build_component(dep: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One resolved dependency of the build as a CycloneDX component, or None (the source, facts)."""
+    uri, annotations = dep.get("uri"), dep.get("annotations", {})
+    if not isinstance(uri, str) or not uri.startswith("pkg:"):
+        return None
+    kind = "library" if uri.startswith("pkg:pypi/") else "application"
+    component: dict[str, Any] = {"type": kind, "name": dep.get("name", uri), "purl": uri, "bom-ref": f"build:{uri}"}
+    version = annotations.get("version") or uri.rpartition("@")[2].split("?", 1)[0]
+    if version:
+        component["version"] = str(version)
+    digest = dep.get("digest", {}).get("sha256")
+    if digest:
+        component["hashes"] = [{"alg": "SHA-256", "content": digest}]
+    return component
+
+
+def write(record_path: Path, output: Path | None = None) -> tuple[Path, tuple[Artifact, ...]]:
+    """Write the SBOM of the build ``record_path`` records (beside it unless ``output``), atomically;
+    returns where, and the artifacts it describes."""
+    from detpack import atomic
+    from detpack.provenance import reader
+
+    record = reader.read_file(record_path)
+    artifacts = artifacts_beside(record, record_path.parent)
+    target = output or record_path.parent / sbom_name(record_path)
+    atomic.write_bytes(target, cyclonedx(record, artifacts))
+    return target, artifacts
