@@ -30,6 +30,13 @@ class GitInfo:
     modified: int = 0  # tracked files that go into the build and differ from HEAD
     untracked: int = 0  # untracked, not ignored files that go into the build
     branch: str | None = None  # the checked-out branch, None when HEAD is detached
+    tags: tuple[str, ...] = ()  # the tags that point at HEAD, sorted
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        """The full names of the refs at HEAD: the branch checked out, then its tags."""
+        branch = (f"refs/heads/{self.branch}",) if self.branch else ()
+        return branch + tuple(f"refs/tags/{t}" for t in self.tags)
 
 
 def git_output(*args: str) -> str | None:
@@ -81,6 +88,7 @@ def git_info(path: Path) -> GitInfo | None:
     subdir = os.path.relpath(path.resolve(), Path(top).resolve())
     subdir = "" if subdir == "." else Path(subdir).as_posix()
     modified, untracked = _changes(path, subdir)
+    tags = git_output("-C", str(path), "tag", "--points-at", "HEAD") or ""
     return GitInfo(
         toplevel=Path(top),
         gitdir=Path(gitdir),
@@ -92,4 +100,5 @@ def git_info(path: Path) -> GitInfo | None:
         modified=modified,
         untracked=untracked,
         branch=branch or None,
+        tags=tuple(sorted(t for t in tags.splitlines() if t)),
     )

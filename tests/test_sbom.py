@@ -109,3 +109,41 @@ def test_build_sbom_writes_the_same_sbom_beside_the_build(two_builds: tuple[Path
     assert f"{written}  CycloneDX 1.6 SBOM" in r.stdout
     reference, _ = _sbom(two_builds[0])
     assert written.read_bytes() == reference.read_bytes()
+
+
+def test_a_layer_sbom_lists_every_wheel_with_its_sha256(two_builds: tuple[Path, Path], wheelhouse: Path) -> None:
+    """The SBOM of a ``detpack layer`` names each wheel installed in it: exact version, the sha256 of the
+    wheel file, its licence, and for our own build the provenance beside it; two layers made in two
+    places give the same SBOM bytes."""
+    ours = "fx_setuptools_basic-1.0.0-py3-none-any.whl"
+    theirs = sorted(wheelhouse.glob("packaging-*.whl"))[-1]
+    sboms = []
+    for out in two_builds:
+        layer = out / "layer" / "app.tar.gz"
+        r = run([DETPACK, "layer", "-o", layer, "--wheel", out / ours, theirs, "--python-version", "3.11", "-q"])
+        assert r.code == 0, r.stdout + r.stderr
+        r = run([DETPACK, "sbom", out / "layer" / "app.tar.gz.provenance.json"])
+        assert r.code == 0, r.stdout + r.stderr
+        sboms.append(out / "layer" / "app.tar.gz.cdx.json")
+    assert sboms[0].read_bytes() == sboms[1].read_bytes()
+    text = sboms[0].read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    sbom = json.loads(text)
+    layer = two_builds[0] / "layer" / "app.tar.gz"
+    assert sbom["metadata"]["component"]["hashes"][0]["content"] == hashlib.sha256(layer.read_bytes()).hexdigest()
+    wheels = {c["purl"]: c for c in sbom["components"]}
+    version = theirs.name.split("-")[1]
+    assert sorted(wheels) == ["pkg:pypi/fx-setuptools-basic@1.0.0", f"pkg:pypi/packaging@{version}"]
+    for purl, path in (
+        ("pkg:pypi/fx-setuptools-basic@1.0.0", two_builds[0] / ours),
+        (f"pkg:pypi/packaging@{version}", theirs),
+    ):
+        assert wheels[purl]["hashes"] == [{"alg": "SHA-256", "content": hashlib.sha256(path.read_bytes()).hexdigest()}]
+    assert wheels[f"pkg:pypi/packaging@{version}"]["licenses"], "packaging's licence is in its METADATA"
+    props = {p["name"]: p["value"] for p in wheels["pkg:pypi/fx-setuptools-basic@1.0.0"]["properties"]}
+    record = two_builds[0] / "fx_setuptools_basic-1.0.0.provenance.json"
+    assert props["detpack:provenance"] == record.name
+    source = json.loads(record.read_text())["predicate"]["buildDefinition"]["externalParameters"]["source"]
+    assert props["detpack:source-tree:sha256"] == source["digest"]["sha256"]
+    (dependency,) = [d for d in sbom["dependencies"] if d["ref"] == sbom["metadata"]["component"]["bom-ref"]]
+    assert sorted(dependency["dependsOn"]) == sorted(wheels)

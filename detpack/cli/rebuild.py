@@ -16,6 +16,7 @@ from typing import Any
 from detpack.cli._output import Output, count
 from detpack.cli.diff import render_text
 from detpack.errors import ConfigError
+from detpack.provenance.signing import PrivateKey
 from detpack.verify.compare import Comparison
 from detpack.verify.pypi import WheelCheck, rebuild_pypi
 from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs, read_list, rebuild_many, tally
@@ -33,6 +34,13 @@ def add_parser(sub: Any) -> None:
         "provenance", type=Path, metavar="PROVENANCE", nargs="?", help="NAME.provenance.json or .intoto.jsonl"
     )
     p.add_argument("--key", type=Path, metavar="PUB", help="check the signed envelope's signature with this public key")
+    p.add_argument(
+        "--attest",
+        type=Path,
+        metavar="KEY",
+        help="sign what the rebuild found with this ed25519 private key: a rebuild attestation "
+        "STEM.rebuild.KEYID.intoto.jsonl (in --outdir, else beside the record; with --pypi, the current directory)",
+    )
     p.add_argument(
         "--pypi",
         metavar="NAME==VERSION",
@@ -126,7 +134,16 @@ def pypi_report(spec: str, checks: list[WheelCheck]) -> dict[str, Any]:
     }
 
 
+def _attest_key(args: argparse.Namespace) -> PrivateKey | None:
+    if args.attest is None:
+        return None
+    from detpack.provenance.signing import load_private_key
+
+    return load_private_key(args.attest)
+
+
 def _run_pypi(args: argparse.Namespace, out: Output) -> int:
+    signer = _attest_key(args)
     checks = rebuild_pypi(
         args.pypi,
         outdir=args.outdir,
@@ -158,6 +175,12 @@ def _run_pypi(args: argparse.Namespace, out: Output) -> int:
             out.result("\n".join(f"    {ln}" for ln in lines))
     if args.outdir is not None:
         out.result(f"kept in {args.outdir}: published/ (as fetched), rebuilt/ (with the rebuild's provenance)")
+    if signer is not None:
+        from detpack.verify.attest import attest_pypi
+
+        for c in checks:
+            written = attest_pypi(args.pypi, c, signer, args.outdir or Path.cwd())
+            out.result(f"attested {c.wheel}: {c.verdict}, in {written} (keyid {signer.public.keyid[:16]})")
     return code
 
 
@@ -207,6 +230,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         if args.releases is not None and args.pypi:
             raise ConfigError(f"rebuild: give --pypi {args.pypi} or -r {args.releases}, not both")
         if args.releases is not None:
+            if args.attest is not None:
+                raise ConfigError("rebuild -r: --attest signs one rebuild; give --pypi NAME==VERSION")
             return _run_batch(args, out)
         if not args.pypi:
             raise ConfigError("rebuild --pypi: give NAME==VERSION, or -r FILE listing releases")
@@ -215,6 +240,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return _run_pypi(args, out)
     if args.json or args.jobs is not None:
         raise ConfigError("rebuild: --json and --jobs go with --pypi")
+    signer = _attest_key(args)
     if args.provenance is None:
         raise ConfigError("rebuild: give a PROVENANCE file (or --pypi NAME==VERSION)")
     key = None
@@ -254,4 +280,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
             out.result("\n".join(f"    {ln}" for ln in lines))
     if result.signature == "verified" and key is not None:
         out.result(f"signature verified with keyid {key.keyid}")
+    if signer is not None:
+        from detpack.verify.attest import attest_rebuild
+
+        written = attest_rebuild(result, args.provenance, signer, args.outdir or args.provenance.parent)
+        out.result(f"attested: {verdict.lower()}, in {written} (keyid {signer.public.keyid[:16]})")
     return 0 if result.reproduced else 1

@@ -26,6 +26,6 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     from detpack import sbom
 
-    target, artifacts = sbom.write(args.record, args.output)
+    target, artifacts = sbom.write_any(args.record, args.output)
     out.result(f"{target}  CycloneDX 1.6 SBOM of {', '.join(a.path.name for a in artifacts)}")
     return 0

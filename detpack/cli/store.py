@@ -30,7 +30,8 @@ SUBCOMMANDS = {
     "proof": "print an inclusion proof for a digest or name, or a consistency proof between tree sizes",
     "verify": "audit the store: re-hash blobs, recompute the tree, check every checkpoint",
     "checkpoint": "print the latest signed checkpoint (keep it: `verify --since FILE` proves the log still extends it)",
-    "promote": "record that a digest is live in an environment",
+    "policy": "set (with FILE) or print the policy promotions to ENV must meet (kept in the store, logged)",
+    "promote": "record that a digest is live in an environment (checked against its policy, with a signed VSA)",
     "resolve": "print the digest live in an environment",
     "hold": "protect a digest from retention (--release lifts the hold)",
     "expire": "take old artifacts out of the live set (logged)",
@@ -69,8 +70,18 @@ def add_parser(sub: Any) -> None:
         "--key", type=Path, metavar="KEY", help="sign checkpoints with this existing key (used in place, never copied)"
     )
     parsers["key"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write the PEM here")
-    parsers["push"].add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parsers["push"].add_argument("files", nargs="*", type=Path, metavar="FILE")
     parsers["push"].add_argument("--provenance", type=Path, metavar="P", help="provenance (.json or .intoto.jsonl)")
+    parsers["push"].add_argument(
+        "--attestation",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="A",
+        help="a signed rebuild attestation of the files (detpack rebuild --attest); repeatable",
+    )
+    parsers["policy"].add_argument("env", metavar="ENV")
+    parsers["policy"].add_argument("file", nargs="?", type=Path, metavar="FILE", help="a TOML policy (verify --policy)")
     parsers["tag"].add_argument("name", metavar="NAME")
     parsers["tag"].add_argument("ref", metavar="DIGEST")
     parsers["show"].add_argument("ref", metavar="DIGEST|NAME")
@@ -170,10 +181,12 @@ def _move_key(store: Any, args: argparse.Namespace, out: Output) -> int:
 
 
 def _push(store: Any, args: argparse.Namespace, out: Output) -> int:
-    results = store.push(args.files, args.provenance)
+    if not args.files and not args.attestation:
+        raise ConfigError("store push: give the FILEs to store (or --attestation A for files stored already)")
+    results = store.push(args.files, args.provenance, args.attestation)
     lines = [
         f"{'stored   ' if r.stored else 'unchanged'}  {r.name}  sha256:{r.digest}"
-        + ("  (provenance)" if r.kind == "provenance" else "")
+        + (f"  ({r.kind})" if r.kind != "artifact" else "")
         for r in results
     ]
     value = [{"name": r.name, "digest": f"sha256:{r.digest}", "kind": r.kind, "stored": r.stored} for r in results]
@@ -199,7 +212,12 @@ def _summary(entry: dict[str, Any]) -> str:
     if kind == "promote":
         forced = "  FORCED: " + str(entry.get("reason")) if entry.get("forced") else ""
         run = f"  ({entry['ci_run']})" if entry.get("ci_run") else ""
-        return f"sha256:{digest} -> {entry.get('env')}{run}{forced}"
+        gate = f"  policy {entry['verdict']}" if entry.get("verdict") else ""
+        return f"sha256:{digest} -> {entry.get('env')}{run}{gate}{forced}"
+    if kind == "policy":
+        return f"{entry.get('env')}: policy sha256:{digest}"
+    if kind == "attestation":
+        return f"{entry.get('name')}  sha256:{digest}"
     return f"sha256:{digest}"
 
 
@@ -306,8 +324,27 @@ def _promote(store: Any, args: argparse.Namespace, out: Output) -> int:
     if p.forced:
         out.warning(f"promoted without verified provenance ({p.reason}); this is logged")
     value = {"env": p.env, "digest": f"sha256:{p.digest}", "user": p.user, "time": p.time, "ci_run": p.ci_run,
-             "forced": p.forced, "reason": p.reason}  # fmt: skip
-    _emit(out, args, value, [f"promoted  sha256:{p.digest} -> {p.env}  by {p.user} at {p.time}"])
+             "forced": p.forced, "reason": p.reason, "policy": p.policy, "vsa": p.vsa}  # fmt: skip
+    lines = [f"promoted  sha256:{p.digest} -> {p.env}  by {p.user} at {p.time}"]
+    if p.vsa is not None:
+        lines.append(f"  policy sha256:{p.policy}; signed VSA sha256:{p.vsa} (store show {p.vsa[:12]})")
+    _emit(out, args, value, lines)
+    return 0
+
+
+def _policy(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.verify import gate
+
+    if args.file is None:
+        policy = store.policy(store.state(), args.env)
+        if policy is None:
+            raise InputError(f"{args.env}: no policy is set for this environment (store policy {args.env} FILE)")
+        _emit(out, args, {"env": args.env, "digest": f"sha256:{policy.sha256}"},
+              [policy.self_contained().decode("utf-8").rstrip("\n")])  # fmt: skip
+        return 0
+    digest, changed = store.set_policy(args.env, gate.load(args.file))
+    _emit(out, args, {"env": args.env, "digest": f"sha256:{digest}", "changed": changed},
+          [f"{'policy set' if changed else 'unchanged '}  {args.env}  sha256:{digest}"])  # fmt: skip
     return 0
 
 

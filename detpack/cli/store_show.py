@@ -24,8 +24,16 @@ def render(value: dict[str, Any]) -> list[str]:
     for p in value["promotions"]:
         extra = f" ({p['ci_run']})" if p["ci_run"] else ""
         forced = f" FORCED: {p['reason']}" if p["forced"] else ""
-        lines.append(f"  promoted:     {p['env']} at {p['time']} by {p['user']}{extra}{forced}")
-    if value["kind"] == "provenance":
+        gate = f" (policy {p['policy'][:19]}…, VSA {p['vsa'][:19]}…)" if p.get("vsa") else ""
+        lines.append(f"  promoted:     {p['env']} at {p['time']} by {p['user']}{extra}{gate}{forced}")
+    if value["kind"] == "policy":
+        lines.append(f"  gates:        {', '.join(value['environments']) or '- (replaced)'}")
+        return lines
+    if value["kind"] == "vsa":
+        for v in value["verdict_of"]:
+            lines.append(f"  verdict of:   {v['digest'][:23]}… -> {v['env']} (log entry {v['log_entry']})")
+        return lines
+    if value["kind"] in ("provenance", "attestation"):
         lines.append(f"  subjects:     {', '.join(s[:23] + '…' for s in value['subjects'])}")
         lines.append(f"  signed by:    {', '.join(k[:16] for k in value['signed_by']) or 'unsigned'}")
         return lines

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack.atomic import read_input
-from detpack.cli._output import Output
+from detpack.cli._output import Output, count
 from detpack.digest import file_sha256
 from detpack.errors import ConfigError, InputError, VerificationError
 from detpack.oci import attest, evidence
@@ -24,7 +24,10 @@ from detpack.oci.evidence import Candidate, ImageEvidence
 from detpack.oci.layout import LayoutRef
 from detpack.oci.registry import Registry
 from detpack.provenance import reader, signing
+from detpack.provenance.attestation import REBUILD_SUFFIX
 from detpack.provenance.signing import PublicKey
+from detpack.verify import attest as signed
+from detpack.verify import gate
 
 
 def add_parser(sub: Any) -> None:
@@ -44,15 +47,43 @@ def add_parser(sub: Any) -> None:
         metavar="FILE",
         help="the .intoto.jsonl envelope (required for files; for an image, instead of the one found)",
     )
-    p.add_argument("--key", type=Path, required=True, metavar="PUB", help="the signer's public key (KEY.pub)")
+    p.add_argument(
+        "--key", type=Path, metavar="PUB", help="the signer's public key (KEY.pub); a --policy names its own"
+    )
     p.add_argument("--source-commit", metavar="SHA", help="require this source commit (a prefix of 7+ hex digits)")
     p.add_argument("--builder", metavar="ID", help="require this builder id")
+    p.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="check a TOML policy (trusted keys and threshold, builders, source, hermeticity, independent "
+        "rebuilds, age); every unmet rule is named",
+    )
+    p.add_argument(
+        "--attestation",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a rebuild attestation for --policy (detpack rebuild --attest); those named "
+        "STEM.rebuild.*.intoto.jsonl beside the provenance are read too",
+    )
+    p.add_argument("--vsa", type=Path, metavar="OUT", help="with --policy: write a signed SLSA VSA v1 of the verdict")
+    p.add_argument("--vsa-key", type=Path, metavar="KEY", help="the verifier's ed25519 private key that signs --vsa")
     p.add_argument("--quiet", "-q", action="count", default=0)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
     if args.source_commit is not None and not re.fullmatch(r"[0-9a-fA-F]{7,64}", args.source_commit):
         raise ConfigError(f"--source-commit {args.source_commit!r}: expected 7 to 64 hex digits of a commit id")
+    if (args.vsa is None) != (args.vsa_key is None):
+        raise ConfigError("verify: --vsa OUT and --vsa-key KEY go together (the VSA is signed)")
+    if args.policy is not None:
+        return _verify_policy(args, out)
+    if args.vsa is not None or args.attestation:
+        raise ConfigError("verify: --vsa and --attestation go with --policy FILE")
+    if args.key is None:
+        raise ConfigError("verify: give --key PUB (the signer's public key) or --policy FILE")
     key = signing.load_public_key(args.key, private_ok=False)
     kinds = [(text, evidence.reference_kind(text)) for text in args.artifacts]
     images = [(text, kind) for text, kind in kinds if kind != "file"]
@@ -68,6 +99,55 @@ def run(args: argparse.Namespace, out: Output) -> int:
     for text, kind in images:
         _verify_image(args, key, text, kind, out)
     return 0
+
+
+def _verify_policy(args: argparse.Namespace, out: Output) -> int:
+    """``--policy``: every rule checked against the provenance and the rebuild attestations given or beside it."""
+    if args.key is not None or args.source_commit is not None or args.builder is not None:
+        raise ConfigError(
+            "verify --policy: the policy names the keys, builders and commits; drop --key/--builder/--source-commit"
+        )
+    if any(evidence.reference_kind(text) != "file" for text in args.artifacts):
+        raise ConfigError("verify --policy: checks files (wheels, sdists) against their provenance; give files")
+    if args.provenance is None:
+        raise ConfigError(
+            f"{args.artifacts[0]}: a file is verified against --provenance FILE (the .intoto.jsonl envelope)"
+        )
+    paths = _existing([Path(text) for text in args.artifacts])
+    if len({p.name for p in paths}) != len(paths):
+        raise ConfigError("verify --policy: two artifacts share a file name; a verdict names each artifact once")
+    policy = gate.load(args.policy)
+    signer = signing.load_private_key(args.vsa_key) if args.vsa_key is not None else None
+    found = gate.read_evidence(args.provenance)
+    attestations = [gate.read_evidence(p) for p in _attestation_files(args.provenance, args.attestation)]
+    digests = {path.name: file_sha256(path) for path in paths}
+    verdict = gate.evaluate(policy, digests, found, attestations)
+    if signer is not None:
+        vsa = signed.write_vsa(args.vsa, signer, verdict, policy, digests)
+        out.step(
+            f"wrote {vsa} (SLSA VSA v1, {'PASSED' if verdict.passed else 'FAILED'}, keyid {signer.public.keyid[:16]})"
+        )
+    for rule in verdict.rules:
+        out.result(f"  {'ok' if rule.passed else 'FAIL':4}  {rule.name}: {rule.detail}")
+    if not verdict.passed:
+        unmet = ", ".join(r.name for r in verdict.unmet)
+        raise VerificationError(f"not verified: {args.policy}: {count(len(verdict.unmet), 'rule')} unmet ({unmet})")
+    for path in paths:
+        out.result(f"verified  {path}  sha256:{digests[path.name]}")
+    out.result(f"policy {args.policy}: {count(len(verdict.rules), 'rule')} met")
+    return 0
+
+
+def _attestation_files(provenance: Path, given: list[Path]) -> list[Path]:
+    """The attestations given, then those named after the provenance beside it (each once)."""
+    beside = sorted(provenance.parent.glob(f"{signed.record_stem(provenance)}{REBUILD_SUFFIX}*.intoto.jsonl"))
+    seen: set[Path] = set()
+    files = []
+    for path in [*given, *beside]:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            files.append(path)
+    return files
 
 
 def _verify_files(args: argparse.Namespace, key: PublicKey, paths: list[Path], out: Output) -> int:

@@ -20,10 +20,15 @@ from detpack import __version__, policy
 from detpack.digest import sha256_hex
 from detpack.errors import InputError
 from detpack.provenance import reader
-from detpack.provenance.statement import BUILDER_ID, PREDICATE_TYPE, STATEMENT_TYPE, rfc3339
+from detpack.provenance.statement import (
+    BUILDER_ID,
+    IMAGE_BUILD_TYPE,
+    LAYER_BUILD_TYPE,
+    PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    rfc3339,
+)
 
-LAYER_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-layer/v1"
-IMAGE_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-image/v1"
 JSON = dict[str, Any]
 
 

@@ -244,8 +244,7 @@ def _statement_payload(data: bytes, source: Path) -> bytes:
     """The canonical bytes of an in-toto statement file (what gets signed): the file's own bytes
     when detpack wrote it (they are canonical already), else the statement re-serialised."""
     provenance = reader.read(data, source)
-    if provenance.envelope is not None:
-        raise InputError(f"{source}: already a signed DSSE envelope; sign the statement it carries")
+    assert provenance.envelope is None
     try:
         canonical = canonical_json(provenance.statement)
     except CanonicalJSONError as exc:
@@ -261,11 +260,26 @@ def envelope_path(provenance: Path) -> Path:
     return provenance.with_name(name + ".intoto.jsonl")
 
 
+def cosign(envelope: Envelope, key: PrivateKey, source: Path | str) -> Envelope:
+    """``envelope`` with one more signature, by ``key``, over the same payload (a threshold of signers)."""
+    if any(s.keyid == key.public.keyid for s in envelope.signatures):
+        raise InputError(f"{source}: already signed by keyid {key.public.keyid[:16]}; a key signs once")
+    signature = Signature(key.public.keyid, key.sign(pae(envelope.payload_type, envelope.payload)))
+    return Envelope(envelope.payload, envelope.payload_type, (*envelope.signatures, signature))
+
+
 def sign_file(provenance: Path, key: PrivateKey, output: Path | None = None) -> Path:
-    """Sign a provenance file; write the envelope (default: ``NAME.intoto.jsonl`` beside it)."""
+    """Sign a provenance file; write the envelope (default: ``NAME.intoto.jsonl`` beside it).
+
+    Given an envelope already, add ``key``'s signature to it (written in place unless ``output``)."""
     from detpack.atomic import read_input, write_bytes
 
     data = read_input(provenance)
+    found = reader.read(data, provenance)
+    if found.envelope is not None:
+        target = output or provenance
+        write_bytes(target, cosign(found.envelope, key, provenance).to_json())
+        return target
     target = output or envelope_path(provenance)
     write_bytes(target, sign(_statement_payload(data, provenance), key).to_json())
     return target

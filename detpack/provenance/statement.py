@@ -21,6 +21,9 @@ from detpack.git import GitInfo
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://detpack.dev/buildtypes/pep517/v1"
+#: The buildTypes of ``detpack layer`` and ``detpack image`` statements (detpack.oci.attest writes them).
+LAYER_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-layer/v1"
+IMAGE_BUILD_TYPE = "https://detpack.dev/buildtypes/oci-image/v1"
 BUILDER_ID = "https://detpack.dev/builders/local/v1"
 
 JSON = dict[str, Any]
@@ -156,6 +159,8 @@ def _source_descriptor(source: SourceFacts) -> JSON:
     if source.git is not None:
         rd["digest"]["gitCommit"] = source.git.commit
         annotations["dirty"] = source.git.dirty
+        if source.git.refs:
+            annotations["refs"] = list(source.git.refs)
         if source.git.subdir:
             annotations["subdirectory"] = source.git.subdir
         if source.git.remote:

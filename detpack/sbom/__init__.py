@@ -262,3 +262,141 @@ def write(record_path: Path, output: Path | None = None) -> tuple[Path, tuple[Ar
     target = output or record_path.parent / sbom_name(record_path)
     atomic.write_bytes(target, cyclonedx(record, artifacts))
     return target, artifacts
+
+
+def _layer_metadata(layer: Path) -> dict[tuple[str, str], bytes]:
+    """(canonical name, version) -> the METADATA of each distribution installed in the layer."""
+    found: dict[tuple[str, str], bytes] = {}
+    try:
+        with tarfile.open(layer, "r:*") as tf:
+            for info in tf:
+                parts = info.name.split("/")
+                if not info.isfile() or len(parts) < 3 or parts[-1] != "METADATA" or parts[-3] != "site-packages":
+                    continue
+                if not parts[-2].endswith(".dist-info"):
+                    continue
+                member = tf.extractfile(info)
+                if member is None:
+                    continue
+                message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(member.read(1 << 20))
+                name, version = message.get("Name"), message.get("Version")
+                if name and version:
+                    found[(canonicalize_name(str(name)), str(version))] = _license_of(message)
+    except READ_ERRORS as exc:
+        raise InputError(f"{layer}: cannot read the layer ({exc})") from None
+    return found
+
+
+def _license_of(message: Any) -> bytes:
+    """``expression:SPDX`` from License-Expression, else ``name:TEXT`` from a one-line License field."""
+    expression = message.get("License-Expression")
+    if expression:
+        return f"expression:{expression}".encode()
+    text = str(message.get("License") or "").strip()
+    return f"name:{text}".encode() if text and "\n" not in text and len(text) <= 100 else b""
+
+
+def layer_cyclonedx(record: Provenance, layer: Artifact) -> bytes:
+    """The CycloneDX 1.6 SBOM of a ``detpack layer``: the layer, and every wheel installed in it with its
+    exact version, sha256, licence expression and, where the wheel's own ``detpack build`` provenance
+    was beside it, that record's name and sha256 and the source commit it names."""
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    definition = record.statement["predicate"]["buildDefinition"]
+    installed = _layer_metadata(layer.path)
+    subject = Component(
+        type=ComponentType.FILE,
+        name=layer.path.name,
+        bom_ref=f"layer:sha256:{layer.sha256}",
+        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=layer.sha256)],
+    )
+    epoch = definition["externalParameters"].get("sourceDateEpoch")
+    bom = Bom(
+        serial_number=uuid.uuid5(SERIAL_NAMESPACE, layer.sha256),
+        metadata=BomMetaData(
+            component=subject,
+            timestamp=dt.datetime.fromtimestamp(epoch if isinstance(epoch, int) else 315532800, dt.UTC),
+        ),
+    )
+    bom.metadata.tools.components.add(
+        Component(type=ComponentType.APPLICATION, name="detpack", version=__version__, bom_ref="tool:detpack")
+    )
+    wheels = []
+    for dep in definition.get("resolvedDependencies", []):
+        file_name = str(dep.get("name", ""))
+        if not file_name.endswith(".whl"):
+            continue
+        try:
+            name, version, _, _ = parse_wheel_filename(file_name)
+        except InvalidWheelFilename:
+            raise InputError(f"{record.source}: {file_name!r} is not a wheel file name") from None
+        key = (canonicalize_name(name), str(version))
+        if key not in installed:
+            raise InputError(
+                f"{layer.path}: {file_name} is recorded as installed, but the layer holds no {name} {version} "
+                ".dist-info/METADATA; this is not the layer the record describes"
+            )
+        purl = PackageURL("pypi", name=key[0], version=key[1])
+        annotations = dep.get("annotations", {})
+        properties = [Property(name="detpack:wheel", value=file_name)]
+        origin = annotations.get("provenance")
+        if isinstance(origin, dict):
+            # by name and by what it records of the source: the record's own digest differs between two
+            # builds of the same bytes (its run details), so it would make the SBOM differ too
+            properties.append(Property(name="detpack:provenance", value=str(origin.get("name", ""))))
+        source = annotations.get("source", {}).get("digest", {})
+        for field, label in (("gitCommit", "detpack:source-commit"), ("sha256", "detpack:source-tree:sha256")):
+            if source.get(field):
+                properties.append(Property(name=label, value=str(source[field])))
+        kind, _, licence = installed[key].decode("utf-8").partition(":")
+        licenses: list[Any] = []
+        if kind == "expression":
+            licenses = [LicenseExpression(licence)]
+        elif kind == "name":
+            licenses = [DisjunctiveLicense(name=licence)]
+        component = Component(
+            type=ComponentType.LIBRARY,
+            name=name,
+            version=key[1],
+            purl=purl,
+            bom_ref=str(purl),
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=str(dep.get("digest", {}).get("sha256", "")))],
+            licenses=licenses,
+            properties=properties,
+        )
+        bom.components.add(component)
+        wheels.append(component)
+    bom.register_dependency(subject, wheels)
+    document: dict[str, Any] = json.loads(JsonV1Dot6(bom).output_as_string())
+    python = definition["externalParameters"].get("python", {})
+    settings = {
+        "detpack:diff-id": str(definition["externalParameters"].get("diffID", "")),
+        "detpack:python": " ".join(f"{k}={v}" for k, v in sorted(python.items())),
+        "detpack:source-date-epoch": str(epoch),
+    }
+    document["formulation"] = [
+        {"bom-ref": "formula:layer", "properties": [{"name": k, "value": v} for k, v in sorted(settings.items())]}
+    ]
+    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_any(record_path: Path, output: Path | None = None) -> tuple[Path, tuple[Artifact, ...]]:
+    """``write`` for a build's record, or the layer SBOM for a ``detpack layer`` record."""
+    from detpack import atomic
+    from detpack.provenance import reader
+    from detpack.provenance.statement import LAYER_BUILD_TYPE
+
+    record = reader.read_file(record_path)
+    build_type = record.statement.get("predicate", {}).get("buildDefinition", {}).get("buildType")
+    if build_type != LAYER_BUILD_TYPE:
+        return write(record_path, output)
+    artifacts = artifacts_beside(record, record_path.parent)
+    target = output or record_path.parent / sbom_name(record_path)
+    atomic.write_bytes(target, layer_cyclonedx(record, artifacts[0]))
+    return target, artifacts

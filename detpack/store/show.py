@@ -25,14 +25,32 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
         "held": item.held,
         "live_in": live_in,
         "promotions": [
-            {"env": p.env, "time": p.time, "user": p.user, "ci_run": p.ci_run, "forced": p.forced, "reason": p.reason}
+            {
+                "env": p.env,
+                "time": p.time,
+                "user": p.user,
+                "ci_run": p.ci_run,
+                "forced": p.forced,
+                "reason": p.reason,
+                **({"policy": f"sha256:{p.policy}", "vsa": f"sha256:{p.vsa}"} if p.vsa else {}),
+            }
             for p in state.promotions
             if p.digest == item.digest
         ],
     }
-    if item.kind == "provenance":
+    if item.kind in ("provenance", "attestation"):
         value["subjects"] = [f"sha256:{d}" for d in item.subjects]
         value["signed_by"] = item.signed_by
+        return value
+    if item.kind == "policy":
+        value["environments"] = sorted(env for env, digest in state.policies.items() if digest == item.digest)
+        return value
+    if item.kind == "vsa":
+        value["verdict_of"] = [
+            {"env": p.env, "digest": f"sha256:{p.digest}", "log_entry": p.index + 1}
+            for p in state.promotions
+            if p.vsa == item.digest
+        ]
         return value
     linked = store.provenance_of(state, item)
     if linked is None:

@@ -20,6 +20,8 @@ class Promotion:
     ci_run: str | None
     forced: bool
     reason: str | None
+    policy: str | None = None  # the digest of the environment's policy it was checked against
+    vsa: str | None = None  # the digest of the signed VSA of that check
 
 
 @dataclass
@@ -27,14 +29,14 @@ class Item:
     """One blob as the log knows it."""
 
     digest: str
-    kind: str  # "artifact" or "provenance"
+    kind: str  # "artifact", "provenance", "attestation" (a rebuild's), "policy" or "vsa"
     size: int
     names: list[str] = field(default_factory=list)
     pushed: str = ""
     pushed_by: str = ""
     index: int = -1  # the log entry that first stored it
     provenance: str | None = None  # for artifacts: the linked provenance blob
-    subjects: list[str] = field(default_factory=list)  # for provenance: the artifact digests it covers
+    subjects: list[str] = field(default_factory=list)  # for provenance and attestations: the digests they cover
     signed_by: list[str] = field(default_factory=list)  # for provenance envelopes: keyids
     expired: str | None = None
     held: bool = False
@@ -47,6 +49,7 @@ class State:
     items: dict[str, Item] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     promotions: list[Promotion] = field(default_factory=list)
+    policies: dict[str, str] = field(default_factory=dict)  # environment -> the digest of its policy
 
     def live_in(self) -> dict[str, str]:
         """Environment -> the digest promoted there last."""
@@ -64,13 +67,19 @@ def replay(entries: list[dict[str, Any]]) -> State:
         digest = str(e.get("digest", ""))
         if kind == "init":
             state.origin, state.keyid = e.get("origin"), e.get("keyid")
-        elif kind in ("push", "provenance"):
+        elif kind in ("push", "provenance", "attestation"):
             _replay_push(state, e, index, digest)
+        elif kind == "policy":
+            _blob(state, e, index, digest, "policy")
+            state.policies[str(e["env"])] = digest
         elif kind == "tag":
             state.names[str(e["name"])] = digest
             if digest in state.items and e["name"] not in state.items[digest].names:
                 state.items[digest].names.append(str(e["name"]))
         elif kind == "promote":
+            vsa = e.get("vsa") if isinstance(e.get("vsa"), dict) else None
+            if vsa is not None:
+                _blob(state, {**e, "size": vsa.get("size", 0)}, index, str(vsa.get("digest", "")), "vsa")
             state.promotions.append(
                 Promotion(
                     index,
@@ -81,6 +90,8 @@ def replay(entries: list[dict[str, Any]]) -> State:
                     e.get("ci_run"),
                     bool(e.get("forced", False)),
                     e.get("reason"),
+                    e.get("policy"),
+                    str(vsa["digest"]) if vsa is not None else None,
                 )
             )
         elif kind in ("hold", "release") and digest in state.items:
@@ -90,26 +101,33 @@ def replay(entries: list[dict[str, Any]]) -> State:
     return state
 
 
-def _replay_push(state: State, e: dict[str, Any], index: int, digest: str) -> None:
-    """A ``push`` (an artifact) or ``provenance`` entry: the item, its names, what signs or describes it."""
-    kind = e.get("type")
+def _blob(state: State, e: dict[str, Any], index: int, digest: str, kind: str) -> Item:
+    """The item of a blob the entry stores (made when it is new)."""
     item = state.items.get(digest)
     if item is None:
         item = state.items[digest] = Item(
             digest,
-            "artifact" if kind == "push" else "provenance",
+            kind,
             int(e.get("size", 0)),
             pushed=str(e.get("time", "")),
             pushed_by=str(e.get("user", "")),
             index=index,
         )
+    return item
+
+
+def _replay_push(state: State, e: dict[str, Any], index: int, digest: str) -> None:
+    """A ``push`` (an artifact), ``provenance`` or ``attestation`` entry: the item, its names, what signs or
+    describes it."""
+    kind = e.get("type")
+    item = _blob(state, e, index, digest, "artifact" if kind == "push" else str(kind))
     item.expired = None  # pushing expired bytes again brings them back
     name = e.get("name")
     if isinstance(name, str):
         state.names[name] = digest
         if name not in item.names:
             item.names.append(name)
-    if kind == "provenance":
+    if kind in ("provenance", "attestation"):
         item.subjects = [str(s) for s in e.get("subjects", [])]
         item.signed_by = [str(k) for k in e.get("keyids", [])]
     elif e.get("provenance"):

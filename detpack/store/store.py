@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detpack.digest import file_sha256
+from detpack.digest import canonical_json, file_sha256, sha256_hex
 from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
 from detpack.provenance import reader, signing
+from detpack.provenance.attestation import RebuildClaim
 from detpack.store import log, merkle
 from detpack.store.backend import Backend
 from detpack.store.keys import StoreKeys
 from detpack.store.state import Item, Promotion, State, replay
 from detpack.store.who import ci_run, current_user, now
+from detpack.verify import gate
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$")
 _ENV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -42,7 +44,7 @@ def check_name(name: str) -> str:
 class Pushed:
     name: str
     digest: str
-    kind: str  # "artifact" or "provenance"
+    kind: str  # "artifact", "provenance" or "attestation"
     stored: bool  # False: the same bytes were already there under this name (a no-op)
 
 
@@ -201,8 +203,11 @@ class Store:
         with self.backend.lock():
             return self.keys.move_out()
 
-    def push(self, files: Sequence[Path], provenance_path: Path | None = None) -> list[Pushed]:
+    def push(
+        self, files: Sequence[Path], provenance_path: Path | None = None, attestations: Sequence[Path] = ()
+    ) -> list[Pushed]:
         inputs = [_input(f) for f in files]
+        claims = [_attestation_input(a) for a in attestations]
         names: dict[str, str] = {}
         for i in inputs:
             if names.setdefault(i.name, i.digest) != i.digest:
@@ -219,7 +224,7 @@ class Store:
                 if i.digest not in subjects:
                     raise InputError(f"{i.path}: not a subject of {provenance_path} (sha256:{i.digest[:16]}…)")
         with self._writing() as w:
-            for i in [*inputs, *([prov] if prov else [])]:
+            for i in [*inputs, *([prov] if prov else []), *(c for c, _ in claims)]:
                 bound = w.state.names.get(i.name)
                 if bound is not None and bound != i.digest:
                     raise StoreRefusedError(
@@ -232,6 +237,8 @@ class Store:
                 results.append(w.store_blob(prov, "provenance", extra))
             for i in inputs:
                 results.append(w.store_blob(i, "push", {"provenance": prov.digest if prov else None}))
+            for claim, extra in claims:
+                results.append(w.store_blob(claim, "attestation", extra))
             return results
 
     def tag(self, name: str, ref: str) -> bool:
@@ -249,23 +256,57 @@ class Store:
             self.backend.bind_name(name, item.digest)
             return True
 
+    def set_policy(self, env: str, policy: gate.Policy) -> tuple[str, bool]:
+        """Make ``policy`` the gate of promotions to ``env`` (logged); (its digest, whether it changed)."""
+        _check_env(env)
+        data = policy.self_contained()
+        digest = sha256_hex(data)
+        with self._writing() as w:
+            if w.state.policies.get(env) == digest:
+                return digest, False
+            with _temp_blob(data) as path:
+                self.backend.put_blob(digest, path)
+            w.append({"type": "policy", "env": env, "digest": digest, "size": len(data)})
+            return digest, True
+
+    def policy(self, state: State, env: str) -> gate.Policy | None:
+        """The policy promotions to ``env`` must meet (None: only a verified provenance)."""
+        digest = state.policies.get(env)
+        if digest is None:
+            return None
+        with self.backend.open_blob(digest) as f:
+            data = f.read()
+        return gate.parse(data, f"{self.backend.url}: the {env} policy sha256:{digest[:16]}", None)
+
     def promote(
         self, ref: str, env: str, keys: Sequence[signing.PublicKey], *, force: bool, environ: Mapping[str, str]
     ) -> Promotion:
-        if not _ENV.match(env):
-            raise InputError(f"--to {env!r}: not a usable environment name (letters, digits and ._- only)")
+        _check_env(env)
         with self._writing() as w:
             item = self.find(w.state, ref)
             if item.kind != "artifact":
-                raise StoreError(f"{ref}: a provenance record, not an artifact; promote the artifact it describes")
+                raise StoreError(f"{ref}: a {item.kind} record, not an artifact; promote the artifact it describes")
             if item.expired:
                 raise StoreRefusedError(f"{ref}: expired on {item.expired}; push it again before promoting it")
-            problem, verified_by = self._provenance_problem(w.state, item, keys)
+            policy = self.policy(w.state, env)
+            gated: dict[str, Any] = {}
+            if policy is not None:
+                if keys:
+                    raise InputError(f"{env}: promotions are checked against its policy (its keys); drop --key")
+                problem, gated = self._policy_problem(w, item, env, policy)
+                verified_by = None
+            else:
+                problem, verified_by = self._provenance_problem(w.state, item, keys)
             if problem and not force:
                 raise StoreRefusedError(
                     f"sha256:{item.digest[:16]}…: {problem}; not promoted to {env} (--force promotes anyway, logged)"
                 )
             entry: dict[str, Any] = {"type": "promote", "digest": item.digest, "env": env, "forced": bool(problem)}
+            vsa = gated.pop(_VSA_BYTES, None)
+            if vsa is not None:
+                with _temp_blob(vsa) as path:
+                    self.backend.put_blob(gated["vsa"]["digest"], path)
+            entry.update(gated)
             if problem:
                 entry["reason"] = problem
             if verified_by:
@@ -275,6 +316,40 @@ class Store:
                 entry["ci_run"] = run
             w.append(entry)
             return w.state.promotions[-1]
+
+    def _policy_problem(
+        self, w: _Writer, item: Item, env: str, policy: gate.Policy
+    ) -> tuple[str | None, dict[str, Any]]:
+        """Check ``item`` against the environment's policy with the evidence in the store; the verdict is
+        signed with the store's key as a VSA and kept (its digest goes into the promote entry)."""
+        linked = self.provenance_of(w.state, item)
+        if linked is None:
+            return "has no provenance in the store (push it with --provenance)", {}
+        provenance = self._evidence(linked)
+        attestations = [
+            self._evidence(a)
+            for a in w.state.items.values()
+            if a.kind == "attestation" and not a.expired and item.digest in a.subjects
+        ]
+        name = item.names[0] if item.names else f"sha256:{item.digest}"
+        verdict = gate.evaluate(policy, {name: item.digest}, provenance, attestations)
+        statement = gate.vsa(verdict, policy, {name: item.digest}, f"{self.backend.url}#policy/{env}")
+        data = signing.sign(canonical_json(statement), w.key).to_json()
+        gated = {
+            "policy": w.state.policies[env],
+            "verdict": "PASSED" if verdict.passed else "FAILED",
+            "vsa": {"digest": sha256_hex(data), "size": len(data)},
+            _VSA_BYTES: data,  # stored only once the promotion is logged (not when it is refused)
+        }
+        if verdict.passed:
+            return None, gated
+        unmet = "; ".join(f"{r.name} ({r.detail})" for r in verdict.unmet)
+        return f"the {env} policy is not met: {unmet}", gated
+
+    def _evidence(self, item: Item) -> gate.Evidence:
+        with self.backend.open_blob(item.digest) as f:
+            data = f.read()
+        return gate.parse_evidence(data, item.names[0] if item.names else f"sha256:{item.digest}")
 
     def _provenance_problem(
         self, state: State, item: Item, keys: Sequence[signing.PublicKey]
@@ -340,6 +415,35 @@ class Store:
         return decisions
 
 
+_VSA_BYTES = "vsa-bytes"
+
+
+def _check_env(env: str) -> None:
+    if not _ENV.match(env):
+        raise InputError(f"--to {env!r}: not a usable environment name (letters, digits and ._- only)")
+
+
+@contextlib.contextmanager
+def _temp_blob(data: bytes) -> Iterator[Path]:
+    """``data`` in a temporary file, for a backend that stores blobs from files."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="detpack-blob-") as tmp:
+        path = Path(tmp) / "blob"
+        path.write_bytes(data)
+        yield path
+
+
+def _attestation_input(path: Path) -> tuple[_Input, dict[str, Any]]:
+    """A rebuild attestation to store: the file, and what its log entry says (subjects, signers)."""
+    parsed = reader.read_file(path)
+    RebuildClaim.of(parsed)  # refuses anything that is not a rebuild attestation
+    if parsed.envelope is None:
+        raise InputError(f"{path}: an unsigned statement; store the signed attestation (rebuild --attest KEY)")
+    extra = {"subjects": [s.sha256 for s in parsed.subjects], "keyids": [s.keyid for s in parsed.envelope.signatures]}
+    return _input(path), extra
+
+
 def _project(name: str) -> str:
     return re.split(r"-\d", name, maxsplit=1)[0].lower().replace("_", "-")
 
@@ -384,9 +488,9 @@ class _Writer:
             and (kind != "push" or link is None or item.provenance == link)
         )
         if unchanged:
-            return Pushed(i.name, i.digest, "artifact" if kind == "push" else "provenance", False)
+            return Pushed(i.name, i.digest, "artifact" if kind == "push" else kind, False)
         if kind == "push" and link is None and item is not None:
             extra = {**extra, "provenance": item.provenance}
         self.append({"type": kind, "name": i.name, "digest": i.digest, "size": i.size, **extra})
         self.backend.bind_name(i.name, i.digest)
-        return Pushed(i.name, i.digest, "artifact" if kind == "push" else "provenance", True)
+        return Pushed(i.name, i.digest, "artifact" if kind == "push" else kind, True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import datetime as dt
+import hashlib
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from plumbum import local
 from plumbum.commands.processes import ProcessExecutionError
@@ -40,8 +41,9 @@ from detpack import policy
 from detpack.build.config import BuildRequest, FrontendSettings
 from detpack.build.environment import LineSink
 from detpack.build.pipeline import build_project
-from detpack.digest import CHUNK, file_sha256
+from detpack.digest import CHUNK, canonical_json, file_sha256
 from detpack.errors import ConfigError, DetpackError, InputError
+from detpack.provenance import attestation, reader
 from detpack.verify import filetimes
 from detpack.verify.compare import FileComparison, compare_files, same_bytes
 from detpack.verify.index import fetch_sdist, index_url, project_files
@@ -90,6 +92,10 @@ class WheelCheck:
     clock: str | None = None  # the publisher's clock the rebuild ran under (no SOURCE_DATE_EPOCH)
     #: what else of the publisher's build was replayed ("umask 0002; sdist modes kept; CMake ==3.31.*")
     replayed: str | None = None
+    #: the rebuilder's own environment, from the rebuild's provenance (attestation.rebuilder_environment)
+    rebuilder: Mapping[str, Any] | None = None
+    sdist: str = ""  # the sdist it was rebuilt from: file name
+    sdist_sha256: str = ""
 
 
 def record_problems(wheel: Path) -> tuple[str, ...]:
@@ -540,7 +546,21 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
             + ([f"CMake {how.config['cmake.version']}"] if "cmake.version" in how.config else [])
         )
         or None,
+        _rebuilder_of(built),
+        rebuild.sdist.name,
+        file_sha256(rebuild.sdist),
     )
+
+
+def _rebuilder_of(built: _Built) -> Mapping[str, Any] | None:
+    """The environment the rebuild recorded in the provenance written beside the rebuilt wheel."""
+    for path in sorted(built.path.parent.glob("*.provenance.json")):
+        record = reader.read_file(path)
+        if record.names(built.sha256):
+            definition = record.statement.get("predicate", {}).get("buildDefinition", {})
+            digest = hashlib.sha256(canonical_json(definition)).hexdigest()
+            return attestation.rebuilder_environment(record.statement, digest)
+    return None
 
 
 def _matching_name(

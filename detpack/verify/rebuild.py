@@ -30,9 +30,9 @@ from detpack.build.config import BuildRequest, FrontendSettings
 from detpack.build.environment import LineSink
 from detpack.build.lockfile import BuildLock, LockedPackage
 from detpack.build.pipeline import build_project
-from detpack.digest import file_sha256
+from detpack.digest import canonical_json, file_sha256
 from detpack.errors import InputError, VerificationError
-from detpack.provenance import reader
+from detpack.provenance import attestation, reader
 from detpack.provenance.signing import PublicKey, verify
 from detpack.provenance.statement import BUILD_TYPE
 from detpack.verify import provenance_compare
@@ -64,6 +64,8 @@ class RebuildResult:
     source_note: str  # one phrase saying what was checked of the source
     signature: Signature = "unsigned"  # what is known of the record's signature
     toolchain: tuple[str, ...] = ()  # how the rebuild's native toolchain differs from the record's
+    rebuilder: Mapping[str, Any] | None = None  # this rebuild's own environment (attestation.rebuilder_environment)
+    record_sha256: str = ""  # the record's exact bytes, as read
 
     @property
     def rebuilt(self) -> tuple[SubjectResult, ...]:
@@ -196,8 +198,11 @@ def rebuild(
             note = "sdist beside the record: its sha256 is the recorded subject's; the tree itself is not checked"
         actual = {a.path.name: a.sha256 for a in built.artifacts}
         results = _subject_results(data["subject"], actual, from_subject, provenance.parent, out)
-        drift = provenance_compare.toolchain_drift(data, _load_statement(built.provenance))
-    return RebuildResult(results, source_ok, note, record.signature, drift)
+        own = _load_statement(built.provenance)
+        drift = provenance_compare.toolchain_drift(data, own)
+        definition_sha = hashlib.sha256(canonical_json(own["predicate"]["buildDefinition"])).hexdigest()
+        environment = attestation.rebuilder_environment(own, definition_sha)
+    return RebuildResult(results, source_ok, note, record.signature, drift, environment, file_sha256(provenance))
 
 
 def _name_the_source(definition: dict[str, Any]) -> None:
