@@ -342,3 +342,43 @@ def test_metadata_and_cmake_differences_are_named() -> None:
     assert cause == causes.BACKEND_VERSION and "same metadata fields" in evidence
     cause, _ = causes.explain_content("p/share/cmake/pConfigVersion.cmake", b"set(A 1)\n", b"set(A 2)\n")
     assert cause == causes.CMAKE_VERSION
+
+
+@pytest.mark.slow
+def test_rebuild_pypi_attest_signs_what_the_rebuild_found(release: Path, wheelhouse: Path, tmp_path: Path) -> None:
+    """``--attest KEY``: a signed statement that this rebuilder got other bytes (content-identical: the
+    published wheel here is detpack's normalized one, the rebuild keeps flit's), with its environment."""
+    import base64
+    import json
+
+    from detpack.provenance import reader, signing
+    from detpack.provenance.attestation import RebuildClaim
+
+    assert run([DETPACK, "keygen", "-o", tmp_path / "rebuilder"]).code == 0
+    keep = tmp_path / "keep"
+    r = _offline(release, wheelhouse, "-o", keep, "--attest", tmp_path / "rebuilder")
+    assert r.code == 1, r.stdout + r.stderr
+    (written,) = keep.glob("fx_flit-1.0.0-py3-none-any.rebuild.*.intoto.jsonl")
+    assert f"attested fx_flit-1.0.0-py3-none-any.whl: content-identical, in {written}" in r.stdout
+    attestation = reader.read_file(written)
+    assert attestation.envelope is not None
+    signing.verify(attestation.envelope, signing.load_public_key(tmp_path / "rebuilder.pub"), written)
+    predicate = json.loads(base64.b64decode(json.loads(written.read_text())["payload"]))["predicate"]
+    published = release / "fx_flit-1.0.0-py3-none-any.whl"
+    assert attestation.subjects[0].sha256 == _sha256(published)
+    assert predicate["origin"]["kind"] == "pypi" and predicate["origin"]["digest"]["sha256"] == _sha256(
+        release / "fx_flit-1.0.0.tar.gz"
+    )
+    (result,) = predicate["results"]
+    assert result["matches"] is False and result["rebuilt"]["sha256"] == _sha256(keep / "rebuilt" / published.name)
+    assert predicate["verdict"] == "content-identical"
+    assert predicate["rebuilder"]["sandbox"]["kind"] == "bubblewrap"
+    assert any(t["name"] == "python" for t in predicate["rebuilder"]["toolchain"])
+    claim = RebuildClaim.of(attestation)
+    assert claim.reproduced == frozenset() and claim.differed == {_sha256(published)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -111,20 +111,33 @@ def test_build_sbom_writes_the_same_sbom_beside_the_build(two_builds: tuple[Path
     assert written.read_bytes() == reference.read_bytes()
 
 
-def test_a_layer_sbom_lists_every_wheel_with_its_sha256(two_builds: tuple[Path, Path], wheelhouse: Path) -> None:
-    """The SBOM of a ``detpack layer`` names each wheel installed in it: exact version, the sha256 of the
-    wheel file, its licence, and for our own build the provenance beside it; two layers made in two
-    places give the same SBOM bytes."""
-    ours = "fx_setuptools_basic-1.0.0-py3-none-any.whl"
+OURS = "fx_setuptools_basic-1.0.0-py3-none-any.whl"
+
+
+@pytest.fixture(scope="module")
+def layers(two_builds: tuple[Path, Path], wheelhouse: Path) -> tuple[Path, Path]:
+    """The same two wheels packed into a layer beside each build, with the layers' SBOMs."""
     theirs = sorted(wheelhouse.glob("packaging-*.whl"))[-1]
-    sboms = []
+    made = []
     for out in two_builds:
         layer = out / "layer" / "app.tar.gz"
-        r = run([DETPACK, "layer", "-o", layer, "--wheel", out / ours, theirs, "--python-version", "3.11", "-q"])
+        r = run([DETPACK, "layer", "-o", layer, "--wheel", out / OURS, theirs, "--python-version", "3.11", "-q"])
         assert r.code == 0, r.stdout + r.stderr
         r = run([DETPACK, "sbom", out / "layer" / "app.tar.gz.provenance.json"])
         assert r.code == 0, r.stdout + r.stderr
-        sboms.append(out / "layer" / "app.tar.gz.cdx.json")
+        made.append(layer)
+    return made[0], made[1]
+
+
+def test_a_layer_sbom_lists_every_wheel_with_its_sha256(
+    two_builds: tuple[Path, Path], layers: tuple[Path, Path], wheelhouse: Path
+) -> None:
+    """The SBOM of a ``detpack layer`` names each wheel installed in it: exact version, the sha256 of the
+    wheel file, its licence, and for our own build the provenance beside it; two layers made in two
+    places give the same SBOM bytes."""
+    ours = OURS
+    theirs = sorted(wheelhouse.glob("packaging-*.whl"))[-1]
+    sboms = [layer.parent / "app.tar.gz.cdx.json" for layer in layers]
     assert sboms[0].read_bytes() == sboms[1].read_bytes()
     text = sboms[0].read_text()
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
@@ -147,3 +160,113 @@ def test_a_layer_sbom_lists_every_wheel_with_its_sha256(two_builds: tuple[Path, 
     assert props["detpack:source-tree:sha256"] == source["digest"]["sha256"]
     (dependency,) = [d for d in sbom["dependencies"] if d["ref"] == sbom["metadata"]["component"]["bom-ref"]]
     assert sorted(dependency["dependsOn"]) == sorted(wheels)
+
+
+def _spdx_valid(path: Path) -> object:
+    """The document as spdx-tools parses it back from the file, checked by its validator."""
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    document = parse_file(str(path))
+    assert validate_full_spdx_document(document) == []
+    return document
+
+
+def test_the_spdx_sbom_is_valid_and_the_same_from_two_builds(two_builds: tuple[Path, Path]) -> None:
+    for out in two_builds:
+        _sbom(out)
+    a, b = (out / "fx_setuptools_basic-1.0.0.spdx.json" for out in two_builds)
+    assert a.read_bytes() == b.read_bytes()
+    document = _spdx_valid(a)
+    value = json.loads(a.read_text())
+    assert value["spdxVersion"] == "SPDX-2.3" and value["creationInfo"]["creators"][0].startswith("Tool: detpack-")
+    described = {r["relatedSpdxElement"] for r in value["relationships"] if r["relationshipType"] == "DESCRIBES"}
+    packages = {p["SPDXID"]: p for p in value["packages"]}
+    files = {packages[i]["packageFileName"]: packages[i]["checksums"][0]["checksumValue"] for i in described}
+    assert files == {n: hashlib.sha256((two_builds[0] / n).read_bytes()).hexdigest() for n in files}
+    assert sorted(files) == ["fx_setuptools_basic-1.0.0-py3-none-any.whl", "fx_setuptools_basic-1.0.0.tar.gz"]
+    record = json.loads((two_builds[0] / "fx_setuptools_basic-1.0.0.provenance.json").read_text())
+    (setuptools,) = [
+        d for d in record["predicate"]["buildDefinition"]["resolvedDependencies"]
+        if d.get("uri", "").startswith("pkg:pypi/setuptools@")
+    ]  # fmt: skip
+    tools = [p for p in value["packages"] if any(r["referenceLocator"] == setuptools["uri"] for r in p["externalRefs"])]
+    assert [t["checksums"][0]["checksumValue"] for t in tools] == [setuptools["digest"]["sha256"]]
+    assert document is not None
+
+
+def test_the_layer_spdx_sbom_contains_every_wheel(two_builds: tuple[Path, Path], layers: tuple[Path, Path]) -> None:
+    path = two_builds[0] / "layer" / "app.tar.gz.spdx.json"
+    assert path.read_bytes() == (two_builds[1] / "layer" / "app.tar.gz.spdx.json").read_bytes()
+    _spdx_valid(path)
+    value = json.loads(path.read_text())
+    packages = {p["SPDXID"]: p for p in value["packages"]}
+    contained = [
+        packages[r["relatedSpdxElement"]] for r in value["relationships"] if r["relationshipType"] == "CONTAINS"
+    ]
+    recorded = json.loads((two_builds[0] / "layer" / "app.tar.gz.provenance.json").read_text())
+    wheels = {
+        d["name"]: d["digest"]["sha256"]
+        for d in recorded["predicate"]["buildDefinition"]["resolvedDependencies"]
+        if d["name"].endswith(".whl")
+    }
+    assert {p["packageFileName"]: p["checksums"][0]["checksumValue"] for p in contained} == wheels
+    assert len(wheels) == 2
+
+
+def _get(url: str, accept: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": accept}), timeout=10) as resp:
+        data: bytes = resp.read()
+        return data
+
+
+@pytest.mark.integration
+def test_an_image_sbom_lists_every_wheel_and_is_pushed_as_a_referrer(
+    two_builds: tuple[Path, Path], layers: tuple[Path, Path], registry: str, tmp_path: Path
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "app.toml").write_text("workers = 2\n")
+    extra = tmp_path / "conf.tar.gz"
+    assert run([DETPACK, "layer", "-o", extra, "--add", f"{conf}:/etc/app", "-q"]).code == 0
+    digests = []
+    for where in ("one", "two"):
+        r = run([DETPACK, "image", "-o", f"oci:{tmp_path / where / 'app'}:1.0", "--layer", layers[0], "--layer", extra,
+                 "--sbom", "--source-date-epoch", "1700000000", "-q"])  # fmt: skip
+        assert r.code == 0, r.stdout + r.stderr
+        digests.append(r.stdout.strip().rsplit("@sha256:", 1)[1])
+    assert digests[0] == digests[1]
+    cdx, spdx_path = (tmp_path / "one" / f"app.1.0{suffix}" for suffix in (".cdx.json", ".spdx.json"))
+    for path in (cdx, spdx_path):
+        assert path.read_bytes() == (tmp_path / "two" / path.name).read_bytes()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(cdx.read_text()) is None
+    _spdx_valid(spdx_path)
+    sbom = json.loads(cdx.read_text())
+    assert sbom["metadata"]["component"]["type"] == "container"
+    assert sbom["metadata"]["component"]["hashes"][0]["content"] == digests[0]
+    recorded = json.loads(layers[0].with_name("app.tar.gz.provenance.json").read_text())
+    wheels = {
+        d["name"]: d["digest"]["sha256"]
+        for d in recorded["predicate"]["buildDefinition"]["resolvedDependencies"]
+        if d["name"].endswith(".whl")
+    }
+    listed = {
+        next(p["value"] for p in c["properties"] if p["name"] == "detpack:wheel"): c["hashes"][0]["content"]
+        for c in sbom["components"]
+    }
+    assert listed == wheels and len(listed) == 2
+    # pushed with the image: a referrer whose artifactType is CycloneDX's, carrying these exact bytes
+    r = run([DETPACK, "push", f"oci:{tmp_path / 'one' / 'app'}:1.0", f"{registry}/team/sbom:1.0", "-v"])
+    assert r.code == 0, r.stdout + r.stderr
+    assert f"SBOM {cdx} pushed as" in r.stderr and f"SBOM {spdx_path} pushed as" in r.stderr
+    index = json.loads(_get(f"http://{registry}/v2/team/sbom/manifests/sha256-{digests[0]}",
+                            "application/vnd.oci.image.index.v1+json"))  # fmt: skip
+    types = {m["artifactType"]: m["digest"] for m in index["manifests"]}
+    assert set(types) >= {"application/vnd.cyclonedx+json", "application/spdx+json"}
+    manifest = json.loads(_get(f"http://{registry}/v2/team/sbom/manifests/{types['application/vnd.cyclonedx+json']}",
+                               "application/vnd.oci.image.manifest.v1+json"))  # fmt: skip
+    assert manifest["subject"]["digest"] == f"sha256:{digests[0]}"
+    blob = _get(f"http://{registry}/v2/team/sbom/blobs/{manifest['layers'][0]['digest']}", "*/*")
+    assert blob == cdx.read_bytes()

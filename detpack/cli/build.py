@@ -201,7 +201,7 @@ def _add_dependency_source_options(det: argparse._ArgumentGroup) -> None:
     det.add_argument(
         "--sbom",
         action="store_true",
-        help="also write the build's CycloneDX 1.6 SBOM beside it (NAME-VERSION.cdx.json; see detpack sbom)",
+        help="also write the build's SBOMs beside it (NAME-VERSION.cdx.json, NAME-VERSION.spdx.json; see detpack sbom)",
     )
     det.add_argument(
         "--sign",
@@ -283,10 +283,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.result(f"{artifact.path}  sha256:{artifact.sha256}{note}")
     out.result(f"{result.provenance}  provenance")
     if args.sbom:
-        from detpack import sbom
+        from detpack.sbom.files import write_all
 
-        written, _ = sbom.write(result.provenance)
-        out.result(f"{written}  CycloneDX 1.6 SBOM")
+        for label, written in write_all(result.provenance)[0]:
+            out.result(f"{written}  {label} SBOM")
     if signing_key is not None:
         from detpack.provenance.signing import sign_file
 

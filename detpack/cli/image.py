@@ -46,6 +46,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--source", metavar="URL", help="org.opencontainers.image.source (default: from the layers)")
     p.add_argument("--revision", metavar="SHA", help="org.opencontainers.image.revision (default: from the layers)")
     p.add_argument("--sign", type=Path, metavar="KEY", help="also sign the provenance (DIR.TAG.intoto.jsonl)")
+    p.add_argument(
+        "--sbom",
+        action="store_true",
+        help="also write the image's SBOMs (DIR.TAG.cdx.json, DIR.TAG.spdx.json): every wheel of its layers",
+    )
     p.add_argument("--source-date-epoch", metavar="N", help="created time (default: $SOURCE_DATE_EPOCH, the layers')")
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
@@ -141,7 +146,28 @@ def run(args: argparse.Namespace, out: Output) -> int:
         from detpack.provenance.signing import sign_file
 
         out.line(f"signed {sign_file(where, signing_key)}")
+    if args.sbom:
+        for label, written in _write_sbom(ref, image.manifest.digest, epoch, layers, where):
+            out.line(f"{label} SBOM {written}")
     return 0
+
+
+def _write_sbom(
+    ref: LayoutRef, manifest_digest: str, epoch: int, layers: list[LayerBlob], where: Path
+) -> list[tuple[str, Path]]:
+    """The image's SBOMs beside its provenance: every wheel each layer's own record lists."""
+    from detpack.provenance import reader
+    from detpack.sbom import Artifact, packed_image
+    from detpack.sbom.files import write_packed
+
+    pairs = []
+    for layer in layers:
+        record = attest.provenance_path(layer.path)
+        if record.is_file():
+            pairs.append((reader.read_file(record), Artifact(layer.path, layer.digest.removeprefix("sha256:"))))
+    packed = packed_image(f"{ref.directory.name}:{ref.tag}", manifest_digest.removeprefix("sha256:"), epoch, pairs)
+    stem = where.with_name(where.name.removesuffix(".provenance.json"))
+    return write_packed(packed, stem, str(where))
 
 
 def _base_and_platform(args: argparse.Namespace) -> tuple[BaseImage | None, tuple[str, str]]:

@@ -23,6 +23,8 @@ from detpack.oci.registry import Registry, RegistryRef
 from detpack.provenance import reader
 
 IN_TOTO = "application/vnd.in-toto+json"
+#: SBOM artifact types (and their blobs' media types), as CycloneDX and SPDX register them.
+SBOM_TYPES = {".cdx.json": "application/vnd.cyclonedx+json", ".spdx.json": "application/spdx+json"}
 DSSE = "application/vnd.dsse.envelope.v1+json"
 EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_BLOB = b"{}"
@@ -40,6 +42,7 @@ class PushResult:
     uploaded: int
     skipped: int
     attestation: str | None
+    sboms: tuple[tuple[Path, str], ...] = ()  # each SBOM pushed, and its referrer manifest's digest
 
 
 def _push_blobs(layout: Layout, manifest: dict[str, object], registry: Registry, repo: str) -> tuple[int, int]:
@@ -93,7 +96,13 @@ def _check_tag(registry: Registry, dest: RegistryRef, digest: str) -> TagState:
     return "unchanged"
 
 
-def push_image(source: LayoutRef, dest: RegistryRef, registry: Registry, provenance: Path | None = None) -> PushResult:
+def push_image(
+    source: LayoutRef,
+    dest: RegistryRef,
+    registry: Registry,
+    provenance: Path | None = None,
+    sboms: tuple[Path, ...] = (),
+) -> PushResult:
     layout = Layout(source.directory)
     descriptor = layout.resolve(source.tag)
     registry.ping()
@@ -102,22 +111,30 @@ def push_image(source: LayoutRef, dest: RegistryRef, registry: Registry, provena
     attestation = None
     if provenance is not None:
         attestation = _push_attestation(registry, dest.repository, descriptor, provenance)
+    pushed_sboms = tuple((path, _push_sbom(registry, dest.repository, descriptor, path)) for path in sboms)
     if dest.tag is not None:
         state = _check_tag(registry, dest, descriptor.digest)  # again: narrow the window for a racing push
         if state == "created":
             data = layout.read_blob(descriptor.digest)
             registry.put_manifest(dest.repository, dest.tag, data, descriptor.media_type)
     return PushResult(
-        f"{dest.name}@{descriptor.digest}", descriptor.digest, dest.tag, state, uploaded, skipped, attestation
+        f"{dest.name}@{descriptor.digest}",
+        descriptor.digest,
+        dest.tag,
+        state,
+        uploaded,
+        skipped,
+        attestation,
+        pushed_sboms,
     )
 
 
-def _attestation_manifest(subject: Descriptor, blob: bytes, media_type: str) -> bytes:
-    """An OCI artifact manifest carrying ``blob`` (the statement) with ``subject`` = the image."""
+def _attestation_manifest(subject: Descriptor, blob: bytes, media_type: str, artifact_type: str = IN_TOTO) -> bytes:
+    """An OCI artifact manifest carrying ``blob`` (a statement, an SBOM) with ``subject`` = the image."""
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST,
-        "artifactType": IN_TOTO,
+        "artifactType": artifact_type,
         "config": EMPTY_DESCRIPTOR,
         "layers": [{"mediaType": media_type, "digest": "sha256:" + sha256_hex(blob), "size": len(blob)}],
         # No time annotation: the same statement for the same image is the same artifact, so a
@@ -139,6 +156,28 @@ def _push_attestation(registry: Registry, repo: str, subject: Descriptor, proven
     data = _attestation_manifest(subject, blob, media_type)
     digest = registry.put_manifest(repo, "sha256:" + sha256_hex(data), data, MANIFEST)
     _add_referrer(registry, repo, subject.digest, Descriptor(MANIFEST, digest, len(data), artifact_type=IN_TOTO))
+    return digest
+
+
+def sbom_type(path: Path) -> str | None:
+    """The artifact type of an SBOM file, by its name (None: not one detpack pushes)."""
+    return next((t for suffix, t in SBOM_TYPES.items() if path.name.endswith(suffix)), None)
+
+
+def _push_sbom(registry: Registry, repo: str, subject: Descriptor, path: Path) -> str:
+    """Push an SBOM as an artifact referring to ``subject``; list it under the fallback tag."""
+    kind = sbom_type(path)
+    if kind is None:
+        raise InputError(f"{path}: not an SBOM detpack pushes (NAME.cdx.json or NAME.spdx.json)")
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    registry.push_bytes(repo, EMPTY_BLOB)
+    registry.push_bytes(repo, blob)
+    data = _attestation_manifest(subject, blob, kind, kind)
+    digest = registry.put_manifest(repo, "sha256:" + sha256_hex(data), data, MANIFEST)
+    _add_referrer(registry, repo, subject.digest, Descriptor(MANIFEST, digest, len(data), artifact_type=kind))
     return digest
 
 

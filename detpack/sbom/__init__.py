@@ -62,13 +62,13 @@ class Artifact:
     sha256: str
 
 
-def sbom_name(provenance_path: Path) -> str:
-    """``NAME-VERSION.cdx.json`` beside ``NAME-VERSION.provenance.json``."""
+def sbom_name(provenance_path: Path, suffix: str = SUFFIX) -> str:
+    """``NAME-VERSION.cdx.json`` (or another ``suffix``) beside ``NAME-VERSION.provenance.json``."""
     name = provenance_path.name
     for ending in (".provenance.json", ".intoto.jsonl", ".json"):
         if name.endswith(ending):
-            return name[: -len(ending)] + SUFFIX
-    return name + SUFFIX
+            return name[: -len(ending)] + suffix
+    return name + suffix
 
 
 def artifacts_beside(record: Provenance, folder: Path) -> tuple[Artifact, ...]:
@@ -153,7 +153,7 @@ def cyclonedx(record: Provenance, artifacts: Sequence[Artifact]) -> bytes:
     )
     bom = Bom(
         serial_number=uuid.uuid5(SERIAL_NAMESPACE, ",".join(sorted(a.sha256 for a in artifacts))),
-        metadata=BomMetaData(component=project, timestamp=_timestamp(record.statement)),
+        metadata=BomMetaData(component=project, timestamp=epoch_time(record.statement)),
     )
     bom.metadata.tools.components.add(
         Component(type=ComponentType.APPLICATION, name="detpack", version=__version__, bom_ref="tool:detpack")
@@ -192,7 +192,7 @@ def cyclonedx(record: Provenance, artifacts: Sequence[Artifact]) -> bytes:
     return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _timestamp(statement: Mapping[str, Any]) -> dt.datetime:
+def epoch_time(statement: Mapping[str, Any]) -> dt.datetime:
     epoch = statement["predicate"]["buildDefinition"]["externalParameters"].get("sourceDateEpoch", {}).get("value")
     return dt.datetime.fromtimestamp(int(epoch) if isinstance(epoch, int) else 315532800, dt.UTC)
 
@@ -202,7 +202,7 @@ def _formula(record: Provenance, artifacts: Sequence[Artifact]) -> dict[str, Any
     definition = record.statement["predicate"]["buildDefinition"]
     by_ref: dict[str, dict[str, Any]] = {}
     for dep in definition.get("resolvedDependencies", []):
-        component = _build_component(dep)
+        component = build_component(dep)
         if component is not None:  # one component per purl (glibc and libc6 are one Debian package)
             by_ref.setdefault(component["bom-ref"], component)
     components = [by_ref[ref] for ref in sorted(by_ref)]
@@ -235,7 +235,7 @@ def _formula(record: Provenance, artifacts: Sequence[Artifact]) -> dict[str, Any
     }
 
 
-def _build_component(dep: Mapping[str, Any]) -> dict[str, Any] | None:
+def build_component(dep: Mapping[str, Any]) -> dict[str, Any] | None:
     """One resolved dependency of the build as a CycloneDX component, or None (the source, facts)."""
     uri, annotations = dep.get("uri"), dep.get("annotations", {})
     if not isinstance(uri, str) or not uri.startswith("pkg:"):
@@ -249,19 +249,6 @@ def _build_component(dep: Mapping[str, Any]) -> dict[str, Any] | None:
     if digest:
         component["hashes"] = [{"alg": "SHA-256", "content": digest}]
     return component
-
-
-def write(record_path: Path, output: Path | None = None) -> tuple[Path, tuple[Artifact, ...]]:
-    """Write the SBOM of the build ``record_path`` records (beside it unless ``output``), atomically;
-    returns where, and the artifacts it describes."""
-    from detpack import atomic
-    from detpack.provenance import reader
-
-    record = reader.read_file(record_path)
-    artifacts = artifacts_beside(record, record_path.parent)
-    target = output or record_path.parent / sbom_name(record_path)
-    atomic.write_bytes(target, cyclonedx(record, artifacts))
-    return target, artifacts
 
 
 def _layer_metadata(layer: Path) -> dict[tuple[str, str], bytes]:
@@ -296,39 +283,28 @@ def _license_of(message: Any) -> bytes:
     return f"name:{text}".encode() if text and "\n" not in text and len(text) <= 100 else b""
 
 
-def layer_cyclonedx(record: Provenance, layer: Artifact) -> bytes:
-    """The CycloneDX 1.6 SBOM of a ``detpack layer``: the layer, and every wheel installed in it with its
-    exact version, sha256, licence expression and, where the wheel's own ``detpack build`` provenance
-    was beside it, that record's name and sha256 and the source commit it names."""
-    from cyclonedx.model import HashAlgorithm, HashType, Property
-    from cyclonedx.model.bom import Bom, BomMetaData
-    from cyclonedx.model.component import Component, ComponentType
-    from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
-    from cyclonedx.output.json import JsonV1Dot6
-    from packageurl import PackageURL
+@dataclass(frozen=True)
+class LayerWheel:
+    """A wheel installed in a layer, as its record and its installed METADATA say."""
+
+    file_name: str
+    name: str  # canonical
+    version: str
+    sha256: str  # of the wheel file
+    license_kind: str  # "expression" (License-Expression), "name" (a one-line License field) or ""
+    license: str
+    provenance: str | None  # the name of its own detpack build record, found beside it
+    commit: str | None  # the source commit that record names
+    tree: str | None  # the source tree digest that record names
+
+
+def layer_wheels(record: Provenance, layer: Artifact) -> list[LayerWheel]:
+    """Every wheel the layer's record says was installed, checked to be in the layer."""
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-    definition = record.statement["predicate"]["buildDefinition"]
     installed = _layer_metadata(layer.path)
-    subject = Component(
-        type=ComponentType.FILE,
-        name=layer.path.name,
-        bom_ref=f"layer:sha256:{layer.sha256}",
-        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=layer.sha256)],
-    )
-    epoch = definition["externalParameters"].get("sourceDateEpoch")
-    bom = Bom(
-        serial_number=uuid.uuid5(SERIAL_NAMESPACE, layer.sha256),
-        metadata=BomMetaData(
-            component=subject,
-            timestamp=dt.datetime.fromtimestamp(epoch if isinstance(epoch, int) else 315532800, dt.UTC),
-        ),
-    )
-    bom.metadata.tools.components.add(
-        Component(type=ComponentType.APPLICATION, name="detpack", version=__version__, bom_ref="tool:detpack")
-    )
     wheels = []
-    for dep in definition.get("resolvedDependencies", []):
+    for dep in record.statement["predicate"]["buildDefinition"].get("resolvedDependencies", []):
         file_name = str(dep.get("name", ""))
         if not file_name.endswith(".whl"):
             continue
@@ -342,31 +318,123 @@ def layer_cyclonedx(record: Provenance, layer: Artifact) -> bytes:
                 f"{layer.path}: {file_name} is recorded as installed, but the layer holds no {name} {version} "
                 ".dist-info/METADATA; this is not the layer the record describes"
             )
-        purl = PackageURL("pypi", name=key[0], version=key[1])
+        kind, _, licence = installed[key].decode("utf-8").partition(":")
         annotations = dep.get("annotations", {})
-        properties = [Property(name="detpack:wheel", value=file_name)]
         origin = annotations.get("provenance")
-        if isinstance(origin, dict):
+        source = annotations.get("source", {}).get("digest", {})
+        wheels.append(
+            LayerWheel(
+                file_name,
+                key[0],
+                key[1],
+                str(dep.get("digest", {}).get("sha256", "")),
+                kind,
+                licence,
+                str(origin.get("name", "")) if isinstance(origin, dict) else None,
+                source.get("gitCommit"),
+                source.get("sha256"),
+            )
+        )
+    return wheels
+
+
+@dataclass(frozen=True)
+class Packed:
+    """What a layer or an image SBOM describes: the packed thing, and the wheels inside it."""
+
+    kind: str  # "layer" or "image"
+    name: str  # the layer's file name, or the image reference NAME:TAG (never a local path)
+    sha256: str  # the layer blob's, or the image manifest's
+    epoch: int  # its SOURCE_DATE_EPOCH: the SBOM's time
+    wheels: tuple[LayerWheel, ...]
+    settings: Mapping[str, str]  # formulation properties (what shaped it)
+
+
+def packed_layer(record: Provenance, layer: Artifact) -> Packed:
+    """A ``detpack layer`` (its record and the layer file) as a ``Packed``."""
+    external = record.statement["predicate"]["buildDefinition"]["externalParameters"]
+    epoch = external.get("sourceDateEpoch")
+    python = external.get("python", {})
+    settings = {
+        "detpack:diff-id": str(external.get("diffID", "")),
+        "detpack:python": " ".join(f"{k}={v}" for k, v in sorted(python.items())),
+        "detpack:source-date-epoch": str(epoch),
+    }
+    return Packed(
+        "layer",
+        layer.path.name,
+        layer.sha256,
+        epoch if isinstance(epoch, int) else 315532800,
+        tuple(layer_wheels(record, layer)),
+        settings,
+    )
+
+
+def packed_image(name: str, manifest_sha256: str, epoch: int, layers: Sequence[tuple[Provenance, Artifact]]) -> Packed:
+    """An image as a ``Packed``: every wheel of every layer whose ``detpack layer`` record is given (each once)."""
+    wheels: dict[tuple[str, str, str], LayerWheel] = {}
+    for record, layer in layers:
+        for w in layer_wheels(record, layer):
+            wheels.setdefault((w.name, w.version, w.sha256), w)
+    settings = {
+        "detpack:layers": ", ".join(f"{layer.path.name} sha256:{layer.sha256}" for _, layer in layers),
+        "detpack:source-date-epoch": str(epoch),
+    }
+    return Packed("image", name, manifest_sha256, epoch, tuple(wheels[k] for k in sorted(wheels)), settings)
+
+
+def layer_cyclonedx(record: Provenance, layer: Artifact) -> bytes:
+    return packed_cyclonedx(packed_layer(record, layer))
+
+
+def packed_cyclonedx(packed: Packed) -> bytes:
+    """The CycloneDX 1.6 SBOM of a layer or an image: it, and every wheel installed in it with its exact
+    version, sha256, licence and, where the wheel's own ``detpack build`` provenance was beside it,
+    that record's name and the source commit and tree it names."""
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    subject = Component(
+        type=ComponentType.FILE if packed.kind == "layer" else ComponentType.CONTAINER,
+        name=packed.name,
+        bom_ref=f"{packed.kind}:sha256:{packed.sha256}",
+        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=packed.sha256)],
+    )
+    bom = Bom(
+        serial_number=uuid.uuid5(SERIAL_NAMESPACE, packed.sha256),
+        metadata=BomMetaData(component=subject, timestamp=dt.datetime.fromtimestamp(packed.epoch, dt.UTC)),
+    )
+    bom.metadata.tools.components.add(
+        Component(type=ComponentType.APPLICATION, name="detpack", version=__version__, bom_ref="tool:detpack")
+    )
+    wheels = []
+    for w in packed.wheels:
+        properties = [Property(name="detpack:wheel", value=w.file_name)]
+        if w.provenance:
             # by name and by what it records of the source: the record's own digest differs between two
             # builds of the same bytes (its run details), so it would make the SBOM differ too
-            properties.append(Property(name="detpack:provenance", value=str(origin.get("name", ""))))
-        source = annotations.get("source", {}).get("digest", {})
-        for field, label in (("gitCommit", "detpack:source-commit"), ("sha256", "detpack:source-tree:sha256")):
-            if source.get(field):
-                properties.append(Property(name=label, value=str(source[field])))
-        kind, _, licence = installed[key].decode("utf-8").partition(":")
+            properties.append(Property(name="detpack:provenance", value=w.provenance))
+        if w.commit:
+            properties.append(Property(name="detpack:source-commit", value=w.commit))
+        if w.tree:
+            properties.append(Property(name="detpack:source-tree:sha256", value=w.tree))
         licenses: list[Any] = []
-        if kind == "expression":
-            licenses = [LicenseExpression(licence)]
-        elif kind == "name":
-            licenses = [DisjunctiveLicense(name=licence)]
+        if w.license_kind == "expression":
+            licenses = [LicenseExpression(w.license)]
+        elif w.license_kind == "name":
+            licenses = [DisjunctiveLicense(name=w.license)]
+        purl = PackageURL("pypi", name=w.name, version=w.version)
         component = Component(
             type=ComponentType.LIBRARY,
-            name=name,
-            version=key[1],
+            name=w.name,
+            version=w.version,
             purl=purl,
             bom_ref=str(purl),
-            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=str(dep.get("digest", {}).get("sha256", "")))],
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=w.sha256)],
             licenses=licenses,
             properties=properties,
         )
@@ -374,29 +442,10 @@ def layer_cyclonedx(record: Provenance, layer: Artifact) -> bytes:
         wheels.append(component)
     bom.register_dependency(subject, wheels)
     document: dict[str, Any] = json.loads(JsonV1Dot6(bom).output_as_string())
-    python = definition["externalParameters"].get("python", {})
-    settings = {
-        "detpack:diff-id": str(definition["externalParameters"].get("diffID", "")),
-        "detpack:python": " ".join(f"{k}={v}" for k, v in sorted(python.items())),
-        "detpack:source-date-epoch": str(epoch),
-    }
     document["formulation"] = [
-        {"bom-ref": "formula:layer", "properties": [{"name": k, "value": v} for k, v in sorted(settings.items())]}
+        {
+            "bom-ref": f"formula:{packed.kind}",
+            "properties": [{"name": k, "value": v} for k, v in sorted(packed.settings.items())],
+        }
     ]
     return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def write_any(record_path: Path, output: Path | None = None) -> tuple[Path, tuple[Artifact, ...]]:
-    """``write`` for a build's record, or the layer SBOM for a ``detpack layer`` record."""
-    from detpack import atomic
-    from detpack.provenance import reader
-    from detpack.provenance.statement import LAYER_BUILD_TYPE
-
-    record = reader.read_file(record_path)
-    build_type = record.statement.get("predicate", {}).get("buildDefinition", {}).get("buildType")
-    if build_type != LAYER_BUILD_TYPE:
-        return write(record_path, output)
-    artifacts = artifacts_beside(record, record_path.parent)
-    target = output or record_path.parent / sbom_name(record_path)
-    atomic.write_bytes(target, layer_cyclonedx(record, artifacts[0]))
-    return target, artifacts
