@@ -92,10 +92,15 @@ def release(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Relea
         out = _ok([DETPACK, "sign", d / "fx_flit-1.0.0.intoto.jsonl", "--key", tmp / "keys" / "release2"])
         assert "signed by keyid" in out
     attestations = []
-    for who in ("rebuilder-a", "rebuilder-b"):
+    for who in ("rebuilder-a", "rebuilder-b"):  # two rebuilders: their own keys, outputs and build roots
         root = tmp / f"root-{who}"
         argv = [DETPACK, "rebuild", envelope, "--source", repo, "-o", root, "--attest", tmp / "keys" / who]
-        out = _ok([*argv, "--key", tmp / "keys" / "release.pub", *offline])
+        r = run(
+            [*argv, "--key", tmp / "keys" / "release.pub", *offline],
+            env={"DETPACK_BUILD_ROOT": str(tmp / f"build-{who}")},
+        )
+        assert r.code == 0, r.stdout + r.stderr
+        out = r.stdout
         assert out.startswith("reproduced: 2 of 2 subjects match"), out
         (written,) = root.glob("*.rebuild.*.intoto.jsonl")
         assert f"attested: reproduced, in {written}" in out
@@ -349,6 +354,8 @@ def test_a_promotion_to_prod_needs_both_rebuilders(release: Release, tmp_path: P
     predicate = json.loads(envelope_vsa.payload)["predicate"]
     assert predicate["verificationResult"] == "PASSED" and "DETPACK_REPRODUCED_2" in predicate["verifiedLevels"]
     assert len(predicate["inputAttestations"]) == 3  # the provenance and both rebuild attestations
+    shown = _ok([DETPACK, "store", *store, "show", vsa_digest])
+    assert shown.startswith(f"sha256:{vsa_digest}  vsa,") and "verdict of:   sha256:" in shown and "-> prod" in shown
     log = _ok([DETPACK, "store", *store, "log"])
     assert "policy" in log and "-> prod  policy PASSED" in log
     audit = run([DETPACK, "store", *store, "verify", "--key", store_pub])

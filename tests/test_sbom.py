@@ -270,3 +270,48 @@ def test_an_image_sbom_lists_every_wheel_and_is_pushed_as_a_referrer(
     assert manifest["subject"]["digest"] == f"sha256:{digests[0]}"
     blob = _get(f"http://{registry}/v2/team/sbom/blobs/{manifest['layers'][0]['digest']}", "*/*")
     assert blob == cdx.read_bytes()
+
+
+def test_sbom_in_wheel_keeps_the_wheel_canonical_and_reproducible(
+    two_builds: tuple[Path, Path], wheelhouse: Path, tmp_path: Path
+) -> None:
+    """``--sbom-in-wheel`` (PEP 770): the SBOM is a member of the wheel, listed in RECORD; the wheel is
+    still canonical (normalize leaves it as it is), the same from two checkouts, and rebuilt from its
+    record with the SBOM in it again."""
+    from detpack.verify.pypi import record_problems
+
+    wheel_name = "fx_setuptools_basic-1.0.0-py3-none-any.whl"
+    outs = []
+    for i, umask in enumerate((0o022, 0o077)):
+        src = materialize(FIXTURES / "setuptools-basic", tmp_path / f"checkout-{i}" / "src", umask)
+        out = tmp_path / f"out-{i}"
+        argv = [DETPACK, "build", src, "-o", out, "--offline", "--find-links", wheelhouse, "--sbom-in-wheel"]
+        r = run(argv, umask=umask)
+        assert r.code == 0, r.stdout + r.stderr
+        outs.append(out)
+    wheel = outs[0] / wheel_name
+    assert wheel.read_bytes() == (outs[1] / wheel_name).read_bytes()
+    assert wheel.read_bytes() != (two_builds[0] / wheel_name).read_bytes()  # the SBOM made a difference
+    member = "fx_setuptools_basic-1.0.0.dist-info/sboms/detpack.cdx.json"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        inside = zf.read(member).decode("utf-8")
+        record = zf.read("fx_setuptools_basic-1.0.0.dist-info/RECORD").decode("utf-8")
+    assert member in names and names[-1].endswith("/RECORD") and f"{member},sha256=" in record
+    assert record_problems(wheel) == ()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(inside) is None
+    sbom = json.loads(inside)
+    assert sbom["metadata"]["component"]["purl"] == "pkg:pypi/fx-setuptools-basic@1.0.0"
+    assert any(c["name"] == "setuptools" for c in sbom["formulation"][0]["components"])
+    normalized = tmp_path / "n"
+    r = run([DETPACK, "normalize", wheel, "-o", normalized])
+    assert r.code == 0, r.stdout + r.stderr
+    assert (normalized / wheel_name).read_bytes() == wheel.read_bytes()
+    provenance = json.loads((outs[0] / "fx_setuptools_basic-1.0.0.provenance.json").read_text())
+    assert provenance["predicate"]["buildDefinition"]["externalParameters"]["sbomInWheel"] is True
+    subjects = {s["name"]: s["digest"]["sha256"] for s in provenance["subject"]}
+    assert subjects[wheel_name] == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    r = run([DETPACK, "rebuild", outs[0] / "fx_setuptools_basic-1.0.0.provenance.json", "--source",
+             tmp_path / "checkout-1" / "src", "--offline", "--find-links", wheelhouse])  # fmt: skip
+    assert r.code == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("reproduced: 2 of 2 subjects match"), r.stdout

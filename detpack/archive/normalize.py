@@ -16,6 +16,7 @@ import hashlib
 import io
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,13 +83,23 @@ def _differs(src: Path, out: BinaryIO) -> bool:
 
 
 def normalize_stream(
-    src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, scratch: Path
+    src: Path,
+    out: BinaryIO,
+    kind: ArchiveKind,
+    options: NormalizeOptions,
+    scratch: Path,
+    extra: Sequence[tuple[str, bytes]] = (),
 ) -> tuple[str, ...]:
     """Write the canonical form of ``src`` (of ``kind``) to ``out``; return the member names of
-    which the last of two different members was kept (only with ``duplicates="last"``)."""
+    which the last of two different members was kept (only with ``duplicates="last"``).
+
+    ``extra`` (a wheel only): members to add, (name, bytes), each in its canonical place and listed
+    in the regenerated RECORD; a name the wheel already holds is refused."""
     label = str(src)
+    if extra and kind != "wheel":
+        raise ArchiveError(f"{label}: members are added to wheels only")
     if kind in ("wheel", "jar", "zip"):
-        return _normalize_zip(src, out, kind, options)
+        return _normalize_zip(src, out, kind, options, extra)
     if kind == "tar":
         with src.open("rb") as f:
             return _normalize_tar(f, out, options, label)
@@ -142,21 +153,49 @@ def _exists_and_zip(src: Path) -> bool:
         return False  # detect() reports it properly
 
 
-def _normalize_zip(src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions) -> tuple[str, ...]:
+def _normalize_zip(
+    src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, extra: Sequence[tuple[str, bytes]] = ()
+) -> tuple[str, ...]:
     with zipc.open_source(src) as (zf, raw):
-        return _normalize_open_zip(zf, raw, src, out, kind, options)
+        return _normalize_open_zip(zf, raw, src, out, kind, options, extra)
 
 
 def _normalize_open_zip(
-    zf: zipfile.ZipFile, raw: BinaryIO, src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions
+    zf: zipfile.ZipFile,
+    raw: BinaryIO,
+    src: Path,
+    out: BinaryIO,
+    kind: ArchiveKind,
+    options: NormalizeOptions,
+    extra: Sequence[tuple[str, bytes]] = (),
 ) -> tuple[str, ...]:
     label = str(src)
     replaced = options.replaced()
     members = zipc.read_members(zf, label, options.limits, replaced=replaced)
     ordered, record = _zip_order(members, kind, label)
+    present = {m.entry.name for m in members}
+    added = [(Entry(name, "file", 0o644), data) for name, data in extra]
+    for entry, _ in added:
+        if entry.name in present or entry.name == record:
+            raise ArchiveError(f"{label}: already holds {entry.name}; refusing to add another")
+    prefix = record.rsplit("/", 1)[0] + "/" if record else ""
+    placed: list[tuple[tuple[bool, bytes], zipc.ZipMember | tuple[Entry, bytes]]] = [
+        ((m.entry.name.startswith(prefix) if prefix else False, m.entry.sort_key), m) for m in ordered
+    ]
+    placed += [((bool(prefix) and e.name.startswith(prefix), e.sort_key), (e, data)) for e, data in added]
+    if added:
+        placed.sort(key=lambda item: item[0])
     rows: list[tuple[str, str, str]] = []
     with zipc.CanonicalZipWriter(out, options.epoch) as writer:
-        for member in ordered:
+        for _, item in placed:
+            if isinstance(item, tuple):
+                entry, data = item
+                writer.add_bytes(entry, data)
+                if record:
+                    encoded = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+                    rows.append((entry.name, f"sha256={encoded}", str(len(data))))
+                continue
+            member = item
             digest = hashlib.sha256() if record else None
             writer.copy_member(zf, raw, member, label, digest=digest)
             if digest is not None:

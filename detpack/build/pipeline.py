@@ -12,6 +12,7 @@ that are there. A failure leaves the output directory as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -19,7 +20,7 @@ import re
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -90,6 +91,19 @@ class _Staging:
         tmp = self._write(final_name, write)
         self.pending.append((tmp, self.outdir / final_name))
         return tmp, replaced
+
+    def extend_wheels(self, extras: Callable[[Path], Sequence[tuple[str, bytes]]], epoch: int, scratch: Path) -> None:
+        """Write each staged wheel again in its canonical form with ``extras(wheel)`` added."""
+        options = NormalizeOptions(epoch)
+        for tmp, final in self.pending:
+            if not final.name.endswith(".whl"):
+                continue
+            members = extras(tmp)
+
+            def fill(out: BinaryIO, wheel: Path = tmp, added: Sequence[tuple[str, bytes]] = members) -> None:
+                normalize_stream(wheel, out, "wheel", options, scratch, added)
+
+            os.replace(self._write(final.name + ".extended", fill), tmp)
 
     def add_provenance(self, final_name: str, data: bytes) -> None:
         self.provenance = (self._write(final_name, lambda out: out.write(data)), self.outdir / final_name)
@@ -247,6 +261,11 @@ def _sandbox(plan: ResolvedBuild, root: BuildRoot, bwrap: str) -> sandbox.Sandbo
     return sandbox.make(bwrap, writable, network=plan.allow_network, readonly=readonly, caller_env=plan.caller_env)
 
 
+#: Members to add to a built wheel (name, bytes), given the staged canonical wheel and the build's
+#: buildDefinition (what the SBOM in the wheel describes); see ``build_project(wheel_extras=)``.
+WheelExtras = Callable[[Path, Mapping[str, Any]], Sequence[tuple[str, bytes]]]
+
+
 def build_project(
     request: BuildRequest,
     *,
@@ -254,13 +273,19 @@ def build_project(
     on_step: LineSink | None = None,
     on_warning: LineSink | None = None,
     caller_env: Mapping[str, str] | None = None,
+    wheel_extras: WheelExtras | None = None,
 ) -> BuildResult:
-    """Run one reproducible build; see the module docstring for the order of work."""
+    """Run one reproducible build; see the module docstring for the order of work.
+
+    ``wheel_extras`` adds members to each wheel after it is normalized (the wheel is written in its
+    canonical form again, RECORD listing them), before its digest is taken for the provenance, which
+    records ``sbomInWheel``: ``detpack build --sbom-in-wheel`` passes the SBOM writer here."""
     return _build_resolved(
         resolve(request, caller_env=caller_env, on_warning=on_warning),
         on_line=on_line,
         on_step=on_step,
         on_warning=on_warning,
+        wheel_extras=wheel_extras,
     )
 
 
@@ -270,6 +295,7 @@ def _build_resolved(
     on_line: LineSink | None = None,
     on_step: LineSink | None = None,
     on_warning: LineSink | None = None,
+    wheel_extras: WheelExtras | None = None,
 ) -> BuildResult:
     """Build ``plan`` (from ``config.resolve``)."""
     started = dt.datetime.now(dt.UTC)
@@ -282,6 +308,15 @@ def _build_resolved(
             with environment.applied(ses.env):
                 built = _run_builds(ses, staging, on_step or (lambda _: None), on_warning or (lambda _: None))
             raws = built.raws
+            if wheel_extras is not None and any(final.name.endswith(".whl") for _, final in staging.pending):
+                built = dataclasses.replace(built, sbom_in_wheel=True)
+                provisional = [provenance.Subject(final.name, "") for _, final in staging.pending]
+                definition = _statement(ses, built, provisional, started)["predicate"]
+                staging.extend_wheels(
+                    lambda wheel: wheel_extras(wheel, definition["buildDefinition"]),  # type: ignore[index]
+                    ses.plan.epoch.value,
+                    ses.root.tmp,
+                )
             subjects = [provenance.Subject(final.name, file_sha256(tmp)) for tmp, final in staging.pending]
             statement = _statement(ses, built, subjects, started)
             prov_path = outdir / f"{_stem(subjects[-1].name)}.provenance.json"
@@ -327,6 +362,7 @@ def _statement(
             lock=frontend.lock,
             normalized=plan.request.normalize,
             allow_network=plan.allow_network,
+            sbom_in_wheel=built.sbom_in_wheel,
         ),
         environment=env.recorded(),
         paths={
@@ -374,6 +410,7 @@ class _Built:
     duplicates: tuple[provenance.ResolvedDuplicate, ...] = ()
     #: Why the wheel was built straight from the tree: the backend could not make an sdist of it.
     sdist_fallback: str | None = None
+    sbom_in_wheel: bool = False  # members (the SBOM) were added to each wheel after it was normalized
 
 
 def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink) -> _Built:

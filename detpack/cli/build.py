@@ -204,6 +204,12 @@ def _add_dependency_source_options(det: argparse._ArgumentGroup) -> None:
         help="also write the build's SBOMs beside it (NAME-VERSION.cdx.json, NAME-VERSION.spdx.json; see detpack sbom)",
     )
     det.add_argument(
+        "--sbom-in-wheel",
+        action="store_true",
+        help="put a CycloneDX SBOM inside each wheel (.dist-info/sboms/detpack.cdx.json, PEP 770); "
+        "the wheel stays canonical and the provenance records it",
+    )
+    det.add_argument(
         "--sign",
         type=Path,
         metavar="KEY",
@@ -252,8 +258,8 @@ def _write_report(path: Path, artifacts: list[tuple[str, Path, str, int, str]]) 
 
 
 def _check_combinations(args: argparse.Namespace) -> None:
-    if args.metadata and (args.distributions or args.report or args.sign or args.sbom):
-        raise ConfigError("--metadata: not allowed with --sdist, --wheel, --report, --sign or --sbom")
+    if args.metadata and (args.distributions or args.report or args.sign or args.sbom or args.sbom_in_wheel):
+        raise ConfigError("--metadata: not allowed with --sdist, --wheel, --report, --sign, --sbom or --sbom-in-wheel")
     if args.env_dir is not None and args.no_isolation:
         raise ConfigError("--env-dir: not allowed with --no-isolation")
     src = Path(args.srcdir)
@@ -276,7 +282,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
         parsed, _ = packaging.metadata.parse_email(raw)
         out.result(json.dumps(parsed, ensure_ascii=False, indent=2))
         return 0
-    result = build_project(request, on_line=out.line, on_step=out.step, on_warning=out.warning)
+    extras = None
+    if args.sbom_in_wheel:
+        from detpack.sbom import in_wheel
+
+        extras = in_wheel
+    result = build_project(request, on_line=out.line, on_step=out.step, on_warning=out.warning, wheel_extras=extras)
     out.step(f"SOURCE_DATE_EPOCH={result.epoch.value} (from {result.epoch.origin})")
     for artifact in result.artifacts:
         note = "" if artifact.sha256 == artifact.backend_sha256 else " (normalized)"

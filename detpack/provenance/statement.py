@@ -138,6 +138,7 @@ class BuildParameters:
     lock: LockFacts | None = None
     normalized: bool = True
     allow_network: bool = False  # the hooks could reach the network (--allow-network)
+    sbom_in_wheel: bool = False  # an SBOM was added to each wheel's .dist-info/sboms/ (PEP 770)
     sdist_fallback: str | None = None  # why the wheel was built from the tree, not from an sdist
 
 
@@ -286,6 +287,8 @@ def _external_parameters(source: SourceFacts, epoch: EpochFacts, parameters: Bui
     }
     if parameters.sdist_fallback is not None:
         external["sdistFallback"] = parameters.sdist_fallback
+    if parameters.sbom_in_wheel:
+        external["sbomInWheel"] = True
     if parameters.lock is not None:
         external["lock"] = {"name": parameters.lock.path.name, "digest": {"sha256": parameters.lock.sha256}}
     return external

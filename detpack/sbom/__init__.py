@@ -91,9 +91,10 @@ def artifacts_beside(record: Provenance, folder: Path) -> tuple[Artifact, ...]:
     return tuple(found)
 
 
-def project_facts(artifact: Path) -> ProjectFacts:
-    """The core metadata of a wheel (``.dist-info/METADATA``) or an sdist (``PKG-INFO``)."""
-    raw = _metadata_bytes(artifact)
+def project_facts(artifact: Path, wheel: bool | None = None) -> ProjectFacts:
+    """The core metadata of a wheel (``.dist-info/METADATA``) or an sdist (``PKG-INFO``); which one
+    is told by the file name unless ``wheel`` says (a wheel staged under a temporary name)."""
+    raw = _metadata_bytes(artifact, artifact.name.endswith(".whl") if wheel is None else wheel)
     message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
     name, version = message.get("Name"), message.get("Version")
     if not name or not version:
@@ -109,9 +110,9 @@ def project_facts(artifact: Path) -> ProjectFacts:
     return ProjectFacts(str(name), str(version), message.get("License-Expression"), tuple(requires))
 
 
-def _metadata_bytes(artifact: Path) -> bytes:
+def _metadata_bytes(artifact: Path, wheel: bool) -> bytes:
     try:
-        if artifact.name.endswith(".whl"):
+        if wheel:
             with zipfile.ZipFile(artifact) as zf:
                 names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
                 if len(names) == 1:
@@ -132,25 +133,17 @@ def _metadata_bytes(artifact: Path) -> bytes:
 
 def cyclonedx(record: Provenance, artifacts: Sequence[Artifact]) -> bytes:
     """The CycloneDX 1.6 JSON SBOM of one build (its provenance and its artifacts)."""
-    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model import HashAlgorithm, HashType
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
-    from cyclonedx.model.license import LicenseExpression
     from cyclonedx.output.json import JsonV1Dot6
     from packageurl import PackageURL
 
     if not artifacts:
         raise InputError(f"{record.source}: the record names no artifacts; nothing to describe")
     facts = project_facts(artifacts[0].path)
-    project_purl = PackageURL("pypi", name=canonicalize_name(facts.name), version=facts.version)
-    project = Component(
-        type=ComponentType.LIBRARY,
-        name=facts.name,
-        version=facts.version,
-        purl=project_purl,
-        bom_ref=str(project_purl),
-        licenses=[LicenseExpression(facts.license_expression)] if facts.license_expression else [],
-    )
+    project = _project_component(facts)
+    project_name = canonicalize_name(facts.name)
     bom = Bom(
         serial_number=uuid.uuid5(SERIAL_NAMESPACE, ",".join(sorted(a.sha256 for a in artifacts))),
         metadata=BomMetaData(component=project, timestamp=epoch_time(record.statement)),
@@ -160,7 +153,7 @@ def cyclonedx(record: Provenance, artifacts: Sequence[Artifact]) -> bytes:
     )
     for artifact in artifacts:
         purl = PackageURL(
-            "pypi", name=project_purl.name, version=facts.version, qualifiers={"file_name": artifact.path.name}
+            "pypi", name=project_name, version=facts.version, qualifiers={"file_name": artifact.path.name}
         )
         bom.components.add(
             Component(
@@ -172,6 +165,86 @@ def cyclonedx(record: Provenance, artifacts: Sequence[Artifact]) -> bytes:
                 hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)],
             )
         )
+    bom.register_dependency(project, _declared(bom, facts))
+    with warnings.catch_warnings():  # a project with no dependencies is complete as it is, not a gap
+        warnings.filterwarnings("ignore", message="The Component this BOM is describing", category=UserWarning)
+        document: dict[str, Any] = json.loads(JsonV1Dot6(bom).output_as_string())
+    definition = record.statement["predicate"]["buildDefinition"]
+    builder = record.statement["predicate"].get("runDetails", {}).get("builder", {}).get("id")
+    document["formulation"] = [_formula(definition, builder, [a.path.name for a in artifacts])]
+    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+#: Where ``--sbom-in-wheel`` puts the SBOM: ``.dist-info/sboms/`` (PEP 770), named after the tool.
+IN_WHEEL_NAME = "detpack.cdx.json"
+
+
+def in_wheel(wheel: Path, definition: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The SBOM to put inside ``wheel`` (PEP 770: ``NAME.dist-info/sboms/``), as (member, bytes).
+
+    It describes what the wheel is and how it was made: the project and its declared dependencies,
+    and in ``formulation`` every build dependency, tool and setting of ``definition`` (the build's
+    buildDefinition). It cannot name the wheel's own sha256 (the wheel holds it), nor the digest of
+    the record (a rebuild records other requests for the same bytes); its serial number is derived
+    from the project and the formulation, its time is SOURCE_DATE_EPOCH."""
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
+    facts = project_facts(wheel, wheel=True)
+    dist_info = _dist_info(wheel)
+    formula = _formula(definition, None, [], tied=False)
+    formula_sha = hashlib.sha256(canonical_json(formula)).hexdigest()
+    project = _project_component(facts)
+    bom = Bom(
+        serial_number=uuid.uuid5(SERIAL_NAMESPACE, f"in-wheel:{facts.name}=={facts.version}:{formula_sha}"),
+        metadata=BomMetaData(component=project, timestamp=epoch_time({"predicate": {"buildDefinition": definition}})),
+    )
+    bom.metadata.tools.components.add(
+        Component(type=ComponentType.APPLICATION, name="detpack", version=__version__, bom_ref="tool:detpack")
+    )
+    bom.register_dependency(project, _declared(bom, facts))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The Component this BOM is describing", category=UserWarning)
+        document: dict[str, Any] = json.loads(JsonV1Dot6(bom).output_as_string())
+    document["formulation"] = [formula]
+    data = (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    return [(f"{dist_info}/sboms/{IN_WHEEL_NAME}", data)]
+
+
+def _dist_info(wheel: Path) -> str:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            found = {n.split("/")[0] for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/WHEEL")}
+    except READ_ERRORS as exc:
+        raise InputError(f"{wheel}: cannot read the wheel ({exc})") from None
+    if len(found) != 1:
+        raise InputError(f"{wheel}: a wheel needs exactly one top-level .dist-info/WHEEL, found {len(found)}")
+    return found.pop()
+
+
+def _project_component(facts: ProjectFacts) -> Any:
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.license import LicenseExpression
+    from packageurl import PackageURL
+
+    purl = PackageURL("pypi", name=canonicalize_name(facts.name), version=facts.version)
+    return Component(
+        type=ComponentType.LIBRARY,
+        name=facts.name,
+        version=facts.version,
+        purl=purl,
+        bom_ref=str(purl),
+        licenses=[LicenseExpression(facts.license_expression)] if facts.license_expression else [],
+    )
+
+
+def _declared(bom: Any, facts: ProjectFacts) -> list[Any]:
+    """Each declared requirement as a component of ``bom`` (added to it); returns them."""
+    from cyclonedx.model import Property
+    from cyclonedx.model.component import Component, ComponentType
+    from packageurl import PackageURL
+
     declared = []
     for req in facts.requires:
         purl = PackageURL("pypi", name=canonicalize_name(req.name))
@@ -184,12 +257,7 @@ def cyclonedx(record: Provenance, artifacts: Sequence[Artifact]) -> bytes:
         )
         bom.components.add(component)
         declared.append(component)
-    bom.register_dependency(project, declared)
-    with warnings.catch_warnings():  # a project with no dependencies is complete as it is, not a gap
-        warnings.filterwarnings("ignore", message="The Component this BOM is describing", category=UserWarning)
-        document: dict[str, Any] = json.loads(JsonV1Dot6(bom).output_as_string())
-    document["formulation"] = [_formula(record, artifacts)]
-    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    return declared
 
 
 def epoch_time(statement: Mapping[str, Any]) -> dt.datetime:
@@ -197,9 +265,12 @@ def epoch_time(statement: Mapping[str, Any]) -> dt.datetime:
     return dt.datetime.fromtimestamp(int(epoch) if isinstance(epoch, int) else 315532800, dt.UTC)
 
 
-def _formula(record: Provenance, artifacts: Sequence[Artifact]) -> dict[str, Any]:
-    """How the artifacts were made (CycloneDX ``formulation``): what the build installed and ran."""
-    definition = record.statement["predicate"]["buildDefinition"]
+def _formula(
+    definition: Mapping[str, Any], builder: str | None, artifacts: Sequence[str], tied: bool = True
+) -> dict[str, Any]:
+    """How the artifacts were made (CycloneDX ``formulation``): what the build installed and ran;
+    ``tied``: with the sha256 of the record's buildDefinition (not inside a wheel: a rebuild's record
+    differs in what it was asked, the lock it was given, while making the same bytes)."""
     by_ref: dict[str, dict[str, Any]] = {}
     for dep in definition.get("resolvedDependencies", []):
         component = build_component(dep)
@@ -216,17 +287,16 @@ def _formula(record: Provenance, artifacts: Sequence[Artifact]) -> dict[str, Any
         ),
         [],
     )
-    builder = record.statement["predicate"].get("runDetails", {}).get("builder", {}).get("id")
     properties = {
         # the record's buildDefinition (the same for the same build on every machine; runDetails are not)
-        "detpack:build-definition:sha256": hashlib.sha256(canonical_json(definition)).hexdigest(),
+        "detpack:build-definition:sha256": hashlib.sha256(canonical_json(definition)).hexdigest() if tied else "",
         "detpack:build-backend": ", ".join(backends),
         "detpack:builder": builder or "",
         "detpack:sandbox": ", ".join(
             f"{k}={json.dumps(sandbox[k]).strip(chr(34))}" for k in ("kind", "network", "hermetic") if k in sandbox
         ),
         "detpack:source-date-epoch": str(external.get("sourceDateEpoch", {}).get("value", "")),
-        "detpack:artifacts": ", ".join(a.path.name for a in artifacts),
+        "detpack:artifacts": ", ".join(artifacts),
     }
     return {
         "bom-ref": "formula:build",

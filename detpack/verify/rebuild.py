@@ -189,7 +189,12 @@ def rebuild(
     with tempfile.TemporaryDirectory(prefix="detpack-rebuild-") as tmp:
         out = outdir or Path(tmp)
         request = _request(ext, srcdir, out, lock, find_links, offline, definition.get("internalParameters", {}))
-        built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env)
+        extras = None
+        if ext.get("sbomInWheel"):  # the record's wheel carries the SBOM detpack put in it: so must the rebuild's
+            from detpack.sbom import in_wheel
+
+            extras = in_wheel
+        built = build_project(request, on_step=on_step, on_line=on_line, caller_env=caller_env, wheel_extras=extras)
         want = ext["source"].get("digest", {}).get("sha256", "")
         source_ok = built.source.digest == want
         note = _source_note(built.source.kind, want, built.source.digest)
