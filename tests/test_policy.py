@@ -361,3 +361,21 @@ def test_a_promotion_to_prod_needs_both_rebuilders(release: Release, tmp_path: P
     audit = run([DETPACK, "store", *store, "verify", "--key", store_pub])
     assert audit.code == 0, audit.stdout + audit.stderr
     assert "not in the log" not in audit.stdout + audit.stderr  # the refused attempt left no VSA behind
+
+
+def test_verify_takes_the_evidence_from_a_store(release: Release, tmp_path: Path) -> None:
+    """``verify --policy --store``: the provenance and rebuild attestations are the store's, by digest."""
+    store = tmp_path / "store"
+    wheel, envelope = release.dist / WHEEL, release.dist / "fx_flit-1.0.0.intoto.jsonl"
+    _ok([DETPACK, "store", "--store", store, "push", wheel, "--provenance", envelope,
+         "--attestation", release.attestations[0]])  # fmt: skip
+    argv = [DETPACK, "verify", wheel, "--policy", _policy(release), "--store", store]
+    r = run(argv)
+    assert r.code == 1 and _unmet(r.stdout) == {"require-reproduced"}, r.stdout + r.stderr
+    _ok([DETPACK, "store", "--store", store, "push", "--attestation", release.attestations[1]])
+    r = run(argv)
+    assert r.code == 0, r.stdout + r.stderr
+    r = run([DETPACK, "verify", release.dist / SDIST, "--policy", _policy(release), "--store", store])
+    assert r.code == 1 and "is not in the store" in r.stderr, r.stderr
+    r = run([DETPACK, "verify", wheel, "--policy", _policy(release), "--store", tmp_path / "nowhere"])
+    assert r.code == 2 and "no store here" in r.stderr, r.stderr

@@ -68,6 +68,11 @@ def add_parser(sub: Any) -> None:
         help="a rebuild attestation for --policy (detpack rebuild --attest); those named "
         "STEM.rebuild.*.intoto.jsonl beside the provenance are read too",
     )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="with --policy: take each artifact's provenance and rebuild attestations from this store (by digest)",
+    )
     p.add_argument("--vsa", type=Path, metavar="OUT", help="with --policy: write a signed SLSA VSA v1 of the verdict")
     p.add_argument("--vsa-key", type=Path, metavar="KEY", help="the verifier's ed25519 private key that signs --vsa")
     p.add_argument("--quiet", "-q", action="count", default=0)
@@ -80,8 +85,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError("verify: --vsa OUT and --vsa-key KEY go together (the VSA is signed)")
     if args.policy is not None:
         return _verify_policy(args, out)
-    if args.vsa is not None or args.attestation:
-        raise ConfigError("verify: --vsa and --attestation go with --policy FILE")
+    if args.vsa is not None or args.attestation or args.store is not None:
+        raise ConfigError("verify: --vsa, --attestation and --store go with --policy FILE")
     if args.key is None:
         raise ConfigError("verify: give --key PUB (the signer's public key) or --policy FILE")
     key = signing.load_public_key(args.key, private_ok=False)
@@ -109,18 +114,23 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
         )
     if any(evidence.reference_kind(text) != "file" for text in args.artifacts):
         raise ConfigError("verify --policy: checks files (wheels, sdists) against their provenance; give files")
-    if args.provenance is None:
+    if (args.provenance is None) == (args.store is None):
         raise ConfigError(
-            f"{args.artifacts[0]}: a file is verified against --provenance FILE (the .intoto.jsonl envelope)"
+            f"{args.artifacts[0]}: verify --policy takes the provenance from --provenance FILE (the .intoto.jsonl "
+            "envelope) or from --store URL; give one"
         )
     paths = _existing([Path(text) for text in args.artifacts])
     if len({p.name for p in paths}) != len(paths):
         raise ConfigError("verify --policy: two artifacts share a file name; a verdict names each artifact once")
     policy = gate.load(args.policy)
     signer = signing.load_private_key(args.vsa_key) if args.vsa_key is not None else None
-    found = gate.read_evidence(args.provenance)
-    attestations = [gate.read_evidence(p) for p in _attestation_files(args.provenance, args.attestation)]
     digests = {path.name: file_sha256(path) for path in paths}
+    if args.store is not None:
+        found, attestations = _from_store(args.store, digests)
+        attestations += [gate.read_evidence(p) for p in args.attestation]
+    else:
+        found = gate.read_evidence(args.provenance)
+        attestations = [gate.read_evidence(p) for p in _attestation_files(args.provenance, args.attestation)]
     verdict = gate.evaluate(policy, digests, found, attestations)
     if signer is not None:
         vsa = signed.write_vsa(args.vsa, signer, verdict, policy, digests)
@@ -136,6 +146,33 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
         out.result(f"verified  {path}  sha256:{digests[path.name]}")
     out.result(f"policy {args.policy}: {count(len(verdict.rules), 'rule')} met")
     return 0
+
+
+def _from_store(url: str, digests: dict[str, str]) -> tuple[gate.Evidence, list[gate.Evidence]]:
+    """The one provenance the store links to every artifact, and the attestations it holds for them."""
+    from detpack.store import open_store
+
+    store = open_store(url)
+    root = getattr(store.backend, "root", None)
+    if isinstance(root, Path) and not root.is_dir():
+        raise InputError(f"{root}: no store here (check --store)")
+    state = store.state()
+    provenance: dict[str, gate.Evidence] = {}
+    attestations: dict[str, gate.Evidence] = {}
+    for name, digest in digests.items():
+        if digest not in state.items:
+            raise VerificationError(f"not verified: {name}: sha256:{digest[:16]}… is not in the store {url}")
+        found, more = store.evidence(state, state.items[digest])
+        if found is None:
+            raise VerificationError(f"not verified: {name}: the store {url} holds no provenance for it")
+        provenance[found.sha256] = found
+        attestations.update((a.sha256, a) for a in more)
+    if len(provenance) != 1:
+        raise ConfigError(
+            f"verify --policy --store: the artifacts have {len(provenance)} different provenance records; "
+            "verify each build on its own"
+        )
+    return next(iter(provenance.values())), list(attestations.values())
 
 
 def _attestation_files(provenance: Path, given: list[Path]) -> list[Path]:

@@ -322,15 +322,9 @@ class Store:
     ) -> tuple[str | None, dict[str, Any]]:
         """Check ``item`` against the environment's policy with the evidence in the store; the verdict is
         signed with the store's key as a VSA and kept (its digest goes into the promote entry)."""
-        linked = self.provenance_of(w.state, item)
-        if linked is None:
+        provenance, attestations = self.evidence(w.state, item)
+        if provenance is None:
             return "has no provenance in the store (push it with --provenance)", {}
-        provenance = self._evidence(linked)
-        attestations = [
-            self._evidence(a)
-            for a in w.state.items.values()
-            if a.kind == "attestation" and not a.expired and item.digest in a.subjects
-        ]
         name = item.names[0] if item.names else f"sha256:{item.digest}"
         verdict = gate.evaluate(policy, {name: item.digest}, provenance, attestations)
         statement = gate.vsa(verdict, policy, {name: item.digest}, f"{self.backend.url}#policy/{env}")
@@ -345,6 +339,16 @@ class Store:
             return None, gated
         unmet = "; ".join(f"{r.name} ({r.detail})" for r in verdict.unmet)
         return f"the {env} policy is not met: {unmet}", gated
+
+    def evidence(self, state: State, item: Item) -> tuple[gate.Evidence | None, list[gate.Evidence]]:
+        """What the store holds about an artifact for a policy: its provenance, its rebuild attestations."""
+        linked = self.provenance_of(state, item)
+        attestations = [
+            self._evidence(a)
+            for a in state.items.values()
+            if a.kind == "attestation" and not a.expired and item.digest in a.subjects
+        ]
+        return (self._evidence(linked) if linked is not None else None), attestations
 
     def _evidence(self, item: Item) -> gate.Evidence:
         with self.backend.open_blob(item.digest) as f:
