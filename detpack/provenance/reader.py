@@ -191,7 +191,8 @@ class Summary:
     toolchain: tuple[tuple[str, str], ...]  # (name, version or uri), in statement order
 
 
-def _get(value: Any, *path: str) -> Any:
+def dig(value: Any, *path: str) -> Any:
+    """``value[path[0]][path[1]]…``, or None where a step is missing or not an object."""
     for key in path:
         if not isinstance(value, dict):
             return None
@@ -202,27 +203,27 @@ def _get(value: Any, *path: str) -> Any:
 def summarize(provenance: Provenance) -> Summary:
     """Who built what, when, from which source, with which tools (None where the statement does not say)."""
     predicate = provenance.statement.get("predicate")
-    source = _get(predicate, "buildDefinition", "externalParameters", "source")
+    source = dig(predicate, "buildDefinition", "externalParameters", "source")
     toolchain: list[tuple[str, str]] = []
-    for dep in _get(predicate, "buildDefinition", "resolvedDependencies") or []:
+    for dep in dig(predicate, "buildDefinition", "resolvedDependencies") or []:
         if not isinstance(dep, dict) or dep.get("name") == "source":
             continue
-        version = _get(dep, "annotations", "version") or dep.get("uri")
+        version = dig(dep, "annotations", "version") or dep.get("uri")
         if isinstance(version, str) and dep.get("name") in {"python", "zlib", "deflate", "build", "detpack", "pip"}:
             toolchain.append((str(dep["name"]), version.rsplit("@", 1)[-1]))
         elif dep.get("name") == "build-backend":
-            backends = _get(dep, "annotations", "backends") or []
+            backends = dig(dep, "annotations", "backends") or []
             toolchain.append(("backend", ", ".join(str(b) for b in backends)))
-    metadata = _get(predicate, "runDetails", "metadata")
+    metadata = dig(predicate, "runDetails", "metadata")
     return Summary(
         subjects=provenance.subjects,
-        builder=_get(predicate, "runDetails", "builder", "id"),
-        started=_get(metadata, "startedOn"),
-        finished=_get(metadata, "finishedOn"),
-        invocation=_get(metadata, "invocationId"),
-        source_commit=_get(source, "digest", "gitCommit"),
-        source_uri=_get(source, "uri"),
-        source_dirty=_get(source, "annotations", "dirty"),
+        builder=dig(predicate, "runDetails", "builder", "id"),
+        started=dig(metadata, "startedOn"),
+        finished=dig(metadata, "finishedOn"),
+        invocation=dig(metadata, "invocationId"),
+        source_commit=dig(source, "digest", "gitCommit"),
+        source_uri=dig(source, "uri"),
+        source_dirty=dig(source, "annotations", "dirty"),
         toolchain=tuple(toolchain),
     )
 

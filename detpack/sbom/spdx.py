@@ -24,7 +24,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from license_expression import ExpressionError, get_spdx_licensing
 from packaging.utils import canonicalize_name
+from spdx_tools.spdx.model import (
+    Actor,
+    ActorType,
+    Checksum,
+    ChecksumAlgorithm,
+    CreationInfo,
+    Document,
+    ExternalPackageRef,
+    ExternalPackageRefCategory,
+    Package,
+    PackagePurpose,
+    Relationship,
+    RelationshipType,
+    SpdxNoAssertion,
+)
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
 
 from detpack import __version__
 from detpack.errors import InputError
@@ -40,9 +58,6 @@ def _spdx_id(kind: str, text: str) -> str:
 
 
 def _licence(text: str | None) -> Any:
-    from license_expression import ExpressionError, get_spdx_licensing
-    from spdx_tools.spdx.model import SpdxNoAssertion
-
     if not text:
         return SpdxNoAssertion()
     try:
@@ -52,14 +67,10 @@ def _licence(text: str | None) -> Any:
 
 
 def _purl_ref(purl: str) -> Any:
-    from spdx_tools.spdx.model import ExternalPackageRef, ExternalPackageRefCategory
-
     return ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", purl)
 
 
 def _document(name: str, digests: Sequence[str], created: dt.datetime) -> Any:
-    from spdx_tools.spdx.model import Actor, ActorType, CreationInfo, Document
-
     key = uuid.uuid5(SERIAL_NAMESPACE, ",".join(sorted(digests)))
     info = CreationInfo(
         spdx_version="SPDX-2.3",
@@ -74,9 +85,6 @@ def _document(name: str, digests: Sequence[str], created: dt.datetime) -> Any:
 
 def _write_json(document: Any, source: str) -> bytes:
     """The document as spdx-tools writes it (validating it), re-serialised with sorted keys."""
-    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
-    from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
-
     problems = validate_full_spdx_document(document)
     if problems:
         raise InputError(f"{source}: the SPDX SBOM would not be valid ({problems[0].validation_message})")
@@ -89,16 +97,6 @@ def _write_json(document: Any, source: str) -> bytes:
 
 def build_spdx(record: Provenance, artifacts: Sequence[Artifact]) -> bytes:
     """The SPDX 2.3 JSON SBOM of one build (its provenance and its artifacts)."""
-    from spdx_tools.spdx.model import (
-        Checksum,
-        ChecksumAlgorithm,
-        Package,
-        PackagePurpose,
-        Relationship,
-        RelationshipType,
-        SpdxNoAssertion,
-    )
-
     if not artifacts:
         raise InputError(f"{record.source}: the record names no artifacts; nothing to describe")
     facts = project_facts(artifacts[0].path)
@@ -173,16 +171,6 @@ def layer_spdx(record: Provenance, layer: Artifact) -> bytes:
 
 def packed_spdx(packed: Packed, source: str) -> bytes:
     """The SPDX 2.3 JSON SBOM of a layer or an image: it CONTAINS each wheel installed in it."""
-    from spdx_tools.spdx.model import (
-        Checksum,
-        ChecksumAlgorithm,
-        Package,
-        PackagePurpose,
-        Relationship,
-        RelationshipType,
-        SpdxNoAssertion,
-    )
-
     created = dt.datetime.fromtimestamp(packed.epoch, dt.UTC)
     document = _document(packed.name.replace(":", "-"), [packed.sha256], created)
     layer_id = _spdx_id(packed.kind.capitalize(), packed.name)

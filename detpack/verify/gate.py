@@ -225,14 +225,6 @@ class Evidence:
     where: str
 
 
-def _get(value: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
 def _signed_by(provenance: reader.Provenance, keys: Sequence[TrustedKey]) -> list[TrustedKey]:
     """The keys (each once) whose signature on the envelope verifies."""
     envelope = provenance.envelope
@@ -272,7 +264,7 @@ def evaluate(
     statement = provenance.provenance
     summary = reader.summarize(statement)
     predicate = statement.statement.get("predicate")
-    source = _get(predicate, "buildDefinition", "externalParameters", "source")
+    source = reader.dig(predicate, "buildDefinition", "externalParameters", "source")
     rules: list[Rule] = []
 
     missing = [name for name, digest in artifacts.items() if not statement.names(digest)]
@@ -300,14 +292,14 @@ def evaluate(
         said = f"source repository {found}" if found else "the provenance records no source repository"
         rules.append(Rule("source-repository", ok, said + ("" if ok else f", not {policy.repository}")))
     if policy.refs:
-        refs = [str(r) for r in _get(source, "annotations", "refs") or []]
+        refs = [str(r) for r in reader.dig(source, "annotations", "refs") or []]
         ok = any(fnmatch.fnmatchcase(r, p) for r in refs for p in policy.refs)
         said = f"refs at the commit: {', '.join(refs)}" if refs else "the provenance records no git ref"
         rules.append(Rule("source-refs", ok, said + ("" if ok else f"; none matches {', '.join(policy.refs)}")))
     if policy.commits:
         rules.append(_commit(policy, summary))
     if policy.require_hermetic:
-        sandbox = _get(predicate, "buildDefinition", "internalParameters", "sandbox") or {}
+        sandbox = reader.dig(predicate, "buildDefinition", "internalParameters", "sandbox") or {}
         ok = sandbox.get("hermetic") is True
         said = f"sandbox {sandbox.get('kind', 'none')}, network {sandbox.get('network', 'allowed')}"
         rules.append(Rule("require-hermetic", ok, said + ("" if ok else ": not hermetic")))
