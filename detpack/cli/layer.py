@@ -34,6 +34,11 @@ def add_parser(sub: Any) -> None:
         "--python-version", default=PythonTarget().version, metavar="X.Y", help="the image's Python (default: this one)"
     )
     p.add_argument("--source-date-epoch", metavar="N", help="member times (default: $SOURCE_DATE_EPOCH, else 1980)")
+    p.add_argument(
+        "--sbom",
+        action="store_true",
+        help="also write the layer's SBOMs (OUT.cdx.json, OUT.spdx.json): every wheel installed in it",
+    )
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
 
@@ -77,4 +82,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     out.result(f"diff_id {layer.diff_id}")
     out.result(f"digest  {layer.digest}")
     out.line(f"provenance {attest.provenance_path(target)}")
+    if args.sbom:
+        from detpack.sbom.files import write_all
+
+        for label, written in write_all(attest.provenance_path(target))[0]:
+            out.line(f"{label} SBOM {written}")
     return 0
