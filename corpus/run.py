@@ -189,7 +189,7 @@ def compare_kept(keep: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     names = {f.name for f in a.iterdir() if f.is_file()} | {f.name for f in b.iterdir() if f.is_file()}
     for name in sorted(names):
-        if name.endswith(".provenance.json"):
+        if name.endswith((".provenance.json", ".build.log.gz")):
             continue
         fa, fb = a / name, b / name
         if not (fa.exists() and fb.exists()):

@@ -6,6 +6,7 @@ Shared by building (the source's identity), tarballs (``--git``) and images (the
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +103,70 @@ def git_info(path: Path) -> GitInfo | None:
         branch=branch or None,
         tags=tuple(sorted(t for t in tags.splitlines() if t)),
     )
+
+
+@dataclass(frozen=True)
+class Change:
+    """One commit since the previous release tag: its subject, trailers and the issues it names."""
+
+    commit: str
+    subject: str
+    trailers: tuple[tuple[str, str], ...]  # (key, value), as git parses them (unfolded)
+    references: tuple[str, ...]  # "#12", "PROJ-123", "owner/repo#7", or an issue URL
+
+
+#: Trailers whose values name issues or reviews worth linking.
+ISSUE_TRAILERS = frozenset({"fixes", "closes", "resolves", "refs", "references", "related", "see"})
+_ISSUE = re.compile(
+    r"(?<![\w/#-])((?:[\w.-]+/[\w.-]+)?#\d+|[A-Z][A-Z0-9]+-\d+|https?://\S+/(?:issues|pull|merge_requests)/\d+)"
+)
+#: At most this many commits are recorded (a first release of a long history names the newest).
+MAX_CHANGES = 200
+
+
+def _references(text: str) -> list[str]:
+    return [m.rstrip(".,;:)") for m in _ISSUE.findall(text)]
+
+
+_TRAILER = re.compile(r"^([A-Za-z][\w-]*):\s+(\S.*)$")
+_KEYWORD = re.compile(r"^(fix(?:e[sd])?|close[sd]?|resolve[sd]?|refs?|references|related|see)\s+(\S.*)$", re.IGNORECASE)
+
+
+def _trailers(body: str) -> list[tuple[str, str]]:
+    """The trailer block of a commit message (its last paragraph): ``Key: value`` lines, and the
+    issue keywords GitHub and GitLab read without a colon (``Fixes #12``, ``Closes PROJ-123``)."""
+    paragraphs = [p for p in body.strip().split("\n\n") if p.strip()]
+    if not paragraphs:
+        return []
+    found = []
+    for line in paragraphs[-1].splitlines():
+        match = _TRAILER.match(line.strip()) or _KEYWORD.match(line.strip())
+        if match:
+            found.append((match[1], match[2].strip()))
+    return found
+
+
+def changes_since_release(path: Path) -> tuple[str | None, tuple[Change, ...]]:
+    """The previous release tag (the newest tag before HEAD's own) and the commits after it, newest first."""
+    at_head = set((git_output("-C", str(path), "tag", "--points-at", "HEAD") or "").split())
+    since = None
+    for rev in ("HEAD^", "HEAD") if at_head else ("HEAD",):
+        found = git_output("-C", str(path), "describe", "--tags", "--abbrev=0", rev)
+        if found and found not in at_head:
+            since = found
+            break
+    span = f"{since}..HEAD" if since else "HEAD"
+    out = _git_raw("-C", str(path), "log", f"--max-count={MAX_CHANGES}", "--format=%H%x1f%s%x1f%b%x1e", span)
+    changes = []
+    for record in (out or "").split("\x1e"):
+        fields = record.strip("\n").split("\x1f")
+        if len(fields) != 3 or not fields[0]:
+            continue
+        commit, subject, body = fields
+        trailers = _trailers(body)
+        refs = _references(subject)
+        for key, value in trailers:
+            if key.lower() in ISSUE_TRAILERS:
+                refs += _references(value) or [value]
+        changes.append(Change(commit.strip(), subject, tuple(trailers), tuple(dict.fromkeys(refs))))
+    return since, tuple(changes)

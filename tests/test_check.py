@@ -91,7 +91,12 @@ def test_git_project_versioned_by_setuptools_scm(tmp_path: Path, wheelhouse: Pat
     assert len(outs) == 2
     for outdir in outs:
         names = sorted(p.name for p in outdir.iterdir())
-        assert names == ["fx_scm-1.2.3-py3-none-any.whl", "fx_scm-1.2.3.provenance.json", "fx_scm-1.2.3.tar.gz"]
+        assert names == [
+            "fx_scm-1.2.3-py3-none-any.whl",
+            "fx_scm-1.2.3.build.log.gz",
+            "fx_scm-1.2.3.provenance.json",
+            "fx_scm-1.2.3.tar.gz",
+        ]
         prov = json.loads((outdir / "fx_scm-1.2.3.provenance.json").read_bytes())
         assert prov["predicate"]["buildDefinition"]["externalParameters"]["sourceDateEpoch"]["value"] == COMMIT_TIME
 

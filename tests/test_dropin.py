@@ -117,6 +117,7 @@ def test_an_unpacked_sdist_whose_backend_cannot_make_an_sdist_still_gets_its_whe
     assert len(said) == 1 and "not a git repository" in said[0] and "building the wheel directly" in said[0]
     assert sorted(p.name for p in out.iterdir()) == [
         "fx_needs_vcs-1.0.0-py3-none-any.whl",
+        "fx_needs_vcs-1.0.0.build.log.gz",
         "fx_needs_vcs-1.0.0.provenance.json",
     ]
     external = _statement(out)["predicate"]["buildDefinition"]["externalParameters"]  # type: ignore[index]

@@ -96,7 +96,7 @@ def _member_streams(wheel: Path) -> dict[str, bytes]:
 def _build(src: Path, out: Path, wheelhouse: Path, *prefix: str) -> dict[str, str]:
     r = run([*prefix, DETPACK, "build", src, "-o", out, "--find-links", wheelhouse, "--offline", "-q"])
     assert r.code == 0, r.stderr
-    return {p.name: p.read_bytes().hex() for p in sorted(out.iterdir()) if p.suffix in (".whl", ".gz")}
+    return {p.name: p.read_bytes().hex() for p in sorted(out.iterdir()) if p.name.endswith((".whl", ".tar.gz"))}
 
 
 def _raw_outputs(out: Path) -> dict[str, str]:

@@ -120,7 +120,7 @@ def release(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
     src = materialize(FIXTURES / "flit", links.parent / "flit-src", 0o022)
     r = run([DETPACK, "build", src, "-o", links, "--find-links", wheelhouse, "--offline"])
     assert r.code == 0, r.stderr
-    for p in links.glob("*.provenance.json"):
+    for p in [*links.glob("*.provenance.json"), *links.glob("*.build.log.gz")]:
         p.unlink()
     assert sorted(p.name for p in links.iterdir()) == ["fx_flit-1.0.0-py3-none-any.whl", "fx_flit-1.0.0.tar.gz"]
     return links
@@ -142,6 +142,7 @@ def test_offline_from_find_links_keeps_the_files_in_outdir(release: Path, wheelh
         "published/fx_flit-1.0.0-py3-none-any.whl",
         "published/fx_flit-1.0.0.tar.gz",
         "rebuilt/fx_flit-1.0.0-py3-none-any.whl",
+        "rebuilt/fx_flit-1.0.0.build.log.gz",  # the rebuild's own log
         "rebuilt/fx_flit-1.0.0.provenance.json",  # the rebuild's own record
     ]
     assert f"kept in {keep}" in r.stdout

@@ -114,7 +114,12 @@ def test_monorepo_package_is_built_outside_the_checkout(tmp_path: Path, wheelhou
         assert _git(repo, "status", "--porcelain", "--ignored") == ""
         assert _listing(repo) == before, f"build {n} wrote into the checkout"
         record = _source_record(_provenance(tmp_path / f"out{n}"))
-        assert record["annotations"] == {"kind": "directory", "dirty": False, "subdirectory": "packages/a"}
+        assert record["annotations"] == {
+            "kind": "directory",
+            "dirty": False,
+            "subdirectory": "packages/a",
+            "refs": ["refs/heads/main"],  # the branch checked out (a policy's source-refs)
+        }
         records.append(record["digest"])
     assert records[0] == records[1]
     assert digests(tmp_path / "out1") == digests(tmp_path / "out2")

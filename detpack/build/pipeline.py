@@ -28,10 +28,11 @@ from typing import Any, BinaryIO
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
 from detpack import policy
+from detpack.archive import gz
 from detpack.archive.detect import ArchiveKind
 from detpack.archive.normalize import NormalizeOptions, normalize_stream
 from detpack.atomic import sweep, temp_name
-from detpack.build import deps, environment, native, sandbox
+from detpack.build import ci, deps, environment, native, sandbox
 from detpack.build.config import BuildRequest, Distribution, ResolvedBuild, backend_name, resolve
 from detpack.build.config import default_outdir as default_outdir
 from detpack.build.environment import BuildRoot, LineSink, Runner
@@ -41,6 +42,7 @@ from detpack.build.toolchain import capture_toolchain, host_facts
 from detpack.build.workspace import lay_out, unpack_sdist
 from detpack.digest import canonical_json, file_sha256
 from detpack.errors import ArchiveError, BackendError, EnvironmentSetupError, HookError, InputError, OutputError
+from detpack.git import changes_since_release
 from detpack.provenance import statement as provenance
 
 
@@ -74,6 +76,7 @@ class _Staging:
     normalize: bool = True
     pending: list[tuple[Path, Path]] = field(default_factory=list)
     provenance: tuple[Path, Path] | None = None
+    byproducts: list[tuple[Path, Path]] = field(default_factory=list)  # the build log: not a subject
 
     def add(self, raw: Path, final_name: str, options: NormalizeOptions, scratch: Path) -> tuple[Path, tuple[str, ...]]:
         """Stage ``raw`` under ``final_name``; also return the duplicate member names resolved."""
@@ -105,6 +108,17 @@ class _Staging:
 
             os.replace(self._write(final.name + ".extended", fill), tmp)
 
+    def add_log(self, final_name: str, text: bytes) -> str:
+        """Stage the build log, gzip-compressed canonically; return the sha256 of the file."""
+
+        def fill(out: BinaryIO) -> None:
+            with gz.canonical_writer(out) as gzout:
+                gzout.write(text)
+
+        tmp = self._write(final_name, fill)
+        self.byproducts.append((tmp, self.outdir / final_name))
+        return file_sha256(tmp)
+
     def add_provenance(self, final_name: str, data: bytes) -> None:
         self.provenance = (self._write(final_name, lambda out: out.write(data)), self.outdir / final_name)
 
@@ -133,7 +147,7 @@ class _Staging:
         final = self.provenance[1]
         try:
             final.unlink(missing_ok=True)  # it may describe artifacts about to be replaced
-            for tmp, final in (*self.pending, self.provenance):
+            for tmp, final in (*self.pending, *self.byproducts, self.provenance):
                 tmp.chmod(0o644)
                 os.replace(tmp, final)
                 moved.append(final)
@@ -144,13 +158,15 @@ class _Staging:
             self.discard()
             raise OutputError(f"{final}: cannot move the output into place ({exc.strerror or exc})") from None
         self.pending.clear()
+        self.byproducts.clear()
         self.provenance = None
 
     def discard(self) -> None:
-        for tmp, _ in (*self.pending, *([self.provenance] if self.provenance else [])):
+        for tmp, _ in (*self.pending, *self.byproducts, *([self.provenance] if self.provenance else [])):
             with contextlib.suppress(OSError):
                 tmp.unlink()
         self.pending.clear()
+        self.byproducts.clear()
         self.provenance = None
 
 
@@ -318,8 +334,11 @@ def _build_resolved(
                     ses.root.tmp,
                 )
             subjects = [provenance.Subject(final.name, file_sha256(tmp)) for tmp, final in staging.pending]
-            statement = _statement(ses, built, subjects, started)
-            prov_path = outdir / f"{_stem(subjects[-1].name)}.provenance.json"
+            stem = _stem(subjects[-1].name)
+            log_name = f"{stem}.build.log.gz"
+            log_file = provenance.Subject(log_name, staging.add_log(log_name, ses.runner.log_text().encode("utf-8")))
+            statement = _statement(ses, built, subjects, started, log_file)
+            prov_path = outdir / f"{stem}.provenance.json"
             staging.add_provenance(prov_path.name, canonical_json(statement))
             backend_digests = {r.path.name: file_sha256(r.path) for r in raws}
             staging.commit()
@@ -340,7 +359,11 @@ def _build_resolved(
 
 
 def _statement(
-    ses: Session, built: _Built, subjects: list[provenance.Subject], started: dt.datetime
+    ses: Session,
+    built: _Built,
+    subjects: list[provenance.Subject],
+    started: dt.datetime,
+    log_file: provenance.Subject | None = None,
 ) -> dict[str, object]:
     plan, env, frontend, raws = ses.plan, ses.env, ses.plan.frontend, built.raws
     log = ses.runner.log_text().encode("utf-8")
@@ -387,6 +410,9 @@ def _statement(
             started=started,
             finished=dt.datetime.now(dt.UTC),
             log_sha256=hashlib.sha256(log).hexdigest(),
+            log_file=log_file,
+            ci=ci.detect(plan.caller_env),
+            changes=changes_since_release(plan.source.git.toplevel) if plan.source.git is not None else None,
             host=host_facts(plan.source),
             sandbox=ses.box.details(),
             raw_outputs=[provenance.Subject(r.path.name, file_sha256(r.path)) for r in raws],

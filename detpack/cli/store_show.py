@@ -56,4 +56,19 @@ def render(value: dict[str, Any]) -> list[str]:
         f"  source:       {source}{'  ' + prov['source_uri'] if prov['source_uri'] != '-' else ''}",
         f"  toolchain:    {', '.join(f'{k} {v}' for k, v in prov['toolchain'].items()) or '-'}",
     ]
+    ci = prov["ci"] if isinstance(prov["ci"], dict) else {}
+    if ci:
+        said = ", ".join(str(ci[k]) for k in ("system", "event", "ref") if ci.get(k))
+        lines.append(f"  ci run:       {ci.get('runUrl', '-')} ({said})")
+        if ci.get("pullRequest"):
+            lines.append(f"  pull request: #{ci['pullRequest']} {ci.get('pullRequestUrl', '')}".rstrip())
+    if prov["references"] != "-" and prov["references"]:
+        since = prov["changes_since"] if prov["changes_since"] != "-" else "the first commit"
+        lines.append(f"  issues:       {', '.join(prov['references'])} ({prov['commits']} commits since {since})")
+    log = prov["build_log"] if isinstance(prov["build_log"], dict) else None
+    if log:
+        where = (
+            f"stored as {log['name']} ({log['digest'][:23]}…)" if log["digest"] else f"{log['name']} (not in the store)"
+        )
+        lines.append(f"  build log:    {where}")
     return lines

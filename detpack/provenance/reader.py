@@ -189,6 +189,11 @@ class Summary:
     source_uri: str | None
     source_dirty: bool | None
     toolchain: tuple[tuple[str, str], ...]  # (name, version or uri), in statement order
+    ci: Mapping[str, Any] | None = None  # the CI run that made it (runDetails byproduct "ci")
+    references: tuple[str, ...] = ()  # issues the commits since the previous release name
+    changes_since: str | None = None  # that release tag
+    commits: int = 0  # how many commits since it are recorded
+    log_file: str | None = None  # the build log's file beside the provenance
 
 
 def dig(value: Any, *path: str) -> Any:
@@ -215,6 +220,10 @@ def summarize(provenance: Provenance) -> Summary:
             backends = dig(dep, "annotations", "backends") or []
             toolchain.append(("backend", ", ".join(str(b) for b in backends)))
     metadata = dig(predicate, "runDetails", "metadata")
+    byproducts = {b.get("name"): b for b in dig(predicate, "runDetails", "byproducts") or [] if isinstance(b, dict)}
+    ci = dig(byproducts.get("ci"), "annotations")
+    changes = dig(byproducts.get("changes"), "annotations") or {}
+    log_file = dig(byproducts.get("build.log"), "annotations", "file")
     return Summary(
         subjects=provenance.subjects,
         builder=dig(predicate, "runDetails", "builder", "id"),
@@ -225,6 +234,11 @@ def summarize(provenance: Provenance) -> Summary:
         source_uri=dig(source, "uri"),
         source_dirty=dig(source, "annotations", "dirty"),
         toolchain=tuple(toolchain),
+        ci=ci if isinstance(ci, dict) else None,
+        references=tuple(str(r) for r in changes.get("references", []) if isinstance(r, str)),
+        changes_since=changes.get("since") if isinstance(changes.get("since"), str) else None,
+        commits=len(changes.get("commits", [])) if isinstance(changes.get("commits"), list) else 0,
+        log_file=log_file if isinstance(log_file, str) else None,
     )
 
 

@@ -124,6 +124,33 @@ class RunFacts:
     host: Mapping[str, str]
     raw_outputs: Sequence[Subject]
     sandbox: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # tool version, visible host paths
+    log_file: Subject | None = None  # the build log as written beside the provenance (gzip)
+    ci: CIFacts | None = None  # the CI run that made the build
+    #: (the previous release tag, the commits since it) of a git source
+    changes: tuple[str | None, Sequence[ChangeFacts]] | None = None
+
+
+class CIFacts(Protocol):
+    """The CI run a build ran in, as ``detpack.build.ci`` reads it."""
+
+    @property
+    def run_url(self) -> str | None: ...
+    @property
+    def builder_id(self) -> str | None: ...
+    def record(self) -> dict[str, object]: ...
+
+
+class ChangeFacts(Protocol):
+    """One commit since the previous release, as ``detpack.git`` reads it."""
+
+    @property
+    def commit(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def trailers(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def references(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -324,18 +351,46 @@ def _internal_parameters(
     }
 
 
+def _changes(since: str | None, commits: Sequence[ChangeFacts]) -> JSON:
+    """The commits since the previous release tag, with their trailers and the issues they name."""
+    return {
+        "since": since,
+        "commits": [
+            {
+                "commit": c.commit,
+                "subject": c.subject,
+                "trailers": [{"key": k, "value": v} for k, v in c.trailers],
+                "references": list(c.references),
+            }
+            for c in commits
+        ],
+        "references": sorted({r for c in commits for r in c.references}),
+    }
+
+
 def _run_details(toolchain: Toolchain, run: RunFacts) -> JSON:
     """Who ran the build, when, and what it left besides the artifacts (never part of buildDefinition)."""
+    log: JSON = {"name": "build.log", "digest": {"sha256": run.log_sha256}, "mediaType": "text/plain"}
+    if run.log_file is not None:  # where it is kept: the file beside the provenance, gzip-compressed
+        log["annotations"] = {"file": run.log_file.name, "fileDigest": {"sha256": run.log_file.sha256}}
+    extra: list[JSON] = []
+    if run.ci is not None:
+        extra.append({"name": "ci", "annotations": run.ci.record()})
+    if run.changes is not None:
+        since, commits = run.changes
+        extra.append({"name": "changes", "annotations": _changes(since, commits)})
     byproducts: list[JSON] = [
-        {"name": "build.log", "digest": {"sha256": run.log_sha256}, "mediaType": "text/plain"},
+        log,
+        *extra,
         {"name": "host", "annotations": dict(sorted(run.host.items()))},
         *([{"name": "sandbox", "annotations": dict(sorted(run.sandbox.items()))}] if run.sandbox else []),
         *({"name": f"backend-output/{s.name}", "digest": {"sha256": s.sha256}} for s in run.raw_outputs),
     ]
+    ci_builder = run.ci.builder_id if run.ci is not None else None
     return {
-        "builder": {"id": BUILDER_ID, "version": {"detpack": toolchain.detpack_version}},
+        "builder": {"id": ci_builder or BUILDER_ID, "version": {"detpack": toolchain.detpack_version}},
         "metadata": {
-            "invocationId": run.invocation_id,
+            "invocationId": (run.ci.run_url if run.ci is not None else None) or run.invocation_id,
             "startedOn": rfc3339(run.started),
             "finishedOn": rfc3339(run.finished),
         },

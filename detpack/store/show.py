@@ -9,6 +9,15 @@ from detpack.provenance import reader
 from detpack.store.store import Store
 
 
+def _log_item(state: Any, provenance: Any, name: str | None) -> dict[str, Any] | None:
+    """The build log stored with the provenance (``store push`` keeps it), by name and digest."""
+    if name is None:
+        return None
+    digest = state.names.get(name)
+    stored = digest is not None and state.items[digest].kind == "log"
+    return {"name": name, "digest": f"sha256:{digest}" if stored else None}
+
+
 def describe(store: Store, ref: str) -> dict[str, Any]:
     """A JSON-ready description of the item ``ref`` (a name, a digest or a digest prefix)."""
     state = store.state()
@@ -71,6 +80,11 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
             source_uri=summary.source_uri,
             source_dirty=summary.source_dirty,
             toolchain=dict(summary.toolchain),
+            ci=dict(summary.ci) if summary.ci else None,
+            references=list(summary.references),
+            changes_since=summary.changes_since,
+            commits=summary.commits,
+            build_log=_log_item(state, linked, summary.log_file),
         )
     value["provenance"] = prov
     return value

@@ -29,7 +29,7 @@ class Item:
     """One blob as the log knows it."""
 
     digest: str
-    kind: str  # "artifact", "provenance", "attestation" (a rebuild's), "policy" or "vsa"
+    kind: str  # "artifact", "provenance", "attestation" (a rebuild's), "log" (a build's), "policy" or "vsa"
     size: int
     names: list[str] = field(default_factory=list)
     pushed: str = ""
@@ -67,7 +67,7 @@ def replay(entries: list[dict[str, Any]]) -> State:
         digest = str(e.get("digest", ""))
         if kind == "init":
             state.origin, state.keyid = e.get("origin"), e.get("keyid")
-        elif kind in ("push", "provenance", "attestation"):
+        elif kind in ("push", "provenance", "attestation", "log"):
             _replay_push(state, e, index, digest)
         elif kind == "policy":
             _blob(state, e, index, digest, "policy")

@@ -213,6 +213,7 @@ class Store:
             if names.setdefault(i.name, i.digest) != i.digest:
                 raise InputError(f"{i.name}: given twice with different bytes")
         prov: _Input | None = None
+        build_log: _Input | None = None
         subjects: list[str] = []
         keyids: list[str] = []
         if provenance_path is not None:
@@ -223,8 +224,11 @@ class Store:
             for i in inputs:
                 if i.digest not in subjects:
                     raise InputError(f"{i.path}: not a subject of {provenance_path} (sha256:{i.digest[:16]}…)")
+            log_name = reader.summarize(parsed).log_file
+            if log_name is not None and (provenance_path.parent / log_name).is_file():
+                build_log = _input(provenance_path.parent / log_name)  # kept with the artifacts it made
         with self._writing() as w:
-            for i in [*inputs, *([prov] if prov else []), *(c for c, _ in claims)]:
+            for i in [*inputs, *([prov] if prov else []), *([build_log] if build_log else []), *(c for c, _ in claims)]:
                 bound = w.state.names.get(i.name)
                 if bound is not None and bound != i.digest:
                     raise StoreRefusedError(
@@ -237,6 +241,8 @@ class Store:
                 results.append(w.store_blob(prov, "provenance", extra))
             for i in inputs:
                 results.append(w.store_blob(i, "push", {"provenance": prov.digest if prov else None}))
+            if build_log is not None and prov is not None:
+                results.append(w.store_blob(build_log, "log", {"provenance": prov.digest}))
             for claim, extra in claims:
                 results.append(w.store_blob(claim, "attestation", extra))
             return results

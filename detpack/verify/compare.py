@@ -126,12 +126,16 @@ def same_bytes(a: Path, b: Path) -> bool:
         return same_streams(fa, fb)
 
 
+#: The build log ``detpack build`` keeps beside its provenance (what the backend printed, not an output).
+BUILD_LOG_SUFFIX = ".build.log.gz"
+
+
 def compare_paths(a: Path, b: Path, *, content_only: bool = False, skip_suffixes: tuple[str, ...] = ()) -> Comparison:
     """Compare two archives, or two folders of archives paired by file name.
 
     Provenance statements and DSSE envelopes are compared by what they assert (their run
     details are reported as notes); other files that are not archives (a checksum list) are
-    compared as bytes. Names ending in ``skip_suffixes`` are left out.
+    compared as bytes. Names ending in ``skip_suffixes`` are left out, and build logs always are.
     """
     for p in (a, b):
         if not p.exists():
@@ -140,8 +144,9 @@ def compare_paths(a: Path, b: Path, *, content_only: bool = False, skip_suffixes
         raise InputError(f"{a} and {b}: compare two files or two directories, not one of each")
     if not a.is_dir():
         return Comparison(str(a), str(b), content_only, (compare_files(a, b, b.name, content_only=content_only),))
-    names_a = {p.name for p in a.iterdir() if p.is_file() and not p.name.endswith(skip_suffixes)}
-    names_b = {p.name for p in b.iterdir() if p.is_file() and not p.name.endswith(skip_suffixes)}
+    skip = (*skip_suffixes, BUILD_LOG_SUFFIX)  # a byproduct: the records name it, it is not compared
+    names_a = {p.name for p in a.iterdir() if p.is_file() and not p.name.endswith(skip)}
+    names_b = {p.name for p in b.iterdir() if p.is_file() and not p.name.endswith(skip)}
     common = sorted(names_a & names_b)
     files = tuple(compare_files(a / n, b / n, n, content_only=content_only) for n in common)
     return Comparison(

@@ -54,6 +54,9 @@ _KEYS = {
     "require-reproduced",
     "rebuilder-keys",
     "max-age",
+    "require-ci",
+    "require-tag",
+    "require-pull-request",
 }
 _AGE = re.compile(r"^(\d+)\s*([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -79,6 +82,9 @@ class Policy:
     require_reproduced: int
     rebuilder_keys: tuple[TrustedKey, ...]
     max_age: dt.timedelta | None
+    require_ci: bool = False  # built by a CI run (its run URL recorded)
+    require_tag: bool = False  # from a release tag (the CI ref, or a tag at the commit)
+    require_pull_request: bool = False  # from a reviewed change: a pull/merge request, or a merge of one
 
     def self_contained(self) -> bytes:
         """The policy as TOML with every key inline (what a store keeps: it names no local file)."""
@@ -101,6 +107,13 @@ class Policy:
             value["rebuilder-keys"] = [k.key.pem().decode("ascii") for k in self.rebuilder_keys]
         if self.max_age is not None:
             value["max-age"] = f"{int(self.max_age.total_seconds())}s"
+        for name, on in (
+            ("require-ci", self.require_ci),
+            ("require-tag", self.require_tag),
+            ("require-pull-request", self.require_pull_request),
+        ):
+            if on:
+                value[name] = True
         return tomli_w.dumps(value).encode("utf-8")
 
 
@@ -153,9 +166,11 @@ def parse(data: bytes, source: str, base: Path | None) -> Policy:
     repository = value.get("source-repository")
     if repository is not None and (not isinstance(repository, str) or not repository):
         raise bad("source-repository must be a URL string")
-    hermetic = value.get("require-hermetic", False)
-    if not isinstance(hermetic, bool):
-        raise bad("require-hermetic must be true or false")
+    flags = {}
+    for name in ("require-hermetic", "require-ci", "require-tag", "require-pull-request"):
+        flags[name] = value.get(name, False)
+        if not isinstance(flags[name], bool):
+            raise bad(f"{name} must be true or false")
     return Policy(
         source=source,
         sha256=sha256_hex(data),
@@ -165,10 +180,13 @@ def parse(data: bytes, source: str, base: Path | None) -> Policy:
         repository=repository,
         refs=strings("source-refs"),
         commits=tuple(c.lower() for c in commits),
-        require_hermetic=hermetic,
+        require_hermetic=flags["require-hermetic"],
         require_reproduced=reproduced,
         rebuilder_keys=rebuilders,
         max_age=_age(value.get("max-age"), source),
+        require_ci=flags["require-ci"],
+        require_tag=flags["require-tag"],
+        require_pull_request=flags["require-pull-request"],
     )
 
 
@@ -307,10 +325,54 @@ def evaluate(
         rules.append(_reproduced(policy, artifacts, statement, attestations))
     if policy.max_age is not None:
         rules.append(_age_rule(policy.max_age, summary.finished, now))
+    rules += _change_rules(policy, statement, source)
     passed = all(r.passed for r in rules)
     levels = ("FAILED",) if not passed else _levels(policy)
     inputs = tuple(InputAttestation(e.where, e.sha256) for e in (provenance, *attestations))
     return Verdict(tuple(rules), inputs, levels)
+
+
+_MERGED = re.compile(r"^Merge pull request #\d+|\(#\d+\)$|^Merge branch .+ into |See merge request ")
+
+
+def _change_rules(policy: Policy, statement: reader.Provenance, source: Any) -> list[Rule]:
+    """The rules on where the change came from: a CI run, a release tag, a reviewed pull request."""
+    byproducts = {
+        b.get("name"): b
+        for b in reader.dig(statement.statement, "predicate", "runDetails", "byproducts") or []
+        if isinstance(b, dict)
+    }
+    ci = reader.dig(byproducts.get("ci"), "annotations") or {}
+    rules = []
+    if policy.require_ci:
+        ok = bool(ci.get("runUrl"))
+        said = f"built by {ci.get('system')} run {ci['runUrl']}" if ok else "the provenance records no CI run"
+        rules.append(Rule("require-ci", ok, said))
+    if policy.require_tag:
+        tags = [r for r in reader.dig(source, "annotations", "refs") or [] if str(r).startswith("refs/tags/")]
+        if ci.get("isTag") is True and ci.get("ref"):
+            tags.insert(0, ci["ref"])
+        ok = bool(tags)
+        rules.append(
+            Rule(
+                "require-tag",
+                ok,
+                f"tag {tags[0]}" if ok else "built from no tag (neither the CI ref nor a ref at the commit is one)",
+            )
+        )
+    if policy.require_pull_request:
+        commits = reader.dig(byproducts.get("changes"), "annotations", "commits") or []
+        merged = [
+            c.get("subject", "") for c in commits if isinstance(c, dict) and _MERGED.search(str(c.get("subject", "")))
+        ]
+        if ci.get("pullRequest"):
+            said, ok = f"pull request #{ci['pullRequest']} ({ci.get('pullRequestUrl', ci.get('system'))})", True
+        elif merged:
+            said, ok = f"merged change: {merged[0]!r}", True
+        else:
+            said, ok = "neither the CI run nor the commits since the previous release name a pull request", False
+        rules.append(Rule("require-pull-request", ok, said))
+    return rules
 
 
 def _levels(policy: Policy) -> tuple[str, ...]:
