@@ -42,7 +42,7 @@ from detpack.build.toolchain import capture_toolchain, host_facts
 from detpack.build.workspace import lay_out, unpack_sdist
 from detpack.digest import canonical_json, file_sha256
 from detpack.errors import ArchiveError, BackendError, EnvironmentSetupError, HookError, InputError, OutputError
-from detpack.git import changes_since_release
+from detpack.git import Change, changes_since_release
 from detpack.provenance import statement as provenance
 
 
@@ -324,10 +324,11 @@ def _build_resolved(
             with environment.applied(ses.env):
                 built = _run_builds(ses, staging, on_step or (lambda _: None), on_warning or (lambda _: None))
             raws = built.raws
+            facts = _facts(ses)  # once: the provisional statement below is made of the same facts
             if wheel_extras is not None and any(final.name.endswith(".whl") for _, final in staging.pending):
                 built = dataclasses.replace(built, sbom_in_wheel=True)
                 provisional = [provenance.Subject(final.name, "") for _, final in staging.pending]
-                definition = _statement(ses, built, provisional, started)["predicate"]
+                definition = _statement(ses, built, provisional, started, facts)["predicate"]
                 staging.extend_wheels(
                     lambda wheel: wheel_extras(wheel, definition["buildDefinition"]),  # type: ignore[index]
                     ses.plan.epoch.value,
@@ -336,8 +337,9 @@ def _build_resolved(
             subjects = [provenance.Subject(final.name, file_sha256(tmp)) for tmp, final in staging.pending]
             stem = _stem(subjects[-1].name)
             log_name = f"{stem}.build.log.gz"
-            log_file = provenance.Subject(log_name, staging.add_log(log_name, ses.runner.log_text().encode("utf-8")))
-            statement = _statement(ses, built, subjects, started, log_file)
+            log = ses.runner.log_text().encode("utf-8")
+            log_file = provenance.Subject(log_name, staging.add_log(log_name, log))
+            statement = _statement(ses, built, subjects, started, facts, log, log_file)
             prov_path = outdir / f"{stem}.provenance.json"
             staging.add_provenance(prov_path.name, canonical_json(statement))
             backend_digests = {r.path.name: file_sha256(r.path) for r in raws}
@@ -358,15 +360,36 @@ def _build_resolved(
     return BuildResult(artifacts, prov_path, plan.epoch, plan.source)
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What a statement records of the machine and the run that costs a probe: gathered once a build."""
+
+    toolchain: provenance.Toolchain
+    native: tuple[dict[str, Any], ...]
+    ci: ci.CIContext | None
+    changes: tuple[str | None, tuple[Change, ...]] | None
+
+
+def _facts(ses: Session) -> _Facts:
+    git = ses.plan.source.git
+    return _Facts(
+        capture_toolchain(),
+        _native(ses),
+        ci.detect(ses.plan.caller_env),
+        changes_since_release(git.toplevel) if git is not None else None,
+    )
+
+
 def _statement(
     ses: Session,
     built: _Built,
     subjects: list[provenance.Subject],
     started: dt.datetime,
+    facts: _Facts,
+    log: bytes = b"",
     log_file: provenance.Subject | None = None,
 ) -> dict[str, object]:
     plan, env, frontend, raws = ses.plan, ses.env, ses.plan.frontend, built.raws
-    log = ses.runner.log_text().encode("utf-8")
     return provenance.statement(
         subjects=subjects,
         source=plan.source,
@@ -403,16 +426,16 @@ def _statement(
         sdist_modes_kept=plan.request.sdist_modes_kept,
         sandbox=ses.box.record(),
         raws=raws,
-        toolchain=capture_toolchain(),
-        native=_native(ses),
+        toolchain=facts.toolchain,
+        native=facts.native,
         run=provenance.RunFacts(
             invocation_id=f"urn:uuid:{uuid.uuid4()}",
             started=started,
             finished=dt.datetime.now(dt.UTC),
             log_sha256=hashlib.sha256(log).hexdigest(),
             log_file=log_file,
-            ci=ci.detect(plan.caller_env),
-            changes=changes_since_release(plan.source.git.toplevel) if plan.source.git is not None else None,
+            ci=facts.ci,
+            changes=facts.changes,
             host=host_facts(plan.source),
             sandbox=ses.box.details(),
             raw_outputs=[provenance.Subject(r.path.name, file_sha256(r.path)) for r in raws],

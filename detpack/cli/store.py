@@ -128,11 +128,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from detpack.store import open_store
 
     store = open_store(_store_url(args), args.signing_key)
-    root = getattr(store.backend, "root", None)
-    if args.command not in ("init", "push") and isinstance(root, Path) and not root.is_dir():
-        from detpack.errors import StoreError
-
-        raise StoreError(f"{root}: no store here (`detpack store push` or `detpack store init` creates one)")
+    if args.command not in ("init", "push"):
+        require_existing(store)
     inside = store.keys.inside_store()
     if inside is not None and args.command != "move-key":
         out.warning(
@@ -142,6 +139,15 @@ def run(args: argparse.Namespace, out: Output) -> int:
     handler = globals()[f"_{args.command.replace('-', '_')}"]
     code: int = handler(store, args, out)
     return code
+
+
+def require_existing(store: Any) -> None:
+    """Refuse a directory store that does not exist yet (only a write creates one)."""
+    root = getattr(store.backend, "root", None)
+    if isinstance(root, Path) and not root.is_dir():
+        from detpack.errors import StoreError
+
+        raise StoreError(f"{root}: no store here (`detpack store push` or `detpack store init` creates one)")
 
 
 def _emit(out: Output, args: argparse.Namespace, value: Any, lines: list[str]) -> None:

@@ -150,12 +150,11 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
 
 def _from_store(url: str, digests: dict[str, str]) -> tuple[gate.Evidence, list[gate.Evidence]]:
     """The one provenance the store links to every artifact, and the attestations it holds for them."""
+    from detpack.cli.store import require_existing
     from detpack.store import open_store
 
     store = open_store(url)
-    root = getattr(store.backend, "root", None)
-    if isinstance(root, Path) and not root.is_dir():
-        raise InputError(f"{root}: no store here (check --store)")
+    require_existing(store)
     state = store.state()
     provenance: dict[str, gate.Evidence] = {}
     attestations: dict[str, gate.Evidence] = {}
@@ -177,7 +176,7 @@ def _from_store(url: str, digests: dict[str, str]) -> tuple[gate.Evidence, list[
 
 def _attestation_files(provenance: Path, given: list[Path]) -> list[Path]:
     """The attestations given, then those named after the provenance beside it (each once)."""
-    beside = sorted(provenance.parent.glob(f"{signed.record_stem(provenance)}{REBUILD_SUFFIX}*.intoto.jsonl"))
+    beside = sorted(provenance.parent.glob(f"{reader.record_stem(provenance)}{REBUILD_SUFFIX}*.intoto.jsonl"))
     seen: set[Path] = set()
     files = []
     for path in [*given, *beside]:

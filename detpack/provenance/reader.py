@@ -103,6 +103,16 @@ def read_file(path: Path) -> Provenance:
     return read(read_input(path, "provenance file"), path)
 
 
+def record_stem(path: Path) -> str:
+    """``NAME-VERSION`` of a record file ``NAME-VERSION.provenance.json`` (or ``.intoto.jsonl``, ``.json``):
+    what the files that go with it (SBOMs, rebuild attestations) are named after."""
+    name = path.name
+    for suffix in (".provenance.json", ".intoto.jsonl", ".json"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
 def _json(data: bytes, source: Path | str, expected: str) -> Any:
     lines = [line for line in data.splitlines() if line.strip()]
     if not lines:
@@ -193,6 +203,7 @@ class Summary:
     references: tuple[str, ...] = ()  # issues the commits since the previous release name
     changes_since: str | None = None  # that release tag
     commits: int = 0  # how many commits since it are recorded
+    subjects_since: tuple[str, ...] = ()  # those commits' subjects, newest first
     log_file: str | None = None  # the build log's file beside the provenance
 
 
@@ -223,6 +234,7 @@ def summarize(provenance: Provenance) -> Summary:
     byproducts = {b.get("name"): b for b in dig(predicate, "runDetails", "byproducts") or [] if isinstance(b, dict)}
     ci = dig(byproducts.get("ci"), "annotations")
     changes = dig(byproducts.get("changes"), "annotations") or {}
+    commits = [c for c in changes.get("commits", []) or [] if isinstance(c, dict)]
     log_file = dig(byproducts.get("build.log"), "annotations", "file")
     return Summary(
         subjects=provenance.subjects,
@@ -237,7 +249,8 @@ def summarize(provenance: Provenance) -> Summary:
         ci=ci if isinstance(ci, dict) else None,
         references=tuple(str(r) for r in changes.get("references", []) if isinstance(r, str)),
         changes_since=changes.get("since") if isinstance(changes.get("since"), str) else None,
-        commits=len(changes.get("commits", [])) if isinstance(changes.get("commits"), list) else 0,
+        commits=len(commits),
+        subjects_since=tuple(str(c.get("subject", "")) for c in commits),
         log_file=log_file if isinstance(log_file, str) else None,
     )
 

@@ -224,14 +224,19 @@ def sign(payload: bytes, key: PrivateKey, payload_type: str = PAYLOAD_TYPE) -> E
     return Envelope(payload, payload_type, (signature,))
 
 
+def signed_by(envelope: Envelope, key: PublicKey) -> bool:
+    """Whether one of the envelope's signatures verifies with ``key``."""
+    message = pae(envelope.payload_type, envelope.payload)
+    # keyid is only a hint (DSSE): try every signature, matching keyids first.
+    ordered = sorted(envelope.signatures, key=lambda s: s.keyid != key.keyid)
+    return any(key.verify(s.sig, message) for s in ordered)
+
+
 def verify(envelope: Envelope, key: PublicKey, source: Path | str = "envelope") -> bytes:
     """Return the payload if a signature verifies with ``key``; else raise VerificationError."""
     if not envelope.signatures:
         raise VerificationError(f"{source}: the envelope carries no signature")
-    message = pae(envelope.payload_type, envelope.payload)
-    # keyid is only a hint (DSSE): try every signature, matching keyids first.
-    ordered = sorted(envelope.signatures, key=lambda s: s.keyid != key.keyid)
-    if any(key.verify(s.sig, message) for s in ordered):
+    if signed_by(envelope, key):
         return envelope.payload
     signers = ", ".join(sorted({s.keyid[:16] or "?" for s in envelope.signatures}))
     raise VerificationError(

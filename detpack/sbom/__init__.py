@@ -39,7 +39,7 @@ from detpack import __version__
 from detpack.archive.entry import READ_ERRORS
 from detpack.digest import canonical_json, file_sha256
 from detpack.errors import InputError
-from detpack.provenance.reader import Provenance
+from detpack.provenance.reader import Provenance, record_stem
 
 #: The namespace of every SBOM serial number: uuid5(this, the artifacts' sha256 digests).
 SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://detpack.dev/sbom/v1")
@@ -64,11 +64,7 @@ class Artifact:
 
 def sbom_name(provenance_path: Path, suffix: str = SUFFIX) -> str:
     """``NAME-VERSION.cdx.json`` (or another ``suffix``) beside ``NAME-VERSION.provenance.json``."""
-    name = provenance_path.name
-    for ending in (".provenance.json", ".intoto.jsonl", ".json"):
-        if name.endswith(ending):
-            return name[: -len(ending)] + suffix
-    return name + suffix
+    return record_stem(provenance_path) + suffix
 
 
 def artifacts_beside(record: Provenance, folder: Path) -> tuple[Artifact, ...]:
@@ -321,9 +317,9 @@ def build_component(dep: Mapping[str, Any]) -> dict[str, Any] | None:
     return component
 
 
-def _layer_metadata(layer: Path) -> dict[tuple[str, str], bytes]:
-    """(canonical name, version) -> the METADATA of each distribution installed in the layer."""
-    found: dict[tuple[str, str], bytes] = {}
+def _layer_metadata(layer: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """(canonical name, version) -> the licence (``_license_of``) of each distribution installed in the layer."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
     try:
         with tarfile.open(layer, "r:*") as tf:
             for info in tf:
@@ -344,13 +340,14 @@ def _layer_metadata(layer: Path) -> dict[tuple[str, str], bytes]:
     return found
 
 
-def _license_of(message: Any) -> bytes:
-    """``expression:SPDX`` from License-Expression, else ``name:TEXT`` from a one-line License field."""
+def _license_of(message: Any) -> tuple[str, str]:
+    """("expression", SPDX) from License-Expression, else ("name", TEXT) from a one-line License field,
+    else ("", "")."""
     expression = message.get("License-Expression")
     if expression:
-        return f"expression:{expression}".encode()
+        return "expression", str(expression)
     text = str(message.get("License") or "").strip()
-    return f"name:{text}".encode() if text and "\n" not in text and len(text) <= 100 else b""
+    return ("name", text) if text and "\n" not in text and len(text) <= 100 else ("", "")
 
 
 @dataclass(frozen=True)
@@ -388,7 +385,7 @@ def layer_wheels(record: Provenance, layer: Artifact) -> list[LayerWheel]:
                 f"{layer.path}: {file_name} is recorded as installed, but the layer holds no {name} {version} "
                 ".dist-info/METADATA; this is not the layer the record describes"
             )
-        kind, _, licence = installed[key].decode("utf-8").partition(":")
+        kind, licence = installed[key]
         annotations = dep.get("annotations", {})
         origin = annotations.get("provenance")
         source = annotations.get("source", {}).get("digest", {})

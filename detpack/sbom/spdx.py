@@ -16,12 +16,11 @@ writes it (an invalid one is an error naming the problem, never a file).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
-import tempfile
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from license_expression import ExpressionError, get_spdx_licensing
@@ -42,7 +41,7 @@ from spdx_tools.spdx.model import (
     SpdxNoAssertion,
 )
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
-from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
+from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
 from detpack import __version__
 from detpack.errors import InputError
@@ -84,14 +83,13 @@ def _document(name: str, digests: Sequence[str], created: dt.datetime) -> Any:
 
 
 def _write_json(document: Any, source: str) -> bytes:
-    """The document as spdx-tools writes it (validating it), re-serialised with sorted keys."""
+    """The document as spdx-tools writes it (validated first), re-serialised with sorted keys."""
     problems = validate_full_spdx_document(document)
     if problems:
         raise InputError(f"{source}: the SPDX SBOM would not be valid ({problems[0].validation_message})")
-    with tempfile.TemporaryDirectory(prefix="detpack-spdx-") as tmp:
-        path = Path(tmp) / "sbom.spdx.json"
-        write_document_to_file(document, str(path), validate=False)
-        value = json.loads(path.read_text(encoding="utf-8"))
+    text = io.StringIO()
+    write_document_to_stream(document, text, validate=False)
+    value = json.loads(text.getvalue())
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 

@@ -295,12 +295,13 @@ class Store:
             if item.expired:
                 raise StoreRefusedError(f"{ref}: expired on {item.expired}; push it again before promoting it")
             policy = self.policy(w.state, env)
-            gated: dict[str, Any] = {}
+            gate_check = None
+            verified_by = None
             if policy is not None:
                 if keys:
                     raise InputError(f"{env}: promotions are checked against its policy (its keys); drop --key")
-                problem, gated = self._policy_problem(w, item, env, policy)
-                verified_by = None
+                gate_check = self._check_policy(w, item, env, policy)
+                problem = gate_check.problem
             else:
                 problem, verified_by = self._provenance_problem(w.state, item, keys)
             if problem and not force:
@@ -308,11 +309,10 @@ class Store:
                     f"sha256:{item.digest[:16]}…: {problem}; not promoted to {env} (--force promotes anyway, logged)"
                 )
             entry: dict[str, Any] = {"type": "promote", "digest": item.digest, "env": env, "forced": bool(problem)}
-            vsa = gated.pop(_VSA_BYTES, None)
-            if vsa is not None:
-                with _temp_blob(vsa) as path:
-                    self.backend.put_blob(gated["vsa"]["digest"], path)
-            entry.update(gated)
+            if gate_check is not None and gate_check.vsa:  # stored only now: a refused promotion leaves none
+                with _temp_blob(gate_check.vsa) as path:
+                    self.backend.put_blob(sha256_hex(gate_check.vsa), path)
+                entry.update(gate_check.entry)
             if problem:
                 entry["reason"] = problem
             if verified_by:
@@ -323,28 +323,24 @@ class Store:
             w.append(entry)
             return w.state.promotions[-1]
 
-    def _policy_problem(
-        self, w: _Writer, item: Item, env: str, policy: gate.Policy
-    ) -> tuple[str | None, dict[str, Any]]:
+    def _check_policy(self, w: _Writer, item: Item, env: str, policy: gate.Policy) -> _GateCheck:
         """Check ``item`` against the environment's policy with the evidence in the store; the verdict is
-        signed with the store's key as a VSA and kept (its digest goes into the promote entry)."""
+        signed with the store's key as a VSA (kept, and its digest put in the promote entry, when the
+        promotion is logged)."""
         provenance, attestations = self.evidence(w.state, item)
         if provenance is None:
-            return "has no provenance in the store (push it with --provenance)", {}
+            return _GateCheck("has no provenance in the store (push it with --provenance)", {}, b"")
         name = item.names[0] if item.names else f"sha256:{item.digest}"
         verdict = gate.evaluate(policy, {name: item.digest}, provenance, attestations)
         statement = gate.vsa(verdict, policy, {name: item.digest}, f"{self.backend.url}#policy/{env}")
         data = signing.sign(canonical_json(statement), w.key).to_json()
-        gated = {
+        entry = {
             "policy": w.state.policies[env],
             "verdict": "PASSED" if verdict.passed else "FAILED",
             "vsa": {"digest": sha256_hex(data), "size": len(data)},
-            _VSA_BYTES: data,  # stored only once the promotion is logged (not when it is refused)
         }
-        if verdict.passed:
-            return None, gated
         unmet = "; ".join(f"{r.name} ({r.detail})" for r in verdict.unmet)
-        return f"the {env} policy is not met: {unmet}", gated
+        return _GateCheck(None if verdict.passed else f"the {env} policy is not met: {unmet}", entry, data)
 
     def evidence(self, state: State, item: Item) -> tuple[gate.Evidence | None, list[gate.Evidence]]:
         """What the store holds about an artifact for a policy: its provenance, its rebuild attestations."""
@@ -425,7 +421,13 @@ class Store:
         return decisions
 
 
-_VSA_BYTES = "vsa-bytes"
+@dataclass(frozen=True)
+class _GateCheck:
+    """An environment policy's verdict on one promotion."""
+
+    problem: str | None  # None: every rule holds
+    entry: dict[str, Any]  # what the promote entry records of it (policy, verdict, VSA digest)
+    vsa: bytes  # the signed VSA envelope (empty when there was no provenance to judge)
 
 
 def _check_env(env: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from detpack.atomic import write_bytes
 from detpack.digest import canonical_json
 from detpack.errors import InputError
-from detpack.provenance import attestation, signing
+from detpack.provenance import attestation, reader, signing
 from detpack.provenance.signing import PrivateKey
 from detpack.provenance.statement import JSON
 from detpack.verify.gate import Policy, Verdict, vsa
@@ -25,14 +25,6 @@ from detpack.verify.rebuild import RebuildResult
 
 def attestation_path(directory: Path, stem: str, key: PrivateKey) -> Path:
     return directory / f"{stem}{attestation.REBUILD_SUFFIX}{key.public.keyid[:16]}.intoto.jsonl"
-
-
-def record_stem(record: Path) -> str:
-    name = record.name
-    for suffix in (".provenance.json", ".intoto.jsonl", ".json"):
-        if name.endswith(suffix):
-            return name.removesuffix(suffix)
-    return name
 
 
 def _write(statement: JSON, key: PrivateKey, target: Path) -> Path:
@@ -52,7 +44,7 @@ def attest_rebuild(result: RebuildResult, record: Path, key: PrivateKey, directo
         dt.datetime.now(dt.UTC),
         "reproduced" if result.reproduced else "not reproduced",
     )
-    return _write(statement, key, attestation_path(directory, record_stem(record), key))
+    return _write(statement, key, attestation_path(directory, reader.record_stem(record), key))
 
 
 def attest_pypi(spec: str, check: WheelCheck, key: PrivateKey, directory: Path) -> Path:

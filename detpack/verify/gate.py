@@ -248,11 +248,10 @@ def _signed_by(provenance: reader.Provenance, keys: Sequence[TrustedKey]) -> lis
     envelope = provenance.envelope
     if envelope is None:
         return []
-    message = signing.pae(envelope.payload_type, envelope.payload)
     seen: set[str] = set()
     found = []
     for k in keys:
-        if k.key.keyid not in seen and any(k.key.verify(s.sig, message) for s in envelope.signatures):
+        if k.key.keyid not in seen and signing.signed_by(envelope, k.key):
             seen.add(k.key.keyid)
             found.append(k)
     return found
@@ -325,7 +324,7 @@ def evaluate(
         rules.append(_reproduced(policy, artifacts, statement, attestations))
     if policy.max_age is not None:
         rules.append(_age_rule(policy.max_age, summary.finished, now))
-    rules += _change_rules(policy, statement, source)
+    rules += _change_rules(policy, summary, source)
     passed = all(r.passed for r in rules)
     levels = ("FAILED",) if not passed else _levels(policy)
     inputs = tuple(InputAttestation(e.where, e.sha256) for e in (provenance, *attestations))
@@ -335,14 +334,9 @@ def evaluate(
 _MERGED = re.compile(r"^Merge pull request #\d+|\(#\d+\)$|^Merge branch .+ into |See merge request ")
 
 
-def _change_rules(policy: Policy, statement: reader.Provenance, source: Any) -> list[Rule]:
+def _change_rules(policy: Policy, summary: reader.Summary, source: Any) -> list[Rule]:
     """The rules on where the change came from: a CI run, a release tag, a reviewed pull request."""
-    byproducts = {
-        b.get("name"): b
-        for b in reader.dig(statement.statement, "predicate", "runDetails", "byproducts") or []
-        if isinstance(b, dict)
-    }
-    ci = reader.dig(byproducts.get("ci"), "annotations") or {}
+    ci = summary.ci or {}
     rules = []
     if policy.require_ci:
         ok = bool(ci.get("runUrl"))
@@ -361,10 +355,7 @@ def _change_rules(policy: Policy, statement: reader.Provenance, source: Any) -> 
             )
         )
     if policy.require_pull_request:
-        commits = reader.dig(byproducts.get("changes"), "annotations", "commits") or []
-        merged = [
-            c.get("subject", "") for c in commits if isinstance(c, dict) and _MERGED.search(str(c.get("subject", "")))
-        ]
+        merged = [subject for subject in summary.subjects_since if _MERGED.search(subject)]
         if ci.get("pullRequest"):
             said, ok = f"pull request #{ci['pullRequest']} ({ci.get('pullRequestUrl', ci.get('system'))})", True
         elif merged:
@@ -498,7 +489,7 @@ def resource_uri(name: str) -> str:
 def read_evidence(path: Path) -> Evidence:
     """A statement or envelope file as evidence (InputError when it is not one)."""
     data = read_input(path, "attestation file")
-    return Evidence(reader.read(data, path), sha256_hex(data), path.name)
+    return Evidence(reader.read(data, path), sha256_hex(data), path.name)  # messages name the whole path
 
 
 def parse_evidence(data: bytes, where: str) -> Evidence:
