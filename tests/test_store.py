@@ -372,10 +372,13 @@ def test_a_writer_refuses_to_sign_over_a_changed_log(pristine: Path, files: dict
 def test_verify_names_a_changed_checkpoint(pristine: Path) -> None:
     checkpoints = pristine / "log" / "checkpoints.jsonl"
     lines = checkpoints.read_bytes().splitlines(keepends=True)
-    offset = sum(len(line) for line in lines[:2]) + lines[2].index(b'"root":"') + 10
+    record = json.loads(lines[2])
+    origin, size, root, *rest = record["note"].split("\n")
+    changed = root[:5] + ("A" if root[5] != "A" else "B") + root[6:]  # another root that still parses
+    record["note"] = "\n".join([origin, size, changed, *rest])
+    lines[2] = canonical_json(record) + b"\n"
+    checkpoints.write_bytes(b"".join(lines))
     data = bytearray(checkpoints.read_bytes())
-    data[offset] = ord("1") if data[offset] != ord("1") else ord("2")  # another hex digit: still parses
-    checkpoints.write_bytes(bytes(data))
     out = _tampered(pristine)
     assert "checkpoint 3 (tree size 3): signature does not verify" in out
     # a byte that breaks the record is named too
@@ -845,7 +848,8 @@ def _forged_init(store: Path, value: object) -> None:
     backend, key = LocalBackend(store), PrivateKey.generate()
     origin = "urn:uuid:" + "0" * 32
     entry = {"type": "init", "origin": origin, "keyid": key.public.keyid, "format": value}
-    log.append(backend, key, origin, canonical_json({**entry, "time": "2030-01-01T00:00:00Z", "user": "u"}), "t")
+    record = canonical_json({**entry, "time": "2030-01-01T00:00:00Z", "user": "u"})
+    log.append(backend, key, origin, record, "t", c2sp=True)
     backend.publish_public_key(key.public.pem())
 
 
@@ -880,7 +884,7 @@ def test_a_new_store_records_its_format_and_writes_rfc8785_records(tmp_path: Pat
     assert run([*s, "push", files["1.0"], "--provenance", files["envelope"]]).code == 0
     assert run([*s, "promote", files["1.0"].name, "--to", "caf\u00e9-\u2615"]).code == 2  # not a usable env name
     assert run([*s, "promote", files["1.0"].name, "--to", "prod", "--key", files["builder.pub"]]).code == 0
-    assert _entries(store)[0]["format"] == log.STORE_FORMAT == 2
+    assert _entries(store)[0]["format"] == log.STORE_FORMAT == 3
     for stream in ("entries", "checkpoints"):
         lines = (store / "log" / f"{stream}.jsonl").read_bytes().splitlines()
         assert len(lines) == 4

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_governance import POLICY, WITNESS, _files, _vkey
 from test_store import files, isolated_home  # noqa: F401 - the fixtures
 
 from conftest import DETPACK, run, sha256
@@ -124,3 +125,44 @@ def test_the_registry_stores_key_is_named_by_its_keyid(
     key.rename(keys / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.key")
     _ok(run([DETPACK, "store", "--store", url, "push", files["1.1"]], env=env))
     assert verify_store(RegistryBackend(url, tmp_path / "locks"), load_public_key(Path(f"{key}.pub"))).ok
+
+
+def test_roles_approvals_witnesses_and_proofs_on_a_registry(tmp_path: Path, registry: str) -> None:
+    url = _store(registry, "stores/governed")
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    keys = {}
+    for name in ("root-a", "root-b", "ci", "alice", "release", "bob", "w1"):
+        _ok(run([DETPACK, "keygen", "-o", folder / f"{name}.key"]))
+        keys[name] = folder / f"{name}.key"
+    (folder / "access.toml").write_text(POLICY)
+    made = _files(tmp_path)
+    wheel = made["demo-1.0-py3-none-any.whl"]
+    s = [DETPACK, "store", "--store", url]
+    _ok(run([*s, "init"], env=env))
+    _ok(
+        run([*s, "access", folder / "access.toml", "--root-key", keys["root-a"], "--root-key", keys["root-b"]], env=env)
+    )
+    r = run([*s, "push", made["other-1.0.tar.gz"], "--author", keys["ci"]], env=env)
+    assert r.code == 1 and "rule push" in r.stderr, r.stderr
+    _ok(run([*s, "push", wheel, "--author", keys["ci"]], env=env))
+    r = run([*s, "promote", wheel.name, "--to", "prod", "--force", "--author", keys["alice"]], env=env)
+    assert r.code == 1 and "rule promote.prod.approvals" in r.stderr
+    assert "1 of 2" in _ok(run([*s, "approve", wheel.name, "--to", "prod", "--key", keys["alice"]], env=env))
+    out = _ok(run([*s, "approve", wheel.name, "--to", "prod", "--key", keys["release"], "--force"], env=env))
+    assert "-> prod  by release" in out
+    # a witness cosigns the registry store's checkpoint; verify trusts it; a proof verifies offline
+    key_pem = tmp_path / "store.pub"
+    key_pem.write_text(_ok(run([*s, "key"], env=env)))
+    w = ["--key", keys["w1"], "--name", WITNESS["w1"], "--state", tmp_path / "w1-state"]
+    _ok(run([*s, "witness", "add-checkpoint", *w, "--log-key", key_pem], env=env))
+    w1 = _vkey(keys, "w1")
+    out = _ok(run([*s, "verify", "--key", key_pem, "--witness", w1, "--quorum", "1"], env=env))
+    assert "trusted checkpoint: tree size 6, cosigned by witness.example/w1" in out, out
+    proof = tmp_path / "demo.tlog-proof"
+    _ok(run([*s, "proof", wheel.name, "-o", proof], env=env))
+    vkey = _ok(run([*s, "key", "--vkey"], env=env)).strip()
+    out = _ok(run([DETPACK, "store", "verify-proof", proof, "--log-key", vkey, "--witness", w1, "--quorum", "1",
+                   "--artifact", wheel]))  # fmt: skip
+    assert "verified: log entry 3 of 6" in out

@@ -35,6 +35,10 @@ SUBCOMMANDS = {
     "resolve": "print the digest live in an environment",
     "hold": "protect a digest from retention (--release lifts the hold)",
     "expire": "take old artifacts out of the live set (logged)",
+    "access": "set (with FILE, signed by root keys) or print the access policy: who may push, promote, hold, expire",
+    "approve": "approve a digest for an environment with your key (promoted once its approval threshold is met)",
+    "witness": "act as a witness: cosign the store's latest checkpoint if it extends what this witness saw",
+    "verify-proof": "check a tlog-proof file offline: the log's signature, the entry's inclusion, witnesses",
 }
 
 
@@ -49,6 +53,13 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
         metavar="KEY",
         default=default,
         help="the store's private key, for writes (default: ~/.local/share/detpack/store-keys/KEYID.key)",
+    )
+    p.add_argument(
+        "--author",
+        type=Path,
+        metavar="KEY",
+        default=default,
+        help="your private key: signs the entries you make (required once the store has an access policy)",
     )
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS, help="JSON output")
     p.add_argument("--quiet", "-q", action="count", default=0 if top else argparse.SUPPRESS)
@@ -70,6 +81,38 @@ def add_parser(sub: Any) -> None:
         "--key", type=Path, metavar="KEY", help="sign checkpoints with this existing key (used in place, never copied)"
     )
     parsers["key"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write the PEM here")
+    parsers["key"].add_argument(
+        "--vkey", action="store_true", help="print the log's C2SP verifier key (NAME+HASH+KEY) instead of the PEM"
+    )
+    parsers["access"].add_argument("file", nargs="?", type=Path, metavar="FILE", help="a TOML access policy")
+    _root_key(parsers["access"], "a root key's private key signing the change; repeat up to the threshold")
+    parsers["approve"].add_argument("ref", metavar="DIGEST")
+    parsers["approve"].add_argument("--to", required=True, metavar="ENV", help="the environment")
+    parsers["approve"].add_argument("--key", type=Path, required=True, metavar="KEY", help="your private key")
+    parsers["approve"].add_argument(
+        "--trust", type=Path, action="append", default=[], metavar="PUB",
+        help="a key trusted to sign provenance, for the promotion this approval completes (as promote --key)",
+    )  # fmt: skip
+    parsers["approve"].add_argument(
+        "--force",
+        action="store_true",
+        help="the promotion this approval completes goes ahead without verified provenance",
+    )
+    parsers["witness"].add_argument("action", choices=["add-checkpoint", "vkey"], help="cosign, or print your vkey")
+    parsers["witness"].add_argument("--key", type=Path, required=True, metavar="KEY", help="the witness's private key")
+    parsers["witness"].add_argument("--name", required=True, metavar="NAME", help="the witness's name (its vkey's)")
+    parsers["witness"].add_argument(
+        "--state", type=Path, metavar="DIR", help="what the witness saw (default ~/.local/share/detpack/witness)"
+    )
+    parsers["witness"].add_argument(
+        "--log-key", type=Path, metavar="PUB", help="the store's public key, the first time this witness sees it"
+    )
+    parsers["witness"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write the cosigned checkpoint")
+    parsers["verify-proof"].add_argument("file", type=Path, metavar="FILE", help="a .tlog-proof (store proof -o)")
+    parsers["verify-proof"].add_argument(
+        "--log-key", required=True, metavar="VKEY|PUB", help="the log's verifier key (store key --vkey) or PEM"
+    )
+    parsers["verify-proof"].add_argument("--artifact", type=Path, metavar="FILE", help="the file the entry stores")
     parsers["push"].add_argument("files", nargs="*", type=Path, metavar="FILE")
     parsers["push"].add_argument("--provenance", type=Path, metavar="P", help="provenance (.json or .intoto.jsonl)")
     parsers["push"].add_argument(
@@ -82,6 +125,7 @@ def add_parser(sub: Any) -> None:
     )
     parsers["policy"].add_argument("env", metavar="ENV")
     parsers["policy"].add_argument("file", nargs="?", type=Path, metavar="FILE", help="a TOML policy (verify --policy)")
+    _root_key(parsers["policy"], "with an access policy: a root key's private key signing the change")
     parsers["tag"].add_argument("name", metavar="NAME")
     parsers["tag"].add_argument("ref", metavar="DIGEST")
     parsers["show"].add_argument("ref", metavar="DIGEST|NAME")
@@ -89,10 +133,20 @@ def add_parser(sub: Any) -> None:
     parsers["proof"].add_argument(
         "--consistency", nargs="+", type=int, metavar=("OLD", "NEW"), help="prove tree OLD is a prefix of NEW"
     )
+    parsers["proof"].add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write a C2SP tlog-proof (verifies offline: verify-proof)"
+    )
     parsers["verify"].add_argument("--key", type=Path, metavar="PUB", help="the store's public key, as you trust it")
     parsers["verify"].add_argument(
         "--since", type=Path, metavar="FILE", help="a checkpoint saved earlier (store checkpoint) the log must extend"
     )
+    for name in ("verify", "verify-proof"):
+        parsers[name].add_argument(
+            "--witness", action="append", default=[], metavar="VKEY", help="a witness's verifier key (or a file of it)"
+        )
+        parsers[name].add_argument(
+            "--quorum", type=int, default=0, metavar="N", help="require N of the witnesses' cosignatures"
+        )
     parsers["checkpoint"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write it here")
     parsers["promote"].add_argument("ref", metavar="DIGEST")
     parsers["promote"].add_argument("--to", required=True, metavar="ENV", help="the environment")
@@ -105,6 +159,10 @@ def add_parser(sub: Any) -> None:
     parsers["hold"].add_argument("--release", action="store_true", help="lift the hold instead")
     parsers["expire"].add_argument("--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h, 30m, 0s")
     parsers["expire"].add_argument("--keep-last", type=int, metavar="N", help="always keep each project's newest N")
+
+
+def _root_key(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--root-key", type=Path, action="append", default=[], metavar="KEY", help=text)
 
 
 def _parse_age(text: str) -> dt.timedelta:
@@ -125,10 +183,17 @@ def _store_url(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from detpack.provenance.signing import load_private_key
     from detpack.store import open_store
 
-    store = open_store(_store_url(args), args.signing_key)
-    if args.command not in ("init", "push"):
+    if args.command == "verify-proof":
+        return _verify_proof(args, out)
+    if args.command == "witness" and args.action == "vkey":
+        out.result(_witness_of(args).vkey().text())  # needs no store
+        return 0
+    author = load_private_key(args.author) if args.author else None
+    store = open_store(_store_url(args), args.signing_key, author)
+    if args.command not in ("init", "push", "access"):
         require_existing(store)
     inside = store.keys.inside_store()
     if inside is not None and args.command != "move-key":
@@ -166,10 +231,20 @@ def _init(store: Any, args: argparse.Namespace, out: Output) -> int:
 
 def _key(store: Any, args: argparse.Namespace, out: Output) -> int:
     from detpack.errors import StoreError
+    from detpack.provenance.signing import parse_public_key
 
     pem = store.backend.read_public_key()
     if pem is None:
         raise StoreError(f"{store.backend.url}: no public key yet (run `detpack store init`)")
+    if args.vkey:
+        _, checkpoint = store.records()
+        if checkpoint is None or checkpoint.form != "c2sp":
+            raise StoreError(
+                f"{store.backend.url}: "
+                + ("the log is empty" if checkpoint is None else "a format 1 or 2 store has no C2SP checkpoints")
+                + "; there is no verifier key to print"
+            )
+        pem = (checkpoint.vkey(parse_public_key(pem, f"{store.backend.url}: published key")).text() + "\n").encode()
     if args.output:
         from detpack.atomic import write_bytes
 
@@ -224,13 +299,21 @@ def _summary(entry: dict[str, Any]) -> str:
         return f"{entry.get('env')}: policy sha256:{digest}"
     if kind == "attestation":
         return f"{entry.get('name')}  sha256:{digest}"
+    if kind == "approve":
+        return f"sha256:{digest} for {entry.get('env')}"
+    if kind == "access":
+        policy: Any = entry.get("policy") if isinstance(entry.get("policy"), dict) else {}
+        root: Any = policy.get("root") if isinstance(policy.get("root"), dict) else {}
+        signed = len(entry.get("signatures") or [])
+        keys = len(policy.get("keys") or {})
+        return f"access policy: {keys} keys, root threshold {root.get('threshold')} ({signed} signed)"
     return f"sha256:{digest}"
 
 
 def _log(store: Any, args: argparse.Namespace, out: Output) -> int:
     entries = store.entries()
     lines = [
-        f"{i:>5}  {e.get('time', '')}  {e.get('user', ''):<10} {e.get('type', ''):<10} {_summary(e)}"
+        f"{i:>5}  {e.get('time', '')}  {e.get('author') or e.get('user', ''):<10} {e.get('type', ''):<10} {_summary(e)}"
         for i, e in enumerate(entries, 1)
     ]
     _emit(out, args, [{"index": i, **e} for i, e in enumerate(entries, 1)], lines)
@@ -262,6 +345,13 @@ def _proof(store: Any, args: argparse.Namespace, out: Output) -> int:
         if args.ref is None:
             raise ConfigError("proof: give DIGEST|NAME, or --consistency OLD [NEW]")
         value = proofs.inclusion(store, args.ref)
+        if args.output is not None:
+            from detpack.atomic import write_bytes
+
+            write_bytes(args.output, proofs.tlog_proof(store, args.ref))
+            entry = f"log entry {value['leaf_index'] + 1} of {value['tree_size']}"
+            _emit(out, args, {**value, "output": str(args.output)}, [f"{args.output}  tlog-proof of {entry}"])
+            return 0
         lines = [
             f"{value['digest']}: log entry {value['leaf_index'] + 1} of {value['tree_size']}",
             f"leaf hash {value['leaf_hash']}",
@@ -284,10 +374,16 @@ def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
             since = args.since.read_bytes()
         except OSError as exc:
             raise InputError(f"{args.since}: cannot read ({exc.strerror or exc})") from None
-    audit = verify_store(store.backend, key, since)
+    witnesses = [_vkey(w, "--witness") for w in args.witness]
+    if args.quorum < 0 or args.quorum > len(witnesses):
+        raise ConfigError(
+            f"--quorum {args.quorum}: give a number from 0 to the number of --witness keys ({len(witnesses)})"
+        )
+    audit = verify_store(store.backend, key, since, witnesses, args.quorum)
     value = {"ok": audit.ok, "problems": list(audit.problems), "notes": list(audit.notes), "entries": audit.entries,
              "checkpoints": audit.checkpoints, "blobs": audit.blobs, "keyid": audit.keyid,
-             "wrong_key": audit.wrong_key}  # fmt: skip
+             "wrong_key": audit.wrong_key, "witnessed": audit.witnessed,
+             "cosigners": list(audit.cosigners)}  # fmt: skip
     if audit.ok:
         head = (
             f"verified: {count(audit.entries, 'log entry', 'log entries')}, "
@@ -306,19 +402,29 @@ def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
 
 def _checkpoint(store: Any, args: argparse.Namespace, out: Output) -> int:
     from detpack.errors import StoreError
+    from detpack.store import witness
 
     _, checkpoint = store.records()
     if checkpoint is None:
         raise StoreError(f"{store.backend.url}: the log is empty")
+    if checkpoint.form == "c2sp":
+        cosigs = [
+            c.signature
+            for c in witness.cosignatures(store.backend)
+            if (c.size, c.root) == (checkpoint.size, checkpoint.root)
+        ]
+        text = checkpoint.signed_note(cosigs).encode()
+    else:
+        text = checkpoint.record() + b"\n"
     if args.output:
         from detpack.atomic import write_bytes
 
-        write_bytes(args.output, checkpoint.record() + b"\n")
+        write_bytes(args.output, text)
         out.result(f"{args.output}  checkpoint of tree size {checkpoint.size}")
     elif args.json:
         out.result(json.dumps(checkpoint.to_json(), indent=2))
     else:
-        out.result(checkpoint.record().decode("ascii"))
+        out.result(text.decode("utf-8").rstrip("\n"))
     return 0
 
 
@@ -327,11 +433,18 @@ def _promote(store: Any, args: argparse.Namespace, out: Output) -> int:
 
     keys = [load_public_key(k) for k in args.key]
     p = store.promote(args.ref, args.to, keys, force=args.force, environ=os.environ)
+    return _promoted(p, args, out)
+
+
+def _promoted(p: Any, args: argparse.Namespace, out: Output) -> int:
     if p.forced:
         out.warning(f"promoted without verified provenance ({p.reason}); this is logged")
     value = {"env": p.env, "digest": f"sha256:{p.digest}", "user": p.user, "time": p.time, "ci_run": p.ci_run,
              "forced": p.forced, "reason": p.reason, "policy": p.policy, "vsa": p.vsa}  # fmt: skip
-    lines = [f"promoted  sha256:{p.digest} -> {p.env}  by {p.user} at {p.time}"]
+    lines = [f"promoted  sha256:{p.digest} -> {p.env}  by {p.author or p.user} at {p.time}"]
+    if p.approvers:
+        value["approvals"] = list(p.approvers)
+        lines.append(f"  approved by {', '.join(p.approvers)}")
     if p.vsa is not None:
         lines.append(f"  policy sha256:{p.policy}; signed VSA sha256:{p.vsa} (store show {p.vsa[:12]})")
     _emit(out, args, value, lines)
@@ -348,7 +461,7 @@ def _policy(store: Any, args: argparse.Namespace, out: Output) -> int:
         _emit(out, args, {"env": args.env, "digest": f"sha256:{policy.sha256}"},
               [policy.self_contained().decode("utf-8").rstrip("\n")])  # fmt: skip
         return 0
-    digest, changed = store.set_policy(args.env, gate.load(args.file))
+    digest, changed = store.set_policy(args.env, gate.load(args.file), _private_keys(args.root_key))
     _emit(out, args, {"env": args.env, "digest": f"sha256:{digest}", "changed": changed},
           [f"{'policy set' if changed else 'unchanged '}  {args.env}  sha256:{digest}"])  # fmt: skip
     return 0
@@ -379,4 +492,147 @@ def _expire(store: Any, args: argparse.Namespace, out: Output) -> int:
     lines = [f"{'expired' if d.expired else 'kept   '}  {', '.join(d.names)}  sha256:{d.digest[:16]}…  ({d.reason})"
              for d in decisions]  # fmt: skip
     _emit(out, args, value, lines or ["nothing to expire"])
+    return 0
+
+
+def _private_keys(paths: list[Path]) -> list[Any]:
+    from detpack.provenance.signing import load_private_key
+
+    return [load_private_key(p) for p in paths]
+
+
+def _vkey(text: str, option: str) -> Any:
+    """A C2SP verifier key, given as itself or as a file holding it."""
+    from detpack.store.note import VerifierKey
+
+    path = Path(text)
+    source = text
+    if "+" not in text and path.is_file():
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read the verifier key ({exc})") from None
+    try:
+        return VerifierKey.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option} {source}: {exc}") from None
+
+
+def _access(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.store import access
+
+    if args.file is None:
+        state = store.state()
+        if state.access is None:
+            raise InputError(f"{store.backend.url}: has no access policy (store access FILE --root-key KEY…)")
+        value = {"entry": state.access_index + 1, "policy": state.access.to_json()}
+        _emit(out, args, value, [f"access policy of log entry {value['entry']}",
+                                 json.dumps(value["policy"], indent=2, sort_keys=True)])  # fmt: skip
+        return 0
+    entry, changed = store.set_access(access.load(args.file), _private_keys(args.root_key))
+    _emit(out, args, {"entry": entry, "changed": changed},
+          [f"{'access policy set' if changed else 'unchanged        '}  log entry {entry}"])  # fmt: skip
+    return 0
+
+
+def _approve(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.provenance.signing import load_private_key, load_public_key
+
+    trusted = [load_public_key(k) for k in args.trust]
+    done = store.approve(args.ref, args.to, load_private_key(args.key), trusted, force=args.force, environ=os.environ)
+    item = store.find(store.state(), args.ref)
+    if done.already_live:
+        _emit(out, args, {"digest": f"sha256:{item.digest}", "env": args.to, "approvals": done.approvers,
+                          "needed": done.needed, "promoted": True, "changed": False},
+              [f"unchanged  sha256:{item.digest} is live in {args.to} already"])  # fmt: skip
+        return 0
+    have = f"{len(done.approvers)} of {done.needed} ({', '.join(done.approvers)})"
+    line = f"approved  sha256:{item.digest} for {args.to}: {have}"
+    if done.promotion is None:
+        _emit(out, args, {"digest": f"sha256:{item.digest}", "env": args.to, "approvals": done.approvers,
+                          "needed": done.needed, "promoted": False}, [line])  # fmt: skip
+        return 0
+    if not args.json:
+        out.result(line)
+    return _promoted(done.promotion, args, out)
+
+
+def _witness_of(args: argparse.Namespace) -> Any:
+    from detpack.provenance.signing import load_private_key
+    from detpack.store.keys import user_dir
+    from detpack.store.note import valid_name
+    from detpack.store.witness import Witness
+
+    if not valid_name(args.name):
+        raise ConfigError(f"--name {args.name!r}: a witness name has no spaces and no '+' (e.g. witness.example/w1)")
+    state_dir = args.state or user_dir("XDG_DATA_HOME", ".local/share") / "detpack" / "witness"
+    return Witness(load_private_key(args.key), args.name, state_dir)
+
+
+def _witness(store: Any, args: argparse.Namespace, out: Output) -> int:
+    import time
+
+    from detpack.provenance.signing import load_public_key
+
+    w = _witness_of(args)
+    log_key = load_public_key(args.log_key) if args.log_key else None
+    cosig, seen = w.add_checkpoint(store, log_key, int(time.time()))
+    line = cosig.signature.line().rstrip("\n")
+    if args.output is not None:
+        from detpack.atomic import write_bytes
+
+        _, checkpoint = store.records()
+        write_bytes(args.output, checkpoint.signed_note([cosig.signature]).encode())
+    since = f"extends tree size {seen.size}" if seen is not None else "first seen"
+    value = {"size": cosig.size, "root": cosig.root.hex(), "cosignature": line, "previous": seen.size if seen else None}
+    _emit(out, args, value, [f"cosigned tree size {cosig.size} ({since})", line])
+    return 0
+
+
+def _log_key(text: str) -> Any:
+    """``--log-key``: a vkey, a file of one, or a PEM public key file."""
+    from detpack.provenance.signing import load_public_key
+
+    path = Path(text)
+    if "+" not in text and path.is_file() and not path.read_bytes().lstrip().startswith(b"-----BEGIN"):
+        return _vkey(text, "--log-key")
+    return _vkey(text, "--log-key") if "+" in text else load_public_key(path)
+
+
+def _verify_proof(args: argparse.Namespace, out: Output) -> int:
+    from detpack.digest import file_sha256
+    from detpack.errors import VerificationError
+    from detpack.store import proofs
+
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{args.file}: cannot read ({exc.strerror or exc})") from None
+    log_key = _log_key(args.log_key)
+    witnesses = [_vkey(w, "--witness") for w in args.witness]
+    if args.quorum < 0 or args.quorum > len(witnesses):
+        raise ConfigError(
+            f"--quorum {args.quorum}: give a number from 0 to the number of --witness keys ({len(witnesses)})"
+        )
+    check = proofs.check_tlog_proof(data, str(args.file), log_key, witnesses, args.quorum)
+    digest = str(check.entry.get("digest", ""))
+    if args.artifact is not None:
+        if not args.artifact.is_file():
+            raise InputError(f"{args.artifact}: no such file")
+        actual = file_sha256(args.artifact)
+        if actual != digest:
+            raise VerificationError(
+                f"{args.artifact}: sha256:{actual[:16]}… is not what log entry {check.index + 1} stores "
+                f"(sha256:{digest[:16]}…)"
+            )
+    value = {"index": check.index, "size": check.size, "origin": check.origin, "entry": check.entry,
+             "cosigners": list(check.cosigners)}  # fmt: skip
+    witnessed = f", cosigned by {', '.join(check.cosigners)}" if check.cosigners else ""
+    what = f"{check.entry.get('type')} {check.entry.get('name') or ''} sha256:{digest[:16]}…"
+    _emit(
+        out,
+        args,
+        value,
+        [f"verified: log entry {check.index + 1} of {check.size} ({what}) in {check.origin}{witnessed}"],
+    )
     return 0

@@ -25,7 +25,10 @@ def render(value: dict[str, Any]) -> list[str]:
         extra = f" ({p['ci_run']})" if p["ci_run"] else ""
         forced = f" FORCED: {p['reason']}" if p["forced"] else ""
         gate = f" (policy {p['policy'][:19]}…, VSA {p['vsa'][:19]}…)" if p.get("vsa") else ""
-        lines.append(f"  promoted:     {p['env']} at {p['time']} by {p['user']}{extra}{gate}{forced}")
+        who = p.get("author") or p["user"]
+        if p.get("approvals"):
+            who += f" (approved by {', '.join(p['approvals'])})"
+        lines.append(f"  promoted:     {p['env']} at {p['time']} by {who}{extra}{gate}{forced}")
     if value["kind"] == "policy":
         lines.append(f"  gates:        {', '.join(value['environments']) or '- (replaced)'}")
         return lines

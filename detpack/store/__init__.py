@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from detpack.errors import StoreError
+from detpack.provenance import signing
 from detpack.store.audit import StoreAudit, verify_store
 from detpack.store.backend import Backend, Records
 from detpack.store.keys import StoreKeys, default_key_dir, user_dir
@@ -55,7 +56,7 @@ def open_backend(url: str) -> Backend:
     raise StoreError(f"{url}: unknown store URL scheme {parts.scheme!r} (use a directory path or oci://HOST:PORT/REPO)")
 
 
-def open_store(url: str, signing_key: Path | None = None) -> Store:
+def open_store(url: str, signing_key: Path | None = None, author: signing.PrivateKey | None = None) -> Store:
     """The store at ``url``; ``signing_key`` is its private key (else it is looked for in the writer's
     key directory, by the store's id: see ``keys``)."""
     backend = open_backend(url)
@@ -65,4 +66,4 @@ def open_store(url: str, signing_key: Path | None = None) -> Store:
     else:
         legacy = directory / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.key"  # named by URL before
         keys = StoreKeys(directory, signing_key, legacy=(legacy,))
-    return Store(backend, keys)
+    return Store(backend, keys, author)

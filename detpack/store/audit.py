@@ -8,16 +8,18 @@ describe what an interrupted writer left behind, which is harmless by constructi
 
 from __future__ import annotations
 
+import base64
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from detpack.digest import stream_sha256
 from detpack.errors import KeyFileError, StoreError
 from detpack.provenance.signing import PublicKey, parse_public_key
-from detpack.store import log
+from detpack.store import governance, log, merkle, note, witness
 from detpack.store.backend import Backend, Records
-from detpack.store.state import State, replay
+from detpack.store.state import State, apply
 from detpack.wording import count
 
 
@@ -34,6 +36,9 @@ class StoreAudit:
     #: The store is signed by another key than the one given: nothing else was checked (the one
     #: problem says which keyid signs it), and this is not evidence of tampering.
     wrong_key: bool = False
+    #: With witnesses: the tree size of the newest checkpoint a quorum of them cosigned (0: none), and who.
+    witnessed: int = 0
+    cosigners: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -70,8 +75,16 @@ def _recorded_keyids(entries: list[dict[str, object]], checkpoint_records: tuple
     return keyids
 
 
-def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = None) -> StoreAudit:
-    """Audit ``backend``; ``since`` is a checkpoint record saved earlier, which the log must still extend."""
+def verify_store(
+    backend: Backend,
+    key: PublicKey | None,
+    since: bytes | None = None,
+    witnesses: Sequence[note.VerifierKey] = (),
+    quorum: int = 0,
+) -> StoreAudit:
+    """Audit ``backend``; ``since`` is a checkpoint saved earlier (a record, or a C2SP note), which the log
+    must still extend; with ``quorum``, the newest checkpoint ``quorum`` of ``witnesses`` cosigned is the
+    one trusted, and a cosignature of another history (a fork) is a problem."""
     checkpoint_records = backend.read_log("checkpoints")
     entry_records = backend.read_log("entries")
     notes = _torn_notes(checkpoint_records, entry_records)
@@ -98,13 +111,94 @@ def verify_store(backend: Backend, key: PublicKey | None, since: bytes | None = 
     notes.extend(result.notes)
     if since is not None:
         problems.extend(log.check_saved(since, entries[: result.committed], checkpoint_records.items, key))
-    state = replay(parsed[: result.committed])
+    state = _replay_judged(parsed[: result.committed], problems)
+    witnessed: tuple[int, tuple[str, ...]] = (0, ())
+    if witnesses or quorum:
+        witnessed = _check_witnesses(backend, entries[: result.committed], key, witnesses, quorum, problems, notes)
 
     live = set(backend.list_blobs())
     for found_problems, found_notes in (_check_blobs(backend, live, state), _check_names(backend, state)):
         problems.extend(found_problems)
         notes.extend(found_notes)
-    return StoreAudit(tuple(problems), tuple(notes), result.committed, result.checkpoints, len(live), key.keyid)
+    return StoreAudit(
+        tuple(problems), tuple(notes), result.committed, result.checkpoints, len(live), key.keyid,
+        witnessed=witnessed[0], cosigners=witnessed[1],
+    )  # fmt: skip
+
+
+def _replay_judged(parsed: list[dict[str, Any]], problems: list[str]) -> State:
+    """Replay the log, judging every entry against the access policy in force at its position."""
+    state = State()
+    for index, entry in enumerate(parsed):
+        problem = governance.judge(state, entry, index)
+        if problem is not None:
+            problems.append(f"log entry {index + 1} ({entry.get('type')}): {problem}")
+        apply(state, entry)
+    return state
+
+
+def _check_witnesses(
+    backend: Backend,
+    entries: list[bytes],
+    key: PublicKey,
+    witnesses: Sequence[note.VerifierKey],
+    quorum: int,
+    problems: list[str],
+    notes: list[str],
+) -> tuple[int, tuple[str, ...]]:
+    """Which committed checkpoint a quorum of witnesses cosigned, and any cosignature of another history."""
+    checkpoints = []
+    for record in backend.read_log("checkpoints").items:
+        with contextlib.suppress(ValueError):
+            cp = log.Checkpoint.parse(record)
+            if cp.size <= len(entries) and cp.verifies(key):
+                checkpoints.append(cp)
+    if any(cp.form != "c2sp" for cp in checkpoints) and not any(cp.form == "c2sp" for cp in checkpoints):
+        problems.append(
+            f"{backend.url}: a store of format 1 or 2 signs detpack-form checkpoints, which witnesses do not cosign"
+        )
+        return 0, ()
+    leaves = [merkle.leaf_hash(e) for e in entries]
+    roots: dict[int, bytes] = {}
+    by_tree: dict[tuple[int, bytes], set[str]] = {}
+    origin = checkpoints[-1].origin if checkpoints else ""
+    for cosig in witness.cosignatures(backend):
+        vkey = next((w for w in witnesses if w.name == cosig.signature.name and w.hash == cosig.signature.hash), None)
+        text = note.checkpoint_text(origin, cosig.size, cosig.root)
+        if vkey is None or not note.verifies(vkey, text, cosig.signature):
+            continue  # not one of the witnesses asked for, or not a real cosignature: proves nothing
+        if cosig.size > len(entries):
+            problems.append(
+                f"witness {vkey.name} cosigned tree size {cosig.size}, but this log holds {len(entries)} entries: "
+                "it was rolled back, or this reader is shown another branch"
+            )
+            continue
+        if cosig.size not in roots:
+            roots[cosig.size] = merkle.root(leaves[: cosig.size])
+        if roots[cosig.size] != cosig.root:
+            problems.append(
+                f"FORK: witness {vkey.name} cosigned tree size {cosig.size} with root "
+                f"{base64.b64encode(cosig.root).decode('ascii')}, but this log's root at that size is "
+                f"{base64.b64encode(roots[cosig.size]).decode('ascii')}: the witness saw another history"
+            )
+            continue
+        by_tree.setdefault((cosig.size, cosig.root), set()).add(vkey.name)
+    trusted = next(
+        (cp for cp in reversed(checkpoints) if len(by_tree.get((cp.size, cp.root), ())) >= max(quorum, 1)), None
+    )
+    names = ", ".join(w.name for w in witnesses)
+    if trusted is None:
+        if quorum:
+            problems.append(
+                f"no checkpoint is cosigned by {quorum} of the witnesses {names} (store witness add-checkpoint)"
+            )
+        return 0, ()
+    cosigners = tuple(sorted(by_tree[(trusted.size, trusted.root)]))
+    notes.append(f"trusted checkpoint: tree size {trusted.size}, cosigned by {', '.join(cosigners)}")
+    if trusted.size < len(entries):
+        later = len(entries) - trusted.size
+        notes.append(f"{later} later log entr{'y is' if later == 1 else 'ies are'} not witnessed yet")
+    return trusted.size, cosigners
 
 
 def _torn_notes(checkpoint_records: Records, entry_records: Records) -> list[str]:

@@ -10,7 +10,7 @@ Invariants a backend keeps:
   the digest and is a no-op when the blob is already live;
 - a name, once bound, is never rebound to other bytes: ``bind_name`` raises
   ``StoreRefusedError`` instead;
-- the two log streams (``entries`` and ``checkpoints``) are append-only sequences of records
+- the log streams (``entries``, ``checkpoints``, ``cosignatures``) are append-only sequences of records
   (bytes without newlines); ``append_log`` appends at exactly ``index`` (the current length)
   and fails otherwise, so two writers can never interleave; only ``truncate_log``, which the
   store calls to drop what an interrupted writer appended past the last checkpoint, shortens
@@ -33,7 +33,9 @@ from typing import BinaryIO, Literal, Protocol
 
 from detpack.errors import StoreRefusedError
 
-Stream = Literal["entries", "checkpoints"]
+#: ``entries`` and ``checkpoints`` are the log; ``cosignatures`` holds witnesses' cosignatures of
+#: checkpoints (self-authenticating, appended by witnesses without the store's key).
+Stream = Literal["entries", "checkpoints", "cosignatures"]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Layout::
     STORE/names/NAME               "sha256:HEX\\n": a write-once name binding
     STORE/log/entries.jsonl        one log entry per line (canonical JSON)
     STORE/log/checkpoints.jsonl    one signed checkpoint per line
+    STORE/log/cosignatures.jsonl   witnesses' cosignatures of checkpoints, one per line
     STORE/keys/store.pub           the store's public key (PEM); the private key is never here
                                    (see ``keys``: older versions kept it as keys/store.key, with
                                    the public key as keys/store.key.pub, which is still read)

@@ -2,8 +2,9 @@
 
 Entries are canonical JSON objects, one record each; entry ``i`` is leaf ``i`` of an RFC 6962
 Merkle tree (leaf hash = SHA-256(0x00 || the record's exact bytes)). After each append the
-writer signs a checkpoint (a signed tree head): the store's origin id, the tree size, the root,
-the time and the signer's keyid, signed with ed25519 over a fixed text form of those fields.
+writer signs a checkpoint (a signed tree head) with the store's ed25519 key: the store's origin
+id, the tree size and the root, as a C2SP tlog-checkpoint signed note (format 3 stores), or in
+the detpack text form with the time and the signer's keyid (formats 1 and 2; ``Checkpoint``).
 
 The log *is* what the latest checkpoint covers. Entries appended after it belong to a writer
 that was interrupted before it could sign: readers ignore them and the next writer drops
@@ -13,7 +14,9 @@ record added by hand is never believed.
 The store's format is the ``format`` of its init entry (``STORE_FORMAT``; none means 1):
 
 - 1: records serialised as ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``;
-- 2: records are RFC 8785 canonical JSON (``digest.canonical_json``).
+- 2: records are RFC 8785 canonical JSON (``digest.canonical_json``);
+- 3: as 2, and checkpoints are C2SP ``tlog-checkpoint`` signed notes (``note``), which
+  witnesses cosign (``witness``); formats 1 and 2 keep their detpack-form checkpoints.
 
 The two differ only in the order of keys outside the Basic Multilingual Plane and in how
 numbers other than integers are written; a store's records have ASCII keys and hold strings,
@@ -35,30 +38,52 @@ from typing import Any
 from detpack.digest import canonical_json
 from detpack.errors import StoreError
 from detpack.provenance.signing import PrivateKey, PublicKey
-from detpack.store import merkle
+from detpack.store import merkle, note
 from detpack.store.backend import Backend
 
 CHECKPOINT_HEADER = "detpack-store-checkpoint/v1"
 #: The format a new store's init entry records (see the module docstring).
-STORE_FORMAT = 2
+STORE_FORMAT = 3
 
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A signed tree head, in one of two forms.
+
+    ``c2sp`` (format 3 stores): a C2SP ``tlog-checkpoint`` (origin, size, base64 root) in an
+    Ed25519 ``signed-note`` under a key named after the origin; its record is canonical JSON
+    ``{"keyid", "note"}``. ``detpack`` (format 1 and 2 stores): the detpack text form
+    (``CHECKPOINT_HEADER``, origin, size, hex root, time, keyid), its record canonical JSON of
+    those fields and the signature. A store keeps the form it was created with.
+    """
+
     origin: str
     size: int
     root: bytes
-    time: str
+    time: str  # the detpack form's signing time; empty in the C2SP form (cosignatures carry times)
     keyid: str
     sig: bytes
+    form: str = "detpack"
+    hint: bytes = b""  # the C2SP form's 4-byte key hash
 
     def body(self) -> bytes:
-        """The signed text: every field but the signature, one per line."""
+        """The signed text."""
+        if self.form == "c2sp":
+            return note.checkpoint_text(self.origin, self.size, self.root).encode("utf-8")
         return (
             f"{CHECKPOINT_HEADER}\n{self.origin}\n{self.size}\n{self.root.hex()}\n{self.time}\n{self.keyid}\n".encode()
         )
 
+    def signed_note(self, cosignatures: Sequence[note.Signature] = ()) -> note.Note:
+        """The C2SP signed note (with any witnesses' cosignatures after the log's signature)."""
+        if self.form != "c2sp":
+            raise ValueError("a detpack-form checkpoint (store format 1 or 2) is no signed note")
+        own = note.Signature(self.origin, self.hint, self.sig)
+        return note.Note(self.body().decode("utf-8"), (own,)).with_signatures(tuple(cosignatures))
+
     def record(self) -> bytes:
+        if self.form == "c2sp":
+            return canonical_json({"keyid": self.keyid, "note": self.signed_note().encode().decode("utf-8")})
         return canonical_json(
             {
                 "origin": self.origin,
@@ -71,35 +96,60 @@ class Checkpoint:
         )
 
     def to_json(self) -> dict[str, Any]:
+        if self.form == "c2sp":
+            return {"origin": self.origin, "size": self.size, "root": self.root.hex(), "keyid": self.keyid,
+                    "note": self.signed_note().encode().decode("utf-8")}  # fmt: skip
         value: dict[str, Any] = json.loads(self.record())
         return value
 
     def verifies(self, key: PublicKey) -> bool:
+        if self.form == "c2sp" and self.hint != note.key_hash(self.origin, note.ED25519, key.raw):
+            return False
         return key.verify(self.sig, self.body())
 
+    def vkey(self, key: PublicKey) -> note.VerifierKey:
+        """The log's C2SP verifier key (named after the origin)."""
+        return note.VerifierKey(self.origin, note.ED25519, key)
+
     @classmethod
-    def signed(cls, key: PrivateKey, origin: str, size: int, root: bytes, time: str) -> Checkpoint:
-        unsigned = cls(origin, size, root, time, key.public.keyid, b"")
-        return cls(origin, size, root, time, unsigned.keyid, key.sign(unsigned.body()))
+    def signed(cls, key: PrivateKey, origin: str, size: int, root: bytes, time: str, *, c2sp: bool) -> Checkpoint:
+        keyid = key.public.keyid
+        if c2sp:
+            sig = note.sign(note.checkpoint_text(origin, size, root), origin, key)
+            return cls(origin, size, root, "", keyid, sig.signature, "c2sp", sig.hash)
+        unsigned = cls(origin, size, root, time, keyid, b"")
+        return cls(origin, size, root, time, keyid, key.sign(unsigned.body()))
 
     @classmethod
     def parse(cls, record: bytes) -> Checkpoint:
         """A checkpoint from its record; ValueError when it is not one, or not in canonical form."""
         try:
             value = json.loads(record)
-            cp = cls(
-                origin=str(value["origin"]),
-                size=int(value["size"]),
-                root=bytes.fromhex(value["root"]),
-                time=str(value["time"]),
-                keyid=str(value["keyid"]),
-                sig=base64.b64decode(value["sig"], validate=True),
-            )
+            if "note" in value:
+                cp = cls.from_note(note.Note.parse(str(value["note"]).encode("utf-8")), str(value["keyid"]))
+            else:
+                cp = cls(
+                    origin=str(value["origin"]),
+                    size=int(value["size"]),
+                    root=bytes.fromhex(value["root"]),
+                    time=str(value["time"]),
+                    keyid=str(value["keyid"]),
+                    sig=base64.b64decode(value["sig"], validate=True),
+                )
         except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
             raise ValueError("unreadable (changed by hand)") from None
         if cp.record() != record:
             raise ValueError("not in canonical form (changed by hand)")
         return cp
+
+    @classmethod
+    def from_note(cls, signed: note.Note, keyid: str = "") -> Checkpoint:
+        """The checkpoint a C2SP note holds, with the log's signature (the one named after the origin)."""
+        origin, size, root = note.parse_checkpoint_text(signed.text)
+        own = [s for s in signed.signatures if s.name == origin and len(s.signature) == 64]
+        if not own:
+            raise ValueError(f"no signature by the log ({origin}) on the checkpoint")
+        return cls(origin, size, root, "", keyid, own[0].signature, "c2sp", own[0].hash)
 
 
 def entry_record(entry: dict[str, Any]) -> bytes:
@@ -169,14 +219,17 @@ def recover(backend: Backend) -> None:
         backend.truncate_log("entries", size)
 
 
-def append(backend: Backend, key: PrivateKey, origin: str, record: bytes, time: str) -> tuple[int, Checkpoint]:
-    """Append one entry and sign the new tree head (call holding the lock, after ``recover``)."""
+def append(
+    backend: Backend, key: PrivateKey, origin: str, record: bytes, time: str, *, c2sp: bool
+) -> tuple[int, Checkpoint]:
+    """Append one entry and sign the new tree head (call holding the lock, after ``recover``);
+    ``c2sp``: in the C2SP form (format 3 stores), else in the detpack form."""
     entries = list(backend.read_log("entries").items)
     index = len(entries)
     backend.append_log("entries", index, record)
     entries.append(record)
     root = merkle.root([merkle.leaf_hash(e) for e in entries])
-    checkpoint = Checkpoint.signed(key, origin, index + 1, root, time)
+    checkpoint = Checkpoint.signed(key, origin, index + 1, root, time, c2sp=c2sp)
     backend.append_log("checkpoints", len(backend.read_log("checkpoints").items), checkpoint.record())
     return index, checkpoint
 
@@ -276,7 +329,10 @@ def check_saved(
 ) -> list[str]:
     """Whether the log still extends a checkpoint saved earlier (detects a rewritten or rolled-back log)."""
     try:
-        old = Checkpoint.parse(saved.strip())
+        if saved.lstrip().startswith(b"{"):
+            old = Checkpoint.parse(saved.strip())
+        else:
+            old = Checkpoint.from_note(note.Note.parse(saved))
     except ValueError as exc:
         return [f"saved checkpoint: {exc}"]
     where = f"saved checkpoint (tree size {old.size})"

@@ -8,11 +8,17 @@ a prefix of the tree at a later one (RFC 6962 section 2.1.2). Both verify with
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from detpack.errors import InputError, StoreError, VerificationError
-from detpack.store import log, merkle
+from detpack.provenance import signing
+from detpack.store import log, merkle, note
 from detpack.store.state import replay
 from detpack.store.store import Store
 
@@ -58,3 +64,97 @@ def consistency(store: Store, old: int, new: int | None = None) -> dict[str, Any
         "new": by_size[new].to_json() if new in by_size else {"size": new, "root": merkle.root(leaves[:new]).hex()},
         "proof": [p.hex() for p in proof],
     }
+
+
+TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"
+
+
+def tlog_proof(store: Store, ref: str) -> bytes:
+    """A C2SP ``tlog-proof`` of the entry that first stored ``ref``: the entry (as ``extra``), its index,
+    the inclusion proof, and the latest checkpoint with the witnesses' cosignatures of it."""
+    from detpack.store import witness
+
+    value = inclusion(store, ref)
+    _, checkpoint = store.records()
+    assert checkpoint is not None  # inclusion() refused an empty log
+    if checkpoint.form != "c2sp":
+        raise StoreError(
+            f"{store.backend.url}: a store of format 1 or 2 signs detpack-form checkpoints; a tlog-proof needs a "
+            "C2SP checkpoint (format 3: a store created by this detpack); use --json for a detpack proof"
+        )
+    cosigs = [
+        c.signature
+        for c in witness.cosignatures(store.backend)
+        if (c.size, c.root) == (checkpoint.size, checkpoint.root)
+    ]
+    lines = [
+        TLOG_PROOF_HEADER,
+        f"extra {base64.b64encode(value['entry'].encode('utf-8')).decode('ascii')}",
+        f"index {value['leaf_index']}",
+        *(base64.b64encode(bytes.fromhex(h)).decode("ascii") for h in value["proof"]),
+        "",
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii") + checkpoint.signed_note(cosigs).encode()
+
+
+@dataclass(frozen=True)
+class ProofCheck:
+    """What an offline check of a tlog-proof established."""
+
+    index: int  # 0-based
+    size: int
+    origin: str
+    entry: dict[str, Any]
+    cosigners: tuple[str, ...]
+
+
+def check_tlog_proof(
+    data: bytes,
+    source: str,
+    log_key: signing.PublicKey | note.VerifierKey,
+    witnesses: Sequence[note.VerifierKey] = (),
+    quorum: int = 0,
+) -> ProofCheck:
+    """Verify a tlog-proof offline: the log's signature on its checkpoint, the entry's inclusion, and a quorum
+    of witnesses' cosignatures. InputError when it is no tlog-proof, VerificationError when it does not hold."""
+    try:
+        text = data.decode("utf-8")
+        head, sep, signed = text.partition("\n\n")
+        lines = head.split("\n")
+        if not sep or lines[0] != TLOG_PROOF_HEADER:
+            raise ValueError(f"does not start with {TLOG_PROOF_HEADER}")
+        extra = None
+        rest = lines[1:]
+        if rest and rest[0].startswith("extra "):
+            extra = base64.b64decode(rest.pop(0)[6:], validate=True)
+        if not rest or not re.fullmatch(r"index (0|[1-9][0-9]*)", rest[0]):
+            raise ValueError("no index line")
+        index = int(rest[0][6:])
+        path = [base64.b64decode(h, validate=True) for h in rest[1:]]
+        checkpoint_note = note.Note.parse(signed.encode("utf-8"))
+        checkpoint = log.Checkpoint.from_note(checkpoint_note)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise InputError(f"{source}: not a tlog-proof ({exc})") from None
+    if extra is None:
+        raise InputError(f"{source}: has no extra line holding the log entry; detpack proofs carry it")
+    vkey = log_key if isinstance(log_key, note.VerifierKey) else checkpoint.vkey(log_key)
+    if vkey.name != checkpoint.origin or not checkpoint_note.verified_by(vkey):
+        raise VerificationError(
+            f"{source}: its checkpoint ({checkpoint.origin}, tree size {checkpoint.size}) is not signed by the log "
+            f"key {vkey.name}+{vkey.hash.hex()}"
+        )
+    if not merkle.verify_inclusion(index, checkpoint.size, merkle.leaf_hash(extra), path, checkpoint.root):
+        raise VerificationError(
+            f"{source}: the inclusion proof does not lead from log entry {index + 1} to the checkpoint's root"
+        )
+    cosigners = tuple(sorted(w.name for w in witnesses if checkpoint_note.verified_by(w)))
+    if len(cosigners) < quorum:
+        raise VerificationError(
+            f"{source}: cosigned by {len(cosigners)} of the given witnesses ({', '.join(cosigners) or 'none'}); "
+            f"--quorum {quorum} needs {quorum}"
+        )
+    try:
+        entry = log.parse_entry(extra)
+    except ValueError:
+        raise InputError(f"{source}: its extra line is not a log entry") from None
+    return ProofCheck(index, checkpoint.size, checkpoint.origin, entry, cosigners)

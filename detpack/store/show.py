@@ -38,6 +38,7 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
                 "env": p.env,
                 "time": p.time,
                 "user": p.user,
+                **({"author": p.author, "approvals": list(p.approvers)} if p.author else {}),
                 "ci_run": p.ci_run,
                 "forced": p.forced,
                 "reason": p.reason,

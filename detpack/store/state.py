@@ -6,8 +6,12 @@ Nothing about the store is known except from its log.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from detpack.errors import ConfigError
+from detpack.store.access import AccessPolicy, signatures
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,8 @@ class Promotion:
     reason: str | None
     policy: str | None = None  # the digest of the environment's policy it was checked against
     vsa: str | None = None  # the digest of the signed VSA of that check
+    author: str | None = None  # the name of the key that signed it (stores with an access policy)
+    approvers: tuple[str, ...] = ()  # the names of the keys whose approvals it took effect with
 
 
 @dataclass
@@ -50,6 +56,14 @@ class State:
     names: dict[str, str] = field(default_factory=dict)
     promotions: list[Promotion] = field(default_factory=list)
     policies: dict[str, str] = field(default_factory=dict)  # environment -> the digest of its policy
+    format: int = 1
+    access: AccessPolicy | None = None  # the access policy in force
+    access_index: int = -1  # the log entry (0-based) that set it
+    #: keyid -> (its name, the entry that revoked it): keys an earlier access policy named and a later one dropped
+    revoked: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: (digest, environment) -> keyids that approved it, in order, since its last promotion there
+    approvals: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    size: int = 0  # entries applied
 
     def live_in(self) -> dict[str, str]:
         """Environment -> the digest promoted there last."""
@@ -62,43 +76,62 @@ class State:
 def replay(entries: list[dict[str, Any]]) -> State:
     """The store's state after ``entries`` (its log), in order."""
     state = State()
-    for index, e in enumerate(entries):
-        kind = e.get("type")
-        digest = str(e.get("digest", ""))
-        if kind == "init":
-            state.origin, state.keyid = e.get("origin"), e.get("keyid")
-        elif kind in ("push", "provenance", "attestation", "log"):
-            _replay_push(state, e, index, digest)
-        elif kind == "policy":
-            _blob(state, e, index, digest, "policy")
-            state.policies[str(e["env"])] = digest
-        elif kind == "tag":
-            state.names[str(e["name"])] = digest
-            if digest in state.items and e["name"] not in state.items[digest].names:
-                state.items[digest].names.append(str(e["name"]))
-        elif kind == "promote":
-            vsa = e.get("vsa") if isinstance(e.get("vsa"), dict) else None
-            if vsa is not None:
-                _blob(state, {**e, "size": vsa.get("size", 0)}, index, str(vsa.get("digest", "")), "vsa")
-            state.promotions.append(
-                Promotion(
-                    index,
-                    str(e["env"]),
-                    digest,
-                    str(e.get("time", "")),
-                    str(e.get("user", "")),
-                    e.get("ci_run"),
-                    bool(e.get("forced", False)),
-                    e.get("reason"),
-                    e.get("policy"),
-                    str(vsa["digest"]) if vsa is not None else None,
-                )
-            )
-        elif kind in ("hold", "release") and digest in state.items:
-            state.items[digest].held = kind == "hold"
-        elif kind == "expire" and digest in state.items:
-            state.items[digest].expired = str(e.get("time", ""))
+    for e in entries:
+        apply(state, e)
     return state
+
+
+def apply(state: State, e: dict[str, Any]) -> None:
+    """Fold the next log entry into ``state``."""
+    index = state.size
+    state.size += 1
+    kind = e.get("type")
+    digest = str(e.get("digest", ""))
+    if kind == "init":
+        state.origin, state.keyid = e.get("origin"), e.get("keyid")
+        fmt = e.get("format", 1)
+        state.format = fmt if isinstance(fmt, int) and not isinstance(fmt, bool) else 1
+    elif kind in ("push", "provenance", "attestation", "log"):
+        _replay_push(state, e, index, digest)
+    elif kind == "access":
+        _replay_access(state, e, index)
+    elif kind == "approve":
+        author = _author(e)
+        approvers = state.approvals.setdefault((digest, str(e.get("env"))), [])
+        if author is not None and author not in approvers:
+            approvers.append(author)
+    elif kind == "policy":
+        _blob(state, e, index, digest, "policy")
+        state.policies[str(e["env"])] = digest
+    elif kind == "tag":
+        state.names[str(e["name"])] = digest
+        if digest in state.items and e["name"] not in state.items[digest].names:
+            state.items[digest].names.append(str(e["name"]))
+    elif kind == "promote":
+        state.approvals.pop((digest, str(e.get("env"))), None)
+        vsa = e.get("vsa") if isinstance(e.get("vsa"), dict) else None
+        if vsa is not None:
+            _blob(state, {**e, "size": vsa.get("size", 0)}, index, str(vsa.get("digest", "")), "vsa")
+        state.promotions.append(
+            Promotion(
+                index,
+                str(e["env"]),
+                digest,
+                str(e.get("time", "")),
+                str(e.get("user", "")),
+                e.get("ci_run"),
+                bool(e.get("forced", False)),
+                e.get("reason"),
+                e.get("policy"),
+                str(vsa["digest"]) if vsa is not None else None,
+                str(e["author"]) if isinstance(e.get("author"), str) else None,
+                tuple(str(a) for a in e.get("approvals") or ()),
+            )
+        )
+    elif kind in ("hold", "release") and digest in state.items:
+        state.items[digest].held = kind == "hold"
+    elif kind == "expire" and digest in state.items:
+        state.items[digest].expired = str(e.get("time", ""))
 
 
 def _blob(state: State, e: dict[str, Any], index: int, digest: str, kind: str) -> Item:
@@ -110,7 +143,7 @@ def _blob(state: State, e: dict[str, Any], index: int, digest: str, kind: str) -
             kind,
             int(e.get("size", 0)),
             pushed=str(e.get("time", "")),
-            pushed_by=str(e.get("user", "")),
+            pushed_by=str(e.get("author") or e.get("user", "")),
             index=index,
         )
     return item
@@ -132,3 +165,23 @@ def _replay_push(state: State, e: dict[str, Any], index: int, digest: str) -> No
         item.signed_by = [str(k) for k in e.get("keyids", [])]
     elif e.get("provenance"):
         item.provenance = str(e["provenance"])
+
+
+def _author(e: dict[str, Any]) -> str | None:
+    """The keyid of an entry's (first) signature, as recorded (``governance`` checks it)."""
+    found = signatures(e)
+    return found[0][0] if found else None
+
+
+def _replay_access(state: State, e: dict[str, Any], index: int) -> None:
+    """A new access policy: in force from here; keys the previous one named and it does not are revoked."""
+    with contextlib.suppress(ConfigError):  # an unreadable policy changes nothing (``governance`` reports it)
+        policy = AccessPolicy.from_json(e.get("policy"), f"log entry {index + 1}")
+        if state.access is not None:
+            kept = policy.by_keyid()
+            for name, key in state.access.keys:
+                if key.keyid not in kept:
+                    state.revoked[key.keyid] = (name, index)
+        for keyid in policy.by_keyid():
+            state.revoked.pop(keyid, None)
+        state.access, state.access_index = policy, index

@@ -6,6 +6,10 @@ before the change it records is made visible (a blob is stored before its push e
 is bound after it, a blob is retired after its expire entry), and ``_finish`` completes any
 such pending step, so a writer killed anywhere leaves a store that verifies. Refusals
 (rebinding a name, promoting unverified provenance) happen before anything is written.
+
+Once the store has an access policy (``set_access``), every entry is signed by its author
+(``Store.author``, or the approver's key) and judged by ``governance`` before it is appended
+(``_Writer.prepare``); the same judge replays the log in ``store verify``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from detpack.digest import canonical_json, file_sha256, sha256_hex
 from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
 from detpack.provenance import reader, signing
 from detpack.provenance.attestation import RebuildClaim
-from detpack.store import log, merkle
+from detpack.store import access, governance, log, merkle
+from detpack.store.access import AccessPolicy
 from detpack.store.backend import Backend
 from detpack.store.keys import StoreKeys
 from detpack.store.state import Item, Promotion, State, replay
@@ -73,9 +78,11 @@ def _input(path: Path) -> _Input:
 class Store:
     """One store: its backend, and where a writer finds its private key (readers never need it)."""
 
-    def __init__(self, backend: Backend, keys: StoreKeys) -> None:
+    def __init__(self, backend: Backend, keys: StoreKeys, author: signing.PrivateKey | None = None) -> None:
         self.backend = backend
         self.keys = keys
+        #: The key that signs the entries this writer makes (required once the store has an access policy).
+        self.author = author
 
     # -- reading --------------------------------------------------------------------------
     def records(self) -> tuple[list[bytes], log.Checkpoint | None]:
@@ -166,13 +173,13 @@ class Store:
         return key
 
     @contextlib.contextmanager
-    def _writing(self, import_key: Path | None = None) -> Iterator[_Writer]:
+    def _writing(self, import_key: Path | None = None, author: signing.PrivateKey | None = None) -> Iterator[_Writer]:
         with self.backend.lock():
             log.recover(self.backend)
             state = self.state()
             key = self._signing_key(state, import_key)
             self._check_head(key.public)
-            writer = _Writer(self, key, state)
+            writer = _Writer(self, key, state, author or self.author)
             if state.origin is None:
                 origin = f"urn:uuid:{os.urandom(16).hex()}"
                 init = {"type": "init", "origin": origin, "keyid": key.public.keyid, "format": log.STORE_FORMAT}
@@ -228,7 +235,15 @@ class Store:
             if log_name is not None and (provenance_path.parent / log_name).is_file():
                 build_log = _input(provenance_path.parent / log_name)  # kept with the artifacts it made
         with self._writing() as w:
-            for i in [*inputs, *([prov] if prov else []), *([build_log] if build_log else []), *(c for c, _ in claims)]:
+            everything = [
+                *inputs,
+                *([prov] if prov else []),
+                *([build_log] if build_log else []),
+                *(c for c, _ in claims),
+            ]
+            for i in everything:
+                w.permit({"type": "push", "name": i.name})
+            for i in everything:
                 bound = w.state.names.get(i.name)
                 if bound is not None and bound != i.digest:
                     raise StoreRefusedError(
@@ -262,18 +277,29 @@ class Store:
             self.backend.bind_name(name, item.digest)
             return True
 
-    def set_policy(self, env: str, policy: gate.Policy) -> tuple[str, bool]:
-        """Make ``policy`` the gate of promotions to ``env`` (logged); (its digest, whether it changed)."""
+    def set_policy(self, env: str, policy: gate.Policy, roots: Sequence[signing.PrivateKey] = ()) -> tuple[str, bool]:
+        """Make ``policy`` the gate of promotions to ``env`` (logged; once the store has an access policy,
+        signed by a threshold of its root keys, ``roots``); (its digest, whether it changed)."""
         _check_env(env)
         data = policy.self_contained()
         digest = sha256_hex(data)
         with self._writing() as w:
             if w.state.policies.get(env) == digest:
                 return digest, False
+            entry = w.prepare({"type": "policy", "env": env, "digest": digest, "size": len(data)}, roots)
             with _temp_blob(data) as path:
                 self.backend.put_blob(digest, path)
-            w.append({"type": "policy", "env": env, "digest": digest, "size": len(data)})
+            w.commit(entry)
             return digest, True
+
+    def set_access(self, policy: AccessPolicy, roots: Sequence[signing.PrivateKey]) -> tuple[int, bool]:
+        """Put ``policy`` in force, signed by ``roots`` (a threshold of the root keys of the policy in
+        force, and of its own); (its log entry, 1-based, whether it changed)."""
+        with self._writing() as w:
+            if w.state.access == policy:
+                return w.state.access_index + 1, False
+            index = w.append({"type": "access", "policy": policy.to_json()}, roots)
+            return index + 1, True
 
     def policy(self, state: State, env: str) -> gate.Policy | None:
         """The policy promotions to ``env`` must meet (None: only a verified provenance)."""
@@ -289,39 +315,97 @@ class Store:
     ) -> Promotion:
         _check_env(env)
         with self._writing() as w:
-            item = self.find(w.state, ref)
-            if item.kind != "artifact":
-                raise StoreError(f"{ref}: a {item.kind} record, not an artifact; promote the artifact it describes")
-            if item.expired:
-                raise StoreRefusedError(f"{ref}: expired on {item.expired}; push it again before promoting it")
-            policy = self.policy(w.state, env)
-            gate_check = None
-            verified_by = None
-            if policy is not None:
-                if keys:
-                    raise InputError(f"{env}: promotions are checked against its policy (its keys); drop --key")
-                gate_check = self._check_policy(w, item, env, policy)
-                problem = gate_check.problem
-            else:
-                problem, verified_by = self._provenance_problem(w.state, item, keys)
-            if problem and not force:
+            item = self._promotable(w.state, ref)
+            w.permit({"type": "promote", "digest": item.digest, "env": env})
+            return self._promote_in(w, item, env, keys, force=force, environ=environ)
+
+    def approve(
+        self,
+        ref: str,
+        env: str,
+        key: signing.PrivateKey,
+        trusted: Sequence[signing.PublicKey] = (),
+        *,
+        force: bool = False,
+        environ: Mapping[str, str],
+    ) -> Approval:
+        """Approve ``ref`` for ``env`` with ``key``; the promotion is made when this approval meets the
+        environment's threshold. A promotion the environment's gate refuses leaves the approval logged
+        (StoreRefusedError says so); approving what is live in ``env`` already changes nothing."""
+        _check_env(env)
+        with self._writing(author=key) as w:
+            item = self._promotable(w.state, ref)
+            if w.state.access is None:
                 raise StoreRefusedError(
-                    f"sha256:{item.digest[:16]}…: {problem}; not promoted to {env} (--force promotes anyway, logged)"
+                    f"{self.backend.url}: has no access policy, so nobody approves; set one (store access FILE)"
                 )
-            entry: dict[str, Any] = {"type": "promote", "digest": item.digest, "env": env, "forced": bool(problem)}
-            if gate_check is not None and gate_check.vsa:  # stored only now: a refused promotion leaves none
-                with _temp_blob(gate_check.vsa) as path:
-                    self.backend.put_blob(sha256_hex(gate_check.vsa), path)
-                entry.update(gate_check.entry)
-            if problem:
-                entry["reason"] = problem
-            if verified_by:
-                entry["verified_by"] = verified_by
-            run = ci_run(environ)
-            if run:
-                entry["ci_run"] = run
-            w.append(entry)
-            return w.state.promotions[-1]
+            w.permit({"type": "approve", "digest": item.digest, "env": env})
+            rule = w.state.access.promote_rule(env)
+            needed = rule.approvals if rule is not None else 1
+            live = [p for p in w.state.promotions if p.env == env]
+            if live and live[-1].digest == item.digest:
+                return Approval(list(live[-1].approvers), needed, live[-1], already_live=True)
+            name = w.author_name()
+            if name not in governance.approvers(w.state, item.digest, env, None):
+                w.append({"type": "approve", "digest": item.digest, "env": env})
+            have = governance.approvers(w.state, item.digest, env, None)
+            if len(have) < needed:
+                return Approval(have, needed, None)
+            try:
+                return Approval(have, needed, self._promote_in(w, item, env, trusted, force=force, environ=environ))
+            except StoreRefusedError as exc:
+                raise StoreRefusedError(
+                    f"approved ({len(have)} of {needed}: {', '.join(have)}), but {exc.message}"
+                ) from None
+
+    def _promotable(self, state: State, ref: str) -> Item:
+        item = self.find(state, ref)
+        if item.kind != "artifact":
+            raise StoreError(f"{ref}: a {item.kind} record, not an artifact; promote the artifact it describes")
+        if item.expired:
+            raise StoreRefusedError(f"{ref}: expired on {item.expired}; push it again before promoting it")
+        return item
+
+    def _promote_in(
+        self,
+        w: _Writer,
+        item: Item,
+        env: str,
+        keys: Sequence[signing.PublicKey],
+        *,
+        force: bool,
+        environ: Mapping[str, str],
+    ) -> Promotion:
+        policy = self.policy(w.state, env)
+        gate_check = None
+        verified_by = None
+        if policy is not None:
+            if keys:
+                raise InputError(f"{env}: promotions are checked against its policy (its keys); drop --key")
+            gate_check = self._check_policy(w, item, env, policy)
+            problem = gate_check.problem
+        else:
+            problem, verified_by = self._provenance_problem(w.state, item, keys)
+        if problem and not force:
+            raise StoreRefusedError(
+                f"sha256:{item.digest[:16]}…: {problem}; not promoted to {env} (--force promotes anyway, logged)"
+            )
+        entry: dict[str, Any] = {"type": "promote", "digest": item.digest, "env": env, "forced": bool(problem)}
+        if gate_check is not None and gate_check.vsa:  # stored only now: a refused promotion leaves none
+            with _temp_blob(gate_check.vsa) as path:
+                self.backend.put_blob(sha256_hex(gate_check.vsa), path)
+            entry.update(gate_check.entry)
+        if problem:
+            entry["reason"] = problem
+        if verified_by:
+            entry["verified_by"] = verified_by
+        run = ci_run(environ)
+        if run:
+            entry["ci_run"] = run
+        if w.state.access is not None:
+            entry["approvals"] = governance.approvers(w.state, item.digest, env, w.author_name())
+        w.append(entry)
+        return w.state.promotions[-1]
 
     def _check_policy(self, w: _Writer, item: Item, env: str, policy: gate.Policy) -> _GateCheck:
         """Check ``item`` against the environment's policy with the evidence in the store; the verdict is
@@ -386,12 +470,14 @@ class Store:
             item = self.find(w.state, ref)
             if item.held != release:
                 return False
+            w.permit({"type": "release" if release else "hold", "digest": item.digest})
             w.append({"type": "release" if release else "hold", "digest": item.digest})
             return True
 
     def expire(self, older_than: dt.timedelta, keep_last: int | None) -> list[Decision]:
         decisions: list[Decision] = []
         with self._writing() as w:
+            w.permit({"type": "expire"})
             cutoff = dt.datetime.now(dt.UTC) - older_than
             live = w.state.live_in()
             artifacts = sorted(
@@ -419,6 +505,16 @@ class Store:
                 self.backend.retire_blob(item.digest)
                 decisions.append(Decision(item.digest, tuple(item.names), True, f"pushed {item.pushed}"))
         return decisions
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Where an approval left a promotion."""
+
+    approvers: list[str]  # the names of the distinct keys approving it now
+    needed: int  # the environment's threshold
+    promotion: Promotion | None  # made now (or earlier, when ``already_live``); None: more approvals needed
+    already_live: bool = False
 
 
 @dataclass(frozen=True)
@@ -463,21 +559,60 @@ def _project(name: str) -> str:
 class _Writer:
     """The state of one locked write, and the one way to append to the log."""
 
-    def __init__(self, store: Store, key: signing.PrivateKey, state: State) -> None:
+    def __init__(self, store: Store, key: signing.PrivateKey, state: State, author: signing.PrivateKey | None) -> None:
         self.store = store
         self.key = key
         self.state = state
+        self.author = author
 
     @property
     def backend(self) -> Backend:
         return self.store.backend
 
-    def append(self, entry: dict[str, Any]) -> int:
+    def author_name(self) -> str:
+        """The access policy's name for this writer's author key (StoreRefusedError when it has none)."""
+        try:
+            return governance.author_name(self.state, self.author.public if self.author else None)
+        except ValueError as exc:
+            raise StoreRefusedError(f"{self.backend.url}: {exc}; nothing was written") from None
+
+    def permit(self, entry: dict[str, Any]) -> None:
+        """Refuse, before anything is written, what the access policy in force does not let the author do."""
+        if self.state.access is None:
+            return
+        problem = governance.permits(self.state, self.author_name(), entry)
+        if problem is not None:
+            raise StoreRefusedError(f"{self.backend.url}: {problem}; nothing was written")
+
+    def prepare(self, entry: dict[str, Any], roots: Sequence[signing.PrivateKey] = ()) -> dict[str, Any]:
+        """The entry as it will be logged next (time, user, author, signatures), judged by the access policy."""
         entry = {**entry, "time": now(), "user": current_user()}
-        origin = self.state.origin or entry.get("origin")
-        index, _ = log.append(self.backend, self.key, str(origin), log.entry_record(entry), entry["time"])
+        index = self.state.size
+        origin = str(self.state.origin or entry.get("origin"))
+        if entry["type"] in ("access", "policy"):
+            signers = list(roots)
+        elif self.state.access is not None:
+            entry["author"] = self.author_name()
+            signers = [self.author] if self.author is not None else []
+        else:
+            signers = []
+        if signers:
+            entry = access.sign_entry(entry, origin, index, signers)
+        problem = governance.judge(self.state, entry, index)
+        if problem is not None:
+            raise StoreRefusedError(f"{self.backend.url}: {problem}; nothing was written")
+        return entry
+
+    def commit(self, entry: dict[str, Any]) -> int:
+        """Append a prepared entry and sign the new checkpoint."""
+        origin = str(self.state.origin or entry.get("origin"))
+        c2sp = (self.state.format if self.state.origin else entry.get("format", 1)) >= 3
+        index, _ = log.append(self.backend, self.key, origin, log.entry_record(entry), entry["time"], c2sp=c2sp)
         self.state = self.store.state()
         return index
+
+    def append(self, entry: dict[str, Any], roots: Sequence[signing.PrivateKey] = ()) -> int:
+        return self.commit(self.prepare(entry, roots))
 
     def finish(self) -> None:
         """Complete what an interrupted writer logged but did not do (bindings, retirements)."""
