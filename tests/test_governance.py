@@ -589,3 +589,42 @@ def test_sigkill_during_approve_promote_and_policy_changes_loses_nothing(tmp_pat
         assert kinds.count("access") == 2 and kinds.count("approve") == 2 and kinds.count("policy") == 1, kill_at
         promotions = [(e["env"], e.get("approvals")) for e in entries if e["type"] == "promote"]
         assert sorted(promotions) == [("prod", ["alice", "release"]), ("staging", ["ci"])], (kill_at, promotions)
+
+
+def test_root_key_holders_sign_a_change_apart_and_an_old_change_cannot_be_replayed(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    store, _ = _governed(tmp_path, keys)
+    folder = keys["ci"].parent
+    rotated = folder / "rotated.toml"
+    # each root key holder signs on their own machine: nothing in the store changes
+    before = _snapshot(store)
+    sigs = []
+    for root in ("root-a", "root-b"):
+        sig = tmp_path / f"{root}.sig"
+        r = run(_store(store, "access", rotated, "--root-key", keys[root], "--sign-only", sig))
+        assert r.code == 0 and "of access policy version 2" in r.stdout, r.stderr
+        sigs.append(sig)
+    assert {k: v for k, v in _snapshot(store).items() if k != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"
+    }
+    # one signature is not the threshold; a signature of another policy is refused by name
+    _refused(run(_store(store, "access", rotated, "--root-signature", sigs[0])), "signed by 1 of the root keys")
+    other = folder / "other.toml"
+    other.write_text(POLICY.replace('[hold]\nkeys = ["alice"]', '[hold]\nkeys = ["alice", "ci"]'))
+    r = run(_store(store, "access", other, "--root-signature", sigs[0]))
+    assert r.code == 2 and "signs another change (its content" in r.stderr, r.stderr
+    # the writer attaches both, holding no root key
+    r = run(_store(store, "access", rotated, "--root-signature", sigs[0], "--root-signature", sigs[1]))
+    assert r.code == 0 and "access policy set  log entry 4" in r.stdout, r.stderr
+    # signatures of that version cannot be used again for a later change
+    r = run(_store(store, "access", folder / "access.toml", "--root-signature", sigs[0], "--root-signature", sigs[1]))
+    assert r.code == 2 and "its version is 2, this change's 3" in r.stderr, r.stderr
+    # an old signed change copied back into the log by someone holding the store key: named by verify
+    entries = [json.loads(line) for line in (store / "log" / "entries.jsonl").read_bytes().splitlines()]
+    first_policy = next(e for e in entries if e["type"] == "access")
+    _forge(store, {k: v for k, v in first_policy.items() if k not in ("time", "user")})
+    r = run(_store(store, "verify"))
+    assert r.code == 1
+    [problem] = [line for line in r.stdout.splitlines() if "problem:" in line]
+    assert "log entry 5 (access): access policy version 1, but this is change 3 of it (a replayed" in problem

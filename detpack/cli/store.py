@@ -163,6 +163,14 @@ def add_parser(sub: Any) -> None:
 
 def _root_key(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--root-key", type=Path, action="append", default=[], metavar="KEY", help=text)
+    parser.add_argument(
+        "--root-signature", type=Path, action="append", default=[], metavar="FILE",
+        help="a root key holder's detached signature of this change (made with --sign-only); repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sign-only", type=Path, metavar="FILE",
+        help="with one --root-key: write that key's signature of this change to FILE and change nothing",
+    )  # fmt: skip
 
 
 def _parse_age(text: str) -> dt.timedelta:
@@ -461,7 +469,11 @@ def _policy(store: Any, args: argparse.Namespace, out: Output) -> int:
         _emit(out, args, {"env": args.env, "digest": f"sha256:{policy.sha256}"},
               [policy.self_contained().decode("utf-8").rstrip("\n")])  # fmt: skip
         return 0
-    digest, changed = store.set_policy(args.env, gate.load(args.file), _private_keys(args.root_key))
+    gate_policy = gate.load(args.file)
+    if args.sign_only is not None:
+        return _sign_only(store.policy_change((args.env, gate_policy)), args, out)
+    detached = _detached(args.root_signature)
+    digest, changed = store.set_policy(args.env, gate_policy, _private_keys(args.root_key), detached)
     _emit(out, args, {"env": args.env, "digest": f"sha256:{digest}", "changed": changed},
           [f"{'policy set' if changed else 'unchanged '}  {args.env}  sha256:{digest}"])  # fmt: skip
     return 0
@@ -501,6 +513,34 @@ def _private_keys(paths: list[Path]) -> list[Any]:
     return [load_private_key(p) for p in paths]
 
 
+def _detached(paths: list[Path]) -> list[tuple[bytes, str]]:
+    out = []
+    for path in paths:
+        try:
+            out.append((path.read_bytes(), str(path)))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the root signature ({exc.strerror or exc})") from None
+    return out
+
+
+def _sign_only(change: Any, args: argparse.Namespace, out: Output) -> int:
+    """Write one root key's signature of the next policy change (nothing in the store changes)."""
+    from detpack.atomic import write_bytes
+    from detpack.provenance.signing import load_private_key
+
+    if len(args.root_key) != 1 or args.root_signature:
+        raise ConfigError(
+            "--sign-only FILE: give exactly one --root-key KEY (the key that signs), and no --root-signature"
+        )
+    key = load_private_key(args.root_key[0])
+    write_bytes(args.sign_only, change.signature_file(key))
+    _emit(out, args, {"file": str(args.sign_only), "keyid": key.public.keyid, "subject": change.subject,
+                      "version": change.version},
+          [f"{args.sign_only}  root signature by keyid {key.public.keyid[:16]} of {change.subject} "
+           f"policy version {change.version}"])  # fmt: skip
+    return 0
+
+
 def _vkey(text: str, option: str) -> Any:
     """A C2SP verifier key, given as itself or as a file holding it."""
     from detpack.store.note import VerifierKey
@@ -529,7 +569,10 @@ def _access(store: Any, args: argparse.Namespace, out: Output) -> int:
         _emit(out, args, value, [f"access policy of log entry {value['entry']}",
                                  json.dumps(value["policy"], indent=2, sort_keys=True)])  # fmt: skip
         return 0
-    entry, changed = store.set_access(access.load(args.file), _private_keys(args.root_key))
+    policy = access.load(args.file)
+    if args.sign_only is not None:
+        return _sign_only(store.policy_change(policy), args, out)
+    entry, changed = store.set_access(policy, _private_keys(args.root_key), _detached(args.root_signature))
     _emit(out, args, {"entry": entry, "changed": changed},
           [f"{'access policy set' if changed else 'unchanged        '}  log entry {entry}"])  # fmt: skip
     return 0

@@ -40,6 +40,8 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import hashlib
+import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -244,3 +246,62 @@ def verified_signers(entry: dict[str, Any], origin: str, index: int, known: dict
     """The keyids among ``known`` whose signatures on the entry verify."""
     message = entry_message(origin, index, entry)
     return {keyid for keyid, sig in signatures(entry) if keyid in known and known[keyid].verify(sig, message)}
+
+
+# -- root signatures: over a policy change, not its log position, so root-key holders sign apart ----
+
+POLICY_DOMAIN = b"detpack-store-policy/v1\n"
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """What root keys sign: the store, which policy (``access`` or ``gate ENV``), its version (one more
+    than the number of earlier changes of it: an old signed change cannot be replayed), and its content
+    (the access policy's canonical JSON, or the gate policy's sha256)."""
+
+    origin: str
+    subject: str
+    version: int
+    content: bytes
+
+    def message(self) -> bytes:
+        return POLICY_DOMAIN + f"{self.origin}\n{self.subject}\n{self.version}\n".encode() + self.content
+
+    def sign(self, key: PrivateKey) -> dict[str, str]:
+        return {"keyid": key.public.keyid, "sig": base64.b64encode(key.sign(self.message())).decode("ascii")}
+
+    def signers(self, entry: dict[str, Any], known: dict[str, PublicKey]) -> set[str]:
+        message = self.message()
+        return {k for k, sig in signatures(entry) if k in known and known[k].verify(sig, message)}
+
+    def signature_file(self, key: PrivateKey) -> bytes:
+        """A detached root signature, for the writer to attach (``--root-signature FILE``)."""
+        value = {**self.sign(key), "origin": self.origin, "subject": self.subject, "version": self.version,
+                 "sha256": hashlib.sha256(self.content).hexdigest()}  # fmt: skip
+        return canonical_json(value) + b"\n"
+
+    def read_signature_file(self, data: bytes, source: str) -> dict[str, str]:
+        """The signature a file holds, refused unless it signs this very change."""
+        try:
+            value = json.loads(data)
+            keyid, sig = str(value["keyid"]), str(value["sig"])
+            signed = (value["origin"], value["subject"], value["version"], value["sha256"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{source}: not a detpack root signature (store access FILE --sign-only)") from None
+        expected = (self.origin, self.subject, self.version, hashlib.sha256(self.content).hexdigest())
+        if signed != expected:
+            what = ("store", "policy", "version", "content")
+            differs = next(w for w, a, b in zip(what, signed, expected, strict=True) if a != b)
+            raise ConfigError(
+                f"{source}: signs another change (its {differs} is {signed[what.index(differs)]!r}, this change's "
+                f"{expected[what.index(differs)]!r}); sign this one (--sign-only)"
+            )
+        return {"keyid": keyid, "sig": sig}
+
+
+def access_change(origin: str, version: int, policy: dict[str, Any]) -> PolicyChange:
+    return PolicyChange(origin, "access", version, canonical_json(policy))
+
+
+def gate_change(origin: str, version: int, env: str, digest: str) -> PolicyChange:
+    return PolicyChange(origin, f"gate {env}", version, digest.encode("ascii"))

@@ -35,7 +35,10 @@ def judge(state: State, entry: dict[str, Any], index: int) -> str | None:
     if policy is None:
         return None
     if kind == "policy":
-        return _root_threshold(state, policy, entry, index, f"the change of the {entry.get('env')} promotion policy")
+        change = change_of(state, entry)
+        if isinstance(change, str):
+            return change
+        return _root_threshold(state, policy, entry, change, f"the change of the {entry.get('env')} promotion policy")
     found = access.signatures(entry)
     if not found:
         return (
@@ -140,15 +143,35 @@ def _may_promote(state: State, policy: AccessPolicy, name: str, entry: dict[str,
     return None
 
 
-def _root_threshold(state: State, policy: AccessPolicy, entry: dict[str, Any], index: int, what: str) -> str | None:
+def change_of(state: State, entry: dict[str, Any]) -> access.PolicyChange | str:
+    """The policy change an ``access`` or ``policy`` entry makes, as root keys sign it (or the problem)."""
+    origin = state.origin or ""
+    if entry.get("type") == "access":
+        expected = state.access_version + 1
+        change = access.access_change(origin, expected, entry.get("policy") or {})
+    else:
+        env = str(entry.get("env"))
+        expected = state.gate_versions.get(env, 0) + 1
+        change = access.gate_change(origin, expected, env, str(entry.get("digest")))
+    if entry.get("version") != expected:
+        return (
+            f"{change.subject} policy version {entry.get('version')!r}, but this is change {expected} of it "
+            "(a replayed or reordered policy change)"
+        )
+    return change
+
+
+def _root_threshold(
+    state: State, policy: AccessPolicy, entry: dict[str, Any], change: access.PolicyChange, what: str
+) -> str | None:
     roots = policy.root()
-    signed = access.verified_signers(entry, state.origin or "", index, roots)
+    signed = change.signers(entry, roots)
     if len(signed) >= policy.root_threshold:
         return None
     names = ", ".join(policy.root_keys)
     return (
         f"{what} is signed by {len(signed)} of the root keys ({names}); rule root.threshold of {where(state)} "
-        f"needs {policy.root_threshold} (pass --root-key KEY for each)"
+        f"needs {policy.root_threshold} (pass --root-key KEY or --root-signature FILE for each)"
     )
 
 
@@ -159,14 +182,18 @@ def _judge_access(state: State, entry: dict[str, Any], index: int, origin: str) 
         new = AccessPolicy.from_json(entry.get("policy"), f"log entry {index + 1}")
     except ConfigError as exc:
         return f"an unreadable access policy ({exc.message})"
+    change = change_of(state, entry)
+    if isinstance(change, str):
+        return change
     if state.access is not None:
-        problem = _root_threshold(state, state.access, entry, index, "the access policy change")
+        problem = _root_threshold(state, state.access, entry, change, "the access policy change")
         if problem is not None:
             return problem
-    signed = access.verified_signers(entry, origin, index, new.root())
+    signed = change.signers(entry, new.root())
     if len(signed) < new.root_threshold:
         return (
             f"the access policy is signed by {len(signed)} of its own root keys ({', '.join(new.root_keys)}); "
-            f"its rule root.threshold needs {new.root_threshold} (pass --root-key KEY for each)"
+            f"its rule root.threshold needs {new.root_threshold} (pass --root-key KEY or --root-signature FILE "
+            "for each)"
         )
     return None

@@ -64,6 +64,8 @@ class State:
     #: (digest, environment) -> keyids that approved it, in order, since its last promotion there
     approvals: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     size: int = 0  # entries applied
+    access_version: int = 0  # access entries applied
+    gate_versions: dict[str, int] = field(default_factory=dict)  # environment -> policy entries applied
 
     def live_in(self) -> dict[str, str]:
         """Environment -> the digest promoted there last."""
@@ -94,6 +96,7 @@ def apply(state: State, e: dict[str, Any]) -> None:
     elif kind in ("push", "provenance", "attestation", "log"):
         _replay_push(state, e, index, digest)
     elif kind == "access":
+        state.access_version += 1
         _replay_access(state, e, index)
     elif kind == "approve":
         author = _author(e)
@@ -101,6 +104,7 @@ def apply(state: State, e: dict[str, Any]) -> None:
         if author is not None and author not in approvers:
             approvers.append(author)
     elif kind == "policy":
+        state.gate_versions[str(e["env"])] = state.gate_versions.get(str(e["env"]), 0) + 1
         _blob(state, e, index, digest, "policy")
         state.policies[str(e["env"])] = digest
     elif kind == "tag":

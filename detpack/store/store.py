@@ -277,7 +277,13 @@ class Store:
             self.backend.bind_name(name, item.digest)
             return True
 
-    def set_policy(self, env: str, policy: gate.Policy, roots: Sequence[signing.PrivateKey] = ()) -> tuple[str, bool]:
+    def set_policy(
+        self,
+        env: str,
+        policy: gate.Policy,
+        roots: Sequence[signing.PrivateKey] = (),
+        detached: Sequence[tuple[bytes, str]] = (),
+    ) -> tuple[str, bool]:
         """Make ``policy`` the gate of promotions to ``env`` (logged; once the store has an access policy,
         signed by a threshold of its root keys, ``roots``); (its digest, whether it changed)."""
         _check_env(env)
@@ -286,20 +292,39 @@ class Store:
         with self._writing() as w:
             if w.state.policies.get(env) == digest:
                 return digest, False
-            entry = w.prepare({"type": "policy", "env": env, "digest": digest, "size": len(data)}, roots)
+            entry = w.prepare({"type": "policy", "env": env, "digest": digest, "size": len(data)}, roots, detached)
             with _temp_blob(data) as path:
                 self.backend.put_blob(digest, path)
             w.commit(entry)
             return digest, True
 
-    def set_access(self, policy: AccessPolicy, roots: Sequence[signing.PrivateKey]) -> tuple[int, bool]:
-        """Put ``policy`` in force, signed by ``roots`` (a threshold of the root keys of the policy in
-        force, and of its own); (its log entry, 1-based, whether it changed)."""
+    def set_access(
+        self,
+        policy: AccessPolicy,
+        roots: Sequence[signing.PrivateKey],
+        detached: Sequence[tuple[bytes, str]] = (),
+    ) -> tuple[int, bool]:
+        """Put ``policy`` in force, signed by ``roots`` and the ``detached`` root signatures (file bytes,
+        source), a threshold of the root keys of the policy in force and of its own; (its log entry,
+        1-based, whether it changed)."""
         with self._writing() as w:
             if w.state.access == policy:
                 return w.state.access_index + 1, False
-            index = w.append({"type": "access", "policy": policy.to_json()}, roots)
+            index = w.append({"type": "access", "policy": policy.to_json()}, roots, detached)
             return index + 1, True
+
+    def policy_change(self, subject: AccessPolicy | tuple[str, gate.Policy]) -> access.PolicyChange:
+        """The change root keys sign to put ``subject`` (an access policy, or (env, gate policy)) in force
+        next, for a root-key holder signing apart from the writer (nothing is written)."""
+        state = self.state()
+        if state.origin is None:
+            raise StoreError(f"{self.backend.url}: no store here yet (`detpack store init` creates one)")
+        if isinstance(subject, AccessPolicy):
+            return access.access_change(state.origin, state.access_version + 1, subject.to_json())
+        env, policy = subject
+        _check_env(env)
+        digest = sha256_hex(policy.self_contained())
+        return access.gate_change(state.origin, state.gate_versions.get(env, 0) + 1, env, digest)
 
     def policy(self, state: State, env: str) -> gate.Policy | None:
         """The policy promotions to ``env`` must meet (None: only a verified provenance)."""
@@ -354,8 +379,9 @@ class Store:
             try:
                 return Approval(have, needed, self._promote_in(w, item, env, trusted, force=force, environ=environ))
             except StoreRefusedError as exc:
+                reason = exc.message.replace("(pass --key PUB)", "(pass --trust PUB)")
                 raise StoreRefusedError(
-                    f"approved ({len(have)} of {needed}: {', '.join(have)}), but {exc.message}"
+                    f"approved ({len(have)} of {needed}: {', '.join(have)}), but {reason}"
                 ) from None
 
     def _promotable(self, state: State, ref: str) -> Item:
@@ -584,20 +610,32 @@ class _Writer:
         if problem is not None:
             raise StoreRefusedError(f"{self.backend.url}: {problem}; nothing was written")
 
-    def prepare(self, entry: dict[str, Any], roots: Sequence[signing.PrivateKey] = ()) -> dict[str, Any]:
-        """The entry as it will be logged next (time, user, author, signatures), judged by the access policy."""
+    def prepare(
+        self,
+        entry: dict[str, Any],
+        roots: Sequence[signing.PrivateKey] = (),
+        detached: Sequence[tuple[bytes, str]] = (),
+    ) -> dict[str, Any]:
+        """The entry as it will be logged next (time, user, author, signatures), judged by the access policy.
+        A policy change is signed by ``roots`` and carries the ``detached`` root signatures (file bytes, source)."""
         entry = {**entry, "time": now(), "user": current_user()}
         index = self.state.size
         origin = str(self.state.origin or entry.get("origin"))
         if entry["type"] in ("access", "policy"):
-            signers = list(roots)
+            if entry["type"] == "access":
+                entry["version"] = self.state.access_version + 1
+            else:
+                entry["version"] = self.state.gate_versions.get(str(entry["env"]), 0) + 1
+            change = governance.change_of(self.state, entry)
+            assert not isinstance(change, str)  # the version was just set as expected
+            signed = [change.sign(k) for k in roots]
+            signed += [change.read_signature_file(data, source) for data, source in detached]
+            if signed:
+                entry["signatures"] = signed
         elif self.state.access is not None:
             entry["author"] = self.author_name()
-            signers = [self.author] if self.author is not None else []
-        else:
-            signers = []
-        if signers:
-            entry = access.sign_entry(entry, origin, index, signers)
+            if self.author is not None:
+                entry = access.sign_entry(entry, origin, index, [self.author])
         problem = governance.judge(self.state, entry, index)
         if problem is not None:
             raise StoreRefusedError(f"{self.backend.url}: {problem}; nothing was written")
@@ -611,8 +649,13 @@ class _Writer:
         self.state = self.store.state()
         return index
 
-    def append(self, entry: dict[str, Any], roots: Sequence[signing.PrivateKey] = ()) -> int:
-        return self.commit(self.prepare(entry, roots))
+    def append(
+        self,
+        entry: dict[str, Any],
+        roots: Sequence[signing.PrivateKey] = (),
+        detached: Sequence[tuple[bytes, str]] = (),
+    ) -> int:
+        return self.commit(self.prepare(entry, roots, detached))
 
     def finish(self) -> None:
         """Complete what an interrupted writer logged but did not do (bindings, retirements)."""
