@@ -502,6 +502,13 @@ def test_bad_governance_input_is_one_line_exit_2(tmp_path: Path, keys: dict[str,
         assert r.code == 2, (label, r.stderr)
         [line] = r.stderr.strip().splitlines()
         assert phrase in line and "Traceback" not in r.stderr, (label, line)
+    # the smallest policy: keys, roots, one push rule (nobody may promote, hold or expire)
+    minimal = folder / "minimal.toml"
+    minimal.write_text(POLICY.split("[promote.staging]")[0])
+    r = run(_store(store, "access", minimal, "--root-key", keys["root-a"], "--root-key", keys["root-b"]))
+    assert r.code == 0, r.stderr
+    shown = json.loads(run(_store(store, "access", "--json")).stdout)
+    assert shown["policy"]["hold"] == {"keys": []} and shown["policy"]["promote"] == {}
     r = run(_store(store, "verify", "--witness", "not-a-vkey"))
     assert r.code == 2 and "not a verifier key" in r.stderr
     r = run(_store(store, "verify", "--witness", _vkey(keys, "w1"), "--quorum", "2"))

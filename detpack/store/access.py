@@ -118,8 +118,8 @@ class AccessPolicy:
             raise ConfigError(f"{source}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(_TABLES))})")
         keys = _keys(value.get("keys"), source)
 
-        def names(table: str, field: object) -> tuple[str, ...]:
-            if not isinstance(field, list) or not field or not all(isinstance(n, str) for n in field):
+        def names(table: str, field: object, *, empty: bool = False) -> tuple[str, ...]:
+            if not isinstance(field, list) or not (field or empty) or not all(isinstance(n, str) for n in field):
                 raise ConfigError(f"{source}: [{table}] keys: give a list of key names from [keys]")
             missing = [n for n in field if n not in keys]
             if missing:
@@ -147,8 +147,12 @@ class AccessPolicy:
             who = names(f"promote.{env}", rule.get("keys"))
             approvals = _count(rule.get("approvals", 1), f"{source}: [promote.{env}] approvals", 1, len(who))
             promote.append(PromoteRule(str(env), who, approvals))
-        hold = names("hold", _table(value, "hold", source, {"keys"}).get("keys")) if value.get("hold") else ()
-        expire = names("expire", _table(value, "expire", source, {"keys"}).get("keys")) if value.get("expire") else ()
+        hold = names("hold", _table(value, "hold", source, {"keys"}).get("keys"), empty=True) if "hold" in value else ()
+        expire = (
+            names("expire", _table(value, "expire", source, {"keys"}).get("keys"), empty=True)
+            if "expire" in value
+            else ()
+        )
         return cls(tuple(sorted(keys.items())), root_keys, threshold, tuple(push), tuple(promote), hold, expire)
 
 

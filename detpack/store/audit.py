@@ -147,11 +147,11 @@ def _check_witnesses(
     notes: list[str],
 ) -> tuple[int, tuple[str, ...]]:
     """Which committed checkpoint a quorum of witnesses cosigned, and any cosignature of another history."""
-    checkpoints = []
+    checkpoints = []  # their signatures are checked by ``log.audit``; the one trusted is checked again below
     for record in backend.read_log("checkpoints").items:
         with contextlib.suppress(ValueError):
             cp = log.Checkpoint.parse(record)
-            if cp.size <= len(entries) and cp.verifies(key):
+            if cp.size <= len(entries):
                 checkpoints.append(cp)
     if any(cp.form != "c2sp" for cp in checkpoints) and not any(cp.form == "c2sp" for cp in checkpoints):
         problems.append(
@@ -184,7 +184,12 @@ def _check_witnesses(
             continue
         by_tree.setdefault((cosig.size, cosig.root), set()).add(vkey.name)
     trusted = next(
-        (cp for cp in reversed(checkpoints) if len(by_tree.get((cp.size, cp.root), ())) >= max(quorum, 1)), None
+        (
+            cp
+            for cp in reversed(checkpoints)
+            if len(by_tree.get((cp.size, cp.root), ())) >= max(quorum, 1) and cp.verifies(key)
+        ),
+        None,
     )
     names = ", ".join(w.name for w in witnesses)
     if trusted is None:
