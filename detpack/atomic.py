@@ -8,6 +8,7 @@ file) in place: the temporary is removed on any exception.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import tempfile
@@ -100,3 +101,19 @@ def atomic_writer(target: Path) -> Iterator[BinaryIO]:
 def write_bytes(target: Path, data: bytes) -> None:
     with atomic_writer(target) as f:
         f.write(data)
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path, owner: Path, what: str, error: type[DetpackError] = OutputError) -> Iterator[None]:
+    """Hold the file ``lock`` (flock; made, with its folder, if missing) exclusively; when it cannot be
+    opened, ``error`` names ``owner`` (what the lock guards) and ``what`` was being opened."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise error(f"{owner}: cannot open {what} ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_store import _snapshot, isolated_home  # noqa: F401 - the fixture
+from test_store import KILLED_AT_WRITE, _snapshot, isolated_home  # noqa: F401 - the fixture
 
 from conftest import DETPACK, ROOT, Run, require_tool, run, unavailable
 from detpack.digest import canonical_json
@@ -104,20 +104,16 @@ def _governed(tmp_path: Path, keys: dict[str, Path]) -> tuple[Path, dict[str, Pa
     """A store with the access policy in force and one pushed wheel."""
     store, files = tmp_path / "store", _files(tmp_path)
     assert run(_store(store, "init")).code == 0
-    r = run(
-        _store(
-            store,
-            "access",
-            keys["ci"].parent / "access.toml",
-            "--root-key",
-            keys["root-a"],
-            "--root-key",
-            keys["root-b"],
-        )
-    )
+    r = _rotate(store, keys, "access")
     assert r.code == 0 and "access policy set  log entry 2" in r.stdout, r.stderr
     assert run(_store(store, "push", files["demo-1.0-py3-none-any.whl"], author=keys["ci"])).code == 0
     return store, files
+
+
+def _rotate(store: Path, keys: dict[str, Path], name: str = "rotated") -> Run:
+    """Put NAME.toml in force with both root keys (rotated.toml: bob's key revoked, carol's added)."""
+    policy = keys["ci"].parent / f"{name}.toml"
+    return run(_store(store, "access", policy, "--root-key", keys["root-a"], "--root-key", keys["root-b"]))
 
 
 def _verify_clean(store: Path) -> str:
@@ -204,17 +200,7 @@ def test_every_role_refusal_names_its_rule_and_writes_nothing(tmp_path: Path, ke
     assert run(_store(store, "promote", wheel, "--to", "staging", "--force", author=keys["ci"])).code == 0
     assert run(_store(store, "hold", wheel, author=keys["alice"])).code == 0
     # rotation: with both root keys, bob is revoked and carol added; bob's entries from then on are refused
-    r = run(
-        _store(
-            store,
-            "access",
-            keys["ci"].parent / "rotated.toml",
-            "--root-key",
-            keys["root-a"],
-            "--root-key",
-            keys["root-b"],
-        )
-    )
+    r = _rotate(store, keys)
     assert r.code == 0, r.stderr
     rotation = int(r.stdout.split("log entry ")[1])
     refused(
@@ -287,17 +273,7 @@ def test_a_revoked_keys_later_entries_are_named_by_verify(tmp_path: Path, keys: 
     wheel = files["demo-1.0-py3-none-any.whl"]
     digest = __import__("hashlib").sha256(wheel.read_bytes()).hexdigest()
     assert run(_store(store, "approve", wheel.name, "--to", "prod", "--key", keys["bob"])).code == 0
-    r = run(
-        _store(
-            store,
-            "access",
-            keys["ci"].parent / "rotated.toml",
-            "--root-key",
-            keys["root-a"],
-            "--root-key",
-            keys["root-b"],
-        )
-    )
+    r = _rotate(store, keys)
     assert r.code == 0
     _verify_clean(store)  # bob's approval, made while his key was in force, stays valid
     _forge(store, {"type": "approve", "digest": digest, "env": "prod", "author": "bob"}, load_private_key(keys["bob"]))
@@ -517,25 +493,20 @@ def test_bad_governance_input_is_one_line_exit_2(tmp_path: Path, keys: dict[str,
     assert r.code == 2 and "no such name or digest" in r.stderr
 
 
-_GOVERNED_WRITER = textwrap.dedent(
-    """
-    import os, signal, sys
+_GOVERNED_WRITER = (
+    textwrap.dedent(
+        """
+    import sys
     from pathlib import Path
     from detpack.provenance.signing import load_private_key
-    from detpack.store import LocalBackend, access, open_store
+    from detpack.store import access, open_store
     from detpack.verify import gate
     store_dir, keys, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    calls = 0
-    def counted(method):
-        def wrapper(self, *args, **kwargs):
-            global calls
-            calls += 1
-            if calls == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return method(self, *args, **kwargs)
-        return wrapper
-    for name in ("put_blob", "bind_name", "append_log", "truncate_log", "retire_blob", "publish_public_key"):
-        setattr(LocalBackend, name, counted(getattr(LocalBackend, name)))
+    """
+    )
+    + KILLED_AT_WRITE
+    + textwrap.dedent(
+        """
     key = {n: load_private_key(keys / f"{n}.key") for n in ("root-a", "root-b", "ci", "alice", "release", "carol")}
     roots = [key["root-a"], key["root-b"]]
     store = open_store(str(store_dir))
@@ -556,6 +527,7 @@ _GOVERNED_WRITER = textwrap.dedent(
         store.promote(wheel.name, "staging", [], force=True, environ={})
     print("done", calls, flush=True)
     """
+    )
 )
 
 

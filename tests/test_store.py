@@ -419,12 +419,11 @@ def test_a_refused_rebinding_leaves_a_tampered_store_as_it_was(pristine: Path, t
     assert _snapshot(pristine) == before
 
 
-_WRITER = textwrap.dedent(
+#: The start of a writer script: ``kill_at`` (a global) is the backend write it dies at (SIGKILL; 0: never).
+KILLED_AT_WRITE = textwrap.dedent(
     """
-    import os, random, signal, sys
-    from pathlib import Path
-    from detpack.store import LocalBackend, open_store
-    store_dir, work, seed, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    import os, signal
+    from detpack.store import LocalBackend
     calls = 0
     def counted(method):
         def wrapper(self, *args, **kwargs):
@@ -436,6 +435,21 @@ _WRITER = textwrap.dedent(
         return wrapper
     for name in ("put_blob", "bind_name", "append_log", "truncate_log", "retire_blob", "publish_public_key"):
         setattr(LocalBackend, name, counted(getattr(LocalBackend, name)))
+    """
+)
+
+_WRITER = (
+    textwrap.dedent(
+        """
+    import random, sys
+    from pathlib import Path
+    from detpack.store import open_store
+    store_dir, work, seed, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    """
+    )
+    + KILLED_AT_WRITE
+    + textwrap.dedent(
+        """
     rng = random.Random(seed)
     store = open_store(str(store_dir))
     print("ready", flush=True)
@@ -452,6 +466,7 @@ _WRITER = textwrap.dedent(
             import datetime
             store.expire(datetime.timedelta(0), keep_last=2)
     """
+    )
 )
 
 

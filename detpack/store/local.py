@@ -23,14 +23,13 @@ writer truncates), and temporaries that the next writer in that folder removes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from detpack.atomic import sweep, temp_name
+from detpack.atomic import exclusive, sweep, temp_name
 from detpack.digest import stream_sha256
 from detpack.errors import StoreError, StoreRefusedError
 from detpack.store.backend import Records, Stream, already_bound
@@ -81,16 +80,8 @@ class LocalBackend:
     # -- writers --------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"{self.root}: cannot open the store for writing ({exc.strerror or exc})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive(self.root / ".lock", self.root, "the store for writing", StoreError):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     @property
     def inside_key_path(self) -> Path:

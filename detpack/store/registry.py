@@ -23,15 +23,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from detpack.atomic import exclusive
 from detpack.digest import canonical_json, file_sha256
 from detpack.errors import StoreError, StoreRefusedError
 from detpack.oci.layout import MANIFEST
@@ -93,16 +92,8 @@ class RegistryBackend:
     # -- writers --------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        try:
-            self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"{self._lock_path}: cannot create the store's lock ({exc.strerror or exc})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive(self._lock_path, self._lock_path, "the store's lock", StoreError):
             yield
-        finally:
-            os.close(fd)
 
     # -- blobs ----------------------------------------------------------------------------
     def _blob_layer(self, digest: str) -> dict[str, Any] | None:

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from detpack.atomic import write_bytes
+from detpack.atomic import exclusive, write_bytes
 from detpack.digest import canonical_json
-from detpack.errors import InputError, OutputError, StoreError, StoreRefusedError
+from detpack.errors import InputError, StoreError, StoreRefusedError
 from detpack.provenance.signing import PrivateKey, PublicKey
 from detpack.store import log, merkle, note
 from detpack.store.backend import Backend
@@ -130,16 +128,8 @@ class Witness:
     def add_checkpoint(self, store: Store, log_key: PublicKey | None, now: int) -> tuple[Cosignature, Seen | None]:
         """Check the store's latest checkpoint against what this witness saw, remember it, and cosign it
         (one at a time: the witness's state directory is locked meanwhile)."""
-        try:
-            self.state.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.state / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise OutputError(f"{self.state}: cannot open the witness's state ({exc.strerror or exc})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive(self.state / ".lock", self.state, "the witness's state"):
             return self._add_checkpoint(store, log_key, now)
-        finally:
-            os.close(fd)
 
     def _add_checkpoint(self, store: Store, log_key: PublicKey | None, now: int) -> tuple[Cosignature, Seen | None]:
         url = store.backend.url
