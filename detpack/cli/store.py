@@ -416,12 +416,7 @@ def _checkpoint(store: Any, args: argparse.Namespace, out: Output) -> int:
     if checkpoint is None:
         raise StoreError(f"{store.backend.url}: the log is empty")
     if checkpoint.form == "c2sp":
-        cosigs = [
-            c.signature
-            for c in witness.cosignatures(store.backend)
-            if (c.size, c.root) == (checkpoint.size, checkpoint.root)
-        ]
-        text = checkpoint.signed_note(cosigs).encode()
+        text = witness.cosigned_note(store.backend, checkpoint).encode()
     else:
         text = checkpoint.record() + b"\n"
     if args.output:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+from detpack.errors import ConfigError
 from detpack.provenance.signing import PublicKey
 from detpack.store import access
 from detpack.store.access import AccessPolicy
@@ -176,8 +177,6 @@ def _root_threshold(
 
 
 def _judge_access(state: State, entry: dict[str, Any], index: int, origin: str) -> str | None:
-    from detpack.errors import ConfigError
-
     try:
         new = AccessPolicy.from_json(entry.get("policy"), f"log entry {index + 1}")
     except ConfigError as exc:

@@ -82,11 +82,6 @@ def tlog_proof(store: Store, ref: str) -> bytes:
             f"{store.backend.url}: a store of format 1 or 2 signs detpack-form checkpoints; a tlog-proof needs a "
             "C2SP checkpoint (format 3: a store created by this detpack); use --json for a detpack proof"
         )
-    cosigs = [
-        c.signature
-        for c in witness.cosignatures(store.backend)
-        if (c.size, c.root) == (checkpoint.size, checkpoint.root)
-    ]
     lines = [
         TLOG_PROOF_HEADER,
         f"extra {base64.b64encode(value['entry'].encode('utf-8')).decode('ascii')}",
@@ -94,7 +89,7 @@ def tlog_proof(store: Store, ref: str) -> bytes:
         *(base64.b64encode(bytes.fromhex(h)).decode("ascii") for h in value["proof"]),
         "",
     ]
-    return ("\n".join(lines) + "\n").encode("ascii") + checkpoint.signed_note(cosigs).encode()
+    return ("\n".join(lines) + "\n").encode("ascii") + witness.cosigned_note(store.backend, checkpoint).encode()
 
 
 @dataclass(frozen=True)

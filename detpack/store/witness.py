@@ -70,6 +70,12 @@ def cosignatures(backend: Backend) -> list[Cosignature]:
     return found
 
 
+def cosigned_note(backend: Backend, checkpoint: log.Checkpoint) -> note.Note:
+    """A C2SP checkpoint's signed note with every cosignature the store holds of it."""
+    cosigs = [c.signature for c in cosignatures(backend) if (c.size, c.root) == (checkpoint.size, checkpoint.root)]
+    return checkpoint.signed_note(cosigs)
+
+
 def attach(backend: Backend, cosig: Cosignature) -> None:
     """Add a cosignature to the store (no store key needed: it is self-authenticating)."""
     with backend.lock():
