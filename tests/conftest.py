@@ -7,6 +7,7 @@ skipping.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -239,3 +240,80 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             log.close()
         return
     pytest.fail(f"docker-registry did not start; see {root / 'log'}")
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL server of our own (Debian's, started with initdb/pg_ctl) on 127.0.0.1."""
+
+    bin: Path
+    data: Path
+    port: int
+    as_user: list[str]  # the prefix that runs a command as the server's (non-root) owner
+
+    def _pg(self, *argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([*self.as_user, *map(str, argv)], capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            pytest.fail(f"{argv[0]} failed: {r.stdout}{r.stderr}")
+        return r
+
+    def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data} -c fsync=on -c max_connections=60"
+        self._pg(self.bin / "pg_ctl", "-D", self.data, "-l", self.data / "server.log", "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        self._pg(self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop", check=False)
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend: a crash, which the next start recovers from."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for p in [pid, *map(int, children)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, 9)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (self.data / "postmaster.pid").exists():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+
+    def createdb(self, name: str) -> str:
+        """A new empty database; the store URL for it, blobs in ``blobs``."""
+        self._pg(self.bin / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "detpack", name)
+        return f"postgresql://detpack@127.0.0.1:{self.port}/{name}"
+
+    def psql(self, db: str, sql: str) -> str:
+        r = self._pg(self.bin / "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "detpack", "-d", db,
+                     "-v", "ON_ERROR_STOP=1", "-Atc", sql)  # fmt: skip
+        return r.stdout
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """Debian's PostgreSQL, initdb'd and started by the tests as a non-root user on 127.0.0.1."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        unavailable("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    bin_dir = Path(found[-1]).parent
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="detpack-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as nobody
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        os.chmod(base, 0o755)
+        os.chown(base, 65534, 65534)
+    data = base / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Postgres(bin_dir, data, port, as_user)
+    server._pg(bin_dir / "initdb", "-D", data, "-U", "detpack", "--auth=trust", "-E", "UTF8", "--no-instructions")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)

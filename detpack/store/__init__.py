@@ -1,7 +1,8 @@
 """The write-once artifact store: content-addressed blobs, name bindings, and a verifiable log.
 
 ``open_store(url)`` picks the backend from the URL: a local directory (a path or
-``file://``), or a repository in an OCI registry, ``oci://HOST:PORT/REPO``. Backends
+``file://``), a repository in an OCI registry, ``oci://HOST:PORT/REPO``, or a PostgreSQL
+database for many writers, ``postgresql://USER@HOST:PORT/DB?blobs=DIR|oci://…``. Backends
 implement ``backend.Backend``; everything else (``Store``, ``log``, ``merkle``, ``audit``)
 works on that protocol only. Whichever the backend, the store's private key stays with the
 writer, outside the store (``keys.StoreKeys``).
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 from detpack.errors import StoreError
 from detpack.provenance import signing
+from detpack.store import postgres
 from detpack.store.audit import StoreAudit, verify_store
 from detpack.store.backend import Backend, Records
 from detpack.store.keys import StoreKeys, default_key_dir, user_dir
@@ -53,7 +55,15 @@ def open_backend(url: str) -> Backend:
         return LocalBackend(path)
     if parts.scheme == "oci":
         return RegistryBackend(url, user_dir("XDG_CACHE_HOME", ".cache") / "detpack" / "store-locks")
-    raise StoreError(f"{url}: unknown store URL scheme {parts.scheme!r} (use a directory path or oci://HOST:PORT/REPO)")
+    if parts.scheme in ("postgresql", "postgres"):
+        _, blobs, _ = postgres.split_url(url)
+        if urlsplit(blobs).scheme in ("postgresql", "postgres"):
+            raise StoreError(f"{url}: blobs go in a directory or an OCI registry, not in another database")
+        return postgres.PostgresBackend(url, open_backend(blobs))
+    raise StoreError(
+        f"{url}: unknown store URL scheme {parts.scheme!r} "
+        "(use a directory path, oci://HOST:PORT/REPO or postgresql://USER@HOST:PORT/DB?blobs=…)"
+    )
 
 
 def open_store(url: str, signing_key: Path | None = None, author: signing.PrivateKey | None = None) -> Store:
