@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from detpack.cli import store_serve
 from detpack.cli._output import Output, count
 from detpack.errors import ConfigError, InputError
 
@@ -39,13 +40,17 @@ SUBCOMMANDS = {
     "approve": "approve a digest for an environment with your key (promoted once its approval threshold is met)",
     "witness": "act as a witness: cosign the store's latest checkpoint if it extends what this witness saw",
     "verify-proof": "check a tlog-proof file offline: the log's signature, the entry's inclusion, witnesses",
+    "serve": "serve a read-only dashboard: environments, lineage, the log and its verification, search",
 }
 
 
 def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
     default: Any = None if top else argparse.SUPPRESS
     p.add_argument(
-        "--store", metavar="URL", default=default, help="the store: a directory, or oci://HOST:PORT/REPO (a registry)"
+        "--store",
+        metavar="URL",
+        default=default,
+        help="the store: a directory, oci://HOST:PORT/REPO (a registry) or postgresql://USER@HOST:PORT/DB?blobs=…",
     )
     p.add_argument(
         "--signing-key",
@@ -108,6 +113,7 @@ def add_parser(sub: Any) -> None:
         "--log-key", type=Path, metavar="PUB", help="the store's public key, the first time this witness sees it"
     )
     parsers["witness"].add_argument("-o", "--output", type=Path, metavar="FILE", help="write the cosigned checkpoint")
+    store_serve.add_arguments(parsers["serve"])
     parsers["verify-proof"].add_argument("file", type=Path, metavar="FILE", help="a .tlog-proof (store proof -o)")
     parsers["verify-proof"].add_argument(
         "--log-key", required=True, metavar="VKEY|PUB", help="the log's verifier key (store key --vkey) or PEM"
@@ -212,6 +218,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     handler = globals()[f"_{args.command.replace('-', '_')}"]
     code: int = handler(store, args, out)
     return code
+
+
+def _serve(store: Any, args: argparse.Namespace, out: Output) -> int:
+    return store_serve.serve(store, args, out)
 
 
 def require_existing(store: Any) -> None:

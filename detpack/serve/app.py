@@ -1,0 +1,369 @@
+"""The dashboard: read-only pages of one store, rendered on the server (no JavaScript).
+
+``Dashboard.handle(target)`` answers one GET (a path with its query string) with a
+``Response``; ``serve`` puts it behind the standard library's threading HTTP server, bound to
+127.0.0.1 unless told otherwise. Nothing here writes to the store.
+
+The store is re-read when its log grows (checked at most every ``refresh`` seconds), and
+audited (``verify_store``: every blob re-hashed, the tree recomputed, every checkpoint's
+signature and consistency checked) in a background thread whenever the log it last audited
+changed; every page carries the result, and a store that fails is shown as failing on every page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import jinja2
+
+from detpack.errors import DetpackError
+from detpack.provenance import signing
+from detpack.serve import model
+from detpack.store import proofs, witness
+from detpack.store.audit import verify_store
+from detpack.store.state import Item
+from detpack.store.store import Store
+
+#: A query over the store's index: (requirement of a build dependency, requirement of a contained
+#: wheel) -> (digest, why) pairs; None when no index is available.
+Finder = Callable[[str, str], list[tuple[str, str]]]
+
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The latest audit of the store, as pages show it."""
+
+    state: str  # "pending", "ok" or "bad"
+    size: int = 0  # the log size it checked
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    entries: int = 0
+    checkpoints: int = 0
+    blobs: int = 0
+    keyid: str | None = None
+    key_source: str = ""
+    checked_at: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    item: Item
+    why: str
+
+
+@dataclass
+class Dashboard:
+    store: Store
+    #: The store's public key to audit with (else the key it publishes, which proves less).
+    store_key: signing.PublicKey | None = None
+    #: Builders' keys: a provenance signature that verifies with one of them is shown as verified.
+    trusted: Sequence[signing.PublicKey] = ()
+    refresh: float = 2.0
+    finder: Finder | None = None
+    _snapshot: model.Snapshot | None = field(default=None, init=False)
+    _checked_at: float = field(default=0.0, init=False)
+    _verification: Verification = field(default_factory=lambda: Verification("pending"), init=False)
+    _verifying: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _env: jinja2.Environment = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._env = jinja2.Environment(
+            loader=jinja2.PackageLoader("detpack.serve", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    # -- the store, as of its latest checkpoint -------------------------------------------
+    def snapshot(self) -> model.Snapshot:
+        with self._lock:
+            now = time.monotonic()
+            if self._snapshot is None or now - self._checked_at >= self.refresh:
+                self._checked_at = now
+                count = len(self.store.backend.read_log("checkpoints").items)
+                if self._snapshot is None or count != self._seen_checkpoints:
+                    self._snapshot = model.Snapshot.read(self.store)
+                    self._seen_checkpoints = count
+            snap = self._snapshot
+            if not self._verifying and (self._verification.state == "pending" or self._verification.size != snap.size):
+                self._verifying = True
+                threading.Thread(target=self._verify, args=(snap.size,), daemon=True).start()
+            return snap
+
+    _seen_checkpoints: int = -1
+
+    def _verify(self, size: int) -> None:
+        try:
+            audit = verify_store(self.store.backend, self.store_key)
+            result = Verification(
+                "ok" if audit.ok else "bad",
+                audit.entries if audit.ok else size,
+                audit.problems,
+                audit.notes,
+                audit.entries,
+                audit.checkpoints,
+                audit.blobs,
+                audit.keyid,
+                "the key given to the server" if self.store_key else "the key the store publishes",
+                dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+        except DetpackError as exc:
+            result = Verification("bad", size, (exc.message,), checked_at=dt.datetime.now(dt.UTC).isoformat())
+        with self._lock:
+            self._verification = result
+            self._verifying = False
+
+    def verification(self, wait: float = 0.0) -> Verification:
+        """The latest audit; ``wait``: seconds to wait for a running one first."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                if not self._verifying or time.monotonic() >= deadline:
+                    return self._verification
+            time.sleep(0.02)
+
+    # -- pages ----------------------------------------------------------------------------
+    def _render(self, template: str, status: int = 200, **values: Any) -> Response:
+        snap = values.pop("snap", None) or self._snapshot
+        page = self._env.get_template(template).render(
+            store_url=self.store.backend.url,
+            verification=self._verification,
+            snapshot_size=snap.size if snap else 0,
+            **values,
+        )
+        return Response(status, page.encode("utf-8"))
+
+    def _error(self, status: int, title: str, message: str) -> Response:
+        return self._render("error.html", status, title=title, message=message)
+
+    def handle(self, target: str) -> Response:
+        """Answer ``GET target``."""
+        parts = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        path = unquote(parts.path)
+        try:
+            snap = self.snapshot()
+        except DetpackError as exc:
+            self._verification = Verification("bad", 0, (exc.message,))
+            return self._error(503, "The store cannot be read", exc.message)
+        try:
+            if path == "/":
+                return self._home(snap)
+            if path.startswith("/env/"):
+                return self._environment(snap, path.removeprefix("/env/"), query.get("at", ""))
+            if path.startswith("/item/"):
+                return self._item(snap, path.removeprefix("/item/"))
+            if path == "/log":
+                return self._log(snap, query.get("page", "1"))
+            if path == "/search":
+                return self._search(snap, query)
+            if path == "/verify":
+                return self._render("verify.html", title="Verification")
+        except DetpackError as exc:
+            return self._error(404, "Not found", exc.message)
+        return self._error(404, "Not found", f"{path}: no such page")
+
+    def _home(self, snap: model.Snapshot) -> Response:
+        recent = sorted(
+            (i for i in snap.state.items.values() if i.kind == "artifact"), key=lambda i: i.index, reverse=True
+        )[:20]
+        return self._render(
+            "home.html",
+            title="Environments",
+            live=model.environments(snap),
+            recent=recent,
+            checkpoint=snap.checkpoint,
+            snap=snap,
+        )
+
+    def _names_of(self, snap: model.Snapshot) -> Callable[[str], str]:
+        def names(digest: str) -> str:
+            item = snap.state.items.get(digest)
+            return ", ".join(item.names) if item else ""
+
+        return names
+
+    def _environment(self, snap: model.Snapshot, env: str, at: str) -> Response:
+        promotions = model.history(snap, env)
+        if not promotions:
+            return self._error(404, "Not found", f"{env}: nothing has been promoted to this environment")
+        at_promotion = None
+        if at:
+            when = _parse_time(at)
+            if when is None:
+                return self._error(400, "Bad time", f"at={at}: not a time (use 2026-12-03T12:00:00Z or 2026-12-03)")
+            at_promotion = model.at_time(snap, env, when)
+        return self._render(
+            "env.html",
+            title=f"Environment {env}",
+            env=env,
+            promotions=promotions,
+            at=at,
+            at_promotion=at_promotion,
+            names_of=self._names_of(snap),
+            snap=snap,
+        )
+
+    def _item(self, snap: model.Snapshot, ref: str) -> Response:
+        item = self.store.find(snap.state, ref)
+        inclusion, inclusion_error = None, ""
+        try:
+            inclusion = proofs.inclusion(self.store, f"sha256:{item.digest}")
+        except DetpackError as exc:
+            inclusion_error = exc.message
+        return self._render(
+            "item.html",
+            title=item.names[0] if item.names else item.digest[:16],
+            item=item,
+            inclusion=inclusion,
+            inclusion_error=inclusion_error,
+            live_in=sorted(env for env, d in snap.state.live_in().items() if d == item.digest),
+            promotions=[p for p in snap.state.promotions if p.digest == item.digest],
+            lineage=model.lineage(self.store, snap, item, self.trusted),
+            log_page=(snap.size - item.index - 1) // 100 + 1,
+            snap=snap,
+        )
+
+    def _log(self, snap: model.Snapshot, page: str) -> Response:
+        number = int(page) if page.isdigit() else 1
+        cosigners: list[str] = []
+        if snap.checkpoint is not None:
+            cp = snap.checkpoint
+            held = witness.cosignatures(self.store.backend)
+            cosigners = sorted({c.signature.name for c in held if (c.size, c.root) == (cp.size, cp.root)})
+        return self._render(
+            "log.html",
+            title="The log",
+            page=model.log_page(snap, number),
+            checkpoint=snap.checkpoint,
+            cosigners=cosigners,
+            snap=snap,
+        )
+
+    def _search(self, snap: model.Snapshot, query: dict[str, str]) -> Response:
+        q, dep, contains = query.get("q", "").strip(), query.get("dep", "").strip(), query.get("contains", "").strip()
+        if q.startswith("dep:"):
+            dep, q = q.removeprefix("dep:").strip(), ""
+        elif q.startswith("contains:"):
+            contains, q = q.removeprefix("contains:").strip(), ""
+        results: list[Result] = []
+        error = ""
+        if q:
+            results = [Result(i, "digest" if i.digest.startswith(q.lower().removeprefix("sha256:")) else "name")
+                       for i in model.search(snap, q)]  # fmt: skip
+        if dep or contains:
+            if self.finder is None:
+                error = "no query index: dependency searches need one (detpack store serve builds it)"
+            else:
+                try:
+                    hits = self.finder(dep, contains)
+                except DetpackError as exc:
+                    error = exc.message
+                else:
+                    found = {r.item.digest for r in results}
+                    results += [
+                        Result(snap.state.items[d], why) for d, why in hits if d in snap.state.items and d not in found
+                    ]
+        return self._render(
+            "search.html",
+            title="Search",
+            query=q,
+            dep=dep,
+            contains=contains,
+            results=results,
+            searched=bool(q or dep or contains),
+            error=error,
+            index_available=self.finder is not None,
+            snap=snap,
+        )
+
+
+def _parse_time(text: str) -> str | None:
+    """An RFC 3339 UTC time string comparable with the log's times, from a date or a date-time."""
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    if len(text) == 10:  # a date: the end of that day
+        when += dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def _answer(self) -> Response:
+        try:
+            return self.server.dashboard.handle(self.path)
+        except Exception as exc:  # noqa: BLE001 - one failing page must not take the server down
+            self.log_message("internal error on %s: %s: %s", self.path, type(exc).__name__, exc)
+            return Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain")
+
+    def do_GET(self) -> None:
+        self._send(self._answer(), body=True)
+
+    def do_HEAD(self) -> None:
+        self._send(self._answer(), body=False)
+
+    def _refuse(self) -> None:
+        self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only\n", "text/plain"), body=True, allow=True)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+
+    def _send(self, response: Response, *, body: bool, allow: bool = False) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for key, value in _HEADERS.items():
+            self.send_header(key, value)
+        if allow:
+            self.send_header("Allow", "GET, HEAD")
+        self.end_headers()
+        if body:
+            self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.on_request is not None:
+            self.server.on_request(format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], dashboard: Dashboard, on_request: Callable[[str], None] | None):
+        self.dashboard = dashboard
+        self.on_request = on_request
+        super().__init__(address, _Handler)
+
+
+def bind(
+    dashboard: Dashboard, host: str = "127.0.0.1", port: int = 0, on_request: Callable[[str], None] | None = None
+) -> _Server:
+    """A server for ``dashboard`` bound to (host, port) (port 0: any free one); call ``serve_forever``."""
+    return _Server((host, port), dashboard, on_request)
