@@ -138,7 +138,9 @@ class Dashboard:
             self._verifying = False
 
     def verification(self, wait: float = 0.0) -> Verification:
-        """The latest audit; ``wait``: seconds to wait for a running one first."""
+        """The latest audit; ``wait``: seconds to wait for a running one first (one is started if none has been)."""
+        if self._snapshot is None:
+            self.snapshot()
         deadline = time.monotonic() + wait
         while True:
             with self._lock:
