@@ -63,6 +63,7 @@ typecheck: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/store_scale.py
 
 FUZZ_SECONDS ?= 300
 fuzz: setup

@@ -315,3 +315,32 @@ def test_writers_and_the_database_killed_lose_nothing_and_half_write_nothing(
     assert r.code == 0, r.stdout
     for leftover in ("after the last checkpoint", "not bound yet", "still live"):
         assert leftover not in r.stdout
+
+
+def test_the_dashboard_serves_a_postgresql_store_and_shows_tampering(
+    tmp_path: Path,
+    files: dict[str, Path],  # noqa: F811
+    postgres: Postgres,
+) -> None:
+    from detpack.serve import Dashboard
+    from detpack.store import open_store
+
+    db, url = _store(postgres, tmp_path)
+    _ok(run([DETPACK, "store", "--store", url, "push", files["1.0"], "--provenance", files["envelope"]]))
+    _ok(run([DETPACK, "store", "--store", url, "promote", files["1.0"].name, "--to", "prod", "--force"]))
+    store = open_store(url)
+    try:
+        dashboard = Dashboard(store, refresh=0.01, reaudit=0.01)
+        assert dashboard.verification(wait=60).state == "ok"
+        home = dashboard.handle("/").body.decode()
+        assert "Verified: 4 log entries" in home and files["1.0"].name in home and "forced" in home
+        # a row changed in the database behind the store's back: every page says so
+        _edit_entry(postgres, db, 3, '"prod"', '"qa"')
+        time.sleep(0.05)
+        dashboard.snapshot()
+        assert dashboard.verification(wait=60).state == "bad"
+        page = dashboard.handle("/log").body.decode()
+        assert "NOT VERIFIED" in page and "entry 4" in page
+    finally:
+        assert isinstance(store.backend, PostgresBackend)
+        store.backend.close()

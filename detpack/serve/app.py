@@ -7,7 +7,8 @@
 The store is re-read when its log grows (checked at most every ``refresh`` seconds), and
 audited (``verify_store``: every blob re-hashed, the tree recomputed, every checkpoint's
 signature and consistency checked) in a background thread whenever the log it last audited
-changed; every page carries the result, and a store that fails is shown as failing on every page.
+grew, and every ``reaudit`` seconds in any case (tampering need not grow the log); every page
+carries the result, and a store that fails is shown as failing on every page.
 """
 
 from __future__ import annotations
@@ -81,9 +82,13 @@ class Dashboard:
     #: Builders' keys: a provenance signature that verifies with one of them is shown as verified.
     trusted: Sequence[signing.PublicKey] = ()
     refresh: float = 2.0
+    #: Audit again after this many seconds even if the log has not grown (tampering does not grow it).
+    reaudit: float = 60.0
     finder: Finder | None = None
     _snapshot: model.Snapshot | None = field(default=None, init=False)
     _checked_at: float = field(default=0.0, init=False)
+    _seen_checkpoints: int = field(default=-1, init=False)
+    _audited_at: float = field(default=0.0, init=False)
     _verification: Verification = field(default_factory=lambda: Verification("pending"), init=False)
     _verifying: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -109,12 +114,16 @@ class Dashboard:
                     self._snapshot = model.Snapshot.read(self.store)
                     self._seen_checkpoints = count
             snap = self._snapshot
-            if not self._verifying and (self._verification.state == "pending" or self._verification.size != snap.size):
+            stale = (
+                self._verification.state == "pending"
+                or self._verification.size != snap.size
+                or now - self._audited_at >= self.reaudit
+            )
+            if not self._verifying and stale:
+                self._audited_at = now
                 self._verifying = True
                 threading.Thread(target=self._verify, args=(snap.size,), daemon=True).start()
             return snap
-
-    _seen_checkpoints: int = -1
 
     def _verify(self, size: int) -> None:
         try:
@@ -357,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: concurrent clients wait in it, not in SYN retries
 
     def __init__(self, address: tuple[str, int], dashboard: Dashboard, on_request: Callable[[str], None] | None):
         self.dashboard = dashboard

@@ -24,13 +24,18 @@ Writers are serialised across machines by a session advisory lock (``lock()``): 
 releases it when a writer's connection ends, so a killed writer never leaves the store locked.
 A writer killed mid-transaction leaves nothing (the transaction is rolled back); between the
 entry and its checkpoint it leaves an entry past the last checkpoint, which the next writer
-truncates (``log.recover``), as on the other backends. Records already read are cached: a read
-fetches only the records past what it has, unless the stream was truncated since.
+truncates (``log.recover``), as on the other backends. A writer caches the records it has read:
+its next read fetches only the records past them, unless the stream was truncated since. (A
+record changed in the table behind the store's back is then not seen by that writer, but the
+checkpoint it signs covers the records as they were, so ``store verify`` still names the change.)
+A process that never takes the writer lock reads every record afresh, so an auditor or a
+long-running dashboard sees the table as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -97,8 +102,10 @@ class PostgresBackend:
         self.blobs = blobs
         self._conn: Any = None
         self._schema_ready = False
-        #: stream -> (truncations seen, records read so far)
+        #: stream -> (truncations seen, records read so far); kept once this process has written
         self._cache: dict[str, tuple[int, list[bytes]]] = {}
+        self._writer = False
+        self._mutex = threading.RLock()
 
     # -- the connection -------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -126,11 +133,13 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        """Database errors as one line naming the store and what was being done."""
+        """One use of the connection (one thread at a time: a dashboard reads from several), its
+        database errors as one line naming the store and what was being done."""
         import psycopg
 
         try:
-            yield
+            with self._mutex:
+                yield
         except psycopg.errors.UndefinedTable:
             raise StoreError(f"{self.url}: the database has no detpack tables (is this a detpack store?)") from None
         except psycopg.Error as exc:
@@ -161,14 +170,16 @@ class PostgresBackend:
         with self._errors("taking the store's writer lock"):
             conn = self._connect()
             conn.execute("SELECT pg_advisory_lock(%s)", (_WRITER_LOCK,))
+        self._writer = True
         try:
             self._create_schema()
             yield
         finally:
-            conn = self._conn
-            if conn is not None and not conn.closed and not conn.broken:
-                with contextlib.suppress(Exception):
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (_WRITER_LOCK,))
+            with self._mutex:
+                conn = self._conn
+                if conn is not None and not conn.closed and not conn.broken:
+                    with contextlib.suppress(Exception):
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (_WRITER_LOCK,))
 
     # -- blobs: in the blob store, written before any transaction names them ---------------
     def has_blob(self, digest: str) -> bool:
@@ -217,7 +228,7 @@ class PostgresBackend:
     def read_log(self, stream: Stream) -> Records:
         if not self._has_schema():
             return Records(())
-        truncations, cached = self._cache.get(stream, (-1, []))
+        truncations, cached = self._cache.get(stream, (-1, [])) if self._writer else (-1, [])
         with self._errors(f"reading the {stream} log"):
             conn = self._connect()
             with conn.transaction():
@@ -239,7 +250,8 @@ class PostgresBackend:
             records.append(bytes(record))
         if len(records) != length:
             raise StoreError(f"{self.url}: log {stream} should have {length} records, has {len(records)}; damaged")
-        self._cache[stream] = (now, records)
+        if self._writer:
+            self._cache[stream] = (now, records)
         return Records(tuple(records))
 
     def append_log(self, stream: Stream, index: int, record: bytes) -> None:
