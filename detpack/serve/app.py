@@ -28,7 +28,7 @@ import jinja2
 from detpack.errors import DetpackError
 from detpack.provenance import signing
 from detpack.serve import model
-from detpack.store import proofs, witness
+from detpack.store import witness
 from detpack.store.audit import verify_store
 from detpack.store.state import Item
 from detpack.store.store import Store
@@ -199,9 +199,7 @@ class Dashboard:
         return self._error(404, "Not found", f"{path}: no such page")
 
     def _home(self, snap: model.Snapshot) -> Response:
-        recent = sorted(
-            (i for i in snap.state.items.values() if i.kind == "artifact"), key=lambda i: i.index, reverse=True
-        )[:20]
+        recent = snap.artifacts_newest_first[:20]
         return self._render(
             "home.html",
             title="Environments",
@@ -241,11 +239,11 @@ class Dashboard:
 
     def _item(self, snap: model.Snapshot, ref: str) -> Response:
         item = self.store.find(snap.state, ref)
-        inclusion, inclusion_error = None, ""
-        try:
-            inclusion = proofs.inclusion(self.store, f"sha256:{item.digest}")
-        except DetpackError as exc:
-            inclusion_error = exc.message
+        inclusion, inclusion_error = snap.inclusion(item), ""
+        if inclusion is None:
+            inclusion_error = "no signed checkpoint covers it"
+        elif not inclusion.checks:
+            inclusion, inclusion_error = None, "its inclusion proof does not check against the signed checkpoint"
         return self._render(
             "item.html",
             title=item.names[0] if item.names else item.digest[:16],

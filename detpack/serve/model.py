@@ -15,6 +15,7 @@ logged, whether its provenance is signed and, with trusted keys, whether the sig
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 from detpack.errors import DetpackError, VerificationError
 from detpack.provenance import reader, signing
 from detpack.provenance.statement import IMAGE_BUILD_TYPE, LAYER_BUILD_TYPE
-from detpack.store import log
+from detpack.store import log, merkle
 from detpack.store.state import Item, Promotion, State, replay
 from detpack.store.store import Store
 
@@ -33,11 +34,22 @@ MAX_DEPTH = 6
 
 
 @dataclass(frozen=True)
+class Inclusion:
+    """An entry's inclusion proof, checked against the snapshot's signed checkpoint."""
+
+    index: int
+    tree_size: int
+    proof: tuple[bytes, ...]
+    checks: bool
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """The store as of its latest checkpoint."""
+    """The store as of its latest checkpoint (what is derived from it is computed once, on demand)."""
 
     url: str
     state: State
+    records: tuple[bytes, ...]
     entries: tuple[JSON, ...]
     checkpoint: log.Checkpoint | None
 
@@ -45,11 +57,27 @@ class Snapshot:
     def read(cls, store: Store) -> Snapshot:
         records, checkpoint = store.records()
         entries = tuple(log.parse_entry(r) for r in records)
-        return cls(store.backend.url, replay(list(entries)), entries, checkpoint)
+        return cls(store.backend.url, replay(list(entries)), tuple(records), entries, checkpoint)
 
     @property
     def size(self) -> int:
         return len(self.entries)
+
+    @functools.cached_property
+    def leaves(self) -> tuple[bytes, ...]:
+        return tuple(merkle.leaf_hash(r) for r in self.records)
+
+    @functools.cached_property
+    def artifacts_newest_first(self) -> tuple[Item, ...]:
+        return tuple(sorted((i for i in self.state.items.values() if i.kind == "artifact"), key=lambda i: -i.index))
+
+    def inclusion(self, item: Item) -> Inclusion | None:
+        """The inclusion proof of the entry that stored ``item`` (None without a checkpoint)."""
+        if self.checkpoint is None or not 0 <= item.index < self.size:
+            return None
+        proof = tuple(merkle.inclusion_proof(item.index, self.leaves))
+        ok = merkle.verify_inclusion(item.index, self.size, self.leaves[item.index], proof, self.checkpoint.root)
+        return Inclusion(item.index, self.size, proof, ok)
 
 
 @dataclass(frozen=True)
