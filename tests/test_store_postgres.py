@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,25 @@ def test_the_dashboard_serves_a_postgresql_store_and_shows_tampering(
     finally:
         assert isinstance(store.backend, PostgresBackend)
         store.backend.close()
+
+
+def test_blobs_in_an_oci_registry_names_and_log_in_postgresql(
+    tmp_path: Path,
+    files: dict[str, Path],  # noqa: F811
+    postgres: Postgres,
+    registry: str,
+) -> None:
+    db, url = _store(postgres, tmp_path, blobs=f"oci://{registry}/pg-blobs/one")
+    out = _ok(run([DETPACK, "store", "--store", url, "push", files["1.0"], "--provenance",
+                   files["envelope"]]))  # fmt: skip
+    assert out.count("stored  ") == 2, out
+    assert not (tmp_path / "blobs").exists()
+    # the blob is in the registry (by digest), the name in the table
+    digest = sha256(files["1.0"])
+    with urllib.request.urlopen(f"http://{registry}/v2/pg-blobs/one/tags/list", timeout=10) as resp:
+        tags = json.load(resp)["tags"]
+    assert f"blob-{digest}" in tags
+    assert postgres.psql(db, f"SELECT digest FROM detpack_names WHERE name = '{files['1.0'].name}'") == f"{digest}\n"
+    _ok(run([DETPACK, "store", "--store", url, "promote", digest, "--to", "prod", "--key", files["builder.pub"]]))
+    assert "verified: 4 log entries" in _ok(run([DETPACK, "store", "--store", url, "verify"]))
+    assert _problems(url) == []
