@@ -8,6 +8,8 @@ the peak RSS of each (os.wait4's ru_maxrss of that very child). Inputs are gener
 from a fixed seed; the real botocore wheel comes from .samples (make setup). Anchors:
 strip-nondeterminism (Debian), `tar --sort=name … | gzip -n -6` and `| pigz -n -6`, a naive
 in-memory Python rewrite, `python -m build` and `uv build`. `--smoke` uses tiny inputs and one run.
+Last, `detpack store query` over a seeded store of 10,000 entries (2,000 with `--smoke`) against
+naive scans of the store (bench/query.py, which also runs alone, at any scale).
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ def main() -> None:
     snd = shutil.which("strip-nondeterminism")
     pigz = shutil.which("pigz")
     rows: list[Row | None] = []
+    query_rows: list[dict[str, object]] = []
     work = Path(tempfile.mkdtemp(prefix="detpack-bench-"))
     try:
         small = wheel_like(work / "small-1.0-py3-none-any.whl", scale[0], scale[1], 1)
@@ -374,10 +377,18 @@ def main() -> None:
                 build_reps,
             )
         )
+        if not ONLY or any(o in "store query" for o in ONLY):
+            from query import measure  # bench/query.py: `detpack store query` over a seeded store
+
+            print()
+            query_rows = measure(work / "query", 2_000 if args.smoke else 10_000, reps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.json.write_text(
-        json.dumps({"smoke": args.smoke, "rows": [asdict(r) for r in rows if r is not None]}, indent=2) + "\n"
+        json.dumps(
+            {"smoke": args.smoke, "rows": [asdict(r) for r in rows if r is not None], "query": query_rows}, indent=2
+        )
+        + "\n"
     )
     print(f"\nresults: {args.json}")
 

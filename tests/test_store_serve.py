@@ -26,7 +26,7 @@ from test_store import isolated_home  # noqa: F401 - the fixture
 
 from conftest import DETPACK, FIXTURES, headless_chromium, materialize, run
 from detpack.provenance.signing import load_public_key
-from detpack.serve import Dashboard, bind
+from detpack.serve import Dashboard, bind, index_finder
 from detpack.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> dict[st
 @pytest.fixture
 def served(chain: dict[str, str]) -> Iterator[tuple[str, Dashboard]]:
     """The dashboard of the chain's store on a free port of 127.0.0.1, in this process."""
-    dashboard = Dashboard(open_store(chain["store"]), trusted=[load_public_key(Path(chain["key"]))])
+    store = open_store(chain["store"])
+    dashboard = Dashboard(store, trusted=[load_public_key(Path(chain["key"]))], finder=index_finder(store))
     server = bind(dashboard)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -170,6 +171,18 @@ def test_pages_answer_from_the_store_and_every_link_is_followed(
     assert status == 200 and "fx_flit-1.0.0-py3-none-any.whl" in page and "fx_flit-1.0.0.tar.gz" in page
     status, page = _get(f"{base}/search?q={chain['layer'][:12]}")
     assert "app-layer.tar.gz" in page and "fx_flit-1.0.0.tar.gz" not in page
+    # Search by build dependency and by contained wheel, over the query index.
+    status, page = _get(base + "/search?dep=flit-core%3E%3D3.2")
+    found = _text(page[page.index('id="results"') :])
+    assert status == 200 and "fx_flit-1.0.0-py3-none-any.whl" in found and "dep: flit-core" in found, found
+    assert "img-1.0.manifest.json" not in found
+    assert "0 result(s)" in _text(_get(base + "/search?dep=flit-core%3C1")[1])
+    status, page = _get(base + "/search?q=contains:fx-flit%3D%3D1.0.0")
+    found = _text(page[page.index('id="results"') :])
+    assert "img-1.0.manifest.json" in found and "app-layer.tar.gz" in found, found
+    assert "fx_flit-1.0.0-py3-none-any.whl" not in found.replace("contains: fx-flit", "")
+    status, page = _get(base + "/search?dep=not%20a%20spec%20%3C")
+    assert status == 200 and "not a requirement" in page
     # Unknown things: 404 with one line; bad times: 400; and the server is read-only.
     assert _get(base + "/item/sha256:" + "0" * 64)[0] == 404
     assert _get(base + "/env/nowhere")[0] == 404

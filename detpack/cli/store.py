@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "tag": "bind another name to a stored digest (write-once)",
     "log": "list the log's entries",
     "show": "what a digest or name is, who built it, when, from which commit, with which toolchain",
+    "query": "find artifacts by build dependency, contained wheel, source, builder, name, kind or where they were live",
     "proof": "print an inclusion proof for a digest or name, or a consistency proof between tree sizes",
     "verify": "audit the store: re-hash blobs, recompute the tree, check every checkpoint",
     "checkpoint": "print the latest signed checkpoint (keep it: `verify --since FILE` proves the log still extends it)",
@@ -135,6 +136,9 @@ def add_parser(sub: Any) -> None:
     parsers["tag"].add_argument("name", metavar="NAME")
     parsers["tag"].add_argument("ref", metavar="DIGEST")
     parsers["show"].add_argument("ref", metavar="DIGEST|NAME")
+    from detpack.cli.store_query import add_arguments as query_arguments
+
+    query_arguments(parsers["query"])
     parsers["proof"].add_argument("ref", nargs="?", metavar="DIGEST|NAME")
     parsers["proof"].add_argument(
         "--consistency", nargs="+", type=int, metavar=("OLD", "NEW"), help="prove tree OLD is a prefix of NEW"
@@ -344,6 +348,12 @@ def _show(store: Any, args: argparse.Namespace, out: Output) -> int:
     value = describe(store, args.ref)
     _emit(out, args, value, render(value))
     return 0
+
+
+def _query(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.cli.store_query import run as query
+
+    return query(store, args, out)
 
 
 def _proof(store: Any, args: argparse.Namespace, out: Output) -> int:

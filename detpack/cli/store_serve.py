@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def serve(store: Any, args: argparse.Namespace, out: Output) -> int:
     from detpack.provenance.signing import load_public_key
-    from detpack.serve import Dashboard, bind
+    from detpack.serve import Dashboard, bind, index_finder
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port {args.port}: not a port (0..65535)")
@@ -43,7 +43,7 @@ def serve(store: Any, args: argparse.Namespace, out: Output) -> int:
         store_key=load_public_key(args.key) if args.key else None,
         trusted=[load_public_key(p) for p in args.trust],
         refresh=args.refresh,
-        finder=_finder(store),
+        finder=index_finder(store),
     )
     dashboard.snapshot()  # a store that cannot be read is refused before the server starts
     try:
@@ -58,8 +58,3 @@ def serve(store: Any, args: argparse.Namespace, out: Output) -> int:
     finally:
         server.server_close()
     return 0
-
-
-def _finder(store: Any) -> Any:
-    """Dependency and contents searches over the store's query index, when there is one."""
-    return None

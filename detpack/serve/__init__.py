@@ -6,6 +6,6 @@ templates (``templates/``) and serves them on the standard library's HTTP server
 
 from __future__ import annotations
 
-from detpack.serve.app import Dashboard, Response, bind
+from detpack.serve.app import Dashboard, Response, bind, index_finder
 
-__all__ = ["Dashboard", "Response", "bind"]
+__all__ = ["Dashboard", "Response", "bind", "index_finder"]

@@ -222,9 +222,12 @@ class Dashboard:
             return self._error(404, "Not found", f"{env}: nothing has been promoted to this environment")
         at_promotion = None
         if at:
-            when = _parse_time(at)
-            if when is None:
-                return self._error(400, "Bad time", f"at={at}: not a time (use 2026-12-03T12:00:00Z or 2026-12-03)")
+            from detpack.store.query import moment
+
+            try:
+                when = moment(at, "at")
+            except DetpackError as exc:
+                return self._error(400, "Bad time", exc.message)
             at_promotion = model.at_time(snap, env, when)
         return self._render(
             "env.html",
@@ -311,17 +314,19 @@ class Dashboard:
         )
 
 
-def _parse_time(text: str) -> str | None:
-    """An RFC 3339 UTC time string comparable with the log's times, from a date or a date-time."""
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    if len(text) == 10:  # a date: the end of that day
-        when += dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def index_finder(store: Store) -> Finder:
+    """Dependency and contents searches over the store's query index (``store query``'s), brought up
+    to date with the log on each search."""
+    from detpack.store import query
+    from detpack.store.index import open_index
+
+    def find(dep: str, contains: str) -> list[tuple[str, str]]:
+        wanted = query.Query.parse(dep=[dep] if dep else [], contains=[contains] if contains else [])
+        with open_index(store) as index:
+            matches = query.query(index, wanted)
+        return [(m.digest, "; ".join(f"{f.filter}: {f.value}" for f in m.facts)) for m in matches]
+
+    return find
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -14,6 +14,7 @@ logged, whether its provenance is signed and, with trusted keys, whether the sig
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import functools
 import re
@@ -104,13 +105,21 @@ def history(snap: Snapshot, env: str) -> list[Promotion]:
     return [p for p in reversed(snap.state.promotions) if p.env == env]
 
 
-def at_time(snap: Snapshot, env: str, when: str) -> Promotion | None:
-    """What was live in ``env`` at ``when`` (an RFC 3339 time; log times compare as strings)."""
+def at_time(snap: Snapshot, env: str, when: dt.datetime) -> Promotion | None:
+    """What was live in ``env`` at ``when`` (an aware datetime)."""
     found = None
     for p in snap.state.promotions:
-        if p.env == env and p.time <= when:
+        if p.env == env and _time(p.time) <= when:
             found = p
     return found
+
+
+def _time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)  # an unreadable time is never "before"
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 @dataclass(frozen=True)
