@@ -26,6 +26,7 @@ from detpack.errors import DetpackError, VerificationError
 from detpack.provenance import reader, signing
 from detpack.provenance.statement import IMAGE_BUILD_TYPE, LAYER_BUILD_TYPE
 from detpack.store import log, merkle
+from detpack.store.facts import statement_facts
 from detpack.store.state import Item, Promotion, State, replay
 from detpack.store.store import Store
 
@@ -261,9 +262,9 @@ class _Walk:
             facts.append(Fact("built", f"{summary.started} .. {summary.finished or '?'}"))
         if summary.toolchain:
             facts.append(Fact("toolchain", ", ".join(f"{k} {v}" for k, v in summary.toolchain)))
-        deps = build_dependencies(prov)
+        deps = statement_facts(prov.statement).dependencies
         if deps:
-            facts.append(Fact("build dependencies", ", ".join(f"{n} {v}" for n, v in deps)))
+            facts.append(Fact("build dependencies", ", ".join(f"{d.name} {d.version}" for d in deps)))
         source = Node(
             "source",
             summary.source_uri or "source",
@@ -281,20 +282,6 @@ class _Walk:
             ),
         )
         return Node("build", summary.invocation or "build", None, False, tuple(facts), (source,))
-
-
-def build_dependencies(prov: reader.Provenance) -> list[tuple[str, str]]:
-    """The build's dependencies (name, version) its statement lists (not the toolchain: build, pip, …)."""
-    build = _dict(_dict(prov.statement.get("predicate")).get("buildDefinition"))
-    out = []
-    for dep in build.get("resolvedDependencies") or []:
-        if not isinstance(dep, dict):
-            continue
-        uri = str(dep.get("uri", ""))
-        if "usedFor" in _dict(dep.get("annotations")) and uri.startswith("pkg:pypi/") and "@" in uri:
-            name, version = uri.removeprefix("pkg:pypi/").split("@", 1)
-            out.append((name, version))
-    return out
 
 
 def _recorded_facts(rd: JSON | None) -> list[Fact]:

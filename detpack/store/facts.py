@@ -66,7 +66,11 @@ class SbomFacts:
 
 def provenance_facts(data: bytes, source: str) -> ProvenanceFacts:
     """The facts of a provenance statement (bare or in a DSSE envelope); InputError when it is none."""
-    statement = reader.read(data, source).statement
+    return statement_facts(reader.read(data, source).statement)
+
+
+def statement_facts(statement: dict[str, Any]) -> ProvenanceFacts:
+    """The facts of a statement already read (``reader.read``)."""
     predicate = statement.get("predicate")
     build_type = reader.dig(predicate, "buildDefinition", "buildType")
     builder = reader.dig(predicate, "runDetails", "builder", "id")
