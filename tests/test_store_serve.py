@@ -302,3 +302,34 @@ def test_the_cli_serves_until_interrupted_and_refuses_bad_options(chain: dict[st
         assert r.code == 2 and expected in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = run([DETPACK, "store", "--store", tmp_path / "nothing", "serve", "--port", "0"])
     assert r.code == 2 and "no store here" in r.stderr, r.stderr
+
+
+def test_a_large_store_pages_answer_and_searches_are_capped(tmp_path: Path) -> None:
+    """A 10,000-entry seeded store: the pages answer from one snapshot, the log is paged, the lineage of
+    a layer reaches its wheels' builds, a dependency search matching thousands shows the first 500."""
+    import seeded_store
+
+    from detpack.serve.app import SEARCH_LIMIT
+
+    seeded = seeded_store.seed(tmp_path / "store", 10_000, seed=3, keys=tmp_path / "keys")
+    store = open_store(str(seeded.root))
+    dashboard = Dashboard(store, finder=index_finder(store))
+    assert dashboard.verification(wait=300).state == "ok"
+    home = _text(dashboard.handle("/").body.decode())
+    assert f"Verified: {seeded.entries} log entries" in home
+    for env in ("dev", "staging", "prod"):
+        live = seeded.live(env)
+        assert live is not None and f"sha256:{live[:16]}" in home
+    log_page = dashboard.handle("/log?page=2").body.decode()
+    assert f'id="entry-{seeded.entries - 100}"' in log_page and f'id="entry-{seeded.entries}"' not in log_page
+    layer = seeded.layers[0]
+    lineage = _text(dashboard.handle(f"/item/sha256:{layer.digest}").body.decode())
+    assert "layer" in lineage and "wheel" in lineage and "build" in lineage, lineage[:2000]
+    # the ground truth: the wheel and the sdist of every release whose build installed setuptools
+    want = {d for r in seeded.releases if any(n == "setuptools" for n, _ in r.deps) for d in (r.wheel, r.sdist)}
+    assert len(want) > SEARCH_LIMIT
+    page = dashboard.handle("/search?dep=setuptools").body.decode()
+    shown = re.search(r"(\d+) result\(s\), the first (\d+) shown", _text(page))
+    assert shown and int(shown.group(1)) == len(want) and int(shown.group(2)) == SEARCH_LIMIT, _text(page)[:3000]
+    listed = set(re.findall(r'<td><a href="/item/sha256:([0-9a-f]{64})">', page))
+    assert len(listed) == SEARCH_LIMIT and listed <= want

@@ -37,6 +37,9 @@ from detpack.store.store import Store
 #: wheel) -> (digest, why) pairs; None when no index is available.
 Finder = Callable[[str, str], list[tuple[str, str]]]
 
+#: Results shown on one search page (a query of the whole store can match thousands: `store query` lists them all).
+SEARCH_LIMIT = 500
+
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
@@ -300,13 +303,15 @@ class Dashboard:
                     results += [
                         Result(snap.state.items[d], why) for d, why in hits if d in snap.state.items and d not in found
                     ]
+        total = len(results)
         return self._render(
             "search.html",
             title="Search",
+            total=total,
             query=q,
             dep=dep,
             contains=contains,
-            results=results,
+            results=results[:SEARCH_LIMIT],
             searched=bool(q or dep or contains),
             error=error,
             index_available=self.finder is not None,
