@@ -109,9 +109,6 @@ class _Bulk(LocalBackend):
         super().__init__(root)
         self.pending: dict[str, list[bytes]] = {"entries": [], "checkpoints": []}
 
-    def put_blob(self, digest: str, source: Path) -> bool:
-        raise NotImplementedError("seeding writes blobs from bytes (put_bytes)")
-
     def put_bytes(self, data: bytes) -> str:
         digest = sha256_hex(data)
         target = self._blob(digest)
