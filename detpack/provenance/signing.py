@@ -15,6 +15,8 @@ import binascii
 import contextlib
 import hashlib
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,19 +143,29 @@ def _read_key_file(path: Path) -> bytes:
     return read_input(path, "key file", KeyFileError)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No library warnings: cryptography 51 deprecates DSA and finite-field DH, and reading such a
+    key, or naming its kind, only to refuse it in one line is no use of either."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _key_kind(key: object) -> str:
     """``an RSA key``, ``an ECDSA key``, ``a DSA key``: the kind of ``key`` with its article."""
     from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, rsa, x448, x25519
 
-    kinds: tuple[tuple[tuple[type, ...], str], ...] = (
-        ((rsa.RSAPrivateKey, rsa.RSAPublicKey), "an RSA key"),
-        ((ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey), "an ECDSA key"),
-        ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA key"),
-        ((dh.DHPrivateKey, dh.DHPublicKey), "a DH key"),
-        ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448 key"),
-        ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "an X25519 key"),
-        ((x448.X448PrivateKey, x448.X448PublicKey), "an X448 key"),
-    )
+    with _quiet():
+        kinds: tuple[tuple[tuple[type, ...], str], ...] = (
+            ((rsa.RSAPrivateKey, rsa.RSAPublicKey), "an RSA key"),
+            ((ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey), "an ECDSA key"),
+            ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA key"),
+            ((dh.DHPrivateKey, dh.DHPublicKey), "a DH key"),
+            ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448 key"),
+            ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "an X25519 key"),
+            ((x448.X448PrivateKey, x448.X448PublicKey), "an X448 key"),
+        )
     for classes, phrase in kinds:
         if isinstance(key, classes):
             return phrase
@@ -175,7 +187,8 @@ def load_private_key(path: Path) -> PrivateKey:
     if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
         raise KeyFileError(f"{path} is a public key; sign with the private key ({_private_of(path)})")
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        with _quiet():  # a DSA key read only to be refused by name
+            key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise KeyFileError(f"{path}: the key is encrypted; detpack needs an unencrypted ed25519 PEM key") from None
     except (ValueError, binascii.Error):
@@ -205,7 +218,8 @@ def load_public_key(path: Path, *, private_ok: bool = True) -> PublicKey:
 
 def parse_public_key(data: bytes, source: Path | str) -> PublicKey:
     try:
-        key = serialization.load_pem_public_key(data)
+        with _quiet():
+            key = serialization.load_pem_public_key(data)
     except (ValueError, binascii.Error):
         raise KeyFileError(f"{source}: not a PEM public key (detpack keygen writes one as KEY.pub)") from None
     if not isinstance(key, Ed25519PublicKey):
