@@ -314,11 +314,9 @@ def controlled_environment(
         if name in caller_env and name not in passed:
             variables[name] = caller_env[name]
             passed.append(name)
-    # Compilers write the build directory into objects (DWARF comp_dir, __FILE__): map the
-    # build root away so a C extension's bytes do not depend on where the build ran.
-    prefix_map = f"-ffile-prefix-map={root.seen}=."
-    for flag in ("CFLAGS", "CXXFLAGS"):
-        variables[flag] = f"{variables[flag]} {prefix_map}" if flag in variables else prefix_map
+    # Compilers write the build directory into objects (DWARF comp_dir, __FILE__): the compiler
+    # shims on a hook's PATH add the path map to every run (native.prefix_map). Not CFLAGS: a
+    # build's CFLAGS replace the flags it would use (setuptools drops sysconfig's -O3 -DNDEBUG).
     if translate is not None:
         variables.update(translate({k: variables[k] for k in passed}))
     if find_links:

@@ -21,6 +21,7 @@ import contextlib
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from typing import Any
 from packageurl import PackageURL
 
 from detpack import probes
+from detpack.build import compileflags
 from detpack.digest import file_sha256
 
 #: Tools a shim is made for (when the hook's PATH holds them), and their target-prefixed names.
@@ -57,6 +59,13 @@ unset IFS
 if [ -z "$real" ]; then echo "$n: command not found" >&2; exit 127; fi
 printf '%s\\t%s\\n' "$n" "$real" >> '{notes}/tools'
 {extra}exec "$real" {args}"$@"
+"""
+#: A compiler's shim adds the path map to what the build gives it (never in place of it: the
+#: build's own flags, sysconfig's ``-O3 -DNDEBUG`` under setuptools, stay) and notes the run's
+#: arguments, NUL-separated, in a file of its own (parallel compiles never interleave).
+_COMPILER_EXTRA = """SUNPRO_DEPENDENCIES='{notes}/deps.'$$
+export SUNPRO_DEPENDENCIES
+f=$(mktemp '{notes}/argv.XXXXXXXX' 2>/dev/null) && printf '%s\\0' "$real" {pmap} "$@" > "$f"
 """
 
 
@@ -87,12 +96,19 @@ def prepare(root: Path, inside: Path, path: str) -> str:
             continue  # a tool this PATH does not have gets no shim: `which` must still say so
         extra, args = "", ""
         if _COMPILERS.search(name):
-            extra = f"SUNPRO_DEPENDENCIES='{notes_inside}/deps.'$$\nexport SUNPRO_DEPENDENCIES\n"
+            pmap = shlex.quote(prefix_map(inside))
+            extra, args = _COMPILER_EXTRA.format(notes=notes_inside, pmap=pmap), pmap + " "
         elif _LINKERS.search(name):
             args = f"'-Map={notes_inside}/map.'$$ "
         shim.write_text(_SHIM.format(name=name, shims=shims_inside, notes=notes_inside, extra=extra, args=args))
         shim.chmod(0o755)
     return os.pathsep.join([str(shims_inside), *dirs])
+
+
+def prefix_map(inside: Path) -> str:
+    """The flag every compiler run gets: the build root as the build sees it mapped to ``.``, so
+    compilers write neither the build directory (DWARF ``DW_AT_comp_dir``) nor ``__FILE__`` paths."""
+    return f"-ffile-prefix-map={inside}=."
 
 
 def _on_host(directory: str, root: Path, inside: Path) -> str:
@@ -153,16 +169,25 @@ def collect(
         if _is_compiler(names)
     }
     parts = {path: {prog: p for prog, p in found.items() if seen(p)} for path, found in parts.items()}
+    runs = compileflags.summarize(compileflags.read_notes(notes), lambda real: _host_file(real, ran, root, inside))
     inner = [path for found in parts.values() for path in found.values()]
     owners = _owners([*ran, *inner, *files, *_libc()])  # one query for everything
     distro = _os_release()
     out = [
-        _tool_entry(names, path, _as_seen(path, root, inside), parts.get(path, {}), owners, distro, probe)
+        _tool_entry(
+            names, path, _as_seen(path, root, inside), parts.get(path, {}), owners, distro, probe, runs.get(path)
+        )
         for path, names in sorted(ran.items(), key=lambda item: item[1])
     ]
     out += _file_entries(files, owners, distro)
     out += _system_entries(owners, distro)
     return tuple(out)
+
+
+def _host_file(real: str, ran: Mapping[str, object], root: Path, inside: Path) -> str | None:
+    """The file on this machine a noted compiler path names, when it is one of the tools that ran."""
+    path = os.path.realpath(_on_host(real, root, inside))
+    return path if path in ran else None
 
 
 def _noted_tools(log: Path) -> dict[str, list[str]]:
@@ -313,9 +338,11 @@ def _tool_entry(
     owners: Mapping[str, _Owner],
     distro: Mapping[str, str],
     probe: Probe,
+    runs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A tool that ran: ``real`` on this machine, ``seen`` where the build saw it; ``parts``: a gcc
-    driver's compiler proper and link helper (the driver is a front, these do the work)."""
+    driver's compiler proper and link helper (the driver is a front, these do the work); ``runs``:
+    a compiler's runs with their flags (``compileflags.summarize``)."""
     version = _version_line(seen, probe)
     owner = owners.get(real)
     annotations: dict[str, Any] = {"kind": "tool", "path": seen, "invokedAs": names, "version": version}
@@ -332,6 +359,7 @@ def _tool_entry(
             components[prog]["uri"] = _purl(owners[path], distro)
     if components:
         annotations["components"] = components
+    annotations.update(runs or {})
     entry: dict[str, Any] = {"name": names[0], "uri": uri, "annotations": annotations}
     with contextlib.suppress(OSError):
         entry["digest"] = {"sha256": file_sha256(Path(real))}

@@ -212,8 +212,8 @@ def session(
     with environment.build_root(plan.root.root, on_wait=on_step, private=private) as root:
         if str(root.seen) != policy.BUILD_ROOT and on_warning is not None:
             on_warning(
-                f"build root {root.seen} is not the default {policy.BUILD_ROOT}: it is mapped away in "
-                "CFLAGS, but a backend that ignores CFLAGS may embed it"
+                f"build root {root.seen} is not the default {policy.BUILD_ROOT}: compilers run through "
+                "PATH map it away, but a backend that runs one by another path may embed it"
             )
         env = environment.controlled_environment(
             epoch=None if plan.epoch.origin == "unset" else plan.epoch.value,
