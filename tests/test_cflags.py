@@ -60,7 +60,8 @@ def _sysconfig_flags() -> list[str]:
 
 
 def _python_m_build(src: Path, outdir: Path, wheelhouse: Path, *extra: str, env: dict[str, str] | None = None) -> Path:
-    r = run([sys.executable, "-m", "build", "--wheel", src, "-o", outdir, *extra], env={**_offline(wheelhouse), **(env or {})})
+    argv = [sys.executable, "-m", "build", "--wheel", src, "-o", outdir, *extra]
+    r = run(argv, env={**_offline(wheelhouse), **(env or {})})
     assert r.code == 0, r.stderr
     [wheel] = outdir.glob("*.whl")
     return wheel
@@ -119,8 +120,6 @@ def test_a_real_c_extension_sdist_is_the_machine_code_python_m_build_makes(tmp_p
         assert any(n.endswith("_speedups.c") for n in tf.getnames())
     theirs = _python_m_build(sdist, tmp_path / "pmb", wheelhouse)
     ours = _detpack_build(sdist, tmp_path / "detpack", wheelhouse)
-    assert _text_section(ours, ".so", tmp_path) == _text_section(
-        theirs, ".so", tmp_path
-    )
+    assert _text_section(ours, ".so", tmp_path) == _text_section(theirs, ".so", tmp_path)
     compiles = [r for r in _compiler_runs(tmp_path / "detpack") if r["kind"] == "compile"]
     assert compiles and all(set(_sysconfig_flags()) <= set(r["flags"]) for r in compiles), compiles

@@ -97,8 +97,16 @@ def test_timezone(tmp_path: Path) -> None:
 
 
 def test_umask(tmp_path: Path) -> None:
+    # A umask sets the bits on every file the build writes: two members of B have them.
+    over = {"pkg/info.py:mode": 0o664, "pkg-1.0.dist-info/WHEEL:mode": 0o664}
+    a, b = pair(tmp_path, BASE, BASE, ".tar.gz", over_b=over)
+    assert sorted(only(compare_paths(a, b)), key=str) == [
+        ("attribute", "pkg-1.0.dist-info/WHEEL", "mode", causes.UMASK),
+        ("attribute", "pkg/info.py", "mode", causes.UMASK),
+    ]
+    # One member alone with them: no umask did that (a file's own mode, or its writer's).
     a, b = pair(tmp_path, BASE, BASE, ".tar.gz", over_b={"pkg/info.py:mode": 0o664})
-    assert only(compare_paths(a, b)) == [("attribute", "pkg/info.py", "mode", causes.UMASK)]
+    assert only(compare_paths(a, b)) == [("attribute", "pkg/info.py", "mode", None)]
 
 
 def test_build_path(tmp_path: Path) -> None:
@@ -279,11 +287,12 @@ def test_dist_folders_pair_by_name(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_json_matches_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b_members = [BASE[0], ("pkg/info.py", BASE[1][1].replace(b"build-a", b"build-b")), BASE[2]]
-    a, b = pair(tmp_path, BASE, b_members, over_b={"pkg/__init__.py:mode": 0o664})
+    over = {"pkg/__init__.py:mode": 0o664, "pkg-1.0.dist-info/WHEEL:mode": 0o664}
+    a, b = pair(tmp_path, BASE, b_members, over_b=over)
     assert main(["diff", "--json", str(a), str(b)]) == 1
     data = json.loads(capsys.readouterr().out)
     jsonschema.validate(data, SCHEMA)
-    assert data["summary"] == "2 of 3 members differ"
+    assert data["summary"] == "3 of 3 members differ"
     assert {d["cause"] for d in data["files"][0]["differences"]} == {causes.UMASK, causes.BUILD_PATH}
     identical = to_json(compare_paths(a, a))
     jsonschema.validate(identical, SCHEMA)

@@ -66,7 +66,15 @@ class Listing:
     kind: ArchiveKind
     header: dict[str, Any]
     members: tuple[RawMember, ...]
+    #: Each name's member; of two members under one name, the last (as tar, pip, uv and
+    #: ``detpack build`` take it).
     by_name: dict[str, RawMember] = field(default_factory=dict)
+    #: Names held by more than one member, with how many.
+    duplicates: dict[str, int] = field(default_factory=dict)
+
+    def kept(self, member: RawMember) -> bool:
+        """Whether ``member`` is the one its name stands for (not an earlier duplicate)."""
+        return self.by_name.get(member.name) is member
 
 
 def _gzip_header(path: Path) -> dict[str, Any]:
@@ -206,9 +214,12 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
             self._stack.close()
             raise
         by_name: dict[str, RawMember] = {}
+        duplicates: dict[str, int] = {}
         for m in members:
-            by_name.setdefault(m.name, m)
-        self.listing = Listing(path, self.kind, header, tuple(members), by_name)
+            if m.name in by_name:
+                duplicates[m.name] = duplicates.get(m.name, 1) + 1
+            by_name[m.name] = m
+        self.listing = Listing(path, self.kind, header, tuple(members), by_name, duplicates)
 
     def chunks(self, member: RawMember) -> Iterator[bytes]:
         """Stream a member's uncompressed bytes."""

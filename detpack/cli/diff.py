@@ -16,6 +16,7 @@ from typing import Any
 from detpack.atomic import write_bytes
 from detpack.cli._output import Output
 from detpack.cli.diff_html import render_html
+from detpack.verify.causes import NO_CAUSE
 from detpack.verify.compare import (
     SAME_MEMBERS,
     STATEMENT_KINDS,
@@ -116,7 +117,7 @@ def describe(d: Difference) -> str:
 def because(d: Difference) -> str:
     if d.cause:
         return f"  [likely cause: {d.cause}; {d.evidence}]" if d.evidence else f"  [likely cause: {d.cause}]"
-    return f"  [{d.evidence}]" if d.evidence else ""
+    return f"  [{NO_CAUSE}; {d.evidence}]" if d.evidence else f"  [{NO_CAUSE}]"
 
 
 def grouped(f: FileComparison) -> tuple[list[Difference], dict[str, list[Difference]]]:
@@ -150,6 +151,7 @@ def render_text(c: Comparison, verbose: int) -> list[str]:
             lines += [f"  {describe(d)}" for d in f.differences]
             lines += [f"  {n.text}" for n in f.notes if n.topic != "toolchain"]
             continue
+        lines += [f"  {n.text}" for n in f.notes if n.topic != "toolchain"]
         tally = f.cause_tally()
         if tally:
             lines.append("  likely causes: " + ", ".join(f"{cause} ({n})" for cause, n in tally))

@@ -14,6 +14,7 @@ import html
 import json
 from typing import Any
 
+from detpack.verify.causes import NO_CAUSE
 from detpack.verify.compare import SAME_MEMBERS, STATEMENT_KINDS, Comparison, Difference, FileComparison
 
 #: Members shown open, with their differences and diffs.
@@ -85,7 +86,7 @@ def _row(d: Difference) -> str:
         values = _e(d.detail)
     else:
         values = f"{_v(d.a)} → {_v(d.b)}"
-    cause = f'<span class="cause">{_e(d.cause)}</span>' if d.cause else ""
+    cause = f'<span class="cause">{_e(d.cause)}</span>' if d.cause else _e(NO_CAUSE)
     evidence = f'<div class="evidence">{_e(d.evidence)}</div>' if d.evidence else ""
     return f"<tr><td><code>{_e(_what(d))}</code></td><td>{values}</td><td>{cause}{evidence}</td></tr>"
 
@@ -103,7 +104,7 @@ def _groups(members: dict[str, list[Difference]]) -> str:
     for (what, cause), names in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         examples = ", ".join(f"<code>{_e(n)}</code>" for n in names[:EXAMPLES])
         more = f" and {len(names) - EXAMPLES} more" if len(names) > EXAMPLES else ""
-        shown = f'<span class="cause">{_e(cause)}</span>' if cause else ""
+        shown = f'<span class="cause">{_e(cause)}</span>' if cause else _e(NO_CAUSE)
         rows.append(
             f"<tr><td><code>{_e(what)}</code></td><td>{shown}</td><td>{len(names)}</td><td>{examples}{more}</td></tr>"
         )

@@ -5,8 +5,13 @@ was written, the bytes near the first differing offset) and either names a cause
 evidence it used, or says nothing. Rules, in order of preference:
 
 - times apart by a whole number of hours (up to 26, not 24) -> timezone
-- times near the moment the archive was written          -> clock (SOURCE_DATE_EPOCH ignored)
-- modes apart only in group/other write bits             -> umask
+- times near the moment the archive was written, on a side
+  whose record beside it does not give that very time as
+  its SOURCE_DATE_EPOCH                                     -> clock (SOURCE_DATE_EPOCH ignored)
+- modes apart only in group/other write bits, on more than
+  one member of the side that has them, whose record (if
+  any) does not say a umask that clears them               -> umask
+- a wheel's RECORD at 0664 (wheel's writer sets it)        -> a mode the archive writer sets itself
 - the same text with CRLF line endings, zip made by MS-DOS -> built on another operating system
 - owners differ                                          -> build user
 - the same lines in another order inside a member         -> ordering (hash seed / set order)
@@ -38,6 +43,8 @@ LEVEL = "compression level or zlib version"
 COMPRESSION = "compression implementation, version or level"
 CMAKE_VERSION = "CMake version"
 OTHER_OS = "built on another operating system"
+WRITER_MODE = "a mode the archive writer sets itself"
+NO_CAUSE = "no cause inferred"
 
 # An absolute path starts where no path character precedes it (so the "/util.py" inside
 # "pkg/util.py" or the "//host/a" of a URL are not one): POSIX "/a/b..." or a drive "C:\\a...".
@@ -54,11 +61,29 @@ _NEAR = 15 * 60  # a member time this close to the archive's own write time was 
 
 
 @dataclass(frozen=True)
+class SideFacts:
+    """What is known of how one side was made: from the provenance beside it that names it (its
+    name and sha256), and from its own members."""
+
+    epoch: int | None = None  # the SOURCE_DATE_EPOCH the record says the build used
+    normalized: bool = False  # the record says detpack wrote it in canonical form (modes, times)
+    umask: int | None = None  # the umask the record says the build ran under
+    record: str | None = None  # the record's file name, for evidence
+    write_bits: int | None = None  # how many of its regular members have group/other write bits
+
+
+@dataclass(frozen=True)
 class Context:
-    """Facts about the pair: when each archive was written (its file mtime, UTC seconds)."""
+    """Facts about the pair: when each archive was written (its file mtime, UTC seconds), and what
+    the record beside each side says of it."""
 
     written_a: float
     written_b: float
+    facts_a: SideFacts = SideFacts()
+    facts_b: SideFacts = SideFacts()
+
+    def side(self, name: str) -> SideFacts:
+        return self.facts_a if name == "A" else self.facts_b
 
 
 def _fmt(t: float) -> str:
@@ -95,33 +120,64 @@ def _explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[s
     # written in two time zones, e.g. zip's DOS times without SOURCE_DATE_EPOCH.
     if delta and delta % 3600 == 0 and abs(delta) <= 26 * 3600 and abs(delta) != 24 * 3600:
         return TIMEZONE, f"the times differ by exactly {delta // 3600:+d} h"
+    kept = {side: _is_epoch(t, ctx.side(side)) for side, t in (("A", ta), ("B", tb))}
     for side, t, written in (("B", tb, ctx.written_b), ("A", ta, ctx.written_a)):
+        if kept[side]:
+            continue  # the time its record says the build was given: no clock in it
         if t and _near_write(t, written) is not None:
-            return (
-                CLOCK,
-                f"{side}'s {attribute} {_fmt(t)} is within minutes of when {side} was written ({_fmt(written)})",
+            evidence = f"{side}'s {attribute} {_fmt(t)} is within minutes of when {side} was written ({_fmt(written)})"
+            other = "A" if side == "B" else "B"
+            if kept[other]:
+                evidence += f"; {other}'s is the SOURCE_DATE_EPOCH recorded beside it ({ctx.side(other).record})"
+            return CLOCK, evidence
+    for side in ("A", "B"):
+        if kept[side]:
+            other = "A" if side == "B" else "B"
+            return None, (
+                f"{side}'s {attribute} is the SOURCE_DATE_EPOCH recorded beside it ({ctx.side(side).record}); "
+                f"{other}'s differs by {(delta if side == 'A' else -delta):+d} s"
             )
     return None, f"the times differ by {delta:+d} s"
 
 
-def _explain_mode(a: object, b: object) -> tuple[str | None, str]:
+#: Zip times start at 1980-01-01 and have a 2-second grain.
+_ZIP_FLOOR = 315532800
+
+
+def _is_epoch(t: int | None, facts: SideFacts) -> bool:
+    """Whether ``t`` is the epoch the side's record says its build used (as a zip can hold it)."""
+    if t is None or facts.epoch is None:
+        return False
+    return abs(t - facts.epoch) <= 1 or (facts.epoch < _ZIP_FLOOR and abs(t - _ZIP_FLOOR) <= 1)
+
+
+def _explain_mode(a: object, b: object, ctx: Context, member: str) -> tuple[str | None, str]:
     try:
         ma, mb = int(str(a), 8), int(str(b), 8)
     except ValueError:
         return None, ""
     bits = ma ^ mb
     if bits and not bits & ~0o022:
-        return UMASK, f"only group/other write bits differ ({ma:04o} vs {mb:04o})"
+        side = "A" if ma & bits else "B"
+        facts = ctx.side(side)
+        differ = f"only group/other write bits differ ({ma:04o} vs {mb:04o})"
+        if member.endswith(".dist-info/RECORD") and (ma if side == "A" else mb) & 0o777 == 0o664:
+            return WRITER_MODE, f"{differ}; wheel's writer writes RECORD 0664 itself, whatever the umask"
+        if facts.umask is not None and facts.umask & bits == bits:
+            return None, f"{differ}; {side}'s record ({facts.record}) says umask {facts.umask:04o}, which clears them"
+        if facts.write_bits is not None and facts.write_bits <= 1:
+            return None, f"{differ}; the only member of {side} with them (a umask sets them on every file)"
+        return UMASK, differ
     if bits and not bits & ~0o111:
         return None, f"only exec bits differ ({ma:04o} vs {mb:04o}): the source files' modes differ"
     return None, f"{ma:04o} vs {mb:04o}"
 
 
-def explain_attribute(attribute: str, a: object, b: object, ctx: Context) -> tuple[str | None, str]:
+def explain_attribute(attribute: str, a: object, b: object, ctx: Context, member: str = "") -> tuple[str | None, str]:
     if attribute in ("mtime", "date_time", "gzip.mtime"):
         return _explain_time(attribute, a, b, ctx)
     if attribute == "mode":
-        return _explain_mode(a, b)
+        return _explain_mode(a, b, ctx, member)
     if attribute in ("uid", "gid", "uname", "gname"):
         return BUILD_USER, f"the archive records the owner of the files ({a!r} vs {b!r})"
     if attribute == "pax" and isinstance(a, dict) and isinstance(b, dict):

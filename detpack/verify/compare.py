@@ -11,11 +11,12 @@ Renderers (text, JSON, HTML) live in ``detpack.cli``; this module never prints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from detpack.archive.normalize import NormalizeOptions, normalize_stream
 from detpack.errors import InputError, NotAnArchiveError
 from detpack.policy import DEFAULT_EPOCH
 from detpack.verify import causes, provenance_compare
+from detpack.verify.beside import facts_beside
 
 DiffKind = Literal["added", "removed", "content", "attribute", "order", "header", "provenance"]
 
@@ -55,7 +57,7 @@ class Difference:
 class Note:
     """Information about a pair that is not a difference (it never changes the verdict)."""
 
-    topic: Literal["runDetails", "signatures", "toolchain"]  # what it is about
+    topic: Literal["runDetails", "signatures", "toolchain", "duplicates"]  # what it is about
     keys: tuple[str, ...]  # the key paths it covers (runDetails: relative to predicate.runDetails)
     text: str  # one line for people
 
@@ -177,16 +179,22 @@ def compare_files(a: Path, b: Path, name: str, *, content_only: bool = False) ->
         raise InputError(f"{a} and {b}: one is an archive and the other is not; compare like with like")
     if kind_a != kind_b:
         raise InputError(f"{a} is a {kind_a} but {b} is a {kind_b}; compare two archives of the same kind")
-    ctx = causes.Context(a.stat().st_mtime, b.stat().st_mtime)
     if content_only:
+        ctx = causes.Context(a.stat().st_mtime, b.stat().st_mtime)
         with tempfile.TemporaryDirectory(prefix="detpack-diff-") as tmp:
             na, nb = Path(tmp) / "a", Path(tmp) / "b"
-            for src, dst in ((a, na), (b, nb)):
+            notes: list[Note] = []
+            # Two members under one name: the last is kept, as detpack build, tar, pip and uv keep it.
+            options = NormalizeOptions(DEFAULT_EPOCH, duplicates="last")
+            for side, src, dst in (("A", a, na), ("B", b, nb)):
                 with dst.open("wb") as out:
-                    normalize_stream(src, out, kind_a, NormalizeOptions(DEFAULT_EPOCH), Path(tmp))
+                    replaced = normalize_stream(src, out, kind_a, options, Path(tmp))
+                notes += [_duplicate_note(side, member, None) for member in replaced]
             if same_bytes(na, nb):
-                return FileComparison(name, kind_a, True, 0, 0, ())
-            return _compare_views(na, nb, name, ctx, content_only=True)
+                return FileComparison(name, kind_a, True, 0, 0, (), tuple(notes))
+            found = _compare_views(na, nb, name, ctx, content_only=True)
+            return dataclasses.replace(found, notes=(*notes, *found.notes))
+    ctx = causes.Context(a.stat().st_mtime, b.stat().st_mtime, facts_beside(a), facts_beside(b))
     found = _compare_views(a, b, name, ctx, content_only=False)
     if found.identical:  # not the same bytes (checked above): the same members, compressed otherwise
         return dataclasses.replace(found, identical=False, differences=(_compressed_otherwise(a, b),))
@@ -281,11 +289,26 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
         ArchiveView(b, Path(tmp)) as vb,
     ):
         diffs: list[Difference] = []
-        if not content_only:
-            diffs += _header_diffs(va.listing.header, vb.listing.header, ctx)
         la, lb = va.listing, vb.listing
-        added = [m for m in lb.members if m.name not in la.by_name]
-        removed = [m for m in la.members if m.name not in lb.by_name]
+        ctx = dataclasses.replace(
+            ctx,
+            facts_a=dataclasses.replace(ctx.facts_a, write_bits=_group_writable(la.by_name.values())),
+            facts_b=dataclasses.replace(ctx.facts_b, write_bits=_group_writable(lb.by_name.values())),
+        )
+        if not content_only:
+            diffs += _header_diffs(la.header, lb.header, ctx)
+        notes = [
+            _duplicate_note(side, member, count)
+            for side, listing in (("A", la), ("B", lb))
+            for member, count in sorted(listing.duplicates.items())
+        ]
+        for member in sorted(set(la.duplicates) | set(lb.duplicates)):
+            count_a, count_b = la.duplicates.get(member, 1), lb.duplicates.get(member, 1)
+            if count_a != count_b and member in la.by_name and member in lb.by_name:
+                evidence = "the last one is compared, as detpack build, tar, pip and uv keep it"
+                diffs.append(Difference("attribute", member, "duplicate members", count_a, count_b, "", None, evidence))
+        added = [m for m in lb.members if m.name not in la.by_name and lb.kept(m)]
+        removed = [m for m in la.members if m.name not in lb.by_name and la.kept(m)]
         for m, side in [*((m, "removed") for m in removed), *((m, "added") for m in added)]:
             if _is_dir(m):
                 # A directory entry carries no content: its presence is archive-writer metadata.
@@ -306,9 +329,9 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
                 diffs.append(Difference("removed", m.name, "presence", m.size, None))
             else:
                 diffs.append(Difference("added", m.name, "presence", None, m.size))
-        common = [m for m in la.members if m.name in lb.by_name]
+        common = [m for m in la.members if m.name in lb.by_name and la.kept(m)]
         if not content_only:
-            diffs += _order_diff(common, [m for m in lb.members if m.name in la.by_name])
+            diffs += _order_diff(common, [m for m in lb.members if m.name in la.by_name and lb.kept(m)])
         for ma in common:
             mb = lb.by_name[ma.name]
             if not content_only:
@@ -316,7 +339,27 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
             diffs += _content_diff(va, vb, ma, mb)
         members = len(la.by_name) + len({m.name for m in added})  # |names in A or B|, without a 40k-name set
         touched = {d.member for d in diffs if d.member is not None and d.kind != "order"}
-        return FileComparison(name, la.kind, not diffs, members, len(touched), tuple(diffs))
+        return FileComparison(name, la.kind, not diffs, members, len(touched), tuple(diffs), tuple(notes))
+
+
+def _group_writable(members: Iterable[RawMember]) -> int:
+    """How many regular members have group/other write bits (a umask sets them on every file)."""
+    count = 0
+    for m in members:
+        mode = m.attrs.get("mode")
+        with contextlib.suppress(TypeError, ValueError):
+            if not _is_dir(m) and int(str(mode), 8) & 0o022:
+                count += 1
+    return count
+
+
+def _duplicate_note(side: str, member: str, count: int | None) -> Note:
+    held = f"{count} members" if count else "more than one member"
+    text = (
+        f"warning: {side} holds {held} named {member!r}; the last one is compared "
+        "(as detpack build, tar, pip and uv keep it)"
+    )
+    return Note("duplicates", (member,), text)
 
 
 def _is_dir(m: RawMember) -> bool:
@@ -357,7 +400,7 @@ def _attribute_diffs(ma: RawMember, mb: RawMember, ctx: causes.Context) -> Itera
     for key in sorted(set(attrs_a) | set(attrs_b)):
         va, vb = attrs_a.get(key), attrs_b.get(key)
         if va != vb:
-            cause, evidence = causes.explain_attribute(key, va, vb, ctx)
+            cause, evidence = causes.explain_attribute(key, va, vb, ctx, ma.name)
             yield Difference("attribute", ma.name, key, va, vb, "", cause, sys.intern(evidence))
 
 
