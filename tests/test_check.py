@@ -11,7 +11,7 @@ import pytest
 from test_machines import NG_LIBZ, need_machine
 from test_source import COMMIT_TIME, make_repo
 
-from conftest import DETPACK, FIXTURES, MODULES, materialize, require_tool, run
+from conftest import DETPACK, FIXTURES, MODULES, materialize, require_tool, run, sha256
 from detpack.errors import ConfigError
 from detpack.verify import variations
 
@@ -139,3 +139,29 @@ def test_each_sandbox_variation_changes_what_it_names(name: str, tmp_path: Path,
     assert not any(line.startswith("differs even between two identical control builds") for line in out), out
     changed = {"hostname": "host detpack", "uid": "ids 1000:1000", "cpus": "cpus "}[name]
     assert any(changed in line for line in out), "\n".join(out)
+
+
+def test_check_builds_as_the_user_ships_it(tmp_path: Path, wheelhouse: Path) -> None:
+    """--pass-env, --lock, -C and --installer reach every build of the check (each build's record says so)."""
+    require_tool("bwrap")
+    src = materialize(FIXTURES / "flit", tmp_path / "src", 0o022)
+    lock = tmp_path / "pylock.build.toml"
+    r = run([DETPACK, "lock", src, "-o", lock, "--find-links", wheelhouse, "--offline", "-q"])
+    assert r.code == 0, r.stderr
+    keep = tmp_path / "keep"
+    argv = [DETPACK, "check", src, "--vary", "umask", "--keep", keep, "--find-links", wheelhouse, "--offline", "-q"]
+    argv += ["--pass-env", "FX_CHECK_MARK", "--lock", lock, "-C", "fx-setting=1", "--installer", "pip"]
+    r = run(argv, env={"FX_CHECK_MARK": "on"})
+    assert r.code == 0, r.stdout + r.stderr
+    records = sorted(keep.glob("out-*/*.provenance.json"))
+    assert len(records) == 2, records  # the control and the varied build
+    for record in records:
+        definition = json.loads(record.read_bytes())["predicate"]["buildDefinition"]
+        external, internal = definition["externalParameters"], definition["internalParameters"]
+        assert internal["environment"].get("FX_CHECK_MARK") == "on", internal["passedThrough"]
+        assert external["configSettings"] == {"fx-setting": "1"}, external
+        assert external["installer"] == "pip", external
+        assert external["lock"]["digest"]["sha256"] == sha256(lock), external
+
+    r = run([DETPACK, "check", src, "--raw", "--lock", lock, "--find-links", wheelhouse, "--offline"])
+    assert r.code == 2 and "python -m build (--raw) installs no lock" in r.stderr, r.stderr

@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     )
     _add_distribution_options(p)
     _add_directory_options(p)
-    _add_backend_options(p)
+    add_backend_options(p)
     _add_environment_options(p)
     _add_report_options(p)
     det = p.add_argument_group("reproducibility")
@@ -100,7 +100,7 @@ def _add_directory_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_backend_options(p: argparse.ArgumentParser) -> None:
+def add_backend_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The settings passed to the build backend: ``-C`` items or one JSON object, not both."""
     cfg = p.add_mutually_exclusive_group()
     cfg.add_argument(
@@ -217,7 +217,7 @@ def _add_dependency_source_options(det: argparse._ArgumentGroup) -> None:
     )
 
 
-def _config_settings(args: argparse.Namespace) -> ConfigSettings:
+def config_settings(args: argparse.Namespace) -> ConfigSettings:
     if args.config_json is not None:
         try:
             value = json.loads(args.config_json)
@@ -322,7 +322,7 @@ def _build_request(args: argparse.Namespace) -> BuildRequest:
         outdir=args.outdir,
         distributions=distributions,
         frontend=FrontendSettings(
-            config_settings=_config_settings(args),
+            config_settings=config_settings(args),
             isolation=not args.no_isolation,
             installer=args.installer,
             skip_dependency_check=args.skip_dependency_check,

@@ -4,11 +4,13 @@ that breaks reproducibility. Exit 0 reproducible, 1 not, 2 error."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from detpack.build import sandbox
 from detpack.cli._output import Output
+from detpack.cli.build import add_backend_options, config_settings
 from detpack.cli.diff import render_text
 from detpack.errors import ConfigError
 from detpack.verify import variations
@@ -46,6 +48,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--find-links", action="append", default=[], type=Path, metavar="DIR")
     p.add_argument("--offline", action="store_true")
+    shipped = p.add_argument_group("the build as you ship it (every build of the check gets these)")
+    shipped.add_argument(
+        "--pass-env", action="append", default=[], metavar="NAME", help="pass NAME from the environment to the build"
+    )
+    shipped.add_argument("--lock", type=Path, metavar="FILE", help="install the build dependencies from this lock")
+    shipped.add_argument("--installer", choices=("pip", "uv"), default=None, help="installer for build dependencies")
+    add_backend_options(shipped)
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the trees and outputs in DIR")
     p.add_argument(
         "--source-date-epoch",
@@ -66,6 +75,13 @@ def _tally(c: Comparison) -> str:
     return f"{c.summary()}" + (f"; likely causes: {listed}" if listed else "")
 
 
+def _settings_json(args: argparse.Namespace) -> str | None:
+    """The backend settings (``-C`` items or ``--config-json``) as one JSON object, or None."""
+    if args.config_json is None and not args.config_settings:
+        return None
+    return json.dumps(config_settings(args), sort_keys=True)
+
+
 def run(args: argparse.Namespace, out: Output) -> int:
     if args.runs < 2:
         raise ConfigError(f"--runs {args.runs}: at least 2 builds are needed to compare")
@@ -80,6 +96,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
         keep=args.keep,
         epoch_spec=args.source_date_epoch,
         libz=libz,
+        pass_env=tuple(args.pass_env),
+        lock=args.lock,
+        config_json=_settings_json(args),
+        installer=args.installer,
     )
     result = run_check(settings, on_step=out.step, on_warning=out.warning)
     for name, why in result.not_varied.items():

@@ -31,7 +31,7 @@ from plumbum import local
 
 from detpack.build.config import BuildRequest, resolve
 from detpack.build.source import Epoch, Source
-from detpack.errors import BackendError, InputError
+from detpack.errors import BackendError, ConfigError, InputError
 from detpack.verify import variations
 from detpack.verify.compare import Comparison, compare_paths
 from detpack.verify.variations import RunSpec
@@ -53,6 +53,11 @@ class CheckSettings:
     keep: Path | None = None
     epoch_spec: str | None = None  # --source-date-epoch: N, 'git' (None: build's default order)
     libz: Path | None = None  # --libz: another libz.so.1 for the libz variation
+    # The build as the user ships it: every build of the check gets these, as detpack build would.
+    pass_env: tuple[str, ...] = ()  # --pass-env: variables passed from the caller's environment
+    lock: Path | None = None  # --lock: the PEP 751 lock of the build dependencies
+    config_json: str | None = None  # -C / --config-json: the backend's settings, as one JSON object
+    installer: str | None = None  # --installer pip|uv
 
 
 @dataclass(frozen=True)
@@ -92,13 +97,20 @@ def beyond(c: Comparison, noise: set[Signature]) -> Comparison:
 
 
 def _argv(spec: RunSpec, project: Path, out: Path, settings: CheckSettings, epoch: Epoch | None) -> list[str]:
-    if settings.raw:
-        return [sys.executable, "-m", "build", str(project), "-o", str(out)]
+    shared: list[str] = []
+    if settings.config_json is not None:
+        shared += ["--config-json", settings.config_json]
+    if settings.installer is not None:
+        shared += ["--installer", settings.installer]
+    if settings.raw:  # python -m build passes the caller's whole environment: --pass-env is implied
+        return [sys.executable, "-m", "build", str(project), "-o", str(out), *shared]
     # --no-cache: every build asks the backend itself, so a variation reaches every hook
-    argv = [sys.executable, "-m", "detpack", "build", str(project), "-o", str(out), "-q", "--no-cache"]
+    argv = [sys.executable, "-m", "detpack", "build", str(project), "-o", str(out), "-q", "--no-cache", *shared]
     if epoch is not None:
         argv += ["--source-date-epoch", "unset" if epoch.origin == "unset" else str(epoch.value)]
-    for name in spec.pass_env:
+    if settings.lock is not None:
+        argv += ["--lock", str(settings.lock.resolve())]
+    for name in dict.fromkeys((*settings.pass_env, *spec.pass_env)):
         argv += ["--pass-env", name]
     for link in settings.find_links:
         argv += ["--find-links", str(link.resolve())]
@@ -166,7 +178,12 @@ def run_check(
     )
     if plan.source.kind != "directory":
         raise InputError(f"{settings.srcdir}: check needs a project directory, not an sdist")
+    if settings.raw and settings.lock is not None:
+        raise ConfigError(
+            f"--lock {settings.lock}: python -m build (--raw) installs no lock; check detpack build without --raw"
+        )
     epoch, extra = _epoch_and_extra(settings, plan.epoch)
+    extra = {**_passed(settings, caller), **extra}
     if epoch is not None:
         step(f"SOURCE_DATE_EPOCH={epoch.value} (from {epoch.origin})")
     unsupported = {k: v for k, v in variations.supported(settings.libz).items() if k in settings.vary or k == "clock"}
@@ -207,6 +224,11 @@ def _epoch_and_extra(settings: CheckSettings, resolved: Epoch) -> tuple[Epoch | 
     if settings.raw and settings.offline:
         extra["PIP_NO_INDEX"] = "1"
     return epoch, extra
+
+
+def _passed(settings: CheckSettings, caller: Mapping[str, str]) -> dict[str, str]:
+    """The variables the user passes to every build (``--pass-env``), from the caller's environment."""
+    return {name: caller[name] for name in settings.pass_env if name in caller}
 
 
 class _Builds:
