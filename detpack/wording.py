@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+class Recorded(str):
+    """A warning about something the provenance records (a dirty tree, a duplicate member kept, an
+    sdist fallback, no sandbox, code-injecting variables): shown even with ``-q``."""
+
+    __slots__ = ()
+
+
 def count(n: int, word: str, plural: str | None = None) -> str:
     """``1 package``, ``2 packages``; ``plural`` for words that do not just take an s."""
     return f"{n} {word if n == 1 else plural or word + 's'}"

@@ -173,6 +173,29 @@ def test_a_dirty_tree_is_warned_about_and_a_stale_dist_is_not(tmp_path: Path, wh
     assert _source_record(_provenance(tmp_path / "out"))["annotations"]["dirty"] is True  # type: ignore[index]
 
 
+def test_a_dirty_tree_is_warned_about_even_quietly_and_refused_when_asked(tmp_path: Path, wheelhouse: Path) -> None:
+    """-q hides steps and warnings, but not one that changes the record; --require-clean (or
+    [tool.detpack] require-clean) refuses a dirty tree in one line, exit 2, nothing written."""
+    project = make_repo(tmp_path / "repo", "setuptools-basic")
+    code, _, err = _build(project, wheelhouse, "--sdist", "-q", "--require-clean", "-o", tmp_path / "clean")
+    assert code == 0 and err == "", err  # a clean tree: nothing to say, and it builds
+    (project / "README.md").write_text("edited\n")
+    code, _, err = _build(project, wheelhouse, "--sdist", "-q", "-o", tmp_path / "quiet")
+    assert code == 0, err
+    assert [ln for ln in err.splitlines() if "differs from commit" in ln], err
+    out = tmp_path / "refused"
+    code, stdout, err = _build(project, wheelhouse, "--sdist", "--require-clean", "-o", out)
+    assert code == 2 and stdout == "", (stdout, err)
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: {project}: the work tree differs from commit"), line
+    assert line.endswith("--require-clean refuses to build it: commit or stash the changes"), line
+    assert not out.exists()
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "\n[tool.detpack]\nrequire-clean = true\n")
+    code, _, err = _build(project, wheelhouse, "--sdist", "-o", out)
+    assert code == 2 and "--require-clean refuses" in err and not out.exists(), err
+
+
 SCRIPT = """
 import os, sys, tempfile
 from pathlib import Path

@@ -39,6 +39,7 @@ KNOWN_KEYS = frozenset(
         "store",
         "allow-network",
         "require-sandbox",
+        "require-clean",
     }
 )
 LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
@@ -81,6 +82,7 @@ class BuildRequest:
     normalize: bool = True  # False: keep the backend's bytes (rebuild --pypi compares those)
     allow_network: bool | None = None  # let the backend's hooks reach the network (recorded; not hermetic)
     require_sandbox: bool | None = None  # refuse to build where no sandbox can be made
+    require_clean: bool | None = None  # refuse a work tree that differs from its commit
     cache: bool = True  # False: make every environment afresh and ask the backend every question
     #: the build's umask; another than policy's only to reproduce a build made under it (rebuild --pypi)
     umask: int = policy.UMASK
@@ -98,6 +100,7 @@ class ToolConfig:
     store: str | None = None  # the artifact store's URL (`detpack store`); a relative path is from srcdir
     allow_network: bool = False
     require_sandbox: bool = False
+    require_clean: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,18 @@ def resolve(
     """Merge ``request`` with ``[tool.detpack]`` and the source's facts into one final build."""
     caller = dict(os.environ if caller_env is None else caller_env)
     source = inspect_source(request.srcdir)
-    warning = dirty_warning(source)
-    if warning is not None and on_warning is not None:
-        on_warning(warning)
     project = _read_project(source.path) if source.kind == "directory" else None
     tool = project.tool if project is not None else ToolConfig()
+    warning = dirty_warning(source)
+    if warning is not None:
+        require_clean = tool.require_clean if request.require_clean is None else request.require_clean
+        if require_clean:
+            raise InputError(
+                warning.replace("; the provenance records dirty: true", "")
+                + "; --require-clean refuses to build it: commit or stash the changes"
+            )
+        if on_warning is not None:
+            on_warning(warning)
     root = BuildRoot(root_path())
     frontend = request.frontend
     if frontend.installer is None and frontend.isolation:
@@ -239,6 +249,7 @@ def _tool_config(data: dict[str, Any], srcdir: Path, pyproject: Path) -> ToolCon
         store=_store_url(table, srcdir, pyproject),
         allow_network=_bool(table, "allow-network", pyproject),
         require_sandbox=_bool(table, "require-sandbox", pyproject),
+        require_clean=_bool(table, "require-clean", pyproject),
     )
 
 

@@ -44,6 +44,7 @@ from detpack.digest import canonical_json, file_sha256
 from detpack.errors import ArchiveError, BackendError, EnvironmentSetupError, HookError, InputError, OutputError
 from detpack.git import Change, changes_since_release
 from detpack.provenance import statement as provenance
+from detpack.wording import Recorded
 
 
 @dataclass(frozen=True)
@@ -227,10 +228,12 @@ def session(
         )
         for name in env.injects_code:
             if on_warning is not None:
-                on_warning(f"{name} is passed to the build: it loads code into every build process (recorded)")
+                on_warning(
+                    Recorded(f"{name} is passed to the build: it loads code into every build process (recorded)")
+                )
         box = found if isinstance(found, sandbox.NoSandbox) else _sandbox(plan, root, found)
         if isinstance(box, sandbox.NoSandbox) and on_warning is not None:
-            on_warning(box.warning())
+            on_warning(Recorded(box.warning()))
         runner = Runner(env, on_line, on_warning, sandbox=box if isinstance(box, sandbox.Sandbox) else None, root=root)
         yield Session(plan, root, env, runner, box)
 
@@ -496,9 +499,11 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
             ) from None
         for name in replaced:
             warn(
-                f"the {dist} {raw.path.name} that backend {raw.backend!r} wrote holds two different members "
-                f"named {name!r}; kept the last one, as tar, pip and uv do (a stale copy of that file in the "
-                "source tree is the usual cause; recorded)"
+                Recorded(
+                    f"the {dist} {raw.path.name} that backend {raw.backend!r} wrote holds two different members "
+                    f"named {name!r}; kept the last one, as tar, pip and uv do (a stale copy of that file in the "
+                    "source tree is the usual cause; recorded)"
+                )
             )
             duplicates.append(provenance.ResolvedDuplicate(raw.path.name, name))
         raws.append(raw)
@@ -521,7 +526,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
             # An unpacked sdist whose backend can only make sdists from a VCS checkout (meson-python
             # wants git): python -m build fails the same way, but the wheel can still be built.
             fallback = f"backend {backend!r} cannot make an sdist from this unpacked sdist: {exc.reason}"
-            warn(f"{plan.source.path}: {fallback}; building the wheel directly from the tree (recorded)")
+            warn(Recorded(f"{plan.source.path}: {fallback}; building the wheel directly from the tree (recorded)"))
             one(srcdir, "wheel", backend)
             return _Built(raws, tuple(duplicates), fallback)
         unpacked = unpack_sdist(sdist, ses.sdist_extract_dir, Path(raws[-1].path.name), plan.request.sdist_modes_kept)

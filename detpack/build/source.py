@@ -27,6 +27,7 @@ from detpack.digest import file_sha256
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.git import GitInfo, git_info
 from detpack.policy import ANYWHERE_EXCLUDES, TOP_LEVEL_EXCLUDES, parse_epoch
+from detpack.wording import Recorded
 
 SourceKind = Literal["directory", "sdist"]
 EpochOrigin = Literal["option", "environment", "git", "sdist", "default", "unset"]
@@ -53,7 +54,7 @@ def dirty_warning(source: Source) -> str | None:
     info = source.git
     if info is None or not info.dirty:
         return None
-    return (
+    return Recorded(
         f"{source.path}: the work tree differs from commit {info.commit[:12]} ({info.modified} modified, "
         f"{info.untracked} untracked files go into the build); the provenance records dirty: true"
     )

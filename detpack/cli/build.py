@@ -44,6 +44,12 @@ def _add_sandbox_options(box: argparse._ArgumentGroup) -> None:
         help="let the backend reach the network while it builds (recorded; the build is then not hermetic)",
     )
     box.add_argument(
+        "--require-clean",
+        action="store_true",
+        default=None,
+        help="refuse to build a git work tree that differs from its commit (dirty)",
+    )
+    box.add_argument(
         "--require-sandbox",
         action="store_true",
         default=None,
@@ -337,5 +343,6 @@ def _build_request(args: argparse.Namespace) -> BuildRequest:
         lock=args.lock,
         allow_network=args.allow_network,
         require_sandbox=args.require_sandbox,
+        require_clean=args.require_clean,
         cache=not args.no_cache,
     )
