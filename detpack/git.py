@@ -59,6 +59,7 @@ def _changes(path: Path, subdir: str) -> tuple[int, int]:
     out = _git_raw("-C", str(path), "status", "--porcelain", "-z", "--untracked-files=all", "--", ".", *excludes)
     fields = iter((out or "").split("\0"))
     prefix = f"{subdir}/" if subdir else ""
+    left_out = policy.left_out_files(path)
     modified = untracked = 0
     for entry in fields:
         if len(entry) < 4:
@@ -66,7 +67,7 @@ def _changes(path: Path, subdir: str) -> tuple[int, int]:
         code, rel = entry[:2], entry[3:]
         if code[0] in "RC":
             next(fields, None)  # the rename's or copy's original path
-        if code == "!!" or not rel.startswith(prefix) or not policy.copied(rel[len(prefix) :].rstrip("/")):
+        if code == "!!" or not rel.startswith(prefix) or not policy.copied(rel[len(prefix) :].rstrip("/"), left_out):
             continue
         if code == "??":
             untracked += 1

@@ -6,10 +6,12 @@ the version is recorded in every provenance statement.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Final
 
 #: 2: gzip streams are block-parallel (pigz scheme); 3: gzip memLevel 8; 4: the JSON detpack writes
@@ -213,9 +215,38 @@ TOP_LEVEL_EXCLUDES = frozenset({".venv", "venv", ".tox", ".nox", "build", "dist"
 ANYWHERE_EXCLUDES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 
 
-def copied(rel: str) -> bool:
-    """Whether ``copy_tree`` copies the file at ``rel`` (a POSIX path relative to the project)."""
+#: ``detpack lock``'s file at the project's top: the build's input, not the project's content, so
+#: it stays out of the build copy (and so of the sdist, and of what counts as dirty) unless the
+#: project includes it on purpose (``left_out_files``).
+LOCK_FILE = "pylock.build.toml"
+
+
+def copied(rel: str, left_out: frozenset[str] = frozenset()) -> bool:
+    """Whether ``copy_tree`` copies the file at ``rel`` (a POSIX path relative to the project);
+    ``left_out``: top-level files the project leaves out (``left_out_files``)."""
     parts = rel.split("/")
-    if parts == [".git"] or (len(parts) > 1 and parts[0] in TOP_LEVEL_EXCLUDES):
+    if (
+        parts == [".git"]
+        or (len(parts) > 1 and parts[0] in TOP_LEVEL_EXCLUDES)
+        or (len(parts) == 1 and rel in left_out)
+    ):
         return False
     return not any(p in ANYWHERE_EXCLUDES for p in parts[:-1])
+
+
+def left_out_files(project: Path) -> frozenset[str]:
+    """The top-level files of ``project`` the build copy leaves out: ``LOCK_FILE``, unless the
+    project names it in its packaging (``MANIFEST.in``, or ``pyproject.toml`` outside
+    ``[tool.detpack]``, such as hatch's ``include``): then it goes into the sdist on purpose."""
+    import tomllib
+
+    named = ""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        named += (project / "MANIFEST.in").read_text(encoding="utf-8")
+    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+        tool = data.get("tool")
+        if isinstance(tool, dict):
+            tool.pop("detpack", None)
+        named += repr(data)
+    return frozenset() if LOCK_FILE in named else frozenset({LOCK_FILE})

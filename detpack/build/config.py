@@ -10,6 +10,7 @@ once for this (``_read_project``). Unknown ``[tool.detpack]`` keys are refused (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tomllib
@@ -20,6 +21,7 @@ from typing import Any
 
 from build import ConfigSettingsType as ConfigSettings
 from build import DistributionType as Distribution
+from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 
 from detpack import policy
 from detpack.build.deps import Installer, InstallSettings, choose_installer, find_uv
@@ -83,6 +85,7 @@ class BuildRequest:
     allow_network: bool | None = None  # let the backend's hooks reach the network (recorded; not hermetic)
     require_sandbox: bool | None = None  # refuse to build where no sandbox can be made
     require_clean: bool | None = None  # refuse a work tree that differs from its commit
+    lock_any: bool = False  # use a lock made for another project (recorded)
     cache: bool = True  # False: make every environment afresh and ask the backend every question
     #: the build's umask; another than policy's only to reproduce a build made under it (rebuild --pypi)
     umask: int = policy.UMASK
@@ -109,6 +112,7 @@ class ProjectFile:
 
     backend: str
     tool: ToolConfig
+    name: str | None = None  # [project] name
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class ResolvedBuild:
     caller_env: Mapping[str, str]
     allow_network: bool = False
     require_sandbox: bool = False
+    project: str | None = None  # the project's name, as a lock names it (``project_name``)
 
     @property
     def via_sdist(self) -> bool:
@@ -160,9 +165,10 @@ def resolve(
         frontend = dataclasses.replace(frontend, installer=installer, uv=uv)
     if frontend.installer == "uv" and frontend.uv is None:  # the caller's PATH, not the build's
         frontend = dataclasses.replace(frontend, uv=find_uv(caller))
+    name = project_name(source, project)
     lock = request.lock or frontend.lock or tool.lock
     if isinstance(lock, Path):
-        lock = read_lock(lock)
+        lock = read_lock(lock).check_project(name, lock_any=request.lock_any)
     frontend = dataclasses.replace(frontend, lock=lock)
     if request.cache and frontend.isolation and request.env_dir is None:
         if lock is not None and frontend.env_cache is None:
@@ -184,7 +190,19 @@ def resolve(
         caller_env=caller,
         allow_network=tool.allow_network if request.allow_network is None else request.allow_network,
         require_sandbox=tool.require_sandbox if request.require_sandbox is None else request.require_sandbox,
+        project=name,
     )
+
+
+def project_name(source: Source, project: ProjectFile | None) -> str:
+    """The name a lock is made for: ``[project] name``, an sdist's name, else the directory's name."""
+    if project is not None and project.name:
+        return project.name
+    if source.kind == "sdist":
+        with contextlib.suppress(InvalidSdistFilename):
+            return str(parse_sdist_filename(source.path.name)[0])
+        return source.path.name.removesuffix(".tar.gz").rsplit("-", 1)[0]
+    return source.path.resolve().name
 
 
 def default_outdir(source: Path) -> Path:
@@ -214,7 +232,8 @@ def _read_project(srcdir: Path) -> ProjectFile:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{pyproject}: invalid TOML ({exc})") from None
     backend = str(data.get("build-system", {}).get("build-backend", LEGACY_BACKEND))
-    return ProjectFile(backend, _tool_config(data, srcdir, pyproject))
+    name = data.get("project", {}).get("name") if isinstance(data.get("project"), dict) else None
+    return ProjectFile(backend, _tool_config(data, srcdir, pyproject), name if isinstance(name, str) else None)
 
 
 def backend_name(srcdir: Path) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,24 @@ class BuildLock:
     path: Path
     sha256: str
     packages: tuple[LockedPackage, ...]
+    #: The project it was made for (``[tool.detpack] project`` in the lock, canonical name); None:
+    #: a lock that names none (made by an older detpack, or by hand).
+    project: str | None = None
+    #: Used for another project than its own, by ``--lock-any`` (recorded).
+    other_project: bool = False
+
+    def check_project(self, name: str, *, lock_any: bool = False) -> BuildLock:
+        """This lock for project ``name``: refused (LockError) when it was made for another project
+        or names none, unless ``lock_any``; then the use is marked to be recorded."""
+        if self.project == canonicalize_name(name):
+            return self
+        if lock_any:
+            return replace(self, other_project=True)
+        made = f"was made for project {self.project!r}" if self.project else "names no project (an older detpack's)"
+        raise LockError(
+            f"{self.path}: the lock {made}, not {canonicalize_name(name)!r}; make one for this project with "
+            "`detpack lock`, or pass --lock-any to use it anyway (recorded)"
+        )
 
     def requirements(self) -> str:
         """pip requirements in hash-checking mode: exactly these files, nothing else."""
@@ -69,11 +87,22 @@ def read_lock(path: Path) -> BuildLock:
             raise LockError(f"{path}: package {pkg.name} has no exact version or no sha256; re-run `detpack lock`")
         first = files[0]
         packages.append(LockedPackage(str(pkg.name), str(pkg.version), str(digests[0]), first.name, first.url))
-    return BuildLock(path, hashlib.sha256(raw).hexdigest(), tuple(sorted(packages, key=lambda p: p.name)))
+    tool = data.get("tool", {}).get("detpack", {}) if isinstance(data.get("tool"), dict) else {}
+    project = tool.get("project", {}) if isinstance(tool, dict) else {}
+    name = project.get("name") if isinstance(project, dict) else None
+    return BuildLock(
+        path,
+        hashlib.sha256(raw).hexdigest(),
+        tuple(sorted(packages, key=lambda p: p.name)),
+        canonicalize_name(name) if isinstance(name, str) and name else None,
+    )
 
 
-def lock_bytes(packages: Iterable[LockedPackage], *, requires: Iterable[str], created_by: str) -> bytes:
-    """Serialize ``packages`` as a PEP 751 lock (validated by ``packaging`` before writing)."""
+def lock_bytes(
+    packages: Iterable[LockedPackage], *, requires: Iterable[str], created_by: str, project: str | None = None
+) -> bytes:
+    """Serialize ``packages`` as a PEP 751 lock (validated by ``packaging`` before writing), naming
+    the ``project`` it is for in ``[tool.detpack] project``."""
     entries = []
     for p in sorted(packages, key=lambda p: p.name):
         filename = p.filename or (p.url.rsplit("/", 1)[-1] if p.url else None)
@@ -87,7 +116,12 @@ def lock_bytes(packages: Iterable[LockedPackage], *, requires: Iterable[str], cr
         lock_version=Version("1.0"),
         created_by=created_by,
         packages=entries,
-        tool={"detpack": {"build-requires": sorted(set(requires))}},
+        tool={
+            "detpack": {
+                "build-requires": sorted(set(requires)),
+                **({"project": {"name": canonicalize_name(project)}} if project else {}),
+            }
+        },
     )
     lock.validate()
     return tomli_w.dumps(lock.to_dict()).encode("utf-8")

@@ -63,5 +63,6 @@ def create_lock(
                 "lock with --installer pip"
             )
         packages.append(LockedPackage(dep.name, dep.version, dep.sha256, None, dep.url))
-    write_bytes(target, lock_bytes(packages, requires=requires, created_by=f"detpack {detpack.__version__}"))
+    data = lock_bytes(packages, requires=requires, created_by=f"detpack {detpack.__version__}", project=plan.project)
+    write_bytes(target, data)
     return LockResult(target, requires, tuple(packages))

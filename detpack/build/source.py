@@ -26,7 +26,7 @@ from detpack.archive.entry import READ_ERRORS
 from detpack.digest import file_sha256
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.git import GitInfo, git_info
-from detpack.policy import ANYWHERE_EXCLUDES, TOP_LEVEL_EXCLUDES, parse_epoch
+from detpack.policy import ANYWHERE_EXCLUDES, TOP_LEVEL_EXCLUDES, left_out_files, parse_epoch
 from detpack.wording import Recorded
 
 SourceKind = Literal["directory", "sdist"]
@@ -62,6 +62,7 @@ def dirty_warning(source: Source) -> str | None:
 
 def walk(root: Path) -> Iterator[Path]:
     """Every file and symlink under ``root`` that ``copy_tree`` copies, sorted."""
+    left_out = left_out_files(root)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         top = here == root
@@ -72,7 +73,7 @@ def walk(root: Path) -> Iterator[Path]:
         )
         links = [d for d in os.listdir(here) if (here / d).is_symlink() and (here / d).is_dir()]
         for name in sorted([*filenames, *links]):
-            if top and name == ".git":
+            if top and (name == ".git" or name in left_out):
                 continue
             yield here / name
 

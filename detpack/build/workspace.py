@@ -25,7 +25,7 @@ from detpack.build.environment import BuildRoot
 from detpack.build.source import Source, copy_tree
 from detpack.errors import ArchiveError, EnvironmentSetupError
 from detpack.git import GitInfo
-from detpack.policy import copied
+from detpack.policy import copied, left_out_files
 
 
 def lay_out(source: Source, root: BuildRoot) -> Path:
@@ -82,12 +82,15 @@ def _attach_repository(info: GitInfo, top: Path, *, label: Path) -> None:
         git("update-ref", "--no-deref", "HEAD", info.commit)
     git("read-tree", "HEAD")
     prefix = f"{info.subdir}/" if info.subdir else ""
+    files_left_out = left_out_files(top / info.subdir if info.subdir else top)
     left_out = []
     for entry in git("ls-files", "-z", "--stage").split("\0"):
         meta, _, rel = entry.partition("\t")
         # Submodules are left out too: their files are copied, but their git directories
         # stay in the user's repository.
-        if rel and (meta.startswith("160000") or not rel.startswith(prefix) or not copied(rel[len(prefix) :])):
+        if rel and (
+            meta.startswith("160000") or not rel.startswith(prefix) or not copied(rel[len(prefix) :], files_left_out)
+        ):
             left_out.append(rel)
     if left_out:
         git("update-index", "-z", "--skip-worktree", "--stdin", stdin="\0".join(left_out) + "\0")

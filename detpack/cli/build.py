@@ -202,6 +202,11 @@ def _add_dependency_source_options(det: argparse._ArgumentGroup) -> None:
         help="install exactly the build dependencies in this PEP 751 lock (detpack lock), hash-checked",
     )
     det.add_argument(
+        "--lock-any",
+        action="store_true",
+        help="use the --lock even if it was made for another project (recorded in the provenance)",
+    )
+    det.add_argument(
         "--offline", action="store_true", default=None, help="do not use a package index (only --find-links)"
     )
     det.add_argument(
@@ -341,6 +346,7 @@ def _build_request(args: argparse.Namespace) -> BuildRequest:
         env_dir=args.env_dir,
         sdist_extract_dir=args.sdist_extract_dir,
         lock=args.lock,
+        lock_any=args.lock_any,
         allow_network=args.allow_network,
         require_sandbox=args.require_sandbox,
         require_clean=args.require_clean,

@@ -89,6 +89,10 @@ class LockFacts(Protocol):
     def path(self) -> Path: ...
     @property
     def sha256(self) -> str: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def other_project(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,10 @@ def _external_parameters(source: SourceFacts, epoch: EpochFacts, parameters: Bui
         external["sbomInWheel"] = True
     if parameters.lock is not None:
         external["lock"] = {"name": parameters.lock.path.name, "digest": {"sha256": parameters.lock.sha256}}
+        if parameters.lock.project:
+            external["lock"]["project"] = parameters.lock.project
+        if parameters.lock.other_project:  # --lock-any: a lock made for another project, used on purpose
+            external["lock"]["lockAny"] = True
     return external
 
 
