@@ -75,6 +75,7 @@ def test_lock_that_lacks_a_requirement_is_named(tmp_path: Path, wheelhouse: Path
             [LockedPackage("packaging", version, sha256(wheel), wheel.name, wheel.as_uri())],
             requires=[],
             created_by="test",
+            project="fx-flit",
         )
     )
     code, err = _build(src, tmp_path / "out", wheelhouse, "--lock", lock)
@@ -158,3 +159,68 @@ def test_locked_build_environment_is_cached_and_verified(tmp_path: Path, wheelho
     assert third.code == 0, third.stderr
     assert "changed or is incomplete: remaking it" in third.stderr
     assert digests(tmp_path / "c") == digests(tmp_path / "a")
+
+
+def test_a_lock_is_for_its_own_project_and_stays_out_of_the_sdist(tmp_path: Path, wheelhouse: Path) -> None:
+    """The lock names its project: another project's build refuses it in one line unless --lock-any
+    (recorded); the lock at the project's top is left out of the sdist (and of what is dirty)."""
+    import subprocess
+    import tarfile
+
+    flit = materialize(FIXTURES / "flit", tmp_path / "flit", 0o022)
+    r = run([DETPACK, "lock", flit, "--find-links", wheelhouse, "--offline", "-q"])
+    assert r.code == 0, r.stderr
+    lock = flit / "pylock.build.toml"
+    assert 'name = "fx-flit"' in lock.read_text(), lock.read_text()
+
+    hatch = materialize(FIXTURES / "hatchling", tmp_path / "hatch", 0o022)
+    r = run([DETPACK, "lock", hatch, "--find-links", wheelhouse, "--offline", "-q"])
+    assert r.code == 0, r.stderr
+    hatch_lock = hatch / "pylock.build.toml"
+    other = materialize(FIXTURES / "hatchling", tmp_path / "other", 0o022)  # the same backend, another name
+    pyproject = other / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('name = "fx-hatchling"', 'name = "fx-other"'))
+    out = tmp_path / "refused"
+    code, err = _build(other, out, wheelhouse, "--lock", hatch_lock)
+    [line] = err.strip().splitlines()
+    assert code == 2 and not out.exists(), err
+    assert line == (
+        f"error: {hatch_lock}: the lock was made for project 'fx-hatchling', not 'fx-other'; make one for this "
+        "project with `detpack lock`, or pass --lock-any to use it anyway (recorded)"
+    ), line
+    code, err = _build(other, tmp_path / "any", wheelhouse, "--lock", hatch_lock, "--lock-any", "-w")
+    assert code == 0, err
+    [record] = (tmp_path / "any").glob("*.provenance.json")
+    recorded = json.loads(record.read_bytes())["predicate"]["buildDefinition"]["externalParameters"]["lock"]
+    assert recorded["lockAny"] is True and recorded["project"] == "fx-hatchling", recorded
+    code, err = _build(hatch, tmp_path / "own", wheelhouse, "--lock", hatch_lock, "-w")
+    assert code == 0, err
+    [record] = (tmp_path / "own").glob("*.provenance.json")
+    assert (
+        "lockAny" not in json.loads(record.read_bytes())["predicate"]["buildDefinition"]["externalParameters"]["lock"]
+    )
+
+    # Committed with the project (as the README says) or not: the sdist never holds it, the tree is clean.
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    for argv in (["init", "-q", "-b", "main"], ["add", "-A", ":!pylock.build.toml"], ["commit", "-q", "-m", "c"]):
+        subprocess.run(["git", "-C", flit, *argv], check=True, env={**env, "PATH": "/usr/bin:/bin"})
+    code, err = _build(flit, tmp_path / "untracked", wheelhouse, "--lock", lock, "-s", "--require-clean")
+    assert code == 0, err  # an uncommitted lock does not make the tree dirty
+    for argv in (["add", "pylock.build.toml"], ["commit", "-q", "-m", "lock"]):
+        subprocess.run(["git", "-C", flit, *argv], check=True, env={**env, "PATH": "/usr/bin:/bin"})
+    code, err = _build(flit, tmp_path / "tracked", wheelhouse, "--lock", lock, "-s", "--require-clean")
+    assert code == 0, err
+    for sdist in (*(tmp_path / "untracked").glob("*.tar.gz"), *(tmp_path / "tracked").glob("*.tar.gz")):
+        with tarfile.open(sdist) as tf:
+            assert not [n for n in tf.getnames() if n.endswith("pylock.build.toml")], sdist
+
+    # Named in the project's packaging on purpose: it goes in.
+    pyproject = hatch / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text() + '\n[tool.hatch.build.targets.sdist]\ninclude = ["pylock.build.toml", "src"]\n'
+    )
+    code, err = _build(hatch, tmp_path / "on-purpose", wheelhouse, "--lock", hatch / "pylock.build.toml", "-s")
+    assert code == 0, err
+    [sdist] = (tmp_path / "on-purpose").glob("*.tar.gz")
+    with tarfile.open(sdist) as tf:
+        assert [n for n in tf.getnames() if n.endswith("/pylock.build.toml")], tf.getnames()
