@@ -42,8 +42,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _query(store: Path, *argv: object) -> dict[str, Any]:
     r = run([DETPACK, "store", "--store", store, "query", *argv, "--json"])
-    assert r.code == 0, r.stderr
     value: dict[str, Any] = json.loads(r.stdout)
+    found = value.get("matches", value.get("history"))
+    assert r.code == (0 if found else 1), r.stderr  # as grep: 1 when nothing matches
     return value
 
 
@@ -228,7 +229,9 @@ def test_text_output_is_one_line_per_artifact_and_json_is_stable(real: dict[str,
     assert rows == [json.dumps(m, sort_keys=True, ensure_ascii=False) for m in value["matches"]]  # one a line
     assert value["index"]["signed"] is True and value["notes"] == []
     r = run([*s, "--dep", "setuptools<1"])
-    assert r.code == 0 and r.stdout == "" and "nothing matches" in r.stderr
+    assert r.code == 1 and r.stdout == "" and "nothing matches" in r.stderr  # as grep: 1 when nothing matches
+    r = run([*s, "--dep", "setuptools<1", "--json"])
+    assert r.code == 1 and json.loads(r.stdout)["matches"] == [], r.stdout
 
 
 @pytest.mark.slow
@@ -455,7 +458,7 @@ def _answers(url: str) -> None:
         (["--live", "prod"], {"anywhere-1.0-py3-none-any.whl"}),
     ):
         r = run([*s, "query", *ask, "--json"])
-        assert r.code == 0, r.stderr
+        assert r.code == (0 if expected else 1), r.stderr
         assert {m["names"][0] for m in json.loads(r.stdout)["matches"]} == expected, ask
 
 

@@ -62,6 +62,7 @@ class BuildResult:
     provenance: Path
     epoch: Epoch
     source: Source
+    log: Path | None = None  # the build log kept beside the provenance (NAME-VERSION.build.log.gz)
 
 
 @dataclass
@@ -360,7 +361,7 @@ def _build_resolved(
         )
         for raw, subject in zip(raws, subjects, strict=True)
     )
-    return BuildResult(artifacts, prov_path, plan.epoch, plan.source)
+    return BuildResult(artifacts, prov_path, plan.epoch, plan.source, outdir / log_name)
 
 
 @dataclass(frozen=True)

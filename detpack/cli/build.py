@@ -303,6 +303,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     for artifact in result.artifacts:
         note = "" if artifact.sha256 == artifact.backend_sha256 else " (normalized)"
         out.result(f"{artifact.path}  sha256:{artifact.sha256}{note}")
+    if result.log is not None:
+        out.result(f"{result.log}  build log")
     out.result(f"{result.provenance}  provenance")
     if args.sbom:
         from detpack.sbom.files import write_all

@@ -334,9 +334,13 @@ def _summary(entry: dict[str, Any]) -> str:
 
 def _log(store: Any, args: argparse.Namespace, out: Output) -> int:
     entries = store.entries()
+    who = [str(e.get("author") or e.get("user", "")) for e in entries]
+    kinds = [str(e.get("type", "")) for e in entries]
+    # Columns as wide as their widest value (an "attestation" entry is wider than a "push")
+    wide_who, wide_kind = max(map(len, who), default=0), max(map(len, kinds), default=0)
     lines = [
-        f"{i:>5}  {e.get('time', '')}  {e.get('author') or e.get('user', ''):<10} {e.get('type', ''):<10} {_summary(e)}"
-        for i, e in enumerate(entries, 1)
+        f"{i:>5}  {e.get('time', '')}  {w:<{wide_who}}  {k:<{wide_kind}}  {_summary(e)}"
+        for i, (e, w, k) in enumerate(zip(entries, who, kinds, strict=True), 1)
     ]
     _emit(out, args, [{"index": i, **e} for i, e in enumerate(entries, 1)], lines)
     return 0

@@ -70,7 +70,7 @@ def run(store: Any, args: argparse.Namespace, out: Output) -> int:
         out.stream(["\n".join(lines)])  # one write: a line per match, thousands of them
     else:
         out.step(f"nothing matches (in {count(coverage.size, 'log entry', 'log entries')})")
-    return 0
+    return 0 if lines else 1  # as grep: 1 when nothing matches
 
 
 def _document(value: dict[str, Any]) -> Iterator[str]:
