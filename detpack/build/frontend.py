@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
+from packaging.requirements import InvalidRequirement, Requirement
 
 from detpack.build import deps, sandbox
 from detpack.build.config import ConfigSettings, Distribution, FrontendSettings
@@ -114,7 +115,7 @@ def build_distribution(
         if not settings.isolation:
             return _in_place(srcdir, distribution, outdir, runner, settings, backend, who)
         with deps.provisioned(env_dir, settings.install, runner, who) as env:
-            builder, requires = _provision(env, srcdir, (distribution,), runner, settings, backend)
+            builder, requires = _provision(env, srcdir, (distribution,), runner, settings, backend, who)
             path = builder.build(distribution, outdir, settings.config_settings)
             installed = env.installed()
     return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires)), installed)
@@ -127,7 +128,7 @@ def wheel_metadata(
     with _translate_errors(label, "prepare wheel metadata", backend, runner), _build_logger(runner):
         if settings.isolation:
             with deps.provisioned(env_dir, settings.install, runner, label) as env:
-                builder, _ = _provision(env, srcdir, ("wheel",), runner, settings, backend)
+                builder, _ = _provision(env, srcdir, ("wheel",), runner, settings, backend, label)
                 return _read_metadata(builder, env_dir.parent / "metadata")
         return _read_metadata(ProjectBuilder(srcdir, runner=runner), env_dir.parent / "metadata")
 
@@ -142,7 +143,7 @@ def resolve_requirements(
         _build_logger(runner),
         deps.provisioned(env_dir, settings.install, runner, label) as env,
     ):
-        _, wanted = _provision(env, srcdir, ("sdist", "wheel"), runner, settings, backend)
+        _, wanted = _provision(env, srcdir, ("sdist", "wheel"), runner, settings, backend, label)
         return tuple(sorted(wanted)), env.installed()
 
 
@@ -153,10 +154,12 @@ def _provision(
     runner: Runner,
     settings: FrontendSettings,
     backend: str,
+    who: Path,
 ) -> tuple[ProjectBuilder, set[str]]:
     """The builder for ``srcdir`` in ``env``, with everything the backend needs for ``distributions``."""
     builder = ProjectBuilder.from_isolated_env(env.env, srcdir, runner=runner)
     wanted = set(builder.build_system_requires)
+    checked_answer(wanted, "[build-system] requires", backend, who, direct=True)
     env.require(wanted)  # the backend first: it must import to be asked for more
     cs = settings.config_settings
     for dist in distributions:
@@ -168,9 +171,38 @@ def _provision(
             return set(builder.get_requires_for_build(dist, cs))
 
         extra = env.requires_for(facts, ask)
+        checked_answer(extra, f"get_requires_for_build_{dist}", backend, who)
         env.require(extra)
         wanted |= extra
     return builder, wanted
+
+
+def checked_answer(answer: set[str], hook: str, backend: str, who: Path, *, direct: bool = False) -> None:
+    """A hook's requirements, refused unless each is one PEP 508 requirement by name: no options,
+    no line breaks, no direct reference (a URL or a path; ``direct``: allowed, for the project's own
+    ``[build-system] requires``). The installer reads them as lines of a requirements file, where any
+    of those makes it fetch, or build, what the backend chose."""
+    for text in sorted(answer, key=repr):
+        problem = _requirement_problem(text, direct)
+        if problem is not None:
+            raise InputError(
+                f"{who}: backend {backend!r}, hook {hook}, answered {text!r}: {problem}; refusing to install it "
+                "(list such a requirement in [build-system] requires if the project needs it)"
+            )
+
+
+def _requirement_problem(text: object, direct: bool) -> str | None:
+    if not isinstance(text, str):
+        return "not a requirement (not a string)"
+    if any(c in text for c in "\r\n\0") or text.strip().startswith("-"):
+        return "not a requirement (an installer option or more than one line)"
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        return f"not a requirement ({str(exc).splitlines()[0]})"
+    if req.url is not None and not direct:
+        return "a direct reference (a URL or a path) the project did not give"
+    return None
 
 
 @contextlib.contextmanager
