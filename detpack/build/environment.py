@@ -18,8 +18,10 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -250,6 +252,32 @@ def _force_remove(func: Callable[..., object], path: str, _exc: object) -> None:
         func(path)
 
 
+def _install_inputs(values: Sequence[str], root: BuildRoot) -> list[str]:
+    """The host paths an install reads (read-only in its sandbox): detpack's own environment (pip
+    runs from it), and every existing absolute path named in the command or a variable (the
+    installer, ``--find-links`` folders, constraints, certificates), outside the build root."""
+    found = {sys.prefix, str(Path(sys.prefix).resolve())}
+    for value in values:
+        for word in re.split(r"[\s,]+", value):
+            word = word.removeprefix("file://")
+            if not word.startswith("/") or _under_root(word, root):
+                continue
+            path = Path(word)
+            with contextlib.suppress(OSError):
+                if path.exists():
+                    found.add(str(path))
+                    found.add(str(path.resolve()))
+                    if path.is_file() and path.parent.name == "bin":  # an installer binary: its own folder
+                        found.add(str(path.resolve().parent))
+    kept = sorted(p for p in found if p != "/" and not _under_root(p, root))
+    # A path inside another one kept is seen through it (bwrap cannot mount inside a read-only bind)
+    return [p for p in kept if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in kept)]
+
+
+def _under_root(path: str, root: BuildRoot) -> bool:
+    return any(path == str(r) or path.startswith(str(r) + "/") for r in (root.root, root.seen))
+
+
 @dataclass(frozen=True)
 class ControlledEnvironment:
     """The complete environment for build subprocesses, and where each part came from.
@@ -442,8 +470,14 @@ class Runner:
             return self.run(cmd, extra_environ={**caches, **(extra_environ or {})})
         assert self.root.inside is not None
         cmd, _, extra = self._inside(cmd, None, extra_environ)
-        shown = f"[build root at {self.root.inside}] {subprocess.list2cmdline(list(cmd))}"
-        wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside)
+        shown = f"[install sandbox, build root at {self.root.inside}] {subprocess.list2cmdline(list(cmd))}"
+        environ = {**self.env.variables, **caches, **extra}
+        readonly = _install_inputs([*cmd, *environ.values()], self.root)
+        writable = [environ["UV_CACHE_DIR"]] if "UV_CACHE_DIR" in self.env.variables else []
+        wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside, readonly=readonly, writable=writable)
+        # No installer configuration but the machine's: uv reads none at all (detpack gives it pip's
+        # settings), and the empty HOME holds no pip.conf a hook could have planted.
+        extra = {"UV_NO_CONFIG": "1", **extra}
         return self.run(wrapped, extra_environ={**caches, **extra}, shown=shown, inside=True, named=cmd)
 
     def _inside(

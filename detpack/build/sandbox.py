@@ -121,11 +121,35 @@ class Sandbox:
             return list(argv), dict(environ)
         return [argv[0], *moved, *argv[1:]], outside
 
-    def wrap_install(self, cmd: Sequence[str], root: Path, inside: Path) -> list[str]:
-        """``cmd`` (an installer) run seeing this machine's files and network, with the private build
-        root ``root`` at its fixed path ``inside``: the only namespace it gets is a mount namespace."""
-        args = [self.bwrap, "--unshare-user", "--die-with-parent", "--dev-bind", "/", "/"]
-        return [*args, "--bind", str(root), str(inside), "--", *cmd]
+    def wrap_install(
+        self,
+        cmd: Sequence[str],
+        root: Path,
+        inside: Path,
+        *,
+        readonly: Sequence[str] = (),
+        writable: Sequence[str] = (),
+    ) -> list[str]:
+        """``cmd`` (an installer) run with the network but none of the host's files beyond what an
+        install needs: the system directories and the interpreter (as a hook has them), ``readonly``
+        (the installer itself, ``--find-links`` folders, constraints, certificates: read-only),
+        ``writable`` (a download cache of the caller's) and the private build root ``root`` at its
+        fixed path ``inside``, with an empty HOME (a hook may have planted installer configuration
+        in the one it had). What the installer builds from an sdist runs with no more than a hook."""
+        args = [self.bwrap, "--unshare-all", "--share-net", "--unshare-user", "--die-with-parent", "--new-session"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        base = {str(p) for p in interpreter_paths()}
+        for path in self.readonly:
+            if path in SYSTEM_DIRS or path in SYSTEM_LINKS or path in base:
+                args += ["--ro-bind-try", path, path]
+        for path, target in self.links:
+            args += ["--symlink", target, path]
+        for path in sorted(set(readonly)):
+            args += ["--ro-bind-try", path, path]
+        for path in sorted(set(writable)):
+            args += ["--bind-try", path, path]
+        args += ["--bind", str(root), str(inside), "--tmpfs", str(inside / "home"), "--chdir", str(inside)]
+        return [*args, "--", *cmd]
 
     def probe(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` (``TOOL --version``) in this sandbox, as a hook would, and capture its output."""
