@@ -119,6 +119,20 @@ PASSTHROUGH_ENV: Final = (
     "REQUESTS_CA_BUNDLE",
 )
 
+#: What only installers need (an index, a proxy, a trusted host): never given to a backend hook
+#: without the network, and with it only when named by ``--pass-env``; nor is any variable whose
+#: value holds credentials (``wording.redact`` changes it).
+INSTALLER_ONLY: Final = frozenset(
+    {
+        *("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"),
+        *("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX"),
+        *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY", "all_proxy"),
+    }
+)
+#: Machine-wide installer configuration (index URLs and their passwords), hidden from backend hooks.
+INSTALLER_CONFIG_FILES: Final = ("/etc/pip.conf",)
+INSTALLER_CONFIG_DIRS: Final = ("/etc/xdg/pip", "/etc/uv")
+
 #: Never passed through, even when asked: they would point the isolated environment's
 #: interpreter at other packages or another standard library, defeating isolation.
 NEVER_PASS: Final = frozenset({"PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE"})

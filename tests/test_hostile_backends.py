@@ -233,7 +233,7 @@ def test_git_credentials_in_the_repository_config_stay_out_of_the_artifacts(tmp_
     code, _, err = _build(src, out, wheelhouse)
     assert code == 0, err
     loot = _everything(out)
-    assert b"loot.txt" in loot or b"no alternates" in loot or b"no config" in loot  # the attack ran
+    assert b"no config visible" in loot or b"[core]" in loot, "the attack did not run"
     assert GIT_SECRET.encode() not in loot
 
 
@@ -263,7 +263,7 @@ def test_the_machines_pip_configuration_stays_out_of_the_artifacts(tmp_path: Pat
     r = run(argv, timeout=240)
     assert r.code == 0, r.stderr
     loot = _everything(out)
-    assert b"loot.txt" in loot  # the attack ran
+    assert b"fx_hostile/loot.txt" in loot  # the attack ran (and found nothing, or the secret)
     assert CONF_SECRET.encode() not in loot
 
 

@@ -292,6 +292,13 @@ class ControlledEnvironment:
     umask: int = policy.UMASK
     redacted: Mapping[str, str] = field(default_factory=dict)
     on_host: Mapping[str, str] = field(default_factory=dict)
+    named: tuple[str, ...] = ()  # the variables the user passed by name (--pass-env, [tool.detpack] pass-env)
+
+    def hidden_from_hooks(self, network: bool) -> frozenset[str]:
+        """The variables a backend hook does not get: what only installers need and whatever holds
+        credentials; with the network, those the user named are given."""
+        secret = {k for k in self.variables if k in policy.INSTALLER_ONLY or k in self.redacted}
+        return frozenset(secret - set(self.named) if network else secret)
 
     @property
     def injects_code(self) -> tuple[str, ...]:
@@ -357,7 +364,8 @@ def controlled_environment(
         variables["UV_NO_INDEX"] = "1"
     redacted = {k: redact(v) for k, v in variables.items() if redact(v) != v}
     on_host = {k: root.to_host(v) for k, v in variables.items()}
-    return ControlledEnvironment(variables, tuple(passed), umask, redacted, on_host)
+    named = tuple(n for n in pass_env if n in passed)
+    return ControlledEnvironment(variables, tuple(passed), umask, redacted, on_host, named)
 
 
 @contextlib.contextmanager
@@ -451,7 +459,8 @@ class Runner:
             if self.root.private:
                 hidden.append(self.root.to_inside(str(self.root.downloads)))
         wrapped = self.sandbox.wrap(cmd, where, protected=protected, hidden=hidden)
-        self.run(wrapped, cwd=cwd, extra_environ=extra, shown=shown, inside=True, named=cmd)
+        secret = self.env.hidden_from_hooks(self.sandbox.network)
+        self.run(wrapped, cwd=cwd, extra_environ=extra, shown=shown, inside=True, named=cmd, without=secret)
 
     def install(self, cmd: Sequence[str], *, extra_environ: Mapping[str, str] | None = None) -> str:
         """Run an installer filling the isolated environment: with the network (where the index and
@@ -519,12 +528,13 @@ class Runner:
         shown: str | None = None,
         inside: bool = False,
         named: Sequence[str] | None = None,
+        without: frozenset[str] = frozenset(),
     ) -> str:
         """Run ``cmd`` on this machine (``inside``: it runs in a namespace that sees the build root at
         its fixed path, with the variables as subprocesses see them). A failure names ``named`` (the
         command inside the namespace), else ``cmd``."""
         base = self.env.variables if inside else (self.env.on_host or self.env.variables)
-        environ = {**base, **(extra_environ or {})}
+        environ = {k: v for k, v in {**base, **(extra_environ or {})}.items() if k not in without}
         if self.sandbox is not None:
             cmd, environ = self.sandbox.carry_in(cmd, environ)
         self.emit("$ " + (shown or subprocess.list2cmdline(list(cmd))))

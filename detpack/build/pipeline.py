@@ -240,10 +240,12 @@ def session(
 
 
 def _git_dirs(gitdir: Path) -> list[Path]:
-    """The git directories the build root's copy reads objects from: the repository's (a linked
-    worktree's common one) and every object store its ``objects/info/alternates`` borrow from."""
+    """The object stores the build root's copy reads from: the repository's (a linked worktree's
+    common one) and every one its ``objects/info/alternates`` borrow from. Only the objects: the
+    git directory's config (credentials: ``http.*.extraheader``, tokens in remote URLs) and hooks
+    stay out of the sandbox."""
     common = gitdir.parent.parent if gitdir.parent.name == "worktrees" else gitdir
-    found = [common]
+    found = [common / "objects"]
     pending = [common / "objects"]
     seen: set[Path] = set()
     while pending:

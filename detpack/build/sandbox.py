@@ -104,6 +104,13 @@ class Sandbox:
             args += ["--ro-bind-try", path, inside]
         for inside in hidden:
             args += ["--tmpfs", inside]
+        # The machine's installer configuration may hold index passwords: installs read it, hooks do not.
+        for conf in policy.INSTALLER_CONFIG_FILES:
+            if os.path.isfile(conf):
+                args += ["--ro-bind", os.devnull, conf]
+        for conf in policy.INSTALLER_CONFIG_DIRS:
+            if os.path.isdir(conf):
+                args += ["--tmpfs", conf]
         if cwd is not None:
             args += ["--chdir", str(cwd)]
         return [*args, "--", *cmd]
