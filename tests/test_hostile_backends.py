@@ -276,9 +276,10 @@ def test_a_clean_build_after_the_attacks_is_byte_identical_to_a_control(tmp_path
     _build(src, tmp_path / "attacked", wheelhouse)
     code, _, err = _build(control_src, tmp_path / "b", wheelhouse, "-q")
     assert code == 0, err
-    for wheel in (tmp_path / "a").iterdir():
-        if wheel.suffix in (".whl", ".gz"):
-            assert wheel.read_bytes() == (tmp_path / "b" / wheel.name).read_bytes(), wheel.name
+    artifacts = [p for p in (tmp_path / "a").iterdir() if p.name.endswith((".whl", ".tar.gz"))]
+    assert len(artifacts) == 2, artifacts
+    for artifact in artifacts:
+        assert artifact.read_bytes() == (tmp_path / "b" / artifact.name).read_bytes(), artifact.name
 
 
 def test_the_fixture_is_harmless_without_an_attack(tmp_path: Path, wheelhouse: Path) -> None:

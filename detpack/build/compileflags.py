@@ -14,14 +14,14 @@ following links, must be a regular file, and is read up to ``MAX_NOTE`` bytes; a
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from detpack.build import untrusted
 
 Kind = Literal["compile", "link", "preprocess"]
 NOTE_PREFIX = "argv."
@@ -91,23 +91,11 @@ def read_notes(notes: Path) -> list[CompilerRun]:
     except OSError:
         return runs
     for name in names[:MAX_RUNS]:
-        data = _read_plain(notes / name)
+        data = untrusted.read_plain(notes / name, MAX_NOTE)
         run = parse(data) if data is not None else None
         if run is not None:
             runs.append(run)
     return runs
-
-
-def _read_plain(path: Path) -> bytes | None:
-    """A regular file's first ``MAX_NOTE`` bytes, never through a link; None for anything else."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with contextlib.closing(os.fdopen(fd, "rb")) as f, contextlib.suppress(OSError):
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            return f.read(MAX_NOTE)
-    return None
 
 
 def summarize(runs: Iterable[CompilerRun], key: Callable[[str], str | None] = lambda c: c) -> dict[str, dict[str, Any]]:

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
 from detpack import policy
-from detpack.build import native
+from detpack.build import native, untrusted
 from detpack.build.sandbox import Sandbox
 from detpack.errors import ConfigError, EnvironmentSetupError
 from detpack.wording import redact
@@ -132,6 +133,28 @@ def build_root(
             _return_downloads(br.downloads, pool)
 
 
+def _own_root(root: Path) -> None:
+    """Make ``root`` (0700), or take it when it is a directory of this user's; refuse one of another
+    owner or a link: whoever owns the build root can swap what a build installs and runs."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700)
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode):
+        raise EnvironmentSetupError(
+            f"{root}: the build root is a link or a file, not a directory; remove it or set DETPACK_BUILD_ROOT "
+            "to a directory of your own"
+        )
+    if info.st_uid != os.geteuid():
+        raise EnvironmentSetupError(
+            f"{root}: the build root is owned by uid {info.st_uid}, not by you (uid {os.geteuid()}); another user "
+            "could swap what your builds install and run through it: remove it or set DETPACK_BUILD_ROOT to a "
+            "directory of your own"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(root, 0o700)
+
+
 def _cannot_create(root: Path, exc: OSError) -> EnvironmentSetupError:
     return EnvironmentSetupError(
         f"{root}: cannot create the build root ({exc.strerror}); set DETPACK_BUILD_ROOT to a writable path"
@@ -142,7 +165,8 @@ def _cannot_create(root: Path, exc: OSError) -> EnvironmentSetupError:
 def _private_root(root: Path) -> Iterator[BuildRoot]:
     """A new directory under ``root/runs``, held (flock) while the build runs, removed after."""
     try:
-        (root / RUNS).mkdir(parents=True, exist_ok=True)
+        _own_root(root)
+        (root / RUNS).mkdir(mode=0o700, exist_ok=True)
         own = Path(tempfile.mkdtemp(prefix="", dir=root / RUNS))
         held = os.open(own, os.O_RDONLY)
     except OSError as exc:
@@ -153,7 +177,7 @@ def _private_root(root: Path) -> Iterator[BuildRoot]:
         try:
             yield BuildRoot(own, inside=root)
         finally:
-            shutil.rmtree(own, onerror=_force_remove)
+            shutil.rmtree(own, onerror=untrusted.force_remove)
     finally:
         os.close(held)
 
@@ -162,8 +186,8 @@ def _private_root(root: Path) -> Iterator[BuildRoot]:
 def _shared_root(root: Path, on_wait: LineSink | None) -> Iterator[BuildRoot]:
     """``root`` itself, emptied, for one build at a time (a lock; ``on_wait`` hears a wait)."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        lock = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        _own_root(root)
+        lock = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise _cannot_create(root, exc) from None
     try:
@@ -213,7 +237,7 @@ def _return_downloads(mine: Path, pool: Path) -> None:
             gone = pool / f".gone-{old.name}"
             with contextlib.suppress(OSError):
                 old.rename(gone)
-                shutil.rmtree(gone, onerror=_force_remove)
+                shutil.rmtree(gone, onerror=untrusted.force_remove)
 
 
 def _sweep_runs(runs: Path) -> None:
@@ -227,7 +251,7 @@ def _sweep_runs(runs: Path) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            shutil.rmtree(run, onerror=_force_remove)
+            shutil.rmtree(run, onerror=untrusted.force_remove)
         except BlockingIOError:
             pass  # a build in progress
         finally:
@@ -239,17 +263,9 @@ def _empty(root: Path) -> None:
         if child.name in (".lock", "cache", RUNS):
             continue  # the lock file, locked build environments kept between builds, other builds' private roots
         if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, onerror=_force_remove)
+            shutil.rmtree(child, onerror=untrusted.force_remove)
         else:
             child.unlink()
-
-
-def _force_remove(func: Callable[..., object], path: str, _exc: object) -> None:
-    # Read-only directories (some backends copy 0o555 trees) block rmtree: open them up.
-    with contextlib.suppress(OSError):
-        os.chmod(os.path.dirname(path), 0o755)
-        os.chmod(path, 0o755)
-        func(path)
 
 
 def _install_inputs(values: Sequence[str], root: BuildRoot) -> list[str]:
@@ -461,6 +477,7 @@ class Runner:
         wrapped = self.sandbox.wrap(cmd, where, protected=protected, hidden=hidden)
         secret = self.env.hidden_from_hooks(self.sandbox.network)
         self.run(wrapped, cwd=cwd, extra_environ=extra, shown=shown, inside=True, named=cmd, without=secret)
+        self._check_hook_output(cmd)
 
     def install(self, cmd: Sequence[str], *, extra_environ: Mapping[str, str] | None = None) -> str:
         """Run an installer filling the isolated environment: with the network (where the index and
@@ -488,6 +505,22 @@ class Runner:
         # settings), and the empty HOME holds no pip.conf a hook could have planted.
         extra = {"UV_NO_CONFIG": "1", **extra}
         return self.run(wrapped, extra_environ={**caches, **extra}, shown=shown, inside=True, named=cmd)
+
+    def _check_hook_output(self, cmd: Sequence[str]) -> None:
+        """pyproject_hooks reads the hook's answer from ``CONTROL_DIR/output.json`` once the hook has
+        ended: it must be a regular file in a real directory (a hook can leave a FIFO there, on which
+        a reader hangs, or a link to a host file)."""
+        root = self.root
+        if root is None or len(cmd) < 2:
+            return
+        control = Path(root.to_host(str(cmd[-1])))
+        if not control.is_relative_to(root.root):
+            return
+        try:
+            untrusted.plain_file(root.root, control / "output.json", f"hook {cmd[-2]} left its answer file")
+        except untrusted.NotPlain as exc:
+            untrusted.remove(control / "output.json")
+            raise untrusted.NotPlain(exc.message) from None
 
     def _inside(
         self, cmd: Sequence[str], cwd: str | os.PathLike[str] | None, extra_environ: Mapping[str, str] | None

@@ -32,7 +32,7 @@ from typing import Any
 from packageurl import PackageURL
 
 from detpack import probes
-from detpack.build import compileflags
+from detpack.build import compileflags, untrusted
 from detpack.digest import file_sha256
 
 #: Tools a shim is made for (when the hook's PATH holds them), and their target-prefixed names.
@@ -43,6 +43,7 @@ TOOLS: tuple[str, ...] = (
 )
 _COMPILERS = re.compile(r"(^|-)(cc|c\+\+|cpp|gcc|g\+\+|clang|clang\+\+|gfortran)(-[0-9.]+)?$")
 _LINKERS = re.compile(r"(^|-)ld(\.(bfd|gold|lld))?$")
+MAX_NOTE = 64 << 20  # bytes read of one note (a hook writes them: hostile input)
 SHIMS = "native/shims"  # under the build root
 NOTES = "native/notes"  # under the build root: what the shims noted
 
@@ -87,12 +88,14 @@ def prepare(root: Path, inside: Path, path: str) -> str:
     (this machine's build root, seen at ``inside``); return the PATH the hook gets."""
     shims, notes = root / SHIMS, root / NOTES
     shims_inside, notes_inside = inside / SHIMS, inside / NOTES
-    shims.mkdir(parents=True, exist_ok=True)
-    notes.mkdir(parents=True, exist_ok=True)
+    # An earlier hook could have put links here: the shims are written afresh, never through one.
+    untrusted.fresh_dir(root, shims)
+    if not _real_dir(root, notes):
+        untrusted.fresh_dir(root, notes)
     dirs = [d for d in path.split(os.pathsep) if d and d != str(shims_inside)]
     for name in tool_names():
         shim = shims / name
-        if shim.exists() or not any(_runnable(Path(_on_host(d, root, inside)) / name) for d in dirs):
+        if not any(_runnable(Path(_on_host(d, root, inside)) / name) for d in dirs):
             continue  # a tool this PATH does not have gets no shim: `which` must still say so
         extra, args = "", ""
         if _COMPILERS.search(name):
@@ -100,8 +103,10 @@ def prepare(root: Path, inside: Path, path: str) -> str:
             extra, args = _COMPILER_EXTRA.format(notes=notes_inside, pmap=pmap), pmap + " "
         elif _LINKERS.search(name):
             args = f"'-Map={notes_inside}/map.'$$ "
-        shim.write_text(_SHIM.format(name=name, shims=shims_inside, notes=notes_inside, extra=extra, args=args))
-        shim.chmod(0o755)
+        text = _SHIM.format(name=name, shims=shims_inside, notes=notes_inside, extra=extra, args=args)
+        fd = os.open(shim, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
     return os.pathsep.join([str(shims_inside), *dirs])
 
 
@@ -109,6 +114,15 @@ def prefix_map(inside: Path) -> str:
     """The flag every compiler run gets: the build root as the build sees it mapped to ``.``, so
     compilers write neither the build directory (DWARF ``DW_AT_comp_dir``) nor ``__FILE__`` paths."""
     return f"-ffile-prefix-map={inside}=."
+
+
+def _real_dir(root: Path, path: Path) -> bool:
+    """Whether ``path`` and every directory from ``root`` to it are real directories (not links)."""
+    try:
+        untrusted.check_dirs(root, path / "x")
+    except (OSError, untrusted.NotPlain):
+        return False
+    return True
 
 
 def _on_host(directory: str, root: Path, inside: Path) -> str:
@@ -193,8 +207,9 @@ def _host_file(real: str, ran: Mapping[str, object], root: Path, inside: Path) -
 def _noted_tools(log: Path) -> dict[str, list[str]]:
     """Each real tool that ran (as the hook saw its path) and the names it was run as."""
     tools: dict[str, set[str]] = {}
-    with contextlib.suppress(OSError):
-        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+    data = untrusted.read_plain(log, MAX_NOTE)
+    if data is not None:
+        for line in data.decode("utf-8", errors="replace").splitlines():
             name, _, real = line.partition("\t")
             if real:
                 tools.setdefault(real, set()).add(name)
@@ -207,10 +222,12 @@ def _read_files(notes: Path, inside: Path) -> dict[str, str]:
     provenance has them already."""
     files: dict[str, str] = {}
     for dep in sorted(notes.glob("deps.*")):
-        for path in _make_rule_paths(dep.read_text(encoding="utf-8", errors="replace")):
+        text = (untrusted.read_plain(dep, MAX_NOTE) or b"").decode("utf-8", errors="replace")
+        for path in _make_rule_paths(text):
             files.setdefault(path, "header")
     for linkmap in sorted(notes.glob("map.*")):
-        for line in linkmap.read_text(encoding="utf-8", errors="replace").splitlines():
+        text = (untrusted.read_plain(linkmap, MAX_NOTE) or b"").decode("utf-8", errors="replace")
+        for line in text.splitlines():
             if line.startswith("LOAD "):
                 files[os.path.normpath(line[5:].strip())] = "library"
     return {p: kind for p, kind in sorted(files.items()) if p.startswith("/") and not _under(p, inside)}
