@@ -288,3 +288,27 @@ def test_the_fixture_is_harmless_without_an_attack(tmp_path: Path, wheelhouse: P
     shutil.rmtree(src / "_backend" / "__pycache__", ignore_errors=True)
     code, _, err = _build(src, tmp_path / "out", wheelhouse)
     assert code == 0, err
+
+
+def test_rebuild_pypi_of_a_hostile_release_cannot_read_the_attest_key(tmp_path: Path, wheelhouse: Path) -> None:
+    """A release served here (--find-links, --offline) whose backend reads the rebuilder's key at the
+    very path it is kept: the key is read by detpack before any of the release's code runs, and no
+    hook or install can see the folder it is in."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key = keys / "rebuilder"
+    src = _project(tmp_path, "read-key", key=str(key))
+    links = tmp_path / "links"
+    code, _, err = _build(src, links, wheelhouse)
+    assert code == 0, err
+    for extra in [*links.glob("*.provenance.json"), *links.glob("*.build.log.gz")]:
+        extra.unlink()
+    assert run([DETPACK, "keygen", "-o", key]).code == 0
+    keep = tmp_path / "keep"
+    argv = [DETPACK, "rebuild", "--pypi", "fx_hostile==1.0.0", "--offline", "--find-links", links]
+    r = run([*argv, "--find-links", wheelhouse, "-o", keep, "--attest", key], timeout=600)
+    assert r.code in (0, 1), r.stdout + r.stderr
+    rebuilt = _everything(keep / "rebuilt")
+    assert b"no key visible" in rebuilt, "the attack did not run in the rebuild"
+    secret = b"".join(key.read_bytes().splitlines()[1:-1])  # the PEM body
+    assert secret and secret not in _everything(keep).replace(b"\n", b"")
