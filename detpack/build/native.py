@@ -88,8 +88,10 @@ def prepare(root: Path, inside: Path, path: str) -> str:
     (this machine's build root, seen at ``inside``); return the PATH the hook gets."""
     shims, notes = root / SHIMS, root / NOTES
     shims_inside, notes_inside = inside / SHIMS, inside / NOTES
-    # An earlier hook could have put links here: the shims are written afresh, never through one.
-    untrusted.fresh_dir(root, shims)
+    # An earlier hook could have put links here: a shim is kept only when it is a regular file with
+    # the very text it should have, else written afresh, never through a link.
+    if not _real_dir(root, shims):
+        untrusted.fresh_dir(root, shims)
     if not _real_dir(root, notes):
         untrusted.fresh_dir(root, notes)
     dirs = [d for d in path.split(os.pathsep) if d and d != str(shims_inside)]
@@ -104,6 +106,9 @@ def prepare(root: Path, inside: Path, path: str) -> str:
         elif _LINKERS.search(name):
             args = f"'-Map={notes_inside}/map.'$$ "
         text = _SHIM.format(name=name, shims=shims_inside, notes=notes_inside, extra=extra, args=args)
+        if untrusted.read_plain(shim, len(text) + 1) == text.encode("utf-8") and os.access(shim, os.X_OK):
+            continue
+        untrusted.remove(shim)
         fd = os.open(shim, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
