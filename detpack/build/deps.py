@@ -35,7 +35,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import sys_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from detpack.build import envcache
+from detpack.build import envcache, untrusted
 from detpack.build.environment import Runner
 from detpack.build.lockfile import BuildLock, LockedPackage
 from detpack.errors import EnvironmentSetupError, LockError
@@ -256,6 +256,12 @@ def provisioned(env_dir: Path, settings: InstallSettings, runner: Runner, who: P
     (reused when its entry verifies); otherwise it is ``build``'s own isolated environment.
     """
     lock = settings.lock
+    root = runner.root
+    if root is not None and env_dir.is_relative_to(root.root):
+        # An earlier hook could have left files where this environment goes (a pip.conf an
+        # installer would read): it is made where nothing is, never through a link.
+        untrusted.check_dirs(root.root, env_dir)
+        untrusted.remove(env_dir)
     if lock is None or settings.cache is None:
         with _isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
             yield Provisioner(env, Path(env.path), settings, runner, who)
