@@ -155,6 +155,9 @@ class Sandbox:
             args += ["--ro-bind-try", path, path]
         for path in sorted(set(writable)):
             args += ["--bind-try", path, path]
+        for path, seen in self.writable:  # a directory the user chose for the environment (--env-dir)
+            if seen != str(inside):
+                args += ["--bind-try", path, seen]
         args += ["--bind", str(root), str(inside), "--tmpfs", str(inside / "home"), "--chdir", str(inside)]
         return [*args, "--", *cmd]
 
