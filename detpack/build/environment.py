@@ -285,9 +285,24 @@ def _install_inputs(values: Sequence[str], root: BuildRoot) -> list[str]:
                     found.add(str(path.resolve()))
                     if path.is_file() and path.parent.name == "bin":  # an installer binary: its own folder
                         found.add(str(path.resolve().parent))
+                    if path.is_dir():  # a --find-links folder of links to files elsewhere: those too
+                        found.update(_link_targets(path))
     kept = sorted(p for p in found if p != "/" and not _under_root(p, root))
     # A path inside another one kept is seen through it (bwrap cannot mount inside a read-only bind)
     return [p for p in kept if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in kept)]
+
+
+def _link_targets(folder: Path, limit: int = 10_000) -> set[str]:
+    """Where the symbolic links directly in ``folder`` lead (the first ``limit`` entries)."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for n, entry in enumerate(entries):
+            if n >= limit:
+                break
+            if entry.is_symlink():
+                with contextlib.suppress(OSError):
+                    found.add(str(Path(entry.path).resolve(strict=True)))
+    return found
 
 
 def _under_root(path: str, root: BuildRoot) -> bool:
