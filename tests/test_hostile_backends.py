@@ -197,10 +197,27 @@ def test_a_control_file_made_a_fifo_does_not_hang_the_host(tmp_path: Path, wheel
     assert "get_requires_for_build_wheel" in line and "output.json" in line, line
 
 
-def test_native_notes_made_fifos_do_not_hang_the_host(tmp_path: Path, wheelhouse: Path) -> None:
-    src = _project(tmp_path, "native-fifo")
-    code, _, err = _build(src, tmp_path / "out", wheelhouse, timeout=180)
+def test_a_control_file_made_a_link_to_a_host_file_is_not_read(tmp_path: Path, wheelhouse: Path) -> None:
+    """The host file holds an answer with a requirement the hook could not give itself."""
+    marker = tmp_path / "host-marker"
+    victim = tmp_path / "answer.json"
+    victim.write_text(json.dumps({"return_val": ["SECRET-ANSWER-e90d"]}))
+    src = _project(tmp_path, "control-symlink", victim=str(victim), marker=str(marker))
+    code, _, err = _build(src, tmp_path / "out", wheelhouse, "--no-cache")
+    line = _one_line_refusal(code, err)
+    assert "output.json" in line and "symbolic link" in line and "SECRET-ANSWER" not in err, line
+
+
+@pytest.mark.parametrize("kind", ["native-fifo", "native-symlink"])
+def test_native_notes_a_hook_replaced_are_not_read(kind: str, tmp_path: Path, wheelhouse: Path) -> None:
+    """FIFOs (a reader hangs) or links to a host file (its lines would be read as the toolchain)."""
+    victim = tmp_path / "host-notes"
+    victim.write_text("gcc\t/usr/bin/SECRET-NOTE-51aa\nx.o: /usr/include/SECRET-NOTE-51aa.h\n")
+    src = _project(tmp_path, kind, victim=str(victim))
+    out = tmp_path / "out"
+    code, _, err = _build(src, out, wheelhouse, timeout=180)
     assert code == 0, err  # notes that are not regular files are no notes: the build is harmless
+    assert b"SECRET-NOTE" not in _everything(out)
 
 
 def test_clean_up_never_changes_a_mode_through_a_link(wheelhouse: Path) -> None:
