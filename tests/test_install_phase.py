@@ -133,16 +133,33 @@ def test_builds_at_once_each_take_their_own_set_of_download_caches(tmp_path: Pat
     to the pool afterwards, the most recent DOWNLOAD_SETS kept."""
     import time
 
-    from detpack.build.environment import DOWNLOAD_SETS, build_root
+    from detpack.build.environment import DOWNLOAD_POOLS, DOWNLOAD_SETS, build_root
 
-    pool = tmp_path / "root" / "cache" / "downloads"
+    pool = tmp_path / "root" / "cache" / DOWNLOAD_POOLS / "fx-one"
     for i in range(DOWNLOAD_SETS + 1):
         (pool / f"set{i}").mkdir(parents=True)
         (pool / f"set{i}" / "marker").write_text(f"{i}\n")
         os.utime(pool / f"set{i}", (time.time() - 100 + i, time.time() - 100 + i))
-    with build_root(tmp_path / "root", private=True) as one, build_root(tmp_path / "root", private=True) as two:
+    one_root = build_root(tmp_path / "root", private=True, project="fx-one")
+    with one_root as one, build_root(tmp_path / "root", private=True, project="fx-one") as two:
         mine = (one.downloads / "marker").read_text(), (two.downloads / "marker").read_text()
         assert mine == (f"{DOWNLOAD_SETS}\n", f"{DOWNLOAD_SETS - 1}\n")  # the most recent first, one each
         assert len(list(pool.iterdir())) == DOWNLOAD_SETS - 1
     kept = sorted((p / "marker").read_text() for p in pool.iterdir())
     assert len(kept) == DOWNLOAD_SETS and "0\n" not in kept  # the oldest set went
+
+
+def test_a_set_of_download_caches_is_only_used_again_by_the_same_project(tmp_path: Path) -> None:
+    """An install's code can change the set it used (it is read-write to installs): what one project's
+    dependencies left there never reaches another project's build."""
+    from detpack.build.environment import DOWNLOAD_POOLS, build_root
+
+    with build_root(tmp_path / "root", private=True, project="fx-tainted") as tainted:
+        tainted.downloads.mkdir()
+        (tainted.downloads / "poison").write_text("left by an install of fx-tainted\n")
+    pools = tmp_path / "root" / "cache" / DOWNLOAD_POOLS
+    assert [p.name for p in pools.iterdir()] == ["fx-tainted"]  # the perturbation: the set went back
+    with build_root(tmp_path / "root", private=True, project="fx-other") as other:
+        assert not (other.downloads / "poison").exists()
+    with build_root(tmp_path / "root", private=True, project="fx-tainted") as again:
+        assert (again.downloads / "poison").is_file()  # the same project gets its own set back

@@ -352,7 +352,7 @@ def test_locked_builds_at_once_share_the_environment_cache(bwrap: str, tmp_path:
             assert p.returncode == 0, err.decode()
         wheels = [next((tmp_path / f"out{i}").glob("*.whl")).read_bytes() for i in range(2)]
         assert wheels[0] == wheels[1]
-        entries = [p for p in (root / "cache").iterdir() if p.name not in ("requires", "downloads")]
+        entries = [p for p in (root / "cache").iterdir() if p.name not in ("requires", "downloads-by-project")]
         assert len(entries) == 1, entries
         assert (entries[0] / "detpack-env.json").is_file()
 

@@ -22,7 +22,7 @@ import venv
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from detpack.build.environment import DOWNLOADS, Runner
+from detpack.build.environment import DOWNLOAD_POOLS, DOWNLOADS, Runner
 from detpack.build.lockfile import BuildLock
 
 MANIFEST = "detpack-env.json"
@@ -125,7 +125,7 @@ def cached_env(
 
 
 def _evict(cache: Path) -> None:
-    kept = ("requires", DOWNLOADS)  # not environments
+    kept = ("requires", DOWNLOADS, DOWNLOAD_POOLS)  # not environments
     entries = sorted(
         (p for p in cache.iterdir() if p.is_dir() and p.name not in kept and not p.name.startswith(".")),
         key=lambda p: p.stat().st_mtime,

@@ -40,8 +40,13 @@ from detpack.wording import redact
 
 LineSink = Callable[[str], None]
 RUNS = "runs"  # BUILD_ROOT/runs/: the private roots of builds in progress
-DOWNLOADS = "downloads"  # BUILD_ROOT/cache/downloads/N/: sets of the installers' download caches
-DOWNLOAD_SETS = 4  # sets kept: builds running at once each take one
+DOWNLOADS = "downloads"  # a build's own installers' download caches, in its private root
+#: BUILD_ROOT/cache/downloads-by-project/PROJECT/N/: sets of download caches, a pool per project: an
+#: install's code (an sdist's setup.py, a .pth file) can change the set it used, so a set is only
+#: ever used again by builds of the same project.
+DOWNLOAD_POOLS = "downloads-by-project"
+DOWNLOAD_SETS = 4  # sets kept per project: builds running at once each take one
+DOWNLOAD_PROJECTS = 16  # projects whose pools are kept (the most recently used)
 STALE_AFTER = 60.0  # seconds: a private root nobody holds, older than this, is a crashed build's
 
 
@@ -111,19 +116,20 @@ def root_path() -> Path:
 
 @contextlib.contextmanager
 def build_root(
-    path: Path | None = None, on_wait: LineSink | None = None, *, private: bool = False
+    path: Path | None = None, on_wait: LineSink | None = None, *, private: bool = False, project: str = "unnamed"
 ) -> Iterator[BuildRoot]:
     """Take a build root, emptied, for the duration of one build.
 
     ``private`` (a build whose subprocesses run with the root bound at its fixed path): a
     fresh directory of this build's own under ``path/runs``, removed afterwards; nothing
     waits. Otherwise ``path`` itself, for one build at a time: ``on_wait`` hears one line
-    when another build holds it and this one must wait.
+    when another build holds it and this one must wait. ``project`` names the pool of download
+    caches the build takes one from and gives it back to.
     """
     root = path or root_path()
     taken = _private_root(root) if private else _shared_root(root, on_wait)
     with taken as br:
-        pool = br.cache / DOWNLOADS
+        pool = br.cache / DOWNLOAD_POOLS / (re.sub(r"[^a-z0-9._-]+", "-", project.lower()).strip(".-") or "unnamed")
         try:
             for d in (br.home, br.tmp, br.raw):
                 d.mkdir()
@@ -235,6 +241,13 @@ def _return_downloads(mine: Path, pool: Path) -> None:
         )
         for old in sets[DOWNLOAD_SETS:]:
             gone = pool / f".gone-{old.name}"
+            with contextlib.suppress(OSError):
+                old.rename(gone)
+                shutil.rmtree(gone, onerror=untrusted.force_remove)
+        projects = (p for p in pool.parent.iterdir() if not p.name.startswith("."))
+        pools = sorted(projects, key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in pools[DOWNLOAD_PROJECTS:]:
+            gone = pool.parent / f".gone-{old.name}-{os.getpid()}"
             with contextlib.suppress(OSError):
                 old.rename(gone)
                 shutil.rmtree(gone, onerror=untrusted.force_remove)

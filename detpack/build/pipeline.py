@@ -211,7 +211,7 @@ def session(
             "build without one: install bubblewrap (apt-get install bubblewrap) or drop --require-sandbox"
         )
     private = not isinstance(found, sandbox.NoSandbox)
-    with environment.build_root(plan.root.root, on_wait=on_step, private=private) as root:
+    with environment.build_root(plan.root.root, on_wait=on_step, private=private, project=plan.project or "") as root:
         if str(root.seen) != policy.BUILD_ROOT and on_warning is not None:
             on_warning(
                 f"build root {root.seen} is not the default {policy.BUILD_ROOT}: compilers run through "
