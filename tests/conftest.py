@@ -135,6 +135,31 @@ def run(
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+def plain_user_detpack(home: Path) -> tuple[list[str], dict[str, str]]:
+    """``python -m detpack`` run as a plain user, and its environment: as root (CI), uid/gid 65534
+    (setpriv) with Debian's /usr/bin/python3 (this checkout's own interpreter may sit under root's
+    0700 home) and detpack and its libraries from this checkout, the tree at ``home`` (0755) given to
+    that user; as a plain user already, as is. ``home`` is also HOME, and the build root is in it."""
+    import sysconfig
+
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else require_tool("python3")
+    drop = [require_tool("setpriv"), "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    drop = drop if os.geteuid() == 0 else []
+    home.chmod(0o755)
+    if drop:
+        for path in [home, *home.rglob("*")]:
+            os.chown(path, 65534, 65534, follow_symlinks=False)
+        whoami = subprocess.run([*drop, "id", "-u"], capture_output=True, text=True, check=False)
+        assert whoami.stdout.strip() == "65534", whoami.stderr
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "PYTHONPATH": f"{ROOT}:{sysconfig.get_paths()['purelib']}",
+        "DETPACK_BUILD_ROOT": str(home / "root"),
+    }
+    return [*drop, python, "-m", "detpack"], env
+
+
 def headless_chromium(profile: Path) -> list[str]:
     """Headless Chromium that makes no connections of its own, with a fresh profile."""
     return [

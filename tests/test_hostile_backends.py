@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DETPACK, FIXTURES, materialize, require_tool, run
+from conftest import DETPACK, FIXTURES, materialize, plain_user_detpack, require_tool, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 GIT_SECRET = "SECRET-GIT-7f3a"
@@ -225,30 +225,17 @@ def test_clean_up_never_changes_a_mode_through_a_link(wheelhouse: Path) -> None:
     and the clean-up that opens such directories up must not chmod the link's target. As root
     nothing fails to be removed, so the build runs as a plain user (uid 65534, as
     tests/test_sandbox.py's plain-user build does) who owns the victim file."""
-    import sysconfig
     import tempfile
 
-    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else require_tool("python3")
-    drop = [require_tool("setpriv"), "--reuid", "65534", "--regid", "65534", "--clear-groups"]
-    drop = drop if os.geteuid() == 0 else []
     home = Path(tempfile.mkdtemp(prefix="detpack-hostile-user-"))  # pytest's own tmp dirs are 0700
     try:
-        home.chmod(0o755)
         victim = home / "victim-file"
         victim.write_text("host file")
         victim.chmod(0o600)
         src = _project(home, "cleanup-chmod", victim=str(victim))
-        if drop:
-            for path in [home, *home.rglob("*")]:
-                os.chown(path, 65534, 65534, follow_symlinks=False)
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(home),
-            "PYTHONPATH": f"{Path(__file__).resolve().parent.parent}:{sysconfig.get_paths()['purelib']}",
-            "DETPACK_BUILD_ROOT": str(home / "root"),
-        }
-        argv = [python, "-m", "detpack", "build", src, "-o", home / "out", "--find-links", wheelhouse, "--offline"]
-        r = run([*drop, *argv], env=env, timeout=240)
+        detpack, env = plain_user_detpack(home)
+        argv = [*detpack, "build", src, "-o", home / "out", "--find-links", wheelhouse, "--offline"]
+        r = run(argv, env=env, timeout=240)
         assert r.code == 0, r.stderr
         assert stat.S_IMODE(victim.stat().st_mode) == 0o600, "clean-up chmodded a host file through the hook's link"
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DETPACK, FIXTURES, Run, materialize, require_tool, run
+from conftest import DETPACK, FIXTURES, Run, materialize, plain_user_detpack, require_tool, run
 
 PAYLOAD = b"bytes only the network had\n"
 
@@ -234,36 +234,20 @@ def test_a_plain_user_builds_in_the_sandbox(bwrap: str, wheelhouse: Path) -> Non
     this checkout; as a plain user already, it runs as is.
     """
     import shutil
-    import subprocess
-    import sysconfig
     import tempfile
 
-    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else require_tool("python3")
-    drop = [require_tool("setpriv"), "--reuid", "65534", "--regid", "65534", "--clear-groups"]
-    drop = drop if os.geteuid() == 0 else []
     home = Path(tempfile.mkdtemp(prefix="detpack-plain-user-"))  # pytest's own tmp dirs are 0700
     try:
-        home.chmod(0o755)
         src = materialize(FIXTURES / "flit", home / "src", 0o022)
-        if drop:
-            for path in [home, *home.rglob("*")]:
-                os.chown(path, 65534, 65534)
-            whoami = subprocess.run([*drop, "id", "-u"], capture_output=True, text=True)
-            assert whoami.stdout.strip() == "65534", whoami.stderr
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(home),
-            "PYTHONPATH": f"{Path(__file__).resolve().parent.parent}:{sysconfig.get_paths()['purelib']}",
-            "DETPACK_BUILD_ROOT": str(home / "root"),
-        }
+        detpack, env = plain_user_detpack(home)
         out = home / "out"
-        argv = [python, "-m", "detpack", "build", src, "-o", out, "--find-links", wheelhouse, "--offline"]
-        r = run([*drop, *argv], env=env)
+        argv = [*detpack, "build", src, "-o", out, "--find-links", wheelhouse, "--offline"]
+        r = run(argv, env=env)
         assert r.code == 0, r.stderr
         assert "no sandbox" not in r.stderr, r.stderr
         sandbox = _internal(_statement(out))["sandbox"]
         assert sandbox == {"kind": "bubblewrap", "network": "none", "hermetic": True, **_fixed(sandbox)}
-        assert {p.stat().st_uid for p in out.iterdir()} == {65534 if drop else os.geteuid()}
+        assert {p.stat().st_uid for p in out.iterdir()} == {65534 if os.geteuid() == 0 else os.geteuid()}
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
