@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class Recorded(str):
     """A warning about something the provenance records (a dirty tree, a duplicate member kept, an
@@ -15,12 +17,25 @@ def count(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
+#: Query parameters that carry a credential (``?token=…``, ``&access_token=…``, ``sig=``, …).
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:[a-z0-9_.-]*(?:token|secret|password|passwd|pwd|auth|key|signature|sig|credential)s?"
+    r"[a-z0-9_.-]*)=)[^&;#\s]+"
+)
+
+
 def redact(value: str) -> str:
-    """Hide credentials in URLs (``scheme://user:pass@host`` -> ``scheme://***@host``); other text is kept."""
+    """Hide credentials in URLs: ``scheme://user:pass@host`` and ``user:pass@host`` become
+    ``***@host`` (``scheme://user@host``, whose user may be a token, too), and a query parameter
+    that carries one (``?token=…``, ``&password=…``) becomes ``token=***``; other text is kept."""
     out = []
     for part in value.split():
-        if "://" in part and "@" in part.split("://", 1)[1].split("/", 1)[0]:
-            scheme, rest = part.split("://", 1)
+        scheme, sep, rest = part.partition("://")
+        authority = rest.split("/", 1)[0] if sep else ""
+        if sep and "@" in authority:
             part = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        elif not sep and re.match(r"^[^\s/@:]+:[^\s/@]*@[^\s@]+", part):
+            part = "***@" + part.split("@", 1)[1]  # user:password@host, no scheme
+        part = _SECRET_PARAM.sub(r"\1***", part)
         out.append(part)
     return " ".join(out)

@@ -28,7 +28,7 @@ from conftest import DETPACK, FIXTURES, materialize, plain_user_detpack, require
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 GIT_SECRET = "SECRET-GIT-7f3a"
-ENV_SECRETS = ("SECRET-INDEX-91c2", "SECRET-PROXY-5d07")
+ENV_SECRETS = ("SECRET-INDEX-91c2", "SECRET-PROXY-5d07", "SECRET-TOKEN-0b6e", "SECRET-BARE-77d1")
 CONF_SECRET = "SECRET-PIPCONF-2b88"
 
 
@@ -271,6 +271,8 @@ def test_index_and_proxy_credentials_stay_out_of_the_artifacts(tmp_path: Path, w
     env = {
         "PIP_INDEX_URL": f"https://ci:{ENV_SECRETS[0]}@127.0.0.1:9/simple",
         "HTTPS_PROXY": f"http://ci:{ENV_SECRETS[1]}@127.0.0.1:9",
+        "PIP_EXTRA_INDEX_URL": f"https://127.0.0.1:9/simple?token={ENV_SECRETS[2]}",
+        "HTTP_PROXY": f"ci:{ENV_SECRETS[3]}@127.0.0.1:9",
     }
     out = tmp_path / "out"
     code, _, err = _build(src, out, wheelhouse, env=env)
@@ -279,6 +281,18 @@ def test_index_and_proxy_credentials_stay_out_of_the_artifacts(tmp_path: Path, w
     assert b'"SOURCE_DATE_EPOCH"' in loot  # the attack ran: the hook's environment is in the wheel
     for secret in ENV_SECRETS:
         assert secret.encode() not in loot, secret
+
+
+def test_credentials_are_redacted_in_every_form_a_url_holds_them() -> None:
+    from detpack.wording import redact
+
+    assert redact("https://u:pw@host/simple") == "https://***@host/simple"
+    assert redact("https://ghp_token@host/x.git") == "https://***@host/x.git"
+    assert redact("u:pw@proxy:3128") == "***@proxy:3128"
+    assert redact("https://host/simple?token=abc&x=1") == "https://host/simple?token=***&x=1"
+    assert redact("https://host/a?X-Amz-Signature=abc") == "https://host/a?X-Amz-Signature=***"
+    for kept in ("git@github.com:o/r.git", "http://proxy:3128", "/etc/ssl/certs/ca.crt", "a b"):
+        assert redact(kept) == kept
 
 
 def test_the_machines_pip_configuration_stays_out_of_the_artifacts(tmp_path: Path, wheelhouse: Path) -> None:
