@@ -8,7 +8,9 @@ TMPDIR) at its own fixed path read-write, and read-only only what a build legiti
 the system directories (``/usr``, ``/etc`` and the ``/bin``-style links into ``/usr``), the
 interpreter's installation and the hook runner. The user's checkout, HOME, ``/home``, ``/root``
 and the host's ``/tmp`` are not there. Installing build dependencies is not a hook: it runs
-before, outside, where the index or ``--find-links`` can be reached, hash-checked and recorded.
+between hooks in a sandbox of its own (``wrap_install``): with the network, but of the host only
+what an install reads, hash-checked and recorded. Neither sees installer configuration a hook could
+have planted, nor the caller's secrets (see SECURITY.md).
 
 Where no sandbox can be made (no ``bwrap``, user namespaces disabled, not Linux) the build runs
 without one and says so (``NoSandbox``); ``--require-sandbox`` makes that an error.
