@@ -23,7 +23,7 @@ import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
 from packaging.requirements import InvalidRequirement, Requirement
 
-from detpack.build import deps, sandbox
+from detpack.build import deps, sandbox, untrusted
 from detpack.build.config import ConfigSettings, Distribution, FrontendSettings
 from detpack.build.deps import InstalledDependency, Installer, Provisioner
 from detpack.build.environment import Runner
@@ -237,6 +237,19 @@ def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Ite
             f"({Path(str(exc.cmd[0])).name} exited {exc.returncode}: {why})",
             details=output[-8000:],
         ) from None
+
+
+def check_output(raw: RawArtifact, outdir: Path, project: Path) -> None:
+    """The file a backend says it wrote: a plain name in ``outdir``, a regular file reached through
+    real directories (a hook could have left a link to a host file there, or a FIFO)."""
+    path = raw.path
+    if path.parent != outdir or path.name in ("", ".", "..") or "/" in path.name:
+        raise BackendError(f"{project}: backend {raw.backend!r} named {str(path)!r} as its {raw.distribution}, "
+                           f"not a file in the output directory it was given")  # fmt: skip
+    try:
+        untrusted.plain_file(outdir.parent.parent, path, f"the {raw.distribution} of backend {raw.backend!r}")
+    except untrusted.NotPlain as exc:
+        raise BackendError(f"{project}: {exc.message}") from None
 
 
 def _read_metadata(builder: ProjectBuilder, where: Path) -> bytes:

@@ -32,14 +32,14 @@ from detpack.archive import gz
 from detpack.archive.detect import ArchiveKind
 from detpack.archive.normalize import NormalizeOptions, normalize_stream
 from detpack.atomic import sweep, temp_name
-from detpack.build import ci, deps, environment, native, sandbox, untrusted
+from detpack.build import ci, deps, environment, native, sandbox
 from detpack.build.config import BuildRequest, Distribution, ResolvedBuild, backend_name, resolve
 from detpack.build.config import default_outdir as default_outdir
 from detpack.build.environment import BuildRoot, LineSink, Runner
-from detpack.build.frontend import RawArtifact, build_distribution, fixed_build_dirs
+from detpack.build.frontend import RawArtifact, build_distribution, check_output, fixed_build_dirs
 from detpack.build.source import Epoch, Source
 from detpack.build.toolchain import capture_toolchain, host_facts
-from detpack.build.workspace import lay_out, unpack_sdist
+from detpack.build.workspace import fresh_target, lay_out, unpack_sdist
 from detpack.digest import canonical_json, file_sha256
 from detpack.errors import ArchiveError, BackendError, EnvironmentSetupError, HookError, InputError, OutputError
 from detpack.git import Change, changes_since_release
@@ -488,7 +488,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
             backend=backend,
             label=plan.source.path,
         )
-        _check_output(raw, root.raw / dist, plan.source.path)
+        check_output(raw, root.raw / dist, plan.source.path)
         step(
             f"normalizing {raw.path.name}" if staging.normalize else f"keeping {raw.path.name} as the backend wrote it"
         )
@@ -533,36 +533,17 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
             warn(Recorded(f"{plan.source.path}: {fallback}; building the wheel directly from the tree (recorded)"))
             one(srcdir, "wheel", backend)
             return _Built(raws, tuple(duplicates), fallback)
-        unpacked = unpack_sdist(sdist, _fresh(ses), Path(raws[-1].path.name), plan.request.sdist_modes_kept)
+        unpacked = unpack_sdist(
+            sdist,
+            fresh_target(ses.sdist_extract_dir, ses.root.root),
+            Path(raws[-1].path.name),
+            plan.request.sdist_modes_kept,
+        )
         one(unpacked, "wheel", backend)
     else:
         for dist in plan.distributions:
             one(srcdir, dist, backend)
     return _Built(raws, tuple(duplicates))
-
-
-def _check_output(raw: RawArtifact, outdir: Path, project: Path) -> None:
-    """The file a backend says it wrote: a plain name in ``outdir``, a regular file reached through
-    real directories (a hook could have left a link to a host file there, or a FIFO)."""
-    path = raw.path
-    if path.parent != outdir or path.name in ("", ".", "..") or "/" in path.name:
-        raise BackendError(f"{project}: backend {raw.backend!r} named {str(path)!r} as its {raw.distribution}, "
-                           f"not a file in the output directory it was given")  # fmt: skip
-    try:
-        untrusted.plain_file(outdir.parent.parent, path, f"the {raw.distribution} of backend {raw.backend!r}")
-    except untrusted.NotPlain as exc:
-        raise BackendError(f"{project}: {exc.message}") from None
-
-
-def _fresh(ses: Session) -> Path:
-    """Where the sdist is unpacked for the wheel: made afresh by the host (a hook may have left a
-    link there to a host directory); a folder of the user's choosing must at least not be a link."""
-    target = ses.sdist_extract_dir
-    if target.is_relative_to(ses.root.root):
-        return untrusted.fresh_dir(ses.root.root, target)
-    if target.is_symlink():
-        raise EnvironmentSetupError(f"{target}: --sdist-extract-dir is a symbolic link; give a directory")
-    return target
 
 
 def _stem(filename: str) -> str:

@@ -21,6 +21,7 @@ from plumbum import ProcessExecutionError, local
 from plumbum.commands.processes import CommandNotFound
 
 from detpack.archive.entry import READ_ERRORS
+from detpack.build import untrusted
 from detpack.build.environment import BuildRoot
 from detpack.build.source import Source, copy_tree
 from detpack.errors import ArchiveError, EnvironmentSetupError
@@ -118,6 +119,17 @@ class _Git:
             ) from None
         except (CommandNotFound, OSError) as exc:
             raise EnvironmentSetupError(f"{self.label}: cannot run git ({exc})") from None
+
+
+def fresh_target(target: Path, root: Path) -> Path:
+    """Where an sdist is unpacked for the wheel, after a hook has run: made afresh by the host under
+    the build ``root`` (a hook may have left a link there to a host directory); a folder of the
+    user's choosing outside it must at least not be a link."""
+    if target.is_relative_to(root):
+        return untrusted.fresh_dir(root, target)
+    if target.is_symlink():
+        raise EnvironmentSetupError(f"{target}: --sdist-extract-dir is a symbolic link; give a directory")
+    return target
 
 
 def unpack_sdist(archive: Path, dest: Path, label: Path, keep_modes: bool = False) -> Path:
