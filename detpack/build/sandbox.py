@@ -148,13 +148,15 @@ class Sandbox:
         args = [self.bwrap, "--unshare-all", "--share-net", "--unshare-user", "--die-with-parent", "--new-session"]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         base = {str(p) for p in interpreter_paths()}
-        for path in self.readonly:
-            if path in SYSTEM_DIRS or path in SYSTEM_LINKS or path in base:
-                args += ["--ro-bind-try", path, path]
+        shown = [p for p in self.readonly if p in SYSTEM_DIRS or p in SYSTEM_LINKS or p in base]
+        for path in shown:
+            args += ["--ro-bind-try", path, path]
         for path, target in self.links:
             args += ["--symlink", target, path]
+        there = [*shown, *(link for link, _ in self.links)]
         for path in sorted(set(readonly)):
-            args += ["--ro-bind-try", path, path]
+            if not any(path == t or path.startswith(t.rstrip("/") + "/") for t in there):  # not there already
+                args += ["--ro-bind-try", path, path]
         for path in sorted(set(writable)):
             args += ["--bind-try", path, path]
         for path, seen in self.writable:  # a directory the user chose for the environment (--env-dir)
