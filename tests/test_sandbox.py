@@ -295,7 +295,7 @@ def test_a_crashed_builds_private_root_is_swept(bwrap: str, tmp_path: Path) -> N
     import fcntl
     import time
 
-    from detpack.build.environment import STALE_AFTER, build_root
+    from detpack.build.buildroot import STALE_AFTER, build_root
 
     runs = tmp_path / "root" / "runs"
     old, held, new = (runs / n for n in ("old", "held", "new"))
