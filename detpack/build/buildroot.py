@@ -226,21 +226,19 @@ def _return_downloads(mine: Path, pool: Path) -> None:
         pool.mkdir(parents=True, exist_ok=True)
         mine.rename(pool / f"{time.time_ns():x}-{os.getpid()}")
         os.utime(pool)
-        sets = sorted(
-            (p for p in pool.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True
-        )
-        for old in sets[DOWNLOAD_SETS:]:
-            gone = pool / f".gone-{old.name}"
-            with contextlib.suppress(OSError):
-                old.rename(gone)
-                shutil.rmtree(gone, onerror=untrusted.force_remove)
-        projects = (p for p in pool.parent.iterdir() if not p.name.startswith("."))
-        pools = sorted(projects, key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in pools[DOWNLOAD_PROJECTS:]:
-            gone = pool.parent / f".gone-{old.name}-{os.getpid()}"
-            with contextlib.suppress(OSError):
-                old.rename(gone)
-                shutil.rmtree(gone, onerror=untrusted.force_remove)
+        _keep_newest(pool, DOWNLOAD_SETS)
+        _keep_newest(pool.parent, DOWNLOAD_PROJECTS)
+
+
+def _keep_newest(folder: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used entries of ``folder`` (each first renamed
+    aside, so a build that would claim one finds it gone rather than half removed)."""
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+    for old in entries[: max(len(entries) - keep, 0)]:
+        gone = folder / f".gone-{old.name}-{os.getpid()}"
+        with contextlib.suppress(OSError):
+            old.rename(gone)
+            shutil.rmtree(gone, onerror=untrusted.force_remove)
 
 
 def _sweep_runs(runs: Path) -> None:

@@ -321,9 +321,9 @@ class Runner:
             return
         try:
             untrusted.plain_file(root.root, control / "output.json", f"hook {cmd[-2]} left its answer file")
-        except untrusted.NotPlain as exc:
-            untrusted.remove(control / "output.json")
-            raise untrusted.NotPlain(exc.message) from None
+        except untrusted.NotPlain:
+            untrusted.remove(control / "output.json")  # never read by pyproject_hooks
+            raise
 
     def _inside(
         self, cmd: Sequence[str], cwd: str | os.PathLike[str] | None, extra_environ: Mapping[str, str] | None

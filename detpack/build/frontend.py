@@ -159,7 +159,7 @@ def _provision(
     """The builder for ``srcdir`` in ``env``, with everything the backend needs for ``distributions``."""
     builder = ProjectBuilder.from_isolated_env(env.env, srcdir, runner=runner)
     wanted = set(builder.build_system_requires)
-    checked_answer(wanted, "[build-system] requires", backend, who, direct=True)
+    checked_answer(wanted, "its [build-system] requires", backend, who, direct=True)
     env.require(wanted)  # the backend first: it must import to be asked for more
     cs = settings.config_settings
     for dist in distributions:
@@ -171,13 +171,13 @@ def _provision(
             return set(builder.get_requires_for_build(dist, cs))
 
         extra = env.requires_for(facts, ask)
-        checked_answer(extra, f"get_requires_for_build_{dist}", backend, who)
+        checked_answer(extra, f"hook get_requires_for_build_{dist}", backend, who)
         env.require(extra)
         wanted |= extra
     return builder, wanted
 
 
-def checked_answer(answer: set[str], hook: str, backend: str, who: Path, *, direct: bool = False) -> None:
+def checked_answer(answer: set[str], source: str, backend: str, who: Path, *, direct: bool = False) -> None:
     """A hook's requirements, refused unless each is one PEP 508 requirement by name: no options,
     no line breaks, no direct reference (a URL or a path; ``direct``: allowed, for the project's own
     ``[build-system] requires``). The installer reads them as lines of a requirements file, where any
@@ -185,9 +185,9 @@ def checked_answer(answer: set[str], hook: str, backend: str, who: Path, *, dire
     for text in sorted(answer, key=repr):
         problem = _requirement_problem(text, direct)
         if problem is not None:
+            fix = "fix pyproject.toml" if direct else "list it in [build-system] requires if the project needs it"
             raise InputError(
-                f"{who}: backend {backend!r}, hook {hook}, answered {text!r}: {problem}; refusing to install it "
-                "(list such a requirement in [build-system] requires if the project needs it)"
+                f"{who}: backend {backend!r}, {source}, asks for {text!r}: {problem}; refusing to install it ({fix})"
             )
 
 

@@ -90,9 +90,9 @@ def prepare(root: Path, inside: Path, path: str) -> str:
     shims_inside, notes_inside = inside / SHIMS, inside / NOTES
     # An earlier hook could have put links here: a shim is kept only when it is a regular file with
     # the very text it should have, else written afresh, never through a link.
-    if not _real_dir(root, shims):
+    if not untrusted.real_dir(root, shims):
         untrusted.fresh_dir(root, shims)
-    if not _real_dir(root, notes):
+    if not untrusted.real_dir(root, notes):
         untrusted.fresh_dir(root, notes)
     dirs = [d for d in path.split(os.pathsep) if d and d != str(shims_inside)]
     for name in tool_names():
@@ -119,15 +119,6 @@ def prefix_map(inside: Path) -> str:
     """The flag every compiler run gets: the build root as the build sees it mapped to ``.``, so
     compilers write neither the build directory (DWARF ``DW_AT_comp_dir``) nor ``__FILE__`` paths."""
     return f"-ffile-prefix-map={inside}=."
-
-
-def _real_dir(root: Path, path: Path) -> bool:
-    """Whether ``path`` and every directory from ``root`` to it are real directories (not links)."""
-    try:
-        untrusted.check_dirs(root, path / "x")
-    except (OSError, untrusted.NotPlain):
-        return False
-    return True
 
 
 def _on_host(directory: str, root: Path, inside: Path) -> str:

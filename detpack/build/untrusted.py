@@ -49,6 +49,15 @@ def check_dirs(root: Path, path: Path) -> None:
             raise NotPlain(f"{here}: {_kind(mode)} where the build root has a directory (a hook put it there)")
 
 
+def real_dir(root: Path, path: Path) -> bool:
+    """Whether ``path`` and every directory from ``root`` down to it are real directories (no link)."""
+    try:
+        check_dirs(root, path)
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (OSError, NotPlain):
+        return False
+
+
 def plain_file(root: Path, path: Path, what: str) -> Path:
     """``path`` (under ``root``) when it and every directory on the way are plain: a regular file
     reached through real directories; else ``NotPlain`` naming ``what`` it should be."""
@@ -83,7 +92,10 @@ def fresh_dir(root: Path, path: Path) -> Path:
     here = root
     for part in path.relative_to(root).parts:
         here = here / part
-        remove(here) if here == path else _make_real_dir(here)
+        if here == path:
+            remove(here)
+        else:
+            _make_real_dir(here)
     here.mkdir(mode=0o755)
     return path
 

@@ -2,9 +2,9 @@
 
 ``detpack build`` writes ``NAME-VERSION.provenance.json`` beside its outputs. A record counts for an
 archive only when one of its subjects has the archive's file name and sha256; then its
-SOURCE_DATE_EPOCH, whether detpack wrote the archive in canonical form, and the umask are facts
-about that archive, and a cause that contradicts them is not named (see ``causes``). A record that
-is unreadable, too large or about other files is no evidence and is passed over in silence.
+SOURCE_DATE_EPOCH and umask are facts about that archive, and a cause that contradicts them is not
+named (see ``causes``). A record that is unreadable, too large or about other files is no evidence
+and is passed over in silence.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ def facts_beside(archive: Path) -> SideFacts:
 def _facts(record: reader.Provenance, name: str) -> SideFacts:
     definition = reader.dig(record.statement, "predicate", "buildDefinition")
     epoch = reader.dig(definition, "externalParameters", "sourceDateEpoch", "value")
-    normalized = reader.dig(definition, "externalParameters", "normalized")
     umask = reader.dig(definition, "internalParameters", "umask")
     try:
         umask_bits = int(umask, 8) if isinstance(umask, str) else None
@@ -54,7 +53,6 @@ def _facts(record: reader.Provenance, name: str) -> SideFacts:
         umask_bits = None
     return SideFacts(
         epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-        normalized=normalized is True,
         umask=umask_bits,
         record=name,
     )

@@ -29,6 +29,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from detpack import policy
+
 CLOCK = "clock / SOURCE_DATE_EPOCH ignored"
 TIMEZONE = "timezone"
 UMASK = "umask"
@@ -66,7 +68,6 @@ class SideFacts:
     name and sha256), and from its own members."""
 
     epoch: int | None = None  # the SOURCE_DATE_EPOCH the record says the build used
-    normalized: bool = False  # the record says detpack wrote it in canonical form (modes, times)
     umask: int | None = None  # the umask the record says the build ran under
     record: str | None = None  # the record's file name, for evidence
     write_bits: int | None = None  # how many of its regular members have group/other write bits
@@ -140,15 +141,13 @@ def _explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[s
     return None, f"the times differ by {delta:+d} s"
 
 
-#: Zip times start at 1980-01-01 and have a 2-second grain.
-_ZIP_FLOOR = 315532800
-
-
 def _is_epoch(t: int | None, facts: SideFacts) -> bool:
-    """Whether ``t`` is the epoch the side's record says its build used (as a zip can hold it)."""
+    """Whether ``t`` is the epoch the side's record says its build used (as it is, or as a zip can
+    hold it: clamped to 1980..2107, a 2-second grain)."""
     if t is None or facts.epoch is None:
         return False
-    return abs(t - facts.epoch) <= 1 or (facts.epoch < _ZIP_FLOOR and abs(t - _ZIP_FLOOR) <= 1)
+    clamped = min(max(facts.epoch, policy.ZIP_MIN_EPOCH), policy.ZIP_MAX_EPOCH)
+    return abs(t - facts.epoch) <= 1 or abs(t - clamped) <= 1
 
 
 def _explain_mode(a: object, b: object, ctx: Context, member: str) -> tuple[str | None, str]:

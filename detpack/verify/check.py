@@ -173,9 +173,9 @@ def run_check(
     """Run the check described in the module docstring."""
     step = on_step or (lambda _: None)
     caller = dict(os.environ if caller_env is None else caller_env)
-    plan = resolve(
-        BuildRequest(settings.srcdir, epoch_spec=settings.epoch_spec), caller_env=caller, on_warning=on_warning
-    )
+    # The lock is read (and checked for this project) once here: a bad one is one line, before any build.
+    request = BuildRequest(settings.srcdir, epoch_spec=settings.epoch_spec, lock=settings.lock)
+    plan = resolve(request, caller_env=caller, on_warning=on_warning)
     if plan.source.kind != "directory":
         raise InputError(f"{settings.srcdir}: check needs a project directory, not an sdist")
     if settings.raw and settings.lock is not None:
