@@ -163,12 +163,20 @@ def _private_root(root: Path) -> Iterator[BuildRoot]:
     try:
         _own_root(root)
         (root / RUNS).mkdir(mode=0o700, exist_ok=True)
-        own = Path(tempfile.mkdtemp(prefix="", dir=root / RUNS))
-        held = os.open(own, os.O_RDONLY)
+        # Made under a dot name, held (flock), then renamed: a sweep never sees it unheld. Its age
+        # alone cannot protect it: a build under faketime (check --vary clock) sees every root as old.
+        making = Path(tempfile.mkdtemp(prefix=".new-", dir=root / RUNS))
+        held = os.open(making, os.O_RDONLY)
     except OSError as exc:
         raise _cannot_create(root, exc) from None
     try:
         fcntl.flock(held, fcntl.LOCK_EX)  # a sweep leaves a held root alone
+        own = making.with_name(making.name.removeprefix(".new-"))
+        try:
+            making.rename(own)
+        except OSError as exc:
+            shutil.rmtree(making, ignore_errors=True)
+            raise _cannot_create(root, exc) from None
         _sweep_runs(root / RUNS)
         try:
             yield BuildRoot(own, inside=root)
@@ -244,6 +252,8 @@ def _keep_newest(folder: Path, keep: int) -> None:
 def _sweep_runs(runs: Path) -> None:
     """Remove the private roots of builds that died without cleaning up (nobody holds them)."""
     for run in runs.iterdir():
+        if run.name.startswith("."):
+            continue  # a root being made (see _private_root)
         try:
             if time.time() - run.stat().st_mtime < STALE_AFTER:
                 continue  # a build that has just made its root may not hold it yet
