@@ -9,19 +9,22 @@ from typing import Any
 
 from detpack.cli._output import Output
 from detpack.errors import InputError
+from detpack.wording import redact
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8321, metavar="P", help="the port (default 8321; 0: any free one)")
     p.add_argument(
-        "--host", default="127.0.0.1", metavar="ADDR", help="the address to listen on (default 127.0.0.1: this machine)"
-    )
+        "--host", default="127.0.0.1", metavar="ADDR",
+        help="the address to listen on (default 127.0.0.1: this machine); requests must name it in their Host header",
+    )  # fmt: skip
     p.add_argument(
         "--key", type=Path, metavar="PUB", help="the store's public key to audit with (default: the one it publishes)"
     )
     p.add_argument(
         "--trust", type=Path, action="append", default=[], metavar="PUB",
-        help="a builder's public key: provenance signed with it is shown as verified (repeatable)",
+        help="a builder's public key: only a signature it verifies is shown as verified, any other keyid as "
+        "claimed (repeatable)",
     )  # fmt: skip
     p.add_argument("--refresh", type=float, default=2.0, metavar="S", help="re-read the store at most every S seconds")
 
@@ -50,7 +53,8 @@ def serve(store: Any, args: argparse.Namespace, out: Output) -> int:
         server = bind(dashboard, args.host, args.port, on_request=out.line)
     except OSError as exc:
         raise InputError(f"--port {args.port}: cannot listen on {args.host} ({exc.strerror or exc})") from None
-    out.result(f"serving {store.backend.url} at http://{args.host}:{server.server_port}/ (read-only; Ctrl-C stops)")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    out.result(f"serving {redact(store.backend.url)} at http://{host}:{server.server_port}/ (read-only; Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

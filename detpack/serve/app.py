@@ -1,8 +1,14 @@
 """The dashboard: read-only pages of one store, rendered on the server (no JavaScript).
 
 ``Dashboard.handle(target)`` answers one GET (a path with its query string) with a
-``Response``; ``serve`` puts it behind the standard library's threading HTTP server, bound to
+``Response``; ``bind`` puts it behind the standard library's threading HTTP server, bound to
 127.0.0.1 unless told otherwise. Nothing here writes to the store.
+
+The server answers only requests whose ``Host:`` is its own address (``host_allowed``: a DNS
+rebinding page cannot read it), closes a connection silent for ``IDLE_TIMEOUT`` seconds, and
+serves at most ``MAX_CONNECTIONS`` at once (each holds a thread; more are answered 503 at once).
+Every value a page shows goes through ``wording.redact``: credentials in a store URL (a password,
+a token, ``password=`` in its query) never reach a page or the request log.
 
 The store is re-read when its log grows (checked at most every ``refresh`` seconds), and
 audited (``verify_store``: every blob re-hashed, the tree recomputed, every checkpoint's
@@ -13,7 +19,12 @@ carries the result, and a store that fails is shown as failing on every page.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import ipaddress
+import re
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,14 +35,16 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jinja2
+from markupsafe import Markup
 
-from detpack.errors import DetpackError
+from detpack.errors import DetpackError, InputError
 from detpack.provenance import signing
 from detpack.serve import model
 from detpack.store import witness
 from detpack.store.audit import verify_store
 from detpack.store.state import Item
 from detpack.store.store import Store
+from detpack.wording import redact
 
 #: A query over the store's index: (requirement of a build dependency, requirement of a contained
 #: wheel) -> (digest, why) pairs; None when no index is available.
@@ -39,6 +52,10 @@ Finder = Callable[[str, str], list[tuple[str, str]]]
 
 #: Results shown on one search page (a query of the whole store can match thousands: `store query` lists them all).
 SEARCH_LIMIT = 500
+#: Seconds a connection may stay silent (waiting for its request, or within it) before it is closed.
+IDLE_TIMEOUT = 10.0
+#: Connections served at once (each holds a thread); more are answered 503 and closed.
+MAX_CONNECTIONS = 64
 
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
@@ -46,6 +63,20 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def _redacted(text: str) -> str:
+    """``text`` with credentials in URLs hidden, word by word (its spacing kept)."""
+    return re.sub(r"\S+", lambda m: redact(m.group()), text)
+
+
+def _shown(value: object) -> object:
+    """What a template shows of ``value`` (Jinja's ``finalize``): strings redacted; in markup rendered
+    already (a macro's, ``join``'s), the text between tags."""
+    if isinstance(value, Markup):
+        parts = re.split(r"(<[^>]*>)", str(value))
+        return Markup("".join(p if i % 2 else _redacted(p) for i, p in enumerate(parts)))  # noqa: S704 - markup already
+    return _redacted(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -104,6 +135,7 @@ class Dashboard:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=_shown,
         )
 
     # -- the store, as of its latest checkpoint -------------------------------------------
@@ -259,9 +291,21 @@ class Dashboard:
             live_in=sorted(env for env, d in snap.state.live_in().items() if d == item.digest),
             promotions=[p for p in snap.state.promotions if p.digest == item.digest],
             lineage=model.lineage(self.store, snap, item, self.trusted),
+            signers=self._signers(item),
+            trusting=bool(self.trusted),
             log_page=(snap.size - item.index - 1) // 100 + 1,
             snap=snap,
         )
+
+    def _signers(self, item: Item) -> model.Signers | None:
+        """For a signed envelope: which keyids it claims a --trust'ed key verifies (None: no keyids)."""
+        if not item.signed_by:
+            return None
+        try:
+            envelope = self.store.read_provenance(item).envelope
+        except DetpackError:
+            envelope = None  # unreadable: every keyid stays claimed (the audit names a changed blob)
+        return model.signers(envelope, self.trusted, item.signed_by)
 
     def _log(self, snap: model.Snapshot, page: str) -> Response:
         number = int(page) if page.isdigit() else 1
@@ -334,8 +378,58 @@ def index_finder(store: Store) -> Finder:
     return find
 
 
+def host_allowed(header: str, bound: str, port: int) -> bool:
+    """Whether a ``Host:`` header names a server bound to (``bound``, ``port``). DNS rebinding points a
+    name the attacker controls at this address, so names are refused: only the bound address itself
+    (on loopback also 127.0.0.1, [::1] and localhost); bound to every address (0.0.0.0, ::), any IP
+    literal (no rebinding forges one) and localhost. The port must match (none given: 80)."""
+    host = header.strip().lower()
+    if host.startswith("["):  # [IPv6] or [IPv6]:PORT
+        name, _, rest = host[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            return False
+        given = rest[1:]
+    else:
+        name, _, given = host.partition(":")
+    if (given or "80") != str(port):
+        return False
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(name)
+    own = ipaddress.ip_address(bound)
+    if name == "localhost":
+        return own.is_loopback or own.is_unspecified
+    if own.is_unspecified:
+        return address is not None
+    return address == own or (own.is_loopback and address in _LOOPBACK)
+
+
+_LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+_BUSY_BODY = b"busy: too many connections\n"
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n" + (
+    b"Retry-After: 1\r\nContent-Length: %d\r\n\r\n%b" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+
+    def setup(self) -> None:
+        self.request.settimeout(self.server.idle_timeout)  # a silent client loses its connection
+        super().setup()
+
+    def _misdirected(self) -> bool:
+        """Refuse (421, one line) a request that does not name this server in its one ``Host:``."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) == 1 and host_allowed(hosts[0], *self.server.bound):
+            return False
+        host, port = self.server.bound
+        message = f"misdirected request: this dashboard answers to {f'[{host}]' if ':' in host else host}:{port} only\n"
+        self.close_connection = True
+        self._send(
+            Response(HTTPStatus.MISDIRECTED_REQUEST, message.encode(), "text/plain"), body=self.command != "HEAD"
+        )
+        return True
 
     def _answer(self) -> Response:
         try:
@@ -345,13 +439,16 @@ class _Handler(BaseHTTPRequestHandler):
             return Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain")
 
     def do_GET(self) -> None:
-        self._send(self._answer(), body=True)
+        if not self._misdirected():
+            self._send(self._answer(), body=True)
 
     def do_HEAD(self) -> None:
-        self._send(self._answer(), body=False)
+        if not self._misdirected():
+            self._send(self._answer(), body=False)
 
     def _refuse(self) -> None:
-        self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only\n", "text/plain"), body=True, allow=True)
+        if not self._misdirected():
+            self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only\n", "text/plain"), body=True, allow=True)
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
 
@@ -369,21 +466,52 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.on_request is not None:
-            self.server.on_request(format % args)
+            self.server.on_request(_redacted(format % args))
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the listen backlog: concurrent clients wait in it, not in SYN retries
 
-    def __init__(self, address: tuple[str, int], dashboard: Dashboard, on_request: Callable[[str], None] | None):
-        self.dashboard = dashboard
-        self.on_request = on_request
+    def __init__(self, address: tuple[str, int], dashboard: Dashboard, on_request: Callable[[str], None] | None,
+                 idle_timeout: float, max_connections: int) -> None:  # fmt: skip
+        if idle_timeout <= 0 or max_connections < 1:
+            raise InputError(f"idle timeout {idle_timeout}, {max_connections} connections: both must be more than 0")
+        self.dashboard, self.on_request, self.idle_timeout = dashboard, on_request, idle_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        self.bound: tuple[str, int] = self.socket.getsockname()[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # at the cap: 503 from this loop, never blocking
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(_BUSY)
+                request.recv(65536)  # what it sent already: closing with unread bytes would reset the connection
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread was started to release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed (a client gone, a write timed out): one line, never a traceback."""
+        if self.on_request is not None:
+            exc = sys.exc_info()[1]
+            self.on_request(_redacted(f"{client_address[0]}: connection failed ({type(exc).__name__}: {exc})"))
 
 
-def bind(
-    dashboard: Dashboard, host: str = "127.0.0.1", port: int = 0, on_request: Callable[[str], None] | None = None
-) -> _Server:
+def bind(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 0, on_request: Callable[[str], None] | None = None,
+         *, idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> _Server:  # fmt: skip
     """A server for ``dashboard`` bound to (host, port) (port 0: any free one); call ``serve_forever``."""
-    return _Server((host, port), dashboard, on_request)
+    return _Server((host, port), dashboard, on_request, idle_timeout, max_connections)

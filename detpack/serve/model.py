@@ -9,7 +9,8 @@ statement names its layers (each with its own statement's inputs), a layer's nam
 (each with the digest of its own ``detpack build`` provenance and the source commit it
 records), and a wheel's build provenance names its builder, toolchain and source. Each link is
 a node; a node whose digest the store holds links to that item, and says whether its bytes are
-logged, whether its provenance is signed and, with trusted keys, whether the signature verifies.
+logged, whether its provenance is signed and, with trusted keys, whether the signature verifies
+(a keyid that no trusted key verifies is only claimed: ``signers``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from detpack.errors import DetpackError, VerificationError
+from detpack.errors import DetpackError
 from detpack.provenance import reader, signing
 from detpack.provenance.statement import IMAGE_BUILD_TYPE, LAYER_BUILD_TYPE
 from detpack.store import log, merkle
@@ -148,6 +149,24 @@ class Lineage:
     problems: tuple[str, ...] = ()  # provenance that could not be read (named, not fatal)
 
 
+@dataclass(frozen=True)
+class Signers:
+    """Who signed a provenance envelope, as far as the server can tell."""
+
+    verified: tuple[str, ...]  # keyids of --trust'ed keys with a signature over the payload that verifies
+    claimed: tuple[str, ...]  # every other keyid the envelope (or its log entry) names: not verified
+
+
+def signers(
+    envelope: reader.Envelope | None, keys: Sequence[signing.PublicKey], recorded: Sequence[str] = ()
+) -> Signers:
+    """The keyids ``envelope`` claims (and ``recorded``, what its log entry says it claimed), split into
+    those a trusted key verifies and the rest: a keyid is only a name, so it proves nothing by itself."""
+    verified = tuple(dict.fromkeys(k.keyid for k in keys if envelope is not None and signing.signed_by(envelope, k)))
+    named = [s.keyid for s in envelope.signatures] if envelope is not None else []
+    return Signers(verified, tuple(k for k in dict.fromkeys([*named, *recorded]) if k not in verified))
+
+
 @dataclass
 class _Walk:
     store: Store
@@ -166,21 +185,22 @@ class _Walk:
             self.problems.append(f"provenance sha256:{linked.digest[:16]}… of {_label(item)}: {exc.message}")
             return None
 
-    def signature(self, item: Item, linked: Item, prov: reader.Provenance) -> Fact:
+    def signature(self, item: Item, linked: Item, prov: reader.Provenance) -> list[Fact]:
         if prov.envelope is None:
-            return Fact("signature", "unsigned statement", "warn")
-        keyids = ", ".join(k[:16] for k in linked.signed_by) or "?"
-        if not self.keys:
-            return Fact("signature", f"signed by keyid {keyids} (not checked: the server was given no --key)", "warn")
-        for key in self.keys:
-            try:
-                signing.verify(prov.envelope, key)
-            except VerificationError:
-                continue
-            if not prov.names(item.digest):
-                return Fact("signature", f"verifies with {key.keyid[:16]}, but does not name this digest", "bad")
-            return Fact("signature", f"verifies with trusted key {key.keyid[:16]}", "ok")
-        return Fact("signature", f"signed by keyid {keyids}: does not verify with any trusted key", "bad")
+            return [Fact("signature", "unsigned statement", "warn")]
+        found = signers(prov.envelope, self.keys, linked.signed_by)
+        claimed = ", ".join(k[:16] for k in found.claimed) or "?"
+        if not found.verified:
+            why = "no signature verifies with a --trust'ed key" if self.keys else "the server was given no --trust key"
+            state = "bad" if self.keys else "warn"
+            return [Fact("signature", f"claimed by keyid {claimed}, not verified ({why})", state)]
+        verified = ", ".join(k[:16] for k in found.verified)
+        if not prov.names(item.digest):
+            return [Fact("signature", f"verifies with {verified}, but does not name this digest", "bad")]
+        facts = [Fact("signature", f"verifies with trusted key {verified}", "ok")]
+        if found.claimed:
+            facts.append(Fact("other signatures", f"keyid {claimed}: claimed, not verified", "warn"))
+        return facts
 
     def stored_facts(self, item: Item) -> list[Fact]:
         facts = [Fact("log", f"entry {item.index + 1} of {self.snap.size} (covered by the signed checkpoint)", "ok")]
@@ -206,7 +226,7 @@ class _Walk:
         else:
             linked, prov = found
             facts.append(Fact("provenance", f"sha256:{linked.digest[:16]}… ({', '.join(linked.names)})"))
-            facts.append(self.signature(item, linked, prov))
+            facts += self.signature(item, linked, prov)
             build = _dict(prov.statement.get("predicate")).get("buildDefinition")
             build_type = _dict(build).get("buildType")
             if build_type == IMAGE_BUILD_TYPE:
