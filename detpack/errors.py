@@ -94,6 +94,13 @@ class StoreError(DetpackError):
     """The artifact store cannot be opened or used as asked (bad URL, missing item, unreadable file)."""
 
 
+class StoreTrustError(StoreError):
+    """What the store says is not vouched for by a key the reader trusts (a swapped published key, a
+    promotion no verified checkpoint covers). The CLI exits 1."""
+
+    exit_code = 1
+
+
 class StoreRefusedError(StoreError):
     """The store refused a write that would break write-once or policy (a rebinding, an unverified
     promotion, expiring a held item); nothing was changed. The CLI exits 1."""

@@ -12,6 +12,13 @@ class Recorded(str):
     __slots__ = ()
 
 
+class Distrusted(str):
+    """A warning that part of what a store holds was not believed (not signed by the trusted key, or refused by
+    its access policy): shown even with ``-q``."""
+
+    __slots__ = ()
+
+
 def count(n: int, word: str, plural: str | None = None) -> str:
     """``1 package``, ``2 packages``; ``plural`` for words that do not just take an s."""
     return f"{n} {word if n == 1 else plural or word + 's'}"

@@ -282,13 +282,26 @@ def test_a_third_party_audits_a_copy_with_only_the_public_key(tmp_path: Path, fi
     assert r.code == 0, r.stdout + r.stderr
     assert r.stdout.startswith("verified: 3 log entries, 3 checkpoints, 2 blobs")
     assert r.stderr == ""
+    # given the key, readers believe what it signs and pin nothing
+    given = ["--store-key", tmp_path / "store.pub"]
     for argv in (["log"], ["show", files["1.0"].name], ["proof", files["1.0"].name], ["checkpoint"], ["key"]):
-        r = run([DETPACK, "store", "--store", copy, *argv], env=auditor)
+        r = run([DETPACK, "store", "--store", copy, *given, *argv], env=auditor)
         assert r.code == 0 and r.stderr == "", (argv, r.stderr)
+    assert not (tmp_path / "auditor" / ".config").exists()
+    # not given it, the first read trusts the published key and pins it (one line says so), later reads are quiet
+    keyid = load_public_key(tmp_path / "store.pub").keyid
+    r = run([DETPACK, "store", "--store", copy, "log"], env=auditor)
+    assert r.code == 0 and f"trusting keyid {keyid[:16]}" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert run([DETPACK, "store", "--store", copy, "show", files["1.0"].name], env=auditor).stderr == ""
     shutil.rmtree(copy / "keys")  # and no key from the store either
     r = run([DETPACK, "store", "--store", copy, "verify", "--key", tmp_path / "store.pub"], env=auditor)
     assert r.code == 0, r.stdout
-    assert not (tmp_path / "auditor").exists()  # readers write nothing to the reader's HOME
+    # readers keep no keys: the reader's HOME holds the pin and the verified-prefix cache only
+    kept = sorted(str(p.relative_to(tmp_path / "auditor")) for p in (tmp_path / "auditor").rglob("*") if p.is_file())
+    assert [k for k in kept if not k.startswith(".cache/detpack/verified/")] == [
+        ".config/detpack/known_stores", ".config/detpack/known_stores.lock"
+    ]
+    assert (tmp_path / "auditor" / ".config/detpack/known_stores").read_text().endswith(f" {keyid}\n")
 
 
 def test_verify_with_the_wrong_key_says_so_not_tampered(tmp_path: Path, files: dict[str, Path]) -> None:

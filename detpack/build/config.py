@@ -39,6 +39,7 @@ KNOWN_KEYS = frozenset(
         "offline",
         "lock",
         "store",
+        "store-key",
         "allow-network",
         "require-sandbox",
         "require-clean",
@@ -101,6 +102,7 @@ class ToolConfig:
     offline: bool = False
     lock: Path | None = None
     store: str | None = None  # the artifact store's URL (`detpack store`); a relative path is from srcdir
+    store_key: Path | None = None  # the store's public key readers trust (else the published one, pinned)
     allow_network: bool = False
     require_sandbox: bool = False
     require_clean: bool = False
@@ -266,6 +268,7 @@ def _tool_config(data: dict[str, Any], srcdir: Path, pyproject: Path) -> ToolCon
         offline=_bool(table, "offline", pyproject),
         lock=srcdir / str(table["lock"]) if "lock" in table else None,
         store=_store_url(table, srcdir, pyproject),
+        store_key=_store_key(table, srcdir, pyproject),
         allow_network=_bool(table, "allow-network", pyproject),
         require_sandbox=_bool(table, "require-sandbox", pyproject),
         require_clean=_bool(table, "require-clean", pyproject),
@@ -279,6 +282,15 @@ def _store_url(table: dict[str, Any], srcdir: Path, where: Path) -> str | None:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: [tool.detpack] store must be a directory path or an oci:// URL")
     return value if "://" in value else str(srcdir / value)
+
+
+def _store_key(table: dict[str, Any], srcdir: Path, where: Path) -> Path | None:
+    value = table.get("store-key")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: [tool.detpack] store-key must be the path of the store's public key (PEM)")
+    return srcdir / value
 
 
 def _bool(table: dict[str, Any], key: str, where: Path) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
-from detpack.wording import Recorded, count
+from detpack.wording import Distrusted, Recorded, count
 
 __all__ = ["Output", "count"]
 
@@ -45,8 +45,9 @@ class Output:
             print(self._style(sys.stderr, f"  {message}", "dim"), file=sys.stderr, flush=True)
 
     def warning(self, message: str) -> None:
-        # -q hides warnings, but not one about what the provenance records (it changes the record).
-        if self.verbosity >= 0 or isinstance(message, Recorded):
+        # -q hides warnings, but not one about what the provenance records (it changes the record), nor one
+        # about what a store holds that was not believed.
+        if self.verbosity >= 0 or isinstance(message, Recorded | Distrusted):
             print(self._style(sys.stderr, "WARNING ", "bold") + message, file=sys.stderr, flush=True)
 
     def result(self, message: str) -> None:

@@ -54,6 +54,14 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
         help="the store: a directory, oci://HOST:PORT/REPO (a registry) or postgresql://USER@HOST:PORT/DB?blobs=…",
     )
     p.add_argument(
+        "--store-key",
+        type=Path,
+        metavar="PUB",
+        default=default,
+        help="the store's public key, as you trust it: readers believe only checkpoints it signs "
+        "(default: [tool.detpack] store-key, else the key the store publishes, pinned at first use)",
+    )
+    p.add_argument(
         "--signing-key",
         type=Path,
         metavar="KEY",
@@ -200,6 +208,30 @@ def _store_url(args: argparse.Namespace) -> str:
     return load_tool_config(Path.cwd()).store or default_store_url()
 
 
+def trusted_key(given: Path | None, *, url_given: bool) -> Any:
+    """The store key readers trust: ``--store-key PUB``, else ``[tool.detpack] store-key``, else None (the
+    published key, pinned at first use)."""
+    from detpack.build.config import load_tool_config
+    from detpack.provenance.signing import load_public_key
+    from detpack.store import TrustedKey
+
+    if given is not None:
+        return TrustedKey(load_public_key(given), f"given with --store-key {given}")
+    if url_given:
+        return None  # [tool.detpack] store-key is the key of [tool.detpack] store, not of another store
+    configured = load_tool_config(Path.cwd()).store_key
+    if configured is not None:
+        return TrustedKey(load_public_key(configured), f"[tool.detpack] store-key {configured}")
+    return None
+
+
+def show_notices(store: Any, out: Output) -> None:
+    """What reading the store did not believe, or pinned: on stderr."""
+    for line in store.notices:
+        out.warning(line)
+    store.notices.clear()
+
+
 def run(args: argparse.Namespace, out: Output) -> int:
     from detpack.provenance.signing import load_private_key
     from detpack.store import open_store
@@ -210,7 +242,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.result(_witness_of(args).vkey().text())  # needs no store
         return 0
     author = load_private_key(args.author) if args.author else None
-    store = open_store(_store_url(args), args.signing_key, author)
+    store = open_store(
+        _store_url(args), args.signing_key, author, trusted_key(args.store_key, url_given=bool(args.store))
+    )
     if args.command not in ("init", "push", "access"):
         require_existing(store)
     inside = store.keys.inside_store()
@@ -220,7 +254,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
             f"move it out with `detpack store --store {store.backend.url} move-key`"
         )
     handler = globals()[f"_{args.command.replace('-', '_')}"]
-    code: int = handler(store, args, out)
+    try:
+        code: int = handler(store, args, out)
+    finally:
+        show_notices(store, out)
     return code
 
 

@@ -73,6 +73,12 @@ def add_parser(sub: Any) -> None:
         metavar="URL",
         help="with --policy: take each artifact's provenance and rebuild attestations from this store (by digest)",
     )
+    p.add_argument(
+        "--store-key",
+        type=Path,
+        metavar="PUB",
+        help="with --store: the store's public key, as you trust it (default: its published key, pinned at first use)",
+    )
     p.add_argument("--vsa", type=Path, metavar="OUT", help="with --policy: write a signed SLSA VSA v1 of the verdict")
     p.add_argument("--vsa-key", type=Path, metavar="KEY", help="the verifier's ed25519 private key that signs --vsa")
     p.add_argument("--quiet", "-q", action="count", default=0)
@@ -126,7 +132,7 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
     signer = signing.load_private_key(args.vsa_key) if args.vsa_key is not None else None
     digests = {path.name: file_sha256(path) for path in paths}
     if args.store is not None:
-        found, attestations = _from_store(args.store, digests)
+        found, attestations = _from_store(args.store, digests, args.store_key, out)
         attestations += [gate.read_evidence(p) for p in args.attestation]
     else:
         found = gate.read_evidence(args.provenance)
@@ -148,13 +154,23 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _from_store(url: str, digests: dict[str, str]) -> tuple[gate.Evidence, list[gate.Evidence]]:
-    """The one provenance the store links to every artifact, and the attestations it holds for them."""
-    from detpack.cli.store import require_existing
+def _from_store(
+    url: str, digests: dict[str, str], store_key: Path | None, out: Output
+) -> tuple[gate.Evidence, list[gate.Evidence]]:
+    """The one provenance the store links to every artifact, and the attestations it holds for them (from
+    what the store's key signed: ``--store-key``, else the published key as pinned)."""
+    from detpack.cli.store import require_existing, show_notices, trusted_key
     from detpack.store import open_store
 
-    store = open_store(url)
+    store = open_store(url, trust=trusted_key(store_key, url_given=True))
     require_existing(store)
+    try:
+        return _store_evidence(store, url, digests)
+    finally:
+        show_notices(store, out)
+
+
+def _store_evidence(store: Any, url: str, digests: dict[str, str]) -> tuple[gate.Evidence, list[gate.Evidence]]:
     state = store.state()
     provenance: dict[str, gate.Evidence] = {}
     attestations: dict[str, gate.Evidence] = {}

@@ -21,6 +21,7 @@ from detpack.store.audit import StoreAudit, verify_store
 from detpack.store.backend import Backend, Records
 from detpack.store.keys import StoreKeys, default_key_dir, user_dir
 from detpack.store.local import LocalBackend
+from detpack.store.pins import TrustedKey
 from detpack.store.registry import RegistryBackend
 from detpack.store.store import Decision, Pushed, Store
 
@@ -34,6 +35,7 @@ __all__ = [
     "Store",
     "StoreAudit",
     "StoreKeys",
+    "TrustedKey",
     "default_store_url",
     "open_backend",
     "open_store",
@@ -66,9 +68,15 @@ def open_backend(url: str) -> Backend:
     )
 
 
-def open_store(url: str, signing_key: Path | None = None, author: signing.PrivateKey | None = None) -> Store:
+def open_store(
+    url: str,
+    signing_key: Path | None = None,
+    author: signing.PrivateKey | None = None,
+    trust: TrustedKey | None = None,
+) -> Store:
     """The store at ``url``; ``signing_key`` is its private key (else it is looked for in the writer's
-    key directory, by the store's id: see ``keys``)."""
+    key directory, by the store's id: see ``keys``); ``trust``: the store key readers believe (else the
+    published one, pinned at first use: see ``pins``)."""
     backend = open_backend(url)
     directory = default_key_dir()
     if isinstance(backend, LocalBackend):
@@ -76,4 +84,4 @@ def open_store(url: str, signing_key: Path | None = None, author: signing.Privat
     else:
         legacy = directory / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.key"  # named by URL before
         keys = StoreKeys(directory, signing_key, legacy=(legacy,))
-    return Store(backend, keys, author)
+    return Store(backend, keys, author, trust)

@@ -89,14 +89,8 @@ def set_meta(db: sqlite3.Connection, values: dict[str, str]) -> None:
     db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())
 
 
-def root_of(frontier: Sequence[bytes]) -> bytes:
-    """The RFC 6962 root of a tree from the roots of the perfect subtrees covering it (``merkle.root``)."""
-    if not frontier:
-        return merkle.root([])
-    node = frontier[-1]
-    for left in reversed(frontier[:-1]):
-        node = merkle.node_hash(left, node)
-    return node
+#: The RFC 6962 root of a tree from the roots of the perfect subtrees covering it (``merkle.root``).
+root_of = merkle.frontier_root
 
 
 def _epoch(text: str) -> int | None:
@@ -148,7 +142,7 @@ class Fold:
                     f"{self.store.backend.url}: log entry {self.index + 1} is unreadable; run `detpack store verify`"
                 ) from None
             self.apply(entry)
-            self._append_leaf(merkle.leaf_hash(record))
+            merkle.frontier_append(self.frontier, self.index, merkle.leaf_hash(record))
             self.prefix.update(record + b"\n")
             self.index += 1
         self.refresh()
@@ -161,13 +155,6 @@ class Fold:
                 "root": root_of(self.frontier).hex(),
             },
         )
-
-    def _append_leaf(self, leaf: bytes) -> None:
-        size, node = self.index, leaf
-        while size & 1:  # merge the perfect subtrees this leaf completes
-            node = merkle.node_hash(self.frontier.pop(), node)
-            size >>= 1
-        self.frontier.append(node)
 
     def apply(self, e: dict[str, Any]) -> None:
         kind = e.get("type")

@@ -19,7 +19,7 @@ from detpack.errors import ConfigError
 from detpack.provenance.signing import PublicKey
 from detpack.store import access
 from detpack.store.access import AccessPolicy
-from detpack.store.state import State
+from detpack.store.state import State, apply
 
 
 def where(state: State) -> str:
@@ -56,6 +56,22 @@ def judge(state: State, entry: dict[str, Any], index: int) -> str | None:
     if entry.get("author") != name:
         return f"signed by key {name} but names {entry.get('author')!r} as its author (changed by hand?)"
     return permits(state, name, entry)
+
+
+def believe(entries: list[dict[str, Any]]) -> tuple[State, list[tuple[int, str]]]:
+    """What readers believe of a log: its entries in order, less those the access policy in force at their
+    position refuses (each skipped, with its 0-based index and the refusal). Without an access policy
+    every entry is believed."""
+    state = State()
+    refused: list[tuple[int, str]] = []
+    for index, entry in enumerate(entries):
+        problem = judge(state, entry, index)
+        if problem is None:
+            apply(state, entry)
+        else:
+            refused.append((index, problem))
+            state.size += 1
+    return state, refused
 
 
 def unknown_key(state: State, keyid: str) -> str:

@@ -133,3 +133,23 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         fn >>= 1
         sn >>= 1
     return fr == old_root and sr == new_root and sn == 0
+
+
+def frontier_append(frontier: list[bytes], size: int, leaf: bytes) -> None:
+    """Add leaf number ``size`` to ``frontier``, the roots of the perfect subtrees covering the first ``size``
+    leaves, left to right (merging the subtrees the new leaf completes)."""
+    node = leaf
+    while size & 1:
+        node = node_hash(frontier.pop(), node)
+        size >>= 1
+    frontier.append(node)
+
+
+def frontier_root(frontier: Sequence[bytes]) -> bytes:
+    """The tree hash of the leaves a frontier covers (``root`` of those leaves)."""
+    if not frontier:
+        return root([])
+    node = frontier[-1]
+    for left in reversed(frontier[:-1]):
+        node = node_hash(left, node)
+    return node

@@ -24,16 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from detpack.digest import canonical_json, file_sha256, sha256_hex
-from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
+from detpack.errors import InputError, KeyFileError, StoreError, StoreRefusedError, StoreTrustError, VerificationError
 from detpack.provenance import reader, signing
 from detpack.provenance.attestation import RebuildClaim
-from detpack.store import access, governance, log, merkle
+from detpack.store import access, governance, log, merkle, pins
+from detpack.store import view as views
 from detpack.store.access import AccessPolicy
 from detpack.store.backend import Backend
 from detpack.store.keys import StoreKeys
-from detpack.store.state import Item, Promotion, State, replay
+from detpack.store.state import Item, Promotion, State, apply, replay
 from detpack.store.who import ci_run, current_user, now
 from detpack.verify import gate
+from detpack.wording import Distrusted
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$")
 _ENV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -78,24 +80,89 @@ def _input(path: Path) -> _Input:
 class Store:
     """One store: its backend, and where a writer finds its private key (readers never need it)."""
 
-    def __init__(self, backend: Backend, keys: StoreKeys, author: signing.PrivateKey | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        keys: StoreKeys,
+        author: signing.PrivateKey | None = None,
+        trust: pins.TrustedKey | None = None,
+    ) -> None:
         self.backend = backend
         self.keys = keys
         #: The key that signs the entries this writer makes (required once the store has an access policy).
         self.author = author
+        #: The store key readers believe (None: the published key, pinned at first use; see ``pins``).
+        self.trust = trust
+        #: What reading did not believe, or pinned: one line each, for the CLI to show on stderr.
+        self.notices: list[str] = []  # ``wording.Distrusted`` lines: what was not believed
+        self._writer_key: signing.PublicKey | None = None  # while writing: the key the writer signs with
 
     # -- reading --------------------------------------------------------------------------
-    def records(self) -> tuple[list[bytes], log.Checkpoint | None]:
-        """The committed log records and the checkpoint covering them (refusing a format this detpack cannot read)."""
-        records, checkpoint = log.committed_entries(self.backend)
-        if records:
-            with contextlib.suppress(ValueError):  # an unreadable entry 1 is reported by ``entries``
-                log.store_format([log.parse_entry(records[0])], self.backend.url)
-        return records, checkpoint
+    def _notice(self, line: str) -> None:
+        if line not in self.notices:
+            self.notices.append(line)
 
-    def entries(self) -> list[dict[str, Any]]:
+    def trusted_key(self, checkpoints: Sequence[bytes]) -> pins.TrustedKey | None:
+        """The key checkpoints must be signed by: given, the writer's own, or the published one as pinned."""
+        if self._writer_key is not None:
+            return pins.TrustedKey(self._writer_key, "the store's private key")
+        if self.trust is not None:
+            return self.trust
+        pem = self.backend.read_public_key()
+        if pem is None:
+            if not checkpoints:
+                return None
+            raise StoreTrustError(
+                f"{self.backend.url}: publishes no public key; pass --store-key PUB (the store's key, as you trust it)"
+            )
+        try:
+            published = signing.parse_public_key(pem, f"{self.backend.url}: published key")
+        except KeyFileError as exc:
+            raise StoreTrustError(f"{exc.message}; pass --store-key PUB (the store's key, as you trust it)") from None
+        return pins.check(pins.known_stores(), pins.location_of(self.backend.url), views.origin(checkpoints), published)
+
+    def view(self) -> views.View:
+        """The log as the trusted key vouches for it (``view``); what was not believed goes to ``notices``."""
+        checkpoints = self.backend.read_log("checkpoints").items
+        entries = self.backend.read_log("entries").items
+        trusted = self.trusted_key(checkpoints)
+        if trusted is None:
+            return views.empty(len(entries))
+        origin = views.origin(checkpoints) or self.backend.url
+        cache = views.cache_path(origin, trusted.key.keyid)
+        seen = views.believe(entries, checkpoints, trusted.key, cache)
+        if seen.held > len(seen.records) and not seen.failed:  # a writer between its entry and its checkpoint?
+            again = self.backend.read_log("checkpoints").items
+            if len(again) > len(checkpoints):
+                seen = views.believe(entries, again, trusted.key, cache)
+        if seen.records:
+            with contextlib.suppress(ValueError):  # an unreadable entry 1 is reported by ``entries``
+                log.store_format([log.parse_entry(seen.records[0])], self.backend.url)
+        if seen.checkpoint is not None and trusted.pin is not None:
+            pins.add(pins.known_stores(), *trusted.pin, trusted.key.keyid)
+            if "pinned now" in trusted.source:
+                self._notice(f"{self.backend.url}: trusting keyid {trusted.key.keyid[:16]}, {trusted.source}")
+        if seen.ignored is not None:
+            believed = (
+                f"believing the log up to tree size {len(seen.records)}" if seen.checkpoint else "believing none of it"
+            )
+            self._notice(
+                Distrusted(
+                    f"{self.backend.url}: not signed by the trusted key (keyid {trusted.key.keyid[:16]}, "
+                    f"{trusted.source}): {seen.ignored}; {believed} (`detpack store verify` says more)"
+                )
+            )
+        return seen
+
+    def records(self) -> tuple[list[bytes], log.Checkpoint | None]:
+        """The believed log records and the checkpoint covering them (refusing a format this detpack cannot read)."""
+        seen = self.view()
+        return list(seen.records), seen.checkpoint
+
+    def entries(self, records: Sequence[bytes] | None = None) -> list[dict[str, Any]]:
+        """The believed log's entries, parsed (``records``: those, already read)."""
         out = []
-        for number, record in enumerate(self.records()[0], 1):
+        for number, record in enumerate(self.records()[0] if records is None else records, 1):
             try:
                 out.append(log.parse_entry(record))
             except ValueError:
@@ -104,8 +171,14 @@ class Store:
                 ) from None
         return out
 
-    def state(self) -> State:
-        return replay(self.entries())
+    def state(self, records: Sequence[bytes] | None = None) -> State:
+        """What the believed log says; with an access policy, entries its rules refuse are not believed."""
+        state, refused = governance.believe(self.entries(records))
+        if refused:
+            first = refused[0]
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            self._notice(Distrusted(f"{self.backend.url}: log entry {first[0] + 1} is not believed: {first[1]}{more}"))
+        return state
 
     def find(self, state: State, ref: str) -> Item:
         """An item by name, ``sha256:HEX``, or a unique hex prefix of 7+ digits."""
@@ -134,8 +207,29 @@ class Store:
         return reader.read(data, f"{self.backend.url}: provenance sha256:{item.digest[:16]}")
 
     def resolve(self, env: str) -> Promotion:
-        state = self.state()
+        """What is live in ``env``: StoreTrustError when the log's last word on it is not believed (a promotion
+        no checkpoint signed by the trusted key covers, or one the access policy refuses)."""
+        seen = self.view()
+        records = list(seen.records)
+        state = self.state(records)
         matches = [p for p in state.promotions if p.env == env]
+        said = None  # the last promotion to ``env`` in everything the log holds, believed or not
+        for index, record in enumerate((*records, *seen.tail)):
+            with contextlib.suppress(ValueError):
+                entry = log.parse_entry(record)
+                if entry.get("type") == "promote" and entry.get("env") == env:
+                    said = (index, str(entry.get("digest", "")))
+        if said is not None and (not matches or (matches[-1].index, matches[-1].digest) != said):
+            believed = (
+                f"the last believed promotion is sha256:{matches[-1].digest} (log entry {matches[-1].index + 1})"
+                if matches
+                else "no believed entry promotes anything there"
+            )
+            why = "no checkpoint signed by the trusted key covers it" if said[0] >= len(records) else "it is refused"
+            raise StoreTrustError(
+                f"{env}: log entry {said[0] + 1} of {self.backend.url} promotes sha256:{said[1][:16]}… there, but "
+                f"{why}; {believed}; not resolved (run `detpack store verify`)"
+            )
         if not matches:
             raise StoreError(f"{env}: nothing has been promoted to this environment in {self.backend.url}")
         return matches[-1]
@@ -176,16 +270,28 @@ class Store:
     def _writing(self, import_key: Path | None = None, author: signing.PrivateKey | None = None) -> Iterator[_Writer]:
         with self.backend.lock():
             log.recover(self.backend)
-            state = self.state()
-            key = self._signing_key(state, import_key)
+            records, _ = log.committed_entries(self.backend)  # what the log says its key is, to find that key
+            said = State()
+            with contextlib.suppress(ValueError):
+                first = [log.parse_entry(r) for r in records[:1]]
+                log.store_format(first, self.backend.url)  # a newer format is refused before anything else
+                said = replay(first)
+            key = self._signing_key(said, import_key)
             self._check_head(key.public)
-            writer = _Writer(self, key, state, author or self.author)
-            if state.origin is None:
-                origin = f"urn:uuid:{os.urandom(16).hex()}"
-                init = {"type": "init", "origin": origin, "keyid": key.public.keyid, "format": log.STORE_FORMAT}
-                writer.append(init)
-            writer.finish()
-            yield writer
+            self._writer_key = key.public  # the writer believes what its own key signed
+            try:
+                state = self.state()
+                writer = _Writer(self, key, state, author or self.author)
+                if state.origin is None:
+                    origin = f"urn:uuid:{os.urandom(16).hex()}"
+                    init = {"type": "init", "origin": origin, "keyid": key.public.keyid, "format": log.STORE_FORMAT}
+                    writer.append(init)
+                    pins.add(pins.known_stores(), pins.location_of(self.backend.url), origin, key.public.keyid,
+                             replace=True)  # fmt: skip
+                writer.finish()
+                yield writer
+            finally:
+                self._writer_key = None
 
     def _check_head(self, key: signing.PublicKey) -> None:
         """Refuse to extend a log that its last checkpoint does not vouch for (a writer never signs tampering)."""
@@ -645,8 +751,9 @@ class _Writer:
         """Append a prepared entry and sign the new checkpoint."""
         origin = str(self.state.origin or entry.get("origin"))
         c2sp = (self.state.format if self.state.origin else entry.get("format", 1)) >= 3
-        index, _ = log.append(self.backend, self.key, origin, log.entry_record(entry), entry["time"], c2sp=c2sp)
-        self.state = self.store.state()
+        record = log.entry_record(entry)
+        index, _ = log.append(self.backend, self.key, origin, record, entry["time"], c2sp=c2sp)
+        apply(self.state, log.parse_entry(record))  # judged in ``prepare``, signed by this writer's key
         return index
 
     def append(
