@@ -9,9 +9,14 @@ what the store's key signed, say in one line what it ignored, and a swapped key 
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,3 +214,26 @@ def test_the_published_key_is_pinned_per_location_and_origin(
     # a key published with a different keyid under that origin elsewhere is refused
     checkpoint = log.Checkpoint.parse((copy / "log" / "checkpoints.jsonl").read_bytes().splitlines()[-1])
     assert checkpoint.form == "c2sp" and note.valid_name(checkpoint.origin)
+
+
+def test_the_dashboard_shows_what_the_key_signed_and_names_the_ignored_checkpoint(
+    store_url: str, files: dict[str, Path]
+) -> None:
+    s = _setup(store_url, files)
+    good, bad = sha256(files["1.0"]), sha256(files["1.1"])
+    forged = _forge(store_url, {"type": "promote", "digest": bad, "env": "prod", "forced": False})
+    proc = subprocess.Popen([*s, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"at (http://127\.0\.0\.1:\d+/) \(read-only", line)
+        assert found, line + (proc.stderr.read() if proc.stderr else "")
+        for path in ("", "env/prod", f"item/{bad}", f"item/{good}", "log"):
+            with urllib.request.urlopen(found.group(1) + path, timeout=30) as resp:
+                page = html.unescape(resp.read().decode("utf-8"))
+            assert "NOT BELIEVED" in page and f"ignored checkpoint {forged} (tree size {forged})" in page, path
+            if path == "env/prod":  # what is live there, and its history: the forged promotion is not in it
+                assert good[:16] in page and bad[:16] not in page, page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

@@ -41,6 +41,10 @@ def serve(store: Any, args: argparse.Namespace, out: Output) -> int:
         raise InputError(f"--host {args.host}: not an IP address (127.0.0.1 serves this machine only)") from None
     if args.refresh <= 0:
         raise InputError(f"--refresh {args.refresh}: must be more than 0 seconds")
+    if args.key is not None:  # the key the pages believe, as the audit checks with
+        from detpack.store import TrustedKey
+
+        store.trust = TrustedKey(load_public_key(args.key), f"given with --key {args.key}")
     dashboard = Dashboard(
         store,
         store_key=load_public_key(args.key) if args.key else None,

@@ -162,7 +162,8 @@ class Dashboard:
 
     def _verify(self, size: int) -> None:
         try:
-            audit = verify_store(self.store.backend, self.store_key)
+            key = self.store_key or (self.store.trust.key if self.store.trust is not None else None)
+            audit = verify_store(self.store.backend, key)
             result = Verification(
                 "ok" if audit.ok else "bad",
                 audit.entries if audit.ok else size,
@@ -172,7 +173,9 @@ class Dashboard:
                 audit.checkpoints,
                 audit.blobs,
                 audit.keyid,
-                "the key given to the server" if self.store_key else "the key the store publishes",
+                "the key given to the server"
+                if self.store_key or self.store.trust is not None
+                else "the key the store publishes",
                 dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
         except DetpackError as exc:
@@ -199,6 +202,7 @@ class Dashboard:
             store_url=self.store.backend.url,
             verification=self._verification,
             snapshot_size=snap.size if snap else 0,
+            distrusted=snap.distrusted if snap else (),
             **values,
         )
         return Response(status, page.encode("utf-8"))

@@ -28,8 +28,9 @@ from detpack.provenance import reader, signing
 from detpack.provenance.statement import IMAGE_BUILD_TYPE, LAYER_BUILD_TYPE
 from detpack.store import log, merkle
 from detpack.store.facts import statement_facts
-from detpack.store.state import Item, Promotion, State, replay
+from detpack.store.state import Item, Promotion, State
 from detpack.store.store import Store
+from detpack.wording import Distrusted
 
 JSON = dict[str, Any]
 #: How deep a lineage is followed (image -> layer -> wheel -> build -> source is 5).
@@ -55,12 +56,20 @@ class Snapshot:
     records: tuple[bytes, ...]
     entries: tuple[JSON, ...]
     checkpoint: log.Checkpoint | None
+    #: What reading did not believe (entries or checkpoints not signed by the trusted key, entries the access
+    #: policy refuses), one line each: every page shows them.
+    distrusted: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, store: Store) -> Snapshot:
-        records, checkpoint = store.records()
+        """What the store's trusted key vouches for (``Store.view``), as every other reader sees it."""
+        seen = store.view()
+        records = tuple(seen.records)
+        state = store.state(records)
         entries = tuple(log.parse_entry(r) for r in records)
-        return cls(store.backend.url, replay(list(entries)), tuple(records), entries, checkpoint)
+        distrusted = tuple(line for line in store.notices if isinstance(line, Distrusted))
+        store.notices.clear()
+        return cls(store.backend.url, state, records, entries, seen.checkpoint, distrusted)
 
     @property
     def size(self) -> int:
