@@ -2,7 +2,8 @@
 
 Enough to push by digest and read back (no Docker daemon, no auth flows: the registries
 detpack talks to are local or reached through a proxy that authenticates). Plain HTTP is
-used for loopback hosts only; everything else is HTTPS. Every failure becomes one
+used for loopback hosts only (``is_loopback``: ``localhost``, 127.0.0.0/8, ``[::1]``, decided
+on the parsed host); everything else is HTTPS. Every failure becomes one
 ``RegistryError`` line naming the registry and what to check.
 """
 
@@ -12,7 +13,9 @@ import functools
 import hashlib
 import http.client
 import io
+import ipaddress
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +28,25 @@ from detpack.errors import ConfigError, RegistryError
 from detpack.oci.layout import DOCKER_LIST, DOCKER_MANIFEST, INDEX, MANIFEST, check_digest
 
 ACCEPT = ", ".join([MANIFEST, INDEX, DOCKER_MANIFEST, DOCKER_LIST])
-_LOOPBACK = ("127.", "localhost", "[::1]")
+#: ``HOST[:PORT]``: a bracketed IPv6 address or a name/IPv4 address, then an optional numeric port.
+_HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\[\]:/@]+))(?::\d*)?")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``HOST[:PORT]`` is this machine: exactly ``localhost``, or an IP address in 127.0.0.0/8 or ``[::1]``.
+
+    Decided on the parsed host, never on a prefix: ``localhost.example.com`` and ``127.0.0.1.nip.io``
+    are names anyone can point anywhere, so they get HTTPS like every other host.
+    """
+    m = _HOST_PORT.fullmatch(host)
+    if m is None:
+        return False
+    try:
+        if m["v6"] is not None:
+            return ipaddress.IPv6Address(m["v6"]).is_loopback
+        return m["name"].lower() == "localhost" or ipaddress.IPv4Address(m["name"]).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -74,7 +95,7 @@ class Registry:
 
     def __init__(self, host: str, *, timeout: float = 60.0) -> None:
         self.host = host
-        self.scheme = "http" if host.startswith(_LOOPBACK) else "https"
+        self.scheme = "http" if is_loopback(host) else "https"
         self.timeout = timeout
 
     def url(self, path: str) -> str:

@@ -146,7 +146,11 @@ def _check_witnesses(
     problems: list[str],
     notes: list[str],
 ) -> tuple[int, tuple[str, ...]]:
-    """Which committed checkpoint a quorum of witnesses cosigned, and any cosignature of another history."""
+    """Which committed checkpoint a quorum of witnesses cosigned, and any cosignature of another history.
+    A quorum counts distinct public keys: a key given twice (or under two names) is refused."""
+    from detpack.store.proofs import distinct_witnesses
+
+    distinct_witnesses(witnesses)
     checkpoints = []  # their signatures are checked by ``log.audit``; the one trusted is checked again below
     for record in backend.read_log("checkpoints").items:
         with contextlib.suppress(ValueError):
@@ -160,7 +164,7 @@ def _check_witnesses(
         return 0, ()
     leaves = [merkle.leaf_hash(e) for e in entries]
     roots: dict[int, bytes] = {}
-    by_tree: dict[tuple[int, bytes], set[str]] = {}
+    by_tree: dict[tuple[int, bytes], dict[bytes, str]] = {}  # (size, root) -> the cosigners' keys -> names
     origin = checkpoints[-1].origin if checkpoints else ""
     for cosig in witness.cosignatures(backend):
         vkey = next((w for w in witnesses if w.name == cosig.signature.name and w.hash == cosig.signature.hash), None)
@@ -182,7 +186,7 @@ def _check_witnesses(
                 f"{base64.b64encode(roots[cosig.size]).decode('ascii')}: the witness saw another history"
             )
             continue
-        by_tree.setdefault((cosig.size, cosig.root), set()).add(vkey.name)
+        by_tree.setdefault((cosig.size, cosig.root), {})[vkey.key.raw] = vkey.name
     trusted = next(
         (
             cp
@@ -198,7 +202,7 @@ def _check_witnesses(
                 f"no checkpoint is cosigned by {quorum} of the witnesses {names} (store witness add-checkpoint)"
             )
         return 0, ()
-    cosigners = tuple(sorted(by_tree[(trusted.size, trusted.root)]))
+    cosigners = tuple(sorted(by_tree[(trusted.size, trusted.root)].values()))
     notes.append(f"trusted checkpoint: tree size {trusted.size}, cosigned by {', '.join(cosigners)}")
     if trusted.size < len(entries):
         later = len(entries) - trusted.size

@@ -21,21 +21,51 @@ serialises its local writers in ``lock()``, and relies on ``append_log``'s index
 atomic on the medium (compare-and-set on the stream's length) so that writers elsewhere can
 never both append record ``index``; the loser fails with StoreError and nothing is half-written.
 The store's private key never goes through a backend: ``open_store`` is given its path.
+
+Names and digests are checked where a backend turns them into a path, a tag or a row
+(``checked_name``, ``checked_digest``), not only where a user types them: the log is
+replayed into bindings by later writers (``_Writer.finish``), so a name a hand-edited or forged
+log entry carries (``../../x``) must be refused there too, before anything is created.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
-from detpack.errors import StoreRefusedError
+from detpack.errors import StoreError, StoreRefusedError
 
 #: ``entries`` and ``checkpoints`` are the log; ``cosignatures`` holds witnesses' cosignatures of
 #: checkpoints (self-authenticating, appended by witnesses without the store's key).
 Stream = Literal["entries", "checkpoints", "cosignatures"]
+
+
+#: A usable store name (whole string: use ``fullmatch``): letters, digits and ``._+~-``, not starting with a
+#: dot, so never a path separator, ``..``, or one of a backend's hidden temporaries.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}")
+#: A blob's sha256, as backends name blobs: 64 lower-case hex digits.
+DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def checked_name(name: str, url: str) -> str:
+    """``name``, or StoreError when it is no usable store name (whoever wrote it: a user or the log)."""
+    if not NAME_RE.fullmatch(name):
+        raise StoreError(
+            f"{name!r}: not a usable store name (letters, digits and ._+~- only, no slashes); a log entry of {url} "
+            "that names it was not written by detpack: run `detpack store verify`"
+        )
+    return name
+
+
+def checked_digest(digest: str) -> str:
+    """``digest``, or StoreError when it is not 64 lower-case hex digits."""
+    if not DIGEST_RE.fullmatch(digest):
+        raise StoreError(f"{digest!r}: not a sha256 hex digest")
+    return digest
 
 
 @dataclass(frozen=True)

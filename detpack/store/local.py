@@ -5,7 +5,8 @@ Layout::
     STORE/.lock                    flock(2) serialising writers
     STORE/blobs/sha256/HEX         live blobs (mode 0444)
     STORE/retired/sha256/HEX       blobs retention took out of the live set
-    STORE/names/NAME               "sha256:HEX\\n": a write-once name binding
+    STORE/names/NAME               "sha256:HEX\\n": a write-once name binding (NAME as
+                                   ``backend.checked_name`` allows: never a path elsewhere)
     STORE/log/entries.jsonl        one log entry per line (canonical JSON)
     STORE/log/checkpoints.jsonl    one signed checkpoint per line
     STORE/log/cosignatures.jsonl   witnesses' cosignatures of checkpoints, one per line
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -32,9 +32,8 @@ from typing import BinaryIO
 from detpack.atomic import exclusive, sweep, temp_name
 from detpack.digest import stream_sha256
 from detpack.errors import StoreError, StoreRefusedError
-from detpack.store.backend import Records, Stream, already_bound
+from detpack.store.backend import DIGEST_RE, Records, Stream, already_bound, checked_digest, checked_name
 
-_HEX = re.compile(r"^[0-9a-f]{64}$")
 PUBLIC_KEY = "store.pub"
 _OLD_PUBLIC_KEY = "store.key.pub"  # beside the private key, where earlier versions kept both
 
@@ -90,9 +89,7 @@ class LocalBackend:
 
     # -- blobs ----------------------------------------------------------------------------
     def _blob(self, digest: str) -> Path:
-        if not _HEX.match(digest):
-            raise StoreError(f"{digest!r}: not a sha256 hex digest")
-        return self.root / "blobs" / "sha256" / digest
+        return self.root / "blobs" / "sha256" / checked_digest(digest)
 
     def has_blob(self, digest: str) -> bool:
         return self._blob(digest).is_file()
@@ -119,7 +116,7 @@ class LocalBackend:
     def list_blobs(self) -> Iterator[str]:
         folder = self.root / "blobs" / "sha256"
         if folder.is_dir():
-            yield from sorted(p.name for p in folder.iterdir() if _HEX.match(p.name))
+            yield from sorted(p.name for p in folder.iterdir() if DIGEST_RE.fullmatch(p.name))
 
     def retire_blob(self, digest: str) -> None:
         live = self._blob(digest)
@@ -133,7 +130,7 @@ class LocalBackend:
 
     # -- names ----------------------------------------------------------------------------
     def _name(self, name: str) -> Path:
-        return self.root / "names" / name
+        return self.root / "names" / checked_name(name, self.url)  # never a path outside names/
 
     def get_name(self, name: str) -> str | None:
         try:
@@ -143,9 +140,10 @@ class LocalBackend:
         return text.removeprefix("sha256:")
 
     def bind_name(self, name: str, digest: str) -> None:
+        target = self._name(name)
+        checked_digest(digest)
         if already_bound(name, self.get_name(name), digest, self.url):
             return
-        target = self._name(name)
         tmp = _write_temp(target.parent, name, f"sha256:{digest}\n".encode("ascii"))
         try:
             os.link(tmp, target)  # never replaces a binding, even one made a moment ago

@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from detpack.errors import StoreError, StoreRefusedError
-from detpack.store.backend import Backend, Records, Stream, already_bound
+from detpack.store.backend import Backend, Records, Stream, already_bound, checked_digest, checked_name
 
 #: The advisory lock of writers (an arbitrary 64-bit constant: "detpack" in ASCII).
 _WRITER_LOCK = 0x6465747061636B
@@ -206,6 +206,8 @@ class PostgresBackend:
         return None if row is None else str(row[0])
 
     def bind_name(self, name: str, digest: str) -> None:
+        checked_name(name, self.url)  # refused as the other backends refuse it, though a row is no path
+        checked_digest(digest)
         if already_bound(name, self.get_name(name), digest, self.url):
             return
         self._create_schema()

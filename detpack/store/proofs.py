@@ -3,7 +3,8 @@
 An inclusion proof shows that the entry that first stored a digest is leaf N of the tree the
 latest signed checkpoint commits to; a consistency proof shows that the tree at one size is
 a prefix of the tree at a later one (RFC 6962 section 2.1.2). Both verify with
-``detpack.store.merkle`` alone.
+``detpack.store.merkle`` alone. A quorum of witnesses counts distinct public keys: one key given
+twice, or under two names, is refused (``distinct_witnesses``), since its holder could cosign as both.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from detpack.errors import InputError, StoreError, VerificationError
+from detpack.errors import ConfigError, InputError, StoreError, VerificationError
 from detpack.provenance import signing
 from detpack.store import log, merkle, note
 from detpack.store.state import replay
@@ -92,6 +93,19 @@ def tlog_proof(store: Store, ref: str) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii") + witness.cosigned_note(store.backend, checkpoint).encode()
 
 
+def distinct_witnesses(witnesses: Sequence[note.VerifierKey]) -> None:
+    """Refuse a witness whose public key an earlier one has (the same vkey again, or the key under another
+    name): one key holder cosigns under any name, so a quorum must count keys, each given once."""
+    seen: dict[bytes, str] = {}
+    for w in witnesses:
+        if w.key.raw in seen:
+            raise ConfigError(
+                f"witness {w.name}: has the same public key as witness {seen[w.key.raw]}; give each witness's key "
+                "once (a quorum counts distinct keys)"
+            )
+        seen[w.key.raw] = w.name
+
+
 @dataclass(frozen=True)
 class ProofCheck:
     """What an offline check of a tlog-proof established."""
@@ -111,7 +125,9 @@ def check_tlog_proof(
     quorum: int = 0,
 ) -> ProofCheck:
     """Verify a tlog-proof offline: the log's signature on its checkpoint, the entry's inclusion, and a quorum
-    of witnesses' cosignatures. InputError when it is no tlog-proof, VerificationError when it does not hold."""
+    of witnesses' cosignatures (distinct keys: ConfigError for one given twice). InputError when it is no
+    tlog-proof, VerificationError when it does not hold."""
+    distinct_witnesses(witnesses)
     try:
         text = data.decode("utf-8")
         head, sep, signed = text.partition("\n\n")
@@ -142,7 +158,7 @@ def check_tlog_proof(
         raise VerificationError(
             f"{source}: the inclusion proof does not lead from log entry {index + 1} to the checkpoint's root"
         )
-    cosigners = tuple(sorted(w.name for w in witnesses if checkpoint_note.verified_by(w)))
+    cosigners = tuple(sorted(w.name for w in witnesses if checkpoint_note.verified_by(w)))  # one per key
     if len(cosigners) < quorum:
         raise VerificationError(
             f"{source}: cosigned by {len(cosigners)} of the given witnesses ({', '.join(cosigners) or 'none'}); "

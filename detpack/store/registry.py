@@ -36,7 +36,7 @@ from detpack.errors import StoreError, StoreRefusedError
 from detpack.oci.layout import MANIFEST
 from detpack.oci.push import EMPTY_BLOB, EMPTY_DESCRIPTOR
 from detpack.oci.registry import Registry, RegistryRef
-from detpack.store.backend import Records, Stream, already_bound
+from detpack.store.backend import DIGEST_RE, Records, Stream, already_bound, checked_digest, checked_name
 
 ARTIFACT = "application/vnd.detpack.store.{kind}.v1"
 BLOB_MEDIA_TYPE = "application/octet-stream"
@@ -97,7 +97,7 @@ class RegistryBackend:
 
     # -- blobs ----------------------------------------------------------------------------
     def _blob_layer(self, digest: str) -> dict[str, Any] | None:
-        manifest = self._manifest(f"blob-{digest}")
+        manifest = self._manifest(f"blob-{checked_digest(digest)}")  # never another path of the registry's API
         if manifest is None or self._annotation(manifest, "retired") is not None:
             return None
         layers = manifest.get("layers") or []
@@ -128,7 +128,7 @@ class RegistryBackend:
 
     def list_blobs(self) -> Iterator[str]:
         for tag in sorted(self.registry.list_tags(self.repo)):
-            if tag.startswith("blob-") and self.has_blob(tag[5:]):
+            if tag.startswith("blob-") and DIGEST_RE.fullmatch(tag[5:]) and self.has_blob(tag[5:]):
                 yield tag[5:]
 
     def retire_blob(self, digest: str) -> None:
@@ -141,10 +141,12 @@ class RegistryBackend:
         return "name-" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
 
     def get_name(self, name: str) -> str | None:
-        manifest = self._manifest(self._name_tag(name))
+        manifest = self._manifest(self._name_tag(checked_name(name, self.url)))
         return None if manifest is None else self._annotation(manifest, "digest")
 
     def bind_name(self, name: str, digest: str) -> None:
+        checked_name(name, self.url)  # refused as the other backends refuse it, though its tag is a hash
+        checked_digest(digest)
         if already_bound(name, self.get_name(name), digest, self.url):
             return
         layer = self._blob_layer(digest)

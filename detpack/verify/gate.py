@@ -41,6 +41,7 @@ from detpack.provenance import attestation, reader, signing
 from detpack.provenance.attestation import InputAttestation, RebuildClaim
 from detpack.provenance.signing import PublicKey
 from detpack.provenance.statement import JSON
+from detpack.verify import review
 
 _KEYS = {
     "version",
@@ -84,7 +85,7 @@ class Policy:
     max_age: dt.timedelta | None
     require_ci: bool = False  # built by a CI run (its run URL recorded)
     require_tag: bool = False  # from a release tag (the CI ref, or a tag at the commit)
-    require_pull_request: bool = False  # from a reviewed change: a pull/merge request, or a merge of one
+    require_pull_request: bool = False  # the built commit is a reviewed change (``review.pull_request``)
 
     def self_contained(self) -> bytes:
         """The policy as TOML with every key inline (what a store keeps: it names no local file)."""
@@ -324,17 +325,14 @@ def evaluate(
         rules.append(_reproduced(policy, artifacts, statement, attestations))
     if policy.max_age is not None:
         rules.append(_age_rule(policy.max_age, summary.finished, now))
-    rules += _change_rules(policy, summary, source)
+    rules += _change_rules(policy, summary, source, predicate)
     passed = all(r.passed for r in rules)
     levels = ("FAILED",) if not passed else _levels(policy)
     inputs = tuple(InputAttestation(e.where, e.sha256) for e in (provenance, *attestations))
     return Verdict(tuple(rules), inputs, levels)
 
 
-_MERGED = re.compile(r"^Merge pull request #\d+|\(#\d+\)$|^Merge branch .+ into |See merge request ")
-
-
-def _change_rules(policy: Policy, summary: reader.Summary, source: Any) -> list[Rule]:
+def _change_rules(policy: Policy, summary: reader.Summary, source: Any, predicate: Any) -> list[Rule]:
     """The rules on where the change came from: a CI run, a release tag, a reviewed pull request."""
     ci = summary.ci or {}
     rules = []
@@ -355,14 +353,7 @@ def _change_rules(policy: Policy, summary: reader.Summary, source: Any) -> list[
             )
         )
     if policy.require_pull_request:
-        merged = [subject for subject in summary.subjects_since if _MERGED.search(subject)]
-        if ci.get("pullRequest"):
-            said, ok = f"pull request #{ci['pullRequest']} ({ci.get('pullRequestUrl', ci.get('system'))})", True
-        elif merged:
-            said, ok = f"merged change: {merged[0]!r}", True
-        else:
-            said, ok = "neither the CI run nor the commits since the previous release name a pull request", False
-        rules.append(Rule("require-pull-request", ok, said))
+        rules.append(Rule("require-pull-request", *review.pull_request(summary, predicate)))
     return rules
 
 
