@@ -31,6 +31,12 @@ _SECRET_PARAM = re.compile(
 )
 
 
+def redact_params(url: str) -> str:
+    """``url`` with the value of every query parameter that carries a credential (``password=``, ``token=``…)
+    replaced by ``***``."""
+    return _SECRET_PARAM.sub(r"\1***", url)
+
+
 def redact(value: str) -> str:
     """Hide credentials in URLs: ``scheme://user:pass@host`` and ``user:pass@host`` become
     ``***@host`` (``scheme://user@host``, whose user may be a token, too), and a query parameter

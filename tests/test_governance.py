@@ -44,10 +44,12 @@ names = ["demo-*"]
 
 [promote.staging]
 keys = ["ci", "alice"]
+force = ["ci"]
 
 [promote.prod]
 keys = ["alice", "release", "bob"]
 approvals = 2
+force = ["alice", "release", "bob"]
 
 [hold]
 keys = ["alice"]
@@ -188,16 +190,20 @@ def test_every_role_refusal_names_its_rule_and_writes_nothing(tmp_path: Path, ke
         "rule promote.prod.approvals",
         "has 1 (alice)",
     )
-    r = run(_store(store, "approve", wheel, "--to", "prod", "--key", keys["alice"], "--force"))
+    r = run(_store(store, "approve", wheel, "--to", "prod", "--key", keys["alice"], "--force", "--reason", "r"))
     assert r.code == 0 and "for prod: 1 of 2 (alice)" in r.stdout and "promoted" not in r.stdout, r.stdout + r.stderr
-    r = run(_store(store, "approve", wheel, "--to", "prod", "--key", keys["alice"], "--force"))  # the same key again
+    r = run(
+        _store(store, "approve", wheel, "--to", "prod", "--key", keys["alice"], "--force", "--reason", "r")
+    )  # the same key again
     assert r.code == 0 and "1 of 2 (alice)" in r.stdout and "promoted" not in r.stdout
     assert run(_store(store, "resolve", "prod")).code == 2  # nothing is live in prod yet
-    r = run(_store(store, "approve", wheel, "--to", "prod", "--key", keys["bob"], "--force"))
+    r = run(_store(store, "approve", wheel, "--to", "prod", "--key", keys["bob"], "--force", "--reason", "r"))
     assert r.code == 0 and "2 of 2 (alice, bob)" in r.stdout and "-> prod  by bob" in r.stdout, r.stdout + r.stderr
     assert run(_store(store, "resolve", "prod")).stdout.strip().endswith(r.stdout.split("sha256:")[1][:64])
     # a staging promotion needs one approval: the promoter's own
-    assert run(_store(store, "promote", wheel, "--to", "staging", "--force", author=keys["ci"])).code == 0
+    assert (
+        run(_store(store, "promote", wheel, "--to", "staging", "--force", "--reason", "r", author=keys["ci"])).code == 0
+    )
     assert run(_store(store, "hold", wheel, author=keys["alice"])).code == 0
     # rotation: with both root keys, bob is revoked and carol added; bob's entries from then on are refused
     r = _rotate(store, keys)
@@ -518,13 +524,13 @@ _GOVERNED_WRITER = (
     wheel = keys / "demo-1.0-py3-none-any.whl"
     store.author = key["ci"]
     store.push([wheel])
-    store.approve(wheel.name, "prod", key["alice"], force=True, environ={})
-    store.approve(wheel.name, "prod", key["release"], force=True, environ={})
+    store.approve(wheel.name, "prod", key["alice"], force=True, environ={}, reason="r")
+    store.approve(wheel.name, "prod", key["release"], force=True, environ={}, reason="r")
     if changes() == 1:
         store.set_access(access.load(keys / "rotated.toml"), roots)
     store.set_policy("staging", gate.load(keys / "gate.toml"), roots)
     if store.state().live_in().get("staging") is None:
-        store.promote(wheel.name, "staging", [], force=True, environ={})
+        store.promote(wheel.name, "staging", [], force=True, environ={}, reason="r")
     print("done", calls, flush=True)
     """
     )

@@ -316,15 +316,21 @@ def test_a_rewritten_log_rebuilds_the_index_and_nothing_stale_is_answered(small:
     old = entries.read_text()
     renamed = "renamed-0.0.1-py3-none-any.whl"
     entries.write_text(old.replace(f'"name":"{release.wheel_name}"', f'"name":"{renamed}"', 1))  # same size
+    changed = next(i for i, line in enumerate(entries.read_text().splitlines()) if renamed in line)
     with _open(small.root) as idx:
         assert idx.coverage.rebuilt == "the log no longer extends what the index covered"
-        assert not idx.coverage.matches_checkpoint  # the store's checkpoint signs the old bytes
+        # the index holds what the store's key signed: the log up to the changed entry, not the change
+        assert idx.coverage.size == changed and idx.coverage.matches_checkpoint
         assert query.query(idx, query.Query.parse(name=release.wheel_name)) == ()
-        assert [m.names for m in query.query(idx, query.Query.parse(name=renamed))] == [(renamed,)]
-    # a rolled-back log (fewer entries than the index covered) rebuilds it too
+        assert query.query(idx, query.Query.parse(name=renamed)) == ()
+    # the log put back: what the key signed is believed again (the index covered a prefix of it: extended)
     entries.write_text(old)
     with _open(small.root) as idx:
-        assert idx.coverage.rebuilt is not None
+        assert idx.coverage.size == small.entries and idx.coverage.matches_checkpoint
+        assert [m.names for m in query.query(idx, query.Query.parse(name=release.wheel_name))] == [
+            (release.wheel_name,)
+        ]
+    # a rolled-back log (fewer entries than the index covered) rebuilds it
     lines = old.splitlines(keepends=True)
     entries.write_text("".join(lines[:-5]))
     checkpoints = small.root / "log" / "checkpoints.jsonl"

@@ -183,7 +183,7 @@ def test_a_swapped_key_is_refused_by_every_reader_once_pinned(
     assert run([*s, "key"]).stdout != real
     for who in (reader, {}):  # the reader pinned it at first use; the writer when it created the store
         for argv in (["resolve", "prod"], ["show", files["1.1"].name], ["log"], ["query", "--live", "prod"],
-                     ["proof", files["1.1"].name], ["checkpoint"]):  # fmt: skip
+                     ["proof", files["1.1"].name], ["checkpoint"], ["key"]):  # fmt: skip
             r = run([*s, *argv], env=who)
             assert r.code == 1 and r.stdout == "", (argv, r.stdout, r.stderr)
             [line] = r.stderr.splitlines()
@@ -237,3 +237,12 @@ def test_the_dashboard_shows_what_the_key_signed_and_names_the_ignored_checkpoin
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
+
+
+def test_no_store_message_shows_a_password_given_as_a_query_parameter(tmp_path: Path) -> None:
+    secret = "Query5ecret"
+    for url in (f"postgresql://u:{secret}@127.0.0.1:1/db?password={secret}",  # no blobs: refused at once
+                f"postgresql://u@127.0.0.1:1/db?blobs={tmp_path}&password={secret}"):  # fmt: skip
+        r = run([DETPACK, "store", "--store", url, "log"])
+        assert r.code == 2 and secret not in r.stderr and "password=***" in r.stderr, r.stderr
+        assert len(r.stderr.splitlines()) == 1

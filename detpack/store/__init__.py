@@ -23,7 +23,8 @@ from detpack.store.keys import StoreKeys, default_key_dir, user_dir
 from detpack.store.local import LocalBackend
 from detpack.store.pins import TrustedKey
 from detpack.store.registry import RegistryBackend
-from detpack.store.store import Decision, Pushed, Store
+from detpack.store.store import Decision, Store
+from detpack.store.writer import Pushed
 
 __all__ = [
     "Backend",

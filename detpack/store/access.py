@@ -25,6 +25,13 @@ TOML, as a user writes it (key values are PEM files relative to the policy, or i
     [promote.prod]           # an environment name, or an fnmatch pattern of names
     keys = ["alice", "release"]
     approvals = 2            # distinct approving keys (the promoter counts); default 1
+    force = ["alice"]        # may promote past a failing gate (with --reason); default: nobody
+
+A promotion forced past its gate needs ``approvals`` distinct keys of ``force`` that each agreed to
+force it (``approve --force``, the promoter counts), and says why (``--reason``). Which rule
+holds for an environment: the one named exactly, else the pattern with the longest literal
+prefix (the part before its first ``*``, ``?`` or ``[``), ties to the longer pattern, then the
+first in alphabetical order (``prod-*`` before ``prod*`` before ``*``).
 
     [hold]
     keys = ["alice"]         # hold and release
@@ -69,6 +76,12 @@ class PromoteRule:
     env: str  # an environment name or pattern
     keys: tuple[str, ...]
     approvals: int
+    force: tuple[str, ...] = ()  # the keys that may promote past a failing gate (each agreeing, up to approvals)
+
+    def specificity(self) -> tuple[int, int, int]:
+        """How specific the pattern is: exact names first, then the longest literal prefix, then length."""
+        literal = re.split(r"[*?\[]", self.env, maxsplit=1)[0]
+        return (int(literal == self.env), len(literal), len(self.env))
 
 
 @dataclass(frozen=True)
@@ -95,15 +108,16 @@ class AccessPolicy:
         return {self.key(n).keyid: self.key(n) for n in self.root_keys}
 
     def promote_rule(self, env: str) -> PromoteRule | None:
-        exact = [r for r in self.promote if r.env == env]
-        return next(iter(exact or [r for r in self.promote if fnmatch.fnmatchcase(env, r.env)]), None)
+        """The rule for ``env``: the most specific that matches (see the module docstring)."""
+        matching = [r for r in self.promote if r.env == env or fnmatch.fnmatchcase(env, r.env)]
+        return max(sorted(matching, key=lambda r: r.env), key=PromoteRule.specificity, default=None)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "keys": {n: k.raw.hex() for n, k in self.keys},
             "root": {"keys": list(self.root_keys), "threshold": self.root_threshold},
             "push": [{"keys": list(r.keys), "names": list(r.names)} for r in self.push],
-            "promote": {r.env: {"keys": list(r.keys), "approvals": r.approvals} for r in self.promote},
+            "promote": {r.env: _promote_json(r) for r in self.promote},
             "hold": {"keys": list(self.hold)},
             "expire": {"keys": list(self.expire)},
         }
@@ -118,12 +132,12 @@ class AccessPolicy:
             raise ConfigError(f"{source}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(_TABLES))})")
         keys = _keys(value.get("keys"), source)
 
-        def names(table: str, field: object, *, empty: bool = False) -> tuple[str, ...]:
+        def names(table: str, field: object, *, empty: bool = False, setting: str = "keys") -> tuple[str, ...]:
             if not isinstance(field, list) or not (field or empty) or not all(isinstance(n, str) for n in field):
-                raise ConfigError(f"{source}: [{table}] keys: give a list of key names from [keys]")
+                raise ConfigError(f"{source}: [{table}] {setting}: give a list of key names from [keys]")
             missing = [n for n in field if n not in keys]
             if missing:
-                raise ConfigError(f"{source}: [{table}] keys: {missing[0]!r} is not a key of [keys]")
+                raise ConfigError(f"{source}: [{table}] {setting}: {missing[0]!r} is not a key of [keys]")
             return tuple(dict.fromkeys(field))
 
         root = _table(value, "root", source, {"keys", "threshold"})
@@ -142,11 +156,18 @@ class AccessPolicy:
         if not isinstance(envs, dict):
             raise ConfigError(f"{source}: [promote]: give one table per environment ([promote.prod])")
         for env, rule in sorted(envs.items()):
-            if not isinstance(rule, dict) or set(rule) - {"keys", "approvals"}:
-                raise ConfigError(f"{source}: [promote.{env}]: give keys and approvals only")
+            if not isinstance(rule, dict) or set(rule) - {"keys", "approvals", "force"}:
+                raise ConfigError(f"{source}: [promote.{env}]: give keys, approvals and force only")
             who = names(f"promote.{env}", rule.get("keys"))
             approvals = _count(rule.get("approvals", 1), f"{source}: [promote.{env}] approvals", 1, len(who))
-            promote.append(PromoteRule(str(env), who, approvals))
+            force = names(f"promote.{env}", rule.get("force", []), empty=True, setting="force")
+            outside = [n for n in force if n not in who]
+            if outside:
+                raise ConfigError(
+                    f"{source}: [promote.{env}] force: {outside[0]!r} is not one of its keys (a key that may force a "
+                    "promotion must be allowed to promote)"
+                )
+            promote.append(PromoteRule(str(env), who, approvals, force))
         hold = names("hold", _table(value, "hold", source, {"keys"}).get("keys"), empty=True) if "hold" in value else ()
         expire = (
             names("expire", _table(value, "expire", source, {"keys"}).get("keys"), empty=True)
@@ -154,6 +175,13 @@ class AccessPolicy:
             else ()
         )
         return cls(tuple(sorted(keys.items())), root_keys, threshold, tuple(push), tuple(promote), hold, expire)
+
+
+def _promote_json(rule: PromoteRule) -> dict[str, Any]:
+    value: dict[str, Any] = {"keys": list(rule.keys), "approvals": rule.approvals}
+    if rule.force:  # absent when empty: a policy from before this setting keeps its exact JSON (and signatures)
+        value["force"] = list(rule.force)
+    return value
 
 
 def _table(value: dict[str, Any], name: str, source: str, allowed: set[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from detpack.digest import stream_sha256
 from detpack.errors import KeyFileError, StoreError
 from detpack.provenance.signing import PublicKey, parse_public_key
-from detpack.store import governance, log, merkle, note, witness
+from detpack.store import governance, log, merkle, note, recheck, witness
 from detpack.store.backend import Backend, Records
 from detpack.store.state import State, apply
 from detpack.wording import count
@@ -112,6 +112,8 @@ def verify_store(
     if since is not None:
         problems.extend(log.check_saved(since, entries[: result.committed], checkpoint_records.items, key))
     state = _replay_judged(parsed[: result.committed], problems)
+    problems.extend(recheck.bindings(state))
+    problems.extend(recheck.promotions(backend, key, parsed[: result.committed]))
     witnessed: tuple[int, tuple[str, ...]] = (0, ())
     if witnesses or quorum:
         witnessed = _check_witnesses(backend, entries[: result.committed], key, witnesses, quorum, problems, notes)

@@ -23,9 +23,10 @@ from packaging.version import InvalidVersion
 from detpack.errors import DetpackError, StoreError
 from detpack.provenance.statement import IMAGE_BUILD_TYPE, LAYER_BUILD_TYPE
 from detpack.store import facts, log, merkle
+from detpack.store.backend import NAME_RE
 from detpack.store.store import Store
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -132,6 +133,7 @@ class Fold:
     frontier: list[bytes]
     prefix: Any  # the running sha256 of the covered records
     dirty: set[str] = field(default_factory=set)  # items whose link or kind may have changed
+    refused: frozenset[int] = frozenset()  # entries the access policy refuses: hashed, not folded in
 
     def run(self, records: Sequence[bytes]) -> None:
         for record in records:
@@ -141,7 +143,8 @@ class Fold:
                 raise StoreError(
                     f"{self.store.backend.url}: log entry {self.index + 1} is unreadable; run `detpack store verify`"
                 ) from None
-            self.apply(entry)
+            if self.index not in self.refused:
+                self.apply(entry)
             merkle.frontier_append(self.frontier, self.index, merkle.leaf_hash(record))
             self.prefix.update(record + b"\n")
             self.index += 1
@@ -198,6 +201,10 @@ class Fold:
         return bool(created)
 
     def _name(self, digest: str, name: str) -> None:
+        if not NAME_RE.fullmatch(name):
+            return  # no store name: not bound (``state.apply``)
+        if self.db.execute("SELECT 1 FROM names WHERE name = ? AND digest != ?", (name, digest)).fetchone():
+            return  # bound to other bytes already: names are write-once, the first binding is kept
         sql = "INSERT OR IGNORE INTO names (digest, name, position) VALUES (?, ?, ?)"
         if self.db.execute(sql, (digest, name, self.index)).rowcount:
             append = "UPDATE items SET names = CASE names WHEN '' THEN ?1 ELSE names || char(10) || ?1 END"
@@ -205,23 +212,25 @@ class Fold:
         self.dirty.add(digest)
 
     def _push(self, e: dict[str, Any], digest: str, kind: str) -> None:
-        if not self._blob(e, digest, kind):  # pushing expired bytes again brings them back
+        first = self._blob(e, digest, kind)
+        if not first:  # pushing expired bytes again brings them back
             self.db.execute("UPDATE items SET expired = NULL WHERE digest = ?", (digest,))
         name = e.get("name")
         if isinstance(name, str):
             self._name(digest, name)
-        if kind in ("provenance", "attestation"):
-            old = [d for (d,) in self.db.execute("SELECT digest FROM subjects WHERE holder = ?", (digest,))]
+        if kind in ("provenance", "attestation") and first:  # what a record covers: as first stored
             subjects = [str(s) for s in e.get("subjects", [])]
-            self.db.execute("DELETE FROM subjects WHERE holder = ?", (digest,))
             self.db.executemany(
                 "INSERT OR IGNORE INTO subjects (holder, digest) VALUES (?, ?)", ((digest, s) for s in subjects)
             )
-            self.dirty.update(old, subjects)
+            self.dirty.update(subjects)
             if kind == "provenance":
                 self._read_provenance(digest)
-        elif e.get("provenance"):
-            self.db.execute("UPDATE items SET explicit_provenance = ? WHERE digest = ?", (str(e["provenance"]), digest))
+        elif e.get("provenance"):  # the first link is kept (``Store.provenance_of``)
+            self.db.execute(
+                "UPDATE items SET explicit_provenance = ? WHERE digest = ? AND explicit_provenance IS NULL",
+                (str(e["provenance"]), digest),
+            )
         if kind == "artifact" and isinstance(name, str) and name.endswith(facts.SBOM_SUFFIX):
             self._read_sbom(digest, name)
 
@@ -290,7 +299,7 @@ class Fold:
 
     def refresh(self) -> None:
         """Link and classify every item the entries touched (``Store.provenance_of``: the provenance its
-        push named, else the provenance stored last of those that list it as a subject)."""
+        first linking push named, else the provenance stored first of those that list it as a subject)."""
         for digest in sorted(self.dirty):
             row = self.db.execute(_REFRESH, (digest,)).fetchone()
             if row is None:
@@ -307,13 +316,13 @@ class Fold:
         self.dirty.clear()
 
 
-#: What ``Fold.refresh`` needs of one item: its log kind, the provenance its push linked (when that is
-#: stored), the provenance stored last of those listing it, its first name, what an SBOM says it is.
+#: What ``Fold.refresh`` needs of one item: its log kind, the provenance its first push linked (when that is
+#: stored), the provenance stored first of those listing it, its first name, what an SBOM says it is.
 _REFRESH = """
 SELECT i.item_kind,
     (SELECT e.digest FROM items e WHERE e.digest = i.explicit_provenance),
     (SELECT s.holder FROM subjects s CROSS JOIN items p ON p.digest = s.holder
-     WHERE s.digest = i.digest AND p.item_kind = 'provenance' ORDER BY p.first_index DESC LIMIT 1),
+     WHERE s.digest = i.digest AND p.item_kind = 'provenance' ORDER BY p.first_index LIMIT 1),
     (SELECT n.name FROM names n WHERE n.digest = i.digest ORDER BY n.position, n.name LIMIT 1),
     (SELECT b.kind FROM sboms b WHERE b.subject = i.digest LIMIT 1)
 FROM items i WHERE i.digest = ?

@@ -148,6 +148,8 @@ def _may_promote(state: State, policy: AccessPolicy, name: str, entry: dict[str,
     if name not in rule.keys:
         allowed = ", ".join(rule.keys)
         return f"key {name} may not {verb} to {env}: rule promote.{rule.env} of {where(state)} allows {allowed}"
+    if entry.get("type") == "approve" and entry.get("force") is True and name not in rule.force:
+        return _no_force(state, rule, name, env, "agree to force a promotion")
     if entry.get("type") == "promote":
         have = approvers(state, str(entry.get("digest")), env, name)
         have = [n for n in have if n in rule.keys]
@@ -157,7 +159,45 @@ def _may_promote(state: State, policy: AccessPolicy, name: str, entry: dict[str,
                 f"{where(state)}), and has {len(have)} ({', '.join(have)}); another of {', '.join(rule.keys)} "
                 f"approves it with `detpack store approve sha256:{str(entry.get('digest'))[:16]} --to {env} --key KEY`"
             )
+        if entry.get("forced") is True:
+            return _may_force(state, policy, rule, name, entry)
     return None
+
+
+def _no_force(state: State, rule: access.PromoteRule, name: str, env: str, verb: str) -> str:
+    who = ", ".join(rule.force) or "no key"
+    rule_name = f"promote.{rule.env}.force"
+    return f"key {name} may not {verb} to {env} past its gate: rule {rule_name} of {where(state)} allows {who}"
+
+
+def _may_force(
+    state: State, policy: AccessPolicy, rule: access.PromoteRule, name: str, entry: dict[str, Any]
+) -> str | None:
+    """A promotion past a failing gate: a permission of its own, agreed by the threshold, with a reason."""
+    env, digest = str(entry.get("env")), str(entry.get("digest"))
+    if name not in rule.force:
+        return _no_force(state, rule, name, env, "force a promotion")
+    why = entry.get("why")
+    if not isinstance(why, str) or not why.strip():
+        return f"a promotion forced past the {env} gate must say why (--reason TEXT)"
+    agreed = [n for k in state.force_approvals.get((digest, env), []) if (n := policy.name_of(k)) in rule.force]
+    if name not in agreed:
+        agreed.append(name)
+    if len(agreed) < rule.approvals:
+        return (
+            f"forcing {env} needs {rule.approvals} distinct keys of rule promote.{rule.env}.force of {where(state)} "
+            f"agreeing to force it, and has {len(agreed)} ({', '.join(agreed)}); each approves it with "
+            f"`detpack store approve sha256:{digest[:16]} --to {env} --key KEY --force --reason TEXT`"
+        )
+    return None
+
+
+def force_approvers(state: State, digest: str, env: str) -> list[str]:
+    """The names of the keys in force that agreed to force ``digest`` into ``env``."""
+    policy = state.access
+    if policy is None:
+        return []
+    return [n for k in state.force_approvals.get((digest, env), []) if (n := policy.name_of(k)) is not None]
 
 
 def change_of(state: State, entry: dict[str, Any]) -> access.PolicyChange | str:

@@ -183,7 +183,9 @@ def _update(
                 try:
                     with contextlib.closing(sqlite3.connect(target, isolation_level=None)) as db:
                         db.execute("BEGIN IMMEDIATE")
-                        Fold(db, store, meta.size, frontier, prefix).run(records[meta.size :])
+                        Fold(db, store, meta.size, frontier, prefix, refused=store.refused(records)).run(
+                            records[meta.size :]
+                        )
                         db.execute("COMMIT")
                         db.execute("PRAGMA optimize")  # refreshes the statistics when they went stale
                 except sqlite3.DatabaseError:
@@ -212,7 +214,7 @@ def _rebuild(
             db.executescript(SCHEMA)
             db.execute("BEGIN")
             set_meta(db, {"schema": str(SCHEMA_VERSION), "origin": origin or "", "url": store.backend.url})
-            Fold(db, store, 0, frontier, _prefix(())).run(records)
+            Fold(db, store, 0, frontier, _prefix(()), refused=store.refused(records)).run(records)
             db.execute("ANALYZE")  # the planner's statistics: drive each lookup from its most selective index
             db.execute("COMMIT")
         with temp.open("rb") as f:

@@ -43,6 +43,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from detpack.errors import StoreError, StoreRefusedError
 from detpack.store.backend import Backend, Records, Stream, already_bound, checked_digest, checked_name
+from detpack.wording import redact, redact_params
 
 #: The advisory lock of writers (an arbitrary 64-bit constant: "detpack" in ASCII).
 _WRITER_LOCK = 0x6465747061636B
@@ -81,16 +82,16 @@ def split_url(url: str) -> tuple[str, str, str]:
     blobs = [v for k, v in query if k == "blobs"]
     if len(blobs) != 1 or not blobs[0]:
         raise StoreError(
-            f"{url}: a PostgreSQL store needs one ?blobs=DIRECTORY or ?blobs=oci://HOST/REPO for its blobs"
+            f"{redact(url)}: a PostgreSQL store needs one ?blobs=DIRECTORY or ?blobs=oci://HOST/REPO for its blobs"
         )
     if not parts.path.strip("/"):
-        raise StoreError(f"{url}: name the database (postgresql://USER@HOST:PORT/DATABASE?blobs=…)")
+        raise StoreError(f"{redact(url)}: name the database (postgresql://USER@HOST:PORT/DATABASE?blobs=…)")
     rest = urlencode([(k, v) for k, v in query if k != "blobs"])
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, rest, ""))
     shown_netloc = parts.netloc
     if parts.password is not None:
         shown_netloc = shown_netloc.replace(f":{parts.password}@", ":***@", 1)
-    shown = urlunsplit((parts.scheme, shown_netloc, parts.path, urlencode(query, safe="/:"), ""))
+    shown = redact_params(urlunsplit((parts.scheme, shown_netloc, parts.path, urlencode(query, safe="/:"), "")))
     return conninfo, blobs[0], shown
 
 

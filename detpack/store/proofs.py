@@ -20,13 +20,12 @@ from typing import Any
 from detpack.errors import ConfigError, InputError, StoreError, VerificationError
 from detpack.provenance import signing
 from detpack.store import log, merkle, note
-from detpack.store.state import replay
 from detpack.store.store import Store
 
 
 def inclusion(store: Store, ref: str) -> dict[str, Any]:
     records, checkpoint = store.records()
-    item = store.find(replay([log.parse_entry(r) for r in records]), ref)
+    item = store.find(store.state(records), ref)
     if checkpoint is None:
         raise StoreError(f"{store.backend.url}: the log is empty")
     leaves = [merkle.leaf_hash(r) for r in records]

@@ -42,6 +42,7 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
                 "ci_run": p.ci_run,
                 "forced": p.forced,
                 "reason": p.reason,
+                **({"why": p.why} if p.why else {}),
                 **({"policy": f"sha256:{p.policy}", "vsa": f"sha256:{p.vsa}"} if p.vsa else {}),
             }
             for p in state.promotions
@@ -62,7 +63,7 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
             if p.vsa == item.digest
         ]
         return value
-    linked = store.provenance_of(state, item)
+    linked = store.provenance_of(state, item, ref if ref in state.names else None)
     if linked is None:
         value["provenance"] = None
         return value

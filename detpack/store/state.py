@@ -12,6 +12,7 @@ from typing import Any
 
 from detpack.errors import ConfigError
 from detpack.store.access import AccessPolicy, signatures
+from detpack.store.backend import NAME_RE
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Promotion:
     vsa: str | None = None  # the digest of the signed VSA of that check
     author: str | None = None  # the name of the key that signed it (stores with an access policy)
     approvers: tuple[str, ...] = ()  # the names of the keys whose approvals it took effect with
+    why: str | None = None  # a forced promotion: why, as its promoter said (``--reason``)
 
 
 @dataclass
@@ -41,7 +43,9 @@ class Item:
     pushed: str = ""
     pushed_by: str = ""
     index: int = -1  # the log entry that first stored it
-    provenance: str | None = None  # for artifacts: the linked provenance blob
+    provenance: str | None = None  # for artifacts: the provenance its first linking push named (never replaced)
+    #: for artifacts: name -> the provenance the push that bound that name linked (each name's first link)
+    links: dict[str, str] = field(default_factory=dict)
     subjects: list[str] = field(default_factory=list)  # for provenance and attestations: the digests they cover
     signed_by: list[str] = field(default_factory=list)  # for provenance envelopes: keyids
     expired: str | None = None
@@ -63,6 +67,13 @@ class State:
     revoked: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: (digest, environment) -> keyids that approved it, in order, since its last promotion there
     approvals: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    #: (digest, environment) -> keyids of those approvals that also agree to force it past the gate
+    force_approvals: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    #: names are write-once: (0-based entry, name, the digest it is bound to, the digest the entry named)
+    #: for every entry that bound a name again to other bytes (not believed; ``store verify`` names it)
+    rebound: list[tuple[int, str, str, str]] = field(default_factory=list)
+    #: (0-based entry, name) for every name that is no store name (``../x``): not bound, named by verify
+    bad_names: list[tuple[int, str]] = field(default_factory=list)
     size: int = 0  # entries applied
     access_version: int = 0  # access entries applied
     gate_versions: dict[str, int] = field(default_factory=dict)  # environment -> policy entries applied
@@ -103,16 +114,20 @@ def apply(state: State, e: dict[str, Any]) -> None:
         approvers = state.approvals.setdefault((digest, str(e.get("env"))), [])
         if author is not None and author not in approvers:
             approvers.append(author)
+        forcing = state.force_approvals.setdefault((digest, str(e.get("env"))), [])
+        if author is not None and e.get("force") is True and author not in forcing:
+            forcing.append(author)
     elif kind == "policy":
         state.gate_versions[str(e["env"])] = state.gate_versions.get(str(e["env"]), 0) + 1
         _blob(state, e, index, digest, "policy")
         state.policies[str(e["env"])] = digest
     elif kind == "tag":
-        state.names[str(e["name"])] = digest
-        if digest in state.items and e["name"] not in state.items[digest].names:
+        bound = _bind(state, index, e.get("name"), digest)
+        if bound and digest in state.items and e["name"] not in state.items[digest].names:
             state.items[digest].names.append(str(e["name"]))
     elif kind == "promote":
         state.approvals.pop((digest, str(e.get("env"))), None)
+        state.force_approvals.pop((digest, str(e.get("env"))), None)
         vsa = e.get("vsa") if isinstance(e.get("vsa"), dict) else None
         if vsa is not None:
             _blob(state, {**e, "size": vsa.get("size", 0)}, index, str(vsa.get("digest", "")), "vsa")
@@ -130,6 +145,7 @@ def apply(state: State, e: dict[str, Any]) -> None:
                 str(vsa["digest"]) if vsa is not None else None,
                 str(e["author"]) if isinstance(e.get("author"), str) else None,
                 tuple(str(a) for a in e.get("approvals") or ()),
+                str(e["why"]) if isinstance(e.get("why"), str) else None,
             )
         )
     elif kind in ("hold", "release") and digest in state.items:
@@ -160,15 +176,35 @@ def _replay_push(state: State, e: dict[str, Any], index: int, digest: str) -> No
     item = _blob(state, e, index, digest, "artifact" if kind == "push" else str(kind))
     item.expired = None  # pushing expired bytes again brings them back
     name = e.get("name")
-    if isinstance(name, str):
-        state.names[name] = digest
-        if name not in item.names:
-            item.names.append(name)
+    bound = _bind(state, index, name, digest)
+    if bound and isinstance(name, str) and name not in item.names:
+        item.names.append(name)
     if kind in ("provenance", "attestation"):
-        item.subjects = [str(s) for s in e.get("subjects", [])]
-        item.signed_by = [str(k) for k in e.get("keyids", [])]
+        if item.index == index:  # what a record covers and who signed it: as first stored
+            item.subjects = [str(s) for s in e.get("subjects", [])]
+            item.signed_by = [str(k) for k in e.get("keyids", [])]
     elif e.get("provenance"):
-        item.provenance = str(e["provenance"])
+        link = str(e["provenance"])
+        if item.provenance is None:
+            item.provenance = link
+        if bound and isinstance(name, str):
+            item.links.setdefault(name, link)
+
+
+def _bind(state: State, index: int, name: object, digest: str) -> bool:
+    """Bind ``name`` to ``digest`` as the log says; False when the entry names no usable name, or a name bound
+    to other bytes already (names are write-once: the first binding is kept, the other recorded)."""
+    if not isinstance(name, str):
+        return False
+    if not NAME_RE.fullmatch(name):
+        state.bad_names.append((index, name))
+        return False
+    bound = state.names.get(name)
+    if bound is not None and bound != digest:
+        state.rebound.append((index, name, bound, digest))
+        return False
+    state.names[name] = digest
+    return True
 
 
 def _author(e: dict[str, Any]) -> str | None:

@@ -9,7 +9,7 @@ such pending step, so a writer killed anywhere leaves a store that verifies. Ref
 
 Once the store has an access policy (``set_access``), every entry is signed by its author
 (``Store.author``, or the approver's key) and judged by ``governance`` before it is appended
-(``_Writer.prepare``); the same judge replays the log in ``store verify``.
+(``Writer.prepare``); the same judge replays the log in ``store verify``.
 """
 
 from __future__ import annotations
@@ -23,36 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detpack.digest import canonical_json, file_sha256, sha256_hex
-from detpack.errors import InputError, KeyFileError, StoreError, StoreRefusedError, StoreTrustError, VerificationError
+from detpack.digest import canonical_json, sha256_hex
+from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
 from detpack.provenance import reader, signing
-from detpack.provenance.attestation import RebuildClaim
 from detpack.store import access, governance, log, merkle, pins
-from detpack.store import view as views
 from detpack.store.access import AccessPolicy
-from detpack.store.backend import Backend
-from detpack.store.keys import StoreKeys
-from detpack.store.state import Item, Promotion, State, apply, replay
-from detpack.store.who import ci_run, current_user, now
+from detpack.store.reading import Reader
+from detpack.store.state import Item, Promotion, State, replay
+from detpack.store.who import ci_run
+from detpack.store.writer import Input, Pushed, Writer, attestation_input, check_name, input_file, temp_blob
 from detpack.verify import gate
-from detpack.wording import Distrusted
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$")
 _ENV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise InputError(f"{name!r}: not a usable store name (letters, digits and ._+~- only, no slashes)")
-    return name
-
-
-@dataclass(frozen=True)
-class Pushed:
-    name: str
-    digest: str
-    kind: str  # "artifact", "provenance" or "attestation"
-    stored: bool  # False: the same bytes were already there under this name (a no-op)
 
 
 @dataclass(frozen=True)
@@ -63,176 +45,8 @@ class Decision:
     reason: str
 
 
-@dataclass(frozen=True)
-class _Input:
-    path: Path
-    name: str
-    digest: str
-    size: int
-
-
-def _input(path: Path) -> _Input:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
-    return _Input(path, check_name(path.name), file_sha256(path), path.stat().st_size)
-
-
-class Store:
+class Store(Reader):
     """One store: its backend, and where a writer finds its private key (readers never need it)."""
-
-    def __init__(
-        self,
-        backend: Backend,
-        keys: StoreKeys,
-        author: signing.PrivateKey | None = None,
-        trust: pins.TrustedKey | None = None,
-    ) -> None:
-        self.backend = backend
-        self.keys = keys
-        #: The key that signs the entries this writer makes (required once the store has an access policy).
-        self.author = author
-        #: The store key readers believe (None: the published key, pinned at first use; see ``pins``).
-        self.trust = trust
-        #: What reading did not believe, or pinned: one line each, for the CLI to show on stderr.
-        self.notices: list[str] = []  # ``wording.Distrusted`` lines: what was not believed
-        self._writer_key: signing.PublicKey | None = None  # while writing: the key the writer signs with
-
-    # -- reading --------------------------------------------------------------------------
-    def _notice(self, line: str) -> None:
-        if line not in self.notices:
-            self.notices.append(line)
-
-    def trusted_key(self, checkpoints: Sequence[bytes]) -> pins.TrustedKey | None:
-        """The key checkpoints must be signed by: given, the writer's own, or the published one as pinned."""
-        if self._writer_key is not None:
-            return pins.TrustedKey(self._writer_key, "the store's private key")
-        if self.trust is not None:
-            return self.trust
-        pem = self.backend.read_public_key()
-        if pem is None:
-            if not checkpoints:
-                return None
-            raise StoreTrustError(
-                f"{self.backend.url}: publishes no public key; pass --store-key PUB (the store's key, as you trust it)"
-            )
-        try:
-            published = signing.parse_public_key(pem, f"{self.backend.url}: published key")
-        except KeyFileError as exc:
-            raise StoreTrustError(f"{exc.message}; pass --store-key PUB (the store's key, as you trust it)") from None
-        return pins.check(pins.known_stores(), pins.location_of(self.backend.url), views.origin(checkpoints), published)
-
-    def view(self) -> views.View:
-        """The log as the trusted key vouches for it (``view``); what was not believed goes to ``notices``."""
-        checkpoints = self.backend.read_log("checkpoints").items
-        entries = self.backend.read_log("entries").items
-        trusted = self.trusted_key(checkpoints)
-        if trusted is None:
-            return views.empty(len(entries))
-        origin = views.origin(checkpoints) or self.backend.url
-        cache = views.cache_path(origin, trusted.key.keyid)
-        seen = views.believe(entries, checkpoints, trusted.key, cache)
-        if seen.held > len(seen.records) and not seen.failed:  # a writer between its entry and its checkpoint?
-            again = self.backend.read_log("checkpoints").items
-            if len(again) > len(checkpoints):
-                seen = views.believe(entries, again, trusted.key, cache)
-        if seen.records:
-            with contextlib.suppress(ValueError):  # an unreadable entry 1 is reported by ``entries``
-                log.store_format([log.parse_entry(seen.records[0])], self.backend.url)
-        if seen.checkpoint is not None and trusted.pin is not None:
-            pins.add(pins.known_stores(), *trusted.pin, trusted.key.keyid)
-            if "pinned now" in trusted.source:
-                self._notice(f"{self.backend.url}: trusting keyid {trusted.key.keyid[:16]}, {trusted.source}")
-        if seen.ignored is not None:
-            believed = (
-                f"believing the log up to tree size {len(seen.records)}" if seen.checkpoint else "believing none of it"
-            )
-            self._notice(
-                Distrusted(
-                    f"{self.backend.url}: not signed by the trusted key (keyid {trusted.key.keyid[:16]}, "
-                    f"{trusted.source}): {seen.ignored}; {believed} (`detpack store verify` says more)"
-                )
-            )
-        return seen
-
-    def records(self) -> tuple[list[bytes], log.Checkpoint | None]:
-        """The believed log records and the checkpoint covering them (refusing a format this detpack cannot read)."""
-        seen = self.view()
-        return list(seen.records), seen.checkpoint
-
-    def entries(self, records: Sequence[bytes] | None = None) -> list[dict[str, Any]]:
-        """The believed log's entries, parsed (``records``: those, already read)."""
-        out = []
-        for number, record in enumerate(self.records()[0] if records is None else records, 1):
-            try:
-                out.append(log.parse_entry(record))
-            except ValueError:
-                raise StoreError(
-                    f"{self.backend.url}: log entry {number} is unreadable; run `detpack store verify`"
-                ) from None
-        return out
-
-    def state(self, records: Sequence[bytes] | None = None) -> State:
-        """What the believed log says; with an access policy, entries its rules refuse are not believed."""
-        state, refused = governance.believe(self.entries(records))
-        if refused:
-            first = refused[0]
-            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-            self._notice(Distrusted(f"{self.backend.url}: log entry {first[0] + 1} is not believed: {first[1]}{more}"))
-        return state
-
-    def find(self, state: State, ref: str) -> Item:
-        """An item by name, ``sha256:HEX``, or a unique hex prefix of 7+ digits."""
-        if ref in state.names:
-            return state.items[state.names[ref]]
-        digest = ref.removeprefix("sha256:").lower()
-        if re.fullmatch(r"[0-9a-f]{7,64}", digest):
-            matches = [d for d in state.items if d.startswith(digest)]
-            if len(matches) == 1:
-                return state.items[matches[0]]
-            if len(matches) > 1:
-                raise StoreError(f"{ref}: ambiguous in {self.backend.url} ({len(matches)} digests start with it)")
-        raise StoreError(f"{ref}: no such name or digest in {self.backend.url} (see `detpack store log`)")
-
-    def provenance_of(self, state: State, item: Item) -> Item | None:
-        if item.kind == "provenance":
-            return None
-        if item.provenance in state.items:
-            return state.items[item.provenance]
-        linked = [p for p in state.items.values() if p.kind == "provenance" and item.digest in p.subjects]
-        return linked[-1] if linked else None
-
-    def read_provenance(self, item: Item) -> reader.Provenance:
-        with self.backend.open_blob(item.digest) as f:
-            data = f.read()
-        return reader.read(data, f"{self.backend.url}: provenance sha256:{item.digest[:16]}")
-
-    def resolve(self, env: str) -> Promotion:
-        """What is live in ``env``: StoreTrustError when the log's last word on it is not believed (a promotion
-        no checkpoint signed by the trusted key covers, or one the access policy refuses)."""
-        seen = self.view()
-        records = list(seen.records)
-        state = self.state(records)
-        matches = [p for p in state.promotions if p.env == env]
-        said = None  # the last promotion to ``env`` in everything the log holds, believed or not
-        for index, record in enumerate((*records, *seen.tail)):
-            with contextlib.suppress(ValueError):
-                entry = log.parse_entry(record)
-                if entry.get("type") == "promote" and entry.get("env") == env:
-                    said = (index, str(entry.get("digest", "")))
-        if said is not None and (not matches or (matches[-1].index, matches[-1].digest) != said):
-            believed = (
-                f"the last believed promotion is sha256:{matches[-1].digest} (log entry {matches[-1].index + 1})"
-                if matches
-                else "no believed entry promotes anything there"
-            )
-            why = "no checkpoint signed by the trusted key covers it" if said[0] >= len(records) else "it is refused"
-            raise StoreTrustError(
-                f"{env}: log entry {said[0] + 1} of {self.backend.url} promotes sha256:{said[1][:16]}… there, but "
-                f"{why}; {believed}; not resolved (run `detpack store verify`)"
-            )
-        if not matches:
-            raise StoreError(f"{env}: nothing has been promoted to this environment in {self.backend.url}")
-        return matches[-1]
 
     # -- writing --------------------------------------------------------------------------
     def _signing_key(self, state: State, import_key: Path | None) -> signing.PrivateKey:
@@ -267,7 +81,7 @@ class Store:
         return key
 
     @contextlib.contextmanager
-    def _writing(self, import_key: Path | None = None, author: signing.PrivateKey | None = None) -> Iterator[_Writer]:
+    def _writing(self, import_key: Path | None = None, author: signing.PrivateKey | None = None) -> Iterator[Writer]:
         with self.backend.lock():
             log.recover(self.backend)
             records, _ = log.committed_entries(self.backend)  # what the log says its key is, to find that key
@@ -281,7 +95,7 @@ class Store:
             self._writer_key = key.public  # the writer believes what its own key signed
             try:
                 state = self.state()
-                writer = _Writer(self, key, state, author or self.author)
+                writer = Writer(self.backend, key, state, author or self.author)
                 if state.origin is None:
                     origin = f"urn:uuid:{os.urandom(16).hex()}"
                     init = {"type": "init", "origin": origin, "keyid": key.public.keyid, "format": log.STORE_FORMAT}
@@ -319,18 +133,18 @@ class Store:
     def push(
         self, files: Sequence[Path], provenance_path: Path | None = None, attestations: Sequence[Path] = ()
     ) -> list[Pushed]:
-        inputs = [_input(f) for f in files]
-        claims = [_attestation_input(a) for a in attestations]
+        inputs = [input_file(f) for f in files]
+        claims = [attestation_input(a) for a in attestations]
         names: dict[str, str] = {}
         for i in inputs:
             if names.setdefault(i.name, i.digest) != i.digest:
                 raise InputError(f"{i.name}: given twice with different bytes")
-        prov: _Input | None = None
-        build_log: _Input | None = None
+        prov: Input | None = None
+        build_log: Input | None = None
         subjects: list[str] = []
         keyids: list[str] = []
         if provenance_path is not None:
-            prov = _input(provenance_path)
+            prov = input_file(provenance_path)
             parsed = reader.read_file(provenance_path)
             subjects = [s.sha256 for s in parsed.subjects]
             keyids = [s.keyid for s in parsed.envelope.signatures] if parsed.envelope else []
@@ -339,7 +153,7 @@ class Store:
                     raise InputError(f"{i.path}: not a subject of {provenance_path} (sha256:{i.digest[:16]}…)")
             log_name = reader.summarize(parsed).log_file
             if log_name is not None and (provenance_path.parent / log_name).is_file():
-                build_log = _input(provenance_path.parent / log_name)  # kept with the artifacts it made
+                build_log = input_file(provenance_path.parent / log_name)  # kept with the artifacts it made
         with self._writing() as w:
             everything = [
                 *inputs,
@@ -355,6 +169,14 @@ class Store:
                     raise StoreRefusedError(
                         f"{i.name}: already bound to sha256:{bound[:16]}… in {self.backend.url}, and these bytes are "
                         f"sha256:{i.digest[:16]}…; names are write-once (publish a new version under a new name)"
+                    )
+            for i in inputs:
+                item = w.state.items.get(i.digest)
+                linked = item.links.get(i.name) if item is not None else None
+                if prov is not None and linked is not None and linked != prov.digest:
+                    raise StoreRefusedError(
+                        f"{i.name}: linked to provenance sha256:{linked[:16]}… in {self.backend.url} already; a name's "
+                        "provenance link is write-once (push these bytes under another name to link other provenance)"
                     )
             results = []
             if prov is not None:
@@ -399,7 +221,7 @@ class Store:
             if w.state.policies.get(env) == digest:
                 return digest, False
             entry = w.prepare({"type": "policy", "env": env, "digest": digest, "size": len(data)}, roots, detached)
-            with _temp_blob(data) as path:
+            with temp_blob(data) as path:
                 self.backend.put_blob(digest, path)
             w.commit(entry)
             return digest, True
@@ -432,23 +254,23 @@ class Store:
         digest = sha256_hex(policy.self_contained())
         return access.gate_change(state.origin, state.gate_versions.get(env, 0) + 1, env, digest)
 
-    def policy(self, state: State, env: str) -> gate.Policy | None:
-        """The policy promotions to ``env`` must meet (None: only a verified provenance)."""
-        digest = state.policies.get(env)
-        if digest is None:
-            return None
-        with self.backend.open_blob(digest) as f:
-            data = f.read()
-        return gate.parse(data, f"{self.backend.url}: the {env} policy sha256:{digest[:16]}", None)
-
     def promote(
-        self, ref: str, env: str, keys: Sequence[signing.PublicKey], *, force: bool, environ: Mapping[str, str]
+        self,
+        ref: str,
+        env: str,
+        keys: Sequence[signing.PublicKey],
+        *,
+        force: bool,
+        environ: Mapping[str, str],
+        reason: str | None = None,
     ) -> Promotion:
+        """Promote ``ref`` to ``env``; ``force``: even past a failing gate, logged with ``reason`` (required by
+        an access policy, which also decides who may force)."""
         _check_env(env)
         with self._writing() as w:
             item = self._promotable(w.state, ref)
             w.permit({"type": "promote", "digest": item.digest, "env": env})
-            return self._promote_in(w, item, env, keys, force=force, environ=environ)
+            return self._promote_in(w, item, env, keys, force=force, environ=environ, reason=reason)
 
     def approve(
         self,
@@ -459,6 +281,7 @@ class Store:
         *,
         force: bool = False,
         environ: Mapping[str, str],
+        reason: str | None = None,
     ) -> Approval:
         """Approve ``ref`` for ``env`` with ``key``; the promotion is made when this approval meets the
         environment's threshold. A promotion the environment's gate refuses leaves the approval logged
@@ -470,20 +293,25 @@ class Store:
                 raise StoreRefusedError(
                     f"{self.backend.url}: has no access policy, so nobody approves; set one (store access FILE)"
                 )
-            w.permit({"type": "approve", "digest": item.digest, "env": env})
+            approval: dict[str, Any] = {"type": "approve", "digest": item.digest, "env": env}
+            if force:  # this key agrees to force it past the gate (an access policy decides whose agreement counts)
+                approval.update(force=True, **({"why": reason} if reason else {}))
+            w.permit(approval)
             rule = w.state.access.promote_rule(env)
             needed = rule.approvals if rule is not None else 1
             live = [p for p in w.state.promotions if p.env == env]
             if live and live[-1].digest == item.digest:
                 return Approval(list(live[-1].approvers), needed, live[-1], already_live=True)
             name = w.author_name()
-            if name not in governance.approvers(w.state, item.digest, env, None):
-                w.append({"type": "approve", "digest": item.digest, "env": env})
+            agreed = governance.force_approvers(w.state, item.digest, env)
+            if name not in governance.approvers(w.state, item.digest, env, None) or (force and name not in agreed):
+                w.append(approval)
             have = governance.approvers(w.state, item.digest, env, None)
             if len(have) < needed:
                 return Approval(have, needed, None)
             try:
-                return Approval(have, needed, self._promote_in(w, item, env, trusted, force=force, environ=environ))
+                promotion = self._promote_in(w, item, env, trusted, force=force, environ=environ, reason=reason)
+                return Approval(have, needed, promotion)
             except StoreRefusedError as exc:
                 reason = exc.message.replace("(pass --key PUB)", "(pass --trust PUB)")
                 raise StoreRefusedError(
@@ -500,13 +328,14 @@ class Store:
 
     def _promote_in(
         self,
-        w: _Writer,
+        w: Writer,
         item: Item,
         env: str,
         keys: Sequence[signing.PublicKey],
         *,
         force: bool,
         environ: Mapping[str, str],
+        reason: str | None = None,
     ) -> Promotion:
         policy = self.policy(w.state, env)
         gate_check = None
@@ -524,11 +353,13 @@ class Store:
             )
         entry: dict[str, Any] = {"type": "promote", "digest": item.digest, "env": env, "forced": bool(problem)}
         if gate_check is not None and gate_check.vsa:  # stored only now: a refused promotion leaves none
-            with _temp_blob(gate_check.vsa) as path:
+            with temp_blob(gate_check.vsa) as path:
                 self.backend.put_blob(sha256_hex(gate_check.vsa), path)
             entry.update(gate_check.entry)
         if problem:
             entry["reason"] = problem
+            if reason:
+                entry["why"] = reason
         if verified_by:
             entry["verified_by"] = verified_by
         run = ci_run(environ)
@@ -539,7 +370,7 @@ class Store:
         w.append(entry)
         return w.state.promotions[-1]
 
-    def _check_policy(self, w: _Writer, item: Item, env: str, policy: gate.Policy) -> _GateCheck:
+    def _check_policy(self, w: Writer, item: Item, env: str, policy: gate.Policy) -> _GateCheck:
         """Check ``item`` against the environment's policy with the evidence in the store; the verdict is
         signed with the store's key as a VSA (kept, and its digest put in the promote entry, when the
         promotion is logged)."""
@@ -557,21 +388,6 @@ class Store:
         }
         unmet = "; ".join(f"{r.name} ({r.detail})" for r in verdict.unmet)
         return _GateCheck(None if verdict.passed else f"the {env} policy is not met: {unmet}", entry, data)
-
-    def evidence(self, state: State, item: Item) -> tuple[gate.Evidence | None, list[gate.Evidence]]:
-        """What the store holds about an artifact for a policy: its provenance, its rebuild attestations."""
-        linked = self.provenance_of(state, item)
-        attestations = [
-            self._evidence(a)
-            for a in state.items.values()
-            if a.kind == "attestation" and not a.expired and item.digest in a.subjects
-        ]
-        return (self._evidence(linked) if linked is not None else None), attestations
-
-    def _evidence(self, item: Item) -> gate.Evidence:
-        with self.backend.open_blob(item.digest) as f:
-            data = f.read()
-        return gate.parse_evidence(data, item.names[0] if item.names else f"sha256:{item.digest}")
 
     def _provenance_problem(
         self, state: State, item: Item, keys: Sequence[signing.PublicKey]
@@ -663,131 +479,5 @@ def _check_env(env: str) -> None:
         raise InputError(f"--to {env!r}: not a usable environment name (letters, digits and ._- only)")
 
 
-@contextlib.contextmanager
-def _temp_blob(data: bytes) -> Iterator[Path]:
-    """``data`` in a temporary file, for a backend that stores blobs from files."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="detpack-blob-") as tmp:
-        path = Path(tmp) / "blob"
-        path.write_bytes(data)
-        yield path
-
-
-def _attestation_input(path: Path) -> tuple[_Input, dict[str, Any]]:
-    """A rebuild attestation to store: the file, and what its log entry says (subjects, signers)."""
-    parsed = reader.read_file(path)
-    RebuildClaim.of(parsed)  # refuses anything that is not a rebuild attestation
-    if parsed.envelope is None:
-        raise InputError(f"{path}: an unsigned statement; store the signed attestation (rebuild --attest KEY)")
-    extra = {"subjects": [s.sha256 for s in parsed.subjects], "keyids": [s.keyid for s in parsed.envelope.signatures]}
-    return _input(path), extra
-
-
 def _project(name: str) -> str:
     return re.split(r"-\d", name, maxsplit=1)[0].lower().replace("_", "-")
-
-
-class _Writer:
-    """The state of one locked write, and the one way to append to the log."""
-
-    def __init__(self, store: Store, key: signing.PrivateKey, state: State, author: signing.PrivateKey | None) -> None:
-        self.store = store
-        self.key = key
-        self.state = state
-        self.author = author
-
-    @property
-    def backend(self) -> Backend:
-        return self.store.backend
-
-    def author_name(self) -> str:
-        """The access policy's name for this writer's author key (StoreRefusedError when it has none)."""
-        try:
-            return governance.author_name(self.state, self.author.public if self.author else None)
-        except ValueError as exc:
-            raise StoreRefusedError(f"{self.backend.url}: {exc}; nothing was written") from None
-
-    def permit(self, entry: dict[str, Any]) -> None:
-        """Refuse, before anything is written, what the access policy in force does not let the author do."""
-        if self.state.access is None:
-            return
-        problem = governance.permits(self.state, self.author_name(), entry)
-        if problem is not None:
-            raise StoreRefusedError(f"{self.backend.url}: {problem}; nothing was written")
-
-    def prepare(
-        self,
-        entry: dict[str, Any],
-        roots: Sequence[signing.PrivateKey] = (),
-        detached: Sequence[tuple[bytes, str]] = (),
-    ) -> dict[str, Any]:
-        """The entry as it will be logged next (time, user, author, signatures), judged by the access policy.
-        A policy change is signed by ``roots`` and carries the ``detached`` root signatures (file bytes, source)."""
-        entry = {**entry, "time": now(), "user": current_user()}
-        index = self.state.size
-        origin = str(self.state.origin or entry.get("origin"))
-        if entry["type"] in ("access", "policy"):
-            if entry["type"] == "access":
-                entry["version"] = self.state.access_version + 1
-            else:
-                entry["version"] = self.state.gate_versions.get(str(entry["env"]), 0) + 1
-            change = governance.change_of(self.state, entry)
-            assert not isinstance(change, str)  # the version was just set as expected
-            signed = [change.sign(k) for k in roots]
-            signed += [change.read_signature_file(data, source) for data, source in detached]
-            if signed:
-                entry["signatures"] = signed
-        elif self.state.access is not None:
-            entry["author"] = self.author_name()
-            if self.author is not None:
-                entry = access.sign_entry(entry, origin, index, [self.author])
-        problem = governance.judge(self.state, entry, index)
-        if problem is not None:
-            raise StoreRefusedError(f"{self.backend.url}: {problem}; nothing was written")
-        return entry
-
-    def commit(self, entry: dict[str, Any]) -> int:
-        """Append a prepared entry and sign the new checkpoint."""
-        origin = str(self.state.origin or entry.get("origin"))
-        c2sp = (self.state.format if self.state.origin else entry.get("format", 1)) >= 3
-        record = log.entry_record(entry)
-        index, _ = log.append(self.backend, self.key, origin, record, entry["time"], c2sp=c2sp)
-        apply(self.state, log.parse_entry(record))  # judged in ``prepare``, signed by this writer's key
-        return index
-
-    def append(
-        self,
-        entry: dict[str, Any],
-        roots: Sequence[signing.PrivateKey] = (),
-        detached: Sequence[tuple[bytes, str]] = (),
-    ) -> int:
-        return self.commit(self.prepare(entry, roots, detached))
-
-    def finish(self) -> None:
-        """Complete what an interrupted writer logged but did not do (bindings, retirements)."""
-        bound = self.backend.list_names()
-        for name, digest in self.state.names.items():
-            if name not in bound:
-                self.backend.bind_name(name, digest)
-        for item in self.state.items.values():
-            if item.expired and self.backend.has_blob(item.digest):
-                self.backend.retire_blob(item.digest)
-
-    def store_blob(self, i: _Input, kind: str, extra: dict[str, Any]) -> Pushed:
-        self.backend.put_blob(i.digest, i.path)
-        item = self.state.items.get(i.digest)
-        link = extra.get("provenance")
-        unchanged = (
-            item is not None
-            and not item.expired
-            and i.name in item.names
-            and (kind != "push" or link is None or item.provenance == link)
-        )
-        if unchanged:
-            return Pushed(i.name, i.digest, "artifact" if kind == "push" else kind, False)
-        if kind == "push" and link is None and item is not None:
-            extra = {**extra, "provenance": item.provenance}
-        self.append({"type": kind, "name": i.name, "digest": i.digest, "size": i.size, **extra})
-        self.backend.bind_name(i.name, i.digest)
-        return Pushed(i.name, i.digest, "artifact" if kind == "push" else kind, True)
