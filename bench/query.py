@@ -160,6 +160,8 @@ def measure(work: Path, entries: int, reps: int) -> list[dict[str, Any]]:
     idx = index.open_index(open_store(store_url), path)
     current = _median(lambda: index.open_index(open_store(store_url), path).close(), reps)
     row("index: up to date (the check)", _processes([*s, "--kind", "image"], reps)[0], current, None, None)
+    audit, rss = _processes([DETPACK, "store", "--store", store_url, "verify"], 1)
+    row("store verify (every blob, checkpoint)", audit, None, "one full replay + provenance scan", anchor, rss=rss)
 
     release = seeded.releases[len(seeded.releases) // 2]
     wheel = "{}=={}".format(*seeded.layers[len(seeded.layers) // 2].wheels[0])

@@ -94,14 +94,15 @@ def default_path(origin: str | None, url: str) -> Path:
 def open_index(store: Store, path: Path | None = None, *, rebuild: bool = False) -> Index:
     """The store's index, brought up to date with its log first (at ``path``, else ``default_path``);
     ``rebuild``: from scratch, whatever the index holds."""
-    records, checkpoint = store.records()
+    seen = store.view()
+    records, checkpoint = list(seen.records), seen.checkpoint
     origin = _origin(records)
     target = path if path is not None else default_path(origin, store.backend.url)
     lock = target.with_name(target.name + ".lock")
     try:
         with exclusive(lock, target, "the query index's lock", OutputError):
             sweep(target.parent)
-            coverage = _update(store, records, checkpoint, target, origin, rebuild)
+            coverage = _update(store, records, checkpoint, target, origin, rebuild, seen.prefix)
             # opened under the lock: a rebuild another process renames into place later never mixes in
             db = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
             db.execute("SELECT 1 FROM meta LIMIT 1")  # opens the file now, not at the first query
@@ -167,10 +168,16 @@ def _update(
     target: Path,
     origin: str | None,
     rebuild: bool,
+    whole: str,
 ) -> Coverage:
+    """``whole``: the sha256 of all of ``records`` (``view.View.prefix``), so an index covering them all is
+    checked without hashing them again."""
     meta = None if rebuild else _read_meta(target)
     reason = "asked to rebuild" if rebuild else "no index yet"
     if meta is not None:
+        if meta.size == len(records) and meta.origin == origin and meta.prefix == whole:
+            root = root_of(meta.frontier)
+            return Coverage(target, len(records), root.hex(), 0, None, _signed(checkpoint, len(records), root))
         prefix = _prefix(records[: meta.size])
         if meta.origin != origin:
             reason = "the index is of another store"

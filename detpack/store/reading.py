@@ -41,6 +41,8 @@ class Reader:
         self.author = author
         #: The store key readers believe (None: the published key, pinned at first use; see ``pins``).
         self.trust = trust
+        #: The entries the last ``state`` did not believe (0-based): the access policy refused them.
+        self.refused_entries: tuple[int, ...] = ()
         #: What reading did not believe, or pinned: one line each, for the CLI to show on stderr.
         self.notices: list[str] = []  # ``wording.Distrusted`` lines: what was not believed
         self._writer_key: signing.PublicKey | None = None  # while writing: the key the writer signs with
@@ -122,6 +124,7 @@ class Reader:
     def state(self, records: Sequence[bytes] | None = None) -> State:
         """What the believed log says; with an access policy, entries its rules refuse are not believed."""
         state, refused = governance.believe(self.entries(records))
+        self.refused_entries = tuple(index for index, _ in refused)
         if refused:
             first = refused[0]
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
@@ -172,11 +175,14 @@ class Reader:
         records = list(seen.records)
         state = self.state(records)
         matches = [p for p in state.promotions if p.env == env]
-        said = None  # the last promotion to ``env`` in everything the log holds, believed or not
-        for index, record in enumerate((*records, *seen.tail)):
+        # the last promotion to ``env`` in everything the log holds, believed or not: the believed one, or a
+        # later one among the entries not believed (refused by the access policy, or after the checkpoint)
+        said = (matches[-1].index, matches[-1].digest) if matches else None
+        unbelieved = [*((i, records[i]) for i in self.refused_entries), *enumerate(seen.tail, len(records))]
+        for index, record in unbelieved:
             with contextlib.suppress(ValueError):
                 entry = log.parse_entry(record)
-                if entry.get("type") == "promote" and entry.get("env") == env:
+                if entry.get("type") == "promote" and entry.get("env") == env and (said is None or index > said[0]):
                     said = (index, str(entry.get("digest", "")))
         if said is not None and (not matches or (matches[-1].index, matches[-1].digest) != said):
             believed = (

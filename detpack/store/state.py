@@ -32,7 +32,7 @@ class Promotion:
     why: str | None = None  # a forced promotion: why, as its promoter said (``--reason``)
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One blob as the log knows it."""
 
