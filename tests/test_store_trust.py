@@ -188,6 +188,13 @@ def test_a_swapped_key_is_refused_by_every_reader_once_pinned(
             assert r.code == 1 and r.stdout == "", (argv, r.stdout, r.stderr)
             [line] = r.stderr.splitlines()
             assert "was pinned for it at first use" in line and "known_stores line" in line, line
+    # the policy gate's store evidence, and the dashboard (refused before it serves anything)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'version = 1\nkeys = ["{files["builder.pub"]}"]\n')
+    for argv in ([DETPACK, "verify", files["1.1"], "--policy", policy, "--store", store],
+                 [*s, "serve", "--port", "0"]):  # fmt: skip
+        r = run(argv, env=reader, timeout=60)
+        assert r.code == 1 and r.stdout == "" and "was pinned for it at first use" in r.stderr, (argv, r.stderr)
     # given the real key, a reader believes nothing the fake store holds
     pub = tmp_path / "real.pub"
     pub.write_text(real)
