@@ -299,7 +299,8 @@ def test_a_third_party_audits_a_copy_with_only_the_public_key(tmp_path: Path, fi
     # readers keep no keys: the reader's HOME holds the pin and the verified-prefix cache only
     kept = sorted(str(p.relative_to(tmp_path / "auditor")) for p in (tmp_path / "auditor").rglob("*") if p.is_file())
     assert [k for k in kept if not k.startswith(".cache/detpack/verified/")] == [
-        ".config/detpack/known_stores", ".config/detpack/known_stores.lock"
+        ".config/detpack/known_stores",
+        ".config/detpack/known_stores.lock",
     ]
     assert (tmp_path / "auditor" / ".config/detpack/known_stores").read_text().endswith(f" {keyid}\n")
 
@@ -698,8 +699,17 @@ def test_verify_since_a_saved_checkpoint_catches_a_rolled_back_or_rewritten_log(
         r.code == 1
         and "saved checkpoint (tree size 7): the log now holds only 6 entries: it was rolled back" in r.stdout
     )
-    # ... and rewrite history from there with the store's own key: still caught
-    assert run([*s, "promote", "demo-1.0-py3-none-any.whl", "--to", "prod", "--force"]).code == 0
+    # a writer (and a reader) that saw the longer log refuses to build on the shorter one
+    r = run([*s, "promote", "demo-1.0-py3-none-any.whl", "--to", "prod", "--force"])
+    assert r.code == 1 and "the log no longer extends the tree of size 7 this reader verified before" in r.stderr
+    assert run([*s, "resolve", "prod"]).code == 1
+    # ... and rewrite history from there with the store's own key, from a machine that never read it: still caught
+    key = next((Path(os.environ["HOME"]) / ".local/share/detpack/store-keys").glob("*.key"))
+    elsewhere = {"HOME": str(tmp_path / "elsewhere")}
+    r = run(
+        [*s, "--signing-key", key, "promote", "demo-1.0-py3-none-any.whl", "--to", "prod", "--force"], env=elsewhere
+    )
+    assert r.code == 0, r.stderr
     r = run([*s, "verify", "--key", pub, "--since", saved])
     assert r.code == 1 and "the log is not an extension of it" in r.stdout
 

@@ -20,7 +20,7 @@ import seeded_store
 from packaging.version import Version
 
 from conftest import DETPACK, FIXTURES, materialize, run, sha256
-from detpack.errors import ConfigError, StoreError
+from detpack.errors import ConfigError, StoreError, StoreTrustError
 from detpack.store import LocalBackend, index, open_store, query, verify_store
 from detpack.store import fold as fold_module
 from detpack.store.index import open_index
@@ -317,6 +317,15 @@ def test_a_rewritten_log_rebuilds_the_index_and_nothing_stale_is_answered(small:
     renamed = "renamed-0.0.1-py3-none-any.whl"
     entries.write_text(old.replace(f'"name":"{release.wheel_name}"', f'"name":"{renamed}"', 1))  # same size
     changed = next(i for i, line in enumerate(entries.read_text().splitlines()) if renamed in line)
+    # this reader verified the whole log before: a log that no longer extends it is refused
+    with pytest.raises(StoreTrustError, match="no longer extends the tree of size"):
+        _open(small.root)
+    seen = Path(os.environ["HOME"]) / ".cache" / "detpack" / "verified"
+
+    def forget() -> None:  # a reader that never read this store
+        shutil.rmtree(seen, ignore_errors=True)
+
+    forget()
     with _open(small.root) as idx:
         assert idx.coverage.rebuilt == "the log no longer extends what the index covered"
         # the index holds what the store's key signed: the log up to the changed entry, not the change
@@ -330,11 +339,14 @@ def test_a_rewritten_log_rebuilds_the_index_and_nothing_stale_is_answered(small:
         assert [m.names for m in query.query(idx, query.Query.parse(name=release.wheel_name))] == [
             (release.wheel_name,)
         ]
-    # a rolled-back log (fewer entries than the index covered) rebuilds it
+    # a rolled-back log (fewer entries than the index covered): refused by this reader, rebuilt for a new one
     lines = old.splitlines(keepends=True)
     entries.write_text("".join(lines[:-5]))
     checkpoints = small.root / "log" / "checkpoints.jsonl"
     checkpoints.write_text("".join(checkpoints.read_text().splitlines(keepends=True)[: len(lines) - 5]))
+    with pytest.raises(StoreTrustError, match=f"no longer extends the tree of size {small.entries} "):
+        _open(small.root)
+    forget()
     with _open(small.root) as idx:
         assert idx.coverage.rebuilt == "the log no longer extends what the index covered"
         assert idx.coverage.size == small.entries - 5 and idx.coverage.matches_checkpoint

@@ -177,7 +177,7 @@ def _store_evidence(store: Any, url: str, digests: dict[str, str]) -> tuple[gate
     for name, digest in digests.items():
         if digest not in state.items:
             raise VerificationError(f"not verified: {name}: sha256:{digest[:16]}… is not in the store {url}")
-        found, more = store.evidence(state, state.items[digest])
+        found, more = store.evidence(state, state.items[digest], Path(name).name)
         if found is None:
             raise VerificationError(f"not verified: {name}: the store {url} holds no provenance for it")
         provenance[found.sha256] = found

@@ -162,7 +162,8 @@ class Dashboard:
 
     def _verify(self, size: int) -> None:
         try:
-            key = self.store_key or (self.store.trust.key if self.store.trust is not None else None)
+            trusted = self.store.trust or self.store.trusted  # given, else the key as pinned when pages were read
+            key = self.store_key or (trusted.key if trusted is not None else None)
             audit = verify_store(self.store.backend, key)
             result = Verification(
                 "ok" if audit.ok else "bad",
@@ -175,7 +176,7 @@ class Dashboard:
                 audit.keyid,
                 "the key given to the server"
                 if self.store_key or self.store.trust is not None
-                else "the key the store publishes",
+                else "the store's key, as pinned at first use",
                 dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
         except DetpackError as exc:
@@ -187,7 +188,11 @@ class Dashboard:
     def verification(self, wait: float = 0.0) -> Verification:
         """The latest audit; ``wait``: seconds to wait for a running one first (one is started if none has been)."""
         if self._snapshot is None:
-            self.snapshot()
+            try:
+                self.snapshot()
+            except DetpackError as exc:  # a store that cannot be believed: shown as failing, with the reason
+                self._verification = Verification("bad", 0, (exc.message,))
+                return self._verification
         deadline = time.monotonic() + wait
         while True:
             with self._lock:

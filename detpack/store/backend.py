@@ -30,6 +30,7 @@ log entry carries (``../../x``) must be refused there too, before anything is cr
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -141,3 +142,16 @@ class Backend(Protocol):
     def publish_public_key(self, pem: bytes) -> None:
         """Publish the key; a no-op when the same key is already published."""
         ...
+
+
+def read_blob(backend: Backend, digest: str) -> bytes:
+    """A live blob's bytes, checked against its digest: StoreError when they were changed in the storage
+    (a writer of the storage without any key can swap a file; no reader takes the swapped bytes)."""
+    with backend.open_blob(digest) as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise StoreError(
+            f"{backend.url}: blob sha256:{digest[:16]}… does not match its digest (changed in the storage); "
+            "not read (run `detpack store verify`)"
+        )
+    return data

@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion
 from detpack.errors import DetpackError, StoreError
 from detpack.provenance.statement import IMAGE_BUILD_TYPE, LAYER_BUILD_TYPE
 from detpack.store import facts, log, merkle
-from detpack.store.backend import NAME_RE
+from detpack.store.backend import NAME_RE, read_blob
 from detpack.store.store import Store
 
 SCHEMA_VERSION = 3
@@ -236,8 +236,7 @@ class Fold:
 
     def _read(self, digest: str, what: str) -> bytes | None:
         try:
-            with self.store.backend.open_blob(digest) as f:
-                return f.read()
+            return read_blob(self.store.backend, digest)
         except (DetpackError, OSError) as exc:
             self._note(digest, f"{what} sha256:{digest[:16]}… cannot be read ({exc}); skipped")
             return None

@@ -208,22 +208,21 @@ def committed_entries(backend: Backend) -> tuple[list[bytes], Checkpoint | None]
     return list(entries[: checkpoint.size]), checkpoint
 
 
-def recover(backend: Backend) -> None:
-    """Drop what an interrupted writer left past the last checkpoint (call holding the lock)."""
-    checkpoints = backend.read_log("checkpoints")
-    if checkpoints.torn:
-        backend.truncate_log("checkpoints", len(checkpoints.items))
-    checkpoint = last_checkpoint(backend)
-    size = checkpoint.size if checkpoint is not None else 0
-    entries = backend.read_log("entries")
-    if len(entries.items) > size or entries.torn:
-        backend.truncate_log("entries", size)
+def truncate_unsigned(backend: Backend, checkpoints: int, entries: int) -> None:
+    """Keep the first ``checkpoints`` checkpoint records and ``entries`` entries (call holding the lock): what
+    follows the newest checkpoint the writer's key signed is unsigned (``view``) and not part of the log."""
+    held = backend.read_log("checkpoints")
+    if len(held.items) > checkpoints or held.torn:
+        backend.truncate_log("checkpoints", checkpoints)
+    logged = backend.read_log("entries")
+    if len(logged.items) > entries or logged.torn:
+        backend.truncate_log("entries", entries)
 
 
 def append(
     backend: Backend, key: PrivateKey, origin: str, record: bytes, time: str, *, c2sp: bool
 ) -> tuple[int, Checkpoint]:
-    """Append one entry and sign the new tree head (call holding the lock, after ``recover``);
+    """Append one entry and sign the new tree head (call holding the lock, after ``truncate_unsigned``);
     ``c2sp``: in the C2SP form (format 3 stores), else in the detpack form."""
     entries = list(backend.read_log("entries").items)
     index = len(entries)

@@ -5,8 +5,9 @@ pyproject.toml) uses it. Otherwise the key the store publishes is trusted on fir
 in ``$XDG_CONFIG_HOME/detpack/known_stores`` (``~/.config/detpack/known_stores``): one line per
 store, ``LOCATION ORIGIN KEYID``, where LOCATION is where the store is (a directory's absolute
 path, or its URL without credentials or query) and ORIGIN is the id its checkpoints carry. From
-then on a store at that location, or with that origin anywhere (a copy of it), whose published
-key is another is refused, naming both keyids: whoever can write the storage can swap the
+then on a store at that location whose published key is another, or whose verified origin is
+another, is refused, and so is a store elsewhere with that origin (a copy of it) signed by
+another key, naming both keyids: whoever can write the storage can swap the
 published key, but not the copy the reader kept. A user who knows the key really changed deletes
 the line.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +26,9 @@ from detpack.errors import OutputError, StoreTrustError
 from detpack.provenance.signing import PublicKey
 from detpack.store.keys import user_dir
 
+#: A store's origin, as pinned: one word (an ``urn:uuid:…`` for stores detpack made).
+_ORIGIN = re.compile(r"[!-~]{1,200}")
+
 
 @dataclass(frozen=True)
 class TrustedKey:
@@ -31,7 +36,8 @@ class TrustedKey:
 
     key: PublicKey
     source: str  # for messages: "--store-key FILE", "pinned at first use (FILE)", …
-    pin: tuple[str, str] | None = None  # (location, origin) to pin once a checkpoint verifies with it
+    pin: tuple[str, str] | None = None  # (location, "") to pin once a checkpoint verifies with it
+    origin: str | None = None  # the origin pinned with it (None: not pinned, or given)
 
 
 @dataclass(frozen=True)
@@ -73,33 +79,46 @@ def read(path: Path) -> list[Pin]:
     return pins
 
 
-def find(path: Path, location: str, origin: str | None) -> Pin | None:
-    """The pin of the store at ``location``, else of a store with ``origin`` (a copy of it elsewhere)."""
-    pins = read(path)
-    return next((p for p in pins if p.location == location), None) or next(
-        (p for p in pins if origin is not None and p.origin == origin), None
+def check(path: Path, location: str, published: PublicKey) -> TrustedKey:
+    """The published key, if the pin of the store at ``location`` is that key or there is none yet."""
+    pin = next((p for p in read(path) if p.location == location), None)
+    if pin is None:
+        return TrustedKey(published, f"its published key, pinned now at first use ({path})", (location, ""))
+    if pin.keyid != published.keyid:
+        raise _changed(path, location, published, pin)
+    return TrustedKey(published, f"its published key, pinned at first use ({path} line {pin.line})", None, pin.origin)
+
+
+def settle(path: Path, location: str, trusted: TrustedKey, origin: str) -> None:
+    """Once a checkpoint verified: the store's (verified) ``origin`` must be the one pinned for it, or for a
+    copy of it elsewhere under the same key; a store seen for the first time is pinned."""
+    if not _ORIGIN.fullmatch(origin):
+        raise StoreTrustError(f"{location}: its checkpoints name origin {origin!r}, which is no store origin")
+    if trusted.origin is not None and trusted.origin not in ("-", origin):
+        raise StoreTrustError(
+            f"{location}: is another store (origin {origin}) than the one pinned for it at first use (origin "
+            f"{trusted.origin}, {path}); if it was replaced on purpose, delete that line"
+        )
+    if trusted.pin is None:
+        return
+    copy = next((p for p in read(path) if p.origin == origin), None)
+    if copy is not None and copy.keyid != trusted.key.keyid:
+        raise _changed(path, location, trusted.key, copy)
+    add(path, location, origin, trusted.key.keyid)
+
+
+def _changed(path: Path, location: str, published: PublicKey, pin: Pin) -> StoreTrustError:
+    return StoreTrustError(
+        f"{location}: publishes keyid {published.keyid[:16]}, but keyid {pin.keyid[:16]} was pinned for "
+        + ("it" if pin.location == location else f"its origin {pin.origin} (at {pin.location})")
+        + f" at first use ({path} line {pin.line}); refusing to read it. If the store's key really "
+        "changed, delete that line (or pass --store-key PUB with the key you trust)"
     )
 
 
-def check(path: Path, location: str, origin: str | None, published: PublicKey) -> TrustedKey:
-    """The published key, if the pin of this store is that key or there is none yet (then it is to be pinned)."""
-    pin = find(path, location, origin)
-    if pin is None:
-        return TrustedKey(published, f"its published key, pinned now at first use ({path})", (location, origin or "-"))
-    if pin.keyid != published.keyid:
-        raise StoreTrustError(
-            f"{location}: publishes keyid {published.keyid[:16]}, but keyid {pin.keyid[:16]} was pinned for "
-            + ("it" if pin.location == location else f"its origin {pin.origin} (at {pin.location})")
-            + f" at first use ({path} line {pin.line}); refusing to read it. If the store's key really "
-            "changed, delete that line (or pass --store-key PUB with the key you trust)"
-        )
-    copy = (location, pin.origin) if pin.location != location else None  # a copy of a pinned store: pin it here too
-    return TrustedKey(published, f"its published key, pinned at first use ({path} line {pin.line})", copy)
-
-
 def add(path: Path, location: str, origin: str, keyid: str, *, replace: bool = False) -> None:
-    """Pin ``keyid`` for the store at ``location`` (a no-op when a pin of it is there already); ``replace``:
-    a new store made there by this user replaces the pin of the one before it."""
+    """Pin ``keyid`` and ``origin`` for the store at ``location`` (a no-op when a pin of it is there already);
+    ``replace``: a new store made there by this user replaces the pin of the one before it."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path.with_name(path.name + ".lock"), path, "the pinned store keys"):

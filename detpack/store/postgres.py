@@ -24,7 +24,7 @@ Writers are serialised across machines by a session advisory lock (``lock()``): 
 releases it when a writer's connection ends, so a killed writer never leaves the store locked.
 A writer killed mid-transaction leaves nothing (the transaction is rolled back); between the
 entry and its checkpoint it leaves an entry past the last checkpoint, which the next writer
-truncates (``log.recover``), as on the other backends. A writer caches the records it has read:
+truncates (``log.truncate_unsigned``), as on the other backends. A writer caches the records it has read:
 its next read fetches only the records past them, unless the stream was truncated since. (A
 record changed in the table behind the store's back is then not seen by that writer, but the
 checkpoint it signs covers the records as they were, so ``store verify`` still names the change.)

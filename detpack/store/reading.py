@@ -18,9 +18,9 @@ from detpack.errors import KeyFileError, StoreError, StoreTrustError
 from detpack.provenance import reader, signing
 from detpack.store import governance, log, pins
 from detpack.store import view as views
-from detpack.store.backend import Backend
+from detpack.store.backend import Backend, read_blob
 from detpack.store.keys import StoreKeys
-from detpack.store.state import Item, Promotion, State
+from detpack.store.state import Item, Promotion, State, linked_provenance
 from detpack.verify import gate
 from detpack.wording import Distrusted
 
@@ -41,6 +41,8 @@ class Reader:
         self.author = author
         #: The store key readers believe (None: the published key, pinned at first use; see ``pins``).
         self.trust = trust
+        #: The key the last ``view`` believed checkpoints signed by.
+        self.trusted: pins.TrustedKey | None = None
         #: The entries the last ``state`` did not believe (0-based): the access policy refused them.
         self.refused_entries: tuple[int, ...] = ()
         #: What reading did not believe, or pinned: one line each, for the CLI to show on stderr.
@@ -69,17 +71,18 @@ class Reader:
             published = signing.parse_public_key(pem, f"{self.backend.url}: published key")
         except KeyFileError as exc:
             raise StoreTrustError(f"{exc.message}; pass --store-key PUB (the store's key, as you trust it)") from None
-        return pins.check(pins.known_stores(), pins.location_of(self.backend.url), views.origin(checkpoints), published)
+        return pins.check(pins.known_stores(), pins.location_of(self.backend.url), published)
 
-    def view(self) -> views.View:
+    def view(self, *, refuse_rewound: bool = True) -> views.View:
         """The log as the trusted key vouches for it (``view``); what was not believed goes to ``notices``."""
         checkpoints = self.backend.read_log("checkpoints").items
         entries = self.backend.read_log("entries").items
         trusted = self.trusted_key(checkpoints)
         if trusted is None:
             return views.empty(len(entries))
-        origin = views.origin(checkpoints) or self.backend.url
-        cache = views.cache_path(origin, trusted.key.keyid)
+        self.trusted = trusted
+        location = pins.location_of(self.backend.url)
+        cache = views.cache_path(location, trusted.key.keyid)
         seen = views.believe(entries, checkpoints, trusted.key, cache)
         if seen.held > len(seen.records) and not seen.failed:  # a writer between its entry and its checkpoint?
             again = self.backend.read_log("checkpoints").items
@@ -88,10 +91,10 @@ class Reader:
         if seen.records:
             with contextlib.suppress(ValueError):  # an unreadable entry 1 is reported by ``entries``
                 log.store_format([log.parse_entry(seen.records[0])], self.backend.url)
-        if seen.checkpoint is not None and trusted.pin is not None:
-            pins.add(pins.known_stores(), *trusted.pin, trusted.key.keyid)
-            if "pinned now" in trusted.source:
-                self._notice(f"{self.backend.url}: trusting keyid {trusted.key.keyid[:16]}, {trusted.source}")
+        if refuse_rewound:
+            self.refuse_rewound(seen)
+        if seen.checkpoint is not None:
+            self._check_origin(seen, trusted, location)
         if seen.ignored is not None:
             believed = (
                 f"believing the log up to tree size {len(seen.records)}" if seen.checkpoint else "believing none of it"
@@ -103,6 +106,34 @@ class Reader:
                 )
             )
         return seen
+
+    def refuse_rewound(self, seen: views.View) -> None:
+        """StoreTrustError when the log no longer extends what this reader verified before (``View.rewound``)."""
+        if seen.rewound is None or self.trusted is None:
+            return
+        said = f": {seen.ignored}" if seen.ignored else ""
+        cache = views.cache_path(pins.location_of(self.backend.url), self.trusted.key.keyid)
+        raise StoreTrustError(
+            f"{self.backend.url}: the log no longer extends the tree of size {seen.rewound} this reader verified "
+            f"before{said}; it was rolled back or rewritten (`detpack store verify` says more; if the store was "
+            f"replaced on purpose, delete {cache})"
+        )
+
+    def _check_origin(self, seen: views.View, trusted: pins.TrustedKey, location: str) -> None:
+        """The verified checkpoint's origin is the init entry's, and the one pinned for this store."""
+        assert seen.checkpoint is not None
+        origin = seen.checkpoint.origin
+        with contextlib.suppress(ValueError, IndexError):
+            init = log.parse_entry(seen.records[0])
+            if init.get("type") == "init" and init.get("origin") != origin:
+                raise StoreTrustError(
+                    f"{self.backend.url}: its checkpoints are of origin {origin}, its first entry names "
+                    f"{init.get('origin')}; run `detpack store verify`"
+                )
+        if self._writer_key is None and self.trust is None:
+            pins.settle(pins.known_stores(), location, trusted, origin)
+            if trusted.pin is not None:
+                self._notice(f"{self.backend.url}: trusting keyid {trusted.key.keyid[:16]}, {trusted.source}")
 
     def records(self) -> tuple[list[bytes], log.Checkpoint | None]:
         """The believed log records and the checkpoint covering them (refusing a format this detpack cannot read)."""
@@ -145,26 +176,18 @@ class Reader:
         raise StoreError(f"{ref}: no such name or digest in {self.backend.url} (see `detpack store log`)")
 
     def provenance_of(self, state: State, item: Item, name: str | None = None) -> Item | None:
-        """An artifact's provenance: the one the push that bound ``name`` linked, else the first one a push of
-        these bytes linked, else the first stored that lists it as a subject. Later links never replace it."""
-        if item.kind == "provenance":
-            return None
-        link = item.links.get(name) if name is not None else None
-        for digest in (link, item.provenance):
-            if digest is not None and digest in state.items:
-                return state.items[digest]
-        linked = (p for p in state.items.values() if p.kind == "provenance" and item.digest in p.subjects)
-        return next(linked, None)
+        """An artifact's provenance (``state.linked_provenance``)."""
+        return linked_provenance(state, item, name)
 
     def read_provenance(self, item: Item) -> reader.Provenance:
-        with self.backend.open_blob(item.digest) as f:
-            data = f.read()
+        data = read_blob(self.backend, item.digest)
         return reader.read(data, f"{self.backend.url}: provenance sha256:{item.digest[:16]}")
 
     def refused(self, records: Sequence[bytes]) -> frozenset[int]:
         """The (0-based) entries of ``records`` the access policy in force at their position refuses (none
         before the log sets one)."""
-        if not any(b'"access"' in r for r in records):  # a cheap superset of the logs with an access entry
+        # a cheap superset of the logs with an access entry: one spelled with escapes is parsed, not skipped
+        if not any(b'"access"' in r or b"\\u" in r for r in records):
             return frozenset()
         return frozenset(index for index, _ in governance.believe(self.entries(records))[1])
 
@@ -204,13 +227,15 @@ class Reader:
         digest = state.policies.get(env)
         if digest is None:
             return None
-        with self.backend.open_blob(digest) as f:
-            data = f.read()
+        data = read_blob(self.backend, digest)
         return gate.parse(data, f"{self.backend.url}: the {env} policy sha256:{digest[:16]}", None)
 
-    def evidence(self, state: State, item: Item) -> tuple[gate.Evidence | None, list[gate.Evidence]]:
-        """What the store holds about an artifact for a policy: its provenance, its rebuild attestations."""
-        linked = self.provenance_of(state, item)
+    def evidence(
+        self, state: State, item: Item, name: str | None = None
+    ) -> tuple[gate.Evidence | None, list[gate.Evidence]]:
+        """What the store holds about an artifact for a policy: its provenance (the one linked to ``name``, the
+        name it is judged under: another name's pusher never decides it), its rebuild attestations."""
+        linked = self.provenance_of(state, item, name)
         attestations = [
             self._evidence(a)
             for a in state.items.values()
@@ -219,6 +244,5 @@ class Reader:
         return (self._evidence(linked) if linked is not None else None), attestations
 
     def _evidence(self, item: Item) -> gate.Evidence:
-        with self.backend.open_blob(item.digest) as f:
-            data = f.read()
+        data = read_blob(self.backend, item.digest)
         return gate.parse_evidence(data, item.names[0] if item.names else f"sha256:{item.digest}")

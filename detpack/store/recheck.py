@@ -11,13 +11,15 @@ a name again to other bytes, or binds no usable name, is named (readers never be
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from detpack.errors import DetpackError, VerificationError
 from detpack.provenance import reader, signing
 from detpack.provenance.signing import PublicKey
-from detpack.store.backend import Backend
-from detpack.store.state import State, apply
+from detpack.store.backend import Backend, read_blob
+from detpack.store.state import State, apply, linked_provenance
+from detpack.verify import gate
 
 
 def promotions(backend: Backend, key: PublicKey, entries: list[dict[str, Any]]) -> list[str]:
@@ -47,23 +49,30 @@ def bindings(state: State) -> list[str]:
         f"log entry {index + 1}: names {name!r}, which is no store name (not written by detpack; not bound)"
         for index, name in state.bad_names
     ]
+    lines += [
+        f"log entry {index + 1}: tags {name} to sha256:{digest[:16]}…, which the log never stored (not bound)"
+        for index, name, digest in state.dangling
+    ]
     return lines
 
 
 def _promotion(backend: Backend, key: PublicKey, state: State, entry: dict[str, Any]) -> str | None:
     env, digest = str(entry.get("env")), str(entry.get("digest"))
-    gate = state.policies.get(env)
+    gate_digest = state.policies.get(env)
     vsa = entry.get("vsa")
     forced = entry.get("forced") is True
-    if gate is None:
+    if gate_digest is None:
         return "records a policy verdict, but the environment had no policy then" if vsa is not None else None
     if not isinstance(vsa, dict):
         if forced:
             return None  # forced with nothing to judge (no provenance): the reason says so
-        return f"{env} had a policy (sha256:{gate[:16]}…), but the promotion records no verdict and is not forced"
-    if entry.get("policy") != gate:
         return (
-            f"records policy sha256:{str(entry.get('policy'))[:16]}…, but the {env} policy then was sha256:{gate[:16]}…"
+            f"{env} had a policy (sha256:{gate_digest[:16]}…), but the promotion records no verdict and is not forced"
+        )
+    if entry.get("policy") != gate_digest:
+        return (
+            f"records policy sha256:{str(entry.get('policy'))[:16]}…, but the {env} policy then was "
+            f"sha256:{gate_digest[:16]}…"
         )
     statement, problem = _signed_vsa(backend, key, str(vsa.get("digest", "")))
     if problem is not None:
@@ -74,22 +83,63 @@ def _promotion(backend: Backend, key: PublicKey, state: State, entry: dict[str, 
     policy: dict[str, Any] = predicate["policy"] if isinstance(predicate.get("policy"), dict) else {}
     if digest not in subjects:
         return "its VSA is about other artifacts, not the one promoted"
-    if (policy.get("digest") or {}).get("sha256") != gate:
-        return f"its VSA checked another policy than the {env} policy then (sha256:{gate[:16]}…)"
+    if (policy.get("digest") or {}).get("sha256") != gate_digest:
+        return f"its VSA checked another policy than the {env} policy then (sha256:{gate_digest[:16]}…)"
     if said != entry.get("verdict"):
         return f"records verdict {entry.get('verdict')!r}, but its VSA says {said!r}"
     if said != "PASSED" and not forced:
         return f"its VSA says {said}, and the promotion is not marked forced"
+    if said == "PASSED" and not forced:
+        return _judged_again(backend, state, entry, gate_digest=gate_digest, env=env, digest=digest)
     return None
+
+
+def _judged_again(
+    backend: Backend, state: State, entry: dict[str, Any], *, gate_digest: str, env: str, digest: str
+) -> str | None:
+    """The gate's rules checked again with the evidence the log held then, as of the promotion's time: a
+    PASSED verdict that does not hold (whoever signed its VSA: every writer holds the store's key)."""
+    item = state.items.get(digest)
+    if item is None:
+        return "promotes bytes the log never stored"
+    judged = entry.get("judged_as")
+    name = judged if isinstance(judged, str) and judged in item.names else (item.names[0] if item.names else None)
+    try:
+        policy = gate.parse(read_blob(backend, gate_digest), f"the {env} policy sha256:{gate_digest[:16]}", None)
+        linked = linked_provenance(state, item, name)
+        if linked is None:
+            return "records a PASSED verdict, but the log held no provenance for it then"
+        label = name or f"sha256:{digest}"
+        provenance = gate.parse_evidence(read_blob(backend, linked.digest), label)
+        attestations = [
+            gate.parse_evidence(read_blob(backend, a.digest), a.names[0] if a.names else a.digest)
+            for a in state.items.values()
+            if a.kind == "attestation" and not a.expired and digest in a.subjects
+        ]
+    except DetpackError as exc:
+        return f"records a PASSED verdict that cannot be checked again ({exc.message})"
+    when = _time(str(entry.get("time", "")))
+    verdict = gate.evaluate(policy, {label: digest}, provenance, attestations, now=when)
+    if verdict.passed:
+        return None
+    unmet = "; ".join(f"{r.name} ({r.detail})" for r in verdict.unmet)
+    return f"records a PASSED verdict, but the {env} policy checked again with the evidence then is not met: {unmet}"
+
+
+def _time(text: str) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _signed_vsa(backend: Backend, key: PublicKey, digest: str) -> tuple[dict[str, Any], str | None]:
     """The statement of the VSA blob ``digest``, if the store's key signed it (else the problem)."""
     try:
-        with backend.open_blob(digest) as f:
-            data = f.read()
+        data = read_blob(backend, digest)
     except (DetpackError, OSError):
-        return {}, f"its VSA sha256:{digest[:16]}… is not in the store"
+        return {}, f"its VSA sha256:{digest[:16]}… is not in the store, or not as stored"
     try:
         parsed = reader.read(data, f"VSA sha256:{digest[:16]}…")
     except DetpackError as exc:

@@ -74,6 +74,8 @@ class State:
     rebound: list[tuple[int, str, str, str]] = field(default_factory=list)
     #: (0-based entry, name) for every name that is no store name (``../x``): not bound, named by verify
     bad_names: list[tuple[int, str]] = field(default_factory=list)
+    #: (0-based entry, name, digest) for every tag of a digest the log never stored: not bound
+    dangling: list[tuple[int, str, str]] = field(default_factory=list)
     size: int = 0  # entries applied
     access_version: int = 0  # access entries applied
     gate_versions: dict[str, int] = field(default_factory=dict)  # environment -> policy entries applied
@@ -121,6 +123,9 @@ def apply(state: State, e: dict[str, Any]) -> None:
         state.gate_versions[str(e["env"])] = state.gate_versions.get(str(e["env"]), 0) + 1
         _blob(state, e, index, digest, "policy")
         state.policies[str(e["env"])] = digest
+    elif kind == "tag" and digest not in state.items:
+        if isinstance(e.get("name"), str):
+            state.dangling.append((index, str(e["name"]), digest))
     elif kind == "tag":
         bound = _bind(state, index, e.get("name"), digest)
         if bound and digest in state.items and e["name"] not in state.items[digest].names:
@@ -152,6 +157,19 @@ def apply(state: State, e: dict[str, Any]) -> None:
         state.items[digest].held = kind == "hold"
     elif kind == "expire" and digest in state.items:
         state.items[digest].expired = str(e.get("time", ""))
+
+
+def linked_provenance(state: State, item: Item, name: str | None = None) -> Item | None:
+    """An artifact's provenance: the one the push that bound ``name`` linked, else the first one a push of
+    these bytes linked, else the first stored that lists it as a subject. Later links never replace it."""
+    if item.kind == "provenance":
+        return None
+    link = item.links.get(name) if name is not None else None
+    for digest in (link, item.provenance):
+        if digest is not None and digest in state.items:
+            return state.items[digest]
+    linked = (p for p in state.items.values() if p.kind == "provenance" and item.digest in p.subjects)
+    return next(linked, None)
 
 
 def _blob(state: State, e: dict[str, Any], index: int, digest: str, kind: str) -> Item:

@@ -1,7 +1,7 @@
 """The store: write-once artifacts, linked provenance, promotions and retention, all logged.
 
 Every change is a log entry followed by a signed checkpoint, made holding the backend's lock
-after dropping whatever an interrupted writer left (``log.recover``); the log is written
+after dropping whatever is unsigned past the newest checkpoint its key signed (``_recover``); the log is written
 before the change it records is made visible (a blob is stored before its push entry, a name
 is bound after it, a blob is retired after its expire entry), and ``_finish`` completes any
 such pending step, so a writer killed anywhere leaves a store that verifies. Refusals
@@ -27,6 +27,7 @@ from detpack.digest import canonical_json, sha256_hex
 from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
 from detpack.provenance import reader, signing
 from detpack.store import access, governance, log, merkle, pins
+from detpack.store import view as views
 from detpack.store.access import AccessPolicy
 from detpack.store.reading import Reader
 from detpack.store.state import Item, Promotion, State, replay
@@ -83,17 +84,20 @@ class Store(Reader):
     @contextlib.contextmanager
     def _writing(self, import_key: Path | None = None, author: signing.PrivateKey | None = None) -> Iterator[Writer]:
         with self.backend.lock():
-            log.recover(self.backend)
-            records, _ = log.committed_entries(self.backend)  # what the log says its key is, to find that key
+            first = self.backend.read_log("entries").items[:1]  # what the log says its key is, to find that key
             said = State()
             with contextlib.suppress(ValueError):
-                first = [log.parse_entry(r) for r in records[:1]]
-                log.store_format(first, self.backend.url)  # a newer format is refused before anything else
-                said = replay(first)
+                parsed = [log.parse_entry(r) for r in first]
+                log.store_format(parsed, self.backend.url)  # a newer format is refused before anything else
+                said = replay(parsed)
             key = self._signing_key(said, import_key)
-            self._check_head(key.public)
+            if not first and not self.backend.read_log("checkpoints").items:
+                with contextlib.suppress(OSError):  # a new store here: what was seen of one it replaces is void
+                    views.cache_path(pins.location_of(self.backend.url), key.public.keyid).unlink()
             self._writer_key = key.public  # the writer believes what its own key signed
             try:
+                self._recover()
+                self._check_head(key.public)
                 state = self.state()
                 writer = Writer(self.backend, key, state, author or self.author)
                 if state.origin is None:
@@ -102,10 +106,23 @@ class Store(Reader):
                     writer.append(init)
                     pins.add(pins.known_stores(), pins.location_of(self.backend.url), origin, key.public.keyid,
                              replace=True)  # fmt: skip
+
                 writer.finish()
                 yield writer
             finally:
                 self._writer_key = None
+
+    def _recover(self) -> None:
+        """Drop what is not signed past the newest checkpoint the writer's key signed (an interrupted write's
+        leftovers, or records a writer without the key appended); refuse a log whose signed entries changed."""
+        seen = self.view(refuse_rewound=False)
+        if seen.changed:
+            raise StoreRefusedError(
+                f"{self.backend.url}: the log does not match its last signed checkpoint; nothing was written "
+                "(run `detpack store verify` to see what changed)"
+            )
+        self.refuse_rewound(seen)  # a writer never extends a log rolled back under it
+        log.truncate_unsigned(self.backend, seen.position, len(seen.records))
 
     def _check_head(self, key: signing.PublicKey) -> None:
         """Refuse to extend a log that its last checkpoint does not vouch for (a writer never signs tampering)."""
@@ -270,7 +287,8 @@ class Store(Reader):
         with self._writing() as w:
             item = self._promotable(w.state, ref)
             w.permit({"type": "promote", "digest": item.digest, "env": env})
-            return self._promote_in(w, item, env, keys, force=force, environ=environ, reason=reason)
+            name = _judged_as(w.state, ref, item)
+            return self._promote_in(w, item, env, keys, force=force, environ=environ, reason=reason, name=name)
 
     def approve(
         self,
@@ -310,7 +328,16 @@ class Store(Reader):
             if len(have) < needed:
                 return Approval(have, needed, None)
             try:
-                promotion = self._promote_in(w, item, env, trusted, force=force, environ=environ, reason=reason)
+                promotion = self._promote_in(
+                    w,
+                    item,
+                    env,
+                    trusted,
+                    force=force,
+                    environ=environ,
+                    reason=reason,
+                    name=_judged_as(w.state, ref, item),
+                )
                 return Approval(have, needed, promotion)
             except StoreRefusedError as exc:
                 reason = exc.message.replace("(pass --key PUB)", "(pass --trust PUB)")
@@ -336,17 +363,19 @@ class Store(Reader):
         force: bool,
         environ: Mapping[str, str],
         reason: str | None = None,
+        name: str | None = None,
     ) -> Promotion:
+        """``name``: the name the artifact is judged under (its provenance link is that name's)."""
         policy = self.policy(w.state, env)
         gate_check = None
         verified_by = None
         if policy is not None:
             if keys:
                 raise InputError(f"{env}: promotions are checked against its policy (its keys); drop --key")
-            gate_check = self._check_policy(w, item, env, policy)
+            gate_check = self._check_policy(w, item, env, policy, name)
             problem = gate_check.problem
         else:
-            problem, verified_by = self._provenance_problem(w.state, item, keys)
+            problem, verified_by = self._provenance_problem(w.state, item, keys, name)
         if problem and not force:
             raise StoreRefusedError(
                 f"sha256:{item.digest[:16]}…: {problem}; not promoted to {env} (--force promotes anyway, logged)"
@@ -370,18 +399,19 @@ class Store(Reader):
         w.append(entry)
         return w.state.promotions[-1]
 
-    def _check_policy(self, w: Writer, item: Item, env: str, policy: gate.Policy) -> _GateCheck:
+    def _check_policy(self, w: Writer, item: Item, env: str, policy: gate.Policy, judged_as: str | None) -> _GateCheck:
         """Check ``item`` against the environment's policy with the evidence in the store; the verdict is
         signed with the store's key as a VSA (kept, and its digest put in the promote entry, when the
         promotion is logged)."""
-        provenance, attestations = self.evidence(w.state, item)
+        provenance, attestations = self.evidence(w.state, item, judged_as)
         if provenance is None:
             return _GateCheck("has no provenance in the store (push it with --provenance)", {}, b"")
-        name = item.names[0] if item.names else f"sha256:{item.digest}"
+        name = judged_as or f"sha256:{item.digest}"
         verdict = gate.evaluate(policy, {name: item.digest}, provenance, attestations)
         statement = gate.vsa(verdict, policy, {name: item.digest}, f"{self.backend.url}#policy/{env}")
         data = signing.sign(canonical_json(statement), w.key).to_json()
         entry = {
+            "judged_as": name,
             "policy": w.state.policies[env],
             "verdict": "PASSED" if verdict.passed else "FAILED",
             "vsa": {"digest": sha256_hex(data), "size": len(data)},
@@ -390,9 +420,9 @@ class Store(Reader):
         return _GateCheck(None if verdict.passed else f"the {env} policy is not met: {unmet}", entry, data)
 
     def _provenance_problem(
-        self, state: State, item: Item, keys: Sequence[signing.PublicKey]
+        self, state: State, item: Item, keys: Sequence[signing.PublicKey], name: str | None = None
     ) -> tuple[str | None, str | None]:
-        linked = self.provenance_of(state, item)
+        linked = self.provenance_of(state, item, name)
         if linked is None:
             return "has no provenance in the store (push it with --provenance)", None
         try:
@@ -472,6 +502,13 @@ class _GateCheck:
     problem: str | None  # None: every rule holds
     entry: dict[str, Any]  # what the promote entry records of it (policy, verdict, VSA digest)
     vsa: bytes  # the signed VSA envelope (empty when there was no provenance to judge)
+
+
+def _judged_as(state: State, ref: str, item: Item) -> str | None:
+    """The name an artifact is promoted under: the name given, else the first it was stored under."""
+    if state.names.get(ref) == item.digest:
+        return ref
+    return item.names[0] if item.names else None
 
 
 def _check_env(env: str) -> None:

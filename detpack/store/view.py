@@ -9,10 +9,12 @@ match, more entries than the log holds) and entries after it are not believed, a
 says so in one line.
 
 The roots are computed from a frontier (the roots of the perfect subtrees covering a prefix of
-the log) kept in the reader's cache, ``$XDG_CACHE_HOME/detpack/verified/``, with the sha256 of
-the records it covers: when the log still begins with those exact bytes, only the entries after
-them are hashed. The cache is the reader's own, written only after a checkpoint verified; a log
-rewritten under it fails the byte comparison and is recomputed from its first entry.
+the log) kept in the reader's cache, ``$XDG_CACHE_HOME/detpack/verified/`` (per store location
+and key), with the sha256 of the records it covers: when the log still begins with those exact
+bytes, only the entries after them are hashed. The cache is the reader's own, written only after
+a checkpoint verified, and it is also what the reader saw before: a log that no longer extends it
+(rolled back, rewritten, even by the holder of the store's key, or its newer checkpoints
+withheld) is reported as ``View.rewound``, and the cache keeps the larger state.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class View:
     failed: tuple[str, ...]  # checkpoints after the trusted one that were not believed, one phrase each
     prefix: str  # sha256 of the believed records, each followed by a newline (the query index's check)
     tail: tuple[bytes, ...] = ()  # the entries after them, not believed
+    #: The tree size this reader verified before (its cache) when the log no longer extends it: rolled back,
+    #: rewritten, or checkpoints withheld (None: it extends what was seen, or nothing was seen yet).
+    rewound: int | None = None
+    position: int = 0  # checkpoint records up to the trusted one (what a writer keeps: the rest is unsigned)
+    changed: bool = False  # a checkpoint the key signed no longer matches the entries: they were changed
 
     @property
     def ignored(self) -> str | None:
@@ -72,8 +79,9 @@ class _Known:
     frontier: tuple[bytes, ...]
 
 
-def cache_path(origin: str, keyid: str) -> Path:
-    key = hashlib.sha256(f"{origin}\n{keyid}".encode()).hexdigest()[:32]
+def cache_path(location: str, keyid: str) -> Path:
+    """Where this reader keeps what it verified of the store at ``location`` signed by ``keyid``."""
+    key = hashlib.sha256(f"{location}\n{keyid}".encode()).hexdigest()[:32]
     return user_dir("XDG_CACHE_HOME", ".cache") / "detpack" / "verified" / f"{key}.json"
 
 
@@ -146,8 +154,10 @@ def _running(records: Sequence[bytes]) -> hashlib._Hash:
 def believe(entries: Sequence[bytes], checkpoints: Sequence[bytes], key: PublicKey, cache: Path | None = None) -> View:
     """The view of a log (its entry and checkpoint records) that ``key`` vouches for; ``cache``: where the
     verified frontier of this log and key is kept (None: computed from the entries alone)."""
-    roots = _Roots(entries, _read_cache(cache))
+    seen_before = _read_cache(cache)
+    roots = _Roots(entries, seen_before)
     failed: list[str] = []
+    changed = False
     for number in range(len(checkpoints), 0, -1):
         where = f"checkpoint {number}"
         try:
@@ -165,20 +175,25 @@ def believe(entries: Sequence[bytes], checkpoints: Sequence[bytes], key: PublicK
         root, frontier = roots.root(cp.size)
         if root != cp.root:
             failed.append(f"{where}: the entries it covers were changed")
+            changed = True
             continue
         believed = tuple(entries[: cp.size])
         prefix = roots.prefix(cp.size)
-        if frontier is not None and (roots.known is None or cp.size > roots.known.size):
+        rewound = _rewound(seen_before, roots, cp.size)
+        if rewound is None and frontier is not None and (roots.known is None or cp.size > roots.known.size):
             _write_cache(cache, _Known(cp.size, prefix, frontier))
         failed.reverse()
-        return View(believed, cp, len(entries), tuple(failed), prefix, tuple(entries[cp.size :]))
+        tail = tuple(entries[cp.size :])
+        return View(believed, cp, len(entries), tuple(failed), prefix, tail, rewound, number, changed)
     failed.reverse()
-    return View((), None, len(entries), tuple(failed), _running(()).hexdigest(), tuple(entries))
+    return View((), None, len(entries), tuple(failed), _running(()).hexdigest(), tuple(entries),
+                _rewound(seen_before, roots, 0), 0, changed)  # fmt: skip
 
 
-def origin(checkpoints: Sequence[bytes]) -> str | None:
-    """The origin the newest readable checkpoint names (not yet verified: to look a pin up by)."""
-    for record in reversed(checkpoints):
-        with contextlib.suppress(ValueError):
-            return Checkpoint.parse(record).origin
+def _rewound(seen_before: _Known | None, roots: _Roots, size: int) -> int | None:
+    """The size this reader verified before, when the believed log (``size`` entries) does not extend it."""
+    if seen_before is None or seen_before.size == 0:
+        return None
+    if roots.known is None or size < seen_before.size:
+        return seen_before.size
     return None
