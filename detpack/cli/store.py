@@ -216,7 +216,6 @@ def _store_url(args: argparse.Namespace) -> str:
 def trusted_key(given: Path | None, *, url_given: bool) -> Any:
     """The store key readers trust: ``--store-key PUB``, else ``[tool.detpack] store-key``, else None (the
     published key, pinned at first use)."""
-    from detpack.build.config import load_tool_config
     from detpack.provenance.signing import load_public_key
     from detpack.store import TrustedKey
 
@@ -224,6 +223,8 @@ def trusted_key(given: Path | None, *, url_given: bool) -> Any:
         return TrustedKey(load_public_key(given), f"given with --store-key {given}")
     if url_given:
         return None  # [tool.detpack] store-key is the key of [tool.detpack] store, not of another store
+    from detpack.build.config import load_tool_config
+
     configured = load_tool_config(Path.cwd()).store_key
     if configured is not None:
         return TrustedKey(load_public_key(configured), f"[tool.detpack] store-key {configured}")
