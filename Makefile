@@ -14,18 +14,49 @@ ARM64_DEBS := python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc
 	libffi8 libssl3 libbz2-1.0 liblzma5 libzstd1 libsqlite3-0 libuuid1 libncursesw6 libtinfo6 libreadline8 \
 	libcrypt1 libnsl2 libtirpc3 libgssapi-krb5-2
 
-.PHONY: setup demo test test-network test-corpus corpus-raw rebuild-corpus test-fast lint typecheck bench fuzz clean machines
+.PHONY: setup lock test-latest demo test test-network test-corpus corpus-raw rebuild-corpus test-fast lint typecheck bench fuzz clean machines
+
+#: detpack's own environment, locked (PEP 751, every file by sha256): what `make setup` installs, in
+#: hash-checking mode, so a fresh clone gets today's tested versions next month too. `make lock`
+#: re-resolves it on purpose (the newest releases pyproject.toml allows); `make test-latest` runs the
+#: tests unlocked, on the newest releases, to see a breaking release before a lock refresh.
+LOCK := pylock.dev.toml
+#: pip and uv themselves, pinned with their hashes: what installs the lock.
+BOOTSTRAP := requirements-bootstrap.txt
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml fixtures/wheelhouse.txt fixtures/wheelhouse-extra.txt fixtures/samples.txt
+$(STAMP): pyproject.toml $(LOCK) $(BOOTSTRAP) fixtures/wheelhouse.txt fixtures/wheelhouse-extra.txt fixtures/samples.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(BOOTSTRAP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(WHEELHOUSE) -r fixtures/wheelhouse.txt
 	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(WHEELHOUSE) -r fixtures/wheelhouse-extra.txt
 	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps -d $(SAMPLES) -r fixtures/samples.txt
 	touch $(STAMP)
+
+# Re-resolve detpack's own environment (the newest releases pyproject.toml allows), and pin the pip
+# and uv that install it. Review the diff, run `make test`, commit both files.
+lock:
+	test -x $(BIN)/uv || $(MAKE) setup
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra postgresql $(LOCK_TARGET) --upgrade \
+		--format pylock.toml --no-header --quiet -o $(LOCK)
+	printf 'pip==%s\nuv==%s\n' "$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("pip"))')" \
+		"$$(sed -n '/^name = "uv"$$/{n;s/version = "\(.*\)"/\1/p}' $(LOCK))" > $(BOOTSTRAP).in
+	$(BIN)/uv pip compile $(BOOTSTRAP).in $(LOCK_TARGET) --generate-hashes --no-header --quiet -o $(BOOTSTRAP)
+	sed -i 's|# via -r $(BOOTSTRAP).in|# via make lock|' $(BOOTSTRAP) && rm $(BOOTSTRAP).in
+
+# The tests on the newest releases, unlocked, in an environment of their own (.venv-latest): a report
+# (CI runs it and does not fail on it), so a breaking release is seen before the lock is refreshed.
+LATEST := .venv-latest
+test-latest: setup
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet -e '.[dev]'
+	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
+	$(LATEST)/bin/python -m pytest -m "not network and not slow" -p no:cacheprovider
 
 # detpack's own output says where the outputs and their provenance are.
 demo: setup
