@@ -253,3 +253,15 @@ def test_no_store_message_shows_a_password_given_as_a_query_parameter(tmp_path: 
         r = run([DETPACK, "store", "--store", url, "log"])
         assert r.code == 2 and secret not in r.stderr and "password=***" in r.stderr, r.stderr
         assert len(r.stderr.splitlines()) == 1
+
+
+def test_a_postgresql_store_without_the_extra_is_one_line_naming_it(tmp_path: Path) -> None:
+    hidden = tmp_path / "no-psycopg"
+    hidden.mkdir()
+    (hidden / "psycopg.py").write_text("raise ImportError('psycopg is not installed')\n")  # as if it were absent
+    url = f"postgresql://u@127.0.0.1:1/db?blobs={tmp_path / 'blobs'}"
+    for argv in (["log"], ["push", tmp_path / "x"], ["verify"], ["serve", "--port", "0"]):
+        r = run([DETPACK, "store", "--store", url, *argv], env={"PYTHONPATH": str(hidden)}, timeout=60)
+        assert r.code == 2 and "Traceback" not in r.stderr, (argv, r.stderr)
+        [line] = r.stderr.splitlines()
+        assert "needs psycopg 3" in line and "pip install 'detpack[postgresql]'" in line, line

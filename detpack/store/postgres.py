@@ -95,11 +95,25 @@ def split_url(url: str) -> tuple[str, str, str]:
     return conninfo, blobs[0], shown
 
 
+def driver(url: str) -> Any:
+    """The psycopg module: an optional dependency (``detpack[postgresql]``), named in one line when missing."""
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError(
+            f"{url}: a PostgreSQL store needs psycopg 3, which this installation of detpack lacks; install it "
+            "with pip install 'detpack[postgresql]' (pipx: pipx inject detpack 'psycopg[binary]'; "
+            "uv tool: uv tool install 'detpack[postgresql]')"
+        ) from None
+    return psycopg
+
+
 class PostgresBackend:
     """A store in a PostgreSQL database, its blobs in ``blobs`` (see the module docstring)."""
 
     def __init__(self, url: str, blobs: Backend) -> None:
         self.conninfo, _, self.url = split_url(url)
+        driver(self.url)  # refused when opened, in one line, not at the first query
         self.blobs = blobs
         self._conn: Any = None
         self._schema_ready = False
@@ -110,7 +124,7 @@ class PostgresBackend:
 
     # -- the connection -------------------------------------------------------------------
     def _connect(self) -> Any:
-        import psycopg
+        psycopg = driver(self.url)
 
         if self._conn is not None and not self._conn.closed:
             return self._conn
@@ -136,7 +150,7 @@ class PostgresBackend:
     def _errors(self, doing: str) -> Iterator[None]:
         """One use of the connection (one thread at a time: a dashboard reads from several), its
         database errors as one line naming the store and what was being done."""
-        import psycopg
+        psycopg = driver(self.url)
 
         try:
             with self._mutex:
