@@ -14,7 +14,7 @@ ARM64_DEBS := python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc
 	libffi8 libssl3 libbz2-1.0 liblzma5 libzstd1 libsqlite3-0 libuuid1 libncursesw6 libtinfo6 libreadline8 \
 	libcrypt1 libnsl2 libtirpc3 libgssapi-krb5-2
 
-.PHONY: setup lock test-latest demo test test-network test-corpus corpus-raw rebuild-corpus test-fast lint typecheck bench fuzz clean machines
+.PHONY: setup lock test-latest release demo test test-network test-corpus corpus-raw rebuild-corpus test-fast lint typecheck bench fuzz clean machines
 
 #: detpack's own environment, locked (PEP 751, every file by sha256): what `make setup` installs, in
 #: hash-checking mode, so a fresh clone gets today's tested versions next month too. `make lock`
@@ -57,6 +57,18 @@ test-latest: setup
 	$(LATEST)/bin/python -m pip install --quiet -e '.[dev]'
 	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
 	$(LATEST)/bin/python -m pytest -m "not network and not slow" -p no:cacheprovider
+
+# detpack releases itself with detpack: its sdist and wheel built with the build dependencies locked in
+# pylock.build.toml (by sha256), their provenance and SBOMs, `detpack check` (two builds under every
+# variation, identical) and `detpack rebuild` of the record from this tree (the same bytes again).
+RELEASE ?= dist
+RELEASE_FLAGS ?=
+release: setup
+	rm -rf $(RELEASE) && mkdir -p $(RELEASE)
+	$(BIN)/detpack build . -o $(RELEASE) --lock pylock.build.toml $(RELEASE_FLAGS)
+	$(BIN)/detpack sbom $(RELEASE)/detpack-*.provenance.json
+	$(BIN)/detpack check . --lock pylock.build.toml $(RELEASE_FLAGS)
+	$(BIN)/detpack rebuild $(RELEASE)/detpack-*.provenance.json --source . $(RELEASE_FLAGS)
 
 # detpack's own output says where the outputs and their provenance are.
 demo: setup

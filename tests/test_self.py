@@ -53,3 +53,25 @@ def test_self_build_is_reproducible_with_exact_file_list(tmp_path: Path, wheelho
     assert package <= files
     assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO"} <= files
     assert not any(f.startswith((".venv", ".wheelhouse", ".git/")) for f in files)
+
+
+def test_make_release_from_two_clones_gives_the_same_bytes_and_rebuilds(tmp_path: Path, wheelhouse: Path) -> None:
+    """`make release` (locked build dependencies, provenance, SBOMs, check, rebuild) in two clones of this
+    repository in different folders: the same sdist and wheel bytes, and each says it reproduced them."""
+    outs = []
+    for where in ("a/detpack", "elsewhere/deeper/detpack"):
+        clone = tmp_path / where
+        clone.parent.mkdir(parents=True)
+        subprocess.run(["git", "clone", "--quiet", ROOT, clone], check=True)
+        flags = f"--find-links {wheelhouse} --offline"
+        r = run(["make", "-C", clone, "-o", ".venv/.detpack-setup", "release", f"BIN={DETPACK.parent}",
+                 f"RELEASE_FLAGS={flags}"], timeout=900)  # fmt: skip
+        assert r.code == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "reproducible: 2 builds" in r.stdout and "reproduced: 2 of 2 subjects match" in r.stdout, r.stdout
+        dist = clone / "dist"
+        names = sorted(p.name for p in dist.iterdir())
+        expected = ["-py3-none-any.whl", ".build.log.gz", ".cdx.json", ".provenance.json", ".spdx.json", ".tar.gz"]
+        assert names == [f"detpack-0.1.0{suffix}" for suffix in expected], names
+        outs.append(digests(dist))
+    same = {n: d for n, d in outs[0].items() if n.endswith((".whl", ".tar.gz"))}
+    assert len(same) == 2 and all(outs[1][n] == d for n, d in same.items()), outs
