@@ -268,7 +268,10 @@ def _verify(store: Any, args: argparse.Namespace, out: Output) -> int:
         raise ConfigError(
             f"--quorum {args.quorum}: give a number from 0 to the number of --witness keys ({len(witnesses)})"
         )
-    audit = verify_store(store.backend, key, since, witnesses, args.quorum)
+    from detpack.cli._progress import progress
+
+    with progress(out, "re-hashing blobs", "blobs", json=args.json) as told:
+        audit = verify_store(store.backend, key, since, witnesses, args.quorum, progress=told)
     value = {"ok": audit.ok, "problems": list(audit.problems), "notes": list(audit.notes), "entries": audit.entries,
              "checkpoints": audit.checkpoints, "blobs": audit.blobs, "keyid": audit.keyid,
              "wrong_key": audit.wrong_key, "witnessed": audit.witnessed,

@@ -43,8 +43,12 @@ def run(store: Any, args: argparse.Namespace, out: Output) -> int:
     filters = _filters(args)
     q = query.Query.parse(**filters, env=args.env, at=args.at) if not args.history else query.Query.parse(**filters)
     until = query.moment(args.at, "--at") if args.history and args.at is not None else None
+    from detpack.cli._progress import progress
+
+    with progress(out, "indexing the log", "entries", json=args.json) as told:
+        opened = index.open_index(store, args.index, rebuild=args.rebuild_index, progress=told)
     try:
-        with index.open_index(store, args.index, rebuild=args.rebuild_index) as idx:
+        with opened as idx:
             if args.history:
                 history = query.history(idx, args.env, q, until)
                 value: dict[str, Any] = {"env": args.env, "history": [p.to_json() for p in history]}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,9 @@ from detpack.store import governance, log, merkle, note, recheck, witness
 from detpack.store.backend import Backend, Records
 from detpack.store.state import State, apply
 from detpack.wording import count
+
+#: Told how far a long job got: (items done, items in all). The CLI draws it on a terminal.
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ def verify_store(
     since: bytes | None = None,
     witnesses: Sequence[note.VerifierKey] = (),
     quorum: int = 0,
+    progress: Progress | None = None,
 ) -> StoreAudit:
     """Audit ``backend``; ``since`` is a checkpoint saved earlier (a record, or a C2SP note), which the log
     must still extend; with ``quorum``, the newest checkpoint ``quorum`` of ``witnesses`` cosigned is the
@@ -119,7 +123,7 @@ def verify_store(
         witnessed = _check_witnesses(backend, entries[: result.committed], key, witnesses, quorum, problems, notes)
 
     live = set(backend.list_blobs())
-    for found_problems, found_notes in (_check_blobs(backend, live, state), _check_names(backend, state)):
+    for found_problems, found_notes in (_check_blobs(backend, live, state, progress), _check_names(backend, state)):
         problems.extend(found_problems)
         notes.extend(found_notes)
     return StoreAudit(
@@ -267,11 +271,15 @@ def _check_init(parsed: list[dict[str, Any]], key: PublicKey) -> tuple[str | Non
     return (origin if isinstance(origin, str) else None), problems
 
 
-def _check_blobs(backend: Backend, live: set[str], state: State) -> tuple[list[str], list[str]]:
+def _check_blobs(
+    backend: Backend, live: set[str], state: State, progress: Progress | None = None
+) -> tuple[list[str], list[str]]:
     """Every live blob re-hashed, and the live set against the log's: (problems, notes)."""
     problems: list[str] = []
     notes: list[str] = []
-    for digest in sorted(live):
+    for done, digest in enumerate(sorted(live)):
+        if progress is not None:
+            progress(done, len(live))
         with backend.open_blob(digest) as f:
             actual = stream_sha256(f)
         if actual != digest:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,9 +134,12 @@ class Fold:
     prefix: Any  # the running sha256 of the covered records
     dirty: set[str] = field(default_factory=set)  # items whose link or kind may have changed
     refused: frozenset[int] = frozenset()  # entries the access policy refuses: hashed, not folded in
+    progress: Callable[[int, int], None] | None = None  # told (entries done, entries in all) now and then
 
     def run(self, records: Sequence[bytes]) -> None:
-        for record in records:
+        for done, record in enumerate(records):
+            if self.progress is not None and done % 500 == 0:
+                self.progress(done, len(records))
             try:
                 entry = log.parse_entry(record)
             except ValueError:

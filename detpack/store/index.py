@@ -34,7 +34,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,9 @@ def default_path(origin: str | None, url: str) -> Path:
     return user_dir("XDG_CACHE_HOME", ".cache") / "detpack" / "index" / f"{key}.sqlite"
 
 
-def open_index(store: Store, path: Path | None = None, *, rebuild: bool = False) -> Index:
+def open_index(
+    store: Store, path: Path | None = None, *, rebuild: bool = False, progress: Callable[[int, int], None] | None = None
+) -> Index:
     """The store's index, brought up to date with its log first (at ``path``, else ``default_path``);
     ``rebuild``: from scratch, whatever the index holds."""
     seen = store.view()
@@ -102,7 +104,7 @@ def open_index(store: Store, path: Path | None = None, *, rebuild: bool = False)
     try:
         with exclusive(lock, target, "the query index's lock", OutputError):
             sweep(target.parent)
-            coverage = _update(store, records, checkpoint, target, origin, rebuild, seen.prefix)
+            coverage = _update(store, records, checkpoint, target, origin, rebuild, seen.prefix, progress)
             # opened under the lock: a rebuild another process renames into place later never mixes in
             db = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
             db.execute("SELECT 1 FROM meta LIMIT 1")  # opens the file now, not at the first query
@@ -169,6 +171,7 @@ def _update(
     origin: str | None,
     rebuild: bool,
     whole: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Coverage:
     """``whole``: the sha256 of all of ``records`` (``view.View.prefix``), so an index covering them all is
     checked without hashing them again."""
@@ -190,16 +193,16 @@ def _update(
                 try:
                     with contextlib.closing(sqlite3.connect(target, isolation_level=None)) as db:
                         db.execute("BEGIN IMMEDIATE")
-                        Fold(db, store, meta.size, frontier, prefix, refused=store.refused(records)).run(
-                            records[meta.size :]
-                        )
+                        Fold(
+                            db, store, meta.size, frontier, prefix, refused=store.refused(records), progress=progress
+                        ).run(records[meta.size :])
                         db.execute("COMMIT")
                         db.execute("PRAGMA optimize")  # refreshes the statistics when they went stale
                 except sqlite3.DatabaseError:
-                    return _rebuild(store, records, checkpoint, target, origin, "the index file was damaged")
+                    return _rebuild(store, records, checkpoint, target, origin, "the index file was damaged", progress)
             root = root_of(frontier)
             return Coverage(target, len(records), root.hex(), added, None, _signed(checkpoint, len(records), root))
-    return _rebuild(store, records, checkpoint, target, origin, reason)
+    return _rebuild(store, records, checkpoint, target, origin, reason, progress)
 
 
 def _rebuild(
@@ -209,6 +212,7 @@ def _rebuild(
     target: Path,
     origin: str | None,
     reason: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Coverage:
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(temp_name(target.name))
@@ -221,7 +225,7 @@ def _rebuild(
             db.executescript(SCHEMA)
             db.execute("BEGIN")
             set_meta(db, {"schema": str(SCHEMA_VERSION), "origin": origin or "", "url": store.backend.url})
-            Fold(db, store, 0, frontier, _prefix(()), refused=store.refused(records)).run(records)
+            Fold(db, store, 0, frontier, _prefix(()), refused=store.refused(records), progress=progress).run(records)
             db.execute("ANALYZE")  # the planner's statistics: drive each lookup from its most selective index
             db.execute("COMMIT")
         with temp.open("rb") as f:
