@@ -52,6 +52,7 @@ def test_store_verify_and_the_index_build_show_progress_on_a_terminal_only(tmp_p
         assert code == 0 and "re-hashing" not in quiet_shown, quiet_shown
     piped = subprocess.run([str(a) for a in verify], capture_output=True, text=True, env=env, check=True)
     assert piped.stdout == out and "re-hashing" not in piped.stderr  # a pipe: nothing drawn, the same result
+    seeded_store.more(seeded, 30_000, seed=4, keys=tmp_path / "keys")  # an index build of seconds, not one
     query = [DETPACK, "store", "--store", seeded.root, "query", "--rebuild-index", "--kind", "layer"]
     code, out, shown = _under_a_terminal(query, env)
     assert code == 0 and "indexing the log" in shown and "entries" in shown, shown

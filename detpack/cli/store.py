@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from detpack.cli import store_serve
 from detpack.cli._output import Output
+from detpack.cli._store_out import _emit, _promoted
 from detpack.errors import ConfigError
 
 SUBCOMMANDS = {
@@ -284,14 +284,6 @@ def require_existing(store: Any) -> None:
         raise StoreError(f"{root}: no store here (`detpack store push` or `detpack store init` creates one)")
 
 
-def _emit(out: Output, args: argparse.Namespace, value: Any, lines: list[str]) -> None:
-    if args.json:
-        out.result(json.dumps(value, indent=2, ensure_ascii=False))
-    else:
-        for line in lines:
-            out.result(line)
-
-
 def _init(store: Any, args: argparse.Namespace, out: Output) -> int:
     key = store.init(args.key)
     _emit(out, args, {"store": store.backend.url, "keyid": key.keyid}, [f"{store.backend.url}  keyid {key.keyid}"])
@@ -417,22 +409,6 @@ def _promote(store: Any, args: argparse.Namespace, out: Output) -> int:
         raise ConfigError("--reason TEXT goes with --force (it says why the promotion is forced)")
     p = store.promote(args.ref, args.to, keys, force=args.force, environ=os.environ, reason=args.reason)
     return _promoted(p, args, out)
-
-
-def _promoted(p: Any, args: argparse.Namespace, out: Output) -> int:
-    if p.forced:
-        why = f", because: {p.why}" if p.why else ""
-        out.warning(f"promoted without verified provenance ({p.reason}{why}); this is logged")
-    value = {"env": p.env, "digest": f"sha256:{p.digest}", "user": p.user, "time": p.time, "ci_run": p.ci_run,
-             "forced": p.forced, "reason": p.reason, "why": p.why, "policy": p.policy, "vsa": p.vsa}  # fmt: skip
-    lines = [f"promoted  sha256:{p.digest} -> {p.env}  by {p.author or p.user} at {p.time}"]
-    if p.approvers:
-        value["approvals"] = list(p.approvers)
-        lines.append(f"  approved by {', '.join(p.approvers)}")
-    if p.vsa is not None:
-        lines.append(f"  policy sha256:{p.policy}; signed VSA sha256:{p.vsa} (store show {p.vsa[:12]})")
-    _emit(out, args, value, lines)
-    return 0
 
 
 def _resolve(store: Any, args: argparse.Namespace, out: Output) -> int:

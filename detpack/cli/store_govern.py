@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack.cli._output import Output, count
-from detpack.cli.store import _emit, _promoted
+from detpack.cli._store_out import _emit, _promoted
 from detpack.errors import ConfigError, InputError
 
 
