@@ -199,15 +199,6 @@ def last_checkpoint(backend: Backend) -> Checkpoint | None:
     return None
 
 
-def committed_entries(backend: Backend) -> tuple[list[bytes], Checkpoint | None]:
-    """The entries the latest checkpoint covers (read checkpoints first: entries precede them)."""
-    checkpoint = last_checkpoint(backend)
-    if checkpoint is None:
-        return [], None
-    entries = backend.read_log("entries").items
-    return list(entries[: checkpoint.size]), checkpoint
-
-
 def truncate_unsigned(backend: Backend, checkpoints: int, entries: int) -> None:
     """Keep the first ``checkpoints`` checkpoint records and ``entries`` entries (call holding the lock): what
     follows the newest checkpoint the writer's key signed is unsigned (``view``) and not part of the log."""

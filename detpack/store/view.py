@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detpack.atomic import write_bytes
+from detpack.errors import DetpackError
 from detpack.provenance.signing import PublicKey
 from detpack.store import merkle
 from detpack.store.keys import user_dir
@@ -99,7 +100,7 @@ def _write_cache(path: Path | None, known: _Known) -> None:
     if path is None:
         return
     value = {"size": known.size, "prefix": known.prefix, "frontier": [h.hex() for h in known.frontier]}
-    with contextlib.suppress(OSError, Exception):  # a cache: a reader that cannot write it only recomputes
+    with contextlib.suppress(OSError, DetpackError):  # a cache: a reader that cannot write it only recomputes
         write_bytes(path, json.dumps(value).encode())
 
 
