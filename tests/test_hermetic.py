@@ -200,7 +200,7 @@ def test_a_lock_is_for_its_own_project_and_stays_out_of_the_sdist(tmp_path: Path
         "lockAny" not in json.loads(record.read_bytes())["predicate"]["buildDefinition"]["externalParameters"]["lock"]
     )
 
-    # Committed with the project (as the README says) or not: the sdist never holds it, the tree is clean.
+    # Committed with the project (as docs/build.md says) or not: the sdist never holds it, the tree is clean.
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
     for argv in (["init", "-q", "-b", "main"], ["add", "-A", ":!pylock.build.toml"], ["commit", "-q", "-m", "c"]):
         subprocess.run(["git", "-C", flit, *argv], check=True, env={**env, "PATH": "/usr/bin:/bin"})

@@ -1,10 +1,12 @@
-"""Every console and Python example in README.md runs, in order, as a user would type it.
+"""Every console and Python example in README.md and docs/*.md runs, in order, as a user would type it.
 
-Sybil finds the fenced blocks; each block is one test, run in README order in one shared
-world: a copy of this checkout (its tracked and untracked, not ignored files, committed
-to a fresh git repository, so ``example/`` is a subdirectory of a repository as in a real
-clone) with ``.venv``, ``.wheelhouse`` and ``.samples`` linked in, and ``/tmp/`` in
-commands and outputs mapped to a private folder (all but the build root, which stays at
+Sybil finds the fenced blocks; each block is one test. The documents run in a fixed order,
+README.md and then the pages of ``PAGES`` (later pages use files that earlier ones made: the
+wheel of ``make demo``, ``/tmp/flitproj``, the signed build in ``/tmp/flitdist``), each from
+top to bottom, in one shared world: a copy of this checkout (its tracked and untracked, not
+ignored files, committed to a fresh git repository, so ``example/`` is a subdirectory of a
+repository as in a real clone) with ``.venv``, ``.wheelhouse`` and ``.samples`` linked in, and
+``/tmp/`` in commands and outputs mapped to a private folder (all but the build root, which stays at
 its default ``/tmp/detpack-build``), so examples that pass files from one to the next work
 and nothing outside those folders is written.
 
@@ -18,8 +20,10 @@ exit code is 0 unless its own comment says ``exit N``. Shell variables set by on
 Distribution registry the test starts. An HTML comment ``<!-- readme-test: network -->``
 right before a block marks a block that needs PyPI (run by ``make test-network``; such a
 block must stand alone); ``<!-- readme-test: machines -->`` one that needs what ``make
-machines`` prepares (skipped without it, failed in CI). ``$ make test`` is not run inside the test suite it starts: the
-test checks that the target runs pytest instead.
+machines`` prepares (skipped without it, failed in CI). ``$ make test`` is not run inside the
+test suite it starts: the test checks that the target runs pytest instead. A failure names the
+document and line (``docs/store.md:120``). A page of ``docs/`` missing from ``PAGES`` fails the
+suite, so no page goes untested; so does a relative link to a file or heading that is not there.
 """
 
 from __future__ import annotations
@@ -40,6 +44,22 @@ from sybil.parsers.markdown import CodeBlockParser
 from conftest import ROOT, unavailable
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+#: The pages of docs/, in the order their examples run (the order README.md lists them in).
+PAGES = (
+    "build",
+    "rebuild",
+    "compare",
+    "sbom",
+    "images",
+    "signing",
+    "store",
+    "errors",
+    "performance",
+    "library",
+    "layout",
+)
+DOCUMENTS = (README, *(DOCS / f"{name}.md" for name in PAGES))
 NETWORK = "<!-- readme-test: network -->"
 MACHINES = "<!-- readme-test: machines -->"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -50,15 +70,16 @@ ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
 
 @dataclass(frozen=True)
 class Command:
-    line: int  #: README line of the command
+    line: int  #: line of the command in its document
     text: str  #: the command, continuation lines joined
-    expected: tuple[str, ...]  #: output lines as README shows them
+    expected: tuple[str, ...]  #: output lines as the document shows them
     exit_code: int  #: what the command's comment says it exits with (default 0)
 
 
 @dataclass(frozen=True)
 class Block:
-    line: int  #: README line of the opening fence
+    document: str  #: the document's path in the checkout: "README.md", "docs/store.md"
+    line: int  #: line of the opening fence in it
     language: str  #: "console" or "python"
     source: str  #: the block's text
     network: bool  #: marked as needing PyPI
@@ -70,7 +91,7 @@ class Block:
         i = 0
         while i < len(lines):
             if not lines[i].startswith("$ "):
-                raise AssertionError(f"README.md:{self.line + 1 + i}: output before any command: {lines[i]!r}")
+                raise AssertionError(f"{self.document}:{self.line + 1 + i}: output before any command: {lines[i]!r}")
             start = i
             text = lines[i][2:]
             while text.endswith("\\") and i + 1 < len(lines):
@@ -86,23 +107,24 @@ class Block:
         return commands
 
 
-def readme_blocks() -> list[Block]:
-    document = Document.parse(str(README), CodeBlockParser("console"), CodeBlockParser("python"))
+def document_blocks(path: Path) -> list[Block]:
+    name = path.relative_to(ROOT).as_posix()
+    document = Document.parse(str(path), CodeBlockParser("console"), CodeBlockParser("python"))
     blocks = []
     for example in document.examples():
         before = document.text[: example.region.start].rstrip().splitlines()
         language = example.region.lexemes["arguments"]
         mark = before[-1] if before else ""
-        blocks.append(Block(example.line, language, str(example.parsed), mark == NETWORK, mark == MACHINES))
+        blocks.append(Block(name, example.line, language, str(example.parsed), mark == NETWORK, mark == MACHINES))
     return blocks
 
 
-BLOCKS = readme_blocks()
+BLOCKS = [block for path in DOCUMENTS if path.is_file() for block in document_blocks(path)]
 
 
 @dataclass
 class World:
-    """Where README commands run: a copy of the checkout and a private /tmp."""
+    """Where the documents' commands run: a copy of the checkout and a private /tmp."""
 
     repo: Path
     tmp: Path
@@ -182,7 +204,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     if "CI" in os.environ:
         env["CI"] = os.environ["CI"]
     registry = None
-    if "127.0.0.1:5000" in README.read_text(encoding="utf-8"):
+    if any("127.0.0.1:5000" in path.read_text(encoding="utf-8") for path in DOCUMENTS if path.is_file()):
         registry = request.getfixturevalue("registry")
     yield World(repo, tmp, env, registry)
 
@@ -206,7 +228,7 @@ def _params() -> list[object]:
     params = []
     for block in BLOCKS:
         marks = [pytest.mark.network] if block.network else [pytest.mark.slow]
-        params.append(pytest.param(block, id=f"README.md:{block.line}", marks=marks))
+        params.append(pytest.param(block, id=f"{block.document}:{block.line}", marks=marks))
     return params
 
 
@@ -215,13 +237,57 @@ def test_readme_has_examples() -> None:
     assert all(block.language in ("console", "python") for block in BLOCKS)
 
 
+def test_every_docs_page_is_run_and_linked() -> None:
+    """A page of docs/ that PAGES does not list would go untested: list it where its examples belong."""
+    pages = sorted(path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md"))
+    listed = sorted(f"{name}.md" for name in PAGES)
+    assert pages == listed, f"the pages of docs/ are {pages}, tests/test_readme.py PAGES runs {listed}"
+    readme = README.read_text(encoding="utf-8")
+    assert [name for name in PAGES if f"](docs/{name}.md)" not in readme] == [], "README.md links every page"
+    where = [readme.index(f"](docs/{name}.md)") for name in PAGES]
+    assert where == sorted(where), "README.md lists the pages in the order their examples run"
+
+
+FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.MULTILINE)
+
+
+def anchors(path: Path) -> set[str]:
+    """The ids GitHub gives a page's headings: lower case, punctuation but ``-`` and ``_`` dropped,
+    each space a ``-``, and ``-1``, ``-2`` … after a repeated one."""
+    ids: set[str] = set()
+    seen: dict[str, int] = {}
+    for heading in HEADING.findall(FENCE.sub("", path.read_text(encoding="utf-8"))):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        ids.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return ids
+
+
+@pytest.mark.parametrize("path", [*DOCUMENTS, ROOT / "SECURITY.md"], ids=lambda path: path.relative_to(ROOT).as_posix())
+def test_relative_links_resolve(path: Path) -> None:
+    """A link to another page, or to a heading of one, still points at something after a move."""
+    broken = []
+    for target in LINK.findall(FENCE.sub("", path.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+            continue
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and anchor not in anchors(dest):
+            broken.append(f"{target}: no heading #{anchor} in {dest.relative_to(ROOT)}")
+    assert broken == [], f"{path.relative_to(ROOT)}: " + "; ".join(broken)
+
+
 @pytest.mark.parametrize("block", _params())
 def test_readme_example(block: Block, world: World) -> None:
     if block.machines and not (ROOT / ".machines" / "zlib-ng-compat" / "libz.so.1").exists():
-        unavailable(f"README.md:{block.line} needs `make machines` (.ci/run runs it)")
+        unavailable(f"{block.document}:{block.line} needs `make machines` (.ci/run runs it)")
     if block.language == "python":
         code, output = world.run(f".venv/bin/python - <<'PYTHON'\n{block.source}\nPYTHON")
-        assert code == 0, f"README.md:{block.line}: the Python example failed:\n{output}"
+        assert code == 0, f"{block.document}:{block.line}: the Python example failed:\n{output}"
         assert "Traceback" not in output
         return
     for command in block.commands():
@@ -230,11 +296,11 @@ def test_readme_example(block: Block, world: World) -> None:
             assert dry.returncode == 0 and "pytest" in dry.stdout, dry.stdout + dry.stderr
             continue
         code, output = world.run(command.text)
-        where = f"README.md:{command.line}: $ {command.text}"
-        assert code == command.exit_code, f"{where}\nexit {code}, README says {command.exit_code}:\n{output}"
+        where = f"{block.document}:{command.line}: $ {command.text}"
+        assert code == command.exit_code, f"{where}\nexit {code}, {block.document} says {command.exit_code}:\n{output}"
         expected = tuple(world.localize(line) for line in command.expected)
         assert match_output(expected, output), (
-            f"{where}\nREADME shows:\n" + "\n".join(expected) + f"\n--- but it printed:\n{output}"
+            f"{where}\n{block.document} shows:\n" + "\n".join(expected) + f"\n--- but it printed:\n{output}"
         )
 
 
