@@ -518,7 +518,7 @@ def test_registry_and_postgresql_stores_answer_the_same(tmp_path: Path, registry
         (["--at", "2026-01-01"], "--at: give --env ENV too"),
         (["--history"], "--history: give --env ENV"),
         (["--commit", "xyz"], "--commit 'xyz': not a commit id or its prefix"),
-        (["--kind", "widget"], "--kind 'widget': not a kind (one of wheel, sdist, layer, image, sbom, file"),
+        (["--kind", "widget"], "--kind 'widget': not a kind (one of wheel, sdist, layer, image, config, sbom, file"),
         (["--builder", ""], "--builder: give a value"),
         (["--live", "nowhere"], "nowhere: nothing has been promoted to this environment (environments: "),
     ],

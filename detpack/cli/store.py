@@ -128,8 +128,16 @@ def add_parser(sub: Any) -> None:
         "--log-key", required=True, metavar="VKEY|PUB", help="the log's verifier key (store key --vkey) or PEM"
     )
     parsers["verify-proof"].add_argument("--artifact", type=Path, metavar="FILE", help="the file the entry stores")
-    parsers["push"].add_argument("files", nargs="*", type=Path, metavar="FILE")
+    parsers["push"].add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE|IMAGE",
+        help="files, or images by reference: oci:DIR[:TAG] or HOST[:PORT]/REPO[:TAG|@sha256:…]",
+    )
     parsers["push"].add_argument("--provenance", type=Path, metavar="P", help="provenance (.json or .intoto.jsonl)")
+    parsers["push"].add_argument(
+        "--name", metavar="BASE:TAG", help="the name of the image pushed (default: from its reference)"
+    )
     parsers["push"].add_argument(
         "--attestation",
         action="append",
@@ -324,9 +332,26 @@ def _move_key(store: Any, args: argparse.Namespace, out: Output) -> int:
 
 
 def _push(store: Any, args: argparse.Namespace, out: Output) -> int:
+    from detpack.oci import fetch
+
     if not args.files and not args.attestation:
         raise ConfigError("store push: give the FILEs to store (or --attestation A for files stored already)")
-    results = store.push(args.files, args.provenance, args.attestation)
+    refs = [f for f in args.files if fetch.is_reference(f)]
+    files = [Path(f) for f in args.files if not fetch.is_reference(f)]
+    if refs and (files or args.attestation or len(refs) > 1):
+        raise ConfigError("store push: push one image by reference at a time, without files or --attestation")
+    if args.name is not None and not refs:
+        raise ConfigError("store push --name: only for an image by reference (oci:DIR[:TAG], HOST/REPO:TAG)")
+    if refs:
+        if args.name is not None:  # refused before anything is downloaded
+            from detpack.store.writer import check_name
+
+            check_name(fetch.check_image_name(args.name))
+        out.step(f"reading {refs[0]}")
+        with fetch.open_image(refs[0], args.provenance) as image:
+            results = store.push_image(image, args.name)
+    else:
+        results = store.push(files, args.provenance, args.attestation)
     lines = [
         f"{'stored   ' if r.stored else 'unchanged'}  {r.name}  sha256:{r.digest}"
         + (f"  ({r.kind})" if r.kind != "artifact" else "")
@@ -351,7 +376,8 @@ def _summary(entry: dict[str, Any]) -> str:
     if kind == "init":
         return f"store {entry.get('origin')} keyid {str(entry.get('keyid'))[:16]}"
     if kind in ("push", "provenance", "tag"):
-        return f"{entry.get('name')}  sha256:{digest}"
+        media = entry.get("media") if kind == "push" and entry.get("media") in ("image", "layer", "config") else None
+        return f"{entry.get('name')}  sha256:{digest}" + (f"  ({media})" if media else "")
     if kind == "promote":
         why = f" (why: {entry['why']})" if isinstance(entry.get("why"), str) else ""
         forced = "  FORCED: " + str(entry.get("reason")) + why if entry.get("forced") else ""

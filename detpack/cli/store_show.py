@@ -40,6 +40,15 @@ def render(value: dict[str, Any]) -> list[str]:
         lines.append(f"  subjects:     {', '.join(s[:23] + '…' for s in value['subjects'])}")
         lines.append(f"  signed by:    {', '.join(k[:16] for k in value['signed_by']) or 'unsigned'}")
         return lines
+    if value["kind"] == "image":
+        lines.append(f"  reference:    {value['reference']}")
+        parts = [("config", value["config"])] + [(f"layer {n}", d) for n, d in enumerate(value["layers"], 1)]
+        for label, part in parts:
+            if part is not None:
+                held = f"{part['size']} bytes" if part["stored"] else "NOT IN THE STORE"
+                lines.append(f"  {label + ':':<13} {part['digest'][:23]}…  {held}")
+    for image in value.get("images", []):
+        lines.append(f"  in image:     {', '.join(image['names']) or '-'} ({image['digest'][:23]}…)")
     prov = value.get("provenance")
     if prov is None:
         lines.append("  provenance:   none in the store")

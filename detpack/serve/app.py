@@ -304,6 +304,7 @@ class Dashboard:
             trusting=bool(self.trusted),
             log_page=(snap.size - item.index - 1) // 100 + 1,
             snap=snap,
+            parts=model.image_parts(snap.state, item),
         )
 
     def _signers(self, item: Item) -> model.Signers | None:

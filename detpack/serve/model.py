@@ -229,9 +229,13 @@ class _Walk:
         facts = self.stored_facts(item)
         children: list[Node] = []
         found = self.provenance(item)
+        if item.media is not None and kind == "artifact":
+            kind = item.media
         if found is None:
             facts.append(Fact("provenance", "none in the store", "warn"))
             facts += _recorded_facts(recorded)
+            if item.media == "image":  # its layers, as the push recorded them
+                children = [self.node(d, f"layer {n}", "layer", depth + 1) for n, d in enumerate(item.layers, 1)]
         else:
             linked, prov = found
             facts.append(Fact("provenance", f"sha256:{linked.digest[:16]}… ({', '.join(linked.names)})"))
@@ -334,7 +338,7 @@ def _recorded_facts(rd: JSON | None) -> list[Fact]:
 
 def lineage(store: Store, snap: Snapshot, item: Item, keys: Sequence[signing.PublicKey] = ()) -> Lineage:
     walk = _Walk(store, snap, keys)
-    root = walk.node(item.digest, _label(item), "artifact", 0)
+    root = walk.node(item.digest, _label(item), item.what if item.media else "artifact", 0)
     return Lineage(root, tuple(walk.problems))
 
 
@@ -376,6 +380,25 @@ def search(snap: Snapshot, query: str, limit: int = 200) -> list[Item]:
 
 def _label(item: Item) -> str:
     return item.names[0] if item.names else f"sha256:{item.digest[:16]}…"
+
+
+@dataclass(frozen=True)
+class Part:
+    """A blob an image names (or an image a layer is part of), as the item page lists it."""
+
+    label: str  # "config", "layer 2", or the image's name
+    digest: str
+    held: bool  # the store holds it
+
+
+def image_parts(state: State, item: Item) -> tuple[Part, ...]:
+    """An image's config and layers, or the images a layer or config was pushed with."""
+    if item.media == "image":
+        named = ([("config", item.config)] if item.config else []) + [
+            (f"layer {n}", d) for n, d in enumerate(item.layers, 1)
+        ]
+        return tuple(Part(label, d, d in state.items) for label, d in named)
+    return tuple(Part(_label(state.items[d]) if d in state.items else d[:16], d, d in state.items) for d in item.images)
 
 
 def _dict(value: object) -> JSON:

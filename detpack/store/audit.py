@@ -118,6 +118,7 @@ def verify_store(
     state = _replay_judged(parsed[: result.committed], problems)
     problems.extend(recheck.bindings(state))
     problems.extend(recheck.promotions(backend, key, parsed[: result.committed]))
+    problems.extend(recheck.images(backend, state))
     witnessed: tuple[int, tuple[str, ...]] = (0, ())
     if witnesses or quorum:
         witnessed = _check_witnesses(backend, entries[: result.committed], key, witnesses, quorum, problems, notes)

@@ -46,8 +46,9 @@ Stream = Literal["entries", "checkpoints", "cosignatures"]
 
 
 #: A usable store name (whole string: use ``fullmatch``): letters, digits and ``._+~-``, not starting with a
-#: dot, so never a path separator, ``..``, or one of a backend's hidden temporaries.
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}")
+#: dot, so never a path separator, ``..``, or one of a backend's hidden temporaries; an image's name is
+#: ``BASE:TAG`` (one colon, the tag as OCI spells one), never ``sha256:…``, which names a digest.
+NAME_RE = re.compile(r"(?!sha256:)[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}(?::[A-Za-z0-9_][A-Za-z0-9._+~-]{0,254})?")
 #: A blob's sha256, as backends name blobs: 64 lower-case hex digits.
 DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -56,8 +57,8 @@ def checked_name(name: str, url: str) -> str:
     """``name``, or StoreError when it is no usable store name (whoever wrote it: a user or the log)."""
     if not NAME_RE.fullmatch(name):
         raise StoreError(
-            f"{name!r}: not a usable store name (letters, digits and ._+~- only, no slashes); a log entry of {url} "
-            "that names it was not written by detpack: run `detpack store verify`"
+            f"{name!r}: not a usable store name (letters, digits and ._+~- only, no slashes; an image BASE:TAG); "
+            f"a log entry of {url} that names it was not written by detpack: run `detpack store verify`"
         )
     return name
 

@@ -26,7 +26,7 @@ from detpack.store import facts, log, merkle
 from detpack.store.backend import NAME_RE, read_blob
 from detpack.store.store import Store
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -39,6 +39,7 @@ CREATE TABLE items (
     time TEXT NOT NULL,              -- that entry's time
     author TEXT NOT NULL,            -- its author (access policy key name) or user
     names TEXT NOT NULL DEFAULT '',  -- its names in the order they were bound, one a line (as in ``names``)
+    media TEXT,                      -- an image's blob (store push oci:…): image, layer or config
     explicit_provenance TEXT,        -- the provenance a push entry linked it to
     provenance TEXT,                 -- the provenance it is linked to (a provenance: itself)
     expired TEXT,
@@ -102,10 +103,15 @@ def _epoch(text: str) -> int | None:
     return int((moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp())
 
 
-def classify(item_kind: str, name: str, build_type: str | None, described_as: str | None) -> str:
-    """What an item is: its log kind, or for an artifact what its provenance, an SBOM of it or its name says."""
+def classify(
+    item_kind: str, name: str, build_type: str | None, described_as: str | None, media: str | None = None
+) -> str:
+    """What an item is: its log kind, or for an artifact what an image push, its provenance, an SBOM of it or
+    its name says."""
     if item_kind != "artifact":
         return item_kind
+    if media is not None:
+        return media
     if build_type == LAYER_BUILD_TYPE:
         return "layer"
     if build_type == IMAGE_BUILD_TYPE:
@@ -234,6 +240,8 @@ class Fold:
                 "UPDATE items SET explicit_provenance = ? WHERE digest = ? AND explicit_provenance IS NULL",
                 (str(e["provenance"]), digest),
             )
+        if kind == "artifact" and e.get("media") in ("image", "layer", "config"):  # as first said (``state``)
+            self.db.execute("UPDATE items SET media = ? WHERE digest = ? AND media IS NULL", (e["media"], digest))
         if kind == "artifact" and isinstance(name, str) and name.endswith(facts.SBOM_SUFFIX):
             self._read_sbom(digest, name)
 
@@ -306,14 +314,14 @@ class Fold:
             row = self.db.execute(_REFRESH, (digest,)).fetchone()
             if row is None:
                 continue
-            item_kind, explicit, listed, first, described = row
+            item_kind, explicit, listed, first, described, media = row
             link = None
             if item_kind == "provenance":
                 link = digest
             elif item_kind == "artifact":
                 link = explicit if explicit is not None else listed
             build = self.db.execute("SELECT build_type FROM provenances WHERE digest = ?", (link,)).fetchone()
-            kind = classify(item_kind, first or "", build[0] if build else None, described)
+            kind = classify(item_kind, first or "", build[0] if build else None, described, media)
             self.db.execute("UPDATE items SET provenance = ?, kind = ? WHERE digest = ?", (link, kind, digest))
         self.dirty.clear()
 
@@ -326,6 +334,7 @@ SELECT i.item_kind,
     (SELECT s.holder FROM subjects s CROSS JOIN items p ON p.digest = s.holder
      WHERE s.digest = i.digest AND p.item_kind = 'provenance' ORDER BY p.first_index LIMIT 1),
     (SELECT n.name FROM names n WHERE n.digest = i.digest ORDER BY n.position, n.name LIMIT 1),
-    (SELECT b.kind FROM sboms b WHERE b.subject = i.digest LIMIT 1)
+    (SELECT b.kind FROM sboms b WHERE b.subject = i.digest LIMIT 1),
+    i.media
 FROM items i WHERE i.digest = ?
 """

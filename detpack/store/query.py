@@ -27,7 +27,9 @@ from detpack.store.index import Index
 
 #: What ``--kind`` takes: what an artifact is (by its provenance, an SBOM of it, or its file name), or
 #: the kind of record the log says it is.
-KINDS = ("wheel", "sdist", "layer", "image", "sbom", "file", "provenance", "attestation", "log", "policy", "vsa")
+KINDS = (
+    "wheel", "sdist", "layer", "image", "config", "sbom", "file", "provenance", "attestation", "log", "policy", "vsa"
+)  # fmt: skip
 
 _COMMIT = re.compile(r"^[0-9a-f]{4,64}$")
 

@@ -164,10 +164,16 @@ class Reader:
 
     def find(self, state: State, ref: str) -> Item:
         """An item by name, ``sha256:HEX``, or a unique hex prefix of 7+ digits."""
-        if ref in state.names:
-            return state.items[state.names[ref]]
         digest = ref.removeprefix("sha256:").lower()
-        if re.fullmatch(r"[0-9a-f]{7,64}", digest):
+        hexlike = re.fullmatch(r"[0-9a-f]{7,64}", digest) is not None
+        if ref in state.names:
+            named = state.names[ref]
+            if hexlike and any(d.startswith(digest) and d != named for d in state.items):
+                raise StoreError(
+                    f"{ref}: both a name and the start of another digest in {self.backend.url}; give sha256:HEX"
+                )
+            return state.items[named]
+        if hexlike:
             matches = [d for d in state.items if d.startswith(digest)]
             if len(matches) == 1:
                 return state.items[matches[0]]

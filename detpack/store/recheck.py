@@ -5,13 +5,15 @@ digest of a VSA the store's key signed. Anyone holding only the store's key (or 
 could log a PASSED verdict the VSA does not say, point at another policy, or skip the gate; so
 every recorded verdict is checked again: the VSA blob is there, signed by the store's key, names
 the promoted digest, the policy in force at that point and the same result, and a FAILED verdict
-was promoted only as forced. Names are write-once and must be store names: an entry that binds
+was promoted only as forced. An image's entry must name the config and layers its manifest names,
+all stored. Names are write-once and must be store names: an entry that binds
 a name again to other bytes, or binds no usable name, is named (readers never believe either).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from detpack.errors import DetpackError, VerificationError
@@ -53,6 +55,33 @@ def bindings(state: State) -> list[str]:
         f"log entry {index + 1}: tags {name} to sha256:{digest[:16]}…, which the log never stored (not bound)"
         for index, name, digest in state.dangling
     ]
+    return lines
+
+
+def images(backend: Backend, state: State) -> list[str]:
+    """The images whose log entry names a config or layers their manifest does not, or whose blobs the
+    store does not hold (a reader follows the logged ones: they must be the manifest's)."""
+    lines: list[str] = []
+    for item in state.items.values():
+        if item.media != "image" or item.expired:
+            continue
+        where = f"image {', '.join(item.names) or item.digest[:16]} (log entry {item.index + 1})"
+        try:
+            manifest = json.loads(read_blob(backend, item.digest))
+            config = str(manifest["config"]["digest"]).removeprefix("sha256:")
+            layers = [str(d["digest"]).removeprefix("sha256:") for d in manifest["layers"]]
+        except DetpackError:
+            continue  # a missing or changed blob is named by the blob check
+        except (ValueError, KeyError, TypeError):
+            lines.append(f"{where}: its manifest is no image manifest")
+            continue
+        if (config, layers) != (item.config, item.layers):
+            lines.append(f"{where}: the log names config and layers other than its manifest's")
+        lines += [
+            f"{where}: blob sha256:{d[:16]}… of the image is not in the store"
+            for d in dict.fromkeys([config, *layers])
+            if d not in state.items or state.items[d].expired
+        ]
     return lines
 
 

@@ -18,6 +18,19 @@ def _log_item(state: Any, provenance: Any, name: str | None) -> dict[str, Any] |
     return {"name": name, "digest": f"sha256:{digest}" if stored else None}
 
 
+def _part(state: Any, store: Store, digest: str | None) -> dict[str, Any] | None:
+    """A blob an image names: its digest, size and names, and whether the store holds it."""
+    if digest is None:
+        return None
+    item = state.items.get(digest)
+    return {
+        "digest": f"sha256:{digest}",
+        "size": item.size if item else None,
+        "names": item.names if item else [],
+        "stored": item is not None and store.backend.has_blob(digest),
+    }
+
+
 def describe(store: Store, ref: str) -> dict[str, Any]:
     """A JSON-ready description of the item ``ref`` (a name, a digest or a digest prefix)."""
     state = store.state()
@@ -25,7 +38,7 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
     live_in = sorted(env for env, digest in state.live_in().items() if digest == item.digest)
     value: dict[str, Any] = {
         "digest": f"sha256:{item.digest}",
-        "kind": item.kind,
+        "kind": item.what,
         "names": item.names,
         "size": item.size,
         "pushed": {"time": item.pushed, "user": item.pushed_by, "log_entry": item.index + 1},
@@ -63,6 +76,14 @@ def describe(store: Store, ref: str) -> dict[str, Any]:
             if p.vsa == item.digest
         ]
         return value
+    if item.media == "image":
+        value["reference"] = item.reference
+        value["config"] = _part(state, store, item.config)
+        value["layers"] = [_part(state, store, d) for d in item.layers]
+    elif item.media in ("layer", "config"):
+        value["images"] = [
+            {"digest": f"sha256:{d}", "names": state.items[d].names if d in state.items else []} for d in item.images
+        ]
     linked = store.provenance_of(state, item, ref if ref in state.names else None)
     if linked is None:
         value["provenance"] = None

@@ -50,6 +50,17 @@ class Item:
     signed_by: list[str] = field(default_factory=list)  # for provenance envelopes: keyids
     expired: str | None = None
     held: bool = False
+    #: for an image's blobs (``store push oci:…``): "image" (its manifest), "layer" or "config", as first said
+    media: str | None = None
+    reference: str | None = None  # an image: the reference it was pushed from (first push)
+    config: str | None = None  # an image: its config blob (first push)
+    layers: list[str] = field(default_factory=list)  # an image: its layer blobs, in order (first push)
+    images: list[str] = field(default_factory=list)  # a layer or config: the images it was pushed with
+
+    @property
+    def what(self) -> str:
+        """What to call it: "image", "layer" or "config" for an image's blobs, else its kind."""
+        return self.media or self.kind
 
 
 @dataclass
@@ -207,6 +218,30 @@ def _replay_push(state: State, e: dict[str, Any], index: int, digest: str) -> No
             item.provenance = link
         if bound and isinstance(name, str):
             item.links.setdefault(name, link)
+    if kind == "push":
+        _replay_media(item, e)
+
+
+#: What a push entry may say a blob of an image is.
+MEDIA = ("image", "layer", "config")
+
+
+def _replay_media(item: Item, e: dict[str, Any]) -> None:
+    """What an image push says of a blob: an image's reference, config and layers as first said; the images
+    a layer or config was pushed with."""
+    media = e.get("media")
+    if media not in MEDIA:
+        return
+    if item.media is None:
+        item.media = str(media)
+    if media == "image" and item.media == "image" and item.reference is None:
+        item.reference = str(e.get("reference", ""))
+        config, layers = e.get("config"), e.get("layers")
+        item.config = config if isinstance(config, str) else None
+        item.layers = [str(d) for d in layers] if isinstance(layers, list) else []
+    image = e.get("image")
+    if media in ("layer", "config") and isinstance(image, str) and image not in item.images:
+        item.images.append(image)
 
 
 def _bind(state: State, index: int, name: object, digest: str) -> bool:

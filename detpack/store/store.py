@@ -25,14 +25,24 @@ from typing import Any
 
 from detpack.digest import canonical_json, sha256_hex
 from detpack.errors import InputError, StoreError, StoreRefusedError, VerificationError
+from detpack.oci.fetch import Image
 from detpack.provenance import reader, signing
-from detpack.store import access, governance, log, merkle, pins
+from detpack.store import access, governance, images, log, merkle, pins
 from detpack.store import view as views
 from detpack.store.access import AccessPolicy
 from detpack.store.reading import Reader
 from detpack.store.state import Item, Promotion, State, replay
 from detpack.store.who import ci_run
-from detpack.store.writer import Input, Pushed, Writer, attestation_input, check_name, input_file, temp_blob
+from detpack.store.writer import (
+    Input,
+    Planned,
+    Pushed,
+    Writer,
+    attestation_input,
+    check_name,
+    input_file,
+    temp_blob,
+)
 from detpack.verify import gate
 
 _ENV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -171,41 +181,21 @@ class Store(Reader):
             log_name = reader.summarize(parsed).log_file
             if log_name is not None and (provenance_path.parent / log_name).is_file():
                 build_log = input_file(provenance_path.parent / log_name)  # kept with the artifacts it made
+        plan: list[Planned] = []
+        if prov is not None:
+            plan.append(Planned(prov, "provenance", {"subjects": subjects, "keyids": keyids, "signed": bool(keyids)}))
+        plan += [Planned(i, "push", {"provenance": prov.digest if prov else None}) for i in inputs]
+        if build_log is not None and prov is not None:
+            plan.append(Planned(build_log, "log", {"provenance": prov.digest}))
+        plan += [Planned(claim, "attestation", extra) for claim, extra in claims]
         with self._writing() as w:
-            everything = [
-                *inputs,
-                *([prov] if prov else []),
-                *([build_log] if build_log else []),
-                *(c for c, _ in claims),
-            ]
-            for i in everything:
-                w.permit({"type": "push", "name": i.name})
-            for i in everything:
-                bound = w.state.names.get(i.name)
-                if bound is not None and bound != i.digest:
-                    raise StoreRefusedError(
-                        f"{i.name}: already bound to sha256:{bound[:16]}… in {self.backend.url}, and these bytes are "
-                        f"sha256:{i.digest[:16]}…; names are write-once (publish a new version under a new name)"
-                    )
-            for i in inputs:
-                item = w.state.items.get(i.digest)
-                linked = item.links.get(i.name) if item is not None else None
-                if prov is not None and linked is not None and linked != prov.digest:
-                    raise StoreRefusedError(
-                        f"{i.name}: linked to provenance sha256:{linked[:16]}… in {self.backend.url} already; a name's "
-                        "provenance link is write-once (push these bytes under another name to link other provenance)"
-                    )
-            results = []
-            if prov is not None:
-                extra = {"subjects": subjects, "keyids": keyids, "signed": bool(keyids)}
-                results.append(w.store_blob(prov, "provenance", extra))
-            for i in inputs:
-                results.append(w.store_blob(i, "push", {"provenance": prov.digest if prov else None}))
-            if build_log is not None and prov is not None:
-                results.append(w.store_blob(build_log, "log", {"provenance": prov.digest}))
-            for claim, extra in claims:
-                results.append(w.store_blob(claim, "attestation", extra))
-            return results
+            return w.store_all(plan)
+
+    def push_image(self, image: Image, name: str | None = None) -> list[Pushed]:
+        """Store an image by reference (``images.plan``): its provenance, config, layers, manifest and SBOMs."""
+        plan = images.plan(image, name or image.name)
+        with self._writing() as w:
+            return w.store_all(plan)
 
     def tag(self, name: str, ref: str) -> bool:
         check_name(name)

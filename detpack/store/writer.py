@@ -22,10 +22,17 @@ from detpack.store.backend import NAME_RE, Backend
 from detpack.store.state import State, apply
 from detpack.store.who import current_user, now
 
+#: The longest name a store gives out (a backend's temporary adds to it, and a file name has 255 bytes).
+NAME_MAX = 200
+
 
 def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
-        raise InputError(f"{name!r}: not a usable store name (letters, digits and ._+~- only, no slashes)")
+        raise InputError(
+            f"{name!r}: not a usable store name (letters, digits and ._+~- only, no slashes; an image BASE:TAG)"
+        )
+    if len(name) > NAME_MAX:
+        raise InputError(f"{name[:40]}…: a store name has at most {NAME_MAX} characters; rename the file")
     return name
 
 
@@ -33,7 +40,7 @@ def check_name(name: str) -> str:
 class Pushed:
     name: str
     digest: str
-    kind: str  # "artifact", "provenance" or "attestation"
+    kind: str  # "artifact" ("image", "layer", "config" for an image's blobs), "provenance", "log" or "attestation"
     stored: bool  # False: the same bytes were already there under this name (a no-op)
 
 
@@ -43,6 +50,15 @@ class Input:
     name: str
     digest: str
     size: int
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One blob a push stores: the file, the kind of entry (push, provenance, log, attestation), what it says."""
+
+    input: Input
+    kind: str
+    extra: dict[str, Any]
 
 
 def input_file(path: Path) -> Input:
@@ -160,6 +176,31 @@ class Writer:
             if item.expired and self.backend.has_blob(item.digest):
                 self.backend.retire_blob(item.digest)
 
+    def store_all(self, plan: Sequence[Planned]) -> list[Pushed]:
+        """Store every planned blob in order, after checking them all: nothing is written when one is refused
+        (the access policy, a name bound to other bytes, a name linked to other provenance)."""
+        for p in plan:
+            self.permit({"type": "push", "name": p.input.name})
+        for p in plan:
+            i = p.input
+            bound = self.state.names.get(i.name)
+            if bound is not None and bound != i.digest:
+                raise StoreRefusedError(
+                    f"{i.name}: already bound to sha256:{bound[:16]}… in {self.backend.url}, and these bytes are "
+                    f"sha256:{i.digest[:16]}…; names are write-once (publish a new version under a new name)"
+                )
+        for p in plan:
+            item = self.state.items.get(p.input.digest)
+            linked = item.links.get(p.input.name) if item is not None else None
+            wanted = p.extra.get("provenance")
+            if p.kind == "push" and wanted is not None and linked is not None and linked != wanted:
+                raise StoreRefusedError(
+                    f"{p.input.name}: linked to provenance sha256:{linked[:16]}… in {self.backend.url} already; a "
+                    "name's provenance link is write-once (push these bytes under another name to link other "
+                    "provenance)"
+                )
+        return [self.store_blob(p.input, p.kind, p.extra) for p in plan]
+
     def store_blob(self, i: Input, kind: str, extra: dict[str, Any]) -> Pushed:
         self.backend.put_blob(i.digest, i.path)
         item = self.state.items.get(i.digest)
@@ -171,9 +212,14 @@ class Writer:
             and (kind != "push" or link is None or item.links.get(i.name) == link)
         )
         if unchanged:
-            return Pushed(i.name, i.digest, "artifact" if kind == "push" else kind, False)
+            return Pushed(i.name, i.digest, _shown(kind, extra), False)
         if kind == "push" and link is None and item is not None:
             extra = {**extra, "provenance": item.links.get(i.name, item.provenance)}
         self.append({"type": kind, "name": i.name, "digest": i.digest, "size": i.size, **extra})
         self.backend.bind_name(i.name, i.digest)
-        return Pushed(i.name, i.digest, "artifact" if kind == "push" else kind, True)
+        return Pushed(i.name, i.digest, _shown(kind, extra), True)
+
+
+def _shown(kind: str, extra: dict[str, Any]) -> str:
+    """What a stored blob is called: an image's blobs by what they are, other pushes "artifact"."""
+    return str(extra.get("media") or "artifact") if kind == "push" else kind
