@@ -24,10 +24,12 @@ from build import DistributionType as Distribution
 from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 
 from detpack import policy
+from detpack.build import toolimage
 from detpack.build.deps import Installer, InstallSettings, choose_installer, find_uv
 from detpack.build.environment import BuildRoot, LineSink, root_path
 from detpack.build.lockfile import BuildLock, read_lock
 from detpack.build.source import Epoch, Source, dirty_warning, inspect_source, resolve_epoch
+from detpack.build.toolimage import ToolchainImage
 from detpack.errors import ConfigError, InputError
 
 KNOWN_KEYS = frozenset(
@@ -43,6 +45,7 @@ KNOWN_KEYS = frozenset(
         "allow-network",
         "require-sandbox",
         "require-clean",
+        "toolchain",
     }
 )
 LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
@@ -59,12 +62,15 @@ class FrontendSettings:
     env_cache: Path | None = None  # with a lock: keep/reuse build environments here
     uv: str | None = None  # with installer uv: the uv binary (deps.find_uv)
     answers: Path | None = None  # remember the backend's get_requires answers here (None: always ask)
+    toolchain_python: str | None = None  # a toolchain image's interpreter: environments are made with it there
 
     @property
     def install(self) -> InstallSettings:
         """What the provisioner needs to fill an isolated environment."""
         installer = self.installer or "pip"
-        return InstallSettings(installer, self.uv, self.constraints, self.lock, self.env_cache, self.answers)
+        return InstallSettings(
+            installer, self.uv, self.constraints, self.lock, self.env_cache, self.answers, self.toolchain_python
+        )
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,10 @@ class BuildRequest:
     umask: int = policy.UMASK
     #: unpack an sdist with its files' modes as they are (frontends before extraction filters did)
     sdist_modes_kept: bool = False
+    toolchain: str | None = None  # an OCI image whose system the build runs in (``toolimage``)
+    toolchain_python: str | None = None  # the image's interpreter (default: ``toolimage.find_python``)
+    toolchain_loader: toolimage.Loader | None = None  # how to get the image (``detpack.oci.toolchain.load``)
+    repair: bool | None = None  # with a toolchain: auditwheel repair a native wheel (None: on)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ class ToolConfig:
     allow_network: bool = False
     require_sandbox: bool = False
     require_clean: bool = False
+    toolchain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,12 @@ class ResolvedBuild:
     allow_network: bool = False
     require_sandbox: bool = False
     project: str | None = None  # the project's name, as a lock names it (``project_name``)
+    toolchain: ToolchainImage | None = None  # the image the build's processes run in (unpacked, checked)
+
+    @property
+    def repair(self) -> bool:
+        """Whether a wheel with native code is repaired to a manylinux tag (with a toolchain, by default)."""
+        return self.toolchain is not None and self.request.repair is not False
 
     @property
     def via_sdist(self) -> bool:
@@ -172,7 +189,17 @@ def resolve(
     if isinstance(lock, Path):
         lock = read_lock(lock).check_project(name, lock_any=request.lock_any)
     frontend = dataclasses.replace(frontend, lock=lock)
-    if request.cache and frontend.isolation and request.env_dir is None:
+    image = None
+    given = request.toolchain or tool.toolchain
+    if given is not None:
+        image = _toolchain(given, request, frontend)
+        # Its installs run in the image: uv (one static program), never this machine's pip or Python;
+        # environments and answers this machine's Python made are not the image's.
+        frontend = dataclasses.replace(frontend, installer="uv", uv=frontend.uv or find_uv(caller),
+                                       toolchain_python=image.python, env_cache=None, answers=None)  # fmt: skip
+    elif request.repair:
+        raise ConfigError("--repair: only with --toolchain (the wheel is repaired inside the toolchain image)")
+    if request.cache and frontend.isolation and request.env_dir is None and image is None:
         if lock is not None and frontend.env_cache is None:
             frontend = dataclasses.replace(frontend, env_cache=root.cache)
         if frontend.answers is None:
@@ -193,7 +220,18 @@ def resolve(
         allow_network=tool.allow_network if request.allow_network is None else request.allow_network,
         require_sandbox=tool.require_sandbox if request.require_sandbox is None else request.require_sandbox,
         project=name,
+        toolchain=image,
     )
+
+
+def _toolchain(given: str, request: BuildRequest, frontend: FrontendSettings) -> ToolchainImage:
+    if not frontend.isolation:
+        raise ConfigError("--toolchain: the build environment is made in the image; drop --no-isolation")
+    if request.env_dir is not None:
+        raise ConfigError("--toolchain: the build environment is made in the image's build root; drop --env-dir")
+    if request.toolchain_loader is None:
+        raise ConfigError(f"--toolchain {given}: this caller gives the build no way to load images (toolchain_loader)")
+    return request.toolchain_loader(given, request.toolchain_python)
 
 
 def project_name(source: Source, project: ProjectFile | None) -> str:
@@ -272,6 +310,7 @@ def _tool_config(data: dict[str, Any], srcdir: Path, pyproject: Path) -> ToolCon
         allow_network=_bool(table, "allow-network", pyproject),
         require_sandbox=_bool(table, "require-sandbox", pyproject),
         require_clean=_bool(table, "require-clean", pyproject),
+        toolchain=_string(table, "toolchain", pyproject),
     )
 
 
@@ -291,6 +330,13 @@ def _store_key(table: dict[str, Any], srcdir: Path, where: Path) -> Path | None:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: [tool.detpack] store-key must be the path of the store's public key (PEM)")
     return srcdir / value
+
+
+def _string(table: dict[str, Any], key: str, where: Path) -> str | None:
+    value = table.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{where}: [tool.detpack] {key} must be a string")
+    return value
 
 
 def _bool(table: dict[str, Any], key: str, where: Path) -> bool:

@@ -65,6 +65,8 @@ class InstallSettings:
     lock: BuildLock | None = None  # install exactly these files, and check they cover every requirement
     cache: Path | None = None  # with a lock: keep and reuse environments here (``envcache``)
     answers: Path | None = None  # remember get_requires_for_build_* answers here (``envcache.cached_requires``)
+    #: a toolchain image's interpreter (a path inside it): the environment is made with it, in the image
+    toolchain_python: str | None = None
 
 
 def find_uv(caller_env: Mapping[str, str]) -> str:
@@ -262,6 +264,12 @@ def provisioned(env_dir: Path, settings: InstallSettings, runner: Runner, who: P
         # installer would read): it is made where nothing is, never through a link.
         untrusted.check_dirs(root.root, env_dir)
         untrusted.remove(env_dir)
+    if settings.toolchain_python is not None:
+        from detpack.build.imagebuild import ImageEnv
+
+        made = ImageEnv.make(env_dir, settings.toolchain_python, runner)
+        yield Provisioner(made, env_dir, settings, runner, who)
+        return
     if lock is None or settings.cache is None:
         with _isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
             yield Provisioner(env, Path(env.path), settings, runner, who)

@@ -80,6 +80,13 @@ def _install_inputs(values: Sequence[str], root: BuildRoot) -> list[str]:
     return [p for p in kept if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in kept)]
 
 
+def _moved(value: str, moved: Mapping[str, str]) -> str:
+    """``value`` with each path of ``moved`` (longest first) replaced where it stands as a path."""
+    for path in sorted(moved, key=len, reverse=True):
+        value = re.sub(rf"(?<![^\s,:=]){re.escape(path)}(?=$|[/\s,:])", moved[path], value)
+    return value
+
+
 def _link_targets(folder: Path, limit: int = 10_000) -> set[str]:
     """Where the symbolic links directly in ``folder`` lead (the first ``limit`` entries)."""
     found: set[str] = set()
@@ -151,10 +158,13 @@ def controlled_environment(
     offline: bool = False,
     translate: Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
     umask: int = policy.UMASK,
+    path: str | None = None,
 ) -> ControlledEnvironment:
     """Assemble the allowlisted environment for one build (``translate`` adds variables said in
-    another installer's words, from those passed through)."""
+    another installer's words, from those passed through; ``path``: a toolchain image's PATH)."""
     variables = dict(policy.FIXED_ENV)
+    if path is not None:
+        variables["PATH"] = path
     variables.update(HOME=root.to_inside(str(root.home)), TMPDIR=root.to_inside(str(root.tmp)))
     if epoch is not None:  # None only to reproduce a build that was made without it
         variables["SOURCE_DATE_EPOCH"] = str(epoch)
@@ -259,7 +269,9 @@ class Runner:
         cmd = seeded_hook(cmd)
         if self.root is not None:
             seen = {**self.env.variables, **(extra_environ or {})}.get("PATH", "")
-            extra_environ = {**(extra_environ or {}), "PATH": native.prepare(self.root.root, self.root.seen, seen)}
+            system = self.sandbox.image_root if self.sandbox is not None else None
+            hook_path = native.prepare(self.root.root, self.root.seen, seen, system)
+            extra_environ = {**(extra_environ or {}), "PATH": hook_path}
         if self.sandbox is None:
             self.run(cmd, cwd=cwd, extra_environ=extra_environ)
             return
@@ -302,6 +314,10 @@ class Runner:
         shown = f"[install sandbox, build root at {self.root.inside}] {subprocess.list2cmdline(list(cmd))}"
         environ = {**self.env.variables, **caches, **extra}
         readonly = _install_inputs([*cmd, *environ.values()], self.root)
+        moved = self.sandbox.relocated(readonly)
+        if moved:  # a toolchain image has its own files there: the install reads ours elsewhere
+            cmd = [_moved(c, moved) for c in cmd]
+            extra = {**extra, **{k: _moved(v, moved) for k, v in environ.items() if _moved(v, moved) != v}}
         writable = [environ["UV_CACHE_DIR"]] if "UV_CACHE_DIR" in self.env.variables else []
         wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside, readonly=readonly, writable=writable)
         # No installer configuration but the machine's: uv reads none at all (detpack gives it pip's

@@ -83,9 +83,10 @@ def tool_names() -> tuple[str, ...]:
     return (*TOOLS, *(f"{triplet}-{t}" for t in TOOLS if t not in ("cmake", "ninja", "meson", "make", "cargo")))
 
 
-def prepare(root: Path, inside: Path, path: str) -> str:
+def prepare(root: Path, inside: Path, path: str, system: Path | None = None) -> str:
     """Write the shims a hook with ``path`` (its PATH, as the hook sees it) needs, under ``root``
-    (this machine's build root, seen at ``inside``); return the PATH the hook gets."""
+    (this machine's build root, seen at ``inside``; ``system``: the toolchain image's root the hook's
+    system directories come from); return the PATH the hook gets."""
     shims, notes = root / SHIMS, root / NOTES
     shims_inside, notes_inside = inside / SHIMS, inside / NOTES
     # An earlier hook could have put links here: a shim is kept only when it is a regular file with
@@ -97,7 +98,7 @@ def prepare(root: Path, inside: Path, path: str) -> str:
     dirs = [d for d in path.split(os.pathsep) if d and d != str(shims_inside)]
     for name in tool_names():
         shim = shims / name
-        if not any(_runnable(Path(_on_host(d, root, inside)) / name) for d in dirs):
+        if not any(_runnable(_system_file(d, name, root, inside, system)) for d in dirs):
             continue  # a tool this PATH does not have gets no shim: `which` must still say so
         extra, args = "", ""
         if _COMPILERS.search(name):
@@ -113,6 +114,16 @@ def prepare(root: Path, inside: Path, path: str) -> str:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
     return os.pathsep.join([str(shims_inside), *dirs])
+
+
+def _system_file(directory: str, name: str, root: Path, inside: Path, system: Path | None) -> Path:
+    """``directory/name`` as a hook sees it, on this machine: the build root's copy, else the toolchain
+    image's file when the hook's system is the image's."""
+    if system is None or not directory.startswith("/") or _under(directory, inside):
+        return Path(_on_host(directory, root, inside)) / name
+    from detpack.build.toolimage import inside as in_image
+
+    return in_image(system, f"{directory.rstrip('/')}/{name}")
 
 
 def prefix_map(inside: Path) -> str:
@@ -150,15 +161,49 @@ def run_here(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return probes.run(cmd, env=PROBE_ENV)
 
 
+@dataclass(frozen=True)
+class _View:
+    """Paths as the build saw them, and the files they are on this machine: the build root's copy, the
+    toolchain image's file (``system``: its unpacked root), else this machine's own."""
+
+    root: Path
+    inside: Path
+    system: Path | None = None
+
+    def local(self, seen: str) -> Path:
+        if _under(seen, self.inside):
+            return Path(_on_host(seen, self.root, self.inside))
+        if self.system is not None:
+            from detpack.build.toolimage import inside as in_image
+
+            return in_image(self.system, seen)
+        return Path(seen)
+
+    def real(self, seen: str) -> str:
+        """``seen`` with its links resolved, as the build sees it."""
+        if _under(seen, self.inside):
+            return _as_seen(os.path.realpath(_on_host(seen, self.root, self.inside)), self.root, self.inside)
+        if self.system is not None:
+            return "/" + self.local(seen).relative_to(self.system).as_posix()
+        return os.path.realpath(seen)
+
+
 def collect(
-    root: Path, inside: Path, *, probe: Probe = run_here, visible: Callable[[str], bool] | None = None
+    root: Path,
+    inside: Path,
+    *,
+    probe: Probe = run_here,
+    visible: Callable[[str], bool] | None = None,
+    system: Path | None = None,
 ) -> tuple[dict[str, Any], ...]:
     """The native toolchain the build's hooks used, as resolved dependencies (none when no tool ran).
 
     The notes are written inside the build, so a backend could write anything there: ``probe``
     runs each noted tool (``--version``) where the hooks ran (the sandbox), and only paths the
-    build could see (``visible``; None: all) are hashed and recorded.
+    build could see (``visible``; None: all) are hashed and recorded. With ``system`` (a toolchain
+    image's root) the system's files, packages (its dpkg database) and release are the image's.
     """
+    view = _View(root, inside, system)
     notes = root / NOTES
     tools = _noted_tools(notes / "tools")
     if not tools:
@@ -166,37 +211,31 @@ def collect(
     seen = visible or (lambda _: True)
     files = {path: kind for path, kind in _read_files(notes, inside).items() if seen(path)}
     by_file: dict[str, set[str]] = {}  # the same binary run by several names (cc, gcc, x86_64-linux-gnu-gcc): one entry
-    for real, names in tools.items():
-        path = os.path.realpath(_on_host(real, root, inside))
-        if _under(path, root) or seen(path):
+    for noted, names in tools.items():
+        path = view.real(noted)
+        if _under(path, inside) or seen(path):
             by_file.setdefault(path, set()).update(names)
     ran = {path: sorted(names) for path, names in by_file.items()}
     if not ran:
         return ()  # nothing the build could have run
-    parts = {
-        path: _component_paths(_as_seen(path, root, inside), probe)
-        for path, names in ran.items()
-        if _is_compiler(names)
-    }
+    parts = {path: _component_paths(path, probe, view) for path, names in ran.items() if _is_compiler(names)}
     parts = {path: {prog: p for prog, p in found.items() if seen(p)} for path, found in parts.items()}
-    runs = compileflags.summarize(compileflags.read_notes(notes), lambda real: _host_file(real, ran, root, inside))
+    runs = compileflags.summarize(compileflags.read_notes(notes), lambda noted: _ran(view.real(noted), ran))
     inner = [path for found in parts.values() for path in found.values()]
-    owners = _owners([*ran, *inner, *files, *_libc()])  # one query for everything
-    distro = _os_release()
+    libc = _libc(view)
+    owners = _owners([*ran, *inner, *files, *libc], system)  # one query for everything
+    distro = _os_release(view)
     out = [
-        _tool_entry(
-            names, path, _as_seen(path, root, inside), parts.get(path, {}), owners, distro, probe, runs.get(path)
-        )
+        _tool_entry(names, path, parts.get(path, {}), owners, distro, probe, view, runs.get(path))
         for path, names in sorted(ran.items(), key=lambda item: item[1])
     ]
-    out += _file_entries(files, owners, distro)
-    out += _system_entries(owners, distro)
+    out += _file_entries(files, owners, distro, view)
+    out += _system_entries(owners, distro, libc, probe if system is not None else None)
     return tuple(out)
 
 
-def _host_file(real: str, ran: Mapping[str, object], root: Path, inside: Path) -> str | None:
-    """The file on this machine a noted compiler path names, when it is one of the tools that ran."""
-    path = os.path.realpath(_on_host(real, root, inside))
+def _ran(path: str, ran: Mapping[str, object]) -> str | None:
+    """A noted compiler path (resolved as the build sees it), when it is one of the tools that ran."""
     return path if path in ran else None
 
 
@@ -243,23 +282,30 @@ def _under(path: str, directory: Path) -> bool:
     return path == str(directory) or path.startswith(str(directory) + "/")
 
 
-def _libc() -> list[str]:
-    """The C library this machine's programs link (its owner names glibc's package)."""
+def _libc(view: _View) -> list[str]:
+    """The C library the build's programs link (its owner names glibc's package), as the build sees it."""
     found = []
     for candidate in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6"):
-        if os.path.exists(candidate):
+        if view.local(candidate).exists():
             found.append(candidate)
     return found[:1]
 
 
-def _owners(paths: Sequence[str]) -> dict[str, _Owner]:
-    """The system package owning each path (``dpkg -S``), for the paths one owns."""
-    dpkg = shutil.which("dpkg-query")
-    if dpkg is None or not paths:
+def _owners(paths: Sequence[str], system: Path | None = None) -> dict[str, _Owner]:
+    """The system package owning each path (``dpkg -S``; the toolchain image's database with ``system``),
+    for the paths one owns."""
+    found = shutil.which("dpkg-query")
+    if found is None or not paths:
         return {}
+    dpkg = [found]
+    if system is not None:
+        admin = system / "var" / "lib" / "dpkg"
+        if admin.is_symlink() or not admin.is_dir():
+            return {}  # no dpkg database in the image (or a link out of it): files are recorded by digest
+        dpkg.append(f"--admindir={admin}")
     wanted = sorted(set(paths))
     env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    proc = subprocess.run([dpkg, "-S", *_dpkg_spellings(wanted)], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run([*dpkg, "-S", *_dpkg_spellings(wanted)], capture_output=True, text=True, env=env, check=False)
     owner_of: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         if line.startswith("diversion by"):
@@ -271,7 +317,7 @@ def _owners(paths: Sequence[str]) -> dict[str, _Owner]:
     if not pkgs:
         return {}
     fmt = "${binary:Package}\t${Version}\t${Architecture}\n"
-    query = subprocess.run([dpkg, "-W", "-f", fmt, *pkgs], capture_output=True, text=True, env=env, check=False)
+    query = subprocess.run([*dpkg, "-W", "-f", fmt, *pkgs], capture_output=True, text=True, env=env, check=False)
     versions: dict[str, tuple[str, str]] = {}
     for line in query.stdout.splitlines():
         name, version, arch = [*line.split("\t"), "", ""][:3]
@@ -303,13 +349,19 @@ def _dpkg_spellings(paths: Sequence[str]) -> list[str]:
     return sorted({s for p in paths for s in _spellings(p)})
 
 
-def _os_release() -> dict[str, str]:
+def _os_release(view: _View) -> dict[str, str]:
+    """The release the build's system is (``/etc/os-release``: this machine's, or the toolchain image's)."""
+    text = ""
+    if view.system is not None:
+        text = (untrusted.read_plain(view.local("/etc/os-release"), 1 << 16) or b"").decode("utf-8", "replace")
+    else:
+        with contextlib.suppress(OSError):
+            text = Path("/etc/os-release").read_text(encoding="utf-8")
     info: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                info[key.strip()] = value.strip().strip('"')
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            info[key.strip()] = value.strip().strip('"')
     return info
 
 
@@ -345,29 +397,29 @@ def _is_compiler(names: Sequence[str]) -> bool:
 
 def _tool_entry(
     names: list[str],
-    real: str,
     seen: str,
     parts: Mapping[str, str],
     owners: Mapping[str, _Owner],
     distro: Mapping[str, str],
     probe: Probe,
+    view: _View,
     runs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A tool that ran: ``real`` on this machine, ``seen`` where the build saw it; ``parts``: a gcc
-    driver's compiler proper and link helper (the driver is a front, these do the work); ``runs``:
-    a compiler's runs with their flags (``compileflags.summarize``)."""
+    """A tool that ran, at ``seen`` as the build saw it (resolved); ``parts``: a gcc driver's compiler
+    proper and link helper (the driver is a front, these do the work); ``runs``: a compiler's runs with
+    their flags (``compileflags.summarize``)."""
     version = _version_line(seen, probe)
-    owner = owners.get(real)
+    owner = owners.get(seen)
     annotations: dict[str, Any] = {"kind": "tool", "path": seen, "invokedAs": names, "version": version}
     numbers = re.findall(r"\d+(?:\.\d+)+", version)
     if owner is not None:
         uri = _purl(owner, distro)
         annotations["package"] = {"name": owner.package, "version": owner.version}
     else:
-        uri = PackageURL(type="generic", name=Path(real).name, version=numbers[-1] if numbers else None).to_string()
+        uri = PackageURL(type="generic", name=Path(seen).name, version=numbers[-1] if numbers else None).to_string()
     components: dict[str, Any] = {}
     for prog, path in sorted(parts.items()):
-        components[prog] = {"path": path, "sha256": file_sha256(Path(path))}
+        components[prog] = {"path": path, "sha256": file_sha256(view.local(path))}
         if path in owners:
             components[prog]["uri"] = _purl(owners[path], distro)
     if components:
@@ -375,11 +427,11 @@ def _tool_entry(
     annotations.update(runs or {})
     entry: dict[str, Any] = {"name": names[0], "uri": uri, "annotations": annotations}
     with contextlib.suppress(OSError):
-        entry["digest"] = {"sha256": file_sha256(Path(real))}
+        entry["digest"] = {"sha256": file_sha256(view.local(seen))}
     return entry
 
 
-def _component_paths(driver: str, probe: Probe) -> dict[str, str]:
+def _component_paths(driver: str, probe: Probe, view: _View) -> dict[str, str]:
     """A gcc-style driver's ``cc1``, ``cc1plus`` and ``collect2`` (``-print-prog-name``), those installed."""
     found: dict[str, str] = {}
     for prog in ("cc1", "cc1plus", "collect2"):
@@ -387,13 +439,16 @@ def _component_paths(driver: str, probe: Probe) -> dict[str, str]:
             proc = probe([driver, f"-print-prog-name={prog}"])
         except (OSError, subprocess.TimeoutExpired):
             return found
-        path = os.path.realpath(proc.stdout.strip()) if proc.returncode == 0 else ""
-        if path.startswith("/") and _runnable(Path(path)):
+        printed = proc.stdout.strip() if proc.returncode == 0 else ""
+        path = view.real(printed) if printed.startswith("/") else ""
+        if path and _runnable(view.local(path)):
             found[prog] = path  # else: not a gcc driver, or that part is not installed
     return found
 
 
-def _file_entries(files: Mapping[str, str], owners: Mapping[str, _Owner], distro: Mapping[str, str]) -> list[Any]:
+def _file_entries(
+    files: Mapping[str, str], owners: Mapping[str, _Owner], distro: Mapping[str, str], view: _View
+) -> list[Any]:
     """One entry per package the headers and libraries came from, and one for those no package owns."""
     grouped: dict[_Owner, dict[str, list[str]]] = {}
     loose: dict[str, str] = {}
@@ -401,7 +456,7 @@ def _file_entries(files: Mapping[str, str], owners: Mapping[str, _Owner], distro
         owner = owners.get(path)
         if owner is None:
             with contextlib.suppress(OSError):
-                loose[path] = file_sha256(Path(path))
+                loose[path] = file_sha256(view.local(path))
             continue
         grouped.setdefault(owner, {}).setdefault("headers" if kind == "header" else "libraries", []).append(path)
     out: list[Any] = []
@@ -413,18 +468,30 @@ def _file_entries(files: Mapping[str, str], owners: Mapping[str, _Owner], distro
     return out
 
 
-def _system_entries(owners: Mapping[str, _Owner], distro: Mapping[str, str]) -> list[Any]:
-    """The OS release and the C library the toolchain ran on."""
+def _system_entries(
+    owners: Mapping[str, _Owner], distro: Mapping[str, str], libc_paths: Sequence[str], probe: Probe | None
+) -> list[Any]:
+    """The OS release and the C library the toolchain ran on (``probe``: asked where the build ran, for a
+    toolchain image's; else this machine's)."""
     out: list[Any] = []
     if distro:
         keep = {k: distro[k] for k in ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME") if k in distro}
         out.append({"name": "os", "annotations": {"kind": "os", **keep}})
-    libc_name, libc_version = platform.libc_ver()
+    libc_name, libc_version = platform.libc_ver() if probe is None else _probed_libc(probe)
     libc: dict[str, Any] = {"name": libc_name or "libc", "annotations": {"kind": "libc", "version": libc_version}}
-    for path in _libc():
+    for path in libc_paths:
         owner = owners.get(path)
         if owner is not None:
             libc["uri"] = _purl(owner, distro)
             libc["annotations"]["package"] = {"name": owner.package, "version": owner.version}
     out.append(libc)
     return out
+
+
+def _probed_libc(probe: Probe) -> tuple[str, str]:
+    """The C library where the build ran (``getconf GNU_LIBC_VERSION``: "glibc 2.36")."""
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        words = probe(["getconf", "GNU_LIBC_VERSION"]).stdout.split()
+        if len(words) == 2:
+            return words[0], words[1]
+    return "", ""

@@ -32,7 +32,7 @@ from detpack.archive import gz
 from detpack.archive.detect import ArchiveKind
 from detpack.archive.normalize import NormalizeOptions, normalize_stream
 from detpack.atomic import sweep, temp_name
-from detpack.build import ci, deps, environment, native, sandbox
+from detpack.build import ci, deps, environment, imagebuild, native, sandbox
 from detpack.build.config import BuildRequest, Distribution, ResolvedBuild, backend_name, resolve
 from detpack.build.config import default_outdir as default_outdir
 from detpack.build.environment import BuildRoot, LineSink, Runner
@@ -210,6 +210,11 @@ def session(
             f"{plan.source.path}: no sandbox can be made here ({found.reason}); --require-sandbox refuses to "
             "build without one: install bubblewrap (apt-get install bubblewrap) or drop --require-sandbox"
         )
+    if isinstance(found, sandbox.NoSandbox) and plan.toolchain is not None:
+        raise EnvironmentSetupError(
+            f"--toolchain {plan.toolchain.given}: a build runs in its image inside a sandbox, and none can be made "
+            f"here ({found.reason}); install bubblewrap (apt-get install bubblewrap)"
+        )
     private = not isinstance(found, sandbox.NoSandbox)
     with environment.build_root(plan.root.root, on_wait=on_step, private=private, project=plan.project or "") as root:
         if str(root.seen) != policy.BUILD_ROOT and on_warning is not None:
@@ -226,6 +231,7 @@ def session(
             offline=plan.offline,
             translate=deps.uv_settings if plan.frontend.installer == "uv" else None,
             umask=plan.request.umask,
+            path=plan.toolchain.path if plan.toolchain is not None else None,
         )
         for name in env.injects_code:
             if on_warning is not None:
@@ -280,7 +286,14 @@ def _sandbox(plan: ResolvedBuild, root: BuildRoot, bwrap: str) -> sandbox.Sandbo
         for entry in re.split(r"[:\s]+", plan.caller_env.get("LD_PRELOAD", "")):
             if os.path.isabs(entry) and os.path.isfile(entry):
                 readonly.append(Path(entry))
-    return sandbox.make(bwrap, writable, network=plan.allow_network, readonly=readonly, caller_env=plan.caller_env)
+    return sandbox.make(
+        bwrap,
+        writable,
+        network=plan.allow_network,
+        readonly=readonly,
+        caller_env=plan.caller_env,
+        image_root=plan.toolchain.root if plan.toolchain is not None else None,
+    )
 
 
 #: Members to add to a built wheel (name, bytes), given the staged canonical wheel and the build's
@@ -378,9 +391,13 @@ class _Facts:
 
 def _facts(ses: Session) -> _Facts:
     git = ses.plan.source.git
+    toolchain, native_entries = capture_toolchain(), _native(ses)
+    if ses.plan.toolchain is not None and isinstance(ses.box, sandbox.Sandbox):
+        toolchain, image = imagebuild.facts(ses.plan.toolchain, ses.box, toolchain)
+        native_entries = (image, *native_entries)
     return _Facts(
-        capture_toolchain(),
-        _native(ses),
+        toolchain,
+        native_entries,
         ci.detect(ses.plan.caller_env),
         changes_since_release(git.toplevel) if git is not None else None,
     )
@@ -433,7 +450,7 @@ def _statement(
         sandbox=ses.box.record(),
         raws=raws,
         toolchain=facts.toolchain,
-        native=facts.native,
+        native=(*facts.native, *built.repairs),
         run=provenance.RunFacts(
             invocation_id=f"urn:uuid:{uuid.uuid4()}",
             started=started,
@@ -453,7 +470,7 @@ def _native(ses: Session) -> tuple[dict[str, Any], ...]:
     """The native toolchain the hooks used, probed where they ran (in the sandbox when there is one)."""
     box = ses.box
     if isinstance(box, sandbox.Sandbox):
-        return native.collect(ses.root.root, ses.root.seen, probe=box.probe, visible=box.sees)
+        return native.collect(ses.root.root, ses.root.seen, probe=box.probe, visible=box.sees, system=box.image_root)
     return native.collect(ses.root.root, ses.root.seen)
 
 
@@ -466,6 +483,7 @@ class _Built:
     #: Why the wheel was built straight from the tree: the backend could not make an sdist of it.
     sdist_fallback: str | None = None
     sbom_in_wheel: bool = False  # members (the SBOM) were added to each wheel after it was normalized
+    repairs: tuple[dict[str, Any], ...] = ()  # auditwheel's repairs in the toolchain image (resolved dependencies)
 
 
 def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink) -> _Built:
@@ -475,6 +493,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
     options = NormalizeOptions(plan.epoch.value, duplicates="last")
     raws: list[RawArtifact] = []
     duplicates: list[provenance.ResolvedDuplicate] = []
+    repairs: list[dict[str, Any]] = []
 
     def one(srcdir: Path, dist: Distribution, backend: str) -> Path:
         step(f"building {dist} in {root.to_inside(str(srcdir))}")
@@ -489,6 +508,12 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
             label=plan.source.path,
         )
         check_output(raw, root.raw / dist, plan.source.path)
+        if plan.repair and dist == "wheel" and imagebuild.has_native_code(raw.path):
+            assert plan.toolchain is not None and isinstance(ses.box, sandbox.Sandbox) and plan.frontend.uv
+            step(f"repairing {raw.path.name} with auditwheel in the toolchain image")
+            repaired, record = imagebuild.repair(plan.toolchain, raw.path, ses.runner, root, ses.box, plan.frontend.uv)
+            raw = dataclasses.replace(raw, path=repaired)
+            repairs.append(record)
         step(
             f"normalizing {raw.path.name}" if staging.normalize else f"keeping {raw.path.name} as the backend wrote it"
         )
@@ -518,7 +543,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
         backend = backend_name(srcdir)  # an sdist's pyproject.toml, read once unpacked
         for dist in plan.distributions or ("wheel",):
             one(srcdir, dist, backend)
-        return _Built(raws, tuple(duplicates))
+        return _Built(raws, tuple(duplicates), repairs=tuple(repairs))
     srcdir = lay_out(plan.source, root)
     backend = plan.backend or backend_name(srcdir)
     if plan.distributions is None:
@@ -532,7 +557,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
             fallback = f"backend {backend!r} cannot make an sdist from this unpacked sdist: {exc.reason}"
             warn(Recorded(f"{plan.source.path}: {fallback}; building the wheel directly from the tree (recorded)"))
             one(srcdir, "wheel", backend)
-            return _Built(raws, tuple(duplicates), fallback)
+            return _Built(raws, tuple(duplicates), fallback, repairs=tuple(repairs))
         unpacked = unpack_sdist(
             sdist,
             fresh_target(ses.sdist_extract_dir, ses.root.root),
@@ -543,7 +568,7 @@ def _run_builds(ses: Session, staging: _Staging, step: LineSink, warn: LineSink)
     else:
         for dist in plan.distributions:
             one(srcdir, dist, backend)
-    return _Built(raws, tuple(duplicates))
+    return _Built(raws, tuple(duplicates), repairs=tuple(repairs))
 
 
 def _stem(filename: str) -> str:

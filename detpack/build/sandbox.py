@@ -72,6 +72,9 @@ class Sandbox:
     uid: int = UID
     gid: int = GID
     libz: tuple[str, str] | None = None  # (another libz.so.1, the system's it replaces inside)
+    #: A toolchain image's system directories (its unpacked root's usr, etc, opt…: host path, path inside),
+    #: bound read-only in place of this machine's; ``links`` are then the image's top-level links
+    image: tuple[tuple[str, str], ...] = ()
 
     @property
     def hermetic(self) -> bool:
@@ -92,6 +95,8 @@ class Sandbox:
             args.append("--share-net")
         args += ["--hostname", self.hostname, "--uid", str(self.uid), "--gid", str(self.gid)]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for path, inside in self.image:
+            args += ["--ro-bind", path, inside]
         # "-try": a directory the build makes later (an --sdist-extract-dir before the sdist is
         # unpacked) is bound from the first hook that runs after it exists
         for path in self.readonly:
@@ -108,10 +113,10 @@ class Sandbox:
             args += ["--tmpfs", inside]
         # The machine's installer configuration may hold index passwords: installs read it, hooks do not.
         for conf in policy.INSTALLER_CONFIG_FILES:
-            if os.path.isfile(conf):
+            if os.path.isfile(self._system_path(conf)):
                 args += ["--ro-bind", os.devnull, conf]
         for conf in policy.INSTALLER_CONFIG_DIRS:
-            if os.path.isdir(conf):
+            if os.path.isdir(self._system_path(conf)):
                 args += ["--tmpfs", conf]
         if cwd is not None:
             args += ["--chdir", str(cwd)]
@@ -148,15 +153,22 @@ class Sandbox:
         args = [self.bwrap, "--unshare-all", "--share-net", "--unshare-user", "--die-with-parent", "--new-session"]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         base = {str(p) for p in interpreter_paths()}
-        shown = [p for p in self.readonly if p in SYSTEM_DIRS or p in SYSTEM_LINKS or p in base]
-        for path in shown:
-            args += ["--ro-bind-try", path, path]
+        if self.image:  # the image's system, never this machine's
+            shown = [at for _, at in self.image]
+            for path, at in self.image:
+                args += ["--ro-bind", path, at]
+        else:
+            shown = [p for p in self.readonly if p in SYSTEM_DIRS or p in SYSTEM_LINKS or p in base]
+            for path in shown:
+                args += ["--ro-bind-try", path, path]
         for path, target in self.links:
             args += ["--symlink", target, path]
         there = [*shown, *(link for link, _ in self.links)]
         for path in sorted(set(readonly)):
-            if not any(path == t or path.startswith(t.rstrip("/") + "/") for t in there):  # not there already
+            if not _within(path, there):  # not there already
                 args += ["--ro-bind-try", path, path]
+            elif self.image:  # a host path the image has a directory for: elsewhere (``relocated``)
+                args += ["--ro-bind-try", path, HOST_FILES + path]
         for path in sorted(set(writable)):
             args += ["--bind-try", path, path]
         for path, seen in self.writable:  # a directory the user chose for the environment (--env-dir)
@@ -164,6 +176,15 @@ class Sandbox:
                 args += ["--bind-try", path, seen]
         args += ["--bind", str(root), str(inside), "--tmpfs", str(inside / "home"), "--chdir", str(inside)]
         return [*args, "--", *cmd]
+
+    def relocated(self, paths: Sequence[str]) -> dict[str, str]:
+        """Where an install in a toolchain image sees each of ``paths`` (host files it reads: the installer,
+        certificates, constraints) that the image has a directory for: under ``HOST_FILES``, never over the
+        image's own files."""
+        if not self.image:
+            return {}
+        there = [at for _, at in self.image] + [link for link, _ in self.links]
+        return {p: HOST_FILES + p for p in paths if _within(p, there)}
 
     def probe(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` (``TOOL --version``) in this sandbox, as a hook would, and capture its output."""
@@ -173,12 +194,24 @@ class Sandbox:
     def sees(self, path: str) -> bool:
         """Whether a hook in this sandbox could see ``path`` (a system directory, a link, a bound path)."""
         places = [*self.readonly, *(inside for _, inside in self.writable), *(link for link, _ in self.links)]
-        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in places)
+        places += [inside for _, inside in self.image]
+        return _within(path, places)
+
+    @property
+    def image_root(self) -> Path | None:
+        """The unpacked toolchain image the system directories come from (None: this machine's)."""
+        return Path(self.image[0][0]).parent if self.image else None
+
+    def _system_path(self, path: str) -> str:
+        """Where a system path seen inside is on this machine (in the image's root, with one)."""
+        root = self.image_root
+        return path if root is None else str(root) + path
 
     def record(self) -> dict[str, Any]:
         """What shapes the build (buildDefinition): the same on every machine for the same options."""
         return {
             "kind": "bubblewrap",
+            **({"system": "toolchain image"} if self.image else {}),
             "network": "allowed" if self.network else "none",
             "hermetic": self.hermetic,
             "hostname": self.hostname,
@@ -193,6 +226,7 @@ class Sandbox:
             "readOnly": sorted(self.readonly),
             "readWrite": sorted(inside for _, inside in self.writable),
             "links": [f"{path} -> {target}" for path, target in self.links],
+            **({"image": [inside for _, inside in self.image]} if self.image else {}),
             **({"libz": {"system": self.libz[1], "replacedBy": self.libz[0]}} if self.libz else {}),
         }
 
@@ -262,14 +296,34 @@ def make(
     network: bool,
     readonly: Sequence[Path] = (),
     caller_env: Mapping[str, str] | None = None,
+    image_root: Path | None = None,
 ) -> Sandbox:
     """The sandbox, with the ``bwrap`` that ``locate`` found, for a build that writes only to
-    ``writable`` (a path, or a host path and the path it is bound at inside)."""
-    visible: set[str] = {d for d in SYSTEM_DIRS if os.path.isdir(d)}
-    links: list[tuple[str, str]] = []
+    ``writable`` (a path, or a host path and the path it is bound at inside). With ``image_root`` (an
+    unpacked toolchain image), the system directories and top-level links are the image's."""
+    if image_root is not None:
+        image, links = image_system(image_root)
+        there = [inside for _, inside in image] + [link for link, _ in links]
+        visible = set()
+        for extra in (*interpreter_paths()[1:], *readonly):  # the hook runner; never this machine's Python
+            if extra == Path(sys.base_prefix).resolve():
+                continue
+            if _within(str(extra), there):
+                raise ConfigError(
+                    f"{extra}: a build with a toolchain image needs this host path, but the image has its own "
+                    "directory there; install detpack outside /usr, /etc and /opt (a virtual environment, pipx)"
+                )
+            visible.add(str(extra))
+        pairs = sorted({(str(w), str(w)) if isinstance(w, Path) else (str(w[0]), str(w[1])) for w in writable})
+        hostname, uid, gid = _identity(caller_env or os.environ)
+        inside = {i for _, i in pairs}
+        return Sandbox(found, _version(found), network, tuple(pairs), tuple(sorted(visible - inside)), links,
+                       hostname, uid, gid, None, image)  # fmt: skip
+    visible = {d for d in SYSTEM_DIRS if os.path.isdir(d)}
+    links_found: list[tuple[str, str]] = []
     for name in SYSTEM_LINKS:
         if os.path.islink(name):
-            links.append((name, os.readlink(name)))
+            links_found.append((name, os.readlink(name)))
         elif os.path.isdir(name):
             visible.add(name)
     for extra in (*interpreter_paths(), *readonly):  # unless a system directory already holds it
@@ -285,12 +339,39 @@ def make(
         network,
         tuple(pairs),
         tuple(sorted(visible - inside)),
-        tuple(links),
+        tuple(links_found),
         hostname,
         uid,
         gid,
         libz,
     )
+
+
+#: Where an install in a toolchain image sees this machine's files that lie where the image has its own.
+HOST_FILES = "/run/detpack-host"
+#: The top-level directories (or links) of a toolchain image its builds see: its system, not its home
+#: directories, /var or /tmp.
+IMAGE_SYSTEM = ("usr", "etc", "opt", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def image_system(root: Path) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """An unpacked image's system directories (host path, path inside) and top-level links (path inside,
+    target). A link is recreated inside, never followed here: the image is not this machine's to resolve."""
+    mounts: list[tuple[str, str]] = []
+    links: list[tuple[str, str]] = []
+    for name in IMAGE_SYSTEM:
+        path = root / name
+        if path.is_symlink():
+            links.append((f"/{name}", os.readlink(path)))
+        elif path.is_dir():
+            mounts.append((str(path), f"/{name}"))
+    if not any(inside == "/usr" for _, inside in mounts):
+        raise InputError(f"{root}: the toolchain image has no /usr directory; is it a root filesystem?")
+    return tuple(mounts), tuple(links)
+
+
+def _within(path: str, places: Sequence[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in places)
 
 
 def locate(caller_env: Mapping[str, str] | None = None) -> str | NoSandbox:

@@ -187,7 +187,7 @@ def toolchain_drift(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
     """One line per native tool, system package, OS or C library that differs between two statements:
     ``gcc: 12.2.0 (gcc-12 12.2.0-14) vs 13.3.0 (gcc-13 13.3.0-6)``, ``libssl-dev 3.0.15-1 vs 3.0.17-1``."""
     na, nb = _native(a), _native(b)
-    lines = list(_canonical_drift(a, b))
+    lines = [*_image_drift(a, b), *_canonical_drift(a, b)]
     for name in sorted(set(na) | set(nb)):
         x, y = na.get(name), nb.get(name)
         if x == y:
@@ -205,6 +205,23 @@ def toolchain_drift(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, ...]:
         else:
             lines.append(f"{name}: {vx} in both, but what it read or where it is differs")
     return tuple(lines)
+
+
+def _image_drift(a: dict[str, Any], b: dict[str, Any]) -> Iterator[str]:
+    """The toolchain image, when the two were built in different ones (or one in none): the first
+    cause to name, every tool, header and library of the build came from it."""
+    none = "none (the builder's own system)"
+    ia, ib = _image(a), _image(b)
+    if ia != ib:
+        yield f"toolchain image: {ia or none} vs {ib or none}"
+
+
+def _image(statement: dict[str, Any]) -> str | None:
+    for dep in statement.get("predicate", {}).get("buildDefinition", {}).get("resolvedDependencies", []):
+        if isinstance(dep, dict) and dep.get("name") == "toolchain image":
+            digest = dep.get("digest", {}).get("sha256", "?") if isinstance(dep.get("digest"), dict) else "?"
+            return f"{str(dep.get('uri', '')).split('@')[0]}@sha256:{str(digest)[:12]}"
+    return None
 
 
 def _canonical_drift(a: dict[str, Any], b: dict[str, Any]) -> Iterator[str]:
