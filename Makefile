@@ -129,5 +129,68 @@ machines: setup
 		--python-version 3.11 -d $(MACHINES)/arm64-wheels '$(ZLIB_NG)' rfc8785
 	for whl in $(MACHINES)/arm64-wheels/*.whl; do $(BIN)/python -m zipfile -e $$whl $(MACHINES)/arm64-site; done
 
+# Toolchain images and another host (issue 36). Both are Debian roots made from scratch by
+# tests/machines/debian-root (debootstrap --variant=minbase from $(DEBIAN_MIRROR), as root; the .debs
+# are cached in $(DEBOOTSTRAP_CACHE), outside the checkout). Needs debootstrap and bubblewrap.
+.PHONY: toolchain other-host
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+DEBOOTSTRAP_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/detpack-debootstrap
+DEBIAN_ROOT := MIRROR=$(DEBIAN_MIRROR) DEBOOTSTRAP_CACHE=$(DEBOOTSTRAP_CACHE) tests/machines/debian-root
+
+# A test toolchain image for `detpack build --toolchain`: Debian 12 (bookworm, CPython 3.11, gcc 12)
+# as an OCI image at oci:.toolchain/debian12:1, packed by detpack itself (one layer,
+# .toolchain/debian12-root.tar.gz, with its provenance). Removed from the root before packing (what
+# an image must not carry; debian-root lists why): /dev nodes (console, full, null, ptmx, random,
+# tty, urandom, zero; the fd/stdin/stdout/stderr links and pts, shm), /proc and /sys contents, apt's
+# caches and lists, the logs, ldconfig's aux-cache, the machine-ids, dpkg's and debconf's *-old
+# backups, and the build machine's hostname and resolv.conf (left empty). Nothing else is refused
+# by detpack layer: its absolute symlinks resolve inside the image. The layer keeps no setuid bit,
+# owner or special mode (every member root-owned, 0644/0755, so /tmp is 0755: a runtime mounts its
+# own). Dates are TOOLCHAIN_EPOCH: the packages' scripts see it as SOURCE_DATE_EPOCH (/etc/shadow),
+# and the layer and image are stamped with it; two runs on one day give the same layer digest
+# (the mirror moves on between point releases). The root is not this checkout's source:
+# GIT_CEILING_DIRECTORIES keeps detpack layer from recording this commit as its origin (and the image
+# from carrying it as org.opencontainers.image.revision), so the image's digest does not change with
+# every commit.
+TOOLCHAIN := .toolchain
+TOOLCHAIN_EPOCH := 1686355200
+TOOLCHAIN_PACKAGES := python3 python3-venv python3-dev gcc libc6-dev patchelf
+toolchain: setup
+	rm -rf $(TOOLCHAIN) && mkdir -p $(TOOLCHAIN)
+	SOURCE_DATE_EPOCH=$(TOOLCHAIN_EPOCH) $(DEBIAN_ROOT) bookworm $(TOOLCHAIN)/debian12-rootfs $(TOOLCHAIN_PACKAGES)
+	GIT_CEILING_DIRECTORIES=$(CURDIR) $(BIN)/detpack layer -q -o $(TOOLCHAIN)/debian12-root.tar.gz \
+		--add $(TOOLCHAIN)/debian12-rootfs:/ --source-date-epoch $(TOOLCHAIN_EPOCH)
+	$(BIN)/detpack image -q -o oci:$(TOOLCHAIN)/debian12:1 --layer $(TOOLCHAIN)/debian12-root.tar.gz \
+		--env PATH=/usr/local/bin:/usr/bin:/bin --source-date-epoch $(TOOLCHAIN_EPOCH)
+	rm -rf $(TOOLCHAIN)/debian12-rootfs
+
+# Another host for tests/test_toolchain_machines.py (tests/other_host.py enters it with bubblewrap):
+# Debian 13 (trixie: CPython 3.13, gcc 14, glibc 2.41) at .machines/trixie-root, with detpack in a
+# venv at /opt/detpack made by trixie's own python3: this checkout's wheel and its dependencies as
+# cp313 wheels (the versions pylock.dev.toml pins), pip and uv from $(BOOTSTRAP) by hash; installed
+# offline. Run it after `make machines`, which starts .machines/ over (.ci/run does).
+OTHER_HOST := $(MACHINES)/trixie-root
+OTHER_WHEELS := $(MACHINES)/trixie-wheels
+OTHER_PACKAGES := python3 python3-venv gcc libc6-dev python3-dev bubblewrap ca-certificates
+OTHER_TARGET := --only-binary=:all: --python-version 3.13 --platform manylinux_2_17_x86_64
+#: The root, writable, with the wheels at /tmp/wheels and nothing of this machine's environment.
+OTHER_HOST_RW = bwrap --bind $(OTHER_HOST) / --proc /proc --dev /dev --tmpfs /tmp --ro-bind $(OTHER_WHEELS) /tmp/wheels \
+	--clearenv --setenv PATH /usr/bin:/bin --setenv HOME /tmp --setenv LANG C.UTF-8 --
+other-host: setup
+	rm -rf $(OTHER_HOST) $(OTHER_WHEELS) && mkdir -p $(OTHER_WHEELS)
+	$(DEBIAN_ROOT) trixie $(OTHER_HOST) $(OTHER_PACKAGES)
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(OTHER_WHEELS) .
+	$(BIN)/python -c 'import tomllib; print(*("%s==%s" % (p["name"], p["version"]) \
+		for p in tomllib.load(open("$(LOCK)", "rb"))["packages"]), sep="\n")' > $(OTHER_WHEELS)/constraints.txt
+	$(BIN)/python -m pip download --quiet $(OTHER_TARGET) -d $(OTHER_WHEELS) -c $(OTHER_WHEELS)/constraints.txt \
+		$(OTHER_WHEELS)/detpack-*.whl
+	$(BIN)/python -m pip download --quiet $(OTHER_TARGET) --no-deps -d $(OTHER_WHEELS) --require-hashes -r $(BOOTSTRAP)
+	cp $(BOOTSTRAP) $(OTHER_WHEELS)/bootstrap.txt
+	$(OTHER_HOST_RW) python3 -m venv /opt/detpack
+	$(OTHER_HOST_RW) /opt/detpack/bin/python -m pip install --quiet --no-index --find-links /tmp/wheels \
+		--require-hashes --no-deps -r /tmp/wheels/bootstrap.txt
+	$(OTHER_HOST_RW) /opt/detpack/bin/python -m pip install --quiet --no-index --find-links /tmp/wheels detpack
+	$(OTHER_HOST_RW) /opt/detpack/bin/detpack --version
+
 clean:
-	rm -rf $(VENV) $(WHEELHOUSE) $(SAMPLES) $(MACHINES) example/dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(WHEELHOUSE) $(SAMPLES) $(MACHINES) $(TOOLCHAIN) example/dist .pytest_cache .mypy_cache .ruff_cache
