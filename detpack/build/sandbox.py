@@ -75,6 +75,9 @@ class Sandbox:
     #: A toolchain image's system directories (its unpacked root's usr, etc, opt…: host path, path inside),
     #: bound read-only in place of this machine's; ``links`` are then the image's top-level links
     image: tuple[tuple[str, str], ...] = ()
+    #: host paths hooks read (the hook runner) that lie where the image has its own directory: seen under
+    #: ``HOST_FILES`` (a hook's command names them there: ``moved``)
+    displaced: tuple[str, ...] = ()
 
     @property
     def hermetic(self) -> bool:
@@ -101,6 +104,8 @@ class Sandbox:
         # unpacked) is bound from the first hook that runs after it exists
         for path in self.readonly:
             args += ["--ro-bind-try", path, path]
+        for path in self.displaced:
+            args += ["--ro-bind-try", path, HOST_FILES + path]
         for path, target in self.links:
             args += ["--symlink", target, path]
         if self.libz is not None:
@@ -176,6 +181,15 @@ class Sandbox:
                 args += ["--bind-try", path, seen]
         args += ["--bind", str(root), str(inside), "--tmpfs", str(inside / "home"), "--chdir", str(inside)]
         return [*args, "--", *cmd]
+
+    def in_image(self, path: str) -> bool:
+        """Whether ``path`` is a file of the toolchain image (it has one there)."""
+        return bool(self.image) and self.relocated([path]) != {} and os.path.lexists(self._system_path(path))
+
+    @property
+    def moved(self) -> dict[str, str]:
+        """Where hooks see the ``displaced`` host paths."""
+        return {p: HOST_FILES + p for p in self.displaced}
 
     def relocated(self, paths: Sequence[str]) -> dict[str, str]:
         """Where an install in a toolchain image sees each of ``paths`` (host files it reads: the installer,
@@ -304,21 +318,17 @@ def make(
     if image_root is not None:
         image, links = image_system(image_root)
         there = [inside for _, inside in image] + [link for link, _ in links]
-        visible = set()
-        for extra in (*interpreter_paths()[1:], *readonly):  # the hook runner; never this machine's Python
+        visible: set[str] = set()
+        displaced: set[str] = set()
+        for extra in (*interpreter_paths(), *readonly):  # the hook runner; never this machine's Python
             if extra == Path(sys.base_prefix).resolve():
                 continue
-            if _within(str(extra), there):
-                raise ConfigError(
-                    f"{extra}: a build with a toolchain image needs this host path, but the image has its own "
-                    "directory there; install detpack outside /usr, /etc and /opt (a virtual environment, pipx)"
-                )
-            visible.add(str(extra))
+            (displaced if _within(str(extra), there) else visible).add(str(extra))
         pairs = sorted({(str(w), str(w)) if isinstance(w, Path) else (str(w[0]), str(w[1])) for w in writable})
         hostname, uid, gid = _identity(caller_env or os.environ)
         inside = {i for _, i in pairs}
         return Sandbox(found, _version(found), network, tuple(pairs), tuple(sorted(visible - inside)), links,
-                       hostname, uid, gid, None, image)  # fmt: skip
+                       hostname, uid, gid, None, image, tuple(sorted(displaced)))  # fmt: skip
     visible = {d for d in SYSTEM_DIRS if os.path.isdir(d)}
     links_found: list[tuple[str, str]] = []
     for name in SYSTEM_LINKS:
