@@ -198,14 +198,14 @@ def resolve(
                 f"--toolchain {given}: a tag, resolved now to {image.digest} (recorded); pin it by digest so every "
                 f"build uses this image: {given}@{image.digest}"
             )
-        # Its installs run in the image: uv (one static program), never this machine's pip or Python;
-        # environments and answers this machine's Python made are not the image's.
-        frontend = dataclasses.replace(frontend, installer="uv", uv=frontend.uv or find_uv(caller),
-                                       toolchain_python=image.python, env_cache=None, answers=None)  # fmt: skip
+        # Its installs run in the image: uv, never this machine's pip or Python; environments this machine's
+        # Python made are not the image's (a backend's answers are remembered per image and interpreter).
+        frontend = dataclasses.replace(frontend, installer="uv", uv=frontend.uv or find_uv(caller), env_cache=None,
+                                       toolchain_python=f"{image.python}@{image.digest}")  # fmt: skip
     elif request.repair:
         raise ConfigError("--repair: only with --toolchain (the wheel is repaired inside the toolchain image)")
-    if request.cache and frontend.isolation and request.env_dir is None and image is None:
-        if lock is not None and frontend.env_cache is None:
+    if request.cache and frontend.isolation and request.env_dir is None:
+        if lock is not None and frontend.env_cache is None and image is None:
             frontend = dataclasses.replace(frontend, env_cache=root.cache)
         if frontend.answers is None:
             frontend = dataclasses.replace(frontend, answers=root.cache)

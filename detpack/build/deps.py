@@ -65,7 +65,7 @@ class InstallSettings:
     lock: BuildLock | None = None  # install exactly these files, and check they cover every requirement
     cache: Path | None = None  # with a lock: keep and reuse environments here (``envcache``)
     answers: Path | None = None  # remember get_requires_for_build_* answers here (``envcache.cached_requires``)
-    #: a toolchain image's interpreter (a path inside it): the environment is made with it, in the image
+    #: a toolchain image's interpreter, ``PATH@sha256:IMAGE``: the environment is made with it, in the image
     toolchain_python: str | None = None
 
 
@@ -231,6 +231,8 @@ class Provisioner:
                 return compute()
             known = [f"{d.name}=={d.version} sha256:{d.sha256}" for d in got]
         interpreter = [sys.version, platform.machine(), str(Path(sys.executable).resolve())]
+        if self._settings.toolchain_python is not None:  # the image's interpreter (PATH@IMAGE-DIGEST)
+            interpreter = [self._settings.toolchain_python]
         answer, reused = envcache.cached_requires(answers, [*interpreter, *known, *facts()], compute)
         if reused:
             said = ", ".join(sorted(answer)) or "nothing more"
@@ -267,7 +269,8 @@ def provisioned(env_dir: Path, settings: InstallSettings, runner: Runner, who: P
     if settings.toolchain_python is not None:
         from detpack.build.imagebuild import ImageEnv
 
-        made = ImageEnv.make(env_dir, settings.toolchain_python, runner)
+        python = settings.toolchain_python.rpartition("@sha256:")[0]
+        made = ImageEnv.make(env_dir, python, runner, settings.uv or find_uv(os.environ))
         yield Provisioner(made, env_dir, settings, runner, who)
         return
     if lock is None or settings.cache is None:

@@ -315,12 +315,18 @@ class Runner:
         cmd, _, extra = self._inside(cmd, None, extra_environ)
         shown = f"[install sandbox, build root at {self.root.inside}] {subprocess.list2cmdline(list(cmd))}"
         environ = {**self.env.variables, **caches, **extra}
-        # The program run is the image's when the image has it (its interpreter): never a host input moved
-        ours = not self.sandbox.in_image(cmd[0])
-        readonly = _install_inputs([*cmd[: int(ours)], *cmd[1:], *environ.values()], self.root)
+        # A path the command names that a toolchain image has (its interpreter) is the image's, never a host
+        # input moved aside; what the environment names (certificates, constraints) is the caller's
+        named_files = [c for c in cmd if not self.sandbox.in_image(c)]
+        readonly = _install_inputs([*named_files, *environ.values()], self.root)
         moved = self.sandbox.relocated(readonly)
+        if moved:  # what lies behind our links (CA bundles in a certificate folder) is the image's path there:
+            words = [*cmd, *environ.values()]  # only what the install names itself is ours, seen elsewhere
+            named = {p for p in moved if any(p in w for w in words)}
+            readonly = [p for p in readonly if p not in moved or p in named]
+            moved = {p: moved[p] for p in named}
         if moved:  # a toolchain image has its own files there: the install reads ours elsewhere
-            cmd = [_moved(cmd[0], moved) if ours else cmd[0], *(_moved(c, moved) for c in cmd[1:])]
+            cmd = [c if self.sandbox.in_image(c) else _moved(c, moved) for c in cmd]
             extra = {**extra, **{k: _moved(v, moved) for k, v in environ.items() if _moved(v, moved) != v}}
         writable = [environ["UV_CACHE_DIR"]] if "UV_CACHE_DIR" in self.env.variables else []
         wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside, readonly=readonly, writable=writable)

@@ -40,8 +40,9 @@ class ImageEnv:
     image_path: str  # PATH inside the image
 
     @classmethod
-    def make(cls, path: Path, python: str, runner: Runner) -> ImageEnv:
-        runner.install([python, "-I", "-m", "venv", "--without-pip", str(path)])
+    def make(cls, path: Path, python: str, runner: Runner, uv: str) -> ImageEnv:
+        """The environment, made by uv (in the image, for its interpreter: no interpreter start)."""
+        runner.install([uv, "venv", "--quiet", "--no-config", "--python", python, str(path)])
         return cls(path, runner.env.variables.get("PATH", ""))
 
     @property
@@ -98,7 +99,7 @@ def repair(
 ) -> tuple[Path, dict[str, Any]]:
     """``wheel`` repaired by auditwheel in the image (``--plat auto``: the most widely usable manylinux tag its
     symbols allow; the libraries it needs grafted in), and the record of that step."""
-    env = ImageEnv.make(root.root / "env-repair", image.python, runner)
+    env = ImageEnv.make(root.root / "env-repair", image.python, runner, uv)
     pins = env.path / "detpack-repair.txt"
     pins.write_text("".join(f"{line}\n" for line in AUDITWHEEL), encoding="utf-8")
     runner.install([uv, "pip", "install", "--python", env.python_executable, "--require-hashes", "--no-deps",
