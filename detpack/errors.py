@@ -106,3 +106,8 @@ class StoreRefusedError(StoreError):
     promotion, expiring a held item); nothing was changed. The CLI exits 1."""
 
     exit_code = 1
+
+
+class CacheEntryError(DetpackError):
+    """A cache entry changed after detpack wrote it (found by the check made before each use); the
+    message names the entry to remove."""
