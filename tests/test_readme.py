@@ -20,7 +20,7 @@ exit code is 0 unless its own comment says ``exit N``. Shell variables set by on
 Distribution registry the test starts. An HTML comment ``<!-- readme-test: network -->``
 right before a block marks a block that needs PyPI (run by ``make test-network``; such a
 block must stand alone); ``<!-- readme-test: machines -->`` one that needs what ``make
-machines`` prepares (skipped without it, failed in CI). ``$ make test`` is not run inside the
+machines`` and ``make toolchain`` prepare (skipped without it, failed in CI). ``$ make test`` is not run inside the
 test suite it starts: the test checks that the target runs pytest instead. A failure names the
 document and line (``docs/store.md:120``). A page of ``docs/`` missing from ``PAGES`` fails the
 suite, so no page goes untested; so does a relative link to a file or heading that is not there.
@@ -176,7 +176,7 @@ def _copy_checkout(dest: Path) -> None:
         shutil.copy2(src, target)  # mtimes kept: make's set-up stamp stays newer than its inputs
     git = ["git", "-C", str(dest), "-c", "user.name=readme", "-c", "user.email=readme@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
-    links = (".venv", ".wheelhouse", ".samples", ".machines")
+    links = (".venv", ".wheelhouse", ".samples", ".machines", ".toolchain")
     with (dest / ".git" / "info" / "exclude").open("a", encoding="utf-8") as exclude:
         exclude.write("".join(f"/{name}\n" for name in links))  # set up by make, not part of a clone
     for name in links:
@@ -285,6 +285,8 @@ def test_relative_links_resolve(path: Path) -> None:
 def test_readme_example(block: Block, world: World) -> None:
     if block.machines and not (ROOT / ".machines" / "zlib-ng-compat" / "libz.so.1").exists():
         unavailable(f"{block.document}:{block.line} needs `make machines` (.ci/run runs it)")
+    if block.machines and not (ROOT / ".toolchain" / "debian12" / "index.json").exists():
+        unavailable(f"{block.document}:{block.line} needs `make toolchain` (.ci/run runs it)")
     if block.language == "python":
         code, output = world.run(f".venv/bin/python - <<'PYTHON'\n{block.source}\nPYTHON")
         assert code == 0, f"{block.document}:{block.line}: the Python example failed:\n{output}"

@@ -239,6 +239,8 @@ def session(
                     Recorded(f"{name} is passed to the build: it loads code into every build process (recorded)")
                 )
         box = found if isinstance(found, sandbox.NoSandbox) else _sandbox(plan, root, found)
+        if plan.toolchain is not None and on_step is not None:
+            on_step(f"in toolchain image {plan.toolchain.uri} ({plan.toolchain.platform}, {plan.toolchain.python})")
         if isinstance(box, sandbox.NoSandbox) and on_warning is not None:
             on_warning(Recorded(box.warning()))
         runner = Runner(env, on_line, on_warning, sandbox=box if isinstance(box, sandbox.Sandbox) else None, root=root)

@@ -55,6 +55,21 @@ def _add_sandbox_options(box: argparse._ArgumentGroup) -> None:
         default=None,
         help="refuse to build where no sandbox can be made (no bubblewrap, no user namespaces)",
     )
+    box.add_argument(
+        "--toolchain",
+        metavar="REF",
+        help="build inside this OCI image's system (compilers, headers, Python): oci:DIR[:TAG] or "
+        "HOST[:PORT]/REPO[:TAG]@sha256:… (pinned by digest in the record)",
+    )
+    box.add_argument(
+        "--toolchain-python", metavar="PATH", help="the image's interpreter to use (default: its newest python3.X)"
+    )
+    box.add_argument(
+        "--repair",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --toolchain: auditwheel repair a wheel with native code to a manylinux tag (default: on)",
+    )
 
 
 def _add_distribution_options(p: argparse.ArgumentParser) -> None:
@@ -326,6 +341,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _load_toolchain(given: str, python: str | None) -> Any:
+    from detpack.oci.toolchain import load
+
+    return load(given, python)
+
+
 def _build_request(args: argparse.Namespace) -> BuildRequest:
     distributions: tuple[Distribution, ...] | None = None
     if args.distributions:
@@ -353,4 +374,8 @@ def _build_request(args: argparse.Namespace) -> BuildRequest:
         require_sandbox=args.require_sandbox,
         require_clean=args.require_clean,
         cache=not args.no_cache,
+        toolchain=args.toolchain,
+        toolchain_python=args.toolchain_python,
+        toolchain_loader=_load_toolchain,
+        repair=args.repair,
     )

@@ -16,6 +16,7 @@ subjects do not count as reproduced nor as differing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -176,6 +177,7 @@ def rebuild(
     on_warning: LineSink | None = None,
     caller_env: Mapping[str, str] | None = None,
     key: PublicKey | None = None,
+    toolchain: str | None = None,
 ) -> RebuildResult:
     record = _read_record(provenance, key)
     if record.signature == "unchecked" and on_warning is not None:
@@ -189,6 +191,7 @@ def rebuild(
     with tempfile.TemporaryDirectory(prefix="detpack-rebuild-") as tmp:
         out = outdir or Path(tmp)
         request = _request(ext, srcdir, out, lock, find_links, offline, definition.get("internalParameters", {}))
+        request = _with_toolchain(request, definition.get("resolvedDependencies", []), toolchain, provenance)
         extras = None
         if ext.get("sbomInWheel"):  # the record's wheel carries the SBOM detpack put in it: so must the rebuild's
             from detpack.sbom import in_wheel
@@ -259,6 +262,50 @@ def _request(
         allow_network=bool(ext.get("allowNetwork", False)),  # a build that was let online is rebuilt online
         umask=_umask(internal.get("umask")),
         sdist_modes_kept=internal.get("sdistModes") == "kept",
+    )
+
+
+def _with_toolchain(
+    request: BuildRequest, resolved: list[dict[str, Any]], given: str | None, provenance: Path
+) -> BuildRequest:
+    """A record made in a toolchain image is rebuilt in the same image, fetched by its recorded digest (from
+    the recorded registry, or from ``given``, another copy that must have that digest), with the same
+    interpreter, and repaired again when it was."""
+    image = next((rd for rd in resolved if isinstance(rd, dict) and rd.get("name") == "toolchain image"), None)
+    if image is None:
+        if given is not None:
+            raise InputError(f"{provenance}: not built with a toolchain image; drop --toolchain")
+        return request
+    digest = "sha256:" + str(reader.dig(image, "digest", "sha256") or "")
+    uri = str(image.get("uri") or "")
+    python = reader.dig(image, "annotations", "python", "path")
+    repaired = any(rd.get("name") == "auditwheel" and reader.dig(rd, "annotations", "kind") == "repair"
+                   for rd in resolved if isinstance(rd, dict))  # fmt: skip
+    if given is None:
+        if not uri.startswith("oci://"):
+            raise InputError(
+                f"{provenance}: built with the toolchain image {uri} (an image layout on the builder's machine); "
+                f"give a copy of it with --toolchain oci:DIR[:TAG] (its digest must be {digest})"
+            )
+        given = uri.removeprefix("oci://")
+
+    def load(ref: str, interpreter: str | None) -> Any:
+        from detpack.oci.toolchain import load as load_image
+
+        found = load_image(ref, interpreter)
+        if found.digest != digest:
+            raise InputError(
+                f"--toolchain {ref}: its manifest is {found.digest}, the record's toolchain image is {digest}; "
+                "give a copy of the recorded image"
+            )
+        return found
+
+    return dataclasses.replace(
+        request,
+        toolchain=given,
+        toolchain_python=python if isinstance(python, str) else None,
+        toolchain_loader=load,
+        repair=repaired,
     )
 
 
