@@ -276,7 +276,7 @@ def _apply_layers(image: Image, root: Path, limits: policy.Limits) -> tuple[dict
                 try:
                     with (
                         _decompressed(f, hashing) as stream,
-                        tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tf,
+                        tarfile.open(fileobj=stream, mode="r|") as tf,
                     ):
                         applier.layer(tf, label)
                     while hashing.read(_CHUNK):  # the rest of the blob (tar padding, compressed trailer)
