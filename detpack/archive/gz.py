@@ -12,7 +12,7 @@ import gzip
 import io
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -78,15 +78,21 @@ def canonical_writer(fileobj: IO[bytes]) -> BlockGzipWriter:
     return BlockGzipWriter(fileobj)
 
 
-def gunzip(src: Path, dst: IO[bytes], limits: policy.Limits = policy.DEFAULT_LIMITS) -> None:
+def gunzip(
+    src: Path,
+    dst: IO[bytes],
+    limits: policy.Limits = policy.DEFAULT_LIMITS,
+    told: Callable[[int], None] | None = None,
+) -> None:
     """Stream-decompress ``src`` (all members) into ``dst``; refuse corrupt, truncated or bomb input.
 
     Only reading is guarded here: a failing write (disk full) is the caller's to report.
+    ``told`` hears the bytes of ``src`` read so far, once a MiB written (progress).
     """
     written = 0
     with _reading(src):
-        inp = gzip.open(src, "rb")  # noqa: SIM115 - closed below; its errors are reading errors
-    with inp:
+        raw = src.open("rb")  # closed below; its errors are reading errors
+    with raw, gzip.GzipFile(fileobj=raw, mode="rb") as inp:
         while True:
             with _reading(src):
                 chunk = inp.read(policy.CHUNK)
@@ -99,6 +105,8 @@ def gunzip(src: Path, dst: IO[bytes], limits: policy.Limits = policy.DEFAULT_LIM
                     "refusing a likely gzip bomb (raise it with --limit max_total_bytes=N if trusted)"
                 )
             dst.write(chunk)
+            if told is not None:
+                told(raw.tell())
 
 
 @contextlib.contextmanager
@@ -112,7 +120,12 @@ def _reading(src: Path) -> Iterator[None]:
         raise ArchiveError(f"{src}: corrupt gzip stream ({reason})") from None
 
 
-def normalize_gz(src: Path, dst: BinaryIO, limits: policy.Limits = policy.DEFAULT_LIMITS) -> None:
-    """Rewrite a plain (non-tar) gzip file with the canonical header and level."""
+def normalize_gz(
+    src: Path,
+    dst: BinaryIO,
+    limits: policy.Limits = policy.DEFAULT_LIMITS,
+    told: Callable[[int], None] | None = None,
+) -> None:
+    """Rewrite a plain (non-tar) gzip file with the canonical header and level (``told``: as ``gunzip``)."""
     with canonical_writer(dst) as out:
-        gunzip(src, out, limits)  # type: ignore[arg-type]
+        gunzip(src, out, limits, told)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import hashlib
 import io
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -26,9 +26,14 @@ from detpack.archive import gz, tar
 from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
 from detpack.archive.entry import Duplicates, Entry, same_streams
+from detpack.archive.meter import CountingReader, Progress
 from detpack.atomic import atomic_writer
 from detpack.digest import file_sha256
 from detpack.errors import ArchiveError
+
+#: A tar.gz is decompressed to a scratch tar, then rewritten: its progress counts the first step
+#: as this share of the input's bytes (measured, 2 cores: 1.2 s and 2.9 s for a 220 MB tar.gz).
+_GUNZIP_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -55,18 +60,23 @@ class NormalizeResult:
     replaced: tuple[str, ...] = ()  # names of which the last of two different members was kept
 
 
-def normalize_file(src: Path, target: Path, options: NormalizeOptions) -> NormalizeResult:
-    """Normalize ``src`` into ``target`` (which may be ``src``) atomically."""
+def normalize_file(
+    src: Path, target: Path, options: NormalizeOptions, progress: Progress | None = None
+) -> NormalizeResult:
+    """Normalize ``src`` into ``target`` (which may be ``src``) atomically.
+
+    ``progress`` hears (bytes of ``src`` done, its size), about once a MiB: bytes read, for a
+    zip or a tar; for a tar.gz an estimate (decompressing is ``_GUNZIP_SHARE`` of the work)."""
     kind = detect(src) if not _exists_and_zip(src) else None
     if kind is None:  # a zip: open it once, for classifying and for copying
         with zipc.open_source(src) as (zf, raw):
             kind = zip_kind(zf, src)
             with atomic_writer(target) as out:
-                replaced = _normalize_open_zip(zf, raw, src, out, kind, options)
+                replaced = _normalize_open_zip(zf, _counted(raw, src, progress), src, out, kind, options)
                 changed = _differs(src, out)
     else:
         with atomic_writer(target) as out:
-            replaced = normalize_stream(src, out, kind, options, scratch=target.parent)
+            replaced = normalize_stream(src, out, kind, options, scratch=target.parent, progress=progress)
             changed = _differs(src, out)
     after = file_sha256(target)
     return NormalizeResult(src, target, kind, after, target.stat().st_size, changed, replaced)
@@ -89,34 +99,65 @@ def normalize_stream(
     options: NormalizeOptions,
     scratch: Path,
     extra: Sequence[tuple[str, bytes]] = (),
+    progress: Progress | None = None,
 ) -> tuple[str, ...]:
     """Write the canonical form of ``src`` (of ``kind``) to ``out``; return the member names of
     which the last of two different members was kept (only with ``duplicates="last"``).
 
     ``extra`` (a wheel only): members to add, (name, bytes), each in its canonical place and listed
-    in the regenerated RECORD; a name the wheel already holds is refused."""
+    in the regenerated RECORD; a name the wheel already holds is refused. ``progress``: as for
+    ``normalize_file``."""
     label = str(src)
     if extra and kind != "wheel":
         raise ArchiveError(f"{label}: members are added to wheels only")
     if kind in ("wheel", "jar", "zip"):
-        return _normalize_zip(src, out, kind, options, extra)
+        return _normalize_zip(src, out, kind, options, extra, progress)
+    size = _size(src) if progress is not None else 0
     if kind == "tar":
         with src.open("rb") as f:
-            return _normalize_tar(f, out, options, label)
+            return _normalize_tar(f, out, options, label, _share(progress, size, 0.0, 1.0, size))
     if kind == "tar.gz":
         with tempfile.TemporaryFile(dir=scratch) as plain:
-            gz.gunzip(src, plain, options.limits)
+            gz.gunzip(src, plain, options.limits, _share(progress, size, 0.0, _GUNZIP_SHARE, size))
+            told = _share(progress, size, _GUNZIP_SHARE, 1.0, plain.tell())
             plain.seek(0)
             with gz.canonical_writer(out) as gzout:
-                return _normalize_tar(plain, gzout, options, label)  # type: ignore[arg-type]
-    gz.normalize_gz(src, out, options.limits)
+                return _normalize_tar(plain, gzout, options, label, told)  # type: ignore[arg-type]
+    gz.normalize_gz(src, out, options.limits, _share(progress, size, 0.0, 1.0, size))
     return ()
 
 
-def _normalize_tar(inp: BinaryIO, out: BinaryIO, options: NormalizeOptions, label: str) -> tuple[str, ...]:
+def _size(src: Path) -> int:
+    try:
+        return src.stat().st_size
+    except OSError:
+        return 0  # the readers say what is wrong with it
+
+
+def _share(progress: Progress | None, size: int, start: float, end: float, of: int) -> Callable[[int], None] | None:
+    """``progress`` told (bytes of ``src`` done, ``size``) for a step that does ``of`` units of work,
+    mapped onto the part of ``size`` from ``start`` to ``end`` (fractions)."""
+    if progress is None:
+        return None
+    first, span, units = start * size, (end - start) * size, max(of, 1)
+    return lambda done: progress(min(size, int(first + span * min(done, units) / units)), size)
+
+
+def _counted(raw: BinaryIO, src: Path, progress: Progress | None) -> BinaryIO:
+    """``raw``, counting what is read of it for ``progress`` (a zip's members are read through it)."""
+    if progress is None:
+        return raw
+    size = _size(src)
+    counting = CountingReader(raw, lambda done: progress(min(done, size), size))
+    return counting  # type: ignore[return-value]  # read, seek and tell: all the zip reader uses
+
+
+def _normalize_tar(
+    inp: BinaryIO, out: BinaryIO, options: NormalizeOptions, label: str, told: Callable[[int], None] | None = None
+) -> tuple[str, ...]:
     replaced = options.replaced()
     with tar.open_tar(inp, label) as tf:
-        tar.write(out, tar.plan(tf, label, options.limits, replaced=replaced), tf, options.epoch, label)
+        tar.write(out, tar.plan(tf, label, options.limits, replaced=replaced), tf, options.epoch, label, told)
     return tuple(replaced or ())
 
 
@@ -154,10 +195,15 @@ def _exists_and_zip(src: Path) -> bool:
 
 
 def _normalize_zip(
-    src: Path, out: BinaryIO, kind: ArchiveKind, options: NormalizeOptions, extra: Sequence[tuple[str, bytes]] = ()
+    src: Path,
+    out: BinaryIO,
+    kind: ArchiveKind,
+    options: NormalizeOptions,
+    extra: Sequence[tuple[str, bytes]] = (),
+    progress: Progress | None = None,
 ) -> tuple[str, ...]:
     with zipc.open_source(src) as (zf, raw):
-        return _normalize_open_zip(zf, raw, src, out, kind, options, extra)
+        return _normalize_open_zip(zf, _counted(raw, src, progress), src, out, kind, options, extra)
 
 
 def _normalize_open_zip(

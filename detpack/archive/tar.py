@@ -235,10 +235,13 @@ _COPY_ERRORS: tuple[type[BaseException], ...] = (_Short, *READ_ERRORS)
 class _Emitter:
     """Writes tar blocks to ``out``, coalescing small writes into ~1 MiB ones."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, told: Callable[[int], None] | None = None) -> None:
         self._out = out
         self._buffer = bytearray()
         self.offset = 0
+        self.copied = 0  # file bytes copied: what ``told`` hears, about once a MiB and at the end
+        self._told = told
+        self._said = 0
 
     def put(self, data: bytes) -> None:
         self._buffer += data
@@ -267,6 +270,10 @@ class _Emitter:
                 self.offset += len(chunk)
             else:
                 self.put(chunk)
+            self.copied += len(chunk)
+            if self._told is not None and self.copied - self._said >= policy.CHUNK:
+                self._said = self.copied
+                self._told(self.copied)
         self.put(bytes(-size % tarfile.BLOCKSIZE))
 
     def close(self) -> None:
@@ -274,6 +281,8 @@ class _Emitter:
         self.put(bytes(2 * tarfile.BLOCKSIZE))
         self.put(bytes(-self.offset % _RECORD))
         self.flush()
+        if self._told is not None:
+            self._told(self.copied)
 
 
 class _PositionalReader:
@@ -307,9 +316,18 @@ class _PositionalReader:
         return data
 
 
-def write(out: BinaryIO, items: Iterable[TarItem], src: tarfile.TarFile | None, epoch: int, label: str) -> None:
-    """Write planned ``items`` canonically to ``out``, streaming file data from ``src``."""
-    emit = _Emitter(out)
+def write(
+    out: BinaryIO,
+    items: Iterable[TarItem],
+    src: tarfile.TarFile | None,
+    epoch: int,
+    label: str,
+    told: Callable[[int], None] | None = None,
+) -> None:
+    """Write planned ``items`` canonically to ``out``, streaming file data from ``src``.
+
+    ``told`` hears the file bytes copied so far, about once a MiB and at the end (progress)."""
+    emit = _Emitter(out, told)
     for item in items:
         emit.put(header(item.entry, epoch))
         if item.entry.kind != "file":
@@ -332,16 +350,18 @@ def write_entries(
     epoch: int,
     label: str,
     observe: Callable[[Entry, str | None], None] | None = None,
+    told: Callable[[int], None] | None = None,
 ) -> int:
     """Write canonical entries to ``out`` in the given (sorted) order, file data from each opener.
 
     A file whose size changed since it was listed is an error: the archive would otherwise
     record one size and hold other bytes (or be cut short). ``observe`` is told every entry
     written, with a file's sha256 computed while it was copied (provenance without a second
-    read). Returns the number of entries.
+    read); ``told``, the file bytes copied so far, about once a MiB and at the end (progress).
+    Returns the number of entries.
     """
     count = 0
-    emit = _Emitter(out)
+    emit = _Emitter(out, told)
     for entry, opener in items:
         count += 1
         emit.put(header(entry, epoch))

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Literal
 from detpack import policy
 from detpack.archive import gz, tar
 from detpack.archive.entry import Entry, parents, safe_name
+from detpack.archive.meter import Progress
 from detpack.archive.tree import TreeItem, walk
 from detpack.atomic import atomic_writer
 from detpack.errors import ArchiveError, ConfigError, InputError
@@ -104,10 +105,13 @@ def _write_tar(
     label: str,
     compression: Compression,
     observe: Callable[[TreeItem, str | None], None] | None = None,
+    progress: Progress | None = None,
+    total: int = 0,
 ) -> TarDigests:
     """Write ``items`` (canonical order, parents present) as a canonical tar through ``compression``.
 
-    ``observe`` sees every item as it is written, with a file's sha256 (computed in passing).
+    ``observe`` sees every item as it is written, with a file's sha256 (computed in passing);
+    ``progress`` hears the file bytes copied of ``total`` (``content_size``), about once a MiB.
     """
     blob = _Digesting(out)
     current: list[TreeItem] = []
@@ -123,7 +127,8 @@ def _write_tar(
 
     with _compressor(blob, compression) as packed:
         plain = _Digesting(packed)
-        count = tar.write_entries(plain, pairs(), epoch, label, seen if observe is not None else None)  # type: ignore[arg-type]
+        told = None if progress is None else lambda done: progress(min(done, total), total)
+        count = tar.write_entries(plain, pairs(), epoch, label, seen if observe is not None else None, told)  # type: ignore[arg-type]
     return TarDigests(plain.hash.hexdigest(), plain.size, blob.hash.hexdigest(), blob.size, count)
 
 
@@ -133,11 +138,22 @@ def write_tarball(
     epoch: int,
     label: str,
     observe: Callable[[TreeItem, str | None], None] | None = None,
+    *,
+    progress: Progress | None = None,
+    total: int = 0,
 ) -> TarDigests:
-    """``_write_tar`` into ``target`` atomically, compressed as its suffix says."""
+    """``_write_tar`` into ``target`` atomically, compressed as its suffix says.
+
+    ``progress`` hears (file bytes copied, ``total``): give ``total=content_size(...)`` of the
+    same items (a second walk of a directory: names and sizes only, no data read)."""
     compression = compression_for(target)
     with atomic_writer(target) as f:
-        return _write_tar(items, f, epoch, label, compression, observe)
+        return _write_tar(items, f, epoch, label, compression, observe, progress, total)
+
+
+def content_size(items: Iterable[TreeItem]) -> int:
+    """The file bytes ``items`` hold: what packing them copies (a hardlink's data is counted once)."""
+    return sum(item.entry.size for item in items if item.entry.kind == "file")
 
 
 class ContentDigest:

@@ -14,6 +14,7 @@ from typing import Any
 from detpack import policy
 from detpack.atomic import write_bytes
 from detpack.cli._output import Output, count
+from detpack.cli._progress import byte_progress, per_file
 from detpack.digest import canonical_json
 from detpack.errors import ConfigError
 from detpack.oci import attest
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         signing_key = load_private_key(args.sign)  # a bad key fails before anything is written
     base, plat = _base_and_platform(args)
     out.step(f"hashing {count(len(args.layer), 'layer')}")
-    layers = [LayerBlob.inspect(path) for path in args.layer]
+    with byte_progress(out, "hashing") as advance:
+        layers = [LayerBlob.inspect(p, told) for p, told in zip(args.layer, per_file(args.layer, advance), strict=True)]
     records, epochs = _layer_records(layers)
     epoch = policy.epoch_from(args.source_date_epoch, os.environ, max(epochs, default=policy.DEFAULT_EPOCH))
     settings = _settings(args, plat, _annotations(args, records))

@@ -11,6 +11,7 @@ from typing import Any
 from detpack import policy
 from detpack.atomic import write_bytes
 from detpack.cli._output import Output
+from detpack.cli._progress import byte_progress
 from detpack.digest import canonical_json, file_sha256
 from detpack.errors import ConfigError, InputError
 from detpack.oci import attest
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     wheels = [WheelInput(w, file_sha256(w)) for w in wheel_paths]
     python = PythonTarget(prefix.rstrip("/") or "/", args.python_version)
     out.step(f"packing layer {target}")
-    layer = build_layer(target, additions=additions, wheels=wheels, target=python, epoch=epoch)
+    with byte_progress(out, "packing") as advance:
+        layer = build_layer(target, additions=additions, wheels=wheels, target=python, epoch=epoch, progress=advance)
     statement = attest.layer_statement(
         name=target.name,
         digest=layer.digest,

@@ -10,6 +10,7 @@ from typing import Any
 from detpack import policy
 from detpack.archive.normalize import NormalizeOptions, normalize_file
 from detpack.cli._output import Output
+from detpack.cli._progress import byte_progress, per_file
 from detpack.errors import ConfigError, InputError
 
 
@@ -70,11 +71,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
     for f in files:
         if not f.is_file():
             raise InputError(f"{f}: no such file" if not f.exists() else f"{f}: not a regular file")
-    for f in files:
-        target = f if args.in_place else args.outdir / f.name
-        result = normalize_file(f, target, options)
-        for name in result.replaced:
-            out.warning(f"{f}: two different members are named {name!r}; kept the last one (--duplicates last)")
-        state = "rewritten" if result.changed else "already canonical"
-        out.result(f"{result.output}  {result.kind}  sha256:{result.sha256}  {state}")
+    with byte_progress(out, "normalizing") as advance:
+        for f, told in zip(files, per_file(files, advance), strict=True):
+            target = f if args.in_place else args.outdir / f.name
+            result = normalize_file(f, target, options, told)
+            for name in result.replaced:
+                out.warning(f"{f}: two different members are named {name!r}; kept the last one (--duplicates last)")
+            state = "rewritten" if result.changed else "already canonical"
+            out.result(f"{result.output}  {result.kind}  sha256:{result.sha256}  {state}")
     return 0

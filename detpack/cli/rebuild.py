@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack.cli._output import Output, count
+from detpack.cli._progress import progress
 from detpack.cli.diff import render_text
 from detpack.errors import ConfigError
 from detpack.provenance.signing import PrivateKey
@@ -74,6 +75,12 @@ def add_parser(sub: Any) -> None:
         help="also look here for build dependencies (and, with --pypi, for the release itself)",
     )
     p.add_argument("--offline", action="store_true", default=None, help="use no index, only --find-links")
+    p.add_argument(
+        "--toolchain",
+        metavar="REF",
+        help="a copy of the record's toolchain image (oci:DIR[:TAG] or a registry; its digest must be the "
+        "recorded one); default: fetched by digest from the recorded registry",
+    )
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
 
@@ -191,17 +198,21 @@ def _run_batch(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError(f"--jobs {jobs}: give at least 1")
     out.step(f"checking {count(len(specs), 'release')} from {args.releases}, {jobs} at a time")
 
-    def done(i: int, o: ReleaseOutcome) -> None:
-        out.step(f"[{i}/{len(specs)}] {o.spec}: {o.status} ({o.seconds:.0f} s)")
+    with progress(out, "rebuilding", "releases", json=args.json) as advance:
+        advance(0, len(specs))
 
-    outcomes = rebuild_many(
-        specs,
-        jobs=jobs,
-        outdir=args.outdir,
-        find_links=tuple(args.find_links),
-        offline=bool(args.offline),
-        on_done=done,
-    )
+        def done(i: int, o: ReleaseOutcome) -> None:
+            out.step(f"[{i}/{len(specs)}] {o.spec}: {o.status} ({o.seconds:.0f} s)")  # above the bar
+            advance(i, len(specs))
+
+        outcomes = rebuild_many(
+            specs,
+            jobs=jobs,
+            outdir=args.outdir,
+            find_links=tuple(args.find_links),
+            offline=bool(args.offline),
+            on_done=done,
+        )
     totals = tally(outcomes)
     if args.json:
         summary: dict[str, int] = {str(k): n for k, n in totals.items()} | {"releases": len(outcomes)}
@@ -258,6 +269,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         outdir=args.outdir,
         on_step=out.step,
         on_line=out.line,
+        toolchain=args.toolchain,
     )
     same = sum(1 for s in result.rebuilt if s.matches)
     verdict = "reproduced" if result.reproduced else "NOT reproduced"

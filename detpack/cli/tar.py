@@ -10,6 +10,7 @@ from typing import Any
 from detpack import policy
 from detpack.archive import tarball
 from detpack.cli._output import Output, count
+from detpack.cli._progress import byte_progress
 from detpack.errors import ConfigError, InputError
 
 
@@ -63,8 +64,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
         commit = tarball.git_commit(args.repo, args.git)
         epoch = explicit if explicit is not None else commit.commit_time
         out.step(f"packing {args.repo}@{commit.commit[:12]} ({compression})")
-        with tarball.git_items(args.repo, commit.commit, prefix=prefix) as items:
-            digests = tarball.write_tarball(items, target, epoch, f"{args.repo}@{commit.commit[:12]}")
+        with (
+            tarball.git_items(args.repo, commit.commit, prefix=prefix) as items,
+            byte_progress(out, "packing") as shown,
+        ):
+            total = tarball.content_size(items) if shown is not None else 0
+            label = f"{args.repo}@{commit.commit[:12]}"
+            digests = tarball.write_tarball(items, target, epoch, label, progress=shown, total=total)
     else:
         directory: Path = args.directory
         if target.resolve().is_relative_to(directory.resolve()):
@@ -73,7 +79,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
             args.exclude.append(".detpack-tmp-*")
         epoch = explicit if explicit is not None else tarball.directory_epoch(directory, os.environ)
         out.step(f"packing {directory} ({compression})")
-        stream = tarball.directory_items(directory, prefix=prefix, exclude=args.exclude)
-        digests = tarball.write_tarball(stream, target, epoch, str(directory))
+        with byte_progress(out, "packing") as shown:
+            # On a terminal, the directory is walked twice: first for its size (names and sizes only).
+            sizing = tarball.directory_items(directory, prefix=prefix, exclude=args.exclude)
+            total = tarball.content_size(sizing) if shown is not None else 0
+            stream = tarball.directory_items(directory, prefix=prefix, exclude=args.exclude)
+            digests = tarball.write_tarball(stream, target, epoch, str(directory), progress=shown, total=total)
     out.result(f"{target}  sha256:{digests.blob_sha256}  {count(digests.entries, 'entry', 'entries')}  epoch {epoch}")
     return 0

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import urllib.parse
 import zlib
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from detpack.archive.meter import Progress, Told
 from detpack.digest import canonical_json
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.oci.layout import (
@@ -55,8 +57,10 @@ class LayerBlob:
     diff_id: str
 
     @classmethod
-    def inspect(cls, path: Path) -> LayerBlob:
-        """Hash the blob and, for a compressed one, the tar inside it, in one streamed pass."""
+    def inspect(cls, path: Path, progress: Progress | None = None) -> LayerBlob:
+        """Hash the blob and, for a compressed one, the tar inside it, in one streamed pass.
+
+        ``progress`` hears (bytes of the file read, its size), about once a MiB."""
         try:
             raw = path.open("rb")
         except FileNotFoundError:
@@ -67,7 +71,8 @@ class LayerBlob:
             head = raw.peek(4)[:4]
             if head == b"\x28\xb5\x2f\xfd":
                 raise ConfigError(f"{path}: zstd layers are not supported by every runtime; make the layer as .tar.gz")
-            blob = _HashingReader(raw)
+            size = os.fstat(raw.fileno()).st_size
+            blob = _HashingReader(raw, None if progress is None else lambda done: progress(min(done, size), size))
             if head[:2] != b"\x1f\x8b":
                 while blob.read(1 << 20):
                     pass
@@ -87,15 +92,18 @@ class LayerBlob:
 class _HashingReader:
     """Reads a file while hashing every byte read (the blob digest of a layer, read once)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, told: Told | None = None) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
+        self._told = told
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
         self._hash.update(data)
         self.size += len(data)
+        if self._told is not None:
+            self._told(self.size)
         return data
 
     @property

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from detpack import policy
 from detpack.archive.entry import safe_name
-from detpack.archive.tarball import ContentDigest, TarDigests, write_tarball
+from detpack.archive.meter import Progress
+from detpack.archive.tarball import ContentDigest, TarDigests, content_size, write_tarball
 from detpack.archive.tree import TreeItem, merge, walk
 from detpack.archive.zip import open_zip, read_members
 from detpack.errors import ArchiveError, ConfigError, InputError
@@ -140,8 +141,12 @@ def build_layer(
     wheels: Sequence[WheelInput] = (),
     target: PythonTarget = PythonTarget(),
     epoch: int = policy.DEFAULT_EPOCH,
+    progress: Progress | None = None,
 ) -> Layer:
-    """Write the layer to ``output`` (atomically) and return its identity."""
+    """Write the layer to ``output`` (atomically) and return its identity.
+
+    ``progress`` hears (file bytes packed, file bytes in all sources), about once a MiB; the
+    total comes from a walk of the sources before packing (names and sizes, no data read)."""
     if not additions and not wheels:
         raise ConfigError("detpack layer: nothing to pack; give --add SRC:DEST and/or --wheel WHEEL")
     for addition in additions:
@@ -151,17 +156,21 @@ def build_layer(
         sources: list[tuple[str, Iterator[TreeItem]]] = [
             (f"--add {a.as_given}", _addition_items(a, i)) for i, a in enumerate(additions)
         ]
+        total = 0 if progress is None else sum(content_size(_addition_items(a, i)) for i, a in enumerate(additions))
         if wheels:
             root = Path(scratch) / "root"
             root.mkdir()
             _install_wheels([w.path for w in wheels], root, target)
             sources.append(("the installed wheels", walk(root, absolute_links=True, origin=len(additions))))
+            total += 0 if progress is None else content_size(walk(root, absolute_links=True))
         per_source = [ContentDigest(a.dest) for a in additions]
 
         def observe(item: TreeItem, sha256: str | None) -> None:
             if item.content and item.origin < len(per_source):
                 per_source[item.origin].add(item.entry, sha256)
 
-        digests = write_tarball(merge(sources, str(output)), output, epoch, str(output), observe)
+        digests = write_tarball(
+            merge(sources, str(output)), output, epoch, str(output), observe, progress=progress, total=total
+        )
     source_digests = tuple(d.hexdigest() for d in per_source)
     return Layer(output, digests, tuple(additions), tuple(wheels), target, epoch, source_digests)
