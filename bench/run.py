@@ -161,6 +161,14 @@ def noisy_tgz(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _rm_readonly(path: Path) -> None:
+    """Remove a tree whose directories were made read-only (an unpacked image)."""
+    if path.exists():
+        for d, _, _ in os.walk(path):
+            os.chmod(d, 0o755)
+        shutil.rmtree(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny inputs, one run (what CI runs)")
@@ -311,6 +319,40 @@ def main() -> None:
         cext = work / "cext"
         shutil.copytree(ROOT / "fixtures" / "cext", cext)
         rows.append(against_python_build("build C extension (sdist+wheel)", cext, "c"))
+        # A C extension in the test toolchain image (`make toolchain`), its unpacked cache warm, against the
+        # same build with this machine's compiler; and the first unpack of that image against umoci's.
+        image = ROOT / ".toolchain" / "debian12"
+        if (image / "index.json").is_file() and (not ONLY or any(o in "toolchain image" for o in ONLY)):
+            ref = f"oci:{image}:1"
+            tc_cache = work / "toolchain-cache"
+            warm = f"env XDG_CACHE_HOME={tc_cache} {DETPACK} build {cext} -q --find-links {house} --offline"
+            run_once(f"{warm} -o {work / 't0'} --toolchain {ref}")  # unpacks the image into the cache
+            rows.append(
+                compare(
+                    "C extension in a toolchain image",
+                    f"{warm} -o {work / 't1'} --toolchain {ref}",
+                    "the same on this machine",
+                    f"{DETPACK} build {cext} -o {work / 't2'} -q --find-links {house} --offline",
+                    build_reps,
+                )
+            )
+            fresh = work / "unpack-cache"
+            load = (
+                "from pathlib import Path; from detpack.oci.toolchain import load; "
+                f"load({ref!r}, None, Path({str(fresh)!r}))"
+            )
+            umoci = shutil.which("umoci")
+            rows.append(
+                compare(
+                    "first unpack of the toolchain image",
+                    [sys.executable, "-c", load],
+                    "umoci unpack --rootless",
+                    f"{umoci} unpack --rootless --image {image}:1 {work / 'bundle'}" if umoci else None,
+                    build_reps,
+                    setup=lambda: _rm_readonly(fresh),
+                    anchor_setup=lambda: _rm_readonly(work / "bundle"),
+                )
+            )
         # Builds run at once (each in its own private build root): two builds of two copies of the
         # project started together, against the slower of them built alone.
         twin_fixture = work / "fixture-twin"
