@@ -336,6 +336,15 @@ def main() -> None:
                     build_reps,
                 )
             )
+            rows.append(
+                compare(
+                    "C extension in the image, no repair",
+                    f"{warm} -o {work / 't3'} --toolchain {ref} --no-repair",
+                    "the same on this machine",
+                    f"{DETPACK} build {cext} -o {work / 't4'} -q --find-links {house} --offline",
+                    build_reps,
+                )
+            )
             fresh = work / "unpack-cache"
             load = (
                 "from pathlib import Path; from detpack.oci.toolchain import load; "

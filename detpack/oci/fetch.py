@@ -66,13 +66,15 @@ def is_reference(text: str) -> bool:
 
 
 @contextlib.contextmanager
-def open_image(text: str, provenance: Path | None = None) -> Iterator[Image]:
-    """The image ``text`` names, its files valid inside the ``with`` (a registry's are downloaded)."""
+def open_image(text: str, provenance: Path | None = None, *, layers: bool = True) -> Iterator[Image]:
+    """The image ``text`` names, its files valid inside the ``with`` (a registry's are downloaded; with
+    ``layers=False`` only its manifest and config: the layer blobs' paths are then not there, and its
+    provenance and SBOMs are not looked for)."""
     if text.startswith("oci:"):
         yield _from_layout(LayoutRef.parse(text), provenance)
         return
     with tempfile.TemporaryDirectory(prefix="detpack-image-") as tmp:
-        yield _from_registry(text, Path(tmp), provenance)
+        yield _from_registry(text, Path(tmp), provenance, layers=layers)
 
 
 def _default_name(base: str, tag: str | None, digest: str) -> str:
@@ -146,7 +148,7 @@ def _parse_registry(text: str) -> tuple[RegistryRef, str | None]:
     return ref, m["digest"]
 
 
-def _from_registry(text: str, tmp: Path, provenance: Path | None) -> Image:
+def _from_registry(text: str, tmp: Path, provenance: Path | None, *, layers: bool = True) -> Image:
     ref, digest = _parse_registry(text)
     if ref.tag is None and digest is None:
         raise ConfigError(f"{text}: name the image by tag or digest (HOST/REPO:TAG or HOST/REPO@sha256:…)")
@@ -157,7 +159,7 @@ def _from_registry(text: str, tmp: Path, provenance: Path | None) -> Image:
     data, manifest_digest, media_type = got
     if digest is not None and manifest_digest != digest:  # get_manifest checks it too; never trust one place
         raise InputError(f"{text}: the registry returned a manifest with digest {manifest_digest}")
-    config, layers = _manifest(data, media_type, text)
+    config, described = _manifest(data, media_type, text)
     manifest_path = tmp / "manifest"
     manifest_path.write_bytes(data)
 
@@ -168,9 +170,12 @@ def _from_registry(text: str, tmp: Path, provenance: Path | None) -> Image:
         return Blob(path, d.digest, size, d.media_type)
 
     config_blob = download(config, "config")
-    layer_blobs = tuple(download(d, f"layer{n}") for n, d in enumerate(layers, 1))
+    if not layers:  # named, not fetched
+        layer_blobs = tuple(Blob(tmp / f"layer{n}", d.digest, d.size, d.media_type) for n, d in enumerate(described, 1))
+    else:
+        layer_blobs = tuple(download(d, f"layer{n}") for n, d in enumerate(described, 1))
     name = _default_name(ref.repository.rsplit("/", 1)[-1], ref.tag, manifest_digest)
-    found_provenance, sboms = _referrers(registry, ref, manifest_digest, tmp, name)
+    found_provenance, sboms = _referrers(registry, ref, manifest_digest, tmp, name) if layers else (None, ())
     reference = f"{ref}@{manifest_digest}"
     return Image(
         reference,
