@@ -17,11 +17,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import test_toolchain_unpack as tu
 from other_host import TOOLCHAIN_LAYOUT, need_other_host, need_toolchain, run_on_other_host
 
 from conftest import DETPACK, FIXTURES, ROOT, materialize, run, sha256
@@ -237,3 +239,34 @@ def test_toolchain_options_say_what_is_wrong(tmp_path: Path, source: Path, argv:
     r = run([DETPACK, "build", source, "-o", tmp_path / "out", *argv])
     assert r.code == 2 and needle in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("members", "needle"),
+    [
+        (lambda out: [tu.file("usr/ok"), tu.file("../outside/planted")], "has '..' in its path"),
+        (lambda out: [tu.file(str(out / "planted"))], "absolute"),
+        (lambda out: [tu.symlink("usr", str(out)), tu.file("usr/planted")], "a symbolic link"),
+        (lambda out: [tu.directory("usr"), tu.hardlink("usr/passwd", "/etc/passwd")], "passwd"),
+        (lambda out: [tu.directory("dev"), tu.M("dev/evil", tarfile.CHRTYPE)], "dev/evil"),
+    ],
+    ids=["dotdot", "absolute", "through a link", "hard link out", "device"],
+)
+def test_a_hostile_toolchain_image_writes_nothing_outside(tmp_path: Path, source: Path, members: Any,
+                                                          needle: str) -> None:  # fmt: skip
+    """`detpack build --toolchain` of an image whose layer tries to write outside its cache entry: one line,
+    exit 2, nothing written outside, nothing of it kept, no build."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host secret\n")
+    ref = tu.make_image(tmp_path / "hostile", [tu.gz(members(outside))])
+    cache = tmp_path / "cache"
+    r = run([DETPACK, "build", source, "-o", tmp_path / "out", "--toolchain", ref, "--find-links", WHEELHOUSE,
+             "--offline"], env={"XDG_CACHE_HOME": str(cache)})  # fmt: skip
+    assert r.code == 2 and needle in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert (outside / "secret").read_text() == "host secret\n"
+    entries = cache / "detpack" / "toolchains"
+    assert not entries.exists() or [p.name for p in entries.iterdir() if not p.name.startswith(".")] == []
+    assert not (tmp_path / "out").exists()
