@@ -223,7 +223,7 @@ def collect(
     runs = compileflags.summarize(compileflags.read_notes(notes), lambda noted: _ran(view.real(noted), ran))
     inner = [path for found in parts.values() for path in found.values()]
     libc = _libc(view)
-    owners = _owners([*ran, *inner, *files, *libc], system)  # one query for everything
+    owners = _owners([*ran, *inner, *files, *libc], probe if system is not None else None)  # one query
     distro = _os_release(view)
     out = [
         _tool_entry(names, path, parts.get(path, {}), owners, distro, probe, view, runs.get(path))
@@ -291,21 +291,24 @@ def _libc(view: _View) -> list[str]:
     return found[:1]
 
 
-def _owners(paths: Sequence[str], system: Path | None = None) -> dict[str, _Owner]:
-    """The system package owning each path (``dpkg -S``; the toolchain image's database with ``system``),
-    for the paths one owns."""
-    found = shutil.which("dpkg-query")
+def _owners(paths: Sequence[str], probe: Probe | None = None) -> dict[str, _Owner]:
+    """The system package owning each path (``dpkg -S``), for the paths one owns. With ``probe`` (a build
+    in a toolchain image) the image's own dpkg-query is asked, in its sandbox: its database is the image's,
+    input no program of this machine reads."""
+    found = shutil.which("dpkg-query") if probe is None else "dpkg-query"
     if found is None or not paths:
         return {}
-    dpkg = [found]
-    if system is not None:
-        admin = system / "var" / "lib" / "dpkg"
-        if admin.is_symlink() or not admin.is_dir():
-            return {}  # no dpkg database in the image (or a link out of it): files are recorded by digest
-        dpkg.append(f"--admindir={admin}")
     wanted = sorted(set(paths))
     env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    proc = subprocess.run([*dpkg, "-S", *_dpkg_spellings(wanted)], capture_output=True, text=True, env=env, check=False)
+
+    def ask(args: list[str]) -> subprocess.CompletedProcess[str]:
+        if probe is not None:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                return probe([found, *args])
+            return subprocess.CompletedProcess(args, 1, "", "")
+        return subprocess.run([found, *args], capture_output=True, text=True, env=env, check=False)
+
+    proc = ask(["-S", *_dpkg_spellings(wanted)])
     owner_of: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         if line.startswith("diversion by"):
@@ -317,7 +320,7 @@ def _owners(paths: Sequence[str], system: Path | None = None) -> dict[str, _Owne
     if not pkgs:
         return {}
     fmt = "${binary:Package}\t${Version}\t${Architecture}\n"
-    query = subprocess.run([*dpkg, "-W", "-f", fmt, *pkgs], capture_output=True, text=True, env=env, check=False)
+    query = ask(["-W", "-f", fmt, *pkgs])
     versions: dict[str, tuple[str, str]] = {}
     for line in query.stdout.splitlines():
         name, version, arch = [*line.split("\t"), "", ""][:3]

@@ -214,7 +214,7 @@ class Sandbox:
     @property
     def image_root(self) -> Path | None:
         """The unpacked toolchain image the system directories come from (None: this machine's)."""
-        return Path(self.image[0][0]).parent if self.image else None
+        return Path(self.image[0][0]).parent if self.image else None  # its usr, first
 
     def _system_path(self, path: str) -> str:
         """Where a system path seen inside is on this machine (in the image's root, with one)."""
@@ -375,6 +375,9 @@ def image_system(root: Path) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[s
             links.append((f"/{name}", os.readlink(path)))
         elif path.is_dir():
             mounts.append((str(path), f"/{name}"))
+    dpkg = root / "var" / "lib" / "dpkg"  # its package database, for dpkg-query run in the image
+    if not any(p.is_symlink() for p in (root / "var", root / "var" / "lib", dpkg)) and dpkg.is_dir():
+        mounts.append((str(dpkg), "/var/lib/dpkg"))
     if not any(inside == "/usr" for _, inside in mounts):
         raise InputError(f"{root}: the toolchain image has no /usr directory; is it a root filesystem?")
     return tuple(mounts), tuple(links)
