@@ -270,3 +270,25 @@ def test_a_hostile_toolchain_image_writes_nothing_outside(tmp_path: Path, source
     entries = cache / "detpack" / "toolchains"
     assert not entries.exists() or [p.name for p in entries.iterdir() if not p.name.startswith(".")] == []
     assert not (tmp_path / "out").exists()
+
+
+def test_diff_names_a_toolchain_image_difference_first(here: Built) -> None:
+    """Two records of builds in two images: the image is the first cause named, before any tool."""
+    from detpack.verify.provenance_compare import toolchain_drift
+
+    other = json.loads(json.dumps(here.record))
+    for rd in _resolved(other):
+        if rd["name"] == "toolchain image":
+            rd["digest"]["sha256"] = "0" * 64
+            rd["uri"] = "oci://registry.example/toolchains/other@sha256:" + "0" * 64
+        if rd.get("annotations", {}).get("kind") == "tool":
+            rd["annotations"]["version"] = rd["annotations"]["version"].replace("12.2.0", "13.3.0")
+    drift = toolchain_drift(here.record, other)
+    assert drift[0].startswith("toolchain image: oci:debian12@sha256:") and "registry.example" in drift[0], drift
+    assert any("13.3.0" in line for line in drift[1:])
+    plain = json.loads(json.dumps(here.record))
+    plain["predicate"]["buildDefinition"]["resolvedDependencies"] = [
+        rd for rd in _resolved(plain) if rd["name"] != "toolchain image"
+    ]
+    assert toolchain_drift(plain, here.record)[0].startswith("toolchain image: none (the builder's own system) vs")
+    assert toolchain_drift(here.record, here.record) == ()
