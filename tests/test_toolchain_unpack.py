@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -447,6 +448,27 @@ def test_a_second_unpack_is_a_cache_hit(tmp_path: Path, cache: Path) -> None:
     assert again.reference == "oci:img:other"
     assert again.root.stat().st_ino == inode and (again.root / "usr/bin/cc").stat().st_ino == file_inode
     assert entries(cache) == [first.digest.removeprefix("sha256:")]
+
+
+def test_a_copied_cache_is_checked_in_full_once_then_used(tmp_path: Path, cache: Path) -> None:
+    """A cache restored elsewhere (a CI cache, a copy) has new inodes and times: its content is checked in full
+    and accepted, the quick listing made again; a copy whose content changed is still refused."""
+    layer = gz([directory("usr/bin"), file("usr/bin/cc", b"cc", 0o755), symlink("usr/bin/gcc", "cc")])
+    ref = make_image(tmp_path / "img", [layer])
+    first = unpacked(ref, cache)
+    copy = tmp_path / "restored"
+    shutil.copytree(cache, copy, symlinks=True)
+    listing = (first.entry / unpack.STATS).read_bytes()
+    restored = unpacked(ref, copy)
+    assert (restored.entry / unpack.STATS).read_bytes() != listing  # made again for the copy's inodes
+    unpack.verify(restored)  # the quick check now passes
+    tampered = tmp_path / "tampered"
+    shutil.copytree(cache, tampered, symlinks=True)
+    cc = tampered / first.digest.removeprefix("sha256:") / "root" / "usr" / "bin" / "cc"
+    cc.chmod(0o755)
+    cc.write_bytes(b"xx")  # same size, other bytes
+    with pytest.raises(CacheEntryError, match="usr/bin/cc changed"):
+        unpacked(ref, tampered)
 
 
 def test_the_loser_of_a_race_uses_the_winners_entry(

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from detpack import policy
+from detpack.atomic import write_bytes
 from detpack.build.untrusted import remove
 from detpack.digest import canonical_json
 from detpack.errors import CacheEntryError, InputError, OutputError
@@ -83,8 +84,25 @@ def unpacked(image: Image, cache: Path, limits: policy.Limits = policy.DEFAULT_L
     record = _record(entry)
     if record.get("manifest") != toolchain.digest or record.get("layers") != list(layers):
         raise _damaged(entry, "its record names another image")
-    verify(toolchain)
+    try:
+        verify(toolchain)
+    except CacheEntryError:
+        # Moved or restored (a CI cache, a copy): new inodes and times, maybe the same files. The content
+        # decides; when it is what was unpacked, the quick listing is made again for the next use.
+        verify(toolchain, full=True)
+        _restat(toolchain, record)
     return toolchain
+
+
+def _restat(toolchain: Toolchain, record: dict[str, Any]) -> None:
+    """Write the quick (stat) listing of an entry whose content was just verified in full."""
+    stats = _join([_stat_record(rel, st) for rel, st, _ in _walk(toolchain.root)])
+    entry = toolchain.entry
+    try:
+        write_bytes(entry / STATS, stats)
+        write_bytes(entry / RECORD, canonical_json({**record, "stat": hashlib.sha256(stats).hexdigest()}))
+    except OSError as exc:
+        raise OutputError(f"{entry}: cannot update the toolchain cache ({exc.strerror or exc})") from None
 
 
 def _describe(image: Image) -> tuple[str, dict[str, Any]]:
@@ -281,16 +299,17 @@ def verify(toolchain: Toolchain, *, full: bool = False) -> None:
     naming the entry and the first changed paths otherwise.
 
     Quick (the default): every entry's path, type, mode, size, mtime, ctime and inode, by ``lstat``
-    (an edit, an added or removed file, a mode; ``utime`` cannot put a ctime back). ``full``: also
-    re-hash every file against the content listing (a change that kept even the ctime)."""
+    (an edit, an added or removed file, a mode; ``utime`` cannot put a ctime back). ``full``: every
+    entry's path, type, mode, size, link target and content (re-hashed), whatever its times and inode
+    (a copy of the entry passes; a change that kept even the ctime does not)."""
     entry = toolchain.entry
     record = _record(entry)
     try:
         walked = list(_walk(toolchain.root))
     except OSError as exc:
         raise _damaged(entry, f"its root cannot be listed: {exc.strerror or exc}") from None
-    _compare(entry, record, "stat", STATS, 6, [_stat_record(rel, st) for rel, st, _ in walked])
     if not full:
+        _compare(entry, record, "stat", STATS, 6, [_stat_record(rel, st) for rel, st, _ in walked])
         return
     files = {st.st_ino: path for _, st, path in walked if stat.S_ISREG(st.st_mode)}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # hashlib releases the GIL
