@@ -59,7 +59,10 @@ def _kind_error(path: str, mode: int) -> ArchiveError:
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
         else "not a file, directory or link"
     )
-    return ArchiveError(f"{path}: is {what}; only files, directories and links can be packed (remove or exclude it)")
+    return ArchiveError(
+        f"{path}: is {what}; only files, directories and links can be packed (remove it; detpack tar can also "
+        "--exclude it)"
+    )
 
 
 def _excluded(rel: str, name: str, patterns: Sequence[str]) -> bool:
