@@ -121,22 +121,22 @@ def test_an_image_layout_is_stored_by_reference(tmp_path: Path, signed_image: tu
 def test_an_image_in_a_registry_is_stored_by_reference(tmp_path: Path, signed_image: tuple[Path, str],
                                                        registry: str, isolated_home: Path) -> None:  # noqa: F811  # fmt: skip
     root, digest = signed_image
-    _ok([DETPACK, "push", f"oci:{root / 'app'}:1.0", f"{registry}/team/app"])
+    _ok([DETPACK, "push", f"oci:{root / 'app'}:1.0", f"{registry}/images-team/app"])
     store = f"oci://{registry}/stores/images"  # a registry store this time
     _ok([DETPACK, "store", "--store", store, "init"])
-    out = _ok([DETPACK, "store", "--store", store, "push", f"{registry}/team/app:1.0"])
+    out = _ok([DETPACK, "store", "--store", store, "push", f"{registry}/images-team/app:1.0"])
     assert f"stored     app:1.0  {digest}  (image)" in out.splitlines()
     assert "app:1.0.intoto.jsonl" in out and "app:1.0.cdx.json" in out and "app:1.0~layer1" in out
     shown = json.loads(_ok([DETPACK, "store", "--store", store, "show", "app:1.0", "--json"]))
-    assert shown["kind"] == "image" and shown["reference"] == f"{registry}/team/app:1.0@{digest}"
+    assert shown["kind"] == "image" and shown["reference"] == f"{registry}/images-team/app:1.0@{digest}"
     manifest = _manifest(root / "app", "1.0")
     assert [p["digest"] for p in shown["layers"]] == [str(d["digest"]) for d in manifest["layers"]]
     assert shown["provenance"]["signed_by"], "the signed provenance referrer was stored and linked"
     # By digest, under a name of one's own; a digest reference without --name is named by its digest.
-    pinned = f"{registry}/team/app@{digest}"
+    pinned = f"{registry}/images-team/app@{digest}"
     by_digest = _ok([DETPACK, "store", "--store", store, "push", pinned, "--name", "app:pinned"])
     assert f"stored     app:pinned  {digest}  (image)" in by_digest.splitlines()
-    plain = _ok([DETPACK, "store", "--store", tmp_path / "plain", "push", f"{registry}/team/app@{digest}"])
+    plain = _ok([DETPACK, "store", "--store", tmp_path / "plain", "push", f"{registry}/images-team/app@{digest}"])
     assert f"stored     app:{digest.replace(':', '-')}  {digest}  (image)" in plain.splitlines()
     assert "verified:" in _ok([DETPACK, "store", "--store", store, "verify"])
 
@@ -191,7 +191,7 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
         elif self.path.endswith(hashlib.sha256(self.config).hexdigest()):
             body, kind = self.config, "application/octet-stream"
         elif "/blobs/" in self.path:
-            body, kind = b"other bytes than the manifest names", "application/octet-stream"
+            body, kind = b"X" * len(self.layer), "application/octet-stream"  # as long, other bytes
         else:
             self.send_response(404)
             self.end_headers()

@@ -292,3 +292,14 @@ def test_diff_names_a_toolchain_image_difference_first(here: Built) -> None:
     ]
     assert toolchain_drift(plain, here.record)[0].startswith("toolchain image: none (the builder's own system) vs")
     assert toolchain_drift(here.record, here.record) == ()
+
+
+def test_a_pure_project_in_the_image_is_not_repaired(tmp_path: Path) -> None:
+    """Without native code nothing changes: the same py3-none-any wheel as on this machine, no repair step."""
+    src = materialize(FIXTURES / "setuptools-basic", tmp_path / "src", 0o022)
+    in_image = _build_here(src, tmp_path / "image", tmp_path / "cache", "--toolchain", need_toolchain())
+    here = _build_here(src, tmp_path / "here", tmp_path / "cache2")
+    assert in_image.wheel.name == here.wheel.name and in_image.wheel.name.endswith("-py3-none-any.whl")
+    assert sha256(in_image.wheel) == sha256(here.wheel) and sha256(in_image.sdist) == sha256(here.sdist)
+    assert not [rd for rd in _resolved(in_image.record) if rd["name"] == "auditwheel"]
+    assert [rd for rd in _resolved(in_image.record) if rd["name"] == "toolchain image"]

@@ -193,6 +193,8 @@ def controlled_environment(
         variables["UV_NO_INDEX"] = "1"
     redacted = {k: redact(v) for k, v in variables.items() if redact(v) != v}
     on_host = {k: root.to_host(v) for k, v in variables.items()}
+    if path is not None:  # the image's PATH is for its processes; detpack's own (git) never searches it
+        on_host["PATH"] = policy.FIXED_ENV["PATH"]
     named = tuple(n for n in pass_env if n in passed)
     return ControlledEnvironment(variables, tuple(passed), umask, redacted, on_host, named)
 
@@ -307,7 +309,7 @@ class Runner:
             # their URLs (astral-sh/uv#9277): installs that use no index get a cache of their own.
             uv_cache = "uv-no-index" if self.env.variables.get("UV_NO_INDEX") else "uv"
             caches = {"UV_CACHE_DIR": f"{downloads}/{uv_cache}", "PIP_CACHE_DIR": f"{downloads}/pip"}
-            if "UV_CACHE_DIR" in self.env.variables:  # the caller's own, passed through: another mount
+            if self._callers_uv_cache:  # the caller's own, passed through: another mount
                 caches = {"PIP_CACHE_DIR": caches["PIP_CACHE_DIR"], "UV_LINK_MODE": "copy"}
         if self.sandbox is None or self.root is None or not self.root.private:
             return self.run(cmd, extra_environ={**caches, **(extra_environ or {})})
@@ -318,22 +320,38 @@ class Runner:
         # A path the command names that a toolchain image has (its interpreter) is the image's, never a host
         # input moved aside; what the environment names (certificates, constraints) is the caller's
         named_files = [c for c in cmd if not self.sandbox.in_image(c)]
-        readonly = _install_inputs([*named_files, *environ.values()], self.root)
+        values = [v for k, v in environ.items() if k != "PATH"]  # a list of where to look, not of inputs
+        readonly = _install_inputs([*named_files, *values], self.root)
         moved = self.sandbox.relocated(readonly)
         if moved:  # what lies behind our links (CA bundles in a certificate folder) is the image's path there:
-            words = [*cmd, *environ.values()]  # only what the install names itself is ours, seen elsewhere
+            words = [*cmd, *values]  # only what the install names itself is ours, seen elsewhere
             named = {p for p in moved if any(p in w for w in words)}
             readonly = [p for p in readonly if p not in moved or p in named]
             moved = {p: moved[p] for p in named}
         if moved:  # a toolchain image has its own files there: the install reads ours elsewhere
             cmd = [c if self.sandbox.in_image(c) else _moved(c, moved) for c in cmd]
             extra = {**extra, **{k: _moved(v, moved) for k, v in environ.items() if _moved(v, moved) != v}}
-        writable = [environ["UV_CACHE_DIR"]] if "UV_CACHE_DIR" in self.env.variables else []
+        writable = [environ["UV_CACHE_DIR"]] if self._callers_uv_cache else []
         wrapped = self.sandbox.wrap_install(cmd, self.root.root, self.root.inside, readonly=readonly, writable=writable)
         # No installer configuration but the machine's: uv reads none at all (detpack gives it pip's
         # settings), and the empty HOME holds no pip.conf a hook could have planted.
         extra = {"UV_NO_CONFIG": "1", **extra}
-        return self.run(wrapped, extra_environ={**caches, **extra}, shown=shown, inside=True, named=cmd)
+        return self.run(wrapped, extra_environ={**caches, **extra}, shown=shown, inside=True, named=cmd,
+                        without=self.withheld_from_image)  # fmt: skip
+
+    @property
+    def withheld_from_image(self) -> frozenset[str]:
+        """With a toolchain image, the variables holding credentials that installs do not get: the image's
+        interpreter runs in them (uv inspects it) with the network. Those the caller named are given."""
+        if self.sandbox is None or not self.sandbox.image:
+            return frozenset()
+        return frozenset(k for k in self.env.redacted if k not in self.env.named)
+
+    @property
+    def _callers_uv_cache(self) -> bool:
+        """The caller's UV_CACHE_DIR is used (read-write) by installs: never in a toolchain image, whose code
+        runs in them (the interpreter uv inspects) and must not reach a cache the caller's uv trusts later."""
+        return "UV_CACHE_DIR" in self.env.variables and not (self.sandbox is not None and self.sandbox.image)
 
     def _check_hook_output(self, cmd: Sequence[str]) -> None:
         """pyproject_hooks reads the hook's answer from ``CONTROL_DIR/output.json`` once the hook has

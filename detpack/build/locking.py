@@ -18,7 +18,7 @@ from detpack.build.config import BuildRequest, backend_name, resolve
 from detpack.build.environment import LineSink
 from detpack.build.frontend import resolve_requirements
 from detpack.build.lockfile import DEFAULT_NAME, LockedPackage, lock_bytes
-from detpack.build.pipeline import session
+from detpack.build.session import session
 from detpack.build.workspace import lay_out
 from detpack.errors import ConfigError
 

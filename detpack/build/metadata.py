@@ -10,7 +10,7 @@ from detpack.build import environment
 from detpack.build.config import BuildRequest, backend_name, resolve
 from detpack.build.environment import LineSink
 from detpack.build.frontend import wheel_metadata
-from detpack.build.pipeline import session
+from detpack.build.session import session
 from detpack.build.workspace import lay_out, unpack_sdist
 from detpack.errors import ArchiveError
 

@@ -33,7 +33,7 @@ from packageurl import PackageURL
 
 from detpack import probes
 from detpack.build import compileflags, untrusted
-from detpack.digest import file_sha256
+from detpack.errors import InputError
 
 #: Tools a shim is made for (when the hook's PATH holds them), and their target-prefixed names.
 TOOLS: tuple[str, ...] = (
@@ -179,12 +179,29 @@ class _View:
             return in_image(self.system, seen)
         return Path(seen)
 
+    def sha256(self, seen: str) -> str | None:
+        """The sha256 of the file ``seen`` names (a regular file only: never a FIFO a hook left, never a link,
+        never past ``untrusted.HASH_LIMIT``); None when it is not one."""
+        try:
+            return untrusted.plain_sha256(self.local(seen))
+        except InputError:
+            return None
+
+    def runnable(self, seen: str) -> bool:
+        try:
+            return _runnable(self.local(seen))
+        except InputError:
+            return False
+
     def real(self, seen: str) -> str:
         """``seen`` with its links resolved, as the build sees it."""
         if _under(seen, self.inside):
             return _as_seen(os.path.realpath(_on_host(seen, self.root, self.inside)), self.root, self.inside)
         if self.system is not None:
-            return "/" + self.local(seen).relative_to(self.system).as_posix()
+            try:
+                return "/" + self.local(seen).relative_to(self.system).as_posix()
+            except InputError:
+                return seen  # not in the image's system: the build saw nothing of the image there
         return os.path.realpath(seen)
 
 
@@ -286,8 +303,9 @@ def _libc(view: _View) -> list[str]:
     """The C library the build's programs link (its owner names glibc's package), as the build sees it."""
     found = []
     for candidate in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6"):
-        if view.local(candidate).exists():
-            found.append(candidate)
+        with contextlib.suppress(InputError):
+            if view.local(candidate).exists():
+                found.append(candidate)
     return found[:1]
 
 
@@ -356,7 +374,8 @@ def _os_release(view: _View) -> dict[str, str]:
     """The release the build's system is (``/etc/os-release``: this machine's, or the toolchain image's)."""
     text = ""
     if view.system is not None:
-        text = (untrusted.read_plain(view.local("/etc/os-release"), 1 << 16) or b"").decode("utf-8", "replace")
+        with contextlib.suppress(InputError):
+            text = (untrusted.read_plain(view.local("/etc/os-release"), 1 << 16) or b"").decode("utf-8", "replace")
     else:
         with contextlib.suppress(OSError):
             text = Path("/etc/os-release").read_text(encoding="utf-8")
@@ -422,15 +441,16 @@ def _tool_entry(
         uri = PackageURL(type="generic", name=Path(seen).name, version=numbers[-1] if numbers else None).to_string()
     components: dict[str, Any] = {}
     for prog, path in sorted(parts.items()):
-        components[prog] = {"path": path, "sha256": file_sha256(view.local(path))}
+        components[prog] = {"path": path, "sha256": view.sha256(path)}
         if path in owners:
             components[prog]["uri"] = _purl(owners[path], distro)
     if components:
         annotations["components"] = components
     annotations.update(runs or {})
     entry: dict[str, Any] = {"name": names[0], "uri": uri, "annotations": annotations}
-    with contextlib.suppress(OSError):
-        entry["digest"] = {"sha256": file_sha256(view.local(seen))}
+    digest = view.sha256(seen)
+    if digest is not None:
+        entry["digest"] = {"sha256": digest}
     return entry
 
 
@@ -444,7 +464,7 @@ def _component_paths(driver: str, probe: Probe, view: _View) -> dict[str, str]:
             return found
         printed = proc.stdout.strip() if proc.returncode == 0 else ""
         path = view.real(printed) if printed.startswith("/") else ""
-        if path and _runnable(view.local(path)):
+        if path and view.runnable(path):
             found[prog] = path  # else: not a gcc driver, or that part is not installed
     return found
 
@@ -458,8 +478,9 @@ def _file_entries(
     for path, kind in files.items():
         owner = owners.get(path)
         if owner is None:
-            with contextlib.suppress(OSError):
-                loose[path] = file_sha256(view.local(path))
+            digest = view.sha256(path)
+            if digest is not None:
+                loose[path] = digest
             continue
         grouped.setdefault(owner, {}).setdefault("headers" if kind == "header" else "libraries", []).append(path)
     out: list[Any] = []

@@ -14,6 +14,7 @@ sandbox would follow it, never to this machine's files.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detpack.build.sandbox import IMAGE_SYSTEM
 from detpack.digest import file_sha256
 from detpack.errors import ConfigError, InputError
 
@@ -71,6 +73,12 @@ def inside(root: Path, path: str, *, limit: int = 40) -> Path:
             parts = [p for p in target.split("/") if p not in ("", ".")] + parts
             continue
         done.append(part)
+    if not done or not (done[0] in IMAGE_SYSTEM or done[:3] == ["var", "lib", "dpkg"]):
+        # what a build sees of the image is its system directories (``sandbox.image_system``): a path that
+        # ends anywhere else (its /proc, /tmp, /run) is not what the build would run or read there
+        raise InputError(
+            f"{root}: {path} is not in the toolchain image's system directories ({', '.join(IMAGE_SYSTEM)})"
+        )
     return root.joinpath(*done)
 
 
@@ -81,20 +89,30 @@ def find_python(root: Path, config: Mapping[str, Any], given: str | None) -> str
     if given is None and env.get("PYTHON", "").startswith("/"):
         given = env["PYTHON"]
     if given is not None:
-        if not given.startswith("/") or not inside(root, given).is_file():
-            raise ConfigError(f"--toolchain-python {given}: no such interpreter in the toolchain image")
+        try:
+            there = given.startswith("/") and inside(root, given).is_file()
+        except InputError:
+            there = False
+        if not there:
+            raise ConfigError(
+                f"--toolchain-python {given}: no such interpreter in the toolchain image's system directories"
+            )
         return given
     found: list[tuple[int, int, str]] = []  # (minor version, -place on PATH, path)
     for place, directory in enumerate((env.get("PATH") or DEFAULT_PATH).split(":")):
         if not directory.startswith("/"):
             continue
-        folder = inside(root, directory)
+        try:
+            folder = inside(root, directory)
+        except InputError:
+            continue  # not where the build would look
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():
             m = _PYTHON_NAME.fullmatch(entry.name)
-            if m and inside(root, posixpath.join(directory, entry.name)).is_file():
-                found.append((int(m[1]), -place, posixpath.join(directory, entry.name)))
+            with contextlib.suppress(InputError):
+                if m and inside(root, posixpath.join(directory, entry.name)).is_file():
+                    found.append((int(m[1]), -place, posixpath.join(directory, entry.name)))
     if not found:
         raise ConfigError(
             f"{root}: the toolchain image has no python3.X on its PATH; name one with --toolchain-python PATH"
@@ -103,7 +121,16 @@ def find_python(root: Path, config: Mapping[str, Any], given: str | None) -> str
 
 
 def image_path(config: Mapping[str, Any]) -> str:
-    return _env(config).get("PATH") or DEFAULT_PATH
+    """The PATH the build's processes get: the image config's entries that name its system directories
+    (absolute, plain; anything else, a folder under the build root, /tmp or a relative one, is left out),
+    else ``DEFAULT_PATH``."""
+    kept = []
+    for entry in (_env(config).get("PATH") or "").split(":"):
+        parts = entry.split("/")
+        plain = entry.startswith("/") and not re.search(r"[\s,]", entry) and ".." not in parts and "." not in parts
+        if plain and len(parts) > 1 and parts[1] in IMAGE_SYSTEM and entry not in kept:
+            kept.append(entry)
+    return ":".join(kept) or DEFAULT_PATH
 
 
 def _env(config: Mapping[str, Any]) -> dict[str, str]:

@@ -12,6 +12,7 @@ this: each hook's processes end with its sandbox (its own PID namespace).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
@@ -83,6 +84,30 @@ def read_plain(path: Path, limit: int) -> bytes | None:
     with contextlib.closing(os.fdopen(fd, "rb")) as f, contextlib.suppress(OSError):
         if stat.S_ISREG(os.fstat(fd).st_mode):
             return f.read(limit)
+    return None
+
+
+#: The most of one file ``plain_sha256`` hashes (a tool, a header, a library a build used).
+HASH_LIMIT = 4 << 30
+
+
+def plain_sha256(path: Path, limit: int = HASH_LIMIT) -> str | None:
+    """The sha256 of a regular file, never through a link, never blocking on a FIFO, never past ``limit``
+    bytes; None for anything else (a FIFO, a device, a link, too big, nothing there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with contextlib.closing(os.fdopen(fd, "rb")) as f, contextlib.suppress(OSError):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        digest = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            if f.tell() > limit:
+                return None
+        return digest.hexdigest()
     return None
 
 

@@ -166,7 +166,7 @@ def _from_registry(text: str, tmp: Path, provenance: Path | None, *, layers: boo
     def download(d: Descriptor, name: str) -> Blob:
         path = tmp / name
         with path.open("wb") as f:
-            size = registry.download_blob(ref.repository, d.digest, f)  # refuses other content
+            size = registry.download_blob(ref.repository, d.digest, f, d.size)  # refuses other content
         return Blob(path, d.digest, size, d.media_type)
 
     config_blob = download(config, "config")
@@ -245,7 +245,7 @@ def _artifact_blob(registry: Registry, ref: RegistryRef, digest: str, subject: s
     if about != subject or d.size > 64 << 20:
         return None
     with path.open("wb") as f:
-        registry.download_blob(ref.repository, d.digest, f)
+        registry.download_blob(ref.repository, d.digest, f, d.size)
     return _Artifact(path, d.media_type)
 
 

@@ -28,6 +28,8 @@ from detpack.errors import ConfigError, RegistryError
 from detpack.oci.layout import DOCKER_LIST, DOCKER_MANIFEST, INDEX, MANIFEST, check_digest
 
 ACCEPT = ", ".join([MANIFEST, INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+#: The most of one answer read into memory (a manifest, a tag list, an error): blobs are streamed instead.
+MAX_RESPONSE = 8 << 20
 #: ``HOST[:PORT]``: a bracketed IPv6 address or a name/IPv4 address, then an optional numeric port.
 _HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\[\]:/@]+))(?::\d*)?")
 
@@ -114,7 +116,7 @@ class Registry:
         req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310 - http(s) only
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                status, hdrs, data = resp.status, dict(resp.headers.items()), resp.read()
+                status, hdrs, data = resp.status, dict(resp.headers.items()), resp.read(MAX_RESPONSE + 1)
         except urllib.error.HTTPError as exc:
             status, hdrs, data = exc.code, dict(exc.headers.items()), exc.read()
         except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
@@ -122,6 +124,11 @@ class Registry:
             raise RegistryError(
                 f"{self.host}: registry unreachable ({reason}); check the address and that it is running"
             ) from None
+        if len(data) > MAX_RESPONSE:
+            raise RegistryError(
+                f"{self.host}: {method} {urllib.parse.urlsplit(url).path}: the answer is larger than "
+                f"{MAX_RESPONSE >> 20} MiB (a manifest or tag list is far smaller); refusing it"
+            )
         if status == 404 and missing_ok:
             return None
         if status not in ok:
@@ -162,24 +169,30 @@ class Registry:
         """Upload a file as blob ``digest`` unless present; True when it was uploaded."""
         return self.push_blob(repo, digest, size, functools.partial(_open_binary, path))
 
-    def download_blob(self, repo: str, digest: str, out: BinaryIO) -> int:
-        """Stream a blob into ``out``, verifying its digest; returns its size."""
+    def download_blob(self, repo: str, digest: str, out: BinaryIO, size: int | None = None) -> int:
+        """Stream a blob into ``out``, verifying its digest (and, given, its ``size``: never more is read);
+        returns its size."""
         req = urllib.request.Request(self.url(f"/v2/{repo}/blobs/{digest}"))  # noqa: S310 - http(s) only
         h = hashlib.sha256()
-        size = 0
+        got = 0
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 while chunk := resp.read(1 << 20):
                     h.update(chunk)
                     out.write(chunk)
-                    size += len(chunk)
+                    got += len(chunk)
+                    if size is not None and got > size:
+                        raise RegistryError(
+                            f"{self.host}/{repo}: blob {digest} is longer than the {size} bytes its descriptor "
+                            "says; refusing it"
+                        )
         except urllib.error.HTTPError as exc:
             raise RegistryError(f"{self.host}/{repo}: blob {digest}: {_explain(exc.code, exc.read())}") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             raise RegistryError(f"{self.host}: registry unreachable ({getattr(exc, 'reason', exc)})") from None
         if "sha256:" + h.hexdigest() != digest:
             raise RegistryError(f"{self.host}/{repo}: blob {digest} came back with other content; refusing it")
-        return size
+        return got
 
     def list_tags(self, repo: str) -> list[str]:
         """Every tag of ``repo`` (following ``Link`` pagination); [] for an unknown repository."""
