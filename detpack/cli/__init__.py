@@ -39,6 +39,7 @@ VERBS = {
     "verify": "detpack.cli.verify",
     "store": "detpack.cli.store",
     "sbom": "detpack.cli.sbom",
+    "deps": "detpack.cli.deps",
 }
 
 

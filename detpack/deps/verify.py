@@ -1,0 +1,236 @@
+"""Verifying a closure: each distribution file built here, reproduced, different, or unverified.
+
+Invariants:
+- Every file gets exactly one of the four states; ``unverified`` always carries a reason and is
+  never counted as clean (``Tally.clean`` is false while one is not allowed by name or count).
+- **built here**: a build record (SLSA provenance statement, bare or in a DSSE envelope) in a
+  ``--records`` folder names the file's sha256 as a subject. The envelope's signature is not
+  checked here, and the evidence says so.
+- **reproduced**: ``detpack rebuild --pypi`` of the file's release gave exactly its bytes (its
+  sha256 is the rebuilt wheel's, or the published wheel's when that was byte-identical).
+- **different**: the release was rebuilt and the file's bytes are not what the rebuild gives.
+  A wheel whose name the rebuild compared but whose bytes are neither the published ones nor the
+  rebuilt ones is *different*, not unverified: it is not the file the index publishes and no
+  rebuild makes it, which is exactly what verification exists to catch, and an
+  ``--allow-unverified`` must not wave it through.
+- **unverified**: not tried (``rebuild=False``), not rebuilt (the rebuild's own reason: no sdist,
+  backend failed, a platform wheel this machine does not make), or a file the rebuild did not
+  compare (an sdist, another platform's wheel, a bare digest matching nothing compared).
+- Results of rebuilds are cached by file sha256 under ``policy.POLICY_VERSION``; a cached result
+  is used only for the same release and file name, so a second run starts no rebuild at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from detpack import policy
+from detpack.atomic import write_bytes
+from detpack.deps.closure import ClosureFile
+from detpack.errors import InputError
+from detpack.provenance import reader
+from detpack.provenance.statement import PREDICATE_TYPE
+from detpack.verify.pypi_batch import ReleaseOutcome, rebuild_many
+
+State = Literal["built here", "reproduced", "different", "unverified"]
+STATES: tuple[State, ...] = ("built here", "reproduced", "different", "unverified")
+#: Bumped when what a cached result means changes.
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What is known about one file of the closure."""
+
+    file: ClosureFile  # the file
+    state: State  # its state
+    reason: str  # the evidence (built here, reproduced) or why not (different, unverified)
+    details: tuple[str, ...] = ()  # what differs, as the rebuild said it, a line each
+    cached: bool = False  # read from the cache, not found by this run
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.file.name,
+            "version": self.file.version,
+            "file": self.file.filename,
+            "sha256": self.file.sha256,
+            "state": self.state,
+            "reason": self.reason,
+            "details": list(self.details),
+            "cached": self.cached,
+        }
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The counts of a run and whether they pass."""
+
+    counts: Mapping[State, int]  # files per state, every state present
+    unallowed: tuple[str, ...]  # unverified files not allowed by name (labels), when over the count
+    clean: bool  # nothing different, and every unverified file allowed by name or count
+
+
+def tally(results: Sequence[FileResult], *, allow: Iterable[str] = (), max_unverified: int = 0) -> Tally:
+    """Count ``results``; the unverified pass when each is named in ``allow`` or, beyond those, at most
+    ``max_unverified`` remain."""
+    from packaging.utils import canonicalize_name
+
+    allowed = {canonicalize_name(n) for n in allow}
+    counts = {s: sum(1 for r in results if r.state == s) for s in STATES}
+    rest = [r for r in results if r.state == "unverified" and r.file.name not in allowed]
+    unallowed = tuple(f"{r.file.spec} {r.file.label}" for r in rest) if len(rest) > max_unverified else ()
+    return Tally(counts, unallowed, counts["different"] == 0 and not unallowed)
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/detpack/deps``, else ``~/.cache/detpack/deps``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "detpack" / "deps"
+
+
+def find_records(folders: Iterable[Path]) -> dict[str, str]:
+    """sha256 -> the record naming it, for every build record (``*.provenance.json``,
+    ``*.intoto.jsonl``) under ``folders``; rebuild attestations and other statements are skipped."""
+    found: dict[str, str] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such records folder; give --records a folder of *.provenance.json files")
+        paths = sorted([*folder.rglob("*.provenance.json"), *folder.rglob("*.intoto.jsonl")])
+        for path in paths:
+            record = reader.read_file(path)
+            if record.predicate_type != PREDICATE_TYPE:
+                continue
+            how = "unsigned statement" if record.envelope is None else "signed envelope, signature not checked here"
+            for subject in record.subjects:
+                if subject.sha256:
+                    found.setdefault(subject.sha256, f"record {path} ({how})")
+    return found
+
+
+def judge(file: ClosureFile, outcome: ReleaseOutcome) -> FileResult:
+    """The state of ``file`` given what the rebuild of its release found (pure: no I/O)."""
+    prefix = f"{file.spec}: "
+    if outcome.report is None:
+        return FileResult(file, "unverified", f"not rebuilt: {outcome.reason.removeprefix(prefix)}")
+    wheels = [w for w in outcome.report.get("wheels", []) if isinstance(w, dict)]
+    for w in wheels:
+        if file.sha256 == w.get("rebuiltSha256"):
+            return FileResult(file, "reproduced", f"rebuilt from {file.spec}'s sdist: the same bytes")
+        if file.sha256 == w.get("publishedSha256"):
+            if w.get("verdict") == "byte-identical":
+                return FileResult(file, "reproduced", f"rebuilt from {file.spec}'s sdist: the same bytes")
+            said = tuple(str(x) for x in w.get("explanation", []))
+            return FileResult(file, "different", f"rebuilt: {w.get('verdict')}, not the same bytes", said)
+    compared = ", ".join(str(w.get("wheel")) for w in wheels) or "no wheel"
+    named = [w for w in wheels if file.filename is not None and w.get("wheel") == file.filename]
+    if named:
+        published = str(named[0].get("publishedSha256", ""))[:16]
+        rebuilt = str(named[0].get("rebuiltSha256", ""))[:16]
+        why = f"not the published file (sha256 {published}…) nor the rebuilt one ({rebuilt}…)"
+        return FileResult(file, "different", why)
+    if file.kind == "sdist":
+        return FileResult(file, "unverified", "sdist: not rebuilt by itself")
+    if file.kind == "wheel" and file.filename is not None and not file.filename.endswith("-none-any.whl"):
+        tag = "-".join(file.filename.removesuffix(".whl").split("-")[-3:])
+        return FileResult(file, "unverified", f"native wheel ({tag}): this machine compared only {compared}")
+    if file.kind == "unknown":
+        why = (
+            f"no file the rebuild compared ({compared}) has this sha256: "
+            "an sdist, another platform's wheel, or not the published file"
+        )
+        return FileResult(file, "unverified", why)
+    return FileResult(file, "unverified", f"not a file the rebuild compared (it compared {compared})")
+
+
+@dataclass(frozen=True)
+class Rebuilds:
+    """How releases are rebuilt, when they are."""
+
+    enabled: bool = True  # False: nothing is rebuilt (files not known otherwise are "not tried")
+    jobs: int = 1  # releases rebuilt at once, each in its own process
+    find_links: tuple[Path, ...] = ()  # folders pip and the sdist fetch also look in
+    offline: bool = False  # only find_links, no index
+
+
+def verify_closure(
+    files: Sequence[ClosureFile],
+    *,
+    records: Iterable[Path] = (),
+    rebuilds: Rebuilds = Rebuilds(),
+    cache_dir: Path | None = None,
+    refresh: bool = False,
+    on_done: Callable[[int, int, ReleaseOutcome], None] | None = None,
+) -> list[FileResult]:
+    """Every file's result, in the order of ``files``. Records first, then the cache (unless
+    ``refresh``), then one rebuild per release still undecided (none for a release whose only
+    undecided files are sdists: a rebuild judges wheels)."""
+    built = find_records(records)
+    cache = _Cache(cache_dir if cache_dir is not None else default_cache_dir())
+    results: dict[int, FileResult] = {}
+    pending: dict[str, list[int]] = {}
+    for i, f in enumerate(files):
+        if f.sha256 in built:
+            results[i] = FileResult(f, "built here", built[f.sha256])
+        elif not refresh and (hit := cache.get(f)) is not None:
+            results[i] = hit
+        elif f.kind == "sdist":
+            results[i] = FileResult(f, "unverified", "sdist: not rebuilt by itself")
+        elif not rebuilds.enabled:
+            results[i] = FileResult(f, "unverified", "not tried (--no-rebuild)")
+        else:
+            pending.setdefault(f.spec, []).append(i)
+    specs = list(pending)
+    if specs:
+        done: Callable[[int, ReleaseOutcome], None] | None = None
+        if on_done is not None:
+            report = on_done
+            done = lambda n, o: report(n, len(specs), o)  # noqa: E731 - a one-line adapter
+        outcomes = rebuild_many(
+            specs, jobs=rebuilds.jobs, find_links=rebuilds.find_links, offline=rebuilds.offline, on_done=done
+        )
+        for spec, outcome in zip(specs, outcomes, strict=True):
+            for i in pending[spec]:
+                results[i] = judge(files[i], outcome)
+                cache.put(results[i])
+    return [results[i] for i in range(len(files))]
+
+
+class _Cache:
+    """One JSON file per file sha256, under the policy version; written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / f"policy-{policy.POLICY_VERSION}"
+
+    def _path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.json"
+
+    def get(self, f: ClosureFile) -> FileResult | None:
+        try:
+            entry = json.loads(self._path(f.sha256).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT:
+            return None
+        # The same bytes claimed for another release (or under another name) are judged again.
+        if entry.get("spec") != f.spec or entry.get("file") != f.filename or entry.get("state") not in STATES:
+            return None
+        details = tuple(str(x) for x in entry.get("details", []))
+        return FileResult(f, entry["state"], str(entry.get("reason", "")), details, cached=True)
+
+    def put(self, result: FileResult) -> None:
+        entry = {
+            "format": _CACHE_FORMAT,
+            "spec": result.file.spec,
+            "file": result.file.filename,
+            "state": result.state,
+            "reason": result.reason,
+            "details": list(result.details),
+        }
+        path = self._path(result.file.sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, json.dumps(entry, sort_keys=True).encode("utf-8"))
