@@ -48,6 +48,7 @@ DOCS = ROOT / "docs"
 #: The pages of docs/, in the order their examples run (the order README.md lists them in).
 PAGES = (
     "build",
+    "deps",
     "rebuild",
     "compare",
     "sbom",
