@@ -104,9 +104,7 @@ def _manifest(data: bytes, media_type: str, label: str) -> tuple[Descriptor, tup
 
 def _from_layout(ref: LayoutRef, provenance: Path | None) -> Image:
     layout = Layout(ref.directory)
-    if not ref.tagged and ref.directory.name and not layout.exists():
-        layout.index()  # the one-line error naming the directory
-    descriptor = layout.resolve(ref.tag)
+    descriptor = layout.resolve(ref.tag)  # a missing or damaged layout: one line naming the directory
     data = layout.read_blob(descriptor.digest)
     config, layers = _manifest(data, descriptor.media_type, str(ref))
 
@@ -210,25 +208,16 @@ def _referrers(
         if blob is None:
             continue
         if suffix is not None:
-            sboms[suffix] = blob.rename(tmp / f"{name.replace(':', '.')}{suffix}")
+            sboms[suffix] = blob.path.rename(tmp / f"{name.replace(':', '.')}{suffix}")
             continue
         signed = blob.media_type == DSSE
         path = blob.path.rename(tmp / f"statement{n}{'.intoto.jsonl' if signed else '.provenance.json'}")
         if attest.names_subject(path, digest):
-            statements.insert(0, path) if signed else statements.append(path)
+            statements.insert(0 if signed else len(statements), path)  # a signed one first
     return (statements[0] if statements else None), tuple(sboms.values())
 
 
-@dataclass(frozen=True)
-class _Artifact:
-    path: Path
-    media_type: str
-
-    def rename(self, target: Path) -> Path:
-        return self.path.rename(target)
-
-
-def _artifact_blob(registry: Registry, ref: RegistryRef, digest: str, subject: str, path: Path) -> _Artifact | None:
+def _artifact_blob(registry: Registry, ref: RegistryRef, digest: str, subject: str, path: Path) -> Blob | None:
     """The one blob of an artifact manifest that refers to ``subject``; None for anything else."""
     if not digest.startswith("sha256:"):
         return None
@@ -245,8 +234,8 @@ def _artifact_blob(registry: Registry, ref: RegistryRef, digest: str, subject: s
     if about != subject or d.size > 64 << 20:
         return None
     with path.open("wb") as f:
-        registry.download_blob(ref.repository, d.digest, f, d.size)
-    return _Artifact(path, d.media_type)
+        size = registry.download_blob(ref.repository, d.digest, f, d.size)
+    return Blob(path, d.digest, size, d.media_type)
 
 
 def check_image_name(name: str) -> str:
