@@ -303,3 +303,36 @@ def test_a_pure_project_in_the_image_is_not_repaired(tmp_path: Path) -> None:
     assert sha256(in_image.wheel) == sha256(here.wheel) and sha256(in_image.sdist) == sha256(here.sdist)
     assert not [rd for rd in _resolved(in_image.record) if rd["name"] == "auditwheel"]
     assert [rd for rd in _resolved(in_image.record) if rd["name"] == "toolchain image"]
+
+
+@pytest.mark.network
+def test_a_release_fresh_from_the_index_is_the_same_on_another_userland(tmp_path: Path) -> None:
+    """A C extension detpack was not tuned for (markupsafe's sdist, downloaded now), built online in the
+    image (its installs resolve names and reach the index through this machine's network configuration,
+    not the image's empty resolv.conf): the same manylinux wheel here and on the other host."""
+    need_other_host()
+    ref = need_toolchain()
+    got = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-binary=:all:", "--no-deps",
+                          "markupsafe==3.0.2", "-d", tmp_path], capture_output=True, text=True)  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    with tarfile.open(tmp_path / "markupsafe-3.0.2.tar.gz") as tf:
+        tf.extractall(tmp_path, filter="data")
+    src = tmp_path / "markupsafe-3.0.2"
+    r = run([DETPACK, "build", src, "-o", tmp_path / "here", "--toolchain", ref],
+            env={"XDG_CACHE_HOME": str(tmp_path / "cache")}, timeout=900)  # fmt: skip
+    assert r.code == 0, r.stdout + r.stderr
+    (here,) = (tmp_path / "here").glob("*.whl")
+    assert "manylinux" in here.name and "-cp311-" in here.name, here.name
+    for d in ("there", "there-cache"):
+        (tmp_path / d).mkdir()
+    bundle = os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+    r2 = run_on_other_host(
+        ["detpack", "build", "/src", "-o", "/out", "--toolchain", "oci:/toolchain/debian12:1"],
+        binds=[(src, "/src"), (tmp_path / "there", "/out"), (tmp_path / "there-cache", "/cache")],
+        ro_binds=[(TOOLCHAIN_LAYOUT, "/toolchain/debian12"), (Path("/etc/resolv.conf"), "/etc/resolv.conf"),
+                  (Path(bundle), "/cacert/ca.pem")],  # this machine's network, as the other host's
+        env={"XDG_CACHE_HOME": "/cache", "SSL_CERT_FILE": "/cacert/ca.pem"},
+    )  # fmt: skip
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    (there,) = (tmp_path / "there").glob("*.whl")
+    assert there.name == here.name and sha256(there) == sha256(here)

@@ -162,6 +162,10 @@ class Sandbox:
             shown = [at for _, at in self.image]
             for path, at in self.image:
                 args += ["--ro-bind", path, at]
+            # but this machine's network: how it names hosts (an image's resolv.conf is its builder's, or empty)
+            for conf in NETWORK_CONFIG:
+                if os.path.isfile(conf) and os.path.lexists(self._system_path(conf)):
+                    args += ["--ro-bind", conf, conf]
         else:
             shown = [p for p in self.readonly if p in SYSTEM_DIRS or p in SYSTEM_LINKS or p in base]
             for path in shown:
@@ -357,6 +361,8 @@ def make(
     )
 
 
+#: What an install in a toolchain image reads of this machine's network configuration (over the image's).
+NETWORK_CONFIG = ("/etc/resolv.conf", "/etc/hosts")
 #: Where an install in a toolchain image sees this machine's files that lie where the image has its own.
 HOST_FILES = "/run/detpack-host"
 #: The top-level directories (or links) of a toolchain image its builds see: its system, not its home
