@@ -16,6 +16,7 @@ from typing import Any
 from detpack.cli._output import Output, count
 from detpack.cli._progress import progress
 from detpack.cli.diff import render_text
+from detpack.digest import file_sha256
 from detpack.errors import ConfigError
 from detpack.provenance.signing import PrivateKey
 from detpack.verify.compare import Comparison
@@ -161,8 +162,19 @@ def _run_pypi(args: argparse.Namespace, out: Output) -> int:
     )
     counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("byte-identical", "content-identical", "different")}
     code = 0 if counts["different"] == 0 and counts["content-identical"] == 0 else 1
+    attested: list[tuple[WheelCheck, Path]] = []
+    if signer is not None:
+        from detpack.verify.attest import attest_pypi
+
+        attested = [(c, attest_pypi(args.pypi, c, signer, args.outdir or Path.cwd())) for c in checks]
     if args.json:
-        out.result(json.dumps(pypi_report(args.pypi, checks), indent=2, sort_keys=True))
+        report = pypi_report(args.pypi, checks)
+        if signer is not None:
+            report["attestations"] = [
+                {"wheel": c.wheel, "path": str(p.absolute()), "sha256": file_sha256(p), "keyid": signer.public.keyid}
+                for c, p in attested
+            ]
+        out.result(json.dumps(report, indent=2, sort_keys=True))
         return code
     verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     out.result(f"{args.pypi}: {verdicts} of {count(len(checks), 'wheel')}")
@@ -182,12 +194,9 @@ def _run_pypi(args: argparse.Namespace, out: Output) -> int:
             out.result("\n".join(f"    {ln}" for ln in lines))
     if args.outdir is not None:
         out.result(f"kept in {args.outdir}: published/ (as fetched), rebuilt/ (with the rebuild's provenance)")
-    if signer is not None:
-        from detpack.verify.attest import attest_pypi
-
-        for c in checks:
-            written = attest_pypi(args.pypi, c, signer, args.outdir or Path.cwd())
-            out.result(f"attested {c.wheel}: {c.verdict}, in {written} (keyid {signer.public.keyid[:16]})")
+    keyid = signer.public.keyid[:16] if signer is not None else ""
+    for c, written in attested:
+        out.result(f"attested {c.wheel}: {c.verdict}, in {written} (keyid {keyid})")
     return code
 
 
