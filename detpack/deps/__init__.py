@@ -7,14 +7,17 @@
 from __future__ import annotations
 
 from detpack.deps.closure import Closure, ClosureFile, read_closure
-from detpack.deps.verify import STATES, FileResult, Rebuilds, State, Tally, tally, verify_closure
+from detpack.deps.report import STATES, Evidence, Report, State
+from detpack.deps.verify import FileResult, Rebuilds, Tally, tally, verify_closure
 
 __all__ = [
     "STATES",
     "Closure",
     "ClosureFile",
+    "Evidence",
     "FileResult",
     "Rebuilds",
+    "Report",
     "State",
     "Tally",
     "read_closure",

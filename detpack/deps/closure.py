@@ -10,6 +10,7 @@ Every file must carry a sha256: a closure without one cannot be verified, and is
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Literal
 from packaging.pylock import PackageSdist, PackageWheel, Pylock, PylockValidationError
 from packaging.utils import canonicalize_name
 
+from detpack.deps.report import ClosureKind
 from detpack.errors import InputError
 
 Kind = Literal["wheel", "sdist", "unknown"]
@@ -50,14 +52,25 @@ class ClosureFile:
 
 @dataclass(frozen=True)
 class Closure:
-    path: Path  # where it was read from
+    label: str  # what was read, as given (a path, oci:DIR:TAG, a registry reference)
+    kind: ClosureKind  # a lock, hashed requirements, a layer or an image
+    sha256: str  # of the lock's bytes, or the layer blob's or image manifest's digest (hex)
     files: tuple[ClosureFile, ...]  # in the closure's order, each digest once
+
+
+def unique(files: list[ClosureFile]) -> tuple[ClosureFile, ...]:
+    """``files`` with each digest once, in order."""
+    seen: dict[str, ClosureFile] = {}
+    for f in files:
+        seen.setdefault(f.sha256, f)
+    return tuple(seen.values())
 
 
 def read_closure(path: Path) -> Closure:
     """The files of ``path``: a PEP 751 lock when its name is ``pylock*.toml``, else hashed requirements."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such closure; give a pylock.toml or a requirements file with --hash") from None
     except IsADirectoryError:
@@ -68,10 +81,8 @@ def read_closure(path: Path) -> Closure:
     files = _from_lock(path, text) if is_lock else _from_requirements(path, text)
     if not files:
         raise InputError(f"{path}: names no distribution files; give a lock or hashed requirements of the closure")
-    unique: dict[str, ClosureFile] = {}
-    for f in files:
-        unique.setdefault(f.sha256, f)
-    return Closure(path, tuple(unique.values()))
+    digest = hashlib.sha256(data).hexdigest()
+    return Closure(str(path), "pylock" if is_lock else "requirements", digest, unique(files))
 
 
 def _from_lock(path: Path, text: str) -> list[ClosureFile]:

@@ -9,7 +9,7 @@ Format (``_type`` :data:`REPORT_TYPE`)::
 
     {"_type": "https://detpack.dev/closure-report/v1",
      "closure": {"name": "pylock.toml", "kind": "pylock|requirements|layer|image", "sha256": "…"},
-     "policyVersion": 3, "verifiedOn": "2026-12-07T14:00:00Z",
+     "policyVersion": "5", "verifiedOn": "2026-12-07T14:00:00Z",
      "files": [{"name": "idna", "version": "3.10", "file": "idna-3.10-py3-none-any.whl",
                 "sha256": "…", "state": "reproduced", "reason": "…", "details": [],
                 "evidence": {"kind": "attestation", "name": "….intoto.jsonl", "sha256": "…"} | null}],
@@ -88,7 +88,7 @@ class Report:
     closure_name: str  # the closure's file name, or the image reference
     closure_kind: ClosureKind
     closure_sha256: str  # the lock's bytes, the layer blob's or the image manifest's digest (hex)
-    policy_version: int
+    policy_version: str  # detpack's canonical policy version the rebuilds ran under
     verified_on: str  # RFC 3339, UTC
     entries: tuple[Entry, ...]
 
@@ -134,7 +134,7 @@ def parse(data: bytes, where: str) -> Report:
     if not isinstance(name, str) or kind not in _KINDS or not isinstance(digest, str) or not _SHA256.match(digest):
         raise bad("closure needs a name, a kind and a sha256")
     version, when = value.get("policyVersion"), value.get("verifiedOn")
-    if not isinstance(version, int) or isinstance(version, bool) or not isinstance(when, str):
+    if not isinstance(version, str) or not isinstance(when, str):
         raise bad("policyVersion and verifiedOn are missing")
     files = value.get("files")
     if not isinstance(files, list):

@@ -24,23 +24,24 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from detpack import policy
 from detpack.atomic import write_bytes
 from detpack.deps.closure import ClosureFile
+from detpack.deps.report import STATES, Entry, Evidence, State
+from detpack.digest import file_sha256
 from detpack.errors import InputError
 from detpack.provenance import reader
 from detpack.provenance.statement import PREDICATE_TYPE
 from detpack.verify.pypi_batch import ReleaseOutcome, rebuild_many
 
-State = Literal["built here", "reproduced", "different", "unverified"]
-STATES: tuple[State, ...] = ("built here", "reproduced", "different", "unverified")
 #: Bumped when what a cached result means changes.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -52,18 +53,16 @@ class FileResult:
     reason: str  # the evidence (built here, reproduced) or why not (different, unverified)
     details: tuple[str, ...] = ()  # what differs, as the rebuild said it, a line each
     cached: bool = False  # read from the cache, not found by this run
+    evidence: Evidence | None = None  # the record or signed attestation the state rests on
+    #: where that statement's bytes are on this machine (a record, an attestation written or cached)
+    evidence_path: Path | None = None
+
+    def entry(self) -> Entry:
+        f = self.file
+        return Entry(f.name, f.version, f.filename, f.sha256, self.state, self.reason, self.details, self.evidence)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.file.name,
-            "version": self.file.version,
-            "file": self.file.filename,
-            "sha256": self.file.sha256,
-            "state": self.state,
-            "reason": self.reason,
-            "details": list(self.details),
-            "cached": self.cached,
-        }
+        return self.entry().to_json() | {"cached": self.cached}
 
 
 @dataclass(frozen=True)
@@ -93,10 +92,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "detpack" / "deps"
 
 
-def find_records(folders: Iterable[Path]) -> dict[str, str]:
+@dataclass(frozen=True)
+class Found:
+    """A statement naming a file: a build record (built here) or, from a store, a trusted rebuilder's
+    attestation (reproduced); why it counts, and the statement as evidence."""
+
+    reason: str
+    evidence: Evidence
+    path: Path | None  # the statement on this machine (None: read from a store)
+    state: State = "built here"
+
+
+def find_records(folders: Iterable[Path]) -> dict[str, Found]:
     """sha256 -> the record naming it, for every build record (``*.provenance.json``,
     ``*.intoto.jsonl``) under ``folders``; rebuild attestations and other statements are skipped."""
-    found: dict[str, str] = {}
+    found: dict[str, Found] = {}
     for folder in folders:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such records folder; give --records a folder of *.provenance.json files")
@@ -106,26 +116,41 @@ def find_records(folders: Iterable[Path]) -> dict[str, str]:
             if record.predicate_type != PREDICATE_TYPE:
                 continue
             how = "unsigned statement" if record.envelope is None else "signed envelope, signature not checked here"
+            evidence = Evidence("record", path.name, file_sha256(path))
             for subject in record.subjects:
                 if subject.sha256:
-                    found.setdefault(subject.sha256, f"record {path} ({how})")
+                    found.setdefault(subject.sha256, Found(f"record {path} ({how})", evidence, path))
     return found
 
 
 def judge(file: ClosureFile, outcome: ReleaseOutcome) -> FileResult:
-    """The state of ``file`` given what the rebuild of its release found (pure: no I/O)."""
+    """The state of ``file`` given what the rebuild of its release found (pure: no I/O). A rebuild run with
+    ``--attest`` lists its signed attestations, one per published wheel: the one about the wheel that
+    decided the file's state is its evidence."""
     prefix = f"{file.spec}: "
     if outcome.report is None:
         return FileResult(file, "unverified", f"not rebuilt: {outcome.reason.removeprefix(prefix)}")
     wheels = [w for w in outcome.report.get("wheels", []) if isinstance(w, dict)]
+    attested = {str(a.get("wheel")): a for a in outcome.report.get("attestations", []) or [] if isinstance(a, dict)}
+
+    def with_evidence(result: FileResult, wheel: dict[str, Any]) -> FileResult:
+        a = attested.get(str(wheel.get("wheel")))
+        if a is None or not isinstance(a.get("path"), str) or not isinstance(a.get("sha256"), str):
+            return result
+        path = Path(a["path"])
+        evidence = Evidence("attestation", path.name, a["sha256"])
+        return FileResult(file, result.state, result.reason, result.details, False, evidence, path)
+
     for w in wheels:
         if file.sha256 == w.get("rebuiltSha256"):
-            return FileResult(file, "reproduced", f"rebuilt from {file.spec}'s sdist: the same bytes")
+            return with_evidence(FileResult(file, "reproduced", f"rebuilt from {file.spec}'s sdist: the same bytes"), w)
         if file.sha256 == w.get("publishedSha256"):
             if w.get("verdict") == "byte-identical":
-                return FileResult(file, "reproduced", f"rebuilt from {file.spec}'s sdist: the same bytes")
+                same = FileResult(file, "reproduced", f"rebuilt from {file.spec}'s sdist: the same bytes")
+                return with_evidence(same, w)
             said = tuple(str(x) for x in w.get("explanation", []))
-            return FileResult(file, "different", f"rebuilt: {w.get('verdict')}, not the same bytes", said)
+            other = FileResult(file, "different", f"rebuilt: {w.get('verdict')}, not the same bytes", said)
+            return with_evidence(other, w)
     compared = ", ".join(str(w.get("wheel")) for w in wheels) or "no wheel"
     named = [w for w in wheels if file.filename is not None and w.get("wheel") == file.filename]
     if named:
@@ -155,28 +180,33 @@ class Rebuilds:
     jobs: int = 1  # releases rebuilt at once, each in its own process
     find_links: tuple[Path, ...] = ()  # folders pip and the sdist fetch also look in
     offline: bool = False  # only find_links, no index
+    attest: Path | None = None  # a private key: each rebuild signs what it found (rebuild --pypi --attest)
 
 
 def verify_closure(
     files: Sequence[ClosureFile],
     *,
     records: Iterable[Path] = (),
+    known: Mapping[str, Found] | None = None,
     rebuilds: Rebuilds = Rebuilds(),
     cache_dir: Path | None = None,
     refresh: bool = False,
     on_done: Callable[[int, int, ReleaseOutcome], None] | None = None,
 ) -> list[FileResult]:
-    """Every file's result, in the order of ``files``. Records first, then the cache (unless
-    ``refresh``), then one rebuild per release still undecided (none for a release whose only
-    undecided files are sdists: a rebuild judges wheels)."""
-    built = find_records(records)
+    """Every file's result, in the order of ``files``. Records first (``--records`` folders, then ``known``:
+    what a store holds), then the cache (unless ``refresh``), then one rebuild per release still undecided
+    (none for a release whose only undecided files are sdists: a rebuild judges wheels). With
+    ``rebuilds.attest`` a cached result counts only when it carries an attestation by that key."""
+    built = dict(known or {}) | find_records(records)
     cache = _Cache(cache_dir if cache_dir is not None else default_cache_dir())
+    keyid = _keyid(rebuilds.attest) if rebuilds.attest is not None else None
     results: dict[int, FileResult] = {}
     pending: dict[str, list[int]] = {}
     for i, f in enumerate(files):
         if f.sha256 in built:
-            results[i] = FileResult(f, "built here", built[f.sha256])
-        elif not refresh and (hit := cache.get(f)) is not None:
+            found = built[f.sha256]
+            results[i] = FileResult(f, found.state, found.reason, evidence=found.evidence, evidence_path=found.path)
+        elif not refresh and (hit := cache.get(f, keyid)) is not None:
             results[i] = hit
         elif f.kind == "sdist":
             results[i] = FileResult(f, "unverified", "sdist: not rebuilt by itself")
@@ -190,18 +220,31 @@ def verify_closure(
         if on_done is not None:
             report = on_done
             done = lambda n, o: report(n, len(specs), o)  # noqa: E731 - a one-line adapter
-        outcomes = rebuild_many(
-            specs, jobs=rebuilds.jobs, find_links=rebuilds.find_links, offline=rebuilds.offline, on_done=done
-        )
-        for spec, outcome in zip(specs, outcomes, strict=True):
-            for i in pending[spec]:
-                results[i] = judge(files[i], outcome)
-                cache.put(results[i])
+        with tempfile.TemporaryDirectory(prefix="detpack-deps-") as work:
+            outcomes = rebuild_many(
+                specs,
+                jobs=rebuilds.jobs,
+                outdir=Path(work) if rebuilds.attest is not None else None,
+                find_links=rebuilds.find_links,
+                offline=rebuilds.offline,
+                attest=rebuilds.attest,
+                on_done=done,
+            )
+            for spec, outcome in zip(specs, outcomes, strict=True):
+                for i in pending[spec]:
+                    results[i] = cache.put(judge(files[i], outcome))
     return [results[i] for i in range(len(files))]
 
 
+def _keyid(key: Path) -> str:
+    from detpack.provenance.signing import load_private_key
+
+    return load_private_key(key).public.keyid
+
+
 class _Cache:
-    """One JSON file per file sha256, under the policy version; written atomically."""
+    """One JSON file per file sha256, under the policy version, and the attestations the rebuilds signed
+    (``attestations/SHA256.intoto.jsonl``, by the sha256 of their bytes); written atomically."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / f"policy-{policy.POLICY_VERSION}"
@@ -209,7 +252,10 @@ class _Cache:
     def _path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.json"
 
-    def get(self, f: ClosureFile) -> FileResult | None:
+    def _attestation(self, sha256: str) -> Path:
+        return self.root / "attestations" / f"{sha256}.intoto.jsonl"
+
+    def get(self, f: ClosureFile, keyid: str | None) -> FileResult | None:
         try:
             entry = json.loads(self._path(f.sha256).read_bytes())
         except (OSError, ValueError):
@@ -220,10 +266,24 @@ class _Cache:
         if entry.get("spec") != f.spec or entry.get("file") != f.filename or entry.get("state") not in STATES:
             return None
         details = tuple(str(x) for x in entry.get("details", []))
-        return FileResult(f, entry["state"], str(entry.get("reason", "")), details, cached=True)
+        evidence, path = None, None
+        if isinstance(entry.get("evidence"), dict):
+            ev = entry["evidence"]
+            path = self._attestation(str(ev.get("sha256", "")))
+            try:
+                intact = file_sha256(path) == ev.get("sha256")
+            except OSError:
+                intact = False
+            if intact:
+                evidence = Evidence("attestation", str(ev.get("name", path.name)), str(ev["sha256"]))
+        rebuilt = entry["state"] in ("reproduced", "different")
+        if keyid is not None and rebuilt and (evidence is None or entry.get("keyid") != keyid):
+            return None  # asked to attest, and this result carries no attestation by that key: rebuild
+        return FileResult(f, entry["state"], str(entry.get("reason", "")), details, True, evidence, path)
 
-    def put(self, result: FileResult) -> None:
-        entry = {
+    def put(self, result: FileResult) -> FileResult:
+        """Keep ``result`` (and its attestation); returns it with the evidence at its kept place."""
+        entry: dict[str, Any] = {
             "format": _CACHE_FORMAT,
             "spec": result.file.spec,
             "file": result.file.filename,
@@ -231,6 +291,24 @@ class _Cache:
             "reason": result.reason,
             "details": list(result.details),
         }
+        if result.evidence is not None and result.evidence_path is not None:
+            data = result.evidence_path.read_bytes()
+            kept = self._attestation(result.evidence.sha256)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(kept, data)
+            entry["evidence"] = result.evidence.to_json()
+            entry["keyid"] = _signer(data)
+            result = FileResult(result.file, result.state, result.reason, result.details, False, result.evidence, kept)
         path = self._path(result.file.sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes(path, json.dumps(entry, sort_keys=True).encode("utf-8"))
+        return result
+
+
+def _signer(envelope: bytes) -> str | None:
+    """The keyid of an envelope's first signature (what the cache checks ``--attest`` against)."""
+    try:
+        signatures = json.loads(envelope).get("signatures") or [{}]
+        return str(signatures[0].get("keyid")) or None
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return None

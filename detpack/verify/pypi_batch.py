@@ -82,12 +82,19 @@ def rebuild_many(
     outdir: Path | None = None,
     find_links: tuple[Path, ...] = (),
     offline: bool = False,
+    attest: Path | None = None,
     on_done: Callable[[int, ReleaseOutcome], None] | None = None,
 ) -> list[ReleaseOutcome]:
-    """Check every release, ``jobs`` at a time; outcomes in the order of ``specs``."""
+    """Check every release, ``jobs`` at a time; outcomes in the order of ``specs``. With ``attest`` (a
+    private key) each rebuild signs what it found, in its folder under ``outdir`` (which it then needs);
+    the report lists the attestations."""
     flags = [f for d in find_links for f in ("--find-links", str(d.absolute()))]
     if offline:
         flags.append("--offline")
+    if attest is not None:
+        if outdir is None:
+            raise ValueError("rebuild_many: attest needs an outdir to write the attestations in")
+        flags += ["--attest", str(attest.absolute())]
 
     def one(spec: str) -> ReleaseOutcome:
         argv = ["-m", "detpack", "rebuild", "--pypi", spec, "--json", "-q", *flags]
