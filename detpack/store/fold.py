@@ -26,14 +26,18 @@ from detpack.store import facts, log, merkle
 from detpack.store.backend import NAME_RE, read_blob
 from detpack.store.store import Store
 
-SCHEMA_VERSION = 4
+#: 5: closure reports (``*.closure.json``) are kind "closure" (a store folded before says "file": rebuilt).
+SCHEMA_VERSION = 5
+#: What a closure report's name ends with (``detpack.deps.report.REPORT_SUFFIX``; the store sits below ``deps``,
+#: whose ``verify --store`` pushes into it, so the suffix is spelled here and a test pins the two together).
+CLOSURE_SUFFIX = ".closure.json"
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE items (
     digest TEXT PRIMARY KEY,
     item_kind TEXT NOT NULL,         -- as the log says: artifact, provenance, attestation, log, policy, vsa
-    kind TEXT NOT NULL,              -- what it is: wheel, sdist, layer, image, sbom, file, or item_kind
+    kind TEXT NOT NULL,              -- what it is: wheel, sdist, layer, image, sbom, closure, file, or item_kind
     size INTEGER NOT NULL,
     first_index INTEGER NOT NULL,    -- the log entry that first stored it
     time TEXT NOT NULL,              -- that entry's time
@@ -122,6 +126,8 @@ def classify(
         return "wheel"
     if name.endswith((facts.SBOM_SUFFIX, ".spdx.json")):
         return "sbom"
+    if name.endswith(CLOSURE_SUFFIX):
+        return "closure"
     try:
         parse_sdist_filename(name)
     except (InvalidSdistFilename, InvalidVersion):

@@ -25,10 +25,11 @@ from packaging.version import InvalidVersion, Version
 from detpack.errors import ConfigError, StoreError
 from detpack.store.index import Index
 
-#: What ``--kind`` takes: what an artifact is (by its provenance, an SBOM of it, or its file name), or
-#: the kind of record the log says it is.
+#: What ``--kind`` takes: what an artifact is (by its provenance, an SBOM of it, or its file name: a
+#: ``*.closure.json`` is a ``deps verify`` closure report), or the kind of record the log says it is.
 KINDS = (
-    "wheel", "sdist", "layer", "image", "config", "sbom", "file", "provenance", "attestation", "log", "policy", "vsa"
+    "wheel", "sdist", "layer", "image", "config", "sbom", "file", "closure", "provenance", "attestation", "log",
+    "policy", "vsa",
 )  # fmt: skip
 
 _COMMIT = re.compile(r"^[0-9a-f]{4,64}$")
