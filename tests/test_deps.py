@@ -256,3 +256,117 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     assert "not a valid PEP 751 lock (At least one hash must be provided" in r.stderr and "re-make it" in r.stderr
     r = run([DETPACK, "deps", "verify", lock, "--offline"])
     assert r.code == 2 and "--find-links" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """A closure verified with --attest and -o; a layer made from its wheels with --evidence; the image's
+    signed provenance and SBOMs name each wheel's state and evidence; ``verify IMAGE --policy`` with a
+    ``[dependencies]`` rule passes only when the unverified wheel is allowed by name, naming it otherwise;
+    and the image itself, read back as a closure, gives the same states."""
+    from detpack.verify.deps_rule import shipped_wheels
+
+    links, records = world["links"], world["records"]
+    hatch_wheel = links / "fx_hatchling-1.0.0-py3-none-any.whl"
+    [pdm_wheel] = records.glob("fx_pdm-*.whl")
+    nosdist = _installable(tmp_path / "fx_lonely-1.0-py3-none-any.whl")  # no sdist anywhere: unverified
+    lock = _lock(
+        tmp_path / "pylock.toml",
+        [("fx-hatchling", "1.0.0", hatch_wheel), ("fx-lonely", "1.0", nosdist), ("fx-pdm", "1.0.0", pdm_wheel)],
+    )
+    for name in ("rebuilder", "release"):
+        assert run([DETPACK, "keygen", "-o", tmp_path / name]).code == 0
+    out = tmp_path / "evidence"
+    argv = [DETPACK, "deps", "verify", lock, "--records", records, "--offline", "--find-links", links]
+    argv += ["--find-links", world["wheelhouse"], "--attest", tmp_path / "rebuilder", "-o", out, "--refresh"]
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    r = run(argv, env=env, timeout=900)
+    assert r.code == 1 and "not allowed unverified: fx-lonely==1.0" in r.stdout, r.stdout + r.stderr
+    [report_path] = out.glob("pylock.toml.*.closure.json")
+    report = json.loads(report_path.read_bytes())
+    states = {f["name"]: (f["state"], f["evidence"]) for f in report["files"]}
+    assert [s for s, _ in states.values()] == ["reproduced", "unverified", "built here"]
+    attestation = states["fx-hatchling"][1]
+    assert attestation["kind"] == "attestation" and _sha256(out / attestation["name"]) == attestation["sha256"]
+    assert states["fx-pdm"][1]["kind"] == "record" and states["fx-lonely"][1] is None
+    # the same run again answers from the cache, attestation included (its bytes kept with the result)
+    again = run([*argv[:-3], "-o", tmp_path / "again"], env=env, timeout=900)
+    assert again.stdout.count(", cached)") == 2, again.stdout  # the record is read each time
+    [second] = (tmp_path / "again").glob("*.closure.json")
+    assert [f["evidence"] for f in json.loads(second.read_bytes())["files"]] == [e for _, e in states.values()]
+
+    layer = tmp_path / "app.tar.gz"
+    wheels = [hatch_wheel, nosdist, pdm_wheel]
+    r = run([DETPACK, "layer", "-o", layer, "--wheel", *wheels, "--evidence", report_path, "--sbom"])
+    assert r.code == 0, r.stderr
+    layout = tmp_path / "img"
+    r = run([DETPACK, "image", "-o", f"oci:{layout}:1", "--layer", layer, "--sign", tmp_path / "release", "--sbom"])
+    assert r.code == 0, r.stderr
+    statement = json.loads((tmp_path / "img.1.provenance.json").read_bytes())
+    shipped = {w.name: w.state for w in shipped_wheels(statement)}
+    assert shipped == {"fx-hatchling": "reproduced", "fx-lonely": "unverified", "fx-pdm": "built here"}
+    [inputs] = [rd["annotations"]["inputs"] for rd in statement["predicate"]["buildDefinition"]["resolvedDependencies"]]
+    [hatch_input] = [i for i in inputs if i["name"] == hatch_wheel.name]
+    assert hatch_input["annotations"]["evidence"]["statement"]["digest"]["sha256"] == attestation["sha256"]
+    cdx = json.loads((tmp_path / "img.1.cdx.json").read_bytes())
+    props = {c["name"]: {p["name"]: p["value"] for p in c.get("properties", [])} for c in cdx["components"]}
+    assert props["fx-hatchling"]["detpack:evidence:state"] == "reproduced"
+    assert props["fx-hatchling"]["detpack:evidence:attestation:sha256"] == attestation["sha256"]
+    assert props["fx-lonely"]["detpack:evidence:state"] == "unverified"
+    assert props["fx-pdm"]["detpack:evidence:state"] == "built here"
+    spdx = (tmp_path / "img.1.spdx.json").read_text()
+    assert "evidence: reproduced" in spdx and f"sha256:{attestation['sha256']}" in spdx
+
+    pub = (tmp_path / "release.pub").read_text()
+    strict = tmp_path / "strict.toml"
+    strict.write_text(tomli_w.dumps({"keys": [pub], "dependencies": {"require": "reproduced-or-built"}}))
+    r = run([DETPACK, "verify", f"oci:{layout}:1", "--policy", strict])
+    assert r.code == 1, r.stdout + r.stderr
+    [line] = [ln for ln in r.stdout.splitlines() if "dependencies" in ln]
+    assert line.strip().startswith(
+        "FAIL  dependencies: 3 wheels: 1 built here, 1 reproduced, 0 different, 1 unverified"
+    )
+    assert f"{nosdist.name}: unverified (" in line and "not allowed" in line and hatch_wheel.name not in line
+    allowing = tmp_path / "allowing.toml"
+    allowing.write_text(
+        tomli_w.dumps(
+            {"keys": [pub], "dependencies": {"require": "reproduced-or-built", "allow-unverified": ["FX_lonely"]}}
+        )
+    )
+    r = run([DETPACK, "verify", f"oci:{layout}:1", "--policy", allowing])
+    assert r.code == 0, r.stdout + r.stderr
+    assert "ok    dependencies: 3 wheels" in r.stdout and "allowed by name: fx-lonely" in r.stdout
+
+    # The image as a closure: the wheels its provenance records, each judged again (from the cache here).
+    r = run([DETPACK, "deps", "verify", f"oci:{layout}:1", "--records", records, "--no-rebuild", "--json"], env=env)
+    image = json.loads(r.stdout)
+    assert (
+        image["closure"]["kind"] == "image"
+        and image["closure"]["sha256"] == statement["subject"][0]["digest"]["sha256"]
+    )
+    assert {f["name"]: f["state"] for f in image["files"]} == shipped
+
+
+def _installable(path: Path) -> Path:
+    """A minimal valid wheel (dist-info with METADATA, WHEEL and a RECORD of hashes) at ``path``."""
+    import base64
+
+    name, version = path.name.split("-")[:2]
+    info = f"{name}-{version}.dist-info"
+    members = {
+        f"{name}/__init__.py": b"",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    lines = []
+    for member, data in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        lines.append(f"{member},sha256={digest},{len(data)}")
+    members[f"{info}/RECORD"] = ("\n".join([*lines, f"{info}/RECORD,,"]) + "\n").encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for member, data in members.items():
+            z.writestr(member, data)
+    return path

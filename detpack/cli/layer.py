@@ -40,6 +40,14 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="also write the layer's SBOMs (OUT.cdx.json, OUT.spdx.json): every wheel installed in it",
     )
+    p.add_argument(
+        "--evidence",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="REPORT",
+        help="a closure report (deps verify -o): each wheel's state and evidence go into the provenance and SBOMs",
+    )
     p.add_argument("--verbose", "-v", action="count", default=0)
     p.add_argument("--quiet", "-q", action="count", default=0)
 
@@ -64,6 +72,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
             raise InputError(f"{wheel}: no such wheel file")
     wheels = [WheelInput(w, file_sha256(w)) for w in wheel_paths]
     python = PythonTarget(prefix.rstrip("/") or "/", args.python_version)
+    found = _evidence(args.evidence)
+    missing = None
+    if args.evidence:
+        missing = {"state": "unverified", "reason": "in no closure report given (--evidence)", "statement": None}
     out.step(f"packing layer {target}")
     with byte_progress(out, "packing") as advance:
         layer = build_layer(target, additions=additions, wheels=wheels, target=python, epoch=epoch, progress=advance)
@@ -75,7 +87,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             (str(a.source), a.dest, attest.source_descriptor(a.source, str(a.source), digest))
             for a, digest in zip(additions, layer.source_digests, strict=True)
         ],
-        wheels=[attest.wheel_descriptor(w.path, w.sha256) for w in wheels],
+        wheels=[attest.wheel_descriptor(w.path, w.sha256, found.get(w.sha256, missing)) for w in wheels],
         python={"prefix": python.prefix, "version": python.version, "sitePackages": python.site_packages},
         epoch=epoch,
         times=(started, dt.datetime.now(dt.UTC)),
@@ -90,3 +102,21 @@ def run(args: argparse.Namespace, out: Output) -> int:
         for label, written in write_all(attest.provenance_path(target))[0]:
             out.line(f"{label} SBOM {written}")
     return 0
+
+
+def _evidence(paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """sha256 -> what the first closure report naming those bytes found, as the layer's provenance records it."""
+    from detpack.atomic import read_input
+    from detpack.deps.report import parse
+
+    found: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        data = read_input(path, "closure report")
+        report = parse(data, str(path))
+        source = {"name": path.name, "digest": {"sha256": file_sha256(path)}}
+        for e in report.entries:
+            statement = None
+            if e.evidence is not None:
+                statement = {"kind": e.evidence.kind, "name": e.evidence.name, "digest": {"sha256": e.evidence.sha256}}
+            found.setdefault(e.sha256, {"state": e.state, "reason": e.reason, "statement": statement, "report": source})
+    return found

@@ -118,8 +118,13 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError(
             "verify --policy: the policy names the keys, builders and commits; drop --key/--builder/--source-commit"
         )
-    if any(evidence.reference_kind(text) != "file" for text in args.artifacts):
-        raise ConfigError("verify --policy: checks files (wheels, sdists) against their provenance; give files")
+    kinds = [evidence.reference_kind(text) for text in args.artifacts]
+    if any(k != "file" for k in kinds):
+        if len(kinds) != 1 or args.store is not None:
+            raise ConfigError(
+                "verify --policy: give one image (its provenance is beside it or attached to it), or files"
+            )
+        return _policy_image(args, args.artifacts[0], kinds[0], out)
     if (args.provenance is None) == (args.store is None):
         raise ConfigError(
             f"{args.artifacts[0]}: verify --policy takes the provenance from --provenance FILE (the .intoto.jsonl "
@@ -129,7 +134,6 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
     if len({p.name for p in paths}) != len(paths):
         raise ConfigError("verify --policy: two artifacts share a file name; a verdict names each artifact once")
     policy = gate.load(args.policy)
-    signer = signing.load_private_key(args.vsa_key) if args.vsa_key is not None else None
     digests = {path.name: file_sha256(path) for path in paths}
     if args.store is not None:
         found, attestations = _from_store(args.store, digests, args.store_key, out)
@@ -137,6 +141,39 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
     else:
         found = gate.read_evidence(args.provenance)
         attestations = [gate.read_evidence(p) for p in _attestation_files(args.provenance, args.attestation)]
+    return _judged(args, policy, digests, found, attestations, [f"{p}" for p in paths], out)
+
+
+def _policy_image(args: argparse.Namespace, text: str, kind: str, out: Output) -> int:
+    """``verify IMAGE --policy``: the policy over the image's signed provenance (its subject the manifest)."""
+    policy = gate.load(args.policy)
+    if kind == "layout":
+        found = evidence.from_layout(text, LayoutRef.parse(text), args.provenance)
+    else:
+        target = evidence.parse_registry_target(text)
+        found = evidence.from_registry(text, target, args.provenance, Registry(target.ref.host))
+    digest = found.digest.removeprefix("sha256:")
+    statements = [
+        gate.parse_evidence(c.data, c.where) for c in found.candidates if reader.read(c.data, c.where).names(digest)
+    ]
+    if not statements:
+        raise VerificationError(f"not verified: {text}: no provenance names {found.digest} (looked in {found.looked})")
+    signed = [e for e in statements if e.provenance.envelope is not None]
+    chosen = (signed or statements)[0]
+    attestations = [gate.read_evidence(p) for p in args.attestation]
+    return _judged(args, policy, {text: digest}, chosen, attestations, [text], out)
+
+
+def _judged(
+    args: argparse.Namespace,
+    policy: gate.Policy,
+    digests: dict[str, str],
+    found: gate.Evidence,
+    attestations: list[gate.Evidence],
+    labels: list[str],
+    out: Output,
+) -> int:
+    signer = signing.load_private_key(args.vsa_key) if args.vsa_key is not None else None
     verdict = gate.evaluate(policy, digests, found, attestations)
     if signer is not None:
         vsa = signed.write_vsa(args.vsa, signer, verdict, policy, digests)
@@ -148,8 +185,8 @@ def _verify_policy(args: argparse.Namespace, out: Output) -> int:
     if not verdict.passed:
         unmet = ", ".join(r.name for r in verdict.unmet)
         raise VerificationError(f"not verified: {args.policy}: {count(len(verdict.unmet), 'rule')} unmet ({unmet})")
-    for path in paths:
-        out.result(f"verified  {path}  sha256:{digests[path.name]}")
+    for label, digest in zip(labels, digests.values(), strict=True):
+        out.result(f"verified  {label}  sha256:{digest}")
     out.result(f"policy {args.policy}: {count(len(verdict.rules), 'rule')} met")
     return 0
 

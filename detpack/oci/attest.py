@@ -146,15 +146,26 @@ def source_descriptor(path: Path, as_given: str, digest: str) -> JSON:
     return rd
 
 
-def wheel_descriptor(path: Path, sha256: str) -> JSON:
+def wheel_descriptor(path: Path, sha256: str, evidence: JSON | None = None) -> JSON:
+    """A wheel input: its sha256, its own build record when one beside it names it, and ``evidence``
+    (``layer --evidence``: what a closure report found for these bytes) under ``annotations.evidence``."""
     rd: JSON = {"name": path.name, "digest": {"sha256": sha256}}
     origin = _wheel_origin(path, sha256)
+    annotations: JSON = {}
     if origin is not None:
-        rd["annotations"] = {
+        annotations = {
             "provenance": {"name": origin.provenance_name, "digest": {"sha256": origin.provenance_sha256}},
             "source": origin.source,
             **({"builder": {"id": origin.builder}} if origin.builder else {}),
         }
+    if evidence is not None and origin is not None and evidence.get("state") != "different":
+        # its own build record beside it: built here, whatever else a report found
+        record = {"kind": "record", "name": origin.provenance_name, "digest": {"sha256": origin.provenance_sha256}}
+        evidence = {"state": "built here", "reason": "its own build record beside it", "statement": record}
+    if evidence is not None:
+        annotations["evidence"] = evidence
+    if annotations:
+        rd["annotations"] = annotations
     return rd
 
 

@@ -363,6 +363,21 @@ class LayerWheel:
     provenance: str | None  # the name of its own detpack build record, found beside it
     commit: str | None  # the source commit that record names
     tree: str | None  # the source tree digest that record names
+    #: what a closure report found (``layer --evidence``): its state, and the statement it rests on as
+    #: (kind, name, sha256); "built here" when the wheel's own build record was beside it; "" when unknown
+    evidence_state: str = ""
+    evidence: tuple[str, str, str] | None = None
+
+
+def _evidence(annotations: Any, built: bool) -> tuple[str, tuple[str, str, str] | None]:
+    found = annotations.get("evidence") if isinstance(annotations, dict) else None
+    if isinstance(found, dict) and isinstance(found.get("state"), str):
+        statement = found.get("statement")
+        if isinstance(statement, dict):
+            digest = str((statement.get("digest") or {}).get("sha256", ""))
+            return found["state"], (str(statement.get("kind", "")), str(statement.get("name", "")), digest)
+        return found["state"], None
+    return ("built here", None) if built else ("", None)
 
 
 def layer_wheels(record: Provenance, layer: Artifact) -> list[LayerWheel]:
@@ -400,6 +415,7 @@ def layer_wheels(record: Provenance, layer: Artifact) -> list[LayerWheel]:
                 str(origin.get("name", "")) if isinstance(origin, dict) else None,
                 source.get("gitCommit"),
                 source.get("sha256"),
+                *_evidence(annotations, isinstance(origin, dict)),
             )
         )
     return wheels
@@ -489,6 +505,11 @@ def packed_cyclonedx(packed: Packed) -> bytes:
             properties.append(Property(name="detpack:source-commit", value=w.commit))
         if w.tree:
             properties.append(Property(name="detpack:source-tree:sha256", value=w.tree))
+        if w.evidence_state:
+            properties.append(Property(name="detpack:evidence:state", value=w.evidence_state))
+        if w.evidence is not None:
+            properties.append(Property(name=f"detpack:evidence:{w.evidence[0]}", value=w.evidence[1]))
+            properties.append(Property(name=f"detpack:evidence:{w.evidence[0]}:sha256", value=w.evidence[2]))
         licenses: list[Any] = []
         if w.license_kind == "expression":
             licenses = [LicenseExpression(w.license)]

@@ -191,6 +191,10 @@ def packed_spdx(packed: Packed, source: str) -> bytes:
             said.append(f"built by detpack, record {w.provenance}")
         if w.commit:
             said.append(f"source commit {w.commit}")
+        if w.evidence_state:
+            said.append(f"evidence: {w.evidence_state}")
+        if w.evidence is not None:
+            said.append(f"{w.evidence[0]} {w.evidence[1]} sha256:{w.evidence[2]}")
         document.packages.append(
             Package(
                 spdx_id=spdx_id,

@@ -14,6 +14,9 @@ store) says what a release must show::
     require-reproduced = 2                                 # rebuild attestations from distinct keys
     rebuilder-keys = ["keys/rebuilder-a.pub", "keys/rebuilder-b.pub"]
     max-age = "30d"                                       # since the build finished (s, m, h, d)
+    [dependencies]                                         # a layer's or image's wheels (verify/deps_rule.py)
+    require = "reproduced-or-built"
+    allow-unverified = ["certifi"]
 
 Key entries are paths (relative to the policy file) or the PEM text itself; ``self_contained``
 writes the policy with every key inline, which is the form a store keeps. ``evaluate`` checks every
@@ -42,6 +45,8 @@ from detpack.provenance.attestation import InputAttestation, RebuildClaim
 from detpack.provenance.signing import PublicKey
 from detpack.provenance.statement import JSON
 from detpack.verify import review
+from detpack.verify.deps_rule import DependencyRule, parse_rule
+from detpack.verify.deps_rule import judge as judge_dependencies
 
 _KEYS = {
     "version",
@@ -58,6 +63,7 @@ _KEYS = {
     "require-ci",
     "require-tag",
     "require-pull-request",
+    "dependencies",
 }
 _AGE = re.compile(r"^(\d+)\s*([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -86,6 +92,7 @@ class Policy:
     require_ci: bool = False  # built by a CI run (its run URL recorded)
     require_tag: bool = False  # from a release tag (the CI ref, or a tag at the commit)
     require_pull_request: bool = False  # the built commit is a reviewed change (``review.pull_request``)
+    dependencies: DependencyRule | None = None  # [dependencies]: the evidence every shipped wheel must carry
 
     def self_contained(self) -> bytes:
         """The policy as TOML with every key inline (what a store keeps: it names no local file)."""
@@ -115,6 +122,8 @@ class Policy:
         ):
             if on:
                 value[name] = True
+        if self.dependencies is not None:
+            value["dependencies"] = self.dependencies.to_toml()
         return tomli_w.dumps(value).encode("utf-8")
 
 
@@ -188,6 +197,7 @@ def parse(data: bytes, source: str, base: Path | None) -> Policy:
         require_ci=flags["require-ci"],
         require_tag=flags["require-tag"],
         require_pull_request=flags["require-pull-request"],
+        dependencies=parse_rule(value["dependencies"], bad) if "dependencies" in value else None,
     )
 
 
@@ -326,6 +336,8 @@ def evaluate(
     if policy.max_age is not None:
         rules.append(_age_rule(policy.max_age, summary.finished, now))
     rules += _change_rules(policy, summary, source, predicate)
+    if policy.dependencies is not None:
+        rules.append(Rule("dependencies", *judge_dependencies(policy.dependencies, statement.statement)))
     passed = all(r.passed for r in rules)
     levels = ("FAILED",) if not passed else _levels(policy)
     inputs = tuple(InputAttestation(e.where, e.sha256) for e in (provenance, *attestations))

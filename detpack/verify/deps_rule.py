@@ -1,0 +1,119 @@
+"""The ``[dependencies]`` rule of a policy: every wheel a layer or an image ships carries evidence.
+
+::
+
+    [dependencies]
+    require = "reproduced-or-built"      # each wheel built here or reproduced ("any": only the counts below)
+    allow-unverified = ["certifi"]       # projects that may stay unverified, by name
+    max-unverified = 0                   # how many others may
+
+The states are read from the signed statement itself: a wheel's ``annotations.evidence.state``
+(what a closure report found, copied in by ``layer --evidence``), "built here" for a wheel whose own
+build record the layer found beside it, else unverified ("no evidence recorded"). A *different*
+wheel never passes; an unverified one passes only allowed by name or within the count. The rule
+fails, naming each wheel, otherwise; a statement that records no wheel (a wheel's own build) fails it
+too, since there is nothing to judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+REQUIRE = ("reproduced-or-built", "any")
+
+
+@dataclass(frozen=True)
+class DependencyRule:
+    require: str  # one of REQUIRE
+    allow_unverified: tuple[str, ...]  # canonical project names
+    max_unverified: int
+
+    def to_toml(self) -> dict[str, Any]:
+        return {
+            "require": self.require,
+            "allow-unverified": list(self.allow_unverified),
+            "max-unverified": self.max_unverified,
+        }
+
+
+def parse_rule(value: object, bad: Callable[[str], Exception]) -> DependencyRule:
+    if not isinstance(value, dict):
+        raise bad("dependencies must be a table ([dependencies])")
+    unknown = sorted(set(value) - {"require", "allow-unverified", "max-unverified"})
+    if unknown:
+        raise bad(f"dependencies: unknown setting {unknown[0]!r} (known: require, allow-unverified, max-unverified)")
+    require = value.get("require", "reproduced-or-built")
+    if require not in REQUIRE:
+        raise bad(f"dependencies.require {require!r}: give one of {', '.join(REQUIRE)}")
+    allowed = value.get("allow-unverified", [])
+    if not isinstance(allowed, list) or not all(isinstance(x, str) and x for x in allowed):
+        raise bad("dependencies.allow-unverified must be a list of project names")
+    most = value.get("max-unverified", 0)
+    if not isinstance(most, int) or isinstance(most, bool) or most < 0:
+        raise bad("dependencies.max-unverified must be a whole number of at least 0")
+    return DependencyRule(str(require), tuple(canonicalize_name(x) for x in allowed), most)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    file: str  # the wheel's file name
+    name: str  # canonical project name
+    state: str  # built here, reproduced, different, unverified
+    reason: str
+
+
+def shipped_wheels(statement: Any) -> list[Shipped]:
+    """Every wheel a layer or an image statement records, with the state its evidence gives (each file once)."""
+    build = statement.get("predicate", {}).get("buildDefinition", {}) if isinstance(statement, dict) else {}
+    inputs: list[Any] = []
+    for rd in build.get("resolvedDependencies") or []:
+        annotations = rd.get("annotations") if isinstance(rd, dict) else None
+        if isinstance(annotations, dict) and isinstance(annotations.get("inputs"), list):
+            inputs += annotations["inputs"]  # an image: each layer's inputs
+        else:
+            inputs.append(rd)
+    found: dict[str, Shipped] = {}
+    for rd in inputs:
+        file = str(rd.get("name", "")) if isinstance(rd, dict) else ""
+        if not file.endswith(".whl"):
+            continue
+        try:
+            name: str = canonicalize_name(parse_wheel_filename(file)[0])
+        except InvalidWheelFilename:
+            name = file
+        own = rd.get("annotations") if isinstance(rd.get("annotations"), dict) else {}
+        evidence = own.get("evidence")
+        if isinstance(evidence, dict) and isinstance(evidence.get("state"), str):
+            state, reason = evidence["state"], str(evidence.get("reason", ""))
+        elif isinstance(own.get("provenance"), dict):
+            state, reason = "built here", "its own build record"
+        else:
+            state, reason = "unverified", "no evidence recorded (make the layer with --evidence REPORT)"
+        found.setdefault(file, Shipped(file, name, state, reason))
+    return list(found.values())
+
+
+def judge(rule: DependencyRule, statement: Any) -> tuple[bool, str]:
+    """(passed, one phrase naming every wheel that fails it, and the counts)."""
+    wheels = shipped_wheels(statement)
+    if not wheels:
+        return False, "the provenance records no installed wheel (the rule applies to layers and images)"
+    counts = {
+        s: sum(1 for w in wheels if w.state == s) for s in ("built here", "reproduced", "different", "unverified")
+    }
+    said = ", ".join(f"{n} {s}" for s, n in counts.items())
+    problems = [f"{w.file}: different ({w.reason})" for w in wheels if w.state == "different"]
+    unverified = [w for w in wheels if w.state not in ("built here", "reproduced", "different")]
+    if rule.require == "reproduced-or-built":
+        rest = [w for w in unverified if w.name not in rule.allow_unverified]
+        if len(rest) > rule.max_unverified:
+            problems += [f"{w.file}: unverified ({w.reason}), not allowed" for w in rest]
+    if problems:
+        return False, f"{len(wheels)} wheels: {said}; " + "; ".join(problems)
+    allowed = [w.name for w in unverified if w.name in rule.allow_unverified]
+    note = f" (unverified allowed by name: {', '.join(sorted(set(allowed)))})" if allowed else ""
+    return True, f"{len(wheels)} wheels: {said}{note}"
