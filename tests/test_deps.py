@@ -370,3 +370,40 @@ def _installable(path: Path) -> Path:
         for member, data in members.items():
             z.writestr(member, data)
     return path
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_store_keeps_the_findings_and_its_attestations_count_for_trusted_rebuilders(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--store``: the report and the attestations are pushed; a later run with nothing cached and nothing
+    rebuilt finds the file reproduced from the stored attestation, but only for a --rebuilder-key it trusts."""
+    links = world["links"]
+    hatch_wheel = links / "fx_hatchling-1.0.0-py3-none-any.whl"
+    lock = _lock(tmp_path / "pylock.toml", [("fx-hatchling", "1.0.0", hatch_wheel)])
+    for name in ("rebuilder", "stranger"):
+        assert run([DETPACK, "keygen", "-o", tmp_path / name]).code == 0
+    store = tmp_path / "store"
+    assert run([DETPACK, "store", "--store", store, "init"]).code == 0
+    argv = [DETPACK, "deps", "verify", lock, "--offline", "--find-links", links, "--find-links", world["wheelhouse"]]
+    r = run(
+        [*argv, "--attest", tmp_path / "rebuilder", "--store", store],
+        env={"XDG_CACHE_HOME": str(tmp_path / "c1")},
+        timeout=900,
+    )
+    assert r.code == 0, r.stdout + r.stderr
+    assert "* stored 2 items in" in r.stderr and ".closure.json)" in r.stderr, r.stderr
+    q = run([DETPACK, "store", "--store", store, "log", "--json"])
+    assert q.code == 0 and "rebuild." in q.stdout and ".closure.json" in q.stdout, q.stdout + q.stderr
+
+    later = [*argv, "--no-rebuild", "--store", store, "--json"]
+    r = run([*later, "--rebuilder-key", tmp_path / "rebuilder.pub"], env={"XDG_CACHE_HOME": str(tmp_path / "c2")})
+    assert r.code == 0, r.stdout + r.stderr
+    [found] = json.loads(r.stdout)["files"]
+    assert found["state"] == "reproduced" and "in " + str(store) in found["reason"]
+    assert found["evidence"]["kind"] == "attestation"
+    r = run([*later, "--rebuilder-key", tmp_path / "stranger.pub"], env={"XDG_CACHE_HOME": str(tmp_path / "c3")})
+    assert r.stdout.startswith("{"), r.stderr
+    [found] = json.loads(r.stdout)["files"]
+    assert r.code == 1 and found["state"] == "unverified" and found["reason"] == "not tried (--no-rebuild)"

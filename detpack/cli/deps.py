@@ -20,6 +20,7 @@ from detpack.cli._output import Output, count
 from detpack.deps import FileResult, Rebuilds, Report, read_closure, tally, verify_closure
 from detpack.deps.closure import Closure
 from detpack.deps.report import REPORT_SUFFIX
+from detpack.digest import sha256_hex
 from detpack.errors import ConfigError
 from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs
 
@@ -90,11 +91,13 @@ def _read(args: argparse.Namespace) -> Closure:
     return read_closure(Path(args.closure))
 
 
-def report_name(closure: Closure, when: dt.datetime) -> str:
-    """``STEM.SHA12.YYYYMMDDTHHMMSSZ.closure.json``: unique per closure and run (store names are bound once)."""
+def report_name(closure: Closure, report: Report) -> str:
+    """``STEM.SHA12.YYYYMMDDTHHMMSSZ.REPORT8.closure.json``: the closure, the run's time and the report's own
+    digest, so two runs never share a name (store names are bound once)."""
     last = closure.label.rstrip("/").rsplit("/", 1)[-1].removeprefix("oci:")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", last).strip(".-") or "closure"
-    return f"{stem}.{closure.sha256[:12]}.{when.strftime('%Y%m%dT%H%M%SZ')}{REPORT_SUFFIX}"
+    when = report.verified_on.replace("-", "").replace(":", "")
+    return f"{stem}.{closure.sha256[:12]}.{when}.{sha256_hex(report.to_bytes())[:8]}{REPORT_SUFFIX}"
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -136,9 +139,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         now.isoformat().replace("+00:00", "Z"),
         tuple(r.entry() for r in results),
     )
-    written = _write(args.output, report_name(closure, now), report, results) if args.output else None
+    written = _write(args.output, report_name(closure, report), report, results) if args.output else None
     if store is not None:
-        _push(store, report_name(closure, now), report, results, written, out)
+        _push(store, report_name(closure, report), report, results, written, out)
     t = tally(results, allow=args.allow_unverified, max_unverified=args.max_unverified)
     if args.json:
         value = report.to_json() | {"unallowed": list(t.unallowed), "clean": t.clean}
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 f"not allowed unverified: {', '.join(t.unallowed)} (allow: --allow-unverified NAME, --max-unverified N)"
             )
         if written is not None:
-            out.line(f"report {written}")
+            out.step(f"report {written}")
     return 0 if t.clean else 1
 
 
@@ -216,4 +219,4 @@ def _push(store: Any, name: str, report: Report, results: list[FileResult], writ
             pushed = push_findings(store, written, attestations)
         finally:
             show_notices(store, out)
-    out.line(f"stored {count(len(pushed), 'item')} in {store.backend.url} (the report as {name})")
+    out.step(f"stored {count(len(pushed), 'item')} in {store.backend.url} (the report as {name})")
