@@ -340,6 +340,17 @@ def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
     assert r.code == 0, r.stdout + r.stderr
     assert "ok    dependencies: 3 wheels" in r.stdout and "allowed by name: fx-lonely" in r.stdout
 
+    # A store gate with the same rules: the image, pushed by reference, is refused naming the wheel, then
+    # promoted once the environment's policy allows it by name.
+    store = tmp_path / "store"
+    assert run([DETPACK, "store", "--store", store, "push", f"oci:{layout}:1", "--name", "app:1"]).code == 0
+    assert run([DETPACK, "store", "--store", store, "policy", "prod", strict]).code == 0
+    r = run([DETPACK, "store", "--store", store, "promote", "app:1", "--to", "prod"])
+    assert r.code == 1 and "dependencies" in r.stdout + r.stderr and nosdist.name in r.stdout + r.stderr, r.stderr
+    assert run([DETPACK, "store", "--store", store, "policy", "prod", allowing]).code == 0
+    r = run([DETPACK, "store", "--store", store, "promote", "app:1", "--to", "prod"])
+    assert r.code == 0, r.stdout + r.stderr
+
     # The image as a closure: the wheels its provenance records, each judged again (from the cache here).
     r = run([DETPACK, "deps", "verify", f"oci:{layout}:1", "--records", records, "--no-rebuild", "--json"], env=env)
     image = json.loads(r.stdout)
