@@ -39,7 +39,7 @@ from markupsafe import Markup
 
 from detpack.errors import DetpackError, InputError
 from detpack.provenance import signing
-from detpack.serve import model
+from detpack.serve import closure, model
 from detpack.store import witness
 from detpack.store.audit import verify_store
 from detpack.store.state import Item
@@ -127,8 +127,10 @@ class Dashboard:
     _verifying: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _env: jinja2.Environment = field(init=False)
+    _reports: closure.Reports = field(init=False)
 
     def __post_init__(self) -> None:
+        self._reports = closure.Reports(self.store)
         self._env = jinja2.Environment(
             loader=jinja2.PackageLoader("detpack.serve", "templates"),
             autoescape=True,
@@ -238,6 +240,9 @@ class Dashboard:
                 return self._search(snap, query)
             if path == "/verify":
                 return self._render("verify.html", title="Verification")
+            if path.startswith(("/closure/", "/dependency/")):
+                template, values = closure.page(self._reports, snap, path, query)
+                return self._render(template, snap=snap, **values)
         except DetpackError as exc:
             return self._error(404, "Not found", exc.message)
         return self._error(404, "Not found", f"{path}: no such page")
@@ -251,6 +256,7 @@ class Dashboard:
             recent=recent,
             checkpoint=snap.checkpoint,
             snap=snap,
+            **closure.home_values(self._reports, snap),
         )
 
     def _names_of(self, snap: model.Snapshot) -> Callable[[str], str]:
@@ -305,6 +311,7 @@ class Dashboard:
             log_page=(snap.size - item.index - 1) // 100 + 1,
             snap=snap,
             parts=model.image_parts(snap.state, item),
+            **closure.item_values(self._reports, snap, item),
         )
 
     def _signers(self, item: Item) -> model.Signers | None:
