@@ -264,6 +264,18 @@ def test_a_malformed_report_is_one_line_on_its_page(served: str, world: dict[str
     assert 'class="closure-bar"' not in page
 
 
+def test_a_report_nested_too_deeply_is_one_line_too(tmp_path: Path, isolated_home: Path) -> None:  # noqa: F811
+    deep = tmp_path / f"deep{REPORT_SUFFIX}"
+    deep.write_bytes(b"[" * 100_000)
+    store = tmp_path / "store"
+    _ok([DETPACK, "store", "--store", store, "push", deep], {"HOME": str(isolated_home)})
+    dashboard = Dashboard(open_store(str(store)))
+    digest = hashlib.sha256(deep.read_bytes()).hexdigest()
+    for path in (f"/closure/sha256:{digest}", "/"):
+        response = dashboard.handle(path)
+        assert response.status == 200 and b"not a closure report (nested too deeply to read)" in response.body
+
+
 def test_hostile_names_in_a_report_are_shown_as_text(served: str, world: dict[str, str]) -> None:
     pages = [_page(f"{served}/closure/sha256:{world['evil']}"), _page(served + "/"),
              _page(f"{served}/dependency/{urllib.parse.quote(HOSTILE, safe='')}")]  # fmt: skip

@@ -99,6 +99,8 @@ def load(store: Store, item: Item) -> Loaded:
         return Loaded(item, None, exc.message.splitlines()[0] if exc.message else type(exc).__name__)
     except OSError as exc:
         return Loaded(item, None, f"{where}: cannot be read ({exc.strerror or exc})")
+    except RecursionError:  # JSON nested deeper than the parser goes: not a report either
+        return Loaded(item, None, f"{where}: not a closure report (nested too deeply to read)")
 
 
 def _percent(count: int, total: int) -> str:
@@ -127,14 +129,15 @@ class Reports:
     """The closure reports of a store, as the dashboard's pages read them."""
 
     store: Store
-    #: report digest -> the digest its closure names (None: it does not parse): bytes never change under a digest
-    _subjects: dict[str, str | None] = field(default_factory=dict)
+    #: report digest -> the digest its closure names, for the reports that parsed (bytes never change under a
+    #: digest); one that did not is read again next time (it may have been unreadable for a while)
+    _subjects: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def all(self, snap: model.Snapshot) -> list[Loaded]:
         found = [load(self.store, i) for i in report_items(snap)]
         with self._lock:
-            self._subjects.update((x.item.digest, x.report.closure_sha256 if x.report else None) for x in found)
+            self._subjects.update((x.item.digest, x.report.closure_sha256) for x in found if x.report)
         return found
 
     def describing(self, snap: model.Snapshot, digest: str) -> list[Loaded]:
@@ -142,14 +145,15 @@ class Reports:
         out = []
         for item in report_items(snap):
             with self._lock:
-                known = item.digest in self._subjects
                 subject = self._subjects.get(item.digest)
-            if known and subject != digest:
+            if subject is not None and subject != digest:
                 continue
             loaded = load(self.store, item)
+            if loaded.report is None:
+                continue
             with self._lock:
-                self._subjects[item.digest] = loaded.report.closure_sha256 if loaded.report else None
-            if loaded.report is not None and loaded.report.closure_sha256 == digest:
+                self._subjects[item.digest] = loaded.report.closure_sha256
+            if loaded.report.closure_sha256 == digest:
                 out.append(loaded)
         return out
 
