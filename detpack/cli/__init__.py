@@ -40,6 +40,7 @@ VERBS = {
     "store": "detpack.cli.store",
     "sbom": "detpack.cli.sbom",
     "deps": "detpack.cli.deps",
+    "rebuilder": "detpack.cli.rebuilder",
 }
 
 
