@@ -340,6 +340,24 @@ def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
     assert r.code == 0, r.stdout + r.stderr
     assert "ok    dependencies: 3 wheels" in r.stdout and "allowed by name: fx-lonely" in r.stdout
 
+    # With rebuilder-keys in the policy the statement's word is not enough: "reproduced" needs a trusted
+    # rebuilder's attestation of those bytes (given with --attestation); another key's does not count.
+    for who, passes in (("rebuilder", True), ("release", False)):
+        trusting = tmp_path / f"trusting-{who}.toml"
+        rules = {"require": "reproduced-or-built", "allow-unverified": ["fx-lonely"]}
+        trusting.write_text(
+            tomli_w.dumps(
+                {"keys": [pub], "rebuilder-keys": [(tmp_path / f"{who}.pub").read_text()], "dependencies": rules}
+            )
+        )
+        base = [DETPACK, "verify", f"oci:{layout}:1", "--policy", trusting]
+        r = run([*base, "--attestation", out / attestation["name"]])
+        assert (r.code == 0) is passes, r.stdout + r.stderr
+        if not passes:
+            assert f"{hatch_wheel.name}: unverified (claimed reproduced, but no attestation" in r.stdout, r.stdout
+    r = run([*base[:-1], tmp_path / "trusting-rebuilder.toml"])  # no attestation given
+    assert r.code == 1 and "claimed reproduced, but no attestation" in r.stdout, r.stdout
+
     # A store gate with the same rules: the image, pushed by reference, is refused naming the wheel, then
     # promoted once the environment's policy allows it by name.
     store = tmp_path / "store"
@@ -350,6 +368,16 @@ def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
     assert run([DETPACK, "store", "--store", store, "policy", "prod", allowing]).code == 0
     r = run([DETPACK, "store", "--store", store, "promote", "app:1", "--to", "prod"])
     assert r.code == 0, r.stdout + r.stderr
+    # the gate with rebuilder-keys counts the store's attestations about the shipped wheels
+    trusting = tmp_path / "trusting-rebuilder.toml"
+    assert run([DETPACK, "store", "--store", store, "policy", "staging", trusting]).code == 0
+    r = run([DETPACK, "store", "--store", store, "promote", "app:1", "--to", "staging"])
+    assert r.code == 1 and "claimed reproduced, but no attestation" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = run([DETPACK, "store", "--store", store, "push", "--attestation", out / attestation["name"]])
+    assert r.code == 0, r.stderr
+    r = run([DETPACK, "store", "--store", store, "promote", "app:1", "--to", "staging"])
+    assert r.code == 0, r.stdout + r.stderr
+    assert run([DETPACK, "store", "--store", store, "verify"]).code == 0
 
     # The image as a closure: the wheels its provenance records, each judged again (from the cache here).
     r = run([DETPACK, "deps", "verify", f"oci:{layout}:1", "--records", records, "--no-rebuild", "--json"], env=env)

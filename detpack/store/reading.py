@@ -22,6 +22,7 @@ from detpack.store.backend import Backend, read_blob
 from detpack.store.keys import StoreKeys
 from detpack.store.state import Item, Promotion, State, linked_provenance
 from detpack.verify import gate
+from detpack.verify.deps_rule import about_digests
 from detpack.wording import Distrusted
 
 
@@ -242,12 +243,14 @@ class Reader:
         """What the store holds about an artifact for a policy: its provenance (the one linked to ``name``, the
         name it is judged under: another name's pusher never decides it), its rebuild attestations."""
         linked = self.provenance_of(state, item, name)
+        provenance = self._evidence(linked) if linked is not None else None
+        about = about_digests(item.digest, provenance.provenance.statement if provenance is not None else None)
         attestations = [
             self._evidence(a)
             for a in state.items.values()
-            if a.kind == "attestation" and not a.expired and item.digest in a.subjects
+            if a.kind == "attestation" and not a.expired and about & set(a.subjects)
         ]
-        return (self._evidence(linked) if linked is not None else None), attestations
+        return provenance, attestations
 
     def _evidence(self, item: Item) -> gate.Evidence:
         data = read_blob(self.backend, item.digest)

@@ -22,6 +22,7 @@ from detpack.provenance.signing import PublicKey
 from detpack.store.backend import Backend, read_blob
 from detpack.store.state import State, apply, linked_provenance
 from detpack.verify import gate
+from detpack.verify.deps_rule import about_digests
 
 
 def promotions(backend: Backend, key: PublicKey, entries: list[dict[str, Any]]) -> list[str]:
@@ -140,10 +141,11 @@ def _judged_again(
             return "records a PASSED verdict, but the log held no provenance for it then"
         label = name or f"sha256:{digest}"
         provenance = gate.parse_evidence(read_blob(backend, linked.digest), label)
+        about = about_digests(digest, provenance.provenance.statement)
         attestations = [
             gate.parse_evidence(read_blob(backend, a.digest), a.names[0] if a.names else a.digest)
             for a in state.items.values()
-            if a.kind == "attestation" and not a.expired and digest in a.subjects
+            if a.kind == "attestation" and not a.expired and about & set(a.subjects)
         ]
     except DetpackError as exc:
         return f"records a PASSED verdict that cannot be checked again ({exc.message})"

@@ -9,7 +9,11 @@
 
 The states are read from the signed statement itself: a wheel's ``annotations.evidence.state``
 (what a closure report found, copied in by ``layer --evidence``), "built here" for a wheel whose own
-build record the layer found beside it, else unverified ("no evidence recorded"). A *different*
+build record the layer found beside it, else unverified ("no evidence recorded"). When the policy
+names ``rebuilder-keys``, the statement's word is not enough for "reproduced": a wheel counts as
+reproduced only when an attestation signed by one of those keys (given with ``--attestation``, or
+held by the store) claims its exact bytes; otherwise it is unverified ("claimed reproduced, no
+attestation by a rebuilder key"). A *different*
 wheel never passes; an unverified one passes only allowed by name or within the count. The rule
 fails, naming each wheel, otherwise; a statement that records no wheel (a wheel's own build) fails it
 too, since there is nothing to judge.
@@ -17,7 +21,7 @@ too, since there is nothing to judge.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +65,7 @@ def parse_rule(value: object, bad: Callable[[str], Exception]) -> DependencyRule
 @dataclass(frozen=True)
 class Shipped:
     file: str  # the wheel's file name
+    sha256: str  # the wheel's, as the statement records it
     name: str  # canonical project name
     state: str  # built here, reproduced, different, unverified
     reason: str
@@ -93,13 +98,30 @@ def shipped_wheels(statement: Any) -> list[Shipped]:
             state, reason = "built here", "its own build record"
         else:
             state, reason = "unverified", "no evidence recorded (make the layer with --evidence REPORT)"
-        found.setdefault(file, Shipped(file, name, state, reason))
+        sha256 = str((rd.get("digest") or {}).get("sha256", ""))
+        found.setdefault(file, Shipped(file, sha256, name, state, reason))
     return list(found.values())
 
 
-def judge(rule: DependencyRule, statement: Any) -> tuple[bool, str]:
-    """(passed, one phrase naming every wheel that fails it, and the counts)."""
+def wheel_digests(statement: Any) -> set[str]:
+    """The sha256 of every wheel a layer or image statement records (what attestations about them name)."""
+    return {w.sha256 for w in shipped_wheels(statement) if w.sha256}
+
+
+def judge(
+    rule: DependencyRule, statement: Any, reproduced_by: Mapping[str, Sequence[str]] | None = None
+) -> tuple[bool, str]:
+    """(passed, one phrase naming every wheel that fails it, and the counts). ``reproduced_by``: sha256 -> the
+    trusted rebuilders whose attestations claim those bytes (None: the policy names no rebuilder keys)."""
     wheels = shipped_wheels(statement)
+    if reproduced_by is not None:
+        unproven = "claimed reproduced, but no attestation by a rebuilder key of the policy claims these bytes"
+        wheels = [
+            Shipped(w.file, w.sha256, w.name, "unverified", unproven)
+            if w.state == "reproduced" and not reproduced_by.get(w.sha256)
+            else w
+            for w in wheels
+        ]
     if not wheels:
         return False, "the provenance records no installed wheel (the rule applies to layers and images)"
     counts = {
@@ -117,3 +139,9 @@ def judge(rule: DependencyRule, statement: Any) -> tuple[bool, str]:
     allowed = [w.name for w in unverified if w.name in rule.allow_unverified]
     note = f" (unverified allowed by name: {', '.join(sorted(set(allowed)))})" if allowed else ""
     return True, f"{len(wheels)} wheels: {said}{note}"
+
+
+def about_digests(digest: str, statement: Any | None) -> set[str]:
+    """The digests whose rebuild attestations a policy may use for an artifact: its own, and each wheel its
+    (layer's or image's) statement records as shipped, whose trusted rebuilders' claims the rule counts."""
+    return {digest} | (wheel_digests(statement) if statement is not None else set())

@@ -112,6 +112,7 @@ class Policy:
         value["require-hermetic"] = self.require_hermetic
         if self.require_reproduced:
             value["require-reproduced"] = self.require_reproduced
+        if self.rebuilder_keys:
             value["rebuilder-keys"] = [k.key.pem().decode("ascii") for k in self.rebuilder_keys]
         if self.max_age is not None:
             value["max-age"] = f"{int(self.max_age.total_seconds())}s"
@@ -337,7 +338,8 @@ def evaluate(
         rules.append(_age_rule(policy.max_age, summary.finished, now))
     rules += _change_rules(policy, summary, source, predicate)
     if policy.dependencies is not None:
-        rules.append(Rule("dependencies", *judge_dependencies(policy.dependencies, statement.statement)))
+        attested = _attested_reproduced(policy, attestations) if policy.rebuilder_keys else None
+        rules.append(Rule("dependencies", *judge_dependencies(policy.dependencies, statement.statement, attested)))
     passed = all(r.passed for r in rules)
     levels = ("FAILED",) if not passed else _levels(policy)
     inputs = tuple(InputAttestation(e.where, e.sha256) for e in (provenance, *attestations))
@@ -436,6 +438,18 @@ def _reproduced(
         )
     ok = all(len(by_digest[d]) >= need for d in artifacts.values())
     return Rule("require-reproduced", ok, "; ".join(parts + notes))
+
+
+def _attested_reproduced(policy: Policy, attestations: Sequence[Evidence]) -> dict[str, list[str]]:
+    """sha256 -> the rebuilder keys (labels) whose signed attestations claim those bytes reproduced."""
+    found: dict[str, list[str]] = {}
+    for a in attestations:
+        signers = _signed_by(a.provenance, policy.rebuilder_keys)
+        if not signers:
+            continue
+        for digest in RebuildClaim.of(a.provenance).reproduced:
+            found.setdefault(digest, []).extend(k.label for k in signers)
+    return found
 
 
 def _age_rule(limit: dt.timedelta, finished: str | None, now: dt.datetime) -> Rule:
