@@ -11,6 +11,7 @@ bound in).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -120,10 +121,11 @@ def _hidden_python() -> list[str]:
 
 def _machine(
     name: str, postgres: Postgres, db: str, blobs: Path, links: Path, wheelhouse: Path, keys: dict[str, Path],
-    log: Path,
+    log: Path, command: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
     """A worker on its own "machine": no network, own hostname, private /tmp, HOME and /run; only the database's
-    socket, the blob directory, the releases and its keys bound in. Its own process group, to be SIGKILLed whole."""
+    socket, the blob directory, the releases and its keys bound in. Its own process group, to be SIGKILLed whole.
+    ``command``: other arguments of ``detpack rebuilder`` than the worker's."""
     bwrap = require_tool("bwrap")
     socket = log.parent / f".s.PGSQL.{postgres.port}"
     if not socket.exists():  # a link to the server's socket: its own directory is the server user's, 0700
@@ -141,8 +143,10 @@ def _machine(
         "--ro-bind", str(keys["rebuilder"]), "/run/keys/rebuilder.key",
         "--ro-bind", str(keys["store"]), "/run/keys/store.key",
         "--chdir", "/tmp",
-        sys.executable, "-m", "detpack", "rebuilder", "run",
-        "--store", _socket_url(postgres, db, "/run/pg", "/run/blobs"),
+        sys.executable, "-m", "detpack", "rebuilder",
+    ]  # fmt: skip
+    argv += command or [
+        "run", "--store", _socket_url(postgres, db, "/run/pg", "/run/blobs"),
         "--key", "/run/keys/rebuilder.key", "--signing-key", "/run/keys/store.key",
         "--lease", str(LEASE), "--poll", "0.5", "--drain",
         "--offline", "--find-links", "/run/links", "--find-links", "/run/wheelhouse",
@@ -213,6 +217,15 @@ def test_three_machines_drain_thirty_releases_and_a_killed_workers_job_is_taken_
     def outcomes(where: str = "true") -> list[list[str]]:
         return _sql(postgres, db, f"SELECT release, keyid, verdict, worker FROM detpack_rebuild_outcomes WHERE {where}")
 
+    # A machine has no network: the database's TCP port is out of reach, its Unix socket is not.
+    for store, expected in ((url, 2), (_socket_url(postgres, db, "/run/pg", "/run/blobs"), 0)):
+        log = tmp_path / "machine-a" / "network.log"
+        probe = _machine("machine-a", postgres, db, blobs, links, wheelhouse, keys["machine-a"], log,
+                         ["status", "--store", store])  # fmt: skip
+        assert probe.wait(timeout=60) == expected, log.read_text()
+    said = log.read_text().splitlines()
+    assert "cannot connect to the database" in said[0] and said[-1].startswith(f"{RELEASES} jobs, 0 leased"), said
+
     procs = {m: machine(m) for m in keyids}
     a = procs["machine-a"]
     try:
@@ -229,8 +242,8 @@ def test_three_machines_drain_thirty_releases_and_a_killed_workers_job_is_taken_
         os.killpg(a.pid, signal.SIGKILL)
         a.wait()
         killed_at = time.monotonic()
-        [[held, lease_until]] = _sql(
-            postgres, db, f"SELECT release, lease_until FROM detpack_rebuild_jobs WHERE claimed_by = '{key_a}'"
+        [[held, lease_until, killed_worker]] = _sql(
+            postgres, db, f"SELECT release, lease_until, worker FROM detpack_rebuild_jobs WHERE claimed_by = '{key_a}'"
         )
         assert outcomes(f"{mine} AND release = '{held}'") == []
         waiting = set(keyids.values()) - {key_a} - {k for _, k, _, _ in outcomes(f"release = '{held}'")}
@@ -269,10 +282,10 @@ def test_three_machines_drain_thirty_releases_and_a_killed_workers_job_is_taken_
     [[claims]] = _sql(postgres, db, f"SELECT claims FROM detpack_rebuild_jobs WHERE release = '{held}'")
     assert int(claims) >= 2, claims  # held by A when it died, then taken over
     # The worker that died never finished it; the one that came back did, under another worker name (pid).
-    [[dead_or_new]] = _sql(
+    [[came_back]] = _sql(
         postgres, db, f"SELECT worker FROM detpack_rebuild_outcomes WHERE {mine} AND release = '{held}'"
     )
-    assert dead_or_new.startswith("machine-a:")
+    assert came_back.startswith("machine-a:") and came_back != killed_worker, (came_back, killed_worker)
 
     # status: no lease left, three outcomes per release.
     status = json.loads(_ok([DETPACK, "rebuilder", "status", "--store", url, "--json"]))
@@ -316,7 +329,19 @@ def test_a_release_that_cannot_be_rebuilt_is_an_outcome_and_wanted_counts_rebuil
             DETPACK, "rebuilder", "run", "--store", url, "--key", tmp_path / f"{k}.key", "--signing-key", store_key,
             "--drain", "--poll", "0.2", "--offline", "--find-links", links, "--find-links", wheelhouse, "--json",
         ]  # fmt: skip
+    # Key one's worker posted its attestation of specs[0] once, and died before it recorded the outcome: when it
+    # comes back, the store binds that attestation's name already, and the one posted then is the one recorded.
+    first = tmp_path / "first"
+    _ok([DETPACK, "rebuild", "--pypi", specs[0], "--attest", tmp_path / "one.key", "-o", first, "-q",
+         "--offline", "--find-links", links, "--find-links", wheelhouse])  # fmt: skip
+    [posted] = first.glob("*.rebuild.*.intoto.jsonl")
+    _ok([DETPACK, "store", "--store", url, "push", "--attestation", posted])
     done = json.loads(_ok(workers["one"]))
+    assert done[0]["attestations"] == [f"sha256:{hashlib.sha256(posted.read_bytes()).hexdigest()}"]
+    log = json.loads(_ok([DETPACK, "store", "--store", url, "log", "--json"]))
+    assert [e["name"] for e in log if e["type"] == "attestation"] == [
+        posted.name, posted.name.replace("q01-1.0.1", "q02-1.0.2")
+    ]  # fmt: skip
     assert [(d["release"], d["verdict"]) for d in done] == [
         (specs[0], "byte-identical"), (specs[1], "byte-identical"), ("fx-missing==9.9", "not rebuilt"),
     ]  # fmt: skip

@@ -246,7 +246,9 @@ class Queue:
         """Queue each release once: (spec, True) when it is new, False when it was queued already."""
         if wanted is not None and wanted < 1:
             raise InputError(f"--attestations {wanted}: give at least 1")
-        releases = {release_of(s): s.strip() for s in specs}
+        releases: dict[str, str] = {}
+        for s in specs:
+            releases.setdefault(release_of(s), s.strip())  # the first spelling of a release given twice
         self._schema()
         added = []
         with self._errors("enqueuing") as conn, conn.transaction():
