@@ -22,7 +22,7 @@ from detpack.deps.closure import Closure
 from detpack.deps.report import REPORT_SUFFIX
 from detpack.digest import sha256_hex
 from detpack.errors import ConfigError
-from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs
+from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs, parse_timeout
 
 
 def add_parser(sub: Any) -> None:
@@ -51,6 +51,9 @@ def add_parser(sub: Any) -> None:
     v.add_argument("--offline", action="store_true", help="fetch releases only from --find-links")
     v.add_argument("--no-rebuild", action="store_true", help="rebuild nothing: what is not known is not tried")
     v.add_argument("--refresh", action="store_true", help="ignore cached results (and replace them)")
+    v.add_argument(
+        "--timeout", default="10m", metavar="TIME", help="give up a release's rebuild after this long (default 10m)"
+    )
     v.add_argument("--attest", type=Path, metavar="KEY", help="sign each rebuild's finding (rebuild attestations)")
     v.add_argument(
         "-o", "--output", type=Path, metavar="DIR", help="write the closure report and the evidence it names here"
@@ -120,7 +123,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     def done(n: int, total: int, o: ReleaseOutcome) -> None:
         out.step(f"[{n}/{total}] {o.spec}: {o.status} ({o.seconds:.0f} s)")
 
-    rebuilds = Rebuilds(not args.no_rebuild, jobs, tuple(args.find_links), bool(args.offline), args.attest)
+    limit = parse_timeout(args.timeout)
+    rebuilds = Rebuilds(not args.no_rebuild, jobs, tuple(args.find_links), bool(args.offline), args.attest, limit)
     results = verify_closure(
         closure.files,
         records=args.records,

@@ -21,7 +21,7 @@ from detpack.errors import ConfigError
 from detpack.provenance.signing import PrivateKey
 from detpack.verify.compare import Comparison
 from detpack.verify.pypi import WheelCheck, rebuild_pypi
-from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs, read_list, rebuild_many, tally
+from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs, parse_timeout, read_list, rebuild_many, tally
 from detpack.verify.rebuild import rebuild
 
 
@@ -59,6 +59,13 @@ def add_parser(sub: Any) -> None:
         "then a summary table",
     )
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="with -r: releases checked at once (default: up to 4)")
+    p.add_argument(
+        "--timeout",
+        default="10m",
+        metavar="TIME",
+        help="with -r: give up a release after this long (90s, 10m, 1h; 0: no limit; default 10m), so one "
+        "release never holds up the list",
+    )
     p.add_argument("--json", action="store_true", help="with --pypi: print the report as JSON")
     p.add_argument("--source", type=Path, metavar="PATH", help="the source tree or sdist (default: sdist beside it)")
     p.add_argument(
@@ -220,6 +227,7 @@ def _run_batch(args: argparse.Namespace, out: Output) -> int:
             outdir=args.outdir,
             find_links=tuple(args.find_links),
             offline=bool(args.offline),
+            timeout=parse_timeout(args.timeout),
             on_done=done,
         )
     totals = tally(outcomes)

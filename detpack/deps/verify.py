@@ -38,7 +38,7 @@ from detpack.digest import file_sha256
 from detpack.errors import InputError
 from detpack.provenance import reader
 from detpack.provenance.statement import PREDICATE_TYPE
-from detpack.verify.pypi_batch import ReleaseOutcome, rebuild_many
+from detpack.verify.pypi_batch import DEFAULT_TIMEOUT, ReleaseOutcome, rebuild_many
 
 #: Bumped when what a cached result means changes.
 _CACHE_FORMAT = 2
@@ -181,6 +181,7 @@ class Rebuilds:
     find_links: tuple[Path, ...] = ()  # folders pip and the sdist fetch also look in
     offline: bool = False  # only find_links, no index
     attest: Path | None = None  # a private key: each rebuild signs what it found (rebuild --pypi --attest)
+    timeout: float | None = DEFAULT_TIMEOUT  # seconds one release may take (None: no limit)
 
 
 def verify_closure(
@@ -228,11 +229,13 @@ def verify_closure(
                 find_links=rebuilds.find_links,
                 offline=rebuilds.offline,
                 attest=rebuilds.attest,
+                timeout=rebuilds.timeout,
                 on_done=done,
             )
             for spec, outcome in zip(specs, outcomes, strict=True):
                 for i in pending[spec]:
-                    results[i] = cache.put(judge(files[i], outcome))
+                    judged = judge(files[i], outcome)
+                    results[i] = judged if outcome.timed_out else cache.put(judged)
     return [results[i] for i in range(len(files))]
 
 

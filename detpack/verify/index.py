@@ -181,3 +181,26 @@ def fetch_sdist(name: str, version: str, dest: Path, *, find_links: Sequence[Pat
         target.unlink()
     part.replace(target)
     return target
+
+
+def release_wheels(name: str, version: str, *, find_links: Sequence[Path], offline: bool) -> tuple[str, ...]:
+    """The file names of every wheel of ``name==version`` that the ``--find-links`` folders hold and (unless
+    ``offline``) the index lists: read from listings only, nothing downloaded."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    try:
+        want = (canonicalize_name(name), Version(version))
+    except InvalidVersion:
+        raise InputError(f"{name}=={version}: {version!r} is not a version") from None
+
+    def ours(filename: str) -> bool:
+        try:
+            project, found, _, _ = parse_wheel_filename(filename)
+        except InvalidWheelFilename:
+            return False
+        return (canonicalize_name(str(project)), found) == want
+
+    names = {p.name for folder in find_links if folder.is_dir() for p in folder.iterdir() if p.suffix == ".whl"}
+    if not offline:
+        names |= {f.filename for f in project_files(index_url(), name) if f.filename.endswith(".whl")}
+    return tuple(sorted(n for n in names if ours(n)))

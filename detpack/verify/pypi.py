@@ -29,7 +29,7 @@ import time
 import zipfile
 import zoneinfo
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -46,7 +46,7 @@ from detpack.errors import ConfigError, DetpackError, InputError
 from detpack.provenance import attestation, reader
 from detpack.verify import filetimes
 from detpack.verify.compare import FileComparison, compare_files, same_bytes
-from detpack.verify.index import fetch_sdist, index_url, project_files
+from detpack.verify.index import fetch_sdist, index_url, project_files, release_wheels
 
 Verdict = Literal["byte-identical", "content-identical", "different"]
 
@@ -164,6 +164,31 @@ def speedup_switches(sdist: Path) -> tuple[str, ...]:
     except (tarfile.TarError, OSError, EOFError):
         return ()
     return tuple(dict.fromkeys(found))
+
+
+def comparable_here(spec: str, wheels: Sequence[str]) -> None:
+    """Refuse, before anything is downloaded or built, a release whose published wheels are all for platforms
+    a build here cannot name-match: a pure wheel is compared anywhere, a platform wheel only when its tag is
+    the plain one this machine's build makes (``linux_x86_64``: PyPI takes only manylinux and musllinux
+    wheels, made in their own build images). No wheel listed: the download says so."""
+    import sysconfig
+
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    if not wheels or any(_pure(w) for w in wheels):
+        return
+    plain = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    here = {t for t in sys_tags() if t.platform == plain}
+    if any(set(parse_wheel_filename(w)[3]) & here for w in wheels):
+        return
+    platforms = sorted({t.platform for w in wheels for t in parse_wheel_filename(w)[3]})
+    shown = ", ".join(platforms[:4]) + (f" and {len(platforms) - 4} more" if len(platforms) > 4 else "")
+    raise InputError(
+        f"{spec}: not comparable here: platform wheels only ({len(wheels)} published, for {shown}); a build "
+        f"on this machine makes {plain} wheels, so none could match byte for byte (rebuild them in the "
+        "publisher's build image, e.g. detpack build --toolchain with a manylinux image)"
+    )
 
 
 def _tag(filename: str) -> str:
@@ -453,8 +478,10 @@ def rebuild_pypi(
 def _fetch_release(spec: str, published: Path, fetch: Fetch, step: LineSink) -> tuple[Path, list[Path]]:
     """The release's sdist and its wheels (the pure one when there is one), downloaded into ``published``."""
     where = f"from --find-links {', '.join(str(d) for d in fetch.find_links)}" if fetch.offline else "with pip"
-    step(f"downloading {spec} (sdist and wheel) {where}")
     name, _, version = spec.partition("==")
+    listed = release_wheels(name.strip(), version.strip(), find_links=fetch.find_links, offline=fetch.offline)
+    comparable_here(spec, listed)
+    step(f"downloading {spec} (sdist and wheel) {where}")
     # Not through pip: pip prepares an sdist's metadata, running its backend (and whatever that
     # builds first); the file, checked against the index's sha256, is all a rebuild needs.
     sdists = [fetch_sdist(name.strip(), version.strip(), published, find_links=fetch.find_links, offline=fetch.offline)]

@@ -9,9 +9,12 @@ report, or, when it could not be rebuilt, the one-line reason it gave.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,9 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from packaging.utils import canonicalize_name
-from plumbum import local
 
-from detpack.errors import InputError
+from detpack.errors import ConfigError, InputError
 
 Status = Literal["byte-identical", "content-identical", "different", "not rebuilt"]
 #: Worst first: a release's status is its worst wheel's.
@@ -38,6 +40,7 @@ class ReleaseOutcome:
     seconds: float
     report: dict[str, Any] | None  # the release's own --json report (None: not rebuilt)
     reason: str = ""  # why it was not rebuilt: the error line of its check
+    timed_out: bool = False  # given up at the time limit (not a finding about the release: never cached)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,39 @@ def read_list(path: Path) -> list[str]:
     return list(specs.values())
 
 
+#: How long one release may take in a batch before it is given up (it never holds up the rest).
+DEFAULT_TIMEOUT = 600.0
+
+
+def _run(argv: list[str], timeout: float | None) -> tuple[int, str, str] | None:
+    """(exit code, stdout, stderr) of ``argv``; None when it outran ``timeout`` seconds, in which case its
+    whole process group (the rebuild, its sandbox and every build process under it) has been killed."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return None
+    return process.returncode, stdout, stderr
+
+
+def parse_timeout(text: str) -> float | None:
+    """``--timeout``: ``90s``, ``10m``, ``1h`` or plain seconds; ``0`` or ``none``: no limit."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if text.strip().lower() == "none":
+        return None
+    if m is None:
+        raise ConfigError(f"--timeout {text!r}: give a time such as 90s, 10m or 1h (0 or none: no limit)")
+    seconds = float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
+    return seconds or None
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
+
+
 def default_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -83,6 +119,7 @@ def rebuild_many(
     find_links: tuple[Path, ...] = (),
     offline: bool = False,
     attest: Path | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
     on_done: Callable[[int, ReleaseOutcome], None] | None = None,
 ) -> list[ReleaseOutcome]:
     """Check every release, ``jobs`` at a time; outcomes in the order of ``specs``. With ``attest`` (a
@@ -97,12 +134,16 @@ def rebuild_many(
         flags += ["--attest", str(attest.absolute())]
 
     def one(spec: str) -> ReleaseOutcome:
-        argv = ["-m", "detpack", "rebuild", "--pypi", spec, "--json", "-q", *flags]
+        argv = [sys.executable, "-m", "detpack", "rebuild", "--pypi", spec, "--json", "-q", *flags]
         if outdir is not None:
             argv += ["-o", str(outdir.absolute() / spec.replace("==", "-"))]
         started = time.monotonic()
-        code, stdout, stderr = local[sys.executable][argv].run(retcode=None)
+        finished = _run(argv, timeout)
         seconds = time.monotonic() - started
+        if finished is None:
+            said = f"gave up after {_span(timeout or 0)} (the time limit for one release: --timeout)"
+            return ReleaseOutcome(spec, "not rebuilt", seconds, None, said, timed_out=True)
+        code, stdout, stderr = finished
         if code in (0, 1):
             try:
                 report = json.loads(stdout)

@@ -1,0 +1,148 @@
+"""``rebuild --pypi`` gives up in seconds where it cannot win, and one release never holds up a list.
+
+Offline, from a --find-links folder made here:
+- a release whose wheels are all for platforms (manylinux, macOS) is "not comparable here" from the
+  listing alone, in seconds, with nothing downloaded or built; the same sdist beside a pure wheel is
+  rebuilt (the perturbation: the decision is the listing's);
+- a release whose backend would build for an hour is given up at ``--timeout``, named in the table,
+  its processes killed, while the rest of the list is rebuilt.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DETPACK, FIXTURES, materialize, run
+from detpack.errors import InputError
+from detpack.verify.pypi import comparable_here
+from detpack.verify.pypi_batch import parse_timeout
+
+
+def test_the_listing_decides_what_is_comparable_here() -> None:
+    comparable_here("a==1", [])  # nothing listed: the download says so
+    comparable_here("a==1", ["a-1-cp311-cp311-manylinux_2_17_x86_64.whl", "a-1-py3-none-any.whl"])
+    comparable_here("a==1", ["a-1-cp311-cp311-linux_x86_64.whl"])  # a plain wheel, as this machine builds
+    with pytest.raises(InputError, match=r"not comparable here: platform wheels only \(2 published, for "):
+        comparable_here("a==1", ["a-1-cp311-cp311-manylinux_2_17_x86_64.whl", "a-1-cp311-cp311-macosx_11_0_arm64.whl"])
+    with pytest.raises(InputError, match="linux_armv7l"):
+        comparable_here("a==1", ["a-1-cp311-cp311-linux_armv7l.whl"])  # another machine's plain wheel
+
+
+def test_timeouts_are_read() -> None:
+    assert parse_timeout("10m") == 600 and parse_timeout("90s") == 90 and parse_timeout("2") == 2
+    assert parse_timeout("0") is None and parse_timeout("none") is None
+    with pytest.raises(Exception, match="--timeout 'soon'"):
+        parse_timeout("soon")
+
+
+@pytest.fixture(scope="module")
+def flit_release(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
+    links = tmp_path_factory.mktemp("links")
+    src = materialize(FIXTURES / "flit", links.parent / "flit-src", 0o022)
+    r = run([DETPACK, "build", src, "-o", links, "--find-links", wheelhouse, "--offline"])
+    assert r.code == 0, r.stderr
+    for p in [*links.glob("*.provenance.json"), *links.glob("*.build.log.gz")]:
+        p.unlink()
+    return links
+
+
+@pytest.mark.slow
+def test_a_native_only_release_answers_in_seconds(flit_release: Path, wheelhouse: Path, tmp_path: Path) -> None:
+    native = tmp_path / "native"
+    native.mkdir()
+    shutil.copy2(flit_release / "fx_flit-1.0.0.tar.gz", native)
+    wheel = flit_release / "fx_flit-1.0.0-py3-none-any.whl"
+    for tag in ("cp311-cp311-manylinux_2_17_x86_64", "cp311-cp311-macosx_11_0_arm64"):
+        shutil.copy2(wheel, native / f"fx_flit-1.0.0-{tag}.whl")
+    keep = tmp_path / "keep"
+    argv = [DETPACK, "rebuild", "--pypi", "fx_flit==1.0.0", "--offline", "--find-links", native]
+    started = time.monotonic()
+    r = run([*argv, "--find-links", wheelhouse, "-o", keep])
+    took = time.monotonic() - started
+    assert r.code == 2, r.stdout + r.stderr
+    [line] = r.stderr.splitlines()
+    assert line.startswith("error: fx_flit==1.0.0: not comparable here: platform wheels only (2 published, for ")
+    assert "macosx_11_0_arm64, manylinux_2_17_x86_64" in line and "--toolchain" in line
+    assert took < 10, f"{took:.1f} s"
+    assert not keep.exists() or not any(keep.rglob("*")), "nothing downloaded or built"
+    # the perturbation: the same sdist beside a pure wheel is rebuilt
+    shutil.copy2(wheel, native)
+    r = run([*argv, "--find-links", wheelhouse, "-o", keep], timeout=900)
+    assert r.code in (0, 1) and "fx_flit==1.0.0: 1 content-identical of 1 wheel" in r.stdout, r.stdout + r.stderr
+
+
+def _slow_sdist(folder: Path) -> Path:
+    """``fx_slow-1.0.tar.gz``: an in-tree backend whose build_wheel sleeps an hour (marked for pgrep)."""
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "slowbackend"\nbackend-path = ["."]\n'
+        '[project]\nname = "fx_slow"\nversion = "1.0"\n',
+        "slowbackend.py": "import time\n\ndef build_wheel(wheel_directory, config_settings=None, "
+        "metadata_directory=None):\n    time.sleep(3600)  # fx-slow-marker\n\n"
+        "def build_sdist(sdist_directory, config_settings=None):\n    raise RuntimeError('no')\n",
+        "PKG-INFO": "Metadata-Version: 2.1\nName: fx_slow\nVersion: 1.0\n",
+    }
+    path = folder / "fx_slow-1.0.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"fx_slow-1.0/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.slow
+def test_a_release_that_would_build_for_an_hour_does_not_hold_up_the_list(
+    flit_release: Path, wheelhouse: Path, tmp_path: Path
+) -> None:
+    links = tmp_path / "links"
+    shutil.copytree(flit_release, links)
+    _slow_sdist(links)
+    _wheel(links / "fx_slow-1.0-py3-none-any.whl")
+    listing = tmp_path / "releases.txt"
+    listing.write_text("fx_slow==1.0\nfx_flit==1.0.0\n")
+    argv = [DETPACK, "rebuild", "--pypi", "-r", listing, "--offline", "--find-links", links]
+    started = time.monotonic()
+    r = run([*argv, "--find-links", wheelhouse, "--timeout", "20s", "--jobs", "2"], timeout=600)
+    took = time.monotonic() - started
+    assert r.code == 1, r.stdout + r.stderr
+    table = r.stdout.splitlines()
+    [slow] = [ln for ln in table if ln.startswith("fx_slow==1.0")]
+    assert "not rebuilt" in slow and "gave up after 20 s (the time limit for one release: --timeout)" in slow, slow
+    assert any(ln.startswith("fx_flit==1.0.0") and "content-identical" in ln for ln in table), r.stdout
+    assert table[-1] == "2 releases: 0 byte-identical, 1 content-identical, 0 different, 1 not rebuilt"
+    assert took < 300, f"{took:.0f} s"
+    # the rebuild and its sandboxed hook (the only build_wheel hook running: tests run one at a time) are gone
+    time.sleep(1)
+    left = run(["pgrep", "-af", "fx_slow==1.0|_in_process.py build_wheel"])
+    assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
+
+
+def _wheel(path: Path) -> Path:
+    """A minimal valid pure wheel at ``path`` (what the index would publish beside the sdist)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name, version = path.name.split("-")[:2]
+    info = f"{name}-{version}.dist-info"
+    members = {
+        f"{name}/__init__.py": b"",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    lines = []
+    for member, data in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        lines.append(f"{member},sha256={digest},{len(data)}")
+    members[f"{info}/RECORD"] = ("\n".join([*lines, f"{info}/RECORD,,"]) + "\n").encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for member, data in members.items():
+            z.writestr(member, data)
+    return path
