@@ -170,7 +170,10 @@ def _status(queue: Any, args: argparse.Namespace, out: Output) -> int:
     for j in jobs:
         wanted = "every key" if j.wanted is None else f"{j.wanted} keys"
         lease = f"; leased by {j.leased_by[:16]} ({j.leased_worker}) until {j.lease_until}" if j.leased_by else ""
-        out.result(f"{j.spec}  {len(j.outcomes)} outcome(s), wanted {wanted}, claimed {j.claims}x{lease}")
+        claimed = "never claimed" if j.claims == 0 else f"claimed {'once' if j.claims == 1 else f'{j.claims} times'}"
+        if j.takeovers:
+            claimed += f" ({j.takeovers} after a lease ran out)"
+        out.result(f"{j.spec}  {count(len(j.outcomes), 'outcome')}, wanted from {wanted}, {claimed}{lease}")
         for o in j.outcomes:
             said = o.reason if o.verdict == "not rebuilt" else " ".join(f"sha256:{a[:16]}…" for a in o.attestations)
             out.result(f"  {o.keyid[:16]}  {o.verdict:17}  {said}  by {o.worker} at {o.finished}")

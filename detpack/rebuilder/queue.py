@@ -3,7 +3,8 @@
 PostgreSQL does the claiming (``SELECT … FOR UPDATE SKIP LOCKED``); there is no broker. Tables,
 beside the store's ``detpack_*`` tables (the first user creates them)::
 
-    detpack_rebuild_jobs(release, seq, spec, wanted, enqueued, claimed_by, worker, lease_until, claims)
+    detpack_rebuild_jobs(release, seq, spec, wanted, enqueued, claimed_by, worker, lease_until, claims,
+                         takeovers)
         release      primary key: the canonical ``name==version``, so enqueuing a release twice is
                      one job
         seq          the order jobs are taken in (the order they were enqueued)
@@ -13,7 +14,9 @@ beside the store's ``detpack_*`` tables (the first user creates them)::
         lease_until  (server time); NULL when nobody holds it. A live worker renews its lease
                      while it rebuilds; a killed one stops renewing, and once ``lease_until`` has
                      passed any worker of any key may claim the job
-        claims       how many times it was claimed (a count of retries, for ``status``)
+        claims       how many times it was claimed (by any key)
+        takeovers    how many of those claims took it over from a worker whose lease had run out
+                     (``lease_until`` still set: a worker that finishes or gives a job back clears it)
 
     detpack_rebuild_outcomes(release, keyid, verdict, attestations, reason, worker, finished)
         primary key (release, keyid): a key attests a release at most once, whichever worker
@@ -59,7 +62,8 @@ CREATE TABLE IF NOT EXISTS detpack_rebuild_jobs (
     claimed_by text,
     worker text,
     lease_until timestamptz,
-    claims integer NOT NULL DEFAULT 0
+    claims integer NOT NULL DEFAULT 0,
+    takeovers integer NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS detpack_rebuild_outcomes (
     release text NOT NULL REFERENCES detpack_rebuild_jobs (release),
@@ -77,7 +81,7 @@ CREATE TABLE IF NOT EXISTS detpack_rebuild_outcomes (
 #: The releases a key may still take: not attested by it, and not yet attested by enough keys; ``free``: nobody
 #: holds a live lease on it. (Written out in each query: the statements are constants, never assembled.)
 _CLAIM = """
-SELECT j.release, j.spec FROM detpack_rebuild_jobs j
+SELECT j.release, j.spec, CASE WHEN j.lease_until IS NOT NULL THEN j.worker END FROM detpack_rebuild_jobs j
 WHERE (j.lease_until IS NULL OR j.lease_until < now())
   AND NOT EXISTS (SELECT 1 FROM detpack_rebuild_outcomes o WHERE o.release = j.release AND o.keyid = %(keyid)s)
   AND (j.wanted IS NULL OR j.wanted > (SELECT count(*) FROM detpack_rebuild_outcomes o
@@ -103,7 +107,7 @@ class Claim:
     spec: str
     keyid: str
     worker: str
-    claims: int  # this is the job's n-th claim (more than 1: retried)
+    taken_over_from: str | None  # the worker whose lease had run out (it died, or stopped renewing)
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class JobState:
     wanted: int | None
     enqueued: str
     claims: int
+    takeovers: int
     leased_by: str | None  # keyid holding a live lease
     leased_worker: str | None
     lease_until: str | None
@@ -147,6 +152,7 @@ class JobState:
             "wanted": self.wanted,
             "enqueued": self.enqueued,
             "claims": self.claims,
+            "takeovers": self.takeovers,
             "lease": lease,
             "outcomes": [
                 {
@@ -269,13 +275,13 @@ class Queue:
             row = conn.execute(_CLAIM, {"keyid": keyid}).fetchone()
             if row is None:
                 return None
-            claims = conn.execute(
+            conn.execute(
                 "UPDATE detpack_rebuild_jobs SET claimed_by = %s, worker = %s, "
-                "lease_until = now() + make_interval(secs => %s), claims = claims + 1 "
-                "WHERE release = %s RETURNING claims",
-                (keyid, worker, lease, row[0]),
-            ).fetchone()
-        return Claim(str(row[0]), str(row[1]), keyid, worker, int(claims[0]))
+                "lease_until = now() + make_interval(secs => %s), claims = claims + 1, takeovers = takeovers + %s "
+                "WHERE release = %s",
+                (keyid, worker, lease, int(row[2] is not None), row[0]),
+            )
+        return Claim(str(row[0]), str(row[1]), keyid, worker, None if row[2] is None else str(row[2]))
 
     def renew(self, claim: Claim, lease: float) -> bool:
         """Extend the lease; False when this worker no longer holds it (it ran out and another took it)."""
@@ -331,7 +337,7 @@ class Queue:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 jobs = conn.execute(
-                    "SELECT release, spec, wanted, enqueued, claims, "
+                    "SELECT release, spec, wanted, enqueued, claims, takeovers, "
                     "CASE WHEN lease_until >= now() THEN claimed_by END, "
                     "CASE WHEN lease_until >= now() THEN worker END, "
                     "CASE WHEN lease_until >= now() THEN lease_until END "
@@ -353,12 +359,13 @@ class Queue:
                 wanted,
                 _time(enqueued),
                 int(claims),
+                int(takeovers),
                 by,
                 who,
                 None if until is None else _time(until),
                 tuple(outcomes.get(str(release), ())),
             )
-            for release, spec, wanted, enqueued, claims, by, who, until in jobs
+            for release, spec, wanted, enqueued, claims, takeovers, by, who, until in jobs
         ]
 
 

@@ -73,8 +73,7 @@ def run(
     stop: Callable[[], bool] = lambda: False,
 ) -> list[Done]:
     """Take jobs until ``stop()``, or with ``drain`` until nothing is left for this key; what was done."""
-    key = signing.load_private_key(settings.key)
-    keyid = key.public.keyid
+    keyid = signing.load_private_key(settings.key).public.keyid
     done: list[Done] = []
     waiting = False
     while not stop():
@@ -89,7 +88,8 @@ def run(
             time.sleep(min(settings.poll, settings.lease / 2))
             continue
         waiting = False
-        on_event(Event("claimed", claim.spec, f"claim {claim.claims}" if claim.claims > 1 else ""))
+        dead = claim.taken_over_from
+        on_event(Event("claimed", claim.spec, f"taken over from {dead}, whose lease ran out" if dead else ""))
         try:
             done.append(_one(queue, store, settings, claim, on_event))
         except BaseException:
@@ -108,16 +108,16 @@ def _said(d: Done) -> str:
 
 def _one(queue: Queue, store: Store, settings: Settings, claim: Claim, on_event: Callable[[Event], None]) -> Done:
     started = time.monotonic()
-    key = signing.load_private_key(settings.key)
     base = settings.workdir
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="detpack-rebuilder-", dir=base) as tmp:
         outdir = Path(tmp) / claim.release.replace("==", "-")
         code, reason = _rebuild(queue, settings, claim, outdir, on_event)
-        written = sorted(outdir.glob(f"*{REBUILD_SUFFIX}{key.public.keyid[:16]}.intoto.jsonl"))
+        written = sorted(outdir.glob(f"*{REBUILD_SUFFIX}{claim.keyid[:16]}.intoto.jsonl"))
         if code not in (0, 1) or not written:
-            outcome = Outcome("not rebuilt", (), reason or f"detpack rebuild exited {code} and attested nothing")
+            reason = reason.removeprefix(f"{claim.spec}: ") or f"detpack rebuild exited {code} and attested nothing"
+            outcome = Outcome("not rebuilt", (), reason)
             queue.finish(claim, outcome)
             return Done(claim, outcome, time.monotonic() - started, 0)
         digests, verdicts, posted = _post(store, written)
