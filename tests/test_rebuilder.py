@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from conftest import DETPACK, FIXTURES, ROOT, Postgres, require_tool, run
+from detpack.provenance import reader
+from detpack.store import LocalBackend
 
 pytestmark = pytest.mark.integration
 
@@ -111,9 +113,10 @@ def _socket_url(postgres: Postgres, db: str, socket_dir: str, blobs: str) -> str
 
 
 def _hidden_python() -> list[str]:
-    """Binds that keep this interpreter's installation visible under the private /root, /tmp and /run."""
+    """Binds that keep this interpreter's installation, the venv and the checkout visible (read-only) where a
+    machine has a private /root, /tmp and /run."""
     binds = []
-    for path in {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}:
+    for path in sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, ROOT)}):
         if any(path == d or path.startswith(d + "/") for d in ("/root", "/tmp", "/run")):
             binds += ["--ro-bind", path, path]
     return binds
@@ -302,6 +305,15 @@ def test_three_machines_drain_thirty_releases_and_a_killed_workers_job_is_taken_
     assert len(attestations) == 3 * RELEASES
     recorded = {a for j in status for o in j["outcomes"] for a in o["attestations"]}
     assert recorded == {f"sha256:{e['digest']}" for e in attestations}
+    # Each rebuild ran on its key's machine (the hostname its record names), in the hooks' own sandbox inside it.
+    machine_of = {k: m for m, k in keyids.items()}
+    for j in status:
+        for o in j["outcomes"]:
+            [digest] = o["attestations"]
+            with LocalBackend(blobs).open_blob(digest.removeprefix("sha256:")) as blob:
+                rebuilder = reader.read(blob.read(), digest).statement["predicate"]["rebuilder"]
+            assert rebuilder["host"]["hostname"] == machine_of[o["keyid"]], rebuilder["host"]
+            assert rebuilder["sandbox"]["kind"] == "bubblewrap" and rebuilder["sandbox"]["network"] == "none"
     per_wheel: dict[str, set[str]] = {}
     for e in attestations:
         (subject,) = e["subjects"]
