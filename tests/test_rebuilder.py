@@ -373,6 +373,37 @@ def test_a_release_that_cannot_be_rebuilt_is_an_outcome_and_wanted_counts_rebuil
     assert _sql(postgres, db, "SELECT count(*) FROM detpack_rebuild_outcomes WHERE verdict = 'not rebuilt'") == [["2"]]
 
 
+@pytest.mark.slow
+def test_a_rebuild_that_would_run_for_an_hour_is_given_up_and_recorded(
+    postgres: Postgres, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """--timeout: a release whose backend sleeps an hour is given up (its processes killed, its lease freed) and
+    recorded as not rebuilt, so no worker holds it forever and none takes it again."""
+    from test_pypi_breadth import _slow_sdist, _wheel
+
+    links = tmp_path / "links"
+    links.mkdir()
+    _slow_sdist(links)
+    _wheel(links / "fx_slow-1.0-py3-none-any.whl")
+    _, url, _, store_key = _store(postgres, tmp_path)
+    _ok([DETPACK, "rebuilder", "enqueue", "--store", url, "fx_slow==1.0"])
+    _ok([DETPACK, "keygen", "-o", tmp_path / "one.key"])
+    worker = [
+        DETPACK, "rebuilder", "run", "--store", url, "--key", tmp_path / "one.key", "--signing-key", store_key,
+        "--drain", "--poll", "0.2", "--offline", "--find-links", links, "--find-links", wheelhouse, "--json",
+        "--timeout", "15s",
+    ]  # fmt: skip
+    started = time.monotonic()
+    [done] = json.loads(_ok(worker))
+    assert time.monotonic() - started < 120
+    assert done["verdict"] == "not rebuilt" and done["reason"].startswith("gave up after 15 s"), done
+    assert json.loads(_ok(worker)) == []  # recorded: not taken again
+    left = subprocess.run(["pgrep", "-af", "fx_slow==1.0|_in_process.py build_wheel"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
+    status = json.loads(_ok([DETPACK, "rebuilder", "status", "--store", url, "--json"]))
+    assert [j["release"] for j in status] == ["fx-slow==1.0"] and not status[0].get("lease"), status
+
+
 def test_bad_stores_keys_and_releases_are_one_line_exit_2(postgres: Postgres, tmp_path: Path) -> None:
     port = postgres.port
     key = tmp_path / "k.key"

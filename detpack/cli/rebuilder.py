@@ -55,6 +55,9 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--find-links", type=Path, action="append", default=[], metavar="DIR")
     r.add_argument("--offline", action="store_true", help="fetch releases only from --find-links")
     r.add_argument("--workdir", type=Path, metavar="DIR", help="where rebuilds run (default: a temporary folder)")
+    r.add_argument(
+        "--timeout", default="10m", metavar="TIME", help="give a rebuild up after this long (default 10m; 0: none)"
+    )
     s = verbs.add_parser("status", help="jobs, leases, and each key's outcome per release")
     for parser in (e, r, s):
         parser.add_argument(
@@ -116,6 +119,7 @@ def _run(queue: Any, args: argparse.Namespace, out: Output) -> int:
     from detpack.rebuilder import Event, Settings
     from detpack.rebuilder import run as work
     from detpack.store import open_store
+    from detpack.verify.pypi_batch import parse_timeout
 
     author = load_private_key(args.author) if args.author else None
     store = open_store(args.store, args.signing_key, author, trusted_key(args.store_key, url_given=True))
@@ -127,6 +131,7 @@ def _run(queue: Any, args: argparse.Namespace, out: Output) -> int:
         find_links=tuple(args.find_links),
         offline=bool(args.offline),
         workdir=args.workdir,
+        timeout=parse_timeout(args.timeout),
     )
     if args.name:
         settings = dataclasses.replace(settings, name=args.name)

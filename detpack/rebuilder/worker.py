@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from detpack.provenance import reader, signing
 from detpack.provenance.attestation import REBUILD_SUFFIX
 from detpack.rebuilder.queue import VERDICTS, Claim, Outcome, Queue
 from detpack.store.store import Store
+from detpack.verify.pypi_batch import DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Settings:
     find_links: tuple[Path, ...] = ()
     offline: bool = False
     workdir: Path | None = None  # where rebuilds keep their files (default: a temporary folder)
+    timeout: float | None = DEFAULT_TIMEOUT  # seconds one rebuild may take before it is given up (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -138,19 +141,28 @@ def _rebuild(
         argv.append("--offline")
     log = outdir.parent / "rebuild.log"
     renew_every = settings.lease / 3
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     with log.open("w+b") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        # its own process group: given up, the rebuild and every process under it go together
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
         try:
             while True:
+                wait = renew_every if deadline is None else max(0.0, min(renew_every, deadline - time.monotonic()))
                 try:
-                    code = proc.wait(timeout=renew_every)
+                    code = proc.wait(timeout=wait)
                     break
                 except subprocess.TimeoutExpired:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        limit = settings.timeout or 0
+                        return -1, f"gave up after {limit:g} s (the time limit for one rebuild: --timeout)"
                     if not queue.renew(claim, settings.lease):
                         on_event(Event("lease lost", claim.spec, "another worker may take it; rebuilding anyway"))
         finally:
             if proc.poll() is None:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
