@@ -357,6 +357,20 @@ def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
             assert f"{hatch_wheel.name}: unverified (claimed reproduced, but no attestation" in r.stdout, r.stdout
     r = run([*base[:-1], tmp_path / "trusting-rebuilder.toml"])  # no attestation given
     assert r.code == 1 and "claimed reproduced, but no attestation" in r.stdout, r.stdout
+    # Two independent rebuilders required: one attestation is not enough, a second key's makes it.
+    assert run([DETPACK, "keygen", "-o", tmp_path / "second"]).code == 0
+    twice = tmp_path / "twice.toml"
+    keys = [(tmp_path / f"{k}.pub").read_text() for k in ("rebuilder", "second")]
+    rules = {"require": "reproduced-or-built", "allow-unverified": ["fx-lonely"], "require-reproduced": 2}
+    twice.write_text(tomli_w.dumps({"keys": [pub], "rebuilder-keys": keys, "dependencies": rules}))
+    r = run([DETPACK, "verify", f"oci:{layout}:1", "--policy", twice, "--attestation", out / attestation["name"]])
+    assert r.code == 1 and "reproduced by 1 of 2 rebuilder keys required (keyid " in r.stdout, r.stdout
+    second = tmp_path / "second-out"
+    r = run([*argv[:-5], "--attest", tmp_path / "second", "-o", second], env=env, timeout=900)
+    [again_attestation] = second.glob("fx_hatchling-*.rebuild.*.intoto.jsonl")
+    given = ["--attestation", out / attestation["name"], "--attestation", again_attestation]
+    r = run([DETPACK, "verify", f"oci:{layout}:1", "--policy", twice, *given])
+    assert r.code == 0, r.stdout + r.stderr
 
     # A store gate with the same rules: the image, pushed by reference, is refused naming the wheel, then
     # promoted once the environment's policy allows it by name.

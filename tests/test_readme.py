@@ -49,6 +49,7 @@ DOCS = ROOT / "docs"
 PAGES = (
     "build",
     "deps",
+    "rebuilder",
     "rebuild",
     "compare",
     "sbom",

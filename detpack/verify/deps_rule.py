@@ -6,6 +6,7 @@
     require = "reproduced-or-built"      # each wheel built here or reproduced ("any": only the counts below)
     allow-unverified = ["certifi"]       # projects that may stay unverified, by name
     max-unverified = 0                   # how many others may
+    require-reproduced = 2               # with rebuilder-keys: distinct rebuilders that must attest each one
 
 The states are read from the signed statement itself: a wheel's ``annotations.evidence.state``
 (what a closure report found, copied in by ``layer --evidence``), "built here" for a wheel whose own
@@ -13,7 +14,8 @@ build record the layer found beside it, else unverified ("no evidence recorded")
 names ``rebuilder-keys``, the statement's word is not enough for "reproduced": a wheel counts as
 reproduced only when an attestation signed by one of those keys (given with ``--attestation``, or
 held by the store) claims its exact bytes; otherwise it is unverified ("claimed reproduced, no
-attestation by a rebuilder key"). A *different*
+attestation by a rebuilder key"); ``require-reproduced = N`` asks for N distinct rebuilder keys (the
+independent rebuilders of ``detpack rebuilder``), default 1. A *different*
 wheel never passes; an unverified one passes only allowed by name or within the count. The rule
 fails, naming each wheel, otherwise; a statement that records no wheel (a wheel's own build) fails it
 too, since there is nothing to judge.
@@ -35,21 +37,24 @@ class DependencyRule:
     require: str  # one of REQUIRE
     allow_unverified: tuple[str, ...]  # canonical project names
     max_unverified: int
+    require_reproduced: int = 1  # with rebuilder-keys: distinct trusted rebuilders per reproduced wheel
 
     def to_toml(self) -> dict[str, Any]:
         return {
             "require": self.require,
             "allow-unverified": list(self.allow_unverified),
             "max-unverified": self.max_unverified,
+            "require-reproduced": self.require_reproduced,
         }
 
 
 def parse_rule(value: object, bad: Callable[[str], Exception]) -> DependencyRule:
     if not isinstance(value, dict):
         raise bad("dependencies must be a table ([dependencies])")
-    unknown = sorted(set(value) - {"require", "allow-unverified", "max-unverified"})
+    known = {"require", "allow-unverified", "max-unverified", "require-reproduced"}
+    unknown = sorted(set(value) - known)
     if unknown:
-        raise bad(f"dependencies: unknown setting {unknown[0]!r} (known: require, allow-unverified, max-unverified)")
+        raise bad(f"dependencies: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
     require = value.get("require", "reproduced-or-built")
     if require not in REQUIRE:
         raise bad(f"dependencies.require {require!r}: give one of {', '.join(REQUIRE)}")
@@ -59,7 +64,10 @@ def parse_rule(value: object, bad: Callable[[str], Exception]) -> DependencyRule
     most = value.get("max-unverified", 0)
     if not isinstance(most, int) or isinstance(most, bool) or most < 0:
         raise bad("dependencies.max-unverified must be a whole number of at least 0")
-    return DependencyRule(str(require), tuple(canonicalize_name(x) for x in allowed), most)
+    times = value.get("require-reproduced", 1)
+    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+        raise bad("dependencies.require-reproduced must be a whole number of at least 1")
+    return DependencyRule(str(require), tuple(canonicalize_name(x) for x in allowed), most, times)
 
 
 @dataclass(frozen=True)
@@ -115,13 +123,19 @@ def judge(
     trusted rebuilders whose attestations claim those bytes (None: the policy names no rebuilder keys)."""
     wheels = shipped_wheels(statement)
     if reproduced_by is not None:
-        unproven = "claimed reproduced, but no attestation by a rebuilder key of the policy claims these bytes"
-        wheels = [
-            Shipped(w.file, w.sha256, w.name, "unverified", unproven)
-            if w.state == "reproduced" and not reproduced_by.get(w.sha256)
-            else w
-            for w in wheels
-        ]
+        need = rule.require_reproduced
+
+        def proven(w: Shipped) -> Shipped:
+            keys = sorted(set(reproduced_by.get(w.sha256, ())))
+            if w.state != "reproduced" or len(keys) >= need:
+                return w
+            if not keys:
+                why = "claimed reproduced, but no attestation by a rebuilder key of the policy claims these bytes"
+            else:
+                why = f"reproduced by {len(keys)} of {need} rebuilder keys required ({', '.join(keys)})"
+            return Shipped(w.file, w.sha256, w.name, "unverified", why)
+
+        wheels = [proven(w) for w in wheels]
     if not wheels:
         return False, "the provenance records no installed wheel (the rule applies to layers and images)"
     counts = {

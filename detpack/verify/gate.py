@@ -198,8 +198,20 @@ def parse(data: bytes, source: str, base: Path | None) -> Policy:
         require_ci=flags["require-ci"],
         require_tag=flags["require-tag"],
         require_pull_request=flags["require-pull-request"],
-        dependencies=parse_rule(value["dependencies"], bad) if "dependencies" in value else None,
+        dependencies=_dependencies(value, bad, len(rebuilders)),
     )
+
+
+def _dependencies(value: dict[str, Any], bad: Any, rebuilders: int) -> DependencyRule | None:
+    if "dependencies" not in value:
+        return None
+    rule = parse_rule(value["dependencies"], bad)
+    if rule.require_reproduced > max(1, rebuilders):
+        raise bad(
+            f"dependencies.require-reproduced {rule.require_reproduced} needs at least that many rebuilder-keys "
+            f"(has {rebuilders})"
+        )
+    return rule
 
 
 def _key(entry: str, number: int, base: Path | None, source: str) -> TrustedKey:
