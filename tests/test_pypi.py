@@ -98,6 +98,15 @@ if os.environ["HOME"]: pass
     assert speedup_switches(_sdist_with_setup_py(tmp_path / "none.tar.gz", "import setuptools\n")) == ()
     (tmp_path / "broken.tar.gz").write_bytes(b"not a tar")
     assert speedup_switches(tmp_path / "broken.tar.gz") == ()
+    websockets_like = """
+import os
+if os.environ.get("BUILD_EXTENSION") == "no":
+    ext_modules = []
+else:
+    ext_modules = [Extension("x", optional=os.environ.get("BUILD_EXTENSION") != "yes")]
+"""
+    # the value the code itself compares with to turn the extension off, not a guessed "false"
+    assert speedup_switches(_sdist_with_setup_py(tmp_path / "ws.tar.gz", websockets_like)) == ("BUILD_EXTENSION=no",)
 
 
 def test_a_file_name_difference_is_said_as_what_it_is() -> None:

@@ -75,6 +75,16 @@ _ON_WORDS = ("INSTALL_EXT", "WITH_EXT", "BUILD_EXT")
 #: An upper-case string literal: a variable's name, read directly or through a constant
 #: (frozenlist's in-tree backend: PURE_PYTHON_ENV_VAR = 'FROZENLIST_NO_EXTENSIONS').
 _NAME_LITERAL = re.compile(r"""['"]([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)['"]""")
+#: values that mean "off" when build code compares a switch variable with them
+_OFF_VALUES = ("no", "0", "false", "off", "n")
+
+
+def _compared_values(text: str, name: str) -> list[str]:
+    """The literals build code compares ``os.environ.get("NAME")`` / ``getenv("NAME")`` with (== or !=)."""
+    pattern = re.compile(
+        r"""(?:environ\.get|getenv)\(\s*['"]""" + re.escape(name) + r"""['"][^)]*\)\s*[!=]=\s*['"]([^'"]{1,16})['"]"""
+    )
+    return list(dict.fromkeys(pattern.findall(text)))
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,10 @@ def speedup_switches(sdist: Path) -> tuple[str, ...]:
                     continue
                 for name in _NAME_LITERAL.findall(text):
                     if any(w in name for w in _ON_WORDS):
-                        found.append(f"{name}=false")
+                        # the value the code compares it with to mean "off" (websockets: == "no"), else false
+                        said = _compared_values(text, name)
+                        off = [v for v in said if v.lower() in _OFF_VALUES] or ["false"]
+                        found += [f"{name}={v}" for v in off]
                     elif any(w in name for w in _SWITCH_WORDS) and "REQUIRE" not in name:
                         found.append(f"{name}=1")
     except (tarfile.TarError, OSError, EOFError):
