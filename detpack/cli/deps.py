@@ -19,9 +19,9 @@ from detpack.atomic import write_bytes
 from detpack.cli._output import Output, count
 from detpack.deps import FileResult, Rebuilds, Report, read_closure, tally, verify_closure
 from detpack.deps.closure import Closure
-from detpack.deps.report import REPORT_SUFFIX
+from detpack.deps.report import REPORT_SUFFIX, plain_name
 from detpack.digest import sha256_hex
-from detpack.errors import ConfigError
+from detpack.errors import ConfigError, OutputError
 from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs, parse_timeout
 
 
@@ -171,18 +171,21 @@ def _evidence_files(results: list[FileResult]) -> list[tuple[str, Path]]:
     seen: dict[str, tuple[str, Path]] = {}
     for r in results:
         if r.evidence is not None and r.evidence.kind == "attestation" and r.evidence_path is not None:
+            if not plain_name(r.evidence.name):
+                raise OutputError(
+                    f"{r.evidence_path}: its evidence name {r.evidence.name!r} is not a plain file name; "
+                    "run again with --refresh"
+                )
             seen.setdefault(r.evidence.sha256, (r.evidence.name, r.evidence_path))
     return list(seen.values())
 
 
 def _write(folder: Path, name: str, report: Report, results: list[FileResult]) -> Path:
-    """The report and each attestation it names (under its own name) in ``folder``; each file whole or not at all."""
+    """The report and each attestation it names (under its own name) in ``folder``; each file whole or not at all.
+    What was there under such a name (a link, other bytes) is replaced: the folder holds what the report names."""
     folder.mkdir(parents=True, exist_ok=True)
-    for r in results:
-        if r.evidence is not None and r.evidence.kind == "attestation" and r.evidence_path is not None:
-            target = folder / r.evidence.name
-            if not target.exists():
-                write_bytes(target, r.evidence_path.read_bytes())
+    for evidence_name, p in _evidence_files(results):
+        write_bytes(folder / evidence_name, p.read_bytes())
     target = folder / name
     write_bytes(target, report.to_bytes())
     return target

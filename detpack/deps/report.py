@@ -19,7 +19,8 @@ Format (``_type`` :data:`REPORT_TYPE`)::
 image manifest's digest (what ties a report to the image it describes). ``evidence`` names the
 statement the state rests on: the build record (``record``) or the signed rebuild attestation
 (``attestation``), by file name and the sha256 of its bytes; ``null`` when there is none (an
-unverified file, a rebuild run without ``--attest``). Parsing is strict: a report whose shape is
+unverified file, a rebuild run without ``--attest``); the name is one plain file name (``deps verify -o
+DIR`` writes the evidence under it), never a path. Parsing is strict: a report whose shape is
 not this one is an ``InputError`` naming where it came from.
 """
 
@@ -167,6 +168,11 @@ def _entry(value: object, number: int, bad: Any) -> Entry:
     )
 
 
+def plain_name(name: str) -> bool:
+    """Whether ``name`` is one plain file name: no folder, not ``.`` or ``..``, no NUL (what may be written in DIR)."""
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
 def evidence_of(value: object, label: str, bad: Any) -> Evidence | None:
     """An ``evidence`` object (or null)."""
     if value is None:
@@ -175,8 +181,9 @@ def evidence_of(value: object, label: str, bad: Any) -> Evidence | None:
         not isinstance(value, Mapping)
         or value.get("kind") not in ("record", "attestation")
         or not isinstance(value.get("name"), str)
+        or not plain_name(str(value.get("name")))
         or not isinstance(value.get("sha256"), str)
         or not _SHA256.match(str(value.get("sha256")))
     ):
-        raise bad(f"{label}: evidence needs kind (record or attestation), name and sha256")
+        raise bad(f"{label}: evidence needs kind (record or attestation), a plain file name and sha256")
     return Evidence(value["kind"], str(value["name"]), str(value["sha256"]))

@@ -17,31 +17,41 @@ Invariants:
   backend failed, a platform wheel this machine does not make), or a file the rebuild did not
   compare (an sdist, another platform's wheel, a bare digest matching nothing compared).
 - Results of rebuilds are cached by file sha256 under ``policy.POLICY_VERSION``; a cached result
-  is used only for the same release and file name, so a second run starts no rebuild at all.
+  is used only for the same release and file name, so a second run starts no rebuild at all. The
+  cache is not trusted beyond that: an entry or attestation that is not a regular file of this user
+  is not read, an attestation is the evidence only when it says that state of those bytes (and, with
+  ``--attest``, is signed by that key), and an evidence name is a plain file name, never a path.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detpack import policy
 from detpack.atomic import write_bytes
 from detpack.deps.closure import ClosureFile
-from detpack.deps.report import STATES, Entry, Evidence, State
-from detpack.digest import file_sha256
+from detpack.deps.report import STATES, Entry, Evidence, State, plain_name
+from detpack.digest import file_sha256, sha256_hex
 from detpack.errors import InputError
 from detpack.provenance import reader
+from detpack.provenance.attestation import REBUILD_PREDICATE
 from detpack.provenance.statement import PREDICATE_TYPE
 from detpack.verify.pypi_batch import DEFAULT_TIMEOUT, ReleaseOutcome, rebuild_many
 
+if TYPE_CHECKING:
+    from detpack.provenance.signing import PublicKey
+
 #: Bumped when what a cached result means changes.
 _CACHE_FORMAT = 2
+_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -200,14 +210,14 @@ def verify_closure(
     ``rebuilds.attest`` a cached result counts only when it carries an attestation by that key."""
     built = dict(known or {}) | find_records(records)
     cache = _Cache(cache_dir if cache_dir is not None else default_cache_dir())
-    keyid = _keyid(rebuilds.attest) if rebuilds.attest is not None else None
+    signer = _public(rebuilds.attest) if rebuilds.attest is not None else None
     results: dict[int, FileResult] = {}
     pending: dict[str, list[int]] = {}
     for i, f in enumerate(files):
         if f.sha256 in built:
             found = built[f.sha256]
             results[i] = FileResult(f, found.state, found.reason, evidence=found.evidence, evidence_path=found.path)
-        elif not refresh and (hit := cache.get(f, keyid)) is not None:
+        elif not refresh and (hit := cache.get(f, signer)) is not None:
             results[i] = hit
         elif f.kind == "sdist":
             results[i] = FileResult(f, "unverified", "sdist: not rebuilt by itself")
@@ -239,10 +249,48 @@ def verify_closure(
     return [results[i] for i in range(len(files))]
 
 
-def _keyid(key: Path) -> str:
+def _public(key: Path) -> PublicKey:
     from detpack.provenance.signing import load_private_key
 
-    return load_private_key(key).public.keyid
+    return load_private_key(key).public
+
+
+def _own_file(path: Path) -> bytes | None:
+    """The bytes of ``path`` when it is a regular file of this user (not a link: never followed), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return None
+        return f.read()
+
+
+def _claims(envelope: bytes, sha256: str, state: object, signer: PublicKey | None) -> bool:
+    """Whether a rebuild attestation (signed by ``signer``, when given) says ``state`` of the file ``sha256``:
+    reproduced when a result rebuilt those bytes, different when they are a result's expected bytes, rebuilt
+    to others."""
+    from detpack.errors import DetpackError
+    from detpack.provenance.signing import signed_by
+
+    try:
+        statement = reader.read(envelope, "a cached attestation")
+    except DetpackError:
+        return False
+    if statement.predicate_type != REBUILD_PREDICATE:
+        return False
+    if signer is not None and (statement.envelope is None or not signed_by(statement.envelope, signer)):
+        return False
+    for r in statement.statement.get("predicate", {}).get("results") or []:
+        expected = reader.dig(r, "expected", "sha256")
+        rebuilt = reader.dig(r, "rebuilt", "sha256")
+        if state == "reproduced" and rebuilt == sha256:
+            return True
+        if state == "different" and expected == sha256 and rebuilt != sha256:
+            return True
+    return False
 
 
 class _Cache:
@@ -258,10 +306,13 @@ class _Cache:
     def _attestation(self, sha256: str) -> Path:
         return self.root / "attestations" / f"{sha256}.intoto.jsonl"
 
-    def get(self, f: ClosureFile, keyid: str | None) -> FileResult | None:
+    def get(self, f: ClosureFile, signer: PublicKey | None) -> FileResult | None:
+        # Whoever can write the cache writes what it says (a shared CI cache, a shared --cache-dir): an entry
+        # counts only as a regular file of this user, and its attestation only when it is about these bytes,
+        # says this state and, with --attest, is signed by that key (not the entry's word for any of it).
         try:
-            entry = json.loads(self._path(f.sha256).read_bytes())
-        except (OSError, ValueError):
+            entry = json.loads(_own_file(self._path(f.sha256)) or b"")
+        except ValueError:
             return None
         if not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT:
             return None
@@ -270,17 +321,19 @@ class _Cache:
             return None
         details = tuple(str(x) for x in entry.get("details", []))
         evidence, path = None, None
-        if isinstance(entry.get("evidence"), dict):
+        if "evidence" in entry:
             ev = entry["evidence"]
-            path = self._attestation(str(ev.get("sha256", "")))
-            try:
-                intact = file_sha256(path) == ev.get("sha256")
-            except OSError:
-                intact = False
-            if intact:
-                evidence = Evidence("attestation", str(ev.get("name", path.name)), str(ev["sha256"]))
+            name, sha = (ev.get("name"), ev.get("sha256")) if isinstance(ev, dict) else (None, None)
+            if not isinstance(name, str) or not plain_name(name) or not isinstance(sha, str) or not _HEX.match(sha):
+                return None
+            path = self._attestation(sha)
+            data = _own_file(path)
+            if data is not None:
+                if sha256_hex(data) != sha or not _claims(data, f.sha256, entry["state"], signer):
+                    return None
+                evidence = Evidence("attestation", name, sha)
         rebuilt = entry["state"] in ("reproduced", "different")
-        if keyid is not None and rebuilt and (evidence is None or entry.get("keyid") != keyid):
+        if signer is not None and rebuilt and evidence is None:
             return None  # asked to attest, and this result carries no attestation by that key: rebuild
         return FileResult(f, entry["state"], str(entry.get("reason", "")), details, True, evidence, path)
 

@@ -1,0 +1,194 @@
+"""Attacks on dependency evidence: each test is what an attacker does, and what must not follow.
+
+- the deps cache ($XDG_CACHE_HOME/detpack/deps) is written by whoever can write it (a shared CI
+  cache, another local user's files in a shared --cache-dir): what it claims is checked, never
+  followed as a path;
+- ``deps verify -o DIR`` writes only plain file names in DIR, and what is there is what the report names;
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import DETPACK, run
+from detpack import policy
+from detpack.deps.closure import ClosureFile
+from detpack.deps.verify import Rebuilds, verify_closure
+from detpack.digest import canonical_json
+from detpack.provenance import signing
+from detpack.provenance.attestation import REBUILD_PREDICATE
+from detpack.provenance.statement import STATEMENT_TYPE
+
+WHEEL = "victim-1.0-py3-none-any.whl"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _attestation(key: signing.PrivateKey, expected: str, rebuilt: str | None, name: str = WHEEL) -> bytes:
+    """A signed rebuild attestation about ``expected`` (reproduced when ``rebuilt`` is the same)."""
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": expected}}],
+        "predicateType": REBUILD_PREDICATE,
+        "predicate": {
+            "origin": {"kind": "pypi", "name": "victim==1.0", "digest": {"sha256": "0" * 64}},
+            "results": [
+                {
+                    "name": name,
+                    "expected": {"sha256": expected},
+                    "rebuilt": {"sha256": rebuilt} if rebuilt else None,
+                    "matches": rebuilt == expected,
+                }
+            ],
+            "verdict": "byte-identical" if rebuilt == expected else "different",
+            "rebuilder": {"id": "test"},
+            "finishedOn": "2026-12-07T14:00:00Z",
+        },
+    }
+    return signing.sign(canonical_json(statement), key).to_json()
+
+
+def _cached(
+    cache: Path,
+    sha256: str,
+    *,
+    spec: str = "victim==1.0",
+    file: str | None = WHEEL,
+    state: str = "reproduced",
+    attestation: bytes | None = None,
+    name: str = f"{WHEEL}.rebuild.intoto.jsonl",
+    keyid: str | None = None,
+) -> None:
+    """Plant a cache entry (as whoever can write the cache would), with its attestation when given."""
+    root = cache / f"policy-{policy.POLICY_VERSION}"
+    entry: dict[str, object] = {
+        "format": 2,
+        "spec": spec,
+        "file": file,
+        "state": state,
+        "reason": "rebuilt from victim==1.0's sdist: the same bytes",
+        "details": [],
+    }
+    if attestation is not None:
+        digest = _sha(attestation)
+        (root / "attestations").mkdir(parents=True, exist_ok=True)
+        (root / "attestations" / f"{digest}.intoto.jsonl").write_bytes(attestation)
+        entry["evidence"] = {"kind": "attestation", "name": name, "sha256": digest}
+        entry["keyid"] = keyid
+    (root / sha256[:2]).mkdir(parents=True, exist_ok=True)
+    (root / sha256[:2] / f"{sha256}.json").write_text(json.dumps(entry))
+
+
+# The deps cache
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("escape", ["../../escaped.intoto.jsonl", "ABSOLUTE"])
+def test_a_cached_evidence_name_cannot_write_outside_the_output_folder(tmp_path: Path, escape: str) -> None:
+    """A cache entry names its attestation ``../../escaped`` (or an absolute path): ``deps verify -o DIR``
+    wrote the attestation's bytes (the planter's) there, outside DIR (so also under --store's temporary
+    folder). The entry is not believed now: nothing is written outside DIR, the file is judged again."""
+    outside = tmp_path / "escaped.intoto.jsonl"
+    name = str(outside) if escape == "ABSOLUTE" else escape
+    wheel = _sha(b"the victim wheel")
+    key = signing.PrivateKey.generate()
+    cache = tmp_path / "cache"
+    _cached(cache, wheel, file=None, attestation=_attestation(key, wheel, wheel), name=name)
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text(f"victim==1.0 --hash=sha256:{wheel}\n")
+    out = tmp_path / "a" / "b" / "out"
+    r = run([DETPACK, "deps", "verify", reqs, "--no-rebuild", "--cache-dir", cache, "-o", out, "--json"])
+    assert not outside.exists(), r.stderr
+    assert not (tmp_path / "a" / "escaped.intoto.jsonl").exists()
+    assert r.code == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert [f["state"] for f in report["files"]] == ["unverified"]
+    assert "not tried" in report["files"][0]["reason"]
+
+
+def test_a_cached_attestation_must_be_signed_by_the_attest_key_and_be_about_the_file(tmp_path: Path) -> None:
+    """With ``--attest KEY`` a cached result counts only with an attestation by that key; the entry's own
+    ``keyid`` field said so, not the signature, so a planted entry naming my keyid over another key's
+    attestation (or one about other bytes) made ``reproduced`` with my key's name on it. Without --attest an
+    entry whose attestation is about other bytes was the file's evidence too."""
+    mine, theirs = signing.PrivateKey.generate(), signing.PrivateKey.generate()
+    key = tmp_path / "mine.key"
+    signing.write_keypair(mine, key)
+    wheel, other = _sha(b"the victim wheel"), _sha(b"another wheel")
+    f = ClosureFile("victim", "1.0", wheel, WHEEL, "wheel")
+    off = Rebuilds(enabled=False)
+
+    forged = tmp_path / "forged"  # another key's attestation, my keyid written beside it
+    _cached(forged, wheel, attestation=_attestation(theirs, wheel, wheel), keyid=mine.public.keyid)
+    [r] = verify_closure([f], rebuilds=Rebuilds(enabled=False, attest=key), cache_dir=forged)
+    assert (r.state, r.cached) == ("unverified", False), r
+
+    elsewhere = tmp_path / "elsewhere"  # my key's attestation, about other bytes
+    _cached(elsewhere, wheel, attestation=_attestation(mine, other, other), keyid=mine.public.keyid)
+    [r] = verify_closure([f], rebuilds=Rebuilds(enabled=False, attest=key), cache_dir=elsewhere)
+    assert (r.state, r.cached) == ("unverified", False), r
+    [r] = verify_closure([f], rebuilds=off, cache_dir=elsewhere)
+    assert (r.state, r.cached) == ("unverified", False), r
+
+    honest = tmp_path / "honest"  # the control: my key's attestation about these bytes is believed
+    _cached(honest, wheel, attestation=_attestation(mine, wheel, wheel), keyid=mine.public.keyid)
+    [r] = verify_closure([f], rebuilds=Rebuilds(enabled=False, attest=key), cache_dir=honest)
+    assert (r.state, r.cached) == ("reproduced", True), r
+    assert r.evidence is not None and r.evidence.kind == "attestation"
+
+
+def test_a_cache_entry_another_user_planted_is_not_believed(tmp_path: Path) -> None:
+    """In a cache folder others can write (a shared --cache-dir), another user plants "reproduced" for a file:
+    it was believed. An entry (or its attestation) that is not a regular file of this user is judged again."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a file of another user")
+    wheel = _sha(b"the victim wheel")
+    f = ClosureFile("victim", "1.0", wheel, WHEEL, "wheel")
+    cache = tmp_path / "shared"
+    _cached(cache, wheel)
+    entry = cache / f"policy-{policy.POLICY_VERSION}" / wheel[:2] / f"{wheel}.json"
+    [r] = verify_closure([f], rebuilds=Rebuilds(enabled=False), cache_dir=cache)
+    assert (r.state, r.cached) == ("reproduced", True)  # the control: this user's own entry
+    os.chown(entry, 65534, 65534)
+    [r] = verify_closure([f], rebuilds=Rebuilds(enabled=False), cache_dir=cache)
+    assert (r.state, r.cached) == ("unverified", False), r
+    os.chown(entry, 0, 0)
+    planted = tmp_path / "planted.json"
+    entry.rename(planted)
+    entry.symlink_to(planted)
+    [r] = verify_closure([f], rebuilds=Rebuilds(enabled=False), cache_dir=cache)
+    assert (r.state, r.cached) == ("unverified", False), r
+
+
+@pytest.mark.integration
+def test_output_folder_holds_the_evidence_the_report_names_not_a_planted_link(tmp_path: Path) -> None:
+    """Someone who can write DIR plants the attestation's name there as a link (or a file with other bytes):
+    ``deps verify -o DIR`` kept it (it wrote only names that did not exist), so the report named evidence of
+    one sha256 and DIR held something else. Now DIR holds the attestation itself, the link's target untouched."""
+    key = signing.PrivateKey.generate()
+    wheel = _sha(b"the victim wheel")
+    attestation = _attestation(key, wheel, wheel)
+    name = f"{WHEEL}.rebuild.intoto.jsonl"
+    cache = tmp_path / "cache"
+    _cached(cache, wheel, file=None, attestation=attestation, name=name)
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text(f"victim==1.0 --hash=sha256:{wheel}\n")
+    target = tmp_path / "target.txt"
+    target.write_text("someone else's file\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(target)
+    r = run([DETPACK, "deps", "verify", reqs, "--no-rebuild", "--cache-dir", cache, "-o", out, "--json"])
+    assert r.code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["files"][0]["evidence"] == {"kind": "attestation", "name": name, "sha256": _sha(attestation)}
+    assert not (out / name).is_symlink()
+    assert (out / name).read_bytes() == attestation
+    assert target.read_text() == "someone else's file\n"
