@@ -4,6 +4,7 @@
   cache, another local user's files in a shared --cache-dir): what it claims is checked, never
   followed as a path;
 - ``deps verify -o DIR`` writes only plain file names in DIR, and what is there is what the report names;
+- a statement listing the same wheel twice is judged by the worst it says;
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from detpack.digest import canonical_json
 from detpack.provenance import signing
 from detpack.provenance.attestation import REBUILD_PREDICATE
 from detpack.provenance.statement import STATEMENT_TYPE
+from detpack.verify.deps_rule import DependencyRule, judge
 
 WHEEL = "victim-1.0-py3-none-any.whl"
 
@@ -192,3 +194,46 @@ def test_output_folder_holds_the_evidence_the_report_names_not_a_planted_link(tm
     assert not (out / name).is_symlink()
     assert (out / name).read_bytes() == attestation
     assert target.read_text() == "someone else's file\n"
+
+
+# The [dependencies] rule
+
+
+def _statement(*wheels: tuple[str, str, str]) -> dict[str, object]:
+    """An image statement whose layers list ``wheels`` ((file, sha256, state) each), a layer each."""
+    layers = [
+        {
+            "name": f"layer{n}",
+            "digest": {"sha256": f"{n:064x}"},
+            "annotations": {
+                "inputs": [
+                    {
+                        "name": file,
+                        "digest": {"sha256": sha},
+                        "annotations": {"evidence": {"state": state, "reason": f"said {state}"}},
+                    }
+                ]
+            },
+        }
+        for n, (file, sha, state) in enumerate(wheels, 1)
+    ]
+    return {"predicate": {"buildDefinition": {"resolvedDependencies": layers}}}
+
+
+def test_a_wheel_listed_twice_is_judged_by_the_worst_the_statement_says() -> None:
+    """An image whose first layer installs a wheel the report calls reproduced and whose second layer installs
+    other bytes under the same file name, called different (or unverified): the rule judged the first entry
+    only and passed. Each (file, bytes) is judged, and the same bytes said twice count as the worse state."""
+    rule = DependencyRule("reproduced-or-built", (), 0)
+    good, bad = "a" * 64, "b" * 64
+    passed, said = judge(rule, _statement((WHEEL, good, "reproduced"), (WHEEL, bad, "different")))
+    assert not passed and "different" in said, said
+    passed, said = judge(rule, _statement((WHEEL, good, "reproduced"), (WHEEL, good, "different")))
+    assert not passed and "different" in said, said
+    passed, said = judge(rule, _statement((WHEEL, good, "built here"), (WHEEL, good, "unverified")))
+    assert not passed and "unverified" in said, said
+    passed, said = judge(rule, _statement((WHEEL, good, "reproduced"), (WHEEL, good, "reproduced")))
+    assert passed and said.startswith("1 wheels"), said
+    # with rebuilder keys: the other bytes under the same name need their own attestation
+    passed, said = judge(rule, _statement((WHEEL, good, "reproduced"), (WHEEL, bad, "reproduced")), {good: ["k"]})
+    assert not passed and "claimed reproduced" in said, said

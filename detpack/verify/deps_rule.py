@@ -30,6 +30,8 @@ from typing import Any
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 REQUIRE = ("reproduced-or-built", "any")
+#: How bad a state is (any other word: as unverified), for a wheel a statement lists twice.
+_WORSE = {"built here": 0, "reproduced": 1, "unverified": 2, "different": 3}
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class Shipped:
 
 
 def shipped_wheels(statement: Any) -> list[Shipped]:
-    """Every wheel a layer or an image statement records, with the state its evidence gives (each file once)."""
+    """Every wheel a layer or an image statement records, with the state its evidence gives (each file and sha256
+    once, with the worst state said of it)."""
     build = statement.get("predicate", {}).get("buildDefinition", {}) if isinstance(statement, dict) else {}
     inputs: list[Any] = []
     for rd in build.get("resolvedDependencies") or []:
@@ -89,7 +92,7 @@ def shipped_wheels(statement: Any) -> list[Shipped]:
             inputs += annotations["inputs"]  # an image: each layer's inputs
         else:
             inputs.append(rd)
-    found: dict[str, Shipped] = {}
+    found: dict[tuple[str, str], Shipped] = {}
     for rd in inputs:
         file = str(rd.get("name", "")) if isinstance(rd, dict) else ""
         if not file.endswith(".whl"):
@@ -107,7 +110,11 @@ def shipped_wheels(statement: Any) -> list[Shipped]:
         else:
             state, reason = "unverified", "no evidence recorded (make the layer with --evidence REPORT)"
         sha256 = str((rd.get("digest") or {}).get("sha256", ""))
-        found.setdefault(file, Shipped(file, sha256, name, state, reason))
+        # Each (file, bytes) once: other bytes under a name already seen (another layer's) are judged too,
+        # and the same bytes said twice keep the worse state, so an entry never hides the one after it.
+        seen = found.setdefault((file, sha256), Shipped(file, sha256, name, state, reason))
+        if _WORSE.get(state, 2) > _WORSE.get(seen.state, 2):
+            found[(file, sha256)] = Shipped(file, sha256, name, state, reason)
     return list(found.values())
 
 
