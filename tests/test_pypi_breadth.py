@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import io
 import shutil
+import sys
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -118,9 +120,9 @@ def test_a_release_that_would_build_for_an_hour_does_not_hold_up_the_list(
     assert any(ln.startswith("fx_flit==1.0.0") and "content-identical" in ln for ln in table), r.stdout
     assert table[-1] == "2 releases: 0 byte-identical, 1 content-identical, 0 different, 1 not rebuilt"
     assert took < 300, f"{took:.0f} s"
-    # the rebuild and its sandboxed hook (the only build_wheel hook running: tests run one at a time) are gone
+    # the rebuild and its sandbox (whose command line names the unpacked fx_slow-1.0 it runs in) are gone
     time.sleep(1)
-    left = run(["pgrep", "-af", "fx_slow==1.0|_in_process.py build_wheel"])
+    left = run(["pgrep", "-af", "fx_slow"])
     assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
 
 
@@ -146,3 +148,53 @@ def _wheel(path: Path) -> Path:
         for member, data in members.items():
             z.writestr(member, data)
     return path
+
+
+def test_an_older_metadata_writer_is_named_for_what_it_is() -> None:
+    from detpack.verify import causes
+
+    old = b"Name: x\nRequires-Dist: botocore (<1.45,>=1.44) ; extra == 'crt'\nRequires-Dist: idna\n"
+    new = b"Name: x\nRequires-Dist: botocore <1.45,>=1.44 ; extra == 'crt'\nRequires-Dist: idna\n"
+    cause, why = causes.explain_content("x-1.dist-info/METADATA", old, new)
+    assert cause == causes.OLD_METADATA_WRITER and why.startswith("A writes Requires-Dist as 'name (spec)'")
+    assert causes.explain_content("x-1.dist-info/METADATA", old, old.replace(b"1.44", b"1.43"))[0] is None
+
+
+@pytest.mark.slow
+def test_a_release_published_with_an_older_metadata_writer_is_rebuilt_with_it(wheelhouse: Path, tmp_path: Path) -> None:
+    """A setuptools 75.1.0 release built with wheel 0.38.4 installed beside it (its METADATA says
+    ``Requires-Dist: packaging (>=20)``) is byte-identical only when the rebuild installs that writer too;
+    the first rebuild differs in METADATA (the perturbation), the one with wheel 0.38.4 does not."""
+    src = tmp_path / "fx_oldwriter-1.0"
+    (src / "fx_oldwriter").mkdir(parents=True)
+    (src / "fx_oldwriter" / "__init__.py").write_text("")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "fx_oldwriter"\nversion = "1.0"\ndependencies = ["packaging>=20"]\n'
+    )
+    links = tmp_path / "links"
+    links.mkdir()
+    # the publisher: setuptools 75.1.0 with wheel 0.38.4 beside it, no build isolation, a fixed epoch
+    venv = tmp_path / "publisher"
+    assert run([sys.executable, "-m", "venv", venv]).code == 0
+    pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--find-links", wheelhouse]
+    assert run([*pip, "setuptools==75.1.0", "wheel==0.38.4"]).code == 0
+    sdist = "from setuptools import build_meta as b; import sys; b.build_sdist(sys.argv[1])"
+    r = run([venv / "bin" / "python", "-c", sdist, links], cwd=src, env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert r.code == 0, r.stderr
+    built = tmp_path / "published"
+    r = run(
+        [venv / "bin" / "python", "-m", "pip", "wheel", "-q", "--no-index", "--no-deps", "--no-build-isolation",
+         "-w", built, links / "fx_oldwriter-1.0.tar.gz"],
+        env={"SOURCE_DATE_EPOCH": "1700000000"},
+    )  # fmt: skip
+    assert r.code == 0, r.stderr
+    [wheel] = built.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        assert b"Requires-Dist: packaging (>=20)" in zf.read("fx_oldwriter-1.0.dist-info/METADATA")
+    shutil.copy2(wheel, links)
+    argv = [DETPACK, "rebuild", "--pypi", "fx_oldwriter==1.0", "--offline", "--find-links", links]
+    r = run([*argv, "--find-links", wheelhouse], timeout=900)
+    assert r.code == 0, r.stdout + r.stderr
+    assert "* rebuilding also with wheel==0.38.4 beside setuptools (the published METADATA writes" in r.stderr
+    assert "1 byte-identical of 1 wheel" in r.stdout and "wheel==0.38.4 beside the backend" in r.stdout, r.stdout

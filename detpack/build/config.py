@@ -63,6 +63,8 @@ class FrontendSettings:
     uv: str | None = None  # with installer uv: the uv binary (deps.find_uv)
     answers: Path | None = None  # remember the backend's get_requires answers here (None: always ask)
     toolchain_python: str | None = None  # a toolchain image's interpreter: environments are made with it there
+    #: installed beside the backend's own requirements (``rebuild --pypi``: the publisher's metadata writer)
+    also_install: tuple[str, ...] = ()
 
     @property
     def install(self) -> InstallSettings:

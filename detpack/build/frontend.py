@@ -160,6 +160,7 @@ def _provision(
     builder = ProjectBuilder.from_isolated_env(env.env, srcdir, runner=runner)
     wanted = set(builder.build_system_requires)
     checked_answer(wanted, "its [build-system] requires", backend, who, direct=True)
+    wanted |= set(settings.also_install)
     env.require(wanted)  # the backend first: it must import to be asked for more
     cs = settings.config_settings
     for dist in distributions:

@@ -47,6 +47,7 @@ CMAKE_VERSION = "CMake version"
 OTHER_OS = "built on another operating system"
 WRITER_MODE = "a mode the archive writer sets itself"
 NO_CAUSE = "no cause inferred"
+OLD_METADATA_WRITER = "an older metadata writer (wheel 0.40 or before beside setuptools)"
 
 # An absolute path starts where no path character precedes it (so the "/util.py" inside
 # "pkg/util.py" or the "//host/a" of a URL are not one): POSIX "/a/b..." or a drive "C:\\a...".
@@ -263,6 +264,8 @@ def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -
     told apart from a difference further on.
     """
     is_metadata = member.endswith(("METADATA", "PKG-INFO"))
+    if complete and is_metadata and (said := old_requires_dist(a, b)):
+        return OLD_METADATA_WRITER, said
     if complete and (a.count(b"\r\n") > 0) != (b.count(b"\r\n") > 0) and _lf(a) == _lf(b):
         crlf = "A" if b"\r\n" in a else "B"
         return OTHER_OS, f"the same text, {crlf} with CRLF line endings (written in text mode on Windows)"
@@ -303,3 +306,38 @@ def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -
     if line_a != line_b and sorted(tokens.findall(line_a)) == sorted(tokens.findall(line_b)):
         return HASH_ORDER, "the differing line holds the same tokens in another order"
     return None, ""
+
+
+_PARENS = re.compile(rb"^(Requires-Dist: [A-Za-z0-9._\[\], -]+?) \(([^()]*)\)( ?;.*)?$")
+
+
+def unparenthesized(line: bytes) -> bytes:
+    """``Requires-Dist: x (<2,>=1) ; extra == 'a'`` as newer writers put it: ``x <2,>=1 ; extra == 'a'``."""
+    m = _PARENS.match(line)
+    return line if m is None else m[1] + b" " + m[2] + (m[3] or b"")
+
+
+def old_requires_dist(a: bytes, b: bytes) -> str:
+    """Why two METADATA files differ when one writes ``Requires-Dist: name (spec)`` (wheel 0.40 and older,
+    which setuptools' bdist_wheel uses when it is installed beside it) and the other ``name spec``: "" when
+    that is not all that differs."""
+    la, lb = a.splitlines(), b.splitlines()
+    if len(la) != len(lb) or la == lb:
+        return ""
+    old_in = {"A": False, "B": False}
+    for x, y in zip(la, lb, strict=True):
+        if x == y:
+            continue
+        if unparenthesized(x) == y and x != y:
+            old_in["A"] = True
+        elif unparenthesized(y) == x:
+            old_in["B"] = True
+        else:
+            return ""
+    side = "A" if old_in["A"] else "B"
+    if old_in["A"] and old_in["B"]:
+        return ""
+    return (
+        f"{side} writes Requires-Dist as 'name (spec)', the other as 'name spec': {side}'s METADATA was written "
+        "by wheel 0.40 or older, which setuptools' bdist_wheel uses when it is installed beside it"
+    )

@@ -534,6 +534,7 @@ class _How:
     faked: Mapping[str, str] = dataclasses.field(default_factory=dict)  # libfaketime's variables
     umask: int = policy.UMASK  # the publisher's, as the modes of the wheel's generated files show it
     modes_kept: bool = False  # the publisher's frontend unpacked the sdist with its modes as they are
+    also_install: tuple[str, ...] = ()  # beside the backend: the publisher's metadata writer (wheel<=0.40)
 
 
 @dataclass(frozen=True)
@@ -567,7 +568,8 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         built, outcome, how = _replay_cmake(rebuild, wheel, how, built, outcome, step)
     clock = None
     if outcome[0] != "byte-identical":
-        built, outcome, how, clock = _replay(rebuild, wheel, how, built, outcome, step, epoch)
+        old_writer = generator.startswith("setuptools") and _old_writer(wheel)
+        built, outcome, how, clock = _replay(rebuild, wheel, how, built, outcome, step, epoch, old_writer)
     return WheelCheck(
         wheel.name,
         generator,
@@ -584,12 +586,32 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
             ([f"umask {how.umask:04o}"] if how.umask != policy.UMASK else [])
             + (["sdist modes kept"] if how.modes_kept else [])
             + ([f"CMake {how.config['cmake.version']}"] if "cmake.version" in how.config else [])
+            + [f"{r} beside the backend (the publisher's metadata writer)" for r in how.also_install]
         )
         or None,
         _rebuilder_of(built),
         rebuild.sdist.name,
         file_sha256(rebuild.sdist),
     )
+
+
+#: Releases of ``wheel`` whose metadata writer puts ``Requires-Dist: name (spec)`` (0.40 and older), tried in
+#: order: setuptools' own bdist_wheel (70.1 and later) uses an installed ``wheel`` package's writer instead of
+#: its vendored one. 0.38.4 also writes RECORD's zip entry as the long-lived 0.3x series did (0.39 changed it).
+OLD_METADATA_WRITERS = ("wheel==0.38.4", "wheel==0.40.0")
+
+
+def _old_writer(wheel: Path) -> bool:
+    """Whether the published METADATA writes a ``Requires-Dist`` as ``name (spec)`` (wheel 0.40 and older)."""
+    from detpack.verify.causes import unparenthesized
+
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            text = zf.read(names[0]) if len(names) == 1 else b""
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return False
+    return any(unparenthesized(line) != line for line in text.splitlines())
 
 
 def _rebuilder_of(built: _Built) -> Mapping[str, Any] | None:
@@ -687,7 +709,14 @@ _CLOCK_RATE = "0.2"
 
 
 def _replay(
-    rebuild: _Rebuild, wheel: Path, how: _How, built: _Built, outcome: Outcome, step: LineSink, epoch: int | None
+    rebuild: _Rebuild,
+    wheel: Path,
+    how: _How,
+    built: _Built,
+    outcome: Outcome,
+    step: LineSink,
+    epoch: int | None,
+    old_writer: bool = False,
 ) -> tuple[_Built, Outcome, _How, PublisherClock | None]:
     """Rebuild again as the published wheel shows the publisher built, keeping whichever rebuild is
     nearest it: built without SOURCE_DATE_EPOCH, under the publisher's clock (the generated files
@@ -709,6 +738,14 @@ def _replay(
                 "the sdist unpacked with its modes as they are (the published copies keep its group-write bits)"
             )
         attempts.append((f"{'also ' if clock else ''}with {' and '.join(words)}", masked, clock))
+    if old_writer:
+        # The published METADATA writes Requires-Dist as "name (spec)": wheel 0.40 or older was installed
+        # beside setuptools, whose bdist_wheel then uses its metadata writer.
+        base, base_clock = (attempts[-1][1], attempts[-1][2]) if attempts else (how, None)
+        for release in OLD_METADATA_WRITERS:
+            writer = dataclasses.replace(base, also_install=(release,))
+            said = f"also with {release} beside setuptools (the published METADATA writes 'name (spec)')"
+            attempts.append((said, writer, base_clock))
     best: tuple[_Built, Outcome, _How, PublisherClock | None] = (built, outcome, how, None)
     keep = rebuild.scratch / "best"  # each attempt writes the same file names (wheel and provenance)
     shutil.rmtree(keep, ignore_errors=True)
@@ -821,7 +858,9 @@ def _build(rebuild: _Rebuild, how: _How) -> _Built:
         srcdir=rebuild.sdist,
         outdir=rebuild.rebuilt,
         distributions=("wheel",),
-        frontend=FrontendSettings(config_settings=dict(how.config), constraints=how.constraints),
+        frontend=FrontendSettings(
+            config_settings=dict(how.config), constraints=how.constraints, also_install=how.also_install
+        ),
         epoch_spec="unset" if how.epoch is None else str(how.epoch),
         pass_env=passed,
         normalize=False,
