@@ -5,6 +5,7 @@
   followed as a path;
 - ``deps verify -o DIR`` writes only plain file names in DIR, and what is there is what the report names;
 - a statement listing the same wheel twice is judged by the worst it says;
+- a layer's provenance names each wheel by its sha256, never a path.
 """
 
 from __future__ import annotations
@@ -237,3 +238,44 @@ def test_a_wheel_listed_twice_is_judged_by_the_worst_the_statement_says() -> Non
     # with rebuilder keys: the other bytes under the same name need their own attestation
     passed, said = judge(rule, _statement((WHEEL, good, "reproduced"), (WHEEL, bad, "reproduced")), {good: ["k"]})
     assert not passed and "claimed reproduced" in said, said
+
+
+# A layer's provenance (unsigned, whoever made the layer wrote it)
+
+
+def _layer(tmp_path: Path, wheels: list[dict[str, object]]) -> Path:
+    """A layer file and, beside it, a statement about its bytes listing ``wheels`` as installed."""
+    from detpack.provenance.statement import PREDICATE_TYPE
+
+    layer = tmp_path / "app.tar.gz"
+    layer.write_bytes(b"a layer")
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": layer.name, "digest": {"sha256": _sha(layer.read_bytes())}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {"buildDefinition": {"resolvedDependencies": wheels}},
+    }
+    (tmp_path / "app.tar.gz.provenance.json").write_text(json.dumps(statement))
+    return layer
+
+
+@pytest.mark.integration
+def test_a_wheel_digest_in_a_layers_provenance_cannot_write_outside_the_cache(tmp_path: Path) -> None:
+    """A hostile layer's provenance records a wheel whose "sha256" is 64 characters of ``../`` and a name: it
+    was taken as the file's digest (only its length was checked), and the cache wrote its result to
+    ``CACHE/policy-N/../NAME.json``, outside the cache, wherever the characters lead. Now a digest that is not
+    64 hex digits is refused in one line (exit 2), before anything is rebuilt or written."""
+    escape = "../" + "p" * 61
+    layer = _layer(tmp_path, [{"name": "evil-1.0-py3-none-any.whl", "digest": {"sha256": escape}}])
+    cache = tmp_path / "cache"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [DETPACK, "deps", "verify", layer, "--cache-dir", cache, "--offline", "--find-links", empty]
+    r = run(argv, timeout=300)
+    assert not (tmp_path / f"{'p' * 61}.json").exists(), r.stderr
+    assert r.code == 2, r.stderr
+    assert "evil-1.0-py3-none-any.whl" in r.stderr and "sha256" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    bad = _layer(tmp_path, [{"name": "evil-1.0-py3-none-any.whl", "digest": "not an object"}])
+    r = run([DETPACK, "deps", "verify", bad, "--cache-dir", cache, "--no-rebuild"])
+    assert r.code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

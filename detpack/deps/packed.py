@@ -12,6 +12,7 @@ in one line, never used. Its signature is not checked here (``verify --policy`` 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from detpack.deps.closure import Closure, ClosureFile, unique
 from detpack.digest import file_sha256
 from detpack.errors import InputError
 from detpack.provenance import reader
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def is_packed(text: str) -> bool:
@@ -91,9 +94,11 @@ def _wheels(build: Any, where: str) -> list[ClosureFile]:
             project, version, _, _ = parse_wheel_filename(name)
         except InvalidWheelFilename:
             raise InputError(f"{where}: {name!r} is not a wheel file name") from None
-        sha256 = str((rd.get("digest") or {}).get("sha256", "")).lower()
-        if len(sha256) != 64:
-            raise InputError(f"{where}: wheel {name} is recorded without a sha256")
+        digest = rd.get("digest")
+        sha256 = str(digest.get("sha256", "")).lower() if isinstance(digest, dict) else ""
+        if not _SHA256.match(sha256):
+            # the digest names the cache entry and the report's file: 64 hex digits, never a path
+            raise InputError(f"{where}: wheel {name} is recorded without a sha256 (64 hex digits)")
         files.append(ClosureFile(canonicalize_name(project), str(version), sha256, name, "wheel"))
     return files
 

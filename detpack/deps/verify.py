@@ -301,6 +301,8 @@ class _Cache:
         self.root = root / f"policy-{policy.POLICY_VERSION}"
 
     def _path(self, sha256: str) -> Path:
+        if not _HEX.match(sha256):  # the closure readers refuse such a digest; never a path out of the cache
+            raise InputError(f"{sha256[:70]!r}: not a sha256 (64 hex digits); the closure must name each file's")
         return self.root / sha256[:2] / f"{sha256}.json"
 
     def _attestation(self, sha256: str) -> Path:
