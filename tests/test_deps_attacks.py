@@ -279,3 +279,33 @@ def test_a_wheel_digest_in_a_layers_provenance_cannot_write_outside_the_cache(tm
     bad = _layer(tmp_path, [{"name": "evil-1.0-py3-none-any.whl", "digest": "not an object"}])
     r = run([DETPACK, "deps", "verify", bad, "--cache-dir", cache, "--no-rebuild"])
     assert r.code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# A closure report (a file anyone may hand to layer --evidence, or push to a store)
+
+
+def test_a_report_listing_the_same_bytes_twice_is_refused() -> None:
+    """A report lists a wheel's sha256 twice, first reproduced, then different: ``layer --evidence`` copied the
+    first (the dashboard counted both). Which state would count is the reader's guess: the report is refused
+    in one line naming both entries; the same report with each file once parses."""
+    from detpack.deps.report import REPORT_TYPE, parse
+    from detpack.errors import InputError
+
+    def entry(state: str) -> dict[str, object]:
+        return {"name": "victim", "version": "1.0", "file": WHEEL, "sha256": "a" * 64, "state": state,
+                "reason": state, "details": [], "evidence": None}  # fmt: skip
+
+    def report(*states: str) -> bytes:
+        return json.dumps(
+            {
+                "_type": REPORT_TYPE,
+                "closure": {"name": "pylock.toml", "kind": "pylock", "sha256": "b" * 64},
+                "policyVersion": policy.POLICY_VERSION,
+                "verifiedOn": "2026-12-07T14:00:00Z",
+                "files": [entry(s) for s in states],
+            }
+        ).encode()
+
+    assert [e.state for e in parse(report("reproduced"), "r.closure.json").entries] == ["reproduced"]
+    with pytest.raises(InputError, match=r"r.closure.json: .*file 2: sha256 aaaaaaaaaaaaaaaa… is file 1's too"):
+        parse(report("reproduced", "different"), "r.closure.json")
