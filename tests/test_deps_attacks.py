@@ -5,6 +5,7 @@
   followed as a path;
 - ``deps verify -o DIR`` writes only plain file names in DIR, and what is there is what the report names;
 - a statement listing the same wheel twice is judged by the worst it says;
+- a rebuilder worker records only its own attestations;
 - a layer's provenance names each wheel by its sha256, never a path.
 """
 
@@ -238,6 +239,40 @@ def test_a_wheel_listed_twice_is_judged_by_the_worst_the_statement_says() -> Non
     # with rebuilder keys: the other bytes under the same name need their own attestation
     passed, said = judge(rule, _statement((WHEEL, good, "reproduced"), (WHEEL, bad, "reproduced")), {good: ["k"]})
     assert not passed and "claimed reproduced" in said, said
+
+
+# The rebuilder worker
+
+
+def test_a_worker_records_only_its_own_attestation_under_a_bound_name(tmp_path: Path) -> None:
+    """Names are write-once: another store writer binds the name the worker's attestation will have to an
+    attestation of its own (another key, a verdict it likes). The worker recorded that one as its outcome.
+    Now it refuses it, naming the attestation: the queue never says this key attested what it did not."""
+    from detpack.errors import StoreError
+    from detpack.rebuilder.worker import _post
+    from detpack.store import open_store
+
+    mine, theirs = signing.PrivateKey.generate(), signing.PrivateKey.generate()
+    wheel = _sha(b"the victim wheel")
+    name = f"{WHEEL}.rebuild.{mine.public.keyid[:16]}.intoto.jsonl"
+    store = open_store(str(tmp_path / "store"))
+    planted = tmp_path / "planted" / name
+    planted.parent.mkdir()
+    planted.write_bytes(_attestation(theirs, wheel, wheel))
+    store.push([], None, [planted])
+    written = tmp_path / "written" / name
+    written.parent.mkdir()
+    written.write_bytes(_attestation(mine, wheel, _sha(b"other bytes")))
+    with pytest.raises(StoreError, match="not signed by"):
+        _post(store, [written], mine.public)
+    # the control: its own attestation, posted before it was killed, is the one recorded
+    own = tmp_path / "own" / f"{WHEEL}.rebuild.{theirs.public.keyid[:16]}.intoto.jsonl"
+    own.parent.mkdir()
+    own.write_bytes(_attestation(theirs, wheel, wheel))
+    store.push([], None, [own])
+    digests, verdicts, posted = _post(store, [own], theirs.public)
+    assert (verdicts, posted) == (["byte-identical"], 0)
+    assert digests == [_sha(own.read_bytes())]
 
 
 # A layer's provenance (unsigned, whoever made the layer wrote it)

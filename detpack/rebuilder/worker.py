@@ -11,7 +11,9 @@ reason), so it is not tried again by this key.
 
 A worker killed after posting its attestations but before recording the outcome rebuilds the
 release again when it comes back; the store already binds the attestation's name (names are
-write-once), so the attestation it posted the first time is the one recorded.
+write-once), so the attestation it posted the first time is the one recorded: once it is checked to be
+this key's, about the same wheels. A name another writer bound first stops the worker in one line (the
+queue never records as this key's an attestation it did not sign).
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def _one(queue: Queue, store: Store, settings: Settings, claim: Claim, on_event:
             outcome = Outcome("not rebuilt", (), reason)
             queue.finish(claim, outcome)
             return Done(claim, outcome, time.monotonic() - started, 0)
-        digests, verdicts, posted = _post(store, written)
+        digests, verdicts, posted = _post(store, written, signing.load_private_key(settings.key).public)
     worst = max(verdicts, key=VERDICTS.index)  # the release's verdict is its worst wheel's
     outcome = Outcome(worst, tuple(digests))
     queue.finish(claim, outcome)
@@ -177,10 +179,11 @@ def _reason(stderr: str, code: int) -> str:
     return lines[-1] if lines else f"detpack rebuild exited {code} and said nothing"
 
 
-def _post(store: Store, written: list[Path]) -> tuple[list[str], list[str], int]:
+def _post(store: Store, written: list[Path], signer: signing.PublicKey) -> tuple[list[str], list[str], int]:
     """Store the attestations: (their digests as stored, their verdicts, how many were new). One whose name the
     store binds already was posted by this key before (a worker killed before it recorded the outcome): that one
-    stands."""
+    stands, once it is this key's attestation about the same wheels (names are write-once, and another writer
+    may have bound the name first: its attestation is never recorded as this key's)."""
     bound = store.state().names
     fresh = [p for p in written if p.name not in bound]
     pushed = {p.name: p for p in store.push([], None, fresh)} if fresh else {}
@@ -192,9 +195,27 @@ def _post(store: Store, written: list[Path]) -> tuple[list[str], list[str], int]
         else:
             digest = bound[path.name]
             with store.backend.open_blob(digest) as blob:
-                verdicts.append(_verdict(blob.read(), f"{path.name} in the store"))
+                data = blob.read()
+            _same_attestation(data, path, signer, f"{store.backend.url}: {path.name}")
+            verdicts.append(_verdict(data, f"{path.name} in the store"))
             digests.append(digest)
     return digests, verdicts, sum(1 for p in pushed.values() if p.stored)
+
+
+def _same_attestation(data: bytes, path: Path, signer: signing.PublicKey, where: str) -> None:
+    """Refuse a stored attestation that ``signer`` did not sign, or that is about other wheels than ``path``'s."""
+    stored = reader.read(data, where)
+    if stored.envelope is None or not signing.signed_by(stored.envelope, signer):
+        raise StoreError(
+            f"{where}: the name is bound to an attestation not signed by this rebuilder's key "
+            f"{signer.keyid[:16]} (another writer pushed it first; see detpack store show {path.name})"
+        )
+    ours = {s.sha256 for s in reader.read_file(path).subjects}
+    if {s.sha256 for s in stored.subjects} != ours:
+        raise StoreError(
+            f"{where}: the name is bound to an attestation about other wheels than this rebuild's (another "
+            f"writer pushed it first; see detpack store show {path.name})"
+        )
 
 
 def _verdict(data: bytes, source: str) -> str:
