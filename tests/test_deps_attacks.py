@@ -344,3 +344,19 @@ def test_a_report_listing_the_same_bytes_twice_is_refused() -> None:
     assert [e.state for e in parse(report("reproduced"), "r.closure.json").entries] == ["reproduced"]
     with pytest.raises(InputError, match=r"r.closure.json: .*file 2: sha256 aaaaaaaaaaaaaaaa… is file 1's too"):
         parse(report("reproduced", "different"), "r.closure.json")
+
+
+def test_a_cached_built_here_is_not_believed(tmp_path: Path) -> None:
+    """A rebuild never decides "built here" (a build record does, and records are not cached); a planted cache
+    entry saying so was believed, with --attest too (only rebuilt states needed an attestation). Such an
+    entry is judged again."""
+    mine = signing.PrivateKey.generate()
+    key = tmp_path / "mine.key"
+    signing.write_keypair(mine, key)
+    wheel = _sha(b"the victim wheel")
+    f = ClosureFile("victim", "1.0", wheel, WHEEL, "wheel")
+    cache = tmp_path / "cache"
+    _cached(cache, wheel, state="built here")
+    for rebuilds in (Rebuilds(enabled=False), Rebuilds(enabled=False, attest=key)):
+        [r] = verify_closure([f], rebuilds=rebuilds, cache_dir=cache)
+        assert (r.state, r.cached) == ("unverified", False), r

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 #: Bumped when what a cached result means changes.
 _CACHE_FORMAT = 2
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+#: The states a rebuild's judgement gives (what the cache keeps).
+_JUDGED = ("reproduced", "different", "unverified")
 
 
 @dataclass(frozen=True)
@@ -318,8 +320,9 @@ class _Cache:
             return None
         if not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT:
             return None
-        # The same bytes claimed for another release (or under another name) are judged again.
-        if entry.get("spec") != f.spec or entry.get("file") != f.filename or entry.get("state") not in STATES:
+        # The same bytes claimed for another release (or under another name) are judged again, and so is a state
+        # no rebuild gives ("built here" is a build record's word, and records are not cached).
+        if entry.get("spec") != f.spec or entry.get("file") != f.filename or entry.get("state") not in _JUDGED:
             return None
         details = tuple(str(x) for x in entry.get("details", []))
         evidence, path = None, None
