@@ -261,7 +261,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
-    world: dict[str, Path], tmp_path: Path
+    world: dict[str, Path], tmp_path: Path, registry: str
 ) -> None:
     """A closure verified with --attest and -o; a layer made from its wheels with --evidence; the image's
     signed provenance and SBOMs name each wheel's state and evidence; ``verify IMAGE --policy`` with a
@@ -401,6 +401,16 @@ def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
         and image["closure"]["sha256"] == statement["subject"][0]["digest"]["sha256"]
     )
     assert {f["name"]: f["state"] for f in image["files"]} == shipped
+    # ... and from a registry: the provenance attached to the pushed image (found through its referrers)
+    assert run([DETPACK, "push", f"oci:{layout}:1", f"{registry}/deps/app"]).code == 0
+    r = run(
+        [DETPACK, "deps", "verify", f"{registry}/deps/app:1", "--records", records, "--no-rebuild", "--json"], env=env
+    )
+    pulled = json.loads(r.stdout)
+    assert pulled["closure"]["kind"] == "image" and pulled["closure"]["sha256"] == image["closure"]["sha256"]
+    assert [(f["name"], f["sha256"], f["state"]) for f in pulled["files"]] == [
+        (f["name"], f["sha256"], f["state"]) for f in image["files"]
+    ]
 
 
 def _installable(path: Path) -> Path:
