@@ -26,7 +26,7 @@ from detpack.digest import canonical_json
 from detpack.provenance import signing
 from detpack.provenance.attestation import REBUILD_PREDICATE
 from detpack.provenance.statement import STATEMENT_TYPE
-from detpack.verify.deps_rule import DependencyRule, judge
+from detpack.verify.deps_rule import DependencyRule, judge, parse_rule
 
 WHEEL = "victim-1.0-py3-none-any.whl"
 
@@ -360,3 +360,23 @@ def test_a_cached_built_here_is_not_believed(tmp_path: Path) -> None:
     for rebuilds in (Rebuilds(enabled=False), Rebuilds(enabled=False, attest=key)):
         [r] = verify_closure([f], rebuilds=rebuilds, cache_dir=cache)
         assert (r.state, r.cached) == ("unverified", False), r
+
+
+def test_an_image_layer_without_its_own_provenance_is_not_skipped_by_the_rule() -> None:
+    """``detpack image --layer foreign.tar.gz`` with a layer made elsewhere (no provenance beside it): the image
+    statement records the layer with no inputs, and the rule judged only the other layers' wheels, so whatever
+    the foreign layer installs shipped under a passing [dependencies] rule. Such a layer now counts as one
+    unverified input (allowed by its file name or within max-unverified, like a wheel); the base image does not."""
+    statement = _statement((WHEEL, "a" * 64, "reproduced"))
+    layers = statement["predicate"]["buildDefinition"]["resolvedDependencies"]  # type: ignore[index]
+    base = {"name": "base", "uri": "oci:python:3.12", "digest": {"sha256": "e" * 64}, "annotations": {"tag": "3.12"}}
+    kind = "application/vnd.oci.image.layer.v1.tar+gzip"
+    foreign = {"name": "foreign.tar.gz", "digest": {"sha256": "f" * 64},
+               "annotations": {"diffID": "sha256:" + "d" * 64, "mediaType": kind}}  # fmt: skip
+    layers.insert(0, base)
+    assert judge(DependencyRule("reproduced-or-built", (), 0), statement)[0]  # the base image is not judged
+    layers.append(foreign)
+    passed, said = judge(DependencyRule("reproduced-or-built", (), 0), statement)
+    assert not passed and "foreign.tar.gz: unverified" in said and "no provenance" in said, said
+    assert judge(parse_rule({"allow-unverified": ["foreign.tar.gz"]}, ValueError), statement)[0]
+    assert judge(DependencyRule("reproduced-or-built", (), 1), statement)[0]

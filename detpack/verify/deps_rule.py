@@ -8,7 +8,9 @@
     max-unverified = 0                   # how many others may
     require-reproduced = 2               # with rebuilder-keys: distinct rebuilders that must attest each one
 
-The states are read from the signed statement itself: a wheel's ``annotations.evidence.state``
+An image layer its statement records without inputs (one ``detpack image --layer`` was given with no
+provenance beside it) counts as one unverified input, named by its file name: what it installs is not
+known. The states are read from the signed statement itself: a wheel's ``annotations.evidence.state``
 (what a closure report found, copied in by ``layer --evidence``), "built here" for a wheel whose own
 build record the layer found beside it, else unverified ("no evidence recorded"). When the policy
 names ``rebuilder-keys``, the statement's word is not enough for "reproduced": a wheel counts as
@@ -86,13 +88,18 @@ def shipped_wheels(statement: Any) -> list[Shipped]:
     once, with the worst state said of it)."""
     build = statement.get("predicate", {}).get("buildDefinition", {}) if isinstance(statement, dict) else {}
     inputs: list[Any] = []
+    found: dict[tuple[str, str], Shipped] = {}
     for rd in build.get("resolvedDependencies") or []:
         annotations = rd.get("annotations") if isinstance(rd, dict) else None
         if isinstance(annotations, dict) and isinstance(annotations.get("inputs"), list):
             inputs += annotations["inputs"]  # an image: each layer's inputs
+        elif isinstance(annotations, dict) and "diffID" in annotations:
+            # an image's added layer with no statement of its own: what it installs is unknown, never skipped
+            layer, sha256 = str(rd.get("name", "")), str((rd.get("digest") or {}).get("sha256", ""))
+            why = "an image layer with no provenance of its own: the wheels it installs are not recorded"
+            found[(layer, sha256)] = Shipped(layer, sha256, canonicalize_name(layer), "unverified", why)
         else:
             inputs.append(rd)
-    found: dict[tuple[str, str], Shipped] = {}
     for rd in inputs:
         file = str(rd.get("name", "")) if isinstance(rd, dict) else ""
         if not file.endswith(".whl"):
