@@ -371,6 +371,10 @@ def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
     given = ["--attestation", out / attestation["name"], "--attestation", again_attestation]
     r = run([DETPACK, "verify", f"oci:{layout}:1", "--policy", twice, *given])
     assert r.code == 0, r.stdout + r.stderr
+    # A trusted rebuilder that got other bytes is never outvoted: the wheel is different, whatever else says so.
+    other = _disagreeing(out / attestation["name"], tmp_path / "second", tmp_path / "disagree.intoto.jsonl")
+    r = run([DETPACK, "verify", f"oci:{layout}:1", "--policy", twice, *given, "--attestation", other])
+    assert r.code == 1 and f"{hatch_wheel.name}: different (a rebuild by keyid " in r.stdout, r.stdout
 
     # A store gate with the same rules: the image, pushed by reference, is refused naming the wheel, then
     # promoted once the environment's policy allows it by name.
@@ -470,3 +474,20 @@ def test_a_store_keeps_the_findings_and_its_attestations_count_for_trusted_rebui
     assert r.stdout.startswith("{"), r.stderr
     [found] = json.loads(r.stdout)["files"]
     assert r.code == 1 and found["state"] == "unverified" and found["reason"] == "not tried (--no-rebuild)"
+
+
+def _disagreeing(attestation: Path, key: Path, target: Path) -> Path:
+    """``attestation`` re-signed by ``key`` as a rebuild that gave other bytes (what a rebuilder says when it
+    cannot reproduce the file)."""
+    import base64
+
+    from detpack.digest import canonical_json
+    from detpack.provenance import signing
+
+    payload = json.loads(base64.b64decode(json.loads(attestation.read_text())["payload"]))
+    for result in payload["predicate"]["results"]:
+        result["matches"] = False
+        result["rebuilt"]["sha256"] = "0" * 64
+    payload["predicate"]["verdict"] = "different"
+    target.write_bytes(signing.sign(canonical_json(payload), signing.load_private_key(key)).to_json())
+    return target

@@ -229,13 +229,18 @@ def test_three_machines_drain_thirty_releases_and_a_killed_workers_job_is_taken_
     said = log.read_text().splitlines()
     assert "cannot connect to the database" in said[0] and said[-1].startswith(f"{RELEASES} jobs, 0 leased"), said
 
-    procs = {m: machine(m) for m in keyids}
+    # Machine A starts first and B and C once it has finished a release: A stays ahead of them in the queue,
+    # so the release it holds when it is killed is one the others have not attested yet, however loaded the
+    # machine running the test is.
+    procs = {"machine-a": machine("machine-a")}
     a = procs["machine-a"]
     try:
-        # Machine A: SIGKILLed (the worker, its rebuild and the rebuild's sandbox) mid-rebuild, after one release,
-        # holding a release that another key has not attested yet.
         key_a = keyids["machine-a"]
         mine = f"keyid = '{key_a}'"
+        _wait("machine A to finish its first release", lambda: outcomes(mine), deadline, procs, tmp_path)
+        procs |= {m: machine(m) for m in ("machine-b", "machine-c")}
+        # Machine A: SIGKILLed (the worker, its rebuild and the rebuild's sandbox) mid-rebuild, after one release,
+        # holding a release that another key has not attested yet.
         held_by_a = (
             f"SELECT j.release FROM detpack_rebuild_jobs j WHERE j.claimed_by = '{key_a}' AND j.lease_until > now() "
             "AND (SELECT count(*) FROM detpack_rebuild_outcomes o WHERE o.release = j.release) < 2"

@@ -158,8 +158,11 @@ def _policy_image(args: argparse.Namespace, text: str, kind: str, out: Output) -
     ]
     if not statements:
         raise VerificationError(f"not verified: {text}: no provenance names {found.digest} (looked in {found.looked})")
+    # The statement signed by a key the policy trusts, else any signed one, else the first: a statement another
+    # key signed, attached to the image by anyone who can push to the registry, cannot shadow the right one.
+    trusted = [e for e in statements if e.provenance.envelope is not None and gate.signed_by_any(e, policy.keys)]
     signed = [e for e in statements if e.provenance.envelope is not None]
-    chosen = (signed or statements)[0]
+    chosen = (trusted or signed or statements)[0]
     attestations = [gate.read_evidence(p) for p in args.attestation]
     return _judged(args, policy, {text: digest}, chosen, attestations, [text], out)
 

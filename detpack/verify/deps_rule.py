@@ -131,16 +131,26 @@ def wheel_digests(statement: Any) -> set[str]:
 
 
 def judge(
-    rule: DependencyRule, statement: Any, reproduced_by: Mapping[str, Sequence[str]] | None = None
+    rule: DependencyRule,
+    statement: Any,
+    reproduced_by: Mapping[str, Sequence[str]] | None = None,
+    differed_by: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[bool, str]:
     """(passed, one phrase naming every wheel that fails it, and the counts). ``reproduced_by``: sha256 -> the
-    trusted rebuilders whose attestations claim those bytes (None: the policy names no rebuilder keys)."""
+    trusted rebuilders whose attestations claim those bytes (None: the policy names no rebuilder keys);
+    ``differed_by``: those whose attestations say a rebuild gave other bytes, which makes the wheel
+    different whatever the statement says (a trusted rebuilder's disagreement is never outvoted)."""
     wheels = shipped_wheels(statement)
     if reproduced_by is not None:
         need = rule.require_reproduced
+        against = differed_by or {}
 
         def proven(w: Shipped) -> Shipped:
             keys = sorted(set(reproduced_by.get(w.sha256, ())))
+            disagree = sorted(set(against.get(w.sha256, ())))
+            if disagree:
+                why = f"a rebuild by {', '.join(disagree)} gave other bytes"
+                return Shipped(w.file, w.sha256, w.name, "different", why)
             if w.state != "reproduced" or len(keys) >= need:
                 return w
             if not keys:
