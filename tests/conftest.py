@@ -342,3 +342,41 @@ def postgres() -> Iterator[Postgres]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def minimal_wheel(path: Path) -> Path:
+    """A minimal valid pure wheel at ``path`` (``NAME-VERSION-py3-none-any.whl``): a package, METADATA, WHEEL
+    and a RECORD of hashes, so installers and ``rebuild --pypi`` take it as a release's published wheel."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name, version = path.name.split("-")[:2]
+    info = f"{name}-{version}.dist-info"
+    members = {
+        f"{name}/__init__.py": b"",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    lines = []
+    for member, data in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        lines.append(f"{member},sha256={digest},{len(data)}")
+    members[f"{info}/RECORD"] = ("\n".join([*lines, f"{info}/RECORD,,"]) + "\n").encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for member, data in members.items():
+            z.writestr(member, data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def flit_release(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
+    """A --find-links folder holding fixtures/flit's release as detpack builds it: its sdist and wheel."""
+    links = tmp_path_factory.mktemp("links")
+    src = materialize(FIXTURES / "flit", links.parent / "flit-src", 0o022)
+    r = run([DETPACK, "build", src, "-o", links, "--find-links", wheelhouse, "--offline"])
+    assert r.code == 0, r.stderr
+    for p in [*links.glob("*.provenance.json"), *links.glob("*.build.log.gz")]:
+        p.unlink()
+    assert sorted(p.name for p in links.iterdir()) == ["fx_flit-1.0.0-py3-none-any.whl", "fx_flit-1.0.0.tar.gz"]
+    return links

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from conftest import DETPACK, FIXTURES, Run, materialize, run
+from conftest import DETPACK, FIXTURES, Run, materialize, minimal_wheel, run
 from detpack.deps import read_closure
 from detpack.deps.closure import ClosureFile
 from detpack.deps.verify import judge, tally
@@ -272,7 +272,7 @@ def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
     links, records = world["links"], world["records"]
     hatch_wheel = links / "fx_hatchling-1.0.0-py3-none-any.whl"
     [pdm_wheel] = records.glob("fx_pdm-*.whl")
-    nosdist = _installable(tmp_path / "fx_lonely-1.0-py3-none-any.whl")  # no sdist anywhere: unverified
+    nosdist = minimal_wheel(tmp_path / "fx_lonely-1.0-py3-none-any.whl")  # no sdist anywhere: unverified
     lock = _lock(
         tmp_path / "pylock.toml",
         [("fx-hatchling", "1.0.0", hatch_wheel), ("fx-lonely", "1.0", nosdist), ("fx-pdm", "1.0.0", pdm_wheel)],
@@ -415,65 +415,6 @@ def test_evidence_travels_into_an_image_and_the_dependencies_rule_judges_it(
     assert [(f["name"], f["sha256"], f["state"]) for f in pulled["files"]] == [
         (f["name"], f["sha256"], f["state"]) for f in image["files"]
     ]
-
-
-def _installable(path: Path) -> Path:
-    """A minimal valid wheel (dist-info with METADATA, WHEEL and a RECORD of hashes) at ``path``."""
-    import base64
-
-    name, version = path.name.split("-")[:2]
-    info = f"{name}-{version}.dist-info"
-    members = {
-        f"{name}/__init__.py": b"",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    lines = []
-    for member, data in members.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        lines.append(f"{member},sha256={digest},{len(data)}")
-    members[f"{info}/RECORD"] = ("\n".join([*lines, f"{info}/RECORD,,"]) + "\n").encode()
-    with zipfile.ZipFile(path, "w") as z:
-        for member, data in members.items():
-            z.writestr(member, data)
-    return path
-
-
-@pytest.mark.slow
-@pytest.mark.integration
-def test_a_store_keeps_the_findings_and_its_attestations_count_for_trusted_rebuilders(
-    world: dict[str, Path], tmp_path: Path
-) -> None:
-    """``--store``: the report and the attestations are pushed; a later run with nothing cached and nothing
-    rebuilt finds the file reproduced from the stored attestation, but only for a --rebuilder-key it trusts."""
-    links = world["links"]
-    hatch_wheel = links / "fx_hatchling-1.0.0-py3-none-any.whl"
-    lock = _lock(tmp_path / "pylock.toml", [("fx-hatchling", "1.0.0", hatch_wheel)])
-    for name in ("rebuilder", "stranger"):
-        assert run([DETPACK, "keygen", "-o", tmp_path / name]).code == 0
-    store = tmp_path / "store"
-    assert run([DETPACK, "store", "--store", store, "init"]).code == 0
-    argv = [DETPACK, "deps", "verify", lock, "--offline", "--find-links", links, "--find-links", world["wheelhouse"]]
-    r = run(
-        [*argv, "--attest", tmp_path / "rebuilder", "--store", store],
-        env={"XDG_CACHE_HOME": str(tmp_path / "c1")},
-        timeout=900,
-    )
-    assert r.code == 0, r.stdout + r.stderr
-    assert "* stored 2 items in" in r.stderr and ".closure.json)" in r.stderr, r.stderr
-    q = run([DETPACK, "store", "--store", store, "log", "--json"])
-    assert q.code == 0 and "rebuild." in q.stdout and ".closure.json" in q.stdout, q.stdout + q.stderr
-
-    later = [*argv, "--no-rebuild", "--store", store, "--json"]
-    r = run([*later, "--rebuilder-key", tmp_path / "rebuilder.pub"], env={"XDG_CACHE_HOME": str(tmp_path / "c2")})
-    assert r.code == 0, r.stdout + r.stderr
-    [found] = json.loads(r.stdout)["files"]
-    assert found["state"] == "reproduced" and "in " + str(store) in found["reason"]
-    assert found["evidence"]["kind"] == "attestation"
-    r = run([*later, "--rebuilder-key", tmp_path / "stranger.pub"], env={"XDG_CACHE_HOME": str(tmp_path / "c3")})
-    assert r.stdout.startswith("{"), r.stderr
-    [found] = json.loads(r.stdout)["files"]
-    assert r.code == 1 and found["state"] == "unverified" and found["reason"] == "not tried (--no-rebuild)"
 
 
 def _disagreeing(attestation: Path, key: Path, target: Path) -> Path:

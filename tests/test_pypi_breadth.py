@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DETPACK, FIXTURES, materialize, run
+from conftest import DETPACK, minimal_wheel, run
 from detpack.errors import InputError
 from detpack.verify.pypi import comparable_here
 from detpack.verify.pypi_batch import parse_timeout
@@ -41,17 +41,6 @@ def test_timeouts_are_read() -> None:
     assert parse_timeout("0") is None and parse_timeout("none") is None
     with pytest.raises(Exception, match="--timeout 'soon'"):
         parse_timeout("soon")
-
-
-@pytest.fixture(scope="module")
-def flit_release(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
-    links = tmp_path_factory.mktemp("links")
-    src = materialize(FIXTURES / "flit", links.parent / "flit-src", 0o022)
-    r = run([DETPACK, "build", src, "-o", links, "--find-links", wheelhouse, "--offline"])
-    assert r.code == 0, r.stderr
-    for p in [*links.glob("*.provenance.json"), *links.glob("*.build.log.gz")]:
-        p.unlink()
-    return links
 
 
 @pytest.mark.slow
@@ -106,7 +95,7 @@ def test_a_release_that_would_build_for_an_hour_does_not_hold_up_the_list(
     links = tmp_path / "links"
     shutil.copytree(flit_release, links)
     _slow_sdist(links)
-    _wheel(links / "fx_slow-1.0-py3-none-any.whl")
+    minimal_wheel(links / "fx_slow-1.0-py3-none-any.whl")
     listing = tmp_path / "releases.txt"
     listing.write_text("fx_slow==1.0\nfx_flit==1.0.0\n")
     argv = [DETPACK, "rebuild", "--pypi", "-r", listing, "--offline", "--find-links", links]
@@ -124,30 +113,6 @@ def test_a_release_that_would_build_for_an_hour_does_not_hold_up_the_list(
     time.sleep(1)
     left = run(["pgrep", "-af", "fx_slow"])
     assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
-
-
-def _wheel(path: Path) -> Path:
-    """A minimal valid pure wheel at ``path`` (what the index would publish beside the sdist)."""
-    import base64
-    import hashlib
-    import zipfile
-
-    name, version = path.name.split("-")[:2]
-    info = f"{name}-{version}.dist-info"
-    members = {
-        f"{name}/__init__.py": b"",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    lines = []
-    for member, data in members.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        lines.append(f"{member},sha256={digest},{len(data)}")
-    members[f"{info}/RECORD"] = ("\n".join([*lines, f"{info}/RECORD,,"]) + "\n").encode()
-    with zipfile.ZipFile(path, "w") as z:
-        for member, data in members.items():
-            z.writestr(member, data)
-    return path
 
 
 def test_an_older_metadata_writer_is_named_for_what_it_is() -> None:

@@ -384,12 +384,14 @@ def test_a_rebuild_that_would_run_for_an_hour_is_given_up_and_recorded(
 ) -> None:
     """--timeout: a release whose backend sleeps an hour is given up (its processes killed, its lease freed) and
     recorded as not rebuilt, so no worker holds it forever and none takes it again."""
-    from test_pypi_breadth import _slow_sdist, _wheel
+    from test_pypi_breadth import _slow_sdist
+
+    from conftest import minimal_wheel
 
     links = tmp_path / "links"
     links.mkdir()
     _slow_sdist(links)
-    _wheel(links / "fx_slow-1.0-py3-none-any.whl")
+    minimal_wheel(links / "fx_slow-1.0-py3-none-any.whl")
     _, url, _, store_key = _store(postgres, tmp_path)
     _ok([DETPACK, "rebuilder", "enqueue", "--store", url, "fx_slow==1.0"])
     _ok([DETPACK, "keygen", "-o", tmp_path / "one.key"])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -145,10 +144,9 @@ def _rebuild(
     renew_every = settings.lease / 3
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     with log.open("w+b") as err:
-        # its own process group: given up, the rebuild and every process under it go together
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
-        )
+        # In the worker's process group (a worker killed whole takes its rebuild along); given up, the rebuild
+        # is killed, and its sandboxes with it (bubblewrap's --die-with-parent).
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         try:
             while True:
                 wait = renew_every if deadline is None else max(0.0, min(renew_every, deadline - time.monotonic()))
@@ -163,8 +161,7 @@ def _rebuild(
                         on_event(Event("lease lost", claim.spec, "another worker may take it; rebuilding anyway"))
         finally:
             if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
                 proc.wait()
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")

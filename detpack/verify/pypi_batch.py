@@ -9,11 +9,9 @@ report, or, when it could not be rebuilt, the one-line reason it gave.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -79,14 +77,14 @@ DEFAULT_TIMEOUT = 600.0
 
 
 def _run(argv: list[str], timeout: float | None) -> tuple[int, str, str] | None:
-    """(exit code, stdout, stderr) of ``argv``; None when it outran ``timeout`` seconds, in which case its
-    whole process group (the rebuild, its sandbox and every build process under it) has been killed."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    """(exit code, stdout, stderr) of ``argv``; None when it outran ``timeout`` seconds, in which case it has
+    been killed, and with it its sandboxes and every build process in them (bubblewrap's --die-with-parent).
+    It stays in this process group, so a Ctrl-C of the batch reaches it too."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
         process.communicate()
         return None
     return process.returncode, stdout, stderr
