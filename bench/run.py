@@ -428,6 +428,7 @@ def main() -> None:
                 build_reps,
             )
         )
+        rows += _online_builds(work, uv_bin, build_reps)
         if not ONLY or any(o in "store query" for o in ONLY):
             from query import measure  # bench/query.py: `detpack store query` over a seeded store
 
@@ -442,6 +443,49 @@ def main() -> None:
         + "\n"
     )
     print(f"\nresults: {args.json}")
+
+
+#: A small setuptools sdist the bench did not tune for, downloaded fresh each run (issue: online builds).
+ONLINE_SDIST = "six==1.17.0"
+
+
+def _online_builds(work: Path, uv_bin: str | None, reps: int) -> list[Row | None]:
+    """A fresh ``pip download`` of a small setuptools sdist, built as users build: online against the index,
+    no lock, no --find-links. First-ever (a fresh DETPACK_BUILD_ROOT each time) and repeat, each against
+    ``uv build`` of the same tree beside it (its own cache as it is)."""
+    if ONLY and not any(o in "online build" for o in ONLY):
+        return []
+    fetched = work / "online"
+    got = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", ONLINE_SDIST,
+         "-d", str(fetched)],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    sdists = sorted(fetched.glob("*.tar.gz")) if got.returncode == 0 else []
+    if not sdists:
+        print(f"{'online builds':<34} (skipped: cannot download {ONLINE_SDIST} from the index)", flush=True)
+        return []
+    with tarfile.open(sdists[0]) as tar:
+        tar.extractall(fetched, filter="data")
+    tree = next(p for p in fetched.iterdir() if p.is_dir())
+    anchor = f"{uv_bin} build -q {tree} -o {work / 'on-uv'}" if uv_bin else None
+    fresh = work / "fresh-root"
+    first = f"env DETPACK_BUILD_ROOT={fresh} {DETPACK} build {tree} -o {work / 'on-1'} -q"
+    rows = [
+        compare(
+            f"first-ever build online ({ONLINE_SDIST})",
+            first,
+            "uv build",
+            anchor,
+            reps,
+            setup=lambda: _rm_readonly(fresh),
+        )
+    ]
+    repeat = [DETPACK, "build", str(tree), "-o", str(work / "on-2"), "-q"]
+    run_once(repeat)  # the build root's caches as a second build finds them
+    rows.append(compare(f"repeat build online ({ONLINE_SDIST})", repeat, "uv build", anchor, reps))
+    return rows
 
 
 if __name__ == "__main__":
