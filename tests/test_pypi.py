@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from conftest import DETPACK, FIXTURES, Run, materialize, run, unavailable
-from detpack.verify.pypi import backend_pin, backend_pins, faketime_library, record_problems, speedup_switches
+from detpack.verify.pypi import (
+    backend_pin,
+    backend_pins,
+    extension_always_built,
+    faketime_library,
+    record_problems,
+    speedup_switches,
+)
 
 
 @pytest.mark.network
@@ -105,6 +112,9 @@ if os.environ.get("BUILD_EXTENSION") == "no":
 else:
     ext_modules = [Extension("x", optional=os.environ.get("BUILD_EXTENSION") != "yes")]
 """
+    protobuf_like = "import os\nfrom setuptools import Extension, setup\nsetup(ext_modules=[Extension('m', ['m.c'])])\n"
+    assert extension_always_built(_sdist_with_setup_py(tmp_path / "pb.tar.gz", protobuf_like))
+    assert not extension_always_built(_sdist_with_setup_py(tmp_path / "ws2.tar.gz", websockets_like))
     # the value the code itself compares with to turn the extension off, not a guessed "false"
     assert speedup_switches(_sdist_with_setup_py(tmp_path / "ws.tar.gz", websockets_like)) == ("BUILD_EXTENSION=no",)
 

@@ -179,6 +179,24 @@ def speedup_switches(sdist: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def extension_always_built(sdist: Path) -> bool:
+    """Whether the sdist's top-level ``setup.py`` declares an ``Extension`` and never marks one optional nor
+    reads the environment (protobuf: its pure wheel comes from another source tree, not this sdist)."""
+    try:
+        with tarfile.open(sdist) as tf:
+            for info in tf:
+                parts = info.name.split("/")
+                if len(parts) == 2 and parts[1] == "setup.py" and info.isfile():
+                    data = tf.extractfile(info)
+                    text = data.read(1 << 20).decode("utf-8", "replace") if data else ""
+                    named = "Extension(" in text
+                    switched = "optional=" in text or ("environ" in text and _NAME_LITERAL.search(text) is not None)
+                    return named and not switched
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    return False
+
+
 def comparable_here(spec: str, wheels: Sequence[str]) -> None:
     """Refuse, before anything is downloaded or built, a release whose published wheels are all for platforms
     a build here cannot name-match: a pure wheel is compared anywhere, a platform wheel only when its tag is
@@ -646,9 +664,15 @@ def _matching_name(
                 break
         else:
             looked = f"tried {', '.join(tried)}" if tried else "its build code reads no such variable"
+            why = f"(optional compiled speedups) and nothing turned them off ({looked})"
+            if not tried and extension_always_built(rebuild.sdist):
+                why = (
+                    "(its setup.py builds the extension unconditionally: no switch, and not optional=True); the "
+                    "published pure wheel was not made from this sdist as it is"
+                )
             raise InputError(
                 f"{rebuild.spec}: the published {wheel.name} is pure Python, but the sdist builds {built.path.name} "
-                f"here (optional compiled speedups) and nothing turned them off ({looked})"
+                f"here {why}"
             )
     if (
         built.path.name != wheel.name
