@@ -254,6 +254,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     r = run([DETPACK, "deps", "verify", lock])
     assert r.code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert "not a valid PEP 751 lock (At least one hash must be provided" in r.stderr and "re-make it" in r.stderr
+    r = run([DETPACK, "deps", "verify", tmp_path / "missing.tar.gz"])
+    said = f"error: {tmp_path / 'missing.tar.gz'}: no such layer file; give LAYER.tar.gz as detpack layer wrote it"
+    assert r.code == 2 and r.stderr.startswith(said) and len(r.stderr.splitlines()) == 1, r.stderr
     r = run([DETPACK, "deps", "verify", lock, "--offline"])
     assert r.code == 2 and "--find-links" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
 

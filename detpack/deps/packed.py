@@ -35,9 +35,11 @@ def is_packed(text: str) -> bool:
 
 def read_packed(text: str, provenance: Path | None = None) -> Closure:
     """The wheels of the layer file or the image ``text`` names (``oci:DIR[:TAG]``, ``HOST/REPO:TAG``)."""
-    if text.startswith("oci:") or not Path(text).exists():
-        return _image(text, provenance)
     layer = Path(text)
+    if text.startswith("oci:") or not layer.exists():
+        if not text.startswith("oci:") and text.endswith((".tar.gz", ".tgz", ".tar")):
+            raise InputError(f"{layer}: no such layer file; give LAYER.tar.gz as detpack layer wrote it, or an image")
+        return _image(text, provenance)
     digest = file_sha256(layer)
     where = provenance or layer.with_name(layer.name + ".provenance.json")
     record = _statement(where, digest, f"{layer}: its provenance")
