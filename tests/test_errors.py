@@ -115,7 +115,7 @@ hint: Packages were unavailable because the network was disabled.
 
 
 def test_install_failure_picks_the_decisive_line() -> None:
-    from detpack.build.deps import install_failure
+    from detpack.build.installerrors import install_failure
 
     assert install_failure(PIP_MISSING) == "No matching distribution found for fx-a"
     assert install_failure(PIP_HASHES) == (

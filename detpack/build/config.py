@@ -59,19 +59,28 @@ class FrontendSettings:
     skip_dependency_check: bool = False
     constraints: Path | None = None
     lock: BuildLock | None = None
-    env_cache: Path | None = None  # with a lock: keep/reuse build environments here
+    env_cache: Path | None = None  # keep/reuse build environments here (a lock's; unlocked with uv: the files')
     uv: str | None = None  # with installer uv: the uv binary (deps.find_uv)
     answers: Path | None = None  # remember the backend's get_requires answers here (None: always ask)
     toolchain_python: str | None = None  # a toolchain image's interpreter: environments are made with it there
     #: installed beside the backend's own requirements (``rebuild --pypi``: the publisher's metadata writer)
     also_install: tuple[str, ...] = ()
+    #: how long an unlocked build's remembered resolution stands, in seconds (0: resolve again: ``--refresh``)
+    resolution_ttl: float = 600.0
 
     @property
     def install(self) -> InstallSettings:
         """What the provisioner needs to fill an isolated environment."""
         installer = self.installer or "pip"
         return InstallSettings(
-            installer, self.uv, self.constraints, self.lock, self.env_cache, self.answers, self.toolchain_python
+            installer,
+            self.uv,
+            self.constraints,
+            self.lock,
+            self.env_cache,
+            self.answers,
+            self.toolchain_python,
+            self.resolution_ttl,
         )
 
 
@@ -207,7 +216,7 @@ def resolve(
     elif request.repair:
         raise ConfigError("--repair: only with --toolchain (the wheel is repaired inside the toolchain image)")
     if request.cache and frontend.isolation and request.env_dir is None:
-        if lock is not None and frontend.env_cache is None and image is None:
+        if frontend.env_cache is None and image is None:
             frontend = dataclasses.replace(frontend, env_cache=root.cache)
         if frontend.answers is None:
             frontend = dataclasses.replace(frontend, answers=root.cache)

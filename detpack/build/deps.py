@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -35,13 +34,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import sys_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from detpack.build import envcache, untrusted
+from detpack.build import envcache
 from detpack.build.environment import Runner
+from detpack.build.installerrors import raise_lock_problem
 from detpack.build.lockfile import BuildLock, LockedPackage
 from detpack.errors import EnvironmentSetupError, LockError
 
 Installer = Literal["pip", "uv"]
-_MISMATCH = re.compile(r"^\s+(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+) from (?P<url>\S+?):?(?: \(from .*)?$")
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,8 @@ class InstallSettings:
     answers: Path | None = None  # remember get_requires_for_build_* answers here (``envcache.cached_requires``)
     #: a toolchain image's interpreter, ``PATH@sha256:IMAGE``: the environment is made with it, in the image
     toolchain_python: str | None = None
+    #: how long an unlocked build's remembered resolution stands (``reuse``; 0: always resolve again)
+    resolution_ttl: float = 600.0
 
 
 def find_uv(caller_env: Mapping[str, str]) -> str:
@@ -188,6 +189,10 @@ class Provisioner:
         self._asked: set[str] = set()
         self._got: dict[str, InstalledDependency] = {}
         self._record(got or ())
+        self.reused: list[str] = []  # what this build took from before instead of doing it again (recorded)
+
+    def ready(self) -> None:
+        """Make sure everything required is installed before a hook runs (here: it already is)."""
 
     def require(self, requirements: Collection[str]) -> None:
         """Make ``requirements`` available in the environment."""
@@ -207,9 +212,9 @@ class Provisioner:
                 self._filled = True
             return
         if not self._filled:
-            self._record(_install_lock(python, self._path, self._settings, self._runner))
+            self._record(install_lock(python, self._path, self._settings, self._runner))
             self._filled = True
-        missing = _unmet(new, _versions(_purelib(self._path)))
+        missing = _unmet(new, versions(purelib(self._path)))
         if missing:
             raise LockError(
                 f"{lock.path}: does not satisfy {', '.join(missing)} (needed to build {self._who}); "
@@ -237,6 +242,7 @@ class Provisioner:
         if reused:
             said = ", ".join(sorted(answer)) or "nothing more"
             self._runner.emit(f"build requirements: {said} (answered before: same environment, source, settings)")
+            self.reused.append(f"get_requires_for_build_{facts()[0]} answer")
         return answer
 
     def installed(self) -> tuple[InstalledDependency, ...]:
@@ -252,43 +258,7 @@ class Provisioner:
             self._got[item.name] = item
 
 
-@contextlib.contextmanager
-def provisioned(env_dir: Path, settings: InstallSettings, runner: Runner, who: Path) -> Iterator[Provisioner]:
-    """An isolated environment at ``env_dir`` for building ``who``, ready to ``require`` into.
-
-    With a lock and a cache, the environment comes from ``envcache`` filled with the lock
-    (reused when its entry verifies); otherwise it is ``build``'s own isolated environment.
-    """
-    lock = settings.lock
-    root = runner.root
-    if root is not None and env_dir.is_relative_to(root.root):
-        # An earlier hook could have left files where this environment goes (a pip.conf an
-        # installer would read): it is made where nothing is, never through a link.
-        untrusted.check_dirs(root.root, env_dir)
-        untrusted.remove(env_dir)
-    if settings.toolchain_python is not None:
-        from detpack.build.imagebuild import ImageEnv
-
-        python = settings.toolchain_python.rpartition("@sha256:")[0]
-        made = ImageEnv.make(env_dir, python, runner, settings.uv or find_uv(os.environ))
-        yield Provisioner(made, env_dir, settings, runner, who)
-        return
-    if lock is None or settings.cache is None:
-        with _isolated_env(env_dir, installer=settings.installer, uv=settings.uv) as env:
-            yield Provisioner(env, Path(env.path), settings, runner, who)
-        return
-    got = [_from_lock(p) for p in lock.packages]
-
-    def make(env: envcache.CachedEnv) -> None:
-        got[:] = _install_lock(env.python_executable, env_dir, settings, runner)
-
-    cache = envcache.cached_env(settings.cache, lock, runner, installer=settings.installer, env_dir=env_dir, make=make)
-    with cache as (cached, reused):
-        runner.emit(f"{'reusing' if reused else 'made'} cached build environment for lock {lock.sha256[:12]}")
-        yield Provisioner(cached, env_dir, settings, runner, who, got=got)
-
-
-def _install_lock(python: str, path: Path, settings: InstallSettings, runner: Runner) -> list[InstalledDependency]:
+def install_lock(python: str, path: Path, settings: InstallSettings, runner: Runner) -> list[InstalledDependency]:
     """Install exactly the locked files, each checked against its sha256."""
     assert settings.lock is not None
     reqfile = path / "detpack-locked.txt"
@@ -331,10 +301,10 @@ def _install(
         runner.install(cmd, extra_environ=extra)
     except subprocess.CalledProcessError as exc:
         if locked is not None:
-            _raise_lock_problem(locked, str(exc.output or ""))
+            raise_lock_problem(locked, str(exc.output or ""))
         raise
     if settings.installer == "uv" or not report.is_file():
-        return _from_metadata(_purelib(path), locked)
+        return _from_metadata(purelib(path), locked)
     data = json.loads(report.read_text(encoding="utf-8"))
     return [_from_report(item) for item in data.get("install", [])]
 
@@ -347,9 +317,19 @@ def _uv_install(
     runner: Runner,
     have: Mapping[str, InstalledDependency],
 ) -> list[InstalledDependency]:
-    """uv in two steps, so every installed file's sha256 is known: resolve ``reqfile`` to a PEP 751
-    lock (every file of every chosen version, with its sha256), pick the one file this Python
-    installs of each, then install exactly those files in hash-checking mode."""
+    """uv in two steps, so every installed file's sha256 is known: resolve ``reqfile`` (``uv_resolve``),
+    then install exactly the files chosen that are not there yet (``install_files``)."""
+    chosen = uv_resolve(python, path, reqfile, settings, runner)
+    install_files(python, path, [d for d in chosen if (d.name not in have or have[d.name].version != d.version)],
+                  settings, runner)  # fmt: skip
+    return chosen
+
+
+def uv_resolve(
+    python: str, path: Path, reqfile: Path, settings: InstallSettings, runner: Runner
+) -> list[InstalledDependency]:
+    """Resolve ``reqfile`` for ``python`` with uv to a PEP 751 lock (every file of every chosen
+    version, with its sha256) and pick the one file of each package this Python installs."""
     uv = settings.uv or find_uv(os.environ)
     resolved = path / "pylock.detpack.toml"  # uv insists on the pylock.NAME.toml form
     cmd = [uv, "pip", "compile", "--quiet", "--no-header", "--format", "pylock.toml", "--python", python]
@@ -357,15 +337,21 @@ def _uv_install(
     if settings.constraints is not None:
         cmd += ["-c", str(settings.constraints.resolve())]
     runner.install(cmd, extra_environ={"PYTHONPATH": ""})
-    chosen = _chosen_files(resolved)
-    todo = [d for d in chosen if (d.name not in have or have[d.name].version != d.version)]
-    if todo:
-        hashed = path / "detpack-hashed.txt"
-        hashed.write_text("".join(f"{d.name} @ {d.url} --hash=sha256:{d.sha256}\n" for d in todo), encoding="utf-8")
-        cmd = [uv, "pip", "install", "--python", python, "--require-hashes", "--no-deps", "-r", str(hashed)]
-        # constraints shaped the resolution; exact files with hashes take none (uv refuses them)
-        runner.install(cmd, extra_environ={"PYTHONPATH": "", "UV_CONSTRAINT": ""})
-    return chosen
+    return _chosen_files(resolved)
+
+
+def install_files(
+    python: str, path: Path, files: Sequence[InstalledDependency], settings: InstallSettings, runner: Runner
+) -> None:
+    """Install exactly ``files`` (each by URL, checked against its sha256) with uv, nothing else."""
+    if not files:
+        return
+    uv = settings.uv or find_uv(os.environ)
+    hashed = path / "detpack-hashed.txt"
+    hashed.write_text("".join(f"{d.name} @ {d.url} --hash=sha256:{d.sha256}\n" for d in files), encoding="utf-8")
+    cmd = [uv, "pip", "install", "--python", python, "--require-hashes", "--no-deps", "-r", str(hashed)]
+    # constraints shaped the resolution; exact files with hashes take none (uv refuses them)
+    runner.install(cmd, extra_environ={"PYTHONPATH": "", "UV_CONSTRAINT": ""})
 
 
 def _chosen_files(resolved: Path) -> list[InstalledDependency]:
@@ -414,7 +400,7 @@ def present(requirements: Collection[str]) -> tuple[InstalledDependency, ...]:
 
 
 @contextlib.contextmanager
-def _isolated_env(path: Path, *, installer: Installer, uv: str | None) -> Iterator[DefaultIsolatedEnv]:
+def isolated_env(path: Path, *, installer: Installer, uv: str | None) -> Iterator[DefaultIsolatedEnv]:
     """``build``'s isolated environment at ``path``; for uv, made with the uv ``find_uv`` found."""
     saved = os.environ.get("UV")
     if installer == "uv":
@@ -439,12 +425,12 @@ def _pip(python: str) -> list[str]:
     return [python, "-Im", "pip"]
 
 
-def _purelib(env_path: Path) -> Path:
+def purelib(env_path: Path) -> Path:
     """A virtual environment's site-packages (POSIX layout; detpack builds on POSIX only)."""
     return next(env_path.glob("lib/python*/site-packages"), env_path / "lib" / "site-packages")
 
 
-def _versions(purelib: Path) -> dict[str, str]:
+def versions(purelib: Path) -> dict[str, str]:
     return {
         canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[str(purelib)])
     }
@@ -467,7 +453,7 @@ def _from_report(item: Mapping[str, object]) -> InstalledDependency:
     )
 
 
-def _from_lock(package: LockedPackage) -> InstalledDependency:
+def from_lock(package: LockedPackage) -> InstalledDependency:
     return InstalledDependency(package.name, package.version, package.sha256, None, False)
 
 
@@ -481,87 +467,6 @@ def _from_metadata(purelib: Path, locked: BuildLock | None) -> list[InstalledDep
         sha = pin.sha256 if pin is not None and pin.version == dist.version else None
         out.append(InstalledDependency(name, dist.version, sha, None, False))
     return out
-
-
-_UV_MISMATCH = re.compile(r"Hash mismatch for `(?P<name>[^=`]+)==(?P<version>[^`]+)`")
-
-
-def _raise_lock_problem(lock: BuildLock, output: str) -> None:
-    uv = _UV_MISMATCH.search(output)
-    if uv:  # uv names the package, not the file: the lock says which file it must be
-        computed = re.search(r"Computed:\s+sha256:(\w+)", output)
-        pinned = next((p for p in lock.packages if p.name == canonicalize_name(uv["name"])), None)
-        what = f" ({pinned.filename})" if pinned is not None and pinned.filename else ""
-        raise LockError(
-            f"{lock.path}: {uv['name']} {uv['version']}{what} does not match its locked sha256 "
-            f"(got {computed[1] if computed else 'another'}); the file was changed or replaced - refusing it"
-        )
-    lines = output.splitlines()
-    for i, line in enumerate(lines):
-        m = _MISMATCH.match(line)
-        if m and i + 2 < len(lines) and "Expected sha256" in lines[i + 1]:
-            got = lines[i + 2].split()[-1]
-            raise LockError(
-                f"{lock.path}: {m['name']} {m['version']} from {m['url']} does not match its locked sha256 "
-                f"(got {got}); the file was changed or replaced - refusing it"
-            )
-    missing = re.search(r"No matching distribution found for (\S+)", output)
-    if missing:
-        raise LockError(f"{lock.path}: locked {missing.group(1)} cannot be found on the index or in --find-links")
-
-
-_HASHES_HEADER = "THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE"
-
-
-def install_failure(output: str) -> str | None:
-    """The line of pip's or uv's output that says why an install failed, or None for no output.
-
-    pip: its last ``ERROR:`` line (what it could not find, which hash differed, which
-    requirements conflict), never the "ResolutionImpossible: for help visit" footer; uv: its
-    ``error:`` line with the innermost ``cause:``; anything else: the last non-blank line.
-    """
-    lines = [ln.rstrip() for ln in output.splitlines()]
-    pip = [i for i, ln in enumerate(lines) if ln.startswith("ERROR: ") and "ResolutionImpossible" not in ln]
-    if pip:
-        i = pip[-1]
-        text = lines[i].removeprefix("ERROR: ").strip()
-        if text.startswith(_HASHES_HEADER):
-            return _hash_mismatch(lines[i + 1 :])
-        if "conflicting dependencies" in text and "The conflict is caused by:" in lines:
-            at = lines.index("The conflict is caused by:") + 1
-            causes = []
-            while at < len(lines) and lines[at].startswith(" ") and lines[at].strip():
-                causes.append(lines[at].strip())
-                at += 1
-            return f"{text.rstrip('.')}: {'; '.join(causes)}" if causes else text
-        return text
-    uv = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]
-    if uv:
-        i = uv[-1]
-        text = lines[i].removeprefix("error: ").strip()
-        told: list[list[str]] = []  # each cause with its continuation lines (uv wraps long ones)
-        for ln in lines[i + 1 :]:
-            if not ln.startswith(" "):
-                break
-            if ln.strip().startswith("cause: "):
-                told.append([ln.strip().removeprefix("cause: ")])
-            elif told and ln.strip():
-                told[-1].append(ln.strip())
-        return f"{text}: {' '.join(told[-1])}" if told else text
-    rest = [ln.strip() for ln in lines if ln.strip()]
-    return rest[-1] if rest else None
-
-
-def _hash_mismatch(after: list[str]) -> str:
-    # pip: "    name==1.0 from URL:" then "Expected sha256 X" then "Got        Y" (first package only).
-    for i, line in enumerate(after):
-        m = _MISMATCH.match(line)
-        if m and i + 2 < len(after) and "Expected sha256" in after[i + 1]:
-            expected, got = after[i + 1].split()[-1], after[i + 2].split()[-1]
-            return (
-                f"{_HASHES_HEADER}: {m['name']}=={m['version']} from {m['url']}: expected sha256 {expected}, got {got}"
-            )
-    return _HASHES_HEADER
 
 
 def _unmet(requirements: Collection[str], versions: dict[str, str]) -> list[str]:

@@ -1,10 +1,11 @@
-"""Isolated build environments kept between builds, keyed by the lock they were made from.
+"""Isolated build environments kept between builds, keyed by what fixes their files.
 
-Only locked builds use the cache: a lock fixes every file, so an environment made from it
-once is the environment it would make again. The key covers the lock's sha256, the
-interpreter and the installer; an entry is verified on every reuse (the sha256 of every
-file in its site-packages against the manifest written when it was made) and remade when
-anything changed. Entries live under the fixed build root (``ROOT/cache``), shared by the
+A locked build's entry is keyed by the lock (a lock fixes every file, so an environment made
+from it once is the environment it would make again); an unlocked build's (uv) by the files its
+resolution chose, each by sha256 (``files_key``). Either key also covers the interpreter and the
+installer; an entry is verified on every reuse (the sha256 of every file of the environment,
+bytecode included, and every link's target, against the manifest written when it was made) and
+remade when anything changed. Entries live under the fixed build root (``ROOT/cache``), shared by the
 builds that run at once, and are moved to the build's per-distribution environment path,
 so the path a backend sees is the same with or without the cache.
 """
@@ -50,13 +51,22 @@ def key(lock: BuildLock, installer: str) -> str:
     return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:32]
 
 
-def _digest_tree(site: Path) -> dict[str, str]:
-    """sha256 of every file under ``site``, compiled bytecode included (it is what runs)."""
+def _digest_tree(env: Path) -> dict[str, str]:
+    """Every file of the environment at ``env`` (its interpreter links, scripts, ``pyvenv.cfg`` and
+    site-packages, compiled bytecode included: it is what runs) by sha256, a link by its target (never
+    followed); the manifest itself aside."""
     out = {}
-    for path in sorted(site.rglob("*")):
-        if path.is_file():
-            out[path.relative_to(site).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
+    base = str(env)
+    for folder, dirs, names in os.walk(base):
+        for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, base)
+            if os.path.islink(path):
+                out[rel] = "link:" + os.readlink(path)
+            elif rel != MANIFEST:
+                with open(path, "rb") as f:
+                    out[rel] = hashlib.sha256(f.read()).hexdigest()
+    return dict(sorted(out.items()))
 
 
 def _compile(env: CachedEnv, runner: Runner) -> None:
@@ -72,8 +82,71 @@ def _verified_files(entry: Path) -> dict[str, str] | None:
         manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    files = _digest_tree(Path(CachedEnv(entry).purelib))
+    files = _digest_tree(entry)
     return files if manifest.get("files") and manifest["files"] == files else None
+
+
+def files_key(files: Sequence[str], installer: str) -> str:
+    """The entry of an unlocked build's environment: the files installed (``name==version sha256:…``
+    each), the interpreter and the installer; the same files make the same environment."""
+    facts = [*sorted(files), installer, sys.version, platform.machine(), str(Path(sys.executable).resolve())]
+    return "files-" + hashlib.sha256("\n".join(facts).encode()).hexdigest()[:32]
+
+
+def claim(cache: Path, name: str, env_dir: Path, runner: Runner) -> dict[str, str] | None:
+    """Move entry ``name`` to ``env_dir`` and return its files' digests when they match its
+    manifest; otherwise nothing is at ``env_dir`` and None is returned (no entry, another build
+    holds it, or it changed: then it is removed)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    if env_dir.exists():
+        shutil.rmtree(env_dir)
+    entry = cache / name
+    verified = None
+    with contextlib.suppress(OSError):  # no entry, another build holds it, or another filesystem
+        entry.rename(env_dir)
+        verified = _verified_files(env_dir)
+        if verified is None:
+            runner.emit(f"cached build environment {entry.name} changed or is incomplete: remaking it")
+            shutil.rmtree(env_dir)
+    return verified
+
+
+def unchanged(env_dir: Path, files: dict[str, str]) -> bool:
+    """Whether the environment at ``env_dir`` still holds exactly ``files`` (its manifest)."""
+    return bool(files) and files == _digest_tree(env_dir)
+
+
+def made(env_dir: Path) -> CachedEnv:
+    """A fresh virtual environment at ``env_dir`` (fill it, then ``compiled``). It is marked
+    relocatable, so uv writes scripts that find their interpreter beside them: an entry moves
+    between the phases' paths (``env-sdist``, ``env-wheel``) and its scripts still run."""
+    venv.EnvBuilder(symlinks=os.name != "nt", with_pip=False).create(env_dir)
+    with (env_dir / "pyvenv.cfg").open("a", encoding="utf-8") as cfg:
+        cfg.write("relocatable = true\n")
+    return CachedEnv(env_dir)
+
+
+def compiled(env: CachedEnv, runner: Runner) -> dict[str, str]:
+    """Compile a filled environment's modules; return its files' digests (its manifest)."""
+    _compile(env, runner)
+    return _digest_tree(Path(env.path))
+
+
+def give_back(cache: Path, name: str, env_dir: Path, files: dict[str, str], facts: dict[str, object]) -> bool:
+    """Put the environment at ``env_dir`` into the cache as ``name`` when its files are still
+    ``files`` (else remove it); whether it was kept."""
+    kept = False
+    if unchanged(env_dir, files):
+        (env_dir / MANIFEST).write_text(json.dumps({**facts, "files": files}), encoding="utf-8")
+        with contextlib.suppress(OSError):  # another build gave its copy back first: keep that one
+            (env_dir).rename(cache / name)
+            os.utime(cache / name)
+            kept = True
+    if kept:
+        _evict(cache)
+    else:
+        shutil.rmtree(env_dir, ignore_errors=True)
+    return kept
 
 
 @contextlib.contextmanager
@@ -87,39 +160,20 @@ def cached_env(
     given back by renaming it into place again unless another build gave one back first.
     Otherwise a fresh virtual environment is made at ``env_dir`` and ``make`` fills it.
     """
-    cache.mkdir(parents=True, exist_ok=True)
-    entry = cache / key(lock, installer)
-    if env_dir.exists():
-        shutil.rmtree(env_dir)
-    verified = None
-    with contextlib.suppress(OSError):  # no entry, another build holds it, or another filesystem
-        entry.rename(env_dir)
-        verified = _verified_files(env_dir)
-        if verified is None:
-            runner.emit(f"cached build environment {entry.name} changed or is incomplete: remaking it")
-            shutil.rmtree(env_dir)
+    name = key(lock, installer)
+    verified = claim(cache, name, env_dir, runner)
     reused = verified is not None
-    if not reused:
-        venv.EnvBuilder(symlinks=os.name != "nt", with_pip=False).create(env_dir)
-        make(CachedEnv(env_dir))
-        _compile(CachedEnv(env_dir), runner)
-    env = CachedEnv(env_dir)
-    # A reused entry was just hashed file by file: that is its manifest (no second pass).
-    manifest = {"lock": lock.sha256, "files": verified if verified is not None else _digest_tree(Path(env.purelib))}
+    if verified is None:
+        env = made(env_dir)
+        make(env)
+        verified = compiled(env, runner)
     ok = False
     try:
-        yield env, reused
+        yield CachedEnv(env_dir), reused
         ok = True
     finally:
-        kept = False
-        if ok and manifest["files"] == _digest_tree(Path(env.purelib)):
-            (env_dir / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-            with contextlib.suppress(OSError):  # another build gave its copy back first: keep that one
-                env_dir.rename(entry)
-                os.utime(entry)
-                kept = True
-        if kept:
-            _evict(cache)
+        if ok:
+            give_back(cache, name, env_dir, verified, {"lock": lock.sha256})
         else:
             shutil.rmtree(env_dir, ignore_errors=True)
 

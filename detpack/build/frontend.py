@@ -23,7 +23,7 @@ import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
 from packaging.requirements import InvalidRequirement, Requirement
 
-from detpack.build import deps, sandbox, untrusted
+from detpack.build import deps, installerrors, provision, sandbox, untrusted
 from detpack.build.config import ConfigSettings, Distribution, FrontendSettings
 from detpack.build.deps import InstalledDependency, Installer, Provisioner
 from detpack.build.environment import Runner
@@ -38,6 +38,7 @@ class RawArtifact:
     backend: str
     requires: tuple[str, ...]
     installed: tuple[InstalledDependency, ...]
+    reused: tuple[str, ...] = ()  # what the build took from before instead of doing again (``Provisioner.reused``)
 
 
 BuildLog = Callable[..., None]  # build's logger: (message, *, kind=None)
@@ -114,11 +115,11 @@ def build_distribution(
     with _translate_errors(who, f"build the {distribution}", backend, runner), _build_logger(runner):
         if not settings.isolation:
             return _in_place(srcdir, distribution, outdir, runner, settings, backend, who)
-        with deps.provisioned(env_dir, settings.install, runner, who) as env:
+        with provision.provisioned(env_dir, settings.install, runner, who) as env:
             builder, requires = _provision(env, srcdir, (distribution,), runner, settings, backend, who)
             path = builder.build(distribution, outdir, settings.config_settings)
-            installed = env.installed()
-    return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires)), installed)
+            installed, reused = env.installed(), tuple(env.reused)
+    return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires)), installed, reused)
 
 
 def wheel_metadata(
@@ -127,7 +128,7 @@ def wheel_metadata(
     """The wheel's METADATA as the backend prepares it (``prepare_metadata_for_build_wheel``)."""
     with _translate_errors(label, "prepare wheel metadata", backend, runner), _build_logger(runner):
         if settings.isolation:
-            with deps.provisioned(env_dir, settings.install, runner, label) as env:
+            with provision.provisioned(env_dir, settings.install, runner, label) as env:
                 builder, _ = _provision(env, srcdir, ("wheel",), runner, settings, backend, label)
                 return _read_metadata(builder, env_dir.parent / "metadata")
         return _read_metadata(ProjectBuilder(srcdir, runner=runner), env_dir.parent / "metadata")
@@ -141,7 +142,7 @@ def resolve_requirements(
     with (
         _translate_errors(label, "resolve its build requirements", backend, runner),
         _build_logger(runner),
-        deps.provisioned(env_dir, settings.install, runner, label) as env,
+        provision.provisioned(env_dir, settings.install, runner, label) as env,
     ):
         _, wanted = _provision(env, srcdir, ("sdist", "wheel"), runner, settings, backend, label)
         return tuple(sorted(wanted)), env.installed()
@@ -169,12 +170,14 @@ def _provision(
             return [dist, json.dumps(cs, sort_keys=True), tree_digest(srcdir), backend]
 
         def ask(dist: Distribution = dist) -> set[str]:
+            env.ready()  # the backend must be there to be asked
             return set(builder.get_requires_for_build(dist, cs))
 
         extra = env.requires_for(facts, ask)
         checked_answer(extra, f"hook get_requires_for_build_{dist}", backend, who)
         env.require(extra)
         wanted |= extra
+    env.ready()
     return builder, wanted
 
 
@@ -232,7 +235,7 @@ def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Ite
         raise InputError(f"{who}: {exc}") from None
     except subprocess.CalledProcessError as exc:
         output = str(exc.output or "")
-        why = deps.install_failure(output) or f"exit status {exc.returncode}"
+        why = installerrors.install_failure(output) or f"exit status {exc.returncode}"
         raise BackendError(
             f"{who}: installing the build requirements to {what} failed "
             f"({Path(str(exc.cmd[0])).name} exited {exc.returncode}: {why})",

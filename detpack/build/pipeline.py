@@ -336,6 +336,7 @@ def _statement(
             host=host_facts(plan.source),
             sandbox=ses.box.details(),
             raw_outputs=[provenance.Subject(r.path.name, file_sha256(r.path)) for r in raws],
+            reused={r.distribution: r.reused for r in raws if r.reused},
         ),
     )
 

@@ -119,6 +119,12 @@ def _add_directory_options(p: argparse.ArgumentParser) -> None:
         help="make every build environment afresh and ask the backend for its requirements again "
         "(nothing from detpack's caches; downloads are still reused)",
     )
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="resolve unlocked build requirements against the index again (a resolution is otherwise "
+        "remembered for 10 minutes, as long as PyPI lets clients cache its answers)",
+    )
 
 
 def add_backend_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -361,6 +367,7 @@ def _build_request(args: argparse.Namespace) -> BuildRequest:
             installer=args.installer,
             skip_dependency_check=args.skip_dependency_check,
             constraints=args.dependency_constraints_txt,
+            resolution_ttl=0 if getattr(args, "refresh", False) else 600.0,
         ),
         epoch_spec=args.source_date_epoch,
         pass_env=tuple(args.pass_env),

@@ -132,6 +132,8 @@ class RunFacts:
     ci: CIFacts | None = None  # the CI run that made the build
     #: (the previous release tag, the commits since it) of a git source
     changes: tuple[str | None, Sequence[ChangeFacts]] | None = None
+    #: per distribution, what the build took from before instead of doing again (a resolution, an environment)
+    reused: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
 
 
 class CIFacts(Protocol):
@@ -392,6 +394,7 @@ def _run_details(toolchain: Toolchain, run: RunFacts) -> JSON:
         *extra,
         {"name": "host", "annotations": dict(sorted(run.host.items()))},
         *([{"name": "sandbox", "annotations": dict(sorted(run.sandbox.items()))}] if run.sandbox else []),
+        *([{"name": "reused", "annotations": {k: list(v) for k, v in sorted(run.reused.items())}}] * bool(run.reused)),
         *({"name": f"backend-output/{s.name}", "digest": {"sha256": s.sha256}} for s in run.raw_outputs),
     ]
     ci_builder = run.ci.builder_id if run.ci is not None else None
