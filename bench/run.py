@@ -453,7 +453,8 @@ def _online_builds(work: Path, uv_bin: str | None, reps: int) -> list[Row | None
     """A fresh ``pip download`` of a small setuptools sdist, built as users build: online against the index,
     no lock, no --find-links. First-ever (a fresh DETPACK_BUILD_ROOT each time) and repeat, each against
     ``uv build`` of the same tree beside it (its own cache as it is)."""
-    if ONLY and not any(o in f"{when} build online ({ONLINE_SDIST})" for o in ONLY for when in ("first-ever", "repeat")):
+    jobs = [f"{when} build online ({ONLINE_SDIST})" for when in ("first-ever", "repeat")]
+    if ONLY and not any(o in job for o in ONLY for job in jobs):
         return []
     fetched = work / "online"
     got = subprocess.run(
