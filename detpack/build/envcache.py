@@ -86,6 +86,12 @@ def _verified_files(entry: Path) -> dict[str, str] | None:
     return files if manifest.get("files") and manifest["files"] == files else None
 
 
+#: Entries this process gave back, checked, by name: (the entry folder's inode, its files). A build's
+#: wheel phase takes what its sdist phase gave back without hashing it all again: no hook sees the cache,
+#: and a build that took the entry meanwhile gave it back only after checking it the same way.
+_HANDED: dict[str, tuple[int, dict[str, str]]] = {}
+
+
 def files_key(files: Sequence[str], installer: str) -> str:
     """The entry of an unlocked build's environment: the files installed (``name==version sha256:…``
     each), the interpreter and the installer; the same files make the same environment."""
@@ -102,8 +108,11 @@ def claim(cache: Path, name: str, env_dir: Path, runner: Runner) -> dict[str, st
         shutil.rmtree(env_dir)
     entry = cache / name
     verified = None
+    handed = _HANDED.pop(name, None)
     with contextlib.suppress(OSError):  # no entry, another build holds it, or another filesystem
         entry.rename(env_dir)
+        if handed is not None and handed[0] == env_dir.stat().st_ino:
+            return handed[1]  # this process checked and gave it back a moment ago (the next phase takes it)
         verified = _verified_files(env_dir)
         if verified is None:
             runner.emit(f"cached build environment {entry.name} changed or is incomplete: remaking it")
@@ -111,9 +120,20 @@ def claim(cache: Path, name: str, env_dir: Path, runner: Runner) -> dict[str, st
     return verified
 
 
-def unchanged(env_dir: Path, files: dict[str, str]) -> bool:
-    """Whether the environment at ``env_dir`` still holds exactly ``files`` (its manifest)."""
-    return bool(files) and files == _digest_tree(env_dir)
+Stats = dict[str, tuple[int, int, int, int]]
+
+
+def stat_tree(env: Path) -> Stats:
+    """Every file and link of the environment at ``env`` by (inode, mode, size, mtime), never
+    followed: what ``give_back`` compares, cheaply, to see that nothing changed while it was held."""
+    out = {}
+    base = str(env)
+    for folder, dirs, names in os.walk(base):
+        for name in [*names, *dirs]:
+            st = os.lstat(os.path.join(folder, name))
+            out[os.path.relpath(os.path.join(folder, name), base)] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+    out.pop(MANIFEST, None)
+    return out
 
 
 def made(env_dir: Path) -> CachedEnv:
@@ -132,16 +152,20 @@ def compiled(env: CachedEnv, runner: Runner) -> dict[str, str]:
     return _digest_tree(Path(env.path))
 
 
-def give_back(cache: Path, name: str, env_dir: Path, files: dict[str, str], facts: dict[str, object]) -> bool:
-    """Put the environment at ``env_dir`` into the cache as ``name`` when its files are still
-    ``files`` (else remove it); whether it was kept."""
+def give_back(
+    cache: Path, name: str, env_dir: Path, files: dict[str, str], facts: dict[str, object], held: Stats
+) -> bool:
+    """Put the environment at ``env_dir`` into the cache as ``name`` (its manifest: ``files``, the
+    sha256 of each) when no file or link of it changed since ``held`` (its ``stat_tree`` when it was
+    taken or made: the hooks saw it read-only), else remove it; whether it was kept."""
     kept = False
-    if unchanged(env_dir, files):
+    if files and held == stat_tree(env_dir):
         (env_dir / MANIFEST).write_text(json.dumps({**facts, "files": files}), encoding="utf-8")
         with contextlib.suppress(OSError):  # another build gave its copy back first: keep that one
             (env_dir).rename(cache / name)
             os.utime(cache / name)
             kept = True
+            _HANDED[name] = ((cache / name).stat().st_ino, files)
     if kept:
         _evict(cache)
     else:
@@ -167,13 +191,14 @@ def cached_env(
         env = made(env_dir)
         make(env)
         verified = compiled(env, runner)
+    held = stat_tree(env_dir)
     ok = False
     try:
         yield CachedEnv(env_dir), reused
         ok = True
     finally:
         if ok:
-            give_back(cache, name, env_dir, verified, {"lock": lock.sha256})
+            give_back(cache, name, env_dir, verified, {"lock": lock.sha256}, held)
         else:
             shutil.rmtree(env_dir, ignore_errors=True)
 

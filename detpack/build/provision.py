@@ -103,6 +103,7 @@ class PooledProvisioner(Provisioner):
         self._cache = settings.cache
         self._held: str | None = None  # the entry name of the environment at env_dir, once there is one
         self._files: dict[str, str] = {}  # its manifest: every file's sha256
+        self._stats: envcache.Stats = {}  # every file as it was when taken or made (``envcache.stat_tree``)
         self._installed: dict[str, InstalledDependency] = {}
 
     def require(self, requirements: Collection[str]) -> None:
@@ -153,11 +154,12 @@ class PooledProvisioner(Provisioner):
                 self._runner.emit(f"reusing cached build environment {name} (every file checked)")
                 self.reused.append(f"environment {name} (every file checked)")
                 self._held, self._files, self._installed = name, files, dict(self._got)
+                self._stats = envcache.stat_tree(self._path)
                 return
             envcache.made(self._path)
             todo = list(self._got.values())
         else:  # made for fewer requirements (a hook asked for more): the rest goes in
-            if not envcache.unchanged(self._path, self._files):
+            if envcache.stat_tree(self._path) != self._stats:
                 raise EnvironmentSetupError(
                     f"{self._path}: the build environment changed while a hook ran; refusing to add to it"
                 )
@@ -166,10 +168,12 @@ class PooledProvisioner(Provisioner):
         install_files(env.python_executable, self._path, todo, self._settings, self._runner)
         self._runner.emit(f"made cached build environment {name}")
         self._held, self._files, self._installed = name, envcache.compiled(env, self._runner), dict(self._got)
+        self._stats = envcache.stat_tree(self._path)
 
     def close(self, *, keep: bool) -> None:
         """Give the environment back to the cache (when the build went well and nothing changed it)."""
         if keep and self._held is not None:
-            envcache.give_back(self._cache, self._held, self._path, self._files, {"installed": _known(self._installed)})
+            facts: dict[str, object] = {"installed": _known(self._installed)}
+            envcache.give_back(self._cache, self._held, self._path, self._files, facts, self._stats)
         else:
             shutil.rmtree(self._path, ignore_errors=True)
