@@ -23,7 +23,7 @@ import venv
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from detpack.build.environment import DOWNLOAD_POOLS, DOWNLOADS, Runner
+from detpack.build.environment import DOWNLOAD_POOLS, DOWNLOADS, Runner, Started
 from detpack.build.lockfile import BuildLock
 
 MANIFEST = "detpack-env.json"
@@ -150,6 +150,18 @@ def compiled(env: CachedEnv, runner: Runner) -> dict[str, str]:
     """Compile a filled environment's modules; return its files' digests (its manifest)."""
     _compile(env, runner)
     return _digest_tree(Path(env.path))
+
+
+def compile_started(env: CachedEnv, runner: Runner) -> Started:
+    """Start compiling a filled environment's modules, one process, beside the hooks that use it
+    meanwhile (each ``.pyc`` appears whole: written aside, then renamed); ``digests`` once it is done."""
+    cmd = [env.python_executable, "-m", "compileall", "-q", "-j", "1", str(env.purelib)]
+    return runner.install_started(cmd, extra_environ={"PYTHONPATH": ""})
+
+
+def digests(env_dir: Path) -> dict[str, str]:
+    """Every file's sha256 and every link's target in the environment at ``env_dir`` (a manifest)."""
+    return _digest_tree(env_dir)
 
 
 def give_back(

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
@@ -238,6 +239,27 @@ def _cwd() -> str | None:
 
 
 @dataclass
+class Started:
+    """A command started by ``Runner.run(wait=False)``; its output is kept in ``aside``."""
+
+    runner: Runner
+    proc: Any  # plumbum's Popen
+    aside: IO[bytes]
+    named: list[str]
+
+    def wait(self) -> None:
+        """Wait for it, put its output in the transcript, raise ``CalledProcessError`` if it failed."""
+        code = self.proc.wait()
+        with self.aside:
+            self.aside.seek(0)
+            lines = [raw.decode("utf-8", "replace").rstrip("\n") for raw in self.aside]
+        for line in lines:
+            self.runner.emit(line)
+        if code:
+            raise subprocess.CalledProcessError(code, self.named, output="\n".join(lines))
+
+
+@dataclass
 class Runner:
     """Runs build subprocesses under the controlled environment, keeping a transcript.
 
@@ -302,6 +324,20 @@ class Runner:
         """Run an installer filling the isolated environment: with the network (where the index and
         ``--find-links`` are), seeing a private build root at its fixed path, so what it writes (script
         shebangs, RECORD) names the path the hooks see."""
+        argv, how = self._install_call(cmd, extra_environ)
+        return str(self.run(argv, **how))
+
+    def install_started(self, cmd: Sequence[str], *, extra_environ: Mapping[str, str] | None = None) -> Started:
+        """``install``, started and not waited for: ``Started.wait`` says how it went (its output goes
+        to the transcript then). Started here, so no other command's variables can reach it."""
+        argv, how = self._install_call(cmd, extra_environ)
+        started = self.run(argv, **how, wait=False)
+        assert isinstance(started, Started)
+        return started
+
+    def _install_call(
+        self, cmd: Sequence[str], extra_environ: Mapping[str, str] | None
+    ) -> tuple[Sequence[str], dict[str, Any]]:
         caches: dict[str, str] = {}
         if self.root is not None:  # downloads kept between builds (installs are hash-checked)
             downloads = self.root.to_inside(str(self.root.downloads))
@@ -312,7 +348,7 @@ class Runner:
             if self._callers_uv_cache:  # the caller's own, passed through: another mount
                 caches = {"PIP_CACHE_DIR": caches["PIP_CACHE_DIR"], "UV_LINK_MODE": "copy"}
         if self.sandbox is None or self.root is None or not self.root.private:
-            return self.run(cmd, extra_environ={**caches, **(extra_environ or {})})
+            return cmd, {"extra_environ": {**caches, **(extra_environ or {})}}
         assert self.root.inside is not None
         cmd, _, extra = self._inside(cmd, None, extra_environ)
         shown = f"[install sandbox, build root at {self.root.inside}] {subprocess.list2cmdline(list(cmd))}"
@@ -336,8 +372,8 @@ class Runner:
         # No installer configuration but the machine's: uv reads none at all (detpack gives it pip's
         # settings), and the empty HOME holds no pip.conf a hook could have planted.
         extra = {"UV_NO_CONFIG": "1", **extra}
-        return self.run(wrapped, extra_environ={**caches, **extra}, shown=shown, inside=True, named=cmd,
-                        without=self.withheld_from_image)  # fmt: skip
+        how = {"extra_environ": {**caches, **extra}, "shown": shown, "inside": True, "named": cmd}
+        return wrapped, {**how, "without": self.withheld_from_image}
 
     @property
     def withheld_from_image(self) -> frozenset[str]:
@@ -409,10 +445,12 @@ class Runner:
         inside: bool = False,
         named: Sequence[str] | None = None,
         without: frozenset[str] = frozenset(),
-    ) -> str:
+        wait: bool = True,
+    ) -> Any:
         """Run ``cmd`` on this machine (``inside``: it runs in a namespace that sees the build root at
-        its fixed path, with the variables as subprocesses see them). A failure names ``named`` (the
-        command inside the namespace), else ``cmd``."""
+        its fixed path, with the variables as subprocesses see them) and return its output. A failure
+        names ``named`` (the command inside the namespace), else ``cmd``. ``wait=False``: return the
+        ``Started`` process, its output kept aside until ``Started.wait``."""
         base = self.env.variables if inside else (self.env.on_host or self.env.variables)
         environ = {k: v for k, v in {**base, **(extra_environ or {})}.items() if k not in without}
         if self.sandbox is not None:
@@ -423,10 +461,14 @@ class Runner:
             command = local[cmd[0]][list(cmd[1:])]
         except CommandNotFound:
             raise EnvironmentSetupError(f"{cmd[0]}: command not found on the build PATH") from None
+        aside = None if wait else tempfile.TemporaryFile()  # noqa: SIM115 (closed by Started.wait)
         with local.env():
             local.env.clear()
             local.env.update(environ)
-            proc = command.popen(cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            out = aside or subprocess.PIPE
+            proc = command.popen(cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            if aside is not None:
+                return Started(self, proc, aside, list(named or cmd))
             assert proc.stdout is not None
             for raw in proc.stdout:
                 text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

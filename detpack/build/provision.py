@@ -20,6 +20,7 @@ import contextlib
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Collection, Iterator
@@ -37,7 +38,7 @@ from detpack.build.deps import (
     isolated_env,
     uv_resolve,
 )
-from detpack.build.environment import Runner
+from detpack.build.environment import Runner, Started
 from detpack.errors import EnvironmentSetupError
 
 
@@ -104,6 +105,7 @@ class PooledProvisioner(Provisioner):
         self._held: str | None = None  # the entry name of the environment at env_dir, once there is one
         self._files: dict[str, str] = {}  # its manifest: every file's sha256
         self._stats: envcache.Stats = {}  # every file as it was when taken or made (``envcache.stat_tree``)
+        self._compiling: Started | None = None  # a new environment's bytecode, made beside the first hooks
         self._installed: dict[str, InstalledDependency] = {}
 
     def require(self, requirements: Collection[str]) -> None:
@@ -159,6 +161,7 @@ class PooledProvisioner(Provisioner):
             envcache.made(self._path)
             todo = list(self._got.values())
         else:  # made for fewer requirements (a hook asked for more): the rest goes in
+            self._settle()
             if envcache.stat_tree(self._path) != self._stats:
                 raise EnvironmentSetupError(
                     f"{self._path}: the build environment changed while a hook ran; refusing to add to it"
@@ -167,11 +170,27 @@ class PooledProvisioner(Provisioner):
             todo = [d for d in self._got.values() if d.name not in have or have[d.name].sha256 != d.sha256]
         install_files(env.python_executable, self._path, todo, self._settings, self._runner)
         self._runner.emit(f"made cached build environment {name}")
-        self._held, self._files, self._installed = name, envcache.compiled(env, self._runner), dict(self._got)
-        self._stats = envcache.stat_tree(self._path)
+        self._held, self._installed = name, dict(self._got)
+        if self._runner.sandbox is not None:  # the hooks see it read-only: compile beside them
+            self._compiling = envcache.compile_started(env, self._runner)
+        else:  # hooks could write it: what is given back is checked against this, taken before they run
+            self._files = envcache.compiled(env, self._runner)
+            self._stats = envcache.stat_tree(self._path)
+
+    def _settle(self) -> None:
+        """Wait for the bytecode being made; then the manifest is known."""
+        if self._compiling is None:
+            return
+        compiling, self._compiling = self._compiling, None
+        try:
+            compiling.wait()
+        except subprocess.CalledProcessError as exc:  # a module that does not compile runs from source
+            self._runner.emit(f"compiling the build environment's modules ended with exit status {exc.returncode}")
+        self._files, self._stats = envcache.digests(self._path), envcache.stat_tree(self._path)
 
     def close(self, *, keep: bool) -> None:
         """Give the environment back to the cache (when the build went well and nothing changed it)."""
+        self._settle()
         if keep and self._held is not None:
             facts: dict[str, object] = {"installed": _known(self._installed)}
             envcache.give_back(self._cache, self._held, self._path, self._files, facts, self._stats)
