@@ -4,6 +4,7 @@ and wheel phases), and say so; the bytes never change, and nothing a hook does r
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tarfile
 import textwrap
@@ -196,3 +197,21 @@ def test_a_requirements_script_runs_in_both_phases_of_a_shared_environment(tmp_p
     )
     log = _build(src, tmp_path / "a", wheelhouse, tmp_path / "root")
     assert "reusing cached build environment files-" in log.split("building wheel", 1)[1], log
+
+
+def test_a_cached_environment_changed_with_its_times_put_back_is_remade(tmp_path: Path, wheelhouse: Path) -> None:
+    """An entry is taken unhashed only while no file of it changed (change times, which a writer cannot
+    put back); a file rewritten with its size and mtime restored is caught, and the entry remade."""
+    src = materialize(FIXTURES / "setuptools-basic", tmp_path / "src", 0o022)
+    root = tmp_path / "root"
+    _build(src, tmp_path / "a", wheelhouse, root)
+    entry = next((root / "cache").glob("files-*"))
+    victim = next(entry.glob("lib/python*/site-packages/setuptools/__init__.py"))
+    before = victim.stat()
+    text = victim.read_bytes()
+    victim.write_bytes(text.replace(b"import", b"imqort", 1))  # same size
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert victim.stat().st_size == before.st_size and victim.stat().st_mtime_ns == before.st_mtime_ns
+    log = _build(src, tmp_path / "b", wheelhouse, root)
+    assert "changed or is incomplete: remaking it" in log, log
+    assert digests(tmp_path / "b", "*.[wt][ha][lr]*") == digests(tmp_path / "a", "*.[wt][ha][lr]*")

@@ -82,8 +82,14 @@ def _verified_files(entry: Path) -> dict[str, str] | None:
         manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    recorded = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(recorded, dict) or not recorded or not all(isinstance(v, str) for v in recorded.values()):
+        return None
+    stats = manifest.get("stats")
+    if isinstance(stats, dict) and stats and stats == {k: list(v) for k, v in stat_tree(entry).items()}:
+        return recorded  # no file written, replaced, added or removed since it was hashed (change times)
     files = _digest_tree(entry)
-    return files if manifest.get("files") and manifest["files"] == files else None
+    return files if recorded == files else None
 
 
 #: Entries this process gave back, checked, by name: (the entry folder's inode, its files). A build's
@@ -117,21 +123,27 @@ def claim(cache: Path, name: str, env_dir: Path, runner: Runner) -> dict[str, st
         if verified is None:
             runner.emit(f"cached build environment {entry.name} changed or is incomplete: remaking it")
             shutil.rmtree(env_dir)
+            if runner.root is not None:  # installers link files from their caches: what changed may be there too
+                runner.emit("emptying this build's download caches: the environment is made from fresh downloads")
+                shutil.rmtree(runner.root.downloads, ignore_errors=True)
+                runner.root.downloads.mkdir(parents=True, exist_ok=True)
     return verified
 
 
-Stats = dict[str, tuple[int, int, int, int]]
+Stats = dict[str, tuple[int, int, int, int, int]]
 
 
 def stat_tree(env: Path) -> Stats:
-    """Every file and link of the environment at ``env`` by (inode, mode, size, mtime), never
-    followed: what ``give_back`` compares, cheaply, to see that nothing changed while it was held."""
+    """Every file, folder and link of the environment at ``env`` by (inode, mode, size, mtime, change
+    time), never followed: what ``give_back`` and ``claim`` compare, cheaply, to see that nothing changed
+    (no write, chmod, rename or replacement leaves a change time as it was; only the clock could)."""
     out = {}
     base = str(env)
     for folder, dirs, names in os.walk(base):
         for name in [*names, *dirs]:
             st = os.lstat(os.path.join(folder, name))
-            out[os.path.relpath(os.path.join(folder, name), base)] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+            key = os.path.relpath(os.path.join(folder, name), base)
+            out[key] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     out.pop(MANIFEST, None)
     return out
 
@@ -172,7 +184,7 @@ def give_back(
     taken or made: the hooks saw it read-only), else remove it; whether it was kept."""
     kept = False
     if files and held == stat_tree(env_dir):
-        (env_dir / MANIFEST).write_text(json.dumps({**facts, "files": files}), encoding="utf-8")
+        (env_dir / MANIFEST).write_text(json.dumps({**facts, "files": files, "stats": held}), encoding="utf-8")
         with contextlib.suppress(OSError):  # another build gave its copy back first: keep that one
             (env_dir).rename(cache / name)
             os.utime(cache / name)
