@@ -21,6 +21,7 @@ import shutil
 import sys
 import venv
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from detpack.build.environment import DOWNLOAD_POOLS, DOWNLOADS, Runner, Started
@@ -76,8 +77,20 @@ def _compile(env: CachedEnv, runner: Runner) -> None:
     runner.install(cmd, extra_environ={"PYTHONPATH": ""})
 
 
-def _verified_files(entry: Path) -> dict[str, str] | None:
-    """The entry's file digests when they match its manifest, else None."""
+#: ``stat_tree``: every entry's (inode, mode, size, mtime, change time) by its path in the environment
+Stats = dict[str, tuple[int, int, int, int, int]]
+
+
+@dataclass(frozen=True)
+class Held:
+    """An environment as it was taken or made: its manifest and every entry's ``stat_tree``."""
+
+    files: dict[str, str]  # the sha256 of every file, the target of every link
+    stats: Stats
+
+
+def _verified(entry: Path) -> Held | None:
+    """The entry as its manifest says, when it still is, else None."""
     try:
         manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -85,17 +98,10 @@ def _verified_files(entry: Path) -> dict[str, str] | None:
     recorded = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(recorded, dict) or not recorded or not all(isinstance(v, str) for v in recorded.values()):
         return None
-    stats = manifest.get("stats")
-    if isinstance(stats, dict) and stats and stats == {k: list(v) for k, v in stat_tree(entry).items()}:
-        return recorded  # no file written, replaced, added or removed since it was hashed (change times)
-    files = _digest_tree(entry)
-    return files if recorded == files else None
-
-
-#: Entries this process gave back, checked, by name: (the entry folder's inode, its files). A build's
-#: wheel phase takes what its sdist phase gave back without hashing it all again: no hook sees the cache,
-#: and a build that took the entry meanwhile gave it back only after checking it the same way.
-_HANDED: dict[str, tuple[int, dict[str, str]]] = {}
+    now = stat_tree(entry)
+    if manifest.get("stats") == {k: list(v) for k, v in now.items()}:
+        return Held(recorded, now)  # no file written, replaced, added or removed since it was hashed
+    return Held(recorded, now) if _digest_tree(entry) == recorded else None
 
 
 def files_key(files: Sequence[str], installer: str) -> str:
@@ -105,21 +111,18 @@ def files_key(files: Sequence[str], installer: str) -> str:
     return "files-" + hashlib.sha256("\n".join(facts).encode()).hexdigest()[:32]
 
 
-def claim(cache: Path, name: str, env_dir: Path, runner: Runner) -> dict[str, str] | None:
-    """Move entry ``name`` to ``env_dir`` and return its files' digests when they match its
-    manifest; otherwise nothing is at ``env_dir`` and None is returned (no entry, another build
-    holds it, or it changed: then it is removed)."""
+def claim(cache: Path, name: str, env_dir: Path, runner: Runner) -> Held | None:
+    """Move entry ``name`` to ``env_dir`` and return it when it is as its manifest says; otherwise
+    nothing is at ``env_dir`` and None is returned (no entry, another build holds it, or it changed:
+    then it is removed)."""
     cache.mkdir(parents=True, exist_ok=True)
     if env_dir.exists():
         shutil.rmtree(env_dir)
     entry = cache / name
     verified = None
-    handed = _HANDED.pop(name, None)
     with contextlib.suppress(OSError):  # no entry, another build holds it, or another filesystem
         entry.rename(env_dir)
-        if handed is not None and handed[0] == env_dir.stat().st_ino:
-            return handed[1]  # this process checked and gave it back a moment ago (the next phase takes it)
-        verified = _verified_files(env_dir)
+        verified = _verified(env_dir)
         if verified is None:
             runner.emit(f"cached build environment {entry.name} changed or is incomplete: remaking it")
             shutil.rmtree(env_dir)
@@ -130,20 +133,21 @@ def claim(cache: Path, name: str, env_dir: Path, runner: Runner) -> dict[str, st
     return verified
 
 
-Stats = dict[str, tuple[int, int, int, int, int]]
-
-
 def stat_tree(env: Path) -> Stats:
     """Every file, folder and link of the environment at ``env`` by (inode, mode, size, mtime, change
     time), never followed: what ``give_back`` and ``claim`` compare, cheaply, to see that nothing changed
     (no write, chmod, rename or replacement leaves a change time as it was; only the clock could)."""
-    out = {}
-    base = str(env)
-    for folder, dirs, names in os.walk(base):
-        for name in [*names, *dirs]:
-            st = os.lstat(os.path.join(folder, name))
-            key = os.path.relpath(os.path.join(folder, name), base)
-            out[key] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    out: Stats = {}
+
+    def walk(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                st = e.stat(follow_symlinks=False)
+                out[prefix + e.name] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, f"{prefix}{e.name}/")
+
+    walk(str(env), "")
     out.pop(MANIFEST, None)
     return out
 
@@ -176,20 +180,17 @@ def digests(env_dir: Path) -> dict[str, str]:
     return _digest_tree(env_dir)
 
 
-def give_back(
-    cache: Path, name: str, env_dir: Path, files: dict[str, str], facts: dict[str, object], held: Stats
-) -> bool:
-    """Put the environment at ``env_dir`` into the cache as ``name`` (its manifest: ``files``, the
-    sha256 of each) when no file or link of it changed since ``held`` (its ``stat_tree`` when it was
-    taken or made: the hooks saw it read-only), else remove it; whether it was kept."""
+def give_back(cache: Path, name: str, env_dir: Path, held: Held, facts: dict[str, object]) -> bool:
+    """Put the environment at ``env_dir`` into the cache as ``name`` when no file or link of it changed
+    since it was ``held`` (taken or made: the hooks saw it read-only), else remove it; whether it was kept."""
     kept = False
-    if files and held == stat_tree(env_dir):
-        (env_dir / MANIFEST).write_text(json.dumps({**facts, "files": files, "stats": held}), encoding="utf-8")
+    if held.files and held.stats == stat_tree(env_dir):
+        manifest = {**facts, "files": held.files, "stats": held.stats}
+        (env_dir / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
         with contextlib.suppress(OSError):  # another build gave its copy back first: keep that one
             (env_dir).rename(cache / name)
             os.utime(cache / name)
             kept = True
-            _HANDED[name] = ((cache / name).stat().st_ino, files)
     if kept:
         _evict(cache)
     else:
@@ -209,20 +210,19 @@ def cached_env(
     Otherwise a fresh virtual environment is made at ``env_dir`` and ``make`` fills it.
     """
     name = key(lock, installer)
-    verified = claim(cache, name, env_dir, runner)
-    reused = verified is not None
-    if verified is None:
+    held = claim(cache, name, env_dir, runner)
+    reused = held is not None
+    if held is None:
         env = made(env_dir)
         make(env)
-        verified = compiled(env, runner)
-    held = stat_tree(env_dir)
+        held = Held(compiled(env, runner), stat_tree(env_dir))
     ok = False
     try:
         yield CachedEnv(env_dir), reused
         ok = True
     finally:
         if ok:
-            give_back(cache, name, env_dir, verified, {"lock": lock.sha256}, held)
+            give_back(cache, name, env_dir, held, {"lock": lock.sha256})
         else:
             shutil.rmtree(env_dir, ignore_errors=True)
 

@@ -103,8 +103,7 @@ class PooledProvisioner(Provisioner):
         super().__init__(envcache.CachedEnv(env_dir), env_dir, settings, runner, who)
         self._cache = settings.cache
         self._held: str | None = None  # the entry name of the environment at env_dir, once there is one
-        self._files: dict[str, str] = {}  # its manifest: every file's sha256
-        self._stats: envcache.Stats = {}  # every file as it was when taken or made (``envcache.stat_tree``)
+        self._env: envcache.Held | None = None  # it as it was taken or made (None while its bytecode is made)
         self._compiling: Started | None = None  # a new environment's bytecode, made beside the first hooks
         self._installed: dict[str, InstalledDependency] = {}
 
@@ -151,18 +150,17 @@ class PooledProvisioner(Provisioner):
             return
         env = envcache.CachedEnv(self._path)
         if self._held is None:
-            files = envcache.claim(self._cache, name, self._path, self._runner)
-            if files is not None:
+            taken = envcache.claim(self._cache, name, self._path, self._runner)
+            if taken is not None:
                 self._runner.emit(f"reusing cached build environment {name} (every file checked)")
                 self.reused.append(f"environment {name} (every file checked)")
-                self._held, self._files, self._installed = name, files, dict(self._got)
-                self._stats = envcache.stat_tree(self._path)
+                self._held, self._env, self._installed = name, taken, dict(self._got)
                 return
             envcache.made(self._path)
             todo = list(self._got.values())
         else:  # made for fewer requirements (a hook asked for more): the rest goes in
             self._settle()
-            if envcache.stat_tree(self._path) != self._stats:
+            if self._env is None or envcache.stat_tree(self._path) != self._env.stats:
                 raise EnvironmentSetupError(
                     f"{self._path}: the build environment changed while a hook ran; refusing to add to it"
                 )
@@ -174,8 +172,7 @@ class PooledProvisioner(Provisioner):
         if self._runner.sandbox is not None:  # the hooks see it read-only: compile beside them
             self._compiling = envcache.compile_started(env, self._runner)
         else:  # hooks could write it: what is given back is checked against this, taken before they run
-            self._files = envcache.compiled(env, self._runner)
-            self._stats = envcache.stat_tree(self._path)
+            self._env = envcache.Held(envcache.compiled(env, self._runner), envcache.stat_tree(self._path))
 
     def _settle(self) -> None:
         """Wait for the bytecode being made; then the manifest is known."""
@@ -186,13 +183,13 @@ class PooledProvisioner(Provisioner):
             compiling.wait()
         except subprocess.CalledProcessError as exc:  # a module that does not compile runs from source
             self._runner.emit(f"compiling the build environment's modules ended with exit status {exc.returncode}")
-        self._files, self._stats = envcache.digests(self._path), envcache.stat_tree(self._path)
+        self._env = envcache.Held(envcache.digests(self._path), envcache.stat_tree(self._path))
 
     def close(self, *, keep: bool) -> None:
         """Give the environment back to the cache (when the build went well and nothing changed it)."""
         self._settle()
-        if keep and self._held is not None:
+        if keep and self._held is not None and self._env is not None:
             facts: dict[str, object] = {"installed": _known(self._installed)}
-            envcache.give_back(self._cache, self._held, self._path, self._files, facts, self._stats)
+            envcache.give_back(self._cache, self._held, self._path, self._env, facts)
         else:
             shutil.rmtree(self._path, ignore_errors=True)
