@@ -48,6 +48,7 @@ OTHER_OS = "built on another operating system"
 WRITER_MODE = "a mode the archive writer sets itself"
 NO_CAUSE = "no cause inferred"
 OLD_METADATA_WRITER = "an older metadata writer (wheel 0.40 or before beside setuptools)"
+COMPRESSED_OUTSIDE = "files gzipped outside the build (NAME in one, NAME.gz in the other)"
 
 # An absolute path starts where no path character precedes it (so the "/util.py" inside
 # "pkg/util.py" or the "//host/a" of a URL are not one): POSIX "/a/b..." or a drive "C:\\a...".

@@ -409,7 +409,9 @@ def _wheel_facts(wheel: Path) -> tuple[str, int | None]:
 
     Backends stamp the files they generate (``.dist-info``) with SOURCE_DATE_EPOCH when it is
     set, and every other member too. When the members' times vary while the ``.dist-info``
-    ones agree, the publisher had no SOURCE_DATE_EPOCH: ``None``.
+    ones agree, the publisher had no SOURCE_DATE_EPOCH: ``None``. So too when those generated files
+    were stamped over a few seconds of a clock (a large wheel's RECORD, written last, a zip time or
+    two after METADATA: awscli's 8,000 members): an epoch, clamped or not, stamps them all alike.
     """
     with zipfile.ZipFile(wheel) as zf:
         names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/WHEEL")]
@@ -423,9 +425,13 @@ def _wheel_facts(wheel: Path) -> tuple[str, int | None]:
     meta = {t for n, t in times.items() if n in generated}
     if len(set(times.values())) == 1:
         return generator, next(iter(times.values()))
-    if len(meta) == 1:
+    if len(meta) == 1 or (meta and max(meta) - min(meta) <= _CLOCK_SPREAD):
         return generator, None
     return generator, max(times.values())
+
+
+#: How far apart a clock can stamp a wheel's generated .dist-info files (WHEEL, METADATA, RECORD).
+_CLOCK_SPREAD = 60
 
 
 #: pip's lines that say why, most telling first.
