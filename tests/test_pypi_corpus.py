@@ -77,3 +77,59 @@ def test_files_gzipped_outside_the_build_are_named(tmp_path: Path) -> None:
     )
     again = compare_files(other, rebuilt, other.name, content_only=True)
     assert again.cause_tally() == [] and all(d.cause is None for d in again.differences)
+
+
+def test_times_seconds_apart_are_a_clock() -> None:
+    ctx = causes.Context(0.0, 0.0)
+    cause, why = causes.explain_attribute("date_time", "2026-07-29 06:39:22", "2026-07-29 06:39:20", ctx)
+    assert cause == causes.CLOCK and why == "the times are -2 s apart: each a clock's reading during its build"
+    # the perturbation: months apart is no such thing
+    assert causes.explain_attribute("date_time", "2026-11-02 20:04:00", "2026-09-16 21:48:22", ctx)[0] is None
+
+
+def test_what_a_metadata_writer_decides_is_named() -> None:
+    published = (
+        b"Metadata-Version: 2.1\nName: alibabacloud-adb20211201\nVersion: 4.5.1\nPlatform: UNKNOWN\n"
+        b'Requires-Dist: isodate>=0.6.1\nRequires-Dist: tomli>=1.1.0; python_version < "3.11"\n\nReadme.\n\n\n'
+    )
+    rebuilt = (
+        b"Metadata-Version: 2.1\nName: alibabacloud_adb20211201\nVersion: 4.5.1\nLicense-File: LICENSE\n"
+        b'Requires-Dist: tomli >=1.1.0 ; python_version < "3.11"\nRequires-Dist: isodate >=0.6.1\n\nReadme.\n'
+    )
+    cause, why = causes.explain_content("x-1.dist-info/METADATA", published, rebuilt)
+    assert cause == causes.BACKEND_VERSION and "Platform: UNKNOWN, License-File" in why
+    # the perturbations: another requirement, another description
+    other = rebuilt.replace(b"isodate >=0.6.1", b"isodate >=0.7")
+    assert causes.explain_content("x-1.dist-info/METADATA", published, other)[0] is None
+    assert (
+        causes.explain_content("x-1.dist-info/METADATA", published, rebuilt.replace(b"Readme.", b"Other."))[0] is None
+    )
+
+
+def test_members_only_the_published_wheel_has_are_told_by_the_sdist(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from detpack.verify.compare import Difference, FileComparison
+    from detpack.verify.pypi import sdist_causes
+
+    sdist = tmp_path / "x-1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tf:
+        for name in ("x-1/pkg/__init__.py", "x-1/pkg/kept.py", "x-1/LICENSE", "x-1/setup.py"):
+            tf.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+    diffs = (
+        Difference("removed", "pkg/stale.py", "presence", 1, None),  # a stale build/lib leftover
+        Difference("removed", "pkg/kept.py", "presence", 1, None),  # in the sdist, left out by its build
+        Difference("removed", "x-1.dist-info/LICENSE", "presence", 1, None),  # copied by another backend version
+        Difference("removed", "x-1.dist-info/NOTICE", "presence", 1, None),
+        Difference("content", "x-1.dist-info/RECORD", "content", 1, 2),
+    )
+    named = sdist_causes(FileComparison("x-1-py3-none-any.whl", "wheel", False, 9, 5, diffs), sdist)
+    assert named is not None
+    assert [d.cause for d in named.differences] == [
+        causes.NOT_IN_SDIST,
+        causes.SDIST_LAYOUT,
+        causes.BACKEND_VERSION,
+        causes.NOT_IN_SDIST,
+        None,
+    ]

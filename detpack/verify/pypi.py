@@ -45,7 +45,8 @@ from detpack.digest import CHUNK, canonical_json, file_sha256
 from detpack.errors import ConfigError, DetpackError, InputError
 from detpack.provenance import attestation, reader
 from detpack.verify import filetimes
-from detpack.verify.compare import FileComparison, compare_files, same_bytes
+from detpack.verify.causes import BACKEND_VERSION, NOT_IN_SDIST, SDIST_LAYOUT
+from detpack.verify.compare import Difference, FileComparison, compare_files, same_bytes
 from detpack.verify.index import fetch_sdist, index_url, project_files, release_wheels
 
 Verdict = Literal["byte-identical", "content-identical", "different"]
@@ -594,6 +595,7 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     if outcome[0] != "byte-identical":
         old_writer = generator.startswith("setuptools") and _old_writer(wheel)
         built, outcome, how, clock = _replay(rebuild, wheel, how, built, outcome, step, epoch, old_writer)
+        outcome = (outcome[0], sdist_causes(outcome[1], rebuild.sdist))
     return WheelCheck(
         wheel.name,
         generator,
@@ -636,6 +638,44 @@ def _old_writer(wheel: Path) -> bool:
     except (OSError, zipfile.BadZipFile, KeyError):
         return False
     return any(unparenthesized(line) != line for line in text.splitlines())
+
+
+def sdist_causes(comparison: FileComparison | None, sdist: Path) -> FileComparison | None:
+    """Name what the sdist shows of a member only one wheel holds, when nothing else named it: a member
+    only the published wheel has that the sdist does not hold came from another tree (a checkout, a
+    stale ``build/``: pre-commit-hooks' modules deleted a release before); one the sdist holds was left
+    out by the build from it (a config written for the repository's layout)."""
+    if comparison is None or not any(
+        d.kind in ("removed", "added") and d.cause is None for d in comparison.differences
+    ):
+        return comparison
+    try:
+        with tarfile.open(sdist) as tf:
+            paths = {m.name.split("/", 1)[1] for m in tf if m.isfile() and "/" in m.name}
+    except (tarfile.TarError, OSError, EOFError):
+        return comparison
+    tails = {"/".join(p.split("/")[i:]) for p in paths for i in range(p.count("/") + 1)}
+
+    def named(d: Difference) -> Difference:
+        if d.cause is not None or d.kind not in ("removed", "added") or d.member is None:
+            return d
+        member = d.member
+        generated = member.split("/", 1)[0].endswith(".dist-info")
+        held = (member.rsplit("/", 1)[-1] in tails) if generated else (member in tails)
+        where = "the published wheel" if d.kind == "removed" else "the rebuild"
+        if not held and d.kind == "removed":
+            return dataclasses.replace(
+                d, cause=NOT_IN_SDIST, evidence=f"only {where} has it; the sdist has no such file"
+            )
+        if held and d.kind == "removed" and not generated:
+            said = f"only {where} has it; the sdist holds it, and the build from it left it out"
+            return dataclasses.replace(d, cause=SDIST_LAYOUT, evidence=said)
+        if held and generated:
+            said = f"only {where} has it; the sdist holds the file: which backend version copies it into .dist-info"
+            return dataclasses.replace(d, cause=BACKEND_VERSION, evidence=said)
+        return d
+
+    return dataclasses.replace(comparison, differences=tuple(named(d) for d in comparison.differences))
 
 
 def _rebuilder_of(built: _Built) -> Mapping[str, Any] | None:
