@@ -133,3 +133,36 @@ def test_members_only_the_published_wheel_has_are_told_by_the_sdist(tmp_path: Pa
         causes.NOT_IN_SDIST,
         None,
     ]
+
+
+def test_files_the_sdist_build_writes_do_not_make_the_clock_a_fixed_time(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from detpack.verify.pypi import publisher_clock
+
+    built = (2026, 12, 1, 17, 52, 16)
+    wheel = _wheel(
+        tmp_path / "x-1-py3-none-any.whl",
+        {"x/__init__.py": (b"", (2026, 12, 1, 17, 51, 56)), "x-1.dist-info/WHEEL": (WHEEL, built)},
+    )
+    sdist = tmp_path / "x-1.tar.gz"
+    later = calendar.timegm((2026, 12, 1, 17, 52, 19, 0, 0, 0))  # the sdist made 3 s after the wheel
+    files = {"x-1/x/__init__.py": later - 23, "x-1/PKG-INFO": later, "x-1/setup.cfg": later}
+    files["x-1/x.egg-info/SOURCES.txt"] = later
+    with tarfile.open(sdist, "w:gz") as tf:
+        for name, mtime in files.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = mtime
+            tf.addfile(info, io.BytesIO(b""))
+    clock = publisher_clock(wheel, sdist)
+    assert clock is not None and clock.real and clock.utc == calendar.timegm((*built, 0, 0, 0))
+    # the perturbation: a source file newer than the wheel's generated files makes it a fixed time
+    files["x-1/x/__init__.py"] = later
+    with tarfile.open(sdist, "w:gz") as tf:
+        for name, mtime in files.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = mtime
+            tf.addfile(info, io.BytesIO(b""))
+    clock = publisher_clock(wheel, sdist)
+    assert clock is not None and not clock.real

@@ -307,8 +307,16 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
 
 def _real(instant: int, mtimes: Mapping[str, float]) -> bool:
     """Whether ``instant`` can be when the publisher built: not before the sdist's newest file (2 s
-    of zip-time rounding allowed)."""
-    return not mtimes or instant + 2 >= max(mtimes.values())
+    of zip-time rounding allowed), leaving out the files the sdist's own build writes (PKG-INFO, the
+    ``.egg-info``, the ``setup.cfg`` setuptools rewrites): made after the wheel, they are newer
+    (transformers' sdist, 3 s after its wheel)."""
+    sources = [t for path, t in mtimes.items() if not _written_by_sdist(path)]
+    return not sources or instant + 2 >= max(sources)
+
+
+def _written_by_sdist(path: str) -> bool:
+    """Whether an sdist member (below its top directory) is one the sdist's build writes, not a source file."""
+    return path in ("PKG-INFO", "setup.cfg") or ".egg-info/" in f"{path}/"
 
 
 def _zone_of(copied: list[tuple[zipfile.ZipInfo, float]]) -> str | None:
