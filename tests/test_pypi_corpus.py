@@ -166,3 +166,39 @@ def test_files_the_sdist_build_writes_do_not_make_the_clock_a_fixed_time(tmp_pat
             tf.addfile(info, io.BytesIO(b""))
     clock = publisher_clock(wheel, sdist)
     assert clock is not None and not clock.real
+
+
+def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -> None:
+    from detpack.verify.pypi import build_time_causes
+
+    built = (2026, 11, 2, 20, 4, 0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    published = _wheel(
+        tmp_path / "a" / "x-1-py3-none-any.whl",
+        {"x/__init__.py": (b"", built), "x/old.py": (b"", built), "x-1.dist-info/WHEEL": (WHEEL, built)},
+    )
+    rebuilt = _wheel(
+        tmp_path / "b" / "x-1-py3-none-any.whl",
+        {
+            "x/__init__.py": (b"", (2026, 9, 16, 21, 48, 22)),  # the sdist file's time
+            "x/old.py": (b"", (2026, 9, 16, 21, 48, 22)),
+            "x-1.dist-info/WHEEL": (WHEEL, built),
+        },
+    )
+    comparison = compare_files(published, rebuilt, published.name)
+    assert comparison.cause_tally() == []
+    named = build_time_causes(comparison, published)
+    assert named is not None and named.cause_tally() == [(causes.CLOCK, 2)]
+    # the perturbation: a published copy with a time of its own (the sdist file's) stays unexplained
+    (tmp_path / "c").mkdir()
+    other = _wheel(
+        tmp_path / "c" / "x-1-py3-none-any.whl",
+        {
+            "x/__init__.py": (b"", (2026, 5, 1, 10, 0, 0)),
+            "x/old.py": (b"", (2026, 9, 16, 21, 48, 22)),
+            "x-1.dist-info/WHEEL": (WHEEL, built),
+        },
+    )
+    again = build_time_causes(compare_files(other, rebuilt, other.name), other)
+    assert again is not None and again.cause_tally() == []

@@ -45,7 +45,7 @@ from detpack.digest import CHUNK, canonical_json, file_sha256
 from detpack.errors import ConfigError, DetpackError, InputError
 from detpack.provenance import attestation, reader
 from detpack.verify import filetimes
-from detpack.verify.causes import BACKEND_VERSION, NOT_IN_SDIST, SDIST_LAYOUT
+from detpack.verify.causes import BACKEND_VERSION, CLOCK, NOT_IN_SDIST, SDIST_LAYOUT
 from detpack.verify.compare import Difference, FileComparison, compare_files, same_bytes
 from detpack.verify.index import fetch_sdist, index_url, project_files, release_wheels
 
@@ -603,7 +603,7 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     if outcome[0] != "byte-identical":
         old_writer = generator.startswith("setuptools") and _old_writer(wheel)
         built, outcome, how, clock = _replay(rebuild, wheel, how, built, outcome, step, epoch, old_writer)
-        outcome = (outcome[0], sdist_causes(outcome[1], rebuild.sdist))
+        outcome = (outcome[0], build_time_causes(sdist_causes(outcome[1], rebuild.sdist), wheel))
     return WheelCheck(
         wheel.name,
         generator,
@@ -682,6 +682,40 @@ def sdist_causes(comparison: FileComparison | None, sdist: Path) -> FileComparis
             said = f"only {where} has it; the sdist holds the file: which backend version copies it into .dist-info"
             return dataclasses.replace(d, cause=BACKEND_VERSION, evidence=said)
         return d
+
+    return dataclasses.replace(comparison, differences=tuple(named(d) for d in comparison.differences))
+
+
+def build_time_causes(comparison: FileComparison | None, wheel: Path) -> FileComparison | None:
+    """Name a member time nothing else explained when the published copy carries the time its build stamped
+    the generated ``.dist-info`` files with (within a minute): the publisher's source files were written at
+    build time (a fresh checkout or copy), not unpacked from this sdist with their times (mistral-common)."""
+    if comparison is None or not any(d.attribute == "date_time" and d.cause is None for d in comparison.differences):
+        return comparison
+    with zipfile.ZipFile(wheel) as zf:
+        stamps = {
+            calendar.timegm((*i.date_time, 0, 0, 0))
+            for i in zf.infolist()
+            if i.filename.split("/", 1)[0].endswith(".dist-info")
+        }
+    if not stamps:
+        return comparison
+    first, last = min(stamps), max(stamps)
+
+    def named(d: Difference) -> Difference:
+        if d.attribute != "date_time" or d.cause is not None or not isinstance(d.a, str):
+            return d
+        try:
+            t = calendar.timegm(time.strptime(d.a, "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            return d
+        if not first - _CLOCK_SPREAD <= t <= last + _CLOCK_SPREAD:
+            return d
+        said = (
+            f"the published copy's time {d.a} is its build's (the .dist-info files'), not the sdist file's: the "
+            "publisher's source files were written at build time (a fresh checkout), not unpacked from this sdist"
+        )
+        return dataclasses.replace(d, cause=CLOCK, evidence=said)
 
     return dataclasses.replace(comparison, differences=tuple(named(d) for d in comparison.differences))
 
