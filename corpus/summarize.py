@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     classes: dict[str, int] = dict.fromkeys(("identical", "different", "not rebuilt", "not comparable", "timeout"), 0)
     pure_rebuilt = pure_identical = pure_all = 0
     odd: list[str] = []
+    unbuilt: list[str] = []
     for entry in report["releases"]:
         spec, kind = entry["release"], classify(entry)
         classes[kind] += 1
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             if kind in ("identical", "different"):
                 pure_rebuilt += 1
                 pure_identical += kind == "identical"
+            else:
+                unbuilt.append(f"- {spec}: {kind}: {entry.get('reason', '').removeprefix(spec + ': ')}")
         if not wheels:
             rows.append(f"| {spec} | {kind} | | {cell(entry.get('reason', ''))} |")
         for w in wheels:
@@ -112,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         "Pure wheels that are not byte-identical:",
         "",
         *(odd or ["- none"]),
+        "",
+        "Releases with a pure published wheel that were not rebuilt:",
+        "",
+        *(unbuilt or ["- none"]),
         "",
         "| release | verdict | wheel | details / why not |",
         "| --- | --- | --- | --- |",
