@@ -14,6 +14,8 @@ import gzip
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from detpack.verify import causes
 from detpack.verify.compare import compare_files
 from detpack.verify.pypi import _wheel_facts
@@ -202,3 +204,45 @@ def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -
     )
     again = build_time_causes(compare_files(other, rebuilt, other.name), other)
     assert again is not None and again.cause_tally() == []
+
+
+def test_a_bdist_wheel_metadata_is_rebuilt_under_older_setuptools_caps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detpack.verify import pypi
+    from detpack.verify.compare import Difference, FileComparison
+
+    def outcome(metadata_differs: bool) -> pypi.Outcome:
+        member = "x-1.dist-info/METADATA" if metadata_differs else "x-1.dist-info/top_level.txt"
+        diff = Difference("content" if metadata_differs else "attribute", member, "content", 1, 2)
+        return ("different", FileComparison("x-1-py3-none-any.whl", "wheel", False, 5, 1, (diff,)))
+
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    tried: list[str] = []
+
+    def build(rebuild: pypi._Rebuild, how: pypi._How) -> pypi._Built:
+        assert how.constraints is not None
+        tried.append(how.constraints.read_text())
+        (rebuilt / "x-1-py3-none-any.whl").write_text(str(len(tried)))
+        return pypi._Built(rebuilt / "x-1-py3-none-any.whl", str(len(tried)))
+
+    monkeypatch.setattr(pypi, "_build", build)
+    monkeypatch.setattr(pypi, "_verdict", lambda published, path: outcome(path.read_text() != "2"))
+    rebuild = pypi._Rebuild("x==1", tmp_path / "x-1.tar.gz", rebuilt, tmp_path, pypi.Fetch(), None, None, None)
+    first = pypi._Built(rebuilt / "x-1-py3-none-any.whl", "0")
+    pins = ("wheel==0.38.4", "setuptools<70.1")
+    built, got, how = pypi._replay_setuptools(
+        rebuild, tmp_path / "x.whl", pypi._How(None, None), first, outcome(True), lambda _: None, pins
+    )
+    assert tried == ["wheel==0.38.4\nsetuptools<64\n", "wheel==0.38.4\nsetuptools<60\n"]
+    assert how.setuptools == "<60" and built.sha256 == "2" and not pypi._metadata_differs(got)
+    # the perturbation: no cap gives the published METADATA: the first rebuild stands, its files put back
+    tried.clear()
+    monkeypatch.setattr(pypi, "_verdict", lambda published, path: outcome(True))
+    (rebuilt / "x-1-py3-none-any.whl").write_text("first")
+    built, got, how = pypi._replay_setuptools(
+        rebuild, tmp_path / "x.whl", pypi._How(None, None), first, outcome(True), lambda _: None, pins
+    )
+    assert len(tried) == len(pypi.SETUPTOOLS_CAPS) and how.setuptools is None and built is first
+    assert (rebuilt / "x-1-py3-none-any.whl").read_text() == "first"

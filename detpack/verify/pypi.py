@@ -568,6 +568,7 @@ class _How:
     umask: int = policy.UMASK  # the publisher's, as the modes of the wheel's generated files show it
     modes_kept: bool = False  # the publisher's frontend unpacked the sdist with its modes as they are
     also_install: tuple[str, ...] = ()  # beside the backend: the publisher's metadata writer (wheel<=0.40)
+    setuptools: str | None = None  # the cap on setuptools behind bdist_wheel that writes the publisher's METADATA
 
 
 @dataclass(frozen=True)
@@ -597,6 +598,8 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     if built.path.name != wheel.name:
         raise InputError(f"{rebuild.spec}: {_name_mismatch(wheel.name, built.path.name, generator)}")
     outcome = _verdict(wheel, built.path)
+    if outcome[0] != "byte-identical" and generator.startswith("bdist_wheel") and _metadata_differs(outcome):
+        built, outcome, how = _replay_setuptools(rebuild, wheel, how, built, outcome, step, pins)
     if outcome[0] == "different" and generator.startswith("scikit-build-core") and _only_cmake(outcome):
         built, outcome, how = _replay_cmake(rebuild, wheel, how, built, outcome, step)
     clock = None
@@ -621,6 +624,7 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
             + (["sdist modes kept"] if how.modes_kept else [])
             + ([f"CMake {how.config['cmake.version']}"] if "cmake.version" in how.config else [])
             + [f"{r} beside the backend (the publisher's metadata writer)" for r in how.also_install]
+            + ([f"setuptools{how.setuptools} (the publisher's METADATA writer)"] if how.setuptools else [])
         )
         or None,
         _rebuilder_of(built),
@@ -928,6 +932,46 @@ def _replay_cmake(
     else:
         if _better(again_outcome, outcome):
             return again, again_outcome, again_how
+    shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)
+    return built, outcome, how
+
+
+#: Caps on the setuptools behind ``bdist_wheel`` (newest first), each the last series to write METADATA as
+#: older publishers have it: before 64 a ``Platform: UNKNOWN`` line and another field order (60), before 56 no
+#: ``License-File``. Dated resolution gives the newest release below the cap as the index had it.
+SETUPTOOLS_CAPS = ("<64", "<60", "<56")
+
+
+def _metadata_differs(outcome: Outcome) -> bool:
+    """Whether the published METADATA's content differs from the rebuild's."""
+    return outcome[1] is not None and any(
+        d.kind == "content" and (d.member or "").endswith(".dist-info/METADATA") for d in outcome[1].differences
+    )
+
+
+def _replay_setuptools(
+    rebuild: _Rebuild, wheel: Path, how: _How, built: _Built, outcome: Outcome, step: LineSink, pins: Sequence[str]
+) -> tuple[_Built, Outcome, _How]:
+    """A wheel ``bdist_wheel`` wrote whose METADATA differs: setuptools wrote it, and the newest one below 70.1
+    as of the upload need not be the publisher's. Rebuild under older caps (``SETUPTOOLS_CAPS``) and keep the
+    first whose METADATA is the published one's (humanfriendly's has no License-File: setuptools<56)."""
+    keep = rebuild.scratch / "before-setuptools"
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(rebuild.rebuilt, keep)
+    others = [p for p in pins if not p.startswith("setuptools")]
+    for i, cap in enumerate(SETUPTOOLS_CAPS):
+        constraints = rebuild.scratch / f"constraints-setuptools-{i}.txt"
+        constraints.write_text("".join(f"{p}\n" for p in [*others, f"setuptools{cap}"]))
+        attempt = dataclasses.replace(how, constraints=constraints, setuptools=cap)
+        step(f"the published METADATA differs: rebuilding with setuptools{cap} behind bdist_wheel")
+        try:
+            again = _build(rebuild, attempt)
+            again_outcome = _verdict(wheel, again.path)
+        except DetpackError as exc:
+            step(f"that rebuild failed ({exc.message})")
+            continue
+        if not _metadata_differs(again_outcome):
+            return again, again_outcome, attempt
     shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)
     return built, outcome, how
 
