@@ -83,7 +83,10 @@ test-network: setup
 # The corpus (network): real PyPI projects of every backend (corpus/projects.txt), each built twice
 # under every variation by `detpack check`; fails when a project in corpus/expected.json is no
 # longer reproducible. corpus-raw checks `python -m build` the same way (slow: about a minute a
-# project); rebuild-corpus runs `detpack rebuild --pypi -r` over corpus/releases.txt.
+# project); rebuild-corpus runs `detpack rebuild --pypi -r` over corpus/releases.txt (chosen by
+# backend), corpus/top100.txt (PyPI's 100 most downloaded projects) and corpus/sample100.txt (100
+# drawn at random from download ranks 101..5000); corpus/pick.py regenerates the two from the
+# ranking (hugovk/top-pypi-packages) and says how in their headers. REBUILD_LISTS picks the lists.
 CORPUS_OUT ?= /tmp/detpack-corpus-results
 test-corpus: setup
 	$(BIN)/python corpus/run.py --skip-raw --jobs 2 --out $(CORPUS_OUT) --expect corpus/expected.json
@@ -91,8 +94,13 @@ test-corpus: setup
 corpus-raw: setup
 	$(BIN)/python corpus/run.py --skip-detpack --jobs 2
 
+REBUILD_LISTS ?= corpus/releases.txt corpus/top100.txt corpus/sample100.txt
+REBUILD_TIMEOUT ?= 5m
 rebuild-corpus: setup
-	$(BIN)/detpack rebuild --pypi -r corpus/releases.txt --jobs 2
+	@status=0; for list in $(REBUILD_LISTS); do \
+		echo "== $$list"; \
+		$(BIN)/detpack rebuild --pypi -r $$list --jobs 2 --timeout $(REBUILD_TIMEOUT) || status=1; \
+	done; exit $$status
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not network"

@@ -48,6 +48,11 @@ OTHER_OS = "built on another operating system"
 WRITER_MODE = "a mode the archive writer sets itself"
 NO_CAUSE = "no cause inferred"
 OLD_METADATA_WRITER = "an older metadata writer (wheel 0.40 or before beside setuptools)"
+COMPRESSED_OUTSIDE = "files gzipped outside the build (NAME in one, NAME.gz in the other)"
+NOT_IN_SDIST = "files the sdist does not hold (built from another tree: a checkout, a stale build/ directory)"
+SDIST_LAYOUT = "files the sdist holds but its build does not package (the build config and the sdist's layout disagree)"
+#: Two times this close (and not whole hours apart) are each a clock's reading during a build.
+_SECONDS_APART = 60
 
 # An absolute path starts where no path character precedes it (so the "/util.py" inside
 # "pkg/util.py" or the "//host/a" of a URL are not one): POSIX "/a/b..." or a drive "C:\\a...".
@@ -139,6 +144,10 @@ def _explain_time(attribute: str, a: object, b: object, ctx: Context) -> tuple[s
                 f"{side}'s {attribute} is the SOURCE_DATE_EPOCH recorded beside it ({ctx.side(side).record}); "
                 f"{other}'s differs by {(delta if side == 'A' else -delta):+d} s"
             )
+    if abs(delta) <= _SECONDS_APART:
+        # a file written a zip time or two later in one build (a large wheel's RECORD): a fixed
+        # SOURCE_DATE_EPOCH gives every file the same time, however long the build takes
+        return CLOCK, f"the times are {delta:+d} s apart: each a clock's reading during its build"
     return None, f"the times differ by {delta:+d} s"
 
 
@@ -275,6 +284,12 @@ def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -
             BACKEND_VERSION,
             "the same metadata fields in another order or with other blank lines (the metadata writer's version)",
         )
+    if complete and is_metadata and _writer_lines(a) == _writer_lines(b):
+        return (
+            BACKEND_VERSION,
+            "the same metadata but for what the writer's version decides (Platform: UNKNOWN, License-File, the "
+            "name's spelling, Requires-Dist spacing, field order, trailing blank lines)",
+        )
     if complete and (moved := _reordered_lines(a, b)):
         return HASH_ORDER, moved
     if member.endswith(".cmake"):
@@ -306,6 +321,26 @@ def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -
     if line_a != line_b and sorted(tokens.findall(line_a)) == sorted(tokens.findall(line_b)):
         return HASH_ORDER, "the differing line holds the same tokens in another order"
     return None, ""
+
+
+#: Lines an older or newer metadata writer adds or leaves out on its own.
+_WRITER_ONLY = (b"Platform: UNKNOWN", b"License-File:", b"Dynamic:")
+_SPACED = re.compile(rb"^(Requires-Dist: [A-Za-z0-9._\[\], -]*?[A-Za-z0-9\]]) +([<>=!~(])")
+
+
+def _writer_lines(data: bytes) -> list[bytes]:
+    """METADATA's header lines as a set would hold them, without what the writer's version decides: the
+    lines it adds on its own, the name's spelling, ``name (spec)``, ``name >=1``, `` ; `` before a marker."""
+    head = _lf(data).split(b"\n\n", 1)
+    lines = []
+    for line in head[0].splitlines():
+        if line.startswith(_WRITER_ONLY):
+            continue
+        if line.startswith(b"Name: "):
+            line = re.sub(rb"[-_.]+", b"-", line.lower())
+        line = _SPACED.sub(rb"\1\2", unparenthesized(line)).replace(b" ; ", b"; ")
+        lines.append(line)
+    return [*sorted(lines), head[1].strip() if len(head) > 1 else b""]
 
 
 _PARENS = re.compile(rb"^(Requires-Dist: [A-Za-z0-9._\[\], -]+?) \(([^()]*)\)( ?;.*)?$")

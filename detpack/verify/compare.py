@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import gzip
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,6 +311,7 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
                 diffs.append(Difference("attribute", member, "duplicate members", count_a, count_b, "", None, evidence))
         added = [m for m in lb.members if m.name not in la.by_name and lb.kept(m)]
         removed = [m for m in la.members if m.name not in lb.by_name and la.kept(m)]
+        gzipped = _gzipped_pairs(va, vb, removed, added)
         for m, side in [*((m, "removed") for m in removed), *((m, "added") for m in added)]:
             if _is_dir(m):
                 # A directory entry carries no content: its presence is archive-writer metadata.
@@ -326,9 +329,13 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
                         )
                     )
             elif side == "removed":
-                diffs.append(Difference("removed", m.name, "presence", m.size, None))
+                diffs.append(
+                    Difference("removed", m.name, "presence", m.size, None, "", *gzipped.get(m.name, (None, "")))
+                )
             else:
-                diffs.append(Difference("added", m.name, "presence", None, m.size))
+                diffs.append(
+                    Difference("added", m.name, "presence", None, m.size, "", *gzipped.get(m.name, (None, "")))
+                )
         common = [m for m in la.members if m.name in lb.by_name and la.kept(m)]
         if not content_only:
             diffs += _order_diff(common, [m for m in lb.members if m.name in la.by_name and lb.kept(m)])
@@ -340,6 +347,36 @@ def _compare_views(a: Path, b: Path, name: str, ctx: causes.Context, *, content_
         members = len(la.by_name) + len({m.name for m in added})  # |names in A or B|, without a 40k-name set
         touched = {d.member for d in diffs if d.member is not None and d.kind != "order"}
         return FileComparison(name, la.kind, not diffs, members, len(touched), tuple(diffs), tuple(notes))
+
+
+#: The largest member whose gzipped twin is decompressed to compare them (package data files are small).
+GZIP_PAIR_LIMIT = 64 * 1024 * 1024
+
+
+def _gzipped_pairs(
+    va: ArchiveView, vb: ArchiveView, removed: list[RawMember], added: list[RawMember]
+) -> dict[str, tuple[str, str]]:
+    """Members present on one side as ``NAME`` and on the other as ``NAME.gz`` holding the same bytes once
+    decompressed (botocore's release gzips its data files between the sdist and the wheel): each name's
+    cause and evidence."""
+    found: dict[str, tuple[str, str]] = {}
+    by_a, by_b = {m.name: m for m in removed}, {m.name: m for m in added}
+    for (gz_side, gz_view, gz_members), (plain_view, plain_members) in (
+        (("A", va, by_a), (vb, by_b)),
+        (("B", vb, by_b), (va, by_a)),
+    ):
+        for name, packed in gz_members.items():
+            plain = plain_members.get(name.removesuffix(".gz")) if name.endswith(".gz") else None
+            if plain is None or packed.size > GZIP_PAIR_LIMIT or plain.size > GZIP_PAIR_LIMIT:
+                continue
+            try:
+                same = gzip.decompress(gz_view.read(packed, GZIP_PAIR_LIMIT)) == plain_view.read(plain, GZIP_PAIR_LIMIT)
+            except (OSError, EOFError, zlib.error):
+                continue
+            if same:
+                said = f"{gz_side} has {name}, the other {plain.name}: the same bytes once decompressed"
+                found[name] = found[plain.name] = (causes.COMPRESSED_OUTSIDE, said)
+    return found
 
 
 def _group_writable(members: Iterable[RawMember]) -> int:

@@ -45,7 +45,8 @@ from detpack.digest import CHUNK, canonical_json, file_sha256
 from detpack.errors import ConfigError, DetpackError, InputError
 from detpack.provenance import attestation, reader
 from detpack.verify import filetimes
-from detpack.verify.compare import FileComparison, compare_files, same_bytes
+from detpack.verify.causes import BACKEND_VERSION, CLOCK, NOT_IN_SDIST, SDIST_LAYOUT
+from detpack.verify.compare import Difference, FileComparison, compare_files, same_bytes
 from detpack.verify.index import fetch_sdist, index_url, project_files, release_wheels
 
 Verdict = Literal["byte-identical", "content-identical", "different"]
@@ -306,8 +307,16 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
 
 def _real(instant: int, mtimes: Mapping[str, float]) -> bool:
     """Whether ``instant`` can be when the publisher built: not before the sdist's newest file (2 s
-    of zip-time rounding allowed)."""
-    return not mtimes or instant + 2 >= max(mtimes.values())
+    of zip-time rounding allowed), leaving out the files the sdist's own build writes (PKG-INFO, the
+    ``.egg-info``, the ``setup.cfg`` setuptools rewrites): made after the wheel, they are newer
+    (transformers' sdist, 3 s after its wheel)."""
+    sources = [t for path, t in mtimes.items() if not _written_by_sdist(path)]
+    return not sources or instant + 2 >= max(sources)
+
+
+def _written_by_sdist(path: str) -> bool:
+    """Whether an sdist member (below its top directory) is one the sdist's build writes, not a source file."""
+    return path in ("PKG-INFO", "setup.cfg") or ".egg-info/" in f"{path}/"
 
 
 def _zone_of(copied: list[tuple[zipfile.ZipInfo, float]]) -> str | None:
@@ -409,7 +418,9 @@ def _wheel_facts(wheel: Path) -> tuple[str, int | None]:
 
     Backends stamp the files they generate (``.dist-info``) with SOURCE_DATE_EPOCH when it is
     set, and every other member too. When the members' times vary while the ``.dist-info``
-    ones agree, the publisher had no SOURCE_DATE_EPOCH: ``None``.
+    ones agree, the publisher had no SOURCE_DATE_EPOCH: ``None``. So too when those generated files
+    were stamped over a few seconds of a clock (a large wheel's RECORD, written last, a zip time or
+    two after METADATA: awscli's 8,000 members): an epoch, clamped or not, stamps them all alike.
     """
     with zipfile.ZipFile(wheel) as zf:
         names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/WHEEL")]
@@ -423,9 +434,13 @@ def _wheel_facts(wheel: Path) -> tuple[str, int | None]:
     meta = {t for n, t in times.items() if n in generated}
     if len(set(times.values())) == 1:
         return generator, next(iter(times.values()))
-    if len(meta) == 1:
+    if len(meta) == 1 or (meta and max(meta) - min(meta) <= _CLOCK_SPREAD):
         return generator, None
     return generator, max(times.values())
+
+
+#: How far apart a clock can stamp a wheel's generated .dist-info files (WHEEL, METADATA, RECORD).
+_CLOCK_SPREAD = 60
 
 
 #: pip's lines that say why, most telling first.
@@ -553,6 +568,7 @@ class _How:
     umask: int = policy.UMASK  # the publisher's, as the modes of the wheel's generated files show it
     modes_kept: bool = False  # the publisher's frontend unpacked the sdist with its modes as they are
     also_install: tuple[str, ...] = ()  # beside the backend: the publisher's metadata writer (wheel<=0.40)
+    setuptools: str | None = None  # the cap on setuptools behind bdist_wheel that writes the publisher's METADATA
 
 
 @dataclass(frozen=True)
@@ -582,12 +598,15 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     if built.path.name != wheel.name:
         raise InputError(f"{rebuild.spec}: {_name_mismatch(wheel.name, built.path.name, generator)}")
     outcome = _verdict(wheel, built.path)
+    if outcome[0] != "byte-identical" and generator.startswith("bdist_wheel") and _metadata_differs(outcome):
+        built, outcome, how = _replay_setuptools(rebuild, wheel, how, built, outcome, step, pins)
     if outcome[0] == "different" and generator.startswith("scikit-build-core") and _only_cmake(outcome):
         built, outcome, how = _replay_cmake(rebuild, wheel, how, built, outcome, step)
     clock = None
     if outcome[0] != "byte-identical":
         old_writer = generator.startswith("setuptools") and _old_writer(wheel)
         built, outcome, how, clock = _replay(rebuild, wheel, how, built, outcome, step, epoch, old_writer)
+        outcome = (outcome[0], build_time_causes(sdist_causes(outcome[1], rebuild.sdist), wheel))
     return WheelCheck(
         wheel.name,
         generator,
@@ -605,6 +624,7 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
             + (["sdist modes kept"] if how.modes_kept else [])
             + ([f"CMake {how.config['cmake.version']}"] if "cmake.version" in how.config else [])
             + [f"{r} beside the backend (the publisher's metadata writer)" for r in how.also_install]
+            + ([f"setuptools{how.setuptools} (the publisher's METADATA writer)"] if how.setuptools else [])
         )
         or None,
         _rebuilder_of(built),
@@ -630,6 +650,78 @@ def _old_writer(wheel: Path) -> bool:
     except (OSError, zipfile.BadZipFile, KeyError):
         return False
     return any(unparenthesized(line) != line for line in text.splitlines())
+
+
+def sdist_causes(comparison: FileComparison | None, sdist: Path) -> FileComparison | None:
+    """Name what the sdist shows of a member only one wheel holds, when nothing else named it: a member
+    only the published wheel has that the sdist does not hold came from another tree (a checkout, a
+    stale ``build/``: pre-commit-hooks' modules deleted a release before); one the sdist holds was left
+    out by the build from it (a config written for the repository's layout)."""
+    if comparison is None or not any(
+        d.kind in ("removed", "added") and d.cause is None for d in comparison.differences
+    ):
+        return comparison
+    try:
+        with tarfile.open(sdist) as tf:
+            paths = {m.name.split("/", 1)[1] for m in tf if m.isfile() and "/" in m.name}
+    except (tarfile.TarError, OSError, EOFError):
+        return comparison
+    tails = {"/".join(p.split("/")[i:]) for p in paths for i in range(p.count("/") + 1)}
+
+    def named(d: Difference) -> Difference:
+        if d.cause is not None or d.kind not in ("removed", "added") or d.member is None:
+            return d
+        member = d.member
+        generated = member.split("/", 1)[0].endswith(".dist-info")
+        held = (member.rsplit("/", 1)[-1] in tails) if generated else (member in tails)
+        where = "the published wheel" if d.kind == "removed" else "the rebuild"
+        if not held and d.kind == "removed":
+            return dataclasses.replace(
+                d, cause=NOT_IN_SDIST, evidence=f"only {where} has it; the sdist has no such file"
+            )
+        if held and d.kind == "removed" and not generated:
+            said = f"only {where} has it; the sdist holds it, and the build from it left it out"
+            return dataclasses.replace(d, cause=SDIST_LAYOUT, evidence=said)
+        if held and generated:
+            said = f"only {where} has it; the sdist holds the file: which backend version copies it into .dist-info"
+            return dataclasses.replace(d, cause=BACKEND_VERSION, evidence=said)
+        return d
+
+    return dataclasses.replace(comparison, differences=tuple(named(d) for d in comparison.differences))
+
+
+def build_time_causes(comparison: FileComparison | None, wheel: Path) -> FileComparison | None:
+    """Name a member time nothing else explained when the published copy carries the time its build stamped
+    the generated ``.dist-info`` files with (within a minute): the publisher's source files were written at
+    build time (a fresh checkout or copy), not unpacked from this sdist with their times (mistral-common)."""
+    if comparison is None or not any(d.attribute == "date_time" and d.cause is None for d in comparison.differences):
+        return comparison
+    with zipfile.ZipFile(wheel) as zf:
+        stamps = {
+            calendar.timegm((*i.date_time, 0, 0, 0))
+            for i in zf.infolist()
+            if i.filename.split("/", 1)[0].endswith(".dist-info")
+        }
+    if not stamps:
+        return comparison
+    first, last = min(stamps), max(stamps)
+
+    def named(d: Difference) -> Difference:
+        if d.attribute != "date_time" or d.cause is not None or not isinstance(d.a, str):
+            return d
+        try:
+            t = calendar.timegm(time.strptime(d.a, "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            return d
+        if not first - _CLOCK_SPREAD <= t <= last + _CLOCK_SPREAD:
+            return d
+        said = (
+            f"the published copy's time {d.a} is its build's (the .dist-info files'), not the sdist file's: the "
+            "publisher's source files were written at build time (a fresh checkout), not unpacked from this sdist"
+        )
+        return dataclasses.replace(d, cause=CLOCK, evidence=said)
+
+    return dataclasses.replace(comparison, differences=tuple(named(d) for d in comparison.differences))
 
 
 def _rebuilder_of(built: _Built) -> Mapping[str, Any] | None:
@@ -840,6 +932,46 @@ def _replay_cmake(
     else:
         if _better(again_outcome, outcome):
             return again, again_outcome, again_how
+    shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)
+    return built, outcome, how
+
+
+#: Caps on the setuptools behind ``bdist_wheel`` (newest first), each the last series to write METADATA as
+#: older publishers have it: before 64 a ``Platform: UNKNOWN`` line and another field order (60), before 56 no
+#: ``License-File``. Dated resolution gives the newest release below the cap as the index had it.
+SETUPTOOLS_CAPS = ("<64", "<60", "<56")
+
+
+def _metadata_differs(outcome: Outcome) -> bool:
+    """Whether the published METADATA's content differs from the rebuild's."""
+    return outcome[1] is not None and any(
+        d.kind == "content" and (d.member or "").endswith(".dist-info/METADATA") for d in outcome[1].differences
+    )
+
+
+def _replay_setuptools(
+    rebuild: _Rebuild, wheel: Path, how: _How, built: _Built, outcome: Outcome, step: LineSink, pins: Sequence[str]
+) -> tuple[_Built, Outcome, _How]:
+    """A wheel ``bdist_wheel`` wrote whose METADATA differs: setuptools wrote it, and the newest one below 70.1
+    as of the upload need not be the publisher's. Rebuild under older caps (``SETUPTOOLS_CAPS``) and keep the
+    first whose METADATA is the published one's (humanfriendly's has no License-File: setuptools<56)."""
+    keep = rebuild.scratch / "before-setuptools"
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(rebuild.rebuilt, keep)
+    others = [p for p in pins if not p.startswith("setuptools")]
+    for i, cap in enumerate(SETUPTOOLS_CAPS):
+        constraints = rebuild.scratch / f"constraints-setuptools-{i}.txt"
+        constraints.write_text("".join(f"{p}\n" for p in [*others, f"setuptools{cap}"]))
+        attempt = dataclasses.replace(how, constraints=constraints, setuptools=cap)
+        step(f"the published METADATA differs: rebuilding with setuptools{cap} behind bdist_wheel")
+        try:
+            again = _build(rebuild, attempt)
+            again_outcome = _verdict(wheel, again.path)
+        except DetpackError as exc:
+            step(f"that rebuild failed ({exc.message})")
+            continue
+        if not _metadata_differs(again_outcome):
+            return again, again_outcome, attempt
     shutil.copytree(keep, rebuild.rebuilt, dirs_exist_ok=True)
     return built, outcome, how
 

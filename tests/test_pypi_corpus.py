@@ -1,0 +1,248 @@
+"""What the rebuild corpus (corpus/top100.txt, corpus/sample100.txt) taught ``rebuild --pypi``, offline:
+
+- a large wheel built without SOURCE_DATE_EPOCH whose generated ``.dist-info`` files were stamped a
+  zip time or two apart (awscli's RECORD, written after 8,000 members) was built without an epoch,
+  not with one at its newest member's time;
+- a published wheel whose data files were gzipped outside the build (botocore: ``X.json`` in the sdist,
+  ``X.json.gz`` in the wheel) is said to differ for that, not for "no cause inferred".
+"""
+
+from __future__ import annotations
+
+import calendar
+import gzip
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from detpack.verify import causes
+from detpack.verify.compare import compare_files
+from detpack.verify.pypi import _wheel_facts
+
+
+def _wheel(path: Path, members: dict[str, tuple[bytes, tuple[int, int, int, int, int, int]]]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, (data, when) in members.items():
+            zf.writestr(zipfile.ZipInfo(name, when), data)
+    return path
+
+
+WHEEL = b"Wheel-Version: 1.0\nGenerator: setuptools (75.1.0)\nRoot-Is-Purelib: true\nTag: py3-none-any\n\n"
+
+
+def test_generated_files_stamped_seconds_apart_mean_no_epoch(tmp_path: Path) -> None:
+    copied, late = (2026, 11, 5, 16, 59, 26), (2026, 11, 5, 17, 1, 14)
+    info = "x-1.dist-info"
+    members = {
+        "x/__init__.py": (b"", late),
+        "x/cli.py": (b"", copied),
+        f"{info}/METADATA": (b"Name: x\n", (2026, 11, 5, 17, 1, 22)),
+        f"{info}/WHEEL": (WHEEL, (2026, 11, 5, 17, 1, 22)),
+        f"{info}/top_level.txt": (b"x\n", (2026, 11, 5, 17, 1, 20)),
+        f"{info}/RECORD": (b"", (2026, 11, 5, 17, 1, 24)),  # written last, a zip time later
+    }
+    assert _wheel_facts(_wheel(tmp_path / "x-1-py3-none-any.whl", members)) == ("setuptools (75.1.0)", None)
+    # the perturbations: one time for every member is an epoch; generated files hours apart are not a clock's
+    same = {n: (d, late) for n, (d, _) in members.items()}
+    assert _wheel_facts(_wheel(tmp_path / "same.whl", same))[1] == calendar.timegm((*late, 0, 0, 0))
+    apart = {**members, f"{info}/RECORD": (b"", (2026, 11, 5, 19, 1, 24))}
+    assert _wheel_facts(_wheel(tmp_path / "apart.whl", apart))[1] == calendar.timegm((2026, 11, 5, 19, 1, 24, 0, 0, 0))
+
+
+def test_files_gzipped_outside_the_build_are_named(tmp_path: Path) -> None:
+    when = (2026, 12, 2, 16, 19, 16)
+    data = b'{"version": "2.0", "operations": {}}\n' * 50
+    common = {"botocore/__init__.py": (b"", when), "x-1.dist-info/WHEEL": (WHEEL, when)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    published = _wheel(
+        tmp_path / "a" / "x-1-py3-none-any.whl",
+        {**common, "botocore/data/s3/service-2.json.gz": (gzip.compress(data, mtime=1796000000), when)},
+    )
+    rebuilt = _wheel(
+        tmp_path / "b" / "x-1-py3-none-any.whl", {**common, "botocore/data/s3/service-2.json": (data, when)}
+    )
+    result = compare_files(published, rebuilt, published.name, content_only=True)
+    assert not result.identical and result.members_differing == 3  # and RECORD, which lists them
+    assert result.cause_tally() == [(causes.COMPRESSED_OUTSIDE, 2)]
+    said = {d.evidence for d in result.differences if d.cause}
+    assert said == {
+        "A has botocore/data/s3/service-2.json.gz, the other botocore/data/s3/service-2.json: the same bytes once "
+        "decompressed"
+    }
+    # the perturbation: other bytes once decompressed are no such pair
+    (tmp_path / "c").mkdir()
+    other = _wheel(
+        tmp_path / "c" / "x-1-py3-none-any.whl",
+        {**common, "botocore/data/s3/service-2.json.gz": (gzip.compress(data + b"\n"), when)},
+    )
+    again = compare_files(other, rebuilt, other.name, content_only=True)
+    assert again.cause_tally() == [] and all(d.cause is None for d in again.differences)
+
+
+def test_times_seconds_apart_are_a_clock() -> None:
+    ctx = causes.Context(0.0, 0.0)
+    cause, why = causes.explain_attribute("date_time", "2026-07-29 06:39:22", "2026-07-29 06:39:20", ctx)
+    assert cause == causes.CLOCK and why == "the times are -2 s apart: each a clock's reading during its build"
+    # the perturbation: months apart is no such thing
+    assert causes.explain_attribute("date_time", "2026-11-02 20:04:00", "2026-09-16 21:48:22", ctx)[0] is None
+
+
+def test_what_a_metadata_writer_decides_is_named() -> None:
+    published = (
+        b"Metadata-Version: 2.1\nName: alibabacloud-adb20211201\nVersion: 4.5.1\nPlatform: UNKNOWN\n"
+        b'Requires-Dist: isodate>=0.6.1\nRequires-Dist: tomli>=1.1.0; python_version < "3.11"\n\nReadme.\n\n\n'
+    )
+    rebuilt = (
+        b"Metadata-Version: 2.1\nName: alibabacloud_adb20211201\nVersion: 4.5.1\nLicense-File: LICENSE\n"
+        b'Requires-Dist: tomli >=1.1.0 ; python_version < "3.11"\nRequires-Dist: isodate >=0.6.1\n\nReadme.\n'
+    )
+    cause, why = causes.explain_content("x-1.dist-info/METADATA", published, rebuilt)
+    assert cause == causes.BACKEND_VERSION and "Platform: UNKNOWN, License-File" in why
+    # the perturbations: another requirement, another description
+    other = rebuilt.replace(b"isodate >=0.6.1", b"isodate >=0.7")
+    assert causes.explain_content("x-1.dist-info/METADATA", published, other)[0] is None
+    assert (
+        causes.explain_content("x-1.dist-info/METADATA", published, rebuilt.replace(b"Readme.", b"Other."))[0] is None
+    )
+
+
+def test_members_only_the_published_wheel_has_are_told_by_the_sdist(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from detpack.verify.compare import Difference, FileComparison
+    from detpack.verify.pypi import sdist_causes
+
+    sdist = tmp_path / "x-1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tf:
+        for name in ("x-1/pkg/__init__.py", "x-1/pkg/kept.py", "x-1/LICENSE", "x-1/setup.py"):
+            tf.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+    diffs = (
+        Difference("removed", "pkg/stale.py", "presence", 1, None),  # a stale build/lib leftover
+        Difference("removed", "pkg/kept.py", "presence", 1, None),  # in the sdist, left out by its build
+        Difference("removed", "x-1.dist-info/LICENSE", "presence", 1, None),  # copied by another backend version
+        Difference("removed", "x-1.dist-info/NOTICE", "presence", 1, None),
+        Difference("content", "x-1.dist-info/RECORD", "content", 1, 2),
+    )
+    named = sdist_causes(FileComparison("x-1-py3-none-any.whl", "wheel", False, 9, 5, diffs), sdist)
+    assert named is not None
+    assert [d.cause for d in named.differences] == [
+        causes.NOT_IN_SDIST,
+        causes.SDIST_LAYOUT,
+        causes.BACKEND_VERSION,
+        causes.NOT_IN_SDIST,
+        None,
+    ]
+
+
+def test_files_the_sdist_build_writes_do_not_make_the_clock_a_fixed_time(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from detpack.verify.pypi import publisher_clock
+
+    built = (2026, 12, 1, 17, 52, 16)
+    wheel = _wheel(
+        tmp_path / "x-1-py3-none-any.whl",
+        {"x/__init__.py": (b"", (2026, 12, 1, 17, 51, 56)), "x-1.dist-info/WHEEL": (WHEEL, built)},
+    )
+    sdist = tmp_path / "x-1.tar.gz"
+    later = calendar.timegm((2026, 12, 1, 17, 52, 19, 0, 0, 0))  # the sdist made 3 s after the wheel
+    files = {"x-1/x/__init__.py": later - 23, "x-1/PKG-INFO": later, "x-1/setup.cfg": later}
+    files["x-1/x.egg-info/SOURCES.txt"] = later
+    with tarfile.open(sdist, "w:gz") as tf:
+        for name, mtime in files.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = mtime
+            tf.addfile(info, io.BytesIO(b""))
+    clock = publisher_clock(wheel, sdist)
+    assert clock is not None and clock.real and clock.utc == calendar.timegm((*built, 0, 0, 0))
+    # the perturbation: a source file newer than the wheel's generated files makes it a fixed time
+    files["x-1/x/__init__.py"] = later
+    with tarfile.open(sdist, "w:gz") as tf:
+        for name, mtime in files.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = mtime
+            tf.addfile(info, io.BytesIO(b""))
+    clock = publisher_clock(wheel, sdist)
+    assert clock is not None and not clock.real
+
+
+def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -> None:
+    from detpack.verify.pypi import build_time_causes
+
+    built = (2026, 11, 2, 20, 4, 0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    published = _wheel(
+        tmp_path / "a" / "x-1-py3-none-any.whl",
+        {"x/__init__.py": (b"", built), "x/old.py": (b"", built), "x-1.dist-info/WHEEL": (WHEEL, built)},
+    )
+    rebuilt = _wheel(
+        tmp_path / "b" / "x-1-py3-none-any.whl",
+        {
+            "x/__init__.py": (b"", (2026, 9, 16, 21, 48, 22)),  # the sdist file's time
+            "x/old.py": (b"", (2026, 9, 16, 21, 48, 22)),
+            "x-1.dist-info/WHEEL": (WHEEL, built),
+        },
+    )
+    comparison = compare_files(published, rebuilt, published.name)
+    assert comparison.cause_tally() == []
+    named = build_time_causes(comparison, published)
+    assert named is not None and named.cause_tally() == [(causes.CLOCK, 2)]
+    # the perturbation: a published copy with a time of its own (the sdist file's) stays unexplained
+    (tmp_path / "c").mkdir()
+    other = _wheel(
+        tmp_path / "c" / "x-1-py3-none-any.whl",
+        {
+            "x/__init__.py": (b"", (2026, 5, 1, 10, 0, 0)),
+            "x/old.py": (b"", (2026, 9, 16, 21, 48, 22)),
+            "x-1.dist-info/WHEEL": (WHEEL, built),
+        },
+    )
+    again = build_time_causes(compare_files(other, rebuilt, other.name), other)
+    assert again is not None and again.cause_tally() == []
+
+
+def test_a_bdist_wheel_metadata_is_rebuilt_under_older_setuptools_caps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detpack.verify import pypi
+    from detpack.verify.compare import Difference, FileComparison
+
+    def outcome(metadata_differs: bool) -> pypi.Outcome:
+        member = "x-1.dist-info/METADATA" if metadata_differs else "x-1.dist-info/top_level.txt"
+        diff = Difference("content" if metadata_differs else "attribute", member, "content", 1, 2)
+        return ("different", FileComparison("x-1-py3-none-any.whl", "wheel", False, 5, 1, (diff,)))
+
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    tried: list[str] = []
+
+    def build(rebuild: pypi._Rebuild, how: pypi._How) -> pypi._Built:
+        assert how.constraints is not None
+        tried.append(how.constraints.read_text())
+        (rebuilt / "x-1-py3-none-any.whl").write_text(str(len(tried)))
+        return pypi._Built(rebuilt / "x-1-py3-none-any.whl", str(len(tried)))
+
+    monkeypatch.setattr(pypi, "_build", build)
+    monkeypatch.setattr(pypi, "_verdict", lambda published, path: outcome(path.read_text() != "2"))
+    rebuild = pypi._Rebuild("x==1", tmp_path / "x-1.tar.gz", rebuilt, tmp_path, pypi.Fetch(), None, None, None)
+    first = pypi._Built(rebuilt / "x-1-py3-none-any.whl", "0")
+    pins = ("wheel==0.38.4", "setuptools<70.1")
+    built, got, how = pypi._replay_setuptools(
+        rebuild, tmp_path / "x.whl", pypi._How(None, None), first, outcome(True), lambda _: None, pins
+    )
+    assert tried == ["wheel==0.38.4\nsetuptools<64\n", "wheel==0.38.4\nsetuptools<60\n"]
+    assert how.setuptools == "<60" and built.sha256 == "2" and not pypi._metadata_differs(got)
+    # the perturbation: no cap gives the published METADATA: the first rebuild stands, its files put back
+    tried.clear()
+    monkeypatch.setattr(pypi, "_verdict", lambda published, path: outcome(True))
+    (rebuilt / "x-1-py3-none-any.whl").write_text("first")
+    built, got, how = pypi._replay_setuptools(
+        rebuild, tmp_path / "x.whl", pypi._How(None, None), first, outcome(True), lambda _: None, pins
+    )
+    assert len(tried) == len(pypi.SETUPTOOLS_CAPS) and how.setuptools is None and built is first
+    assert (rebuilt / "x-1-py3-none-any.whl").read_text() == "first"
