@@ -91,3 +91,27 @@ def test_no_processes_where_pipes_cannot_hold_the_blocks(monkeypatch: pytest.Mon
         out = b"".join([*deflater.feed(data), *deflater.finish()])
         assert pool._workers == []
     assert out == codec.deflate(data)
+
+
+def test_known_input_is_what_it_was() -> None:
+    import hashlib
+
+    words = [b"detpack ", b"wheel ", b"canonical ", b"deflate ", b"\n", b"    ", b"return ", b"0x1f8b "]
+    choice = hashlib.shake_256(b"detpack known input: text").digest(30_000)
+    text = b"".join(words[c & 7] + words[c >> 5] for c in choice)[: 200 * 1024]
+    noise = hashlib.shake_256(b"detpack known input: noise").digest(100 * 1024)
+    assert codec.known_input.__wrapped__() == text + noise
+
+
+def test_the_early_check_is_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detpack import policy
+
+    codec.check.cache_clear()
+    monkeypatch.setattr(codec, "_early", {})
+    monkeypatch.setattr(policy, "DEFLATE_KNOWN_ANSWER", "0" * 64)
+    codec.check_soon()  # refuses in its thread, quietly
+    with pytest.raises(DetpackError, match="known input to sha256"):
+        codec.ready()  # and the writer's call says so
+    monkeypatch.undo()
+    codec.check.cache_clear()
+    assert codec.ready() == "zlib-ng 2.3.3"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from detpack import policy
-from detpack.archive import gz, tar
+from detpack.archive import codec, gz, tar
 from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
 from detpack.archive.entry import Duplicates, Entry, same_streams
@@ -67,6 +67,7 @@ def normalize_file(
 
     ``progress`` hears (bytes of ``src`` done, its size), about once a MiB: bytes read, for a
     zip or a tar; for a tar.gz an estimate (decompressing is ``_GUNZIP_SHARE`` of the work)."""
+    codec.check_soon()  # the writer needs it; it runs while the input is opened and read
     kind = detect(src) if not _exists_and_zip(src) else None
     if kind is None:  # a zip: open it once, for classifying and for copying
         with zipc.open_source(src) as (zf, raw):

@@ -229,7 +229,7 @@ class CanonicalZipWriter:
     """
 
     def __init__(self, fileobj: BinaryIO, epoch: int, *, workers: int | None = None) -> None:
-        codec.check()
+        codec.ready()
         self._zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
         self.epoch = epoch
         self._workers = workers or min(8, os.cpu_count() or 1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detpack import policy
+from detpack.archive import codec
 from detpack.archive.entry import safe_name
 from detpack.archive.meter import Progress
 from detpack.archive.tarball import ContentDigest, TarDigests, content_size, write_tarball
@@ -152,6 +153,7 @@ def build_layer(
     for addition in additions:
         if not addition.source.exists() and not addition.source.is_symlink():
             raise InputError(f"{addition.source}: no such file or directory (from --add {addition.as_given})")
+    codec.check_soon()  # the gzip writer needs it; it runs while the sources are walked
     with tempfile.TemporaryDirectory(prefix="detpack-layer-") as scratch:
         sources: list[tuple[str, Iterator[TreeItem]]] = [
             (f"--add {a.as_given}", _addition_items(a, i)) for i, a in enumerate(additions)
