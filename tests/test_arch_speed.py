@@ -1,19 +1,15 @@
-"""The fast paths of archive writing give the canonical bytes: deflate worker processes,
-small-member batches, and the known-answer check's input."""
+"""The fast paths of archive writing give the canonical bytes: the early known-answer check and its
+input, zstd layers, and normalize's output hashed as it is written."""
 
 from __future__ import annotations
 
-import io
 import os
 import random
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from zlib_ng import zlib_ng
 
-from detpack.archive import codec, deflate_worker, procs
-from detpack.archive.gz import BlockGzipWriter
+from detpack.archive import codec
 from detpack.errors import DetpackError
 
 
@@ -22,76 +18,6 @@ def _data(seed: int, size: int) -> bytes:
     words = [f"{rng.getrandbits(40):x} ".encode() for _ in range(500)]
     text = b"".join(rng.choice(words) for _ in range(size // 12))
     return text[: size // 2] + os.urandom(size // 4) + text[size // 2 :]
-
-
-def test_worker_deflates_as_the_codec() -> None:
-    data = codec.known_input()
-    for last in (False, True):
-        for dictionary in (b"", data[:32768]):
-            block = data[32768 : 32768 + 131072]
-            assert deflate_worker.deflate_block(zlib_ng, block, dictionary, last, 6, 8) == codec.deflate_block(
-                block, dictionary, last
-            )
-
-
-@pytest.mark.parametrize("workers", [2, 3])
-def test_process_pool_gives_the_codec_bytes(workers: int) -> None:
-    data = _data(workers, (procs.START_AFTER + 11) * 128 * 1024 + 999)
-    with ThreadPoolExecutor(workers) as threads:
-        pool = procs.DeflatePool(threads, workers)
-        deflater = codec.BlockDeflater(pool, window=procs.IN_FLIGHT * workers - 1)
-        try:
-            out = b"".join([*deflater.feed(data), *deflater.finish()])
-            assert pool._workers, "the worker processes did not start"
-        finally:
-            pool.shutdown()
-    assert out == codec.deflate(data)
-    assert all(w.proc.returncode == 0 for w in pool._workers or ())
-
-
-def test_gzip_writer_same_bytes_with_processes_threads_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = _data(7, 3 << 20)
-    outputs = set()
-    for workers, start_after in ((1, 8), (2, 8), (2, 10**9), (4, 0)):
-        monkeypatch.setattr(procs, "START_AFTER", start_after)
-        buf = io.BytesIO()
-        with BlockGzipWriter(buf, workers=workers) as w:
-            for at in range(0, len(data), 300_001):
-                w.write(data[at : at + 300_001])
-        outputs.add(buf.getvalue())
-    assert len(outputs) == 1
-
-
-def test_a_worker_that_dies_is_an_error_not_a_short_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(procs, "START_AFTER", 0)
-    data = _data(3, 2 << 20)
-    with ThreadPoolExecutor(2) as threads:
-        pool = procs.DeflatePool(threads, 2)
-        deflater = codec.BlockDeflater(pool, window=procs.IN_FLIGHT * 2 - 1)
-        first = pool.submit(data[:131072], b"", False)
-        assert pool._workers
-        pool._workers[0].proc.kill()
-        pool._workers[0].proc.wait()
-        with pytest.raises(DetpackError, match="deflate worker process ended early"):
-            first.result()
-        pool.shutdown()
-        del deflater
-
-
-def test_no_processes_where_pipes_cannot_hold_the_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(procs, "START_AFTER", 0)
-
-    def small(fd: int) -> None:
-        raise OSError("the pipe cannot be made large enough")
-
-    monkeypatch.setattr(procs, "_grow_pipe", small)  # as on a host with a lower pipe limit: threads instead
-    data = _data(5, 1 << 20)
-    with ThreadPoolExecutor(2) as threads:
-        pool = procs.DeflatePool(threads, 2)
-        deflater = codec.BlockDeflater(pool, window=7)
-        out = b"".join([*deflater.feed(data), *deflater.finish()])
-        assert pool._workers == []
-    assert out == codec.deflate(data)
 
 
 def test_known_input_is_what_it_was() -> None:

@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
-from typing import Final, Protocol
+from typing import Final
 
 import zlib_ng as zlib_ng_package
 from zlib_ng import zlib_ng
@@ -112,16 +112,6 @@ def deflate_block(block: bytes, dictionary: bytes, last: bool, level: int = poli
     return c.compress(block) + c.flush(zlib_ng.Z_FINISH if last else zlib_ng.Z_SYNC_FLUSH)
 
 
-class BlockPool(Protocol):
-    """Somewhere blocks are deflated (``procs.DeflatePool``); results are taken in submission order."""
-
-    def submit(self, block: bytes, dictionary: bytes, last: bool) -> _Pending: ...
-
-
-class _Pending(Protocol):
-    def result(self) -> bytes: ...
-
-
 class BlockDeflater:
     """One deflate stream with the block scheme, fed in pieces; compressed pieces come out in order.
 
@@ -129,12 +119,12 @@ class BlockDeflater:
     one, blocks compress in the caller's thread. The bytes are the same either way.
     """
 
-    def __init__(self, pool: Executor | BlockPool | None = None, window: int = 4) -> None:
+    def __init__(self, pool: Executor | None = None, window: int = 4) -> None:
         self._pool = pool
         self._window = window
         self._buffer = bytearray()
         self._dictionary = b""
-        self._pending: deque[Future[bytes] | _Pending] = deque()
+        self._pending: deque[Future[bytes]] = deque()
         self.size = 0  # compressed bytes handed out so far
 
     def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
@@ -158,11 +148,7 @@ class BlockDeflater:
         if self._pool is None:
             yield self._count(deflate_block(block, self._dictionary, last))
         else:
-            if isinstance(self._pool, Executor):
-                pending: Future[bytes] | _Pending = self._pool.submit(deflate_block, block, self._dictionary, last)
-            else:
-                pending = self._pool.submit(block, self._dictionary, last)
-            self._pending.append(pending)
+            self._pending.append(self._pool.submit(deflate_block, block, self._dictionary, last))
             while len(self._pending) > self._window:
                 yield self._count(self._pending.popleft().result())
         joined = self._dictionary + block if len(block) < WINDOW else block

@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from detpack import policy
-from detpack.archive import codec, procs
+from detpack.archive import codec
 from detpack.archive.entry import READ_ERRORS
 from detpack.errors import ArchiveError
 
-# Blocks in flight per worker: what a worker process's pipes hold (``procs.IN_FLIGHT``).
+# Blocks in flight per worker. Measured on a 200 MB, 20,000-file layer (2 cores, median of 5):
+# 2 per worker 4.36 s, 4: 3.9 s, 8: 3.53 s, 16: 3.08 s (peak RSS 44 MB), 32: 3.07 s (52 MB).
 # Memory is bounded by window x 128 KiB of input plus its deflate output.
-_BLOCKS_PER_WORKER = procs.IN_FLIGHT
+_BLOCKS_PER_WORKER = 16
 
 
 class BlockGzipWriter(io.RawIOBase):
-    """A gzip stream deflated in fixed blocks in parallel, pigz's way (``codec.BlockDeflater``): in
-    worker processes once the stream is long enough (``procs.DeflatePool``), in threads before.
+    """A gzip stream deflated in fixed blocks on a thread pool, pigz's way (``codec.BlockDeflater``).
 
     The bytes depend only on the input, never on the number of threads: one worker or eight
     give the same file. Header: no name, mtime 0, XFL 0 (level 6), OS byte 255; trailer:
@@ -42,8 +42,7 @@ class BlockGzipWriter(io.RawIOBase):
         self._out = fileobj
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
-        self._procs = procs.DeflatePool(self._pool, self._workers)
-        self._deflater = codec.BlockDeflater(self._procs, window=_BLOCKS_PER_WORKER * self._workers - 1)
+        self._deflater = codec.BlockDeflater(self._pool, window=_BLOCKS_PER_WORKER * self._workers)
         self._crc = 0
         self._size = 0
         self._out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes([0, policy.GZIP_OS_BYTE]))
@@ -70,7 +69,6 @@ class BlockGzipWriter(io.RawIOBase):
                 self._out.write(piece)
             self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         finally:
-            self._procs.shutdown()
             self._pool.shutdown(wait=True)
             super().close()
 
