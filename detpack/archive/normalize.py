@@ -274,29 +274,21 @@ def _normalize_open_zip(
     if added:
         placed.sort(key=lambda item: item[0])
     rows: list[tuple[str, str, str]] = []
-
-    def row(name: str, sha256: bytes | None, size: int) -> None:
-        if sha256 is not None:
-            encoded = base64.urlsafe_b64encode(sha256).rstrip(b"=").decode("ascii")
-            rows.append((name, f"sha256={encoded}", str(size)))
-
     with zipc.CanonicalZipWriter(out, options.epoch) as writer:
-        run: list[zipc.ZipMember] = []  # members of the input, copied in batches between added ones
-
-        def copy_run() -> None:
-            for member, sha256 in writer.copy_members(zf, raw, run, label, digests=bool(record)):
-                row(member.entry.name, sha256, member.info.file_size)
-            run.clear()
-
         for _, item in placed:
             if isinstance(item, tuple):
-                copy_run()
                 entry, data = item
                 writer.add_bytes(entry, data)
-                row(entry.name, hashlib.sha256(data).digest() if record else None, len(data))
-            else:
-                run.append(item)
-        copy_run()
+                if record:
+                    encoded = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+                    rows.append((entry.name, f"sha256={encoded}", str(len(data))))
+                continue
+            member = item
+            digest = hashlib.sha256() if record else None
+            writer.copy_member(zf, raw, member, label, digest=digest)
+            if digest is not None:
+                encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+                rows.append((member.entry.name, f"sha256={encoded}", str(member.info.file_size)))
         if record:
             writer.add_bytes(Entry(record, "file", 0o644), _record_bytes(rows, record))
     return tuple(replaced or ())

@@ -16,9 +16,8 @@ import stat
 import struct
 import tempfile
 import zipfile
-from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Final
@@ -295,51 +294,6 @@ class CanonicalZipWriter:
         self._stream(zi, content)
         sink.finish()
 
-    def copy_members(
-        self, src: zipfile.ZipFile, raw: BinaryIO, members: Iterable[ZipMember], label: str, *, digests: bool
-    ) -> Iterator[tuple[ZipMember, bytes | None]]:
-        """``copy_member`` of each of ``members`` in order; yields each with its content's sha256 (if ``digests``).
-
-        Small members (one block) are read here, in order, and inflated, checked, hashed and
-        deflated on the pool in batches (a batch per task: one hand-off per ~``_BATCH`` bytes,
-        not per member), then written here in order; the bytes are those of ``copy_member``.
-        """
-        batch: list[tuple[ZipMember, bytes]] = []
-        size = 0
-        pending: deque[tuple[list[tuple[ZipMember, bytes]], Future[list[tuple[bytes, bool, bytes | None]]]]] = deque()
-
-        def drain(keep: int) -> Iterator[tuple[ZipMember, bytes | None]]:
-            while len(pending) > keep:
-                done, future = pending.popleft()
-                for (member, _), (body, stored, sha) in zip(done, future.result(), strict=True):
-                    zi = _zipinfo(member.entry, self.epoch)
-                    zi.file_size, zi.CRC = member.info.file_size, member.info.CRC
-                    zi.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-                    zi.compress_size = len(body)
-                    _append_raw(self._zip, zi, iter((body,)))
-                    yield member, sha
-
-        for member in members:
-            info = member.info
-            if member.entry.kind == "dir" or info.file_size > _SMALL or info.compress_type not in _RAW_METHODS:
-                if batch:
-                    pending.append((batch, self._pool.submit(_prepare_batch, batch, label, digests)))
-                    batch, size = [], 0
-                yield from drain(0)
-                digest = hashlib.sha256() if digests else None
-                self.copy_member(src, raw, member, label, digest=digest)
-                yield member, None if digest is None else digest.digest()
-                continue
-            batch.append((member, b"".join(_raw_chunks(raw, info, label))))
-            size += info.file_size
-            if size >= _BATCH:
-                pending.append((batch, self._pool.submit(_prepare_batch, batch, label, digests)))
-                batch, size = [], 0
-                yield from drain(2 * self._workers)
-        if batch:
-            pending.append((batch, self._pool.submit(_prepare_batch, batch, label, digests)))
-        yield from drain(0)
-
     def _write_small(self, zi: zipfile.ZipInfo, data: bytes) -> None:
         """A member of one block, deflated in this thread (the pool would only contend for the GIL)."""
         stored = _stored(data)
@@ -405,23 +359,6 @@ _SMALL: Final = policy.GZIP_BLOCK
 _HELD: Final = 8 << 20
 #: A member's first piece up to this size is written with its header in one call.
 _JOIN: Final = 1 << 20
-
-
-#: Content bytes of small members per pool task in ``copy_members``.
-_BATCH: Final = 256 * 1024
-
-
-def _prepare_batch(
-    batch: list[tuple[ZipMember, bytes]], label: str, digests: bool
-) -> list[tuple[bytes, bool, bytes | None]]:
-    """For each (member, raw stream): its body as ``_write_small`` writes it, stored or not, its sha256."""
-    done = []
-    for member, raw in batch:
-        data = _inflated(raw, member.info, label)
-        stored = _stored(data)
-        body = data if stored else codec.deflate_block(data, b"", True)
-        done.append((body, stored, hashlib.sha256(data).digest() if digests else None))
-    return done
 
 
 def _inflated(raw: bytes, info: zipfile.ZipInfo, label: str) -> bytes:
