@@ -17,8 +17,10 @@ one block is exactly zlib-ng's one-shot deflate of it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
@@ -35,6 +37,30 @@ WINDOW: Final = 32 * 1024
 IMPLEMENTATION: Final = "zlib-ng"
 
 crc32 = zlib_ng.crc32
+
+
+def check_soon() -> None:
+    """Start ``check`` in a thread (its deflate gives up the GIL) while the caller reads its input."""
+    if check.cache_info().currsize == 0 and "thread" not in _early:
+        thread = threading.Thread(target=_check_early, name="detpack-codec-check", daemon=True)
+        _early["thread"] = thread
+        thread.start()
+
+
+def ready() -> str:
+    """``check``, after waiting for the one ``check_soon`` started (not running it twice at once)."""
+    thread = _early.get("thread")
+    if thread is not None:
+        thread.join()
+    return check()
+
+
+_early: dict[str, threading.Thread] = {}
+
+
+def _check_early() -> None:
+    with contextlib.suppress(DetpackError):  # a refusal is not cached: the writer's ``ready`` raises it
+        check()
 
 
 @functools.cache
@@ -71,7 +97,8 @@ def known_input() -> bytes:
     """300 KiB of word-like text and noise (three blocks), the same on every machine (SHAKE-256 driven)."""
     words = [b"detpack ", b"wheel ", b"canonical ", b"deflate ", b"\n", b"    ", b"return ", b"0x1f8b "]
     choice = hashlib.shake_256(b"detpack known input: text").digest(30_000)
-    text = b"".join(words[c & 7] + words[c >> 5] for c in choice)[: 200 * 1024]
+    pairs = [words[c & 7] + words[c >> 5] for c in range(256)]  # each byte picks two words
+    text = b"".join(map(pairs.__getitem__, choice))[: 200 * 1024]
     noise = hashlib.shake_256(b"detpack known input: noise").digest(100 * 1024)
     return text + noise
 

@@ -38,7 +38,7 @@ class BlockGzipWriter(io.RawIOBase):
 
     def __init__(self, fileobj: IO[bytes], *, workers: int | None = None) -> None:
         super().__init__()
-        codec.check()
+        codec.ready()
         self._out = fileobj
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=self._workers)

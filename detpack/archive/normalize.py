@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from detpack import policy
-from detpack.archive import gz, tar
+from detpack.archive import codec, gz, tar
 from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
 from detpack.archive.entry import Duplicates, Entry, same_streams
@@ -67,19 +67,61 @@ def normalize_file(
 
     ``progress`` hears (bytes of ``src`` done, its size), about once a MiB: bytes read, for a
     zip or a tar; for a tar.gz an estimate (decompressing is ``_GUNZIP_SHARE`` of the work)."""
+    codec.check_soon()  # the writer needs it; it runs while the input is opened and read
     kind = detect(src) if not _exists_and_zip(src) else None
     if kind is None:  # a zip: open it once, for classifying and for copying
         with zipc.open_source(src) as (zf, raw):
             kind = zip_kind(zf, src)
-            with atomic_writer(target) as out:
-                replaced = _normalize_open_zip(zf, _counted(raw, src, progress), src, out, kind, options)
-                changed = _differs(src, out)
+            with atomic_writer(target) as f:
+                out = _HashingWriter(f)
+                replaced = _normalize_open_zip(zf, _counted(raw, src, progress), src, out, kind, options)  # type: ignore[arg-type]
+                changed = _differs(src, f)
     else:
-        with atomic_writer(target) as out:
-            replaced = normalize_stream(src, out, kind, options, scratch=target.parent, progress=progress)
-            changed = _differs(src, out)
-    after = file_sha256(target)
+        with atomic_writer(target) as f:
+            out = _HashingWriter(f)
+            replaced = normalize_stream(src, out, kind, options, scratch=target.parent, progress=progress)  # type: ignore[arg-type]
+            changed = _differs(src, f)
+    after = out.hexdigest() or file_sha256(target)
     return NormalizeResult(src, target, kind, after, target.stat().st_size, changed, replaced)
+
+
+class _HashingWriter:
+    """The output file, hashed as it is written (no second read for its sha256).
+
+    A writer that seeks back (the zip writer patches a large member's header) makes the
+    hash void: ``hexdigest`` is then empty and the caller reads the file once more.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._hash: hashlib._Hash | None = hashlib.sha256()
+        self._end = out.tell()
+        self.name = out.name
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._hash is not None:
+            if self._out.tell() != self._end:
+                self._hash = None
+            else:
+                self._hash.update(data)
+        written = self._out.write(data)
+        self._end = max(self._end, self._out.tell())
+        return written
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._out.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._out.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def hexdigest(self) -> str:
+        return "" if self._hash is None else self._hash.hexdigest()
 
 
 def _differs(src: Path, out: BinaryIO) -> bool:

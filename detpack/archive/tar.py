@@ -10,13 +10,14 @@ The input must be a seekable, uncompressed tar so members can be read in any ord
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tarfile
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Final
 
 from detpack import policy
 from detpack.archive.entry import (
@@ -206,23 +207,38 @@ def header(entry: Entry, epoch: int) -> bytes:
         and 0 <= size <= _USTAR_MAX
         and 0 <= epoch <= _USTAR_MAX
     ):
-        block = b"".join(
+        raw_name, raw_link = name.encode("ascii"), link.encode("ascii")
+        middle = _middle(entry.mode & 0o7777, entry.kind, epoch)
+        sizes = b"%011o\0" % size
+        # The checksum is the sum of the block's bytes with its own field as spaces; the fixed
+        # fields' share is computed once per (mode, kind, epoch).
+        checksum = middle[1] + sum(raw_name) + sum(raw_link) + sum(sizes)
+        return b"".join(
             (
-                name.encode("ascii").ljust(100, b"\0"),
-                b"%07o\0" % (entry.mode & 0o7777),
-                b"0000000\0",  # uid
+                raw_name.ljust(100, b"\0"),
+                middle[0][:16],  # mode, uid
                 b"0000000\0",  # gid
-                b"%011o\0" % size,
-                b"%011o\0" % epoch,
-                b"        ",  # checksum, filled in below
+                sizes,
+                middle[0][16:],  # mtime
+                b"%06o\0 " % checksum,
                 _TYPES[entry.kind],
-                link.encode("ascii").ljust(100, b"\0"),
-                tarfile.POSIX_MAGIC,
-                bytes(32 + 32 + 8 + 8 + 155),  # uname, gname, devmajor, devminor, prefix
+                raw_link.ljust(100, b"\0"),
+                _TAIL,
             )
-        ).ljust(tarfile.BLOCKSIZE, b"\0")
-        return block[:148] + b"%06o\0" % sum(block) + block[155:]
+        )
     return _tarinfo(entry, epoch).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+#: ustar magic and version, empty uname and gname, devmajor, devminor and prefix, padding to 512.
+_TAIL: Final = tarfile.POSIX_MAGIC + bytes(tarfile.BLOCKSIZE - 257 - len(tarfile.POSIX_MAGIC))
+
+
+@functools.lru_cache(maxsize=64)
+def _middle(mode: int, kind: str, epoch: int) -> tuple[bytes, int]:
+    """Mode and uid fields then the mtime field, and the checksum's share of every fixed field."""
+    fields = b"%07o\0" % mode + b"0000000\0" + b"%011o\0" % epoch
+    fixed = sum(fields) + sum(b"0000000\0") + sum(b"        ") + sum(_TYPES[kind]) + sum(_TAIL)
+    return fields, fixed
 
 
 class _Short(Exception):

@@ -44,7 +44,7 @@ class TreeItem:
 
 def _open(path: str) -> BinaryIO:
     try:
-        return open(path, "rb")
+        return open(path, "rb", buffering=0)  # read in whole pieces: a buffer would only add a copy
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
@@ -179,6 +179,9 @@ def merge(sources: Sequence[tuple[str, Iterable[TreeItem]]], label: str) -> Iter
     directory in another meets itself here too. Silently letting one win would make the
     result depend on argument order in a way nobody sees.
     """
+    if len(sources) == 1:  # one sorted stream with its parents: nothing to join or to refuse
+        yield from sources[0][1]
+        return
     streams = [_keyed(i, items) for i, (_, items) in enumerate(sources)]
     previous: tuple[bytes, int, TreeItem] | None = None
     for key, i, _, item in heapq.merge(*streams):

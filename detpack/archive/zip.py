@@ -228,7 +228,7 @@ class CanonicalZipWriter:
     """
 
     def __init__(self, fileobj: BinaryIO, epoch: int, *, workers: int | None = None) -> None:
-        codec.check()
+        codec.ready()
         self._zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
         self.epoch = epoch
         self._workers = workers or min(8, os.cpu_count() or 1)
@@ -322,6 +322,11 @@ class CanonicalZipWriter:
                 _append_raw(self._zip, zi, iter(lambda: spool.read(policy.CHUNK), b""))
             return
         zip64 = zi.file_size * 1.05 > zipfile.ZIP64_LIMIT  # what zipfile decides before streaming
+        if zi.file_size <= _HELD:  # held, then written once with its sizes: no seeking back
+            pieces = list(self._compressed(first, content, store))
+            zi.compress_size = sum(len(p) for p in pieces)
+            _append_raw(self._zip, zi, iter(pieces), zip64=zip64)
+            return
         start = fp.tell()
         _append_raw(self._zip, zi, self._compressed(first, content, store), zip64=zip64)
         end = fp.tell()
@@ -349,6 +354,9 @@ _MAGIC_BYTES: Final = max(len(m) for m in policy.STORED_MAGIC)
 #: Members up to one block of the scheme are read whole and deflated at once in this thread;
 #: larger ones stream, their blocks deflated on the pool.
 _SMALL: Final = policy.GZIP_BLOCK
+#: Members up to this size are compressed whole before their header is written (the output is then
+#: written front to back, so it can be hashed as it goes); larger ones stream and their header is patched.
+_HELD: Final = 8 << 20
 #: A member's first piece up to this size is written with its header in one call.
 _JOIN: Final = 1 << 20
 

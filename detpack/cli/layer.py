@@ -34,6 +34,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--python-version", default=PythonTarget().version, metavar="X.Y", help="the image's Python (default: this one)"
     )
+    p.add_argument(
+        "--compression",
+        choices=("gzip", "zstd", "none"),
+        help="tar+gzip (default; OUT.tar.gz), tar+zstd (OUT.tar.zst: faster, zstd level 3, the same bytes at any "
+        "number of threads) or a plain tar (OUT.tar); default: what OUT's suffix says",
+    )
     p.add_argument("--source-date-epoch", metavar="N", help="member times (default: $SOURCE_DATE_EPOCH, else 1980)")
     p.add_argument(
         "--sbom",
@@ -55,8 +61,15 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     started = dt.datetime.now(dt.UTC)
     target: Path = args.output
-    if not target.name.endswith((".tar.gz", ".tgz", ".tar")):
-        raise ConfigError(f"{target}: a layer is written as *.tar.gz (or *.tar uncompressed)")
+    suffixes = {"gzip": (".tar.gz", ".tgz"), "zstd": (".tar.zst",), "none": (".tar",)}
+    named = next((kind for kind, ends in suffixes.items() if target.name.endswith(ends)), None)
+    if named is None:
+        raise ConfigError(f"{target}: a layer is written as *.tar.gz (or *.tar.zst with zstd, *.tar uncompressed)")
+    if args.compression is not None and args.compression != named:
+        raise ConfigError(
+            f"{target}: --compression {args.compression} writes {' or '.join(suffixes[args.compression])}, "
+            f"not a {named} file; name the output to match"
+        )
     if target.is_dir():
         raise InputError(f"{target}: is a directory; -o names the layer file")
     prefix = args.python_prefix
@@ -78,7 +91,15 @@ def run(args: argparse.Namespace, out: Output) -> int:
         missing = {"state": "unverified", "reason": "in no closure report given (--evidence)", "statement": None}
     out.step(f"packing layer {target}")
     with byte_progress(out, "packing") as advance:
-        layer = build_layer(target, additions=additions, wheels=wheels, target=python, epoch=epoch, progress=advance)
+        layer = build_layer(
+            target,
+            additions=additions,
+            wheels=wheels,
+            target=python,
+            epoch=epoch,
+            progress=advance,
+            zstd=named == "zstd",
+        )
     statement = attest.layer_statement(
         name=target.name,
         digest=layer.digest,

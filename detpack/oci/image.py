@@ -69,10 +69,11 @@ class LayerBlob:
             raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         with raw:
             head = raw.peek(4)[:4]
-            if head == b"\x28\xb5\x2f\xfd":
-                raise ConfigError(f"{path}: zstd layers are not supported by every runtime; make the layer as .tar.gz")
             size = os.fstat(raw.fileno()).st_size
             blob = _HashingReader(raw, None if progress is None else lambda done: progress(min(done, size), size))
+            if head == b"\x28\xb5\x2f\xfd":
+                diff_id = _zstd_diff_id(path, blob)
+                return cls(path, LAYER_ZSTD, blob.digest, blob.size, diff_id)
             if head[:2] != b"\x1f\x8b":
                 while blob.read(1 << 20):
                     pass
@@ -87,6 +88,23 @@ class LayerBlob:
             while blob.read(1 << 20):  # anything gzip did not need still belongs to the blob
                 pass
             return cls(path, LAYER_GZIP, blob.digest, blob.size, "sha256:" + tar.hexdigest())
+
+
+def _zstd_diff_id(path: Path, blob: _HashingReader) -> str:
+    """The sha256 of the tar inside a zstd layer, read through ``blob`` (to its end: the blob digest)."""
+    import zstandard
+
+    tar = hashlib.sha256()
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True, closefd=False)  # type: ignore[arg-type]
+        with reader as z:
+            while chunk := z.read(1 << 20):
+                tar.update(chunk)
+    except zstandard.ZstdError as exc:
+        raise ArchiveError(f"{path}: corrupt zstd layer ({exc})") from None
+    while blob.read(1 << 20):  # anything zstd did not need still belongs to the blob
+        pass
+    return "sha256:" + tar.hexdigest()
 
 
 class _HashingReader:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detpack import policy
+from detpack.archive import codec
 from detpack.archive.entry import safe_name
 from detpack.archive.meter import Progress
 from detpack.archive.tarball import ContentDigest, TarDigests, content_size, write_tarball
@@ -142,16 +143,20 @@ def build_layer(
     target: PythonTarget = PythonTarget(),
     epoch: int = policy.DEFAULT_EPOCH,
     progress: Progress | None = None,
+    zstd: bool = False,
 ) -> Layer:
     """Write the layer to ``output`` (atomically) and return its identity.
 
     ``progress`` hears (file bytes packed, file bytes in all sources), about once a MiB; the
-    total comes from a walk of the sources before packing (names and sizes, no data read)."""
+    total comes from a walk of the sources before packing (names and sizes, no data read). ``zstd``: the
+    layer is ``tar+zstd`` (``tarball.ZSTD_LAYER_LEVEL``, zstd's multi-threaded frames: the same bytes
+    at any number of threads), not gzip; ``output`` is then named ``*.tar.zst``."""
     if not additions and not wheels:
         raise ConfigError("detpack layer: nothing to pack; give --add SRC:DEST and/or --wheel WHEEL")
     for addition in additions:
         if not addition.source.exists() and not addition.source.is_symlink():
             raise InputError(f"{addition.source}: no such file or directory (from --add {addition.as_given})")
+    codec.check_soon()  # the gzip writer needs it; it runs while the sources are walked
     with tempfile.TemporaryDirectory(prefix="detpack-layer-") as scratch:
         sources: list[tuple[str, Iterator[TreeItem]]] = [
             (f"--add {a.as_given}", _addition_items(a, i)) for i, a in enumerate(additions)
@@ -170,7 +175,14 @@ def build_layer(
                 per_source[item.origin].add(item.entry, sha256)
 
         digests = write_tarball(
-            merge(sources, str(output)), output, epoch, str(output), observe, progress=progress, total=total
+            merge(sources, str(output)),
+            output,
+            epoch,
+            str(output),
+            observe,
+            progress=progress,
+            total=total,
+            compression="zstd-layer" if zstd else None,
         )
     source_digests = tuple(d.hexdigest() for d in per_source)
     return Layer(output, digests, tuple(additions), tuple(wheels), target, epoch, source_digests)
