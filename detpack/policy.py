@@ -60,6 +60,9 @@ GZIP_OS_BYTE: Final = 255
 GZIP_BLOCK: Final = 128 * 1024
 #: zstandard level for .tar.zst (one thread, so the frame depends on input and level only).
 ZSTD_LEVEL: Final = 12
+#: zstd OCI layers (``layer --compression zstd``): level 3 in zstd's multi-threaded mode (the same
+#: bytes at any number of threads)
+ZSTD_LAYER_LEVEL: Final = 3
 
 #: Zip "version made by": 3 = Unix, so the mode bits in external_attr are honoured.
 ZIP_CREATE_SYSTEM: Final = 3
