@@ -70,10 +70,16 @@ def _digest_tree(env: Path) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+#: How the environment's interpreter compiles it: isolated (``-I``: no working directory on ``sys.path``,
+#: where a hook may have planted ``compileall.py`` in the build root installs start in) and without
+#: ``site`` (``-S``: no build requirement's ``.pth`` runs); it writes the environment that is kept.
+COMPILE_FLAGS = ("-I", "-S")
+
+
 def _compile(env: CachedEnv, runner: Runner) -> None:
     """Compile a new entry's modules once, as the hooks will see them: every build that reuses it
     imports its backend from bytecode (hooks never write bytecode; PYTHONDONTWRITEBYTECODE)."""
-    cmd = [env.python_executable, "-m", "compileall", "-q", "-j", "0", str(env.purelib)]
+    cmd = [env.python_executable, *COMPILE_FLAGS, "-m", "compileall", "-q", "-j", "0", str(env.purelib)]
     runner.install(cmd, extra_environ={"PYTHONPATH": ""})
 
 
@@ -171,7 +177,7 @@ def compiled(env: CachedEnv, runner: Runner) -> dict[str, str]:
 def compile_started(env: CachedEnv, runner: Runner) -> Started:
     """Start compiling a filled environment's modules, one process, beside the hooks that use it
     meanwhile (each ``.pyc`` appears whole: written aside, then renamed); ``digests`` once it is done."""
-    cmd = [env.python_executable, "-m", "compileall", "-q", "-j", "1", str(env.purelib)]
+    cmd = [env.python_executable, *COMPILE_FLAGS, "-m", "compileall", "-q", "-j", "1", str(env.purelib)]
     return runner.install_started(cmd, extra_environ={"PYTHONPATH": ""})
 
 

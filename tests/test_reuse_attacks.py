@@ -1,0 +1,120 @@
+"""Attacks on the reuse of unlocked builds (``reuse``, ``envcache``, ``provision``): a hostile backend,
+a hostile find-links folder. Each test is the attacker's; it passes when the attack does no harm."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from conftest import ROOT, run
+from detpack.build import reuse
+
+DETPACK = (sys.executable, "-m", "detpack")  # with PYTHONPATH: this checkout's, not an installed one
+
+
+def _build(src: Path, out: Path, links: Path, root: Path, *extra: object) -> str:
+    r = run(
+        [*DETPACK, "build", src, "-o", out, "--find-links", links, "--offline", "--installer", "uv", "-v", *extra],
+        env={"DETPACK_BUILD_ROOT": str(root), "PYTHONPATH": str(ROOT)},  # this checkout's detpack
+    )
+    assert r.code == 0, r.stderr
+    return r.stderr
+
+
+#: A backend that plants ``compileall.py`` where installs start (the build root, which hooks may write),
+#: then asks for one more requirement, so the environment is extended and its bytecode made again by
+#: ``python -m compileall`` there, with write access to the environment that is kept for other builds.
+PLANTING_BACKEND = textwrap.dedent(
+    """
+    import os
+    from setuptools import build_meta as _real
+    from setuptools.build_meta import *  # noqa: F403
+
+    PLANTED = '''
+    import glob, sys
+    for sp in glob.glob(sys.prefix + "/lib/python*/site-packages"):
+        with open(sp + "/poisoned_by_backend.py", "w") as f:
+            f.write("BACKDOOR = True\\\\n")
+    '''
+
+    def get_requires_for_build_sdist(config_settings=None):
+        top = os.path.dirname(os.environ["HOME"])  # the build root, as hooks see it
+        for name in ("compileall.py", "runpy.py"):
+            try:
+                with open(os.path.join(top, name), "w") as f:
+                    f.write(PLANTED)
+            except OSError:
+                pass
+        return ["wheel"]
+    """
+)
+
+
+def test_a_module_planted_where_installs_start_never_runs_in_the_environment_kept(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    root = tmp_path / "root"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "planting_backend.py").write_text(PLANTING_BACKEND)
+    (src / "MANIFEST.in").write_text("include planting_backend.py\n")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "planting_backend"\nbackend-path = ["."]\n'
+        '[project]\nname = "fx-compile-planter"\nversion = "1.0"\n[tool.setuptools]\npy-modules = []\n'
+    )
+    log = _build(src, tmp_path / "a", wheelhouse, root)
+    assert "made cached build environment files-" in log, log
+    assert log.count("compileall") >= 2, log  # the environment was extended and compiled again
+    poisoned = sorted(str(p) for p in (root / "cache").rglob("poisoned_by_backend*"))
+    assert poisoned == [], poisoned
+
+
+def _facts(asked: list[str], variables: dict[str, str]) -> list[str] | None:
+    return reuse.facts(asked, python=["3.11"], installer=sys.executable, constraints=None, variables=variables)
+
+
+def test_a_find_links_file_swapped_with_its_name_size_and_mtime_kept_resolves_again(tmp_path: Path) -> None:
+    """A folder's owner swaps a wheel for another of the same size and puts its mtime back: the
+    remembered resolution (and the environment kept for its files) must not stand for the new folder."""
+    links = tmp_path / "links"
+    links.mkdir()
+    wheel = links / "fx_swapped-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"A" * 100)
+    before = wheel.stat()
+    settings = {"UV_FIND_LINKS": str(links), "UV_OFFLINE": "1", "UV_NO_INDEX": "1"}
+    first = _facts(["fx-swapped"], settings)
+    wheel.write_bytes(b"B" * 100)
+    os.utime(wheel, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert wheel.stat().st_size == before.st_size and wheel.stat().st_mtime_ns == before.st_mtime_ns
+    assert _facts(["fx-swapped"], settings) != first
+    # and one replaced by a rename (another file, its times set to the old one's)
+    other = tmp_path / "other.whl"
+    other.write_bytes(b"C" * 100)
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    second = _facts(["fx-swapped"], settings)
+    os.replace(other, wheel)
+    os.utime(wheel, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert _facts(["fx-swapped"], settings) != second
+
+
+def test_a_remote_find_links_page_ages_like_an_index_even_with_no_index(tmp_path: Path) -> None:
+    """--no-index with a find-links URL still asks a server whose page changes: its answers age."""
+    for settings in (
+        {"UV_NO_INDEX": "1", "UV_FIND_LINKS": "https://wheels.example/simple/"},
+        {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "https://wheels.example/simple/"},
+    ):
+        assert reuse.uses_index(settings), settings
+    assert not reuse.uses_index({"UV_NO_INDEX": "1", "UV_FIND_LINKS": str(tmp_path)})
+
+
+def test_a_direct_reference_to_a_local_file_that_changed_resolves_again(tmp_path: Path) -> None:
+    """``[build-system] requires = ["pkg @ file:///…/pkg.whl"]``: the file is part of what was resolved."""
+    wheel = tmp_path / "fx_direct-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"A" * 100)
+    asked = [f"fx-direct @ {wheel.as_uri()}"]
+    first = _facts(asked, {"UV_OFFLINE": "1", "UV_NO_INDEX": "1"})
+    assert first is not None
+    wheel.write_bytes(b"B" * 101)
+    assert _facts(asked, {"UV_OFFLINE": "1", "UV_NO_INDEX": "1"}) != first
