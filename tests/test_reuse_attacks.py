@@ -3,6 +3,7 @@ a hostile find-links folder. Each test is the attacker's; it passes when the att
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -118,3 +119,43 @@ def test_a_direct_reference_to_a_local_file_that_changed_resolves_again(tmp_path
     assert first is not None
     wheel.write_bytes(b"B" * 101)
     assert _facts(asked, {"UV_OFFLINE": "1", "UV_NO_INDEX": "1"}) != first
+
+
+#: Asks for an older ``wheel`` than ``[build-system] requires`` resolved to: wheel 0.48 needs packaging,
+#: wheel 0.38 nothing; the environment, extended, still holds packaging when it is kept.
+NARROWING_BACKEND = textwrap.dedent(
+    """
+    from flit_core.buildapi import *  # noqa: F403
+
+    def get_requires_for_build_sdist(config_settings=None):
+        return ["wheel<0.40"]
+
+    def get_requires_for_build_wheel(config_settings=None):
+        return ["wheel<0.40"]
+    """
+)
+
+
+def test_a_kept_environment_holds_only_the_files_it_is_kept_for(tmp_path: Path, wheelhouse: Path) -> None:
+    """An entry is taken by any build that resolves to its files: a package an earlier resolution of the
+    same build chose, and a later one dropped, must not be in it (a later build would run it unrecorded)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "narrowing_backend.py").write_text(NARROWING_BACKEND)
+    (src / "fx_narrowed.py").write_text('"""Narrowed."""\n')
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["flit_core>=3.4", "wheel"]\nbuild-backend = "narrowing_backend"\n'
+        'backend-path = ["."]\n[project]\nname = "fx-narrowed"\nversion = "1.0"\ndescription = "x"\n'
+        '[tool.flit.sdist]\ninclude = ["narrowing_backend.py"]\n'
+    )
+    root = tmp_path / "root"
+    _build(src, tmp_path / "a", wheelhouse, root)
+    entries = sorted((root / "cache").glob("files-*"))
+    assert entries
+    for entry in entries:
+        said = json.loads((entry / "detpack-env.json").read_text())["installed"]
+        names = {s.split("==")[0] for s in said}
+        present = {
+            p.name.split("-")[0].lower().replace("_", "-") for p in entry.glob("lib/python*/site-packages/*.dist-info")
+        }
+        assert present == names, (entry.name, said, present)
