@@ -159,3 +159,38 @@ def test_a_kept_environment_holds_only_the_files_it_is_kept_for(tmp_path: Path, 
             p.name.split("-")[0].lower().replace("_", "-") for p in entry.glob("lib/python*/site-packages/*.dist-info")
         }
         assert present == names, (entry.name, said, present)
+
+
+GROWING_BACKEND = textwrap.dedent(
+    """
+    from flit_core.buildapi import *  # noqa: F403
+
+    def get_requires_for_build_sdist(config_settings=None):
+        return ["wheel<0.40"]
+    """
+)
+
+
+def _flit_project(src: Path, name: str, backend: str | None) -> Path:
+    src.mkdir()
+    module = name.replace("-", "_")
+    (src / f"{module}.py").write_text('"""A module."""\n')
+    build = 'build-backend = "flit_core.buildapi"\n'
+    if backend is not None:
+        (src / "growing_backend.py").write_text(backend)
+        build = 'build-backend = "growing_backend"\nbackend-path = ["."]\n'
+    (src / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = ["flit_core>=3.4"]\n{build}'
+        f'[project]\nname = "{name}"\nversion = "1.0"\ndescription = "x"\n'
+        '[tool.flit.sdist]\ninclude = ["growing_backend.py"]\n'
+    )
+    return src
+
+
+def test_an_environment_taken_from_another_build_can_be_extended(tmp_path: Path, wheelhouse: Path) -> None:
+    """A build takes the environment another project left ([build-system] requires alike), and its backend
+    asks for more, not resolved before: detpack's own resolution files are no hook's change."""
+    root = tmp_path / "root"
+    _build(_flit_project(tmp_path / "one", "fx-one", None), tmp_path / "a", wheelhouse, root)
+    log = _build(_flit_project(tmp_path / "two", "fx-two", GROWING_BACKEND), tmp_path / "b", wheelhouse, root)
+    assert "reusing cached build environment files-" in log.split("building wheel", 1)[0], log
