@@ -194,3 +194,33 @@ def test_an_environment_taken_from_another_build_can_be_extended(tmp_path: Path,
     _build(_flit_project(tmp_path / "one", "fx-one", None), tmp_path / "a", wheelhouse, root)
     log = _build(_flit_project(tmp_path / "two", "fx-two", GROWING_BACKEND), tmp_path / "b", wheelhouse, root)
     assert "reusing cached build environment files-" in log.split("building wheel", 1)[0], log
+
+
+def test_a_constraints_file_that_names_another_file_is_no_key_for_a_stale_resolution(tmp_path: Path) -> None:
+    """``-c inner.txt`` inside the constraints file: a pin added there (a version withdrawn for a flaw)
+    must not leave the resolution made without it standing."""
+    inner = tmp_path / "inner.txt"
+    inner.write_text("wheel<1\n")
+    outer = tmp_path / "constraints.txt"
+    outer.write_text(f"-c {inner}\nsetuptools<90\n")
+    settings = {"UV_OFFLINE": "1", "UV_NO_INDEX": "1"}
+
+    def facts() -> list[str] | None:
+        return reuse.facts(["wheel"], python=["3.11"], installer=sys.executable, constraints=outer, variables=settings)
+
+    first = facts()
+    inner.write_text("wheel<0.40\n")
+    assert first is None or facts() != first
+
+
+def test_a_constraints_file_named_by_a_variable_that_changed_resolves_again(tmp_path: Path) -> None:
+    """PIP_CONSTRAINT is passed through (as UV_CONSTRAINT for uv): the file it names, not only its name,
+    is part of the question."""
+    pins = tmp_path / "pins.txt"
+    pins.write_text("wheel<1\n")
+    for name in ("UV_CONSTRAINT", "PIP_CONSTRAINT"):
+        pins.write_text("wheel<1\n")
+        settings = {"UV_OFFLINE": "1", "UV_NO_INDEX": "1", name: str(pins)}
+        first = _facts(["wheel"], settings)
+        pins.write_text("wheel<0.40\n")
+        assert first is None or _facts(["wheel"], settings) != first, name

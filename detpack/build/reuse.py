@@ -83,7 +83,8 @@ def facts(
     variables: Mapping[str, str],
 ) -> list[str] | None:
     """Everything a resolution of ``asked`` depends on but the index, or None when something of it
-    cannot be known (a constraints file or a find-links folder that cannot be read): resolve then."""
+    cannot be known (a constraints file that cannot be read or names another, a find-links folder that
+    cannot be read): resolve then."""
     out = [f"asked {r}" for r in sorted(asked)]
     for r in sorted(asked):  # a direct reference to a local file: the file is part of the question
         url = r.partition("@")[2].strip().split(";")[0].strip() if "@" in r else ""
@@ -98,8 +99,14 @@ def facts(
         binary = Path(installer)
         st = binary.stat()
         out.append(f"installer {binary.resolve()} {st.st_size} {st.st_mtime_ns}")
-        if constraints is not None:
-            out.append(f"constraints {hashlib.sha256(constraints.read_bytes()).hexdigest()}")
+        named = [str(constraints)] if constraints is not None else []
+        for key in _FILES_NAMED:  # a constraints file a variable names (PIP_CONSTRAINT is passed through)
+            named += variables.get(key, "").split()
+        for name in named:
+            fact = _file_fact(name)
+            if fact is None:
+                return None
+            out.append(fact)
     except OSError:
         return None
     for key in sorted(variables):
@@ -111,6 +118,21 @@ def facts(
             return None
         out += listing or [f"find-links {link} (remote: aged like the index)"]
     return out
+
+
+#: Installer settings that name files whose lines shape a resolution.
+_FILES_NAMED = ("UV_CONSTRAINT", "PIP_CONSTRAINT", "UV_OVERRIDE", "UV_BUILD_CONSTRAINT")
+
+
+def _file_fact(name: str) -> str | None:
+    """A constraints file by its sha256; None (resolve again) for one that is a URL or names another
+    file (``-c``, ``-r``: a line that is an option), whose contents the key would not cover."""
+    if "://" in name:
+        return None
+    data = Path(name).read_bytes()
+    if any(line.strip().startswith(b"-") for line in data.splitlines()):
+        return None
+    return f"constraints {name} {hashlib.sha256(data).hexdigest()}"
 
 
 def _listing(folder: Path) -> list[str] | None:
