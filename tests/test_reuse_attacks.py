@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -224,3 +225,48 @@ def test_a_constraints_file_named_by_a_variable_that_changed_resolves_again(tmp_
         first = _facts(["wheel"], settings)
         pins.write_text("wheel<0.40\n")
         assert first is None or _facts(["wheel"], settings) != first, name
+
+
+def _wheel(folder: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A minimal valid wheel of ``files`` (path: text), RECORD hashed."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name.replace('-', '_')}-{version}"
+    files = {
+        **files,
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    out = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as z:
+        for path, text in {**files, f"{dist}.dist-info/RECORD": "\n".join(record) + "\n"}.items():
+            z.writestr(path, text)
+    return out
+
+
+#: A build requirement whose .pth runs in every interpreter of the environment that imports site, and
+#: writes into the environment wherever it can (hooks see it read-only; its bytecode is made writable).
+PTH = (
+    "import os, sys, glob; [open(os.path.join(p, 'pth_wrote_%d.py' % os.getpid()), 'w').close() "
+    "for p in glob.glob(sys.prefix + '/lib/python*/site-packages') if os.access(p, os.W_OK)]\n"
+)
+
+
+def test_a_build_requirements_pth_never_writes_the_environment_kept(tmp_path: Path, wheelhouse: Path) -> None:
+    links = tmp_path / "links"
+    shutil.copytree(wheelhouse, links)
+    _wheel(links, "fx-pth-writer", "1.0", {"fx_pth_writer.pth": PTH})
+    src = _flit_project(tmp_path / "src", "fx-pth-user", None)
+    pyproject = src / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"flit_core>=3.4"', '"flit_core>=3.4", "fx-pth-writer"'))
+    root = tmp_path / "root"
+    log = _build(src, tmp_path / "a", links, root)
+    assert "made cached build environment files-" in log, log
+    assert sorted(str(p) for p in root.rglob("pth_wrote_*")) == []
