@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from conftest import ROOT, run
-from detpack.build import reuse
+from detpack.build import envcache, reuse
 
 DETPACK = (sys.executable, "-m", "detpack")  # with PYTHONPATH: this checkout's, not an installed one
 
@@ -270,3 +270,23 @@ def test_a_build_requirements_pth_never_writes_the_environment_kept(tmp_path: Pa
     log = _build(src, tmp_path / "a", links, root)
     assert "made cached build environment files-" in log, log
     assert sorted(str(p) for p in root.rglob("pth_wrote_*")) == []
+
+
+def test_evicting_environments_keeps_the_remembered_resolutions(tmp_path: Path) -> None:
+    """Builds that each leave an environment (nine different requirement sets) evict the oldest
+    environments, never the folder of remembered resolutions nor anything else that is no environment."""
+    cache = tmp_path / "cache"
+    reuse.remember(
+        cache, ["asked x"], reuse.Resolution((reuse.ChosenFile("x", "1", "a" * 64, "file:///x"),), 1.0, False)
+    )
+    (cache / "images").mkdir()
+    for folder in ("resolutions", "images"):
+        os.utime(cache / folder, (1, 1))  # older than any environment
+    for n in range(envcache.KEEP + 2):
+        entry = cache / f"files-{n:032x}"
+        entry.mkdir()
+        os.utime(entry, (100 + n, 100 + n))
+    envcache._evict(cache)
+    assert (cache / "resolutions").is_dir() and (cache / "images").is_dir()
+    assert reuse.recall(cache, ["asked x"], ttl=600) is not None
+    assert len(list(cache.glob("files-*"))) == envcache.KEEP

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import venv
@@ -24,10 +25,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detpack.build.environment import DOWNLOAD_POOLS, DOWNLOADS, Runner, Started
+from detpack.build.environment import Runner, Started
 from detpack.build.lockfile import BuildLock
 
 MANIFEST = "detpack-env.json"
+_ENTRY = re.compile(r"(files-)?[0-9a-f]{32}")  # an environment's name: ``key``, ``files_key``
 KEEP = 8  # entries kept; the least recently used beyond this are removed
 
 
@@ -234,9 +236,10 @@ def cached_env(
 
 
 def _evict(cache: Path) -> None:
-    kept = ("requires", DOWNLOADS, DOWNLOAD_POOLS)  # not environments
+    """Remove the least recently used environments beyond ``KEEP``: only environments (named by ``key``
+    or ``files_key``), never the remembered resolutions and answers or the download pools beside them."""
     entries = sorted(
-        (p for p in cache.iterdir() if p.is_dir() and p.name not in kept and not p.name.startswith(".")),
+        (p for p in cache.iterdir() if _ENTRY.fullmatch(p.name) and p.is_dir()),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
