@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import venv
@@ -24,10 +25,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detpack.build.environment import DOWNLOAD_POOLS, DOWNLOADS, Runner, Started
+from detpack.build.environment import Runner, Started
 from detpack.build.lockfile import BuildLock
 
 MANIFEST = "detpack-env.json"
+_ENTRY = re.compile(r"(files-)?[0-9a-f]{32}")  # an environment's name: ``key``, ``files_key``
 KEEP = 8  # entries kept; the least recently used beyond this are removed
 
 
@@ -70,10 +72,16 @@ def _digest_tree(env: Path) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+#: How the environment's interpreter compiles it: isolated (``-I``: no working directory on ``sys.path``,
+#: where a hook may have planted ``compileall.py`` in the build root installs start in) and without
+#: ``site`` (``-S``: no build requirement's ``.pth`` runs); it writes the environment that is kept.
+COMPILE_FLAGS = ("-I", "-S")
+
+
 def _compile(env: CachedEnv, runner: Runner) -> None:
     """Compile a new entry's modules once, as the hooks will see them: every build that reuses it
     imports its backend from bytecode (hooks never write bytecode; PYTHONDONTWRITEBYTECODE)."""
-    cmd = [env.python_executable, "-m", "compileall", "-q", "-j", "0", str(env.purelib)]
+    cmd = [env.python_executable, *COMPILE_FLAGS, "-m", "compileall", "-q", "-j", "0", str(env.purelib)]
     runner.install(cmd, extra_environ={"PYTHONPATH": ""})
 
 
@@ -171,7 +179,7 @@ def compiled(env: CachedEnv, runner: Runner) -> dict[str, str]:
 def compile_started(env: CachedEnv, runner: Runner) -> Started:
     """Start compiling a filled environment's modules, one process, beside the hooks that use it
     meanwhile (each ``.pyc`` appears whole: written aside, then renamed); ``digests`` once it is done."""
-    cmd = [env.python_executable, "-m", "compileall", "-q", "-j", "1", str(env.purelib)]
+    cmd = [env.python_executable, *COMPILE_FLAGS, "-m", "compileall", "-q", "-j", "1", str(env.purelib)]
     return runner.install_started(cmd, extra_environ={"PYTHONPATH": ""})
 
 
@@ -228,9 +236,10 @@ def cached_env(
 
 
 def _evict(cache: Path) -> None:
-    kept = ("requires", DOWNLOADS, DOWNLOAD_POOLS)  # not environments
+    """Remove the least recently used environments beyond ``KEEP``: only environments (named by ``key``
+    or ``files_key``), never the remembered resolutions and answers or the download pools beside them."""
     entries = sorted(
-        (p for p in cache.iterdir() if p.is_dir() and p.name not in kept and not p.name.startswith(".")),
+        (p for p in cache.iterdir() if _ENTRY.fullmatch(p.name) and p.is_dir()),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )

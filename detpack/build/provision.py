@@ -111,6 +111,12 @@ class PooledProvisioner(Provisioner):
         new = set(requirements) - self._asked
         if not new:
             return
+        if self._held is not None:  # checked before this resolution writes its own files in it
+            self._settle()
+            if self._env is None or envcache.stat_tree(self._path) != self._env.stats:
+                raise EnvironmentSetupError(
+                    f"{self._path}: the build environment changed while a hook ran; refusing to add to it"
+                )
         self._asked |= new
         self._got = {d.name: d for d in self._resolve()}
         self._filled = True
@@ -156,15 +162,16 @@ class PooledProvisioner(Provisioner):
                 self.reused.append(f"environment {name} (every file checked)")
                 self._held, self._env, self._installed = name, taken, dict(self._got)
                 return
-            envcache.made(self._path)
+            env = envcache.made(self._path)
             todo = list(self._got.values())
         else:  # made for fewer requirements (a hook asked for more): the rest goes in
-            self._settle()
-            if self._env is None or envcache.stat_tree(self._path) != self._env.stats:
-                raise EnvironmentSetupError(
-                    f"{self._path}: the build environment changed while a hook ran; refusing to add to it"
-                )
+            self._settle()  # checked unchanged by ``require``, before the resolution wrote in it
             have = self._installed
+            dropped = sorted(have.keys() - self._got.keys())
+            if dropped:  # kept, the entry would hold files its key and manifest do not name: made again
+                self._runner.emit(f"the build requirements no longer resolve to {', '.join(dropped)}: remaking")
+                shutil.rmtree(self._path)
+                env, have = envcache.made(self._path), {}
             todo = [d for d in self._got.values() if d.name not in have or have[d.name].sha256 != d.sha256]
         install_files(env.python_executable, self._path, todo, self._settings, self._runner)
         self._runner.emit(f"made cached build environment {name}")

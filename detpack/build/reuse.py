@@ -4,7 +4,8 @@ A resolution is the files the installer chose for a set of requirements, each wi
 and URL. It depends on the requirements, the constraints, the interpreter, the installer and
 every installer setting (index URLs, find-links, offline), which are its key, and on what the
 index and the find-links folders offer. A local find-links folder's listing (every file's name,
-size and mtime) is part of the key, so a folder that changed resolves again. The index's
+inode, size, mtime and change time) is part of the key, so a folder that changed resolves again, as
+is the file a direct reference (``pkg @ file:///…``) names. The index's
 answers are taken as valid for ``ttl`` seconds after they were read (600 by default: what
 PyPI's simple pages allow a client to cache, ``Cache-Control: max-age=600``, and what uv's own
 cache honours); after that, or with ``--refresh``, the requirements are resolved again. An
@@ -28,6 +29,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 #: How long an index's answers are taken as valid (seconds): PyPI's simple pages' max-age.
 DEFAULT_TTL: Final = 600.0
@@ -59,8 +62,16 @@ class Resolution:
 
 
 def uses_index(variables: Mapping[str, str]) -> bool:
-    """Whether an install with these installer settings asks an index (``--offline`` does not)."""
+    """Whether an install with these installer settings asks an index or a server's find-links page
+    (its answers age like an index's; ``--offline`` with local folders asks neither)."""
+    if any("://" in link for link in _links(variables)):
+        return True
     return not (variables.get("UV_NO_INDEX") or variables.get("UV_OFFLINE") or variables.get("PIP_NO_INDEX"))
+
+
+def _links(variables: Mapping[str, str]) -> set[str]:
+    links = [*variables.get("UV_FIND_LINKS", "").split(","), *variables.get("PIP_FIND_LINKS", "").split()]
+    return {link for link in links if link}
 
 
 def facts(
@@ -72,27 +83,56 @@ def facts(
     variables: Mapping[str, str],
 ) -> list[str] | None:
     """Everything a resolution of ``asked`` depends on but the index, or None when something of it
-    cannot be known (a constraints file or a find-links folder that cannot be read): resolve then."""
+    cannot be known (a constraints file that cannot be read or names another, a find-links folder that
+    cannot be read): resolve then."""
     out = [f"asked {r}" for r in sorted(asked)]
+    for r in sorted(asked):  # a direct reference to a local file: the file is part of the question
+        url = r.partition("@")[2].strip().split(";")[0].strip() if "@" in r else ""
+        if url.startswith("file:"):
+            try:
+                st = Path(url2pathname(urlsplit(url).path)).stat()
+            except OSError:
+                return None
+            out.append(f"direct {url} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}")
     out += [f"python {p}" for p in python]
     try:
         binary = Path(installer)
         st = binary.stat()
         out.append(f"installer {binary.resolve()} {st.st_size} {st.st_mtime_ns}")
-        if constraints is not None:
-            out.append(f"constraints {hashlib.sha256(constraints.read_bytes()).hexdigest()}")
+        named = [str(constraints)] if constraints is not None else []
+        for key in _FILES_NAMED:  # a constraints file a variable names (PIP_CONSTRAINT is passed through)
+            named += variables.get(key, "").split()
+        for name in named:
+            fact = _file_fact(name)
+            if fact is None:
+                return None
+            out.append(fact)
     except OSError:
         return None
     for key in sorted(variables):
         if key.startswith(("UV_", "PIP_")):
             out.append(f"setting {key}={variables[key]}")
-    links = [*variables.get("UV_FIND_LINKS", "").split(","), *variables.get("PIP_FIND_LINKS", "").split()]
-    for link in sorted({link for link in links if link}):
+    for link in sorted(_links(variables)):
         listing = _listing(Path(link)) if "://" not in link else None
         if listing is None and "://" not in link:
             return None
         out += listing or [f"find-links {link} (remote: aged like the index)"]
     return out
+
+
+#: Installer settings that name files whose lines shape a resolution.
+_FILES_NAMED = ("UV_CONSTRAINT", "PIP_CONSTRAINT", "UV_OVERRIDE", "UV_BUILD_CONSTRAINT")
+
+
+def _file_fact(name: str) -> str | None:
+    """A constraints file by its sha256; None (resolve again) for one that is a URL or names another
+    file (``-c``, ``-r``: a line that is an option), whose contents the key would not cover."""
+    if "://" in name:
+        return None
+    data = Path(name).read_bytes()
+    if any(line.strip().startswith(b"-") for line in data.splitlines()):
+        return None
+    return f"constraints {name} {hashlib.sha256(data).hexdigest()}"
 
 
 def _listing(folder: Path) -> list[str] | None:
@@ -103,7 +143,10 @@ def _listing(folder: Path) -> list[str] | None:
                 if n >= _LISTED_MAX:
                     return None
                 st = entry.stat()
-                entries.append(f"find-links {folder}/{entry.name} {st.st_size} {st.st_mtime_ns}")
+                # the change time and inode too: a file rewritten (or replaced) with its size and mtime put back
+                entries.append(
+                    f"find-links {folder}/{entry.name} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+                )
     except OSError:
         return None
     return sorted(entries)
