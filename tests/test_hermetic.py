@@ -152,7 +152,8 @@ def test_locked_build_environment_is_cached_and_verified(tmp_path: Path, wheelho
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
     # A cached environment whose files changed is not trusted: it is made again.
     cache = Path("/tmp/detpack-build/cache")
-    entry = max((p for p in cache.iterdir() if (p / "detpack-env.json").is_file()), key=lambda p: p.stat().st_mtime)
+    locked = [p for p in cache.iterdir() if (p / "detpack-env.json").is_file() and not p.name.startswith("files-")]
+    entry = max(locked, key=lambda p: p.stat().st_mtime)  # this lock's (unlocked builds keep files-* entries)
     victim = next(entry.glob("lib/python*/site-packages/setuptools/__init__.py"))
     victim.write_text(victim.read_text() + "\n# tampered\n")
     third = run([DETPACK, "build", src, "-o", tmp_path / "c", *common])

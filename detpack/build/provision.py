@@ -150,8 +150,17 @@ class PooledProvisioner(Provisioner):
                 reuse.remember(self._cache, facts, reuse.Resolution(files, started, reuse.uses_index(variables)))
         return chosen
 
+    def _installer_identity(self) -> str:
+        """The installer that fills the environment, down to its binary: another uv may install otherwise."""
+        uv = self._settings.uv or find_uv(os.environ)
+        try:
+            st = os.stat(uv)
+        except OSError:
+            return f"{self._settings.installer} {uv}"
+        return f"{self._settings.installer} {Path(uv).resolve()} {st.st_size} {st.st_mtime_ns}"
+
     def ready(self) -> None:
-        name = envcache.files_key(_known(self._got), self._settings.installer)
+        name = envcache.files_key(_known(self._got), self._installer_identity())
         if self._held == name:
             return
         env = envcache.CachedEnv(self._path)
