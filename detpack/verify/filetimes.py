@@ -17,9 +17,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 VARIABLE = "DETPACK_FILE_TIMES"
+EACH = "DETPACK_FILE_TIMES_EACH"
 SOURCE = Path(__file__).with_name("filetimes.c")
 
 
@@ -68,6 +70,8 @@ def library(cache: Path | None = None) -> Path:
     return built
 
 
-def variables(since: int, as_of: int) -> dict[str, str]:
-    """The library's setting: files changed at or after ``since`` show ``as_of`` (epoch seconds)."""
-    return {VARIABLE: f"{since} {as_of}"}
+def variables(since: int, as_of: int, each: Iterable[tuple[int, str]] = ()) -> dict[str, str]:
+    """The library's setting: files changed at or after ``since`` show ``as_of`` (epoch seconds), or,
+    when a file's path ends with one of ``each``'s ends, that end's own instant (the first such)."""
+    table = " ".join(f"{when} {end}" for when, end in each if not any(c.isspace() for c in end))
+    return {VARIABLE: f"{since} {as_of}", **({EACH: table} if table else {})}

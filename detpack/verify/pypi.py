@@ -244,6 +244,14 @@ class PublisherClock:
     #: False when that instant is older than the sdist's newest file: a fixed time the backend writes
     #: (flit's 2016-01-01) or a copied file's, not a clock; only the zone is replayed then
     real: bool = True
+    #: Files the publisher's build wrote at another instant than that one (seconds since the epoch,
+    #: and the end of the path such a file has in a build: ``.egg-info/top_level.txt``), from their
+    #: members' times: setuptools' egg_info files, copied into the .dist-info a zip time or two later
+    each: tuple[tuple[int, str], ...] = ()
+    #: When the publisher's backend closed the wheel, when its RECORD (stamped with the clock, not a
+    #: file's time, by bdist_wheel) is later than the other generated members: a rebuild whose clock
+    #: starts at ``utc`` can close its wheel sooner, so another starts it there
+    closed: int | None = None
 
     def tz(self) -> str:
         """The zone, or a POSIX TZ with that offset (POSIX counts west: UTC+2 is ``<+0200>-02:00``)."""
@@ -254,9 +262,10 @@ class PublisherClock:
         west = "-" if sign == "+" else ""
         return f"<{sign}{hours:02d}{minutes:02d}>{west}{hours:02d}:{minutes:02d}"
 
-    def faketime(self) -> str:
-        """libfaketime's start-at form, in that zone's local time (the clock runs on from there)."""
-        local = time.gmtime(self.utc + self.offset)
+    def faketime(self, at_closing: bool = False) -> str:
+        """libfaketime's start-at form, in that zone's local time (the clock runs on from there);
+        ``at_closing``: from when the wheel was closed (``closed``) instead."""
+        local = time.gmtime(((self.closed if at_closing else None) or self.utc) + self.offset)
         return "@" + time.strftime("%Y-%m-%d %H:%M:%S", local)
 
     def describe(self) -> str:
@@ -273,9 +282,50 @@ class PublisherClock:
 
 def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
     """The publisher's clock from the wheel's generated members, and its UTC offset from members
-    copied out of the sdist (their zip time against the sdist's mtime: a zip time is local)."""
+    copied out of the sdist (their zip time against the sdist's mtime: a zip time is local); with
+    the members the publisher's build wrote at other instants of that clock (see PublisherClock)."""
     with zipfile.ZipFile(wheel) as zf:
         infos = zf.infolist()
+    found = _publisher_clock(infos, sdist)
+    if found is None or not found.real:
+        return found
+    return dataclasses.replace(found, **_other_instants(infos, found))
+
+
+#: How long before the generated members' instant a member's time still shows a file the publisher's
+#: build wrote (egg_info runs seconds before bdist_wheel zips; a large package's build_py a minute).
+_BUILD_WINDOW = 120
+#: How long after it the wheel's RECORD can show the clock at closing (a large wheel's zipping).
+_CLOSING_WINDOW = 30
+
+
+def _other_instants(infos: list[zipfile.ZipInfo], found: PublisherClock) -> dict[str, Any]:
+    """``each`` and ``closed`` for PublisherClock: members stamped within _BUILD_WINDOW before the
+    generated members' instant (files the build wrote then, not copies of the sdist's older files),
+    each with the path ends its file has in a build (a .dist-info file is a copy of the .egg-info's);
+    and the RECORD's instant when it is up to _CLOSING_WINDOW later (bdist_wheel stamps RECORD with
+    the clock as it closes the wheel, every other member with its file's time)."""
+    stamped = found.utc + found.offset  # zip times are local
+    each: list[tuple[int, str]] = []
+    closed = None
+    for info in infos:
+        when = calendar.timegm((*info.date_time, 0, 0, 0))
+        name = info.filename
+        top, _, rest = name.partition("/")
+        if top.endswith(".dist-info") and rest == "RECORD":
+            if stamped < when <= stamped + _CLOSING_WINDOW:
+                closed = when - found.offset
+            continue
+        if name.endswith("/") or not stamped - _BUILD_WINDOW <= when < stamped:
+            continue
+        if top.endswith(".dist-info"):
+            each += [(when - found.offset, f".egg-info/{rest}"), (when - found.offset, f".dist-info/{rest}")]
+        else:
+            each.append((when - found.offset, f"/{name}"))
+    return {"each": tuple(each), "closed": closed}
+
+
+def _publisher_clock(infos: list[zipfile.ZipInfo], sdist: Path) -> PublisherClock | None:
     generated = [i for i in infos if i.filename.split("/", 1)[0].endswith(".dist-info")]
     if not generated:
         return None
@@ -816,7 +866,7 @@ def _clock_settings(
         # preload's alone
         "NO_FAKE_STAT": "1",
         # a second's margin: a file the build writes is never older than the build
-        **filetimes.variables(int(time.time()) - 1, found.utc),
+        **filetimes.variables(int(time.time()) - 1, found.utc, found.each),
     }
     return found, faked, how_files
 
@@ -862,6 +912,16 @@ def _replay(
             writer = dataclasses.replace(base, also_install=(release,))
             said = f"also with {release} beside setuptools (the published METADATA writes 'name (spec)')"
             attempts.append((said, writer, base_clock))
+    if clock is not None and clock.closed is not None:
+        # bdist_wheel stamps RECORD with the clock as it closes the wheel: the publisher's closed it a zip
+        # time or more after the other generated members; each attempt again, the clock started then
+        closing = time.strftime("%H:%M:%S", time.gmtime(clock.closed))
+        for what, attempt, attempt_clock in list(attempts):
+            if attempt_clock is None or "FAKETIME" not in attempt.faked:
+                continue
+            faked = {**attempt.faked, "FAKETIME": f"{clock.faketime(at_closing=True)} x{_CLOCK_RATE}"}
+            said = f"{what}, the clock started at {closing} UTC (the published RECORD's time: the wheel closed)"
+            attempts.append((said, dataclasses.replace(attempt, faked=faked), attempt_clock))
     best: tuple[_Built, Outcome, _How, PublisherClock | None] = (built, outcome, how, None)
     keep = rebuild.scratch / "best"  # each attempt writes the same file names (wheel and provenance)
     shutil.rmtree(keep, ignore_errors=True)
