@@ -192,19 +192,21 @@ def test_generated_files_written_at_other_instants_are_each_read(tmp_path: Path)
     members = {
         "x/__init__.py": (b"", (2022, 2, 13, 16, 3, 0)),  # the sdist file's time (a copy)
         "x/_version.py": (b"", (2022, 11, 30, 14, 17, 40)),  # written by the build, 8 s before
+        "x/held.py": (b"", (2022, 11, 30, 14, 17, 42)),  # the sdist holds it: a rebuild copies its time
         "x-1.dist-info/METADATA": (b"", built),
         "x-1.dist-info/WHEEL": (WHEEL, built),
         "x-1.dist-info/top_level.txt": (b"x\n", (2022, 11, 30, 14, 17, 46)),
         "x-1.dist-info/RECORD": (b"", (2022, 11, 30, 14, 17, 50)),
     }
-    sdist = _sdist(tmp_path / "x-1.tar.gz", {"x-1/x/__init__.py": utc - 9 * 86400 * 30, "x-1/PKG-INFO": utc - 77})
+    files = {"x-1/x/__init__.py": utc - 9 * 86400 * 30, "x-1/x/held.py": utc - 6, "x-1/PKG-INFO": utc - 77}
+    sdist = _sdist(tmp_path / "x-1.tar.gz", files)
     clock = publisher_clock(_wheel(tmp_path / "x-1-py3-none-any.whl", members), sdist)
     assert clock is not None and clock.real and clock.utc == utc
     assert set(clock.each) == {
         (utc - 2, ".egg-info/top_level.txt"),
         (utc - 2, ".dist-info/top_level.txt"),
         (utc - 8, "/x/_version.py"),
-    }  # not the copy of the sdist's file: its time is the sdist's
+    }  # not the copies of the sdist's files
     assert clock.closed == utc + 2 and clock.faketime() == "@2022-11-30 14:17:48"
     assert clock.faketime(at_closing=True) == "@2022-11-30 14:17:50"
     # the perturbation: every generated member at one instant: nothing of its own, no later closing

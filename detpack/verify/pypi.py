@@ -29,7 +29,7 @@ import time
 import zipfile
 import zoneinfo
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -289,7 +289,13 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
     found = _publisher_clock(infos, sdist)
     if found is None or not found.real:
         return found
-    return dataclasses.replace(found, **_other_instants(infos, found))
+    try:
+        with tarfile.open(sdist) as tf:
+            held = {m.name.split("/", 1)[1]: m.name for m in tf if m.isfile() and "/" in m.name}
+    except (tarfile.TarError, OSError, EOFError):
+        held = {}
+    copies = {info.filename for info, _ in _copied_from(infos, held)}
+    return dataclasses.replace(found, **_other_instants(infos, found, copies))
 
 
 #: How long before the generated members' instant a member's time still shows a file the publisher's
@@ -299,10 +305,12 @@ _BUILD_WINDOW = 120
 _CLOSING_WINDOW = 30
 
 
-def _other_instants(infos: list[zipfile.ZipInfo], found: PublisherClock) -> dict[str, Any]:
+def _other_instants(infos: list[zipfile.ZipInfo], found: PublisherClock, copies: Set[str]) -> dict[str, Any]:
     """``each`` and ``closed`` for PublisherClock: members stamped within _BUILD_WINDOW before the
-    generated members' instant (files the build wrote then, not copies of the sdist's older files),
-    each with the path ends its file has in a build (a .dist-info file is a copy of the .egg-info's);
+    generated members' instant (files the build wrote then; not ``copies``, the members the sdist
+    holds, whose rebuilt copies keep the sdist's times: transformers' 3,000 modules checked out a
+    minute before), each with the path ends its file has in a build (a .dist-info file is a copy of
+    the .egg-info's), at most _MOST_EACH of them (the variable is one argument of the build's sandbox);
     and the RECORD's instant when it is up to _CLOSING_WINDOW later (bdist_wheel stamps RECORD with
     the clock as it closes the wheel, every other member with its file's time)."""
     stamped = found.utc + found.offset  # zip times are local
@@ -316,13 +324,20 @@ def _other_instants(infos: list[zipfile.ZipInfo], found: PublisherClock) -> dict
             if stamped < when <= stamped + _CLOSING_WINDOW:
                 closed = when - found.offset
             continue
-        if name.endswith("/") or not stamped - _BUILD_WINDOW <= when < stamped:
+        if name.endswith("/") or name in copies or not stamped - _BUILD_WINDOW <= when < stamped:
             continue
         if top.endswith(".dist-info"):
             each += [(when - found.offset, f".egg-info/{rest}"), (when - found.offset, f".dist-info/{rest}")]
         else:
             each.append((when - found.offset, f"/{name}"))
+    if len(each) > _MOST_EACH:  # the .dist-info's first (they come last in a wheel)
+        each = sorted(each, key=lambda e: not e[1].startswith((".egg-info/", ".dist-info/")))[:_MOST_EACH]
     return {"each": tuple(each), "closed": closed}
+
+
+#: The most files given their own instant (a file's path end is up to a few hundred bytes; an
+#: argument is at most 128 KiB).
+_MOST_EACH = 256
 
 
 def _publisher_clock(infos: list[zipfile.ZipInfo], sdist: Path) -> PublisherClock | None:
