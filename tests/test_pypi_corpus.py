@@ -238,6 +238,13 @@ def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -
     assert comparison.cause_tally() == []
     named = build_time_causes(comparison, published)
     assert named is not None and named.cause_tally() == [(causes.CLOCK, 2)]
+    # said as such: the sdist's times cannot give the published ones, not "the clock did not stamp them"
+    from detpack.cli.rebuild import _explanation
+    from detpack.verify.pypi import WheelCheck
+
+    check = WheelCheck("x-1-py3-none-any.whl", "setuptools", None, None, "content-identical", named, "", "")
+    said = _explanation(check)[0]
+    assert "2 published copies of the sdist's files carry the build's instant" in said, said
     # the perturbation: a published copy with a time of its own (the sdist file's) stays unexplained
     (tmp_path / "c").mkdir()
     other = _wheel(
@@ -250,6 +257,8 @@ def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -
     )
     again = build_time_causes(compare_files(other, rebuilt, other.name), other)
     assert again is not None and again.cause_tally() == []
+    check = WheelCheck("x-1-py3-none-any.whl", "setuptools", None, None, "content-identical", again, "", "")
+    assert "did not stamp the same times" in _explanation(check)[0]
 
 
 def test_a_bdist_wheel_metadata_is_rebuilt_under_older_setuptools_caps(

@@ -755,6 +755,10 @@ def sdist_causes(comparison: FileComparison | None, sdist: Path) -> FileComparis
     return dataclasses.replace(comparison, differences=tuple(named(d) for d in comparison.differences))
 
 
+#: How the evidence of build_time_causes begins (a published copy of an sdist file stamped at build time).
+WRITTEN_AT_BUILD_TIME = "the published copy's time"
+
+
 def build_time_causes(comparison: FileComparison | None, wheel: Path) -> FileComparison | None:
     """Name a member time nothing else explained when the published copy carries the time its build stamped
     the generated ``.dist-info`` files with (within a minute): the publisher's source files were written at
@@ -781,7 +785,7 @@ def build_time_causes(comparison: FileComparison | None, wheel: Path) -> FileCom
         if not first - _CLOCK_SPREAD <= t <= last + _CLOCK_SPREAD:
             return d
         said = (
-            f"the published copy's time {d.a} is its build's (the .dist-info files'), not the sdist file's: the "
+            f"{WRITTEN_AT_BUILD_TIME} {d.a} is its build's (the .dist-info files'), not the sdist file's: the "
             "publisher's source files were written at build time (a fresh checkout), not unpacked from this sdist"
         )
         return dataclasses.replace(d, cause=CLOCK, evidence=said)
