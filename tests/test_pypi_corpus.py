@@ -351,3 +351,21 @@ def test_a_wheel_closed_later_is_rebuilt_with_the_clock_started_then(
     monkeypatch.setattr(pypi, "_clock_settings", settings(None))
     pypi._replay(rebuild, tmp_path / "x.whl", how0, first, before, steps.append, None)
     assert tried == ["@2026-07-29 06:39:20 x0.2"]
+
+
+def test_copies_written_at_build_time_are_no_zone(tmp_path: Path) -> None:
+    # sqlalchemy 2.1.9: its 262 modules, written at build time, are 32 minutes newer than the sdist's
+    # files; rounded, that reads as UTC+00:30, which no zone has: the zip times are UTC
+    from detpack.verify.pypi import publisher_clock
+
+    built = (2026, 11, 16, 21, 16, 16)
+    utc = calendar.timegm((*built, 0, 0, 0))
+    members = {f"x/m{i}.py": (b"", (2026, 11, 16, 21, 16, 8)) for i in range(5)}
+    members["x-1.dist-info/WHEEL"] = (WHEEL, built)
+    files = {f"x-1/x/m{i}.py": utc - 32 * 60 - 25 for i in range(5)}
+    clock = publisher_clock(_wheel(tmp_path / "x-1-py3-none-any.whl", members), _sdist(tmp_path / "x-1.tar.gz", files))
+    assert clock is not None and clock.offset == 0 and clock.utc == utc
+    # the perturbation: copies two hours older than their zip times: a zone two hours east wrote them
+    files = {f"x-1/x/m{i}.py": utc - 2 * 3600 - 8 for i in range(5)}
+    clock = publisher_clock(_wheel(tmp_path / "x-1-py3-none-any.whl", members), _sdist(tmp_path / "x-1.tar.gz", files))
+    assert clock is not None and clock.offset == 7200 and clock.utc == utc - 7200

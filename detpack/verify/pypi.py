@@ -359,7 +359,7 @@ def _publisher_clock(infos: list[zipfile.ZipInfo], sdist: Path) -> PublisherCloc
     # A real UTC offset is within +-14 h and shared by most copied members; anything else means the
     # backend wrote its own times (not file times), and the zip times are taken as UTC.
     offset, agreeing = offsets.most_common(1)[0] if offsets else (0, 0)
-    if abs(offset) > _MAX_OFFSET or agreeing * 2 <= sum(offsets.values()):
+    if abs(offset) > _MAX_OFFSET or agreeing * 2 <= sum(offsets.values()) or not _a_zones(offset, stamped - offset):
         offset = 0
     elif agreeing < len(copied) and (zone := _zone_of(copied)) is not None:
         # some files in summer time, some in winter: a zone with daylight saving time wrote them
@@ -368,6 +368,22 @@ def _publisher_clock(infos: list[zipfile.ZipInfo], sdist: Path) -> PublisherCloc
         local_offset = int(shift.total_seconds()) if shift is not None else offset
         return PublisherClock(stamped - local_offset, local_offset, zone, _real(stamped - local_offset, mtimes))
     return PublisherClock(stamped - offset, offset, real=_real(stamped - offset, mtimes))
+
+
+def _a_zones(offset: int, instant: int) -> bool:
+    """Whether some zone was ``offset`` seconds east of UTC at ``instant``: copies 32 minutes newer than the
+    sdist's files (sqlalchemy's modules, written at build time) round to +00:30, which no zone has."""
+    if offset == 0:
+        return True
+    when = dt.datetime.fromtimestamp(instant, dt.UTC)
+    for name in zoneinfo.available_timezones():
+        try:
+            shift = when.astimezone(zoneinfo.ZoneInfo(name)).utcoffset()
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+        if shift is not None and int(shift.total_seconds()) == offset:
+            return True
+    return False
 
 
 def _real(instant: int, mtimes: Mapping[str, float]) -> bool:
