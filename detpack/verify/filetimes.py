@@ -5,8 +5,9 @@ libfaketime fakes the clock a build reads; the files the build writes still carr
 time, and backends that stamp zip members from a file's mtime (bdist_wheel, setuptools, flit for
 copied files) put it in the wheel. Under this library a file changed since the rebuild started
 reports the publisher's instant instead (below the second, how long after the start: the order
-of writes is kept for make and ninja); the sdist's own files keep their times, and a file from
-before the rebuild but newer than that instant shows just before it.
+of writes is kept for make and ninja), or, when its path ends as one of the files the published
+wheel shows written at another instant does, that one; the sdist's own files keep their times, and
+a file from before the rebuild but newer than that instant shows just before it.
 """
 
 from __future__ import annotations
