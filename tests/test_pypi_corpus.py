@@ -346,6 +346,8 @@ def test_a_wheel_closed_later_is_rebuilt_with_the_clock_started_then(
     assert tried == ["@2026-07-29 06:39:20 x0.2", "@2026-07-29 06:39:22 x0.05"]  # slower: it closes within 2 s
     assert got[0] == "byte-identical" and how.faked["FAKETIME"].startswith("@2026-07-29 06:39:22")
     assert any("the clock started at 06:39:22 UTC (the published RECORD's time" in s for s in steps)
+    closing = pypi.PublisherClock(utc, 0, each=((utc - 2, ".egg-info/a"), (utc - 2, ".dist-info/a")), closed=utc + 2)
+    assert pypi._clock_words(closing, how) == ["1 file at its own instant", "clock from 06:39:22 (RECORD's time)"]
     # the perturbation: a RECORD stamped with the others: one rebuild under the clock, as before
     tried.clear()
     monkeypatch.setattr(pypi, "_clock_settings", settings(None))

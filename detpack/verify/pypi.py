@@ -701,7 +701,8 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         switch,
         clock.describe() if clock is not None else None,
         "; ".join(
-            ([f"umask {how.umask:04o}"] if how.umask != policy.UMASK else [])
+            _clock_words(clock, how)
+            + ([f"umask {how.umask:04o}"] if how.umask != policy.UMASK else [])
             + (["sdist modes kept"] if how.modes_kept else [])
             + ([f"CMake {how.config['cmake.version']}"] if "cmake.version" in how.config else [])
             + [f"{r} beside the backend (the publisher's metadata writer)" for r in how.also_install]
@@ -867,6 +868,19 @@ def _matching_name(
 
 
 Outcome = tuple[Verdict, FileComparison | None]
+
+
+def _clock_words(clock: PublisherClock | None, how: _How) -> list[str]:
+    """What of the publisher's clock beyond its instant the kept rebuild replayed, in words."""
+    if clock is None or "FAKETIME" not in how.faked:
+        return []
+    words = []
+    own = sum(1 for _, end in clock.each if not end.startswith(".dist-info/"))
+    if own:
+        words.append(f"{own} file{'s' if own > 1 else ''} at {'their' if own > 1 else 'its'} own instant")
+    if clock.closed is not None and how.faked["FAKETIME"].startswith(clock.faketime(at_closing=True)):
+        words.append(f"clock from {time.strftime('%H:%M:%S', time.gmtime(clock.closed))} (RECORD's time)")
+    return words
 
 
 def _clock_settings(
