@@ -192,7 +192,10 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, struct stat
     int rc = real(dirfd, path, flags, mask, buf);
     if (rc == 0) {
         int changed = since >= 0 && ((long long)buf->stx_mtime.tv_sec >= since || (long long)buf->stx_ctime.tv_sec >= since);
-        long long instant = changed ? instant_of(dirfd, (flags & AT_EMPTY_PATH) && path[0] == '\0' ? NULL : path) : as_of;
+        /* glibc declares path nonnull, but Linux 6.11 takes NULL with AT_EMPTY_PATH: kept from being assumed */
+        const char *seen = path;
+        __asm__("" : "+r"(seen));
+        long long instant = changed ? instant_of(dirfd, seen == NULL || ((flags & AT_EMPTY_PATH) && seen[0] == '\0') ? NULL : seen) : as_of;
         fix_statx_time(&buf->stx_atime, instant);
         fix_statx_time(&buf->stx_btime, instant);
         fix_statx_time(&buf->stx_ctime, instant);
