@@ -91,6 +91,41 @@ def test_the_order_of_writes_is_kept_below_the_second(tmp_path: Path) -> None:
     assert first < second  # 50 ms later: 50 us later below the second
 
 
+def test_a_file_the_publisher_wrote_at_another_instant_shows_that_one(tmp_path: Path) -> None:
+    # pygsheets 2.0.6: egg_info wrote top_level.txt a zip time before bdist_wheel stamped the rest
+    _compiler()
+    library = filetimes.library(tmp_path / "cache")
+    (tmp_path / "x.egg-info").mkdir()
+    code = (
+        "import os, sys\n"
+        "egg, other = sys.argv[1], sys.argv[2]\n"
+        "open(egg + '/top_level.txt', 'w').close(); open(other, 'w').close()\n"
+        "os.chdir(egg)\n"
+        "d = os.open('.', os.O_RDONLY); f = os.open('top_level.txt', os.O_RDONLY)\n"
+        "print(int(os.stat('top_level.txt').st_mtime), int(os.stat('top_level.txt', dir_fd=d).st_mtime),\n"
+        "      int(os.fstat(f).st_mtime), int(os.stat(other).st_mtime))\n"
+    )
+    each = [(PAST - 2, ".egg-info/top_level.txt"), (PAST - 4, "/nothing/here.py")]
+    env = {"LD_PRELOAD": str(library), **filetimes.variables(int(time.time()) - 1, PAST, each)}
+    argv = [sys.executable, "-c", code, tmp_path / "x.egg-info", tmp_path / "other.txt"]
+    r = run(argv, env=env)
+    assert r.code == 0, r.stderr
+    # a relative path, one against a directory's descriptor, a file's descriptor: its own instant
+    assert [int(v) for v in r.stdout.split()] == [PAST - 2, PAST - 2, PAST - 2, PAST], r.stdout
+    shown = run(["stat", "-c", "%Y", tmp_path / "x.egg-info" / "top_level.txt"], env=env)
+    assert shown.stdout.strip() == str(PAST - 2), shown.stdout + shown.stderr  # statx (coreutils)
+    # the perturbation: without the table, the one instant for every file written
+    r = run(argv, env={"LD_PRELOAD": str(library), **filetimes.variables(int(time.time()) - 1, PAST)})
+    assert [int(v) for v in r.stdout.split()] == [PAST] * 4, r.stdout + r.stderr
+    # a file from before the rebuild keeps its own time, whatever its path's end
+    old = tmp_path / "y.egg-info" / "top_level.txt"
+    old.parent.mkdir()
+    old.write_text("")
+    os.utime(old, (OLDER, OLDER))
+    shown = run(["stat", "-c", "%Y", old], env=env)
+    assert shown.stdout.strip() == str(OLDER), shown.stdout + shown.stderr
+
+
 def test_without_a_setting_nothing_changes(tmp_path: Path) -> None:
     _compiler()
     library = filetimes.library(tmp_path / "cache")

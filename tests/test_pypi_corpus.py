@@ -170,6 +170,52 @@ def test_files_the_sdist_build_writes_do_not_make_the_clock_a_fixed_time(tmp_pat
     assert clock is not None and not clock.real
 
 
+def _sdist(path: Path, files: dict[str, int]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tf:
+        for name, mtime in files.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = mtime
+            tf.addfile(info, io.BytesIO(b""))
+    return path
+
+
+def test_generated_files_written_at_other_instants_are_each_read(tmp_path: Path) -> None:
+    # pygsheets 2.0.6: egg_info wrote top_level.txt (copied into the .dist-info) at 14:17:46, the rest
+    # at 14:17:48; keras 3.15.1: bdist_wheel closed the wheel (RECORD, the clock's) a zip time later
+    from detpack.verify.pypi import publisher_clock
+
+    built = (2022, 11, 30, 14, 17, 48)
+    utc = calendar.timegm((*built, 0, 0, 0))
+    members = {
+        "x/__init__.py": (b"", (2022, 2, 13, 16, 3, 0)),  # the sdist file's time (a copy)
+        "x/_version.py": (b"", (2022, 11, 30, 14, 17, 40)),  # written by the build, 8 s before
+        "x/held.py": (b"", (2022, 11, 30, 14, 17, 42)),  # the sdist holds it: a rebuild copies its time
+        "x-1.dist-info/METADATA": (b"", built),
+        "x-1.dist-info/WHEEL": (WHEEL, built),
+        "x-1.dist-info/top_level.txt": (b"x\n", (2022, 11, 30, 14, 17, 46)),
+        "x-1.dist-info/RECORD": (b"", (2022, 11, 30, 14, 17, 50)),
+    }
+    files = {"x-1/x/__init__.py": utc - 9 * 86400 * 30, "x-1/x/held.py": utc - 6, "x-1/PKG-INFO": utc - 77}
+    sdist = _sdist(tmp_path / "x-1.tar.gz", files)
+    clock = publisher_clock(_wheel(tmp_path / "x-1-py3-none-any.whl", members), sdist)
+    assert clock is not None and clock.real and clock.utc == utc
+    assert set(clock.each) == {
+        (utc - 2, ".egg-info/top_level.txt"),
+        (utc - 2, ".dist-info/top_level.txt"),
+        (utc - 8, "/x/_version.py"),
+    }  # not the copies of the sdist's files
+    assert clock.closed == utc + 2 and clock.faketime() == "@2022-11-30 14:17:48"
+    assert clock.faketime(at_closing=True) == "@2022-11-30 14:17:50"
+    # the perturbation: every generated member at one instant: nothing of its own, no later closing
+    members = {k: (v[0], built if k.startswith("x-1.dist-info/") else v[1]) for k, v in members.items()}
+    members["x/_version.py"] = (b"", (2022, 11, 30, 14, 10, 0))  # minutes before: not this build's step
+    clock = publisher_clock(_wheel(tmp_path / "x-1-py3-none-any.whl", members), sdist)
+    assert clock is not None and clock.each == () and clock.closed is None
+
+
 def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -> None:
     from detpack.verify.pypi import build_time_causes
 
@@ -192,6 +238,13 @@ def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -
     assert comparison.cause_tally() == []
     named = build_time_causes(comparison, published)
     assert named is not None and named.cause_tally() == [(causes.CLOCK, 2)]
+    # said as such: the sdist's times cannot give the published ones, not "the clock did not stamp them"
+    from detpack.cli.rebuild import _explanation
+    from detpack.verify.pypi import WheelCheck
+
+    check = WheelCheck("x-1-py3-none-any.whl", "setuptools", None, None, "content-identical", named, "", "")
+    said = _explanation(check)[0]
+    assert "2 published copies of the sdist's files carry the build's instant" in said, said
     # the perturbation: a published copy with a time of its own (the sdist file's) stays unexplained
     (tmp_path / "c").mkdir()
     other = _wheel(
@@ -204,6 +257,8 @@ def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -
     )
     again = build_time_causes(compare_files(other, rebuilt, other.name), other)
     assert again is not None and again.cause_tally() == []
+    check = WheelCheck("x-1-py3-none-any.whl", "setuptools", None, None, "content-identical", again, "", "")
+    assert "did not stamp the same times" in _explanation(check)[0]
 
 
 def test_a_bdist_wheel_metadata_is_rebuilt_under_older_setuptools_caps(
@@ -246,3 +301,73 @@ def test_a_bdist_wheel_metadata_is_rebuilt_under_older_setuptools_caps(
     )
     assert len(tried) == len(pypi.SETUPTOOLS_CAPS) and how.setuptools is None and built is first
     assert (rebuilt / "x-1-py3-none-any.whl").read_text() == "first"
+
+
+def test_a_wheel_closed_later_is_rebuilt_with_the_clock_started_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # keras 3.15.1: its RECORD (bdist_wheel stamps it with the clock as it closes the wheel) is a zip
+    # time after its other generated members; the rebuild's wheel, closed sooner, had them all alike
+    from detpack.verify import pypi
+    from detpack.verify.compare import Difference, FileComparison
+
+    utc = calendar.timegm((2026, 7, 29, 6, 39, 20, 0, 0, 0))
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    tried: list[str] = []
+
+    def build(rebuild: pypi._Rebuild, how: pypi._How) -> pypi._Built:
+        tried.append(how.faked["FAKETIME"])
+        (rebuilt / "x-1-py3-none-any.whl").write_text(how.faked["FAKETIME"])
+        return pypi._Built(rebuilt / "x-1-py3-none-any.whl", str(len(tried)))
+
+    def verdict(published: Path, path: Path) -> pypi.Outcome:
+        if path.read_text() == "@2026-07-29 06:39:22 x0.05":
+            return ("byte-identical", None)
+        diff = Difference("attribute", "x-1.dist-info/RECORD", "date_time", 1, 2)
+        return ("content-identical", FileComparison("x-1-py3-none-any.whl", "wheel", False, 5, 1, (diff,)))
+
+    def settings(closed: int | None) -> object:
+        clock = pypi.PublisherClock(utc, 0, closed=closed)
+        return lambda rebuild, wheel, step: (clock, {"FAKETIME": f"{clock.faketime()} x0.2"}, "libfaketime")
+
+    monkeypatch.setattr(pypi, "_build", build)
+    monkeypatch.setattr(pypi, "_verdict", verdict)
+    monkeypatch.setattr(pypi, "publisher_umask", lambda wheel: None)
+    monkeypatch.setattr(pypi, "sdist_modes_kept", lambda wheel, sdist: False)
+    monkeypatch.setattr(pypi, "_clock_settings", settings(utc + 2))
+    rebuild = pypi._Rebuild("x==1", tmp_path / "x-1.tar.gz", rebuilt, tmp_path, pypi.Fetch(), None, None, None)
+    first = pypi._Built(rebuilt / "x-1-py3-none-any.whl", "0")
+    (rebuilt / "x-1-py3-none-any.whl").write_text("first")
+    before = verdict(tmp_path / "x.whl", rebuilt / "x-1-py3-none-any.whl")
+    steps: list[str] = []
+    how0 = pypi._How(None, None)
+    _, got, how, _ = pypi._replay(rebuild, tmp_path / "x.whl", how0, first, before, steps.append, None)
+    assert tried == ["@2026-07-29 06:39:20 x0.2", "@2026-07-29 06:39:22 x0.05"]  # slower: it closes within 2 s
+    assert got[0] == "byte-identical" and how.faked["FAKETIME"].startswith("@2026-07-29 06:39:22")
+    assert any("the clock started at 06:39:22 UTC (the published RECORD's time" in s for s in steps)
+    closing = pypi.PublisherClock(utc, 0, each=((utc - 2, ".egg-info/a"), (utc - 2, ".dist-info/a")), closed=utc + 2)
+    assert pypi._clock_words(closing, how) == ["1 file at its own instant", "clock from 06:39:22 (RECORD's time)"]
+    # the perturbation: a RECORD stamped with the others: one rebuild under the clock, as before
+    tried.clear()
+    monkeypatch.setattr(pypi, "_clock_settings", settings(None))
+    pypi._replay(rebuild, tmp_path / "x.whl", how0, first, before, steps.append, None)
+    assert tried == ["@2026-07-29 06:39:20 x0.2"]
+
+
+def test_copies_written_at_build_time_are_no_zone(tmp_path: Path) -> None:
+    # sqlalchemy 2.1.9: its 262 modules, written at build time, are 32 minutes newer than the sdist's
+    # files; rounded, that reads as UTC+00:30, which no zone has: the zip times are UTC
+    from detpack.verify.pypi import publisher_clock
+
+    built = (2026, 11, 16, 21, 16, 16)
+    utc = calendar.timegm((*built, 0, 0, 0))
+    members = {f"x/m{i}.py": (b"", (2026, 11, 16, 21, 16, 8)) for i in range(5)}
+    members["x-1.dist-info/WHEEL"] = (WHEEL, built)
+    files = {f"x-1/x/m{i}.py": utc - 32 * 60 - 25 for i in range(5)}
+    clock = publisher_clock(_wheel(tmp_path / "x-1-py3-none-any.whl", members), _sdist(tmp_path / "x-1.tar.gz", files))
+    assert clock is not None and clock.offset == 0 and clock.utc == utc
+    # the perturbation: copies two hours older than their zip times: a zone two hours east wrote them
+    files = {f"x-1/x/m{i}.py": utc - 2 * 3600 - 8 for i in range(5)}
+    clock = publisher_clock(_wheel(tmp_path / "x-1-py3-none-any.whl", members), _sdist(tmp_path / "x-1.tar.gz", files))
+    assert clock is not None and clock.offset == 7200 and clock.utc == utc - 7200

@@ -20,7 +20,7 @@ from detpack.digest import file_sha256
 from detpack.errors import ConfigError
 from detpack.provenance.signing import PrivateKey
 from detpack.verify.compare import Comparison
-from detpack.verify.pypi import WheelCheck, rebuild_pypi
+from detpack.verify.pypi import WRITTEN_AT_BUILD_TIME, WheelCheck, rebuild_pypi
 from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs, parse_timeout, read_list, rebuild_many, tally
 from detpack.verify.rebuild import rebuild
 
@@ -111,7 +111,15 @@ def _explanation(c: WheelCheck) -> list[str]:
     what = "metadata only" if c.verdict == "content-identical" else "content"
     tally = ", ".join(f"{k} ({n})" for k, n in c.comparison.cause_tally()) or "no cause inferred"
     attrs = sorted({d.attribute for d in c.comparison.differences})
-    if c.epoch is None and c.verdict == "content-identical":
+    fresh = [d for d in c.comparison.differences if d.evidence.startswith(WRITTEN_AT_BUILD_TIME)]
+    if c.epoch is None and c.verdict == "content-identical" and len(fresh) == len(c.comparison.differences):
+        lines.append(
+            f"the publisher built without SOURCE_DATE_EPOCH from source files written at build time: "
+            f"{len(fresh)} published copies of the sdist's files carry the build's instant (the .dist-info "
+            "files'), where the sdist holds them with older times; a rebuild from the sdist copies those "
+            "times (and the rest of the publisher's clock is replayed)"
+        )
+    elif c.epoch is None and c.verdict == "content-identical":
         lines.append(
             "the publisher built without SOURCE_DATE_EPOCH: generated .dist-info files carry the "
             "publisher's clock, and a rebuild under that clock (libfaketime) did not stamp the same times"

@@ -5,8 +5,9 @@ libfaketime fakes the clock a build reads; the files the build writes still carr
 time, and backends that stamp zip members from a file's mtime (bdist_wheel, setuptools, flit for
 copied files) put it in the wheel. Under this library a file changed since the rebuild started
 reports the publisher's instant instead (below the second, how long after the start: the order
-of writes is kept for make and ninja); the sdist's own files keep their times, and a file from
-before the rebuild but newer than that instant shows just before it.
+of writes is kept for make and ninja), or, when its path ends as one of the files the published
+wheel shows written at another instant does, that one; the sdist's own files keep their times, and
+a file from before the rebuild but newer than that instant shows just before it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 VARIABLE = "DETPACK_FILE_TIMES"
+EACH = "DETPACK_FILE_TIMES_EACH"
 SOURCE = Path(__file__).with_name("filetimes.c")
 
 
@@ -68,6 +71,8 @@ def library(cache: Path | None = None) -> Path:
     return built
 
 
-def variables(since: int, as_of: int) -> dict[str, str]:
-    """The library's setting: files changed at or after ``since`` show ``as_of`` (epoch seconds)."""
-    return {VARIABLE: f"{since} {as_of}"}
+def variables(since: int, as_of: int, each: Iterable[tuple[int, str]] = ()) -> dict[str, str]:
+    """The library's setting: files changed at or after ``since`` show ``as_of`` (epoch seconds), or,
+    when a file's path ends with one of ``each``'s ends, that end's own instant (the first such)."""
+    table = " ".join(f"{when} {end}" for when, end in each if not any(c.isspace() for c in end))
+    return {VARIABLE: f"{since} {as_of}", **({EACH: table} if table else {})}

@@ -29,7 +29,7 @@ import time
 import zipfile
 import zoneinfo
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -244,6 +244,14 @@ class PublisherClock:
     #: False when that instant is older than the sdist's newest file: a fixed time the backend writes
     #: (flit's 2016-01-01) or a copied file's, not a clock; only the zone is replayed then
     real: bool = True
+    #: Files the publisher's build wrote at another instant than that one (seconds since the epoch,
+    #: and the end of the path such a file has in a build: ``.egg-info/top_level.txt``), from their
+    #: members' times: setuptools' egg_info files, copied into the .dist-info a zip time or two later
+    each: tuple[tuple[int, str], ...] = ()
+    #: When the publisher's backend closed the wheel, when its RECORD (stamped with the clock, not a
+    #: file's time, by bdist_wheel) is later than the other generated members: a rebuild whose clock
+    #: starts at ``utc`` can close its wheel sooner, so another starts it there
+    closed: int | None = None
 
     def tz(self) -> str:
         """The zone, or a POSIX TZ with that offset (POSIX counts west: UTC+2 is ``<+0200>-02:00``)."""
@@ -254,9 +262,10 @@ class PublisherClock:
         west = "-" if sign == "+" else ""
         return f"<{sign}{hours:02d}{minutes:02d}>{west}{hours:02d}:{minutes:02d}"
 
-    def faketime(self) -> str:
-        """libfaketime's start-at form, in that zone's local time (the clock runs on from there)."""
-        local = time.gmtime(self.utc + self.offset)
+    def faketime(self, at_closing: bool = False) -> str:
+        """libfaketime's start-at form, in that zone's local time (the clock runs on from there);
+        ``at_closing``: from when the wheel was closed (``closed``) instead."""
+        local = time.gmtime(((self.closed if at_closing else None) or self.utc) + self.offset)
         return "@" + time.strftime("%Y-%m-%d %H:%M:%S", local)
 
     def describe(self) -> str:
@@ -273,9 +282,65 @@ class PublisherClock:
 
 def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
     """The publisher's clock from the wheel's generated members, and its UTC offset from members
-    copied out of the sdist (their zip time against the sdist's mtime: a zip time is local)."""
+    copied out of the sdist (their zip time against the sdist's mtime: a zip time is local); with
+    the members the publisher's build wrote at other instants of that clock (see PublisherClock)."""
     with zipfile.ZipFile(wheel) as zf:
         infos = zf.infolist()
+    found = _publisher_clock(infos, sdist)
+    if found is None or not found.real:
+        return found
+    try:
+        with tarfile.open(sdist) as tf:
+            held = {m.name.split("/", 1)[1]: m.name for m in tf if m.isfile() and "/" in m.name}
+    except (tarfile.TarError, OSError, EOFError):
+        held = {}
+    copies = {info.filename for info, _ in _copied_from(infos, held)}
+    return dataclasses.replace(found, **_other_instants(infos, found, copies))
+
+
+#: How long before the generated members' instant a member's time still shows a file the publisher's
+#: build wrote (egg_info runs seconds before bdist_wheel zips; a large package's build_py a minute).
+_BUILD_WINDOW = 120
+#: How long after it the wheel's RECORD can show the clock at closing (a large wheel's zipping).
+_CLOSING_WINDOW = 30
+
+
+def _other_instants(infos: list[zipfile.ZipInfo], found: PublisherClock, copies: Set[str]) -> dict[str, Any]:
+    """``each`` and ``closed`` for PublisherClock: members stamped within _BUILD_WINDOW before the
+    generated members' instant (files the build wrote then; not ``copies``, the members the sdist
+    holds, whose rebuilt copies keep the sdist's times: transformers' 3,000 modules checked out a
+    minute before), each with the path ends its file has in a build (a .dist-info file is a copy of
+    the .egg-info's), at most _MOST_EACH of them (the variable is one argument of the build's sandbox);
+    and the RECORD's instant when it is up to _CLOSING_WINDOW later (bdist_wheel stamps RECORD with
+    the clock as it closes the wheel, every other member with its file's time)."""
+    stamped = found.utc + found.offset  # zip times are local
+    each: list[tuple[int, str]] = []
+    closed = None
+    for info in infos:
+        when = calendar.timegm((*info.date_time, 0, 0, 0))
+        name = info.filename
+        top, _, rest = name.partition("/")
+        if top.endswith(".dist-info") and rest == "RECORD":
+            if stamped < when <= stamped + _CLOSING_WINDOW:
+                closed = when - found.offset
+            continue
+        if name.endswith("/") or name in copies or not stamped - _BUILD_WINDOW <= when < stamped:
+            continue
+        if top.endswith(".dist-info"):
+            each += [(when - found.offset, f".egg-info/{rest}"), (when - found.offset, f".dist-info/{rest}")]
+        else:
+            each.append((when - found.offset, f"/{name}"))
+    if len(each) > _MOST_EACH:  # the .dist-info's first (they come last in a wheel)
+        each = sorted(each, key=lambda e: not e[1].startswith((".egg-info/", ".dist-info/")))[:_MOST_EACH]
+    return {"each": tuple(each), "closed": closed}
+
+
+#: The most files given their own instant (a file's path end is up to a few hundred bytes; an
+#: argument is at most 128 KiB).
+_MOST_EACH = 256
+
+
+def _publisher_clock(infos: list[zipfile.ZipInfo], sdist: Path) -> PublisherClock | None:
     generated = [i for i in infos if i.filename.split("/", 1)[0].endswith(".dist-info")]
     if not generated:
         return None
@@ -294,7 +359,7 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
     # A real UTC offset is within +-14 h and shared by most copied members; anything else means the
     # backend wrote its own times (not file times), and the zip times are taken as UTC.
     offset, agreeing = offsets.most_common(1)[0] if offsets else (0, 0)
-    if abs(offset) > _MAX_OFFSET or agreeing * 2 <= sum(offsets.values()):
+    if abs(offset) > _MAX_OFFSET or agreeing * 2 <= sum(offsets.values()) or not _a_zones(offset, stamped - offset):
         offset = 0
     elif agreeing < len(copied) and (zone := _zone_of(copied)) is not None:
         # some files in summer time, some in winter: a zone with daylight saving time wrote them
@@ -303,6 +368,22 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
         local_offset = int(shift.total_seconds()) if shift is not None else offset
         return PublisherClock(stamped - local_offset, local_offset, zone, _real(stamped - local_offset, mtimes))
     return PublisherClock(stamped - offset, offset, real=_real(stamped - offset, mtimes))
+
+
+def _a_zones(offset: int, instant: int) -> bool:
+    """Whether some zone was ``offset`` seconds east of UTC at ``instant``: copies 32 minutes newer than the
+    sdist's files (sqlalchemy's modules, written at build time) round to +00:30, which no zone has."""
+    if offset == 0:
+        return True
+    when = dt.datetime.fromtimestamp(instant, dt.UTC)
+    for name in zoneinfo.available_timezones():
+        try:
+            shift = when.astimezone(zoneinfo.ZoneInfo(name)).utcoffset()
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+        if shift is not None and int(shift.total_seconds()) == offset:
+            return True
+    return False
 
 
 def _real(instant: int, mtimes: Mapping[str, float]) -> bool:
@@ -620,7 +701,8 @@ def _check_wheel(rebuild: _Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         switch,
         clock.describe() if clock is not None else None,
         "; ".join(
-            ([f"umask {how.umask:04o}"] if how.umask != policy.UMASK else [])
+            _clock_words(clock, how)
+            + ([f"umask {how.umask:04o}"] if how.umask != policy.UMASK else [])
             + (["sdist modes kept"] if how.modes_kept else [])
             + ([f"CMake {how.config['cmake.version']}"] if "cmake.version" in how.config else [])
             + [f"{r} beside the backend (the publisher's metadata writer)" for r in how.also_install]
@@ -690,6 +772,10 @@ def sdist_causes(comparison: FileComparison | None, sdist: Path) -> FileComparis
     return dataclasses.replace(comparison, differences=tuple(named(d) for d in comparison.differences))
 
 
+#: How the evidence of build_time_causes begins (a published copy of an sdist file stamped at build time).
+WRITTEN_AT_BUILD_TIME = "the published copy's time"
+
+
 def build_time_causes(comparison: FileComparison | None, wheel: Path) -> FileComparison | None:
     """Name a member time nothing else explained when the published copy carries the time its build stamped
     the generated ``.dist-info`` files with (within a minute): the publisher's source files were written at
@@ -716,7 +802,7 @@ def build_time_causes(comparison: FileComparison | None, wheel: Path) -> FileCom
         if not first - _CLOCK_SPREAD <= t <= last + _CLOCK_SPREAD:
             return d
         said = (
-            f"the published copy's time {d.a} is its build's (the .dist-info files'), not the sdist file's: the "
+            f"{WRITTEN_AT_BUILD_TIME} {d.a} is its build's (the .dist-info files'), not the sdist file's: the "
             "publisher's source files were written at build time (a fresh checkout), not unpacked from this sdist"
         )
         return dataclasses.replace(d, cause=CLOCK, evidence=said)
@@ -784,6 +870,19 @@ def _matching_name(
 Outcome = tuple[Verdict, FileComparison | None]
 
 
+def _clock_words(clock: PublisherClock | None, how: _How) -> list[str]:
+    """What of the publisher's clock beyond its instant the kept rebuild replayed, in words."""
+    if clock is None or "FAKETIME" not in how.faked:
+        return []
+    words = []
+    own = sum(1 for _, end in clock.each if not end.startswith(".dist-info/"))
+    if own:
+        words.append(f"{own} file{'s' if own > 1 else ''} at {'their' if own > 1 else 'its'} own instant")
+    if clock.closed is not None and how.faked["FAKETIME"].startswith(clock.faketime(at_closing=True)):
+        words.append(f"clock from {time.strftime('%H:%M:%S', time.gmtime(clock.closed))} (RECORD's time)")
+    return words
+
+
 def _clock_settings(
     rebuild: _Rebuild, wheel: Path, step: LineSink
 ) -> tuple[PublisherClock, dict[str, str], str] | None:
@@ -816,12 +915,15 @@ def _clock_settings(
         # preload's alone
         "NO_FAKE_STAT": "1",
         # a second's margin: a file the build writes is never older than the build
-        **filetimes.variables(int(time.time()) - 1, found.utc),
+        **filetimes.variables(int(time.time()) - 1, found.utc, found.each),
     }
     return found, faked, how_files
 
 
 _CLOCK_RATE = "0.2"
+#: The clock's rate when it starts at the published RECORD's time: a twentieth of real speed, so a backend
+#: that zips 8,000 members for half a minute (awscli) still closes the wheel within that zip time
+_CLOSING_RATE = "0.05"
 
 
 def _replay(
@@ -862,6 +964,16 @@ def _replay(
             writer = dataclasses.replace(base, also_install=(release,))
             said = f"also with {release} beside setuptools (the published METADATA writes 'name (spec)')"
             attempts.append((said, writer, base_clock))
+    if clock is not None and clock.closed is not None:
+        # bdist_wheel stamps RECORD with the clock as it closes the wheel: the publisher's closed it a zip
+        # time or more after the other generated members; each attempt again, the clock started then
+        closing = time.strftime("%H:%M:%S", time.gmtime(clock.closed))
+        for what, attempt, attempt_clock in list(attempts):
+            if attempt_clock is None or "FAKETIME" not in attempt.faked:
+                continue
+            faked = {**attempt.faked, "FAKETIME": f"{clock.faketime(at_closing=True)} x{_CLOSING_RATE}"}
+            said = f"{what}, the clock started at {closing} UTC (the published RECORD's time: the wheel closed)"
+            attempts.append((said, dataclasses.replace(attempt, faked=faked), attempt_clock))
     best: tuple[_Built, Outcome, _How, PublisherClock | None] = (built, outcome, how, None)
     keep = rebuild.scratch / "best"  # each attempt writes the same file names (wheel and provenance)
     shutil.rmtree(keep, ignore_errors=True)
