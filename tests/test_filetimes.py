@@ -23,7 +23,7 @@ import pytest
 from conftest import DETPACK, FIXTURES, materialize, run, unavailable
 from detpack.build.workspace import unpack_sdist
 from detpack.verify import filetimes
-from detpack.verify.pypi import faketime_library, publisher_clock, publisher_umask, sdist_modes_kept
+from detpack.verify.publisher import faketime_library, publisher_clock, publisher_umask, sdist_modes_kept
 
 PAST = 1_577_836_800  # 2020-01-01 00:00:00 UTC
 OLDER = 1_262_304_000  # 2010-01-01 00:00:00 UTC

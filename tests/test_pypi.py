@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from conftest import DETPACK, FIXTURES, Run, materialize, run, unavailable
-from detpack.verify.pypi import (
+from detpack.verify.publisher import (
     backend_pin,
     backend_pins,
     extension_always_built,
     faketime_library,
-    record_problems,
     speedup_switches,
 )
+from detpack.verify.pypi import record_problems
 
 
 @pytest.mark.network
@@ -274,7 +274,7 @@ def test_a_bad_release_list_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_publishers_clock_and_offset_are_read_from_the_wheel(tmp_path: Path) -> None:
-    from detpack.verify.pypi import publisher_clock
+    from detpack.verify.publisher import publisher_clock
 
     # A publisher in UTC+02:00 without SOURCE_DATE_EPOCH: sources keep their sdist mtime, written as
     # local zip times; the generated .dist-info files carry the build's local time.
@@ -307,7 +307,7 @@ def test_the_publishers_clock_and_offset_are_read_from_the_wheel(tmp_path: Path)
 
 
 def test_the_offset_is_read_through_a_src_layout(tmp_path: Path) -> None:
-    from detpack.verify.pypi import publisher_clock
+    from detpack.verify.publisher import publisher_clock
 
     # packaging 24.2 (flit, src/ layout) was published from UTC+05:30: its sources are at
     # src/packaging/ in the sdist and packaging/ in the wheel, 5 h 30 min later in zip time.

@@ -18,7 +18,7 @@ import pytest
 
 from detpack.verify import causes
 from detpack.verify.compare import compare_files
-from detpack.verify.pypi import _wheel_facts
+from detpack.verify.pypi import wheel_facts
 
 
 def _wheel(path: Path, members: dict[str, tuple[bytes, tuple[int, int, int, int, int, int]]]) -> Path:
@@ -42,12 +42,12 @@ def test_generated_files_stamped_seconds_apart_mean_no_epoch(tmp_path: Path) -> 
         f"{info}/top_level.txt": (b"x\n", (2026, 11, 5, 17, 1, 20)),
         f"{info}/RECORD": (b"", (2026, 11, 5, 17, 1, 24)),  # written last, a zip time later
     }
-    assert _wheel_facts(_wheel(tmp_path / "x-1-py3-none-any.whl", members)) == ("setuptools (75.1.0)", None)
+    assert wheel_facts(_wheel(tmp_path / "x-1-py3-none-any.whl", members)) == ("setuptools (75.1.0)", None)
     # the perturbations: one time for every member is an epoch; generated files hours apart are not a clock's
     same = {n: (d, late) for n, (d, _) in members.items()}
-    assert _wheel_facts(_wheel(tmp_path / "same.whl", same))[1] == calendar.timegm((*late, 0, 0, 0))
+    assert wheel_facts(_wheel(tmp_path / "same.whl", same))[1] == calendar.timegm((*late, 0, 0, 0))
     apart = {**members, f"{info}/RECORD": (b"", (2026, 11, 5, 19, 1, 24))}
-    assert _wheel_facts(_wheel(tmp_path / "apart.whl", apart))[1] == calendar.timegm((2026, 11, 5, 19, 1, 24, 0, 0, 0))
+    assert wheel_facts(_wheel(tmp_path / "apart.whl", apart))[1] == calendar.timegm((2026, 11, 5, 19, 1, 24, 0, 0, 0))
 
 
 def test_files_gzipped_outside_the_build_are_named(tmp_path: Path) -> None:
