@@ -380,3 +380,18 @@ def flit_release(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> 
         p.unlink()
     assert sorted(p.name for p in links.iterdir()) == ["fx_flit-1.0.0-py3-none-any.whl", "fx_flit-1.0.0.tar.gz"]
     return links
+
+
+def in_tree_backend(
+    src: Path, module: str, code: str, *, name: str, requires: str = '"setuptools>=61"', also: str = ""
+) -> Path:
+    """A project at ``src`` built by the in-tree backend ``module`` (``code``, over setuptools), which its
+    sdist carries (with ``also``); no module of its own."""
+    src.mkdir(parents=True)
+    (src / f"{module}.py").write_text(code)
+    (src / "MANIFEST.in").write_text(f"include {module}.py {also}".rstrip() + "\n")
+    (src / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = [{requires}]\nbuild-backend = "{module}"\nbackend-path = ["."]\n'
+        f'[project]\nname = "{name}"\nversion = "1.0"\n[tool.setuptools]\npy-modules = []\n'
+    )
+    return src

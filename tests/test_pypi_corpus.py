@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import calendar
 import gzip
+import io
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -19,6 +21,15 @@ import pytest
 from detpack.verify import causes
 from detpack.verify.compare import compare_files
 from detpack.verify.pypi import wheel_facts
+
+
+def _empty_sdist(path: Path, files: dict[str, int]) -> None:
+    """An sdist of empty files, each with its mtime."""
+    with tarfile.open(path, "w:gz") as tf:
+        for name, mtime in files.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = mtime
+            tf.addfile(info, io.BytesIO(b""))
 
 
 def _wheel(path: Path, members: dict[str, tuple[bytes, tuple[int, int, int, int, int, int]]]) -> Path:
@@ -138,8 +149,6 @@ def test_members_only_the_published_wheel_has_are_told_by_the_sdist(tmp_path: Pa
 
 
 def test_files_the_sdist_build_writes_do_not_make_the_clock_a_fixed_time(tmp_path: Path) -> None:
-    import io
-    import tarfile
 
     from detpack.verify.pypi import publisher_clock
 
@@ -152,20 +161,12 @@ def test_files_the_sdist_build_writes_do_not_make_the_clock_a_fixed_time(tmp_pat
     later = calendar.timegm((2026, 12, 1, 17, 52, 19, 0, 0, 0))  # the sdist made 3 s after the wheel
     files = {"x-1/x/__init__.py": later - 23, "x-1/PKG-INFO": later, "x-1/setup.cfg": later}
     files["x-1/x.egg-info/SOURCES.txt"] = later
-    with tarfile.open(sdist, "w:gz") as tf:
-        for name, mtime in files.items():
-            info = tarfile.TarInfo(name)
-            info.mtime = mtime
-            tf.addfile(info, io.BytesIO(b""))
+    _empty_sdist(sdist, files)
     clock = publisher_clock(wheel, sdist)
     assert clock is not None and clock.real and clock.utc == calendar.timegm((*built, 0, 0, 0))
     # the perturbation: a source file newer than the wheel's generated files makes it a fixed time
     files["x-1/x/__init__.py"] = later
-    with tarfile.open(sdist, "w:gz") as tf:
-        for name, mtime in files.items():
-            info = tarfile.TarInfo(name)
-            info.mtime = mtime
-            tf.addfile(info, io.BytesIO(b""))
+    _empty_sdist(sdist, files)
     clock = publisher_clock(wheel, sdist)
     assert clock is not None and not clock.real
 

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import DETPACK, FIXTURES, digests, materialize, run
+from conftest import DETPACK, FIXTURES, digests, in_tree_backend, materialize, run
 from detpack.build import reuse
 
 
@@ -141,13 +141,8 @@ def test_a_hook_reaches_neither_the_remembered_resolutions_nor_the_environments(
     tmp_path: Path, wheelhouse: Path
 ) -> None:
     root = tmp_path / "root"
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "hostile_backend.py").write_text(HOSTILE_BACKEND.format(root=root))
-    (src / "MANIFEST.in").write_text("include hostile_backend.py attempts.txt\n")
-    (src / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "hostile_backend"\nbackend-path = ["."]\n'
-        '[project]\nname = "fx-planter"\nversion = "1.0"\n[tool.setuptools]\npy-modules = []\n'
+    src = in_tree_backend(
+        tmp_path / "src", "hostile_backend", HOSTILE_BACKEND.format(root=root), name="fx-planter", also="attempts.txt"
     )
     _build(src, tmp_path / "a", wheelhouse, root)
     time.sleep(0.01)
@@ -186,15 +181,8 @@ SCRIPT_BACKEND = textwrap.dedent(
 
 def test_a_requirements_script_runs_in_both_phases_of_a_shared_environment(tmp_path: Path, wheelhouse: Path) -> None:
     """The wheel phase takes the environment the sdist phase made, at another path: its scripts still run."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "script_backend.py").write_text(SCRIPT_BACKEND)
-    (src / "MANIFEST.in").write_text("include script_backend.py\n")
-    (src / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61", "wheel"]\nbuild-backend = "script_backend"\n'
-        'backend-path = ["."]\n[project]\nname = "fx-script-user"\nversion = "1.0"\n'
-        "[tool.setuptools]\npy-modules = []\n"
-    )
+    requires = '"setuptools>=61", "wheel"'
+    src = in_tree_backend(tmp_path / "src", "script_backend", SCRIPT_BACKEND, name="fx-script-user", requires=requires)
     log = _build(src, tmp_path / "a", wheelhouse, tmp_path / "root")
     assert "reusing cached build environment files-" in log.split("building wheel", 1)[1], log
 

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import ROOT, run
+from conftest import ROOT, in_tree_backend, run
 from detpack.build import envcache, reuse
 
 DETPACK = (sys.executable, "-m", "detpack")  # with PYTHONPATH: this checkout's, not an installed one
@@ -58,14 +58,7 @@ def test_a_module_planted_where_installs_start_never_runs_in_the_environment_kep
     tmp_path: Path, wheelhouse: Path
 ) -> None:
     root = tmp_path / "root"
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "planting_backend.py").write_text(PLANTING_BACKEND)
-    (src / "MANIFEST.in").write_text("include planting_backend.py\n")
-    (src / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "planting_backend"\nbackend-path = ["."]\n'
-        '[project]\nname = "fx-compile-planter"\nversion = "1.0"\n[tool.setuptools]\npy-modules = []\n'
-    )
+    src = in_tree_backend(tmp_path / "src", "planting_backend", PLANTING_BACKEND, name="fx-compile-planter")
     log = _build(src, tmp_path / "a", wheelhouse, root)
     assert "made cached build environment files-" in log, log
     assert log.count("compileall") >= 2, log  # the environment was extended and compiled again
