@@ -23,15 +23,6 @@ from detpack.verify.compare import compare_files
 from detpack.verify.pypi import wheel_facts
 
 
-def _empty_sdist(path: Path, files: dict[str, int]) -> None:
-    """An sdist of empty files, each with its mtime."""
-    with tarfile.open(path, "w:gz") as tf:
-        for name, mtime in files.items():
-            info = tarfile.TarInfo(name)
-            info.mtime = mtime
-            tf.addfile(info, io.BytesIO(b""))
-
-
 def _wheel(path: Path, members: dict[str, tuple[bytes, tuple[int, int, int, int, int, int]]]) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, (data, when) in members.items():
@@ -120,8 +111,6 @@ def test_what_a_metadata_writer_decides_is_named() -> None:
 
 
 def test_members_only_the_published_wheel_has_are_told_by_the_sdist(tmp_path: Path) -> None:
-    import io
-    import tarfile
 
     from detpack.verify.compare import Difference, FileComparison
     from detpack.verify.pypi import sdist_causes
@@ -161,19 +150,17 @@ def test_files_the_sdist_build_writes_do_not_make_the_clock_a_fixed_time(tmp_pat
     later = calendar.timegm((2026, 12, 1, 17, 52, 19, 0, 0, 0))  # the sdist made 3 s after the wheel
     files = {"x-1/x/__init__.py": later - 23, "x-1/PKG-INFO": later, "x-1/setup.cfg": later}
     files["x-1/x.egg-info/SOURCES.txt"] = later
-    _empty_sdist(sdist, files)
+    _sdist(sdist, files)
     clock = publisher_clock(wheel, sdist)
     assert clock is not None and clock.real and clock.utc == calendar.timegm((*built, 0, 0, 0))
     # the perturbation: a source file newer than the wheel's generated files makes it a fixed time
     files["x-1/x/__init__.py"] = later
-    _empty_sdist(sdist, files)
+    _sdist(sdist, files)
     clock = publisher_clock(wheel, sdist)
     assert clock is not None and not clock.real
 
 
 def _sdist(path: Path, files: dict[str, int]) -> Path:
-    import io
-    import tarfile
 
     with tarfile.open(path, "w:gz") as tf:
         for name, mtime in files.items():
