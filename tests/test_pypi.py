@@ -120,12 +120,12 @@ else:
 
 
 def test_a_file_name_difference_is_said_as_what_it_is() -> None:
-    from detpack.verify.pypi import _name_mismatch
+    from detpack.verify.pypi import name_mismatch
 
-    tag = _name_mismatch("pytz-1-py2.py3-none-any.whl", "pytz-1-py3-none-any.whl", "bdist_wheel (0.37.1)")
+    tag = name_mismatch("pytz-1-py2.py3-none-any.whl", "pytz-1-py3-none-any.whl", "bdist_wheel (0.37.1)")
     assert "tagged py2.py3-none-any, this build makes py3-none-any: a tag difference, not a platform one" in tag
     assert "platform-specific" not in tag
-    platform = _name_mismatch("m-1-cp311-cp311-manylinux_2_17_x86_64.whl", "m-1-cp311-cp311-linux_x86_64.whl", "")
+    platform = name_mismatch("m-1-cp311-cp311-manylinux_2_17_x86_64.whl", "m-1-cp311-cp311-linux_x86_64.whl", "")
     assert "is for cp311-cp311-manylinux_2_17_x86_64; this machine builds cp311-cp311-linux_x86_64" in platform
 
 
@@ -331,7 +331,7 @@ def test_the_offset_is_read_through_a_src_layout(tmp_path: Path) -> None:
 
 
 def test_the_cmake_release_is_read_from_an_exported_targets_file(tmp_path: Path) -> None:
-    from detpack.verify.pypi import cmake_series
+    from detpack.verify.pypireplay import cmake_series
 
     def wheel(policy: bytes) -> Path:
         path = tmp_path / f"w{len(list(tmp_path.iterdir()))}.whl"

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import DETPACK, minimal_wheel, run
 from detpack.errors import InputError
-from detpack.verify.pypi import comparable_here
+from detpack.verify.publisher import comparable_here
 from detpack.verify.pypi_batch import parse_timeout
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from detpack.verify import causes
 from detpack.verify.compare import compare_files
-from detpack.verify.pypi import wheel_facts
+from detpack.verify.publisher import PublisherClock, wheel_facts
 
 
 def _wheel(path: Path, members: dict[str, tuple[bytes, tuple[int, int, int, int, int, int]]]) -> Path:
@@ -139,7 +139,7 @@ def test_members_only_the_published_wheel_has_are_told_by_the_sdist(tmp_path: Pa
 
 def test_files_the_sdist_build_writes_do_not_make_the_clock_a_fixed_time(tmp_path: Path) -> None:
 
-    from detpack.verify.pypi import publisher_clock
+    from detpack.verify.publisher import publisher_clock
 
     built = (2026, 12, 1, 17, 52, 16)
     wheel = _wheel(
@@ -173,7 +173,7 @@ def _sdist(path: Path, files: dict[str, int]) -> Path:
 def test_generated_files_written_at_other_instants_are_each_read(tmp_path: Path) -> None:
     # pygsheets 2.0.6: egg_info wrote top_level.txt (copied into the .dist-info) at 14:17:46, the rest
     # at 14:17:48; keras 3.15.1: bdist_wheel closed the wheel (RECORD, the clock's) a zip time later
-    from detpack.verify.pypi import publisher_clock
+    from detpack.verify.publisher import publisher_clock
 
     built = (2022, 11, 30, 14, 17, 48)
     utc = calendar.timegm((*built, 0, 0, 0))
@@ -252,10 +252,10 @@ def test_copies_stamped_at_build_time_are_the_publishers_clock(tmp_path: Path) -
 def test_a_bdist_wheel_metadata_is_rebuilt_under_older_setuptools_caps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from detpack.verify import pypi
+    from detpack.verify import pypibuild, pypireplay
     from detpack.verify.compare import Difference, FileComparison
 
-    def outcome(metadata_differs: bool) -> pypi.Outcome:
+    def outcome(metadata_differs: bool) -> pypibuild.Outcome:
         member = "x-1.dist-info/METADATA" if metadata_differs else "x-1.dist-info/top_level.txt"
         diff = Difference("content" if metadata_differs else "attribute", member, "content", 1, 2)
         return ("different", FileComparison("x-1-py3-none-any.whl", "wheel", False, 5, 1, (diff,)))
@@ -264,30 +264,30 @@ def test_a_bdist_wheel_metadata_is_rebuilt_under_older_setuptools_caps(
     rebuilt.mkdir()
     tried: list[str] = []
 
-    def build(rebuild: pypi._Rebuild, how: pypi._How) -> pypi._Built:
+    def build(rebuild: pypibuild.Rebuild, how: pypibuild.How) -> pypibuild.Built:
         assert how.constraints is not None
         tried.append(how.constraints.read_text())
         (rebuilt / "x-1-py3-none-any.whl").write_text(str(len(tried)))
-        return pypi._Built(rebuilt / "x-1-py3-none-any.whl", str(len(tried)))
+        return pypibuild.Built(rebuilt / "x-1-py3-none-any.whl", str(len(tried)))
 
-    monkeypatch.setattr(pypi, "_build", build)
-    monkeypatch.setattr(pypi, "_verdict", lambda published, path: outcome(path.read_text() != "2"))
-    rebuild = pypi._Rebuild("x==1", tmp_path / "x-1.tar.gz", rebuilt, tmp_path, pypi.Fetch(), None, None, None)
-    first = pypi._Built(rebuilt / "x-1-py3-none-any.whl", "0")
+    monkeypatch.setattr(pypibuild, "rebuild_wheel", build)
+    monkeypatch.setattr(pypibuild, "judge", lambda published, path: outcome(path.read_text() != "2"))
+    rebuild = pypibuild.Rebuild("x==1", tmp_path / "x-1.tar.gz", rebuilt, tmp_path, pypibuild.Fetch(), None, None, None)
+    first = pypibuild.Built(rebuilt / "x-1-py3-none-any.whl", "0")
     pins = ("wheel==0.38.4", "setuptools<70.1")
-    built, got, how = pypi._replay_setuptools(
-        rebuild, tmp_path / "x.whl", pypi._How(None, None), first, outcome(True), lambda _: None, pins
+    built, got, how = pypireplay.replay_setuptools(
+        rebuild, tmp_path / "x.whl", pypibuild.How(None, None), first, outcome(True), lambda _: None, pins
     )
     assert tried == ["wheel==0.38.4\nsetuptools<64\n", "wheel==0.38.4\nsetuptools<60\n"]
-    assert how.setuptools == "<60" and built.sha256 == "2" and not pypi._metadata_differs(got)
+    assert how.setuptools == "<60" and built.sha256 == "2" and not pypireplay.metadata_differs(got)
     # the perturbation: no cap gives the published METADATA: the first rebuild stands, its files put back
     tried.clear()
-    monkeypatch.setattr(pypi, "_verdict", lambda published, path: outcome(True))
+    monkeypatch.setattr(pypibuild, "judge", lambda published, path: outcome(True))
     (rebuilt / "x-1-py3-none-any.whl").write_text("first")
-    built, got, how = pypi._replay_setuptools(
-        rebuild, tmp_path / "x.whl", pypi._How(None, None), first, outcome(True), lambda _: None, pins
+    built, got, how = pypireplay.replay_setuptools(
+        rebuild, tmp_path / "x.whl", pypibuild.How(None, None), first, outcome(True), lambda _: None, pins
     )
-    assert len(tried) == len(pypi.SETUPTOOLS_CAPS) and how.setuptools is None and built is first
+    assert len(tried) == len(pypireplay.SETUPTOOLS_CAPS) and how.setuptools is None and built is first
     assert (rebuilt / "x-1-py3-none-any.whl").read_text() == "first"
 
 
@@ -296,7 +296,7 @@ def test_a_wheel_closed_later_is_rebuilt_with_the_clock_started_then(
 ) -> None:
     # keras 3.15.1: its RECORD (bdist_wheel stamps it with the clock as it closes the wheel) is a zip
     # time after its other generated members; the rebuild's wheel, closed sooner, had them all alike
-    from detpack.verify import pypi
+    from detpack.verify import pypibuild, pypireplay
     from detpack.verify.compare import Difference, FileComparison
 
     utc = calendar.timegm((2026, 7, 29, 6, 39, 20, 0, 0, 0))
@@ -304,49 +304,49 @@ def test_a_wheel_closed_later_is_rebuilt_with_the_clock_started_then(
     rebuilt.mkdir()
     tried: list[str] = []
 
-    def build(rebuild: pypi._Rebuild, how: pypi._How) -> pypi._Built:
+    def build(rebuild: pypibuild.Rebuild, how: pypibuild.How) -> pypibuild.Built:
         tried.append(how.faked["FAKETIME"])
         (rebuilt / "x-1-py3-none-any.whl").write_text(how.faked["FAKETIME"])
-        return pypi._Built(rebuilt / "x-1-py3-none-any.whl", str(len(tried)))
+        return pypibuild.Built(rebuilt / "x-1-py3-none-any.whl", str(len(tried)))
 
-    def verdict(published: Path, path: Path) -> pypi.Outcome:
+    def verdict(published: Path, path: Path) -> pypibuild.Outcome:
         if path.read_text() == "@2026-07-29 06:39:22 x0.05":
             return ("byte-identical", None)
         diff = Difference("attribute", "x-1.dist-info/RECORD", "date_time", 1, 2)
         return ("content-identical", FileComparison("x-1-py3-none-any.whl", "wheel", False, 5, 1, (diff,)))
 
     def settings(closed: int | None) -> object:
-        clock = pypi.PublisherClock(utc, 0, closed=closed)
+        clock = PublisherClock(utc, 0, closed=closed)
         return lambda rebuild, wheel, step: (clock, {"FAKETIME": f"{clock.faketime()} x0.2"}, "libfaketime")
 
-    monkeypatch.setattr(pypi, "_build", build)
-    monkeypatch.setattr(pypi, "_verdict", verdict)
-    monkeypatch.setattr(pypi, "publisher_umask", lambda wheel: None)
-    monkeypatch.setattr(pypi, "sdist_modes_kept", lambda wheel, sdist: False)
-    monkeypatch.setattr(pypi, "_clock_settings", settings(utc + 2))
-    rebuild = pypi._Rebuild("x==1", tmp_path / "x-1.tar.gz", rebuilt, tmp_path, pypi.Fetch(), None, None, None)
-    first = pypi._Built(rebuilt / "x-1-py3-none-any.whl", "0")
+    monkeypatch.setattr(pypibuild, "rebuild_wheel", build)
+    monkeypatch.setattr(pypibuild, "judge", verdict)
+    monkeypatch.setattr(pypireplay, "publisher_umask", lambda wheel: None)
+    monkeypatch.setattr(pypireplay, "sdist_modes_kept", lambda wheel, sdist: False)
+    monkeypatch.setattr(pypireplay, "clock_settings", settings(utc + 2))
+    rebuild = pypibuild.Rebuild("x==1", tmp_path / "x-1.tar.gz", rebuilt, tmp_path, pypibuild.Fetch(), None, None, None)
+    first = pypibuild.Built(rebuilt / "x-1-py3-none-any.whl", "0")
     (rebuilt / "x-1-py3-none-any.whl").write_text("first")
     before = verdict(tmp_path / "x.whl", rebuilt / "x-1-py3-none-any.whl")
     steps: list[str] = []
-    how0 = pypi._How(None, None)
-    _, got, how, _ = pypi._replay(rebuild, tmp_path / "x.whl", how0, first, before, steps.append, None)
+    how0 = pypibuild.How(None, None)
+    _, got, how, _ = pypireplay.replay(rebuild, tmp_path / "x.whl", how0, first, before, steps.append, None)
     assert tried == ["@2026-07-29 06:39:20 x0.2", "@2026-07-29 06:39:22 x0.05"]  # slower: it closes within 2 s
     assert got[0] == "byte-identical" and how.faked["FAKETIME"].startswith("@2026-07-29 06:39:22")
     assert any("the clock started at 06:39:22 UTC (the published RECORD's time" in s for s in steps)
-    closing = pypi.PublisherClock(utc, 0, each=((utc - 2, ".egg-info/a"), (utc - 2, ".dist-info/a")), closed=utc + 2)
-    assert pypi._clock_words(closing, how) == ["1 file at its own instant", "clock from 06:39:22 (RECORD's time)"]
+    closing = PublisherClock(utc, 0, each=((utc - 2, ".egg-info/a"), (utc - 2, ".dist-info/a")), closed=utc + 2)
+    assert pypireplay.clock_words(closing, how) == ["1 file at its own instant", "clock from 06:39:22 (RECORD's time)"]
     # the perturbation: a RECORD stamped with the others: one rebuild under the clock, as before
     tried.clear()
-    monkeypatch.setattr(pypi, "_clock_settings", settings(None))
-    pypi._replay(rebuild, tmp_path / "x.whl", how0, first, before, steps.append, None)
+    monkeypatch.setattr(pypireplay, "clock_settings", settings(None))
+    pypireplay.replay(rebuild, tmp_path / "x.whl", how0, first, before, steps.append, None)
     assert tried == ["@2026-07-29 06:39:20 x0.2"]
 
 
 def test_copies_written_at_build_time_are_no_zone(tmp_path: Path) -> None:
     # sqlalchemy 2.1.9: its 262 modules, written at build time, are 32 minutes newer than the sdist's
     # files; rounded, that reads as UTC+00:30, which no zone has: the zip times are UTC
-    from detpack.verify.pypi import publisher_clock
+    from detpack.verify.publisher import publisher_clock
 
     built = (2026, 11, 16, 21, 16, 16)
     utc = calendar.timegm((*built, 0, 0, 0))
