@@ -163,3 +163,44 @@ def test_a_release_published_with_an_older_metadata_writer_is_rebuilt_with_it(wh
     assert r.code == 0, r.stdout + r.stderr
     assert "* rebuilding also with wheel==0.38.4 beside setuptools (the published METADATA writes" in r.stderr
     assert "1 byte-identical of 1 wheel" in r.stdout and "wheel==0.38.4 beside the backend" in r.stdout, r.stdout
+
+
+@pytest.mark.slow
+def test_a_release_published_with_a_newer_metadata_writer_is_rebuilt_with_it(wheelhouse: Path, tmp_path: Path) -> None:
+    """A setuptools 75.1.0 release built with a newer wheel installed beside it (as azure-mgmt-dns 9.0.0 was:
+    its METADATA says ``Requires-Dist: packaging>=20`` where the wheel 0.43 setuptools vendors writes
+    ``packaging >=20``) is byte-identical only when the rebuild installs wheel beside setuptools too; the
+    first rebuild differs in METADATA (the perturbation), the one with the newest wheel does not."""
+    src = tmp_path / "fx_newwriter-1.0"
+    (src / "fx_newwriter").mkdir(parents=True)
+    (src / "fx_newwriter" / "__init__.py").write_text("")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "fx_newwriter"\nversion = "1.0"\ndependencies = ["packaging>=20"]\n'
+    )
+    links = tmp_path / "links"
+    links.mkdir()
+    venv = tmp_path / "publisher"
+    assert run([sys.executable, "-m", "venv", venv]).code == 0
+    pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--find-links", wheelhouse]
+    assert run([*pip, "setuptools==75.1.0", "wheel==0.48.0"]).code == 0
+    sdist = "from setuptools import build_meta as b; import sys; b.build_sdist(sys.argv[1])"
+    r = run([venv / "bin" / "python", "-c", sdist, links], cwd=src, env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert r.code == 0, r.stderr
+    built = tmp_path / "published"
+    r = run(
+        [venv / "bin" / "python", "-m", "pip", "wheel", "-q", "--no-index", "--no-deps", "--no-build-isolation",
+         "-w", built, links / "fx_newwriter-1.0.tar.gz"],
+        env={"SOURCE_DATE_EPOCH": "1700000000"},
+    )  # fmt: skip
+    assert r.code == 0, r.stderr
+    [wheel] = built.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        assert b"Requires-Dist: packaging>=20\n" in zf.read("fx_newwriter-1.0.dist-info/METADATA")
+    shutil.copy2(wheel, links)
+    argv = [DETPACK, "rebuild", "--pypi", "fx_newwriter==1.0", "--offline", "--find-links", links]
+    r = run([*argv, "--find-links", wheelhouse, "-o", tmp_path / "keep"], timeout=900)
+    assert r.code == 0, r.stdout + r.stderr
+    said = "* rebuilding also with wheel beside setuptools (the published METADATA writes 'name>=1', this build's"
+    assert said in r.stderr, r.stderr
+    assert "1 byte-identical of 1 wheel" in r.stdout and "wheel beside the backend" in r.stdout, r.stdout

@@ -209,8 +209,8 @@ def _check_wheel(rebuild: Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
         built, outcome, how = pypireplay.replay_cmake(rebuild, wheel, how, built, outcome, step)
     clock = None
     if outcome[0] != "byte-identical":
-        old_writer = generator.startswith("setuptools") and pypireplay.old_writer(wheel)
-        built, outcome, how, clock = pypireplay.replay(rebuild, wheel, how, built, outcome, step, epoch, old_writer)
+        writers = pypireplay.metadata_writers(generator, wheel, built.path)
+        built, outcome, how, clock = pypireplay.replay(rebuild, wheel, how, built, outcome, step, epoch, writers)
         outcome = (outcome[0], build_time_causes(sdist_causes(outcome[1], rebuild.sdist), wheel))
     return WheelCheck(
         wheel.name,

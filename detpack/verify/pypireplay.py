@@ -40,17 +40,48 @@ from detpack.verify.pypibuild import Built, How, Outcome, Rebuild, better
 OLD_METADATA_WRITERS = ("wheel==0.38.4", "wheel==0.40.0")
 
 
+#: The ``wheel`` release whose metadata writer setuptools' own bdist_wheel uses when it is installed beside it,
+#: for a published METADATA that writes ``Requires-Dist: name>=1`` where this build's writer puts ``name >=1``
+#: (the copy setuptools 70.1 to 75 vendors, wheel 0.43, spaces it; wheel 0.45 and later do not): the newest
+#: as of the upload, as every build requirement of the rebuild (azure-mgmt-dns 9.0.0, its publisher's pipeline
+#: installs wheel beside setuptools 75.3.2).
+NEWER_METADATA_WRITER = "wheel"
+
+#: ``Requires-Dist: name >=1``, ``name[extra] <2``: a space between the name and its version specifier.
+_SPACED = re.compile(rb"^Requires-Dist: [A-Za-z0-9._-]+(\[[^\]]*\])? +[<>=!~]")
+#: ``Requires-Dist: name>=1``: none.
+_UNSPACED = re.compile(rb"^Requires-Dist: [A-Za-z0-9._-]+(\[[^\]]*\])?[<>=!~]")
+
+
+def _metadata(wheel: Path) -> bytes:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            return zf.read(names[0]) if len(names) == 1 else b""
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return b""
+
+
 def old_writer(wheel: Path) -> bool:
     """Whether the published METADATA writes a ``Requires-Dist`` as ``name (spec)`` (wheel 0.40 and older)."""
     from detpack.verify.causes import unparenthesized
 
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-            text = zf.read(names[0]) if len(names) == 1 else b""
-    except (OSError, zipfile.BadZipFile, KeyError):
-        return False
-    return any(unparenthesized(line) != line for line in text.splitlines())
+    return any(unparenthesized(line) != line for line in _metadata(wheel).splitlines())
+
+
+def metadata_writers(generator: str, published: Path, rebuilt: Path) -> tuple[tuple[str, ...], str]:
+    """The ``wheel`` releases to install beside setuptools (its bdist_wheel then writes METADATA with theirs),
+    each tried in turn, and why, in words: from how the published METADATA writes ``Requires-Dist`` against
+    the rebuild's. Nothing for a wheel setuptools did not write."""
+    if not generator.startswith("setuptools"):
+        return (), ""
+    if old_writer(published):
+        return OLD_METADATA_WRITERS, "the published METADATA writes 'name (spec)'"
+    theirs, ours = _metadata(published).splitlines(), _metadata(rebuilt).splitlines()
+    unspaced = any(_UNSPACED.match(x) for x in theirs) and not any(_SPACED.match(x) for x in theirs)
+    if unspaced and any(_SPACED.match(y) for y in ours):
+        return (NEWER_METADATA_WRITER,), "the published METADATA writes 'name>=1', this build's 'name >=1'"
+    return (), ""
 
 
 def matching_name(
@@ -161,13 +192,14 @@ def replay(
     outcome: Outcome,
     step: LineSink,
     epoch: int | None,
-    old_writer: bool = False,
+    writers: tuple[tuple[str, ...], str] = ((), ""),
 ) -> tuple[Built, Outcome, How, PublisherClock | None]:
     """Rebuild again as the published wheel shows the publisher built, keeping whichever rebuild is
     nearest it: built without SOURCE_DATE_EPOCH, under the publisher's clock (the generated files
     carry it); then, when the wheel shows another umask (the mode of ``.dist-info/WHEEL``) or an sdist
-    unpacked with its modes as they are, under those too. A backend that writes fixed modes
-    (scikit-build-core's 0664 .dist-info) shows a umask it did not have: the first attempt stands."""
+    unpacked with its modes as they are, under those too; then with each of ``writers`` (``metadata_writers``)
+    beside setuptools. A backend that writes fixed modes (scikit-build-core's 0664 .dist-info) shows a umask it
+    did not have: the first attempt stands."""
     attempts: list[tuple[str, How, PublisherClock | None]] = []
     clocked, clock = how, None
     if epoch is None and (settings := clock_settings(rebuild, wheel, step)) is not None:
@@ -183,14 +215,14 @@ def replay(
                 "the sdist unpacked with its modes as they are (the published copies keep its group-write bits)"
             )
         attempts.append((f"{'also ' if clock else ''}with {' and '.join(words)}", masked, clock))
-    if old_writer:
-        # The published METADATA writes Requires-Dist as "name (spec)": wheel 0.40 or older was installed
-        # beside setuptools, whose bdist_wheel then uses its metadata writer.
+    releases, why = writers
+    if releases:
+        # The published METADATA writes Requires-Dist as another wheel release does ("name (spec)": 0.40 or older;
+        # "name>=1": 0.45 or newer): it was installed beside setuptools, whose bdist_wheel then uses its writer.
         base, base_clock = (attempts[-1][1], attempts[-1][2]) if attempts else (how, None)
-        for release in OLD_METADATA_WRITERS:
+        for release in releases:
             writer = dataclasses.replace(base, also_install=(release,))
-            said = f"also with {release} beside setuptools (the published METADATA writes 'name (spec)')"
-            attempts.append((said, writer, base_clock))
+            attempts.append((f"also with {release} beside setuptools ({why})", writer, base_clock))
     if clock is not None and clock.closed is not None:
         # bdist_wheel stamps RECORD with the clock as it closes the wheel: the publisher's closed it a zip
         # time or more after the other generated members; each attempt again, the clock started then
