@@ -204,3 +204,49 @@ def test_a_release_published_with_a_newer_metadata_writer_is_rebuilt_with_it(whe
     said = "* rebuilding also with wheel beside setuptools (the published METADATA writes 'name>=1', this build's"
     assert said in r.stderr, r.stderr
     assert "1 byte-identical of 1 wheel" in r.stdout and "wheel beside the backend" in r.stdout, r.stdout
+
+
+def test_license_files_or_extras_in_another_order_are_named_as_listing_order() -> None:
+    """dash-html-components 2.0.0 (License-File: LICENSE.md before LICENSE) and lightning-utilities 0.15.3 (its
+    extras read from a folder) publish METADATA whose repeated fields come in the order a folder was listed on
+    the publisher's machine; the rebuild's writer is the same release, so the cause is the listing, not it."""
+    from detpack.verify import causes
+
+    head = b"Metadata-Version: 2.1\nName: x\nVersion: 1\n"
+    theirs = head + b"License-File: LICENSE.md\nLicense-File: LICENSE\nRequires-Dist: a\n\nText\n"
+    ours = head + b"License-File: LICENSE\nLicense-File: LICENSE.md\nRequires-Dist: a\n\nText\n"
+    cause, why = causes.explain_content("x-1.dist-info/METADATA", theirs, ours)
+    assert (
+        cause == causes.LISTING_ORDER and "license files in another order (A: LICENSE.md, LICENSE; B: LICENSE," in why
+    )
+    extras = [
+        b'Provides-Extra: typing\nRequires-Dist: mypy; extra == "typing"\n',
+        b'Provides-Extra: docs\nRequires-Dist: sphinx; extra == "docs"\nRequires-Dist: furo; extra == "docs"\n',
+        b"Provides-Extra: cli\n",
+    ]
+    theirs = head + b"Requires-Dist: a\n" + b"".join(extras) + b"\nText\n"
+    ours = head + b"Requires-Dist: a\n" + b"".join(extras[::-1]) + b"\nText\n"
+    cause, why = causes.explain_content("x-1.dist-info/METADATA", theirs, ours)
+    assert (
+        cause == causes.LISTING_ORDER and "extras in another order (A: typing, docs, cli; B: cli, docs, typing)" in why
+    )
+    # the perturbations: a field placed elsewhere is the writer's doing; a Requires-Dist moved to another extra, or
+    # another description, is not the same metadata at all
+    moved = head + b"Requires-Dist: a\nLicense-File: LICENSE\nLicense-File: LICENSE.md\n\nText\n"
+    ours = head + b"License-File: LICENSE\nLicense-File: LICENSE.md\nRequires-Dist: a\n\nText\n"
+    assert causes.explain_content("x-1.dist-info/METADATA", moved, ours)[0] == causes.BACKEND_VERSION
+    plain = head + b"License-File: LICENSE\nRequires-Dist: a\nLicense-File: LICENSE.md\n\nText\n"
+    assert (
+        causes.explain_content(
+            "x-1.dist-info/METADATA",
+            plain,
+            head + b"License-File: LICENSE.md\nRequires-Dist: a\nLicense-File: LICENSE\n\nText\n",
+        )[0]
+        != causes.LISTING_ORDER
+    )
+    theirs = head + b"Requires-Dist: a\n" + b"".join(extras) + b"\nText\n"
+    ours = head + b"Requires-Dist: a\n" + b"".join(extras[::-1]) + b"\nText\n"
+    crossed = theirs.replace(b'sphinx; extra == "docs"', b'sphinx; extra == "typing"')
+    assert causes.explain_content("x-1.dist-info/METADATA", crossed, ours)[0] != causes.LISTING_ORDER
+    other = ours.replace(b"Text", b"Other")
+    assert causes.explain_content("x-1.dist-info/METADATA", theirs, other)[0] != causes.LISTING_ORDER

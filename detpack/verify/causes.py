@@ -51,6 +51,7 @@ OLD_METADATA_WRITER = "an older metadata writer (wheel 0.40 or before beside set
 COMPRESSED_OUTSIDE = "files gzipped outside the build (NAME in one, NAME.gz in the other)"
 NOT_IN_SDIST = "files the sdist does not hold (built from another tree: a checkout, a stale build/ directory)"
 SDIST_LAYOUT = "files the sdist holds but its build does not package (the build config and the sdist's layout disagree)"
+LISTING_ORDER = "directory listing order (files the build found in the order their folder was listed)"
 #: Two times this close (and not whole hours apart) are each a clock's reading during a build.
 _SECONDS_APART = 60
 
@@ -278,6 +279,8 @@ def explain_content(member: str, a: bytes, b: bytes, *, complete: bool = True) -
     if complete and (a.count(b"\r\n") > 0) != (b.count(b"\r\n") > 0) and _lf(a) == _lf(b):
         crlf = "A" if b"\r\n" in a else "B"
         return OTHER_OS, f"the same text, {crlf} with CRLF line endings (written in text mode on Windows)"
+    if complete and is_metadata and (said := listing_order(a, b)):
+        return LISTING_ORDER, said
     if complete and is_metadata and sorted(filter(None, a.splitlines())) == sorted(filter(None, b.splitlines())):
         # The same fields, placed or spaced otherwise: what wrote them, not what they say.
         return (
@@ -376,3 +379,65 @@ def old_requires_dist(a: bytes, b: bytes) -> str:
         f"{side} writes Requires-Dist as 'name (spec)', the other as 'name spec': {side}'s METADATA was written "
         "by wheel 0.40 or older, which setuptools' bdist_wheel uses when it is installed beside it"
     )
+
+
+_EXTRA = re.compile(rb"""^Provides-Extra: *(\S+)""")
+_FOR_EXTRA = re.compile(rb"""extra *== *["']([^"']+)["']""")
+
+
+def _units(header: list[bytes]) -> list[tuple[str, bytes, tuple[bytes, ...]]]:
+    """METADATA header lines as units that a writer emits in its input's order: each ``License-File`` line, each
+    extra (its ``Provides-Extra`` line with the ``Requires-Dist`` lines for it that follow); any other line."""
+    units: list[tuple[str, bytes, tuple[bytes, ...]]] = []
+    i = 0
+    while i < len(header):
+        line = header[i]
+        if line.startswith(b"License-File:"):
+            units.append(("license files", line.split(b":", 1)[1].strip(), (line,)))
+        elif m := _EXTRA.match(line):
+            block = [line]
+            while i + 1 < len(header) and (f := _FOR_EXTRA.search(header[i + 1])) and f[1] == m[1]:
+                i += 1
+                block.append(header[i])
+            units.append(("extras", m[1], tuple(block)))
+        else:
+            units.append(("", line, (line,)))
+        i += 1
+    return units
+
+
+def _runs_sorted(units: list[tuple[str, bytes, tuple[bytes, ...]]]) -> list[tuple[bytes, ...]]:
+    out: list[tuple[bytes, ...]] = []
+    i = 0
+    while i < len(units):
+        j = i
+        while units[i][0] and j < len(units) and units[j][0] == units[i][0]:
+            j += 1
+        if j > i:
+            out += sorted(u[2] for u in units[i:j])
+            i = j
+        else:
+            out.append(units[i][2])
+            i += 1
+    return out
+
+
+def listing_order(a: bytes, b: bytes) -> str:
+    """Why two METADATA files differ when each holds the same license files, or the same extras, in another
+    order and nothing else moved: the backend took them in the order it found them (a folder listed as its
+    filesystem lists it: ext4 by hash, tmpfs newest first), not the writer's version. "" otherwise."""
+    ha, hb = _lf(a).split(b"\n\n", 1)[0].splitlines(), _lf(b).split(b"\n\n", 1)[0].splitlines()
+    if ha == hb or sorted(ha) != sorted(hb) or _lf(a).partition(b"\n\n")[2] != _lf(b).partition(b"\n\n")[2]:
+        return ""
+    ua, ub = _units(ha), _units(hb)
+    if _runs_sorted(ua) != _runs_sorted(ub):
+        return ""
+    for kind in ("license files", "extras"):
+        na, nb = [u[1] for u in ua if u[0] == kind], [u[1] for u in ub if u[0] == kind]
+        if na != nb:
+            said = ", ".join(x.decode(errors="replace") for x in na), ", ".join(x.decode(errors="replace") for x in nb)
+            return (
+                f"the same {kind} in another order (A: {said[0]}; B: {said[1]}): the backend took them in the order "
+                "it found them, as a folder was listed on each machine (ext4 lists by hash, tmpfs newest first)"
+            )
+    return ""
