@@ -287,6 +287,21 @@ def main() -> None:
                 reps,
             )
         )
+        zstd = shutil.which("zstd")
+        for label, where, dest in (("tree", big, "/app"), ("stdlib tree", real, f"/usr/lib/{real.name}")):
+            # the same trees as OCI zstd layers (layer --compression zstd: level 3, multi-threaded, the same bytes
+            # at any thread count), against zstd's own command line at that level on every core
+            rows.append(
+                compare(
+                    f"{label} -> zstd layer, vs zstd -3 -T0",
+                    [DETPACK, "layer", "-o", str(work / "layer.tar.zst"), "--add", f"{where}:{dest}", "-q"],
+                    "tar | zstd -3 -T0",
+                    f"{tar} -C {where.parent} -cf - {where.name} | {zstd} -q -3 -T0 > {work / 'z.tar.zst'}"
+                    if zstd
+                    else None,
+                    reps,
+                )
+            )
         rows.append(
             compare(
                 "tree -> tar.gz (detpack tar)",
