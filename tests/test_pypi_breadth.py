@@ -125,39 +125,46 @@ def test_an_older_metadata_writer_is_named_for_what_it_is() -> None:
     assert causes.explain_content("x-1.dist-info/METADATA", old, old.replace(b"1.44", b"1.43"))[0] is None
 
 
-@pytest.mark.slow
-def test_a_release_published_with_an_older_metadata_writer_is_rebuilt_with_it(wheelhouse: Path, tmp_path: Path) -> None:
-    """A setuptools 75.1.0 release built with wheel 0.38.4 installed beside it (its METADATA says
-    ``Requires-Dist: packaging (>=20)``) is byte-identical only when the rebuild installs that writer too;
-    the first rebuild differs in METADATA (the perturbation), the one with wheel 0.38.4 does not."""
-    src = tmp_path / "fx_oldwriter-1.0"
-    (src / "fx_oldwriter").mkdir(parents=True)
-    (src / "fx_oldwriter" / "__init__.py").write_text("")
+def _published_beside(writer: str, name: str, wheelhouse: Path, tmp_path: Path) -> tuple[Path, bytes]:
+    """A release ``name`` 1.0 (setuptools, one dependency) published by setuptools 75.1.0 with ``writer`` installed
+    beside it, no build isolation, a fixed epoch: the --find-links folder holding its sdist and wheel, and the
+    wheel's METADATA."""
+    src = tmp_path / f"{name}-1.0"
+    (src / name).mkdir(parents=True)
+    (src / name / "__init__.py").write_text("")
     (src / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "fx_oldwriter"\nversion = "1.0"\ndependencies = ["packaging>=20"]\n'
+        f'[project]\nname = "{name}"\nversion = "1.0"\ndependencies = ["packaging>=20"]\n'
     )
     links = tmp_path / "links"
     links.mkdir()
-    # the publisher: setuptools 75.1.0 with wheel 0.38.4 beside it, no build isolation, a fixed epoch
     venv = tmp_path / "publisher"
     assert run([sys.executable, "-m", "venv", venv]).code == 0
     pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--find-links", wheelhouse]
-    assert run([*pip, "setuptools==75.1.0", "wheel==0.38.4"]).code == 0
+    assert run([*pip, "setuptools==75.1.0", writer]).code == 0
     sdist = "from setuptools import build_meta as b; import sys; b.build_sdist(sys.argv[1])"
     r = run([venv / "bin" / "python", "-c", sdist, links], cwd=src, env={"SOURCE_DATE_EPOCH": "1700000000"})
     assert r.code == 0, r.stderr
     built = tmp_path / "published"
     r = run(
         [venv / "bin" / "python", "-m", "pip", "wheel", "-q", "--no-index", "--no-deps", "--no-build-isolation",
-         "-w", built, links / "fx_oldwriter-1.0.tar.gz"],
+         "-w", built, links / f"{name}-1.0.tar.gz"],
         env={"SOURCE_DATE_EPOCH": "1700000000"},
     )  # fmt: skip
     assert r.code == 0, r.stderr
     [wheel] = built.glob("*.whl")
-    with zipfile.ZipFile(wheel) as zf:
-        assert b"Requires-Dist: packaging (>=20)" in zf.read("fx_oldwriter-1.0.dist-info/METADATA")
     shutil.copy2(wheel, links)
+    with zipfile.ZipFile(wheel) as zf:
+        return links, zf.read(f"{name}-1.0.dist-info/METADATA")
+
+
+@pytest.mark.slow
+def test_a_release_published_with_an_older_metadata_writer_is_rebuilt_with_it(wheelhouse: Path, tmp_path: Path) -> None:
+    """A setuptools 75.1.0 release built with wheel 0.38.4 installed beside it (its METADATA says
+    ``Requires-Dist: packaging (>=20)``) is byte-identical only when the rebuild installs that writer too;
+    the first rebuild differs in METADATA (the perturbation), the one with wheel 0.38.4 does not."""
+    links, metadata = _published_beside("wheel==0.38.4", "fx_oldwriter", wheelhouse, tmp_path)
+    assert b"Requires-Dist: packaging (>=20)" in metadata
     argv = [DETPACK, "rebuild", "--pypi", "fx_oldwriter==1.0", "--offline", "--find-links", links]
     r = run([*argv, "--find-links", wheelhouse], timeout=900)
     assert r.code == 0, r.stdout + r.stderr
@@ -171,33 +178,8 @@ def test_a_release_published_with_a_newer_metadata_writer_is_rebuilt_with_it(whe
     its METADATA says ``Requires-Dist: packaging>=20`` where the wheel 0.43 setuptools vendors writes
     ``packaging >=20``) is byte-identical only when the rebuild installs wheel beside setuptools too; the
     first rebuild differs in METADATA (the perturbation), the one with the newest wheel does not."""
-    src = tmp_path / "fx_newwriter-1.0"
-    (src / "fx_newwriter").mkdir(parents=True)
-    (src / "fx_newwriter" / "__init__.py").write_text("")
-    (src / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "fx_newwriter"\nversion = "1.0"\ndependencies = ["packaging>=20"]\n'
-    )
-    links = tmp_path / "links"
-    links.mkdir()
-    venv = tmp_path / "publisher"
-    assert run([sys.executable, "-m", "venv", venv]).code == 0
-    pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--find-links", wheelhouse]
-    assert run([*pip, "setuptools==75.1.0", "wheel==0.48.0"]).code == 0
-    sdist = "from setuptools import build_meta as b; import sys; b.build_sdist(sys.argv[1])"
-    r = run([venv / "bin" / "python", "-c", sdist, links], cwd=src, env={"SOURCE_DATE_EPOCH": "1700000000"})
-    assert r.code == 0, r.stderr
-    built = tmp_path / "published"
-    r = run(
-        [venv / "bin" / "python", "-m", "pip", "wheel", "-q", "--no-index", "--no-deps", "--no-build-isolation",
-         "-w", built, links / "fx_newwriter-1.0.tar.gz"],
-        env={"SOURCE_DATE_EPOCH": "1700000000"},
-    )  # fmt: skip
-    assert r.code == 0, r.stderr
-    [wheel] = built.glob("*.whl")
-    with zipfile.ZipFile(wheel) as zf:
-        assert b"Requires-Dist: packaging>=20\n" in zf.read("fx_newwriter-1.0.dist-info/METADATA")
-    shutil.copy2(wheel, links)
+    links, metadata = _published_beside("wheel==0.48.0", "fx_newwriter", wheelhouse, tmp_path)
+    assert b"Requires-Dist: packaging>=20\n" in metadata
     argv = [DETPACK, "rebuild", "--pypi", "fx_newwriter==1.0", "--offline", "--find-links", links]
     r = run([*argv, "--find-links", wheelhouse, "-o", tmp_path / "keep"], timeout=900)
     assert r.code == 0, r.stdout + r.stderr
