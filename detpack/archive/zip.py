@@ -39,6 +39,7 @@ from detpack.archive.entry import (
     safe_name,
     same_streams,
 )
+from detpack.archive.zipwrite import DEFLATED, STORED, ZIP64_LIMIT, ZipSink
 from detpack.errors import ArchiveError
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
@@ -138,17 +139,6 @@ def external_attr(entry: Entry) -> int:
     return (stat.S_IFREG | entry.mode) << 16
 
 
-def _zipinfo(entry: Entry, epoch: int) -> zipfile.ZipInfo:
-    name = entry.name + "/" if entry.kind == "dir" else entry.name
-    zi = zipfile.ZipInfo(name, policy.zip_date_time(epoch))
-    zi.create_system = policy.ZIP_CREATE_SYSTEM
-    zi.create_version = policy.ZIP_VERSION
-    zi.extract_version = policy.ZIP_VERSION
-    zi.external_attr = external_attr(entry)
-    zi.flag_bits = 0
-    return zi
-
-
 class _Sink:
     """Feeds a member's uncompressed bytes to an optional digest and checks size and CRC."""
 
@@ -223,13 +213,13 @@ class CanonicalZipWriter:
     stored. A member of one block (``policy.GZIP_BLOCK``) is read, inflated and deflated at
     once in the calling thread: measured on the botocore wheel, handing such members to a
     pool costs more in GIL hand-offs than the parallel deflate saves (0.28 s against 0.21 s).
-    Larger members stream, their blocks deflated on the pool. The central directory is zipfile's own;
-    only the raw append needs zipfile's internals, and those stay in ``_append_raw``.
+    Larger members stream, their blocks deflated on the pool. Headers, central directory and
+    end records are written by ``archive.zipwrite``.
     """
 
     def __init__(self, fileobj: BinaryIO, epoch: int, *, workers: int | None = None) -> None:
         codec.ready()
-        self._zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self._sink = ZipSink(fileobj, policy.zip_date_time(epoch), policy.ZIP_CREATE_SYSTEM)
         self.epoch = epoch
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
@@ -243,23 +233,22 @@ class CanonicalZipWriter:
         else:  # an error: the output is discarded; stop the workers, release the zip writer
             self._pool.shutdown(wait=True, cancel_futures=True)
             with contextlib.suppress(Exception):
-                self._zip.close()
+                self._sink.close()
 
     def close(self) -> None:
         """Write the central directory (the output stream stays open)."""
         try:
-            self._zip.close()
+            self._sink.close()
         finally:
             self._pool.shutdown(wait=True)
 
     def add_bytes(self, entry: Entry, data: bytes) -> None:
-        zi = _zipinfo(entry, self.epoch)
-        zi.file_size = len(data)
-        zi.CRC = codec.crc32(data)
+        name = entry.name + "/" if entry.kind == "dir" else entry.name
+        crc = codec.crc32(data)
         if len(data) <= _SMALL:
-            self._write_small(zi, data)
+            self._write_small(name, external_attr(entry), crc, data)
         else:
-            self._stream(zi, iter((data,)))
+            self._stream(name, external_attr(entry), crc, len(data), iter((data,)))
 
     def copy_member(
         self,
@@ -280,29 +269,26 @@ class CanonicalZipWriter:
         if entry.kind == "dir":
             self.add_bytes(entry, b"")
             return
-        zi = _zipinfo(entry, self.epoch)
-        zi.file_size = info.file_size
-        zi.CRC = info.CRC
         if info.file_size <= _SMALL and info.compress_type in _RAW_METHODS:
             data = _inflated(b"".join(_raw_chunks(raw, info, label)), info, label)  # one read, one inflate
             if digest is not None:
                 digest.update(data)
-            self._write_small(zi, data)
+            self._write_small(entry.name, external_attr(entry), info.CRC, data)
             return
         sink = _Sink(label, info, digest)
         content = _content(src, raw, info, sink, label)
-        self._stream(zi, content)
+        self._stream(entry.name, external_attr(entry), info.CRC, info.file_size, content)
         sink.finish()
 
-    def _write_small(self, zi: zipfile.ZipInfo, data: bytes) -> None:
+    def _write_small(self, name: str, external: int, crc: int, data: bytes) -> None:
         """A member of one block, deflated in this thread (the pool would only contend for the GIL)."""
-        stored = _stored(data)
-        body = data if stored else codec.deflate_block(data, b"", True)
-        zi.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-        zi.compress_size = len(body)
-        _append_raw(self._zip, zi, iter((body,)))
+        if _stored(data):
+            self._sink.add(name, external, STORED, crc, len(data), (data,), len(data))
+        else:
+            body = codec.deflate_block(data, b"", True)
+            self._sink.add(name, external, DEFLATED, crc, len(data), (body,), len(body))
 
-    def _stream(self, zi: zipfile.ZipInfo, content: Iterator[bytes]) -> None:
+    def _stream(self, name: str, external: int, crc: int, size: int, content: Iterator[bytes]) -> None:
         """Write a large member as it is read: header first, sizes patched in after the data."""
         first = b""
         for chunk in content:  # the store rule reads the content's first bytes, however it was chunked
@@ -310,30 +296,23 @@ class CanonicalZipWriter:
             if len(first) >= _MAGIC_BYTES:
                 break
         store = _stored(first)
-        zi.compress_type = zipfile.ZIP_STORED if store else zipfile.ZIP_DEFLATED
-        zi.compress_size = 0
-        fp = self._zip.fp
-        if fp is None or not getattr(fp, "seekable", lambda: False)():  # unseekable: compress to a spool first
+        method = STORED if store else DEFLATED
+        if not self._sink.seekable:  # unseekable: compress to a spool first
             with tempfile.TemporaryFile() as spool:
                 for piece in self._compressed(first, content, store):
                     spool.write(piece)
-                zi.compress_size = spool.tell()
+                compress_size = spool.tell()
                 spool.seek(0)
-                _append_raw(self._zip, zi, iter(lambda: spool.read(policy.CHUNK), b""))
+                spooled = iter(lambda: spool.read(policy.CHUNK), b"")
+                self._sink.add(name, external, method, crc, size, spooled, compress_size)
             return
-        zip64 = zi.file_size * 1.05 > zipfile.ZIP64_LIMIT  # what zipfile decides before streaming
-        if zi.file_size <= _HELD:  # held, then written once with its sizes: no seeking back
+        zip64 = size * 1.05 > ZIP64_LIMIT  # what zipfile decides before streaming
+        if size <= _HELD:  # held, then written once with its sizes: no seeking back
             pieces = list(self._compressed(first, content, store))
-            zi.compress_size = sum(len(p) for p in pieces)
-            _append_raw(self._zip, zi, iter(pieces), zip64=zip64)
+            compress_size = sum(len(p) for p in pieces)
+            self._sink.add(name, external, method, crc, size, pieces, compress_size, zip64=zip64)
             return
-        start = fp.tell()
-        _append_raw(self._zip, zi, self._compressed(first, content, store), zip64=zip64)
-        end = fp.tell()
-        zi.compress_size = end - start - len(zi.FileHeader(zip64))
-        fp.seek(start)
-        fp.write(zi.FileHeader(zip64))
-        fp.seek(end)
+        self._sink.add_patched(name, external, method, crc, size, self._compressed(first, content, store), zip64)
 
     def _compressed(self, first: bytes, content: Iterator[bytes], store: bool) -> Iterator[bytes]:
         if store:
@@ -357,8 +336,6 @@ _SMALL: Final = policy.GZIP_BLOCK
 #: Members up to this size are compressed whole before their header is written (the output is then
 #: written front to back, so it can be hashed as it goes); larger ones stream and their header is patched.
 _HELD: Final = 8 << 20
-#: A member's first piece up to this size is written with its header in one call.
-_JOIN: Final = 1 << 20
 
 
 def _inflated(raw: bytes, info: zipfile.ZipInfo, label: str) -> bytes:
@@ -428,40 +405,6 @@ def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _
         raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
     if not d.eof:
         raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
-
-
-def _append_raw(
-    zf: zipfile.ZipFile, zi: zipfile.ZipInfo, chunks: Iterator[bytes], *, zip64: bool | None = None
-) -> None:
-    """Append a member whose compressed bytes are ``chunks`` (``zi`` carries CRC and sizes).
-
-    zipfile has no public way to write an already compressed stream, so this one function
-    does what ``ZipFile.mkdir`` does inside CPython: write ``zi.FileHeader()`` at
-    ``zf.start_dir`` through ``zf.fp`` (zipfile's own stream: for an unseekable output it is a
-    position-counting wrapper), then the data, then register ``zi`` in ``zf.filelist`` and
-    ``zf.NameToInfo`` (which ``close`` writes as the central directory) and move ``start_dir``
-    past the data. None of these names is documented; tests/test_archive.py
-    (``test_append_raw_*``) pins each of them on the running CPython.
-    """
-    fp = zf.fp
-    if fp is None:
-        raise ValueError("the canonical zip writer is already closed")
-    if zi.filename in zf.NameToInfo:
-        raise ValueError(f"member {zi.filename!r} is already written")  # read_members refused duplicates
-    zi.header_offset = zf.start_dir  # zipfile leaves its stream at start_dir after every member
-    header = zi.FileHeader(zip64)
-    written = len(header)
-    first = next(chunks, b"")
-    fp.write(header + first if len(first) <= _JOIN else header)  # a small member: one write
-    if len(first) > _JOIN:
-        fp.write(first)
-    written += len(first)
-    for chunk in chunks:
-        fp.write(chunk)
-        written += len(chunk)
-    zf.filelist.append(zi)
-    zf.NameToInfo[zi.filename] = zi
-    zf.start_dir += written
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
