@@ -275,6 +275,8 @@ def _normalize_open_zip(
         placed.sort(key=lambda item: item[0])
     rows: list[tuple[str, str, str]] = []
     with zipc.CanonicalZipWriter(out, options.epoch) as writer:
+        copied = [item for _, item in placed if not isinstance(item, tuple)]
+        writer.expect(raw, copied, label, record=bool(record))
         for _, item in placed:
             if isinstance(item, tuple):
                 entry, data = item
@@ -284,10 +286,9 @@ def _normalize_open_zip(
                     rows.append((entry.name, f"sha256={encoded}", str(len(data))))
                 continue
             member = item
-            digest = hashlib.sha256() if record else None
-            writer.copy_member(zf, raw, member, label, digest=digest)
+            digest = writer.copy_member(zf, raw, member, label, record=bool(record))
             if digest is not None:
-                encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+                encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
                 rows.append((member.entry.name, f"sha256={encoded}", str(member.info.file_size)))
         if record:
             writer.add_bytes(Entry(record, "file", 0o644), _record_bytes(rows, record))

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import stat
-import struct
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +39,22 @@ from detpack.archive.entry import (
     safe_name,
     same_streams,
 )
+from detpack.archive.zipmember import (
+    INFLATE_ERROR,
+    LOCAL_HEADER,
+    RAW_METHODS,
+    SMALL,
+    Ahead,
+    ahead_of_time,
+    central_name,
+    data_start,
+    inflated,
+    prepared,
+    stored,
+    truncated,
+)
 from detpack.archive.zipwrite import DEFLATED, STORED, ZIP64_LIMIT, ZipSink
 from detpack.errors import ArchiveError
-
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
-_RAW_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 @dataclass(frozen=True)
@@ -167,39 +178,30 @@ class _Sink:
 
 
 def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[bytes]:
-    central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
-    head = _LOCAL_HEADER.size + len(central_name)
+    name = central_name(info)
+    head = LOCAL_HEADER.size + len(name)
     small = info.compress_size <= policy.CHUNK
     fp.seek(info.header_offset)
     # A small member is read with its header in one call (most members of a wheel are small).
     block = fp.read(head + info.compress_size if small else head)
-    if len(block) < head or block[:4] != b"PK\x03\x04":
-        raise ArchiveError(f"{label}: member {info.filename!r} has a bad local header; the archive is corrupt")
-    fields = _LOCAL_HEADER.unpack(block[: _LOCAL_HEADER.size])
-    local_name = block[_LOCAL_HEADER.size : _LOCAL_HEADER.size + fields[10]]
-    if local_name != central_name or fields[4] != info.compress_type:
-        raise ArchiveError(
-            f"{label}: member {info.filename!r}: local header does not match the central directory "
-            "(a smuggling or corruption attempt); refusing the archive"
-        )
+    start = data_start(block, head, name, info, label)
     if small:
-        start = head + fields[11]  # the local extra field moves the data's start (and end) further
         data = block[start:]
         if start > len(block):
             fp.seek(start - len(block), 1)
         if len(data) < info.compress_size:
             data += fp.read(info.compress_size - len(data))
         if len(data) != info.compress_size:
-            raise ArchiveError(f"{label}: member {info.filename!r} is truncated; the archive is damaged")
+            raise truncated(info, label)
         if data:
             yield data
         return
-    fp.seek(fields[11], 1)
+    fp.seek(start - head, 1)
     remaining = info.compress_size
     while remaining:
         chunk = fp.read(min(policy.CHUNK, remaining))
         if not chunk:
-            raise ArchiveError(f"{label}: member {info.filename!r} is truncated; the archive is damaged")
+            raise truncated(info, label)
         remaining -= len(chunk)
         yield chunk
 
@@ -211,10 +213,9 @@ class CanonicalZipWriter:
     the input's stream and never by the interpreter's zlib: the bytes are the same on every
     machine. Content that is already compressed (``policy.STORED_MAGIC``) and empty files are
     stored. A member of one block (``policy.GZIP_BLOCK``) is read, inflated and deflated at
-    once in the calling thread: measured on the botocore wheel, handing such members to a
-    pool costs more in GIL hand-offs than the parallel deflate saves (0.28 s against 0.21 s).
-    Larger members stream, their blocks deflated on the pool. Headers, central directory and
-    end records are written by ``archive.zipwrite``.
+    once (``archive.zipmember``): on the pool, in batches, for the members announced by
+    ``expect``, else in the calling thread. Larger members stream, their blocks deflated on
+    the pool. Headers, central directory and end records are written by ``archive.zipwrite``.
     """
 
     def __init__(self, fileobj: BinaryIO, epoch: int, *, workers: int | None = None) -> None:
@@ -223,6 +224,7 @@ class CanonicalZipWriter:
         self.epoch = epoch
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._ahead: Ahead | None = None
 
     def __enter__(self) -> CanonicalZipWriter:
         return self
@@ -245,21 +247,23 @@ class CanonicalZipWriter:
     def add_bytes(self, entry: Entry, data: bytes) -> None:
         name = entry.name + "/" if entry.kind == "dir" else entry.name
         crc = codec.crc32(data)
-        if len(data) <= _SMALL:
+        if len(data) <= SMALL:
             self._write_small(name, external_attr(entry), crc, data)
         else:
             self._stream(name, external_attr(entry), crc, len(data), iter((data,)))
 
+    def expect(self, raw: BinaryIO, members: Sequence[ZipMember], label: str, *, record: bool = False) -> None:
+        """Announce the members ``copy_member`` will be given next, in that order: the small ones
+        are prepared ahead on the pool (read from ``raw``'s file with ``os.pread``)."""
+        if not isinstance(raw, io.BufferedReader | io.FileIO):
+            return  # no file descriptor to read at (or reads that are counted): one at a time
+        window = 2 * self._workers
+        self._ahead = Ahead(self._pool, raw.fileno(), members, label, record, window)
+
     def copy_member(
-        self,
-        src: zipfile.ZipFile,
-        raw: BinaryIO,
-        member: ZipMember,
-        label: str,
-        *,
-        digest: hashlib._Hash | None = None,
-    ) -> None:
-        """Write ``member`` of ``src`` canonically, feeding its uncompressed bytes to ``digest``.
+        self, src: zipfile.ZipFile, raw: BinaryIO, member: ZipMember, label: str, *, record: bool = False
+    ) -> bytes | None:
+        """Write ``member`` of ``src`` canonically; return the sha256 of its content if ``record``.
 
         ``raw`` is a binary reader of the same file as ``src``: a stored or deflated member is
         read from there (its local header checked against the central directory) and inflated
@@ -268,25 +272,29 @@ class CanonicalZipWriter:
         entry, info = member.entry, member.info
         if entry.kind == "dir":
             self.add_bytes(entry, b"")
-            return
-        if info.file_size <= _SMALL and info.compress_type in _RAW_METHODS:
-            data = _inflated(b"".join(_raw_chunks(raw, info, label)), info, label)  # one read, one inflate
-            if digest is not None:
-                digest.update(data)
-            self._write_small(entry.name, external_attr(entry), info.CRC, data)
-            return
-        sink = _Sink(label, info, digest)
+            return hashlib.sha256(b"").digest() if record else None
+        ahead = self._ahead
+        if ahead is not None and ahead.record == record and ahead_of_time(member):
+            ready = ahead.take(member)
+            if ready is not None:
+                method, body, digest = ready
+                self._sink.add(entry.name, external_attr(entry), method, info.CRC, info.file_size, (body,), len(body))
+                return digest
+        if info.file_size <= SMALL and info.compress_type in RAW_METHODS:
+            data = inflated(b"".join(_raw_chunks(raw, info, label)), info, label)  # one read, one inflate
+            method, body, digest = prepared(data, record)
+            self._sink.add(entry.name, external_attr(entry), method, info.CRC, len(data), (body,), len(body))
+            return digest
+        sink = _Sink(label, info, hashlib.sha256() if record else None)
         content = _content(src, raw, info, sink, label)
         self._stream(entry.name, external_attr(entry), info.CRC, info.file_size, content)
         sink.finish()
+        return sink.digest.digest() if sink.digest is not None else None
 
     def _write_small(self, name: str, external: int, crc: int, data: bytes) -> None:
-        """A member of one block, deflated in this thread (the pool would only contend for the GIL)."""
-        if _stored(data):
-            self._sink.add(name, external, STORED, crc, len(data), (data,), len(data))
-        else:
-            body = codec.deflate_block(data, b"", True)
-            self._sink.add(name, external, DEFLATED, crc, len(data), (body,), len(body))
+        """A member of one block, deflated in this thread."""
+        method, body, _ = prepared(data, False)
+        self._sink.add(name, external, method, crc, len(data), (body,), len(body))
 
     def _stream(self, name: str, external: int, crc: int, size: int, content: Iterator[bytes]) -> None:
         """Write a large member as it is read: header first, sizes patched in after the data."""
@@ -295,7 +303,7 @@ class CanonicalZipWriter:
             first += chunk
             if len(first) >= _MAGIC_BYTES:
                 break
-        store = _stored(first)
+        store = stored(first)
         method = STORED if store else DEFLATED
         if not self._sink.seekable:  # unseekable: compress to a spool first
             with tempfile.TemporaryFile() as spool:
@@ -326,54 +334,16 @@ class CanonicalZipWriter:
         yield from deflater.finish()
 
 
-#: zlib-ng's inflate error (its stubs type it as an instance, not a class).
-_INFLATE_ERROR: Final[type[Exception]] = zlib_ng.error  # type: ignore[assignment]
 #: The longest magic in ``policy.STORED_MAGIC``: what the store rule reads of a member.
 _MAGIC_BYTES: Final = max(len(m) for m in policy.STORED_MAGIC)
-#: Members up to one block of the scheme are read whole and deflated at once in this thread;
-#: larger ones stream, their blocks deflated on the pool.
-_SMALL: Final = policy.GZIP_BLOCK
 #: Members up to this size are compressed whole before their header is written (the output is then
 #: written front to back, so it can be hashed as it goes); larger ones stream and their header is patched.
 _HELD: Final = 8 << 20
 
 
-def _inflated(raw: bytes, info: zipfile.ZipInfo, label: str) -> bytes:
-    """A small stored or deflated member's content from its raw stream, size and CRC checked.
-
-    Inflation stops one byte past the declared size, so a bomb never reaches memory whole.
-    """
-    if info.compress_type == zipfile.ZIP_STORED:
-        data = raw
-    else:
-        d = zlib_ng.decompressobj(-15)
-        try:
-            data = d.decompress(raw, info.file_size + 1)
-        except _INFLATE_ERROR as exc:
-            raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
-        if len(data) > info.file_size:
-            raise ArchiveError(
-                f"{label}: member {info.filename!r} holds more data than its declared "
-                f"{info.file_size} bytes; refusing the archive"
-            )
-        if not d.eof:
-            raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
-    if len(data) != info.file_size or codec.crc32(data) != info.CRC:
-        raise ArchiveError(
-            f"{label}: member {info.filename!r} is corrupt (size or CRC does not match); "
-            "the archive is damaged or truncated"
-        )
-    return data
-
-
-def _stored(data: bytes) -> bool:
-    """Whether content starting with ``data`` is stored rather than deflated: empty or already compressed."""
-    return not data or data.startswith(policy.STORED_MAGIC)
-
-
 def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _Sink, label: str) -> Iterator[bytes]:
     """A member's uncompressed bytes in chunks, each fed to ``sink`` (which checks size and CRC)."""
-    if info.compress_type not in _RAW_METHODS:  # bzip2, lzma: zipfile's own decompressors
+    if info.compress_type not in RAW_METHODS:  # bzip2, lzma: zipfile's own decompressors
         try:
             with src.open(info) as inp:
                 while chunk := inp.read(policy.CHUNK):
@@ -401,7 +371,7 @@ def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _
                 if not d.unconsumed_tail:
                     break
                 out = d.decompress(d.unconsumed_tail, policy.CHUNK)
-    except _INFLATE_ERROR as exc:
+    except INFLATE_ERROR as exc:
         raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
     if not d.eof:
         raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
