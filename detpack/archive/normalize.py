@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from detpack import policy
-from detpack.archive import codec, gz, tar
+from detpack.archive import codec
 from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
 from detpack.archive.entry import Duplicates, Entry, same_streams
 from detpack.archive.meter import CountingReader, Progress
 from detpack.atomic import atomic_writer
-from detpack.digest import file_sha256
 from detpack.errors import ArchiveError
 
 #: A tar.gz is decompressed to a scratch tar, then rewritten: its progress counts the first step
@@ -81,8 +80,14 @@ def normalize_file(
             out = _HashingWriter(f)
             replaced = normalize_stream(src, out, kind, options, scratch=target.parent, progress=progress)  # type: ignore[arg-type]
             changed = _differs(src, f)
-    after = out.hexdigest() or file_sha256(target)
+    after = out.hexdigest() or _file_sha256(target)
     return NormalizeResult(src, target, kind, after, target.stat().st_size, changed, replaced)
+
+
+def _file_sha256(path: Path) -> str:
+    from detpack.digest import file_sha256  # loaded when needed: `detpack normalize` starts faster
+
+    return file_sha256(path)
 
 
 class _HashingWriter:
@@ -154,6 +159,8 @@ def normalize_stream(
         raise ArchiveError(f"{label}: members are added to wheels only")
     if kind in ("wheel", "jar", "zip"):
         return _normalize_zip(src, out, kind, options, extra, progress)
+    from detpack.archive import gz  # tars and gzip only: a zip's normalize starts faster
+
     size = _size(src) if progress is not None else 0
     if kind == "tar":
         with src.open("rb") as f:
@@ -197,6 +204,8 @@ def _counted(raw: BinaryIO, src: Path, progress: Progress | None) -> BinaryIO:
 def _normalize_tar(
     inp: BinaryIO, out: BinaryIO, options: NormalizeOptions, label: str, told: Callable[[int], None] | None = None
 ) -> tuple[str, ...]:
+    from detpack.archive import tar  # tars only: a zip's normalize starts faster
+
     replaced = options.replaced()
     with tar.open_tar(inp, label) as tf:
         tar.write(out, tar.plan(tf, label, options.limits, replaced=replaced), tf, options.epoch, label, told)

@@ -11,7 +11,6 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(f"{where}{exc.strerror or exc}")
         return 2
     except Exception:  # noqa: BLE001 - a bug: show it, with an exit code no verdict uses
+        import traceback  # only for a bug: every other run starts faster
+
         traceback.print_exc()
         out.error("internal error in detpack (the traceback above is a bug; please report it)")
         return INTERNAL_ERROR
