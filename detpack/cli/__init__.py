@@ -8,6 +8,7 @@ and its exit code (2 for bad input, 1 for "not the same / not verified"), never 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -63,7 +64,17 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv is not None:
+        return _main(list(argv))
+    code = _main(sys.argv[1:])
+    # Run as the program (the console script, ``python -m detpack``): the process ends now. Frozen,
+    # the objects still alive are skipped by the collector's last pass at exit, a full traversal
+    # of every module's objects (~10 ms after `detpack normalize`); files are closed by then.
+    gc.freeze()
+    return code
+
+
+def _main(argv: list[str]) -> int:
     verb = next((a for a in argv if not a.startswith("-")), None)
     args = parser(verb if verb in VERBS else None).parse_args(argv)
     out = Output.from_args(args)
