@@ -11,12 +11,15 @@ Invariant: ``normalize(normalize(x)) == normalize(x)`` byte for byte.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
+import os
 import tempfile
+import threading
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -71,13 +74,11 @@ def normalize_file(
     if kind is None:  # a zip: open it once, for classifying and for copying
         with zipc.open_source(src) as (zf, raw):
             kind = zip_kind(zf, src)
-            with atomic_writer(target) as f:
-                out = _HashingWriter(f)
+            with atomic_writer(target) as f, _HashingWriter.over(f) as out:
                 replaced = _normalize_open_zip(zf, _counted(raw, src, progress), src, out, kind, options)  # type: ignore[arg-type]
                 changed = _differs(src, f)
     else:
-        with atomic_writer(target) as f:
-            out = _HashingWriter(f)
+        with atomic_writer(target) as f, _HashingWriter.over(f) as out:
             replaced = normalize_stream(src, out, kind, options, scratch=target.parent, progress=progress)  # type: ignore[arg-type]
             changed = _differs(src, f)
     after = out.hexdigest() or _file_sha256(target)
@@ -95,13 +96,29 @@ class _HashingWriter:
 
     A writer that seeks back (the zip writer patches a large member's header) makes the
     hash void: ``hexdigest`` is then empty and the caller reads the file once more.
+
+    Every ``_EARLY_SYNC`` bytes the file is handed to the disk on a thread (``fdatasync``), so
+    the atomic writer's fsync at the end waits for the last few MiB only (measured: 16 MiB
+    take ~6.5 ms to sync at once, the last 4 MiB ~1 ms). ``over`` waits for that thread.
     """
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
         self._hash: hashlib._Hash | None = hashlib.sha256()
         self._end = out.tell()
+        self._synced = self._end
+        self._syncing: threading.Thread | None = None
         self.name = out.name
+
+    @classmethod
+    @contextlib.contextmanager
+    def over(cls, out: BinaryIO) -> Iterator[_HashingWriter]:
+        writer = cls(out)
+        try:
+            yield writer
+        finally:
+            if writer._syncing is not None:
+                writer._syncing.join()  # before the file is closed
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._hash is not None:
@@ -111,6 +128,11 @@ class _HashingWriter:
                 self._hash.update(data)
         written = self._out.write(data)
         self._end = max(self._end, self._out.tell())
+        if self._end - self._synced >= _EARLY_SYNC and (self._syncing is None or not self._syncing.is_alive()):
+            self._out.flush()
+            self._synced = self._end
+            self._syncing = threading.Thread(target=_datasync, args=(self._out.fileno(),), daemon=True)
+            self._syncing.start()
         return written
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -127,6 +149,15 @@ class _HashingWriter:
 
     def hexdigest(self) -> str:
         return "" if self._hash is None else self._hash.hexdigest()
+
+
+#: How much more of the output is written before it is handed to the disk again (``_HashingWriter``).
+_EARLY_SYNC = 4 << 20
+
+
+def _datasync(fd: int) -> None:
+    with contextlib.suppress(OSError):  # only early: the atomic writer's own fsync reports a failing disk
+        getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def _differs(src: Path, out: BinaryIO) -> bool:
