@@ -495,6 +495,27 @@ def test_zipwrite_patched_header_is_what_zipfile_writes() -> None:
     assert ours.getvalue() == theirs.getvalue()
 
 
+def test_zipwrite_add_whole_writes_what_add_writes(tmp_path: Path) -> None:
+    # The inlined common case, and its fallbacks (a body of a MiB or more; offsets past ZIP64_LIMIT).
+    bodies = [b"", b"x", _RAW_DATA, bytes(1 << 20)]
+    outputs = []
+    for whole in (False, True):
+        for start in (0, zipwrite.ZIP64_LIMIT + 10):
+            with (tmp_path / f"w{whole}{start}").open("w+b") as f:
+                f.seek(start)  # a sparse file: the zip starts 2 GiB in
+                sink = ZipSink(f, _TIME, 3)
+                for i, body in enumerate(bodies):
+                    name = f"m{i}/\u00e9" if i % 2 else f"m{i}"
+                    if whole:
+                        sink.add_whole(name, _MODE, zipwrite.STORED, zlib.crc32(body), len(body), body)
+                    else:
+                        sink.add(name, _MODE, zipwrite.STORED, zlib.crc32(body), len(body), [body], len(body))
+                sink.close()
+                f.seek(start)
+                outputs.append(f.read())
+    assert outputs[:2] == outputs[2:]
+
+
 def test_zipwrite_refuses_a_repeat_and_a_closed_writer() -> None:
     sink = ZipSink(io.BytesIO(), _TIME, 3)
     sink.add("s.bin", _MODE, zipwrite.STORED, zlib.crc32(b"x"), 1, [b"x"], 1)

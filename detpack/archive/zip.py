@@ -278,12 +278,12 @@ class CanonicalZipWriter:
             ready = ahead.take(member)
             if ready is not None:
                 method, body, digest = ready
-                self._sink.add(entry.name, external_attr(entry), method, info.CRC, info.file_size, (body,), len(body))
+                self._sink.add_whole(entry.name, external_attr(entry), method, info.CRC, info.file_size, body)
                 return digest
         if info.file_size <= SMALL and info.compress_type in RAW_METHODS:
             data = inflated(b"".join(_raw_chunks(raw, info, label)), info, label)  # one read, one inflate
             method, body, digest = prepared(data, record)
-            self._sink.add(entry.name, external_attr(entry), method, info.CRC, len(data), (body,), len(body))
+            self._sink.add_whole(entry.name, external_attr(entry), method, info.CRC, len(data), body)
             return digest
         sink = _Sink(label, info, hashlib.sha256() if record else None)
         content = _content(src, raw, info, sink, label)
@@ -294,7 +294,7 @@ class CanonicalZipWriter:
     def _write_small(self, name: str, external: int, crc: int, data: bytes) -> None:
         """A member of one block, deflated in this thread."""
         method, body, _ = prepared(data, False)
-        self._sink.add(name, external, method, crc, len(data), (body,), len(body))
+        self._sink.add_whole(name, external, method, crc, len(data), body)
 
     def _stream(self, name: str, external: int, crc: int, size: int, content: Iterator[bytes]) -> None:
         """Write a large member as it is read: header first, sizes patched in after the data."""

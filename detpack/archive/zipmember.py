@@ -52,7 +52,10 @@ Prepared = tuple[int, bytes, bytes | None]
 
 def central_name(info: zipfile.ZipInfo) -> bytes:
     """The member's name as its central directory entry holds it."""
-    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+    name = info.orig_filename
+    if name.isascii():  # the same bytes in UTF-8 and cp437
+        return name.encode("ascii")
+    return name.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
 
 
 def data_start(block: bytes, head: int, name: bytes, info: zipfile.ZipInfo, label: str) -> int:

@@ -43,10 +43,9 @@ def encode_name(name: str) -> tuple[bytes, int]:
         name = name[:cut]
     if os.sep != "/" and os.sep in name:
         name = name.replace(os.sep, "/")
-    try:
+    if name.isascii():
         return name.encode("ascii"), 0
-    except UnicodeEncodeError:
-        return name.encode("utf-8"), _UTF8_NAME
+    return name.encode("utf-8"), _UTF8_NAME
 
 
 class ZipSink:
@@ -119,6 +118,23 @@ class ZipSink:
         if len(self._buffer) >= _FLUSH:
             self._write_buffer()
         self._record(encoded, flags, method, crc, compress_size, size, offset, external, version)
+
+    def add_whole(self, name: str, external: int, method: int, crc: int, size: int, body: bytes) -> None:
+        """``add`` of a member whose compressed bytes are ``body``: the common case, without zip64, inlined."""
+        offset = self.start_dir + len(self._buffer)
+        n = len(body)
+        if offset > ZIP64_LIMIT or size > ZIP64_LIMIT or n > ZIP64_LIMIT or n >= _FLUSH:
+            self.add(name, external, method, crc, size, (body,), n)
+            return
+        encoded, flags = self._claim(name)
+        stamp = (flags, method, self._time, self._date, crc, n, size, len(encoded))
+        self._buffer += _LOCAL.pack(b"PK\x03\x04", 20, 0, *stamp, 0)
+        self._buffer += encoded
+        self._buffer += body
+        central = _CENTRAL.pack(b"PK\x01\x02", 20, self._system, 20, 0, *stamp, 0, 0, 0, 0, external, offset)
+        self._central.append(central + encoded)
+        if len(self._buffer) >= _FLUSH:
+            self._write_buffer()
 
     def add_patched(
         self, name: str, external: int, method: int, crc: int, size: int, pieces: Iterable[bytes], zip64: bool
