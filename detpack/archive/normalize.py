@@ -316,7 +316,7 @@ def _normalize_open_zip(
     rows: list[tuple[str, str, str]] = []
     with zipc.CanonicalZipWriter(out, options.epoch) as writer:
         copied = [item for _, item in placed if not isinstance(item, tuple)]
-        writer.expect(raw, copied, label, record=bool(record))
+        writer.expect(zf, raw, copied, label, record=bool(record))
         for _, item in placed:
             if isinstance(item, tuple):
                 entry, data = item

@@ -10,6 +10,7 @@ method: the output never carries the build machine's deflate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -17,7 +18,7 @@ import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Final
@@ -45,6 +46,7 @@ from detpack.archive.zipmember import (
     RAW_METHODS,
     SMALL,
     Ahead,
+    Prepared,
     ahead_of_time,
     central_name,
     data_start,
@@ -213,9 +215,10 @@ class CanonicalZipWriter:
     the input's stream and never by the interpreter's zlib: the bytes are the same on every
     machine. Content that is already compressed (``policy.STORED_MAGIC``) and empty files are
     stored. A member of one block (``policy.GZIP_BLOCK``) is read, inflated and deflated at
-    once (``archive.zipmember``): on the pool, in batches, for the members announced by
-    ``expect``, else in the calling thread. Larger members stream, their blocks deflated on
-    the pool. Headers, central directory and end records are written by ``archive.zipwrite``.
+    once (``archive.zipmember``); the members announced by ``expect`` (up to a few MiB) are
+    prepared on the pool, in batches, ahead of their turn, others in the calling thread.
+    Larger members stream, their blocks deflated on the pool. Headers, central directory and
+    end records are written by ``archive.zipwrite``.
     """
 
     def __init__(self, fileobj: BinaryIO, epoch: int, *, workers: int | None = None) -> None:
@@ -252,13 +255,16 @@ class CanonicalZipWriter:
         else:
             self._stream(name, external_attr(entry), crc, len(data), iter((data,)))
 
-    def expect(self, raw: BinaryIO, members: Sequence[ZipMember], label: str, *, record: bool = False) -> None:
-        """Announce the members ``copy_member`` will be given next, in that order: the small ones
-        are prepared ahead on the pool (read from ``raw``'s file with ``os.pread``)."""
+    def expect(
+        self, src: zipfile.ZipFile, raw: BinaryIO, members: Sequence[ZipMember], label: str, *, record: bool = False
+    ) -> None:
+        """Announce the members of ``src`` that ``copy_member`` will be given next, in that order: all
+        but the largest are prepared ahead on the pool (read from ``raw``'s file with ``os.pread``)."""
         if not isinstance(raw, io.BufferedReader | io.FileIO):
             return  # no file descriptor to read at (or reads that are counted): one at a time
         window = 2 * self._workers
-        self._ahead = Ahead(self._pool, raw.fileno(), members, label, record, window)
+        large = functools.partial(_prepared_large, src)
+        self._ahead = Ahead(self._pool, raw.fileno(), members, label, record, window, large)
 
     def copy_member(
         self, src: zipfile.ZipFile, raw: BinaryIO, member: ZipMember, label: str, *, record: bool = False
@@ -298,16 +304,13 @@ class CanonicalZipWriter:
 
     def _stream(self, name: str, external: int, crc: int, size: int, content: Iterator[bytes]) -> None:
         """Write a large member as it is read: header first, sizes patched in after the data."""
-        first = b""
-        for chunk in content:  # the store rule reads the content's first bytes, however it was chunked
-            first += chunk
-            if len(first) >= _MAGIC_BYTES:
-                break
+        first = _lead(content)  # the store rule reads the content's first bytes, however it was chunked
         store = stored(first)
         method = STORED if store else DEFLATED
+        window = 2 * self._workers
         if not self._sink.seekable:  # unseekable: compress to a spool first
             with tempfile.TemporaryFile() as spool:
-                for piece in self._compressed(first, content, store):
+                for piece in _compressed(first, content, store, self._pool, window):
                     spool.write(piece)
                 compress_size = spool.tell()
                 spool.seek(0)
@@ -316,22 +319,65 @@ class CanonicalZipWriter:
             return
         zip64 = size * 1.05 > ZIP64_LIMIT  # what zipfile decides before streaming
         if size <= _HELD:  # held, then written once with its sizes: no seeking back
-            pieces = list(self._compressed(first, content, store))
+            pieces = list(_compressed(first, content, store, self._pool, window))
             compress_size = sum(len(p) for p in pieces)
             self._sink.add(name, external, method, crc, size, pieces, compress_size, zip64=zip64)
             return
-        self._sink.add_patched(name, external, method, crc, size, self._compressed(first, content, store), zip64)
+        pieces_as_read = _compressed(first, content, store, self._pool, window)
+        self._sink.add_patched(name, external, method, crc, size, pieces_as_read, zip64)
 
-    def _compressed(self, first: bytes, content: Iterator[bytes], store: bool) -> Iterator[bytes]:
-        if store:
-            yield first
-            yield from content
-            return
-        deflater = codec.BlockDeflater(self._pool, window=2 * self._workers)
-        yield from deflater.feed(first)
-        for chunk in content:
-            yield from deflater.feed(chunk)
-        yield from deflater.finish()
+
+def _lead(content: Iterator[bytes]) -> bytes:
+    """The first bytes of ``content`` (at least ``_MAGIC_BYTES`` unless it is shorter)."""
+    first = b""
+    for chunk in content:
+        first += chunk
+        if len(first) >= _MAGIC_BYTES:
+            break
+    return first
+
+
+def _compressed(
+    first: bytes, content: Iterator[bytes], store: bool, pool: Executor | None, window: int
+) -> Iterator[bytes]:
+    if store:
+        yield first
+        yield from content
+        return
+    deflater = codec.BlockDeflater(pool, window=window)
+    yield from deflater.feed(first)
+    for chunk in content:
+        yield from deflater.feed(chunk)
+    yield from deflater.finish()
+
+
+def _prepared_large(src: zipfile.ZipFile, fd: int, member: ZipMember, label: str, record: bool) -> Prepared:
+    """What ``copy_member`` writes of a larger member, on a worker: read with ``os.pread``, inflated,
+    checked, hashed and deflated in this thread (the blocks one after the other: the same bytes)."""
+    info = member.info
+    sink = _Sink(label, info, hashlib.sha256() if record else None)
+    content = _content(src, _PositionalReader(fd), info, sink, label)  # type: ignore[arg-type]
+    first = _lead(content)
+    store = stored(first)
+    body = b"".join(_compressed(first, content, store, None, 1))
+    sink.finish()
+    return (STORED if store else DEFLATED), body, sink.digest.digest() if sink.digest is not None else None
+
+
+class _PositionalReader:
+    """``seek`` and ``read`` of one open file at a position of its own (``os.pread``): a worker's reader."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._position = fd, 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._position = offset if whence == 0 else self._position + offset
+        return self._position
+
+    def read(self, size: int) -> bytes:
+        data = os.pread(self._fd, size, self._position)
+        self._position += len(data)
+        return data
 
 
 #: The longest magic in ``policy.STORED_MAGIC``: what the store rule reads of a member.

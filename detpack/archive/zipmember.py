@@ -6,11 +6,15 @@ against its size and CRC, hashed for the wheel's RECORD, and stored or deflated 
 
 ``Ahead`` does that for the members a writer will copy, in batches on the writer's pool,
 while the writer's thread writes the members before them in order: inflate, sha256 and
-deflate give up the GIL, so both cores work. Each member is read with ``os.pread`` of the
-same open file (no shared file position); a member that fails keeps its error, which its
-turn raises, so a hostile archive is refused with the same error as one member at a time.
-At most ``window`` batches of at most ``_BATCH_BYTES`` are in flight: memory stays bounded
-whatever the archive's size.
+deflate give up the GIL, so both cores work. Members larger than a block, up to ``_LARGE``,
+are prepared there too, by the writer's own streaming code (``zip._prepared_large``), and
+held whole. Each member is read with ``os.pread`` of the same open file (no shared file
+position); a member that fails keeps its error, which its turn raises, so a hostile archive
+is refused with the same error as one member at a time. At most ``window`` batches of at
+most ``_BATCH_BYTES`` (plus one larger member) are in flight: memory stays bounded whatever
+the archive's size. Measured on the botocore wheel (``normalize_file``, 2 cores, median of 15):
+0.122 s with every member in the writer's thread, 0.102 s with the small ones ahead, 0.097 s
+with the larger ones ahead as well.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import struct
 import zipfile
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Final
 
@@ -45,6 +49,9 @@ _BATCH_MEMBERS: Final = 64
 _BATCH_BYTES: Final = 1 << 20
 #: Offsets past this are left to the writer's thread (its seek reports them as it always has).
 _MAX_OFFSET: Final = 1 << 62
+#: Larger members than ``SMALL``, up to this size, are prepared ahead too (held whole); larger ones
+#: stream in the writer's thread, their blocks deflated on the pool.
+_LARGE: Final = 2 << 20
 
 #: A member ready to write: its method, its compressed bytes, the sha256 of its content (or None).
 Prepared = tuple[int, bytes, bytes | None]
@@ -118,15 +125,14 @@ def prepared(data: bytes, record: bool) -> Prepared:
 
 
 def ahead_of_time(member: ZipMember) -> bool:
-    """Whether ``member`` can be prepared by ``Ahead``: a small stored or deflated file, read in one call."""
+    """Whether ``member`` can be prepared by ``Ahead``: a stored or deflated file, small (read in one
+    call) or up to ``_LARGE`` (streamed by the worker, held whole)."""
     info = member.info
-    return (
-        member.entry.kind != "dir"
-        and info.file_size <= SMALL
-        and info.compress_type in RAW_METHODS
-        and info.compress_size <= policy.CHUNK
-        and 0 <= info.header_offset < _MAX_OFFSET
-    )
+    if member.entry.kind == "dir" or info.compress_type not in RAW_METHODS or not 0 <= info.header_offset < _MAX_OFFSET:
+        return False
+    if info.file_size <= SMALL:
+        return info.compress_size <= policy.CHUNK
+    return info.file_size <= _LARGE and info.compress_size <= 2 * _LARGE
 
 
 def _read_at(fd: int, info: zipfile.ZipInfo, label: str) -> bytes:
@@ -143,12 +149,20 @@ def _read_at(fd: int, info: zipfile.ZipInfo, label: str) -> bytes:
     return data
 
 
-def _batch(fd: int, members: Sequence[ZipMember], label: str, record: bool) -> list[Prepared | Exception]:
+#: How a larger member is prepared (``zip._prepared_large``): file descriptor, member, label, record.
+Large = Callable[[int, "ZipMember", str, bool], Prepared]
+
+
+def _batch(fd: int, members: Sequence[ZipMember], label: str, record: bool, large: Large) -> list[Prepared | Exception]:
     """Each member prepared, up to the first that fails (its error takes its place)."""
     done: list[Prepared | Exception] = []
     for member in members:
+        info = member.info
         try:
-            done.append(prepared(inflated(_read_at(fd, member.info, label), member.info, label), record))
+            if info.file_size <= SMALL:
+                done.append(prepared(inflated(_read_at(fd, info, label), info, label), record))
+            else:
+                done.append(large(fd, member, label, record))
         except Exception as exc:  # noqa: BLE001 - raised in the member's turn, by the writer's thread
             done.append(exc)
             break
@@ -174,10 +188,10 @@ class Ahead:
     """The small members of ``members`` prepared on ``pool`` in their order, handed out one by one."""
 
     def __init__(
-        self, pool: Executor, fd: int, members: Sequence[ZipMember], label: str, record: bool, window: int
+        self, pool: Executor, fd: int, members: Sequence[ZipMember], label: str, record: bool, window: int, large: Large
     ) -> None:
         self.record = record
-        self._pool, self._fd, self._label = pool, fd, label
+        self._pool, self._fd, self._label, self._large = pool, fd, label, large
         self._batches = _batches(members)
         self._pending: deque[tuple[list[ZipMember], Future[list[Prepared | Exception]]]] = deque()
         self._ready: deque[tuple[ZipMember, Prepared | Exception]] = deque()
@@ -200,4 +214,5 @@ class Ahead:
     def _submit(self) -> None:
         batch = next(self._batches, None)
         if batch is not None:
-            self._pending.append((batch, self._pool.submit(_batch, self._fd, batch, self._label, self.record)))
+            future = self._pool.submit(_batch, self._fd, batch, self._label, self.record, self._large)
+            self._pending.append((batch, future))
