@@ -13,7 +13,6 @@ import io
 import random
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import known_answers
@@ -24,6 +23,7 @@ from detpack import policy
 from detpack.archive import codec, zipmember
 from detpack.archive import zip as zipc
 from detpack.archive.entry import Entry
+from detpack.archive.pool import Pool
 from detpack.errors import DetpackError
 
 
@@ -47,7 +47,8 @@ def test_block_scheme_bytes_do_not_depend_on_threads_or_feeding(workers: int) ->
     rng = random.Random(workers)
     data = codec.known_input() + bytes(rng.getrandbits(8) for _ in range(50_000)) + b"tail " * 70_000
     expected = codec.deflate(data)
-    with ThreadPoolExecutor(workers) as pool:
+    pool = Pool(workers)
+    try:
         deflater = codec.BlockDeflater(pool, window=workers)
         pieces = []
         at = 0
@@ -56,6 +57,8 @@ def test_block_scheme_bytes_do_not_depend_on_threads_or_feeding(workers: int) ->
             pieces += deflater.feed(data[at : at + step])
             at += step
         pieces += deflater.finish()
+    finally:
+        pool.shutdown()
     assert b"".join(pieces) == expected and deflater.size == len(expected)
 
 

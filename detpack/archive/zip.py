@@ -18,7 +18,6 @@ import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Final
@@ -40,6 +39,7 @@ from detpack.archive.entry import (
     safe_name,
     same_streams,
 )
+from detpack.archive.pool import Pool
 from detpack.archive.zipmember import (
     INFLATE_ERROR,
     LOCAL_HEADER,
@@ -226,7 +226,7 @@ class CanonicalZipWriter:
         self._sink = ZipSink(fileobj, policy.zip_date_time(epoch), policy.ZIP_CREATE_SYSTEM)
         self.epoch = epoch
         self._workers = workers or min(8, os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._pool = Pool(self._workers)
         self._ahead: Ahead | None = None
 
     def __enter__(self) -> CanonicalZipWriter:
@@ -236,7 +236,7 @@ class CanonicalZipWriter:
         if exc[0] is None:
             self.close()
         else:  # an error: the output is discarded; stop the workers, release the zip writer
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(cancel=True)
             with contextlib.suppress(Exception):
                 self._sink.close()
 
@@ -245,7 +245,7 @@ class CanonicalZipWriter:
         try:
             self._sink.close()
         finally:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown()
 
     def add_bytes(self, entry: Entry, data: bytes) -> None:
         name = entry.name + "/" if entry.kind == "dir" else entry.name
@@ -337,9 +337,7 @@ def _lead(content: Iterator[bytes]) -> bytes:
     return first
 
 
-def _compressed(
-    first: bytes, content: Iterator[bytes], store: bool, pool: Executor | None, window: int
-) -> Iterator[bytes]:
+def _compressed(first: bytes, content: Iterator[bytes], store: bool, pool: Pool | None, window: int) -> Iterator[bytes]:
     if store:
         yield first
         yield from content

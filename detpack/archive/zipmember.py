@@ -25,7 +25,6 @@ import struct
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Final
 
 from zlib_ng import zlib_ng
@@ -36,6 +35,7 @@ from detpack.archive.zipwrite import DEFLATED, STORED
 from detpack.errors import ArchiveError
 
 if TYPE_CHECKING:
+    from detpack.archive.pool import Job, Pool
     from detpack.archive.zip import ZipMember
 
 LOCAL_HEADER: Final = struct.Struct("<4s2B4HL2L2H")
@@ -188,12 +188,12 @@ class Ahead:
     """The small members of ``members`` prepared on ``pool`` in their order, handed out one by one."""
 
     def __init__(
-        self, pool: Executor, fd: int, members: Sequence[ZipMember], label: str, record: bool, window: int, large: Large
+        self, pool: Pool, fd: int, members: Sequence[ZipMember], label: str, record: bool, window: int, large: Large
     ) -> None:
         self.record = record
         self._pool, self._fd, self._label, self._large = pool, fd, label, large
         self._batches = _batches(members)
-        self._pending: deque[tuple[list[ZipMember], Future[list[Prepared | Exception]]]] = deque()
+        self._pending: deque[tuple[list[ZipMember], Job[list[Prepared | Exception]]]] = deque()
         self._ready: deque[tuple[ZipMember, Prepared | Exception]] = deque()
         for _ in range(window):
             self._submit()
