@@ -30,6 +30,7 @@ from detpack.archive import zip as zipc
 from detpack.archive.detect import ArchiveKind, detect, is_zip, zip_kind
 from detpack.archive.entry import Duplicates, Entry, same_streams
 from detpack.archive.meter import CountingReader, Progress
+from detpack.archive.zipmember import ZipMember
 from detpack.atomic import atomic_writer
 from detpack.errors import ArchiveError
 
@@ -243,7 +244,7 @@ def _normalize_tar(
     return tuple(replaced or ())
 
 
-def _wheel_dist_info(members: list[zipc.ZipMember], label: str) -> str:
+def _wheel_dist_info(members: list[ZipMember], label: str) -> str:
     found = {
         m.entry.name.split("/")[0]
         for m in members
@@ -254,7 +255,7 @@ def _wheel_dist_info(members: list[zipc.ZipMember], label: str) -> str:
     return found.pop()
 
 
-def _zip_order(members: list[zipc.ZipMember], kind: ArchiveKind, label: str) -> tuple[list[zipc.ZipMember], str]:
+def _zip_order(members: list[ZipMember], kind: ArchiveKind, label: str) -> tuple[list[ZipMember], str]:
     if kind == "wheel":
         dist_info = _wheel_dist_info(members, label)
         record = f"{dist_info}/RECORD"
@@ -307,7 +308,7 @@ def _normalize_open_zip(
         if entry.name in present or entry.name == record:
             raise ArchiveError(f"{label}: already holds {entry.name}; refusing to add another")
     prefix = record.rsplit("/", 1)[0] + "/" if record else ""
-    placed: list[tuple[tuple[bool, bytes], zipc.ZipMember | tuple[Entry, bytes]]] = [
+    placed: list[tuple[tuple[bool, bytes], ZipMember | tuple[Entry, bytes]]] = [
         ((m.entry.name.startswith(prefix) if prefix else False, m.entry.sort_key), m) for m in ordered
     ]
     placed += [((bool(prefix) and e.name.startswith(prefix), e.sort_key), (e, data)) for e, data in added]

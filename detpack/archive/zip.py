@@ -18,7 +18,6 @@ import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Final
 
@@ -47,6 +46,7 @@ from detpack.archive.zipmember import (
     SMALL,
     Ahead,
     Prepared,
+    ZipMember,
     ahead_of_time,
     central_name,
     data_start,
@@ -57,14 +57,6 @@ from detpack.archive.zipmember import (
 )
 from detpack.archive.zipwrite import DEFLATED, STORED, ZIP64_LIMIT, ZipSink
 from detpack.errors import ArchiveError
-
-
-@dataclass(frozen=True)
-class ZipMember:
-    """A member of an input zip: its canonical ``Entry`` and where its bytes are."""
-
-    entry: Entry
-    info: zipfile.ZipInfo
 
 
 def read_members(
@@ -86,13 +78,18 @@ def read_members(
     infos = zf.infolist()
     check_count(len(infos), label, limits)
     total = 0
+    # Each check runs where it could refuse (a name of n characters is at most 4n bytes in UTF-8).
+    max_chars, max_total, ratio_floor = limits.max_name_bytes // 4, limits.max_total_bytes, limits.ratio_floor
     for info in infos:
-        check_name(info.filename, label, limits)
+        if len(info.filename) > max_chars:
+            check_name(info.filename, label, limits)
         # zipfile cuts names at a NUL byte; the original name shows the smuggling attempt.
         name = safe_name(info.orig_filename, label)
         total += info.file_size
-        check_total(total, label, limits)
-        check_ratio(name, info.file_size, info.compress_size, label, limits)
+        if total > max_total:
+            check_total(total, label, limits)
+        if info.file_size > ratio_floor:
+            check_ratio(name, info.file_size, info.compress_size, label, limits)
         if name in seen:
             if _same_member(zf, seen[name], info):
                 continue  # an exact repeat is harmless; keep the first

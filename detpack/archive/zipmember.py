@@ -25,18 +25,19 @@ import struct
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from zlib_ng import zlib_ng
 
 from detpack import policy
 from detpack.archive import codec
+from detpack.archive.entry import Entry
 from detpack.archive.zipwrite import DEFLATED, STORED
 from detpack.errors import ArchiveError
 
 if TYPE_CHECKING:
     from detpack.archive.pool import Job, Pool
-    from detpack.archive.zip import ZipMember
 
 LOCAL_HEADER: Final = struct.Struct("<4s2B4HL2L2H")
 RAW_METHODS: Final = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
@@ -55,6 +56,14 @@ _LARGE: Final = 2 << 20
 
 #: A member ready to write: its method, its compressed bytes, the sha256 of its content (or None).
 Prepared = tuple[int, bytes, bytes | None]
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """A member of an input zip: its canonical ``Entry`` and where its bytes are."""
+
+    entry: Entry
+    info: zipfile.ZipInfo
 
 
 def central_name(info: zipfile.ZipInfo) -> bytes:
@@ -150,7 +159,7 @@ def _read_at(fd: int, info: zipfile.ZipInfo, label: str) -> bytes:
 
 
 #: How a larger member is prepared (``zip._prepared_large``): file descriptor, member, label, record.
-Large = Callable[[int, "ZipMember", str, bool], Prepared]
+Large = Callable[[int, ZipMember, str, bool], Prepared]
 
 
 def _batch(fd: int, members: Sequence[ZipMember], label: str, record: bool, large: Large) -> list[Prepared | Exception]:
