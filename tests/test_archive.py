@@ -526,6 +526,19 @@ def test_zipwrite_refuses_a_repeat_and_a_closed_writer() -> None:
         sink.add("t.bin", _MODE, zipwrite.STORED, zlib.crc32(b"x"), 1, [b"x"], 1)
 
 
+def test_a_plain_name_is_what_the_full_cleaning_returns() -> None:
+    # safe_name's shortcut (entry._plain) against the full steps, on every name of up to 5 characters.
+    from itertools import product
+
+    from detpack.archive import entry
+
+    for length in range(6):
+        for chars in product(("a", "/", ".", "\\", ":", "\x00", "\u00e9"), repeat=length):
+            raw = "".join(chars)
+            if entry._plain(raw):
+                assert entry._cleaned(raw, "x") == raw
+
+
 def test_orig_filename_keeps_what_zipfile_cuts(tmp_path: Path) -> None:
     # zipfile cuts a read name at NUL; orig_filename keeps the name as stored. read_members
     # refuses the name by it, and _raw_chunks compares the local header's name with it.

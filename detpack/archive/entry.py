@@ -70,8 +70,10 @@ def same_streams(fa: IO[bytes], fb: IO[bytes]) -> bool:
 
 def safe_name(raw: str, archive: str) -> str:
     """Return ``raw`` as a clean relative POSIX path, or raise naming the archive."""
-    if _plain(raw):
-        return raw  # the common case, already clean: what the steps below would return
+    return raw if _plain(raw) else _cleaned(raw, archive)  # the common case: already clean
+
+
+def _cleaned(raw: str, archive: str) -> str:
     name = raw.replace("\\", "/") if "\\" in raw and "/" not in raw else raw
     if "\x00" in name:
         raise ArchiveError(f"{archive}: member name {raw!r} contains a NUL byte; refusing the archive")
@@ -89,7 +91,7 @@ def safe_name(raw: str, archive: str) -> str:
 
 
 def _plain(raw: str) -> bool:
-    """Whether ``safe_name`` would return ``raw`` unchanged: no backslash, NUL, drive or root; no
+    """Whether ``_cleaned`` would return ``raw`` unchanged: no backslash, NUL, drive or root; no
     empty, ``.`` or ``..`` component (it starts with neither ``/`` nor ``.``, nor ends with ``/``)."""
     return (
         raw[:1] not in ("", "/", ".")
