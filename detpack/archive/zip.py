@@ -220,7 +220,7 @@ class CanonicalZipWriter:
 
     def __init__(self, fileobj: BinaryIO, epoch: int, *, workers: int | None = None) -> None:
         codec.ready()
-        self._sink = ZipSink(fileobj, policy.zip_date_time(epoch), policy.ZIP_CREATE_SYSTEM)
+        self._sink = ZipSink(fileobj, policy.zip_date_time(epoch), policy.ZIP_CREATE_SYSTEM, policy.ZIP_VERSION)
         self.epoch = epoch
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool = Pool(self._workers)

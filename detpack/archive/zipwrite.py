@@ -51,18 +51,20 @@ def encode_name(name: str) -> tuple[bytes, int]:
 class ZipSink:
     """Writes members' headers and data to ``fp``; ``close`` writes the central directory.
 
-    Every member has the one time ``date_time``, version 2.0 made on ``create_system``, no
-    extra field but zip64's, no comment. Offsets count from ``fp.tell()`` at the start, or
+    Every member has the one time ``date_time``, ``version`` (made on ``create_system``; 4.5 where
+    zip64 fields are needed), no extra field but zip64's, no comment. Offsets count from ``fp.tell()`` at the start, or
     from 0 for a stream without ``tell`` (as zipfile counts them).
     """
 
-    def __init__(self, fp: BinaryIO, date_time: tuple[int, int, int, int, int, int], create_system: int) -> None:
+    def __init__(
+        self, fp: BinaryIO, date_time: tuple[int, int, int, int, int, int], create_system: int, version: int = 20
+    ) -> None:
         if date_time[0] < 1980:
             raise ValueError("ZIP does not support timestamps before 1980")
         self._fp: BinaryIO | None = fp
         self._time = date_time[3] << 11 | date_time[4] << 5 | (date_time[5] // 2)
         self._date = (date_time[0] - 1980) << 9 | date_time[1] << 5 | date_time[2]
-        self._system = create_system
+        self._system, self._version = create_system, version
         try:
             self.start_dir = fp.tell()
             self.seekable = bool(getattr(fp, "seekable", lambda: False)())
@@ -84,11 +86,11 @@ class ZipSink:
         if zip64 is None:
             zip64 = size > ZIP64_LIMIT or compress_size > ZIP64_LIMIT
         extra = b""
-        version = 20
+        version = self._version
         if zip64:
             extra = _ZIP64_FIELD.pack(1, 16, size, compress_size)
             size = compress_size = 0xFFFFFFFF
-            version = _ZIP64_VERSION
+            version = max(_ZIP64_VERSION, version)
         fields = (b"PK\x03\x04", version, 0, flags, method, self._time, self._date, crc, compress_size, size)
         return _LOCAL.pack(*fields, len(name), len(extra)) + name + extra, version
 
@@ -128,10 +130,11 @@ class ZipSink:
             return
         encoded, flags = self._claim(name)
         stamp = (flags, method, self._time, self._date, crc, n, size, len(encoded))
-        self._buffer += _LOCAL.pack(b"PK\x03\x04", 20, 0, *stamp, 0)
+        version = self._version
+        self._buffer += _LOCAL.pack(b"PK\x03\x04", version, 0, *stamp, 0)
         self._buffer += encoded
         self._buffer += body
-        central = _CENTRAL.pack(b"PK\x01\x02", 20, self._system, 20, 0, *stamp, 0, 0, 0, 0, external, offset)
+        central = _CENTRAL.pack(b"PK\x01\x02", version, self._system, version, 0, *stamp, 0, 0, 0, 0, external, offset)
         self._central.append(central + encoded)
         if len(self._buffer) >= _FLUSH:
             self._write_buffer()
@@ -206,7 +209,7 @@ class ZipSink:
             offset = 0xFFFFFFFF
         extra = struct.pack(f"<HH{len(large)}Q", 1, 8 * len(large), *large) if large else b""
         if large:
-            version = _ZIP64_VERSION
+            version = max(_ZIP64_VERSION, version)
         fields = (b"PK\x01\x02", version, self._system, version, 0, flags, method, self._time, self._date, crc)
         central = _CENTRAL.pack(*fields, compress_size, size, len(name), len(extra), 0, 0, 0, external, offset)
         self._central.append(central + name + extra)
