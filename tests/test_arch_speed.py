@@ -104,7 +104,7 @@ def test_normalize_hashes_what_it_wrote(tmp_path: Path, monkeypatch: pytest.Monk
         zf.writestr("big-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: big\nVersion: 1.0\n")
     reread: list[Path] = []
     monkeypatch.setattr(
-        normalize, "file_sha256", lambda p: reread.append(p) or hashlib.sha256(p.read_bytes()).hexdigest()
+        normalize, "_file_sha256", lambda p: reread.append(p) or hashlib.sha256(p.read_bytes()).hexdigest()
     )
     options = normalize.NormalizeOptions(315532800)
     held = normalize.normalize_file(src, tmp_path / "held" / src.name, options)

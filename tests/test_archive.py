@@ -22,8 +22,9 @@ from wheel.wheelfile import WheelError
 
 from conftest import WHEELHOUSE, read_all_with_wheel
 from detpack import ArchiveError, InputError, NormalizeOptions, normalize_file
-from detpack.archive import codec, detect
+from detpack.archive import codec, detect, zipwrite
 from detpack.archive import zip as zipc
+from detpack.archive.zipwrite import ZipSink
 from detpack.policy import DEFAULT_EPOCH
 
 EPOCH = 1_700_000_001  # odd on purpose: zip stores 2-second steps
@@ -366,11 +367,13 @@ def test_gzip_blocks_do_not_depend_on_thread_count() -> None:
     assert stream[:4] == b"\x1f\x8b\x08\x00" and stream[4:8] == b"\0\0\0\0" and stream[9] == 255
 
 
-# --- zipfile internals detpack relies on (detpack/archive/zip.py: _append_raw, FileHeader,
-# orig_filename). Each test exercises exactly that use on the running CPython, so a change in
-# zipfile fails here first, by name.
+# --- archive.zipwrite writes, field for field, what zipfile writes for the same members (headers,
+# central directory, zip64 fields and end records); zipfile's own writer is the reference here.
+# orig_filename is the one zipfile internal the reader relies on.
 
 _RAW_DATA = b"canonical bytes " * 400
+_TIME = (2020, 1, 2, 3, 4, 6)
+_MODE = (stat.S_IFREG | 0o644) << 16
 
 
 def _deflated(data: bytes, level: int) -> bytes:
@@ -378,38 +381,25 @@ def _deflated(data: bytes, level: int) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def _raw_info(name: str, method: int, data: bytes, compressed: bytes) -> zipfile.ZipInfo:
-    zi = zipfile.ZipInfo(name, (2020, 1, 2, 3, 4, 6))
-    zi.compress_type, zi.CRC = method, zlib.crc32(data)
-    zi.external_attr = (stat.S_IFREG | 0o644) << 16
-    zi.file_size, zi.compress_size = len(data), len(compressed)
-    return zi
-
-
-def _with_zipfile_only(out: io.BytesIO | None = None) -> bytes:
-    """The archive ``test_append_raw_*`` write, written by zipfile's public API alone."""
-    out = out or io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        zf.writestr(zipfile.ZipInfo("a.txt", (2020, 1, 2, 3, 4, 6)), b"first", compress_type=zipfile.ZIP_STORED)
-        zf.writestr(_raw_info("s.bin", zipfile.ZIP_STORED, _RAW_DATA, _RAW_DATA), _RAW_DATA)
-        zf.writestr(
-            _raw_info("d.bin", zipfile.ZIP_DEFLATED, _RAW_DATA, b""),
-            _RAW_DATA,
-            compress_type=zipfile.ZIP_DEFLATED,
-            compresslevel=6,
-        )
-        zf.writestr(zipfile.ZipInfo("z.txt", (2020, 1, 2, 3, 4, 6)), b"last", compress_type=zipfile.ZIP_STORED)
-    return out.getvalue()
-
-
-def _with_append_raw(out: io.BytesIO | _Unseekable) -> None:
+def _zipfile_writes(out: io.BytesIO | _Unseekable | io.BufferedRandom, names: list[str]) -> None:
+    """Members (name, stored or deflated at level 6) written by zipfile's public API alone."""
     with zipfile.ZipFile(out, "w") as zf:  # type: ignore[arg-type]
-        zf.writestr(zipfile.ZipInfo("a.txt", (2020, 1, 2, 3, 4, 6)), b"first", compress_type=zipfile.ZIP_STORED)
-        zipc._append_raw(zf, _raw_info("s.bin", zipfile.ZIP_STORED, _RAW_DATA, _RAW_DATA), iter([_RAW_DATA]))
-        deflated = _deflated(_RAW_DATA, 6)
-        halves = iter([deflated[:100], deflated[100:]])
-        zipc._append_raw(zf, _raw_info("d.bin", zipfile.ZIP_DEFLATED, _RAW_DATA, deflated), halves)
-        zf.writestr(zipfile.ZipInfo("z.txt", (2020, 1, 2, 3, 4, 6)), b"last", compress_type=zipfile.ZIP_STORED)
+        for name in names:
+            zi = zipfile.ZipInfo(name, _TIME)
+            zi.external_attr = _MODE
+            method = zipfile.ZIP_DEFLATED if name.startswith("d.") else zipfile.ZIP_STORED
+            zf.writestr(zi, _RAW_DATA if ".bin" in name else b"", compress_type=method, compresslevel=6)
+
+
+def _sink_writes(out: io.BytesIO | _Unseekable | io.BufferedRandom, names: list[str]) -> None:
+    sink = ZipSink(out, _TIME, 3)  # type: ignore[arg-type]
+    for name in names:
+        data = _RAW_DATA if ".bin" in name else b""
+        body = _deflated(data, 6) if name.startswith("d.") else data
+        method = zipwrite.DEFLATED if name.startswith("d.") else zipwrite.STORED
+        halves = [body[:100], body[100:]]
+        sink.add(name, _MODE, method, zlib.crc32(data), len(data), halves, len(body))
+    sink.close()
 
 
 class _Unseekable(io.RawIOBase):
@@ -426,35 +416,127 @@ class _Unseekable(io.RawIOBase):
         return len(b)
 
 
-def test_append_raw_writes_what_zipfile_itself_writes() -> None:
-    # FileHeader(None), fp, start_dir, filelist and NameToInfo: the archive is byte-identical
-    # to the one zipfile's public writestr makes of the same members.
-    out = io.BytesIO()
-    _with_append_raw(out)
-    assert out.getvalue() == _with_zipfile_only()
-    with zipfile.ZipFile(io.BytesIO(out.getvalue())) as zf:
+_NAMES = ["a.txt", "s.bin", "d.bin", "caf\u00e9/\u00fc.bin", "z.txt"]
+
+
+def test_zipwrite_writes_what_zipfile_writes() -> None:
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    _sink_writes(ours, _NAMES)
+    _zipfile_writes(theirs, _NAMES)
+    assert ours.getvalue() == theirs.getvalue()
+    with zipfile.ZipFile(io.BytesIO(ours.getvalue())) as zf:
         assert zf.testzip() is None
-        assert zf.namelist() == ["a.txt", "s.bin", "d.bin", "z.txt"]
-        assert zf.read("s.bin") == zf.read("d.bin") == _RAW_DATA
+        assert zf.read("d.bin") == _RAW_DATA
 
 
-def test_append_raw_on_an_unseekable_output() -> None:
-    # zf.fp is zipfile's position-counting wrapper there: writing through it keeps offsets right.
-    out = _Unseekable()
-    _with_append_raw(out)
-    with zipfile.ZipFile(io.BytesIO(bytes(out.data))) as zf:
-        assert zf.testzip() is None
-        assert [zf.read(n) for n in ("a.txt", "s.bin", "d.bin", "z.txt")] == [b"first", _RAW_DATA, _RAW_DATA, b"last"]
+def test_zipwrite_on_an_unseekable_output() -> None:
+    # Offsets count from 0 without tell; the bytes are those written to a seekable stream.
+    ours, seekable = _Unseekable(), io.BytesIO()
+    _sink_writes(ours, _NAMES)
+    _sink_writes(seekable, _NAMES)
+    assert ours.data == seekable.getvalue()
 
 
-def test_append_raw_refuses_a_repeat_and_a_closed_writer() -> None:
-    zf = zipfile.ZipFile(io.BytesIO(), "w")
-    zipc._append_raw(zf, _raw_info("s.bin", zipfile.ZIP_STORED, b"x", b"x"), iter([b"x"]))
+def test_zipwrite_zip64_end_records_for_many_members() -> None:
+    names = [f"m/{i:05d}" for i in range(zipwrite.FILECOUNT_LIMIT + 2)]
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    _sink_writes(ours, names)
+    _zipfile_writes(theirs, names)
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_zipwrite_zip64_offsets(tmp_path: Path) -> None:
+    # Offsets past ZIP64_LIMIT (a sparse file that starts 2 GiB in): zip64 fields in the central
+    # directory and the zip64 end records, as zipfile writes them.
+    outputs = []
+    for write in (_sink_writes, _zipfile_writes):
+        with (tmp_path / write.__name__).open("w+b") as f:
+            f.seek(zipwrite.ZIP64_LIMIT + 10)
+            write(f, _NAMES)
+            f.seek(zipwrite.ZIP64_LIMIT)
+            outputs.append(f.read())
+    assert outputs[0] == outputs[1]
+
+
+def test_zipwrite_forced_zip64_local_header() -> None:
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    sink = ZipSink(ours, _TIME, 3)
+    sink.add(
+        "big.bin",
+        _MODE,
+        zipwrite.STORED,
+        zlib.crc32(_RAW_DATA),
+        len(_RAW_DATA),
+        [_RAW_DATA],
+        len(_RAW_DATA),
+        zip64=True,
+    )
+    sink.close()
+    with zipfile.ZipFile(theirs, "w") as zf:
+        zi = zipfile.ZipInfo("big.bin", _TIME)
+        zi.external_attr = _MODE
+        with zf.open(zi, "w", force_zip64=True) as w:
+            w.write(_RAW_DATA)
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_zipwrite_patched_header_is_what_zipfile_writes() -> None:
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    sink = ZipSink(ours, _TIME, 3)
+    sink.add("a.txt", _MODE, zipwrite.STORED, 0, 0, [], 0)
+    body = _deflated(_RAW_DATA, 6)
+    sink.add_patched("d.bin", _MODE, zipwrite.DEFLATED, zlib.crc32(_RAW_DATA), len(_RAW_DATA), iter([body]), False)
+    sink.close()
+    _zipfile_writes(theirs, ["a.txt"])
+    with zipfile.ZipFile(theirs, "a") as zf:
+        zi = zipfile.ZipInfo("d.bin", _TIME)
+        zi.external_attr = _MODE
+        zf.writestr(zi, _RAW_DATA, compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_zipwrite_add_whole_writes_what_add_writes(tmp_path: Path) -> None:
+    # The inlined common case, and its fallbacks (a body of a MiB or more; offsets past ZIP64_LIMIT).
+    bodies = [b"", b"x", _RAW_DATA, bytes(1 << 20)]
+    outputs = []
+    for whole in (False, True):
+        for start in (0, zipwrite.ZIP64_LIMIT + 10):
+            with (tmp_path / f"w{whole}{start}").open("w+b") as f:
+                f.seek(start)  # a sparse file: the zip starts 2 GiB in
+                sink = ZipSink(f, _TIME, 3)
+                for i, body in enumerate(bodies):
+                    name = f"m{i}/\u00e9" if i % 2 else f"m{i}"
+                    if whole:
+                        sink.add_whole(name, _MODE, zipwrite.STORED, zlib.crc32(body), len(body), body)
+                    else:
+                        sink.add(name, _MODE, zipwrite.STORED, zlib.crc32(body), len(body), [body], len(body))
+                sink.close()
+                f.seek(start)
+                outputs.append(f.read())
+    assert outputs[:2] == outputs[2:]
+
+
+def test_zipwrite_refuses_a_repeat_and_a_closed_writer() -> None:
+    sink = ZipSink(io.BytesIO(), _TIME, 3)
+    sink.add("s.bin", _MODE, zipwrite.STORED, zlib.crc32(b"x"), 1, [b"x"], 1)
     with pytest.raises(ValueError, match="already written"):
-        zipc._append_raw(zf, _raw_info("s.bin", zipfile.ZIP_STORED, b"x", b"x"), iter([b"x"]))
-    zf.close()
+        sink.add("s.bin", _MODE, zipwrite.STORED, zlib.crc32(b"x"), 1, [b"x"], 1)
+    sink.close()
     with pytest.raises(ValueError, match="closed"):
-        zipc._append_raw(zf, _raw_info("t.bin", zipfile.ZIP_STORED, b"x", b"x"), iter([b"x"]))
+        sink.add("t.bin", _MODE, zipwrite.STORED, zlib.crc32(b"x"), 1, [b"x"], 1)
+
+
+def test_a_plain_name_is_what_the_full_cleaning_returns() -> None:
+    # safe_name's shortcut (entry._plain) against the full steps, on every name of up to 5 characters.
+    from itertools import product
+
+    from detpack.archive import entry
+
+    for length in range(6):
+        for chars in product(("a", "/", ".", "\\", ":", "\x00", "\u00e9"), repeat=length):
+            raw = "".join(chars)
+            if entry._plain(raw):
+                assert entry._cleaned(raw, "x") == raw
 
 
 def test_orig_filename_keeps_what_zipfile_cuts(tmp_path: Path) -> None:

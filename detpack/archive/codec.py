@@ -23,14 +23,16 @@ import hashlib
 import threading
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import zlib_ng as zlib_ng_package
 from zlib_ng import zlib_ng
 
 from detpack import policy
 from detpack.errors import DetpackError
+
+if TYPE_CHECKING:
+    from detpack.archive.pool import Job, Pool
 
 WINDOW: Final = 32 * 1024
 #: The name recorded in provenance and policy.
@@ -119,12 +121,12 @@ class BlockDeflater:
     one, blocks compress in the caller's thread. The bytes are the same either way.
     """
 
-    def __init__(self, pool: Executor | None = None, window: int = 4) -> None:
+    def __init__(self, pool: Pool | None = None, window: int = 4) -> None:
         self._pool = pool
         self._window = window
         self._buffer = bytearray()
         self._dictionary = b""
-        self._pending: deque[Future[bytes]] = deque()
+        self._pending: deque[Job[bytes]] = deque()
         self.size = 0  # compressed bytes handed out so far
 
     def feed(self, data: bytes | memoryview) -> Iterator[bytes]:

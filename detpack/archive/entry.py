@@ -70,6 +70,10 @@ def same_streams(fa: IO[bytes], fb: IO[bytes]) -> bool:
 
 def safe_name(raw: str, archive: str) -> str:
     """Return ``raw`` as a clean relative POSIX path, or raise naming the archive."""
+    return raw if _plain(raw) else _cleaned(raw, archive)  # the common case: already clean
+
+
+def _cleaned(raw: str, archive: str) -> str:
     name = raw.replace("\\", "/") if "\\" in raw and "/" not in raw else raw
     if "\x00" in name:
         raise ArchiveError(f"{archive}: member name {raw!r} contains a NUL byte; refusing the archive")
@@ -84,6 +88,21 @@ def safe_name(raw: str, archive: str) -> str:
     if ".." in parts:
         raise ArchiveError(f"{archive}: member {raw!r} escapes the archive root with '..'; refusing the archive")
     return "/".join(p for p in parts if p not in ("", "."))
+
+
+def _plain(raw: str) -> bool:
+    """Whether ``_cleaned`` would return ``raw`` unchanged: no backslash, NUL, drive or root; no
+    empty, ``.`` or ``..`` component (it starts with neither ``/`` nor ``.``, nor ends with ``/``)."""
+    return (
+        raw[:1] not in ("", "/", ".")
+        and raw[1:2] != ":"
+        and not raw.endswith(("/", "/.", "/.."))
+        and "\\" not in raw
+        and "\x00" not in raw
+        and "//" not in raw
+        and "/./" not in raw
+        and "/../" not in raw
+    )
 
 
 def check_link_target(name: str, target: str, archive: str) -> None:

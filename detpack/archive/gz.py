@@ -13,13 +13,13 @@ import io
 import os
 import struct
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from detpack import policy
 from detpack.archive import codec
 from detpack.archive.entry import READ_ERRORS
+from detpack.archive.pool import Pool
 from detpack.errors import ArchiveError
 
 # Blocks in flight per worker. Measured on a 200 MB, 20,000-file layer (2 cores, median of 5):
@@ -41,7 +41,7 @@ class BlockGzipWriter(io.RawIOBase):
         codec.ready()
         self._out = fileobj
         self._workers = workers or min(8, os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._pool = Pool(self._workers)
         self._deflater = codec.BlockDeflater(self._pool, window=_BLOCKS_PER_WORKER * self._workers)
         self._crc = 0
         self._size = 0
@@ -69,7 +69,7 @@ class BlockGzipWriter(io.RawIOBase):
                 self._out.write(piece)
             self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         finally:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown()
             super().close()
 
 

@@ -10,15 +10,14 @@ method: the output never carries the build machine's deflate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import io
 import os
 import stat
-import struct
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO, Final
 
@@ -39,18 +38,25 @@ from detpack.archive.entry import (
     safe_name,
     same_streams,
 )
+from detpack.archive.pool import Pool
+from detpack.archive.zipmember import (
+    INFLATE_ERROR,
+    LOCAL_HEADER,
+    RAW_METHODS,
+    SMALL,
+    Ahead,
+    Prepared,
+    ZipMember,
+    ahead_of_time,
+    central_name,
+    data_start,
+    inflated,
+    prepared,
+    stored,
+    truncated,
+)
+from detpack.archive.zipwrite import DEFLATED, STORED, ZIP64_LIMIT, ZipSink
 from detpack.errors import ArchiveError
-
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
-_RAW_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-
-
-@dataclass(frozen=True)
-class ZipMember:
-    """A member of an input zip: its canonical ``Entry`` and where its bytes are."""
-
-    entry: Entry
-    info: zipfile.ZipInfo
 
 
 def read_members(
@@ -72,13 +78,18 @@ def read_members(
     infos = zf.infolist()
     check_count(len(infos), label, limits)
     total = 0
+    # Each check runs where it could refuse (a name of n characters is at most 4n bytes in UTF-8).
+    max_chars, max_total, ratio_floor = limits.max_name_bytes // 4, limits.max_total_bytes, limits.ratio_floor
     for info in infos:
-        check_name(info.filename, label, limits)
+        if len(info.filename) > max_chars:
+            check_name(info.filename, label, limits)
         # zipfile cuts names at a NUL byte; the original name shows the smuggling attempt.
         name = safe_name(info.orig_filename, label)
         total += info.file_size
-        check_total(total, label, limits)
-        check_ratio(name, info.file_size, info.compress_size, label, limits)
+        if total > max_total:
+            check_total(total, label, limits)
+        if info.file_size > ratio_floor:
+            check_ratio(name, info.file_size, info.compress_size, label, limits)
         if name in seen:
             if _same_member(zf, seen[name], info):
                 continue  # an exact repeat is harmless; keep the first
@@ -138,17 +149,6 @@ def external_attr(entry: Entry) -> int:
     return (stat.S_IFREG | entry.mode) << 16
 
 
-def _zipinfo(entry: Entry, epoch: int) -> zipfile.ZipInfo:
-    name = entry.name + "/" if entry.kind == "dir" else entry.name
-    zi = zipfile.ZipInfo(name, policy.zip_date_time(epoch))
-    zi.create_system = policy.ZIP_CREATE_SYSTEM
-    zi.create_version = policy.ZIP_VERSION
-    zi.extract_version = policy.ZIP_VERSION
-    zi.external_attr = external_attr(entry)
-    zi.flag_bits = 0
-    return zi
-
-
 class _Sink:
     """Feeds a member's uncompressed bytes to an optional digest and checks size and CRC."""
 
@@ -177,39 +177,30 @@ class _Sink:
 
 
 def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[bytes]:
-    central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
-    head = _LOCAL_HEADER.size + len(central_name)
+    name = central_name(info)
+    head = LOCAL_HEADER.size + len(name)
     small = info.compress_size <= policy.CHUNK
     fp.seek(info.header_offset)
     # A small member is read with its header in one call (most members of a wheel are small).
     block = fp.read(head + info.compress_size if small else head)
-    if len(block) < head or block[:4] != b"PK\x03\x04":
-        raise ArchiveError(f"{label}: member {info.filename!r} has a bad local header; the archive is corrupt")
-    fields = _LOCAL_HEADER.unpack(block[: _LOCAL_HEADER.size])
-    local_name = block[_LOCAL_HEADER.size : _LOCAL_HEADER.size + fields[10]]
-    if local_name != central_name or fields[4] != info.compress_type:
-        raise ArchiveError(
-            f"{label}: member {info.filename!r}: local header does not match the central directory "
-            "(a smuggling or corruption attempt); refusing the archive"
-        )
+    start = data_start(block, head, name, info, label)
     if small:
-        start = head + fields[11]  # the local extra field moves the data's start (and end) further
         data = block[start:]
         if start > len(block):
             fp.seek(start - len(block), 1)
         if len(data) < info.compress_size:
             data += fp.read(info.compress_size - len(data))
         if len(data) != info.compress_size:
-            raise ArchiveError(f"{label}: member {info.filename!r} is truncated; the archive is damaged")
+            raise truncated(info, label)
         if data:
             yield data
         return
-    fp.seek(fields[11], 1)
+    fp.seek(start - head, 1)
     remaining = info.compress_size
     while remaining:
         chunk = fp.read(min(policy.CHUNK, remaining))
         if not chunk:
-            raise ArchiveError(f"{label}: member {info.filename!r} is truncated; the archive is damaged")
+            raise truncated(info, label)
         remaining -= len(chunk)
         yield chunk
 
@@ -221,18 +212,19 @@ class CanonicalZipWriter:
     the input's stream and never by the interpreter's zlib: the bytes are the same on every
     machine. Content that is already compressed (``policy.STORED_MAGIC``) and empty files are
     stored. A member of one block (``policy.GZIP_BLOCK``) is read, inflated and deflated at
-    once in the calling thread: measured on the botocore wheel, handing such members to a
-    pool costs more in GIL hand-offs than the parallel deflate saves (0.28 s against 0.21 s).
-    Larger members stream, their blocks deflated on the pool. The central directory is zipfile's own;
-    only the raw append needs zipfile's internals, and those stay in ``_append_raw``.
+    once (``archive.zipmember``); the members announced by ``expect`` (up to a few MiB) are
+    prepared on the pool, in batches, ahead of their turn, others in the calling thread.
+    Larger members stream, their blocks deflated on the pool. Headers, central directory and
+    end records are written by ``archive.zipwrite``.
     """
 
     def __init__(self, fileobj: BinaryIO, epoch: int, *, workers: int | None = None) -> None:
         codec.ready()
-        self._zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self._sink = ZipSink(fileobj, policy.zip_date_time(epoch), policy.ZIP_CREATE_SYSTEM, policy.ZIP_VERSION)
         self.epoch = epoch
         self._workers = workers or min(8, os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._pool = Pool(self._workers)
+        self._ahead: Ahead | None = None
 
     def __enter__(self) -> CanonicalZipWriter:
         return self
@@ -241,36 +233,40 @@ class CanonicalZipWriter:
         if exc[0] is None:
             self.close()
         else:  # an error: the output is discarded; stop the workers, release the zip writer
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(cancel=True)
             with contextlib.suppress(Exception):
-                self._zip.close()
+                self._sink.close()
 
     def close(self) -> None:
         """Write the central directory (the output stream stays open)."""
         try:
-            self._zip.close()
+            self._sink.close()
         finally:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown()
 
     def add_bytes(self, entry: Entry, data: bytes) -> None:
-        zi = _zipinfo(entry, self.epoch)
-        zi.file_size = len(data)
-        zi.CRC = codec.crc32(data)
-        if len(data) <= _SMALL:
-            self._write_small(zi, data)
+        name = entry.name + "/" if entry.kind == "dir" else entry.name
+        crc = codec.crc32(data)
+        if len(data) <= SMALL:
+            self._write_small(name, external_attr(entry), crc, data)
         else:
-            self._stream(zi, iter((data,)))
+            self._stream(name, external_attr(entry), crc, len(data), iter((data,)))
+
+    def expect(
+        self, src: zipfile.ZipFile, raw: BinaryIO, members: Sequence[ZipMember], label: str, *, record: bool = False
+    ) -> None:
+        """Announce the members of ``src`` that ``copy_member`` will be given next, in that order: all
+        but the largest are prepared ahead on the pool (read from ``raw``'s file with ``os.pread``)."""
+        if not isinstance(raw, io.BufferedReader | io.FileIO):
+            return  # no file descriptor to read at (or reads that are counted): one at a time
+        window = 2 * self._workers
+        large = functools.partial(_prepared_large, src)
+        self._ahead = Ahead(self._pool, raw.fileno(), members, label, record, window, large)
 
     def copy_member(
-        self,
-        src: zipfile.ZipFile,
-        raw: BinaryIO,
-        member: ZipMember,
-        label: str,
-        *,
-        digest: hashlib._Hash | None = None,
-    ) -> None:
-        """Write ``member`` of ``src`` canonically, feeding its uncompressed bytes to ``digest``.
+        self, src: zipfile.ZipFile, raw: BinaryIO, member: ZipMember, label: str, *, record: bool = False
+    ) -> bytes | None:
+        """Write ``member`` of ``src`` canonically; return the sha256 of its content if ``record``.
 
         ``raw`` is a binary reader of the same file as ``src``: a stored or deflated member is
         read from there (its local header checked against the central directory) and inflated
@@ -279,124 +275,116 @@ class CanonicalZipWriter:
         entry, info = member.entry, member.info
         if entry.kind == "dir":
             self.add_bytes(entry, b"")
-            return
-        zi = _zipinfo(entry, self.epoch)
-        zi.file_size = info.file_size
-        zi.CRC = info.CRC
-        if info.file_size <= _SMALL and info.compress_type in _RAW_METHODS:
-            data = _inflated(b"".join(_raw_chunks(raw, info, label)), info, label)  # one read, one inflate
-            if digest is not None:
-                digest.update(data)
-            self._write_small(zi, data)
-            return
-        sink = _Sink(label, info, digest)
+            return hashlib.sha256(b"").digest() if record else None
+        ahead = self._ahead
+        if ahead is not None and ahead.record == record and ahead_of_time(member):
+            ready = ahead.take(member)
+            if ready is not None:
+                method, body, digest = ready
+                self._sink.add_whole(entry.name, external_attr(entry), method, info.CRC, info.file_size, body)
+                return digest
+        if info.file_size <= SMALL and info.compress_type in RAW_METHODS:
+            data = inflated(b"".join(_raw_chunks(raw, info, label)), info, label)  # one read, one inflate
+            method, body, digest = prepared(data, record)
+            self._sink.add_whole(entry.name, external_attr(entry), method, info.CRC, len(data), body)
+            return digest
+        sink = _Sink(label, info, hashlib.sha256() if record else None)
         content = _content(src, raw, info, sink, label)
-        self._stream(zi, content)
+        self._stream(entry.name, external_attr(entry), info.CRC, info.file_size, content)
         sink.finish()
+        return sink.digest.digest() if sink.digest is not None else None
 
-    def _write_small(self, zi: zipfile.ZipInfo, data: bytes) -> None:
-        """A member of one block, deflated in this thread (the pool would only contend for the GIL)."""
-        stored = _stored(data)
-        body = data if stored else codec.deflate_block(data, b"", True)
-        zi.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-        zi.compress_size = len(body)
-        _append_raw(self._zip, zi, iter((body,)))
+    def _write_small(self, name: str, external: int, crc: int, data: bytes) -> None:
+        """A member of one block, deflated in this thread."""
+        method, body, _ = prepared(data, False)
+        self._sink.add_whole(name, external, method, crc, len(data), body)
 
-    def _stream(self, zi: zipfile.ZipInfo, content: Iterator[bytes]) -> None:
+    def _stream(self, name: str, external: int, crc: int, size: int, content: Iterator[bytes]) -> None:
         """Write a large member as it is read: header first, sizes patched in after the data."""
-        first = b""
-        for chunk in content:  # the store rule reads the content's first bytes, however it was chunked
-            first += chunk
-            if len(first) >= _MAGIC_BYTES:
-                break
-        store = _stored(first)
-        zi.compress_type = zipfile.ZIP_STORED if store else zipfile.ZIP_DEFLATED
-        zi.compress_size = 0
-        fp = self._zip.fp
-        if fp is None or not getattr(fp, "seekable", lambda: False)():  # unseekable: compress to a spool first
+        first = _lead(content)  # the store rule reads the content's first bytes, however it was chunked
+        store = stored(first)
+        method = STORED if store else DEFLATED
+        window = 2 * self._workers
+        if not self._sink.seekable:  # unseekable: compress to a spool first
             with tempfile.TemporaryFile() as spool:
-                for piece in self._compressed(first, content, store):
+                for piece in _compressed(first, content, store, self._pool, window):
                     spool.write(piece)
-                zi.compress_size = spool.tell()
+                compress_size = spool.tell()
                 spool.seek(0)
-                _append_raw(self._zip, zi, iter(lambda: spool.read(policy.CHUNK), b""))
+                spooled = iter(lambda: spool.read(policy.CHUNK), b"")
+                self._sink.add(name, external, method, crc, size, spooled, compress_size)
             return
-        zip64 = zi.file_size * 1.05 > zipfile.ZIP64_LIMIT  # what zipfile decides before streaming
-        if zi.file_size <= _HELD:  # held, then written once with its sizes: no seeking back
-            pieces = list(self._compressed(first, content, store))
-            zi.compress_size = sum(len(p) for p in pieces)
-            _append_raw(self._zip, zi, iter(pieces), zip64=zip64)
+        zip64 = size * 1.05 > ZIP64_LIMIT  # what zipfile decides before streaming
+        if size <= _HELD:  # held, then written once with its sizes: no seeking back
+            pieces = list(_compressed(first, content, store, self._pool, window))
+            compress_size = sum(len(p) for p in pieces)
+            self._sink.add(name, external, method, crc, size, pieces, compress_size, zip64=zip64)
             return
-        start = fp.tell()
-        _append_raw(self._zip, zi, self._compressed(first, content, store), zip64=zip64)
-        end = fp.tell()
-        zi.compress_size = end - start - len(zi.FileHeader(zip64))
-        fp.seek(start)
-        fp.write(zi.FileHeader(zip64))
-        fp.seek(end)
-
-    def _compressed(self, first: bytes, content: Iterator[bytes], store: bool) -> Iterator[bytes]:
-        if store:
-            yield first
-            yield from content
-            return
-        deflater = codec.BlockDeflater(self._pool, window=2 * self._workers)
-        yield from deflater.feed(first)
-        for chunk in content:
-            yield from deflater.feed(chunk)
-        yield from deflater.finish()
+        pieces_as_read = _compressed(first, content, store, self._pool, window)
+        self._sink.add_patched(name, external, method, crc, size, pieces_as_read, zip64)
 
 
-#: zlib-ng's inflate error (its stubs type it as an instance, not a class).
-_INFLATE_ERROR: Final[type[Exception]] = zlib_ng.error  # type: ignore[assignment]
+def _lead(content: Iterator[bytes]) -> bytes:
+    """The first bytes of ``content`` (at least ``_MAGIC_BYTES`` unless it is shorter)."""
+    first = b""
+    for chunk in content:
+        first += chunk
+        if len(first) >= _MAGIC_BYTES:
+            break
+    return first
+
+
+def _compressed(first: bytes, content: Iterator[bytes], store: bool, pool: Pool | None, window: int) -> Iterator[bytes]:
+    if store:
+        yield first
+        yield from content
+        return
+    deflater = codec.BlockDeflater(pool, window=window)
+    yield from deflater.feed(first)
+    for chunk in content:
+        yield from deflater.feed(chunk)
+    yield from deflater.finish()
+
+
+def _prepared_large(src: zipfile.ZipFile, fd: int, member: ZipMember, label: str, record: bool) -> Prepared:
+    """What ``copy_member`` writes of a larger member, on a worker: read with ``os.pread``, inflated,
+    checked, hashed and deflated in this thread (the blocks one after the other: the same bytes)."""
+    info = member.info
+    sink = _Sink(label, info, hashlib.sha256() if record else None)
+    content = _content(src, _PositionalReader(fd), info, sink, label)  # type: ignore[arg-type]
+    first = _lead(content)
+    store = stored(first)
+    body = b"".join(_compressed(first, content, store, None, 1))
+    sink.finish()
+    return (STORED if store else DEFLATED), body, sink.digest.digest() if sink.digest is not None else None
+
+
+class _PositionalReader:
+    """``seek`` and ``read`` of one open file at a position of its own (``os.pread``): a worker's reader."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._position = fd, 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._position = offset if whence == 0 else self._position + offset
+        return self._position
+
+    def read(self, size: int) -> bytes:
+        data = os.pread(self._fd, size, self._position)
+        self._position += len(data)
+        return data
+
+
 #: The longest magic in ``policy.STORED_MAGIC``: what the store rule reads of a member.
 _MAGIC_BYTES: Final = max(len(m) for m in policy.STORED_MAGIC)
-#: Members up to one block of the scheme are read whole and deflated at once in this thread;
-#: larger ones stream, their blocks deflated on the pool.
-_SMALL: Final = policy.GZIP_BLOCK
 #: Members up to this size are compressed whole before their header is written (the output is then
 #: written front to back, so it can be hashed as it goes); larger ones stream and their header is patched.
 _HELD: Final = 8 << 20
-#: A member's first piece up to this size is written with its header in one call.
-_JOIN: Final = 1 << 20
-
-
-def _inflated(raw: bytes, info: zipfile.ZipInfo, label: str) -> bytes:
-    """A small stored or deflated member's content from its raw stream, size and CRC checked.
-
-    Inflation stops one byte past the declared size, so a bomb never reaches memory whole.
-    """
-    if info.compress_type == zipfile.ZIP_STORED:
-        data = raw
-    else:
-        d = zlib_ng.decompressobj(-15)
-        try:
-            data = d.decompress(raw, info.file_size + 1)
-        except _INFLATE_ERROR as exc:
-            raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
-        if len(data) > info.file_size:
-            raise ArchiveError(
-                f"{label}: member {info.filename!r} holds more data than its declared "
-                f"{info.file_size} bytes; refusing the archive"
-            )
-        if not d.eof:
-            raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
-    if len(data) != info.file_size or codec.crc32(data) != info.CRC:
-        raise ArchiveError(
-            f"{label}: member {info.filename!r} is corrupt (size or CRC does not match); "
-            "the archive is damaged or truncated"
-        )
-    return data
-
-
-def _stored(data: bytes) -> bool:
-    """Whether content starting with ``data`` is stored rather than deflated: empty or already compressed."""
-    return not data or data.startswith(policy.STORED_MAGIC)
 
 
 def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _Sink, label: str) -> Iterator[bytes]:
     """A member's uncompressed bytes in chunks, each fed to ``sink`` (which checks size and CRC)."""
-    if info.compress_type not in _RAW_METHODS:  # bzip2, lzma: zipfile's own decompressors
+    if info.compress_type not in RAW_METHODS:  # bzip2, lzma: zipfile's own decompressors
         try:
             with src.open(info) as inp:
                 while chunk := inp.read(policy.CHUNK):
@@ -424,44 +412,10 @@ def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _
                 if not d.unconsumed_tail:
                     break
                 out = d.decompress(d.unconsumed_tail, policy.CHUNK)
-    except _INFLATE_ERROR as exc:
+    except INFLATE_ERROR as exc:
         raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
     if not d.eof:
         raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
-
-
-def _append_raw(
-    zf: zipfile.ZipFile, zi: zipfile.ZipInfo, chunks: Iterator[bytes], *, zip64: bool | None = None
-) -> None:
-    """Append a member whose compressed bytes are ``chunks`` (``zi`` carries CRC and sizes).
-
-    zipfile has no public way to write an already compressed stream, so this one function
-    does what ``ZipFile.mkdir`` does inside CPython: write ``zi.FileHeader()`` at
-    ``zf.start_dir`` through ``zf.fp`` (zipfile's own stream: for an unseekable output it is a
-    position-counting wrapper), then the data, then register ``zi`` in ``zf.filelist`` and
-    ``zf.NameToInfo`` (which ``close`` writes as the central directory) and move ``start_dir``
-    past the data. None of these names is documented; tests/test_archive.py
-    (``test_append_raw_*``) pins each of them on the running CPython.
-    """
-    fp = zf.fp
-    if fp is None:
-        raise ValueError("the canonical zip writer is already closed")
-    if zi.filename in zf.NameToInfo:
-        raise ValueError(f"member {zi.filename!r} is already written")  # read_members refused duplicates
-    zi.header_offset = zf.start_dir  # zipfile leaves its stream at start_dir after every member
-    header = zi.FileHeader(zip64)
-    written = len(header)
-    first = next(chunks, b"")
-    fp.write(header + first if len(first) <= _JOIN else header)  # a small member: one write
-    if len(first) > _JOIN:
-        fp.write(first)
-    written += len(first)
-    for chunk in chunks:
-        fp.write(chunk)
-        written += len(chunk)
-    zf.filelist.append(zi)
-    zf.NameToInfo[zi.filename] = zi
-    zf.start_dir += written
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:

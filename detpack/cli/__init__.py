@@ -8,10 +8,10 @@ and its exit code (2 for bad input, 1 for "not the same / not verified"), never 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +64,17 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv is not None:
+        return _main(list(argv))
+    code = _main(sys.argv[1:])
+    # Run as the program (the console script, ``python -m detpack``): the process ends now. Frozen,
+    # the objects still alive are skipped by the collector's last pass at exit, a full traversal
+    # of every module's objects (~10 ms after `detpack normalize`); files are closed by then.
+    gc.freeze()
+    return code
+
+
+def _main(argv: list[str]) -> int:
     verb = next((a for a in argv if not a.startswith("-")), None)
     args = parser(verb if verb in VERBS else None).parse_args(argv)
     out = Output.from_args(args)
@@ -92,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(f"{where}{exc.strerror or exc}")
         return 2
     except Exception:  # noqa: BLE001 - a bug: show it, with an exit code no verdict uses
+        import traceback  # only for a bug: every other run starts faster
+
         traceback.print_exc()
         out.error("internal error in detpack (the traceback above is a bug; please report it)")
         return INTERNAL_ERROR
