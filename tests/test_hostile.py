@@ -104,6 +104,14 @@ def _bad_crc(data: bytearray) -> None:
     data[16] ^= 0xFF
 
 
+def _cd_offset_beyond(data: bytearray) -> None:
+    # the end record claims the central directory starts 100 bytes later than it does: zipfile shifts every
+    # member's local header offset by the difference, so the first member's is negative
+    eocd = data.find(b"PK\x05\x06")
+    (offset,) = struct.unpack_from("<I", data, eocd + 16)
+    struct.pack_into("<I", data, eocd + 16, offset + 100)
+
+
 def _truncations() -> list[tuple[str, Maker, str]]:
     z = zip_of(GOOD_ZIP)
     cd = z.find(b"PK\x01\x02")
@@ -191,6 +199,9 @@ CASES: list[tuple[str, Maker, str]] = [
     ("zip-symlink-abs", _write("a.zip", zip_of([("l", b"/etc/passwd", 0o120777)])), "points to absolute path"),
     ("zip-symlink-escape", _write("a.zip", zip_of([("l", b"../../x", 0o120777)])), "points outside the archive"),
     ("zip-symlink-deep-escape", _write("a.zip", zip_of([("a/b/l", b"../../../x", 0o120777)])), "points outside"),
+    # a symlink's target is read while the members are listed: damaged there, or huge, it is refused in one line
+    ("zip-symlink-bad-crc", _write("a.zip", _zip_mutate(_bad_crc, [("l", b"pkg/x", 0o120777)])), "symlink 'l'"),
+    ("zip-symlink-huge-target", _write("a.zip", zip_of([("l", b"a/" * 4096, 0o120777)])), "symlink 'l'"),
     (
         "zip-through-symlink",
         _write("a.zip", zip_of([("d", b"sub", 0o120777), ("d/f", b"x", 0o100644)])),
@@ -216,6 +227,7 @@ CASES: list[tuple[str, Maker, str]] = [
     ("zip-encrypted", _write("a.zip", _zip_mutate(_set_flag_encrypted)), "is encrypted"),
     ("zip-local-central-mismatch", _write("a.zip", _zip_mutate(_rename_local)), "local header does not match"),
     ("zip-bad-crc", _write("a.zip", _zip_mutate(_bad_crc)), "CRC"),
+    ("zip-offset-before-start", _write("a.zip", _zip_mutate(_cd_offset_beyond)), "outside the file"),
     ("zip-bomb-ratio", _bomb, "limit max_ratio"),
     ("zip64-valid", _zip64, OK),
     ("zip64-malformed", _zip64_malformed, "corrupt"),

@@ -106,7 +106,7 @@ def read_members(
         if info.is_dir():
             entry = Entry(name, "dir", policy.DIR_MODE)
         elif stat.S_ISLNK(unix_mode):
-            target = zf.read(info).decode("utf-8", "surrogateescape")
+            target = _link_target(zf, info, name, label)
             check_link_target(name, target, label)
             entry = Entry(name, "symlink", policy.SYMLINK_MODE, len(target), target)
         else:
@@ -124,6 +124,25 @@ def read_members(
                 f"{label}: member {m.entry.name!r} is written through symlink {through!r}; refusing the archive"
             )
     return members
+
+
+#: The longest symlink target a Linux file system stores (PATH_MAX, 4096, with its NUL).
+_LINK_MAX: Final = 4095
+
+
+def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, label: str) -> str:
+    """A symlink member's target, read (and its CRC checked) while the members are listed."""
+    if info.file_size > _LINK_MAX:
+        raise ArchiveError(
+            f"{label}: symlink {name!r} has a {info.file_size}-byte target (a link holds at most {_LINK_MAX}); "
+            "refusing the archive"
+        )
+    try:
+        data = zf.read(info)  # at most its declared size, checked against its CRC
+    except READ_ERRORS as exc:
+        why = f"cannot read the target of symlink {name!r} ({exc})"
+        raise ArchiveError(f"{label}: {why}; refusing the archive") from None
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _same_member(zf: zipfile.ZipFile, a: zipfile.ZipInfo, b: zipfile.ZipInfo) -> bool:
@@ -180,6 +199,11 @@ def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[by
     name = central_name(info)
     head = LOCAL_HEADER.size + len(name)
     small = info.compress_size <= policy.CHUNK
+    if info.header_offset < 0:  # the end record claims its central directory starts later than it does
+        raise ArchiveError(
+            f"{label}: member {info.filename!r} starts at offset {info.header_offset}, outside the file; "
+            "the archive is damaged"
+        )
     fp.seek(info.header_offset)
     # A small member is read with its header in one call (most members of a wheel are small).
     block = fp.read(head + info.compress_size if small else head)
