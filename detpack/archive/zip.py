@@ -307,7 +307,7 @@ class CanonicalZipWriter:
                 method, body, digest = ready
                 self._sink.add_whole(entry.name, external_attr(entry), method, info.CRC, info.file_size, body)
                 return digest
-        if info.file_size <= SMALL and info.compress_type in RAW_METHODS:
+        if info.file_size <= SMALL and info.compress_size <= policy.CHUNK and info.compress_type in RAW_METHODS:
             data = inflated(b"".join(_raw_chunks(raw, info, label)), info, label)  # one read, one inflate
             method, body, digest = prepared(data, record)
             self._sink.add_whole(entry.name, external_attr(entry), method, info.CRC, len(data), body)
@@ -426,6 +426,8 @@ def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _
     d = zlib_ng.decompressobj(-15)
     try:
         for chunk in chunks:
+            if d.eof:  # bytes after the stream's end: read (a cut member is still refused), never kept
+                continue
             # Bounded inflation: the sink refuses the member as soon as it exceeds its
             # declared size, so a bomb never reaches memory whole.
             out = d.decompress(chunk, policy.CHUNK)
