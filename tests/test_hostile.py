@@ -188,6 +188,27 @@ def _zip64_malformed(tmp: Path) -> Path:
     return _write("zip64-bad.zip", bytes(data))(tmp)
 
 
+def _zip64_offset(offset: int, data: bytes) -> Maker:
+    """A zip whose second member's central entry puts its local header at ``offset`` (a zip64 field)."""
+
+    def make(tmp: Path) -> Path:
+        raw = zlib.compress(data)[2:-4]
+        crc = zlib.crc32(data)
+        local = struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, 8, 0, 33, crc, len(raw), len(data), 1, 0)
+        body = zip_of([("a", b"first\n", 0o100644)])
+        cd = body.find(b"PK\x01\x02")
+        eocd = body.find(b"PK\x05\x06")
+        members = body[:cd] + local + b"b" + raw
+        extra = struct.pack("<HHQ", 1, 8, offset)
+        fields = (b"PK\x01\x02", 20, 3, 20, 0, 0, 8, 0, 33, crc, len(raw), len(data), 1, len(extra), 0, 0, 0)
+        central = struct.pack("<4s4B4HL2L5H2L", *fields, 0o100644 << 16, 0xFFFFFFFF)  # the offset: in the extra
+        directory = body[cd:eocd] + central + b"b" + extra
+        end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 2, 2, len(directory), len(members), 0)
+        return _write("offset.zip", members + directory + end)(tmp)
+
+    return make
+
+
 ERR = "error"
 OK = "ok"
 CASES: list[tuple[str, Maker, str]] = [
@@ -230,6 +251,10 @@ CASES: list[tuple[str, Maker, str]] = [
     ("zip-bad-crc", _write("a.zip", _zip_mutate(_bad_crc)), "CRC"),
     ("zip-offset-before-start", _write("a.zip", _zip_mutate(_cd_offset_beyond)), "outside the file"),
     ("zip-bomb-ratio", _bomb, "limit max_ratio"),
+    # A zip64 offset past what lseek takes (2**63 and more; ext4 refuses 2**44 and more): the local
+    # header is missing, as for any offset past the file's end (was a traceback or "cannot write").
+    ("zip64-offset-past-any-file", _zip64_offset((1 << 63) + 5, b"small\n"), "bad local header"),
+    ("zip64-offset-past-file-system", _zip64_offset(1 << 50, b"x" * (3 << 20)), "bad local header"),
     ("zip64-valid", _zip64, OK),
     ("zip64-malformed", _zip64_malformed, "corrupt"),
     ("zip-empty", _write("a.zip", zip_of([])), OK),

@@ -204,9 +204,13 @@ def _raw_chunks(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> Iterator[by
             f"{label}: member {info.filename!r} starts at offset {info.header_offset}, outside the file; "
             "the archive is damaged"
         )
-    fp.seek(info.header_offset)
-    # A small member is read with its header in one call (most members of a wheel are small).
-    block = fp.read(head + info.compress_size if small else head)
+    try:
+        fp.seek(info.header_offset)
+    except (OSError, ValueError, OverflowError):  # past what the file system seeks to (ext4: 16 TiB; any: 2**63)
+        block = b""  # no local header there, as past the file's end
+    else:
+        # A small member is read with its header in one call (most members of a wheel are small).
+        block = fp.read(head + info.compress_size if small else head)
     start = data_start(block, head, name, info, label)
     if small:
         data = block[start:]
