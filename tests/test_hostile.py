@@ -425,14 +425,14 @@ def test_fuzz_regressions(crash: Path, tmp_path: Path) -> None:
         assert "\n" not in str(exc) and str(case) in str(exc)
 
 
-def _with_trailing_bytes(tmp: Path, content: bytes, declared: int, method: int) -> Path:
+def _with_trailing_bytes(tmp: Path, content: bytes, declared: int, method: int, mode: int = 0o100644) -> Path:
     """A zip whose member 'big' carries ``content`` (its deflate stream, or stored) and 24 MiB of zeros
     after it, all within its central entry's compressed size; the entry declares ``declared`` bytes."""
     raw = (zlib.compress(content)[2:-4] if method == zipfile.ZIP_DEFLATED else content) + bytes(24 << 20)
     crc = zlib.crc32(content)
     local = struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, method, 0, 33, crc, len(raw), declared, 3, 0)
     fields = (b"PK\x01\x02", 20, 3, 20, 0, 0, method, 0, 33, crc, len(raw), declared, 3, 0, 0, 0, 0)
-    central = struct.pack("<4s4B4HL2L5H2L", *fields, 0o100644 << 16, 0) + b"big"
+    central = struct.pack("<4s4B4HL2L5H2L", *fields, mode << 16, 0) + b"big"
     end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + 3 + len(raw), 0)
     return _write(f"trailing-{method}-{declared}.zip", local + b"big" + raw + central + end)(tmp)
 
@@ -443,13 +443,15 @@ def _with_trailing_bytes(tmp: Path, content: bytes, declared: int, method: int) 
         (11, 10, zipfile.ZIP_STORED, "member 'big'"),  # 24 MiB for 10 bytes: was read whole, then checked
         (11, 10, zipfile.ZIP_DEFLATED, "holds more data than its declared 10 bytes"),
         (300_000, 300_000, zipfile.ZIP_DEFLATED, OK),  # the bytes after the stream's end were kept as they came
+        (5, 5, zipfile.ZIP_DEFLATED, OK),  # a symlink's target: its whole stream was read (zipfile's read())
     ],
-    ids=["stored-declares-10", "deflated-declares-10", "after-the-stream-end"],
+    ids=["stored-declares-10", "deflated-declares-10", "after-the-stream-end", "symlink-target"],
 )
 def test_member_memory_does_not_grow_with_its_compressed_size(
     size: int, declared: int, method: int, expect: str, tmp_path: Path
 ) -> None:
-    src = _with_trailing_bytes(tmp_path, (bytes(range(256)) * 1200)[:size], declared, method)
+    content, mode = (b"a.txt", 0o120777) if size == 5 else ((bytes(range(256)) * 1200)[:size], 0o100644)
+    src = _with_trailing_bytes(tmp_path, content, declared, method, mode)
     tracemalloc.start()
     try:
         if expect == OK:

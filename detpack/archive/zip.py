@@ -138,7 +138,8 @@ def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, label: s
             "refusing the archive"
         )
     try:
-        data = zf.read(info)  # at most its declared size, checked against its CRC
+        with zf.open(info) as f:  # at most its declared size, checked against its CRC; never read() (that reads
+            data = f.read(info.file_size + 1)  # the whole compressed size at once, however large it claims to be)
     except READ_ERRORS as exc:
         why = f"cannot read the target of symlink {name!r} ({exc})"
         raise ArchiveError(f"{label}: {why}; refusing the archive") from None
