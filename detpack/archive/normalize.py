@@ -73,7 +73,7 @@ def normalize_file(
     codec.check_soon()  # the writer needs it; it runs while the input is opened and read
     kind = detect(src) if not _exists_and_zip(src) else None
     if kind is None:  # a zip: open it once, for classifying and for copying
-        with zipc.open_source(src) as (zf, raw):
+        with zipc.open_source(src, options.limits) as (zf, raw):
             kind = zip_kind(zf, src)
             with atomic_writer(target) as f, _HashingWriter.over(f) as out:
                 replaced = _normalize_open_zip(zf, _counted(raw, src, progress), src, out, kind, options)  # type: ignore[arg-type]
@@ -285,7 +285,7 @@ def _normalize_zip(
     extra: Sequence[tuple[str, bytes]] = (),
     progress: Progress | None = None,
 ) -> tuple[str, ...]:
-    with zipc.open_source(src) as (zf, raw):
+    with zipc.open_source(src, options.limits) as (zf, raw):
         return _normalize_open_zip(zf, _counted(raw, src, progress), src, out, kind, options, extra)
 
 
