@@ -12,7 +12,8 @@ import zlib
 from pathlib import Path
 from typing import Literal
 
-from detpack.archive.entry import READ_ERRORS
+from detpack import policy
+from detpack.archive.entry import READ_ERRORS, check_central_count
 from detpack.errors import ArchiveError, InputError, NotAnArchiveError
 
 ArchiveKind = Literal["wheel", "jar", "zip", "tar", "tar.gz", "gz"]
@@ -74,8 +75,10 @@ def detect(path: Path) -> ArchiveKind:
 
 def _zip_kind(path: Path) -> ArchiveKind:
     try:
-        with zipfile.ZipFile(path) as zf:
-            return zip_kind(zf, path)
+        with path.open("rb") as raw:
+            check_central_count(raw, str(path), policy.DEFAULT_LIMITS)  # before zipfile reads every entry
+            with zipfile.ZipFile(raw) as zf:
+                return zip_kind(zf, path)
     except READ_ERRORS as exc:
         raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None
 

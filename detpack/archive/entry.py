@@ -13,7 +13,7 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Final, Literal
 
 from detpack import policy
 from detpack.errors import ArchiveError
@@ -128,6 +128,42 @@ def check_count(count: int, archive: str, limits: policy.Limits) -> None:
             f"{archive}: more than {limits.max_members} members (limit max_members); refusing a likely "
             "archive bomb (raise it with --limit max_members=N if the archive is trusted)"
         )
+
+
+#: The smallest central directory entry (its fixed fields, an empty name): a directory of at most this
+#: many bytes per member allowed cannot hold too many.
+_CENTRAL_ENTRY: Final = 46
+_CENTRAL_SIGNATURE: Final = b"PK\x01\x02"
+
+
+def check_central_count(raw: IO[bytes], label: str, limits: policy.Limits) -> None:
+    """Refuse more than ``limits.max_members`` central entries before zipfile reads them: it makes an
+    object of each (~400 bytes of memory for an entry of 47 bytes, before ``read_members`` counts them).
+
+    Every entry starts with the central signature: their count in the bytes zipfile reads as the
+    directory (in chunks) bounds the entries. Only a directory too large to be surely within the
+    limit is read; anything else wrong with it is left to zipfile to report.
+    """
+    try:
+        end = zipfile._EndRecData(raw)  # type: ignore[attr-defined]  # zipfile's own reading of the end record
+    except READ_ERRORS:
+        return
+    if not end or end[zipfile._ECD_SIZE] <= _CENTRAL_ENTRY * limits.max_members:  # type: ignore[attr-defined]
+        return
+    size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    start = end[zipfile._ECD_LOCATION] - size  # type: ignore[attr-defined]  # where zipfile reads it from
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
+    if start < 0:
+        return
+    raw.seek(start)
+    count, tail = 0, b""
+    while size > 0 and (chunk := raw.read(min(policy.CHUNK, size))):
+        size -= len(chunk)
+        joined = tail + chunk
+        count += joined.count(_CENTRAL_SIGNATURE)  # a signature across two chunks is counted once
+        tail = joined[-3:]
+        check_count(count, label, limits)
 
 
 def check_total(total: int, archive: str, limits: policy.Limits) -> None:

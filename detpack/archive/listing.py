@@ -23,7 +23,7 @@ from typing import IO, Any
 from detpack import policy
 from detpack.archive import gz
 from detpack.archive.detect import ArchiveKind, detect
-from detpack.archive.entry import READ_ERRORS, check_count
+from detpack.archive.entry import READ_ERRORS, check_central_count, check_count
 from detpack.errors import ArchiveError
 
 _GZIP_FNAME = 0x08
@@ -187,7 +187,9 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
         members: list[RawMember] = []
         try:
             if self.kind in ("wheel", "jar", "zip"):
-                self._zip = self._stack.enter_context(zipfile.ZipFile(path))
+                raw_zip = self._stack.enter_context(path.open("rb"))
+                check_central_count(raw_zip, str(path), policy.DEFAULT_LIMITS)
+                self._zip = self._stack.enter_context(zipfile.ZipFile(raw_zip))
                 members, self._zip_index = _zip_members(self._zip, str(path))
                 header = {"zip.comment": self._zip.comment.decode("utf-8", "replace")}
             elif self.kind in ("tar", "tar.gz"):

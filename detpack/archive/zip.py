@@ -29,6 +29,7 @@ from detpack.archive.entry import (
     DUPLICATES_HINT,
     READ_ERRORS,
     Entry,
+    check_central_count,
     check_count,
     check_link_target,
     check_name,
@@ -456,42 +457,6 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None
 
 
-#: The smallest central directory entry (its fixed fields, an empty name): a directory of at most this
-#: many bytes per member allowed cannot hold too many.
-_CENTRAL_ENTRY: Final = 46
-_CENTRAL_SIGNATURE: Final = b"PK\x01\x02"
-
-
-def _check_central_count(raw: BinaryIO, label: str, limits: policy.Limits) -> None:
-    """Refuse more than ``limits.max_members`` central entries before zipfile reads them: it makes an
-    object of each (~400 bytes of memory for an entry of 47 bytes, before ``read_members`` counts them).
-
-    Every entry starts with the central signature: their count in the bytes zipfile reads as the
-    directory (in chunks) bounds the entries. Only a directory too large to be surely within the
-    limit is read; anything else wrong with it is left to zipfile to report.
-    """
-    try:
-        end = zipfile._EndRecData(raw)  # type: ignore[attr-defined]  # zipfile's own reading of the end record
-    except READ_ERRORS:
-        return
-    if not end or end[zipfile._ECD_SIZE] <= _CENTRAL_ENTRY * limits.max_members:  # type: ignore[attr-defined]
-        return
-    size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
-    start = end[zipfile._ECD_LOCATION] - size  # type: ignore[attr-defined]  # where zipfile reads it from
-    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
-        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
-    if start < 0:
-        return
-    raw.seek(start)
-    count, tail = 0, b""
-    while size > 0 and (chunk := raw.read(min(policy.CHUNK, size))):
-        size -= len(chunk)
-        joined = tail + chunk
-        count += joined.count(_CENTRAL_SIGNATURE)  # a signature across two chunks is counted once
-        tail = joined[-3:]
-        check_count(count, label, limits)
-
-
 @contextlib.contextmanager
 def open_source(
     path: Path, limits: policy.Limits = policy.DEFAULT_LIMITS
@@ -506,7 +471,7 @@ def open_source(
     except OSError as exc:
         raise ArchiveError(f"{path}: cannot open the zip archive ({exc.strerror or exc})") from None
     with raw:
-        _check_central_count(raw, str(path), limits)
+        check_central_count(raw, str(path), limits)
         try:
             zf = zipfile.ZipFile(raw)
         except READ_ERRORS as exc:
