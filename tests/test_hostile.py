@@ -89,6 +89,14 @@ def _set_flag_encrypted(data: bytearray) -> None:
         cd = data.find(b"PK\x01\x02", cd + 4)
 
 
+def _second_encrypted(data: bytearray) -> None:
+    # the last central entry (the repeat of the first member) and its local header say "encrypted"
+    cd = data.rfind(b"PK\x01\x02")
+    data[cd + 8] |= 1
+    (offset,) = struct.unpack_from("<I", data, cd + 42)
+    data[offset + 6] |= 1
+
+
 def _rename_local(data: bytearray) -> None:
     i = data.find(b"pkg/__init__.py")
     data[i : i + 3] = b"evl"  # local header name no longer matches the central directory
@@ -247,6 +255,8 @@ CASES: list[tuple[str, Maker, str]] = [
     ("zip-long-name", _write("a.zip", zip_of([("n" * 5000, b"1", 0o100644)])), "limit max_name_bytes"),
     ("zip-nested-archive", _write("a.zip", zip_of([("inner.zip", zip_of(GOOD_ZIP), 0o100644)])), OK),
     ("zip-encrypted", _write("a.zip", _zip_mutate(_set_flag_encrypted)), "is encrypted"),
+    # The same name again, encrypted: zipfile's open() raised RuntimeError comparing the two (a traceback).
+    ("zip-dup-encrypted", _write("a.zip", _zip_mutate(_second_encrypted, [*GOOD_ZIP, GOOD_ZIP[0]])), "is encrypted"),
     ("zip-local-central-mismatch", _write("a.zip", _zip_mutate(_rename_local)), "local header does not match"),
     ("zip-bad-crc", _write("a.zip", _zip_mutate(_bad_crc)), "CRC"),
     ("zip-offset-before-start", _write("a.zip", _zip_mutate(_cd_offset_beyond)), "outside the file"),
@@ -484,3 +494,12 @@ def test_central_directory_is_counted_before_it_is_parsed(tmp_path: Path) -> Non
         finally:
             tracemalloc.stop()
         assert peak < 8 << 20, f"{peak / (1 << 20):.1f} MiB for a directory of 12 MB"
+
+
+def test_diff_of_an_encrypted_member_is_one_line(tmp_path: Path) -> None:
+    # diff read the member with zipfile's open(), which raises RuntimeError for an encrypted one (a traceback)
+    src = _write("a.zip", _zip_mutate(_set_flag_encrypted))(tmp_path)
+    other = _write("b.zip", zip_of([*GOOD_ZIP[:1], ("pkg/data.txt", b"other\n", 0o100644)]))(tmp_path)
+    with pytest.raises(DetpackError, match="is encrypted") as info:
+        compare_paths(src, other)
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(src))

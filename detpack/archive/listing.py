@@ -227,7 +227,10 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
         """Stream a member's uncompressed bytes."""
         try:
             if self._zip is not None and self._zip_index is not None:
-                with self._zip.open(self._zip_index.info(member.index)) as f:
+                zinfo = self._zip_index.info(member.index)
+                if zinfo.flag_bits & 0x1:  # zipfile's open() would raise RuntimeError, asking for a password
+                    raise ArchiveError(f"{self.path}: member {member.name!r} is encrypted; its content cannot be read")
+                with self._zip.open(zinfo) as f:
                     while chunk := f.read(1 << 20):
                         yield chunk
             elif self._tar is not None:

@@ -91,6 +91,8 @@ def read_members(
             check_total(total, label, limits)
         if info.file_size > ratio_floor:
             check_ratio(name, info.file_size, info.compress_size, label, limits)
+        if info.flag_bits & 0x1:  # before a repeated name is compared: zipfile cannot open it (RuntimeError)
+            raise ArchiveError(f"{label}: member {name!r} is encrypted; detpack cannot normalize it")
         if name in seen:
             if _same_member(zf, seen[name], info):
                 continue  # an exact repeat is harmless; keep the first
@@ -101,8 +103,6 @@ def read_members(
                 )
             replaced.append(name)
         seen[name] = info
-        if info.flag_bits & 0x1:
-            raise ArchiveError(f"{label}: member {name!r} is encrypted; detpack cannot normalize it")
         unix_mode = info.external_attr >> 16
         if info.is_dir():
             entry = Entry(name, "dir", policy.DIR_MODE)
