@@ -97,6 +97,15 @@ def _second_encrypted(data: bytearray) -> None:
     data[offset + 6] |= 1
 
 
+def _lzma_bad_properties(tmp: Path) -> Path:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_LZMA) as zf:
+        zf.writestr("x.bin", b"lzma member\n" * 20)
+    data = bytearray(buf.getvalue())
+    data[30 + len("x.bin") + 4] = 0xFF  # the LZMA properties byte (lc/lp/pb) after the 4-byte header
+    return _write("a.zip", bytes(data))(tmp)
+
+
 def _rename_local(data: bytearray) -> None:
     i = data.find(b"pkg/__init__.py")
     data[i : i + 3] = b"evl"  # local header name no longer matches the central directory
@@ -255,6 +264,8 @@ CASES: list[tuple[str, Maker, str]] = [
     ("zip-long-name", _write("a.zip", zip_of([("n" * 5000, b"1", 0o100644)])), "limit max_name_bytes"),
     ("zip-nested-archive", _write("a.zip", zip_of([("inner.zip", zip_of(GOOD_ZIP), 0o100644)])), OK),
     ("zip-encrypted", _write("a.zip", _zip_mutate(_set_flag_encrypted)), "is encrypted"),
+    # lzma's own error (neither OSError nor ValueError) escaped as a traceback
+    ("zip-lzma-bad-properties", _lzma_bad_properties, "cannot read member 'x.bin'"),
     # The same name again, encrypted: zipfile's open() raised RuntimeError comparing the two (a traceback).
     ("zip-dup-encrypted", _write("a.zip", _zip_mutate(_second_encrypted, [*GOOD_ZIP, GOOD_ZIP[0]])), "is encrypted"),
     ("zip-local-central-mismatch", _write("a.zip", _zip_mutate(_rename_local)), "local header does not match"),

@@ -20,9 +20,18 @@ from detpack.errors import ArchiveError
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 
+try:  # zipfile loads it too, where the interpreter has it: a zip's LZMA members need it
+    import lzma
+
+    _LZMA_ERRORS: tuple[type[BaseException], ...] = (lzma.LZMAError,)
+except ImportError:  # pragma: no cover - an interpreter built without lzma
+    _LZMA_ERRORS = ()
+
 #: Everything the standard library's readers raise on malformed input (found by fuzzing:
-#: zipfile also raises NotImplementedError, ValueError and struct.error, tarfile ValueError).
+#: zipfile also raises NotImplementedError, ValueError and struct.error, tarfile ValueError;
+#: a zip's corrupt LZMA member, lzma's own error).
 READ_ERRORS: tuple[type[BaseException], ...] = (
+    *_LZMA_ERRORS,
     zipfile.BadZipFile,
     tarfile.TarError,
     zlib.error,
