@@ -106,6 +106,17 @@ def _lzma_bad_properties(tmp: Path) -> Path:
     return _write("a.zip", bytes(data))(tmp)
 
 
+def _other_method(method: int) -> Maker:
+    def make(tmp: Path) -> Path:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", method) as zf:
+            for name, data, _ in [*GOOD_ZIP, ("empty", b"", 0), ("big", os.urandom(1 << 20) + b"text " * 300_000, 0)]:
+                zf.writestr(name, data)
+        return _write("a.zip", buf.getvalue())(tmp)
+
+    return make
+
+
 def _rename_local(data: bytearray) -> None:
     i = data.find(b"pkg/__init__.py")
     data[i : i + 3] = b"evl"  # local header name no longer matches the central directory
@@ -264,6 +275,8 @@ CASES: list[tuple[str, Maker, str]] = [
     ("zip-long-name", _write("a.zip", zip_of([("n" * 5000, b"1", 0o100644)])), "limit max_name_bytes"),
     ("zip-nested-archive", _write("a.zip", zip_of([("inner.zip", zip_of(GOOD_ZIP), 0o100644)])), OK),
     ("zip-encrypted", _write("a.zip", _zip_mutate(_set_flag_encrypted)), "is encrypted"),
+    ("zip-bzip2-members", _other_method(zipfile.ZIP_BZIP2), OK),
+    ("zip-lzma-members", _other_method(zipfile.ZIP_LZMA), OK),
     # lzma's own error (neither OSError nor ValueError) escaped as a traceback
     ("zip-lzma-bad-properties", _lzma_bad_properties, "cannot read member 'x.bin'"),
     # The same name again, encrypted: zipfile's open() raised RuntimeError comparing the two (a traceback).
@@ -514,3 +527,23 @@ def test_diff_of_an_encrypted_member_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DetpackError, match="is encrypted") as info:
         compare_paths(src, other)
     assert "\n" not in str(info.value) and str(info.value).startswith(str(src))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "lzma"])
+def test_bzip2_and_lzma_members_are_decompressed_a_chunk_at_a_time(method: int, tmp_path: Path) -> None:
+    # 64 MiB of zeros in a few hundred bytes (bzip2) or ~10 KB (LZMA), declaring 10: zipfile's reader
+    # decompressed each compressed chunk whole (64 MiB at once, 551 MB RSS for 256 MiB) before the check.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        zf.writestr("z.bin", bytes(64 << 20))
+    data = bytearray(buf.getvalue())
+    struct.pack_into("<I", data, data.rfind(b"PK\x01\x02") + 24, 10)  # the central entry's file size
+    src = _write("bomb.zip", bytes(data))(tmp_path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="holds more data than its declared 10 bytes"):
+            normalize_file(src, tmp_path / "out.zip", OPTS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak / (1 << 20):.1f} MiB for a member declaring 10 bytes"  # LZMA: an 8 MiB window
