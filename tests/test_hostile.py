@@ -530,18 +530,36 @@ def test_diff_of_an_encrypted_member_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "lzma"])
-def test_bzip2_and_lzma_members_are_decompressed_a_chunk_at_a_time(method: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("where", "expect"),
+    [
+        ("member", "holds more data than its declared 10 bytes"),
+        ("symlink", "cannot read the target of symlink 'z.bin'"),  # its target is read while listing
+        ("repeat", "two different members are named 'z.bin'"),  # a repeated name's members are compared
+    ],
+)
+def test_bzip2_and_lzma_members_are_decompressed_a_chunk_at_a_time(
+    method: int, where: str, expect: str, tmp_path: Path
+) -> None:
     # 64 MiB of zeros in a few hundred bytes (bzip2) or ~10 KB (LZMA), declaring 10: zipfile's reader
     # decompressed each compressed chunk whole (64 MiB at once, 551 MB RSS for 256 MiB) before the check.
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        zf.writestr("z.bin", bytes(64 << 20))
+    with warnings.catch_warnings(), zipfile.ZipFile(buf, "w", method) as zf:
+        warnings.simplefilter("ignore")  # the repeated name
+        info = zipfile.ZipInfo("z.bin")
+        info.compress_type = method
+        info.external_attr = (0o120777 if where == "symlink" else 0o100644) << 16
+        for _ in range(2 if where == "repeat" else 1):
+            zf.writestr(info, bytes(64 << 20))
     data = bytearray(buf.getvalue())
-    struct.pack_into("<I", data, data.rfind(b"PK\x01\x02") + 24, 10)  # the central entry's file size
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        struct.pack_into("<I", data, at + 24, 10)  # each central entry's file size
+        at = data.find(b"PK\x01\x02", at + 4)
     src = _write("bomb.zip", bytes(data))(tmp_path)
     tracemalloc.start()
     try:
-        with pytest.raises(InputError, match="holds more data than its declared 10 bytes"):
+        with pytest.raises(InputError, match=expect):
             normalize_file(src, tmp_path / "out.zip", OPTS)
         peak = tracemalloc.get_traced_memory()[1]
     finally:

@@ -141,8 +141,8 @@ def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, label: s
             "refusing the archive"
         )
     try:
-        with zf.open(info) as f:  # at most its declared size, checked against its CRC; never read() (that reads
-            data = f.read(info.file_size + 1)  # the whole compressed size at once, however large it claims to be)
+        with _open_member(zf, info, label) as f:  # at most its declared size, checked against its CRC; never
+            data = f.read(info.file_size + 1)  # read() (that reads the whole compressed size at once)
     except READ_ERRORS as exc:
         why = f"cannot read the target of symlink {name!r} ({exc})"
         raise ArchiveError(f"{label}: {why}; refusing the archive") from None
@@ -158,10 +158,47 @@ def _same_member(zf: zipfile.ZipFile, a: zipfile.ZipInfo, b: zipfile.ZipInfo) ->
     ):
         return False
     try:
-        with zf.open(a) as fa, zf.open(b) as fb:
+        with _open_member(zf, a, "") as fa, _open_member(zf, b, "") as fb:
             return same_streams(fa, fb)
     except READ_ERRORS:
         return False
+
+
+def _open_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str
+) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """``zf.open(info)``, except for a bzip2 or LZMA member: zipfile decompresses each chunk it reads of
+    those whole (a few hundred bytes of bzip2 make GiBs), so they are read a chunk at a time here."""
+    if info.compress_type in _BOUNDED and not info.flag_bits & 0x61:
+        return contextlib.nullcontext(_BoundedMember(zf, info, label))  # type: ignore[arg-type]
+    return zf.open(info)
+
+
+class _BoundedMember:
+    """A bzip2 or LZMA member of ``zf`` read at most a chunk at a time, size and CRC checked; its errors
+    are zipfile's (``BadZipFile``), as ``zf.open``'s would be."""
+
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> None:
+        self._label = label
+        self._sink = _Sink(label, info, None)
+        reader = _PositionalReader(zf.fp.fileno())  # type: ignore[union-attr]  # its own position: never zipfile's
+        self._chunks = _content(zf, reader, info, self._sink, label)  # type: ignore[arg-type]
+        self._buffer = b""
+        self._done = False
+
+    def read(self, n: int) -> bytes:
+        try:
+            while len(self._buffer) < n and not self._done:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    self._done = True
+                    self._sink.finish()
+                else:
+                    self._buffer += chunk
+        except ArchiveError as exc:
+            raise zipfile.BadZipFile(str(exc).removeprefix(f"{self._label}: ").split("; ")[0]) from None
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
 
 
 def external_attr(entry: Entry) -> int:
