@@ -24,6 +24,7 @@ from detpack import policy
 from detpack.archive import gz
 from detpack.archive.detect import ArchiveKind, detect
 from detpack.archive.entry import READ_ERRORS, check_central_count, check_count
+from detpack.archive.zip import open_member
 from detpack.errors import ArchiveError
 
 _GZIP_FNAME = 0x08
@@ -230,7 +231,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                 zinfo = self._zip_index.info(member.index)
                 if zinfo.flag_bits & 0x1:  # zipfile's open() would raise RuntimeError, asking for a password
                     raise ArchiveError(f"{self.path}: member {member.name!r} is encrypted; its content cannot be read")
-                with self._zip.open(zinfo) as f:
+                with open_member(self._zip, zinfo, str(self.path)) as f:  # bzip2, LZMA: a chunk at a time
                     while chunk := f.read(1 << 20):
                         yield chunk
             elif self._tar is not None:

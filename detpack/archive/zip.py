@@ -141,7 +141,7 @@ def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, label: s
             "refusing the archive"
         )
     try:
-        with _open_member(zf, info, label) as f:  # at most its declared size, checked against its CRC; never
+        with open_member(zf, info, label) as f:  # at most its declared size, checked against its CRC; never
             data = f.read(info.file_size + 1)  # read() (that reads the whole compressed size at once)
     except READ_ERRORS as exc:
         why = f"cannot read the target of symlink {name!r} ({exc})"
@@ -158,15 +158,13 @@ def _same_member(zf: zipfile.ZipFile, a: zipfile.ZipInfo, b: zipfile.ZipInfo) ->
     ):
         return False
     try:
-        with _open_member(zf, a, "") as fa, _open_member(zf, b, "") as fb:
+        with open_member(zf, a, "") as fa, open_member(zf, b, "") as fb:
             return same_streams(fa, fb)
     except READ_ERRORS:
         return False
 
 
-def _open_member(
-    zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str
-) -> contextlib.AbstractContextManager[IO[bytes]]:
+def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> contextlib.AbstractContextManager[IO[bytes]]:
     """``zf.open(info)``, except for a bzip2 or LZMA member: zipfile decompresses each chunk it reads of
     those whole (a few hundred bytes of bzip2 make GiBs), so they are read a chunk at a time here."""
     if info.compress_type in _BOUNDED and not info.flag_bits & 0x61:
