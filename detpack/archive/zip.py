@@ -9,17 +9,15 @@ method: the output never carries the build machine's deflate.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import functools
 import hashlib
 import io
-import lzma
 import os
 import stat
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO, Final
 
@@ -42,6 +40,7 @@ from detpack.archive.entry import (
     same_streams,
 )
 from detpack.archive.pool import Pool
+from detpack.archive.zipdecode import BOUNDED, bounded
 from detpack.archive.zipmember import (
     INFLATE_ERROR,
     LOCAL_HEADER,
@@ -167,7 +166,7 @@ def _same_member(zf: zipfile.ZipFile, a: zipfile.ZipInfo, b: zipfile.ZipInfo) ->
 def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> contextlib.AbstractContextManager[IO[bytes]]:
     """``zf.open(info)``, except for a bzip2 or LZMA member: zipfile decompresses each chunk it reads of
     those whole (a few hundred bytes of bzip2 make GiBs), so they are read a chunk at a time here."""
-    if info.compress_type in _BOUNDED and not info.flag_bits & 0x61:
+    if info.compress_type in BOUNDED and not info.flag_bits & 0x61:
         return contextlib.nullcontext(_BoundedMember(zf, info, label))  # type: ignore[arg-type]
     return zf.open(info)
 
@@ -451,8 +450,8 @@ _HELD: Final = 8 << 20
 
 def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _Sink, label: str) -> Iterator[bytes]:
     """A member's uncompressed bytes in chunks, each fed to ``sink`` (which checks size and CRC)."""
-    if info.compress_type in _BOUNDED and not info.flag_bits & 0x60:  # not patched data, nor strong encryption
-        yield from _bounded(_BOUNDED[info.compress_type](), _raw_chunks(raw, info, label), sink, info, label)
+    if info.compress_type in BOUNDED and not info.flag_bits & 0x60:  # not patched data, nor strong encryption
+        yield from bounded(BOUNDED[info.compress_type](), _raw_chunks(raw, info, label), sink, info, label)
         return
     if info.compress_type not in RAW_METHODS:  # what zipfile says of the others (not supported)
         try:
@@ -488,64 +487,6 @@ def _content(src: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo, sink: _
         raise ArchiveError(f"{label}: member {info.filename!r} has a corrupt deflate stream ({exc})") from None
     if not d.eof:
         raise ArchiveError(f"{label}: member {info.filename!r} has a truncated deflate stream")
-
-
-class _ZipLzma:
-    """A zip's LZMA member (a 4-byte header: version, size of the properties; the properties; a raw
-    LZMA1 stream) decompressed at most ``max_length`` bytes at a time: zipfile's own reader has no
-    such bound, and LZMA turns a few KiB into hundreds of MiB in one call."""
-
-    def __init__(self) -> None:
-        self._head = b""
-        self._d: lzma.LZMADecompressor | None = None
-
-    @property
-    def eof(self) -> bool:
-        return self._d is not None and self._d.eof
-
-    @property
-    def needs_input(self) -> bool:
-        return self._d is None or self._d.needs_input
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        if self._d is None:
-            self._head += data
-            if len(self._head) < 4 or len(self._head) < 4 + int.from_bytes(self._head[2:4], "little"):
-                return b""
-            end = 4 + int.from_bytes(self._head[2:4], "little")
-            props = lzma._decode_filter_properties(lzma.FILTER_LZMA1, self._head[4:end])  # type: ignore[attr-defined]
-            self._d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[props])
-            data, self._head = self._head[end:], b""
-        return self._d.decompress(data, max_length)
-
-
-#: The other methods zipfile reads, decompressed here a chunk at a time (zipfile's reader decompresses
-#: each compressed chunk whole: a bzip2 member of a few KiB can make GiBs in one call).
-_BOUNDED: Final[dict[int, Callable[[], bz2.BZ2Decompressor | _ZipLzma]]] = {
-    zipfile.ZIP_BZIP2: bz2.BZ2Decompressor,
-    zipfile.ZIP_LZMA: _ZipLzma,
-}
-
-
-def _bounded(
-    d: bz2.BZ2Decompressor | _ZipLzma, chunks: Iterator[bytes], sink: _Sink, info: zipfile.ZipInfo, label: str
-) -> Iterator[bytes]:
-    """A bzip2 or LZMA member's bytes, at most a chunk at a time; its end marker is not required (as
-    zipfile, which stops at the member's compressed size): ``sink`` checks size and CRC."""
-    try:
-        for chunk in chunks:
-            if d.eof:  # bytes after the stream's end: read, never kept
-                continue
-            out = d.decompress(chunk, policy.CHUNK)
-            while True:
-                if out:
-                    sink.feed(out)
-                    yield out
-                if d.eof or d.needs_input:
-                    break
-                out = d.decompress(b"", policy.CHUNK)
-    except READ_ERRORS as exc:
-        raise ArchiveError(f"{label}: cannot read member {info.filename!r} ({exc})") from None
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
