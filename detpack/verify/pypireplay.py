@@ -62,22 +62,18 @@ def _metadata(wheel: Path) -> bytes:
         return b""
 
 
-def old_writer(wheel: Path) -> bool:
-    """Whether the published METADATA writes a ``Requires-Dist`` as ``name (spec)`` (wheel 0.40 and older)."""
-    from detpack.verify.causes import unparenthesized
-
-    return any(unparenthesized(line) != line for line in _metadata(wheel).splitlines())
-
-
 def metadata_writers(generator: str, published: Path, rebuilt: Path) -> tuple[tuple[str, ...], str]:
     """The ``wheel`` releases to install beside setuptools (its bdist_wheel then writes METADATA with theirs),
     each tried in turn, and why, in words: from how the published METADATA writes ``Requires-Dist`` against
     the rebuild's. Nothing for a wheel setuptools did not write."""
     if not generator.startswith("setuptools"):
         return (), ""
-    if old_writer(published):
+    from detpack.verify.causes import unparenthesized
+
+    theirs = _metadata(published).splitlines()  # read once: both questions are asked of it
+    if any(unparenthesized(line) != line for line in theirs):
         return OLD_METADATA_WRITERS, "the published METADATA writes 'name (spec)'"
-    theirs, ours = _metadata(published).splitlines(), _metadata(rebuilt).splitlines()
+    ours = _metadata(rebuilt).splitlines()
     unspaced = any(_UNSPACED.match(x) for x in theirs) and not any(_SPACED.match(x) for x in theirs)
     if unspaced and any(_SPACED.match(y) for y in ours):
         return (NEWER_METADATA_WRITER,), "the published METADATA writes 'name>=1', this build's 'name >=1'"
