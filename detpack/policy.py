@@ -197,6 +197,7 @@ class Limits:
     max_ratio: int = 1000  # uncompressed/compressed, for members above ratio_floor
     ratio_floor: int = 16 << 20
     max_name_bytes: int = 4096
+    max_metadata_bytes: int = 64 << 20  # one member read whole: METADATA, WHEEL, RECORD, PKG-INFO
 
     @classmethod
     def parse(cls, items: Sequence[str]) -> Limits:

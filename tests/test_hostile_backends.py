@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -218,6 +219,44 @@ def test_native_notes_a_hook_replaced_are_not_read(kind: str, tmp_path: Path, wh
     code, _, err = _build(src, out, wheelhouse, timeout=180)
     assert code == 0, err  # notes that are not regular files are no notes: the build is harmless
     assert b"SECRET-NOTE" not in _everything(out)
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("metadata-symlink", "not a regular file"),  # the METADATA the hook prepared, a link to a host file
+        ("metadata-fifo", "not a regular file"),  # a reader hangs
+        ("metadata-escape", "outside"),  # the hook's answer names a host directory holding a METADATA
+        ("metadata-wheel-symlink", "not a regular file"),  # no prepare hook; the built wheel, a link to a host wheel
+        ("metadata-wheel-bomb", "max_metadata_bytes"),  # no prepare hook; the wheel's METADATA, a bzip2 bomb
+    ],
+)
+def test_the_metadata_a_hook_prepares_is_read_from_the_build_root_only(
+    kind: str, said: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    """``build --metadata`` reads what the hook left: never through a link, a FIFO or a path its answer names
+    outside the build root, and never more than a metadata file may hold (a wheel's member read whole)."""
+    host = tmp_path / "host"
+    (host / "fx_hostile-1.0.dist-info").mkdir(parents=True)
+    secret = "Metadata-Version: 2.1\nName: SECRET-METADATA-3c9d\nVersion: 1.0\n"
+    (host / "METADATA").write_text(secret)
+    victim_wheel = host / "fx_hostile-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(victim_wheel, "w") as zf:
+        zf.writestr("fx_hostile-1.0.dist-info/METADATA", secret)
+    src = _project(tmp_path, kind, victim=str(host / "METADATA"), victim_wheel=str(victim_wheel))
+    argv = [DETPACK, "build", src, "--metadata", "--find-links", wheelhouse, "--offline", "--no-cache"]
+    rusage = "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); " + (
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)"
+    )
+    try:
+        r = run([sys.executable, "-c", rusage, *argv], timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("build --metadata hung on a FIFO the hook left")
+    *lines, peak = r.stderr.strip().splitlines()
+    assert "SECRET-METADATA" not in r.stdout + r.stderr
+    line = _one_line_refusal(r.code, "\n".join(lines))
+    assert said in line and "METADATA" in line, line
+    assert int(peak) < 200_000, f"{int(peak) >> 10} MiB at the peak"
 
 
 def test_clean_up_never_changes_a_mode_through_a_link(wheelhouse: Path) -> None:

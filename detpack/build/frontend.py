@@ -23,12 +23,13 @@ import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
 from packaging.requirements import InvalidRequirement, Requirement
 
+from detpack import policy
 from detpack.build import deps, installerrors, provision, sandbox, untrusted
 from detpack.build.config import ConfigSettings, Distribution, FrontendSettings
 from detpack.build.deps import InstalledDependency, Installer, Provisioner
 from detpack.build.environment import Runner
 from detpack.build.source import tree_digest
-from detpack.errors import BackendError, ConfigError, HookError, InputError
+from detpack.errors import ArchiveError, BackendError, ConfigError, HookError, InputError
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,8 @@ def wheel_metadata(
         if settings.isolation:
             with provision.provisioned(env_dir, settings.install, runner, label) as env:
                 builder, _ = _provision(env, srcdir, ("wheel",), runner, settings, backend, label)
-                return _read_metadata(builder, env_dir.parent / "metadata")
-        return _read_metadata(ProjectBuilder(srcdir, runner=runner), env_dir.parent / "metadata")
+                return _read_metadata(builder, env_dir.parent, settings, backend, label)
+        return _read_metadata(ProjectBuilder(srcdir, runner=runner), env_dir.parent, settings, backend, label)
 
 
 def resolve_requirements(
@@ -256,9 +257,50 @@ def check_output(raw: RawArtifact, outdir: Path, project: Path) -> None:
         raise BackendError(f"{project}: {exc.message}") from None
 
 
-def _read_metadata(builder: ProjectBuilder, where: Path) -> bytes:
-    where.mkdir(parents=True, exist_ok=True)
-    return (Path(builder.metadata_path(where)) / "METADATA").read_bytes()
+def _read_metadata(builder: ProjectBuilder, root: Path, settings: FrontendSettings, backend: str, label: Path) -> bytes:
+    """The METADATA the backend prepares in ``root/metadata`` or, without that hook, the one of the wheel it
+    builds there. Not ``build``'s ``metadata_path``: it reads whatever directory the hook's answer names and
+    unpacks the hook's wheel (a link to a host file, a bomb) on the host. Here the answer must name a
+    directory in the one given, every path is read as ``untrusted`` says, and the wheel's member as
+    ``archive.small`` does."""
+    where = untrusted.fresh_dir(root, root / "metadata")
+    what = f"the metadata of backend {backend!r}"
+    try:
+        prepared = builder.prepare("wheel", where, settings.config_settings)
+        if prepared is None:  # no prepare_metadata_for_build_wheel: the wheel it builds has it
+            wheel = Path(builder.build("wheel", where, settings.config_settings))
+            if wheel.parent != where or wheel.name in ("", ".", ".."):
+                raise BackendError(f"{label}: backend {backend!r} named {str(wheel)!r} as its wheel, outside "
+                                   "the directory it was given")  # fmt: skip
+            untrusted.plain_file(root, wheel, f"the wheel of backend {backend!r} (built for its METADATA)")
+            return _wheel_metadata(wheel, label)
+        path = Path(prepared)
+        if path.parent != where or path.name in ("", ".", ".."):
+            raise BackendError(f"{label}: backend {backend!r} named {prepared!r} as its metadata directory, outside "
+                               "the directory it was given; refusing to read its METADATA")  # fmt: skip
+        metadata = untrusted.plain_file(root, path / "METADATA", what)
+        limit = policy.DEFAULT_LIMITS.max_metadata_bytes
+        data = untrusted.read_plain(metadata, limit + 1)
+    except untrusted.NotPlain as exc:
+        raise BackendError(f"{label}: {exc.message}") from None
+    if data is None:
+        raise BackendError(f"{label}: {what}: METADATA is not a regular file; refusing to read it")
+    if len(data) > limit:
+        raise BackendError(f"{label}: {what}: METADATA holds more than {limit} bytes (limit max_metadata_bytes)")
+    return data
+
+
+def _wheel_metadata(wheel: Path, label: Path) -> bytes:
+    from detpack.archive.small import dist_info_member, open_zip_small
+
+    try:
+        with open_zip_small(wheel) as zf:
+            data = dist_info_member(zf, "METADATA", f"{label}: the wheel {wheel.name}")
+    except ArchiveError as exc:
+        raise BackendError(exc.message) from None
+    if not data:
+        raise BackendError(f"{label}: the wheel {wheel.name} has no one .dist-info/METADATA")
+    return data
 
 
 def _cause(exc: BuildBackendException) -> str:
