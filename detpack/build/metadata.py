@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,11 +42,11 @@ def project_metadata(
 
 
 def _read_wheel_metadata(wheel: Path) -> bytes:
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-            if len(names) != 1:
-                raise ArchiveError(f"{wheel}: not a valid wheel: expected one .dist-info/METADATA, found {len(names)}")
-            return zf.read(names[0])
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError(f"{wheel}: corrupt or unreadable wheel ({exc})") from None
+    """A given wheel's METADATA, read as ``archive.small`` reads a member of a hostile archive."""
+    from detpack.archive.small import dist_info_member, open_zip_small
+
+    with open_zip_small(wheel) as zf:
+        data = dist_info_member(zf, "METADATA", str(wheel))
+    if not data:
+        raise ArchiveError(f"{wheel}: not a valid wheel: expected one top-level .dist-info/METADATA")
+    return data

@@ -26,7 +26,6 @@ import json
 import tarfile
 import uuid
 import warnings
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from packaging.utils import canonicalize_name
 
 from detpack import __version__
 from detpack.archive.entry import READ_ERRORS
+from detpack.archive.small import dist_info_member, open_zip_small, tar_member
 from detpack.digest import canonical_json, file_sha256
 from detpack.errors import InputError
 from detpack.provenance.reader import Provenance, record_stem
@@ -109,17 +109,15 @@ def project_facts(artifact: Path, wheel: bool | None = None) -> ProjectFacts:
 def _metadata_bytes(artifact: Path, wheel: bool) -> bytes:
     try:
         if wheel:
-            with zipfile.ZipFile(artifact) as zf:
-                names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-                if len(names) == 1:
-                    return zf.read(names[0])
+            with open_zip_small(artifact) as zf:
+                found = dist_info_member(zf, "METADATA", str(artifact))
+                if found:
+                    return found
         elif artifact.name.endswith((".tar.gz", ".tgz")):
             with tarfile.open(artifact, "r:gz") as tf:
                 for info in tf:
                     if info.isfile() and info.name.count("/") == 1 and info.name.endswith("/PKG-INFO"):
-                        member = tf.extractfile(info)
-                        if member is not None:
-                            return member.read(1 << 20)
+                        return tar_member(tf, info, str(artifact))
         else:
             raise InputError(f"{artifact}: not a wheel or an sdist; the SBOM reads a Python artifact's metadata")
     except READ_ERRORS as exc:
@@ -210,7 +208,7 @@ def in_wheel(wheel: Path, definition: Mapping[str, Any]) -> list[tuple[str, byte
 
 def _dist_info(wheel: Path) -> str:
     try:
-        with zipfile.ZipFile(wheel) as zf:
+        with open_zip_small(wheel) as zf:
             found = {n.split("/")[0] for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/WHEEL")}
     except READ_ERRORS as exc:
         raise InputError(f"{wheel}: cannot read the wheel ({exc})") from None

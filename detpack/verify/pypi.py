@@ -19,8 +19,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
-import re
-import sys
 import tarfile
 import tempfile
 import time
@@ -28,12 +26,10 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from plumbum import local
-from plumbum.commands.processes import ProcessExecutionError
+from typing import Any
 
 from detpack import policy
+from detpack.archive.small import open_zip_small
 from detpack.build.environment import LineSink
 from detpack.digest import CHUNK, canonical_json, file_sha256
 from detpack.errors import ConfigError, InputError
@@ -41,7 +37,7 @@ from detpack.provenance import attestation, reader
 from detpack.verify import pypibuild, pypireplay
 from detpack.verify.causes import BACKEND_VERSION, CLOCK, NOT_IN_SDIST, SDIST_LAYOUT
 from detpack.verify.compare import Difference, FileComparison
-from detpack.verify.index import fetch_sdist, index_url, project_files, release_wheels
+from detpack.verify.index import fetch_sdist, fetch_wheel, index_url, project_files, release_wheels
 from detpack.verify.publisher import CLOCK_SPREAD, backend_pins, comparable_here, is_pure, wheel_facts, wheel_tag
 from detpack.verify.pypibuild import Built, Fetch, How, Rebuild, Verdict, as_of
 
@@ -97,43 +93,6 @@ def record_problems(wheel: Path) -> tuple[str, ...]:
     return tuple(problems)
 
 
-#: pip's lines that say why, most telling first.
-_WHY = (
-    re.compile(r"No matching distribution found for .*"),
-    re.compile(r"Could not find a version that satisfies the requirement .*"),
-    re.compile(r"(?:ERROR: )?(?!Ignored the following)[A-Z].*(?:error|Error|failed).*"),
-)
-
-
-def _why(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "WARNING" not in ln]
-    for pattern in _WHY:
-        for line in lines:
-            m = pattern.search(line)
-            if m and "Ignored the following yanked" not in line:
-                return m.group(0)
-    return lines[-1] if lines else "pip failed"
-
-
-def _download(spec: str, dest: Path, kind: Literal["pure wheel", "wheel"], fetch: Fetch) -> list[Path]:
-    """A published wheel, through pip (the user's index settings apply; a wheel runs nothing)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    before = set(dest.iterdir())
-    flags = {
-        # The platform-independent wheel when the release has one (what a pure rebuild can match).
-        "pure wheel": ["--only-binary", ":all:", "--platform", "any", "--implementation", "py", "--abi", "none"],
-        "wheel": ["--only-binary", ":all:"],
-    }[kind]
-    try:
-        pip = local[sys.executable]["-m", "pip", "download", "--no-deps", *fetch.pip_flags(), *flags]
-        pip["-d", str(dest), spec]()
-    except ProcessExecutionError as exc:
-        raise InputError(f"{spec}: cannot download its {kind} ({_why(str(exc.stderr))})") from None
-    # What this download added, or (pip skips a file already there) what matches it by name.
-    got = sorted(set(dest.iterdir()) - before)
-    return got or sorted(dest.iterdir())
-
-
 def rebuild_pypi(
     spec: str,
     *,
@@ -170,13 +129,10 @@ def _fetch_release(spec: str, published: Path, fetch: Fetch, step: LineSink) -> 
     listed = release_wheels(name.strip(), version.strip(), find_links=fetch.find_links, offline=fetch.offline)
     comparable_here(spec, listed)
     step(f"downloading {spec} (sdist and wheel) {where}")
-    # Not through pip: pip prepares an sdist's metadata, running its backend (and whatever that
-    # builds first); the file, checked against the index's sha256, is all a rebuild needs.
+    # Not through pip: pip prepares an sdist's metadata, running its backend (and whatever that builds
+    # first), and parses a wheel's whole; the files, checked against the index's sha256, are all a rebuild needs.
     sdists = [fetch_sdist(name.strip(), version.strip(), published, find_links=fetch.find_links, offline=fetch.offline)]
-    try:
-        wheels = [p for p in _download(spec, published, "pure wheel", fetch) if p.suffix == ".whl"]
-    except InputError:
-        wheels = [p for p in _download(spec, published, "wheel", fetch) if p.suffix == ".whl"]
+    wheels = [fetch_wheel(name.strip(), version.strip(), published, find_links=fetch.find_links, offline=fetch.offline)]
     if not sdists:
         raise InputError(f"{spec}: the index has no .tar.gz sdist for this release")
     return sdists[0], wheels
@@ -287,7 +243,7 @@ def build_time_causes(comparison: FileComparison | None, wheel: Path) -> FileCom
     build time (a fresh checkout or copy), not unpacked from this sdist with their times (mistral-common)."""
     if comparison is None or not any(d.attribute == "date_time" and d.cause is None for d in comparison.differences):
         return comparison
-    with zipfile.ZipFile(wheel) as zf:
+    with open_zip_small(wheel) as zf:
         stamps = {
             calendar.timegm((*i.date_time, 0, 0, 0))
             for i in zf.infolist()

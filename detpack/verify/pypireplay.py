@@ -13,13 +13,13 @@ import dataclasses
 import re
 import shutil
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from detpack import policy
+from detpack.archive.small import dist_info_member, open_zip_small, zip_member
 from detpack.build.environment import LineSink
-from detpack.errors import DetpackError, InputError
+from detpack.errors import ArchiveError, DetpackError, InputError
 from detpack.verify import filetimes, pypibuild
 from detpack.verify.publisher import (
     PublisherClock,
@@ -55,10 +55,9 @@ _UNSPACED = re.compile(rb"^Requires-Dist: [A-Za-z0-9._-]+(\[[^\]]*\])?[<>=!~]")
 
 def _metadata(wheel: Path) -> bytes:
     try:
-        with zipfile.ZipFile(wheel) as zf:
-            names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-            return zf.read(names[0]) if len(names) == 1 else b""
-    except (OSError, zipfile.BadZipFile, KeyError):
+        with open_zip_small(wheel) as zf:
+            return dist_info_member(zf, "METADATA", str(wheel))
+    except ArchiveError:
         return b""
 
 
@@ -261,10 +260,10 @@ _POLICY_RANGE = re.compile(rb"cmake_policy\(VERSION [0-9.]+\.\.\.3\.(\d+)\)")
 def cmake_series(wheel: Path) -> str | None:
     """The CMake release series that wrote the published wheel's exported targets file, as a
     version specifier for scikit-build-core's ``cmake.version`` (``==3.31.*``), or None."""
-    with zipfile.ZipFile(wheel) as zf:
+    with open_zip_small(wheel) as zf:
         for info in zf.infolist():
             if info.filename.endswith("Targets.cmake") and info.file_size < 1 << 20:
-                found = _POLICY_RANGE.search(zf.read(info))
+                found = _POLICY_RANGE.search(zip_member(zf, info, str(wheel)))
                 if found is not None:
                     minor = int(found[1]) + 2
                     return f"==3.{minor}.*" if minor <= 31 else ">=4"
