@@ -1,7 +1,7 @@
 """``detpack rebuild --pypi NAME==VERSION``: check a published release against a local rebuild.
 
-Fetch the release's sdist from the index's listing (sha256 checked; nothing of it is run, see
-``verify.index``) and its wheel through pip (the user's index settings apply), read the backend
+Fetch the release's sdist and wheel from the index's listing (sha256 checked; nothing of them is run or
+parsed on the way, see ``verify.index``; the user's index settings apply), read the backend
 and its version from the wheel's ``WHEEL`` ``Generator:`` line (and what it implies), take the
 epoch from the wheel's newest entry time, rebuild the wheel from the sdist in the controlled
 environment with that backend pinned, keep the backend's bytes (no normalization: the
@@ -124,7 +124,7 @@ def rebuild_pypi(
 
 def _fetch_release(spec: str, published: Path, fetch: Fetch, step: LineSink) -> tuple[Path, list[Path]]:
     """The release's sdist and its wheels (the pure one when there is one), downloaded into ``published``."""
-    where = f"from --find-links {', '.join(str(d) for d in fetch.find_links)}" if fetch.offline else "with pip"
+    where = f"from --find-links {', '.join(str(d) for d in fetch.find_links)}" if fetch.offline else "from the index"
     name, _, version = spec.partition("==")
     listed = release_wheels(name.strip(), version.strip(), find_links=fetch.find_links, offline=fetch.offline)
     comparable_here(spec, listed)
