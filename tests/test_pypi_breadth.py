@@ -232,3 +232,40 @@ def test_license_files_or_extras_in_another_order_are_named_as_listing_order() -
     assert causes.explain_content("x-1.dist-info/METADATA", crossed, ours)[0] != causes.LISTING_ORDER
     other = ours.replace(b"Text", b"Other")
     assert causes.explain_content("x-1.dist-info/METADATA", theirs, other)[0] != causes.LISTING_ORDER
+
+
+def _sdist_with(tmp_path: Path, pyproject: str | None) -> Path:
+    sdist = tmp_path / "old-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tf:
+        files = {"old-1.0/setup.py": "from setuptools import setup\nsetup()\n"}
+        if pyproject is not None:
+            files["old-1.0/pyproject.toml"] = pyproject
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tf.addfile(info, io.BytesIO(text.encode()))
+    return sdist
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "uploaded", "said"),
+    [
+        (None, "2018-07-30", True),  # google-cloud 0.34.0: no pyproject.toml
+        ("[tool.black]\nline-length = 99\n", "2018-07-30", True),  # a pyproject.toml without [build-system]
+        ('[build-system]\nrequires = ["setuptools>=30"]\n', "2018-07-30", False),  # it names its own
+        (None, "2019-03-01", False),  # setuptools 40.8.0 was on the index by then
+    ],
+)
+def test_a_release_from_before_the_pep517_fallback_says_why_it_is_not_rebuilt(
+    pyproject: str | None, uploaded: str, said: bool, tmp_path: Path
+) -> None:
+    import calendar
+
+    from detpack.verify.pypi import before_the_fallback
+
+    when = calendar.timegm(time.strptime(uploaded, "%Y-%m-%d"))
+    why = before_the_fallback("old==1.0", when, _sdist_with(tmp_path, pyproject))
+    assert (why is not None) == said, why
+    if why is not None:
+        assert why.startswith(f"old==1.0: not rebuilt as of its upload ({uploaded}): its sdist names no build")
+        assert "setuptools>=40.8.0" in why and "\n" not in why

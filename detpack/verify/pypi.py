@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from detpack import policy
-from detpack.archive.small import open_zip_small
+from detpack.archive.small import open_zip_small, tar_member
 from detpack.build.environment import LineSink
 from detpack.digest import CHUNK, canonical_json, file_sha256
-from detpack.errors import ConfigError, InputError
+from detpack.errors import BackendError, ConfigError, DetpackError, InputError
 from detpack.provenance import attestation, reader
 from detpack.verify import pypibuild, pypireplay
 from detpack.verify.causes import BACKEND_VERSION, CLOCK, NOT_IN_SDIST, SDIST_LAYOUT
@@ -155,7 +155,15 @@ def _check_wheel(rebuild: Rebuild, wheel: Path, step: LineSink) -> WheelCheck:
     when = "SOURCE_DATE_EPOCH unset" if epoch is None else f"SOURCE_DATE_EPOCH={epoch}"
     step(f"rebuilding {wheel.name} from {rebuild.sdist.name} with {', '.join(pins) or 'the newest backend'}, {when}")
     how = How(constraints, epoch)
-    built, how, switch = pypireplay.matching_name(rebuild, wheel, how, pypibuild.rebuild_wheel(rebuild, how), step)
+    try:
+        first = pypibuild.rebuild_wheel(rebuild, how)
+    except BackendError as exc:
+        installing = "installing the build requirements" in exc.message
+        why = before_the_fallback(rebuild.spec, uploaded, rebuild.sdist) if installing and uploaded else None
+        if why is None:
+            raise
+        raise InputError(why) from None
+    built, how, switch = pypireplay.matching_name(rebuild, wheel, how, first, step)
     if built.path.name != wheel.name:
         raise InputError(f"{rebuild.spec}: {name_mismatch(wheel.name, built.path.name, generator)}")
     outcome = pypibuild.judge(wheel, built.path)
@@ -280,6 +288,40 @@ def _rebuilder_of(built: Built) -> Mapping[str, Any] | None:
             digest = hashlib.sha256(canonical_json(definition)).hexdigest()
             return attestation.rebuilder_environment(record.statement, digest)
     return None
+
+
+#: When setuptools 40.8.0 reached the index: the first with ``build_meta:__legacy__``, the backend PEP 517
+#: gives a project that names no build requirements, with ``setuptools>=40.8.0``.
+LEGACY_FALLBACK_SINCE = calendar.timegm((2019, 2, 5, 0, 0, 0))
+
+
+def before_the_fallback(spec: str, uploaded: int, sdist: Path) -> str | None:
+    """Why a release uploaded before ``LEGACY_FALLBACK_SINCE`` whose sdist names no build requirements cannot
+    be rebuilt as of its upload (the index then had no setuptools a PEP 517 build of it may use), or None."""
+    if uploaded >= LEGACY_FALLBACK_SINCE or _names_build_requirements(sdist):
+        return None
+    day = time.strftime("%Y-%m-%d", time.gmtime(uploaded))
+    return (
+        f"{spec}: not rebuilt as of its upload ({day}): its sdist names no build requirements (no [build-system] "
+        "requires in a pyproject.toml), so a PEP 517 build needs setuptools>=40.8.0, which the index did not have "
+        "before 2019-02-05; a newer setuptools would not be the publisher's build (rebuild it with the tools of its "
+        "time, e.g. detpack build --toolchain with an image of then)"
+    )
+
+
+def _names_build_requirements(sdist: Path) -> bool:
+    """Whether the sdist's top-level pyproject.toml has ``[build-system] requires`` (unreadable: assumed so)."""
+    import tomllib
+
+    try:
+        with tarfile.open(sdist) as tf:
+            for info in tf:
+                if info.isfile() and info.name.count("/") == 1 and info.name.endswith("/pyproject.toml"):
+                    table = tomllib.loads(tar_member(tf, info, str(sdist)).decode("utf-8")).get("build-system")
+                    return isinstance(table, dict) and "requires" in table
+    except (DetpackError, tarfile.TarError, OSError, EOFError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True
+    return False
 
 
 def upload_time(spec: str, wheel: Path, step: LineSink) -> int | None:
