@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from detpack import policy
-from detpack.archive.entry import READ_ERRORS, check_central_count, check_count
-from detpack.archive.zip import open_member
+from detpack.archive.entry import READ_ERRORS, check_count
+from detpack.archive.zip import open_member, open_source
 from detpack.errors import ArchiveError
 
 #: What reading one member can raise besides ``READ_ERRORS``: an encrypted member (RuntimeError).
@@ -32,19 +32,9 @@ _MEMBER_ERRORS: tuple[type[BaseException], ...] = (*READ_ERRORS, RuntimeError)
 @contextlib.contextmanager
 def open_zip_small(path: Path, limits: policy.Limits = policy.DEFAULT_LIMITS) -> Iterator[zipfile.ZipFile]:
     """``path`` as a zip to read a few small members of; its central entries counted before zipfile parses them."""
-    try:
-        raw = path.open("rb")
-    except OSError as exc:
-        raise ArchiveError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    with raw:
-        check_central_count(raw, str(path), limits)
-        try:
-            zf = zipfile.ZipFile(raw)
-        except READ_ERRORS as exc:
-            raise ArchiveError(f"{path}: corrupt or truncated zip archive ({exc})") from None
-        with zf:
-            check_count(len(zf.infolist()), str(path), limits)
-            yield zf
+    with open_source(path, limits) as (zf, _):
+        check_count(len(zf.infolist()), str(path), limits)
+        yield zf
 
 
 def _too_big(label: str, name: str, size: int, limits: policy.Limits) -> ArchiveError:
