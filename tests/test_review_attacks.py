@@ -6,6 +6,7 @@ Run in-process (``detpack.cli.main``, the library): the code under test is this 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,17 @@ def test_build_metadata_with_an_env_dir_leaves_the_folder_beside_it_alone(
     out, err = capsys.readouterr()
     assert (mine / "keep.txt").read_text() == "the user's"
     assert code == 0 and '"name": "fx-flit"' in out, err
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["metadata-nul", "metadata-wheel-nul"])
+def test_a_hook_answer_holding_a_nul_is_one_line(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A NUL in the directory (or wheel) name the hook answers: ``os.lstat`` raises ValueError, a traceback
+    (exit 3) instead of a refusal."""
+    require_tool("bwrap")
+    src = materialize(FIXTURES / "hostile-backend", tmp_path / "src", 0o022)
+    (src / "_backend" / "attack.json").write_text(json.dumps({"kind": kind}))
+    code = main(["build", str(src), "--metadata", "--find-links", str(WHEELHOUSE), "--offline", "--no-cache"])
+    line = _one_line(code, capsys.readouterr().err)
+    assert "NUL" in line and str(src) in line, line
