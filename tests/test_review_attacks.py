@@ -7,12 +7,16 @@ Run in-process (``detpack.cli.main``, the library): the code under test is this 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from packaging.tags import sys_tags
 
 from conftest import FIXTURES, WHEELHOUSE, materialize, require_tool
 from detpack.cli import main
+from detpack.errors import InputError
+from detpack.verify import index
 
 
 def _one_line(code: int, err: str) -> str:
@@ -53,3 +57,39 @@ def test_a_hook_answer_holding_a_nul_is_one_line(kind: str, tmp_path: Path, caps
     code = main(["build", str(src), "--metadata", "--find-links", str(WHEELHOUSE), "--offline", "--no-cache"])
     line = _one_line(code, capsys.readouterr().err)
     assert "NUL" in line and str(src) in line, line
+
+
+def _links(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "links"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b"PK\x05\x06" + bytes(18))
+    return folder
+
+
+def test_a_pure_wheel_this_interpreter_cannot_take_does_not_hide_a_platform_wheel(tmp_path: Path) -> None:
+    """pip (``--platform any`` failing, then ``--only-binary :all:``) took the platform wheel when the pure one
+    is for Python 2 only; ``fetch_wheel`` refused the release."""
+    platform = f"fx_x-1.0-{next(iter(sys_tags()))}.whl"  # the tag this interpreter ranks first
+    folder = _links(tmp_path, "fx_x-1.0-py2-none-any.whl", platform)
+    got = index.fetch_wheel("fx_x", "1.0", tmp_path / "dest", find_links=[folder], offline=True)
+    assert got.name == platform
+
+
+@pytest.mark.parametrize("what", ["fifo", "dir", "dangling"])
+def test_a_wheel_in_find_links_that_is_not_a_file_is_not_fetched_from_the_index_offline(
+    what: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``--find-links`` entry named like the wheel but not a regular file: ``fetch_wheel`` asked the index
+    even ``--offline`` (and, when the index did not list it, ended in StopIteration: a traceback)."""
+    folder = _links(tmp_path)
+    odd = folder / "fx_x-1.0-py3-none-any.whl"
+    {"fifo": lambda: os.mkfifo(odd), "dir": odd.mkdir, "dangling": lambda: odd.symlink_to("nowhere")}[what]()
+
+    def no_index(*_: object) -> None:
+        raise AssertionError("offline, the index was asked")
+
+    monkeypatch.setattr(index, "project_files", no_index)
+    with pytest.raises(InputError, match="no published wheel") as info:
+        index.fetch_wheel("fx_x", "1.0", tmp_path / "dest", find_links=[folder], offline=True)
+    assert "\n" not in info.value.message
