@@ -6,16 +6,19 @@ Run in-process (``detpack.cli.main``, the library): the code under test is this 
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
 from packaging.tags import sys_tags
 
 from conftest import FIXTURES, WHEELHOUSE, materialize, require_tool
+from detpack.archive.entry import MAX_TAR_HEADER
 from detpack.cli import main
-from detpack.errors import InputError
+from detpack.errors import DetpackError, InputError
 from detpack.verify import index
 
 
@@ -93,3 +96,53 @@ def test_a_wheel_in_find_links_that_is_not_a_file_is_not_fetched_from_the_index_
     with pytest.raises(InputError, match="no published wheel") as info:
         index.fetch_wheel("fx_x", "1.0", tmp_path / "dest", find_links=[folder], offline=True)
     assert "\n" not in info.value.message
+
+
+def _header_bomb(path: Path, kind: bytes, size: int = 16 << 20) -> Path:
+    """An sdist whose first header is a pax (or GNU long-name) header of ``size`` bytes, then its PKG-INFO:
+    gzip makes the header a few hundred KiB; tarfile reads it whole (and parses it) before the member."""
+    body = b" comment=" + b"A" * (size - 40) + b"\n"
+    record = str(len(body) + 9).encode() + body if kind == tarfile.XHDTYPE else b"A" * size
+    head = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    head.type, head.size = kind, len(record)
+    pkg = b"Metadata-Version: 2.1\nName: fx-x\nVersion: 1.0\n"
+    info = tarfile.TarInfo("fx_x-1.0/PKG-INFO")
+    info.size = len(pkg)
+    with gzip.open(path, "wb") as gz:
+        gz.write(head.tobuf(tarfile.USTAR_FORMAT))
+        gz.write(record + bytes(-len(record) % 512))
+        gz.write(info.tobuf(tarfile.USTAR_FORMAT) + pkg + bytes(-len(pkg) % 512) + bytes(1024))
+    return path
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME], ids=["pax", "gnu-longname"])
+@pytest.mark.parametrize("reader", ["sbom", "inspect_source", "unpack_sdist", "publisher"])
+def test_a_tar_header_bomb_is_refused_before_it_is_read(
+    reader: str, kind: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile sdist (``rebuild --pypi``'s, the SBOM's, ``build``'s input) whose header declares 16 MiB:
+    refused in one line naming the sdist, not read whole (a 1 MB sdist made the SBOM's reader hold 3 GB)."""
+    from detpack.build.source import inspect_source
+    from detpack.build.workspace import unpack_sdist
+    from detpack.sbom import project_facts
+    from detpack.verify.publisher import sdist_modes_kept
+
+    sdist = _header_bomb(tmp_path / "fx_x-1.0.tar.gz", kind)
+
+    def read_whole(*_: object) -> None:
+        raise AssertionError("the header was read whole")
+
+    for method in ("_proc_pax", "_proc_gnulong"):  # tarfile's readers of such a header, whole
+        monkeypatch.setattr(tarfile.TarInfo, method, read_whole)
+    if reader == "publisher":  # its facts are hints: an unreadable sdist shows none
+        assert not sdist_modes_kept(sdist, sdist)
+        return
+    call = {
+        "sbom": lambda: project_facts(sdist, False),
+        "inspect_source": lambda: inspect_source(sdist),
+        "unpack_sdist": lambda: unpack_sdist(sdist, tmp_path / "out", sdist),
+    }[reader]
+    with pytest.raises(DetpackError) as info:
+        call()
+    assert str(sdist) in info.value.message and "\n" not in info.value.message, info.value.message
+    assert f"more than {MAX_TAR_HEADER}" in info.value.message, info.value.message
