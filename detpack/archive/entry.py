@@ -44,6 +44,31 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeDecodeError,
 )
 
+#: The most a pax or GNU long-name header may hold: tarfile reads one whole, and parses it, before it yields
+#: the member it describes (a few hundred bytes of gzip make a GiB header). A name holds 4,096 bytes at most.
+MAX_TAR_HEADER: Final = 1 << 20
+_TAR_HEADER_TYPES: Final = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """``tarfile.open(..., tarinfo=BoundedTarInfo)``: a pax or GNU long-name header of more than
+    ``MAX_TAR_HEADER`` bytes refused (``tarfile.ReadError``) before tarfile reads it whole."""
+
+    def _proc_member(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _TAR_HEADER_TYPES and self.size > MAX_TAR_HEADER:
+            raise tarfile.ReadError(
+                f"a header of {self.size} bytes (type {self.type!r}, more than {MAX_TAR_HEADER}); refusing a likely "
+                "archive bomb"
+            )
+        return super()._proc_member(tf)  # type: ignore[misc,no-any-return]
+
+
 #: How to accept an archive holding two different members under one name.
 DUPLICATES_HINT = "detpack normalize --duplicates last does the same"
 

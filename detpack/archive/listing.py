@@ -23,7 +23,7 @@ from typing import IO, Any
 from detpack import policy
 from detpack.archive import gz
 from detpack.archive.detect import ArchiveKind, detect
-from detpack.archive.entry import READ_ERRORS, check_central_count, check_count
+from detpack.archive.entry import READ_ERRORS, BoundedTarInfo, check_central_count, check_count
 from detpack.archive.zip import open_member
 from detpack.errors import ArchiveError
 
@@ -202,7 +202,7 @@ class ArchiveView(contextlib.AbstractContextManager["ArchiveView"]):
                     raw.seek(0)
                 else:
                     raw = self._stack.enter_context(path.open("rb"))
-                self._tar = self._stack.enter_context(tarfile.open(fileobj=raw, mode="r:"))  # noqa: SIM115
+                self._tar = self._stack.enter_context(tarfile.open(fileobj=raw, mode="r:", tarinfo=BoundedTarInfo))  # noqa: SIM115
                 members = _tar_members(self._tar, str(path))
             else:
                 header = _gzip_header(path)

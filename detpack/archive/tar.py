@@ -23,6 +23,7 @@ from detpack import policy
 from detpack.archive.entry import (
     DUPLICATES_HINT,
     READ_ERRORS,
+    BoundedTarInfo,
     Entry,
     check_count,
     check_link_target,
@@ -49,7 +50,7 @@ Opener = Callable[[], AbstractContextManager[BinaryIO]]
 
 def open_tar(fileobj: BinaryIO, label: str) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=fileobj, mode="r:")
+        return tarfile.open(fileobj=fileobj, mode="r:", tarinfo=BoundedTarInfo)
     except READ_ERRORS as exc:
         raise ArchiveError(f"{label}: corrupt or truncated tar archive ({exc})") from None
 

@@ -124,15 +124,16 @@ def build_distribution(
 
 
 def wheel_metadata(
-    srcdir: Path, *, runner: Runner, settings: FrontendSettings, env_dir: Path, backend: str, label: Path
+    srcdir: Path, *, runner: Runner, settings: FrontendSettings, env_dir: Path, root: Path, backend: str, label: Path
 ) -> bytes:
-    """The wheel's METADATA as the backend prepares it (``prepare_metadata_for_build_wheel``)."""
+    """The wheel's METADATA as the backend prepares it (``prepare_metadata_for_build_wheel``) in ``root`` (the
+    build root: not ``env_dir``'s parent, which ``--env-dir`` makes a folder of the user's)."""
     with _translate_errors(label, "prepare wheel metadata", backend, runner), _build_logger(runner):
         if settings.isolation:
             with provision.provisioned(env_dir, settings.install, runner, label) as env:
                 builder, _ = _provision(env, srcdir, ("wheel",), runner, settings, backend, label)
-                return _read_metadata(builder, env_dir.parent, settings, backend, label)
-        return _read_metadata(ProjectBuilder(srcdir, runner=runner), env_dir.parent, settings, backend, label)
+                return _read_metadata(builder, root, settings, backend, label)
+        return _read_metadata(ProjectBuilder(srcdir, runner=runner), root, settings, backend, label)
 
 
 def resolve_requirements(

@@ -36,6 +36,7 @@ def project_metadata(
             runner=ses.runner,
             settings=plan.frontend,
             env_dir=ses.env_dir("wheel"),
+            root=ses.root.root,
             backend=plan.backend or backend_name(srcdir),
             label=plan.source.path,
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from detpack import policy
-from detpack.archive.entry import READ_ERRORS
+from detpack.archive.entry import READ_ERRORS, BoundedTarInfo
 from detpack.digest import file_sha256
 from detpack.errors import ArchiveError, ConfigError, InputError
 from detpack.git import GitInfo, git_info
@@ -101,7 +101,7 @@ def tree_digest(root: Path) -> str:
 def _sdist_facts(path: Path) -> tuple[str, int]:
     """The sdist's single top-level directory and its PKG-INFO mtime."""
     try:
-        with tarfile.open(path, "r:gz") as tf:
+        with tarfile.open(path, "r:gz", tarinfo=BoundedTarInfo) as tf:
             members = tf.getmembers()
     except READ_ERRORS as exc:
         raise ArchiveError(f"{path}: corrupt or truncated sdist ({exc})") from None

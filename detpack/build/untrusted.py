@@ -62,6 +62,8 @@ def real_dir(root: Path, path: Path) -> bool:
 def plain_file(root: Path, path: Path, what: str) -> Path:
     """``path`` (under ``root``) when it and every directory on the way are plain: a regular file
     reached through real directories; else ``NotPlain`` naming ``what`` it should be."""
+    if "\x00" in str(path):  # a hook's answer can hold one; no path can (os.lstat raises ValueError)
+        raise NotPlain(f"{what} {str(path)!r}: a path holding a NUL byte; refusing to read it")
     try:
         check_dirs(root, path)
         mode = os.lstat(path).st_mode

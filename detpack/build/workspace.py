@@ -20,7 +20,7 @@ from pathlib import Path
 from plumbum import ProcessExecutionError, local
 from plumbum.commands.processes import CommandNotFound
 
-from detpack.archive.entry import READ_ERRORS
+from detpack.archive.entry import READ_ERRORS, BoundedTarInfo
 from detpack.build import untrusted
 from detpack.build.environment import BuildRoot
 from detpack.build.source import Source, copy_tree
@@ -138,7 +138,7 @@ def unpack_sdist(archive: Path, dest: Path, label: Path, keep_modes: bool = Fals
     rebuild of a build they made)."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(archive, "r:gz") as tf:
+        with tarfile.open(archive, "r:gz", tarinfo=BoundedTarInfo) as tf:
             tops = {m.name.split("/", 1)[0] for m in tf.getmembers()}
             if len(tops) != 1:
                 raise ArchiveError(f"{label}: an sdist must hold one top-level directory, found {sorted(tops)}")

@@ -32,7 +32,7 @@ import zstandard
 from zlib_ng import gzip_ng
 
 from detpack import policy
-from detpack.archive.entry import READ_ERRORS
+from detpack.archive.entry import READ_ERRORS, BoundedTarInfo
 from detpack.errors import ArchiveError, InputError
 from detpack.oci.fetch import Image
 
@@ -107,7 +107,7 @@ def apply_layers(image: Image, root: Path, limits: policy.Limits) -> tuple[dict[
                 try:
                     with (
                         _decompressed(f, hashing) as stream,
-                        tarfile.open(fileobj=stream, mode="r|") as tf,
+                        tarfile.open(fileobj=stream, mode="r|", tarinfo=BoundedTarInfo) as tf,
                     ):
                         applier.layer(tf, label)
                     while hashing.read(CHUNK):  # the rest of the blob (tar padding, compressed trailer)

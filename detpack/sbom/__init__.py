@@ -35,7 +35,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from detpack import __version__
-from detpack.archive.entry import READ_ERRORS
+from detpack.archive.entry import READ_ERRORS, BoundedTarInfo
 from detpack.archive.small import dist_info_member, open_zip_small, tar_member
 from detpack.digest import canonical_json, file_sha256
 from detpack.errors import InputError
@@ -114,7 +114,7 @@ def _metadata_bytes(artifact: Path, wheel: bool) -> bytes:
                 if found:
                     return found
         elif artifact.name.endswith((".tar.gz", ".tgz")):
-            with tarfile.open(artifact, "r:gz") as tf:
+            with tarfile.open(artifact, "r:gz", tarinfo=BoundedTarInfo) as tf:
                 for info in tf:
                     if info.isfile() and info.name.count("/") == 1 and info.name.endswith("/PKG-INFO"):
                         return tar_member(tf, info, str(artifact))
@@ -319,7 +319,7 @@ def _layer_metadata(layer: Path) -> dict[tuple[str, str], tuple[str, str]]:
     """(canonical name, version) -> the licence (``_license_of``) of each distribution installed in the layer."""
     found: dict[tuple[str, str], tuple[str, str]] = {}
     try:
-        with tarfile.open(layer, "r:*") as tf:
+        with tarfile.open(layer, "r:*", tarinfo=BoundedTarInfo) as tf:
             for info in tf:
                 parts = info.name.split("/")
                 if not info.isfile() or len(parts) < 3 or parts[-1] != "METADATA" or parts[-3] != "site-packages":

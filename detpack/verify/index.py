@@ -202,8 +202,11 @@ def fetch_wheel(name: str, version: str, dest: Path, *, find_links: Sequence[Pat
     def best(filename: str) -> int:
         return min((rank[t] for t in parse_wheel_filename(filename)[3] if t in rank), default=len(rank))
 
-    pure = [w for w in listed if w.removesuffix(".whl").endswith("-none-any")]
-    usable = sorted((w for w in pure or listed if best(w) < len(rank)), key=lambda w: (best(w), w))
+    def taken(wheels: Sequence[str]) -> list[str]:
+        return sorted((w for w in wheels if best(w) < len(rank)), key=lambda w: (best(w), w))
+
+    # a pure wheel this interpreter cannot take (py2 only) leaves the platform wheels, as pip's second try did
+    usable = taken([w for w in listed if w.removesuffix(".whl").endswith("-none-any")]) or taken(listed)
     if not usable:
         shown = ", ".join(listed[:4]) + (f" and {len(listed) - 4} more" if len(listed) > 4 else "")
         raise InputError(
@@ -239,7 +242,14 @@ def release_wheels(name: str, version: str, *, find_links: Sequence[Path], offli
             return False
         return (canonicalize_name(str(project)), found) == want
 
-    names = {p.name for folder in find_links if folder.is_dir() for p in folder.iterdir() if p.suffix == ".whl"}
+    # regular files only (a link to one counts): a FIFO or a folder named like a wheel is no wheel to fetch
+    names = {
+        p.name
+        for folder in find_links
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.suffix == ".whl" and p.is_file()
+    }
     if not offline:
         names |= {f.filename for f in project_files(index_url(), name) if f.filename.endswith(".whl")}
     return tuple(sorted(n for n in names if ours(n)))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from detpack.archive.entry import BoundedTarInfo
 from detpack.archive.small import open_zip_small, zip_member
 from detpack.errors import InputError
 
@@ -89,7 +90,7 @@ def speedup_switches(sdist: Path) -> tuple[str, ...]:
     look like "leave the C speedups out", in the order found."""
     found: list[str] = []
     try:
-        with tarfile.open(sdist) as tf:
+        with tarfile.open(sdist, tarinfo=BoundedTarInfo) as tf:
             for info in tf:
                 parts = info.name.split("/")
                 build_code = parts[-1] == "setup.py" or any("backend" in p or p == "build_helpers" for p in parts[1:-1])
@@ -116,7 +117,7 @@ def extension_always_built(sdist: Path) -> bool:
     """Whether the sdist's top-level ``setup.py`` declares an ``Extension`` and never marks one optional nor
     reads the environment (protobuf: its pure wheel comes from another source tree, not this sdist)."""
     try:
-        with tarfile.open(sdist) as tf:
+        with tarfile.open(sdist, tarinfo=BoundedTarInfo) as tf:
             for info in tf:
                 parts = info.name.split("/")
                 if len(parts) == 2 and parts[1] == "setup.py" and info.isfile():
@@ -222,7 +223,7 @@ def publisher_clock(wheel: Path, sdist: Path) -> PublisherClock | None:
     if found is None or not found.real:
         return found
     try:
-        with tarfile.open(sdist) as tf:
+        with tarfile.open(sdist, tarinfo=BoundedTarInfo) as tf:
             held = {m.name.split("/", 1)[1]: m.name for m in tf if m.isfile() and "/" in m.name}
     except (tarfile.TarError, OSError, EOFError):
         held = {}
@@ -282,7 +283,7 @@ def _publisher_clock(infos: list[zipfile.ZipInfo], sdist: Path) -> PublisherCloc
     stamped = max(stamps.items(), key=lambda kv: (kv[1], kv[0]))[0]
     mtimes: dict[str, float] = {}
     try:
-        with tarfile.open(sdist) as tf:
+        with tarfile.open(sdist, tarinfo=BoundedTarInfo) as tf:
             for info in tf:
                 if info.isfile() and "/" in info.name:
                     mtimes[info.name.split("/", 1)[1]] = info.mtime
@@ -393,7 +394,7 @@ def sdist_modes_kept(wheel: Path, sdist: Path) -> bool:
     PEP 706's extraction filters): the wheel's copies of its group- or other-writable files keep
     those bits."""
     try:
-        with tarfile.open(sdist) as tf:
+        with tarfile.open(sdist, tarinfo=BoundedTarInfo) as tf:
             modes = {m.name.split("/", 1)[1]: m.mode for m in tf if m.isfile() and "/" in m.name and m.mode & 0o022}
     except (tarfile.TarError, OSError, EOFError):
         return False

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from detpack import policy
+from detpack.archive.entry import BoundedTarInfo
 from detpack.archive.small import open_zip_small, tar_member
 from detpack.build.environment import LineSink
 from detpack.digest import CHUNK, canonical_json, file_sha256
@@ -213,7 +214,7 @@ def sdist_causes(comparison: FileComparison | None, sdist: Path) -> FileComparis
     ):
         return comparison
     try:
-        with tarfile.open(sdist) as tf:
+        with tarfile.open(sdist, tarinfo=BoundedTarInfo) as tf:
             paths = {m.name.split("/", 1)[1] for m in tf if m.isfile() and "/" in m.name}
     except (tarfile.TarError, OSError, EOFError):
         return comparison
