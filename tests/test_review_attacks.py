@@ -146,3 +146,64 @@ def test_a_tar_header_bomb_is_refused_before_it_is_read(
         call()
     assert str(sdist) in info.value.message and "\n" not in info.value.message, info.value.message
     assert f"more than {MAX_TAR_HEADER}" in info.value.message, info.value.message
+
+
+def _gnu_sparse_bomb(path: Path, blocks: int) -> Path:
+    """A tar.gz whose one member is an old-style GNU sparse file followed by ``blocks`` extension headers of 21
+    regions each: tarfile collects every region before it yields the member (a list growing with the input)."""
+    info = tarfile.TarInfo("holes.bin")
+    info.size = 0
+    head = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    head[156:157] = tarfile.GNUTYPE_SPARSE
+    head[482] = 1  # isextended
+    head[483:495] = b"%011o\0" % 1
+    head[148:156] = b" " * 8
+    head[148:155] = b"%06o\0" % sum(head)
+    region = (b"%011o\0" % 1) * 2
+    extension = region * 21 + b"\1" + bytes(7)
+    with gzip.open(path, "wb", compresslevel=1) as gz:
+        gz.write(bytes(head))
+        gz.write(extension * (blocks - 1))
+        gz.write(region * 21 + bytes(8) + bytes(1024))
+    return path
+
+
+def _pax_sparse_bomb(path: Path, numbers: int) -> Path:
+    """A tar.gz whose member is a GNU sparse 1.0 file (pax): its data starts with a map of ``numbers`` // 2
+    regions, which tarfile reads whole into a list before it yields the member."""
+    pax = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "holes.bin",
+           "GNU.sparse.realsize": "1"}  # fmt: skip
+    info = tarfile.TarInfo("GNUSparseFile.0/holes.bin")
+    info.pax_headers = pax
+    body = b"%d\n" % (numbers // 2) + b"1\n" * numbers
+    info.size = len(body)
+    with gzip.open(path, "wb", compresslevel=1) as gz:
+        gz.write(info.tobuf(tarfile.PAX_FORMAT) + body + bytes(-len(body) % 512) + bytes(1024))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["gnu-old", "pax-1.0"])
+def test_a_sparse_map_bomb_is_refused_before_it_is_read(kind: str, tmp_path: Path) -> None:
+    """A few hundred KB of gzip holding millions of sparse regions: tarfile made a tuple of each (about 0.5 GB)
+    before ``normalize`` (or any tar reader) saw the member. Refused in one line, memory flat."""
+    import tracemalloc
+
+    from detpack.archive.normalize import NormalizeOptions, normalize_file
+
+    src = (
+        _gnu_sparse_bomb(tmp_path / "sparse.tar.gz", 100_000)
+        if kind == "gnu-old"
+        else _pax_sparse_bomb(tmp_path / "sparse.tar.gz", 4_000_000)
+    )
+    assert src.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DetpackError) as info:
+            normalize_file(src, tmp_path / "out.tar.gz", NormalizeOptions(epoch=0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(src)) and "sparse" in message, message
+    assert peak < 32 << 20, f"{peak >> 20} MiB"
+    assert not (tmp_path / "out.tar.gz").exists()

@@ -56,9 +56,61 @@ _TAR_HEADER_TYPES: Final = (
 )
 
 
+#: The most regions a sparse member's map may list: tarfile collects every one (a tuple each) before it yields
+#: the member, from extension headers (old GNU) or the member's data (GNU sparse 1.0), which gzip makes tiny.
+MAX_SPARSE_REGIONS: Final = 1 << 16
+
+
+def _sparse_refused(how_many: str) -> tarfile.ReadError:
+    return tarfile.ReadError(
+        f"a sparse member's map {how_many}, more than {MAX_SPARSE_REGIONS}; refusing a likely archive bomb"
+    )
+
+
 class BoundedTarInfo(tarfile.TarInfo):
     """``tarfile.open(..., tarinfo=BoundedTarInfo)``: a pax or GNU long-name header of more than
-    ``MAX_TAR_HEADER`` bytes refused (``tarfile.ReadError``) before tarfile reads it whole."""
+    ``MAX_TAR_HEADER`` bytes, or a sparse map of more than ``MAX_SPARSE_REGIONS`` regions, refused
+    (``tarfile.ReadError``) before tarfile reads it whole. The two sparse readers are tarfile's own (3.11 to
+    3.13), with that count added."""
+
+    def _proc_sparse(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        structs, isextended, origsize = self._sparse_structs  # type: ignore[attr-defined]
+        del self._sparse_structs  # type: ignore[attr-defined]
+        while isextended:
+            buf = tf.fileobj.read(tarfile.BLOCKSIZE)
+            pos = 0
+            for _ in range(21):
+                try:
+                    offset = tarfile.nti(buf[pos : pos + 12])  # type: ignore[attr-defined]
+                    numbytes = tarfile.nti(buf[pos + 12 : pos + 24])  # type: ignore[attr-defined]
+                except ValueError:
+                    break
+                if offset and numbytes:
+                    structs.append((offset, numbytes))
+                pos += 24
+            if len(structs) > MAX_SPARSE_REGIONS:
+                raise _sparse_refused(f"lists {len(structs)} regions so far")
+            isextended = bool(buf[504])
+        self.sparse = structs
+        self.offset_data = tf.fileobj.tell()
+        tf.offset = self.offset_data + self._block(self.size)  # type: ignore[attr-defined]
+        self.size = origsize
+        return self
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict[str, str], tf: tarfile.TarFile) -> None:
+        sparse: list[int] = []
+        buf = tf.fileobj.read(tarfile.BLOCKSIZE)
+        fields, buf = buf.split(b"\n", 1)
+        count = int(fields)
+        if count > MAX_SPARSE_REGIONS:
+            raise _sparse_refused(f"declares {count} regions")
+        while len(sparse) < count * 2:
+            if b"\n" not in buf:
+                buf += tf.fileobj.read(tarfile.BLOCKSIZE)
+            number, buf = buf.split(b"\n", 1)
+            sparse.append(int(number))
+        next.offset_data = tf.fileobj.tell()
+        next.sparse = list(zip(sparse[::2], sparse[1::2], strict=False))  # type: ignore[assignment]
 
     def _proc_member(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _TAR_HEADER_TYPES and self.size > MAX_TAR_HEADER:
