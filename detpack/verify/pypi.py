@@ -315,7 +315,7 @@ def _names_build_requirements(sdist: Path) -> bool:
     import tomllib
 
     try:
-        with tarfile.open(sdist) as tf:
+        with tarfile.open(sdist, tarinfo=BoundedTarInfo) as tf:
             for info in tf:
                 if info.isfile() and info.name.count("/") == 1 and info.name.endswith("/pyproject.toml"):
                     table = tomllib.loads(tar_member(tf, info, str(sdist)).decode("utf-8")).get("build-system")
