@@ -207,3 +207,19 @@ def test_a_sparse_map_bomb_is_refused_before_it_is_read(kind: str, tmp_path: Pat
     assert "\n" not in message and message.startswith(str(src)) and "sparse" in message, message
     assert peak < 32 << 20, f"{peak >> 20} MiB"
     assert not (tmp_path / "out.tar.gz").exists()
+
+
+@pytest.mark.parametrize("metadata", [False, True], ids=["build", "metadata"])
+def test_a_hook_answer_that_is_not_a_file_name_is_one_line(
+    metadata: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """build_wheel answering None, prepare_metadata_for_build_wheel answering 42: ``build`` joined the answer to
+    a path (TypeError: a traceback, exit 3)."""
+    require_tool("bwrap")
+    src = materialize(FIXTURES / "hostile-backend", tmp_path / "src", 0o022)
+    (src / "_backend" / "attack.json").write_text(json.dumps({"kind": "answer-not-string"}))
+    argv = ["build", str(src), "--find-links", str(WHEELHOUSE), "--offline", "--no-cache", "-q"]
+    argv += ["--metadata"] if metadata else ["-o", str(tmp_path / "out"), "--wheel"]
+    code = main(argv)
+    line = _one_line(code, capsys.readouterr().err)
+    assert "not a file name" in line, line

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pyproject_hooks
 from build import BuildBackendException, BuildException, ProjectBuilder, check_dependency
@@ -41,6 +42,8 @@ class RawArtifact:
     installed: tuple[InstalledDependency, ...]
     reused: tuple[str, ...] = ()  # what the build took from before instead of doing again (``Provisioner.reused``)
 
+
+_T = TypeVar("_T")
 
 BuildLog = Callable[..., None]  # build's logger: (message, *, kind=None)
 
@@ -118,7 +121,7 @@ def build_distribution(
             return _in_place(srcdir, distribution, outdir, runner, settings, backend, who)
         with provision.provisioned(env_dir, settings.install, runner, who) as env:
             builder, requires = _provision(env, srcdir, (distribution,), runner, settings, backend, who)
-            path = builder.build(distribution, outdir, settings.config_settings)
+            path = _answer(lambda: builder.build(distribution, outdir, settings.config_settings), who, backend)
             installed, reused = env.installed(), tuple(env.reused)
     return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires)), installed, reused)
 
@@ -245,6 +248,17 @@ def _translate_errors(who: Path, what: str, backend: str, runner: Runner) -> Ite
         ) from None
 
 
+def _answer(call: Callable[[], _T], who: Path, backend: str) -> _T:
+    """``build``'s ``build`` or ``prepare``, which join the hook's answer to the output directory: an answer
+    that is not a string (a number, None from the hook's JSON) makes that a TypeError, said in one line."""
+    try:
+        return call()
+    except TypeError as exc:
+        raise BackendError(
+            f"{who}: backend {backend!r} answered with something that is not a file name ({exc}); refusing it"
+        ) from None
+
+
 def check_output(raw: RawArtifact, outdir: Path, project: Path) -> None:
     """The file a backend says it wrote: a plain name in ``outdir``, a regular file reached through
     real directories (a hook could have left a link to a host file there, or a FIFO)."""
@@ -267,9 +281,9 @@ def _read_metadata(builder: ProjectBuilder, root: Path, settings: FrontendSettin
     where = untrusted.fresh_dir(root, root / "metadata")
     what = f"the metadata of backend {backend!r}"
     try:
-        prepared = builder.prepare("wheel", where, settings.config_settings)
+        prepared = _answer(lambda: builder.prepare("wheel", where, settings.config_settings), label, backend)
         if prepared is None:  # no prepare_metadata_for_build_wheel: the wheel it builds has it
-            wheel = Path(builder.build("wheel", where, settings.config_settings))
+            wheel = Path(_answer(lambda: builder.build("wheel", where, settings.config_settings), label, backend))
             if wheel.parent != where or wheel.name in ("", ".", ".."):
                 raise BackendError(f"{label}: backend {backend!r} named {str(wheel)!r} as its wheel, outside "
                                    "the directory it was given")  # fmt: skip
@@ -358,7 +372,7 @@ def _in_place(
                 "install them or drop --no-isolation"
             )
     extra = builder.get_requires_for_build(distribution, settings.config_settings)
-    path = builder.build(distribution, outdir, settings.config_settings)
+    path = _answer(lambda: builder.build(distribution, outdir, settings.config_settings), who, backend)
     installed = deps.present(requires | extra)
     return RawArtifact(distribution, Path(path), backend, tuple(sorted(requires | extra)), installed)
 
