@@ -52,3 +52,19 @@ def redact(value: str) -> str:
         part = _SECRET_PARAM.sub(r"\1***", part)
         out.append(part)
     return " ".join(out)
+
+
+#: Characters a terminal acts on rather than shows: C0 and C1 controls (ESC starts a sequence that clears the
+#: screen, moves the cursor over a line, sets the window title; CR returns over a line), DEL, the line and
+#: paragraph separators, and the bidirectional overrides that show text in another order than it is.
+_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str, keep: str = "") -> str:
+    """``text`` for a terminal: each character it would act on (``_UNSHOWN``) but those in ``keep`` written as
+    its escape (``\\u001b``: the same in JSON, Python and JavaScript, so a JSON document stays one), so a name
+    from an archive or an index (a hostile release's) is seen as it is, and can neither drive the terminal nor
+    start a line of its own."""
+    if not _UNSHOWN.search(text):
+        return text
+    return _UNSHOWN.sub(lambda m: m[0] if m[0] in keep else f"\\u{ord(m[0]):04x}", text)

@@ -25,6 +25,7 @@ from detpack.verify.compare import (
     FileComparison,
     compare_paths,
 )
+from detpack.wording import shown
 
 SCHEMA_ID = "https://detpack.dev/schemas/diff/v1"
 
@@ -132,9 +133,9 @@ def grouped(f: FileComparison) -> tuple[list[Difference], dict[str, list[Differe
 def render_text(c: Comparison, verbose: int) -> list[str]:
     lines = [c.summary(), *c.toolchain]
     for name in c.only_a:
-        lines.append(f"only in A: {name}")
+        lines.append(f"only in A: {shown(name)}")
     for name in c.only_b:
-        lines.append(f"only in B: {name}")
+        lines.append(f"only in B: {shown(name)}")
     for f in c.files:
         if f.identical:
             if len(c.files) > 1:
@@ -161,7 +162,7 @@ def render_text(c: Comparison, verbose: int) -> list[str]:
             if d.kind == "content" and d.detail:
                 lines += _detail_lines(d.detail, verbose, "    ")
         for member, diffs in members.items():
-            lines.append(f"  {member}")
+            lines.append(f"  {shown(member)}")  # an archive's name: a line break in it is no line of ours
             for d in diffs:
                 lines.append(f"    {describe(d)}{because(d)}")
                 if d.kind == "content" and d.detail:

@@ -23,6 +23,7 @@ from detpack.verify.compare import Comparison
 from detpack.verify.pypi import WRITTEN_AT_BUILD_TIME, WheelCheck, rebuild_pypi
 from detpack.verify.pypi_batch import ReleaseOutcome, default_jobs, parse_timeout, read_list, rebuild_many, tally
 from detpack.verify.rebuild import rebuild
+from detpack.wording import shown
 
 
 def add_parser(sub: Any) -> None:
@@ -128,7 +129,8 @@ def _explanation(c: WheelCheck) -> list[str]:
         f"{what}: {c.comparison.members_differing} of {c.comparison.members_total} members; "
         f"attributes {', '.join(attrs)}; likely causes: {tally}"
     )
-    members = list(dict.fromkeys(d.member or f"({d.attribute})" for d in c.comparison.differences))
+    # a member's name is the release's: a line break in it would start a line of the report
+    members = list(dict.fromkeys(shown(d.member) if d.member else f"({d.attribute})" for d in c.comparison.differences))
     lines.append(f"members: {member_list(members)}")
     return lines
 
@@ -198,10 +200,11 @@ def _run_pypi(args: argparse.Namespace, out: Output) -> int:
         pinned = c.pin or "nothing"
         switch = "".join(f"; {x}" for x in (c.switch, c.clock, c.replayed) if x)
         out.result(
-            f"  {c.verdict:17} {c.wheel}  (Generator: {c.generator or '?'}; pinned {pinned}; epoch {epoch}{switch})"
+            f"  {c.verdict:17} {shown(c.wheel)}  (Generator: {shown(c.generator) or '?'}; pinned {shown(pinned)}; "
+            f"epoch {epoch}{switch})"
         )
         for problem in c.record_problems:
-            out.result(f"    the published wheel fails its own RECORD check: {problem}")
+            out.result(f"    the published wheel fails its own RECORD check: {shown(problem)}")
         for line in _explanation(c):
             out.result(f"    {line}")
         if c.comparison is not None and out.verbosity > 0:
@@ -251,7 +254,7 @@ def _run_batch(args: argparse.Namespace, out: Output) -> int:
                 out.result(f"{o.spec:{width}}  {o.status:17}  {o.reason.removeprefix(o.spec + ': ')}")
                 continue
             for w in o.report["wheels"]:
-                out.result(f"{o.spec:{width}}  {w['verdict']:17}  {w['wheel']}")
+                out.result(f"{o.spec:{width}}  {w['verdict']:17}  {shown(w['wheel'])}")
                 for line in w["explanation"]:
                     out.result(f"{'':{width}}  {'':17}    {line}")
         said = ", ".join(f"{n} {s}" for s, n in totals.items())
