@@ -59,3 +59,40 @@ def test_names_from_the_release_cannot_drive_the_terminal_or_forge_report_lines(
     assert lines[0] == "fx_flit==1.0.0: 1 different of 1 wheel", out
     assert not any(ln.lstrip().startswith("fx_flit==1.0.0: 1 byte-identical") for ln in lines), out
     assert "\\u001b[2J" in out, "the name is shown, escaped"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_published_umask_of_zero_leaves_no_writable_output_in_the_outdir(
+    flit_release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A published ``.dist-info/WHEEL`` of mode 0666 makes the replay run under umask 0, detpack's own process
+    too: the rebuild's wheel, log and provenance were staged in ``-o DIR/rebuilt`` as 0666 files until moved into
+    place, so any local user could open one for writing then and change the kept rebuild after it was hashed."""
+    require_tool("bwrap")
+    from detpack.build import pipeline
+
+    links = tmp_path / "links"
+    links.mkdir()
+    shutil.copy2(flit_release / "fx_flit-1.0.0.tar.gz", links)
+    wheel = "fx_flit-1.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(flit_release / wheel) as src, zipfile.ZipFile(links / wheel, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(".dist-info/WHEEL"):
+                info.external_attr = 0o100666 << 16
+            out.writestr(info, data + (b"# another\n" if info.filename.endswith("__init__.py") else b""))
+    staged: list[int] = []
+    commit = pipeline._Staging.commit
+
+    def watched(self: pipeline._Staging) -> None:
+        for tmp, _ in self.pending:
+            staged.append(tmp.stat().st_mode & 0o777)
+        commit(self)
+
+    monkeypatch.setattr(pipeline._Staging, "commit", watched)
+    argv = ["rebuild", "--pypi", "fx_flit==1.0.0", "--offline", "--find-links", str(links), "-o", str(tmp_path / "o")]
+    code = main([*argv, "--find-links", str(WHEELHOUSE)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "umask 0000" in err, out + err
+    assert len(staged) >= 2 and all(mode & 0o022 == 0 for mode in staged), [oct(m) for m in staged]

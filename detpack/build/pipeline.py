@@ -127,7 +127,10 @@ class _Staging:
         try:
             self.outdir.mkdir(parents=True, exist_ok=True)
             sweep(self.outdir)
-            with tmp.open("wb") as out:
+            tmp.unlink(missing_ok=True)
+            # 0600 whatever the umask (a replayed publisher's can be 0): nobody else opens it before it is whole
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
                 try:
                     fill(out)
                     out.flush()
