@@ -14,6 +14,7 @@ import pytest
 
 from conftest import WHEELHOUSE, require_tool
 from detpack.cli import main
+from detpack.errors import InputError
 
 #: What a hostile name carries to a terminal: a clear-screen, a cursor moved up over the verdict line, a
 #: window-title (OSC) sequence, a carriage return, and a line break followed by a verdict of its own.
@@ -96,3 +97,23 @@ def test_a_published_umask_of_zero_leaves_no_writable_output_in_the_outdir(
     out, err = capsys.readouterr()
     assert code == 1 and "umask 0000" in err, out + err
     assert len(staged) >= 2 and all(mode & 0o022 == 0 for mode in staged), [oct(m) for m in staged]
+
+
+@pytest.mark.parametrize("odd", ["\x00", "\x1b[2J", "\n"])
+def test_a_listed_file_name_that_is_no_plain_name_is_not_the_releases(
+    odd: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """packaging reads ``fx_x-1.0-py3-none-any.<NUL>.whl`` as a wheel (a tag of its own) and ``fx_x-1.0<LF>.tar.gz``
+    as an sdist (a version's surrounding blanks): an index listing such names had them fetched to
+    ``published/`` under that name (a NUL: ValueError, a traceback) and shown as the release's files."""
+    from detpack.verify import index
+
+    names = [f"fx_x-1.0-py3-none-any.{odd}.whl", f"fx_x-1.0{chr(10)}.tar.gz"]
+    listed = tuple(index.IndexFile(n, f"https://example.invalid/{i}", None) for i, n in enumerate(names))
+    monkeypatch.setattr(index, "project_files", lambda *_: listed)
+    monkeypatch.setattr(index, "index_url", lambda *_: "https://example.invalid/simple")
+    assert index.release_wheels("fx_x", "1.0", find_links=[], offline=False) == ()
+    with pytest.raises(InputError, match="no published wheel"):
+        index.fetch_wheel("fx_x", "1.0", tmp_path / "published", find_links=[], offline=False)
+    with pytest.raises(InputError, match="no sdist"):
+        index.fetch_sdist("fx_x", "1.0", tmp_path / "published", find_links=[], offline=False)

@@ -65,8 +65,14 @@ def _configured_index() -> str:
     return DEFAULT_INDEX
 
 
+def plain_file_name(filename: str) -> bool:
+    """Whether a listed name can be a release's file: no directory, no control character or blank (packaging
+    reads ``x-1.0-py3-none-any.<NUL>.whl`` as a wheel, ``x-1.0<LF>.tar.gz`` as an sdist)."""
+    return filename.isprintable() and " " not in filename and "/" not in filename
+
+
 def _matches(filename: str, name: str, version: str) -> bool:
-    if not filename.endswith(".tar.gz"):
+    if not filename.endswith(".tar.gz") or not plain_file_name(filename):
         return False
     try:
         got_name, got_version = parse_sdist_filename(filename)
@@ -236,6 +242,8 @@ def release_wheels(name: str, version: str, *, find_links: Sequence[Path], offli
         raise InputError(f"{name}=={version}: {version!r} is not a version") from None
 
     def ours(filename: str) -> bool:
+        if not plain_file_name(filename):
+            return False
         try:
             project, found, _, _ = parse_wheel_filename(filename)
         except InvalidWheelFilename:
