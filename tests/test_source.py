@@ -246,3 +246,42 @@ def test_library_leaves_process_state_as_it_found_it(tmp_path: Path, wheelhouse:
     assert r.code == 0, r.stderr
     assert r.stdout.splitlines()[-1].startswith("ok sha256:"), r.stdout
     assert "error: " in r.stdout and "no such file or directory" in r.stdout
+
+
+def test_git_is_asked_only_where_a_work_tree_can_be_found(tmp_path: Path) -> None:
+    """A layer, tarball or build of a folder in no git work tree starts no git (and loads no plumbum for it):
+    ~0.1 s of every such run. Where git would find one (the folder, a parent, through a symlink, or
+    GIT_DIR/GIT_WORK_TREE), it is asked as before, and a folder in a subdirectory gets the commit."""
+    from detpack.git import outside_any_work_tree
+
+    plain = tmp_path / "plain" / "deep"
+    plain.mkdir(parents=True)
+    (plain / "a.txt").write_text("a\n")
+    repo = tmp_path / "repo"
+    project = make_repo(repo, "setuptools-basic", subdir="packages/a")
+    link = tmp_path / "plain" / "into-repo"
+    link.symlink_to(project, target_is_directory=True)
+    assert outside_any_work_tree(plain)
+    assert not outside_any_work_tree(project) and not outside_any_work_tree(repo)
+    assert not outside_any_work_tree(link)  # git walks up from the real path
+    assert git_info(link) is not None
+
+    # A git that leaves a mark: run for the repository's layer, never for the plain folder's.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    marks = tmp_path / "git-ran"
+    real_git = shutil.which("git")
+    assert real_git is not None
+    (shim / "git").write_text(f'#!/bin/sh\necho "$@" >> {marks}\nexec {real_git} "$@"\n')
+    (shim / "git").chmod(0o755)
+    env = {"PATH": f"{shim}:{os.environ['PATH']}"}
+    r = run([DETPACK, "layer", "-o", tmp_path / "plain.tar.gz", "--add", f"{plain}:/app", "-q"], env=env)
+    assert r.code == 0, r.stderr
+    assert not marks.exists()
+    prov = json.loads((tmp_path / "plain.tar.gz.provenance.json").read_bytes())
+    assert "gitCommit" not in json.dumps(prov)
+    r = run([DETPACK, "layer", "-o", tmp_path / "repo.tar.gz", "--add", f"{project}:/app", "-q"], env=env)
+    assert r.code == 0, r.stderr
+    assert marks.exists()  # the shim was on PATH and is what ran: the test can tell
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    assert head in (tmp_path / "repo.tar.gz.provenance.json").read_text()

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             raise InputError(f"{wheel}: no such wheel file")
     wheels = [WheelInput(w, file_sha256(w)) for w in wheel_paths]
     python = PythonTarget(prefix.rstrip("/") or "/", args.python_version)
-    found = _evidence(args.evidence)
+    found = _evidence(args.evidence) if args.evidence else {}
     missing = None
     if args.evidence:
         missing = {"state": "unverified", "reason": "in no closure report given (--evidence)", "statement": None}
