@@ -44,7 +44,7 @@ def git_output(*args: str) -> str | None:
 
 
 def _git_raw(*args: str) -> str | None:
-    from plumbum import ProcessExecutionError, local  # loaded when git runs: ~0.1 s of every layer, tar and build
+    from plumbum import ProcessExecutionError, local  # loaded when git runs: ~0.1 s of every layer and tar
     from plumbum.commands.processes import CommandNotFound
 
     try:

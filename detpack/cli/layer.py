@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             raise InputError(f"{wheel}: no such wheel file")
     wheels = [WheelInput(w, file_sha256(w)) for w in wheel_paths]
     python = PythonTarget(prefix.rstrip("/") or "/", args.python_version)
-    found = _evidence(args.evidence) if args.evidence else {}
+    found = _evidence(args.evidence)
     missing = None
     if args.evidence:
         missing = {"state": "unverified", "reason": "in no closure report given (--evidence)", "statement": None}
@@ -127,6 +127,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def _evidence(paths: list[Path]) -> dict[str, dict[str, Any]]:
     """sha256 -> what the first closure report naming those bytes found, as the layer's provenance records it."""
+    if not paths:
+        return {}  # no --evidence: the closure reader (packaging's lock parser with it) is not loaded
     from detpack.atomic import read_input
     from detpack.deps.report import parse
 
